@@ -1,0 +1,515 @@
+/**
+ * A mock OAuth 2.0 / OpenID Connect issuer for the tests and the demo. It runs in-process on
+ * 127.0.0.1, serves both discovery documents, `/authorize` (auto-approve or a small sign-in page),
+ * `/token`, `/introspect`, `/userinfo` and a JWKS, signs ID tokens with a WebCrypto key, and records
+ * every request it receives. Nothing here is meant for production.
+ *
+ *     deno task demo     # a real login against this mock, in your browser if one can be opened
+ *
+ * @module
+ */
+import { main as loginMain, openWithSystemBrowser, realDeps } from "./login.ts";
+
+// ── Types ───────────────────────────────────────────────────────────────────────────────────────
+
+export type MockClientAuth = "none" | "client_secret_basic" | "client_secret_post";
+
+export interface MockClient {
+  id: string;
+  secret?: string;
+  auth: MockClientAuth;
+  /** Registered redirect URIs; a loopback IP literal matches any port (RFC 8252 §7.3). */
+  redirectUris: string[];
+}
+
+export interface MockUser {
+  sub: string;
+  username: string;
+  email: string;
+  name: string;
+}
+
+export interface MockOptions {
+  /** The issuer's path, e.g. "/oauth2/default" as Okta has it. */
+  path?: string;
+  clients?: MockClient[];
+  user?: MockUser;
+  /** Approve at once (tests), or show a sign-in page with Approve and Deny (the demo). */
+  autoApprove?: boolean;
+  /** Which discovery documents are served. */
+  discovery?: "both" | "oauth2" | "oidc";
+  /** Whether the server sends (and advertises) the RFC 9207 `iss` parameter. */
+  issParameter?: boolean;
+  /** Seconds an access token lives. */
+  accessTokenTtl?: number;
+  now?: () => number;
+}
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  form: Record<string, string>;
+  headers: Record<string, string>;
+  /** For token, introspection and revocation requests: how the client authenticated. */
+  clientAuth?: MockClientAuth;
+}
+
+interface Authorization {
+  clientId: string;
+  redirectUri: string;
+  challenge: string;
+  scope: string;
+  nonce?: string;
+  state?: string;
+}
+
+export const PUBLIC_CLIENT: MockClient = {
+  id: "cli-public",
+  auth: "none",
+  redirectUris: [
+    "http://127.0.0.1/callback",
+    "http://[::1]/callback",
+    "http://localhost:8080/authorization-code/callback",
+  ],
+};
+
+export const CONFIDENTIAL_CLIENT: MockClient = {
+  id: "cli-confidential",
+  secret: "s3cret-value-for-tests",
+  auth: "client_secret_basic",
+  redirectUris: ["http://127.0.0.1/callback", "http://localhost:8080/authorization-code/callback"],
+};
+
+export const ALICE: MockUser = {
+  sub: "00u1alice",
+  username: "alice@example.com",
+  email: "alice@example.com",
+  name: "Alice",
+};
+
+// ── Helpers ─────────────────────────────────────────────────────────────────────────────────────
+
+const encoder = new TextEncoder();
+
+function b64url(bytes: Uint8Array | string): string {
+  const data = typeof bytes === "string" ? encoder.encode(bytes) : bytes;
+  let binary = "";
+  for (const byte of data) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function random(bytes = 24): string {
+  return b64url(crypto.getRandomValues(new Uint8Array(bytes)));
+}
+
+/** The S256 code challenge of a verifier (RFC 7636 §4.2). */
+export async function s256(verifier: string): Promise<string> {
+  return b64url(new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(verifier))));
+}
+
+function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", "cache-control": "no-store", ...headers },
+  });
+}
+
+function oauthError(error: string, description: string, status = 400): Response {
+  return json({ error, error_description: description }, status);
+}
+
+function html(body: string, status = 200): Response {
+  return new Response(
+    `<!doctype html><html><head><meta charset="utf-8"><title>Mock issuer</title></head><body>${body}</body></html>`,
+    {
+      status,
+      headers: { "content-type": "text/html; charset=utf-8" },
+    },
+  );
+}
+
+function isLoopbackLiteral(url: URL): boolean {
+  return url.hostname === "127.0.0.1" || url.hostname === "[::1]";
+}
+
+function redirectMatches(registered: string, requested: string): boolean {
+  if (registered === requested) return true;
+  const a = URL.parse(registered);
+  const b = URL.parse(requested);
+  if (!a || !b || !isLoopbackLiteral(a)) return false;
+  return a.protocol === b.protocol && a.hostname === b.hostname && a.pathname === b.pathname && !b.search;
+}
+
+// ── The mock ────────────────────────────────────────────────────────────────────────────────────
+
+export interface MockIssuer {
+  /** The issuer identifier; set by `serveMockIssuer`, or by hand for a handler used as `fetch`. */
+  issuer: string;
+  handler: (request: Request) => Promise<Response>;
+  /** Every request received, in order. */
+  requests: RecordedRequest[];
+  /** Answer a request differently: return a Response to send it instead of the normal answer. */
+  intercept?: (
+    record: RecordedRequest,
+    url: URL,
+    request: Request,
+  ) => Response | undefined | Promise<Response | undefined>;
+  /** Fields merged into (or, when undefined, removed from) both metadata documents. */
+  metadata: Record<string, unknown>;
+  /** What the sign-in does when a browser reaches it (and auto-approve is on). */
+  decision: "approve" | "deny";
+  /** The codes handed out, with what they were bound to. */
+  codes: Map<string, Authorization>;
+  /** Access tokens issued. */
+  accessTokens: Map<string, { sub: string; clientId: string; scope: string; exp: number }>;
+  user: MockUser;
+  clients: MockClient[];
+  /** Requests to one endpoint ("token", "authorize", …). */
+  calls(endpoint: string): RecordedRequest[];
+}
+
+/** Builds a mock issuer; serve it with `serveMockIssuer` or pass its handler as `fetch`. */
+export function createMockIssuer(options: MockOptions = {}): MockIssuer {
+  const path = options.path ?? "";
+  const now = options.now ?? (() => Date.now());
+  const ttl = options.accessTokenTtl ?? 3600;
+  const discovery = options.discovery ?? "both";
+  const issParameter = options.issParameter ?? true;
+  const keys = crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+  const kid = random(8);
+
+  const mock: MockIssuer = {
+    issuer: "http://127.0.0.1",
+    requests: [],
+    metadata: {},
+    decision: "approve",
+    codes: new Map(),
+    accessTokens: new Map(),
+    user: options.user ?? ALICE,
+    clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
+    calls: (endpoint) => mock.requests.filter((r) => r.path === `${path}/${endpoint}`),
+    handler: async (request) => {
+      const url = new URL(request.url);
+      const form = request.method === "POST" &&
+          request.headers.get("content-type")?.includes("application/x-www-form-urlencoded")
+        ? Object.fromEntries(new URLSearchParams(await request.text()))
+        : {};
+      const record: RecordedRequest = {
+        method: request.method,
+        path: url.pathname,
+        query: Object.fromEntries(url.searchParams),
+        form,
+        headers: Object.fromEntries(request.headers),
+      };
+      mock.requests.push(record);
+      const intercepted = await mock.intercept?.(record, url, request);
+      if (intercepted) return intercepted;
+      return route(request, url, record);
+    },
+  };
+
+  function metadata(): Record<string, unknown> {
+    const base: Record<string, unknown> = {
+      issuer: mock.issuer,
+      authorization_endpoint: `${mock.issuer}/authorize`,
+      token_endpoint: `${mock.issuer}/token`,
+      introspection_endpoint: `${mock.issuer}/introspect`,
+      userinfo_endpoint: `${mock.issuer}/userinfo`,
+      jwks_uri: `${mock.issuer}/keys`,
+      response_types_supported: ["code"],
+      grant_types_supported: ["authorization_code"],
+      code_challenge_methods_supported: ["S256"],
+      token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+      introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+      scopes_supported: ["openid", "profile", "email", "offline_access"],
+      subject_types_supported: ["public"],
+      id_token_signing_alg_values_supported: ["ES256"],
+      authorization_response_iss_parameter_supported: issParameter,
+    };
+    for (const [key, value] of Object.entries(mock.metadata)) {
+      if (value === undefined) delete base[key];
+      else base[key] = value;
+    }
+    return base;
+  }
+
+  function authenticate(request: Request, form: Record<string, string>, record: RecordedRequest) {
+    const header = request.headers.get("authorization");
+    let id: string | undefined;
+    let secret: string | undefined;
+    if (header?.startsWith("Basic ")) {
+      const [user, pass] = atob(header.slice(6)).split(":");
+      id = decodeURIComponent(user);
+      secret = decodeURIComponent(pass ?? "");
+      record.clientAuth = "client_secret_basic";
+    } else if (form.client_secret !== undefined) {
+      id = form.client_id;
+      secret = form.client_secret;
+      record.clientAuth = "client_secret_post";
+    } else {
+      id = form.client_id;
+      record.clientAuth = "none";
+    }
+    const client = mock.clients.find((c) => c.id === id);
+    if (!client || client.auth !== record.clientAuth || (client.secret !== undefined && client.secret !== secret)) {
+      return undefined;
+    }
+    return client;
+  }
+
+  async function idToken(clientId: string, nonce: string | undefined): Promise<string> {
+    const iat = Math.floor(now() / 1000);
+    const header = b64url(JSON.stringify({ alg: "ES256", typ: "JWT", kid }));
+    const payload = b64url(JSON.stringify({
+      iss: mock.issuer,
+      sub: mock.user.sub,
+      aud: clientId,
+      iat,
+      exp: iat + ttl,
+      ...(nonce ? { nonce } : {}),
+      preferred_username: mock.user.username,
+      email: mock.user.email,
+      name: mock.user.name,
+    }));
+    const signature = await crypto.subtle.sign(
+      { name: "ECDSA", hash: "SHA-256" },
+      (await keys).privateKey,
+      encoder.encode(`${header}.${payload}`),
+    );
+    return `${header}.${payload}.${b64url(new Uint8Array(signature))}`;
+  }
+
+  function redirectWith(auth: Authorization, params: Record<string, string>): Response {
+    const target = new URL(auth.redirectUri);
+    for (const [key, value] of Object.entries(params)) target.searchParams.set(key, value);
+    if (auth.state !== undefined) target.searchParams.set("state", auth.state);
+    if (issParameter) target.searchParams.set("iss", mock.issuer);
+    return new Response(null, { status: 302, headers: { location: target.href } });
+  }
+
+  function decide(auth: Authorization, decision: string): Response {
+    if (decision !== "approve") {
+      return redirectWith(auth, { error: "access_denied", error_description: "The user denied the request" });
+    }
+    const code = random();
+    mock.codes.set(code, auth);
+    return redirectWith(auth, { code });
+  }
+
+  const pending = new Map<string, Authorization>();
+
+  async function route(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
+    const p = url.pathname;
+    const q = url.searchParams;
+    if (
+      (p === `/.well-known/oauth-authorization-server${path}` && discovery !== "oidc") ||
+      (p === `${path}/.well-known/openid-configuration` && discovery !== "oauth2")
+    ) {
+      return json(metadata());
+    }
+    if (p === `${path}/keys`) {
+      return json({
+        keys: [{ ...await crypto.subtle.exportKey("jwk", (await keys).publicKey), kid, use: "sig", alg: "ES256" }],
+      });
+    }
+    if (p === `${path}/authorize` && request.method === "GET") {
+      const client = mock.clients.find((c) => c.id === q.get("client_id"));
+      if (!client) return html("<h1>Unknown client</h1>", 400);
+      const redirectUri = q.get("redirect_uri") ?? "";
+      if (!client.redirectUris.some((r) => redirectMatches(r, redirectUri))) {
+        return html("<h1>The redirect_uri is not registered for this client</h1>", 400);
+      }
+      const auth: Authorization = {
+        clientId: client.id,
+        redirectUri,
+        challenge: q.get("code_challenge") ?? "",
+        scope: q.get("scope") ?? "",
+        nonce: q.get("nonce") ?? undefined,
+        state: q.get("state") ?? undefined,
+      };
+      if (q.get("response_type") !== "code") return redirectWith(auth, { error: "unsupported_response_type" });
+      if (q.get("code_challenge_method") !== "S256" || !auth.challenge) {
+        return redirectWith(auth, { error: "invalid_request", error_description: "PKCE with S256 is required" });
+      }
+      if (options.autoApprove ?? true) return decide(auth, mock.decision);
+      const txn = random(12);
+      pending.set(txn, auth);
+      return html(`<h1>Mock issuer: sign in</h1>
+<p>Sign in to <b>${client.id}</b> as <b>${mock.user.username}</b>? (This is the demo's mock issuer.)</p>
+<form method="post" action="${path}/authorize/decision" data-mock-signin>
+<input type="hidden" name="txn" value="${txn}">
+<button name="decision" value="approve">Approve</button> <button name="decision" value="deny">Deny</button>
+</form>`);
+    }
+    if (p === `${path}/authorize/decision` && request.method === "POST") {
+      const auth = pending.get(record.form.txn ?? "");
+      if (!auth) return html("<h1>Unknown or used sign-in</h1>", 400);
+      pending.delete(record.form.txn);
+      return decide(auth, record.form.decision ?? "deny");
+    }
+    if (p === `${path}/token` && request.method === "POST") {
+      const client = authenticate(request, record.form, record);
+      if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
+      if (record.form.grant_type !== "authorization_code") {
+        return oauthError("unsupported_grant_type", "Only authorization_code is supported");
+      }
+      const auth = mock.codes.get(record.form.code ?? "");
+      mock.codes.delete(record.form.code ?? "");
+      if (!auth || auth.clientId !== client.id) {
+        return oauthError("invalid_grant", "The code is invalid or was already used");
+      }
+      if (auth.redirectUri !== record.form.redirect_uri) {
+        return oauthError("invalid_grant", "The redirect_uri does not match");
+      }
+      if (await s256(record.form.code_verifier ?? "") !== auth.challenge) {
+        return oauthError("invalid_grant", "PKCE verification failed");
+      }
+      const accessToken = random(32);
+      mock.accessTokens.set(accessToken, {
+        sub: mock.user.sub,
+        clientId: client.id,
+        scope: auth.scope,
+        exp: Math.floor(now() / 1000) + ttl,
+      });
+      const scopes = auth.scope.split(" ");
+      return json({
+        access_token: accessToken,
+        token_type: "Bearer",
+        expires_in: ttl,
+        scope: auth.scope,
+        ...(scopes.includes("openid") ? { id_token: await idToken(client.id, auth.nonce) } : {}),
+      });
+    }
+    if (p === `${path}/introspect` && request.method === "POST") {
+      const client = authenticate(request, record.form, record);
+      if (!client || client.auth === "none") {
+        return oauthError("invalid_client", "Introspection needs client authentication", 401);
+      }
+      const token = mock.accessTokens.get(record.form.token ?? "");
+      if (!token || token.exp * 1000 <= now()) return json({ active: false });
+      return json({
+        active: true,
+        username: mock.user.username,
+        sub: token.sub,
+        client_id: token.clientId,
+        scope: token.scope,
+        exp: token.exp,
+        token_type: "Bearer",
+      });
+    }
+    if (p === `${path}/userinfo`) {
+      const token = mock.accessTokens.get(request.headers.get("authorization")?.replace(/^Bearer /, "") ?? "");
+      if (!token) {
+        return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer error="invalid_token"' } });
+      }
+      return json({
+        sub: token.sub,
+        preferred_username: mock.user.username,
+        email: mock.user.email,
+        name: mock.user.name,
+      });
+    }
+    return json({ error: "not_found" }, 404);
+  }
+
+  return mock;
+}
+
+export interface ServedMock extends MockIssuer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves a mock issuer on 127.0.0.1 with an ephemeral port. */
+export function serveMockIssuer(options: MockOptions = {}): ServedMock {
+  const mock = createMockIssuer(options);
+  const controller = new AbortController();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, signal: controller.signal, onListen() {} }, mock.handler);
+  mock.issuer = `http://127.0.0.1:${server.addr.port}${options.path ?? ""}`;
+  return Object.assign(mock, {
+    port: server.addr.port,
+    async close() {
+      controller.abort();
+      await server.finished;
+    },
+  });
+}
+
+// ── A scripted browser ──────────────────────────────────────────────────────────────────────────
+
+export interface BrowserVisit {
+  /** Every URL the browser loaded, in order. */
+  visited: string[];
+  status: number;
+  body: string;
+  headers: Headers;
+}
+
+/**
+ * Plays the person's browser: loads `url`, follows redirects, answers the mock's sign-in page with
+ * `decision`, and returns the last page (the tool's callback page, normally).
+ */
+export async function scriptedBrowser(url: string, decision: "approve" | "deny" = "approve"): Promise<BrowserVisit> {
+  const visited: string[] = [];
+  let next: { url: string; init?: RequestInit } = { url };
+  for (let hop = 0; hop < 20; hop++) {
+    visited.push(next.url);
+    const response = await fetch(next.url, { ...next.init, redirect: "manual" });
+    const location = response.headers.get("location");
+    if (response.status >= 300 && response.status < 400 && location) {
+      await response.body?.cancel();
+      next = { url: new URL(location, next.url).href };
+      continue;
+    }
+    const body = await response.text();
+    const form = body.match(/<form method="post" action="([^"]+)" data-mock-signin>[\s\S]*?name="txn" value="([^"]+)"/);
+    if (form) {
+      next = {
+        url: new URL(form[1], next.url).href,
+        init: { method: "POST", body: new URLSearchParams({ txn: form[2], decision }) },
+      };
+      continue;
+    }
+    return { visited, status: response.status, body, headers: response.headers };
+  }
+  throw new Error("The scripted browser followed too many redirects");
+}
+
+// ── Demo ────────────────────────────────────────────────────────────────────────────────────────
+
+/** `deno task demo`: a real login against the mock, in a real browser where one can be opened. */
+async function demo(): Promise<number> {
+  const mock = serveMockIssuer({
+    autoApprove: false,
+    user: { sub: "demo-1", username: "demo", email: "demo@example.com", name: "Demo" },
+  });
+  mock.clients.push({ id: "demo", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
+  const deps = realDeps();
+  const env = (name: string) => Deno.env.get(name);
+  const headless = Deno.build.os === "linux" && !env("BROWSER") && !env("DISPLAY") && !env("WAYLAND_DISPLAY");
+  deps.openUrl = async (url) => {
+    if (!headless) {
+      try {
+        return await openWithSystemBrowser(url);
+      } catch (error) {
+        deps.stderr(
+          `demo: no browser could be opened (${(error as Error).message}); signing in with a scripted browser\n`,
+        );
+      }
+    } else {
+      deps.stderr(
+        "demo: no display here, so a scripted browser signs in (it follows the same redirects a browser would)\n",
+      );
+    }
+    scriptedBrowser(url).catch((error) => deps.stderr(`demo: the scripted browser failed: ${error}\n`));
+  };
+  deps.stderr(`demo: a mock issuer is running at ${mock.issuer}\n`);
+  try {
+    return await loginMain(["--issuer", mock.issuer, "--client-id", "demo", "--timeout", "120", ...Deno.args], deps);
+  } finally {
+    await mock.close();
+  }
+}
+
+if (import.meta.main) Deno.exit(await demo());
