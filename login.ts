@@ -33,6 +33,8 @@ export const OPENER_TIMEOUT_MS = 10_000;
 const MAX_DISPLAY_CHARS = 300;
 /** A shutdown of the callback server never waits longer than this for open connections. */
 const SHUTDOWN_GRACE_MS = 1_000;
+/** A pause between the last response and closing the server, so its bytes leave the socket. */
+const FLUSH_MS = 10;
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -831,6 +833,8 @@ export async function listen(redirect: Redirect): Promise<Listener> {
   const controller = new AbortController();
   let handler: ((request: Request) => Response | Promise<Response>) | undefined;
   const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
+  // Responses not yet written: close() lets them reach the browser, but never waits for idle sockets.
+  const inflight = new Set<Promise<void>>();
   const serve = (hostname: string, port: number) =>
     Deno.serve({
       hostname,
@@ -838,10 +842,18 @@ export async function listen(redirect: Redirect): Promise<Listener> {
       signal: controller.signal,
       onListen() {},
       onError: () => page(500, "Error", "Something went wrong; see the terminal."),
-    }, (request) => handler ? handler(request) : page(503, "Not ready", "Try again in a moment."));
+    }, (request, info) => {
+      const delivered = info.completed.catch(() => {});
+      inflight.add(delivered);
+      delivered.finally(() => inflight.delete(delivered));
+      return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
+    });
   const close = async () => {
-    controller.abort();
     const grace = delay(SHUTDOWN_GRACE_MS);
+    await Promise.race([Promise.allSettled(inflight), grace.done]);
+    // `completed` can resolve a moment before hyper flushes the bytes; give it one more turn.
+    await delay(FLUSH_MS).done;
+    controller.abort();
     await Promise.race([Promise.allSettled(servers.map((s) => s.finished)), grace.done]);
     grace.cancel();
   };
