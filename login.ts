@@ -7,7 +7,9 @@
  * the code with PKCE S256 (RFC 7636) and shows who logged in. All protocol work goes through
  * oauth4webapi.
  *
- * Subcommands: `login` (the default).
+ * Subcommands: `login` (the default), `token` (print a valid access token, refreshing it when needed),
+ * `whoami` (alias `status`) and `logout`. Tokens are cached per issuer, client and scope, one file per
+ * entry, owner-only and written atomically; refreshes are serialised across processes with a lock.
  *
  *     deno run --allow-net --allow-env --allow-read --allow-write --allow-run login.ts \
  *       --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -36,6 +38,23 @@ const SHUTDOWN_GRACE_MS = 1_000;
 /** A pause between the last response and closing the server, so its bytes leave the socket. */
 const FLUSH_MS = 10;
 
+/** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
+export const MIN_TTL_S = 60;
+/** The version of the cache entry format. */
+const CACHE_VERSION = 1;
+/** Authorization parameters the tool sets itself; `--param` may not override them. */
+const RESERVED_PARAMS = new Set([
+  "response_type",
+  "client_id",
+  "redirect_uri",
+  "scope",
+  "state",
+  "nonce",
+  "code_challenge",
+  "code_challenge_method",
+  "prompt",
+]);
+
 /** Exit codes, documented in the README. */
 export const EXIT = {
   ok: 0,
@@ -53,6 +72,7 @@ const ENV_VARS = {
   clientSecret: "OAUTH_CLIENT_SECRET",
   scope: "OAUTH_SCOPE",
   redirectUri: "OAUTH_REDIRECT_URI",
+  cache: "OAUTH_LOGIN_CACHE",
 } as const;
 
 const CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"] as const;
@@ -74,11 +94,13 @@ const SECRET_FIELDS = new Set([
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
 export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
+export type Command = "login" | "token" | "whoami" | "logout";
+export type OutputFormat = "text" | "json" | "exec-credential";
 export type ValueSource = "flag" | "environment" | ".env" | "default";
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
 export interface Config {
-  command: "login";
+  command: Command;
   /** The issuer identifier we expect the metadata to name. */
   issuer: string;
   /** Set when the person gave the full metadata URL instead of the issuer. */
@@ -94,8 +116,32 @@ export interface Config {
   json: boolean;
   verbose: boolean;
   clientAuth?: ClientAuthMethod;
+  /** `--prompt`, and extra authorization parameters from `--param key=value`. */
+  prompt?: string;
+  params: [string, string][];
+  /** `token`: refresh when the access token expires within this long. */
+  minTtlMs: number;
+  /** `token`: log in when needed even without a terminal. */
+  interactive: boolean;
+  format: OutputFormat;
+  /** `logout --all`. */
+  all: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+}
+
+/** The token cache: one file per entry in a directory only the owner can read. */
+export interface Storage {
+  readonly dir: string;
+  /** The entry's text, or undefined when there is none; refuses a file other users can read. */
+  read(name: string): Promise<string | undefined>;
+  /** Replaces the entry atomically (temporary file, then rename), owner-only. */
+  write(name: string, text: string): Promise<void>;
+  remove(name: string): Promise<void>;
+  /** The names of the entries. */
+  list(): Promise<string[]>;
+  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
+  lock(name: string): Promise<{ release(): void }>;
 }
 
 /** The edges of the tool: every effect goes through one of these, so tests can replace them. */
@@ -109,8 +155,33 @@ export interface Deps {
   readEnvFile: (path: string) => Promise<Record<string, string> | undefined>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** Whether a person can answer: stdin and stderr are terminals. */
+  interactive: boolean;
+  storage: Storage;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
+}
+
+/** A cached token response, stamped once with an absolute expiry from the injected clock. */
+export interface TokenSet {
+  version: typeof CACHE_VERSION;
+  /** The configured issuer and client: the entry's key, with the scope. */
+  issuer: string;
+  clientId: string;
+  /** The scope as configured ("" for the default): part of the key, not what was granted. */
+  requestedScope: string;
+  accessToken: string;
+  tokenType: string;
+  /** Milliseconds since the epoch; absent when the server gave no `expires_in`. */
+  expiresAt?: number;
+  refreshToken?: string;
+  idToken?: string;
+  scope?: string;
+  user?: string;
+  subject?: string;
+  authMethod: ClientAuthMethod;
+  /** The issuer's metadata, so refresh and logout need no discovery round trip. */
+  metadata: Record<string, unknown>;
 }
 
 /** What a login produced. */
@@ -120,6 +191,9 @@ export interface LoginResult {
   user?: string;
   subject?: string;
   issuer: string;
+  /** The metadata the login used, kept with the tokens. */
+  metadata: Oauth.AuthorizationServer;
+  authMethod: ClientAuthMethod;
 }
 
 interface Redirect {
@@ -381,6 +455,12 @@ function seconds(ms: number): string {
 
 const FLAGS = {
   issuer: { type: "string" },
+  prompt: { type: "string" },
+  param: { type: "string", multiple: true },
+  "min-ttl": { type: "string" },
+  interactive: { type: "boolean" },
+  format: { type: "string" },
+  all: { type: "boolean" },
   "client-id": { type: "string" },
   "client-secret": { type: "string" },
   "client-auth": { type: "string" },
@@ -396,12 +476,49 @@ const FLAGS = {
   version: { type: "boolean", short: "V" },
 } as const;
 
-type FlagValues = { [K in keyof typeof FLAGS]?: typeof FLAGS[K]["type"] extends "boolean" ? boolean : string };
+type FlagValues = {
+  [K in keyof typeof FLAGS]?: typeof FLAGS[K] extends { multiple: true } ? string[]
+    : typeof FLAGS[K]["type"] extends "boolean" ? boolean
+    : string;
+};
+type Flag = keyof typeof FLAGS;
 
 interface Cli {
-  command: "login";
+  command: Command;
+  /** Whether the command was named (for `--help`). */
+  named: boolean;
   flags: FlagValues;
 }
+
+const COMMANDS: Record<string, Command> = {
+  login: "login",
+  token: "token",
+  whoami: "whoami",
+  status: "whoami",
+  logout: "logout",
+};
+
+const COMMON_FLAGS: Flag[] = [
+  "issuer",
+  "client-id",
+  "client-secret",
+  "client-auth",
+  "scope",
+  "param",
+  "json",
+  "verbose",
+  "env-file",
+  "help",
+  "version",
+];
+const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt"];
+/** Which flags each command takes, beyond the common ones. */
+const COMMAND_FLAGS: Record<Command, Flag[]> = {
+  login: LOGIN_FLAGS,
+  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format"],
+  whoami: [],
+  logout: ["all"],
+};
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
 export async function parseCli(args: string[]): Promise<Cli> {
@@ -418,18 +535,27 @@ export async function parseCli(args: string[]): Promise<Cli> {
       { hint: "run with --help to see the flags" },
     );
   }
-  const [command = "login", ...rest] = parsed.positionals;
-  if (command !== "login") {
-    throw new LoginError("usage", `Unknown command "${sanitize(command)}"`, {
+  const [name = "login", ...rest] = parsed.positionals;
+  const command = COMMANDS[name];
+  if (!command) {
+    throw new LoginError("usage", `Unknown command "${sanitize(name)}"`, {
       hint: "run with --help to see the commands",
     });
   }
   if (rest.length > 0) {
     throw new LoginError("usage", `Unexpected argument "${sanitize(rest[0])}"`, {
-      hint: "run with --help to see the usage",
+      hint: `run "oauth-login ${command} --help" to see the usage`,
     });
   }
-  return { command, flags: parsed.values as FlagValues };
+  const flags = parsed.values as FlagValues;
+  const allowed = new Set([...COMMON_FLAGS, ...COMMAND_FLAGS[command]]);
+  const misplaced = (Object.keys(flags) as Flag[]).find((flag) => !allowed.has(flag));
+  if (misplaced) {
+    throw new LoginError("usage", `The flag "--${misplaced}" does not apply to "${command}"`, {
+      hint: `run "oauth-login ${command} --help" to see its flags`,
+    });
+  }
+  return { command, named: parsed.positionals.length > 0, flags };
 }
 
 /** Flags win over the environment, the environment over `.env`. Pure. */
@@ -460,12 +586,13 @@ export function resolveConfig(
   const scope = pick("scope", flags.scope, ENV_VARS.scope);
   let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
 
-  if (!issuerText) {
+  const needsClient = !(cli.command === "logout" && flags.all);
+  if (!issuerText && needsClient) {
     throw new LoginError("config", "No issuer is configured", {
       hint: `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env)`,
     });
   }
-  if (!clientId) {
+  if (!clientId && needsClient) {
     throw new LoginError("config", "No client id is configured", {
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
@@ -500,20 +627,168 @@ export function resolveConfig(
       hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
   }
+  let minTtlMs = MIN_TTL_S * 1000;
+  if (flags["min-ttl"] !== undefined) {
+    minTtlMs = Number(flags["min-ttl"]) * 1000;
+    if (!/^\d+(\.\d+)?$/.test(flags["min-ttl"])) {
+      throw new LoginError("usage", `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds`);
+    }
+  }
+  const format = flags.format ?? (flags.json ? "json" : "text");
+  if (format !== "text" && format !== "json" && format !== "exec-credential") {
+    throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
+      hint: "use text, json or exec-credential",
+    });
+  }
+  const params: [string, string][] = [];
+  for (const param of flags.param ?? []) {
+    const [key, ...value] = param.split("=");
+    if (!key || value.length === 0) {
+      throw new LoginError("usage", `The parameter "${sanitize(param)}" is not of the form key=value`);
+    }
+    if (RESERVED_PARAMS.has(key)) {
+      throw new LoginError("usage", `The parameter "${sanitize(key)}" is set by the tool and cannot be overridden`, {
+        hint: key === "scope" ? "use --scope" : key === "prompt" ? "use --prompt" : undefined,
+      });
+    }
+    params.push([key, value.join("=")]);
+  }
   return {
     command: cli.command,
-    ...parseIssuer(issuerText),
-    clientId,
+    ...(issuerText ? parseIssuer(issuerText) : { issuer: "" }),
+    clientId: clientId ?? "",
     clientSecret: clientAuth === "none" ? undefined : clientSecret,
     scope,
     redirectUri,
     timeoutMs,
     browser: !flags["no-browser"],
-    json: flags.json ?? false,
+    json: format === "json",
     verbose: flags.verbose ?? false,
     clientAuth: clientAuth as ClientAuthMethod | undefined,
+    prompt: flags.prompt,
+    params,
+    minTtlMs,
+    interactive: flags.interactive ?? false,
+    format,
+    all: flags.all ?? false,
     sources,
   };
+}
+
+// ── Core: the token cache ───────────────────────────────────────────────────────────────────────
+
+/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
+export function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+  const explicit = env(ENV_VARS.cache);
+  if (explicit) return explicit;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/oauth-login`;
+  if (os === "windows") {
+    const local = env("LOCALAPPDATA");
+    return local ? `${local}\\oauth-login` : undefined;
+  }
+  const home = env("HOME");
+  if (!home) return undefined;
+  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
+}
+
+/** The entry's file name: the issuer's host, then a hash of issuer, client id, scope and resource. */
+export async function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): Promise<string> {
+  const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
+  const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
+  const material = new TextEncoder().encode(JSON.stringify([config.issuer, config.clientId, scope, resource.sort()]));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", material));
+  const hex = Array.from(digest.subarray(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+  const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
+  return `${host}-${hex}`;
+}
+
+/** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
+export function parseTokenSet(text: string): TokenSet | undefined {
+  let value: Record<string, unknown>;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value) || value.version !== CACHE_VERSION) return undefined;
+  const required = ["issuer", "clientId", "requestedScope", "accessToken", "tokenType", "authMethod"];
+  const optional = ["refreshToken", "idToken", "scope", "user", "subject"];
+  if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
+  if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
+  if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
+  if (!value.metadata || typeof value.metadata !== "object") return undefined;
+  return value as unknown as TokenSet;
+}
+
+/** Whether the access token is still good for at least `minTtlMs`. */
+export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+  return entry.expiresAt === undefined || entry.expiresAt - now > minTtlMs;
+}
+
+/** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
+export function toTokenSet(
+  config: Pick<Config, "issuer" | "clientId" | "scope">,
+  tokens: Oauth.TokenEndpointResponse,
+  context: {
+    now: number;
+    metadata: Record<string, unknown>;
+    authMethod: ClientAuthMethod;
+    user?: string;
+    subject?: string;
+  },
+  previous?: TokenSet,
+): TokenSet {
+  return {
+    version: CACHE_VERSION,
+    issuer: config.issuer,
+    clientId: config.clientId,
+    requestedScope: config.scope ?? "",
+    accessToken: tokens.access_token,
+    tokenType: tokens.token_type,
+    expiresAt: typeof tokens.expires_in === "number" ? context.now + tokens.expires_in * 1000 : undefined,
+    refreshToken: tokens.refresh_token ?? previous?.refreshToken,
+    idToken: tokens.id_token ?? previous?.idToken,
+    scope: tokens.scope ?? previous?.scope,
+    user: context.user ?? previous?.user,
+    subject: context.subject ?? previous?.subject,
+    authMethod: context.authMethod,
+    metadata: context.metadata,
+  };
+}
+
+/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential. */
+export function formatToken(entry: TokenSet, format: OutputFormat): string {
+  const expiresAt = entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
+  if (format === "json") {
+    return JSON.stringify({
+      access_token: entry.accessToken,
+      token_type: entry.tokenType,
+      expires_at: expiresAt,
+      scope: entry.scope ?? null,
+    }) + "\n";
+  }
+  if (format === "exec-credential") {
+    return JSON.stringify({
+      apiVersion: "client.authentication.k8s.io/v1",
+      kind: "ExecCredential",
+      status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
+    }) + "\n";
+  }
+  return `${entry.accessToken}\n`;
+}
+
+/** "in 59 minutes", "3 minutes ago". */
+export function relativeTime(at: number, now: number): string {
+  const minutes = Math.round(Math.abs(at - now) / 60_000);
+  const amount = minutes < 1
+    ? "less than a minute"
+    : minutes < 120
+    ? plural(minutes, "minute")
+    : minutes < 48 * 60
+    ? plural(Math.round(minutes / 60), "hour")
+    : plural(Math.round(minutes / 1440), "day");
+  return at >= now ? `in ${amount}` : `${amount} ago`;
 }
 
 // ── Edges: talking to the issuer ────────────────────────────────────────────────────────────────
@@ -576,14 +851,16 @@ async function readCapped(response: Response, host: string): Promise<Uint8Array<
  * The fetch oauth4webapi uses: a timeout on the whole exchange, a cap on the body, no redirects,
  * Ctrl-C honoured, and a redacted trace with `--verbose`.
  */
-export function issuerFetch(deps: Deps, trace?: Trace): typeof fetch {
+export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): typeof fetch {
   return async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
     const host = url.host;
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), HTTP_TIMEOUT_MS);
-    const signals = [timeout.signal, deps.signal, init?.signal].filter((s): s is AbortSignal => !!s);
+    // A refresh is not interruptible: a rotated refresh token lost to Ctrl-C would end the session.
+    const signals = [timeout.signal, interruptible ? deps.signal : undefined, init?.signal]
+      .filter((s): s is AbortSignal => !!s);
     try {
       if (trace) {
         const sent = typeof init?.body === "string"
@@ -617,7 +894,7 @@ export function issuerFetch(deps: Deps, trace?: Trace): typeof fetch {
       });
     } catch (error) {
       if (error instanceof LoginError) throw error;
-      if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+      if (interruptible && deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
       if (timeout.signal.aborted) {
         throw new LoginError("network", `The server at ${host} did not answer within ${seconds(HTTP_TIMEOUT_MS)}`, {
           hint: "check your network connection and the issuer URL",
@@ -733,7 +1010,7 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
     [oauth.customFetch]: issuerFetch(deps, trace),
     [oauth.allowInsecureRequests]: issuerUrl.protocol === "http:",
   };
-  const as = await step("fetch the server metadata", async () => {
+  const as: Oauth.AuthorizationServer = await step("fetch the server metadata", async () => {
     let response: Response;
     if (config.metadataUrl) {
       response = await issuerFetch(deps, trace)(config.metadataUrl, { headers: { accept: "application/json" } });
@@ -764,13 +1041,25 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
     }
   });
   assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
-  assertEndpoint(as.token_endpoint, "token_endpoint", as.issuer);
-  for (const name of ["introspection_endpoint", "userinfo_endpoint", "revocation_endpoint"] as const) {
-    if (as[name] !== undefined) assertEndpoint(as[name], name, as.issuer);
-  }
   const methods = as.code_challenge_methods_supported;
   if (Array.isArray(methods) && !methods.includes("S256")) {
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
+  }
+  return issuerFor(as, config, deps, trace);
+}
+
+/** The client for metadata we trust (just discovered, or cached with a token). */
+async function issuerFor(
+  as: Oauth.AuthorizationServer,
+  config: Pick<Config, "clientId" | "clientSecret" | "clientAuth">,
+  deps: Deps,
+  trace?: Trace,
+  interruptible = true,
+): Promise<Issuer> {
+  const oauth = await lib();
+  assertEndpoint(as.token_endpoint, "token_endpoint", as.issuer);
+  for (const name of ["introspection_endpoint", "userinfo_endpoint", "revocation_endpoint"] as const) {
+    if (as[name] !== undefined) assertEndpoint(as[name], name, as.issuer);
   }
   const authMethod = chooseClientAuth(config.clientSecret, as.token_endpoint_auth_methods_supported, config.clientAuth);
   const auth = authMethod === "none"
@@ -778,7 +1067,69 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
     : authMethod === "client_secret_post"
     ? oauth.ClientSecretPost(config.clientSecret!)
     : oauth.ClientSecretBasic(config.clientSecret!);
+  const http: Http = {
+    [oauth.customFetch]: issuerFetch(deps, trace, interruptible),
+    [oauth.allowInsecureRequests]: new URL(as.issuer).protocol === "http:",
+  };
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
+}
+
+/** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
+async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<TokenSet> {
+  const oauth = await lib();
+  const issuer = await issuerFor(entry.metadata as unknown as Oauth.AuthorizationServer, config, deps, trace, false);
+  const { as, client, auth, http } = issuer;
+  const tokens = await step("refresh the access token", async () => {
+    const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
+    return await oauth.processRefreshTokenResponse(as, client, response);
+  });
+  const claims = oauth.getValidatedIdTokenClaims(tokens);
+  if (claims && entry.subject && claims.sub !== entry.subject) {
+    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user");
+  }
+  return toTokenSet(
+    config,
+    tokens,
+    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod },
+    entry,
+  );
+}
+
+/** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
+async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
+  const as = entry.metadata as unknown as Oauth.AuthorizationServer;
+  if (!as.revocation_endpoint) return [];
+  const oauth = await lib();
+  const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
+  if (entry.authMethod !== "none" && !secret) {
+    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`];
+  }
+  const issuer = await issuerFor(
+    as,
+    { clientId: entry.clientId, clientSecret: secret, clientAuth: entry.authMethod },
+    deps,
+    trace,
+  );
+  const problems: string[] = [];
+  const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
+    entry.accessToken,
+    "access_token",
+  ]];
+  for (const [token, hint] of tokens) {
+    if (!token) continue;
+    try {
+      await step(`revoke the ${hint.replace("_", " ")}`, async () => {
+        const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
+          ...issuer.http,
+          additionalParameters: { token_type_hint: hint },
+        });
+        await oauth.processRevocationResponse(response);
+      });
+    } catch (error) {
+      problems.push(error instanceof Error ? error.message : String(error));
+    }
+  }
+  return problems;
 }
 
 /** Says who logged in: introspection, else the ID token's claims, else UserInfo. */
@@ -975,6 +1326,100 @@ export async function openWithSystemBrowser(url: string): Promise<void> {
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
 
+// ── Edges: file storage ─────────────────────────────────────────────────────────────────────────
+
+/** The token cache on disk: a 0700 directory of 0600 files, replaced atomically. */
+export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<void> } = {}): Storage {
+  const path = (name: string) => `${dir}/${name}`;
+  const ensureDir = async () => {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  };
+  const explain = (error: unknown, doing: string): Error => {
+    if (error instanceof LoginError) return error;
+    const reason = error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : sanitize((error as Error).message ?? error, 120);
+    return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
+      hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
+      cause: error,
+    });
+  };
+  return {
+    dir,
+    async read(name) {
+      let file: Deno.FsFile;
+      try {
+        file = await Deno.open(path(name), { read: true });
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return undefined;
+        throw explain(error, "read the token cache");
+      }
+      try {
+        const info = await file.stat();
+        if (info.mode !== null && (info.mode & 0o077) !== 0) {
+          throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, {
+            hint: `make it private with: chmod 600 "${path(name)}"`,
+          });
+        }
+        return new TextDecoder().decode(await new Response(file.readable).arrayBuffer());
+      } catch (error) {
+        throw explain(error, "read the token cache");
+      } finally {
+        try {
+          file.close();
+        } catch { /* closed by the stream */ }
+      }
+    },
+    async write(name, text) {
+      const temporary = path(`${name}.${crypto.randomUUID()}.tmp`);
+      try {
+        await ensureDir();
+        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
+        try {
+          const bytes = new TextEncoder().encode(text);
+          for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+        await hooks.beforeRename?.();
+        await Deno.rename(temporary, path(name));
+      } catch (error) {
+        await Deno.remove(temporary).catch(() => {});
+        throw explain(error, "save the tokens");
+      }
+    },
+    async remove(name) {
+      try {
+        await Deno.remove(path(name));
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "remove the cached tokens");
+      }
+    },
+    async list() {
+      const names: string[] = [];
+      try {
+        for await (const entry of Deno.readDir(dir)) {
+          if (entry.isFile && entry.name.endsWith(".json")) names.push(entry.name.slice(0, -5));
+        }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "list the token cache");
+      }
+      return names.sort();
+    },
+    async lock(name) {
+      try {
+        await ensureDir();
+        const file = await Deno.open(path(`${name}.lock`), { read: true, write: true, create: true, mode: 0o600 });
+        await file.lock(true);
+        return { release: () => file.close() }; // closing the file releases the lock
+      } catch (error) {
+        throw explain(error, "lock the token cache");
+      }
+    },
+  };
+}
+
 // ── Commands ────────────────────────────────────────────────────────────────────────────────────
 
 function makeTrace(config: Config, deps: Deps): Trace | undefined {
@@ -1031,6 +1476,8 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
     params.set("code_challenge", challenge);
     params.set("code_challenge_method", "S256");
     if (nonce) params.set("nonce", nonce);
+    if (config.prompt) params.set("prompt", config.prompt);
+    for (const [key, value] of config.params) params.append(key, value);
 
     const { promise: outcome, resolve, reject } = Promise.withResolvers<LoginResult>();
     outcome.catch(() => {}); // handled by waitForBrowser; avoid an unhandled rejection when we time out first
@@ -1055,7 +1502,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
           });
         });
         const who = await identify(issuer, tokens, trace);
-        resolve({ tokens, issuer: as.issuer, ...who });
+        resolve({ tokens, issuer: as.issuer, metadata: as, authMethod: issuer.authMethod, ...who });
         const name = who.user ? `Signed in as ${sanitize(who.user)}` : "Signed in";
         return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`);
       } catch (error) {
@@ -1099,38 +1546,280 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   }
 }
 
+/** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
+async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  const result = await login(config, deps);
+  const entry = toTokenSet(config, result.tokens, {
+    now: deps.now(),
+    metadata: result.metadata as unknown as Record<string, unknown>,
+    authMethod: result.authMethod,
+    user: result.user,
+    subject: result.subject,
+  });
+  await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+  deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
+  if (!entry.refreshToken) {
+    const scope = result.tokens.scope ?? config.scope ?? "";
+    deps.stderr(
+      scope.split(" ").includes("offline_access")
+        ? "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent\n"
+        : "note: The server issued no refresh token, so you will sign in again when this token expires; ask for one by adding offline_access to --scope\n",
+    );
+  }
+  return entry;
+}
+
+/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
+async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+  const text = await deps.storage.read(`${name}.json`);
+  if (text === undefined) return undefined;
+  const entry = parseTokenSet(text);
+  if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) {
+    deps.stderr(
+      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login\n`,
+    );
+    return undefined;
+  }
+  return entry;
+}
+
+function loginRequired(config: Config, why: string): LoginError {
+  return new LoginError("login_required", `${why} for ${sanitize(config.issuer)}`, {
+    hint: 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
+  });
+}
+
+/** `login`: the browser login; the tokens are cached for `token`. */
+export async function loginCommand(config: Config, deps: Deps): Promise<void> {
+  const entry = await loginAndSave(config, deps, await cacheKey(config));
+  if (config.json) {
+    deps.stdout(
+      JSON.stringify({
+        issuer: entry.metadata.issuer,
+        user: entry.user ?? null,
+        sub: entry.subject ?? null,
+        access_token: entry.accessToken,
+        token_type: entry.tokenType,
+        expires_at: entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString(),
+        scope: entry.scope ?? null,
+        refresh_token: entry.refreshToken ?? null,
+        id_token: entry.idToken ?? null,
+      }) + "\n",
+    );
+  }
+}
+
+/**
+ * `token`: prints a valid access token. Refreshes under an exclusive lock when it expires within
+ * `--min-ttl` (re-reading the entry once the lock is held: another process may have refreshed), and
+ * logs in only when a person can answer.
+ */
+export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
+  const name = await cacheKey(config);
+  let entry = await readEntry(config, deps, name);
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  deps.stdout(formatToken(entry, config.format));
+}
+
+async function renew(config: Config, deps: Deps, name: string, entry: TokenSet | undefined): Promise<TokenSet> {
+  if (entry?.refreshToken) {
+    const lock = await deps.storage.lock(name);
+    try {
+      const current = await readEntry(config, deps, name);
+      if (current && isFresh(current, deps.now(), config.minTtlMs)) return current;
+      if (current?.refreshToken) {
+        try {
+          const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
+          await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
+          if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+          return next;
+        } catch (error) {
+          if (!(error instanceof ServerError && error.code === "invalid_grant")) throw error;
+          await deps.storage.remove(`${name}.json`);
+          deps.stderr(
+            `warning: The session has ended at the server (${error.message}); the cached tokens were removed\n`,
+          );
+        }
+      }
+    } finally {
+      lock.release();
+    }
+  }
+  if (!config.interactive && !deps.interactive) {
+    throw loginRequired(config, entry ? "The cached token has expired and cannot be refreshed" : "No cached token");
+  }
+  return await loginAndSave(config, deps, name);
+}
+
+/** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
+export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
+  const entry = await readEntry(config, deps, await cacheKey(config));
+  if (!entry) throw loginRequired(config, "Not logged in");
+  const now = deps.now();
+  const expired = !isFresh(entry, now, 0);
+  if (expired && !entry.refreshToken) {
+    throw loginRequired(config, "The cached token has expired and cannot be refreshed");
+  }
+  if (config.json) {
+    deps.stdout(
+      JSON.stringify({
+        issuer: entry.metadata.issuer ?? entry.issuer,
+        client_id: entry.clientId,
+        user: entry.user ?? null,
+        sub: entry.subject ?? null,
+        scope: entry.scope ?? null,
+        expires_at: entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString(),
+        expired,
+        refreshable: !!entry.refreshToken,
+      }) + "\n",
+    );
+    return;
+  }
+  const expiry = entry.expiresAt === undefined
+    ? "has no stated expiry"
+    : expired
+    ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`
+    : `expires ${relativeTime(entry.expiresAt, now)} (${new Date(entry.expiresAt).toISOString()})`;
+  deps.stdout(
+    `Logged in to ${sanitize(entry.metadata.issuer ?? entry.issuer)} as ${
+      sanitize(entry.user ?? entry.subject ?? "an unnamed user")
+    }\n` +
+      `  client:  ${sanitize(entry.clientId)}\n` +
+      `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
+      `  token:   ${expiry}\n` +
+      `  refresh: ${entry.refreshToken ? "yes" : "no (sign in again when the token expires)"}\n`,
+  );
+}
+
+/** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
+export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
+  const trace = makeTrace(config, deps);
+  const names = config.all ? await deps.storage.list() : [await cacheKey(config)];
+  const problems: string[] = [];
+  let removed = 0;
+  for (const name of names) {
+    const text = await deps.storage.read(`${name}.json`).catch((error) => {
+      deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
+      return "";
+    });
+    if (text === undefined) continue;
+    const entry = parseTokenSet(text);
+    if (entry && (config.all || (entry.issuer === config.issuer && entry.clientId === config.clientId))) {
+      for (const problem of await revokeTokenSet(entry, config, deps, trace)) {
+        problems.push(problem);
+        deps.stderr(`warning: ${problem}\n`);
+      }
+    }
+    await deps.storage.remove(`${name}.json`);
+    removed++;
+  }
+  const where = config.all ? "every issuer" : sanitize(config.issuer);
+  deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
+  if (problems.length > 0) {
+    throw new LoginError(
+      "failure",
+      "The server could not confirm the revocation; the tokens may stay valid until they expire",
+      { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
+    );
+  }
+}
+
 // ── CLI ─────────────────────────────────────────────────────────────────────────────────────────
 
-export const USAGE = `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server from the terminal
-
-Usage: oauth-login [login] [flags]
-
-Flags (each also read from the environment or .env where a variable is named):
+const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
   --issuer URL          the issuer, or its full metadata URL              OAUTH_ISSUER
   --client-id ID        the OAuth client id                               OAUTH_CLIENT_ID
   --client-secret S     the client secret, for confidential clients       OAUTH_CLIENT_SECRET
                         (as a flag it is visible to other local users: prefer the variable)
   --client-auth METHOD  none, client_secret_basic or client_secret_post (default: from metadata)
   --scope "A B"         scopes to ask for (default: openid profile [offline_access])  OAUTH_SCOPE
-  --redirect-uri URI    a fixed loopback redirect URI registered with the server      OAUTH_REDIRECT_URI
+  --param KEY=VALUE     an extra parameter (resource, audience, login_hint, acr_values, ...); repeatable
+  --env-file PATH       read settings from this file instead of ./.env
+  --json                output JSON on stdout
+  -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
+  -h, --help            show help`;
+
+const LOGIN_FLAGS_HELP =
+  `  --redirect-uri URI    a fixed loopback redirect URI registered with the server      OAUTH_REDIRECT_URI
                         (default: http://127.0.0.1:<any free port>/callback)
   --port N              listen on this fixed port (with 127.0.0.1 and /callback unless --redirect-uri)
   --timeout SECONDS     how long to wait for the browser (default: 300)
   --no-browser          print the address to open instead of opening a browser
-  --json                print the identity and tokens as one JSON object on stdout
-  --env-file PATH       read settings from this file instead of ./.env
-  -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
-  -h, --help            show this help
+  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some servers need it for offline_access)`;
+
+export const USAGE: Record<Command | "main", string> = {
+  main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server from the terminal
+
+Usage: oauth-login [COMMAND] [flags]
+
+Commands:
+  login            sign in with the browser and keep the tokens (the default)
+  token            print a valid access token, refreshing or signing in as needed
+  whoami, status   show who is logged in, the scopes and the token's expiry
+  logout           revoke the tokens at the server and delete them here
+
+${CONFIG_FLAGS_HELP}
   -V, --version         show the version
 
-Environment: BROWSER (the browser command to run), NO_COLOR.
+Login flags:
+${LOGIN_FLAGS_HELP}
+
+Run "oauth-login COMMAND --help" for a command's own flags.
+
+Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the browser command), NO_COLOR.
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
             4 login required, 5 timed out, 130 interrupted.
 
 Example:
   oauth-login --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
-`;
+  curl -H "Authorization: Bearer $(oauth-login token)" https://api.example.com/me
+`,
+  login: `Usage: oauth-login login [flags]
+
+Signs in with the system browser over a loopback redirect (PKCE, state, iss checked), shows who
+logged in on stderr, and caches the tokens for "oauth-login token". --json prints the identity and
+the tokens as one JSON object on stdout.
+
+${CONFIG_FLAGS_HELP}
+${LOGIN_FLAGS_HELP}
+`,
+  token: `Usage: oauth-login token [flags]
+
+Prints a valid access token and a newline on stdout, and nothing else. A token that expires within
+--min-ttl is refreshed first (one process at a time); with no usable token it signs in, but only when
+a person can answer (a terminal) or --interactive is given; otherwise it exits 4 (login required).
+
+  --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
+  --interactive         sign in when needed even without a terminal
+  --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
+                        or exec-credential (a kubectl client.authentication.k8s.io/v1 ExecCredential)
+${CONFIG_FLAGS_HELP}
+${LOGIN_FLAGS_HELP}
+`,
+  whoami: `Usage: oauth-login whoami [flags]     (alias: status)
+
+Shows the issuer, the user, the scopes and when the access token expires. Exits 0 when logged in
+(a valid or refreshable token) and 4 when not. Makes no network request.
+
+${CONFIG_FLAGS_HELP}
+`,
+  logout: `Usage: oauth-login logout [--all] [flags]
+
+Revokes the refresh and access tokens at the server (RFC 7009) where it has a revocation endpoint,
+then deletes the cached entry, even when the revocation fails (which is reported, exit 1).
+
+  --all                 log out of every cached entry
+${CONFIG_FLAGS_HELP}
+`,
+};
+
+const COMMAND_RUNNERS: Record<Command, (config: Config, deps: Deps) => Promise<void>> = {
+  login: loginCommand,
+  token: tokenCommand,
+  whoami: whoamiCommand,
+  logout: logoutCommand,
+};
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
 export async function main(args: string[], deps: Deps): Promise<number> {
@@ -1139,7 +1828,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     const cli = await parseCli(args);
     verbose = cli.flags.verbose ?? false;
     if (cli.flags.help) {
-      deps.stdout(USAGE);
+      deps.stdout(USAGE[cli.named ? cli.command : "main"]);
       return EXIT.ok;
     }
     if (cli.flags.version) {
@@ -1159,22 +1848,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,
       );
     }
-    const result = await login(config, deps);
-    deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
-    if (config.json) {
-      const { tokens } = result;
-      deps.stdout(
-        JSON.stringify({
-          issuer: result.issuer,
-          user: result.user ?? null,
-          sub: result.subject ?? null,
-          ...tokens,
-          expires_at: typeof tokens.expires_in === "number"
-            ? new Date(deps.now() + tokens.expires_in * 1000).toISOString()
-            : null,
-        }) + "\n",
-      );
-    }
+    await COMMAND_RUNNERS[config.command](config, deps);
     return EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);
@@ -1197,12 +1871,16 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
 
 /** Reads a dotenv file with `process.loadEnvFile`, leaving the environment as it was. */
 async function readEnvFileWithNode(path: string): Promise<Record<string, string> | undefined> {
+  try {
+    if (!(await Deno.stat(path)).isFile) return undefined;
+  } catch {
+    return undefined; // no file: node:process (costly to load) is not needed
+  }
   const { default: process } = await import("node:process");
   const before = Deno.env.toObject();
   try {
     process.loadEnvFile(path);
   } catch (error) {
-    if ((error as { code?: string }).code === "ENOENT") return undefined;
     throw new LoginError(
       "config",
       `Cannot read the env file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
@@ -1220,6 +1898,16 @@ async function readEnvFileWithNode(path: string): Promise<Record<string, string>
   return fromFile;
 }
 
+/** The storage for a directory we could not work out: every use says how to set one. */
+function missingStorage(): Storage {
+  const fail = () => {
+    throw new LoginError("config", "Cannot find a directory for the token cache", {
+      hint: `set ${ENV_VARS.cache} (or HOME) to a directory you own`,
+    });
+  };
+  return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
+}
+
 /** The real edges, kept thin. */
 export function realDeps(): Deps {
   const controller = new AbortController();
@@ -1229,14 +1917,18 @@ export function realDeps(): Deps {
     const bytes = encoder.encode(text);
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
   };
+  const env = (name: string) => Deno.env.get(name);
+  const dir = cacheDir(env, Deno.build.os);
   return {
     fetch: globalThis.fetch,
     openUrl: openWithSystemBrowser,
     now: () => Date.now(),
-    env: (name) => Deno.env.get(name),
+    env,
     readEnvFile: readEnvFileWithNode,
     stdout: write(Deno.stdout),
     stderr: write(Deno.stderr),
+    interactive: Deno.stdin.isTerminal() && Deno.stderr.isTerminal(),
+    storage: dir ? fileStorage(dir) : missingStorage(),
     signal: controller.signal,
   };
 }

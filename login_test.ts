@@ -1,5 +1,16 @@
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./tests/assert.ts";
-import { type Deps, EXIT, main, openerCommand, page, parseIssuer, sanitize, VERSION } from "./login.ts";
+import {
+  type Deps,
+  EXIT,
+  fileStorage,
+  main,
+  openerCommand,
+  page,
+  parseIssuer,
+  sanitize,
+  type Storage,
+  VERSION,
+} from "./login.ts";
 import {
   type BrowserVisit,
   CONFIDENTIAL_CLIENT,
@@ -10,7 +21,20 @@ import {
   serveMockIssuer,
 } from "./mock_issuer.ts";
 
-// ── Harness ─────────────────────────────────────────────────────────────────────────────────────
+// ── Harness ─────
+
+const temporaryDirs: string[] = [];
+/** A temporary directory, removed when the test module ends. */
+async function tempDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "oauth-login-test-" });
+  temporaryDirs.push(dir);
+  return dir;
+}
+globalThis.addEventListener("unload", () => {
+  for (const dir of temporaryDirs) Deno.removeSync(dir, { recursive: true });
+});
+
+// ── Harness (continued) ─────────────────────────────────────────────────────────────────────────────────
 
 interface Run {
   code: number;
@@ -29,6 +53,10 @@ interface RunOptions {
   browser?: (url: string) => Promise<BrowserVisit | undefined>;
   openFails?: string;
   controller?: AbortController;
+  /** The token cache; a fresh temporary one by default. */
+  storage?: Storage;
+  interactive?: boolean;
+  now?: () => number;
 }
 
 async function run(args: string[], options: RunOptions = {}): Promise<Run> {
@@ -45,11 +73,13 @@ async function run(args: string[], options: RunOptions = {}): Promise<Run> {
       if (options.openFails) return Promise.reject(new Error(options.openFails));
       return Promise.resolve();
     },
-    now: () => Date.now(),
+    now: options.now ?? (() => Date.now()),
     env: (name) => options.env?.[name],
     readEnvFile: (path) => Promise.resolve(options.files?.[path]),
     stdout: (text) => stdout += text,
     stderr: (text) => stderr += text,
+    interactive: options.interactive ?? false,
+    storage: options.storage ?? fileStorage(await tempDir()),
     signal: (options.controller ?? new AbortController()).signal,
   };
   const code = await main(args, deps);
@@ -364,6 +394,8 @@ Deno.test("login() --no-browser prints the short address and opens nothing", asy
       now: Date.now,
       env: () => undefined,
       readEnvFile: () => Promise.resolve(undefined),
+      interactive: false,
+      storage: fileStorage(await tempDir()),
       stdout: () => {},
       stderr: (text) => {
         stderr += text;

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { main as loginMain, openWithSystemBrowser, realDeps } from "./login.ts";
+import { fileStorage, main as loginMain, openWithSystemBrowser, realDeps } from "./login.ts";
 
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
@@ -42,6 +42,9 @@ export interface MockOptions {
   issParameter?: boolean;
   /** Seconds an access token lives. */
   accessTokenTtl?: number;
+  /** Refresh tokens are single-use: each refresh returns a new one; reusing an old one revokes the grant. */
+  rotateRefreshTokens?: boolean;
+  /** The mock's clock (ms since the epoch). */
   now?: () => number;
 }
 
@@ -163,6 +166,13 @@ export interface MockIssuer {
   codes: Map<string, Authorization>;
   /** Access tokens issued. */
   accessTokens: Map<string, { sub: string; clientId: string; scope: string; exp: number }>;
+  /** Refresh tokens issued; `used` marks a rotated one (reusing it revokes the whole grant). */
+  refreshTokens: Map<string, { sub: string; clientId: string; scope: string; grant: string; used: boolean }>;
+  /** Tokens revoked at the revocation endpoint. */
+  revoked: string[];
+  rotateRefreshTokens: boolean;
+  /** Seconds an access token lives (changeable per test). */
+  accessTokenTtl: number;
   user: MockUser;
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
@@ -173,7 +183,6 @@ export interface MockIssuer {
 export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   const path = options.path ?? "";
   const now = options.now ?? (() => Date.now());
-  const ttl = options.accessTokenTtl ?? 3600;
   const discovery = options.discovery ?? "both";
   const issParameter = options.issParameter ?? true;
   const keys = crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
@@ -186,6 +195,10 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     decision: "approve",
     codes: new Map(),
     accessTokens: new Map(),
+    refreshTokens: new Map(),
+    revoked: [],
+    rotateRefreshTokens: options.rotateRefreshTokens ?? false,
+    accessTokenTtl: options.accessTokenTtl ?? 3600,
     user: options.user ?? ALICE,
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
     calls: (endpoint) => mock.requests.filter((r) => r.path === `${path}/${endpoint}`),
@@ -216,12 +229,14 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       token_endpoint: `${mock.issuer}/token`,
       introspection_endpoint: `${mock.issuer}/introspect`,
       userinfo_endpoint: `${mock.issuer}/userinfo`,
+      revocation_endpoint: `${mock.issuer}/revoke`,
       jwks_uri: `${mock.issuer}/keys`,
       response_types_supported: ["code"],
-      grant_types_supported: ["authorization_code"],
+      grant_types_supported: ["authorization_code", "refresh_token"],
       code_challenge_methods_supported: ["S256"],
       token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
       introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+      revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
       scopes_supported: ["openid", "profile", "email", "offline_access"],
       subject_types_supported: ["public"],
       id_token_signing_alg_values_supported: ["ES256"],
@@ -266,7 +281,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       sub: mock.user.sub,
       aud: clientId,
       iat,
-      exp: iat + ttl,
+      exp: iat + mock.accessTokenTtl,
       ...(nonce ? { nonce } : {}),
       preferred_username: mock.user.username,
       email: mock.user.email,
@@ -298,6 +313,54 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   }
 
   const pending = new Map<string, Authorization>();
+
+  async function issueTokens(
+    clientId: string,
+    scope: string,
+    grant: string,
+    nonce: string | undefined,
+    withRefresh: boolean,
+  ): Promise<Response> {
+    const accessToken = random(32);
+    mock.accessTokens.set(accessToken, {
+      sub: mock.user.sub,
+      clientId,
+      scope,
+      exp: Math.floor(now() / 1000) + mock.accessTokenTtl,
+    });
+    const scopes = scope.split(" ");
+    let refreshToken: string | undefined;
+    if (withRefresh && scopes.includes("offline_access")) {
+      refreshToken = random(32);
+      mock.refreshTokens.set(refreshToken, { sub: mock.user.sub, clientId, scope, grant, used: false });
+    }
+    return json({
+      access_token: accessToken,
+      token_type: "Bearer",
+      expires_in: mock.accessTokenTtl,
+      scope,
+      ...(refreshToken ? { refresh_token: refreshToken } : {}),
+      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce) } : {}),
+    });
+  }
+
+  function revokeGrant(grant: string): void {
+    for (const [token, info] of mock.refreshTokens) if (info.grant === grant) mock.refreshTokens.delete(token);
+  }
+
+  function refresh(client: MockClient, token: string): Promise<Response> | Response {
+    const info = mock.refreshTokens.get(token);
+    if (!info || info.clientId !== client.id) return oauthError("invalid_grant", "The refresh token is invalid");
+    if (info.used) {
+      revokeGrant(info.grant); // reuse of a rotated token: RFC 9700 §4.14.2
+      return oauthError("invalid_grant", "The refresh token was already used; the grant is revoked");
+    }
+    if (mock.rotateRefreshTokens) {
+      info.used = true;
+      return issueTokens(client.id, info.scope, info.grant, undefined, true);
+    }
+    return issueTokens(client.id, info.scope, info.grant, undefined, false);
+  }
 
   async function route(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
     const p = url.pathname;
@@ -351,8 +414,9 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     if (p === `${path}/token` && request.method === "POST") {
       const client = authenticate(request, record.form, record);
       if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
+      if (record.form.grant_type === "refresh_token") return refresh(client, record.form.refresh_token ?? "");
       if (record.form.grant_type !== "authorization_code") {
-        return oauthError("unsupported_grant_type", "Only authorization_code is supported");
+        return oauthError("unsupported_grant_type", "Only authorization_code and refresh_token are supported");
       }
       const auth = mock.codes.get(record.form.code ?? "");
       mock.codes.delete(record.form.code ?? "");
@@ -365,21 +429,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (await s256(record.form.code_verifier ?? "") !== auth.challenge) {
         return oauthError("invalid_grant", "PKCE verification failed");
       }
-      const accessToken = random(32);
-      mock.accessTokens.set(accessToken, {
-        sub: mock.user.sub,
-        clientId: client.id,
-        scope: auth.scope,
-        exp: Math.floor(now() / 1000) + ttl,
-      });
-      const scopes = auth.scope.split(" ");
-      return json({
-        access_token: accessToken,
-        token_type: "Bearer",
-        expires_in: ttl,
-        scope: auth.scope,
-        ...(scopes.includes("openid") ? { id_token: await idToken(client.id, auth.nonce) } : {}),
-      });
+      return issueTokens(client.id, auth.scope, random(), auth.nonce, true);
     }
     if (p === `${path}/introspect` && request.method === "POST") {
       const client = authenticate(request, record.form, record);
@@ -397,6 +447,16 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         exp: token.exp,
         token_type: "Bearer",
       });
+    }
+    if (p === `${path}/revoke` && request.method === "POST") {
+      const client = authenticate(request, record.form, record);
+      if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
+      const token = record.form.token ?? "";
+      mock.revoked.push(token);
+      const refresh = mock.refreshTokens.get(token);
+      if (refresh) revokeGrant(refresh.grant);
+      mock.accessTokens.delete(token);
+      return new Response(null, { status: 200 });
     }
     if (p === `${path}/userinfo`) {
       const token = mock.accessTokens.get(request.headers.get("authorization")?.replace(/^Bearer /, "") ?? "");
@@ -486,6 +546,8 @@ async function demo(): Promise<number> {
   });
   mock.clients.push({ id: "demo", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
   const deps = realDeps();
+  const cache = await Deno.makeTempDir({ prefix: "oauth-login-demo-" });
+  deps.storage = fileStorage(cache); // the demo's tokens never mix with real ones
   const env = (name: string) => Deno.env.get(name);
   const headless = Deno.build.os === "linux" && !env("BROWSER") && !env("DISPLAY") && !env("WAYLAND_DISPLAY");
   deps.openUrl = async (url) => {
@@ -509,6 +571,7 @@ async function demo(): Promise<number> {
     return await loginMain(["--issuer", mock.issuer, "--client-id", "demo", "--timeout", "120", ...Deno.args], deps);
   } finally {
     await mock.close();
+    await Deno.remove(cache, { recursive: true });
   }
 }
 
