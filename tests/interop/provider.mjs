@@ -1,0 +1,169 @@
+// A real, OpenID-certified authorization server (oidc-provider 8) for oauth-login's interop tests.
+//
+//   node tests/interop/provider.mjs [--confidential-redirect URL] [--access-token-ttl SECONDS]
+//                                   [--device-interval SECONDS]
+//
+// Listens on 127.0.0.1 on a port the OS picks, prints one JSON line on stdout once it is listening:
+//   {"issuer":"http://127.0.0.1:PORT","port":PORT,"clients":{...},"account":{...}}
+// and exits when its stdin closes, on SIGTERM or on SIGINT. Development only: plain http on
+// loopback, the built-in sign-in and consent pages (devInteractions), an in-memory store.
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import { parseArgs } from "node:util";
+
+import Provider from "oidc-provider";
+
+const { values: args } = parseArgs({
+  options: {
+    "confidential-redirect": { type: "string", default: "http://127.0.0.1:8976/cb" },
+    "access-token-ttl": { type: "string", default: "3600" },
+    "device-interval": { type: "string", default: "1" },
+  },
+  strict: true,
+});
+function seconds(flag) {
+  const value = Number(args[flag]);
+  if (!Number.isInteger(value) || value < 1) {
+    console.error(`provider: --${flag} must be a positive whole number of seconds`);
+    process.exit(2);
+  }
+  return value;
+}
+const accessTokenTtl = seconds("access-token-ttl");
+const deviceInterval = seconds("device-interval");
+
+/** The clients the tests use. The public one may use any loopback port (RFC 8252 §7.3). */
+export const CLIENTS = {
+  public: { id: "interop-public" },
+  confidential: { id: "interop-confidential", secret: "interop-confidential-secret-0123456789" },
+};
+
+/**
+ * The one person who signs in. devInteractions accepts any login name and makes it the account id
+ * (the `sub`); every account gets these profile claims, so the tests type `sub` as the login name.
+ */
+export const ACCOUNT = {
+  sub: "248289761001",
+  preferred_username: "alice",
+  email: "alice@example.com",
+  email_verified: true,
+  name: "Alice Example",
+};
+
+const DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
+
+function configuration() {
+  // ES256: a P-256 key is generated in a millisecond, an RSA key takes a few hundred.
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  return {
+    clients: [
+      {
+        client_id: CLIENTS.public.id,
+        client_name: "oauth-login interop (public)",
+        application_type: "native",
+        token_endpoint_auth_method: "none",
+        redirect_uris: ["http://127.0.0.1/callback"],
+        response_types: ["code"],
+        grant_types: ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
+      },
+      {
+        client_id: CLIENTS.confidential.id,
+        client_secret: CLIENTS.confidential.secret,
+        client_name: "oauth-login interop (confidential)",
+        application_type: "web",
+        token_endpoint_auth_method: "client_secret_basic",
+        redirect_uris: [args["confidential-redirect"]],
+        response_types: ["code"],
+        grant_types: ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
+      },
+    ],
+    findAccount(_ctx, id) {
+      return {
+        accountId: id,
+        claims() {
+          return { ...ACCOUNT, sub: id };
+        },
+      };
+    },
+    claims: {
+      openid: ["sub"],
+      email: ["email", "email_verified"],
+      profile: ["name", "preferred_username"],
+    },
+    scopes: ["openid", "offline_access", "email", "profile"],
+    pkce: { methods: ["S256"], required: () => true },
+    cookies: { keys: [randomBytes(32).toString("base64url")] },
+    jwks: { keys: [{ ...privateKey.export({ format: "jwk" }), use: "sig", alg: "ES256", kid: "interop" }] },
+    clientDefaults: {
+      grant_types: ["authorization_code"],
+      id_token_signed_response_alg: "ES256",
+      response_types: ["code"],
+      token_endpoint_auth_method: "client_secret_basic",
+    },
+    enabledJWA: { idTokenSigningAlgValues: ["ES256"] },
+    clientBasedCORS: () => false,
+    features: {
+      devInteractions: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      deviceFlow: { enabled: true },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: { enabled: false },
+      // Opaque access tokens for UserInfo, with no resource indicator required.
+      resourceIndicators: { enabled: false },
+    },
+    // Refresh tokens only with offline_access, which oidc-provider grants only with prompt=consent
+    // (OpenID Connect Core §11); every use rotates the refresh token.
+    issueRefreshToken: (_ctx, client, code) =>
+      client.grantTypeAllowed("refresh_token") && code.scopes.has("offline_access"),
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: () => accessTokenTtl,
+      AuthorizationCode: 60,
+      DeviceCode: 600,
+      Grant: 3600,
+      IdToken: 3600,
+      Interaction: 600,
+      RefreshToken: 86400,
+      Session: 3600,
+    },
+  };
+}
+
+const server = createServer();
+server.listen(0, "127.0.0.1", () => {
+  const { port } = server.address();
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, configuration());
+  // Errors the tests may want to see, on stderr (the test prints it when something fails).
+  for (const event of ["server_error", "grant.error", "authorization.error", "introspection.error"]) {
+    provider.on(event, (...details) => {
+      const error = details.find((d) => d instanceof Error);
+      console.error(`provider: ${event}: ${error?.message ?? ""} ${error?.error_description ?? ""}`);
+    });
+  }
+  // oidc-provider sends no `interval`, so RFC 8628 clients poll every 5 s; a real server often
+  // says how often to poll, and a short one keeps the device-flow tests quick.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.method === "POST" && ctx.path === "/device/auth" && ctx.status === 200 && ctx.body?.device_code) {
+      ctx.body.interval = deviceInterval;
+    }
+  });
+  server.on("request", provider.callback());
+  process.stdout.write(JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT }) + "\n");
+});
+
+// oidc-provider prints notes with console.log; a reader that went away must not end the server.
+process.stdout.on("error", () => {});
+
+function stop() {
+  server.closeAllConnections?.();
+  server.close();
+  process.exit(0);
+}
+process.stdin.on("end", stop);
+process.stdin.on("error", stop);
+process.stdin.resume();
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
