@@ -709,3 +709,455 @@ Deno.test("sanitize() strips escape sequences and control characters; page() esc
   assertNotMatch(body, /<script>/);
   assertStringIncludes(body, "&#60;script&#62;");
 });
+
+// ── The token cache and the token / whoami / logout commands ────────────────────────────────────
+
+interface CacheRig {
+  mock: ServedMock;
+  storage: Storage;
+  clock: { now: number };
+  /** Runs the CLI against the mock with this cache and clock. */
+  cli(args: string[], options?: RunOptions): Promise<Run>;
+  entryPath(): Promise<string>;
+  entry(): Promise<Record<string, unknown>>;
+}
+
+async function withCache(fn: (rig: CacheRig) => Promise<void>, options = {}): Promise<void> {
+  await withMock(async (mock) => {
+    const storage = fileStorage(await tempDir());
+    const clock = { now: Date.now() };
+    const entryPath = async () => {
+      const [name] = await storage.list();
+      return `${storage.dir}/${name}.json`;
+    };
+    await fn({
+      mock,
+      storage,
+      clock,
+      cli: (args, more) => run([...args, ...flags(mock)], { storage, now: () => clock.now, ...more }),
+      entryPath,
+      entry: async () => JSON.parse(await Deno.readTextFile(await entryPath())),
+    });
+  }, options);
+}
+
+function tokenRequests(mock: ServedMock, grant: string) {
+  return mock.calls("token").filter((r) => r.form.grant_type === grant);
+}
+
+Deno.test("token prints the cached token without touching the issuer, and refreshes it once after expiry", async () => {
+  await withCache(async ({ mock, clock, cli }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const [firstToken] = mock.accessTokens.keys();
+    const seen = mock.requests.length;
+
+    const cached = await cli(["token"]);
+    assertEquals(cached.code, EXIT.ok, cached.stderr);
+    assertEquals(cached.stdout, `${firstToken}\n`);
+    assertEquals(cached.stderr, "");
+    assertEquals(mock.requests.length, seen, "no request reaches the issuer for a valid cached token");
+
+    clock.now += 3600_000; // the token now expires within --min-ttl
+    const refreshed = await cli(["token"]);
+    assertEquals(refreshed.code, EXIT.ok, refreshed.stderr);
+    assertEquals(tokenRequests(mock, "refresh_token").length, 1);
+    const newToken = refreshed.stdout.trim();
+    assert(newToken !== firstToken && mock.accessTokens.has(newToken));
+    assertEquals(
+      mock.requests.filter((r) => r.path.includes(".well-known")).length,
+      1,
+      "refresh reuses cached metadata",
+    );
+
+    const again = await cli(["token"]);
+    assertEquals(again.stdout, `${newToken}\n`);
+    assertEquals(tokenRequests(mock, "refresh_token").length, 1, "refreshed only once");
+  });
+});
+
+Deno.test("token stores the rotated refresh token before handing out the new access token", async () => {
+  await withCache(async ({ mock, clock, cli, entry }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const before = await entry();
+    clock.now += 3600_000;
+    const result = await cli(["token"]);
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const after = await entry();
+    assert(after.refreshToken !== before.refreshToken);
+    assertEquals(mock.refreshTokens.get(after.refreshToken as string)?.used, false);
+    assertEquals(mock.refreshTokens.get(before.refreshToken as string)?.used, true);
+    assertEquals(after.accessToken, result.stdout.trim());
+  }, { rotateRefreshTokens: true });
+});
+
+Deno.test("token --min-ttl decides when to refresh", async () => {
+  await withCache(async ({ mock, clock, cli }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    clock.now += 3000_000; // 10 minutes left
+    assertEquals((await cli(["token"])).code, EXIT.ok);
+    assertEquals(tokenRequests(mock, "refresh_token").length, 0);
+    assertEquals((await cli(["token", "--min-ttl", "900"])).code, EXIT.ok);
+    assertEquals(tokenRequests(mock, "refresh_token").length, 1);
+  });
+});
+
+Deno.test("token without a terminal and without a usable token exits 4 with nothing on stdout", async (t) => {
+  await t.step("nothing cached", async () => {
+    await withCache(async ({ mock, cli }) => {
+      const result = await cli(["token"]);
+      assertEquals(result.code, EXIT.loginRequired);
+      assertEquals(result.stdout, "");
+      assertStringIncludes(result.stderr, `error: No cached token for ${mock.issuer}/\n`);
+      assertStringIncludes(result.stderr, 'hint: run "oauth-login login"');
+      assertEquals(result.opened, []);
+      assertEquals(mock.requests.length, 0);
+    });
+  });
+  await t.step("refresh answered with invalid_grant drops the entry", async () => {
+    await withCache(async ({ mock, clock, cli, storage }) => {
+      assertEquals((await cli(["login"])).code, EXIT.ok);
+      mock.refreshTokens.clear(); // revoked at the server
+      clock.now += 3600_000;
+      const result = await cli(["token"]);
+      assertEquals(result.code, EXIT.loginRequired);
+      assertEquals(result.stdout, "");
+      assertStringIncludes(
+        result.stderr,
+        'warning: The session has ended at the server (Cannot refresh the access token: the server answered "invalid_grant"',
+      );
+      assertStringIncludes(result.stderr, "error: The cached token has expired and cannot be refreshed for");
+      assertEquals(await storage.list(), []);
+    });
+  });
+  await t.step("with --interactive it signs in instead", async () => {
+    await withCache(async ({ mock, cli }) => {
+      const result = await cli(["token", "--interactive"]);
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(result.stdout, `${[...mock.accessTokens.keys()][0]}\n`);
+      assertStringIncludes(result.stderr, "Logged in as alice@example.com");
+    });
+  });
+});
+
+Deno.test("token --json and --format exec-credential", async () => {
+  await withCache(async ({ mock, cli }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const [accessToken] = mock.accessTokens.keys();
+    const json = JSON.parse((await cli(["token", "--json"])).stdout);
+    assertEquals(Object.keys(json).sort(), ["access_token", "expires_at", "scope", "token_type"]);
+    assertEquals(json.access_token, accessToken);
+    assertEquals(json.scope, "openid profile offline_access");
+    const exec = await cli(["token", "--format", "exec-credential"]);
+    assertEquals(exec.code, EXIT.ok);
+    const credential = JSON.parse(exec.stdout);
+    assertEquals(credential.apiVersion, "client.authentication.k8s.io/v1");
+    assertEquals(credential.kind, "ExecCredential");
+    assertEquals(credential.status.token, accessToken);
+    assertEquals(new Date(credential.status.expirationTimestamp).toISOString(), credential.status.expirationTimestamp);
+    assertEquals(Object.keys(credential.status).sort(), ["expirationTimestamp", "token"]);
+  });
+});
+
+Deno.test("the cache is a 0700 directory of 0600 files, and a file others can read is refused", async () => {
+  await withCache(async ({ storage, cli, entryPath }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    assertEquals((await Deno.stat(storage.dir)).mode! & 0o777, 0o700);
+    const path = await entryPath();
+    assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
+    const entry = JSON.parse(await Deno.readTextFile(path));
+    assertEquals(entry.clientSecret, undefined);
+    assertNotMatch(await Deno.readTextFile(path), /s3cret/);
+
+    await Deno.chmod(path, 0o640);
+    const result = await cli(["token"]);
+    assertEquals(result.code, EXIT.usage);
+    assertEquals(result.stdout, "");
+    assertStringIncludes(result.stderr, `error: The token cache file "${path}" can be read by other users\n`);
+    assertStringIncludes(result.stderr, `hint: make it private with: chmod 600 "${path}"\n`);
+  });
+});
+
+Deno.test("the cache directory is created 0700 even when its parents do not exist", async () => {
+  await withMock(async (mock) => {
+    const dir = `${await tempDir()}/a/b/oauth-login`;
+    const result = await run(flags(mock), { storage: fileStorage(dir) });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals((await Deno.stat(dir)).mode! & 0o777, 0o700);
+  });
+});
+
+Deno.test("the confidential client's secret is never cached", async () => {
+  await withMock(async (mock) => {
+    const storage = fileStorage(await tempDir());
+    const result = await run(flags(mock, CONFIDENTIAL_CLIENT), { env: ENV_CONFIDENTIAL, storage });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const [name] = await storage.list();
+    assertNotMatch(await Deno.readTextFile(`${storage.dir}/${name}.json`), /s3cret/);
+  });
+});
+
+Deno.test("an atomic write killed before its rename leaves the previous entry intact", async () => {
+  const dir = await tempDir();
+  const storage = fileStorage(dir);
+  const previous = JSON.stringify({ version: 1, note: "previous" });
+  await storage.write("entry.json", previous);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "tests/fixtures/interrupted_write.ts",
+      dir,
+      "entry.json",
+      "x".repeat(100_000),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const { value } = await reader.read();
+  assertEquals(new TextDecoder().decode(value).trim(), "ready");
+  child.kill("SIGKILL");
+  reader.releaseLock();
+  await child.stdout.cancel();
+  assertEquals((await child.status).signal, "SIGKILL");
+  assertEquals(await Deno.readTextFile(`${dir}/entry.json`), previous);
+  assertEquals((await Deno.stat(`${dir}/entry.json`)).mode! & 0o777, 0o600);
+});
+
+Deno.test("a corrupt cache entry is a warning and leads to a fresh login, not a crash", async (t) => {
+  for (const garbage of ['{"', "[]", '{"version":1,"accessToken":42}', "\u0000\u0001binary", '{"version":99}']) {
+    await t.step(JSON.stringify(garbage), async () => {
+      await withCache(async ({ mock, cli, storage, entryPath }) => {
+        assertEquals((await cli(["login"])).code, EXIT.ok);
+        const path = await entryPath();
+        await Deno.writeTextFile(path, garbage);
+        const result = await cli(["token"], { interactive: true });
+        assertEquals(result.code, EXIT.ok, result.stderr);
+        assertStringIncludes(
+          result.stderr,
+          `warning: The cached token at "${path}" is unreadable or not for this client`,
+        );
+        assertEquals(result.stdout, `${[...mock.accessTokens.keys()][1]}\n`);
+        assertEquals((await storage.list()).length, 1);
+        assertEquals(typeof JSON.parse(await Deno.readTextFile(path)).accessToken, "string", "replaced by the login");
+      });
+    });
+  }
+});
+
+Deno.test("whoami shows who is logged in, and exits 4 when nobody is", async () => {
+  await withCache(async ({ mock, clock, cli }) => {
+    const nobody = await cli(["whoami"]);
+    assertEquals(nobody.code, EXIT.loginRequired);
+    assertStringIncludes(nobody.stderr, "error: Not logged in for");
+    assertEquals(nobody.stdout, "");
+
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const seen = mock.requests.length;
+    const text = await cli(["status"]);
+    assertEquals(text.code, EXIT.ok);
+    assertStringIncludes(text.stdout, `Logged in to ${mock.issuer} as alice@example.com\n`);
+    assertStringIncludes(text.stdout, "  scopes:  openid profile offline_access\n");
+    assertMatch(text.stdout, /  token:   expires in 60 minutes \(\d{4}-/);
+    const json = JSON.parse((await cli(["whoami", "--json"])).stdout);
+    assertEquals(json.user, "alice@example.com");
+    assertEquals(json.expired, false);
+    assertEquals(json.refreshable, true);
+    assertEquals(mock.requests.length, seen, "whoami makes no request");
+
+    clock.now += 2 * 3600_000;
+    const expired = await cli(["whoami"]);
+    assertEquals(expired.code, EXIT.ok, "an expired but refreshable token counts as logged in");
+    assertStringIncludes(expired.stdout, "  token:   expired 60 minutes ago; it will be refreshed when next used\n");
+  });
+});
+
+Deno.test("logout revokes the refresh and access tokens at the server and removes the entry", async () => {
+  await withCache(async ({ mock, cli, entry, storage }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const { refreshToken, accessToken } = await entry();
+    const result = await cli(["logout"]);
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertStringIncludes(result.stderr, `Logged out of ${mock.issuer}/\n`);
+    assertEquals(mock.revoked, [refreshToken, accessToken]);
+    assertEquals(mock.calls("revoke").map((r) => r.form.token_type_hint), ["refresh_token", "access_token"]);
+    assertEquals(await storage.list(), []);
+    const again = await cli(["logout"]);
+    assertEquals(again.code, EXIT.ok);
+    assertStringIncludes(again.stderr, "nothing to do");
+  });
+});
+
+Deno.test("logout removes the entry even when the revocation fails, and says so (exit 1)", async () => {
+  await withCache(async ({ mock, cli, storage }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    mock.intercept = (record) =>
+      record.path.endsWith("/revoke")
+        ? new Response("busy", { status: 503, headers: { "retry-after": "2" } })
+        : undefined;
+    const result = await cli(["logout"]);
+    assertEquals(result.code, EXIT.failure);
+    assertStringIncludes(result.stderr, "warning: Cannot revoke the refresh token: the server answered HTTP 503");
+    assertStringIncludes(
+      result.stderr,
+      "error: The server could not confirm the revocation; the tokens may stay valid",
+    );
+    assertEquals(await storage.list(), []);
+  });
+});
+
+Deno.test("logout --all clears every entry", async () => {
+  await withCache(async ({ mock, cli, storage }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    assertEquals((await cli(["login", "--scope", "openid"])).code, EXIT.ok);
+    assertEquals((await storage.list()).length, 2, "one entry per scope");
+    const result = await run(["logout", "--all"], { storage });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(await storage.list(), []);
+    assertEquals(mock.calls("revoke").length, 3, "two tokens, plus the access token of the entry without refresh");
+  });
+});
+
+Deno.test("a login without a refresh token says in one line what to try", async (t) => {
+  await t.step("offline_access not asked for", async () => {
+    await withCache(async ({ cli }) => {
+      const result = await cli(["login", "--scope", "openid profile"]);
+      assertStringIncludes(result.stderr, "note: The server issued no refresh token");
+      assertStringIncludes(result.stderr, "adding offline_access to --scope");
+    });
+  });
+  await t.step("offline_access asked for but not granted", async () => {
+    await withCache(async ({ mock, cli }) => {
+      mock.issueRefreshTokens = false;
+      const result = await cli(["login"]);
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent\n",
+      );
+    });
+  });
+});
+
+Deno.test("--prompt and --param reach the authorization request; resource keys the cache", async () => {
+  await withCache(async ({ mock, cli, storage }) => {
+    const result = await cli([
+      "login",
+      "--prompt",
+      "consent",
+      "--param",
+      "audience=api://x",
+      "--param",
+      "login_hint=a@b.c",
+    ]);
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const { query } = mock.calls("authorize")[0];
+    assertEquals([query.prompt, query.audience, query.login_hint], ["consent", "api://x", "a@b.c"]);
+    const other = await cli(["token", "--param", "audience=api://y"]);
+    assertEquals(other.code, EXIT.loginRequired, "another audience is another cache entry");
+    assertEquals((await storage.list()).length, 1);
+    const refused = await cli(["login", "--param", "state=mine"]);
+    assertEquals(refused.code, EXIT.usage);
+    assertStringIncludes(refused.stderr, 'error: The parameter "state" is set by the tool and cannot be overridden');
+  });
+});
+
+Deno.test("each command has its own --help; flags of other commands are usage errors", async () => {
+  for (const command of ["login", "token", "whoami", "logout"]) {
+    const help = await run([command, "--help"]);
+    assertEquals(help.code, EXIT.ok);
+    assertStringIncludes(help.stdout, `Usage: oauth-login ${command}`);
+  }
+  const misplaced = await run(["whoami", "--all"]);
+  assertEquals(misplaced.code, EXIT.usage);
+  assertStringIncludes(misplaced.stderr, 'error: The flag "--all" does not apply to "whoami"');
+});
+
+// ── The command line, as a process ──────────────────────────────────────────────────────────────
+
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
+
+/** Runs `login.ts` as its own process, as a script or kubectl would. */
+async function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: string) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...PERMISSIONS, new URL("./login.ts", import.meta.url).pathname, ...args],
+    env: { NO_COLOR: "1", ...env },
+    cwd,
+    stdin: "null",
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+}
+
+Deno.test("eight token processes started together refresh exactly once and print the same token", async () => {
+  await withCache(async ({ mock, storage, cli, entry, entryPath }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const expired = { ...await entry(), expiresAt: Date.now() - 1000 };
+    await storage.write((await entryPath()).split("/").pop()!, JSON.stringify(expired));
+    // The server takes a moment to answer a refresh, so that the processes really overlap.
+    mock.intercept = async (record) => {
+      if (record.form.grant_type === "refresh_token") await new Promise((r) => setTimeout(r, 150));
+      return undefined;
+    };
+    const results = await Promise.all(
+      Array.from({ length: 8 }, () => spawnCli(["token", ...flags(mock)], { OAUTH_LOGIN_CACHE: storage.dir })),
+    );
+    for (const result of results) assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(tokenRequests(mock, "refresh_token").length, 1, "one refresh for eight processes");
+    const printed = new Set(results.map((r) => r.stdout));
+    assertEquals(printed.size, 1);
+    const [token] = printed;
+    assert(mock.accessTokens.has(token.trim()), "the printed token is valid at the server");
+    assertEquals((await entry()).accessToken, token.trim());
+    assertEquals(mock.refreshTokens.get((await entry()).refreshToken as string)?.used, false, "the grant is alive");
+  }, { rotateRefreshTokens: true });
+});
+
+Deno.test("the CLI contract: --help on stdout with 0, an unknown flag 2, token while logged out 4", async () => {
+  const help = await spawnCli(["--help"]);
+  assertEquals(help.code, EXIT.ok);
+  assertStringIncludes(help.stdout, "Usage: oauth-login [COMMAND] [flags]");
+  assertEquals(help.stderr, "");
+
+  const unknown = await spawnCli(["--bogus"]);
+  assertEquals(unknown.code, EXIT.usage);
+  assertEquals(unknown.stdout, "");
+  assertEquals(unknown.stderr, 'error: Unknown flag "--bogus"\nhint: run with --help to see the flags\n');
+
+  const cache = await tempDir();
+  const loggedOut = await spawnCli(["token", "--issuer", "https://login.example.com", "--client-id", "x"], {
+    OAUTH_LOGIN_CACHE: cache,
+  });
+  assertEquals(loggedOut.code, EXIT.loginRequired);
+  assertEquals(loggedOut.stdout, "");
+  assertStringIncludes(loggedOut.stderr, "error: No cached token for https://login.example.com/\n");
+});
+
+Deno.test("the CLI reads .env with process.loadEnvFile; the environment and flags win over it", async () => {
+  await withMock(async (mock) => {
+    const dir = await tempDir();
+    const cache = await tempDir();
+    // A login for (issuer, cli-public, default scope), so `token` can answer from the cache.
+    assertEquals((await run(flags(mock), { storage: fileStorage(cache) })).code, EXIT.ok);
+    const [token] = mock.accessTokens.keys();
+    await Deno.writeTextFile(`${dir}/.env`, `# settings\nOAUTH_ISSUER="${mock.issuer}"\nOAUTH_CLIENT_ID=from-dotenv\n`);
+    const env = { OAUTH_LOGIN_CACHE: cache };
+
+    const dotenvOnly = await spawnCli(["whoami"], env, dir);
+    assertEquals(dotenvOnly.code, EXIT.loginRequired, "client from-dotenv has no entry");
+    assertStringIncludes(dotenvOnly.stderr, `error: Not logged in for ${mock.issuer}/\n`, "the issuer came from .env");
+
+    const envWins = await spawnCli(["token"], { ...env, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }, dir);
+    assertEquals(envWins.code, EXIT.ok, envWins.stderr);
+    assertEquals(envWins.stdout, `${token}\n`);
+
+    const flagWins = await spawnCli(
+      ["token", "--client-id", "other"],
+      { ...env, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id },
+      dir,
+    );
+    assertEquals(flagWins.code, EXIT.loginRequired, "the flag's client has no entry");
+    assertEquals(flagWins.stdout, "");
+  });
+});

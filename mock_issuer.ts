@@ -171,6 +171,8 @@ export interface MockIssuer {
   /** Tokens revoked at the revocation endpoint. */
   revoked: string[];
   rotateRefreshTokens: boolean;
+  /** Whether refresh tokens are issued at all (for `offline_access`). */
+  issueRefreshTokens: boolean;
   /** Seconds an access token lives (changeable per test). */
   accessTokenTtl: number;
   user: MockUser;
@@ -198,6 +200,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     refreshTokens: new Map(),
     revoked: [],
     rotateRefreshTokens: options.rotateRefreshTokens ?? false,
+    issueRefreshTokens: true,
     accessTokenTtl: options.accessTokenTtl ?? 3600,
     user: options.user ?? ALICE,
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
@@ -330,7 +333,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     });
     const scopes = scope.split(" ");
     let refreshToken: string | undefined;
-    if (withRefresh && scopes.includes("offline_access")) {
+    if (withRefresh && mock.issueRefreshTokens && scopes.includes("offline_access")) {
       refreshToken = random(32);
       mock.refreshTokens.set(refreshToken, { sub: mock.user.sub, clientId, scope, grant, used: false });
     }
