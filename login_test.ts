@@ -959,7 +959,7 @@ Deno.test("whoami shows who is logged in, and exits 4 when nobody is", async () 
     assertEquals(text.code, EXIT.ok);
     assertStringIncludes(text.stdout, `Logged in to ${mock.issuer} as alice@example.com\n`);
     assertStringIncludes(text.stdout, "  scopes:  openid profile offline_access\n");
-    assertMatch(text.stdout, /  token:   expires in 60 minutes \(\d{4}-/);
+    assertMatch(text.stdout, / {2}token: {3}expires in 60 minutes \(\d{4}-/);
     const json = JSON.parse((await cli(["whoami", "--json"])).stdout);
     assertEquals(json.user, "alice@example.com");
     assertEquals(json.expired, false);
