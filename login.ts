@@ -194,6 +194,8 @@ export interface LoginResult {
   /** The metadata the login used, kept with the tokens. */
   metadata: Oauth.AuthorizationServer;
   authMethod: ClientAuthMethod;
+  /** The scope the authorization request asked for. */
+  scope: string;
 }
 
 interface Redirect {
@@ -300,6 +302,11 @@ export function redact(value: unknown): string {
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
 export function isLoopbackHost(hostname: string): boolean {
   return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
+}
+
+/** An issuer as people write it: without the slash `URL` adds to a bare origin. */
+export function displayIssuer(issuer: string): string {
+  return sanitize(issuer.endsWith("/") && new URL(issuer).pathname === "/" ? issuer.slice(0, -1) : issuer);
 }
 
 function parseUrl(text: string): URL | undefined {
@@ -1140,13 +1147,14 @@ async function identify(
 ): Promise<{ user?: string; subject?: string }> {
   const oauth = await lib();
   const { as, client, auth, http } = issuer;
+  let introspected: string | undefined; // the sub introspection gave, when it gave no username
   if (as.introspection_endpoint && issuer.authMethod !== "none") {
     try {
       const response = await oauth.introspectionRequest(as, client, auth, tokens.access_token, http);
       const info = await oauth.processIntrospectionResponse(as, client, response);
       if (info.active === true) {
-        const user = typeof info.username === "string" ? info.username : info.sub;
-        if (user) return { user, subject: info.sub };
+        if (typeof info.username === "string" && info.username) return { user: info.username, subject: info.sub };
+        introspected = info.sub; // RFC 7662 makes username optional: look for a name below
       }
     } catch (error) {
       trace?.(`introspection gave no name: ${sanitize(((await explain(error, "introspect")) as Error).message)}`);
@@ -1159,14 +1167,16 @@ async function identify(
   if (as.userinfo_endpoint) {
     try {
       const response = await oauth.userInfoRequest(as, client, tokens.access_token, http);
-      const info = await oauth.processUserInfoResponse(as, client, claims?.sub ?? oauth.skipSubjectCheck, response);
+      const expected = claims?.sub ?? introspected ?? oauth.skipSubjectCheck;
+      const info = await oauth.processUserInfoResponse(as, client, expected, response);
       const user = fromClaims(info) ?? info.sub;
       return { user, subject: info.sub };
     } catch (error) {
       trace?.(`userinfo gave no name: ${sanitize(((await explain(error, "fetch userinfo")) as Error).message)}`);
     }
   }
-  return { user: claims?.sub, subject: claims?.sub };
+  const subject = claims?.sub ?? introspected;
+  return { user: subject, subject };
 }
 
 // ── Edges: the callback server ──────────────────────────────────────────────────────────────────
@@ -1502,7 +1512,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
           });
         });
         const who = await identify(issuer, tokens, trace);
-        resolve({ tokens, issuer: as.issuer, metadata: as, authMethod: issuer.authMethod, ...who });
+        resolve({ tokens, issuer: as.issuer, metadata: as, authMethod: issuer.authMethod, scope, ...who });
         const name = who.user ? `Signed in as ${sanitize(who.user)}` : "Signed in";
         return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`);
       } catch (error) {
@@ -1558,10 +1568,12 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
   deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
+  const granted = (result.tokens.scope ?? result.scope).split(" ");
+  const missing = result.scope.split(" ").filter((scope) => scope && !granted.includes(scope));
+  if (missing.length > 0) deps.stderr(`warning: The server did not grant ${sanitize(missing.join(" "))}\n`);
   if (!entry.refreshToken) {
-    const scope = result.tokens.scope ?? config.scope ?? "";
     deps.stderr(
-      scope.split(" ").includes("offline_access")
+      result.scope.split(" ").includes("offline_access")
         ? "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent\n"
         : "note: The server issued no refresh token, so you will sign in again when this token expires; ask for one by adding offline_access to --scope\n",
     );
@@ -1584,7 +1596,7 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
 }
 
 function loginRequired(config: Config, why: string): LoginError {
-  return new LoginError("login_required", `${why} for ${sanitize(config.issuer)}`, {
+  return new LoginError("login_required", `${why} for ${displayIssuer(config.issuer)}`, {
     hint: 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
   });
 }
@@ -1622,6 +1634,7 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
 }
 
 async function renew(config: Config, deps: Deps, name: string, entry: TokenSet | undefined): Promise<TokenSet> {
+  let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
   if (entry?.refreshToken) {
     const lock = await deps.storage.lock(name);
     try {
@@ -1639,6 +1652,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
           deps.stderr(
             `warning: The session has ended at the server (${error.message}); the cached tokens were removed\n`,
           );
+          why = "The session has ended";
         }
       }
     } finally {
@@ -1646,7 +1660,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
     }
   }
   if (!config.interactive && !deps.interactive) {
-    throw loginRequired(config, entry ? "The cached token has expired and cannot be refreshed" : "No cached token");
+    throw loginRequired(config, why);
   }
   return await loginAndSave(config, deps, name);
 }
@@ -1711,9 +1725,10 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
       }
     }
     await deps.storage.remove(`${name}.json`);
+    await deps.storage.remove(`${name}.lock`);
     removed++;
   }
-  const where = config.all ? "every issuer" : sanitize(config.issuer);
+  const where = config.all ? "every issuer" : displayIssuer(config.issuer);
   deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
   if (problems.length > 0) {
     throw new LoginError(

@@ -807,7 +807,7 @@ Deno.test("token without a terminal and without a usable token exits 4 with noth
       const result = await cli(["token"]);
       assertEquals(result.code, EXIT.loginRequired);
       assertEquals(result.stdout, "");
-      assertStringIncludes(result.stderr, `error: No cached token for ${mock.issuer}/\n`);
+      assertStringIncludes(result.stderr, `error: No cached token for ${mock.issuer}\n`);
       assertStringIncludes(result.stderr, 'hint: run "oauth-login login"');
       assertEquals(result.opened, []);
       assertEquals(mock.requests.length, 0);
@@ -825,7 +825,7 @@ Deno.test("token without a terminal and without a usable token exits 4 with noth
         result.stderr,
         'warning: The session has ended at the server (Cannot refresh the access token: the server answered "invalid_grant"',
       );
-      assertStringIncludes(result.stderr, "error: The cached token has expired and cannot be refreshed for");
+      assertStringIncludes(result.stderr, `error: The session has ended for ${mock.issuer}\n`);
       assertEquals(await storage.list(), []);
     });
   });
@@ -979,7 +979,7 @@ Deno.test("logout revokes the refresh and access tokens at the server and remove
     const { refreshToken, accessToken } = await entry();
     const result = await cli(["logout"]);
     assertEquals(result.code, EXIT.ok, result.stderr);
-    assertStringIncludes(result.stderr, `Logged out of ${mock.issuer}/\n`);
+    assertStringIncludes(result.stderr, `Logged out of ${mock.issuer}\n`);
     assertEquals(mock.revoked, [refreshToken, accessToken]);
     assertEquals(mock.calls("revoke").map((r) => r.form.token_type_hint), ["refresh_token", "access_token"]);
     assertEquals(await storage.list(), []);
@@ -1131,7 +1131,7 @@ Deno.test("the CLI contract: --help on stdout with 0, an unknown flag 2, token w
   });
   assertEquals(loggedOut.code, EXIT.loginRequired);
   assertEquals(loggedOut.stdout, "");
-  assertStringIncludes(loggedOut.stderr, "error: No cached token for https://login.example.com/\n");
+  assertStringIncludes(loggedOut.stderr, "error: No cached token for https://login.example.com\n");
 });
 
 Deno.test("the CLI reads .env with process.loadEnvFile; the environment and flags win over it", async () => {
@@ -1146,7 +1146,7 @@ Deno.test("the CLI reads .env with process.loadEnvFile; the environment and flag
 
     const dotenvOnly = await spawnCli(["whoami"], env, dir);
     assertEquals(dotenvOnly.code, EXIT.loginRequired, "client from-dotenv has no entry");
-    assertStringIncludes(dotenvOnly.stderr, `error: Not logged in for ${mock.issuer}/\n`, "the issuer came from .env");
+    assertStringIncludes(dotenvOnly.stderr, `error: Not logged in for ${mock.issuer}\n`, "the issuer came from .env");
 
     const envWins = await spawnCli(["token"], { ...env, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }, dir);
     assertEquals(envWins.code, EXIT.ok, envWins.stderr);
@@ -1159,5 +1159,44 @@ Deno.test("the CLI reads .env with process.loadEnvFile; the environment and flag
     );
     assertEquals(flagWins.code, EXIT.loginRequired, "the flag's client has no entry");
     assertEquals(flagWins.stdout, "");
+  });
+});
+
+Deno.test("login() names the person from the ID token when introspection gives no username", async () => {
+  await withMock(async (mock) => {
+    mock.intercept = (record) =>
+      record.path.endsWith("/introspect") ? Response.json({ active: true, sub: mock.user.sub }) : undefined;
+    const result = await run(flags(mock, CONFIDENTIAL_CLIENT), { env: ENV_CONFIDENTIAL });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(mock.calls("introspect").length, 1);
+    assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
+  });
+});
+
+Deno.test("login() warns when the server grants fewer scopes than asked", async () => {
+  await withMock(async (mock) => {
+    const result = await run([...flags(mock), "--scope", "openid profile api:write"], {
+      browser: (url) => scriptedBrowser(url),
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(
+      result.stderr.includes("warning: The server did not grant"),
+      false,
+      "the mock grants what it is asked",
+    );
+    mock.intercept = async (record, _url, request) => {
+      if (!record.path.endsWith("/token")) return undefined;
+      mock.intercept = undefined;
+      const replay = new Request(request.url, {
+        method: "POST",
+        headers: request.headers,
+        body: new URLSearchParams(record.form),
+      });
+      const body = await (await mock.handler(replay)).json();
+      return Response.json({ ...body, scope: "openid profile" });
+    };
+    const narrower = await run([...flags(mock), "--scope", "openid profile api:write"]);
+    assertEquals(narrower.code, EXIT.ok, narrower.stderr);
+    assertStringIncludes(narrower.stderr, "warning: The server did not grant api:write\n");
   });
 });

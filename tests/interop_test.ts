@@ -101,12 +101,6 @@ function interop(name: string, needs: Feature[], fn: () => Promise<void>): void 
   Deno.test({ name: reason ? `${name} (skipped: ${reason})` : name, ignore: reason !== undefined, fn });
 }
 
-/** A test of behaviour login.ts does not have yet: skipped, with the reason printed once. */
-function knownBug(name: string, bug: string, fn: () => Promise<void>): void {
-  if (!SKIP_ALL) console.log(`interop_test.ts: "${name}" is skipped: known bug: ${bug}`);
-  Deno.test({ name: `${name} (skipped: known bug)`, ignore: true, fn });
-}
-
 // ── Harness: the provider ───────────────────────────────────────────────────────────────────────
 
 interface ProviderInfo {
@@ -401,13 +395,8 @@ interop("login: a confidential client (client_secret_basic) on a fixed registere
     assertNotMatch(run.stderr, /--client-secret is visible/, "the secret came from the environment");
     assert(!run.stderr.includes(secret) && !run.stdout.includes(secret), "the secret is never printed");
 
-    // Who the person is: see the known-bug test below for which name it ought to be.
-    const name = run.stderr.match(/Logged in as (.*)\n/)?.[1];
-    assert(
-      name === provider.account.preferred_username || name === provider.account.sub,
-      `Logged in as the account; stderr was:\n${run.stderr}`,
-    );
-    assertSignedIn(run, name);
+    // Who the person is: introspection gives no username here, so the name comes from the ID token.
+    assertSignedIn(run, provider.account.preferred_username);
     const callback = new URL(run.page!.url);
     assertEquals(`${callback.origin}${callback.pathname}`, redirectUri);
     assertEquals(run.page!.visited[0], `GET http://127.0.0.1:${port}/`);
@@ -420,10 +409,9 @@ interop("login: a confidential client (client_secret_basic) on a fixed registere
   });
 });
 
-knownBug(
+interop(
   "login: a confidential client shows the person's name, as the public client does",
-  "login.ts identify() returns introspection's `sub` when the answer has no `username` (oidc-provider sends none), " +
-    "so it shows 'Logged in as 248289761001' instead of the preferred_username 'alice' from UserInfo",
+  [],
   async () => {
     const port = freePort();
     const redirectUri = `http://127.0.0.1:${port}/cb`;
