@@ -160,6 +160,8 @@ export interface Deps {
   storage: Storage;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
+  /** The limit on each request to the issuer (default `HTTP_TIMEOUT_MS`). */
+  httpTimeoutMs?: number;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -282,7 +284,7 @@ export function exitCodeFor(error: unknown): number {
 export function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
   const clean = String(text)
     // deno-lint-ignore no-control-regex
-    .replace(/\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b./g, "")
+    .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
     // deno-lint-ignore no-control-regex
     .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
@@ -864,7 +866,8 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
     const method = init?.method ?? "GET";
     const host = url.host;
     const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), HTTP_TIMEOUT_MS);
+    const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
+    const timer = setTimeout(() => timeout.abort(), limit);
     // A refresh is not interruptible: a rotated refresh token lost to Ctrl-C would end the session.
     const signals = [timeout.signal, interruptible ? deps.signal : undefined, init?.signal]
       .filter((s): s is AbortSignal => !!s);
@@ -903,7 +906,7 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
       if (error instanceof LoginError) throw error;
       if (interruptible && deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
       if (timeout.signal.aborted) {
-        throw new LoginError("network", `The server at ${host} did not answer within ${seconds(HTTP_TIMEOUT_MS)}`, {
+        throw new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
           hint: "check your network connection and the issuer URL",
           cause: error,
         });
@@ -1308,6 +1311,18 @@ export function callbackHandler(options: CallbackOptions): (request: Request) =>
     if (consumed) {
       return page(400, "Already handled", "This sign-in was already handled. See your terminal.");
     }
+    // A malformed answer does not use up the state: only a well-formed one ends the wait.
+    const repeated = ["code", "error", "error_description", "iss"].find((p) => url.searchParams.getAll(p).length > 1);
+    const outcomes = ["code", "error"].filter((p) => url.searchParams.has(p)).length;
+    if (repeated || outcomes !== 1) {
+      return page(
+        400,
+        "Malformed sign-in response",
+        repeated
+          ? `The parameter "${repeated}" appears more than once. Nothing was changed.`
+          : "The response must carry either a code or an error. Nothing was changed.",
+      );
+    }
     consumed = true;
     return await options.complete(url.searchParams);
   };
@@ -1541,12 +1556,11 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
     if (config.browser) {
       deps.stderr(`Opening your browser to sign in at ${where} ...\n`);
       deps.stderr(`If it does not open, visit: ${start}\n`);
-      try {
-        await deps.openUrl(start);
-      } catch (error) {
+      // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
+      deps.openUrl(start).catch((error) => {
         const reason = error instanceof Error ? error.message : String(error);
         deps.stderr(`warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself\n`);
-      }
+      });
     } else {
       deps.stderr(`To sign in at ${where}, open this address in a browser on this machine: ${start}\n`);
     }

@@ -57,6 +57,7 @@ interface RunOptions {
   storage?: Storage;
   interactive?: boolean;
   now?: () => number;
+  httpTimeoutMs?: number;
 }
 
 async function run(args: string[], options: RunOptions = {}): Promise<Run> {
@@ -81,6 +82,7 @@ async function run(args: string[], options: RunOptions = {}): Promise<Run> {
     interactive: options.interactive ?? false,
     storage: options.storage ?? fileStorage(await tempDir()),
     signal: (options.controller ?? new AbortController()).signal,
+    httpTimeoutMs: options.httpTimeoutMs,
   };
   const code = await main(args, deps);
   return { code, stdout, stderr, opened, visit: await visit };
@@ -1199,4 +1201,23 @@ Deno.test("login() warns when the server grants fewer scopes than asked", async 
     assertEquals(narrower.code, EXIT.ok, narrower.stderr);
     assertStringIncludes(narrower.stderr, "warning: The server did not grant api:write\n");
   });
+});
+
+Deno.test("a server that accepts the connection and never answers times out with a clear sentence", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn); // read nothing, answer nothing
+  })();
+  try {
+    const result = await run(["--issuer", `http://127.0.0.1:${port}`, "--client-id", "x"], { httpTimeoutMs: 100 });
+    assertEquals(result.code, EXIT.failure);
+    assertStringIncludes(result.stderr, `error: The server at 127.0.0.1:${port} did not answer within 0.1 seconds\n`);
+    assertEquals(result.opened, []);
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+    for (const conn of held) conn.close();
+  }
 });

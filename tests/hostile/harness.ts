@@ -12,7 +12,7 @@ import { assert, assertEquals } from "../assert.ts";
 
 // ── Counting cases ──────────────────────────────────────────────────────────────────────────────
 
-const tally = { run: 0, passed: 0, ignored: 0 };
+const tally = { run: 0, passed: 0 };
 
 /** Wraps a case's body so the summary line counts it as run, and as passed when it returns. */
 export function counted(fn: () => Promise<void>): () => Promise<void> {
@@ -23,20 +23,9 @@ export function counted(fn: () => Promise<void>): () => Promise<void> {
   };
 }
 
-/**
- * The `ignore` of a case that fails because of a known bug in login.ts (each is marked `// BUG:`).
- * `HOSTILE_KNOWN_BUGS=1` runs them anyway, to check a fix.
- */
-export function knownBug(): boolean {
-  const ignore = !Deno.env.get("HOSTILE_KNOWN_BUGS");
-  if (ignore) tally.ignored++;
-  return ignore;
-}
-
 /** The last test of the file: one plain line with the counts of the cases above it. */
 export function summary(): void {
-  const ignored = tally.ignored > 0 ? `, ${tally.ignored} ignored (known bugs in login.ts)` : "";
-  console.log(`hostile cases: ${tally.run} run, ${tally.passed} passed${ignored}`);
+  console.log(`hostile cases: ${tally.run} run, ${tally.passed} passed`);
 }
 
 // ── Bounds ──────────────────────────────────────────────────────────────────────────────────────
