@@ -38,6 +38,10 @@ const SHUTDOWN_GRACE_MS = 1_000;
 /** A pause between the last response and closing the server, so its bytes leave the socket. */
 const FLUSH_MS = 10;
 
+/** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
+export const DEVICE_INTERVAL_MS = 5_000;
+const SLOW_DOWN_MS = 5_000;
+
 /** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
 export const MIN_TTL_S = 60;
 /** The version of the cache entry format. */
@@ -94,8 +98,9 @@ const SECRET_FIELDS = new Set([
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
 export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
-export type Command = "login" | "token" | "whoami" | "logout";
+export type Command = "login" | "token" | "whoami" | "logout" | "doctor";
 export type OutputFormat = "text" | "json" | "exec-credential";
+export type Flow = "auto" | "browser" | "device";
 export type ValueSource = "flag" | "environment" | ".env" | "default";
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
@@ -126,6 +131,10 @@ export interface Config {
   format: OutputFormat;
   /** `logout --all`. */
   all: boolean;
+  /** How to sign in: the browser with a loopback redirect, the device flow, or the right one for here. */
+  flow: Flow;
+  /** No progress animation and no "Logged in as" line. */
+  quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
 }
@@ -162,6 +171,15 @@ export interface Deps {
   signal: AbortSignal;
   /** The limit on each request to the issuer (default `HTTP_TIMEOUT_MS`). */
   httpTimeoutMs?: number;
+  /** The platform, for choosing the flow: `Deno.build.os`, and whether a command is on PATH. */
+  os: string;
+  which: (command: string) => boolean;
+  /** Waits; the device flow polls with it, so tests can move a clock instead of sleeping. */
+  sleep: (ms: number) => Promise<void>;
+  /** Lines typed on stdin (for pasting the address the browser ended on); absent when none can be. */
+  readLines?: () => AsyncIterable<string>;
+  /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
+  animate: boolean;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -415,6 +433,58 @@ export function openerCommand(
   }
 }
 
+/** Whether a browser can be opened on this machine, and why not. */
+export function browserAvailability(
+  platform: { os: string; env: (name: string) => string | undefined; which: (command: string) => boolean },
+): { ok: boolean; reason: string; opener?: string } {
+  const { env } = platform;
+  if (env("BROWSER")?.trim()) {
+    return { ok: true, reason: "$BROWSER is set", opener: env("BROWSER")!.trim().split(/\s+/)[0] };
+  }
+  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
+  if (platform.os === "windows") return { ok: true, reason: "Windows", opener: "rundll32" };
+  if (platform.os === "darwin") {
+    return ssh ? { ok: false, reason: "this is an SSH session" } : { ok: true, reason: "macOS", opener: "open" };
+  }
+  const wsl = !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
+  if (wsl && platform.which("wslview")) return { ok: true, reason: "WSL with wslview", opener: "wslview" };
+  if (!env("DISPLAY") && !env("WAYLAND_DISPLAY")) {
+    return {
+      ok: false,
+      reason: ssh
+        ? "this is an SSH session without a forwarded display"
+        : "there is no display (DISPLAY and WAYLAND_DISPLAY are unset)",
+    };
+  }
+  if (!platform.which("xdg-open")) return { ok: false, reason: "xdg-open is not installed" };
+  return { ok: true, reason: "a display and xdg-open are available", opener: "xdg-open" };
+}
+
+/** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
+export function chooseFlow(
+  config: Pick<Config, "flow" | "browser">,
+  browser: { ok: boolean; reason: string },
+  deviceSupported: boolean,
+): { flow: "browser" | "device"; openBrowser: boolean; note?: string } {
+  if (config.flow === "device") return { flow: "device", openBrowser: config.browser && browser.ok };
+  if (config.flow === "browser") return { flow: "browser", openBrowser: config.browser };
+  const why = config.browser ? browser.reason : "--no-browser was given";
+  if (config.browser && browser.ok) return { flow: "browser", openBrowser: true };
+  if (deviceSupported) {
+    return {
+      flow: "device",
+      openBrowser: false,
+      note: `Using the device flow: no browser can be opened here (${why})`,
+    };
+  }
+  return {
+    flow: "browser",
+    openBrowser: false,
+    note:
+      `No browser can be opened here (${why}) and the server has no device flow: open the address below in any browser`,
+  };
+}
+
 /** Compares two strings in time that does not depend on where they differ. */
 function timingSafeEqual(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
@@ -467,6 +537,8 @@ const FLAGS = {
   prompt: { type: "string" },
   param: { type: "string", multiple: true },
   "min-ttl": { type: "string" },
+  flow: { type: "string" },
+  quiet: { type: "boolean", short: "q" },
   interactive: { type: "boolean" },
   format: { type: "string" },
   all: { type: "boolean" },
@@ -505,6 +577,7 @@ const COMMANDS: Record<string, Command> = {
   whoami: "whoami",
   status: "whoami",
   logout: "logout",
+  doctor: "doctor",
 };
 
 const COMMON_FLAGS: Flag[] = [
@@ -516,17 +589,19 @@ const COMMON_FLAGS: Flag[] = [
   "param",
   "json",
   "verbose",
+  "quiet",
   "env-file",
   "help",
   "version",
 ];
-const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt"];
+const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow"];
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   login: LOGIN_FLAGS,
   token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format"],
   whoami: [],
   logout: ["all"],
+  doctor: ["redirect-uri", "port", "flow", "no-browser"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
@@ -649,6 +724,10 @@ export function resolveConfig(
       hint: "use text, json or exec-credential",
     });
   }
+  const flow = flags.flow ?? "auto";
+  if (flow !== "auto" && flow !== "browser" && flow !== "device") {
+    throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
+  }
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -680,6 +759,8 @@ export function resolveConfig(
     interactive: flags.interactive ?? false,
     format,
     all: flags.all ?? false,
+    flow,
+    quiet: flags.quiet ?? false,
     sources,
   };
 }
@@ -1050,7 +1131,6 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
       throw error;
     }
   });
-  assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
   const methods = as.code_challenge_methods_supported;
   if (Array.isArray(methods) && !methods.includes("S256")) {
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
@@ -1451,37 +1531,68 @@ function makeTrace(config: Config, deps: Deps): Trace | undefined {
   return config.verbose ? (line) => deps.stderr(`trace: ${line}\n`) : undefined;
 }
 
-/** Waits for `promise`, the login timeout or Ctrl-C, whichever comes first. */
-async function waitForBrowser<T>(promise: Promise<T>, config: Config, deps: Deps): Promise<T> {
-  const limit = delay(config.timeoutMs);
+/** Rejects with "interrupted" when Ctrl-C aborts `deps.signal`; otherwise settles as `promise` does. */
+async function untilInterrupted<T>(promise: Promise<T>, deps: Deps, message: string): Promise<T> {
   let onAbort: (() => void) | undefined;
   try {
     return await Promise.race([
       promise,
-      limit.done.then(() => {
-        throw new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
-          hint: "run the login again and finish it in the browser, or give more time with --timeout SECONDS",
-        });
-      }),
       new Promise<never>((_, reject) => {
-        onAbort = () => reject(new LoginError("interrupted", "Login cancelled"));
+        onAbort = () => reject(new LoginError("interrupted", message));
         if (deps.signal.aborted) onAbort();
         deps.signal.addEventListener("abort", onAbort, { once: true });
       }),
     ]);
   } finally {
-    limit.cancel();
     if (onAbort) deps.signal.removeEventListener("abort", onAbort);
   }
 }
 
-/** The browser login: discovery, PKCE, the loopback callback, the code exchange, who logged in. */
+/** Waits for `promise`, the login timeout or Ctrl-C, whichever comes first. */
+async function waitForBrowser<T>(promise: Promise<T>, config: Config, deps: Deps): Promise<T> {
+  const limit = delay(config.timeoutMs);
+  try {
+    return await untilInterrupted(
+      Promise.race([
+        promise,
+        limit.done.then(() => {
+          throw new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
+            hint: "run the login again and finish it in the browser, or give more time with --timeout SECONDS",
+          });
+        }),
+      ]),
+      deps,
+      "Login cancelled",
+    );
+  } finally {
+    limit.cancel();
+  }
+}
+
+/** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
 export async function login(config: Config, deps: Deps): Promise<LoginResult> {
-  const oauth = await lib();
   const trace = makeTrace(config, deps);
   const issuer = await discover(config, deps, trace);
+  const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
+  const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
+  const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
+  if (choice.note) deps.stderr(`${choice.note}\n`);
+  return choice.flow === "device"
+    ? await deviceLogin(issuer, scope, config, deps, choice.openBrowser, trace)
+    : await browserLogin(issuer, scope, config, deps, choice.openBrowser, trace);
+}
+
+/** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
+async function browserLogin(
+  issuer: Issuer,
+  scope: string,
+  config: Config,
+  deps: Deps,
+  openBrowser: boolean,
+  trace?: Trace,
+): Promise<LoginResult> {
+  const oauth = await lib();
   const { as, client, auth, http } = issuer;
-  const scope = config.scope ?? defaultScope(as.scopes_supported);
   const verifier = oauth.generateRandomCodeVerifier();
   const challenge = await oauth.calculatePKCECodeChallenge(verifier);
   const state = oauth.generateRandomState();
@@ -1541,19 +1652,18 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
     };
     const hostHeaders = [`${redirect.host}:${listener.port}`];
     if (redirect.port === 80) hostHeaders.push(redirect.host);
-    listener.handle(
-      callbackHandler({
-        hosts: hostHeaders,
-        path: redirect.path,
-        state,
-        authorizationUrl: authorizationUrl.href,
-        complete,
-      }),
-    );
+    const handler = callbackHandler({
+      hosts: hostHeaders,
+      path: redirect.path,
+      state,
+      authorizationUrl: authorizationUrl.href,
+      complete,
+    });
+    listener.handle(handler);
 
-    const start = `http://${redirect.host}:${listener.port}/`;
     const where = sanitize(authorizationUrl.host);
-    if (config.browser) {
+    if (openBrowser) {
+      const start = `http://${redirect.host}:${listener.port}/`;
       deps.stderr(`Opening your browser to sign in at ${where} ...\n`);
       deps.stderr(`If it does not open, visit: ${start}\n`);
       // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
@@ -1562,11 +1672,139 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
         deps.stderr(`warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself\n`);
       });
     } else {
-      deps.stderr(`To sign in at ${where}, open this address in a browser on this machine: ${start}\n`);
+      deps.stderr(`To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n\n`);
+    }
+    if (deps.interactive && deps.readLines) {
+      deps.stderr(
+        "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.\n",
+      );
+      acceptPastedAddresses(deps.readLines(), handler, outcome, deps);
     }
     return await waitForBrowser(outcome, config, deps);
   } finally {
     await listener.close();
+  }
+}
+
+/**
+ * Paste-back: each address typed on stdin goes through the callback server's own handler, with the
+ * same checks as a redirect (Host, path, state, then iss and error); one code path, not two.
+ */
+function acceptPastedAddresses(
+  lines: AsyncIterable<string>,
+  handler: (request: Request) => Promise<Response>,
+  outcome: Promise<unknown>,
+  deps: Deps,
+): void {
+  let settled = false;
+  outcome.then(() => settled = true, () => settled = true);
+  (async () => {
+    for await (const line of lines) {
+      if (settled) return;
+      const text = line.trim();
+      if (!text) continue;
+      const url = parseUrl(text);
+      if (!url || url.protocol !== "http:") {
+        deps.stderr("warning: That is not an address; paste the whole address from the browser's address bar\n");
+        continue;
+      }
+      const response = await handler(new Request(url.href, { headers: { host: url.host } }));
+      await response.body?.cancel();
+      await Promise.resolve(); // let the outcome settle first when this address completed the sign-in
+      if (settled) return;
+      deps.stderr(
+        response.status === 404
+          ? "warning: That is not the sign-in callback address; paste the address the browser ended on\n"
+          : "warning: That address does not belong to the sign-in in progress, so it was ignored; paste the address the browser ended on\n",
+      );
+    }
+  })().catch((error) => deps.stderr(`warning: Cannot read what was pasted: ${sanitize((error as Error).message)}\n`));
+}
+
+/** Waits `ms` (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
+async function pollPause(ms: number, deadline: number, config: Config, deps: Deps): Promise<void> {
+  if (!deps.animate || config.quiet) return await untilInterrupted(deps.sleep(ms), deps, "Login cancelled");
+  for (let left = ms; left > 0; left -= 1000) {
+    const remaining = Math.max(0, Math.round((deadline - deps.now()) / 1000));
+    const clock = `${Math.floor(remaining / 60)}:${String(remaining % 60).padStart(2, "0")}`;
+    deps.stderr(`\r\x1b[2KWaiting for you to approve… the code is valid for ${clock}`);
+    await untilInterrupted(deps.sleep(Math.min(1000, left)), deps, "Login cancelled");
+  }
+}
+
+/** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
+async function deviceLogin(
+  issuer: Issuer,
+  scope: string,
+  config: Config,
+  deps: Deps,
+  openBrowser: boolean,
+  trace?: Trace,
+): Promise<LoginResult> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  if (as.device_authorization_endpoint === undefined) {
+    throw new LoginError(
+      "config",
+      "The server does not offer the device flow (its metadata has no device_authorization_endpoint)",
+      {
+        hint: "use --flow browser",
+      },
+    );
+  }
+  assertEndpoint(as.device_authorization_endpoint, "device_authorization_endpoint", as.issuer);
+  const parameters = new URLSearchParams([["scope", scope], ...config.params]);
+  const device = await step("start the device flow", async () => {
+    const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
+    return await oauth.processDeviceAuthorizationResponse(as, client, response);
+  });
+  const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
+  const complete = device.verification_uri_complete === undefined
+    ? undefined
+    : assertEndpoint(device.verification_uri_complete, "verification_uri_complete", as.issuer);
+  deps.stderr(
+    `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
+      `and enter the code:\n\n  ${sanitize(device.user_code, 40)}\n\n` +
+      (complete ? `Or open this address, which carries the code: ${sanitize(complete.href)}\n` : "") +
+      `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.\n`,
+  );
+  if (openBrowser) {
+    deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
+  }
+  const deadline = deps.now() + device.expires_in * 1000;
+  let interval = typeof device.interval === "number" ? device.interval * 1000 : DEVICE_INTERVAL_MS;
+  const expired = () =>
+    new LoginError("timeout", "The code expired before the sign-in was approved", {
+      hint: "run the login again and enter the code within the time shown",
+    });
+  try {
+    for (;;) {
+      await pollPause(interval, deadline, config, deps);
+      if (deps.now() >= deadline) throw expired();
+      try {
+        const tokens = await step("sign in with the device code", async () => {
+          const response = await oauth.deviceCodeGrantRequest(as, client, auth, device.device_code, http);
+          return await oauth.processDeviceCodeResponse(as, client, response);
+        });
+        const who = await identify(issuer, tokens, trace);
+        return { tokens, issuer: as.issuer, metadata: as, authMethod: issuer.authMethod, scope, ...who };
+      } catch (error) {
+        if (error instanceof ServerError && error.code === "authorization_pending") continue;
+        if (error instanceof ServerError && error.code === "slow_down") {
+          interval += SLOW_DOWN_MS; // for this and every later poll
+          continue;
+        }
+        if (error instanceof ServerError && error.code === "expired_token") throw expired();
+        if (error instanceof LoginError && error.code === "network") {
+          interval *= 2; // RFC 8628 §3.5: back off when the server cannot be reached
+          trace?.(`polling again in ${seconds(interval)}: ${error.message}`);
+          continue;
+        }
+        throw error;
+      }
+    }
+  } finally {
+    if (deps.animate && !config.quiet) deps.stderr("\r\x1b[2K");
   }
 }
 
@@ -1581,7 +1819,7 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
     subject: result.subject,
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
-  deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
+  if (!config.quiet) deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
   const granted = (result.tokens.scope ?? result.scope).split(" ");
   const missing = result.scope.split(" ").filter((scope) => scope && !granted.includes(scope));
   if (missing.length > 0) deps.stderr(`warning: The server did not grant ${sanitize(missing.join(" "))}\n`);
@@ -1753,6 +1991,154 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   }
 }
 
+/** One line of `doctor`'s report. */
+export interface Check {
+  status: "ok" | "warn" | "fail";
+  topic: string;
+  message: string;
+}
+
+/**
+ * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
+ * secrets are never shown. Exit 0 when nothing failed.
+ */
+export async function doctor(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<number> {
+  const checks: Check[] = [];
+  const add = (status: Check["status"], topic: string, message: string) =>
+    checks.push({ status, topic, message: sanitize(message, 400) });
+  const describe = (error: unknown) =>
+    error instanceof LoginError || error instanceof ServerError
+      ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
+      : String(error);
+
+  let config: Config | undefined;
+  try {
+    config = resolveConfig(cli, deps.env, dotenv);
+  } catch (error) {
+    add("fail", "config", describe(error));
+  }
+  if (dotenv) add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")}`);
+  if (config) {
+    const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
+    add("ok", "config", `issuer: ${config.issuer} (${from("issuer")})`);
+    add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
+    if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
+    else if (config.sources.clientSecret === "flag") {
+      add(
+        "warn",
+        "config",
+        "client secret: set (from flag, where other local users can see it; use OAUTH_CLIENT_SECRET)",
+      );
+    } else add("ok", "config", `client secret: set (${from("clientSecret")})`);
+    add(
+      "ok",
+      "config",
+      `scope: ${config.scope ?? "openid profile [offline_access] (default)"}${
+        config.scope ? ` (${from("scope")})` : ""
+      }`,
+    );
+    add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
+
+    let deviceSupported = false;
+    try {
+      const { as, authMethod } = await discover(config, deps);
+      deviceSupported = as.device_authorization_endpoint !== undefined;
+      add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+      const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
+      add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
+      if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
+      else add("warn", "discovery", "the server does not list PKCE methods; S256 is sent anyway and state is checked");
+      if (as.authorization_response_iss_parameter_supported) {
+        add("ok", "discovery", "the iss response parameter (RFC 9207) is supported and checked");
+      } else add("warn", "discovery", "no iss response parameter (RFC 9207): mix-up defence rests on state alone");
+      if (deviceSupported) add("ok", "discovery", "the device flow (RFC 8628) is offered");
+      else add("warn", "discovery", "no device flow: where no browser can be opened, a pasted address is the way in");
+      add(
+        "ok",
+        "discovery",
+        `token endpoint auth methods: ${
+          list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
+        }; this client uses ${authMethod}`,
+      );
+    } catch (error) {
+      add("fail", "discovery", describe(error));
+    }
+
+    try {
+      const redirect = planRedirect(config.redirectUri);
+      if (redirect.port === 0) add("ok", "redirect", "an ephemeral port on 127.0.0.1 (RFC 8252 §7.3)");
+      for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
+        const needed = redirect.addresses.includes(address);
+        try {
+          Deno.listen({ hostname: address, port: redirect.port }).close();
+          add("ok", "redirect", `port ${redirect.port} is free on ${address}`);
+        } catch (error) {
+          const busy = error instanceof Deno.errors.AddrInUse;
+          add(
+            needed ? "fail" : "warn",
+            "redirect",
+            busy
+              ? `port ${redirect.port} is in use on ${address} by another program`
+              : `cannot listen on ${address}: ${describe((error as Error).message)}`,
+          );
+        }
+      }
+      const { lookup } = await import("node:dns/promises");
+      const resolved = (await lookup("localhost", { all: true })).map((a) => a.address);
+      add(resolved.length > 0 ? "ok" : "warn", "redirect", `localhost resolves to ${resolved.join(", ") || "nothing"}`);
+    } catch (error) {
+      add("warn", "redirect", describe(error));
+    }
+    const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
+    const choice = chooseFlow(config, browser, deviceSupported);
+    add(
+      browser.ok ? "ok" : "warn",
+      "browser",
+      browser.ok
+        ? `would open with ${browser.opener} (${browser.reason})`
+        : `no browser can be opened: ${browser.reason}`,
+    );
+    add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+  }
+
+  for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"]) {
+    const value = deps.env(name);
+    if (!value) continue;
+    const url = parseUrl(value);
+    add("ok", "network", `${name} is set${url ? ` to ${url.protocol}//${url.host}` : ""}`);
+  }
+  for (const name of ["DENO_CERT", "DENO_TLS_CA_STORE"]) {
+    const value = deps.env(name);
+    if (value) add("ok", "network", `${name} is set to ${value}`);
+  }
+
+  const dir = deps.storage.dir;
+  try {
+    const info = await Deno.stat(dir);
+    if (info.mode !== null && (info.mode & 0o077) !== 0) {
+      add(
+        "warn",
+        "cache",
+        `${dir} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 "${dir}"`,
+      );
+    } else add("ok", "cache", `${dir} is private`);
+    for (const name of await deps.storage.list()) {
+      const file = await Deno.stat(`${dir}/${name}.json`);
+      if (file.mode !== null && (file.mode & 0o077) !== 0) {
+        add("fail", "cache", `${dir}/${name}.json can be read by other users: chmod 600 "${dir}/${name}.json"`);
+      }
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) add("ok", "cache", `${dir} does not exist yet; it will be created 0700`);
+    else add("warn", "cache", `${dir}: ${describe(error instanceof Error ? error.message : error)}`);
+  }
+
+  const failed = checks.some((check) => check.status === "fail");
+  if (cli.flags.json) deps.stdout(JSON.stringify({ ok: !failed, checks }) + "\n");
+  else deps.stdout(checks.map((c) => `${c.status.padEnd(5)} ${c.topic.padEnd(10)} ${c.message}\n`).join(""));
+  return failed ? EXIT.failure : EXIT.ok;
+}
+
 // ── CLI ─────────────────────────────────────────────────────────────────────────────────────────
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
@@ -1766,6 +2152,7 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   --env-file PATH       read settings from this file instead of ./.env
   --json                output JSON on stdout
   -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
+  -q, --quiet           no countdown and no "Logged in as" line
   -h, --help            show help`;
 
 const LOGIN_FLAGS_HELP =
@@ -1774,7 +2161,9 @@ const LOGIN_FLAGS_HELP =
   --port N              listen on this fixed port (with 127.0.0.1 and /callback unless --redirect-uri)
   --timeout SECONDS     how long to wait for the browser (default: 300)
   --no-browser          print the address to open instead of opening a browser
-  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some servers need it for offline_access)`;
+  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some servers need it for offline_access)
+  --flow FLOW           auto (default), browser or device: auto uses the browser where one can be opened,
+                        else the device flow (RFC 8628) where the server offers it, else an address to paste`;
 
 export const USAGE: Record<Command | "main", string> = {
   main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server from the terminal
@@ -1786,6 +2175,7 @@ Commands:
   token            print a valid access token, refreshing or signing in as needed
   whoami, status   show who is logged in, the scopes and the token's expiry
   logout           revoke the tokens at the server and delete them here
+  doctor           check the configuration, the issuer, the port, the browser and the cache
 
 ${CONFIG_FLAGS_HELP}
   -V, --version         show the version
@@ -1833,6 +2223,16 @@ Shows the issuer, the user, the scopes and when the access token expires. Exits 
 
 ${CONFIG_FLAGS_HELP}
 `,
+  doctor: `Usage: oauth-login doctor [flags]
+
+Checks, one line each (ok, warn or fail): the settings and where each came from, the issuer's
+metadata and what it supports, the redirect port on 127.0.0.1 and ::1 and how localhost resolves,
+the browser opener and display, proxy and CA settings, and the token cache's permissions. Secrets are
+never shown. Exits 0 when nothing failed; --json for bug reports.
+
+${CONFIG_FLAGS_HELP}
+  --redirect-uri URI, --port N, --flow FLOW, --no-browser   as for login
+`,
   logout: `Usage: oauth-login logout [--all] [flags]
 
 Revokes the refresh and access tokens at the server (RFC 7009) where it has a revocation endpoint,
@@ -1848,6 +2248,7 @@ const COMMAND_RUNNERS: Record<Command, (config: Config, deps: Deps) => Promise<v
   token: tokenCommand,
   whoami: whoamiCommand,
   logout: logoutCommand,
+  doctor: () => Promise.reject(new Error("doctor is run by main()")),
 };
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
@@ -1871,6 +2272,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         hint: "check the path given to --env-file",
       });
     }
+    if (cli.command === "doctor") return await doctor(cli, dotenv, deps);
     const config = resolveConfig(cli, deps.env, dotenv);
     if (cli.flags["client-secret"] !== undefined) {
       deps.stderr(
@@ -1937,6 +2339,30 @@ function missingStorage(): Storage {
   return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
 }
 
+/** Whether `command` is an executable file in a directory of `$PATH`. */
+function onPath(command: string, env: (name: string) => string | undefined): boolean {
+  const separator = Deno.build.os === "windows" ? ";" : ":";
+  return (env("PATH") ?? "").split(separator).some((dir) => {
+    try {
+      const info = Deno.statSync(`${dir}/${command}`);
+      return info.isFile && (info.mode === null || (info.mode & 0o111) !== 0);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Lines typed on stdin. */
+async function* stdinLines(): AsyncIterable<string> {
+  let buffer = "";
+  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+    buffer += chunk;
+    const lines = buffer.split(/\r?\n/);
+    buffer = lines.pop() ?? "";
+    yield* lines;
+  }
+}
+
 /** The real edges, kept thin. */
 export function realDeps(): Deps {
   const controller = new AbortController();
@@ -1948,6 +2374,7 @@ export function realDeps(): Deps {
   };
   const env = (name: string) => Deno.env.get(name);
   const dir = cacheDir(env, Deno.build.os);
+  const interactive = Deno.stdin.isTerminal() && Deno.stderr.isTerminal();
   return {
     fetch: globalThis.fetch,
     openUrl: openWithSystemBrowser,
@@ -1956,9 +2383,14 @@ export function realDeps(): Deps {
     readEnvFile: readEnvFileWithNode,
     stdout: write(Deno.stdout),
     stderr: write(Deno.stderr),
-    interactive: Deno.stdin.isTerminal() && Deno.stderr.isTerminal(),
+    interactive,
     storage: dir ? fileStorage(dir) : missingStorage(),
     signal: controller.signal,
+    os: Deno.build.os,
+    which: (command) => onPath(command, env),
+    sleep: (ms) => delay(ms).done,
+    readLines: interactive ? () => stdinLines() : undefined,
+    animate: Deno.stderr.isTerminal() && !env("NO_COLOR"),
   };
 }
 

@@ -58,7 +58,20 @@ interface RunOptions {
   interactive?: boolean;
   now?: () => number;
   httpTimeoutMs?: number;
+  /** Replaces waiting: the device flow's pauses are recorded here and move the clock instead. */
+  sleep?: (ms: number) => Promise<void>;
+  /** What the person pastes on stdin (makes the run interactive). */
+  lines?: AsyncIterable<string>;
+  /** The platform; by default a Linux desktop with a display and xdg-open. */
+  os?: string;
+  which?: (command: string) => boolean;
+  /** Sees each message as it is written to stderr. */
+  onStderr?: (text: string) => void;
+  fetch?: typeof fetch;
 }
+
+/** A desktop: a display is available, so the browser flow is chosen. */
+const DESKTOP_ENV = { DISPLAY: ":0" };
 
 async function run(args: string[], options: RunOptions = {}): Promise<Run> {
   let stdout = "";
@@ -67,7 +80,7 @@ async function run(args: string[], options: RunOptions = {}): Promise<Run> {
   let visit: Promise<BrowserVisit | undefined> | undefined;
   const browser = options.browser ?? ((url: string) => scriptedBrowser(url));
   const deps: Deps = {
-    fetch: globalThis.fetch,
+    fetch: options.fetch ?? globalThis.fetch,
     openUrl: (url) => {
       opened.push(url);
       visit = browser(url);
@@ -75,15 +88,24 @@ async function run(args: string[], options: RunOptions = {}): Promise<Run> {
       return Promise.resolve();
     },
     now: options.now ?? (() => Date.now()),
-    env: (name) => options.env?.[name],
+    env: (name) => ({ ...DESKTOP_ENV, ...options.env } as Record<string, string | undefined>)[name],
     readEnvFile: (path) => Promise.resolve(options.files?.[path]),
     stdout: (text) => stdout += text,
-    stderr: (text) => stderr += text,
+    stderr: (text) => {
+      stderr += text;
+      options.onStderr?.(text);
+    },
     interactive: options.interactive ?? false,
     storage: options.storage ?? fileStorage(await tempDir()),
     signal: (options.controller ?? new AbortController()).signal,
     httpTimeoutMs: options.httpTimeoutMs,
+    os: options.os ?? "linux",
+    which: options.which ?? (() => true),
+    sleep: options.sleep ?? (() => Promise.reject(new Error("this test does not expect to wait"))),
+    readLines: options.lines ? () => options.lines! : undefined,
+    animate: false,
   };
+  if (options.lines) deps.interactive = true;
   const code = await main(args, deps);
   return { code, stdout, stderr, opened, visit: await visit };
 }
@@ -381,34 +403,21 @@ Deno.test("login() keeps waiting when the browser cannot be opened", async () =>
   });
 });
 
-Deno.test("login() --no-browser prints the short address and opens nothing", async () => {
+Deno.test("login --flow browser --no-browser prints the authorization address and opens nothing", async () => {
   await withMock(async (mock) => {
-    let printed: string | undefined;
-    const stderrWatcher = async () => {
+    let visit: Promise<BrowserVisit> | undefined;
+    const result = await run([...flags(mock), "--flow", "browser", "--no-browser"], {
       // The person reads the address from the terminal and opens it by hand.
-      while (!printed) await new Promise((r) => setTimeout(r, 5));
-      return scriptedBrowser(printed);
-    };
-    let stderr = "";
-    const deps: Deps = {
-      fetch,
-      openUrl: () => Promise.reject(new Error("must not be called")),
-      now: Date.now,
-      env: () => undefined,
-      readEnvFile: () => Promise.resolve(undefined),
-      interactive: false,
-      storage: fileStorage(await tempDir()),
-      stdout: () => {},
-      stderr: (text) => {
-        stderr += text;
-        printed ??= text.match(/(http:\/\/127\.0\.0\.1:\d+\/)\n/)?.[1];
+      onStderr: (text) => {
+        const address = text.match(/\n {2}(http:\/\/\S+\/authorize\?\S+)\n/)?.[1];
+        if (address) visit ??= scriptedBrowser(address);
       },
-      signal: new AbortController().signal,
-    };
-    const [code] = await Promise.all([main([...flags(mock), "--no-browser"], deps), stderrWatcher()]);
-    assertEquals(code, EXIT.ok, stderr);
-    assertMatch(stderr, /To sign in at 127\.0\.0\.1:\d+, open this address in a browser on this machine: http/);
-    assertNotMatch(stderr, /Opening your browser/);
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(result.opened, []);
+    assertMatch(result.stderr, /To sign in at 127\.0\.0\.1:\d+, open this address in a browser:\n\n {2}http/);
+    assertNotMatch(result.stderr, /Opening your browser|device flow/);
+    assertStringIncludes((await visit!).body, "Signed in as alice@example.com");
   });
 });
 
@@ -1220,4 +1229,361 @@ Deno.test("a server that accepts the connection and never answers times out with
     await accepting.catch(() => {});
     for (const conn of held) conn.close();
   }
+});
+
+// ── Logins where no browser can reach the loopback ──────────────────────────────────────────────
+
+/** A clock the mock and the tool share; the tool's pauses move it instead of sleeping. */
+function fakeTime() {
+  const clock = { now: Date.now(), pauses: [] as number[] };
+  const sleep = (ms: number) => {
+    clock.pauses.push(ms);
+    clock.now += ms;
+    return Promise.resolve();
+  };
+  return { clock, now: () => clock.now, sleep };
+}
+
+async function withDeviceMock(fn: (mock: ServedMock, time: ReturnType<typeof fakeTime>) => Promise<void>) {
+  const time = fakeTime();
+  await withMock((mock) => fn(mock, time), { now: time.now });
+}
+
+function devicePolls(mock: ServedMock) {
+  return tokenRequests(mock, "urn:ietf:params:oauth:grant-type:device_code");
+}
+
+Deno.test("device flow: success after authorization_pending answers, polling every interval", async () => {
+  await withDeviceMock(async (mock, time) => {
+    mock.device.pending = 2;
+    const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(time.clock.pauses, [5000, 5000, 5000]);
+    assertEquals(devicePolls(mock).length, 3);
+    const [code] = [...mock.deviceCodes.values()].map((d) => d.userCode);
+    assertEquals(code, undefined, "the device code was used up");
+    assertStringIncludes(
+      result.stderr,
+      `To sign in, open this address on any device (a phone will do):\n\n  ${mock.issuer}/device\n`,
+    );
+    assertMatch(result.stderr, /and enter the code:\n\n {2}[B-Z]{4}-[B-Z]{4}\n/);
+    assertStringIncludes(
+      result.stderr,
+      `Or open this address, which carries the code: ${mock.issuer}/device?user_code=`,
+    );
+    assertStringIncludes(result.stderr, "Check that the address is your provider's (127.0.0.1:");
+    assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
+    assertEquals(result.opened.length, 1, "the browser is opened on the verification address where it can be");
+    assertStringIncludes(result.opened[0], "/device?user_code=");
+    assertEquals(mock.calls("device_authorization")[0].form.scope, "openid profile offline_access");
+  });
+});
+
+Deno.test("device flow: slow_down adds 5 s to this and every later poll", async () => {
+  await withDeviceMock(async (mock, time) => {
+    mock.device.slowDown = 2;
+    mock.device.pending = 1;
+    const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(time.clock.pauses, [5000, 10000, 15000, 15000]);
+  });
+});
+
+Deno.test("device flow: no interval from the server means 5 s", async () => {
+  await withDeviceMock(async (mock, time) => {
+    mock.device.interval = undefined;
+    mock.device.pending = 1;
+    const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(time.clock.pauses, [5000, 5000]);
+  });
+});
+
+Deno.test("device flow: access_denied exits 3, expired_token and the deadline exit 5", async (t) => {
+  await t.step("access_denied", async () => {
+    await withDeviceMock(async (mock, time) => {
+      mock.device.outcome = "deny";
+      const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep });
+      assertEquals(result.code, EXIT.denied);
+      assertStringIncludes(result.stderr, 'error: Sign-in was declined: the server answered "access_denied"');
+    });
+  });
+  await t.step("expired_token", async () => {
+    await withDeviceMock(async (mock, time) => {
+      mock.device.outcome = "expire";
+      const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep });
+      assertEquals(result.code, EXIT.timedOut);
+      assertStringIncludes(result.stderr, "error: The code expired before the sign-in was approved\n");
+      assertEquals(devicePolls(mock).length, 1, "not started again");
+    });
+  });
+  await t.step("pending until expires_in", async () => {
+    await withDeviceMock(async (mock, time) => {
+      mock.device.pending = 1000;
+      mock.device.expiresIn = 30;
+      const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep });
+      assertEquals(result.code, EXIT.timedOut);
+      assertStringIncludes(result.stderr, "error: The code expired before the sign-in was approved\n");
+      assertEquals(devicePolls(mock).length, 5, "polls at 5, 10, 15, 20 and 25 s; none at 30 s");
+    });
+  });
+});
+
+Deno.test("device flow: Ctrl-C stops polling at once", async () => {
+  await withDeviceMock(async (mock, time) => {
+    const controller = new AbortController();
+    const result = await run([...flags(mock), "--flow", "device"], {
+      now: time.now,
+      controller,
+      sleep: () => {
+        controller.abort();
+        return new Promise(() => {}); // a pause that would never end
+      },
+    });
+    assertEquals(result.code, EXIT.interrupted);
+    assertStringIncludes(result.stderr, "error: Login cancelled\n");
+    assertEquals(devicePolls(mock).length, 0);
+  });
+});
+
+Deno.test("device flow: a network failure while polling doubles the interval (RFC 8628 §3.5)", async () => {
+  await withDeviceMock(async (mock, time) => {
+    mock.device.pending = 1;
+    let failures = 1;
+    const flaky: typeof fetch = (input, init) => {
+      const body = typeof init?.body === "string" ? init.body : String(init?.body ?? "");
+      if (body.includes("device_code") && body.includes("grant_type") && failures-- > 0) {
+        return Promise.reject(new TypeError("connection reset"));
+      }
+      return fetch(input, init);
+    };
+    const result = await run([...flags(mock), "--flow", "device"], { now: time.now, sleep: time.sleep, fetch: flaky });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(time.clock.pauses, [5000, 10000, 10000]);
+  });
+});
+
+Deno.test("device flow: refused where the server does not offer it", async () => {
+  await withMock(async (mock) => {
+    mock.metadata.device_authorization_endpoint = undefined;
+    const result = await run([...flags(mock), "--flow", "device"]);
+    assertEquals(result.code, EXIT.usage);
+    assertStringIncludes(result.stderr, "error: The server does not offer the device flow");
+    assertStringIncludes(result.stderr, "hint: use --flow browser");
+  });
+});
+
+/** Follows the authorization address like a browser on another machine, and returns where it ended. */
+async function addressBrowserEndsOn(authorizationUrl: string): Promise<string> {
+  const response = await fetch(authorizationUrl, { redirect: "manual" });
+  await response.body?.cancel();
+  return response.headers.get("location")!;
+}
+
+/** Lines a person pastes: each one made from the authorization address the tool printed. */
+function paste(...make: ((callback: URL) => string)[]) {
+  let printed: (address: string) => void;
+  const address = new Promise<string>((resolve) => printed = resolve);
+  return {
+    onStderr: (text: string) => {
+      const found = text.match(/\n {2}(http:\/\/\S+\/authorize\?\S+)\n/)?.[1];
+      if (found) printed(found);
+    },
+    lines: (async function* () {
+      const callback = new URL(await addressBrowserEndsOn(await address));
+      for (const line of make) yield line(new URL(callback));
+    })(),
+  };
+}
+
+Deno.test("paste-back: a pasted address with the right state logs in; a wrong state is refused and the wait goes on", async () => {
+  await withMock(async (mock) => {
+    mock.metadata.device_authorization_endpoint = undefined;
+    const pasted = paste(
+      () => "not an address",
+      (callback) => {
+        callback.searchParams.set("state", "forged");
+        return callback.href;
+      },
+      (callback) => `  ${callback.href}  `,
+    );
+    const result = await run(flags(mock), {
+      env: { DISPLAY: "", SSH_CONNECTION: "10.0.0.1 22 10.0.0.2 22" },
+      ...pasted,
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      "No browser can be opened here (this is an SSH session without a forwarded display) and the server has no device flow",
+    );
+    assertStringIncludes(result.stderr, "paste its address here and press Enter");
+    assertStringIncludes(result.stderr, "warning: That is not an address;");
+    assertStringIncludes(
+      result.stderr,
+      "warning: That address does not belong to the sign-in in progress, so it was ignored",
+    );
+    assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
+    assertEquals(result.opened, []);
+    assertEquals(mock.calls("token").length, 1);
+  });
+});
+
+Deno.test("paste-back: a pasted error=access_denied ends the login as the callback would", async () => {
+  await withMock(async (mock) => {
+    mock.decision = "deny";
+    const pasted = paste((callback) => callback.href);
+    const result = await run([...flags(mock), "--flow", "browser", "--no-browser"], pasted);
+    assertEquals(result.code, EXIT.denied);
+    assertStringIncludes(result.stderr, 'error: Sign-in was declined: the server answered "access_denied"');
+    assertEquals(mock.calls("token").length, 0);
+  });
+});
+
+Deno.test("automatic choice: each environment leads to the documented flow", async (t) => {
+  const ssh = { SSH_CONNECTION: "10.0.0.1 51000 10.0.0.2 22" };
+  const cases: [string, Record<string, string>, string, boolean, string | undefined][] = [
+    ["a Linux desktop", { DISPLAY: ":0" }, "linux", true, undefined],
+    ["Wayland", { DISPLAY: "", WAYLAND_DISPLAY: "wayland-0" }, "linux", true, undefined],
+    [
+      "SSH without a forwarded display",
+      { ...ssh, DISPLAY: "" },
+      "linux",
+      false,
+      "an SSH session without a forwarded display",
+    ],
+    ["SSH with X forwarding", { ...ssh, DISPLAY: "localhost:10.0" }, "linux", true, undefined],
+    ["no display at all", { DISPLAY: "" }, "linux", false, "there is no display"],
+    ["an explicit $BROWSER over SSH", { ...ssh, DISPLAY: "", BROWSER: "w3m" }, "linux", true, undefined],
+    ["macOS over SSH", ssh, "darwin", false, "this is an SSH session"],
+    ["macOS", {}, "darwin", true, undefined],
+    ["Windows", {}, "windows", true, undefined],
+  ];
+  for (const [name, env, os, browserFlow, why] of cases) {
+    await t.step(name, async () => {
+      await withDeviceMock(async (mock, time) => {
+        const result = await run(flags(mock), { env, os, now: time.now, sleep: time.sleep });
+        assertEquals(result.code, EXIT.ok, result.stderr);
+        assertEquals(devicePolls(mock).length > 0, !browserFlow);
+        assertEquals(result.opened.length, browserFlow ? 1 : 0, "the browser is opened exactly where one can be");
+        if (why) assertStringIncludes(result.stderr, `Using the device flow: no browser can be opened here (${why}`);
+        else assertNotMatch(result.stderr, /Using the device flow/);
+      });
+    });
+  }
+  await t.step("no xdg-open installed", async () => {
+    await withDeviceMock(async (mock, time) => {
+      const result = await run(flags(mock), { which: (c) => c !== "xdg-open", now: time.now, sleep: time.sleep });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "Using the device flow: no browser can be opened here (xdg-open is not installed)",
+      );
+    });
+  });
+  await t.step("--no-browser", async () => {
+    await withDeviceMock(async (mock, time) => {
+      const result = await run([...flags(mock), "--no-browser"], { now: time.now, sleep: time.sleep });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "Using the device flow: no browser can be opened here (--no-browser was given)",
+      );
+      assertEquals(result.opened, []);
+    });
+  });
+  await t.step("--flow browser overrides it", async () => {
+    await withMock(async (mock) => {
+      const pasted = paste((callback) => callback.href);
+      const result = await run([...flags(mock), "--flow", "browser"], { env: { DISPLAY: "" }, ...pasted });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(mock.calls("device_authorization").length, 0);
+    });
+  });
+});
+
+// ── doctor ──────────────────────────────────────────────────────────────────────────────────────
+
+Deno.test("doctor: a healthy setup exits 0 and shows where each setting came from, never a secret", async () => {
+  await withMock(async (mock) => {
+    const result = await run(["doctor", "--client-id", CONFIDENTIAL_CLIENT.id], {
+      env: { OAUTH_ISSUER: mock.issuer, ...ENV_CONFIDENTIAL, HTTPS_PROXY: "http://user:pw@proxy.example:3128" },
+    });
+    assertEquals(result.code, EXIT.ok, result.stdout);
+    assertStringIncludes(result.stdout, `ok    config     issuer: ${mock.issuer}/ (from environment)\n`);
+    assertStringIncludes(result.stdout, "ok    config     client id: cli-confidential (from flag)\n");
+    assertStringIncludes(result.stdout, "ok    config     client secret: set (from environment)\n");
+    assertStringIncludes(result.stdout, "names itself as the configured issuer");
+    assertStringIncludes(result.stdout, "ok    discovery  the device flow (RFC 8628) is offered\n");
+    assertStringIncludes(result.stdout, "this client uses client_secret_basic");
+    assertStringIncludes(result.stdout, "ok    redirect   an ephemeral port on 127.0.0.1");
+    assertStringIncludes(result.stdout, "ok    browser    would open with xdg-open");
+    assertStringIncludes(result.stdout, "ok    network    HTTPS_PROXY is set to http://proxy.example:3128\n");
+    assertNotMatch(result.stdout + result.stderr, /s3cret|pw@/);
+    assertNotMatch(result.stdout, /^fail/m);
+    const json = JSON.parse((await run(["doctor", "--json", ...flags(mock)])).stdout);
+    assertEquals(json.ok, true);
+    assert(json.checks.every((c: { status: string }) => ["ok", "warn"].includes(c.status)));
+  });
+});
+
+Deno.test("doctor: each problem has its fail or warn line", async (t) => {
+  await t.step("an unreachable issuer", async () => {
+    const port = freePort();
+    const result = await run(["doctor", "--issuer", `http://127.0.0.1:${port}`, "--client-id", "x"]);
+    assertEquals(result.code, EXIT.failure);
+    assertStringIncludes(result.stdout, `fail  discovery  Cannot reach 127.0.0.1:${port}:`);
+  });
+  await t.step("an issuer mismatch", async () => {
+    await withMock(async (mock) => {
+      mock.metadata.issuer = "https://elsewhere.example";
+      const result = await run(["doctor", ...flags(mock)]);
+      assertEquals(result.code, EXIT.failure);
+      assertStringIncludes(result.stdout, `fail  discovery  Issuer mismatch: asked for "${mock.issuer}/"`);
+    });
+  });
+  await t.step("a busy port", async () => {
+    await withMock(async (mock) => {
+      const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (busy.addr as Deno.NetAddr).port;
+      try {
+        const result = await run(["doctor", ...flags(mock), "--port", String(port)]);
+        assertEquals(result.code, EXIT.failure);
+        assertStringIncludes(
+          result.stdout,
+          `fail  redirect   port ${port} is in use on 127.0.0.1 by another program\n`,
+        );
+      } finally {
+        busy.close();
+      }
+    });
+  });
+  await t.step("an over-permissive cache directory", async () => {
+    await withMock(async (mock) => {
+      const dir = await tempDir();
+      await Deno.chmod(dir, 0o755);
+      const result = await run(["doctor", ...flags(mock)], { storage: fileStorage(dir) });
+      assertEquals(result.code, EXIT.ok, "a warning, not a failure");
+      assertStringIncludes(
+        result.stdout,
+        `warn  cache      ${dir} can be read by other users (mode 755): chmod 700 "${dir}"\n`,
+      );
+    });
+  });
+  await t.step("missing settings", async () => {
+    const result = await run(["doctor"]);
+    assertEquals(result.code, EXIT.failure);
+    assertStringIncludes(result.stdout, "fail  config     No issuer is configured");
+  });
+  await t.step("no browser and no device flow", async () => {
+    await withMock(async (mock) => {
+      mock.metadata.device_authorization_endpoint = undefined;
+      const result = await run(["doctor", ...flags(mock)], { env: { DISPLAY: "" } });
+      assertStringIncludes(result.stdout, "warn  browser    no browser can be opened: there is no display");
+      assertStringIncludes(result.stdout, "warn  discovery  no device flow");
+      assertStringIncludes(
+        result.stdout,
+        "ok    browser    login would use the browser flow (No browser can be opened here",
+      );
+    });
+  });
 });

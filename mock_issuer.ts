@@ -175,6 +175,17 @@ export interface MockIssuer {
   issueRefreshTokens: boolean;
   /** Seconds an access token lives (changeable per test). */
   accessTokenTtl: number;
+  /** The device flow's switches: how many polls answer pending or slow_down, and how it ends. */
+  device: {
+    pending: number;
+    slowDown: number;
+    outcome: "approve" | "deny" | "expire";
+    /** Seconds the device code lives, and the polling interval the server asks for (undefined: none). */
+    expiresIn: number;
+    interval?: number;
+  };
+  /** Device codes handed out. */
+  deviceCodes: Map<string, { clientId: string; scope: string; userCode: string; expiresAt: number; approved: boolean }>;
   user: MockUser;
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
@@ -201,6 +212,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     revoked: [],
     rotateRefreshTokens: options.rotateRefreshTokens ?? false,
     issueRefreshTokens: true,
+    device: { pending: 0, slowDown: 0, outcome: "approve", expiresIn: 600, interval: 5 },
+    deviceCodes: new Map(),
     accessTokenTtl: options.accessTokenTtl ?? 3600,
     user: options.user ?? ALICE,
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
@@ -233,9 +246,10 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       introspection_endpoint: `${mock.issuer}/introspect`,
       userinfo_endpoint: `${mock.issuer}/userinfo`,
       revocation_endpoint: `${mock.issuer}/revoke`,
+      device_authorization_endpoint: `${mock.issuer}/device_authorization`,
       jwks_uri: `${mock.issuer}/keys`,
       response_types_supported: ["code"],
-      grant_types_supported: ["authorization_code", "refresh_token"],
+      grant_types_supported: ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
       code_challenge_methods_supported: ["S256"],
       token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
       introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
@@ -347,6 +361,25 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     });
   }
 
+  function pollDevice(client: MockClient, deviceCode: string): Promise<Response> | Response {
+    const entry = mock.deviceCodes.get(deviceCode);
+    if (!entry || entry.clientId !== client.id) return oauthError("invalid_grant", "Unknown device code");
+    if (now() >= entry.expiresAt || mock.device.outcome === "expire" && mock.device.pending <= 0) {
+      return oauthError("expired_token", "The device code has expired");
+    }
+    if (mock.device.slowDown > 0) {
+      mock.device.slowDown--;
+      return oauthError("slow_down", "Polling too fast");
+    }
+    if (mock.device.pending > 0 && !entry.approved) {
+      mock.device.pending--;
+      return oauthError("authorization_pending", "The user has not answered yet");
+    }
+    if (mock.device.outcome === "deny") return oauthError("access_denied", "The user denied the request");
+    mock.deviceCodes.delete(deviceCode);
+    return issueTokens(client.id, entry.scope, random(), undefined, true);
+  }
+
   function revokeGrant(grant: string): void {
     for (const [token, info] of mock.refreshTokens) if (info.grant === grant) mock.refreshTokens.delete(token);
   }
@@ -418,6 +451,9 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       const client = authenticate(request, record.form, record);
       if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
       if (record.form.grant_type === "refresh_token") return refresh(client, record.form.refresh_token ?? "");
+      if (record.form.grant_type === "urn:ietf:params:oauth:grant-type:device_code") {
+        return pollDevice(client, record.form.device_code ?? "");
+      }
       if (record.form.grant_type !== "authorization_code") {
         return oauthError("unsupported_grant_type", "Only authorization_code and refresh_token are supported");
       }
@@ -450,6 +486,40 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         exp: token.exp,
         token_type: "Bearer",
       });
+    }
+    if (p === `${path}/device_authorization` && request.method === "POST") {
+      const client = authenticate(request, record.form, record);
+      if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
+      const deviceCode = random(24);
+      const letters = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => "BCDFGHJKLMNPQRSTVWXZ"[b % 20]);
+      const userCode = `${letters.slice(0, 4).join("")}-${letters.slice(4).join("")}`;
+      mock.deviceCodes.set(deviceCode, {
+        clientId: client.id,
+        scope: record.form.scope ?? "",
+        userCode,
+        expiresAt: now() + mock.device.expiresIn * 1000,
+        approved: false,
+      });
+      return json({
+        device_code: deviceCode,
+        user_code: userCode,
+        verification_uri: `${mock.issuer}/device`,
+        verification_uri_complete: `${mock.issuer}/device?user_code=${userCode}`,
+        expires_in: mock.device.expiresIn,
+        ...(mock.device.interval === undefined ? {} : { interval: mock.device.interval }),
+      });
+    }
+    if (p === `${path}/device` && request.method === "GET") {
+      return html(`<h1>Mock issuer: device sign-in</h1>
+<form method="post" action="${path}/device"><label>Code <input name="user_code" value="${
+        (q.get("user_code") ?? "").replace(/[^A-Z0-9-]/g, "")
+      }"></label> <button>Approve</button></form>`);
+    }
+    if (p === `${path}/device` && request.method === "POST") {
+      const entry = [...mock.deviceCodes.values()].find((d) => d.userCode === record.form.user_code);
+      if (!entry) return html("<h1>Unknown code</h1>", 400);
+      entry.approved = true;
+      return html("<h1>Approved: return to your device</h1>");
     }
     if (p === `${path}/revoke` && request.method === "POST") {
       const client = authenticate(request, record.form, record);
