@@ -1449,7 +1449,7 @@ Deno.test("automatic choice: each environment leads to the documented flow", asy
       { ...ssh, DISPLAY: "" },
       "linux",
       false,
-      "an SSH session without a forwarded display",
+      "this is an SSH session without a forwarded display",
     ],
     ["SSH with X forwarding", { ...ssh, DISPLAY: "localhost:10.0" }, "linux", true, undefined],
     ["no display at all", { DISPLAY: "" }, "linux", false, "there is no display"],
