@@ -642,6 +642,34 @@ export async function parseCli(args: string[]): Promise<Cli> {
   return { command, named: parsed.positionals.length > 0, flags };
 }
 
+/**
+ * The hot path's parser: `token` followed by long flags only, read from the same `FLAGS` table.
+ * Anything it does not fully understand returns undefined, and `parseCli` (node:util's parseArgs,
+ * which costs more to load than the whole cached-token path) takes over, errors included.
+ */
+export function quickParse(args: string[]): Cli | undefined {
+  if (args[0] !== "token") return undefined;
+  const allowed = new Set<string>([...COMMON_FLAGS, ...COMMAND_FLAGS.token]);
+  const flags: Record<string, string | boolean | string[]> = {};
+  for (let i = 1; i < args.length; i++) {
+    const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
+    const name = match?.[1] as Flag | undefined;
+    if (!name || !allowed.has(name) || name === "help" || name === "version") return undefined;
+    const spec = FLAGS[name] as { type: string; multiple?: boolean };
+    let value: string | boolean;
+    if (spec.type === "boolean") {
+      if (match![2] !== undefined) return undefined;
+      value = true;
+    } else {
+      value = match![2] ?? args[++i];
+      if (value === undefined || value.startsWith("-")) return undefined;
+    }
+    if (spec.multiple) flags[name] = [...(flags[name] as string[] ?? []), value as string];
+    else flags[name] = value;
+  }
+  return { command: "token", named: true, flags: flags as FlagValues };
+}
+
 /** Flags win over the environment, the environment over `.env`. Pure. */
 export function resolveConfig(
   cli: Cli,
@@ -1452,27 +1480,17 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
   return {
     dir,
     async read(name) {
-      let file: Deno.FsFile;
       try {
-        file = await Deno.open(path(name), { read: true });
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) return undefined;
-        throw explain(error, "read the token cache");
-      }
-      try {
-        const info = await file.stat();
+        const info = await Deno.stat(path(name));
         if (info.mode !== null && (info.mode & 0o077) !== 0) {
           throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, {
             hint: `make it private with: chmod 600 "${path(name)}"`,
           });
         }
-        return new TextDecoder().decode(await new Response(file.readable).arrayBuffer());
+        return await Deno.readTextFile(path(name));
       } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return undefined;
         throw explain(error, "read the token cache");
-      } finally {
-        try {
-          file.close();
-        } catch { /* closed by the stream */ }
       }
     },
     async write(name, text) {
@@ -2251,8 +2269,31 @@ const COMMAND_RUNNERS: Record<Command, (config: Config, deps: Deps) => Promise<v
   doctor: () => Promise.reject(new Error("doctor is run by main()")),
 };
 
+/**
+ * `token` with a fresh cached token: parse, read one file, print. It loads neither oauth4webapi nor
+ * node: modules (unless a .env file must be read); undefined means "take the full path".
+ */
+async function cachedToken(args: string[], deps: Deps): Promise<number | undefined> {
+  const cli = quickParse(args);
+  if (!cli || cli.flags["client-secret"] !== undefined) return undefined;
+  try {
+    const dotenv = await deps.readEnvFile(cli.flags["env-file"] ?? ".env");
+    const config = resolveConfig(cli, deps.env, dotenv);
+    const text = await deps.storage.read(`${await cacheKey(config)}.json`);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) return undefined;
+    if (!isFresh(entry, deps.now(), config.minTtlMs)) return undefined;
+    deps.stdout(formatToken(entry, config.format));
+    return EXIT.ok;
+  } catch {
+    return undefined; // the full path reports it properly
+  }
+}
+
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
 export async function main(args: string[], deps: Deps): Promise<number> {
+  const cached = await cachedToken(args, deps);
+  if (cached !== undefined) return cached;
   let verbose = args.includes("--verbose") || args.includes("-v");
   try {
     const cli = await parseCli(args);

@@ -6,7 +6,9 @@ import {
   main,
   openerCommand,
   page,
+  parseCli,
   parseIssuer,
+  quickParse,
   sanitize,
   type Storage,
   VERSION,
@@ -1586,4 +1588,35 @@ Deno.test("doctor: each problem has its fail or warn line", async (t) => {
       );
     });
   });
+});
+
+// ── The hot path ────────────────────────────────────────────────────────────────────────────────
+
+Deno.test("quickParse() reads token's flags exactly as parseArgs does, and declines everything else", async () => {
+  const agreed = [
+    ["token"],
+    ["token", "--issuer", "https://a.example", "--client-id", "x"],
+    ["token", "--issuer=https://a.example", "--client-id=x", "--scope", "openid email", "--json"],
+    ["token", "--format", "exec-credential", "--min-ttl", "300", "--param", "audience=a", "--param", "resource=b"],
+    ["token", "--interactive", "--quiet", "--flow", "device", "--scope", ""],
+    ["token", "--env-file", "other.env", "--param=x=y=z"],
+  ];
+  // parseArgs returns a null-prototype object; compare what the flags say.
+  const plain = (cli: unknown) => JSON.parse(JSON.stringify(cli));
+  for (const args of agreed) assertEquals(plain(quickParse(args)), plain(await parseCli(args)), args.join(" "));
+  const declined = [
+    ["login"],
+    [],
+    ["token", "-v"],
+    ["token", "--help"],
+    ["token", "--version"],
+    ["token", "--all"],
+    ["token", "--bogus"],
+    ["token", "--issuer"],
+    ["token", "--issuer", "--json"],
+    ["token", "extra"],
+    ["token", "--json=yes"],
+    ["token", "--"],
+  ];
+  for (const args of declined) assertEquals(quickParse(args), undefined, args.join(" "));
 });
