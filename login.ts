@@ -810,15 +810,24 @@ export function cacheDir(env: (name: string) => string | undefined, os: string):
   return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
 }
 
-/** The entry's file name: the issuer's host, then a hash of issuer, client id, scope and resource. */
-export async function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): Promise<string> {
+/**
+ * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope and
+ * resource. It only names files (each entry also records its issuer and client, checked on read), so
+ * a fast synchronous hash serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
+ */
+export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
-  const material = new TextEncoder().encode(JSON.stringify([config.issuer, config.clientId, scope, resource.sort()]));
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", material));
-  const hex = Array.from(digest.subarray(0, 12), (b) => b.toString(16).padStart(2, "0")).join("");
+  const material = JSON.stringify([config.issuer, config.clientId, scope, resource.sort()]);
+  let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
+  for (let i = 0; i < material.length; i++) {
+    const c = material.charCodeAt(i);
+    low = Math.imul(low ^ c, 0x01000193) >>> 0;
+    high = Math.imul(high ^ c ^ (low >>> 24), 0x01000193) >>> 0;
+  }
+  const hex = (n: number) => n.toString(16).padStart(8, "0");
   const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
-  return `${host}-${hex}`;
+  return `${host}-${hex(high)}${hex(low)}`;
 }
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
@@ -1479,15 +1488,17 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
   };
   return {
     dir,
+    // Synchronous: one small file, read on every `token`, where the async machinery costs more.
+    // deno-lint-ignore require-await
     async read(name) {
       try {
-        const info = await Deno.stat(path(name));
+        const info = Deno.statSync(path(name));
         if (info.mode !== null && (info.mode & 0o077) !== 0) {
           throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, {
             hint: `make it private with: chmod 600 "${path(name)}"`,
           });
         }
-        return await Deno.readTextFile(path(name));
+        return Deno.readTextFileSync(path(name));
       } catch (error) {
         if (error instanceof Deno.errors.NotFound) return undefined;
         throw explain(error, "read the token cache");
@@ -1873,7 +1884,7 @@ function loginRequired(config: Config, why: string): LoginError {
 
 /** `login`: the browser login; the tokens are cached for `token`. */
 export async function loginCommand(config: Config, deps: Deps): Promise<void> {
-  const entry = await loginAndSave(config, deps, await cacheKey(config));
+  const entry = await loginAndSave(config, deps, cacheKey(config));
   if (config.json) {
     deps.stdout(
       JSON.stringify({
@@ -1897,7 +1908,7 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
  * logs in only when a person can answer.
  */
 export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
-  const name = await cacheKey(config);
+  const name = cacheKey(config);
   let entry = await readEntry(config, deps, name);
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
   deps.stdout(formatToken(entry, config.format));
@@ -1906,6 +1917,8 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
 async function renew(config: Config, deps: Deps, name: string, entry: TokenSet | undefined): Promise<TokenSet> {
   let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
   if (entry?.refreshToken) {
+    // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
+    const interrupt = deps.signal;
     const lock = await deps.storage.lock(name);
     try {
       const current = await readEntry(config, deps, name);
@@ -1914,7 +1927,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
         try {
           const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
           await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
-          if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+          if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
           if (!(error instanceof ServerError && error.code === "invalid_grant")) throw error;
@@ -1937,7 +1950,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
-  const entry = await readEntry(config, deps, await cacheKey(config));
+  const entry = await readEntry(config, deps, cacheKey(config));
   if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
   const expired = !isFresh(entry, now, 0);
@@ -1978,7 +1991,7 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
 /** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
 export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
-  const names = config.all ? await deps.storage.list() : [await cacheKey(config)];
+  const names = config.all ? await deps.storage.list() : [cacheKey(config)];
   const problems: string[] = [];
   let removed = 0;
   for (const name of names) {
@@ -2279,7 +2292,7 @@ async function cachedToken(args: string[], deps: Deps): Promise<number | undefin
   try {
     const dotenv = await deps.readEnvFile(cli.flags["env-file"] ?? ".env");
     const config = resolveConfig(cli, deps.env, dotenv);
-    const text = await deps.storage.read(`${await cacheKey(config)}.json`);
+    const text = await deps.storage.read(`${cacheKey(config)}.json`);
     const entry = text === undefined ? undefined : parseTokenSet(text);
     if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) return undefined;
     if (!isFresh(entry, deps.now(), config.minTtlMs)) return undefined;
@@ -2344,7 +2357,7 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
 /** Reads a dotenv file with `process.loadEnvFile`, leaving the environment as it was. */
 async function readEnvFileWithNode(path: string): Promise<Record<string, string> | undefined> {
   try {
-    if (!(await Deno.stat(path)).isFile) return undefined;
+    if (!Deno.statSync(path).isFile) return undefined;
   } catch {
     return undefined; // no file: node:process (costly to load) is not needed
   }
@@ -2407,7 +2420,7 @@ async function* stdinLines(): AsyncIterable<string> {
 /** The real edges, kept thin. */
 export function realDeps(): Deps {
   const controller = new AbortController();
-  Deno.addSignalListener("SIGINT", () => controller.abort());
+  let listening = false;
   const encoder = new TextEncoder();
   const write = (stream: typeof Deno.stdout) => (text: string) => {
     const bytes = encoder.encode(text);
@@ -2426,7 +2439,12 @@ export function realDeps(): Deps {
     stderr: write(Deno.stderr),
     interactive,
     storage: dir ? fileStorage(dir) : missingStorage(),
-    signal: controller.signal,
+    // Ctrl-C is caught only once a command looks at the signal: the cached-token path never does.
+    get signal() {
+      if (!listening) Deno.addSignalListener("SIGINT", () => controller.abort());
+      listening = true;
+      return controller.signal;
+    },
     os: Deno.build.os,
     which: (command) => onPath(command, env),
     sleep: (ms) => delay(ms).done,

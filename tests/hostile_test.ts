@@ -73,7 +73,7 @@ async function assertLoggedIn(result: Run, mock: ServedMock): Promise<void> {
 async function assertSavedOnce(result: Run): Promise<void> {
   const files = await filesUnder(result.home);
   assertEquals(files.length, 1, `one cache entry, nothing else: ${files.join(", ")}`);
-  assertMatch(files[0], /^cache\/127\.0\.0\.1-[0-9a-f]{24}\.json$/);
+  assertMatch(files[0], /^cache\/127\.0\.0\.1-[0-9a-f]{16}\.json$/);
   if (Deno.build.os !== "windows") assertEquals((await Deno.stat(`${result.home}/${files[0]}`)).mode! & 0o777, 0o600);
 }
 

@@ -113,6 +113,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     XDG_DATA_HOME: `${home}/data`,
     APPDATA: `${home}/appdata`,
     LOCALAPPDATA: `${home}/localappdata`,
+    DISPLAY: ":0", // a desktop: the browser flow is the one these cases attack
     ...options.env,
   };
   let stdout = "";
@@ -145,6 +146,10 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     interactive: false,
     storage: options.storage ? options.storage(home) : fileStorage(`${home}/cache`),
     signal: controller.signal,
+    os: "linux",
+    which: () => true,
+    sleep: () => Promise.reject(new Error("no hostile case waits")),
+    animate: false,
   };
   const started = performance.now();
   const running = main(args, deps);
