@@ -2286,9 +2286,8 @@ const COMMAND_RUNNERS: Record<Command, (config: Config, deps: Deps) => Promise<v
  * `token` with a fresh cached token: parse, read one file, print. It loads neither oauth4webapi nor
  * node: modules (unless a .env file must be read); undefined means "take the full path".
  */
-async function cachedToken(args: string[], deps: Deps): Promise<number | undefined> {
-  const cli = quickParse(args);
-  if (!cli || cli.flags["client-secret"] !== undefined) return undefined;
+async function cachedToken(cli: Cli, deps: Deps): Promise<number | undefined> {
+  if (cli.flags["client-secret"] !== undefined) return undefined;
   try {
     const dotenv = await deps.readEnvFile(cli.flags["env-file"] ?? ".env");
     const config = resolveConfig(cli, deps.env, dotenv);
@@ -2305,11 +2304,13 @@ async function cachedToken(args: string[], deps: Deps): Promise<number | undefin
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
 export async function main(args: string[], deps: Deps): Promise<number> {
-  const cached = await cachedToken(args, deps);
+  // `token` is parsed without node:util (see quickParse); everything else, and anything unusual, by parseArgs.
+  const quick = quickParse(args);
+  const cached = quick && await cachedToken(quick, deps);
   if (cached !== undefined) return cached;
   let verbose = args.includes("--verbose") || args.includes("-v");
   try {
-    const cli = await parseCli(args);
+    const cli = quick ?? await parseCli(args);
     verbose = cli.flags.verbose ?? false;
     if (cli.flags.help) {
       deps.stdout(USAGE[cli.named ? cli.command : "main"]);

@@ -302,12 +302,26 @@ async function readEntry(dir: string): Promise<{ name: string; entry: Record<str
   return { name, entry: JSON.parse(text) };
 }
 
+/** Whether `command` runs here (answers --version). */
+async function commandExists(command: string): Promise<boolean> {
+  try {
+    return (await new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" }).output()).success;
+  } catch {
+    return false;
+  }
+}
+
 async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, string>): Promise<Case[]> {
   const issuerFlags = ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id];
   const hotDir = `${tmp}/cache-hot`;
   const refreshDir = `${tmp}/cache-refresh`;
   const loginDir = `${tmp}/cache-login`;
-  const browser = [Deno.execPath(), "run", "--quiet", "--allow-net=127.0.0.1", `${ROOT}/bench/browser.ts`];
+  // The scripted browser: curl where it exists (it follows the redirects and costs a few ms, so the
+  // login case measures the tool), else a second deno process (bench/browser.ts, about one floor).
+  const curl = ["curl", "--silent", "--fail", "--location", "--max-time", "20", "--output", "/dev/null"];
+  const browser = (await commandExists("curl"))
+    ? curl
+    : [Deno.execPath(), "run", "--quiet", "--allow-net=127.0.0.1", `${ROOT}/bench/browser.ts`];
   if (browser.some((part) => /\s/.test(part))) {
     throw new Error(`login.ts splits $BROWSER on whitespace, so these paths cannot have any: ${browser.join(" ")}`);
   }
@@ -374,7 +388,10 @@ async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, 
     {
       id: "login",
       label: "login, scripted browser",
-      note: "includes the scripted browser's own process (a second deno run, bench/browser.ts): " +
+      note:
+        `includes the scripted browser's own process (${
+          browser[0] === "curl" ? "curl" : "a second deno run, bench/browser.ts"
+        }): ` +
         "CPU is the sum of both, peak RSS the larger of the two",
       args: loginArgv.slice(2 + PERMISSIONS.length),
       env: { ...browserEnv, OAUTH_LOGIN_CACHE: loginDir },
