@@ -32,9 +32,7 @@ const compiled = await new Deno.Command(Deno.execPath(), {
   signal: AbortSignal.timeout(180_000),
 }).output().catch((error) => ({ success: false, stderr: new TextEncoder().encode(String(error)) }));
 
-const lines = new TextDecoder().decode(compiled.stderr).split("\n").map((line) =>
-  line.replace(/\u001b\[[0-9;]*m/g, "")
-);
+const lines = new TextDecoder().decode(compiled.stderr).split("\n");
 const download = lines.find((line) => line.includes("Download"))?.replace(/^\s*Download\s*/, "");
 const skip = compiled.success
   ? undefined
