@@ -8,8 +8,10 @@
  * oauth4webapi.
  *
  * Subcommands: `login` (the default), `token` (print a valid access token, refreshing it when needed),
- * `whoami` (alias `status`) and `logout`. Tokens are cached per issuer, client and scope, one file per
- * entry, owner-only and written atomically; refreshes are serialised across processes with a lock.
+ * `whoami` (alias `status`), `logout` and `doctor`. Where no browser can reach the loopback (SSH,
+ * containers), login uses the device flow (RFC 8628) or accepts the pasted address. Tokens are cached
+ * per issuer, client and scope, one file per entry, owner-only and written atomically; refreshes are
+ * serialised across processes with a lock.
  *
  *     deno run --allow-net --allow-env --allow-read --allow-write --allow-run login.ts \
  *       --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
