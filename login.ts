@@ -2276,12 +2276,12 @@ ${CONFIG_FLAGS_HELP}
 `,
 };
 
-const COMMAND_RUNNERS: Record<Command, (config: Config, deps: Deps) => Promise<void>> = {
+/** The commands that run on a resolved configuration (`doctor` reports configuration problems itself). */
+const COMMAND_RUNNERS: Record<Exclude<Command, "doctor">, (config: Config, deps: Deps) => Promise<void>> = {
   login: loginCommand,
   token: tokenCommand,
   whoami: whoamiCommand,
   logout: logoutCommand,
-  doctor: () => Promise.reject(new Error("doctor is run by main()")),
 };
 
 /**
@@ -2336,7 +2336,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,
       );
     }
-    await COMMAND_RUNNERS[config.command](config, deps);
+    await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor">](config, deps);
     return EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);

@@ -1620,3 +1620,16 @@ Deno.test("quickParse() reads token's flags exactly as parseArgs does, and decli
   ];
   for (const args of declined) assertEquals(quickParse(args), undefined, args.join(" "));
 });
+
+Deno.test("deno task demo: a real login against the mock issuer, signed in by the scripted browser without a display", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...PERMISSIONS, new URL("./mock_issuer.ts", import.meta.url).pathname],
+    env: { NO_COLOR: "1", DISPLAY: "", WAYLAND_DISPLAY: "", BROWSER: "" },
+    stdin: "null",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr);
+  assertEquals(output.code, EXIT.ok, stderr);
+  assertStringIncludes(stderr, "demo: no display here, so a scripted browser signs in");
+  assertStringIncludes(stderr, "Logged in as demo\n");
+  assertEquals(new TextDecoder().decode(output.stdout), "");
+});

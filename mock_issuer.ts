@@ -641,7 +641,17 @@ async function demo(): Promise<number> {
   };
   deps.stderr(`demo: a mock issuer is running at ${mock.issuer}\n`);
   try {
-    return await loginMain(["--issuer", mock.issuer, "--client-id", "demo", "--timeout", "120", ...Deno.args], deps);
+    return await loginMain([
+      "--issuer",
+      mock.issuer,
+      "--client-id",
+      "demo",
+      "--flow",
+      "browser",
+      "--timeout",
+      "120",
+      ...Deno.args,
+    ], deps);
   } finally {
     await mock.close();
     await Deno.remove(cache, { recursive: true });
