@@ -1451,6 +1451,8 @@ export function callbackHandler(options: CallbackOptions): (request: Request) =>
 
 /** The real opener: spawns the platform's opener with argv (never a shell) and a time limit. */
 export async function openWithSystemBrowser(url: string): Promise<void> {
+  const protocol = parseUrl(url)?.protocol;
+  if (protocol !== "https:" && protocol !== "http:") throw new Error("only http(s) addresses are opened");
   const wsl = Deno.build.os === "linux" && !!(Deno.env.get("WSL_DISTRO_NAME") || Deno.env.get("WSL_INTEROP"));
   const [program, ...args] = openerCommand(url, { os: Deno.build.os, env: (n) => Deno.env.get(n), wsl });
   let child: Deno.ChildProcess;

@@ -5,6 +5,7 @@ import {
   fileStorage,
   main,
   openerCommand,
+  openWithSystemBrowser,
   page,
   parseCli,
   parseIssuer,
@@ -1632,4 +1633,12 @@ Deno.test("deno task demo: a real login against the mock issuer, signed in by th
   assertStringIncludes(stderr, "demo: no display here, so a scripted browser signs in");
   assertStringIncludes(stderr, "Logged in as demo\n");
   assertEquals(new TextDecoder().decode(output.stdout), "");
+});
+
+Deno.test("openWithSystemBrowser() refuses anything but an http(s) address, before spawning", async () => {
+  for (const url of ["file:///etc/passwd", "javascript:alert(1)", "smb://evil/share", "not a url"]) {
+    let refused = "";
+    await openWithSystemBrowser(url).catch((error) => refused = error.message);
+    assertEquals(refused, "only http(s) addresses are opened", url);
+  }
 });
