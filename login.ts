@@ -31,6 +31,10 @@ export const LOGIN_TIMEOUT_MS = 5 * 60_000;
 export const HTTP_TIMEOUT_MS = 30_000;
 /** The most we read of any response body from the issuer. */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long `token` waits for another process's refresh before giving up. */
+const LOCK_WAIT_MS = 60_000;
 /** How long we wait for the browser opener itself before carrying on. */
 export const OPENER_TIMEOUT_MS = 10_000;
 /** The longest server string we print or put on a page. */
@@ -227,6 +231,8 @@ interface Redirect {
   host: string;
   port: number;
   path: string;
+  /** A registered redirect URI, sent exactly as configured (servers compare it byte for byte). */
+  fixed?: string;
 }
 
 // ── Errors ──────────────────────────────────────────────────────────────────────────────────────
@@ -388,11 +394,11 @@ export function planRedirect(redirectUri: string | undefined): Redirect {
   const addresses = url.hostname === "localhost"
     ? ["127.0.0.1", "::1"]
     : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
-  return { addresses, host: url.hostname, port, path: url.pathname };
+  return { addresses, host: url.hostname, port, path: url.pathname, fixed: redirectUri };
 }
 
 function redirectUriFor(redirect: Redirect, port: number): string {
-  return `http://${redirect.host}:${port}${redirect.path}`;
+  return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
 }
 
 /** `openid profile`, plus `offline_access` where the server lists it. */
@@ -716,6 +722,7 @@ export function resolveConfig(
     if (!/^\d+$/.test(flags.port) || port < 1 || port > 65535) {
       throw new LoginError("usage", `The port "${sanitize(flags.port)}" is not a number from 1 to 65535`);
     }
+    planRedirect(redirectUri); // a bad redirect is a configuration error, before --port changes it
     const base = new URL(redirectUri ?? `http://127.0.0.1${CALLBACK_PATH}`);
     base.port = String(port);
     redirectUri = base.href;
@@ -726,8 +733,11 @@ export function resolveConfig(
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     timeoutMs = Math.round(Number(flags.timeout) * 1000);
-    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeoutMs > 0)) {
-      throw new LoginError("usage", `The timeout "${sanitize(flags.timeout)}" is not a positive number of seconds`);
+    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) {
+      throw new LoginError(
+        "usage",
+        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds from 0 to 2147483`,
+      );
     }
   }
   const clientAuth = flags["client-auth"];
@@ -846,7 +856,9 @@ export function parseTokenSet(text: string): TokenSet | undefined {
   if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
   if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
   if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
-  if (!value.metadata || typeof value.metadata !== "object") return undefined;
+  const metadata = value.metadata as Record<string, unknown> | undefined;
+  if (!metadata || typeof metadata !== "object") return undefined;
+  if (typeof metadata.issuer !== "string" || typeof metadata.token_endpoint !== "string") return undefined;
   return value as unknown as TokenSet;
 }
 
@@ -1227,7 +1239,10 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
 async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
-  if (!as.revocation_endpoint) return [];
+  if (!as.revocation_endpoint) {
+    deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
+    return [];
+  }
   const oauth = await lib();
   const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
   if (entry.authMethod !== "none" && !secret) {
@@ -1313,7 +1328,7 @@ interface Listener {
 
 /** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
 export async function listen(redirect: Redirect): Promise<Listener> {
-  const controller = new AbortController();
+  let controller = new AbortController(); // a fresh one for each attempt to bind
   let handler: ((request: Request) => Response | Promise<Response>) | undefined;
   const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
   // Responses not yet written: close() lets them reach the browser, but never waits for idle sockets.
@@ -1341,17 +1356,27 @@ export async function listen(redirect: Redirect): Promise<Listener> {
     grace.cancel();
   };
   let port = redirect.port;
+  const bound: string[] = [];
   for (let attempt = 0;; attempt++) {
     try {
       for (const address of redirect.addresses) {
-        const server = serve(address, port);
-        servers.push(server);
-        port = server.addr.port;
+        try {
+          const server = serve(address, port);
+          servers.push(server);
+          port = server.addr.port;
+          bound.push(address);
+        } catch (error) {
+          // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
+          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
+          throw error;
+        }
       }
       break;
     } catch (error) {
       await close();
       servers.length = 0;
+      bound.length = 0;
+      controller = new AbortController();
       if (error instanceof Deno.errors.AddrInUse) {
         // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
         if (redirect.port === 0 && attempt < 5) {
@@ -1377,7 +1402,7 @@ export async function listen(redirect: Redirect): Promise<Listener> {
   }
   return {
     port,
-    addresses: redirect.addresses,
+    addresses: bound,
     handle(next) {
       handler = next;
     },
@@ -1582,8 +1607,12 @@ async function untilInterrupted<T>(promise: Promise<T>, deps: Deps, message: str
 }
 
 /** Waits for `promise`, the login timeout or Ctrl-C, whichever comes first. */
-async function waitForBrowser<T>(promise: Promise<T>, config: Config, deps: Deps): Promise<T> {
-  const limit = delay(config.timeoutMs);
+async function waitForBrowser<T>(
+  promise: Promise<T>,
+  limit: ReturnType<typeof delay>,
+  config: Config,
+  deps: Deps,
+): Promise<T> {
   try {
     return await untilInterrupted(
       Promise.race([
@@ -1610,9 +1639,11 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
   if (choice.note) deps.stderr(`${choice.note}\n`);
-  return choice.flow === "device"
+  const result = choice.flow === "device"
     ? await deviceLogin(issuer, scope, config, deps, choice.openBrowser, trace)
     : await browserLogin(issuer, scope, config, deps, choice.openBrowser, trace);
+  if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
+  return result;
 }
 
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
@@ -1650,7 +1681,11 @@ async function browserLogin(
 
     const { promise: outcome, resolve, reject } = Promise.withResolvers<LoginResult>();
     outcome.catch(() => {}); // handled by waitForBrowser; avoid an unhandled rejection when we time out first
+    // The person has answered once a callback is accepted: the wait's timeout stops, so the page never
+    // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
+    const limit = delay(config.timeoutMs);
     const complete = async (callback: URLSearchParams): Promise<Response> => {
+      limit.cancel();
       try {
         const validated = await step(
           "accept the sign-in",
@@ -1713,7 +1748,7 @@ async function browserLogin(
       );
       acceptPastedAddresses(deps.readLines(), handler, outcome, deps);
     }
-    return await waitForBrowser(outcome, config, deps);
+    return await waitForBrowser(outcome, limit, config, deps);
   } finally {
     await listener.close();
   }
@@ -1923,8 +1958,9 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     const interrupt = deps.signal;
-    const lock = await deps.storage.lock(name);
+    const lock = await lockEntry(name, deps);
     try {
+      if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
       const current = await readEntry(config, deps, name);
       if (current && isFresh(current, deps.now(), config.minTtlMs)) return current;
       if (current?.refreshToken) {
@@ -1950,6 +1986,31 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
     throw loginRequired(config, why);
   }
   return await loginAndSave(config, deps, name);
+}
+
+/** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
+async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
+  const pending = deps.storage.lock(name);
+  const limit = delay(LOCK_WAIT_MS);
+  try {
+    return await untilInterrupted(
+      Promise.race([
+        pending,
+        limit.done.then(() => {
+          throw new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
+            hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
+          });
+        }),
+      ]),
+      deps,
+      "Interrupted",
+    );
+  } catch (error) {
+    pending.then((lock) => lock.release(), () => {}); // should the lock still come, let it go
+    throw error;
+  } finally {
+    limit.cancel();
+  }
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */

@@ -68,8 +68,9 @@ interface RunOptions {
   /** The platform; by default a Linux desktop with a display and xdg-open. */
   os?: string;
   which?: (command: string) => boolean;
-  /** Sees each message as it is written to stderr. */
+  /** Sees each message as it is written to stderr, and each output to stdout. */
   onStderr?: (text: string) => void;
+  onStdout?: (text: string) => void;
   fetch?: typeof fetch;
 }
 
@@ -93,7 +94,10 @@ async function run(args: string[], options: RunOptions = {}): Promise<Run> {
     now: options.now ?? (() => Date.now()),
     env: (name) => ({ ...DESKTOP_ENV, ...options.env } as Record<string, string | undefined>)[name],
     readEnvFile: (path) => Promise.resolve(options.files?.[path]),
-    stdout: (text) => stdout += text,
+    stdout: (text) => {
+      options.onStdout?.(text);
+      stdout += text;
+    },
     stderr: (text) => {
       stderr += text;
       options.onStderr?.(text);
@@ -289,10 +293,14 @@ Deno.test("login() ignores stray and forged requests and completes with the genu
         await hit("/callback?error=access_denied&state=wrong");
         await hit("/callback?code=x&state=a&state=b");
         await hit("/callback?code=x", { method: "POST" });
-        // A page on another host (DNS rebinding) sends its own Host header.
+        // A page on another host (DNS rebinding) sends its own Host header, even with the right state.
+        const start = await fetch(url, { redirect: "manual" });
+        const state = new URL(start.headers.get("location")!).searchParams.get("state");
         const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(base.port) });
         await conn.write(
-          new TextEncoder().encode("GET /callback HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
+          new TextEncoder().encode(
+            `GET /callback?code=forged&state=${state} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n`,
+          ),
         );
         const buffer = new Uint8Array(200);
         const n = await conn.read(buffer);
@@ -578,6 +586,10 @@ Deno.test("configuration errors are usage errors with a hint (exit 2)", async (t
     [["--issuer", "https://a.example", "--client-id", "x", "--port", "99999"], 'error: The port "99999" is not'],
     [["--issuer", "https://a.example", "--client-id", "x", "--timeout", "soon"], 'error: The timeout "soon" is not'],
     [
+      ["--issuer", "https://a.example", "--client-id", "x", "--timeout", "2147484"],
+      'error: The timeout "2147484" is not',
+    ],
+    [
       ["--issuer", "https://a.example", "--client-id", "x", "--redirect-uri", "http://192.168.1.2:8080/cb"],
       'error: The redirect URI "http://192.168.1.2:8080/cb" is not an http URL on a loopback host',
     ],
@@ -790,11 +802,17 @@ Deno.test("token prints the cached token without touching the issuer, and refres
 });
 
 Deno.test("token stores the rotated refresh token before handing out the new access token", async () => {
-  await withCache(async ({ mock, clock, cli, entry }) => {
+  await withCache(async ({ mock, clock, cli, entry, entryPath }) => {
     assertEquals((await cli(["login"])).code, EXIT.ok);
     const before = await entry();
     clock.now += 3600_000;
-    const result = await cli(["token"]);
+    const path = await entryPath();
+    let onDiskWhenPrinted: Record<string, unknown> | undefined;
+    const result = await cli(["token"], {
+      onStdout: () => onDiskWhenPrinted = JSON.parse(Deno.readTextFileSync(path)),
+    });
+    assertEquals(onDiskWhenPrinted?.accessToken, result.stdout.trim(), "the new entry was on disk first");
+    assert(onDiskWhenPrinted?.refreshToken !== before.refreshToken);
     assertEquals(result.code, EXIT.ok, result.stderr);
     const after = await entry();
     assert(after.refreshToken !== before.refreshToken);
@@ -878,9 +896,6 @@ Deno.test("the cache is a 0700 directory of 0600 files, and a file others can re
     assertEquals((await Deno.stat(storage.dir)).mode! & 0o777, 0o700);
     const path = await entryPath();
     assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
-    const entry = JSON.parse(await Deno.readTextFile(path));
-    assertEquals(entry.clientSecret, undefined);
-    assertNotMatch(await Deno.readTextFile(path), /s3cret/);
 
     await Deno.chmod(path, 0o640);
     const result = await cli(["token"]);
@@ -940,23 +955,30 @@ Deno.test("an atomic write killed before its rename leaves the previous entry in
 });
 
 Deno.test("a corrupt cache entry is a warning and leads to a fresh login, not a crash", async (t) => {
-  for (const garbage of ['{"', "[]", '{"version":1,"accessToken":42}', "\u0000\u0001binary", '{"version":99}']) {
-    await t.step(JSON.stringify(garbage), async () => {
-      await withCache(async ({ mock, cli, storage, entryPath }) => {
-        assertEquals((await cli(["login"])).code, EXIT.ok);
-        const path = await entryPath();
-        await Deno.writeTextFile(path, garbage);
-        const result = await cli(["token"], { interactive: true });
-        assertEquals(result.code, EXIT.ok, result.stderr);
-        assertStringIncludes(
-          result.stderr,
-          `warning: The cached token at "${path}" is unreadable or not for this client`,
-        );
-        assertEquals(result.stdout, `${[...mock.accessTokens.keys()][1]}\n`);
-        assertEquals((await storage.list()).length, 1);
-        assertEquals(typeof JSON.parse(await Deno.readTextFile(path)).accessToken, "string", "replaced by the login");
-      });
-    });
+  const noMetadata = (entry: Record<string, unknown>) => JSON.stringify({ ...entry, expiresAt: 0, metadata: {} });
+  for (
+    const garbage of ['{"', "[]", '{"version":1,"accessToken":42}', "\u0000\u0001binary", '{"version":99}', noMetadata]
+  ) {
+    await t.step(
+      typeof garbage === "string" ? JSON.stringify(garbage) : "an expired entry without metadata",
+      async () => {
+        await withCache(async ({ mock, cli, storage, entryPath }) => {
+          assertEquals((await cli(["login"])).code, EXIT.ok);
+          const path = await entryPath();
+          const text = typeof garbage === "string" ? garbage : garbage(JSON.parse(await Deno.readTextFile(path)));
+          await Deno.writeTextFile(path, text);
+          const result = await cli(["token"], { interactive: true });
+          assertEquals(result.code, EXIT.ok, result.stderr);
+          assertStringIncludes(
+            result.stderr,
+            `warning: The cached token at "${path}" is unreadable or not for this client`,
+          );
+          assertEquals(result.stdout, `${[...mock.accessTokens.keys()][1]}\n`);
+          assertEquals((await storage.list()).length, 1);
+          assertEquals(typeof JSON.parse(await Deno.readTextFile(path)).accessToken, "string", "replaced by the login");
+        });
+      },
+    );
   }
 });
 
@@ -1641,4 +1663,80 @@ Deno.test("openWithSystemBrowser() refuses anything but an http(s) address, befo
     await openWithSystemBrowser(url).catch((error) => refused = error.message);
     assertEquals(refused, "only http(s) addresses are opened", url);
   }
+});
+
+Deno.test("--port with a malformed OAUTH_REDIRECT_URI is a configuration error, not a crash", async () => {
+  const result = await run(["--issuer", "https://a.example", "--client-id", "x", "--port", "8080"], {
+    env: { OAUTH_REDIRECT_URI: "127.0.0.1/cb" },
+  });
+  assertEquals(result.code, EXIT.usage);
+  assertStringIncludes(result.stderr, 'error: The redirect URI "127.0.0.1/cb" is not an http URL on a loopback host\n');
+});
+
+Deno.test("a registered redirect URI is sent exactly as configured, not normalised", async () => {
+  await withMock(async (mock) => {
+    const port = freePort();
+    const redirectUri = `http://LOCALHOST:${port}/callback`;
+    mock.clients = [{ ...PUBLIC_CLIENT, redirectUris: [redirectUri] }];
+    const result = await run([...flags(mock), "--redirect-uri", redirectUri]);
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(mock.calls("authorize")[0].query.redirect_uri, redirectUri);
+    assertEquals(mock.calls("token")[0].form.redirect_uri, redirectUri);
+  });
+});
+
+Deno.test("a callback accepted before --timeout completes even if the exchange outlasts it", async () => {
+  await withMock(async (mock) => {
+    let exchanged!: () => void;
+    const exchange = new Promise<void>((resolve) => exchanged = resolve);
+    mock.intercept = async (record) => {
+      // The token endpoint answers only after the login's timeout would have fired.
+      if (record.path.endsWith("/token")) await new Promise((r) => setTimeout(r, 300));
+      if (record.path.endsWith("/token")) exchanged();
+      return undefined;
+    };
+    const result = await run([...flags(mock), "--timeout", "0.1"]);
+    await exchange;
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertStringIncludes(result.visit!.body, "Signed in as alice@example.com");
+    assertStringIncludes(result.stderr, "Logged in as alice@example.com");
+  });
+});
+
+Deno.test("token waiting for another process's refresh stops at once on Ctrl-C, and refreshes nothing", async () => {
+  await withCache(async ({ mock, clock, cli, storage, entryPath }) => {
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    clock.now += 3600_000;
+    const name = (await entryPath()).split("/").pop()!.replace(/\.json$/, "");
+    const held = await storage.lock(name); // another process is refreshing
+    const controller = new AbortController();
+    const waiting: Storage = {
+      ...storage,
+      lock: (entry) => {
+        const pending = storage.lock(entry);
+        controller.abort(); // Ctrl-C while the lock is awaited
+        return pending;
+      },
+    };
+    try {
+      const result = await cli(["token"], { storage: waiting, controller });
+      assertEquals(result.code, EXIT.interrupted);
+      assertEquals(result.stdout, "");
+      assertEquals(tokenRequests(mock, "refresh_token").length, 0);
+    } finally {
+      held.release();
+    }
+  });
+});
+
+Deno.test("logout says when the server has no revocation endpoint", async () => {
+  await withCache(async ({ mock, cli, storage }) => {
+    mock.metadata.revocation_endpoint = undefined;
+    assertEquals((await cli(["login"])).code, EXIT.ok);
+    const result = await cli(["logout"]);
+    assertEquals(result.code, EXIT.ok);
+    assertStringIncludes(result.stderr, "note: The server has no revocation endpoint, so the tokens stay valid there");
+    assertEquals(await storage.list(), []);
+    assertEquals(mock.calls("revoke").length, 0);
+  });
 });
