@@ -1639,22 +1639,24 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
   if (choice.note) deps.stderr(`${choice.note}\n`);
-  const result = choice.flow === "device"
-    ? await deviceLogin(issuer, scope, config, deps, choice.openBrowser, trace)
-    : await browserLogin(issuer, scope, config, deps, choice.openBrowser, trace);
+  const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
+  const result = choice.flow === "device" ? await deviceLogin(flow) : await browserLogin(flow);
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
   return result;
 }
 
+/** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
+interface FlowContext {
+  issuer: Issuer;
+  scope: string;
+  config: Config;
+  deps: Deps;
+  openBrowser: boolean;
+  trace?: Trace;
+}
+
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
-async function browserLogin(
-  issuer: Issuer,
-  scope: string,
-  config: Config,
-  deps: Deps,
-  openBrowser: boolean,
-  trace?: Trace,
-): Promise<LoginResult> {
+async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
   const oauth = await lib();
   const { as, client, auth, http } = issuer;
   const verifier = oauth.generateRandomCodeVerifier();
@@ -1801,14 +1803,7 @@ async function pollPause(ms: number, deadline: number, config: Config, deps: Dep
 }
 
 /** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
-async function deviceLogin(
-  issuer: Issuer,
-  scope: string,
-  config: Config,
-  deps: Deps,
-  openBrowser: boolean,
-  trace?: Trace,
-): Promise<LoginResult> {
+async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
   const oauth = await lib();
   const { as, client, auth, http } = issuer;
   if (as.device_authorization_endpoint === undefined) {
