@@ -33,6 +33,8 @@ export const HTTP_TIMEOUT_MS = 30_000;
 export const MAX_BODY_BYTES = 1024 * 1024;
 /** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A temporary cache file older than this was left by a writer that died; the next write removes it. */
+const STALE_TEMPORARY_MS = 10 * 60_000;
 /** How long `token` waits for another process's refresh before giving up. */
 const LOCK_WAIT_MS = 60_000;
 /** How long we wait for the browser opener itself before carrying on. */
@@ -1515,6 +1517,16 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
       cause: error,
     });
   };
+  /** Temporary files a killed writer left behind (older than any write in progress) are removed. */
+  const removeStaleTemporaries = async () => {
+    try {
+      for await (const entry of Deno.readDir(dir)) {
+        if (!entry.isFile || !entry.name.endsWith(".tmp")) continue;
+        const info = await Deno.stat(path(entry.name));
+        if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) await Deno.remove(path(entry.name));
+      }
+    } catch { /* best effort: a leftover temporary file harms nothing */ }
+  };
   return {
     dir,
     // Synchronous: one small file, read on every `token`, where the async machinery costs more.
@@ -1551,6 +1563,7 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
         await Deno.remove(temporary).catch(() => {});
         throw explain(error, "save the tokens");
       }
+      await removeStaleTemporaries();
     },
     async remove(name) {
       try {

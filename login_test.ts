@@ -1740,3 +1740,17 @@ Deno.test("logout says when the server has no revocation endpoint", async () => 
     assertEquals(mock.calls("revoke").length, 0);
   });
 });
+
+Deno.test("a write removes temporary files that a killed writer left behind, and no others", async () => {
+  const dir = await tempDir();
+  const storage = fileStorage(dir);
+  await storage.write("entry.json", "{}");
+  await Deno.writeTextFile(`${dir}/entry.json.old.tmp`, "half");
+  await Deno.writeTextFile(`${dir}/entry.json.recent.tmp`, "in progress");
+  const hourAgo = new Date(Date.now() - 3600_000);
+  await Deno.utime(`${dir}/entry.json.old.tmp`, hourAgo, hourAgo);
+  await storage.write("entry.json", '{"new":true}');
+  const names = [];
+  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  assertEquals(names.sort(), ["entry.json", "entry.json.recent.tmp"]);
+});
