@@ -11,11 +11,15 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 
-import Provider from "oidc-provider";
+// Loaded dynamically so that `deno check` (which sees this Node script) does not need the package.
+const { default: Provider } = await import("oidc-provider");
 
 const { values: args } = parseArgs({
   options: {
-    "confidential-redirect": { type: "string", default: "http://127.0.0.1:8976/cb" },
+    "confidential-redirect": {
+      type: "string",
+      default: "http://127.0.0.1:8976/cb",
+    },
     "access-token-ttl": { type: "string", default: "3600" },
     "device-interval": { type: "string", default: "1" },
   },
@@ -24,7 +28,9 @@ const { values: args } = parseArgs({
 function seconds(flag) {
   const value = Number(args[flag]);
   if (!Number.isInteger(value) || value < 1) {
-    console.error(`provider: --${flag} must be a positive whole number of seconds`);
+    console.error(
+      `provider: --${flag} must be a positive whole number of seconds`,
+    );
     process.exit(2);
   }
   return value;
@@ -35,7 +41,10 @@ const deviceInterval = seconds("device-interval");
 /** The clients the tests use. The public one may use any loopback port (RFC 8252 §7.3). */
 export const CLIENTS = {
   public: { id: "interop-public" },
-  confidential: { id: "interop-confidential", secret: "interop-confidential-secret-0123456789" },
+  confidential: {
+    id: "interop-confidential",
+    secret: "interop-confidential-secret-0123456789",
+  },
 };
 
 /**
@@ -93,7 +102,14 @@ function configuration() {
     scopes: ["openid", "offline_access", "email", "profile"],
     pkce: { methods: ["S256"], required: () => true },
     cookies: { keys: [randomBytes(32).toString("base64url")] },
-    jwks: { keys: [{ ...privateKey.export({ format: "jwk" }), use: "sig", alg: "ES256", kid: "interop" }] },
+    jwks: {
+      keys: [{
+        ...privateKey.export({ format: "jwk" }),
+        use: "sig",
+        alg: "ES256",
+        kid: "interop",
+      }],
+    },
     clientDefaults: {
       grant_types: ["authorization_code"],
       id_token_signed_response_alg: "ES256",
@@ -115,7 +131,8 @@ function configuration() {
     // Refresh tokens only with offline_access, which oidc-provider grants only with prompt=consent
     // (OpenID Connect Core §11); every use rotates the refresh token.
     issueRefreshToken: (_ctx, client, code) =>
-      client.grantTypeAllowed("refresh_token") && code.scopes.has("offline_access"),
+      client.grantTypeAllowed("refresh_token") &&
+      code.scopes.has("offline_access"),
     rotateRefreshToken: true,
     ttl: {
       AccessToken: () => accessTokenTtl,
@@ -136,22 +153,38 @@ server.listen(0, "127.0.0.1", () => {
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, configuration());
   // Errors the tests may want to see, on stderr (the test prints it when something fails).
-  for (const event of ["server_error", "grant.error", "authorization.error", "introspection.error"]) {
+  for (
+    const event of [
+      "server_error",
+      "grant.error",
+      "authorization.error",
+      "introspection.error",
+    ]
+  ) {
     provider.on(event, (...details) => {
       const error = details.find((d) => d instanceof Error);
-      console.error(`provider: ${event}: ${error?.message ?? ""} ${error?.error_description ?? ""}`);
+      console.error(
+        `provider: ${event}: ${error?.message ?? ""} ${
+          error?.error_description ?? ""
+        }`,
+      );
     });
   }
   // oidc-provider sends no `interval`, so RFC 8628 clients poll every 5 s; a real server often
   // says how often to poll, and a short one keeps the device-flow tests quick.
   provider.use(async (ctx, next) => {
     await next();
-    if (ctx.method === "POST" && ctx.path === "/device/auth" && ctx.status === 200 && ctx.body?.device_code) {
+    if (
+      ctx.method === "POST" && ctx.path === "/device/auth" &&
+      ctx.status === 200 && ctx.body?.device_code
+    ) {
       ctx.body.interval = deviceInterval;
     }
   });
   server.on("request", provider.callback());
-  process.stdout.write(JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT }) + "\n");
+  process.stdout.write(
+    JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT }) + "\n",
+  );
 });
 
 // oidc-provider prints notes with console.log; a reader that went away must not end the server.
