@@ -164,9 +164,7 @@ server.listen(0, "127.0.0.1", () => {
     provider.on(event, (...details) => {
       const error = details.find((d) => d instanceof Error);
       console.error(
-        `provider: ${event}: ${error?.message ?? ""} ${
-          error?.error_description ?? ""
-        }`,
+        `provider: ${event}: ${error?.message ?? ""} ${error?.error_description ?? ""}`,
       );
     });
   }
