@@ -33,6 +33,8 @@ export const HTTP_TIMEOUT_MS = 30_000;
 export const MAX_BODY_BYTES = 1024 * 1024;
 /** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest `Retry-After` wait we honour before one more discovery request. */
+const MAX_RETRY_AFTER_MS = 10_000;
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
 const STALE_TEMPORARY_MS = 10 * 60_000;
 /** How long `token` waits for another process's refresh before giving up. */
@@ -401,6 +403,15 @@ export function planRedirect(redirectUri: string | undefined): Redirect {
 
 function redirectUriFor(redirect: Redirect, port: number): string {
   return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
+}
+
+/** How long a 429 or 503 asks us to wait (`Retry-After`, seconds or a date), when that is at most 10 s. */
+export function retryAfterMs(response: Response, now: number): number | undefined {
+  if (response.status !== 429 && response.status !== 503) return undefined;
+  const header = response.headers.get("retry-after")?.trim();
+  if (!header) return undefined;
+  const ms = /^\d+$/.test(header) ? Number(header) * 1000 : Date.parse(header) - now;
+  return Number.isFinite(ms) && ms >= 0 && ms <= MAX_RETRY_AFTER_MS ? ms : undefined;
 }
 
 /** `openid profile`, plus `offline_access` where the server lists it. */
@@ -951,7 +962,7 @@ function describeFields(fields: Iterable<[string, unknown]>): string {
       ? redact(value)
       : typeof value === "string"
       ? sanitize(value, 80)
-      : sanitize(JSON.stringify(value), 80);
+      : sanitize(JSON.stringify(value, (k, v) => SECRET_FIELDS.has(k) ? redact(v) : v), 80); // nested secrets too
     parts.push(`${sanitize(key, 40)}=${shown}`);
   }
   return parts.join(" ");
@@ -1155,14 +1166,25 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
     [oauth.allowInsecureRequests]: issuerUrl.protocol === "http:",
   };
   const as: Oauth.AuthorizationServer = await step("fetch the server metadata", async () => {
+    // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
+    const patiently = async (request: () => Promise<Response>) => {
+      const response = await request();
+      const wait = retryAfterMs(response, deps.now());
+      if (wait === undefined) return response;
+      await response.body?.cancel();
+      trace?.(`the server asked to retry in ${seconds(wait)}`);
+      await untilInterrupted(deps.sleep(wait), deps, "Interrupted");
+      return await request();
+    };
     let response: Response;
     if (config.metadataUrl) {
-      response = await issuerFetch(deps, trace)(config.metadataUrl, { headers: { accept: "application/json" } });
+      const url = config.metadataUrl;
+      response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
     } else {
-      response = await oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" });
+      response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
       if (response.status !== 200) {
         await response.body?.cancel();
-        response = await oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" });
+        response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
       }
     }
     if (response.status === 404) {

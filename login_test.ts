@@ -1754,3 +1754,41 @@ Deno.test("a write removes temporary files that a killed writer left behind, and
   for await (const entry of Deno.readDir(dir)) names.push(entry.name);
   assertEquals(names.sort(), ["entry.json", "entry.json.recent.tmp"]);
 });
+
+Deno.test("discovery honours a short Retry-After from a busy server once, then gives up clearly", async (t) => {
+  await t.step("503 with Retry-After: 2, then the metadata", async () => {
+    await withMock(async (mock) => {
+      let busy = 1;
+      mock.intercept = (record) =>
+        record.path.includes(".well-known") && busy-- > 0
+          ? new Response("busy", { status: 503, headers: { "retry-after": "2" } })
+          : undefined;
+      const time = fakeTime();
+      const result = await run(flags(mock), { sleep: time.sleep });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(time.clock.pauses, [2000]);
+    });
+  });
+  await t.step("503 for a minute is not waited for", async () => {
+    await withMock(async (mock) => {
+      mock.intercept = (record) =>
+        record.path.includes(".well-known")
+          ? new Response("busy", { status: 503, headers: { "retry-after": "60" } })
+          : undefined;
+      const result = await run(flags(mock));
+      assertEquals(result.code, EXIT.failure);
+      assertStringIncludes(result.stderr, "error: Cannot fetch the server metadata: the server answered HTTP 503");
+      assertStringIncludes(result.stderr, "hint: try again later");
+    });
+  });
+});
+
+Deno.test("the --verbose trace redacts secrets nested inside objects too", async () => {
+  await withMock(async (mock) => {
+    mock.metadata.nested = { refresh_token: "nested-secret-value-1234567890" };
+    const result = await run([...flags(mock), "--verbose"]);
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertNotMatch(result.stderr, /nested-secret-value/);
+    assertStringIncludes(result.stderr, 'nested={"refresh_token":"nest…[redacted]"}');
+  });
+});
