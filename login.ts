@@ -220,7 +220,6 @@ export interface LoginResult {
   /** The name we show: `username`, else `preferred_username`, `email` or `sub`. */
   user?: string;
   subject?: string;
-  issuer: string;
   /** The metadata the login used, kept with the tokens. */
   metadata: Oauth.AuthorizationServer;
   authMethod: ClientAuthMethod;
@@ -911,9 +910,14 @@ export function toTokenSet(
   };
 }
 
+/** The entry's expiry as an RFC 3339 time, or null when the server stated none. */
+function isoExpiry(entry: TokenSet): string | null {
+  return entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
+}
+
 /** What `token` prints: the bare token, JSON, or a kubectl ExecCredential. */
 export function formatToken(entry: TokenSet, format: OutputFormat): string {
-  const expiresAt = entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
+  const expiresAt = isoExpiry(entry);
   if (format === "json") {
     return JSON.stringify({
       access_token: entry.accessToken,
@@ -1344,7 +1348,6 @@ async function identify(
 
 interface Listener {
   port: number;
-  addresses: string[];
   /** Installs the handler; until then every request gets 503. */
   handle(handler: (request: Request) => Response | Promise<Response>): void;
   close(): Promise<void>;
@@ -1426,7 +1429,6 @@ export async function listen(redirect: Redirect): Promise<Listener> {
   }
   return {
     port,
-    addresses: bound,
     handle(next) {
       handler = next;
     },
@@ -1743,7 +1745,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
           });
         });
         const who = await identify(issuer, tokens, trace);
-        resolve({ tokens, issuer: as.issuer, metadata: as, authMethod: issuer.authMethod, scope, ...who });
+        resolve({ tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who });
         const name = who.user ? `Signed in as ${sanitize(who.user)}` : "Signed in";
         return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`);
       } catch (error) {
@@ -1885,7 +1887,7 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
           return await oauth.processDeviceCodeResponse(as, client, response);
         });
         const who = await identify(issuer, tokens, trace);
-        return { tokens, issuer: as.issuer, metadata: as, authMethod: issuer.authMethod, scope, ...who };
+        return { tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who };
       } catch (error) {
         if (error instanceof ServerError && error.code === "authorization_pending") continue;
         if (error instanceof ServerError && error.code === "slow_down") {
@@ -1962,7 +1964,7 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
         sub: entry.subject ?? null,
         access_token: entry.accessToken,
         token_type: entry.tokenType,
-        expires_at: entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString(),
+        expires_at: isoExpiry(entry),
         scope: entry.scope ?? null,
         refresh_token: entry.refreshToken ?? null,
         id_token: entry.idToken ?? null,
@@ -2060,7 +2062,7 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         user: entry.user ?? null,
         sub: entry.subject ?? null,
         scope: entry.scope ?? null,
-        expires_at: entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString(),
+        expires_at: isoExpiry(entry),
         expired,
         refreshable: !!entry.refreshToken,
       }) + "\n",
@@ -2377,35 +2379,13 @@ const COMMAND_RUNNERS: Record<Exclude<Command, "doctor">, (config: Config, deps:
   logout: logoutCommand,
 };
 
-/**
- * `token` with a fresh cached token: parse, read one file, print. It loads neither oauth4webapi nor
- * node: modules (unless a .env file must be read); undefined means "take the full path".
- */
-async function cachedToken(cli: Cli, deps: Deps): Promise<number | undefined> {
-  if (cli.flags["client-secret"] !== undefined) return undefined;
-  try {
-    const dotenv = await deps.readEnvFile(cli.flags["env-file"] ?? ".env");
-    const config = resolveConfig(cli, deps.env, dotenv);
-    const text = await deps.storage.read(`${cacheKey(config)}.json`);
-    const entry = text === undefined ? undefined : parseTokenSet(text);
-    if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) return undefined;
-    if (!isFresh(entry, deps.now(), config.minTtlMs)) return undefined;
-    deps.stdout(formatToken(entry, config.format));
-    return EXIT.ok;
-  } catch {
-    return undefined; // the full path reports it properly
-  }
-}
-
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
 export async function main(args: string[], deps: Deps): Promise<number> {
-  // `token` is parsed without node:util (see quickParse); everything else, and anything unusual, by parseArgs.
-  const quick = quickParse(args);
-  const cached = quick && await cachedToken(quick, deps);
-  if (cached !== undefined) return cached;
   let verbose = args.includes("--verbose") || args.includes("-v");
   try {
-    const cli = quick ?? await parseCli(args);
+    // `token` is parsed without node:util (see quickParse), so that a cached token costs no more than
+    // reading one file; everything else, and anything unusual, goes through parseArgs.
+    const cli = quickParse(args) ?? await parseCli(args);
     verbose = cli.flags.verbose ?? false;
     if (cli.flags.help) {
       deps.stdout(USAGE[cli.named ? cli.command : "main"]);
