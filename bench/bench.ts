@@ -203,28 +203,7 @@ async function runMeasured(
   ];
   const requestsBefore = mock.requests.length;
   const started = performance.now();
-  const child = new Deno.Command(wrapped[0], {
-    args: wrapped.slice(1),
-    cwd: ROOT,
-    clearEnv: true,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  running.add(child);
-  let timedOut = false;
-  const watchdog = setTimeout(() => {
-    timedOut = true;
-    killTree(child.pid);
-  }, RUN_TIMEOUT_MS);
-  let output: Deno.CommandOutput;
-  try {
-    output = await child.output();
-  } finally {
-    clearTimeout(watchdog);
-    running.delete(child);
-  }
+  const { output, timedOut } = await runTracked(wrapped, env);
   const benchWallMs = performance.now() - started;
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   if (timedOut) throw new Error(`"${argv.join(" ")}" took longer than ${RUN_TIMEOUT_MS / 1000} s and was killed`);
@@ -272,6 +251,17 @@ function expectExit0(run: RunOutput): void {
 
 /** Logs in once with a `login` process and the scripted browser, so that `dir` holds a valid entry. */
 async function setUpLogin(argv: string[], env: Record<string, string>): Promise<void> {
+  const { output } = await runTracked(argv, env);
+  if (!output.success) {
+    throw new Error(`the set-up login failed (exit ${output.code}):\n${new TextDecoder().decode(output.stderr)}`);
+  }
+}
+
+/** Runs `argv` in the repository with only `env`, tracked for Ctrl-C and killed after RUN_TIMEOUT_MS. */
+async function runTracked(
+  argv: string[],
+  env: Record<string, string>,
+): Promise<{ output: Deno.CommandOutput; timedOut: boolean }> {
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
     cwd: ROOT,
@@ -282,12 +272,13 @@ async function setUpLogin(argv: string[], env: Record<string, string>): Promise<
     stderr: "piped",
   }).spawn();
   running.add(child);
-  const watchdog = setTimeout(() => killTree(child.pid), RUN_TIMEOUT_MS);
+  let timedOut = false;
+  const watchdog = setTimeout(() => {
+    timedOut = true;
+    killTree(child.pid);
+  }, RUN_TIMEOUT_MS);
   try {
-    const out = await child.output();
-    if (!out.success) {
-      throw new Error(`the set-up login failed (exit ${out.code}):\n${new TextDecoder().decode(out.stderr)}`);
-    }
+    return { output: await child.output(), timedOut };
   } finally {
     clearTimeout(watchdog);
     running.delete(child);
