@@ -306,6 +306,15 @@ function parseJson(run: ToolRun): Record<string, unknown> {
   return JSON.parse(run.stdout);
 }
 
+/** Logs in with `--prompt consent` (oidc-provider's condition for offline_access) and returns the --json output. */
+async function loginForRefresh(provider: Provider, work: string): Promise<Record<string, unknown>> {
+  const run = await login(provider, work, [...client(provider), "--prompt", "consent", "--json"]);
+  assertEquals(run.code, EXIT.ok, run.stderr);
+  const json = parseJson(run);
+  assertEquals(typeof json.refresh_token, "string", "--prompt consent gave a refresh token");
+  return json;
+}
+
 function assertSignedIn(run: ToolRun, name: string): void {
   assertEquals(run.code, EXIT.ok, `exit code; stderr was:\n${run.stderr}`);
   assertStringIncludes(run.stderr, `Logged in as ${name}\n`);
@@ -479,10 +488,7 @@ interop("token: refreshes with the rotated refresh token when the access token e
 ], async () => {
   // Access tokens live 30 s here, under `token`'s default --min-ttl of 60 s: every call refreshes.
   await withProvider(["--access-token-ttl", "30"], async (provider, work) => {
-    const signedIn = await login(provider, work, [...client(provider), "--prompt", "consent", "--json"]);
-    assertEquals(signedIn.code, EXIT.ok, signedIn.stderr);
-    const first = parseJson(signedIn);
-    assertEquals(typeof first.refresh_token, "string", "--prompt consent gave a refresh token");
+    const first = await loginForRefresh(provider, work);
 
     const refreshed = await tool(provider, work, ["token", ...client(provider)]);
     assertEquals(refreshed.code, EXIT.ok, `exit code; stderr was:\n${refreshed.stderr}`);
@@ -519,10 +525,7 @@ interop("token: a refresh token revoked at the provider means login required (ex
   "prompt",
 ], async () => {
   await withProvider(["--access-token-ttl", "30"], async (provider, work) => {
-    const signedIn = await login(provider, work, [...client(provider), "--prompt", "consent", "--json"]);
-    assertEquals(signedIn.code, EXIT.ok, signedIn.stderr);
-    const { refresh_token } = parseJson(signedIn);
-    assertEquals(typeof refresh_token, "string", "--prompt consent gave a refresh token");
+    const { refresh_token } = await loginForRefresh(provider, work);
     // The session ends at the server (an admin, another device's logout, a password change...).
     const revoked = await fetch(`${provider.issuer}/token/revocation`, {
       method: "POST",
