@@ -1126,6 +1126,58 @@ async function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: 
   return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/** The text of a file another process writes; waits for it to appear (at most about 10 s). */
+async function waitForFile(path: string): Promise<string> {
+  for (let attempt = 0; attempt < 500; attempt++) {
+    try {
+      const text = await Deno.readTextFile(path);
+      if (text.endsWith("\n")) return text;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`${path} was never written`);
+}
+
+Deno.test("a login process ends once logged in, without waiting for a browser that stays open", async () => {
+  await withMock(async (mock) => {
+    const dir = await tempDir();
+    const fixture = new URL("./tests/fixtures/lingering_browser.ts", import.meta.url).pathname;
+    const browser = [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1",
+      "--allow-env",
+      "--allow-write",
+      fixture,
+    ];
+    const result = await spawnCli(["login", ...flags(mock), "--timeout", "30"], {
+      BROWSER: browser.join(" "),
+      LINGERING_BROWSER: `${dir}/browser`,
+      OAUTH_LOGIN_CACHE: `${dir}/cache`,
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertStringIncludes(result.stderr, "Logged in as alice@example.com");
+    const [pid, status] = (await waitForFile(`${dir}/browser`)).trim().split(" ");
+    assertEquals(status, "200", "the browser reached the success page");
+    // The process ended without waiting for the browser, nor for the opener's 10 s limit.
+    assertEquals(await exists(`${dir}/browser.lingered`), false, "the login waited for the browser");
+    Deno.kill(Number(pid), "SIGKILL"); // throws if the browser had already exited
+  });
+});
+
 Deno.test("eight token processes started together refresh exactly once and print the same token", async () => {
   await withCache(async ({ mock, storage, cli, entry, entryPath }) => {
     assertEquals((await cli(["login"])).code, EXIT.ok);
