@@ -45,8 +45,6 @@ export const OPENER_TIMEOUT_MS = 10_000;
 const MAX_DISPLAY_CHARS = 300;
 /** A shutdown of the callback server never waits longer than this for open connections. */
 const SHUTDOWN_GRACE_MS = 1_000;
-/** A pause between the last response and closing the server, so its bytes leave the socket. */
-const FLUSH_MS = 10;
 
 /** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
 export const DEVICE_INTERVAL_MS = 5_000;
@@ -1375,10 +1373,9 @@ export async function listen(redirect: Redirect): Promise<Listener> {
   const close = async () => {
     const grace = delay(SHUTDOWN_GRACE_MS);
     await Promise.race([Promise.allSettled(inflight), grace.done]);
-    // `completed` can resolve a moment before hyper flushes the bytes; give it one more turn.
-    await delay(FLUSH_MS).done;
-    controller.abort();
-    await Promise.race([Promise.allSettled(servers.map((s) => s.finished)), grace.done]);
+    // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
+    // here would cut off a page whose `completed` has resolved before its bytes left the socket.
+    await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
     grace.cancel();
   };
   let port = redirect.port;
@@ -1399,7 +1396,8 @@ export async function listen(redirect: Redirect): Promise<Listener> {
       }
       break;
     } catch (error) {
-      await close();
+      controller.abort(); // what was bound has served nothing: stop it outright
+      await Promise.allSettled(servers.map((s) => s.finished));
       servers.length = 0;
       bound.length = 0;
       controller = new AbortController();
