@@ -598,6 +598,11 @@ const COMMANDS: Record<string, Command> = {
   doctor: "doctor",
 };
 
+/** The command a name stands for: own names only (`constructor` is not a command). */
+function commandNamed(name: string): Command | undefined {
+  return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+}
+
 const COMMON_FLAGS: Flag[] = [
   "issuer",
   "client-id",
@@ -638,7 +643,7 @@ export async function parseCli(args: string[]): Promise<Cli> {
     );
   }
   const [name = "login", ...rest] = parsed.positionals;
-  const command = COMMANDS[name];
+  const command = commandNamed(name);
   if (!command) {
     throw new LoginError("usage", `Unknown command "${sanitize(name)}"`, {
       hint: "run with --help to see the commands",
@@ -661,15 +666,19 @@ export async function parseCli(args: string[]): Promise<Cli> {
 }
 
 /**
- * The hot path's parser: `token` followed by long flags only, read from the same `FLAGS` table.
- * Anything it does not fully understand returns undefined, and `parseCli` (node:util's parseArgs,
- * which costs more to load than the whole cached-token path) takes over, errors included.
+ * The everyday parser: a command (or none, for `login`) followed by long flags, read from the same
+ * `FLAGS` table. node:util costs about 10 ms to load, more than the whole cached-token path. Anything it
+ * does not fully understand (short flags, --help, --version, a flag the command does not take, a value
+ * that looks like a flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over,
+ * errors included.
  */
 export function quickParse(args: string[]): Cli | undefined {
-  if (args[0] !== "token") return undefined;
-  const allowed = new Set<string>([...COMMON_FLAGS, ...COMMAND_FLAGS.token]);
+  const named = args.length > 0 && !args[0].startsWith("-");
+  const command = named ? commandNamed(args[0]) : "login";
+  if (!command) return undefined;
+  const allowed = new Set<string>([...COMMON_FLAGS, ...COMMAND_FLAGS[command]]);
   const flags: Record<string, string | boolean | string[]> = {};
-  for (let i = 1; i < args.length; i++) {
+  for (let i = named ? 1 : 0; i < args.length; i++) {
     const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
     const name = match?.[1] as Flag | undefined;
     if (!name || !allowed.has(name) || name === "help" || name === "version") return undefined;
@@ -685,7 +694,7 @@ export function quickParse(args: string[]): Cli | undefined {
     if (spec.multiple) flags[name] = [...(flags[name] as string[] ?? []), value as string];
     else flags[name] = value;
   }
-  return { command: "token", named: true, flags: flags as FlagValues };
+  return { command, named, flags: flags as FlagValues };
 }
 
 /** Flags win over the environment, the environment over `.env`. Pure. */
@@ -2384,8 +2393,8 @@ export async function main(args: string[], deps: Deps): Promise<number> {
   // re-parse the whole module for source positions, about 2 ms.
   await null;
   try {
-    // `token` is parsed without node:util (see quickParse), so that a cached token costs no more than
-    // reading one file; everything else, and anything unusual, goes through parseArgs.
+    // The everyday command lines are read without node:util (see quickParse), so that a cached token
+    // costs no more than reading one file; anything unusual goes through parseArgs.
     const cli = quickParse(args) ?? await parseCli(args);
     verbose = cli.flags.verbose ?? false;
     if (cli.flags.help) {
@@ -2537,7 +2546,7 @@ if (import.meta.main) {
   // The quick paths (a cached token, --help) exit at once. A run that did network work (it loaded the
   // OAuth library) ends by returning instead, which lets Deno store V8's code cache for this module
   // (Deno.exit skips that), so that later runs do not parse it again: about 2.5 ms off every cached
-  // \`token\`. Should anything (a hung browser opener, a read of stdin) keep it alive, the timer ends it.
+  // `token`. Should anything (a hung browser opener, a read of stdin) keep it alive, the timer ends it.
   if (oauthModule === undefined) Deno.exit(code);
   Deno.exitCode = code;
   Deno.unrefTimer(setTimeout(() => Deno.exit(code), 0));

@@ -1667,33 +1667,55 @@ Deno.test("doctor: each problem has its fail or warn line", async (t) => {
 
 // ── The hot path ────────────────────────────────────────────────────────────────────────────────
 
-Deno.test("quickParse() reads token's flags exactly as parseArgs does, and declines everything else", async () => {
+Deno.test("quickParse() reads every command's long flags exactly as parseArgs does, and declines the rest", async () => {
   const agreed = [
+    [],
+    ["login"],
+    ["--issuer", "https://a.example", "--client-id", "x", "--no-browser"],
+    ["login", "--redirect-uri=http://127.0.0.1:8400/cb", "--timeout", "30", "--prompt", "consent", "--flow", "device"],
     ["token"],
     ["token", "--issuer", "https://a.example", "--client-id", "x"],
     ["token", "--issuer=https://a.example", "--client-id=x", "--scope", "openid email", "--json"],
     ["token", "--format", "exec-credential", "--min-ttl", "300", "--param", "audience=a", "--param", "resource=b"],
     ["token", "--interactive", "--quiet", "--flow", "device", "--scope", ""],
     ["token", "--env-file", "other.env", "--param=x=y=z"],
+    ["whoami", "--json"],
+    ["status"],
+    ["logout", "--all"],
+    ["doctor", "--port", "8400", "--json"],
   ];
   // parseArgs returns a null-prototype object; compare what the flags say.
   const plain = (cli: unknown) => JSON.parse(JSON.stringify(cli));
-  for (const args of agreed) assertEquals(plain(quickParse(args)), plain(await parseCli(args)), args.join(" "));
+  for (const args of agreed) {
+    const quick = quickParse(args);
+    assert(quick !== undefined, `quickParse declined: ${args.join(" ")}`);
+    assertEquals(plain(quick), plain(await parseCli(args)), args.join(" "));
+  }
   const declined = [
-    ["login"],
-    [],
     ["token", "-v"],
+    ["-v"],
     ["token", "--help"],
+    ["--help"],
     ["token", "--version"],
     ["token", "--all"],
+    ["whoami", "--timeout", "3"],
     ["token", "--bogus"],
     ["token", "--issuer"],
     ["token", "--issuer", "--json"],
     ["token", "extra"],
     ["token", "--json=yes"],
     ["token", "--"],
+    ["bogus"],
+    ["constructor"],
+    ["__proto__"],
   ];
   for (const args of declined) assertEquals(quickParse(args), undefined, args.join(" "));
+  // What quickParse declines, parseArgs decides: every case above is either help or a usage error.
+  for (const args of declined) {
+    const result = await run(args);
+    if (args.includes("--help") || args.includes("--version") || args.includes("-v")) continue;
+    assertEquals(result.code, EXIT.usage, `${args.join(" ")}: ${result.stderr}`);
+  }
 });
 
 Deno.test("deno task demo: a real login against the mock issuer, signed in by the scripted browser without a display", async () => {
