@@ -668,7 +668,7 @@ export async function parseCli(args: string[]): Promise<Cli> {
 /**
  * The everyday parser: a command (or none, for `login`) followed by long flags, read from the same
  * `FLAGS` table. node:util costs about 10 ms to load, more than the whole cached-token path. Anything it
- * does not fully understand (short flags, --help, --version, a flag the command does not take, a value
+ * does not fully understand (short flags, a flag the command does not take, a value
  * that looks like a flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over,
  * errors included.
  */
@@ -681,7 +681,7 @@ export function quickParse(args: string[]): Cli | undefined {
   for (let i = named ? 1 : 0; i < args.length; i++) {
     const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
     const name = match?.[1] as Flag | undefined;
-    if (!name || !allowed.has(name) || name === "help" || name === "version") return undefined;
+    if (!name || !allowed.has(name)) return undefined;
     const spec = FLAGS[name] as { type: string; multiple?: boolean };
     let value: string | boolean;
     if (spec.type === "boolean") {
