@@ -668,9 +668,8 @@ export async function parseCli(args: string[]): Promise<Cli> {
 /**
  * The everyday parser: a command (or none, for `login`) followed by long flags, read from the same
  * `FLAGS` table. node:util costs about 10 ms to load, more than the whole cached-token path. Anything it
- * does not fully understand (short flags, a flag the command does not take, a value
- * that looks like a flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over,
- * errors included.
+ * does not fully understand (a short flag, a flag the command does not take, a value that looks like a
+ * flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over, errors included.
  */
 export function quickParse(args: string[]): Cli | undefined {
   const named = args.length > 0 && !args[0].startsWith("-");
