@@ -1712,9 +1712,8 @@ Deno.test("quickParse() reads every command's long flags exactly as parseArgs do
   ];
   for (const args of declined) assertEquals(quickParse(args), undefined, args.join(" "));
   // What quickParse declines, parseArgs decides: every case above is either help or a usage error.
-  for (const args of declined) {
+  for (const args of declined.filter((args) => !args.includes("-h") && !args.includes("-v"))) {
     const result = await run(args);
-    if (args.includes("-h") || args.includes("-v")) continue;
     assertEquals(result.code, EXIT.usage, `${args.join(" ")}: ${result.stderr}`);
   }
 });
