@@ -18,7 +18,7 @@
  *
  * @module
  */
-import type * as Oauth from "oauth4webapi";
+import type * as Oauth from "npm:oauth4webapi@3.8.8";
 
 // ── Constants ───────────────────────────────────────────────────────────────────────────────────
 
@@ -959,7 +959,7 @@ export function relativeTime(at: number, now: number): string {
 let oauthModule: typeof Oauth | undefined;
 /** oauth4webapi, loaded when a command first needs the protocol (the cached-token path does not). */
 async function lib(): Promise<typeof Oauth> {
-  return oauthModule ??= await import("oauth4webapi");
+  return oauthModule ??= await import("npm:oauth4webapi@3.8.8");
 }
 
 type Trace = (line: string) => void;

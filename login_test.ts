@@ -22,7 +22,7 @@ import {
   scriptedBrowser,
   type ServedMock,
   serveMockIssuer,
-} from "./mock_issuer.ts";
+} from "./tests/mock_issuer.ts";
 
 // ── Harness ─────
 
@@ -678,7 +678,7 @@ Deno.test("--help and --version print to stdout and exit 0", async () => {
 // ── Pure pieces ─────────────────────────────────────────────────────────────────────────────────
 
 Deno.test("PKCE S256 matches the RFC 7636 appendix B vector", async () => {
-  const { calculatePKCECodeChallenge } = await import("oauth4webapi");
+  const { calculatePKCECodeChallenge } = await import("npm:oauth4webapi@3.8.8");
   const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
   assertEquals(await calculatePKCECodeChallenge(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
   assertEquals(await s256(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
@@ -1720,7 +1720,7 @@ Deno.test("quickParse() reads every command's long flags exactly as parseArgs do
 
 Deno.test("deno task demo: a real login against the mock issuer, signed in by the scripted browser without a display", async () => {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...PERMISSIONS, new URL("./mock_issuer.ts", import.meta.url).pathname],
+    args: ["run", "--quiet", ...PERMISSIONS, new URL("./tests/mock_issuer.ts", import.meta.url).pathname],
     env: { NO_COLOR: "1", DISPLAY: "", WAYLAND_DISPLAY: "", BROWSER: "" },
     stdin: "null",
   }).output();

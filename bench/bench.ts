@@ -30,7 +30,7 @@
  * @module
  */
 import { fileStorage } from "../login.ts";
-import { PUBLIC_CLIENT, type ServedMock, serveMockIssuer } from "../mock_issuer.ts";
+import { PUBLIC_CLIENT, type ServedMock, serveMockIssuer } from "../tests/mock_issuer.ts";
 
 // ── Settings ────────────────────────────────────────────────────────────────────────────────────
 

@@ -11,7 +11,7 @@
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
-import { PUBLIC_CLIENT, s256, serveMockIssuer } from "../mock_issuer.ts";
+import { PUBLIC_CLIENT, s256, serveMockIssuer } from "./mock_issuer.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const BROWSER_DIR = fileURLToPath(new URL("./browser/", import.meta.url));

@@ -6,7 +6,7 @@
  */
 import { assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT, VERSION } from "../login.ts";
-import { PUBLIC_CLIENT, serveMockIssuer } from "../mock_issuer.ts";
+import { PUBLIC_CLIENT, serveMockIssuer } from "./mock_issuer.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const workDir = await Deno.makeTempDir({ prefix: "oauth-login-compile-" });

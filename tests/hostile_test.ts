@@ -12,7 +12,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 import { EXIT, fileStorage } from "../login.ts";
-import { PUBLIC_CLIENT, type ServedMock } from "../mock_issuer.ts";
+import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import {
   type Answer,
   assertNoLeaks,

@@ -7,7 +7,7 @@
  * @module
  */
 import { type Deps, fileStorage, main, type Storage } from "../../login.ts";
-import { type BrowserVisit, scriptedBrowser, type ServedMock, serveMockIssuer } from "../../mock_issuer.ts";
+import { type BrowserVisit, scriptedBrowser, type ServedMock, serveMockIssuer } from "../mock_issuer.ts";
 import { assert, assertEquals } from "../assert.ts";
 
 // ── Counting cases ──────────────────────────────────────────────────────────────────────────────

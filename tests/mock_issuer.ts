@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { fileStorage, main as loginMain, openWithSystemBrowser, realDeps } from "./login.ts";
+import { fileStorage, main as loginMain, openWithSystemBrowser, realDeps } from "../login.ts";
 
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
