@@ -42,7 +42,7 @@ import {
   summary,
   within,
   withMock,
-} from "./hostile/harness.ts";
+} from "./_harness.ts";
 
 // ── Shared expectations ─────────────────────────────────────────────────────────────────────────
 

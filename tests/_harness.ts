@@ -1,14 +1,14 @@
 /**
- * The harness of the hostile-input suite: a bounded run of `main()` with injected edges, raw TCP
- * and HTTP helpers for the callback server, tiny servers the mock issuer cannot be, and the
- * checks every case makes (no secret printed, no raw control character on the terminal, nothing
- * written to the cache directory).
+ * The shared test harness: a bounded run of `main()` with injected edges (fetch, opener, clock,
+ * sleep, stdin lines, platform, `.env` files, storage), raw TCP and HTTP helpers for the callback
+ * server, tiny servers the mock issuer cannot be, and the checks every case makes (no secret
+ * printed, no raw control character on the terminal, nothing written to the cache directory).
  *
  * @module
  */
-import { type Deps, fileStorage, main, type Storage } from "../../login.ts";
-import { type BrowserVisit, scriptedBrowser, type ServedMock, serveMockIssuer } from "../mock_issuer.ts";
-import { assert, assertEquals } from "../assert.ts";
+import { type Deps, fileStorage, main, type Storage } from "../login.ts";
+import { type BrowserVisit, scriptedBrowser, type ServedMock, serveMockIssuer } from "./mock_issuer.ts";
+import { assert, assertEquals } from "./assert.ts";
 
 // ── Counting cases ──────────────────────────────────────────────────────────────────────────────
 
@@ -99,6 +99,25 @@ export interface RunOptions {
   storage?: (home: string) => Storage;
   /** Reuse the home (and so the cache) of an earlier run. */
   home?: string;
+  /** The clock (milliseconds since the epoch); the real one by default. */
+  now?: () => number;
+  /** Replaces waiting (device-flow pauses, back-offs); by default any wait fails the case. */
+  sleep?: (ms: number) => Promise<void>;
+  /** What the person types on stdin, a line at a time (makes the run interactive). */
+  lines?: AsyncIterable<string>;
+  /** Whether a person can answer prompts (default false, or true when `lines` is given). */
+  interactive?: boolean;
+  /** The platform (default "linux") and which commands are on PATH (default: all). */
+  os?: string;
+  which?: (command: string) => boolean;
+  /** `.env` files by path: what `readEnvFile` returns for each. */
+  files?: Record<string, Record<string, string>>;
+  /** Sees every stdout write as it happens. */
+  onStdout?: (text: string) => void;
+  /** The per-request limit on calls to the issuer, in milliseconds. */
+  httpTimeoutMs?: number;
+  /** Whether stderr is a terminal that may animate (default false). */
+  animate?: boolean;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -135,21 +154,26 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
       }
       return Promise.resolve();
     }),
-    now: () => Date.now(),
+    now: options.now ?? (() => Date.now()),
     env: (name) => env[name],
-    readEnvFile: () => Promise.resolve(undefined),
-    stdout: (text) => stdout += text,
+    readEnvFile: (path) => Promise.resolve(options.files?.[path]),
+    stdout: (text) => {
+      stdout += text;
+      options.onStdout?.(text);
+    },
     stderr: (text) => {
       stderr += text;
       options.onStderr?.(text);
     },
-    interactive: false,
+    interactive: options.interactive ?? options.lines !== undefined,
     storage: options.storage ? options.storage(home) : fileStorage(`${home}/cache`),
     signal: controller.signal,
-    os: "linux",
-    which: () => true,
-    sleep: () => Promise.reject(new Error("no hostile case waits")),
-    animate: false,
+    httpTimeoutMs: options.httpTimeoutMs,
+    os: options.os ?? "linux",
+    which: options.which ?? (() => true),
+    sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
+    readLines: options.lines ? () => options.lines! : undefined,
+    animate: options.animate ?? false,
   };
   const started = performance.now();
   const running = main(args, deps);
