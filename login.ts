@@ -368,11 +368,16 @@ export function parseIssuer(text: string): { issuer: string; metadataUrl?: strin
   const wellKnown = url.pathname.match(
     /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
   );
-  if (!wellKnown) return { issuer: url.href };
+  // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
+  // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
+  // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
+  // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
+  // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
+  if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
   // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
   // serves both forms, so derive the issuer from whichever side holds the path.
   const path = wellKnown[3] ?? wellKnown[1];
-  return { issuer: `${url.origin}${path}`, metadataUrl: url.href };
+  return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
@@ -391,11 +396,16 @@ export function planRedirect(redirectUri: string | undefined): Redirect {
   if (url.search || url.hash) {
     throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
   }
-  const port = url.port === "" ? 80 : Number(url.port);
   const addresses = url.hostname === "localhost"
     ? ["127.0.0.1", "::1"]
     : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
-  return { addresses, host: url.hostname, port, path: url.pathname, fixed: redirectUri };
+  // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
+  // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
+  const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
+  if (written === undefined || written === "" || Number(written) === 0) {
+    return { addresses, host: url.hostname, port: 0, path: url.pathname };
+  }
+  return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
 }
 
 function redirectUriFor(redirect: Redirect, port: number): string {
@@ -696,6 +706,61 @@ export function quickParse(args: string[]): Cli | undefined {
   return { command, named, flags: flags as FlagValues };
 }
 
+/**
+ * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
+ * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
+ * was started; outside a task it is unset and the working directory is where the person stands.
+ */
+export function envFilePath(flag: string | undefined, initCwd: string | undefined): string {
+  const path = flag ?? ".env";
+  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+  return `${initCwd.replace(/[\\/]+$/, "")}/${path}`;
+}
+
+/** The path as `--verbose` and `doctor` show it. */
+function describeEnvPath(path: string): string {
+  return /^(?:[a-zA-Z]:)?[\\/]/.test(path) ? `"${sanitize(path)}"` : `"${sanitize(path)}" in the working directory`;
+}
+
+/**
+ * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
+ * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
+ */
+export function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
+  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
+  return { ...parse(clean) } as Record<string, string>;
+}
+
+/**
+ * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
+ * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
+ */
+export function misspeltKeys(dotenv: Record<string, string>): string[] {
+  const ours = Object.values(ENV_VARS) as string[];
+  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
+  const warnings: string[] = [];
+  for (const key of Object.keys(dotenv)) {
+    if (ours.includes(key)) continue;
+    const meant = ours.find((name) => squash(name) === squash(key)) ??
+      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
+    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
+  }
+  return warnings;
+}
+
+/** The Levenshtein distance between two short strings. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
 /** Flags win over the environment, the environment over `.env`. Pure. */
 export function resolveConfig(
   cli: Cli,
@@ -742,8 +807,8 @@ export function resolveConfig(
     }
     planRedirect(redirectUri); // a bad redirect is a configuration error, before --port changes it
     const base = new URL(redirectUri ?? `http://127.0.0.1${CALLBACK_PATH}`);
-    base.port = String(port);
-    redirectUri = base.href;
+    // Written out, not `base.href`: `URL` drops an explicit `:80`, which would then mean "any port".
+    redirectUri = `http://${base.hostname}:${port}${base.pathname}`;
     sources.redirectUri = "flag";
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
@@ -860,6 +925,23 @@ export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | 
   return `${host}-${hex(high)}${hex(low)}`;
 }
 
+/**
+ * The file names an entry for this configuration may have been saved under by earlier versions,
+ * which kept the slash `URL` puts after a bare origin (`https://idp.example/`). Tried only after the
+ * current name misses, so the cached-token path does no extra I/O.
+ */
+export function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string[] {
+  const url = parseUrl(config.issuer);
+  if (!url || url.pathname !== "/" || config.issuer.endsWith("/")) return [];
+  return [cacheKey({ ...config, issuer: `${config.issuer}/` })];
+}
+
+/** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
+function sameIssuer(a: string, b: string): boolean {
+  const bare = (issuer: string) => issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
+  return a === b || bare(a) === bare(b);
+}
+
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
 export function parseTokenSet(text: string): TokenSet | undefined {
   let value: Record<string, unknown>;
@@ -921,8 +1003,31 @@ function isoExpiry(entry: TokenSet): string | null {
   return entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
 }
 
-/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential. */
-export function formatToken(entry: TokenSet, format: OutputFormat): string {
+/** The ExecCredential versions kubectl may ask for, newest first. */
+export const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
+
+/**
+ * What kubectl tells a credential plugin in `KUBERNETES_EXEC_INFO` (an ExecCredential with no status):
+ * the `apiVersion` to answer in, and `spec.interactive`, whether a person can answer on stdin.
+ * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
+ * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
+ */
+export function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
+  if (text === undefined || text === "") return undefined;
+  let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
+  try {
+    info = JSON.parse(text);
+  } catch { /* reported below */ }
+  if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
+    throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
+      hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
+    });
+  }
+  return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
+}
+
+/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
+export function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
   // The bare token first: the hot path then creates no Date (its first use costs about 1 MiB).
   if (format === "text") return `${entry.accessToken}\n`;
   const expiresAt = isoExpiry(entry);
@@ -935,7 +1040,7 @@ export function formatToken(entry: TokenSet, format: OutputFormat): string {
     }) + "\n";
   }
   return JSON.stringify({
-    apiVersion: "client.authentication.k8s.io/v1",
+    apiVersion,
     kind: "ExecCredential",
     status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
   }) + "\n";
@@ -1943,7 +2048,7 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
-  if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) {
+  if (!entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId) {
     deps.stderr(
       `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login\n`,
     );
@@ -1952,9 +2057,21 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
   return entry;
 }
 
-function loginRequired(config: Config, why: string): LoginError {
+/** The entry for this configuration: under its name, else under a name an earlier version used. */
+async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
+  const name = cacheKey(config);
+  const entry = await readEntry(config, deps, name);
+  if (entry) return { name, entry };
+  for (const legacy of legacyCacheKeys(config)) {
+    const found = await readEntry(config, deps, legacy);
+    if (found) return { name: legacy, entry: found };
+  }
+  return { name };
+}
+
+function loginRequired(config: Config, why: string, options: { hint?: string } = {}): LoginError {
   return new LoginError("login_required", `${why} for ${displayIssuer(config.issuer)}`, {
-    hint: 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
+    hint: options.hint ?? 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
   });
 }
 
@@ -1984,13 +2101,33 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
  * logs in only when a person can answer.
  */
 export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
-  const name = cacheKey(config);
-  let entry = await readEntry(config, deps, name);
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
-  deps.stdout(formatToken(entry, config.format));
+  // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
+  // person can answer (spec.interactive), whatever --interactive or the terminals say.
+  const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
+  if (exec && config.format === "exec-credential" && !EXEC_CREDENTIAL_VERSIONS.includes(exec.apiVersion)) {
+    throw new LoginError(
+      "config",
+      `kubectl asks for the ExecCredential version "${sanitize(exec.apiVersion, 80)}", which this tool does not speak`,
+      { hint: `set apiVersion in the kubeconfig's exec block to one of ${EXEC_CREDENTIAL_VERSIONS.join(", ")}` },
+    );
+  }
+  const found = await findEntry(config, deps);
+  const name = found.name;
+  let entry = found.entry;
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
+    entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
+  }
+  deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
 }
 
-async function renew(config: Config, deps: Deps, name: string, entry: TokenSet | undefined): Promise<TokenSet> {
+/** `kubectlInteractive`: kubectl's `spec.interactive` when it runs us (it overrides the usual rule). */
+async function renew(
+  config: Config,
+  deps: Deps,
+  name: string,
+  entry: TokenSet | undefined,
+  kubectlInteractive?: boolean,
+): Promise<TokenSet> {
   let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
@@ -2019,7 +2156,12 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
       lock.release();
     }
   }
-  if (!config.interactive && !deps.interactive) {
+  if (kubectlInteractive === false) {
+    throw loginRequired(config, why, {
+      hint: 'kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again',
+    });
+  }
+  if (!config.interactive && !deps.interactive && kubectlInteractive !== true) {
     throw loginRequired(config, why);
   }
   return await loginAndSave(config, deps, name);
@@ -2052,7 +2194,7 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
-  const entry = await readEntry(config, deps, cacheKey(config));
+  const { entry } = await findEntry(config, deps);
   if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
   const expired = !isFresh(entry, now, 0);
@@ -2093,9 +2235,10 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
 /** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
 export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
-  const names = config.all ? await deps.storage.list() : [cacheKey(config)];
+  const names = config.all ? await deps.storage.list() : [cacheKey(config), ...legacyCacheKeys(config)];
   const problems: string[] = [];
   let removed = 0;
+  let named: unknown; // the issuer as the server's metadata names it, from the entry removed
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
       deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
@@ -2103,7 +2246,8 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     });
     if (text === undefined) continue;
     const entry = parseTokenSet(text);
-    if (entry && (config.all || (entry.issuer === config.issuer && entry.clientId === config.clientId))) {
+    if (entry && (config.all || (sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId))) {
+      named ??= entry.metadata.issuer;
       for (const problem of await revokeTokenSet(entry, config, deps, trace)) {
         problems.push(problem);
         deps.stderr(`warning: ${problem}\n`);
@@ -2113,7 +2257,7 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     await deps.storage.remove(`${name}.lock`);
     removed++;
   }
-  const where = config.all ? "every issuer" : displayIssuer(config.issuer);
+  const where = config.all ? "every issuer" : typeof named === "string" ? sanitize(named) : displayIssuer(config.issuer);
   deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
   if (problems.length > 0) {
     throw new LoginError(
@@ -2135,7 +2279,12 @@ export interface Check {
  * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
  * secrets are never shown. Exit 0 when nothing failed.
  */
-export async function doctor(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<number> {
+export async function doctor(
+  cli: Cli,
+  dotenv: Record<string, string> | undefined,
+  deps: Deps,
+  envPath = ".env",
+): Promise<number> {
   const checks: Check[] = [];
   const add = (status: Check["status"], topic: string, message: string) =>
     checks.push({ status, topic, message: sanitize(message, 400) });
@@ -2150,7 +2299,10 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
   } catch (error) {
     add("fail", "config", describe(error));
   }
-  if (dotenv) add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")}`);
+  if (dotenv) {
+    add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath)}`);
+    for (const warning of misspeltKeys(dotenv)) add("warn", "config", warning);
+  } else add("ok", "config", `.env: none at ${describeEnvPath(envPath)}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
     add("ok", "config", `issuer: ${config.issuer} (${from("issuer")})`);
@@ -2199,7 +2351,18 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
 
     try {
       const redirect = planRedirect(config.redirectUri);
-      if (redirect.port === 0) add("ok", "redirect", "an ephemeral port on 127.0.0.1 (RFC 8252 §7.3)");
+      if (redirect.port === 0) {
+        const example = `http://${redirect.host}:<free port>${redirect.path}`;
+        add(
+          "ok",
+          "redirect",
+          config.redirectUri
+            ? `"${config.redirectUri}" names no port (or port 0): any free port on ${
+              redirect.addresses.join(" and ")
+            } is used and sent as ${example} (RFC 8252 §7.3)`
+            : `an ephemeral port on 127.0.0.1, sent as ${example} (RFC 8252 §7.3)`,
+        );
+      }
       for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
         const needed = redirect.addresses.includes(address);
         try {
@@ -2405,13 +2568,22 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       return EXIT.ok;
     }
     const envFile = cli.flags["env-file"];
-    const dotenv = await deps.readEnvFile(envFile ?? ".env");
+    const envPath = envFilePath(envFile, deps.env("INIT_CWD"));
+    const dotenv = await deps.readEnvFile(envPath);
     if (envFile && !dotenv) {
-      throw new LoginError("config", `Cannot read the env file "${sanitize(envFile)}"`, {
+      throw new LoginError("config", `Cannot read the env file "${sanitize(envPath)}"`, {
         hint: "check the path given to --env-file",
       });
     }
-    if (cli.command === "doctor") return await doctor(cli, dotenv, deps);
+    if (cli.flags.verbose) {
+      deps.stderr(
+        `trace: ${dotenv ? `read ${plural(Object.keys(dotenv).length, "setting")} from` : "no settings file at"} ${
+          describeEnvPath(envPath)
+        }\n`,
+      );
+    }
+    if (dotenv) for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`);
+    if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
     const config = resolveConfig(cli, deps.env, dotenv);
     if (cli.flags["client-secret"] !== undefined) {
       deps.stderr(
@@ -2439,33 +2611,22 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
   return code;
 }
 
-/** Reads a dotenv file with `process.loadEnvFile`, leaving the environment as it was. */
-async function readEnvFileWithNode(path: string): Promise<Record<string, string> | undefined> {
+/**
+ * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
+ * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
+ * ends, `export ` prefixes, quotes and comments.
+ */
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+  let text: string;
   try {
     if (!Deno.statSync(path).isFile) return undefined;
-  } catch {
-    return undefined; // no file: node:process (costly to load) is not needed
-  }
-  const { default: process } = await import("node:process");
-  const before = Deno.env.toObject();
-  try {
-    process.loadEnvFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (error) {
-    throw new LoginError(
-      "config",
-      `Cannot read the env file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
-    );
+    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
+    return undefined; // no file: node:util (costly to load) is not needed
   }
-  // Deno's loadEnvFile overwrites variables already set; the environment must win, so restore it.
-  const after = Deno.env.toObject();
-  const fromFile: Record<string, string> = {};
-  for (const [name, value] of Object.entries(after)) {
-    if (before[name] === value) continue;
-    fromFile[name] = value;
-    if (name in before) Deno.env.set(name, before[name]);
-    else Deno.env.delete(name);
-  }
-  return fromFile;
+  const { parseEnv } = await import("node:util");
+  return parseDotenv(text, parseEnv);
 }
 
 /** The storage for a directory we could not work out: every use says how to set one. */
@@ -2519,7 +2680,7 @@ export function realDeps(): Deps {
     openUrl: openWithSystemBrowser,
     now: () => Date.now(),
     env,
-    readEnvFile: readEnvFileWithNode,
+    readEnvFile,
     stdout: write(Deno.stdout),
     stderr: write(Deno.stderr),
     interactive,
