@@ -1069,6 +1069,121 @@ async function lib(): Promise<typeof Oauth> {
 
 type Trace = (line: string) => void;
 
+/** The variables that name a proxy, in the order they are looked up for each scheme (upper case first, as Go). */
+const PROXY_VARIABLES = {
+  "https:": ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"],
+  "http:": ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"],
+} as const;
+
+/** How a request to one URL travels: straight to the host, or through a proxy. */
+export interface Route {
+  /** The proxy's URL (credentials included, never printed), or undefined for a direct connection. */
+  proxy?: string;
+  /** The variable the proxy came from, or why the connection is direct. */
+  reason: string;
+}
+
+/** Whether a host is this machine: 127.0.0.0/8, ::1 or localhost (and names under `.localhost`). */
+function isLoopbackDestination(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(?:\.\d{1,3}){3}$/.test(host);
+}
+
+/** Whether a `NO_PROXY` entry covers `host:port`: `*`, a domain and its subdomains, `.domain` (subdomains), an IP, a CIDR, with an optional port. */
+function noProxyMatches(entry: string, host: string, port: string): boolean {
+  if (entry === "*") return true;
+  let name = entry.toLowerCase();
+  let wantPort: string | undefined;
+  const withPort = name.match(/^(\[[^\]]+\]|[^:]+):(\d+)$/);
+  if (withPort) [, name, wantPort] = withPort;
+  if (wantPort && wantPort !== port) return false;
+  name = name.replace(/^\[|\]$/g, "");
+  const cidr = name.match(/^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/);
+  if (cidr) {
+    const ip = (text: string) => text.split(".").reduce((n, part) => n * 256 + Number(part), 0);
+    if (!/^\d{1,3}(?:\.\d{1,3}){3}$/.test(host)) return false;
+    const bits = Number(cidr[2]);
+    const size = 2 ** (32 - bits);
+    return Math.floor(ip(host) / size) === Math.floor(ip(cidr[1]) / size);
+  }
+  if (name.startsWith("*.")) name = name.slice(1);
+  if (name.startsWith(".")) return host.endsWith(name);
+  return host === name || host.endsWith(`.${name}`);
+}
+
+/**
+ * The route of a request to `url`: loopback destinations are always direct (a proxy cannot reach
+ * this machine's loopback, as browsers and Go's net/http agree), then `NO_PROXY`/`no_proxy`
+ * (comma- or space-separated: `*`, `example.com` with its subdomains, `.example.com` for subdomains
+ * only, `*.example.com`, IPs, IPv4 CIDRs, each with an optional `:port`), then `HTTPS_PROXY` or
+ * `HTTP_PROXY` by scheme (upper case first, then lower), then `ALL_PROXY`. Pure.
+ */
+export function routeFor(url: URL, env: (name: string) => string | undefined): Route {
+  const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  if (isLoopbackDestination(host)) return { reason: "loopback, never proxied" };
+  const variables = PROXY_VARIABLES[url.protocol as keyof typeof PROXY_VARIABLES] ?? [];
+  const variable = variables.find((name) => env(name)?.trim());
+  if (!variable) return { reason: "no proxy is set" };
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  const noProxyName = ["NO_PROXY", "no_proxy"].find((name) => env(name)?.trim());
+  const entry = noProxyName
+    ? env(noProxyName)!.split(/[\s,]+/).find((item) => item && noProxyMatches(item, host, port))
+    : undefined;
+  if (entry) return { reason: `${noProxyName} has "${sanitize(entry, 80)}"` };
+  const value = env(variable)!.trim();
+  return { proxy: /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`, reason: variable };
+}
+
+/** A proxy's address for messages: scheme, host and port, never its credentials. */
+export function describeProxy(proxy: string): string {
+  const url = parseUrl(proxy);
+  return url ? `${url.protocol}//${url.host}` : "(unparseable)";
+}
+
+/** Whether any proxy variable is set: only then does a request need a client of its own. */
+function proxiesConfigured(env: (name: string) => string | undefined): boolean {
+  return [...PROXY_VARIABLES["https:"], ...PROXY_VARIABLES["http:"]].some((name) => env(name)?.trim());
+}
+
+const httpClients = new Map<string, Deno.HttpClient>();
+
+/**
+ * The HTTP client for a route, created on first use and kept for the run. Deno's own fetch reads
+ * the proxy variables itself and sends loopback destinations through the proxy, so when any is
+ * set every request to the issuer names its client: a proxy client for a proxied route, and for a
+ * direct one a client created while `NO_PROXY` names just that host (Deno reads it when a client is
+ * made; the variable is put back at once, in the same synchronous step).
+ */
+function httpClientFor(route: Route, host: string): Deno.HttpClient {
+  const key = route.proxy ? `proxy ${route.proxy}` : `direct ${host}`;
+  let client = httpClients.get(key);
+  if (client) return client;
+  if (route.proxy) {
+    const url = new URL(route.proxy);
+    const basicAuth = url.username
+      ? { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) }
+      : undefined;
+    client = Deno.createHttpClient({ proxy: { url: `${url.protocol}//${url.host}`, basicAuth } });
+  } else {
+    const saved = ["NO_PROXY", "no_proxy"].map((name) => [name, Deno.env.get(name)] as const);
+    const bare = host.replace(/^\[|\]$/g, "");
+    try {
+      for (const [name] of saved) Deno.env.set(name, `${bare},[${bare}]`);
+      client = Deno.createHttpClient({});
+    } finally {
+      for (const [name, value] of saved) value === undefined ? Deno.env.delete(name) : Deno.env.set(name, value);
+    }
+  }
+  httpClients.set(key, client);
+  return client;
+}
+
+/** Closes the clients `httpClientFor` made (at the end of `main`). */
+function closeHttpClients(): void {
+  for (const client of httpClients.values()) client.close();
+  httpClients.clear();
+}
+
 function describeFields(fields: Iterable<[string, unknown]>): string {
   const parts: string[] = [];
   for (const [key, value] of fields) {
@@ -1124,6 +1239,8 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
     const host = url.host;
+    const route = proxiesConfigured(deps.env) ? routeFor(url, deps.env) : undefined;
+    const via = route?.proxy ? ` through the proxy ${describeProxy(route.proxy)} (${route.reason})` : "";
     const timeout = new AbortController();
     const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
     const timer = setTimeout(() => timeout.abort(), limit);
@@ -1144,7 +1261,26 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
             (auth ? ` authorization=${redact(auth)}` : ""),
         );
       }
-      const response = await deps.fetch(url, { ...init, redirect: "manual", signal: AbortSignal.any(signals) });
+      const client = route ? httpClientFor(route, url.hostname) : undefined;
+      const response = await deps.fetch(url, {
+        ...init,
+        redirect: "manual",
+        signal: AbortSignal.any(signals),
+        ...(client ? { client } : {}),
+      });
+      if (route?.proxy && (response.status === 407 || response.status === 502 || response.status === 504)) {
+        // A gateway error or a demand for proxy credentials: the proxy's own answer, not the issuer's.
+        await response.body?.cancel();
+        throw new LoginError(
+          "network",
+          `The proxy ${describeProxy(route.proxy)} (${route.reason}) answered HTTP ${response.status} for ${method} ${url.origin}${url.pathname}`,
+          {
+            hint: response.status === 407
+              ? `the proxy wants credentials: put them in ${route.reason} (http://USER:PASSWORD@HOST:PORT)`
+              : `the proxy could not reach ${host}: check ${route.reason}, or add the host to NO_PROXY`,
+          },
+        );
+      }
       const body = await readCapped(response, host);
       trace?.(
         `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
@@ -1171,8 +1307,11 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         });
       }
       const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-      throw new LoginError("network", `Cannot reach ${host}: ${sanitize(reason, 160)}`, {
-        hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
+      const detail = error instanceof Error && error.cause instanceof Error ? error.cause.message.split("\n")[0] : "";
+      throw new LoginError("network", `Cannot reach ${host}${via}: ${sanitize(via && detail ? detail : reason, 160)}`, {
+        hint: via
+          ? `check the proxy in ${route!.reason}, or add ${url.hostname} to NO_PROXY`
+          : "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
         cause: error,
       });
     } finally {
@@ -2268,6 +2407,33 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   }
 }
 
+/**
+ * What is wrong with the file `DENO_CERT` names, or undefined when it holds PEM certificates that
+ * TLS accepts (parsed by `Deno.createHttpClient`, which Deno's fetch uses too).
+ */
+function certificateProblem(path: string): string | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const why = error instanceof Deno.errors.NotFound ? "does not exist" : sanitize((error as Error).message, 120);
+    return `DENO_CERT is set to ${path}, which ${why.startsWith("does") ? why : `cannot be read: ${why}`}`;
+  }
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) return `DENO_CERT is set to ${path}, which holds no PEM certificate (BEGIN CERTIFICATE)`;
+  for (const [index, block] of blocks.entries()) {
+    try {
+      Deno.createHttpClient({ caCerts: [block] }).close();
+    } catch (error) {
+      return `DENO_CERT is set to ${path}, whose certificate ${index + 1} of ${blocks.length} does not parse (${
+        sanitize((error as Error).message, 80)
+      })`;
+    }
+  }
+  return undefined;
+}
+
 /** One line of `doctor`'s report. */
 export interface Check {
   status: "ok" | "warn" | "fail";
@@ -2294,6 +2460,7 @@ export async function doctor(
       : String(error);
 
   let config: Config | undefined;
+  let metadata: Oauth.AuthorizationServer | undefined;
   try {
     config = resolveConfig(cli, deps.env, dotenv);
   } catch (error) {
@@ -2327,6 +2494,7 @@ export async function doctor(
     let deviceSupported = false;
     try {
       const { as, authMethod } = await discover(config, deps);
+      metadata = as;
       deviceSupported = as.device_authorization_endpoint !== undefined;
       add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
       const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
@@ -2403,10 +2571,43 @@ export async function doctor(
     const url = parseUrl(value);
     add("ok", "network", `${name} is set${url ? ` to ${url.protocol}//${url.host}` : ""}`);
   }
-  for (const name of ["DENO_CERT", "DENO_TLS_CA_STORE"]) {
-    const value = deps.env(name);
-    if (value) add("ok", "network", `${name} is set to ${value}`);
+  if (config) {
+    // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
+    const urls = [config.metadataUrl ?? config.issuer];
+    for (
+      const name of [
+        "token_endpoint",
+        "userinfo_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "device_authorization_endpoint",
+        "jwks_uri",
+      ]
+    ) {
+      if (typeof metadata?.[name] === "string") urls.push(metadata[name] as string);
+    }
+    const seen = new Set<string>();
+    for (const text of urls) {
+      const url = parseUrl(text);
+      if (!url || seen.has(`${url.protocol}//${url.host}`)) continue;
+      seen.add(`${url.protocol}//${url.host}`);
+      const route = routeFor(url, deps.env);
+      add(
+        "ok",
+        "network",
+        `${url.protocol}//${url.host}: ${
+          route.proxy ? `through the proxy ${describeProxy(route.proxy)} (${route.reason})` : `direct (${route.reason})`
+        }`,
+      );
+    }
   }
+  const certFile = deps.env("DENO_CERT");
+  if (certFile) {
+    const problem = certificateProblem(certFile);
+    add(problem ? "fail" : "ok", "network", problem ?? `DENO_CERT is set to ${certFile}, which holds PEM certificates`);
+  }
+  const store = deps.env("DENO_TLS_CA_STORE");
+  if (store) add("ok", "network", `DENO_TLS_CA_STORE is set to ${store}`);
 
   const dir = deps.storage.dir;
   try {
@@ -2594,6 +2795,8 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     return EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);
+  } finally {
+    closeHttpClients();
   }
 }
 
