@@ -938,7 +938,8 @@ export function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "sc
 
 /** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
 function sameIssuer(a: string, b: string): boolean {
-  const bare = (issuer: string) => issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
+  const bare = (issuer: string) =>
+    issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
   return a === b || bare(a) === bare(b);
 }
 
@@ -1273,7 +1274,9 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         await response.body?.cancel();
         throw new LoginError(
           "network",
-          `The proxy ${describeProxy(route.proxy)} (${route.reason}) answered HTTP ${response.status} for ${method} ${url.origin}${url.pathname}`,
+          `The proxy ${
+            describeProxy(route.proxy)
+          } (${route.reason}) answered HTTP ${response.status} for ${method} ${url.origin}${url.pathname}`,
           {
             hint: response.status === 407
               ? `the proxy wants credentials: put them in ${route.reason} (http://USER:PASSWORD@HOST:PORT)`
@@ -1760,6 +1763,9 @@ export async function openWithSystemBrowser(url: string): Promise<void> {
     child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) throw new Error(`"${program}" was not found`);
+    if (error instanceof Deno.errors.NotCapable) {
+      throw new Error(`Deno's permissions do not allow running "${program}": add --allow-run=${program}`);
+    }
     throw error;
   }
   const limit = delay(OPENER_TIMEOUT_MS);
@@ -2396,7 +2402,11 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     await deps.storage.remove(`${name}.lock`);
     removed++;
   }
-  const where = config.all ? "every issuer" : typeof named === "string" ? sanitize(named) : displayIssuer(config.issuer);
+  const where = config.all
+    ? "every issuer"
+    : typeof named === "string"
+    ? sanitize(named)
+    : displayIssuer(config.issuer);
   deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
   if (problems.length > 0) {
     throw new LoginError(
@@ -2467,7 +2477,11 @@ export async function doctor(
     add("fail", "config", describe(error));
   }
   if (dotenv) {
-    add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath)}`);
+    add(
+      "ok",
+      "config",
+      `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath)}`,
+    );
     for (const warning of misspeltKeys(dotenv)) add("warn", "config", warning);
   } else add("ok", "config", `.env: none at ${describeEnvPath(envPath)}`);
   if (config) {
@@ -2783,7 +2797,9 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         }\n`,
       );
     }
-    if (dotenv) for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`);
+    if (dotenv && cli.command !== "doctor") {
+      for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
+    }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
     const config = resolveConfig(cli, deps.env, dotenv);
     if (cli.flags["client-secret"] !== undefined) {
@@ -2800,7 +2816,28 @@ export async function main(args: string[], deps: Deps): Promise<number> {
   }
 }
 
+/**
+ * The one sentence for a Deno permission the run was not given (`NotCapable`, possibly wrapped as
+ * the cause of one of our errors), naming the flag to add; undefined for any other error.
+ */
+export function permissionProblem(error: unknown): LoginError | undefined {
+  let cause = error;
+  for (let depth = 0; cause instanceof Error && depth < 5; depth++, cause = cause.cause) {
+    if (!(cause instanceof Deno.errors.NotCapable)) continue;
+    // Deno says: Requires env access to "HOME", run again with the --allow-env flag
+    const match = cause.message.match(/Requires (\S+) access to "?([^",]*)"?.*?(--allow-[a-z-]+)/);
+    const flag = match ? `${match[3]}${match[2] && match[3] !== "--allow-all" ? `=${match[2]}` : ""}` : "--allow-…";
+    const what = match ? `${match[1]} access${match[2] ? ` to "${sanitize(match[2], 120)}"` : ""}` : "a permission";
+    return new LoginError("config", `Deno's permissions do not allow ${what}`, {
+      hint: `run again with ${sanitize(flag, 160)} (the deno.json tasks grant what the tool needs)`,
+      cause,
+    });
+  }
+  return undefined;
+}
+
 function report(error: unknown, deps: Deps, verbose: boolean): number {
+  error = permissionProblem(error) ?? error;
   const code = exitCodeFor(error);
   if (error instanceof LoginError || error instanceof ServerError) {
     deps.stderr(`error: ${error.message}\n`);
@@ -2876,8 +2913,9 @@ export function realDeps(): Deps {
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
   };
   const env = (name: string) => Deno.env.get(name);
-  const dir = cacheDir(env, Deno.build.os);
   const interactive = Deno.stdin.isTerminal() && Deno.stderr.isTerminal();
+  // Read on first use, not here: `--help` and `--version` need no permission at all.
+  let storage: Storage | undefined;
   return {
     fetch: globalThis.fetch,
     openUrl: openWithSystemBrowser,
@@ -2887,7 +2925,13 @@ export function realDeps(): Deps {
     stdout: write(Deno.stdout),
     stderr: write(Deno.stderr),
     interactive,
-    storage: dir ? fileStorage(dir) : missingStorage(),
+    get storage() {
+      const dir = storage ? undefined : cacheDir(env, Deno.build.os);
+      return storage ??= dir ? fileStorage(dir) : missingStorage();
+    },
+    set storage(value) {
+      storage = value;
+    },
     // Ctrl-C is caught only once a command looks at the signal: the cached-token path never does.
     get signal() {
       if (!listening) Deno.addSignalListener("SIGINT", () => controller.abort());
@@ -2898,7 +2942,9 @@ export function realDeps(): Deps {
     which: (command) => onPath(command, env),
     sleep: (ms) => delay(ms).done,
     readLines: interactive ? () => stdinLines() : undefined,
-    animate: Deno.stderr.isTerminal() && !env("NO_COLOR"),
+    get animate() {
+      return Deno.stderr.isTerminal() && !env("NO_COLOR");
+    },
   };
 }
 
