@@ -1269,21 +1269,6 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         signal: AbortSignal.any(signals),
         ...(client ? { client } : {}),
       });
-      if (route?.proxy && (response.status === 407 || response.status === 502 || response.status === 504)) {
-        // A gateway error or a demand for proxy credentials: the proxy's own answer, not the issuer's.
-        await response.body?.cancel();
-        throw new LoginError(
-          "network",
-          `The proxy ${
-            describeProxy(route.proxy)
-          } (${route.reason}) answered HTTP ${response.status} for ${method} ${url.origin}${url.pathname}`,
-          {
-            hint: response.status === 407
-              ? `the proxy wants credentials: put them in ${route.reason} (http://USER:PASSWORD@HOST:PORT)`
-              : `the proxy could not reach ${host}: check ${route.reason}, or add the host to NO_PROXY`,
-          },
-        );
-      }
       const body = await readCapped(response, host);
       trace?.(
         `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
@@ -1310,13 +1295,28 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         });
       }
       const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-      const detail = error instanceof Error && error.cause instanceof Error ? error.cause.message.split("\n")[0] : "";
-      throw new LoginError("network", `Cannot reach ${host}${via}: ${sanitize(via && detail ? detail : reason, 160)}`, {
-        hint: via
-          ? `check the proxy in ${route!.reason}, or add ${url.hostname} to NO_PROXY`
-          : "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
-        cause: error,
-      });
+      // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
+      const detail = error instanceof Error && error.cause instanceof Error
+        ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
+        : "";
+      throw new LoginError(
+        "network",
+        `Cannot reach ${host}${via}: ${
+          via && detail
+            ? /tunnel|proxy/i.test(detail)
+              ? `the proxy answered with an error (${sanitize(detail, 120)})`
+              : sanitize(detail, 160)
+            : sanitize(reason, 160)
+        }`,
+        {
+          hint: via
+            ? /authentication/i.test(detail)
+              ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
+              : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`
+            : "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
+          cause: error,
+        },
+      );
     } finally {
       clearTimeout(timer);
     }

@@ -1,0 +1,230 @@
+/**
+ * Where the tool runs (issue 12): kubectl's credential-plugin contract, proxies and loopback, one
+ * cache identity per issuer, `.env` under `deno task`, Deno permissions, loopback redirects without
+ * a port, and `DENO_CERT` in `doctor`. Each case starts from the input that failed; the cases that
+ * are about processes (kubectl, `deno task`, `deno run` with no permissions, a proxy in the
+ * environment) run real subprocesses.
+ *
+ * @module
+ */
+import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
+import {
+  cacheKey,
+  EXIT,
+  legacyCacheKeys,
+  misspeltKeys,
+  parseDotenv,
+  parseExecInfo,
+  parseIssuer,
+  planRedirect,
+  routeFor,
+} from "../login.ts";
+import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import { cleanUp, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const LOGIN_TS = `${ROOT}/login.ts`;
+
+// ── Helpers ─────────────────────────────────────────────────────────────────────────────────────
+
+/** A browser login against the mock, in process; returns the run (its home holds the cache). */
+async function login(mock: ServedMock, args: string[], options: RunOptions = {}) {
+  const result = await run(["login", "--client-id", PUBLIC_CLIENT.id, "--flow", "browser", ...args], {
+    browser: (start) => scriptedBrowser(start),
+    ...options,
+  });
+  assertEquals(result.code, EXIT.ok, result.stderr);
+  return result;
+}
+
+interface Process {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a real process with a clean environment (plus `env`) and a time bound. */
+async function spawn(
+  command: string,
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; stdin?: string; boundMs?: number } = {},
+): Promise<Process> {
+  const child = new Deno.Command(command, {
+    args,
+    cwd: options.cwd ?? ROOT,
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: Deno.env.get("HOME") ?? "/tmp", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), options.boundMs ?? 30_000);
+  try {
+    const output = await child.output();
+    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `deno run -A login.ts ARGS` with a clean environment. */
+function tool(args: string[], env: Record<string, string> = {}, flags = ["-A"]): Promise<Process> {
+  return spawn(Deno.execPath(), ["run", "-q", ...flags, LOGIN_TS, ...args], { env });
+}
+
+/** A stand-in for a forward proxy on loopback: it records what reached it and answers 502. */
+function proxyStandIn() {
+  const seen: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    seen.push(`${request.method} ${request.url}`);
+    return new Response("the proxy cannot reach that host", { status: 502 });
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}`, seen, close: () => server.shutdown() };
+}
+
+// ── 6: a loopback redirect URI without a port, or with port 0 ───────────────────────────────────
+
+Deno.test("login with a loopback redirect URI without a port or with port 0 binds a free port and sends it", async (t) => {
+  // (The mock, like RFC 8252 §7.3, lets only IP literals vary the port; `localhost` is covered below.)
+  for (const configured of ["http://127.0.0.1/callback", "http://127.0.0.1:0/callback"]) {
+    await t.step(configured, async () => {
+      await withMock(async (mock) => {
+        mock.clients.push({ id: "loopback-any-port", auth: "none", redirectUris: [configured.replace(":0", "")] });
+        const result = await run(
+          ["login", "--issuer", mock.issuer, "--client-id", "loopback-any-port", "--flow", "browser"].concat(
+            ["--redirect-uri", configured],
+          ),
+          { browser: (start) => scriptedBrowser(start) },
+        );
+        assertEquals(result.code, EXIT.ok, result.stderr);
+        const sent = new URL(mock.calls("authorize")[0].query.redirect_uri);
+        const host = new URL(configured).hostname;
+        assertEquals(sent.hostname, host);
+        assertEquals(sent.pathname, "/callback");
+        assert(Number(sent.port) > 1024, `a free port was sent, not "${sent.port}"`);
+        assertEquals(new URL(result.opened[0]).port, sent.port, "the browser went to the port that was sent");
+        assertEquals(mock.calls("token")[0].form.redirect_uri, sent.href);
+        await cleanUp(result);
+      });
+    });
+  }
+});
+
+Deno.test("planRedirect() keeps an explicit port, :80 included, and --port 80 stays port 80", async () => {
+  assertEquals(planRedirect("http://127.0.0.1:80/callback").port, 80);
+  assertEquals(planRedirect("http://127.0.0.1:80/callback").fixed, "http://127.0.0.1:80/callback");
+  assertEquals(planRedirect("http://127.0.0.1:8080/cb").port, 8080);
+  assertEquals(planRedirect("http://127.0.0.1/callback").port, 0);
+  assertEquals(planRedirect("http://127.0.0.1/callback").fixed, undefined);
+  assertEquals(planRedirect("http://[::1]:0/cb").addresses, ["::1"]);
+  assertEquals(planRedirect("http://[::1]:0/cb").port, 0);
+  assertEquals(planRedirect("http://localhost/cb"), {
+    addresses: ["127.0.0.1", "::1"],
+    host: "localhost",
+    port: 0,
+    path: "/cb",
+  });
+  const result = await run(["doctor", "--issuer", "http://127.0.0.1:9/", "--client-id", "c", "--port", "80"], {
+    fetch: () => Promise.reject(new TypeError("offline")),
+  });
+  assertStringIncludes(result.stdout, "redirect URI: http://127.0.0.1:80/callback");
+  await cleanUp(result);
+});
+
+Deno.test("doctor says that a redirect URI without a port means any free port", async () => {
+  const result = await run(
+    ["doctor", "--issuer", "http://127.0.0.1:9", "--client-id", "c", "--redirect-uri", "http://127.0.0.1/callback"],
+    { fetch: () => Promise.reject(new TypeError("offline")) },
+  );
+  assertStringIncludes(
+    result.stdout,
+    `"http://127.0.0.1/callback" names no port (or port 0): any free port on 127.0.0.1 is used and sent as http://127.0.0.1:<free port>/callback (RFC 8252 §7.3)`,
+  );
+  assertNotMatch(result.stdout, /port 80 /);
+  await cleanUp(result);
+});
+
+// ── 3: one identity per issuer ──────────────────────────────────────────────────────────────────
+
+Deno.test("parseIssuer() gives one identifier for every way of writing an origin issuer", () => {
+  const forms = [
+    "https://idp.example",
+    "https://idp.example/",
+    "https://IDP.example:443/",
+    "https://idp.example/.well-known/openid-configuration",
+    "https://idp.example/.well-known/oauth-authorization-server",
+  ];
+  for (const form of forms) assertEquals(parseIssuer(form).issuer, "https://idp.example", form);
+  // A path keeps its own identity, with or without its trailing slash (those are different issuers).
+  assertEquals(
+    parseIssuer("https://idp.example/tenant/.well-known/openid-configuration").issuer,
+    "https://idp.example/tenant",
+  );
+  assertEquals(parseIssuer("https://idp.example/tenant/").issuer, "https://idp.example/tenant/");
+  const config = { clientId: "c", scope: undefined, params: [] };
+  assertEquals(legacyCacheKeys({ ...config, issuer: "https://idp.example" }), [
+    cacheKey({ ...config, issuer: "https://idp.example/" }),
+  ]);
+  assertEquals(legacyCacheKeys({ ...config, issuer: "https://idp.example/tenant" }), []);
+});
+
+Deno.test("token, whoami and logout find the entry whichever way the issuer is written", async (t) => {
+  const cases = [
+    { login: (i: string) => `${i}/.well-known/openid-configuration`, other: (i: string) => i },
+    { login: (i: string) => `${i}/.well-known/openid-configuration`, other: (i: string) => `${i}/` },
+    { login: (i: string) => `${i}/`, other: (i: string) => `${i}/.well-known/oauth-authorization-server` },
+  ];
+  for (const forms of cases) {
+    await t.step(`login ${forms.login("ISSUER")}, then ${forms.other("ISSUER")}`, async () => {
+      await withMock(async (mock) => {
+        const first = await login(mock, ["--issuer", forms.login(mock.issuer)]);
+        const other = ["--issuer", forms.other(mock.issuer), "--client-id", PUBLIC_CLIENT.id];
+        const token = await run(["token", ...other], { home: first.home });
+        assertEquals(token.code, EXIT.ok, token.stderr);
+        assert(mock.accessTokens.has(token.stdout.trim()), "token printed the access token the login got");
+        assertEquals(token.stderr, "");
+
+        const whoami = await run(["whoami", ...other], { home: first.home });
+        assertEquals(whoami.code, EXIT.ok, whoami.stderr);
+        assertStringIncludes(whoami.stdout, `Logged in to ${mock.issuer} as alice@example.com`);
+
+        const logout = await run(["logout", ...other], { home: first.home });
+        assertEquals(logout.code, EXIT.ok, logout.stderr);
+        assertEquals(logout.stderr, `Logged out of ${mock.issuer}\n`);
+        assertEquals(mock.calls("revoke").length, 2, "the refresh and access tokens were revoked");
+        const left = [...Deno.readDirSync(`${first.home}/cache`)].filter((e) => e.name.endsWith(".json"));
+        assertEquals(left, [], "the entry is gone from disk");
+        await cleanUp(first);
+      });
+    });
+  }
+});
+
+Deno.test("an entry saved under the older key (issuer with its slash) is still found by token, whoami and logout", async () => {
+  await withMock(async (mock) => {
+    const first = await login(mock, ["--issuer", mock.issuer]);
+    const config = { issuer: mock.issuer, clientId: PUBLIC_CLIENT.id, scope: undefined, params: [] };
+    const [legacy] = legacyCacheKeys(config);
+    const dir = `${first.home}/cache`;
+    // What an earlier version wrote: the same entry, under the name its slashed issuer hashed to.
+    const entry = JSON.parse(Deno.readTextFileSync(`${dir}/${cacheKey(config)}.json`));
+    entry.issuer = `${mock.issuer}/`;
+    Deno.writeTextFileSync(`${dir}/${legacy}.json`, JSON.stringify(entry), { mode: 0o600 });
+    Deno.removeSync(`${dir}/${cacheKey(config)}.json`);
+
+    const args = ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id];
+    const token = await run(["token", ...args], { home: first.home });
+    assertEquals(token.code, EXIT.ok, token.stderr);
+    assertEquals(token.stdout, `${entry.accessToken}\n`);
+    const whoami = await run(["whoami", "--issuer", `${mock.issuer}/`, "--client-id", PUBLIC_CLIENT.id], {
+      home: first.home,
+    });
+    assertEquals(whoami.code, EXIT.ok, whoami.stderr);
+    const logout = await run(["logout", ...args], { home: first.home });
+    assertEquals(logout.stderr, `Logged out of ${mock.issuer}\n`);
+    assertEquals(mock.calls("revoke").length, 2);
+    assertEquals([...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".json")), []);
+    await cleanUp(first);
+  });
+});
