@@ -23,6 +23,11 @@ import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { cleanUp, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** A self-signed certificate for 127.0.0.1 and localhost, and its key: for test servers only. */
+const LOOPBACK_TLS = {
+  cert: Deno.readTextFileSync(`${ROOT}/tests/fixtures/loopback-cert.pem`),
+  key: Deno.readTextFileSync(`${ROOT}/tests/fixtures/loopback-key.pem`),
+};
 const LOGIN_TS = `${ROOT}/login.ts`;
 
 // ── Helpers ─────────────────────────────────────────────────────────────────────────────────────
@@ -227,4 +232,219 @@ Deno.test("an entry saved under the older key (issuer with its slash) is still f
     assertEquals([...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".json")), []);
     await cleanUp(first);
   });
+});
+
+// ── 1: kubectl's credential-plugin contract ─────────────────────────────────────────────────────
+
+const EXEC_INFO = (apiVersion: string, interactive: boolean) =>
+  JSON.stringify({ apiVersion, kind: "ExecCredential", spec: { interactive } });
+
+Deno.test("parseExecInfo() reads KUBERNETES_EXEC_INFO and refuses what is not an ExecCredential", () => {
+  assertEquals(parseExecInfo(undefined), undefined);
+  assertEquals(parseExecInfo(EXEC_INFO("client.authentication.k8s.io/v1beta1", false)), {
+    apiVersion: "client.authentication.k8s.io/v1beta1",
+    interactive: false,
+  });
+  assertEquals(parseExecInfo(EXEC_INFO("client.authentication.k8s.io/v1", true))?.interactive, true);
+  for (const bad of ["{", "[]", '{"apiVersion":"v1","kind":"Pod"}']) {
+    try {
+      parseExecInfo(bad);
+      throw new Error(`accepted ${bad}`);
+    } catch (error) {
+      assertEquals((error as Error).message, "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential");
+    }
+  }
+});
+
+Deno.test("token --format exec-credential as a process answers in the version KUBERNETES_EXEC_INFO names", async (t) => {
+  await withMock(async (mock) => {
+    const first = await login(mock, ["--issuer", mock.issuer]);
+    const env = {
+      OAUTH_ISSUER: mock.issuer,
+      OAUTH_CLIENT_ID: PUBLIC_CLIENT.id,
+      OAUTH_LOGIN_CACHE: `${first.home}/cache`,
+    };
+    const args = ["token", "--format", "exec-credential"];
+    const token = [...mock.accessTokens.keys()][0];
+    for (const version of ["client.authentication.k8s.io/v1beta1", "client.authentication.k8s.io/v1"]) {
+      await t.step(version, async () => {
+        const result = await tool(args, { ...env, KUBERNETES_EXEC_INFO: EXEC_INFO(version, false) });
+        assertEquals(result.code, 0, result.stderr);
+        const credential = JSON.parse(result.stdout);
+        assertEquals(credential.apiVersion, version);
+        assertEquals(credential.kind, "ExecCredential");
+        assertEquals(credential.status.token, token);
+        assertMatch(credential.status.expirationTimestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+        assertEquals(result.stderr, "");
+      });
+    }
+    await t.step("without the variable: v1, as before", async () => {
+      const result = await tool(args, env);
+      assertEquals(JSON.parse(result.stdout).apiVersion, "client.authentication.k8s.io/v1");
+    });
+    await t.step("a version it does not speak: exit 2 and one sentence", async () => {
+      const result = await tool(args, {
+        ...env,
+        KUBERNETES_EXEC_INFO: EXEC_INFO("client.authentication.k8s.io/v1alpha1", false),
+      });
+      assertEquals(result.code, EXIT.usage);
+      assertEquals(result.stdout, "");
+      assertEquals(
+        result.stderr,
+        'error: kubectl asks for the ExecCredential version "client.authentication.k8s.io/v1alpha1", which this tool does not speak\n' +
+          "hint: set apiVersion in the kubeconfig's exec block to one of client.authentication.k8s.io/v1, client.authentication.k8s.io/v1beta1\n",
+      );
+    });
+    await cleanUp(first);
+  });
+});
+
+Deno.test("token under kubectl with spec.interactive false never signs in, whatever --interactive and the terminal say", async () => {
+  await withMock(async (mock) => {
+    const result = await run(
+      [
+        "token",
+        "--issuer",
+        mock.issuer,
+        "--client-id",
+        PUBLIC_CLIENT.id,
+        "--format",
+        "exec-credential",
+        "--interactive",
+      ],
+      {
+        interactive: true,
+        env: { KUBERNETES_EXEC_INFO: EXEC_INFO("client.authentication.k8s.io/v1beta1", false) },
+      },
+    );
+    assertEquals(result.code, EXIT.loginRequired);
+    assertEquals(result.stdout, "");
+    assertEquals(
+      result.stderr,
+      `error: No cached token for ${mock.issuer}\n` +
+        'hint: kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again\n',
+    );
+    assertEquals(result.opened, [], "no browser was opened");
+    assertEquals(mock.requests.length, 0, "nothing was asked of the issuer");
+    await cleanUp(result);
+  });
+});
+
+Deno.test("token under kubectl with spec.interactive true may sign in without --interactive", async () => {
+  await withMock(async (mock) => {
+    const result = await run(
+      ["token", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, "--format", "exec-credential"],
+      {
+        browser: (start) => scriptedBrowser(start),
+        env: { KUBERNETES_EXEC_INFO: EXEC_INFO("client.authentication.k8s.io/v1", true) },
+      },
+    );
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(JSON.parse(result.stdout).apiVersion, "client.authentication.k8s.io/v1");
+    await cleanUp(result);
+  });
+});
+
+/** A stand-in for the Kubernetes API server on loopback: 200 for the expected bearer token, else 401. */
+function apiServerStandIn(token: string) {
+  const seen: (string | null)[] = [];
+  // TLS: kubectl runs exec plugins only for a server it talks to over https.
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {}, ...LOOPBACK_TLS }, (request) => {
+    const authorization = request.headers.get("authorization");
+    seen.push(authorization);
+    if (authorization !== `Bearer ${token}`) {
+      return Response.json({ kind: "Status", apiVersion: "v1", status: "Failure", code: 401, reason: "Unauthorized" }, {
+        status: 401,
+      });
+    }
+    return Response.json({ kind: "Status", apiVersion: "v1", status: "Success", message: "token accepted" });
+  });
+  return { url: `https://127.0.0.1:${server.addr.port}`, seen, close: () => server.shutdown() };
+}
+
+function kubeconfig(
+  server: string,
+  exec: { apiVersion: string; interactiveMode?: string },
+  env: Record<string, string>,
+) {
+  return JSON.stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: "local", cluster: { server, "certificate-authority-data": btoa(LOOPBACK_TLS.cert) } }],
+    users: [{
+      name: "oidc",
+      user: {
+        exec: {
+          apiVersion: exec.apiVersion,
+          command: Deno.execPath(),
+          args: ["run", "-q", "-A", LOGIN_TS, "token", "--format", "exec-credential"],
+          env: Object.entries(env).map(([name, value]) => ({ name, value })),
+          ...(exec.interactiveMode ? { interactiveMode: exec.interactiveMode } : {}),
+          provideClusterInfo: false,
+        },
+      },
+    }],
+    contexts: [{ name: "local", context: { cluster: "local", user: "oidc" } }],
+    "current-context": "local",
+  });
+}
+
+const kubectl = (() => {
+  try {
+    return Deno.statSync("/usr/bin/kubectl").isFile ? "/usr/bin/kubectl" : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+if (!kubectl) console.log("skipping the kubectl tests: /usr/bin/kubectl is not installed");
+
+Deno.test({
+  name: "real kubectl runs token as its credential plugin, v1beta1 and v1, and the API server gets the token",
+  ignore: !kubectl,
+  fn: async (t) => {
+    await withMock(async (mock) => {
+      const first = await login(mock, ["--issuer", mock.issuer]);
+      const token = [...mock.accessTokens.keys()][0];
+      const api = apiServerStandIn(token);
+      const env = { OAUTH_ISSUER: mock.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id };
+      const kubectlRun = async (config: string, cache: string) => {
+        const path = `${first.home}/kubeconfig`;
+        Deno.writeTextFileSync(path, config);
+        return await spawn(kubectl!, ["--kubeconfig", path, "get", "--raw", "/api/check"], {
+          env: { HOME: first.home, OAUTH_LOGIN_CACHE: cache },
+        });
+      };
+      try {
+        for (
+          const exec of [
+            { apiVersion: "client.authentication.k8s.io/v1beta1" },
+            { apiVersion: "client.authentication.k8s.io/v1", interactiveMode: "Never" },
+            { apiVersion: "client.authentication.k8s.io/v1", interactiveMode: "IfAvailable" },
+          ]
+        ) {
+          await t.step(`${exec.apiVersion} ${exec.interactiveMode ?? ""}`, async () => {
+            const result = await kubectlRun(kubeconfig(api.url, exec, env), `${first.home}/cache`);
+            assertEquals(result.code, 0, result.stderr);
+            assertStringIncludes(result.stdout, "token accepted");
+            assertEquals(api.seen.at(-1), `Bearer ${token}`);
+          });
+        }
+        await t.step("logged out, interactiveMode Never: kubectl fails with the tool's sentence", async () => {
+          const before = api.seen.length;
+          const result = await kubectlRun(
+            kubeconfig(api.url, { apiVersion: "client.authentication.k8s.io/v1", interactiveMode: "Never" }, env),
+            `${first.home}/empty-cache`,
+          );
+          assert(result.code !== 0, "kubectl failed");
+          assertStringIncludes(result.stderr, `error: No cached token for ${mock.issuer}`);
+          assertStringIncludes(result.stderr, "kubectl gives this plugin no terminal");
+          assertEquals(api.seen.slice(before).filter((a) => a !== null), [], "no token reached the API server");
+          assertEquals(mock.calls("authorize").length, 1, "only the first login reached the issuer");
+        });
+      } finally {
+        await api.close();
+        await cleanUp(first);
+      }
+    });
+  },
 });
