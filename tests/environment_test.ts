@@ -448,3 +448,156 @@ Deno.test({
     });
   },
 });
+
+// ── 2: proxies and loopback ─────────────────────────────────────────────────────────────────────
+
+Deno.test("routeFor() keeps loopback direct and honours NO_PROXY in its usual forms", async (t) => {
+  const proxy = "http://proxy.corp:3128";
+  const route = (url: string, env: Record<string, string>) => routeFor(new URL(url), (name) => env[name]);
+  await t.step("loopback is never proxied, whatever NO_PROXY says", () => {
+    for (
+      const url of [
+        "http://127.0.0.1:8080/",
+        "http://127.9.8.7/",
+        "http://[::1]:9/",
+        "http://localhost:1/",
+        "https://app.localhost/",
+      ]
+    ) {
+      const env = { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, NO_PROXY: "example.com" };
+      assertEquals(route(url, env), { reason: "loopback, never proxied" }, url);
+    }
+  });
+  await t.step("the proxy by scheme, upper case before lower, then ALL_PROXY; no scheme means http", () => {
+    assertEquals(route("https://idp.example/", { HTTPS_PROXY: proxy, HTTP_PROXY: "http://other:1" }), {
+      proxy,
+      reason: "HTTPS_PROXY",
+    });
+    assertEquals(route("https://idp.example/", { https_proxy: "proxy.corp:3128" }), { proxy, reason: "https_proxy" });
+    assertEquals(route("https://idp.example/", { HTTP_PROXY: proxy }), { reason: "no proxy is set" });
+    assertEquals(route("https://idp.example/", { ALL_PROXY: "socks5://s:1080" }), {
+      proxy: "socks5://s:1080",
+      reason: "ALL_PROXY",
+    });
+  });
+  await t.step("NO_PROXY forms", () => {
+    const cases: [string, string, boolean][] = [
+      ["*", "https://idp.example/", true],
+      ["example.com", "https://example.com/", true],
+      ["example.com", "https://login.example.com/", true],
+      ["example.com", "https://notexample.com/", false],
+      [".example.com", "https://login.example.com/", true],
+      [".example.com", "https://example.com/", false],
+      ["*.example.com", "https://a.b.example.com/", true],
+      ["EXAMPLE.com", "https://Login.Example.COM/", true],
+      ["example.com:443", "https://example.com/", true],
+      ["example.com:8443", "https://example.com/", false],
+      ["example.com:8443", "https://example.com:8443/", true],
+      ["10.0.0.0/8", "https://10.20.30.40/", true],
+      ["10.0.0.0/8", "https://11.0.0.1/", false],
+      ["192.168.1.10", "https://192.168.1.10/", true],
+      ["other.org, example.com", "https://example.com/", true],
+      ["other.org example.com", "https://example.com/", true],
+    ];
+    for (const [noProxy, url, direct] of cases) {
+      for (const name of ["NO_PROXY", "no_proxy"]) {
+        const result = route(url, { HTTPS_PROXY: proxy, [name]: noProxy });
+        assertEquals(result.proxy === undefined, direct, `${name}=${noProxy} for ${url}: ${JSON.stringify(result)}`);
+        if (direct) assertMatch(result.reason, new RegExp(`^${name} has "`));
+      }
+    }
+  });
+});
+
+Deno.test("a loopback issuer is reached directly when HTTP(S)_PROXY is set (real process, proxy stand-in)", async (t) => {
+  const proxy = proxyStandIn();
+  try {
+    await withMock(async (mock) => {
+      for (const noProxy of [undefined, "example.com"]) {
+        await t.step(`NO_PROXY ${noProxy ?? "unset"}`, async () => {
+          const env: Record<string, string> = {
+            HTTP_PROXY: proxy.url,
+            HTTPS_PROXY: proxy.url,
+            http_proxy: proxy.url,
+            OAUTH_LOGIN_CACHE: "/nonexistent/oauth-login-cache",
+            ...(noProxy ? { NO_PROXY: noProxy } : {}),
+          };
+          const result = await tool(["doctor", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], env);
+          assertStringIncludes(result.stdout, `ok    discovery  ${mock.issuer} answered`);
+          assertStringIncludes(result.stdout, `ok    network    ${mock.issuer}: direct (loopback, never proxied)`);
+          assertEquals(proxy.seen, [], "nothing reached the proxy");
+          assert(mock.calls(".well-known/oauth-authorization-server").length > 0, "the issuer was asked directly");
+        });
+      }
+    });
+  } finally {
+    await proxy.close();
+  }
+});
+
+Deno.test("an https issuer goes through HTTPS_PROXY, and the proxy's refusal says it came from the proxy", async () => {
+  const proxy = proxyStandIn();
+  try {
+    const result = await run(["login", "--issuer", "https://idp.example", "--client-id", "c"], {
+      env: { HTTPS_PROXY: proxy.url },
+    });
+    assertEquals(result.code, EXIT.failure);
+    assertEquals(proxy.seen, ["CONNECT http://idp.example:443"]);
+    assertEquals(
+      result.stderr,
+      `error: Cannot reach idp.example through the proxy ${proxy.url} (HTTPS_PROXY): the proxy answered with an error (unsuccessful tunnel)\n` +
+        "hint: the proxy could not reach idp.example: check HTTPS_PROXY, or add the host to NO_PROXY\n",
+    );
+    await cleanUp(result);
+  } finally {
+    await proxy.close();
+  }
+});
+
+Deno.test("a host NO_PROXY names is not sent to the proxy", async (t) => {
+  const proxy = proxyStandIn();
+  try {
+    for (const [name, value] of [["NO_PROXY", ".invalid"], ["no_proxy", "idp.invalid:443"], ["NO_PROXY", "*"]]) {
+      await t.step(`${name}=${value}`, async () => {
+        const result = await run(["login", "--issuer", "https://idp.invalid", "--client-id", "c"], {
+          env: { HTTPS_PROXY: proxy.url, [name]: value },
+        });
+        assertEquals(result.code, EXIT.failure);
+        assertEquals(proxy.seen, []);
+        assertMatch(result.stderr, /^error: Cannot reach idp\.invalid: /);
+        assertNotMatch(result.stderr, /through the proxy/);
+        await cleanUp(result);
+      });
+    }
+  } finally {
+    await proxy.close();
+  }
+});
+
+Deno.test("doctor says which of the issuer's hosts go through which proxy, without its credentials", async () => {
+  const metadata = {
+    issuer: "https://idp.example",
+    authorization_endpoint: "https://idp.example/authorize",
+    token_endpoint: "https://tokens.example.net/token",
+    jwks_uri: "https://idp.example/jwks",
+    code_challenge_methods_supported: ["S256"],
+  };
+  const result = await run(["doctor", "--issuer", "https://idp.example", "--client-id", "c"], {
+    env: { HTTPS_PROXY: "http://alice:pr0xy-pa55@proxy.corp:3128", no_proxy: ".example.net" },
+    fetch: (input) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      return Promise.resolve(
+        url.pathname === "/.well-known/oauth-authorization-server"
+          ? Response.json(metadata)
+          : new Response("not found", { status: 404 }),
+      );
+    },
+  });
+  assertStringIncludes(
+    result.stdout,
+    "ok    network    https://idp.example: through the proxy http://proxy.corp:3128 (HTTPS_PROXY)\n" +
+      'ok    network    https://tokens.example.net: direct (no_proxy has ".example.net")\n',
+  );
+  assertNotMatch(result.stdout + result.stderr, /pr0xy-pa55|alice/);
+  await cleanUp(result);
+});
