@@ -58,7 +58,12 @@ async function spawn(
     args,
     cwd: options.cwd ?? ROOT,
     clearEnv: true,
-    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: Deno.env.get("HOME") ?? "/tmp", ...options.env },
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: Deno.env.get("HOME") ?? "/tmp",
+      DENO_NO_UPDATE_CHECK: "1", // Deno's own update check would otherwise reach a proxy stand-in
+      ...options.env,
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
