@@ -606,3 +606,139 @@ Deno.test("doctor says which of the issuer's hosts go through which proxy, witho
   assertNotMatch(result.stdout + result.stderr, /pr0xy-pa55|alice/);
   await cleanUp(result);
 });
+
+// ── 4: .env under deno task, as editors save it ─────────────────────────────────────────────────
+
+Deno.test("parseDotenv() reads .env files however editors save them", async () => {
+  const { parseEnv } = await import("node:util");
+  const expected = { OAUTH_ISSUER: "https://idp.example", OAUTH_CLIENT_ID: "0oa1 2", OAUTH_SCOPE: "openid email" };
+  const files = {
+    "Windows Notepad (BOM, CRLF)":
+      "\uFEFFOAUTH_ISSUER=https://idp.example\r\nOAUTH_CLIENT_ID=\"0oa1 2\"\r\nOAUTH_SCOPE='openid email'\r\n",
+    "classic Mac OS (CR)": "OAUTH_ISSUER=https://idp.example\rOAUTH_CLIENT_ID=\"0oa1 2\"\rOAUTH_SCOPE='openid email'\r",
+    "shell style (export, comments, spaces)":
+      '# settings\nexport OAUTH_ISSUER=https://idp.example  # the issuer\nexport OAUTH_CLIENT_ID = "0oa1 2"\n\nOAUTH_SCOPE="openid email"\n',
+  };
+  for (const [editor, text] of Object.entries(files)) assertEquals(parseDotenv(text, parseEnv), expected, editor);
+});
+
+Deno.test("misspeltKeys() names the variable a look-alike key meant", () => {
+  assertEquals(
+    misspeltKeys({
+      OAUTH_CLIENTID: "x",
+      oauth_issuer: "x",
+      "OAUTH-SCOPE": "x",
+      OAUTH_ISUER: "x",
+      OAUTH_ISSUER: "x",
+      DATABASE_URL: "x",
+      OAUTH_TOKEN_FOR_CI: "x",
+    }),
+    [
+      'The .env key "OAUTH_CLIENTID" is not one this tool reads; did you mean OAUTH_CLIENT_ID?',
+      'The .env key "oauth_issuer" is not one this tool reads; did you mean OAUTH_ISSUER?',
+      'The .env key "OAUTH-SCOPE" is not one this tool reads; did you mean OAUTH_SCOPE?',
+      'The .env key "OAUTH_ISUER" is not one this tool reads; did you mean OAUTH_ISSUER?',
+    ],
+  );
+});
+
+Deno.test(".env is read from INIT_CWD, --verbose says which file, and a look-alike key is warned about", async () => {
+  const result = await run(["whoami", "--verbose"], {
+    env: { INIT_CWD: "/home/alice/project/sub" },
+    files: {
+      ".env": { OAUTH_ISSUER: "https://wrong.example", OAUTH_CLIENT_ID: "wrong" },
+      "/home/alice/project/sub/.env": { OAUTH_ISSUER: "https://idp.example/", OAUTH_CLIENTID: "0oa" },
+    },
+  });
+  assertEquals(result.code, EXIT.usage);
+  assertStringIncludes( // (--verbose then prints the stack trace)
+    result.stderr,
+    'trace: read 2 settings from "/home/alice/project/sub/.env"\n' +
+      'warning: The .env key "OAUTH_CLIENTID" is not one this tool reads; did you mean OAUTH_CLIENT_ID?\n' +
+      "error: No client id is configured\n" +
+      "hint: pass --client-id ID or set OAUTH_CLIENT_ID (in the environment or in .env)\n",
+  );
+  await cleanUp(result);
+});
+
+/** A directory inside the repository (so `deno task` finds deno.json above it), removed afterwards. */
+async function withSubdirectory(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ dir: ROOT, prefix: ".environment-test-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("deno task run from a subdirectory reads that subdirectory's .env (real deno task)", async () => {
+  await withSubdirectory(async (dir) => {
+    // As Windows Notepad saves it: a byte order mark and CRLF, with `export` and quotes for good measure.
+    Deno.writeTextFileSync(
+      `${dir}/.env`,
+      "\uFEFFexport OAUTH_ISSUER=\"http://127.0.0.1:9\"\r\nOAUTH_CLIENT_ID='from-subdir'\r\n",
+    );
+    const env = { OAUTH_LOGIN_CACHE: `${dir}/cache` };
+    const whoami = await spawn(Deno.execPath(), ["task", "-q", "whoami", "--verbose"], { cwd: dir, env });
+    assertEquals(whoami.code, EXIT.loginRequired, whoami.stderr);
+    assertStringIncludes(
+      whoami.stderr,
+      `trace: read 2 settings from "${dir}/.env"\n` +
+        "error: Not logged in for http://127.0.0.1:9\n" +
+        'hint: run "oauth-login login" (or pass --interactive to let this command sign you in)\n',
+    );
+    const doctor = await spawn(Deno.execPath(), ["task", "-q", "doctor"], { cwd: dir, env });
+    assertStringIncludes(doctor.stdout, `ok    config     .env: read 2 variables from "${dir}/.env"\n`);
+    assertStringIncludes(doctor.stdout, "ok    config     issuer: http://127.0.0.1:9 (from .env)\n");
+    assertStringIncludes(doctor.stdout, "ok    config     client id: from-subdir (from .env)\n");
+  });
+});
+
+// ── 5: Deno permissions ─────────────────────────────────────────────────────────────────────────
+
+Deno.test("--help and --version run under deno run with no permissions at all", async (t) => {
+  for (const args of [["--help"], ["--version"], ["token", "--help"], ["-h"]]) {
+    await t.step(args.join(" "), async () => {
+      const result = await tool(args, {}, ["--no-prompt"]);
+      assertEquals(result.code, 0, result.stderr);
+      assertEquals(result.stderr, "");
+      assertMatch(result.stdout, args.includes("--version") ? /^oauth-login \d+\.\d+\.\d+\n$/ : /^(oauth-login|Usage)/);
+    });
+  }
+});
+
+Deno.test("a missing Deno permission is one sentence naming the flag to add, never a stack trace", async (t) => {
+  await withMock(async (mock) => {
+    const home = await Deno.makeTempDir();
+    const env = { OAUTH_LOGIN_CACHE: `${home}/cache`, OAUTH_ISSUER: mock.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id };
+    const cases: [string, string[], string[], string, string][] = [
+      ["no env", ["--no-prompt"], ["token"], 'env access to "INIT_CWD"', "--allow-env=INIT_CWD"],
+      [
+        "no read",
+        ["--no-prompt", "--allow-env"],
+        ["token"],
+        'read access to ".env"', // the first file it reads
+        "--allow-read=.env",
+      ],
+      [
+        "no net",
+        ["--no-prompt", "--allow-env", "--allow-read", "--allow-write"],
+        ["login", "--no-browser"],
+        `net access to "127.0.0.1:${mock.port}"`,
+        `--allow-net=127.0.0.1:${mock.port}`,
+      ],
+    ];
+    for (const [name, flags, args, what, flag] of cases) {
+      await t.step(name, async () => {
+        const result = await tool(args, env, flags);
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        const lines = result.stderr.trimEnd().split("\n");
+        assertEquals(lines.length, 2, result.stderr);
+        assertStringIncludes(lines[0], `error: Deno's permissions do not allow ${what}`);
+        assertStringIncludes(lines[1], `hint: run again with ${flag}`);
+        assertNotMatch(result.stderr, /NotCapable|\n\s+at /);
+      });
+    }
+    await Deno.remove(home, { recursive: true });
+  });
+});
