@@ -742,3 +742,84 @@ Deno.test("a missing Deno permission is one sentence naming the flag to add, nev
     await Deno.remove(home, { recursive: true });
   });
 });
+
+/** A stand-in browser: a script that loads the URL and follows the redirects with curl (mock approves at once). */
+function fakeBrowser(path: string): void {
+  Deno.writeTextFileSync(path, '#!/bin/sh\nexec curl -sf -L -o /dev/null "$1"\n', { mode: 0o755 });
+}
+
+const curl = (() => {
+  try {
+    return Deno.statSync("/usr/bin/curl").isFile;
+  } catch {
+    return false;
+  }
+})();
+if (!curl) console.log("skipping the deno task login tests: /usr/bin/curl (the stand-in browser) is not installed");
+
+Deno.test({
+  name: "deno task login works under exactly the task's permissions, with the platform opener and with $BROWSER",
+  ignore: !curl || Deno.build.os === "windows",
+  fn: async (t) => {
+    await withMock(async (mock) => {
+      await withSubdirectory(async (dir) => {
+        Deno.mkdirSync(`${dir}/bin`);
+        fakeBrowser(`${dir}/bin/xdg-open`); // found on PATH, as the real xdg-open would be
+        fakeBrowser(`${dir}/my-browser`);
+        const env = {
+          PATH: `${dir}/bin:${Deno.env.get("PATH")}`,
+          DISPLAY: ":0",
+          OAUTH_LOGIN_CACHE: `${dir}/cache`,
+          OAUTH_ISSUER: mock.issuer,
+          OAUTH_CLIENT_ID: PUBLIC_CLIENT.id,
+        };
+        await t.step("without $BROWSER: the platform opener (xdg-open) is allowed", async () => {
+          const result = await spawn(Deno.execPath(), ["task", "-q", "login"], { cwd: dir, env });
+          assertEquals(result.code, EXIT.ok, result.stderr);
+          assertMatch(result.stderr, /^Opening your browser to sign in at 127\.0\.0\.1:\d+ \.\.\.\n/);
+          assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
+          assertNotMatch(result.stderr, /warning|error/);
+        });
+        await t.step(
+          "with $BROWSER and no terminal to ask on: one sentence naming the flag, and the login goes on",
+          async () => {
+            // Deno asks "Allow run access to …?" in a terminal; without one the tool says which flag to add and
+            // prints the address, which the person (here: the test) opens themselves.
+            const child = new Deno.Command(Deno.execPath(), {
+              args: ["task", "-q", "login"],
+              cwd: dir,
+              clearEnv: true,
+              env: { ...env, HOME: Deno.env.get("HOME") ?? "/tmp", DENO_NO_UPDATE_CHECK: "1", BROWSER: `${dir}/my-browser` },
+              stdin: "null",
+              stdout: "piped",
+              stderr: "piped",
+            }).spawn();
+            const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+            let stderr = "";
+            const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+            let visited = false;
+            for (;;) {
+              const { value, done } = await reader.read();
+              if (done) break;
+              stderr += value;
+              const start = stderr.match(/If it does not open, visit: (\S+)\n/)?.[1];
+              if (start && !visited && stderr.includes("warning: Cannot open a browser")) {
+                visited = true;
+                await scriptedBrowser(start);
+              }
+            }
+            const status = await child.status;
+            await child.stdout.cancel();
+            clearTimeout(timer);
+            assertEquals(status.code, EXIT.ok, stderr);
+            assertStringIncludes(
+              stderr,
+              `warning: Cannot open a browser (Deno's permissions do not allow running "${dir}/my-browser": add --allow-run=${dir}/my-browser); open the address above yourself\n`,
+            );
+            assertStringIncludes(stderr, "Logged in as alice@example.com\n");
+          },
+        );
+      });
+    });
+  },
+});
