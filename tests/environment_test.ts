@@ -789,7 +789,12 @@ Deno.test({
               args: ["task", "-q", "login"],
               cwd: dir,
               clearEnv: true,
-              env: { ...env, HOME: Deno.env.get("HOME") ?? "/tmp", DENO_NO_UPDATE_CHECK: "1", BROWSER: `${dir}/my-browser` },
+              env: {
+                ...env,
+                HOME: Deno.env.get("HOME") ?? "/tmp",
+                DENO_NO_UPDATE_CHECK: "1",
+                BROWSER: `${dir}/my-browser`,
+              },
               stdin: "null",
               stdout: "piped",
               stderr: "piped",
@@ -822,4 +827,38 @@ Deno.test({
       });
     });
   },
+});
+
+// ── 7: DENO_CERT in doctor ──────────────────────────────────────────────────────────────────────
+
+Deno.test("doctor checks that the DENO_CERT file exists and holds PEM certificates that parse", async (t) => {
+  const dir = await Deno.makeTempDir();
+  const files = {
+    good: LOOPBACK_TLS.cert,
+    garbage: "not a certificate\n",
+    broken: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+  };
+  for (const [name, text] of Object.entries(files)) Deno.writeTextFileSync(`${dir}/${name}.pem`, text);
+  const cases: [string, string, string][] = [
+    ["good.pem", "ok  ", `DENO_CERT is set to ${dir}/good.pem, which holds PEM certificates`],
+    ["missing.pem", "fail", `DENO_CERT is set to ${dir}/missing.pem, which does not exist`],
+    [
+      "garbage.pem",
+      "fail",
+      `DENO_CERT is set to ${dir}/garbage.pem, which holds no PEM certificate (BEGIN CERTIFICATE)`,
+    ],
+    ["broken.pem", "fail", `DENO_CERT is set to ${dir}/broken.pem, whose certificate 1 of 1 does not parse (`],
+  ];
+  for (const [file, status, message] of cases) {
+    await t.step(file, async () => {
+      const result = await run(["doctor", "--issuer", "http://127.0.0.1:9", "--client-id", "c"], {
+        env: { DENO_CERT: `${dir}/${file}` },
+        fetch: () => Promise.reject(new TypeError("offline")),
+      });
+      assertStringIncludes(result.stdout, `${status}  network    ${message}`);
+      assertEquals(result.code, EXIT.failure); // (discovery fails too: the issuer is offline here)
+      await cleanUp(result);
+    });
+  }
+  await Deno.remove(dir, { recursive: true });
 });
