@@ -2723,7 +2723,9 @@ a person can answer (a terminal) or --interactive is given; otherwise it exits 4
   --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
   --interactive         sign in when needed even without a terminal
   --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
-                        or exec-credential (a kubectl client.authentication.k8s.io/v1 ExecCredential)
+                        or exec-credential (for kubectl: v1 or v1beta1, as
+                        KUBERNETES_EXEC_INFO asks; no sign-in when it says
+                        spec.interactive is false)
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
 `,
