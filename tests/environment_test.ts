@@ -19,7 +19,7 @@ import {
   planRedirect,
   routeFor,
 } from "../login.ts";
-import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import { PUBLIC_CLIENT } from "./mock_issuer.ts";
 import { cleanUp, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -33,7 +33,7 @@ const LOGIN_TS = `${ROOT}/login.ts`;
 // ── Helpers ─────────────────────────────────────────────────────────────────────────────────────
 
 /** A browser login against the mock, in process; returns the run (its home holds the cache). */
-async function login(mock: ServedMock, args: string[], options: RunOptions = {}) {
+async function login(args: string[], options: RunOptions = {}) {
   const result = await run(["login", "--client-id", PUBLIC_CLIENT.id, "--flow", "browser", ...args], {
     browser: (start) => scriptedBrowser(start),
     ...options,
@@ -188,7 +188,7 @@ Deno.test("token, whoami and logout find the entry whichever way the issuer is w
   for (const forms of cases) {
     await t.step(`login ${forms.login("ISSUER")}, then ${forms.other("ISSUER")}`, async () => {
       await withMock(async (mock) => {
-        const first = await login(mock, ["--issuer", forms.login(mock.issuer)]);
+        const first = await login(["--issuer", forms.login(mock.issuer)]);
         const other = ["--issuer", forms.other(mock.issuer), "--client-id", PUBLIC_CLIENT.id];
         const token = await run(["token", ...other], { home: first.home });
         assertEquals(token.code, EXIT.ok, token.stderr);
@@ -213,7 +213,7 @@ Deno.test("token, whoami and logout find the entry whichever way the issuer is w
 
 Deno.test("an entry saved under the older key (issuer with its slash) is still found by token, whoami and logout", async () => {
   await withMock(async (mock) => {
-    const first = await login(mock, ["--issuer", mock.issuer]);
+    const first = await login(["--issuer", mock.issuer]);
     const config = { issuer: mock.issuer, clientId: PUBLIC_CLIENT.id, scope: undefined, params: [] };
     const [legacy] = legacyCacheKeys(config);
     const dir = `${first.home}/cache`;
@@ -263,7 +263,7 @@ Deno.test("parseExecInfo() reads KUBERNETES_EXEC_INFO and refuses what is not an
 
 Deno.test("token --format exec-credential as a process answers in the version KUBERNETES_EXEC_INFO names", async (t) => {
   await withMock(async (mock) => {
-    const first = await login(mock, ["--issuer", mock.issuer]);
+    const first = await login(["--issuer", mock.issuer]);
     const env = {
       OAUTH_ISSUER: mock.issuer,
       OAUTH_CLIENT_ID: PUBLIC_CLIENT.id,
@@ -408,7 +408,7 @@ Deno.test({
   ignore: !kubectl,
   fn: async (t) => {
     await withMock(async (mock) => {
-      const first = await login(mock, ["--issuer", mock.issuer]);
+      const first = await login(["--issuer", mock.issuer]);
       const token = [...mock.accessTokens.keys()][0];
       const api = apiServerStandIn(token);
       const env = { OAUTH_ISSUER: mock.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id };
