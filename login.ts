@@ -188,6 +188,8 @@ export interface Deps {
   readLines?: () => AsyncIterable<string>;
   /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
   animate: boolean;
+  /** The working directory (`Deno.cwd()`), to tell an inherited `INIT_CWD` from our own task's. */
+  cwd?: () => string;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -711,10 +713,18 @@ export function quickParse(args: string[]): Cli | undefined {
  * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
  * was started; outside a task it is unset and the working directory is where the person stands.
  */
-export function envFilePath(flag: string | undefined, initCwd: string | undefined): string {
+export function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
   const path = flag ?? ".env";
   if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
-  return `${initCwd.replace(/[\\/]+$/, "")}/${path}`;
+  const start = initCwd.replace(/[\\/]+$/, "");
+  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+  // somewhere else: then the working directory is where the person (or script) stands.
+  if (cwd !== undefined) {
+    const here = cwd.replace(/[\\/]+$/, "");
+    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+  }
+  return `${start}/${path}`;
 }
 
 /** The path as `--verbose` and `doctor` show it. */
@@ -2785,7 +2795,8 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       return EXIT.ok;
     }
     const envFile = cli.flags["env-file"];
-    const envPath = envFilePath(envFile, deps.env("INIT_CWD"));
+    const initCwd = deps.env("INIT_CWD");
+    const envPath = envFilePath(envFile, initCwd, initCwd ? deps.cwd?.() : undefined);
     const dotenv = await deps.readEnvFile(envPath);
     if (envFile && !dotenv) {
       throw new LoginError("config", `Cannot read the env file "${sanitize(envPath)}"`, {
@@ -2947,6 +2958,7 @@ export function realDeps(): Deps {
     get animate() {
       return Deno.stderr.isTerminal() && !env("NO_COLOR");
     },
+    cwd: () => Deno.cwd(),
   };
 }
 

@@ -10,6 +10,7 @@
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
 import {
   cacheKey,
+  envFilePath,
   EXIT,
   legacyCacheKeys,
   misspeltKeys,
@@ -640,6 +641,21 @@ Deno.test("misspeltKeys() names the variable a look-alike key meant", () => {
       'The .env key "OAUTH_ISUER" is not one this tool reads; did you mean OAUTH_ISSUER?',
     ],
   );
+});
+
+Deno.test("envFilePath() uses INIT_CWD under deno task, and not when it was inherited by a process elsewhere", () => {
+  assertEquals(envFilePath(undefined, undefined), ".env");
+  assertEquals(envFilePath(undefined, "/repo/sub"), "/repo/sub/.env");
+  assertEquals(
+    envFilePath(undefined, "/repo/sub", "/repo"),
+    "/repo/sub/.env",
+    "deno task: cwd is deno.json's directory",
+  );
+  assertEquals(envFilePath(undefined, "/repo", "/repo"), "/repo/.env");
+  assertEquals(envFilePath(undefined, "/repo/sub", "/elsewhere"), ".env", "inherited INIT_CWD");
+  assertEquals(envFilePath(undefined, "/repo/sub", "/repo/sub/deeper"), ".env", "inherited INIT_CWD");
+  assertEquals(envFilePath("config/dev.env", "/repo/sub", "/repo"), "/repo/sub/config/dev.env");
+  assertEquals(envFilePath("/etc/oauth.env", "/repo/sub", "/repo"), "/etc/oauth.env");
 });
 
 Deno.test(".env is read from INIT_CWD, --verbose says which file, and a look-alike key is warned about", async () => {
