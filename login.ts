@@ -2224,8 +2224,10 @@ async function findEntry(config: Config, deps: Deps): Promise<{ name: string; en
   return { name };
 }
 
-function loginRequired(config: Config, why: string, options: { hint?: string } = {}): LoginError {
-  return new LoginError("login_required", `${why} for ${displayIssuer(config.issuer)}`, {
+/** `named`: the issuer as a cached entry's metadata names it, when there is an entry. */
+function loginRequired(config: Config, why: string, options: { hint?: string; named?: unknown } = {}): LoginError {
+  const issuer = typeof options.named === "string" ? sanitize(options.named) : displayIssuer(config.issuer);
+  return new LoginError("login_required", `${why} for ${issuer}`, {
     hint: options.hint ?? 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
   });
 }
@@ -2313,11 +2315,12 @@ async function renew(
   }
   if (kubectlInteractive === false) {
     throw loginRequired(config, why, {
+      named: entry?.metadata.issuer,
       hint: 'kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again',
     });
   }
   if (!config.interactive && !deps.interactive && kubectlInteractive !== true) {
-    throw loginRequired(config, why);
+    throw loginRequired(config, why, { named: entry?.metadata.issuer });
   }
   return await loginAndSave(config, deps, name);
 }
@@ -2354,7 +2357,9 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   const now = deps.now();
   const expired = !isFresh(entry, now, 0);
   if (expired && !entry.refreshToken) {
-    throw loginRequired(config, "The cached token has expired and cannot be refreshed");
+    throw loginRequired(config, "The cached token has expired and cannot be refreshed", {
+      named: entry.metadata.issuer,
+    });
   }
   if (config.json) {
     deps.stdout(

@@ -878,3 +878,36 @@ Deno.test("doctor checks that the DENO_CERT file exists and holds PEM certificat
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("messages about a cached entry name the issuer as the server's metadata does", async () => {
+  // An Auth0-style server names its origin issuer with the slash; the person typed it without.
+  const home = await Deno.makeTempDir();
+  Deno.mkdirSync(`${home}/cache`, { mode: 0o700 });
+  const config = { issuer: "https://tenant.example", clientId: "c", scope: undefined, params: [] };
+  const entry = {
+    version: 1,
+    issuer: "https://tenant.example",
+    clientId: "c",
+    requestedScope: "",
+    accessToken: "expired-access-token-value",
+    tokenType: "Bearer",
+    expiresAt: Date.now() - 60_000,
+    authMethod: "none",
+    metadata: { issuer: "https://tenant.example/", token_endpoint: "https://tenant.example/oauth/token" },
+  };
+  Deno.writeTextFileSync(`${home}/cache/${cacheKey(config)}.json`, JSON.stringify(entry), { mode: 0o600 });
+  const args = ["--issuer", "https://tenant.example", "--client-id", "c"];
+  const token = await run(["token", ...args], { home });
+  assertEquals(token.code, EXIT.loginRequired);
+  assertStringIncludes(
+    token.stderr,
+    "error: The cached token has expired and cannot be refreshed for https://tenant.example/\n",
+  );
+  const whoami = await run(["whoami", ...args], { home });
+  assertEquals(whoami.code, EXIT.loginRequired);
+  assertStringIncludes(
+    whoami.stderr,
+    "error: The cached token has expired and cannot be refreshed for https://tenant.example/\n",
+  );
+  await Deno.remove(home, { recursive: true });
+});
