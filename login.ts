@@ -2712,7 +2712,7 @@ ${LOGIN_FLAGS_HELP}
 Run "oauth-login COMMAND --help" for a command's own flags.
 
 Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the browser command), NO_COLOR.
-Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (loopback is never proxied).
+Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
             4 login required, 5 timed out, 130 interrupted.
