@@ -98,15 +98,23 @@ function proxyStandIn() {
 
 Deno.test("login with a loopback redirect URI without a port or with port 0 binds a free port and sends it", async (t) => {
   // (The mock, like RFC 8252 §7.3, lets only IP literals vary the port; `localhost` is covered below.)
-  for (const configured of ["http://127.0.0.1/callback", "http://127.0.0.1:0/callback"]) {
-    await t.step(configured, async () => {
+  const cases: [string, "flag" | "variable"][] = [
+    ["http://127.0.0.1/callback", "variable"], // the README's Okta Native setting, as OAUTH_REDIRECT_URI
+    ["http://127.0.0.1/callback", "flag"],
+    ["http://127.0.0.1:0/callback", "flag"],
+  ];
+  for (const [configured, how] of cases) {
+    await t.step(`${configured} (${how})`, async () => {
       await withMock(async (mock) => {
         mock.clients.push({ id: "loopback-any-port", auth: "none", redirectUris: [configured.replace(":0", "")] });
         const result = await run(
           ["login", "--issuer", mock.issuer, "--client-id", "loopback-any-port", "--flow", "browser"].concat(
-            ["--redirect-uri", configured],
+            how === "flag" ? ["--redirect-uri", configured] : [],
           ),
-          { browser: (start) => scriptedBrowser(start) },
+          {
+            browser: (start) => scriptedBrowser(start),
+            env: how === "variable" ? { OAUTH_REDIRECT_URI: configured } : {},
+          },
         );
         assertEquals(result.code, EXIT.ok, result.stderr);
         const sent = new URL(mock.calls("authorize")[0].query.redirect_uri);
