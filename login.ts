@@ -1682,6 +1682,9 @@ export async function listen(redirect: Redirect): Promise<Listener> {
           "port_in_use",
           `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
           {
+            hint: error instanceof Deno.errors.PermissionDenied && port < 1024
+              ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
+              : undefined,
             cause: error,
           },
         );
