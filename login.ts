@@ -1568,17 +1568,14 @@ function issuerMismatch(config: Config, said: string): LoginError {
   }
   const tenantGuid = said.match(/\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/v2\.0\/?$/i)?.[1];
   const byTenant = config.provider === "entra" && config.sources.issuer === "default" && tenantGuid;
-  return new LoginError(
-    "config",
-    `Issuer mismatch: asked for "${displayIssuer(config.issuer)}", the server says "${shown}" (${
-      issuerDifference(config.issuer, said)
-    })`,
-    {
-      hint: byTenant
-        ? `the tenant "${sanitize(config.tenant)}" is ${tenantGuid} at the server: use --tenant ${tenantGuid}`
-        : `use --issuer ${shown}`,
-    },
-  );
+  const difference = issuerDifference(config.issuer, said);
+  return new LoginError("config", `Issuer mismatch: asked for "${config.issuer}", the server says "${shown}"`, {
+    hint: byTenant
+      ? `${difference}: the tenant "${
+        sanitize(config.tenant)
+      }" is ${tenantGuid} at the server; use --tenant ${tenantGuid}`
+      : `${difference}: if the server's value is the one you meant, use --issuer ${shown}`,
+  });
 }
 
 /** The metadata for endpoints given by hand, with no issuer: `issuer` is the token endpoint. */
