@@ -833,7 +833,11 @@ export const PRESETS: Record<string, Preset> = {
   okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default" },
   auth0: { issuerExample: "https://YOUR-TENANT.us.auth0.com/", scope: "openid profile email offline_access" },
   keycloak: { issuerExample: "https://HOST/realms/REALM" },
-  cognito: { issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID", scope: "openid profile email" },
+  cognito: {
+    issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+    scope: "openid profile email",
+    userClaim: "cognito:username",
+  },
   salesforce: { issuer: "https://login.salesforce.com", scope: "openid profile refresh_token" },
   dropbox: {
     issuer: "https://www.dropbox.com",
@@ -1627,7 +1631,7 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
         response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
       }
     }
-    if (response.status !== 200) {
+    if (response.status !== 200 && response.status !== 404) {
       // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
       const said = await response.clone().json().catch(() => undefined);
       if (said && typeof said === "object" && typeof said.error === "string") {
@@ -2246,6 +2250,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const limit = delay(config.timeoutMs);
     const complete = async (callback: URLSearchParams): Promise<Response> => {
       limit.cancel();
+      if (noIssuer && callback.has("iss")) {
+        // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
+        trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
+        callback.delete("iss");
+      }
       try {
         const validated = await step(
           "accept the sign-in",
