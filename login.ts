@@ -2680,7 +2680,12 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
     if (withoutIssuer(config)) {
       add("ok", "config", `issuer: none (endpoints given by hand; the token endpoint keys the cache)`);
-    } else add("ok", "config", `issuer: ${config.issuer} (${from("issuer")})`);
+    } else {
+      const origin = config.sources.issuer === "default" && config.provider
+        ? `from the ${config.provider} preset`
+        : from("issuer");
+      add("ok", "config", `issuer: ${config.issuer} (${origin})`);
+    }
     add(
       "ok",
       "config",

@@ -839,6 +839,12 @@ Deno.test("doctor shows the preset in force and why", async () => {
       env: { OAUTH_PROVIDER: "okta" },
     });
     assertStringIncludes(named.stdout, "provider preset: okta (from environment)");
+    const preset = await run(["doctor", "--provider", "google", "--client-id", "x"], {
+      presetBase: new URL(keycloak.issuer).origin,
+    });
+    assertStringIncludes(preset.stdout, `issuer: ${new URL(keycloak.issuer).origin}/ (from the google preset)`);
+    assertStringIncludes(preset.stdout, "provider preset: google (from flag)");
+    await cleanUp(preset);
     await cleanUp(named);
     const plain = serveMockIssuer();
     const none = await run(["doctor", "--issuer", plain.issuer, "--client-id", "kc-cli"]);
