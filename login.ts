@@ -797,6 +797,10 @@ export interface Preset {
   callbackPath?: string;
   /** Redirect hosts it refuses. */
   refusedRedirectHosts?: string[];
+  /** Why it needs a client secret even for PKCE, when it does (Google). */
+  needsSecret?: string;
+  /** Its own revocation API, not RFC 7009 (GitHub's `DELETE /applications/{client_id}/token`). */
+  tokenDeletionEndpoint?: string;
 }
 
 /** The built-in provider presets, each from the provider's public documentation. */
@@ -811,6 +815,7 @@ export const PRESETS: Record<string, Preset> = {
     scope: "read:user",
     clientAuth: "client_secret_post",
     userClaim: "login",
+    tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
   },
   gitlab: {
     issuer: "https://gitlab.com",
@@ -822,6 +827,8 @@ export const PRESETS: Record<string, Preset> = {
     scope: "openid email profile",
     params: [["access_type", "offline"]],
     prompt: "consent",
+    needsSecret:
+      "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
   },
   entra: {
     issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
@@ -988,6 +995,11 @@ export function resolveConfig(
     });
   }
   scope ??= preset?.scope;
+  if (preset?.needsSecret && !clientSecret && needsClient && cli.command !== "logout") {
+    throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
+      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
+    });
+  }
   const refused = preset?.refusedRedirectHosts ?? [];
   if (redirectUri && refused.includes(parseUrl(redirectUri)?.hostname ?? "")) {
     throw new LoginError(
@@ -1757,6 +1769,10 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
 async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
+  const deletion = config.provider && entry.clientId === config.clientId
+    ? PRESETS[config.provider]?.tokenDeletionEndpoint
+    : undefined;
+  if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
   if (!as.revocation_endpoint) {
     deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
     return [];
@@ -1792,6 +1808,41 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
     }
   }
   return problems;
+}
+
+/**
+ * GitHub's revocation, which is not RFC 7009: `DELETE /applications/{client_id}/token` with the client
+ * id and secret as Basic credentials and the access token in a JSON body; 204 when done, 404 when the
+ * token was no longer valid. Returns what could not be revoked.
+ */
+async function deleteAppToken(
+  entry: TokenSet,
+  config: Config,
+  template: string,
+  deps: Deps,
+  trace?: Trace,
+): Promise<string[]> {
+  if (!config.clientSecret) {
+    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the token cannot be revoked`];
+  }
+  const url = rebase(template.replace("{client_id}", encodeURIComponent(entry.clientId)), deps.presetBase);
+  try {
+    const response = await issuerFetch(deps, trace)(url, {
+      method: "DELETE",
+      headers: {
+        accept: "application/vnd.github+json",
+        "content-type": "application/json",
+        authorization: `Basic ${btoa(`${entry.clientId}:${config.clientSecret}`)}`,
+      },
+      // Bytes, not a string: the trace describes string bodies, and this one holds the token.
+      body: new TextEncoder().encode(JSON.stringify({ access_token: entry.accessToken })),
+    });
+    await response.body?.cancel();
+    if (response.status === 204 || response.status === 404) return [];
+    return [`Cannot revoke the access token: the server answered HTTP ${response.status}`];
+  } catch (error) {
+    return [error instanceof Error ? error.message : String(error)];
+  }
 }
 
 /** Says who logged in: introspection, else the ID token's claims, else UserInfo. */

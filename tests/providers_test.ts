@@ -61,9 +61,24 @@ const PERSONALITIES: Personality[] = [
         token: "/login/oauth/access_token",
         device_authorization: "/login/device/code",
         device: "/login/device",
+        revoke: "/applications/Iv1.8a61f9b3a7aba766/token",
       },
       dialect: { status200Errors: true, scopeSeparator: ",", tokenType: "bearer", omitExpiresIn: true },
       whoAmI: { path: "/user", body: () => ({ login: "octocat", id: 583231, name: "The Octocat" }) },
+    },
+    // Revocation is GitHub's REST API: DELETE with Basic client credentials and a JSON body; 204.
+    setup: (mock) => {
+      mock.intercept = async (record, _url, request) => {
+        if (record.method !== "DELETE" || record.path !== "/applications/Iv1.8a61f9b3a7aba766/token") return undefined;
+        const expected = `Basic ${btoa("Iv1.8a61f9b3a7aba766:gh-client-secret-0123456789")}`;
+        const body = await request.json();
+        if (record.headers.authorization !== expected || !mock.accessTokens.has(body.access_token)) {
+          return json({ message: "Not Found" }, 404);
+        }
+        mock.accessTokens.delete(body.access_token);
+        mock.revoked.push(body.access_token);
+        return new Response(null, { status: 204 });
+      };
     },
     client: {
       id: "Iv1.8a61f9b3a7aba766",
@@ -75,7 +90,7 @@ const PERSONALITIES: Personality[] = [
     user: "octocat",
     device: true,
     refresh: false,
-    revoke: false,
+    revoke: true,
   },
   {
     // Discovery, but the device endpoint (/oauth/authorize_device) is missing from it; RTs rotate.
@@ -643,6 +658,28 @@ Deno.test("issue 14.3: GitHub", async (t) => {
       if (result) await cleanUp(result);
     }
   });
+  await t.step("logout revokes through GitHub's own API; --verbose shows neither token nor secret", async () => {
+    const mock = serve(github);
+    let result: Run | undefined;
+    try {
+      result = await run(cli(github, mock, "login"), options(github, mock, { browser: (url) => scriptedBrowser(url) }));
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      const secrets = secretsOf(mock);
+      const logout = await run(
+        cli(github, mock, "logout", ["--verbose"]),
+        options(github, mock, { home: result.home }),
+      );
+      assertEquals(logout.code, EXIT.ok, logout.stderr);
+      assertStringIncludes(logout.stderr, "trace: > DELETE http://127.0.0.1:");
+      assertStringIncludes(logout.stderr, "trace: < 204 ");
+      assertEquals(mock.revoked.length, 1);
+      assertEquals(mock.accessTokens.size, 0, "the access token is revoked at GitHub");
+      assertNoLeaks(logout, secrets);
+    } finally {
+      await mock.close();
+      if (result) await cleanUp(result);
+    }
+  });
   await t.step("a form-encoded answer with comma scopes is read; the scopes show space-separated", async () => {
     const mock = serveMockIssuer({
       ...github.mock,
@@ -841,6 +878,7 @@ Deno.test("doctor shows the preset in force and why", async () => {
     assertStringIncludes(named.stdout, "provider preset: okta (from environment)");
     const preset = await run(["doctor", "--provider", "google", "--client-id", "x"], {
       presetBase: new URL(keycloak.issuer).origin,
+      env: { OAUTH_CLIENT_SECRET: "GOCSPX-desktop-not-so-secret" },
     });
     assertStringIncludes(preset.stdout, `issuer: ${new URL(keycloak.issuer).origin}/ (from the google preset)`);
     assertStringIncludes(preset.stdout, "provider preset: google (from flag)");
@@ -871,6 +909,16 @@ Deno.test("presets: usage and configuration errors", async (t) => {
       result.stderr,
       "error: The okta preset needs the issuer of your okta account\n" +
         "hint: pass --issuer https://YOUR-ORG.okta.com/oauth2/default\n",
+    );
+    await cleanUp(result);
+  });
+  await t.step("Google without its client secret says so before any request", async () => {
+    const result = await run(["login", "--provider", "google", "--client-id", "x.apps.googleusercontent.com"]);
+    assertEquals(result.code, EXIT.usage);
+    assertEquals(
+      result.stderr,
+      "error: The google preset needs the client secret: Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)\n" +
+        "hint: set OAUTH_CLIENT_SECRET to the secret shown with the client id\n",
     );
     await cleanUp(result);
   });
