@@ -995,7 +995,7 @@ export function resolveConfig(
     });
   }
   scope ??= preset?.scope;
-  if (preset?.needsSecret && !clientSecret && needsClient && cli.command !== "logout") {
+  if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
     throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
       hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
     });

@@ -78,6 +78,8 @@ export interface MockDialect {
   verificationUriName?: string;
   /** No expires_in in token answers (Salesforce). */
   omitExpiresIn?: boolean;
+  /** No scope in token answers (RFC 6749 §5.1 allows it when the scope is the one asked for). */
+  omitScope?: boolean;
   /** Claims merged into each ID token (Entra's tid and iss, say). */
   idTokenClaims?: (mock: MockIssuer) => Record<string, unknown>;
   /**
@@ -421,7 +423,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       access_token: accessToken,
       ...(dialect.tokenType === null ? {} : { token_type: dialect.tokenType ?? "Bearer" }),
       ...(dialect.omitExpiresIn ? {} : { expires_in: mock.accessTokenTtl }),
-      scope: scopes.filter(Boolean).join(dialect.scopeSeparator ?? " "),
+      ...(dialect.omitScope ? {} : { scope: scopes.filter(Boolean).join(dialect.scopeSeparator ?? " ") }),
       ...(refreshToken ? { refresh_token: refreshToken } : {}),
       ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce) } : {}),
     });

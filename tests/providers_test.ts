@@ -714,7 +714,7 @@ Deno.test("issue 14.3: GitHub", async (t) => {
 Deno.test("manual endpoints: a login with no discovery at all, keyed by the token endpoint", async () => {
   const mock = serveMockIssuer({
     discovery: "none",
-    dialect: { tokenType: null },
+    dialect: { tokenType: null, omitScope: true },
     whoAmI: { path: "/api/me", body: (user) => ({ handle: "al", id: 7, email: user.email }) },
   });
   const base = mock.issuer;
@@ -730,7 +730,7 @@ Deno.test("manual endpoints: a login with no discovery at all, keyed by the toke
     "--user-claim",
     "handle",
     "--scope",
-    "read offline_access",
+    "openid read offline_access",
     "--client-id",
     "cli-public",
   ];
@@ -738,7 +738,12 @@ Deno.test("manual endpoints: a login with no discovery at all, keyed by the toke
   try {
     result = await run(["login", ...args], { browser: (url) => scriptedBrowser(url) });
     assertEquals(result.code, EXIT.ok, result.stderr);
-    assertStringIncludes(result.stderr, "Logged in as al\n");
+    assertEquals(
+      result.stderr,
+      `Opening your browser to sign in at ${new URL(base).host} ...\n` +
+        `If it does not open, visit: ${result.opened[0]}\nLogged in as al\n`,
+      "no warning: a missing scope is the one asked for",
+    );
     assertEquals(mock.requests.filter((r) => r.path.includes(".well-known")), [], "no discovery request");
     assertEquals(mock.calls("authorize")[0].query.nonce, undefined, "no nonce: no ID token can be checked");
     const files = await Array.fromAsync(Deno.readDir(`${result.home}/cache`), (e) => e.name);
@@ -747,6 +752,8 @@ Deno.test("manual endpoints: a login with no discovery at all, keyed by the toke
     assertEquals(entry.issuer, `${base}/token`, "the token endpoint keys the cache entry");
     assertEquals(entry.tokenType, "bearer", "a missing token_type is Bearer (kept lower-cased, as oauth4webapi does)");
     assertEquals(entry.subject, "7");
+    assertEquals(entry.scope, undefined);
+    assertEquals(entry.idToken, undefined);
 
     const doctor = await run(["doctor", ...args], {});
     assertStringIncludes(doctor.stdout, "issuer: none (endpoints given by hand; the token endpoint keys the cache)");
