@@ -709,6 +709,34 @@ Deno.test("issue 14.3: GitHub", async (t) => {
   });
 });
 
+Deno.test("a refresh answered with HTTP 200 and invalid_grant ends the session, as a 400 would", async () => {
+  const mock = serveMockIssuer({ dialect: { status200Errors: true } });
+  let result: Run | undefined;
+  try {
+    const start = Date.now();
+    result = await run(["login", "--issuer", mock.issuer, "--client-id", "cli-public"], {
+      browser: (url) => scriptedBrowser(url),
+      now: () => start,
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    mock.refreshTokens.clear(); // the grant was revoked at the server
+    const token = await run(["token", "--issuer", mock.issuer, "--client-id", "cli-public"], {
+      home: result.home,
+      now: () => start + 2 * HOUR,
+    });
+    assertEquals(token.code, EXIT.loginRequired);
+    assertEquals(token.stdout, "");
+    assertStringIncludes(
+      token.stderr,
+      'warning: The session has ended at the server (Cannot refresh the access token: the server answered "invalid_grant" (The refresh token is invalid)); the cached tokens were removed\n',
+    );
+    assertEquals(lastGrant(mock), "refresh_token");
+  } finally {
+    await mock.close();
+    if (result) await cleanUp(result);
+  }
+});
+
 // ── Manual endpoints ────────────────────────────────────────────────────────────────────────────
 
 Deno.test("manual endpoints: a login with no discovery at all, keyed by the token endpoint", async () => {
