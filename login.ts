@@ -966,6 +966,11 @@ export function resolveConfig(
       preset = PRESETS[provider];
     }
   }
+  if (tenantText !== undefined && provider !== "entra") {
+    throw new LoginError("usage", "The tenant applies only to the entra preset", {
+      hint: "add --provider entra, or leave out --tenant",
+    });
+  }
   if (provider === "entra" && !tenant && issuerText) {
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }

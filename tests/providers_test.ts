@@ -957,6 +957,25 @@ Deno.test("presets: usage and configuration errors", async (t) => {
     );
     await cleanUp(result);
   });
+  await t.step("--tenant without the entra preset is a usage error", async () => {
+    const result = await run([
+      "login",
+      "--provider",
+      "okta",
+      "--issuer",
+      "https://a.okta.com",
+      "--tenant",
+      "common",
+      "--client-id",
+      "x",
+    ]);
+    assertEquals(result.code, EXIT.usage);
+    assertEquals(
+      result.stderr,
+      "error: The tenant applies only to the entra preset\nhint: add --provider entra, or leave out --tenant\n",
+    );
+    await cleanUp(result);
+  });
   await t.step("Spotify refuses a localhost redirect", async () => {
     const result = await run([
       "login",
