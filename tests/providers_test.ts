@@ -918,6 +918,18 @@ Deno.test("doctor shows the preset in force and why", async () => {
     assertStringIncludes(preset.stdout, `issuer: ${new URL(keycloak.issuer).origin}/ (from the google preset)`);
     assertStringIncludes(preset.stdout, "provider preset: google (from flag)");
     await cleanUp(preset);
+    const entra = PERSONALITIES.find((p) => p.preset === "entra")!;
+    const entraMock = serve(entra);
+    const template = await run(cli(entra, entraMock, "doctor"), options(entra, entraMock));
+    await entraMock.close();
+    assertStringIncludes(
+      template.stdout,
+      `ok    discovery  ${
+        new URL(entraMock.issuer).origin
+      }/{tenantid}/v2.0 answered: each ID token's iss must be this with its own tid\n`,
+    );
+    assertStringIncludes(template.stdout, "provider preset: entra (from flag)");
+    await cleanUp(template);
     await cleanUp(named);
     const plain = serveMockIssuer();
     const none = await run(["doctor", "--issuer", plain.issuer, "--client-id", "kc-cli"]);
