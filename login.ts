@@ -85,6 +85,15 @@ const ENV_VARS = {
   scope: "OAUTH_SCOPE",
   redirectUri: "OAUTH_REDIRECT_URI",
   cache: "OAUTH_LOGIN_CACHE",
+  authorizationEndpoint: "OAUTH_AUTHORIZATION_ENDPOINT",
+  tokenEndpoint: "OAUTH_TOKEN_ENDPOINT",
+  deviceAuthorizationEndpoint: "OAUTH_DEVICE_AUTHORIZATION_ENDPOINT",
+  revocationEndpoint: "OAUTH_REVOCATION_ENDPOINT",
+  introspectionEndpoint: "OAUTH_INTROSPECTION_ENDPOINT",
+  userinfoEndpoint: "OAUTH_USERINFO_ENDPOINT",
+  userClaim: "OAUTH_USER_CLAIM",
+  provider: "OAUTH_PROVIDER",
+  tenant: "OAUTH_TENANT",
 } as const;
 
 const CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"] as const;
@@ -145,6 +154,25 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+  /**
+   * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
+   * discovery happens and `issuer` holds the token endpoint (it keys the cache); with an issuer, each
+   * one given overrides the discovered value.
+   */
+  authorizationEndpoint?: string;
+  tokenEndpoint?: string;
+  deviceAuthorizationEndpoint?: string;
+  revocationEndpoint?: string;
+  introspectionEndpoint?: string;
+  userinfoEndpoint?: string;
+  /** The member of the UserInfo (or "who am I") answer, or of the ID token, that names the person. */
+  userClaim?: string;
+  /** The provider preset in force (`--provider`, or inferred from the issuer), see `PRESETS`. */
+  provider?: string;
+  /** Entra's tenant (`--tenant`): a GUID, a domain name, or `common`, `organizations`, `consumers`. */
+  tenant?: string;
+  /** Why the preset is in force, for `doctor`: "from flag", "inferred from the issuer host …". */
+  providerReason?: string;
 }
 
 /** The token cache: one file per entry in a directory only the owner can read. */
@@ -190,6 +218,11 @@ export interface Deps {
   animate: boolean;
   /** The working directory (`Deno.cwd()`), to tell an inherited `INIT_CWD` from our own task's. */
   cwd?: () => string;
+  /**
+   * Tests only: an origin (`http://127.0.0.1:PORT`) that replaces the origin of every URL a provider
+   * preset names, so a preset can be run against a loopback mock. Never set from flags or variables.
+   */
+  presetBase?: string;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -410,6 +443,19 @@ export function planRedirect(redirectUri: string | undefined): Redirect {
   return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
 }
 
+/** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
+export function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
+  const preset = config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
+  if (config.redirectUri !== undefined || !preset?.loopbackHost) return planRedirect(config.redirectUri);
+  const localhost = preset.loopbackHost === "localhost";
+  return {
+    addresses: localhost ? ["127.0.0.1", "::1"] : ["127.0.0.1"],
+    host: preset.loopbackHost,
+    port: 0,
+    path: preset.callbackPath ?? CALLBACK_PATH,
+  };
+}
+
 function redirectUriFor(redirect: Redirect, port: number): string {
   return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
 }
@@ -585,6 +631,15 @@ const FLAGS = {
   "env-file": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
+  "authorization-endpoint": { type: "string" },
+  "token-endpoint": { type: "string" },
+  "device-authorization-endpoint": { type: "string" },
+  "revocation-endpoint": { type: "string" },
+  "introspection-endpoint": { type: "string" },
+  "userinfo-endpoint": { type: "string" },
+  "user-claim": { type: "string" },
+  provider: { type: "string" },
+  tenant: { type: "string" },
 } as const;
 
 type FlagValues = {
@@ -628,6 +683,15 @@ const COMMON_FLAGS: Flag[] = [
   "env-file",
   "help",
   "version",
+  "authorization-endpoint",
+  "token-endpoint",
+  "device-authorization-endpoint",
+  "revocation-endpoint",
+  "introspection-endpoint",
+  "userinfo-endpoint",
+  "user-claim",
+  "provider",
+  "tenant",
 ];
 const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow"];
 /** Which flags each command takes, beyond the common ones. */
@@ -771,11 +835,163 @@ function editDistance(a: string, b: string): number {
   return row[b.length];
 }
 
+// ── Core: provider presets ──────────────────────────────────────────────────────────────────────
+
+/** The endpoints a person may give by hand: the `Config` key, the flag, the RFC 8414 metadata member. */
+const MANUAL_ENDPOINTS = [
+  ["authorizationEndpoint", "authorization-endpoint", "authorization_endpoint"],
+  ["tokenEndpoint", "token-endpoint", "token_endpoint"],
+  ["deviceAuthorizationEndpoint", "device-authorization-endpoint", "device_authorization_endpoint"],
+  ["revocationEndpoint", "revocation-endpoint", "revocation_endpoint"],
+  ["introspectionEndpoint", "introspection-endpoint", "introspection_endpoint"],
+  ["userinfoEndpoint", "userinfo-endpoint", "userinfo_endpoint"],
+] as const;
+export type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
+
+/** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
+export interface Preset {
+  /** The issuer where the provider has discovery; `{tenant}` is filled from `--tenant`. */
+  issuer?: string;
+  /** An example issuer, for providers where each customer has its own (Okta, Auth0, Keycloak, Cognito). */
+  issuerExample?: string;
+  /** The tenant when `--tenant` is not given. */
+  defaultTenant?: string;
+  /** Endpoints its metadata lacks (or all of them, with no discovery); a path is relative to the issuer. */
+  endpoints?: Partial<Record<EndpointKey, string>>;
+  /** The default scope. */
+  scope?: string;
+  /** Extra authorization parameters it wants (for a refresh token, say). */
+  params?: [string, string][];
+  prompt?: string;
+  /** The client authentication its token endpoint takes, when a secret is configured. */
+  clientAuth?: ClientAuthMethod;
+  /** The member of its "who am I" answer that names the person. */
+  userClaim?: string;
+  /** The loopback host its registrations use, and the callback path. */
+  loopbackHost?: "127.0.0.1" | "localhost";
+  callbackPath?: string;
+  /** Redirect hosts it refuses. */
+  refusedRedirectHosts?: string[];
+  /** Why it needs a client secret even for PKCE, when it does (Google). */
+  needsSecret?: string;
+  /** Its own revocation API, not RFC 7009 (GitHub's `DELETE /applications/{client_id}/token`). */
+  tokenDeletionEndpoint?: string;
+}
+
+/** The built-in provider presets, each from the provider's public documentation. */
+export const PRESETS: Record<string, Preset> = {
+  github: {
+    endpoints: {
+      authorizationEndpoint: "https://github.com/login/oauth/authorize",
+      tokenEndpoint: "https://github.com/login/oauth/access_token",
+      deviceAuthorizationEndpoint: "https://github.com/login/device/code",
+      userinfoEndpoint: "https://api.github.com/user",
+    },
+    scope: "read:user",
+    clientAuth: "client_secret_post",
+    userClaim: "login",
+    tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
+  },
+  gitlab: {
+    issuer: "https://gitlab.com",
+    endpoints: { deviceAuthorizationEndpoint: "/oauth/authorize_device" },
+    scope: "openid profile",
+  },
+  google: {
+    issuer: "https://accounts.google.com",
+    scope: "openid email profile",
+    params: [["access_type", "offline"]],
+    prompt: "consent",
+    needsSecret:
+      "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
+  },
+  entra: {
+    issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
+    defaultTenant: "common",
+    scope: "openid profile offline_access",
+    loopbackHost: "localhost",
+    callbackPath: "/",
+  },
+  okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default" },
+  auth0: { issuerExample: "https://YOUR-TENANT.us.auth0.com/", scope: "openid profile email offline_access" },
+  keycloak: { issuerExample: "https://HOST/realms/REALM" },
+  cognito: {
+    issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+    scope: "openid profile email",
+    userClaim: "cognito:username",
+  },
+  salesforce: { issuer: "https://login.salesforce.com", scope: "openid profile refresh_token" },
+  dropbox: {
+    issuer: "https://www.dropbox.com",
+    scope: "openid email profile",
+    params: [["token_access_type", "offline"]],
+  },
+  spotify: {
+    issuer: "https://accounts.spotify.com",
+    endpoints: { userinfoEndpoint: "https://api.spotify.com/v1/me" },
+    scope: "user-read-private user-read-email",
+    userClaim: "id",
+    refusedRedirectHosts: ["localhost"],
+  },
+};
+
+/** Entra's tenant aliases: their metadata names the `{tenantid}` issuer template. */
+const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
+
+/** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
+export function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+  const url = parseUrl(issuer);
+  if (!url) return undefined;
+  const host = url.hostname.toLowerCase();
+  const byHost: Record<string, string> = {
+    "accounts.google.com": "google",
+    "login.microsoftonline.com": "entra",
+    "gitlab.com": "gitlab",
+    "login.salesforce.com": "salesforce",
+    "www.dropbox.com": "dropbox",
+    "accounts.spotify.com": "spotify",
+  };
+  const reason = `inferred from the issuer host ${host}`;
+  if (Object.hasOwn(byHost, host)) return { provider: byHost[host], reason };
+  if (/\.okta(preview)?\.com$/.test(host)) return { provider: "okta", reason };
+  if (host.endsWith(".auth0.com")) return { provider: "auth0", reason };
+  if (/^cognito-idp\.[a-z0-9-]+\.amazonaws\.com$/.test(host)) return { provider: "cognito", reason };
+  if (/^(\/auth)?\/realms\/[^/]+\/?$/.test(url.pathname)) {
+    return { provider: "keycloak", reason: "inferred from the issuer path /realms/…" };
+  }
+  return undefined;
+}
+
+/** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
+function rebase(url: string, base: string | undefined): string {
+  if (!base) return url;
+  const parsed = new URL(url);
+  return `${base}${parsed.pathname === "/" ? "" : parsed.pathname}${parsed.search}`;
+}
+
+/** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
+function checkManualEndpoint(value: string, flag: string): string {
+  const url = parseUrl(value);
+  if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
+    throw new LoginError("config", `The --${flag} "${sanitize(value)}" is not an https URL`, {
+      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
+    });
+  }
+  if (url.hash || url.username || url.password) {
+    throw new LoginError(
+      "config",
+      `The --${flag} "${url.origin}${url.pathname}" must not have a fragment or credentials`,
+    );
+  }
+  return url.href;
+}
+
 /** Flags win over the environment, the environment over `.env`. Pure. */
 export function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
+  options: { presetBase?: string } = {},
 ): Config {
   const { flags } = cli;
   const sources: Record<string, ValueSource> = {};
@@ -793,17 +1009,86 @@ export function resolveConfig(
     }
     return undefined;
   };
-  const issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
+  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
   const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
   const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
-  const scope = pick("scope", flags.scope, ENV_VARS.scope);
+  let scope = pick("scope", flags.scope, ENV_VARS.scope);
   let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
 
-  const needsClient = !(cli.command === "logout" && flags.all);
-  if (!issuerText && needsClient) {
-    throw new LoginError("config", "No issuer is configured", {
-      hint: `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env)`,
+  // Provider presets: named (--provider), or inferred from the issuer where its host is unambiguous.
+  let provider = pick("provider", flags.provider, ENV_VARS.provider)?.toLowerCase();
+  const tenantText = pick("tenant", flags.tenant, ENV_VARS.tenant);
+  let providerReason = provider ? `from ${sources.provider}` : undefined;
+  if (provider !== undefined && !Object.hasOwn(PRESETS, provider)) {
+    throw new LoginError("usage", `The provider "${sanitize(provider)}" has no preset`, {
+      hint: `use one of ${Object.keys(PRESETS).join(", ")}, or give --issuer (or the endpoints) yourself`,
     });
+  }
+  if (tenantText !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(tenantText)) {
+    throw new LoginError("usage", `The tenant "${sanitize(tenantText)}" is not a tenant id or domain name`);
+  }
+  let preset = provider ? PRESETS[provider] : undefined;
+  let tenant = tenantText;
+  if (!issuerText && preset?.issuer) {
+    tenant ??= preset.defaultTenant;
+    issuerText = rebase(preset.issuer.replace("{tenant}", tenant ?? ""), options.presetBase);
+    sources.issuer = "default";
+  }
+  if (!provider && issuerText) {
+    const inferred = inferProvider(parseIssuer(issuerText).issuer);
+    if (inferred) {
+      ({ provider, reason: providerReason } = inferred);
+      preset = PRESETS[provider];
+    }
+  }
+  if (tenantText !== undefined && provider !== "entra") {
+    throw new LoginError("usage", "The tenant applies only to the entra preset", {
+      hint: "add --provider entra, or leave out --tenant",
+    });
+  }
+  if (provider === "entra" && !tenant && issuerText) {
+    tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
+  }
+
+  const endpoints: Partial<Record<EndpointKey, string>> = {};
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const given = pick(key, flags[flag], ENV_VARS[key]);
+    const fromPreset = preset?.endpoints?.[key];
+    if (given !== undefined) endpoints[key] = checkManualEndpoint(given, flag);
+    else if (fromPreset !== undefined) {
+      endpoints[key] = fromPreset.startsWith("/")
+        ? new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href
+        : rebase(fromPreset, options.presetBase);
+    }
+  }
+  if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
+    throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
+      hint: `pass --issuer ${preset.issuerExample}`,
+    });
+  }
+
+  const needsClient = !(cli.command === "logout" && flags.all);
+  if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
+    throw new LoginError("config", "No issuer is configured", {
+      hint:
+        `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env); for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
+    });
+  }
+  scope ??= preset?.scope;
+  if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
+    throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
+      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
+    });
+  }
+  const refused = preset?.refusedRedirectHosts ?? [];
+  if (redirectUri && refused.includes(parseUrl(redirectUri)?.hostname ?? "")) {
+    throw new LoginError(
+      "config",
+      `The ${provider} preset refuses "${parseUrl(redirectUri)!.hostname}" in a redirect URI`,
+      {
+        hint: "register and use http://127.0.0.1:PORT/callback instead",
+      },
+    );
   }
   if (!clientId && needsClient) {
     throw new LoginError("config", "No client id is configured", {
@@ -874,9 +1159,14 @@ export function resolveConfig(
     }
     params.push([key, value.join("=")]);
   }
+  for (const [key, value] of preset?.params ?? []) {
+    if (!params.some(([given]) => given === key)) params.push([key, value]);
+  }
+  // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
+  const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   return {
     command: cli.command,
-    ...(issuerText ? parseIssuer(issuerText) : { issuer: "" }),
+    ...where,
     clientId: clientId ?? "",
     clientSecret: clientAuth === "none" ? undefined : clientSecret,
     scope,
@@ -885,8 +1175,8 @@ export function resolveConfig(
     browser: !flags["no-browser"],
     json: format === "json",
     verbose: flags.verbose ?? false,
-    clientAuth: clientAuth as ClientAuthMethod | undefined,
-    prompt: flags.prompt,
+    clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
+    prompt: flags.prompt ?? preset?.prompt,
     params,
     minTtlMs,
     interactive: flags.interactive ?? false,
@@ -895,6 +1185,11 @@ export function resolveConfig(
     flow,
     quiet: flags.quiet ?? false,
     sources,
+    ...endpoints,
+    userClaim: pick("userClaim", flags["user-claim"], ENV_VARS.userClaim) ?? preset?.userClaim,
+    provider,
+    tenant,
+    providerReason,
   };
 }
 
@@ -1242,10 +1537,80 @@ async function readCapped(response: Response, host: string): Promise<Uint8Array<
 }
 
 /**
+ * Reads a token-endpoint or device-authorization answer in the dialects real servers speak, as the
+ * JSON RFC 6749 §5 and RFC 8628 §3.2 describe; undefined when it needs no change. Pure.
+ * - a form-encoded body (GitHub without `Accept: application/json`) becomes JSON;
+ * - HTTP 200 with an `error` member and no `access_token` (GitHub) becomes HTTP 400, an error answer;
+ * - a missing `token_type` is `Bearer` (its case is oauth4webapi's business: it lower-cases it);
+ * - a comma-separated `scope` (GitHub, Strava) becomes space-separated;
+ * - the device answer's `verification_url` (Google's pre-RFC 8628 name) is read as `verification_uri`;
+ * - with `dropIdToken` (no issuer to check it against), an `id_token` is left out.
+ */
+export function normaliseAnswer(
+  status: number,
+  contentType: string | null,
+  body: Uint8Array,
+  options: { dropIdToken?: boolean } = {},
+): { status: number; body: Uint8Array<ArrayBuffer> } | undefined {
+  const text = new TextDecoder().decode(body);
+  let answer: Record<string, unknown> | undefined;
+  let changed = false;
+  const type = contentType?.split(";")[0].trim().toLowerCase() ?? "";
+  if (type === "application/json" || type.endsWith("+json")) {
+    try {
+      const parsed = JSON.parse(text);
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) answer = parsed;
+    } catch { /* oauth4webapi reports a body that is not JSON */ }
+  } else if (type === "application/x-www-form-urlencoded" || type === "text/plain") {
+    const form = new URLSearchParams(text);
+    if (form.has("access_token") || form.has("error") || form.has("device_code")) {
+      answer = Object.fromEntries(form);
+      changed = true;
+    }
+  }
+  if (!answer) return undefined;
+  if (status === 200 && typeof answer.error === "string" && answer.access_token === undefined) {
+    status = 400;
+    changed = true;
+  }
+  if (typeof answer.access_token === "string") {
+    if (answer.token_type === undefined || answer.token_type === "") {
+      answer.token_type = "Bearer";
+      changed = true;
+    }
+    if (typeof answer.scope === "string" && answer.scope.includes(",")) {
+      answer.scope = answer.scope.split(/[\s,]+/).filter(Boolean).join(" ");
+      changed = true;
+    }
+    if (options.dropIdToken && answer.id_token !== undefined) {
+      delete answer.id_token;
+      changed = true;
+    }
+  }
+  if (
+    typeof answer.device_code === "string" && answer.verification_uri === undefined &&
+    typeof answer.verification_url === "string"
+  ) {
+    answer.verification_uri = answer.verification_url;
+    changed = true;
+  }
+  if (typeof answer.device_code === "string" && typeof answer.expires_in === "string") {
+    answer.expires_in = Number(answer.expires_in); // a form-encoded device answer
+    if (typeof answer.interval === "string") answer.interval = Number(answer.interval);
+  }
+  return changed ? { status, body: new TextEncoder().encode(JSON.stringify(answer)) } : undefined;
+}
+
+/**
  * The fetch oauth4webapi uses: a timeout on the whole exchange, a cap on the body, no redirects,
  * Ctrl-C honoured, and a redacted trace with `--verbose`.
  */
-export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): typeof fetch {
+export function issuerFetch(
+  deps: Deps,
+  trace?: Trace,
+  interruptible = true,
+  dialect: { dropIdToken?: boolean } = {},
+): typeof fetch {
   return async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
@@ -1291,6 +1656,16 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         );
       }
       const empty = response.status === 204 || response.status === 205 || response.status === 304;
+      const read = method === "POST" && !empty
+        ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
+        : undefined;
+      if (read) {
+        trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
+        const headers = new Headers(response.headers);
+        headers.set("content-type", "application/json");
+        headers.delete("content-length");
+        return new Response(read.body, { status: read.status, headers });
+      }
       return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
         status: response.status,
         headers: response.headers,
@@ -1340,6 +1715,10 @@ interface Issuer {
   authMethod: ClientAuthMethod;
   /** Options for every oauth4webapi request: our fetch, and plain http for loopback issuers. */
   http: Http;
+  /** `--user-claim`: the member that names the person. */
+  userClaim?: string;
+  /** The UserInfo endpoint was given by hand: read it as any JSON "who am I" answer (no `sub` needed). */
+  whoAmI?: boolean;
 }
 
 type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOptions<"POST", URLSearchParams>;
@@ -1423,8 +1802,81 @@ function assertEndpoint(value: unknown, name: string, issuer: string): URL {
   return url;
 }
 
-/** Fetches and validates the issuer's metadata (RFC 8414, then OpenID discovery). */
+/** Whether the configuration names endpoints and no issuer: then nothing is discovered. */
+export function withoutIssuer(config: Pick<Config, "sources" | "tokenEndpoint">): boolean {
+  return config.sources.issuer === undefined && config.tokenEndpoint !== undefined;
+}
+
+/**
+ * Says how two issuer identifiers differ: "the host", "the scheme and the port", "a trailing slash".
+ * Pure.
+ */
+export function issuerDifference(asked: string, said: string): string {
+  const a = parseUrl(asked);
+  const b = parseUrl(said);
+  if (!a || !b) return "they are not the same URL";
+  const parts: string[] = [];
+  if (a.protocol !== b.protocol) parts.push("the scheme");
+  if (a.hostname !== b.hostname) parts.push("the host");
+  if (a.port !== b.port) parts.push("the port");
+  if (a.pathname !== b.pathname) {
+    const bare = (path: string) => path.replace(/\/+$/, "");
+    if (bare(a.pathname) === bare(b.pathname) && parts.length === 0) return "they differ by a trailing slash";
+    parts.push("the path");
+  }
+  return parts.length === 0 ? "they differ in how they are written" : `they differ in ${parts.join(" and ")}`;
+}
+
+/** The tenant alias (`common`, `organizations`, `consumers`) for which `template` stands for `issuer`. */
+function entraAlias(template: string, issuer: string): string | undefined {
+  return ENTRA_TENANT_ALIASES.find((alias) => parseUrl(template.replace("{tenantid}", alias))?.href === issuer);
+}
+
+/** The error for an issuer that is not the one configured, saying what differs and which flag to use. */
+function issuerMismatch(config: Config, said: string): LoginError {
+  const shown = sanitize(said);
+  if (said.includes("{tenantid}")) {
+    return new LoginError(
+      "config",
+      `The server names the issuer template "${shown}", which is accepted only for the tenants ${
+        ENTRA_TENANT_ALIASES.join(", ")
+      }`,
+      { hint: "use --tenant common (or organizations, consumers), or your tenant's GUID" },
+    );
+  }
+  const tenantGuid = said.match(/\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/v2\.0\/?$/i)?.[1];
+  const byTenant = config.provider === "entra" && config.sources.issuer === "default" && tenantGuid;
+  const difference = issuerDifference(config.issuer, said);
+  return new LoginError("config", `Issuer mismatch: asked for "${config.issuer}", the server says "${shown}"`, {
+    hint: byTenant
+      ? `${difference}: the tenant "${
+        sanitize(config.tenant)
+      }" is ${tenantGuid} at the server; use --tenant ${tenantGuid}`
+      : `${difference}: if the server's value is the one you meant, use --issuer ${shown}`,
+  });
+}
+
+/** The metadata for endpoints given by hand, with no issuer: `issuer` is the token endpoint. */
+function manualMetadata(config: Config): Oauth.AuthorizationServer {
+  const as: Record<string, unknown> = { issuer: config.issuer, [NO_ISSUER]: true };
+  for (const [key, , member] of MANUAL_ENDPOINTS) if (config[key] !== undefined) as[member] = config[key];
+  return as as unknown as Oauth.AuthorizationServer;
+}
+
+/** The member we add to metadata built from `--*-endpoint` flags alone: there is no issuer to check. */
+const NO_ISSUER = "oauth_login_no_issuer";
+
+/** Fetches and validates the issuer's metadata (RFC 8414, then OpenID discovery); given endpoints override it. */
 export async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issuer> {
+  const issuer = withoutIssuer(config)
+    ? await issuerFor(manualMetadata(config), config, deps, trace)
+    : await discoverIssuer(config, deps, trace);
+  issuer.userClaim = config.userClaim;
+  issuer.whoAmI = config.userinfoEndpoint !== undefined;
+  return issuer;
+}
+
+async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<Issuer> {
   const oauth = await lib();
   const issuerUrl = new URL(config.issuer);
   const http: Http = {
@@ -1453,25 +1905,57 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
         response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
       }
     }
+    if (response.status !== 200 && response.status !== 404) {
+      // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
+      const said = await response.clone().json().catch(() => undefined);
+      if (said && typeof said === "object" && typeof said.error === "string") {
+        await response.body?.cancel();
+        const error = serverError(
+          "fetch the server metadata",
+          said.error,
+          typeof said.error_description === "string" ? said.error_description : undefined,
+          response.status,
+        );
+        throw new ServerError(error.message, {
+          code: error.code,
+          description: error.description,
+          status: error.status,
+          hint: `check the issuer "${displayIssuer(config.issuer)}"${config.tenant ? ` and the tenant` : ""}`,
+        });
+      }
+    }
     if (response.status === 404) {
       throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
         hint: "check the issuer URL: it is the one your provider shows, e.g. https://example.okta.com/oauth2/default",
       });
     }
+    const copy = response.status === 200 ? response.clone() : undefined;
     try {
       return await oauth.processDiscoveryResponse(issuerUrl, response);
     } catch (error) {
       if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
-        const said = (error.cause as { body?: { issuer?: unknown } })?.body?.issuer;
-        throw new LoginError(
-          "config",
-          `Issuer mismatch: asked for "${config.issuer}", the server says "${sanitize(said)}"`,
-          { hint: "set the issuer to exactly the value the server names (mind a trailing slash)" },
-        );
+        const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
+        // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
+        // the template filled with its own tid (see issuerFor).
+        if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
+          const internal = oauth as unknown as { _nodiscoverycheck: symbol };
+          const discovered = oauth.processDiscoveryResponse as unknown as (
+            expected: symbol,
+            response: Response,
+          ) => Promise<Oauth.AuthorizationServer>;
+          trace?.(`the issuer template "${sanitize(said)}" stands for "${config.issuer}"`);
+          return await discovered(internal._nodiscoverycheck, copy);
+        }
+        throw issuerMismatch(config, said);
       }
       throw error;
+    } finally {
+      await copy?.body?.cancel().catch(() => {});
     }
   });
+  for (const [key, , member] of MANUAL_ENDPOINTS) {
+    if (config[key] !== undefined) (as as Record<string, unknown>)[member] = config[key];
+  }
   const methods = as.code_challenge_methods_supported;
   if (Array.isArray(methods) && !methods.includes("S256")) {
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
@@ -1482,7 +1966,7 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
 /** The client for metadata we trust (just discovered, or cached with a token). */
 async function issuerFor(
   as: Oauth.AuthorizationServer,
-  config: Pick<Config, "clientId" | "clientSecret" | "clientAuth">,
+  config: Pick<Config, "clientId" | "clientSecret" | "clientAuth" | "provider">,
   deps: Deps,
   trace?: Trace,
   interruptible = true,
@@ -1498,10 +1982,28 @@ async function issuerFor(
     : authMethod === "client_secret_post"
     ? oauth.ClientSecretPost(config.clientSecret!)
     : oauth.ClientSecretBasic(config.clientSecret!);
+  const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const http: Http = {
-    [oauth.customFetch]: issuerFetch(deps, trace, interruptible),
+    [oauth.customFetch]: issuerFetch(deps, trace, interruptible, { dropIdToken: noIssuer }),
     [oauth.allowInsecureRequests]: new URL(as.issuer).protocol === "http:",
   };
+  // oauth4webapi's (internal, version-pinned) hook for the `iss` an ID token must carry.
+  const expected = (oauth as unknown as { _expectedIssuer: symbol })._expectedIssuer;
+  type Claims = { claims: Record<string, unknown> };
+  if (as.issuer.includes("{tenantid}")) {
+    // Entra common/organizations/consumers: the template filled with the token's own tenant id.
+    Object.assign(as, {
+      [expected]: ({ claims }: Claims) =>
+        typeof claims.tid === "string" && /^[0-9a-f-]{36}$/i.test(claims.tid)
+          ? as.issuer.replace("{tenantid}", claims.tid.toLowerCase())
+          : as.issuer,
+    });
+  } else if (config.provider === "google") {
+    // Google's ID tokens may name the issuer without its scheme.
+    Object.assign(as, {
+      [expected]: ({ claims }: Claims) => claims.iss === "accounts.google.com" ? claims.iss : as.issuer,
+    });
+  }
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
 }
 
@@ -1529,6 +2031,10 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
 async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
+  const deletion = config.provider && entry.clientId === config.clientId
+    ? PRESETS[config.provider]?.tokenDeletionEndpoint
+    : undefined;
+  if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
   if (!as.revocation_endpoint) {
     deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
     return [];
@@ -1566,6 +2072,41 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
   return problems;
 }
 
+/**
+ * GitHub's revocation, which is not RFC 7009: `DELETE /applications/{client_id}/token` with the client
+ * id and secret as Basic credentials and the access token in a JSON body; 204 when done, 404 when the
+ * token was no longer valid. Returns what could not be revoked.
+ */
+async function deleteAppToken(
+  entry: TokenSet,
+  config: Config,
+  template: string,
+  deps: Deps,
+  trace?: Trace,
+): Promise<string[]> {
+  if (!config.clientSecret) {
+    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the token cannot be revoked`];
+  }
+  const url = rebase(template.replace("{client_id}", encodeURIComponent(entry.clientId)), deps.presetBase);
+  try {
+    const response = await issuerFetch(deps, trace)(url, {
+      method: "DELETE",
+      headers: {
+        accept: "application/vnd.github+json",
+        "content-type": "application/json",
+        authorization: `Basic ${btoa(`${entry.clientId}:${config.clientSecret}`)}`,
+      },
+      // Bytes, not a string: the trace describes string bodies, and this one holds the token.
+      body: new TextEncoder().encode(JSON.stringify({ access_token: entry.accessToken })),
+    });
+    await response.body?.cancel();
+    if (response.status === 204 || response.status === 404) return [];
+    return [`Cannot revoke the access token: the server answered HTTP ${response.status}`];
+  } catch (error) {
+    return [error instanceof Error ? error.message : String(error)];
+  }
+}
+
 /** Says who logged in: introspection, else the ID token's claims, else UserInfo. */
 async function identify(
   issuer: Issuer,
@@ -1589,12 +2130,27 @@ async function identify(
   }
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   const fromClaims = (c: Record<string, unknown>) =>
-    [c.preferred_username, c.email, c.name].find((v): v is string => typeof v === "string" && v !== "");
+    (issuer.userClaim ? [c[issuer.userClaim]] : [c.preferred_username, c.email, c.name])
+      .map((v) => typeof v === "number" ? String(v) : v)
+      .find((v): v is string => typeof v === "string" && v !== "");
   if (claims && fromClaims(claims)) return { user: fromClaims(claims), subject: claims.sub };
   if (as.userinfo_endpoint) {
     try {
       const response = await oauth.userInfoRequest(as, client, tokens.access_token, http);
       const expected = claims?.sub ?? introspected ?? oauth.skipSubjectCheck;
+      if (issuer.whoAmI) {
+        // Any JSON "who am I" answer (GitHub's /user, Spotify's /v1/me): no `sub` needed; its `id` serves.
+        const info = await readWhoAmI(response);
+        const subject = typeof info.sub === "string"
+          ? info.sub
+          : typeof info.id === "string" || typeof info.id === "number"
+          ? String(info.id)
+          : undefined;
+        if (typeof expected === "string" && info.sub !== undefined && info.sub !== expected) {
+          throw new LoginError("invalid_response", "The UserInfo answer names another subject than the ID token");
+        }
+        return { user: fromClaims(info) ?? subject, subject: subject ?? claims?.sub };
+      }
       const info = await oauth.processUserInfoResponse(as, client, expected, response);
       const user = fromClaims(info) ?? info.sub;
       return { user, subject: info.sub };
@@ -1604,6 +2160,19 @@ async function identify(
   }
   const subject = claims?.sub ?? introspected;
   return { user: subject, subject };
+}
+
+/** Reads a "who am I" answer: HTTP 200 and a JSON object. */
+async function readWhoAmI(response: Response): Promise<Record<string, unknown>> {
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw new LoginError("invalid_response", `The UserInfo endpoint answered HTTP ${response.status}`);
+  }
+  const info = await response.json().catch(() => undefined);
+  if (!info || typeof info !== "object" || Array.isArray(info)) {
+    throw new LoginError("invalid_response", "The UserInfo endpoint did not answer with a JSON object");
+  }
+  return info;
 }
 
 // ── Edges: the callback server ──────────────────────────────────────────────────────────────────
@@ -1940,9 +2509,14 @@ async function waitForBrowser<T>(
 export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const trace = makeTrace(config, deps);
   const issuer = await discover(config, deps, trace);
-  const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
+  const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
+  if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
+    throw new LoginError("config", "No authorization endpoint is configured", {
+      hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
+    });
+  }
   if (choice.note) deps.stderr(`${choice.note}\n`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
   const result = choice.flow === "device" ? await deviceLogin(flow) : await browserLogin(flow);
@@ -1967,9 +2541,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   const verifier = oauth.generateRandomCodeVerifier();
   const challenge = await oauth.calculatePKCECodeChallenge(verifier);
   const state = oauth.generateRandomState();
-  const nonce = scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined;
+  // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
+  const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
+  const nonce = scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined;
 
-  const redirect = planRedirect(config.redirectUri);
+  const redirect = presetRedirect(config);
   const listener = await listen(redirect);
   try {
     const redirectUri = redirectUriFor(redirect, listener.port);
@@ -1978,7 +2554,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     params.set("response_type", "code");
     params.set("client_id", config.clientId);
     params.set("redirect_uri", redirectUri);
-    params.set("scope", scope);
+    if (scope) params.set("scope", scope); // no scope at all: the server's default (RFC 6749 §3.3)
     params.set("state", state);
     params.set("code_challenge", challenge);
     params.set("code_challenge_method", "S256");
@@ -1993,6 +2569,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const limit = delay(config.timeoutMs);
     const complete = async (callback: URLSearchParams): Promise<Response> => {
       limit.cancel();
+      if (noIssuer && callback.has("iss")) {
+        // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
+        trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
+        callback.delete("iss");
+      }
       try {
         const validated = await step(
           "accept the sign-in",
@@ -2121,7 +2702,7 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
     );
   }
   assertEndpoint(as.device_authorization_endpoint, "device_authorization_endpoint", as.issuer);
-  const parameters = new URLSearchParams([["scope", scope], ...config.params]);
+  const parameters = new URLSearchParams([...(scope ? [["scope", scope]] : []), ...config.params]);
   const device = await step("start the device flow", async () => {
     const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
     return await oauth.processDeviceAuthorizationResponse(as, client, response);
@@ -2490,7 +3071,7 @@ export async function doctor(
   let config: Config | undefined;
   let metadata: Oauth.AuthorizationServer | undefined;
   try {
-    config = resolveConfig(cli, deps.env, dotenv);
+    config = resolveConfig(cli, deps.env, dotenv, { presetBase: deps.presetBase });
   } catch (error) {
     add("fail", "config", describe(error));
   }
@@ -2504,7 +3085,22 @@ export async function doctor(
   } else add("ok", "config", `.env: none at ${describeEnvPath(envPath)}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
-    add("ok", "config", `issuer: ${config.issuer} (${from("issuer")})`);
+    if (withoutIssuer(config)) {
+      add("ok", "config", `issuer: none (endpoints given by hand; the token endpoint keys the cache)`);
+    } else {
+      const origin = config.sources.issuer === "default" && config.provider
+        ? `from the ${config.provider} preset`
+        : from("issuer");
+      add("ok", "config", `issuer: ${config.issuer} (${origin})`);
+    }
+    add(
+      "ok",
+      "config",
+      config.provider ? `provider preset: ${config.provider} (${config.providerReason})` : "provider preset: none",
+    );
+    for (const [key, flag] of MANUAL_ENDPOINTS) {
+      if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
+    }
     add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
@@ -2528,7 +3124,10 @@ export async function doctor(
       const { as, authMethod } = await discover(config, deps);
       metadata = as;
       deviceSupported = as.device_authorization_endpoint !== undefined;
-      add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+      if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
+      else if (as.issuer.includes("{tenantid}")) {
+        add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
+      } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
       const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
       add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
       if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
@@ -2682,7 +3281,20 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   --json                output JSON on stdout
   -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
   -q, --quiet           no countdown and no "Logged in as" line
-  -h, --help            show help`;
+  -h, --help            show help
+
+Providers, and servers without discovery:
+  --provider NAME       a preset: github, gitlab, google, entra, okta, auth0,
+                        keycloak, cognito, salesforce, dropbox or spotify
+                        (else inferred from the issuer)        OAUTH_PROVIDER
+  --tenant TENANT       entra: a tenant GUID or domain, or common (default),
+                        organizations or consumers               OAUTH_TENANT
+  --authorization-endpoint URL    --token-endpoint URL
+  --device-authorization-endpoint URL    --revocation-endpoint URL
+  --introspection-endpoint URL    --userinfo-endpoint URL
+                        endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
+                        override discovery, and without --issuer none happens
+  --user-claim NAME     the UserInfo member naming the user  OAUTH_USER_CLAIM`;
 
 const LOGIN_FLAGS_HELP =
   `  --redirect-uri URI    a fixed loopback redirect URI registered with the server      OAUTH_REDIRECT_URI
@@ -2823,7 +3435,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
     }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
-    const config = resolveConfig(cli, deps.env, dotenv);
+    const config = resolveConfig(cli, deps.env, dotenv, { presetBase: deps.presetBase });
     if (cli.flags["client-secret"] !== undefined) {
       deps.stderr(
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,

@@ -118,6 +118,8 @@ export interface RunOptions {
   httpTimeoutMs?: number;
   /** Whether stderr is a terminal that may animate (default false). */
   animate?: boolean;
+  /** The origin that replaces every URL a provider preset names (`Deps.presetBase`). */
+  presetBase?: string;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -174,6 +176,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
+    presetBase: options.presetBase,
   };
   const started = performance.now();
   const running = main(args, deps);
