@@ -46,6 +46,8 @@ export interface MockOptions {
   rotateRefreshTokens?: boolean;
   /** The mock's clock (ms since the epoch). */
   now?: () => number;
+  /** More accounts: an authorization request whose `login_hint` names one (username, email or sub) signs in as it. */
+  users?: MockUser[];
 }
 
 export interface RecordedRequest {
@@ -65,6 +67,8 @@ interface Authorization {
   scope: string;
   nonce?: string;
   state?: string;
+  /** The account that signed in (from `login_hint` among `users`), else `user`. */
+  user?: MockUser;
 }
 
 export const PUBLIC_CLIENT: MockClient = {
@@ -187,6 +191,8 @@ export interface MockIssuer {
   /** Device codes handed out. */
   deviceCodes: Map<string, { clientId: string; scope: string; userCode: string; expiresAt: number; approved: boolean }>;
   user: MockUser;
+  /** More accounts, chosen by `login_hint`; tokens, ID tokens, introspection and UserInfo speak for the one that signed in. */
+  users: MockUser[];
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
   calls(endpoint: string): RecordedRequest[];
@@ -216,6 +222,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     deviceCodes: new Map(),
     accessTokenTtl: options.accessTokenTtl ?? 3600,
     user: options.user ?? ALICE,
+    users: options.users ?? [],
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
     calls: (endpoint) => mock.requests.filter((r) => r.path === `${path}/${endpoint}`),
     handler: async (request) => {
@@ -290,19 +297,24 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     return client;
   }
 
-  async function idToken(clientId: string, nonce: string | undefined): Promise<string> {
+  /** The account a token was issued to: one of `users` by its sub, else `user`. */
+  function userBySub(sub: string): MockUser {
+    return mock.users.find((u) => u.sub === sub) ?? mock.user;
+  }
+
+  async function idToken(clientId: string, nonce: string | undefined, user = mock.user): Promise<string> {
     const iat = Math.floor(now() / 1000);
     const header = b64url(JSON.stringify({ alg: "ES256", typ: "JWT", kid }));
     const payload = b64url(JSON.stringify({
       iss: mock.issuer,
-      sub: mock.user.sub,
+      sub: user.sub,
       aud: clientId,
       iat,
       exp: iat + mock.accessTokenTtl,
       ...(nonce ? { nonce } : {}),
-      preferred_username: mock.user.username,
-      email: mock.user.email,
-      name: mock.user.name,
+      preferred_username: user.username,
+      email: user.email,
+      name: user.name,
     }));
     const signature = await crypto.subtle.sign(
       { name: "ECDSA", hash: "SHA-256" },
@@ -337,10 +349,11 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     grant: string,
     nonce: string | undefined,
     withRefresh: boolean,
+    user = mock.user,
   ): Promise<Response> {
     const accessToken = random(32);
     mock.accessTokens.set(accessToken, {
-      sub: mock.user.sub,
+      sub: user.sub,
       clientId,
       scope,
       exp: Math.floor(now() / 1000) + mock.accessTokenTtl,
@@ -349,7 +362,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     let refreshToken: string | undefined;
     if (withRefresh && mock.issueRefreshTokens && scopes.includes("offline_access")) {
       refreshToken = random(32);
-      mock.refreshTokens.set(refreshToken, { sub: mock.user.sub, clientId, scope, grant, used: false });
+      mock.refreshTokens.set(refreshToken, { sub: user.sub, clientId, scope, grant, used: false });
     }
     return json({
       access_token: accessToken,
@@ -357,7 +370,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       expires_in: mock.accessTokenTtl,
       scope,
       ...(refreshToken ? { refresh_token: refreshToken } : {}),
-      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce) } : {}),
+      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce, user) } : {}),
     });
   }
 
@@ -393,9 +406,9 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     }
     if (mock.rotateRefreshTokens) {
       info.used = true;
-      return issueTokens(client.id, info.scope, info.grant, undefined, true);
+      return issueTokens(client.id, info.scope, info.grant, undefined, true, userBySub(info.sub));
     }
-    return issueTokens(client.id, info.scope, info.grant, undefined, false);
+    return issueTokens(client.id, info.scope, info.grant, undefined, false, userBySub(info.sub));
   }
 
   async function route(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
@@ -426,6 +439,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         scope: q.get("scope") ?? "",
         nonce: q.get("nonce") ?? undefined,
         state: q.get("state") ?? undefined,
+        user: mock.users.find((u) => [u.username, u.email, u.sub].includes(q.get("login_hint") ?? "")),
       };
       if (q.get("response_type") !== "code") return redirectWith(auth, { error: "unsupported_response_type" });
       if (q.get("code_challenge_method") !== "S256" || !auth.challenge) {
@@ -468,7 +482,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (await s256(record.form.code_verifier ?? "") !== auth.challenge) {
         return oauthError("invalid_grant", "PKCE verification failed");
       }
-      return issueTokens(client.id, auth.scope, random(), auth.nonce, true);
+      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.user);
     }
     if (p === `${path}/introspect` && request.method === "POST") {
       const client = authenticate(request, record.form, record);
@@ -479,7 +493,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (!token || token.exp * 1000 <= now()) return json({ active: false });
       return json({
         active: true,
-        username: mock.user.username,
+        username: userBySub(token.sub).username,
         sub: token.sub,
         client_id: token.clientId,
         scope: token.scope,
@@ -536,11 +550,12 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (!token) {
         return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer error="invalid_token"' } });
       }
+      const user = userBySub(token.sub);
       return json({
         sub: token.sub,
-        preferred_username: mock.user.username,
-        email: mock.user.email,
-        name: mock.user.name,
+        preferred_username: user.username,
+        email: user.email,
+        name: user.name,
       });
     }
     return json({ error: "not_found" }, 404);
