@@ -1184,7 +1184,7 @@ export function replaceProfileText(text: string, name: string, table: string): s
   const out: string[] = [];
   let inside = false;
   let placed = false;
-  let held: string[] = []; // blank and comment lines seen inside the table, kept if another table follows
+  let held: string[] = []; // the blank and comment lines since the table's last key
   for (const line of lines) {
     const header = /^\s*\[/.test(line) ? headerProfile(line) : undefined;
     if (header !== undefined) {
@@ -1195,10 +1195,8 @@ export function replaceProfileText(text: string, name: string, table: string): s
         held = [];
         continue;
       }
-      if (inside) {
-        const comment = held.findIndex((l) => l.trim().startsWith("#"));
-        out.push("", ...(comment >= 0 ? held.slice(comment) : []));
-      }
+      // The comment lines right above the next table's header (no blank line between) are that table's.
+      if (inside) out.push("", ...held.slice(held.findLastIndex((l) => l.trim() === "") + 1));
       inside = false;
     }
     if (!inside) {
@@ -1248,7 +1246,16 @@ export async function saveProfile(path: string, name: string, settings: Record<s
   const before = await readConfigFile(target);
   const text = replaceProfileText(before?.text ?? "", name, stringify({ [name]: settings }));
   const after = await parseConfig(text, path);
-  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  // Compared with keys sorted: the file's order need not be the order the settings were gathered in.
+  const canonical = (v: unknown): unknown =>
+    isTable(v)
+      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])]))
+      : Array.isArray(v)
+      ? v.map(canonical)
+      : typeof v === "bigint"
+      ? Number(v)
+      : v;
+  const same = (a: unknown, b: unknown) => JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
   const kept = Object.keys(before?.data ?? {}).every((key) => key === name || same(before!.data[key], after[key]));
   if (!same(after[name], settings) || !kept || Object.keys(after).some((k) => k !== name && !(k in before!.data))) {
     throw new LoginError(
@@ -2639,7 +2646,7 @@ export async function profilesCommand(cli: Cli, dotenv: Record<string, string> |
       const state = entryState(entry, now);
       row = {
         ...row,
-        issuer: config.issuer,
+        issuer: displayIssuer(config.issuer),
         user: entry?.user ?? null,
         sub: entry?.subject ?? null,
         expires_at: entry ? isoExpiry(entry) : null,
