@@ -100,6 +100,7 @@ issuer = "${mock.issuer}"
 client_id = "${PUBLIC_CLIENT.id}"
 scope = "openid from-profile"
 prompt = "consent"
+params = { audience = "https://profile.example.com", acr_values = "mfa" }
 `);
     const doctor = async (args: string[], options: RunOptions = {}) => {
       const result = await run(["doctor", "--profile", "work", ...args], { home, ...options });
@@ -136,6 +137,16 @@ prompt = "consent"
       const withFlag = await runIn(home, ["login", "--profile", "work", "--prompt", "login"]);
       assertEquals(withFlag.code, EXIT.ok, withFlag.stderr);
       assertEquals(mock.calls("authorize").at(-1)!.query.prompt, "login");
+      const withParam = await runIn(home, [
+        "login",
+        "--profile",
+        "work",
+        "--param",
+        "audience=https://flag.example.com",
+      ]);
+      assertEquals(withParam.code, EXIT.ok, withParam.stderr);
+      const query = mock.calls("authorize").at(-1)!.query;
+      assertEquals([query.audience, query.acr_values], ["https://flag.example.com", "mfa"], "--param replaces one");
       const without = await runIn(home, ["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id]);
       assertEquals(without.code, EXIT.ok, without.stderr);
       assertEquals(mock.calls("authorize").at(-1)!.query.prompt, undefined, "no profile, no prompt");
