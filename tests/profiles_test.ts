@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { cacheKey, type Config, EXIT, replaceProfileText } from "../login.ts";
+import { cacheKey, type Config, configPath, EXIT, replaceProfileText } from "../login.ts";
 import { ALICE, CONFIDENTIAL_CLIENT, type MockUser, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import {
   assertNoLeaks,
@@ -495,4 +495,28 @@ Deno.test("replaceProfileText edits only the profile's table", async (t) => {
       '[work]\nissuer = "https://new"\n\n[b]\n',
     );
   });
+});
+
+Deno.test("configPath: OAUTH_LOGIN_CONFIG, else XDG_CONFIG_HOME, else the platform's config directory", () => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  const home = { HOME: "/home/a", APPDATA: "C:\\Users\\a\\AppData\\Roaming" };
+  assertEquals(configPath(env({ ...home, OAUTH_LOGIN_CONFIG: "/etc/x.toml" }), "linux"), "/etc/x.toml");
+  assertEquals(configPath(env({ ...home, XDG_CONFIG_HOME: "/x" }), "linux"), "/x/oauth-login/config.toml");
+  assertEquals(configPath(env(home), "linux"), "/home/a/.config/oauth-login/config.toml");
+  assertEquals(configPath(env(home), "darwin"), "/home/a/Library/Application Support/oauth-login/config.toml");
+  assertEquals(configPath(env(home), "windows"), "C:\\Users\\a\\AppData\\Roaming\\oauth-login\\config.toml");
+  assertEquals(configPath(env({}), "linux"), undefined);
+});
+
+Deno.test("profiles with no config file says so on stderr and exits 0; --json gives an empty list", async () => {
+  const { home, path } = await homeWith();
+  const text = await run(["profiles"], { home });
+  assertEquals([text.code, text.stdout], [EXIT.ok, ""]);
+  assertEquals(
+    text.stderr,
+    `No profiles in ${path}; save one with "oauth-login login --issuer URL --client-id ID --save-profile NAME"\n`,
+  );
+  const json = await run(["profiles", "--json"], { home });
+  assertEquals(JSON.parse(json.stdout), { config_file: path, active: null, profiles: [] });
+  await Deno.remove(home, { recursive: true });
 });
