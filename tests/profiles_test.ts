@@ -175,6 +175,13 @@ Deno.test("a directory's .env chooses the profile; OAUTH_PROFILE and --profile o
     assertEquals(tokenOwner(mock, flag), BOB.sub, "the flag wins over the environment");
     const fallback = await run(["token"], { home });
     assertEquals(tokenOwner(mock, fallback), ALICE.sub, "with nothing else, default_profile");
+    const listed = await run(["profiles"], { home, ...inAdminDir });
+    assertMatch(
+      listed.stdout,
+      /\n\* +admin +\S+ +bob@example\.com +valid[^\n]*\n +user +\S+ +alice@example\.com +valid/,
+    );
+    const listedHere = await run(["profiles"], { home });
+    assertMatch(listedHere.stdout, /\n +admin [^\n]*\n\* +user /, "default_profile is the one used here");
     assertEquals(mock.calls("token").length, 2, "two logins, and every token came from the cache");
     await Deno.remove(home, { recursive: true });
   }, { users: [ALICE, BOB] });
