@@ -1105,9 +1105,9 @@ Deno.test("each command has its own --help; flags of other commands are usage er
     assertEquals(help.code, EXIT.ok);
     assertStringIncludes(help.stdout, `Usage: oauth-login ${command}`);
   }
-  const misplaced = await run(["whoami", "--all"]);
+  const misplaced = await run(["whoami", "--min-ttl", "5"]);
   assertEquals(misplaced.code, EXIT.usage);
-  assertStringIncludes(misplaced.stderr, 'error: The flag "--all" does not apply to "whoami"');
+  assertStringIncludes(misplaced.stderr, 'error: The flag "--min-ttl" does not apply to "whoami"');
 });
 
 // ── The command line, as a process ──────────────────────────────────────────────────────────────
