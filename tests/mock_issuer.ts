@@ -52,6 +52,8 @@ export interface MockOptions {
   dialect?: MockDialect;
   /** A REST "who am I" endpoint (GitHub's `/user`, Spotify's `/v1/me`): its path and its JSON body. */
   whoAmI?: { path: string; body: (user: MockUser) => Record<string, unknown> };
+  /** More accounts: an authorization request whose `login_hint` names one (username, email or sub) signs in as it. */
+  users?: MockUser[];
 }
 
 export type MockEndpoint =
@@ -89,8 +91,6 @@ export interface MockDialect {
   refreshTokenWhen?: (params: URLSearchParams) => boolean;
   /** Whether a loopback `localhost` redirect matches whatever its port (Entra, Keycloak). */
   localhostAnyPort?: boolean;
-  /** More accounts: an authorization request whose `login_hint` names one (username, email or sub) signs in as it. */
-  users?: MockUser[];
 }
 
 export interface RecordedRequest {
@@ -373,13 +373,10 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       iat,
       exp: iat + mock.accessTokenTtl,
       ...(nonce ? { nonce } : {}),
-      preferred_username: mock.user.username,
-      email: mock.user.email,
-      name: mock.user.name,
-      ...dialect.idTokenClaims?.(mock),
       preferred_username: user.username,
       email: user.email,
       name: user.name,
+      ...dialect.idTokenClaims?.(mock),
     }));
     const signature = await crypto.subtle.sign(
       { name: "ECDSA", hash: "SHA-256" },
@@ -494,10 +491,9 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     }
     if (mock.rotateRefreshTokens) {
       info.used = true;
-      return issueTokens(client.id, info.scope, info.grant, undefined, true, ROTATION);
-      return issueTokens(client.id, info.scope, info.grant, undefined, true, userBySub(info.sub));
+      return issueTokens(client.id, info.scope, info.grant, undefined, true, ROTATION, userBySub(info.sub));
     }
-    return issueTokens(client.id, info.scope, info.grant, undefined, false, userBySub(info.sub));
+    return issueTokens(client.id, info.scope, info.grant, undefined, false, undefined, userBySub(info.sub));
   }
 
   async function route(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
@@ -574,8 +570,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (await s256(record.form.code_verifier ?? "") !== auth.challenge) {
         return tokenError("invalid_grant", "PKCE verification failed");
       }
-      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.params);
-      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.user);
+      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.params, auth.user);
     }
     if (p === ep("introspect") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
