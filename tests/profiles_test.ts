@@ -110,14 +110,14 @@ params = { audience = "https://profile.example.com", acr_values = "mfa" }
     await t.step("the profile alone", async () => {
       const out = await doctor([]);
       assertStringIncludes(out, `ok    config     profile: work (from --profile) in ${path}\n`);
-      assertStringIncludes(out, `ok    config     issuer: ${mock.issuer}/ (from profile)\n`);
+      assertStringIncludes(out, `ok    config     issuer: ${mock.issuer} (from profile)\n`);
       assertStringIncludes(out, `ok    config     client id: ${PUBLIC_CLIENT.id} (from profile)\n`);
       assertStringIncludes(out, "ok    config     scope: openid from-profile (from profile)\n");
     });
     await t.step(".env beats the profile", async () => {
       const out = await doctor([], { files: { ".env": { OAUTH_SCOPE: "openid from-dotenv" } } });
       assertStringIncludes(out, "scope: openid from-dotenv (from .env)\n");
-      assertStringIncludes(out, `issuer: ${mock.issuer}/ (from profile)\n`);
+      assertStringIncludes(out, `issuer: ${mock.issuer} (from profile)\n`);
     });
     await t.step("the environment beats .env", async () => {
       const out = await doctor([], {
