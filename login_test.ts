@@ -24,7 +24,17 @@ import {
   serveMockIssuer,
 } from "./tests/mock_issuer.ts";
 
-// ── Harness ─────
+import {
+  assertPortClosed,
+  freePort,
+  portOf,
+  type Run,
+  run as boundedRun,
+  type RunOptions as HarnessRunOptions,
+  withMock,
+} from "./tests/_harness.ts";
+
+// ── Harness: the bounded run of tests/_harness.ts ───────────────────────────────────────────────
 
 const temporaryDirs: string[] = [];
 /** A temporary directory, removed when the test module ends. */
@@ -37,84 +47,24 @@ globalThis.addEventListener("unload", () => {
   for (const dir of temporaryDirs) Deno.removeSync(dir, { recursive: true });
 });
 
-// ── Harness (continued) ─────────────────────────────────────────────────────────────────────────────────
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-  /** What the injected opener was asked to open. */
-  opened: string[];
-  /** What the scripted browser saw, when it ran. */
-  visit?: BrowserVisit;
-}
-
-interface RunOptions {
-  env?: Record<string, string>;
-  files?: Record<string, Record<string, string>>;
-  /** Plays the browser when the tool opens a URL; the default follows it and approves. */
-  browser?: (url: string) => Promise<BrowserVisit | undefined>;
-  openFails?: string;
-  controller?: AbortController;
-  /** The token cache; a fresh temporary one by default. */
+interface RunOptions extends Omit<HarnessRunOptions, "storage"> {
+  /** The token cache; by default `fileStorage` in the run's own temporary home. */
   storage?: Storage;
-  interactive?: boolean;
-  now?: () => number;
-  httpTimeoutMs?: number;
-  /** Replaces waiting: the device flow's pauses are recorded here and move the clock instead. */
-  sleep?: (ms: number) => Promise<void>;
-  /** What the person pastes on stdin (makes the run interactive). */
-  lines?: AsyncIterable<string>;
-  /** The platform; by default a Linux desktop with a display and xdg-open. */
-  os?: string;
-  which?: (command: string) => boolean;
-  /** Sees each message as it is written to stderr, and each output to stdout. */
-  onStderr?: (text: string) => void;
-  onStdout?: (text: string) => void;
-  fetch?: typeof fetch;
 }
 
-/** A desktop: a display is available, so the browser flow is chosen. */
-const DESKTOP_ENV = { DISPLAY: ":0" };
-
+/**
+ * `main(args)` through the shared bounded harness (a run that overruns fails in seconds instead of
+ * hanging the suite), on a Linux desktop whose browser is the scripted one that approves.
+ */
 async function run(args: string[], options: RunOptions = {}): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const opened: string[] = [];
-  let visit: Promise<BrowserVisit | undefined> | undefined;
-  const browser = options.browser ?? ((url: string) => scriptedBrowser(url));
-  const deps: Deps = {
-    fetch: options.fetch ?? globalThis.fetch,
-    openUrl: (url) => {
-      opened.push(url);
-      visit = browser(url);
-      if (options.openFails) return Promise.reject(new Error(options.openFails));
-      return Promise.resolve();
-    },
-    now: options.now ?? (() => Date.now()),
-    env: (name) => ({ ...DESKTOP_ENV, ...options.env } as Record<string, string | undefined>)[name],
-    readEnvFile: (path) => Promise.resolve(options.files?.[path]),
-    stdout: (text) => {
-      options.onStdout?.(text);
-      stdout += text;
-    },
-    stderr: (text) => {
-      stderr += text;
-      options.onStderr?.(text);
-    },
-    interactive: options.interactive ?? false,
-    storage: options.storage ?? fileStorage(await tempDir()),
-    signal: (options.controller ?? new AbortController()).signal,
-    httpTimeoutMs: options.httpTimeoutMs,
-    os: options.os ?? "linux",
-    which: options.which ?? (() => true),
-    sleep: options.sleep ?? (() => Promise.reject(new Error("this test does not expect to wait"))),
-    readLines: options.lines ? () => options.lines! : undefined,
-    animate: false,
-  };
-  if (options.lines) deps.interactive = true;
-  const code = await main(args, deps);
-  return { code, stdout, stderr, opened, visit: await visit };
+  const { storage, ...rest } = options;
+  const result = await boundedRun(args, {
+    browser: (url) => scriptedBrowser(url),
+    ...rest,
+    storage: storage ? () => storage : undefined,
+  });
+  temporaryDirs.push(result.home);
+  return result;
 }
 
 function flags(mock: ServedMock, client = PUBLIC_CLIENT, ...extra: string[]): string[] {
@@ -122,34 +72,6 @@ function flags(mock: ServedMock, client = PUBLIC_CLIENT, ...extra: string[]): st
 }
 
 const ENV_CONFIDENTIAL = { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! };
-
-async function withMock(fn: (mock: ServedMock) => Promise<void>, options = {}): Promise<void> {
-  const mock = serveMockIssuer(options);
-  try {
-    await fn(mock);
-  } finally {
-    await mock.close();
-  }
-}
-
-/** A port that is free now (the OS picks it). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-async function assertPortClosed(url: string): Promise<void> {
-  const { hostname, port } = new URL(url);
-  try {
-    const conn = await Deno.connect({ hostname: hostname.replace(/^\[|\]$/g, ""), port: Number(port) });
-    conn.close();
-    throw new Error(`port ${port} is still open`);
-  } catch (error) {
-    assert(error instanceof Deno.errors.ConnectionRefused, String(error));
-  }
-}
 
 // ── The browser login ───────────────────────────────────────────────────────────────────────────
 
@@ -189,7 +111,7 @@ Deno.test("login() signs in a public client with PKCE over an ephemeral loopback
     const [accessToken] = mock.accessTokens.keys();
     assertNotMatch(visit.body, new RegExp(accessToken));
     assertNotMatch(visit.body, /<script|<img|<link|href=/);
-    await assertPortClosed(result.opened[0]);
+    await assertPortClosed(portOf(result.opened[0]));
   });
 });
 
@@ -262,8 +184,8 @@ Deno.test("login() listens exactly on a fixed redirect URI; localhost binds 127.
     assertEquals(reachable, ["127.0.0.1", "::1"]);
     assertEquals(mock.calls("authorize")[0].query.redirect_uri, redirectUri);
     assertEquals(mock.calls("token")[0].form.redirect_uri, redirectUri);
-    await assertPortClosed(`http://127.0.0.1:${port}/`);
-    await assertPortClosed(`http://[::1]:${port}/`);
+    await assertPortClosed(port);
+    await assertPortClosed(port, "::1");
   });
 });
 
@@ -295,6 +217,7 @@ Deno.test("login() ignores stray and forged requests and completes with the genu
         await hit("/callback?code=x", { method: "POST" });
         // A page on another host (DNS rebinding) sends its own Host header, even with the right state.
         const start = await fetch(url, { redirect: "manual" });
+        await start.body?.cancel();
         const state = new URL(start.headers.get("location")!).searchParams.get("state");
         const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(base.port) });
         await conn.write(
@@ -345,7 +268,9 @@ Deno.test("login() refuses a callback whose iss names another server (RFC 9207)"
       browser: async (url) => {
         // Follow to the authorization server, then rewrite the redirect's iss as a mix-up attacker would.
         const start = await fetch(url, { redirect: "manual" });
+        await start.body?.cancel();
         const authorize = await fetch(start.headers.get("location")!, { redirect: "manual" });
+        await authorize.body?.cancel();
         const callback = new URL(authorize.headers.get("location")!);
         callback.searchParams.set("iss", "https://evil.example");
         return scriptedBrowser(callback.href);
@@ -366,7 +291,7 @@ Deno.test("login() times out with exit 5 and frees the port", async () => {
     assertEquals(result.code, EXIT.timedOut);
     assertStringIncludes(result.stderr, "error: No answer from the browser within 0.2 seconds\n");
     assertStringIncludes(result.stderr, "hint: run the login again");
-    await assertPortClosed(result.opened[0]);
+    await assertPortClosed(portOf(result.opened[0]));
   });
 });
 
@@ -382,7 +307,7 @@ Deno.test("login() stops with exit 130 on Ctrl-C and frees the port", async () =
     });
     assertEquals(result.code, EXIT.interrupted);
     assertStringIncludes(result.stderr, "error: Login cancelled\n");
-    await assertPortClosed(result.opened[0]);
+    await assertPortClosed(portOf(result.opened[0]));
   });
 });
 
