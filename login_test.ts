@@ -1,9 +1,7 @@
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./tests/assert.ts";
 import {
-  type Deps,
   EXIT,
   fileStorage,
-  main,
   openerCommand,
   openWithSystemBrowser,
   page,
@@ -21,12 +19,13 @@ import {
   s256,
   scriptedBrowser,
   type ServedMock,
-  serveMockIssuer,
 } from "./tests/mock_issuer.ts";
 
 import {
+  assertLoopbackOnly,
   assertPortClosed,
   freePort,
+  genuineCallback,
   portOf,
   type Run,
   run as boundedRun,
@@ -192,9 +191,21 @@ Deno.test("login() listens exactly on a fixed redirect URI; localhost binds 127.
 Deno.test("login() with --port listens on 127.0.0.1 at that port", async () => {
   await withMock(async (mock) => {
     const port = freePort();
-    const result = await run([...flags(mock), "--port", String(port)]);
+    let beyond: string[] = [];
+    const result = await run([...flags(mock), "--port", String(port)], {
+      browser: async (start) => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port }); // listening there…
+        conn.close();
+        beyond = await assertLoopbackOnly(port); // …and on no other address of this machine
+        return scriptedBrowser(start);
+      },
+    });
     assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(result.opened, [`http://127.0.0.1:${port}/`]);
+    assert(beyond.length > 0);
     assertEquals(mock.calls("authorize")[0].query.redirect_uri, `http://127.0.0.1:${port}/callback`);
+    assertStringIncludes(result.visit!.body, "Signed in as alice@example.com");
+    await assertPortClosed(port);
   });
 });
 
@@ -295,19 +306,26 @@ Deno.test("login() times out with exit 5 and frees the port", async () => {
   });
 });
 
-Deno.test("login() stops with exit 130 on Ctrl-C and frees the port", async () => {
+Deno.test("login() stops with exit 130 on Ctrl-C while it waits for the browser, and frees the port", async () => {
   await withMock(async (mock) => {
     const controller = new AbortController();
+    let callback: URL | undefined;
     const result = await run(flags(mock), {
       controller,
-      browser: () => {
-        controller.abort();
-        return Promise.resolve(undefined);
+      browser: async (start) => {
+        // The wait has begun: the callback server answers, and the person is at the sign-in page…
+        callback = await genuineCallback(start);
+        controller.abort(); // …when they press Ctrl-C in the terminal
+        return undefined;
       },
     });
     assertEquals(result.code, EXIT.interrupted);
     assertStringIncludes(result.stderr, "error: Login cancelled\n");
+    assert(result.ms < 2_000, `Ctrl-C took ${Math.round(result.ms)} ms to end the login`);
     await assertPortClosed(portOf(result.opened[0]));
+    assertEquals(mock.calls("authorize").length, 1, "Ctrl-C came after the authorization request");
+    assertEquals(mock.calls("token").length, 0);
+    assert(callback !== undefined);
   });
 });
 
@@ -602,11 +620,22 @@ Deno.test("--help and --version print to stdout and exit 0", async () => {
 
 // ── Pure pieces ─────────────────────────────────────────────────────────────────────────────────
 
-Deno.test("PKCE S256 matches the RFC 7636 appendix B vector", async () => {
-  const { calculatePKCECodeChallenge } = await import("npm:oauth4webapi@3.8.8");
-  const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-  assertEquals(await calculatePKCECodeChallenge(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-  assertEquals(await s256(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+Deno.test("login() sends S256(code_verifier) as its code_challenge (RFC 7636 §4.2, checker per appendix B)", async () => {
+  // The checker first: appendix B's verifier gives appendix B's challenge.
+  assertEquals(
+    await s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+  );
+  await withMock(async (mock) => {
+    const result = await run(flags(mock));
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const [authorize] = mock.calls("authorize");
+    const [token] = mock.calls("token");
+    assertEquals(authorize.query.code_challenge_method, "S256");
+    assertMatch(token.form.code_verifier, /^[A-Za-z0-9._~-]{43,128}$/, "RFC 7636 §4.1");
+    assertEquals(authorize.query.code_challenge, await s256(token.form.code_verifier));
+    assert(authorize.query.code_challenge !== token.form.code_verifier, "not the plain method");
+  });
 });
 
 Deno.test("openerCommand() gives argv for each platform and never a shell", async (t) => {
@@ -1178,10 +1207,15 @@ Deno.test("the CLI reads .env with process.loadEnvFile; the environment and flag
 Deno.test("login() names the person from the ID token when introspection gives no username", async () => {
   await withMock(async (mock) => {
     mock.intercept = (record) =>
-      record.path.endsWith("/introspect") ? Response.json({ active: true, sub: mock.user.sub }) : undefined;
+      record.path.endsWith("/introspect")
+        ? Response.json({ active: true, sub: mock.user.sub })
+        : record.path.endsWith("/userinfo")
+        ? Response.json({ sub: mock.user.sub, preferred_username: "named-by-userinfo" })
+        : undefined;
     const result = await run(flags(mock, CONFIDENTIAL_CLIENT), { env: ENV_CONFIDENTIAL });
     assertEquals(result.code, EXIT.ok, result.stderr);
     assertEquals(mock.calls("introspect").length, 1);
+    assertEquals(mock.calls("userinfo").length, 0, "the ID token named the person");
     assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
   });
 });
@@ -1331,20 +1365,29 @@ Deno.test("device flow: access_denied exits 3, expired_token and the deadline ex
   });
 });
 
-Deno.test("device flow: Ctrl-C stops polling at once", async () => {
+Deno.test("device flow: Ctrl-C during the pause between polls stops polling at once", async () => {
   await withDeviceMock(async (mock, time) => {
     const controller = new AbortController();
+    const pauses: number[] = [];
+    const never = Promise.withResolvers<void>(); // a pause that would never end
     const result = await run([...flags(mock), "--flow", "device"], {
       now: time.now,
       controller,
-      sleep: () => {
-        controller.abort();
-        return new Promise(() => {}); // a pause that would never end
+      animate: true, // so the countdown line announces each pause on stderr
+      onStderr: (text) => {
+        // Pressed once the pause it announces has begun (the line is written just before it).
+        if (text.includes("Waiting for you to approve")) setTimeout(() => controller.abort(), 0);
+      },
+      sleep: (ms) => {
+        pauses.push(ms);
+        return never.promise;
       },
     });
     assertEquals(result.code, EXIT.interrupted);
     assertStringIncludes(result.stderr, "error: Login cancelled\n");
+    assertEquals(pauses, [1000], "Ctrl-C came during the first pause");
     assertEquals(devicePolls(mock).length, 0);
+    assert(result.ms < 2_000, `Ctrl-C took ${Math.round(result.ms)} ms to stop the polling`);
   });
 });
 
@@ -1709,11 +1752,13 @@ Deno.test("token waiting for another process's refresh stops at once on Ctrl-C, 
     const name = (await entryPath()).split("/").pop()!.replace(/\.json$/, "");
     const held = await storage.lock(name); // another process is refreshing
     const controller = new AbortController();
+    let pending: Promise<{ release(): void }> | undefined;
     const waiting: Storage = {
       ...storage,
       lock: (entry) => {
-        const pending = storage.lock(entry);
-        controller.abort(); // Ctrl-C while the lock is awaited
+        pending = storage.lock(entry);
+        // The wait for the lock has begun (the lock is held above, so it cannot be granted): Ctrl-C.
+        setTimeout(() => controller.abort(), 20);
         return pending;
       },
     };
@@ -1721,9 +1766,13 @@ Deno.test("token waiting for another process's refresh stops at once on Ctrl-C, 
       const result = await cli(["token"], { storage: waiting, controller });
       assertEquals(result.code, EXIT.interrupted);
       assertEquals(result.stdout, "");
+      assertEquals(result.stderr, "error: Interrupted\n");
+      assert(result.ms < 2_000, `Ctrl-C took ${Math.round(result.ms)} ms to end the wait`);
       assertEquals(tokenRequests(mock, "refresh_token").length, 0);
     } finally {
       held.release();
+      // The abandoned request for the lock is granted once it is free, and released at once by the tool.
+      await pending;
     }
   });
 });
