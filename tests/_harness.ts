@@ -409,12 +409,13 @@ export function freePort(): number {
 /**
  * Addresses of this machine that are not 127.0.0.1 or ::1: 127.0.0.2 on Linux (which routes all of
  * 127.0.0.0/8 to the loopback interface, so only a listener on 127.0.0.1 itself refuses it), and every
- * interface address that is neither loopback nor link-local. A listener bound to 0.0.0.0 or ::
- * accepts connections on all of them.
+ * interface address that is neither loopback nor link-local (those only with `--allow-sys`). A
+ * listener bound to 0.0.0.0 or :: accepts connections on all of them.
  */
 export function addressesBeyondLoopback(): string[] {
   const addresses = Deno.build.os === "linux" ? ["127.0.0.2"] : [];
-  for (const { address } of Deno.networkInterfaces()) {
+  const sys = Deno.permissions.querySync({ name: "sys", kind: "networkInterfaces" }).state === "granted";
+  for (const { address } of sys ? Deno.networkInterfaces() : []) {
     if (address === "127.0.0.1" || address === "::1" || /^fe80:/i.test(address)) continue;
     if (!addresses.includes(address)) addresses.push(address);
   }
