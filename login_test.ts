@@ -1738,8 +1738,8 @@ Deno.test("a callback accepted before --timeout completes even if the exchange o
       return undefined;
     };
     const result = await run([...flags(mock), "--timeout", "0.1"]);
-    await exchange;
     assertEquals(result.code, EXIT.ok, result.stderr);
+    await exchange; // the login waited for the exchange, so this has happened (no timer is left)
     assertStringIncludes(result.visit!.body, "Signed in as alice@example.com");
     assertStringIncludes(result.stderr, "Logged in as alice@example.com");
   });
