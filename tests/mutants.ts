@@ -121,6 +121,11 @@ const MUTANTS: Mutant[] = [
     tests: [LOGIN],
   },
   {
+    name: "Ctrl-C ignored once a wait has begun",
+    edits: [[/deps\.signal\.addEventListener\("abort", onAbort, \{ once: true \}\);/, ""]],
+    tests: [LOGIN],
+  },
+  {
     name: "no lock around the refresh",
     edits: [[/const lock = await lockEntry\(name, deps\);/, "const lock = { release() {} };"]],
     tests: [LOGIN],
