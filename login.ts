@@ -2478,7 +2478,10 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
   });
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   if (claims && entry.subject && claims.sub !== entry.subject) {
-    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user");
+    // OpenID Connect Core §12.2: a refreshed ID token must name the same sub; oauth4webapi cannot know the old one.
+    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user", {
+      hint: 'the cached tokens were kept unused; run "oauth-login login" to sign in again',
+    });
   }
   return toTokenSet(
     config,
