@@ -33,6 +33,8 @@ export const HTTP_TIMEOUT_MS = 30_000;
 export const MAX_BODY_BYTES = 1024 * 1024;
 /** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest `--timeout`, in whole seconds: what fits in a timer. */
+const MAX_TIMEOUT_S = Math.floor(MAX_TIMER_MS / 1000);
 /** The longest `Retry-After` wait we honour before one more discovery request. */
 const MAX_RETRY_AFTER_MS = 10_000;
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
@@ -85,6 +87,7 @@ const ENV_VARS = {
   scope: "OAUTH_SCOPE",
   redirectUri: "OAUTH_REDIRECT_URI",
   cache: "OAUTH_LOGIN_CACHE",
+  clientAuth: "OAUTH_CLIENT_AUTH",
 } as const;
 
 const CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"] as const;
@@ -750,18 +753,22 @@ export function resolveConfig(
 
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
-    timeoutMs = Math.round(Number(flags.timeout) * 1000);
-    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) {
+    // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
+    const timeout = Number(flags.timeout);
+    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeout > 0) || timeout > MAX_TIMEOUT_S) {
       throw new LoginError(
         "usage",
-        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds from 0 to 2147483`,
+        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds above 0 and at most ${MAX_TIMEOUT_S}`,
+        { hint: "give the seconds to wait for the browser, e.g. --timeout 600" },
       );
     }
+    timeoutMs = Math.max(1, Math.round(timeout * 1000));
   }
-  const clientAuth = flags["client-auth"];
+  const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
+    const where = sources.clientAuth === "flag" ? "--client-auth" : ENV_VARS.clientAuth;
     throw new LoginError("usage", `The client authentication "${sanitize(clientAuth)}" is not supported`, {
-      hint: `use one of ${CLIENT_AUTH_METHODS.join(", ")}`,
+      hint: `set ${where} to one of ${CLIENT_AUTH_METHODS.join(", ")}`,
     });
   }
   if (clientAuth && clientAuth !== "none" && !clientSecret) {
@@ -773,7 +780,11 @@ export function resolveConfig(
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
     if (!/^\d+(\.\d+)?$/.test(flags["min-ttl"])) {
-      throw new LoginError("usage", `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds`);
+      throw new LoginError(
+        "usage",
+        `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds, 0 or more`,
+        { hint: "give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)" },
+      );
     }
   }
   const format = flags.format ?? (flags.json ? "json" : "text");
@@ -1248,10 +1259,30 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
 }
 
+/**
+ * The client authentication for refreshing a cached entry: the one configured (`--client-auth`,
+ * `OAUTH_CLIENT_AUTH`), else the one the entry was stored with, so that the client authenticates as
+ * it did at login (RFC 6749 §6), unless a client secret has since been added or removed (then the
+ * metadata decides, as at login). Pure.
+ */
+function refreshClientAuth(
+  entry: Pick<TokenSet, "authMethod">,
+  config: Pick<Config, "clientSecret" | "clientAuth">,
+): ClientAuthMethod | undefined {
+  if (config.clientAuth) return config.clientAuth;
+  return (entry.authMethod === "none") === !config.clientSecret ? entry.authMethod : undefined;
+}
+
 /** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
 async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<TokenSet> {
   const oauth = await lib();
-  const issuer = await issuerFor(entry.metadata as unknown as Oauth.AuthorizationServer, config, deps, trace, false);
+  const issuer = await issuerFor(
+    entry.metadata as unknown as Oauth.AuthorizationServer,
+    { clientId: config.clientId, clientSecret: config.clientSecret, clientAuth: refreshClientAuth(entry, config) },
+    deps,
+    trace,
+    false,
+  );
   const { as, client, auth, http } = issuer;
   const tokens = await step("refresh the access token", async () => {
     const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
@@ -2280,6 +2311,7 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   --client-secret S     the client secret, for confidential clients       OAUTH_CLIENT_SECRET
                         (as a flag it is visible to other local users: prefer the variable)
   --client-auth METHOD  none, client_secret_basic or client_secret_post (default: from metadata)
+                        (or OAUTH_CLIENT_AUTH; refresh reuses the login's)
   --scope "A B"         scopes to ask for (default: openid profile [offline_access])  OAUTH_SCOPE
   --param KEY=VALUE     an extra parameter (resource, audience, login_hint, acr_values, ...); repeatable
   --env-file PATH       read settings from this file instead of ./.env
