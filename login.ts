@@ -153,8 +153,12 @@ export interface Config {
 /** The token cache: one file per entry in a directory only the owner can read. */
 export interface Storage {
   readonly dir: string;
-  /** The entry's text, or undefined when there is none; refuses a file other users can read. */
-  read(name: string): Promise<string | undefined>;
+  /**
+   * The entry's text, or undefined when there is none. Refuses (a "config" `LoginError`) a file other
+   * users can read, unless `allowShared` is set; even then it refuses one that others could have
+   * changed or that is not ours.
+   */
+  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
   /** Replaces the entry atomically (temporary file, then rename), owner-only. */
   write(name: string, text: string): Promise<void>;
   remove(name: string): Promise<void>;
@@ -1591,13 +1595,19 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
     dir,
     // Synchronous: one small file, read on every `token`, where the async machinery costs more.
     // deno-lint-ignore require-await
-    async read(name) {
+    async read(name, options) {
       try {
         const info = Deno.statSync(path(name));
         if (info.mode !== null && (info.mode & 0o077) !== 0) {
-          throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, {
-            hint: `make it private with: chmod 600 "${path(name)}"`,
-          });
+          const hint = `make it private with: chmod 600 "${path(name)}"`;
+          if (!options?.allowShared) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
+          }
+          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.uid())) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
+              hint,
+            });
+          }
         }
         return Deno.readTextFileSync(path(name));
       } catch (error) {
@@ -2129,7 +2139,14 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   let removed = 0;
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
-      deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
+      if (!(error instanceof LoginError && error.code === "config")) throw error;
+      // Others could read it: exactly the tokens to revoke. It is ours, so read it anyway.
+      return deps.storage.read(`${name}.json`, { allowShared: true }).then((text) => {
+        deps.stderr(`warning: ${error.message}, so its tokens are revoked before it is removed\n`);
+        return text;
+      });
+    }).catch((error) => {
+      deps.stderr(`warning: ${(error as Error).message}; removing it without revoking its tokens\n`);
       return "";
     });
     if (text === undefined) continue;

@@ -206,3 +206,73 @@ Deno.test("bug 6: --timeout, --min-ttl and --port refuse exactly the values thei
     });
   }
 });
+
+// ── Bug 4: logout revokes the tokens of an entry others could read ──────────────────────────────
+
+Deno.test("bug 4: logout of an entry other users can read revokes its tokens, then removes it", async () => {
+  await withMock(async (mock) => {
+    const login = await run(["login", ...flags(mock)], { browser: scriptedBrowser });
+    try {
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      const { path, entry } = await entryOf(login);
+      await Deno.chmod(path, 0o644);
+
+      const logout = await run(["logout", ...flags(mock)], { home: login.home });
+      assertEquals(logout.code, EXIT.ok, logout.stderr);
+      assertEquals(
+        logout.stderr,
+        `warning: The token cache file "${path}" can be read by other users, so its tokens are revoked before it is removed\n` +
+          `Logged out of ${mock.issuer}\n`,
+      );
+      assertEquals(logout.stdout, "");
+      assertEquals(mock.calls("revoke").map((r) => r.form.token_type_hint), ["refresh_token", "access_token"]);
+      assertEquals(mock.revoked, [entry.refreshToken, entry.accessToken]);
+      assert(!mock.accessTokens.has(entry.accessToken), "the access token no longer works");
+      assertEquals(await exists(path), false, "the entry is removed");
+    } finally {
+      await cleanUp(login);
+    }
+  });
+});
+
+Deno.test("bug 4: logout --all revokes a readable entry too, and still refuses to trust one others could change", async () => {
+  await withMock(async (mock) => {
+    const login = await run(["login", ...flags(mock)], { browser: scriptedBrowser });
+    try {
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      const { path, entry } = await entryOf(login);
+      await Deno.chmod(path, 0o640);
+      const all = await run(["logout", "--all"], { home: login.home });
+      assertEquals(all.code, EXIT.ok, all.stderr);
+      assertEquals(mock.revoked, [entry.refreshToken, entry.accessToken]);
+      assertEquals(await exists(path), false);
+
+      // A file others could have written may name any revocation endpoint: it is removed unread.
+      const again = await run(["login", ...flags(mock)], { browser: scriptedBrowser, home: login.home });
+      assertEquals(again.code, EXIT.ok, again.stderr);
+      const second = await entryOf(again);
+      await Deno.chmod(second.path, 0o666);
+      const logout = await run(["logout", ...flags(mock)], { home: login.home });
+      assertEquals(logout.code, EXIT.ok, logout.stderr);
+      assertEquals(
+        logout.stderr,
+        `warning: The token cache file "${second.path}" can be changed by other users; removing it without revoking its tokens\n` +
+          `Logged out of ${mock.issuer}\n`,
+      );
+      assertEquals(mock.revoked.length, 2, "nothing more was sent to the revocation endpoint");
+      assertEquals(await exists(second.path), false);
+    } finally {
+      await cleanUp(login);
+    }
+  });
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
