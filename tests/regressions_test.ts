@@ -7,7 +7,7 @@
  * @module
  */
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
-import { EXIT, type TokenSet } from "../login.ts";
+import { browserAvailability, EXIT, type TokenSet } from "../login.ts";
 import { CONFIDENTIAL_CLIENT, type MockClient, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 
@@ -276,3 +276,253 @@ async function exists(path: string): Promise<boolean> {
     throw error;
   }
 }
+
+// ── Subprocesses: the real opener and the single-file run ───────────────────────────────────────
+
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
+const LOGIN_TS = new URL("../login.ts", import.meta.url).pathname;
+
+interface Spawned {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run` of a script as a person would, with a bound; the environment is inherited plus `env`. */
+async function spawnDeno(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  options: { cwd?: string; denoFlags?: string[] } = {},
+): Promise<Spawned> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...(options.denoFlags ?? []), ...PERMISSIONS, script, ...args],
+    env: { NO_COLOR: "1", BROWSER: "", SSH_CONNECTION: "", SSH_CLIENT: "", SSH_TTY: "", ...env },
+    cwd: options.cwd,
+    stdin: "null",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+}
+
+/**
+ * A fake browser program at `path`: it appends its name and arguments (each in brackets) to
+ * `$OPENER_LOG`, then plays the browser with curl on the URL found in its arguments; with `fails`
+ * it exits 1 instead.
+ */
+async function fakeBrowser(path: string, fails = false): Promise<void> {
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  await Deno.writeTextFile(
+    path,
+    `#!/bin/sh
+{ printf '%s' "\${0##*/}"; for a in "$@"; do printf ' [%s]' "$a"; done; echo; } >>"$OPENER_LOG"
+${fails ? "exit 1" : ""}
+for a in "$@"; do case "$a" in *http://*) url="http://\${a#*http://}" ;; esac; done
+exec /usr/bin/curl --silent --location --max-time 20 --output /dev/null "$url"
+`,
+    { mode: 0o755 },
+  );
+}
+
+/** What the fake browsers logged, a line per run. */
+async function openerLog(path: string): Promise<string[]> {
+  try {
+    return (await Deno.readTextFile(path)).trim().split("\n").filter(Boolean);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}
+
+/** A temporary directory for the length of `fn`. */
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "oauth-login-regressions-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+// ── Bug 3: under WSL without wslview, the opener announced is the one that runs ─────────────────
+
+Deno.test("bug 3: browserAvailability decides the opener under WSL from what is installed", async (t) => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  const wsl = { WSL_DISTRO_NAME: "Ubuntu" };
+  const cases: [string, Record<string, string>, (command: string) => boolean, boolean, string[] | undefined, string][] =
+    [
+      ["WSL with wslview", wsl, () => true, true, ["wslview", "%s"], "WSL with wslview"],
+      [
+        "WSL without wslview, with WSLg's display and xdg-open",
+        { ...wsl, DISPLAY: ":0" },
+        (c) => c !== "wslview",
+        true,
+        ["xdg-open", "%s"],
+        "WSL without wslview, with a display and xdg-open",
+      ],
+      [
+        "WSL without wslview and without a display",
+        { WSL_INTEROP: "/run/WSL/1_interop" },
+        (c) => c !== "wslview",
+        false,
+        undefined,
+        "this is WSL without wslview (from wslu), and there is no display (DISPLAY and WAYLAND_DISPLAY are unset)",
+      ],
+      [
+        "WSL without wslview nor xdg-open",
+        { ...wsl, DISPLAY: ":0" },
+        () => false,
+        false,
+        undefined,
+        "this is WSL without wslview (from wslu), and xdg-open is not installed",
+      ],
+    ];
+  for (const [name, vars, which, ok, command, reason] of cases) {
+    await t.step(name, () => {
+      const decided = browserAvailability({ os: "linux", env: env(vars), which });
+      assertEquals(decided.ok, ok);
+      assertEquals(decided.reason, reason);
+      assertEquals(decided.opener, command?.[0]);
+      if (command) assertEquals(decided.commands, [command]);
+    });
+  }
+});
+
+Deno.test("bug 3: doctor under WSL without wslview announces xdg-open, the program the opener runs", async () => {
+  await withMock(async (mock) => {
+    const result = await run(["doctor", ...flags(mock)], {
+      env: { WSL_DISTRO_NAME: "Ubuntu", DISPLAY: ":0" },
+      which: (command) => command !== "wslview",
+    });
+    try {
+      assertEquals(result.code, EXIT.ok, result.stdout);
+      assertStringIncludes(
+        result.stdout,
+        "ok    browser    would open with xdg-open (WSL without wslview, with a display and xdg-open)\n",
+      );
+    } finally {
+      await cleanUp(result);
+    }
+  });
+});
+
+Deno.test("bug 3: a real login under WSL without wslview opens the browser with the xdg-open doctor names", async () => {
+  await withMock(async (mock) => {
+    await withTempDir(async (dir) => {
+      await fakeBrowser(`${dir}/bin/xdg-open`);
+      const env = {
+        PATH: `${dir}/bin`, // no wslview anywhere
+        WSL_DISTRO_NAME: "Ubuntu",
+        DISPLAY: ":0",
+        OAUTH_LOGIN_CACHE: `${dir}/cache`,
+        OPENER_LOG: `${dir}/opener.log`,
+      };
+      const doctor = await spawnDeno(LOGIN_TS, ["doctor", ...flags(mock)], env);
+      assertEquals(doctor.code, EXIT.ok, doctor.stdout + doctor.stderr);
+      assertStringIncludes(doctor.stdout, "would open with xdg-open (");
+      const login = await spawnDeno(LOGIN_TS, ["login", ...flags(mock), "--timeout", "10"], env);
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      assertStringIncludes(login.stderr, "Logged in as alice@example.com\n");
+      const log = await openerLog(env.OPENER_LOG);
+      assertEquals(log.length, 1, log.join("\n"));
+      assert(log[0].startsWith("xdg-open [http://127.0.0.1:"), log[0]);
+    });
+  });
+});
+
+// ── Bug 5: $BROWSER, a path with spaces or a colon-separated list ───────────────────────────────
+
+const CHROME = "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome";
+
+Deno.test("bug 5: browserAvailability reads $BROWSER as a program path, a list, or a command line", async (t) => {
+  const cases: [string, string, string, (command: string) => boolean, string[][]][] = [
+    ["a program path with spaces", CHROME, "darwin", (c) => c === CHROME, [[CHROME, "%s"]]],
+    ["a list: the first program found goes first", "firefox:w3m", "linux", (c) => c === "w3m", [
+      ["w3m", "%s"],
+      ["firefox", "%s"],
+    ]],
+    ["a list where both are found keeps its order", "firefox:w3m", "linux", () => true, [
+      ["firefox", "%s"],
+      ["w3m", "%s"],
+    ]],
+    ["a list holding a path with spaces", `xdg-open:${CHROME}`, "darwin", (c) => c === CHROME, [
+      [CHROME, "%s"],
+      ["xdg-open", "%s"],
+    ]],
+    ["a command line: the URL appended", "firefox --new-tab", "linux", () => true, [["firefox", "--new-tab", "%s"]]],
+    ["a command line with %s: the URL in its place", "lynx -dump %s", "linux", () => true, [["lynx", "-dump", "%s"]]],
+    ["%s inside an argument", "chromium --app=%s", "linux", () => true, [["chromium", "--app=%s"]]],
+    ["a quoted path with arguments", `"${CHROME}" --incognito`, "darwin", () => false, [[CHROME, "--incognito", "%s"]]],
+    ["empty alternatives are skipped", ":w3m::", "linux", () => true, [["w3m", "%s"]]],
+    [
+      "Windows separates with ';' (its paths hold ':')",
+      "C:\\Program Files\\Mozilla Firefox\\firefox.exe;msedge",
+      "windows",
+      (c) => c === "C:\\Program Files\\Mozilla Firefox\\firefox.exe",
+      [["C:\\Program Files\\Mozilla Firefox\\firefox.exe", "%s"], ["msedge", "%s"]],
+    ],
+  ];
+  for (const [name, value, os, which, commands] of cases) {
+    await t.step(name, () => {
+      const decided = browserAvailability({ os, env: (n) => n === "BROWSER" ? value : undefined, which });
+      assertEquals(decided.ok, true);
+      assertEquals(decided.commands, commands);
+      assertEquals(decided.opener, commands[0][0]);
+    });
+  }
+  await t.step("only separators: as if unset", () => {
+    const decided = browserAvailability({
+      os: "darwin",
+      env: (n) => n === "BROWSER" ? " : " : undefined,
+      which: () => true,
+    });
+    assertEquals(decided.commands, [["open", "%s"]]);
+  });
+});
+
+Deno.test("bug 5: doctor names the first program of $BROWSER that is there", async () => {
+  await withMock(async (mock) => {
+    const result = await run(["doctor", ...flags(mock)], {
+      env: { BROWSER: `firefox:${CHROME}` },
+      which: (command) => command === CHROME,
+    });
+    try {
+      assertStringIncludes(result.stdout, `ok    browser    would open with ${CHROME} ($BROWSER is set)\n`);
+    } finally {
+      await cleanUp(result);
+    }
+  });
+});
+
+Deno.test("bug 5: a real login runs $BROWSER as one program when it is a path with spaces", async () => {
+  await withMock(async (mock) => {
+    await withTempDir(async (dir) => {
+      const chrome = `${dir}${CHROME}`;
+      await fakeBrowser(chrome);
+      const env = { BROWSER: chrome, OAUTH_LOGIN_CACHE: `${dir}/cache`, OPENER_LOG: `${dir}/opener.log` };
+      const login = await spawnDeno(LOGIN_TS, ["login", ...flags(mock), "--timeout", "10"], env);
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      const log = await openerLog(env.OPENER_LOG);
+      assertEquals(log.length, 1, log.join("\n"));
+      assert(/^Google Chrome \[http:\/\/127\.0\.0\.1:\d+\/\]$/.test(log[0]), log[0]);
+    });
+  });
+});
+
+Deno.test("bug 5: a real login tries a $BROWSER list in order until one starts; quotes and %s work", async () => {
+  await withMock(async (mock) => {
+    await withTempDir(async (dir) => {
+      await fakeBrowser(`${dir}/bin/broken`, true);
+      await fakeBrowser(`${dir}/My Browser/browser`);
+      const list = `no-such-browser --new-window:${dir}/bin/broken:"${dir}/My Browser/browser" --app=%s --fresh`;
+      const env = { BROWSER: list, OAUTH_LOGIN_CACHE: `${dir}/cache`, OPENER_LOG: `${dir}/opener.log` };
+      const login = await spawnDeno(LOGIN_TS, ["login", ...flags(mock), "--timeout", "10"], env);
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      const log = await openerLog(env.OPENER_LOG);
+      assertEquals(log.length, 2, log.join("\n"));
+      assert(/^broken \[http:\/\/127\.0\.0\.1:\d+\/\]$/.test(log[0]), log[0]);
+      assert(/^browser \[--app=http:\/\/127\.0\.0\.1:\d+\/\] \[--fresh\]$/.test(log[1]), log[1]);
+    });
+  });
+});
