@@ -526,3 +526,45 @@ Deno.test("bug 5: a real login tries a $BROWSER list in order until one starts; 
     });
   });
 });
+
+// ── Section 4: login.ts alone in an empty folder logs in ────────────────────────────────────────
+
+Deno.test("login.ts copied alone into an empty folder logs in against the mock issuer, offline from Deno's cache", async () => {
+  await withMock(async (mock) => {
+    await withTempDir(async (dir) => {
+      const alone = `${dir}/alone`;
+      await Deno.mkdir(alone);
+      await Deno.copyFile(LOGIN_TS, `${alone}/login.ts`);
+      const env = {
+        // A scripted browser: curl follows the redirects to the tool's callback, as a browser would.
+        BROWSER: "curl --silent --location --max-time 20 --output /dev/null",
+        DISPLAY: ":0",
+        OAUTH_LOGIN_CACHE: `${dir}/cache`,
+      };
+      // No deno.json, no import map, no lock beside it; --cached-only: nothing is fetched (oauth4webapi
+      // is in Deno's cache since this test suite was type-checked).
+      const options = { cwd: alone, denoFlags: ["--cached-only"] };
+      const login = await spawnDeno("login.ts", ["login", ...flags(mock), "--timeout", "20"], env, options);
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      assertStringIncludes(login.stderr, "Logged in as alice@example.com\n");
+      assertEquals(mock.calls("token").length, 1, "one code exchange");
+
+      const files: string[] = [];
+      for await (const file of Deno.readDir(`${dir}/cache`)) files.push(file.name);
+      assertEquals(files.length, 1, files.join(", "));
+      const path = `${dir}/cache/${files[0]}`;
+      assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
+      const entry: TokenSet = JSON.parse(await Deno.readTextFile(path));
+      assertEquals(entry.metadata.issuer, mock.issuer);
+      assertEquals(entry.user, "alice@example.com");
+      assert(mock.accessTokens.has(entry.accessToken), "the cached access token is the one the server issued");
+
+      const token = await spawnDeno("login.ts", ["token", ...flags(mock)], env, options);
+      assertEquals(token.code, EXIT.ok, token.stderr);
+      assertEquals(token.stdout, `${entry.accessToken}\n`);
+      const beside: string[] = [];
+      for await (const file of Deno.readDir(alone)) beside.push(file.name);
+      assertEquals(beside, ["login.ts"], "nothing was written beside login.ts (no lock, no node_modules)");
+    });
+  });
+});
