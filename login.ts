@@ -1706,7 +1706,8 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
           if (!options?.allowShared) {
             throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
           }
-          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.uid())) {
+          // Ours: owned by the owner of the cache directory (Deno.uid() would need --allow-sys).
+          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.statSync(dir).uid)) {
             throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
               hint,
             });
