@@ -604,6 +604,15 @@ interface Report {
   cases: CaseResult[];
 }
 
+/** A warning when other programs kept the machine busy: the wall times then say little (CPU and memory still do). */
+function busy(report: Report): string | undefined {
+  const loads = [report.loadAverage.before, report.loadAverage.after].map((l) => Number(l?.split(" ")[0]));
+  const cores = report.machine.cores;
+  if (!loads.some((load) => load > cores)) return undefined;
+  return `WARNING: the load average (${loads.join(", ")}) was above the ${cores} cores: other programs competed ` +
+    "for the CPU, so the wall times (and their ratios) are not reliable; compare CPU time and peak memory.";
+}
+
 function render(report: Report, format: "text" | "markdown"): string {
   const [floor] = report.cases;
   const sameWork = report.cases.find((c) => c.id === "same-work");
@@ -637,6 +646,7 @@ function render(report: Report, format: "text" | "markdown"): string {
         ...(sameWorkLine(hot) ? [sameWorkLine(hot)!] : []),
       ]
       : []),
+    ...(busy(report) ? [busy(report)!] : []),
     `The benchmark took ${fmt(report.totalSeconds, 1)} s.`,
   ];
   if (format === "markdown") {
