@@ -856,9 +856,9 @@ export function resolveConfig(
   }
   const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
-    const where = sources.clientAuth === "flag" ? "--client-auth" : ENV_VARS.clientAuth;
+    const methods = CLIENT_AUTH_METHODS.join(", ");
     throw new LoginError("usage", `The client authentication "${sanitize(clientAuth)}" is not supported`, {
-      hint: `set ${where} to one of ${CLIENT_AUTH_METHODS.join(", ")}`,
+      hint: sources.clientAuth === "flag" ? `use one of ${methods}` : `set ${ENV_VARS.clientAuth} to one of ${methods}`,
     });
   }
   if (clientAuth && clientAuth !== "none" && !clientSecret) {

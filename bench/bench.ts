@@ -317,8 +317,8 @@ async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, 
   const browser = (await commandExists("curl"))
     ? curl
     : [Deno.execPath(), "run", "--quiet", "--allow-net=127.0.0.1", `${ROOT}/bench/browser.ts`];
-  if (browser.some((part) => /\s/.test(part))) {
-    throw new Error(`login.ts splits $BROWSER on whitespace, so these paths cannot have any: ${browser.join(" ")}`);
+  if (browser.some((part) => /[\s:"']/.test(part))) {
+    throw new Error(`login.ts splits $BROWSER at ":" and white space, so these cannot hold any: ${browser.join(" ")}`);
   }
   const loginArgv = [Deno.execPath(), "run", ...PERMISSIONS, "login.ts", "login", ...issuerFlags, "--timeout", "30"];
   const browserEnv = { ...baseEnv, BROWSER: browser.join(" ") };
