@@ -425,6 +425,28 @@ Deno.test("bug 3: doctor under WSL without wslview announces xdg-open, the progr
   });
 });
 
+Deno.test("bug 3: the flow choice under WSL without wslview nor a display says why, and opens nothing", async () => {
+  await withMock(async (mock) => {
+    const result = await run(["login", ...flags(mock)], {
+      env: { WSL_DISTRO_NAME: "Ubuntu", DISPLAY: "" },
+      which: (command) => command !== "wslview",
+      sleep: () => Promise.resolve(), // the device flow's first poll is approved at once
+    });
+    try {
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "Using the device flow: no browser can be opened here (this is WSL without wslview (from wslu), and there is " +
+          "no display (DISPLAY and WAYLAND_DISPLAY are unset))\n",
+      );
+      assertEquals(result.opened, [], "no opener was run");
+      assertEquals(mock.calls("authorize").length, 0);
+    } finally {
+      await cleanUp(result);
+    }
+  });
+});
+
 Deno.test("bug 3: a real login under WSL without wslview opens the browser with the xdg-open doctor names", async () => {
   await withMock(async (mock) => {
     await withTempDir(async (dir) => {
