@@ -33,6 +33,8 @@ export const HTTP_TIMEOUT_MS = 30_000;
 export const MAX_BODY_BYTES = 1024 * 1024;
 /** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest `--timeout`, in whole seconds: what fits in a timer. */
+const MAX_TIMEOUT_S = Math.floor(MAX_TIMER_MS / 1000);
 /** The longest `Retry-After` wait we honour before one more discovery request. */
 const MAX_RETRY_AFTER_MS = 10_000;
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
@@ -96,6 +98,7 @@ const ENV_VARS = {
   tenant: "OAUTH_TENANT",
   config: "OAUTH_LOGIN_CONFIG",
   profile: "OAUTH_PROFILE",
+  clientAuth: "OAUTH_CLIENT_AUTH",
 } as const;
 
 const CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"] as const;
@@ -184,8 +187,12 @@ export interface Config {
 /** The token cache: one file per entry in a directory only the owner can read. */
 export interface Storage {
   readonly dir: string;
-  /** The entry's text, or undefined when there is none; refuses a file other users can read. */
-  read(name: string): Promise<string | undefined>;
+  /**
+   * The entry's text, or undefined when there is none. Refuses (a "config" `LoginError`) a file other
+   * users can read, unless `allowShared` is set; even then it refuses one that others could have
+   * changed or that is not ours.
+   */
+  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
   /** Replaces the entry atomically (temporary file, then rename), owner-only. */
   write(name: string, text: string): Promise<void>;
   remove(name: string): Promise<void>;
@@ -497,51 +504,137 @@ export function chooseClientAuth(
   return "client_secret_basic";
 }
 
-/** The argv that opens `url` in a browser on this platform: never a shell string. */
-export function openerCommand(
-  url: string,
-  platform: { os: string; env: (name: string) => string | undefined; wsl?: boolean },
-): string[] {
-  const browser = platform.env("BROWSER")?.trim();
-  if (browser) {
-    const argv = browser.split(/\s+/);
-    return argv.some((a) => a.includes("%s")) ? argv.map((a) => a.replaceAll("%s", url)) : [...argv, url];
-  }
-  switch (platform.os) {
-    case "darwin":
-      return ["open", url];
-    case "windows":
-      return ["rundll32", "url.dll,FileProtocolHandler", url];
-    default:
-      return platform.wsl ? ["wslview", url] : ["xdg-open", url];
-  }
+/** How a browser is opened here: the one decision that `doctor`, the flow choice and the opener share. */
+export interface BrowserOpener {
+  /** Whether a browser can be opened on this machine; `reason` says why (not). */
+  ok: boolean;
+  reason: string;
+  /** The program that would run (what `doctor` announces); absent when none can. */
+  opener?: string;
+  /**
+   * The commands to try, in order, until one starts: argv, never a shell string; an argument "%s"
+   * stands for the URL (see `openerArgv`). At least one, even when `ok` is false.
+   */
+  commands: string[][];
 }
 
-/** Whether a browser can be opened on this machine, and why not. */
+/**
+ * Decides how to open a browser on this platform (the single place that does): `$BROWSER` when set
+ * (see `browserCommands`), else `open` on macOS (not over SSH), `rundll32` on Windows, `wslview`
+ * under WSL where it is installed, else `xdg-open` where there is a display. Pure: the environment
+ * and the PATH lookup (`which`, which also answers for a path) are given.
+ */
 export function browserAvailability(
   platform: { os: string; env: (name: string) => string | undefined; which: (command: string) => boolean },
-): { ok: boolean; reason: string; opener?: string } {
-  const { env } = platform;
-  if (env("BROWSER")?.trim()) {
-    return { ok: true, reason: "$BROWSER is set", opener: env("BROWSER")!.trim().split(/\s+/)[0] };
+): BrowserOpener {
+  const { env, which } = platform;
+  const browser = env("BROWSER")?.trim();
+  const commands = browser ? browserCommands(browser, platform) : [];
+  if (commands.length > 0) {
+    // The first command whose program is there goes first; the others are still tried after it.
+    const found = commands.filter((command) => which(command[0]));
+    const ordered = [...found, ...commands.filter((command) => !found.includes(command))];
+    const reason = found.length > 0 ? "$BROWSER is set" : "$BROWSER is set, but none of its programs was found";
+    return { ok: true, reason, opener: ordered[0][0], commands: ordered };
   }
   const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
-  if (platform.os === "windows") return { ok: true, reason: "Windows", opener: "rundll32" };
-  if (platform.os === "darwin") {
-    return ssh ? { ok: false, reason: "this is an SSH session" } : { ok: true, reason: "macOS", opener: "open" };
+  if (platform.os === "windows") {
+    return {
+      ok: true,
+      reason: "Windows",
+      opener: "rundll32",
+      commands: [["rundll32", "url.dll,FileProtocolHandler", "%s"]],
+    };
   }
-  const wsl = !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
-  if (wsl && platform.which("wslview")) return { ok: true, reason: "WSL with wslview", opener: "wslview" };
+  if (platform.os === "darwin") {
+    const commands = [["open", "%s"]];
+    return ssh
+      ? { ok: false, reason: "this is an SSH session", commands }
+      : { ok: true, reason: "macOS", opener: "open", commands };
+  }
+  const wsl = platform.os === "linux" && !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
+  if (wsl && which("wslview")) {
+    return { ok: true, reason: "WSL with wslview", opener: "wslview", commands: [["wslview", "%s"]] };
+  }
+  const xdg = [["xdg-open", "%s"]];
+  const without = wsl ? "this is WSL without wslview (from wslu), and " : "";
   if (!env("DISPLAY") && !env("WAYLAND_DISPLAY")) {
     return {
       ok: false,
       reason: ssh
-        ? "this is an SSH session without a forwarded display"
-        : "there is no display (DISPLAY and WAYLAND_DISPLAY are unset)",
+        ? `${without}this is an SSH session without a forwarded display`
+        : `${without}there is no display (DISPLAY and WAYLAND_DISPLAY are unset)`,
+      commands: xdg,
     };
   }
-  if (!platform.which("xdg-open")) return { ok: false, reason: "xdg-open is not installed" };
-  return { ok: true, reason: "a display and xdg-open are available", opener: "xdg-open" };
+  if (!which("xdg-open")) return { ok: false, reason: `${without}xdg-open is not installed`, commands: xdg };
+  const reason = wsl ? "WSL without wslview, with a display and xdg-open" : "a display and xdg-open are available";
+  return { ok: true, reason, opener: "xdg-open", commands: xdg };
+}
+
+/**
+ * The commands a `$BROWSER` value names, as argv with "%s" for the URL. The value is a list of
+ * alternatives separated by ":" (";" on Windows), unless the whole value is the path of a program
+ * that exists (so a path may hold spaces). Each alternative is a program's path that exists (spaces
+ * and all), or else a command line split on spaces, where "double" or 'single' quotes keep spaces
+ * together. An argument holding "%s" gets the URL there (the xdg convention); otherwise the URL is
+ * the last argument. Nothing goes through a shell.
+ */
+function browserCommands(
+  value: string,
+  platform: { os: string; which: (command: string) => boolean },
+): string[][] {
+  const isPath = (text: string) => text.includes("/") || (platform.os === "windows" && text.includes("\\"));
+  const program = (text: string) => isPath(text) && platform.which(text);
+  const entries = program(value) ? [value] : value.split(platform.os === "windows" ? ";" : ":");
+  const commands: string[][] = [];
+  for (const entry of entries.map((text) => text.trim())) {
+    const argv = program(entry) ? [entry] : splitWords(entry);
+    if (argv.length === 0) continue;
+    commands.push(argv.slice(1).some((arg) => arg.includes("%s")) ? argv : [...argv, "%s"]);
+  }
+  return commands;
+}
+
+/** Splits a command line on white space; "double" or 'single' quotes keep spaces in a word. No escapes. */
+function splitWords(text: string): string[] {
+  const words: string[] = [];
+  let word: string | undefined;
+  let quote: string | undefined;
+  for (const char of text) {
+    if (quote) {
+      if (char === quote) quote = undefined;
+      else word += char;
+    } else if (char === '"' || char === "'") {
+      quote = char;
+      word ??= "";
+    } else if (/\s/.test(char)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else word = (word ?? "") + char;
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
+/** One opener command with the URL in place of "%s" in its arguments (the program is left as it is). */
+function openerArgv(command: string[], url: string): string[] {
+  return [command[0], ...command.slice(1).map((arg) => arg.replaceAll("%s", url))];
+}
+
+/** The argv `browserAvailability` would run first to open `url` (`wsl` says WSL without its variables). */
+export function openerCommand(
+  url: string,
+  platform: {
+    os: string;
+    env: (name: string) => string | undefined;
+    wsl?: boolean;
+    which?: (command: string) => boolean;
+  },
+): string[] {
+  const env = (name: string) => name === "WSL_DISTRO_NAME" && platform.wsl ? "WSL" : platform.env(name);
+  const { commands } = browserAvailability({ os: platform.os, env, which: platform.which ?? (() => true) });
+  return openerArgv(commands[0], url);
 }
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
@@ -1126,18 +1219,22 @@ export function resolveConfig(
 
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
-    timeoutMs = Math.round(Number(flags.timeout) * 1000);
-    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) {
+    // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
+    const timeout = Number(flags.timeout);
+    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeout > 0) || timeout > MAX_TIMEOUT_S) {
       throw new LoginError(
         "usage",
-        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds from 0 to 2147483`,
+        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds above 0 and at most ${MAX_TIMEOUT_S}`,
+        { hint: "give the seconds to wait for the browser, e.g. --timeout 600" },
       );
     }
+    timeoutMs = Math.max(1, Math.round(timeout * 1000));
   }
-  const clientAuth = flags["client-auth"];
+  const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
+    const methods = CLIENT_AUTH_METHODS.join(", ");
     throw new LoginError("usage", `The client authentication "${sanitize(clientAuth)}" is not supported`, {
-      hint: `use one of ${CLIENT_AUTH_METHODS.join(", ")}`,
+      hint: sources.clientAuth === "flag" ? `use one of ${methods}` : `set ${ENV_VARS.clientAuth} to one of ${methods}`,
     });
   }
   if (clientAuth && clientAuth !== "none" && !clientSecret) {
@@ -1149,7 +1246,11 @@ export function resolveConfig(
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
     if (!/^\d+(\.\d+)?$/.test(flags["min-ttl"])) {
-      throw new LoginError("usage", `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds`);
+      throw new LoginError(
+        "usage",
+        `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds, 0 or more`,
+        { hint: "give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)" },
+      );
     }
   }
   const format = flags.format ?? (flags.json ? "json" : "text");
@@ -2467,10 +2568,30 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
 }
 
+/**
+ * The client authentication for refreshing a cached entry: the one configured (`--client-auth`,
+ * `OAUTH_CLIENT_AUTH`), else the one the entry was stored with, so that the client authenticates as
+ * it did at login (RFC 6749 §6), unless a client secret has since been added or removed (then the
+ * metadata decides, as at login). Pure.
+ */
+function refreshClientAuth(
+  entry: Pick<TokenSet, "authMethod">,
+  config: Pick<Config, "clientSecret" | "clientAuth">,
+): ClientAuthMethod | undefined {
+  if (config.clientAuth) return config.clientAuth;
+  return (entry.authMethod === "none") === !config.clientSecret ? entry.authMethod : undefined;
+}
+
 /** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
 async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<TokenSet> {
   const oauth = await lib();
-  const issuer = await issuerFor(entry.metadata as unknown as Oauth.AuthorizationServer, config, deps, trace, false);
+  const issuer = await issuerFor(
+    entry.metadata as unknown as Oauth.AuthorizationServer,
+    { clientId: config.clientId, clientSecret: config.clientSecret, clientAuth: refreshClientAuth(entry, config) },
+    deps,
+    trace,
+    false,
+  );
   const { as, client, auth, http } = issuer;
   const tokens = await step("refresh the access token", async () => {
     const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
@@ -2797,12 +2918,29 @@ export function callbackHandler(options: CallbackOptions): (request: Request) =>
 
 // ── Edges: the browser ──────────────────────────────────────────────────────────────────────────
 
-/** The real opener: spawns the platform's opener with argv (never a shell) and a time limit. */
+/**
+ * The real opener: runs what `browserAvailability` decides, with argv (never a shell) and a time
+ * limit, trying each command in turn until one starts (one not found, or that exits with an error,
+ * passes to the next). Throws the last failure when none starts.
+ */
 export async function openWithSystemBrowser(url: string): Promise<void> {
   const protocol = parseUrl(url)?.protocol;
   if (protocol !== "https:" && protocol !== "http:") throw new Error("only http(s) addresses are opened");
-  const wsl = Deno.build.os === "linux" && !!(Deno.env.get("WSL_DISTRO_NAME") || Deno.env.get("WSL_INTEROP"));
-  const [program, ...args] = openerCommand(url, { os: Deno.build.os, env: (n) => Deno.env.get(n), wsl });
+  const env = (name: string) => Deno.env.get(name);
+  const { commands } = browserAvailability({ os: Deno.build.os, env, which: (command) => onPath(command, env) });
+  let failure: unknown;
+  for (const command of commands) {
+    try {
+      return await runOpener(openerArgv(command, url));
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
+}
+
+/** Runs one opener; resolves once it exits with success or is still running after the limit. */
+async function runOpener([program, ...args]: string[]): Promise<void> {
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
@@ -2855,13 +2993,20 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
     dir,
     // Synchronous: one small file, read on every `token`, where the async machinery costs more.
     // deno-lint-ignore require-await
-    async read(name) {
+    async read(name, options) {
       try {
         const info = Deno.statSync(path(name));
         if (info.mode !== null && (info.mode & 0o077) !== 0) {
-          throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, {
-            hint: `make it private with: chmod 600 "${path(name)}"`,
-          });
+          const hint = `make it private with: chmod 600 "${path(name)}"`;
+          if (!options?.allowShared) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
+          }
+          // Ours: owned by the owner of the cache directory (Deno.uid() would need --allow-sys).
+          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.statSync(dir).uid)) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
+              hint,
+            });
+          }
         }
         return Deno.readTextFileSync(path(name));
       } catch (error) {
@@ -3585,7 +3730,14 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   let named: unknown; // the issuer as the server's metadata names it, from the entry removed
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
-      deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
+      if (!(error instanceof LoginError && error.code === "config")) throw error;
+      // Others could read it: exactly the tokens to revoke. It is ours, so read it anyway.
+      return deps.storage.read(`${name}.json`, { allowShared: true }).then((text) => {
+        deps.stderr(`warning: ${error.message}, so its tokens are revoked before it is removed\n`);
+        return text;
+      });
+    }).catch((error) => {
+      deps.stderr(`warning: ${(error as Error).message}; removing it without revoking its tokens\n`);
       return "";
     });
     if (text === undefined) continue;
@@ -3882,6 +4034,7 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   --client-secret S     the client secret, for confidential clients       OAUTH_CLIENT_SECRET
                         (as a flag it is visible to other local users: prefer the variable)
   --client-auth METHOD  none, client_secret_basic or client_secret_post (default: from metadata)
+                        (or OAUTH_CLIENT_AUTH; refresh reuses the login's)
   --scope "A B"         scopes to ask for (default: openid profile [offline_access])  OAUTH_SCOPE
   --param KEY=VALUE     an extra parameter (resource, audience, login_hint, acr_values, ...); repeatable
   --env-file PATH       read settings from this file instead of ./.env
@@ -4163,17 +4316,19 @@ function missingStorage(): Storage {
   return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
 }
 
-/** Whether `command` is an executable file in a directory of `$PATH`. */
+/** Whether `command` is an executable file: the path itself when it names one, else in a directory of `$PATH`. */
 function onPath(command: string, env: (name: string) => string | undefined): boolean {
-  const separator = Deno.build.os === "windows" ? ";" : ":";
-  return (env("PATH") ?? "").split(separator).some((dir) => {
+  const windows = Deno.build.os === "windows";
+  const executable = (path: string) => {
     try {
-      const info = Deno.statSync(`${dir}/${command}`);
+      const info = Deno.statSync(path);
       return info.isFile && (info.mode === null || (info.mode & 0o111) !== 0);
     } catch {
       return false;
     }
-  });
+  };
+  if (command.includes("/") || (windows && command.includes("\\"))) return executable(command);
+  return (env("PATH") ?? "").split(windows ? ";" : ":").some((dir) => executable(`${dir}/${command}`));
 }
 
 /** Lines typed on stdin. */
