@@ -2587,7 +2587,12 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
   const oauth = await lib();
   const issuer = await issuerFor(
     entry.metadata as unknown as Oauth.AuthorizationServer,
-    { clientId: config.clientId, clientSecret: config.clientSecret, clientAuth: refreshClientAuth(entry, config) },
+    {
+      clientId: config.clientId,
+      clientSecret: config.clientSecret,
+      clientAuth: refreshClientAuth(entry, config),
+      provider: config.provider,
+    },
     deps,
     trace,
     false,
