@@ -2210,7 +2210,7 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
 async function renew(config: Config, deps: Deps, name: string, entry: TokenSet | undefined): Promise<TokenSet> {
   let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
   if (entry && !entry.refreshToken && !hasExpired(entry, deps.now())) {
-    return stillValid(entry, "there is no refresh token", deps);
+    return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
   }
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
@@ -2230,7 +2230,8 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
           if (!(error instanceof ServerError && error.code === "invalid_grant")) {
             // A refresh ahead of time that fails (server error, network, timeout): the token still works.
             if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
-            return stillValid(current, `the refresh failed: ${(error as Error).message}`, deps);
+            const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
+            return stillValid(current, why, deps, "it is tried again at the next use");
           }
           await deps.storage.remove(`${name}.json`);
           deps.stderr(
@@ -2249,10 +2250,13 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
   return await loginAndSave(config, deps, name);
 }
 
-/** A token that is due for renewal but cannot be renewed now, and has not expired: says why, and is used. */
-function stillValid(entry: TokenSet, why: string, deps: Deps): TokenSet {
-  const left = entry.expiresAt === undefined ? "" : `; it expires ${relativeTime(entry.expiresAt, deps.now())}`;
-  deps.stderr(`warning: The access token was not renewed (${sanitize(why)}), so the cached one is used${left}\n`);
+/** A token due for renewal that cannot be renewed now but has not expired: says why on stderr, and is used. */
+function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): TokenSet {
+  const left = entry.expiresAt === undefined ? undefined : Math.round((entry.expiresAt - deps.now()) / 1000);
+  const until = left === undefined
+    ? ""
+    : `, which expires ${left < 120 ? `in ${plural(left, "second")}` : relativeTime(entry.expiresAt!, deps.now())}`;
+  deps.stderr(`warning: Cannot renew the access token (${sanitize(why)}); using the cached one${until}; ${next}\n`);
   return entry;
 }
 
