@@ -942,7 +942,7 @@ export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean
     return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
-  return expiresAt - now > Math.min(minTtlMs, lifetime / 2);
+  return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
 }
 
 /** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */

@@ -492,3 +492,109 @@ Deno.test("an ID token refused for its times names a local clock that is off by 
     }, { now: () => Date.now() - 2 * hours });
   });
 });
+
+// ── 6. Refresh under load: 64 processes ─────────────────────────────────────────────────────────
+
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
+const LOGIN_TS = new URL("../login.ts", import.meta.url).pathname;
+/** Each of the 64 processes is killed after this many seconds (a stuck lock would hold it for 60 s). */
+const PROCESS_LIMIT_S = 45;
+
+/**
+ * Starts `count` commands at once from one bash (its forks are cheap, where a spawn from this
+ * process is slow under load and would stagger the starts), each under `timeout`, and records for
+ * each its exit code, stdout, stderr, and its start and end on the wall clock ($EPOCHREALTIME).
+ */
+const LAUNCHER = `dir=$1; count=$2; shift 2
+for i in $(seq 1 "$count"); do
+  ( s=$EPOCHREALTIME; timeout -s KILL ${PROCESS_LIMIT_S} "$@" >"$dir/out.$i" 2>"$dir/err.$i" </dev/null
+    c=$?; echo "$c $s $EPOCHREALTIME" >"$dir/time.$i" ) &
+done
+wait`;
+
+interface Exit {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** Wall-clock start and end, in ms since the epoch. */
+  started: number;
+  ended: number;
+}
+
+/** `count` `token` processes started at once on `cacheDir`. */
+async function tokenProcesses(count: number, mock: ServedMock, cacheDir: string): Promise<Exit[]> {
+  const dir = await Deno.makeTempDir({ prefix: "oauth-login-64-" });
+  try {
+    const argv = [Deno.execPath(), "run", "--quiet", ...PERMISSIONS, LOGIN_TS, "token", ...flags(mock)];
+    const launcher = await new Deno.Command("bash", {
+      args: ["-c", LAUNCHER, "launcher", dir, String(count), ...argv],
+      env: { NO_COLOR: "1", LC_ALL: "C", OAUTH_LOGIN_CACHE: cacheDir },
+      stdin: "null",
+    }).output();
+    assertEquals(launcher.code, 0, new TextDecoder().decode(launcher.stderr));
+    return await Promise.all(Array.from({ length: count }, async (_, i) => {
+      const [code, started, ended] = (await Deno.readTextFile(`${dir}/time.${i + 1}`)).trim().split(" ").map(Number);
+      return {
+        code,
+        stdout: await Deno.readTextFile(`${dir}/out.${i + 1}`),
+        stderr: await Deno.readTextFile(`${dir}/err.${i + 1}`),
+        started: started * 1000,
+        ended: ended * 1000,
+      };
+    }));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Released waiters must be done within this long (ms) of the refresh answer, on a loaded 2-core machine. */
+const RELEASE_BOUND_MS = 3_000;
+
+Deno.test({
+  name: "64 token processes started at once against an expired entry: one refresh, one token, no long wait",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    await withMock(async (mock) => {
+      const login = await run(["login", ...flags(mock)], { browser: (url) => scriptedBrowser(url) });
+      try {
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        const cacheDir = `${login.home}/cache`;
+        const storage = fileStorage(cacheDir);
+        const [name] = await storage.list();
+        const cached: TokenSet = JSON.parse((await storage.read(`${name}.json`))!);
+        const expiresAt = Date.now() - 1000;
+        await storage.write(`${name}.json`, JSON.stringify({ ...cached, expiresAt, issuedAt: expiresAt - 3600_000 }));
+
+        const REFRESH_MS = 500; // the server takes its time, so that the processes really wait for it
+        let answeredAt = 0;
+        mock.intercept = async (record) => {
+          if (record.form.grant_type !== "refresh_token") return undefined;
+          await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
+          answeredAt = Date.now();
+          return undefined;
+        };
+        const results = await tokenProcesses(64, mock, cacheDir);
+        for (const result of results) assertEquals([result.code, result.stderr], [EXIT.ok, ""]);
+        const refreshes = mock.calls("token").filter((r) => r.form.grant_type === "refresh_token");
+        assertEquals(refreshes.length, 1, "exactly one refresh request for 64 processes");
+        assertEquals(refreshes[0].form.refresh_token, cached.refreshToken);
+        const printed = new Set(results.map((r) => r.stdout));
+        assertEquals(printed.size, 1, "all 64 print the same token");
+        const [token] = printed;
+        assert(token !== `${cached.accessToken}\n` && mock.accessTokens.has(token.trim()), "the refreshed token");
+        assertEquals(token, `${JSON.parse((await storage.read(`${name}.json`))!).accessToken}\n`);
+        // Every process that started before the refresh was answered waited for it: each must be done
+        // soon after the answer, not released one at a time.
+        const waiters = results.filter((r) => r.started < answeredAt);
+        assert(waiters.length > 1, `only ${waiters.length} process started before the refresh was answered`);
+        const lastDone = Math.max(...waiters.map((r) => r.ended)) - answeredAt;
+        assert(
+          lastDone <= RELEASE_BOUND_MS,
+          `the last of ${waiters.length} waiting processes ended ${Math.round(lastDone)} ms after the refresh answer`,
+        );
+      } finally {
+        await cleanUp(login);
+      }
+    }, { rotateRefreshTokens: true });
+  },
+});
