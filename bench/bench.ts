@@ -56,8 +56,8 @@ of 64 token processes started at once (one refresh among them), next to 64 cache
 
   --runs N     measured runs per case (default 25)
   --warmup N   warm-up runs per case, not counted (default 3)
-  --concurrent N  batches of 64 token processes started at once, expired entry and
-               cached, timed as a whole (default 3; 0 skips them; needs bash)
+  --concurrent N  rounds of two batches of 64 token processes started at once
+               (expired entry, cached), timed whole (default 3; 0: none; bash)
   --json       print the raw numbers as JSON
   --markdown   print the table as Markdown
   -h, --help   show this help
