@@ -2586,6 +2586,7 @@ Prints a valid access token and a newline on stdout, and nothing else. A token t
 a person can answer (a terminal) or --interactive is given; otherwise it exits 4 (login required).
 
   --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
+                        or within half its lifetime, if that is shorter
   --interactive         sign in when needed even without a terminal
   --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
                         or exec-credential (a kubectl client.authentication.k8s.io/v1 ExecCredential)
