@@ -49,6 +49,11 @@ const SHUTDOWN_GRACE_MS = 1_000;
 /** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
 export const DEVICE_INTERVAL_MS = 5_000;
 const SLOW_DOWN_MS = 5_000;
+/** The device flow polls at least 1 s and at most 5 minutes apart, whatever the server says. */
+const MIN_DEVICE_INTERVAL_MS = 1_000;
+const MAX_DEVICE_INTERVAL_MS = 5 * 60_000;
+/** A device code whose `expires_in` is not a positive number is taken to live this long (RFC 8628 §3.2's example). */
+const DEVICE_CODE_LIFETIME_S = 1800;
 
 /** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
 export const MIN_TTL_S = 60;
@@ -2071,8 +2076,9 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   if (openBrowser) {
     deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
-  const deadline = deps.now() + device.expires_in * 1000;
-  let interval = typeof device.interval === "number" ? device.interval * 1000 : DEVICE_INTERVAL_MS;
+  const deadline = deps.now() + clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
+  const pace = (ms: number) => Math.min(Math.max(ms, MIN_DEVICE_INTERVAL_MS), MAX_DEVICE_INTERVAL_MS);
+  let interval = pace((statedSeconds(device.interval) ?? DEVICE_INTERVAL_MS / 1000) * 1000);
   const expired = () =>
     new LoginError("timeout", "The code expired before the sign-in was approved", {
       hint: "run the login again and enter the code within the time shown",
@@ -2091,12 +2097,12 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
       } catch (error) {
         if (error instanceof ServerError && error.code === "authorization_pending") continue;
         if (error instanceof ServerError && error.code === "slow_down") {
-          interval += SLOW_DOWN_MS; // for this and every later poll
+          interval = pace(interval + SLOW_DOWN_MS); // for this and every later poll
           continue;
         }
         if (error instanceof ServerError && error.code === "expired_token") throw expired();
         if (error instanceof LoginError && error.code === "network") {
-          interval *= 2; // RFC 8628 §3.5: back off when the server cannot be reached
+          interval = pace(interval * 2); // RFC 8628 §3.5: back off when the server cannot be reached
           trace?.(`polling again in ${seconds(interval)}: ${error.message}`);
           continue;
         }
@@ -2311,7 +2317,7 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   }
   const expiry = entry.expiresAt === undefined
     ? `has no stated expiry${
-      entry.refreshToken ? `; it is renewed ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} after issue` : ""
+      entry.refreshToken ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
     }`
     : expired
     ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`

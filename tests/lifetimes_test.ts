@@ -188,7 +188,10 @@ Deno.test("expires_in that is 0, negative, a numeric string, non-numeric or absu
         assertEquals(refreshes().length, 0, "a token just issued is not refreshed");
         if (expiresAt !== null) return;
         // Unknown: due 15 minutes after issue, less the margin (60 s).
-        assertStringIncludes(text.stdout, "  token:   has no stated expiry; it is renewed 15 minutes after issue\n");
+        assertStringIncludes(
+          text.stdout,
+          "  token:   has no stated expiry; it is renewed within 15 minutes of issue\n",
+        );
         clock.advance(14 * minutes - 1);
         assertEquals((await cli(["token"])).stderr, "");
         assertEquals(refreshes().length, 0, "not due before 14 minutes");
@@ -363,6 +366,24 @@ Deno.test("case 3: a refresh that fails while the token is still valid prints th
       assertEquals([expired.code, expired.stdout], [EXIT.loginRequired, ""]);
       assertStringIncludes(expired.stderr, "error: The cached token has expired and cannot be refreshed for ");
       assertEquals(mock.calls("token").length, 1, "only the code exchange");
+    });
+  });
+
+  await t.step("503 for a token of unknown lifetime, due for renewal", async () => {
+    await withRig(async ({ mock, clock, login, cli, entry, refreshes }) => {
+      mock.shapeToken = onGrant("authorization_code", ({ expires_in: _, ...body }) => body);
+      loggedIn(await login(), mock);
+      const cached = await entry();
+      clock.advance(14 * 60);
+      mock.intercept = (record) =>
+        record.form.grant_type === "refresh_token" ? new Response("Service Unavailable", { status: 503 }) : undefined;
+      const token = await cli(["token"]);
+      assertEquals([token.code, token.stdout], [EXIT.ok, `${cached.accessToken}\n`]);
+      assertEquals(
+        token.stderr,
+        "warning: Cannot renew the access token (the server answered HTTP 503, a server error); using the cached one; it is tried again at the next use\n",
+      );
+      assertEquals(refreshes().length, 1);
     });
   });
 
@@ -597,4 +618,53 @@ Deno.test({
       }
     }, { rotateRefreshTokens: true });
   },
+});
+
+// ── The device flow's numbers ───────────────────────────────────────────────────────────────────
+
+Deno.test("device flow: an interval or a code lifetime out of range is paced, never a tight loop", async (t) => {
+  const variants: { name: string; answer: Record<string, unknown>; sleeps: number[] }[] = [
+    { name: "interval 1e12 s (beyond any timer): 5 minutes", answer: { interval: 1e12 }, sleeps: [300_000, 300_000] },
+    { name: "interval 0.001 s: 1 s", answer: { interval: 0.001 }, sleeps: [1000, 1000] },
+    { name: "expires_in 0: the code is taken to live 30 minutes", answer: { expires_in: 0 }, sleeps: [5000, 5000] },
+  ];
+  for (const variant of variants) {
+    await t.step(variant.name, async () => {
+      await withMock(async (mock) => {
+        Object.assign(mock.device, { interval: 5, expiresIn: 3600, pending: 1 });
+        // The device authorization answer as the mock gives it, with the variant's values.
+        mock.intercept = async (record, _url, request) => {
+          if (!record.path.endsWith("/device_authorization")) return undefined;
+          const intercept = mock.intercept;
+          mock.intercept = undefined;
+          const replay = new Request(request.url, {
+            method: "POST",
+            headers: request.headers,
+            body: new URLSearchParams(record.form),
+          });
+          const body = await (await mock.handler(replay)).json();
+          mock.intercept = intercept;
+          return Response.json({ ...body, ...variant.answer });
+        };
+        let now = Date.now();
+        const sleeps: number[] = [];
+        const result = await run(["login", ...flags(mock), "--flow", "device"], {
+          now: () => now,
+          sleep: (ms) => {
+            sleeps.push(ms);
+            now += ms;
+            return Promise.resolve();
+          },
+        });
+        try {
+          assertEquals(result.code, EXIT.ok, result.stderr);
+          assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
+          assertEquals(sleeps, variant.sleeps);
+          assertEquals(mock.calls("token").length, 2, "one pending poll, then the tokens");
+        } finally {
+          await cleanUp(result);
+        }
+      });
+    });
+  }
 });
