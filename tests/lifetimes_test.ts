@@ -14,7 +14,13 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT, fileStorage, MAX_LIFETIME_S, type TokenSet } from "../login.ts";
-import { type MockOptions, PUBLIC_CLIENT, type RecordedRequest, type ServedMock } from "./mock_issuer.ts";
+import {
+  createMockIssuer,
+  type MockOptions,
+  PUBLIC_CLIENT,
+  type RecordedRequest,
+  type ServedMock,
+} from "./mock_issuer.ts";
 import { cleanLoginStderr, cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 
 // ── The rig ─────────────────────────────────────────────────────────────────────────────────────
@@ -476,6 +482,48 @@ Deno.test("case 4 and scope forms: a warning only when the server clearly narrow
       assertEquals(mock.calls("authorize")[0].query.scope, "openid profile");
     });
   });
+});
+
+Deno.test("Google: the note after a login without a refresh token names Google's own parameters", async (t) => {
+  // The mock plays https://accounts.google.com: the tool's fetch and the browser's hops to it reach its handler.
+  const google = createMockIssuer();
+  google.issuer = "https://accounts.google.com";
+  google.metadata.scopes_supported = ["openid", "email", "profile"];
+  google.issueRefreshTokens = false; // no access_type=offline
+  const toGoogle = (input: string | URL | Request, init?: RequestInit) =>
+    google.handler(new Request(input instanceof Request ? input.url : String(input), init));
+  const browser = async (start: string) => {
+    const short = await fetch(start, { redirect: "manual" });
+    await short.body?.cancel();
+    const approved = await toGoogle(short.headers.get("location")!);
+    const page = await fetch(approved.headers.get("location")!);
+    await page.body?.cancel();
+  };
+  for (
+    const [extra, note] of [
+      [[], "; ask for one with --param access_type=offline --prompt consent"],
+      [["--param", "access_type=offline"], ""],
+    ] as const
+  ) {
+    await t.step(extra.length ? "access_type already given: no remedy" : "the remedy Google accepts", async () => {
+      const result = await run(["login", "--issuer", google.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra], {
+        fetch: toGoogle as typeof fetch,
+        openUrl: browser,
+      });
+      try {
+        assertEquals(result.code, EXIT.ok, result.stderr);
+        assertEquals(google.calls("authorize").at(-1)?.query.scope, "openid profile");
+        assert(
+          result.stderr.endsWith(
+            `Logged in as alice@example.com\nnote: The server issued no refresh token, so you will sign in again when this token expires${note}\n`,
+          ),
+          result.stderr,
+        );
+      } finally {
+        await cleanUp(result);
+      }
+    });
+  }
 });
 
 // ── 5. The clock ────────────────────────────────────────────────────────────────────────────────
