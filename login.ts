@@ -973,10 +973,14 @@ function clampLifetime(seconds: number): number {
   return Math.min(Math.max(seconds, MIN_LIFETIME_S), MAX_LIFETIME_S);
 }
 
-/** Seconds from `now` (ms) until an absolute time in epoch seconds; undefined unless it is in the future. */
+/**
+ * Seconds from `now` (ms) until an absolute time in epoch seconds (or milliseconds, as some servers
+ * send: anything past the year 5000 is taken as such); undefined unless it is in the future.
+ */
 function secondsUntil(at: unknown, now: number): number | undefined {
-  const seconds = statedSeconds(at);
-  return seconds === undefined ? undefined : statedSeconds(seconds - now / 1000);
+  const stated = statedSeconds(at);
+  if (stated === undefined) return undefined;
+  return statedSeconds((stated > 1e11 ? stated / 1000 : stated) - now / 1000);
 }
 
 /**

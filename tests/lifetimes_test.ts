@@ -237,6 +237,29 @@ Deno.test("expires_at (Strava) and refresh_expires_in (Keycloak) are read where 
   });
 });
 
+Deno.test("expires_at in milliseconds, and expires_at in the past, make no year-long or negative lifetime", async (t) => {
+  for (
+    const [name, at, lifetime] of [
+      ["milliseconds", (start: number) => start + 1800_000, 1800],
+      ["in the past: not stated", (start: number) => start / 1000 - 60, undefined],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      await withRig(async ({ mock, clock, login, cli }) => {
+        const start = clock.now();
+        mock.shapeToken = onGrant(
+          "authorization_code",
+          ({ expires_in: _, ...body }) => ({ ...body, expires_at: at(start) }),
+        );
+        loggedIn(await login(), mock);
+        const token = await cli(["token", "--format", "json"]);
+        assertEquals([token.code, token.stderr], [EXIT.ok, ""]);
+        assertEquals(JSON.parse(token.stdout).expires_at, lifetime === undefined ? null : iso(start + lifetime * 1000));
+      });
+    });
+  }
+});
+
 Deno.test("a refresh answer without refresh_token or id_token keeps the old refresh token and the identity", async () => {
   await withRig(async ({ mock, clock, login, cli, entry, refreshes }) => {
     loggedIn(await login(), mock);
