@@ -2337,7 +2337,9 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         entry.refreshToken
           ? entry.refreshExpiresAt === undefined
             ? "yes"
-            : `yes, until ${new Date(entry.refreshExpiresAt).toISOString()}`
+            : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
+              new Date(entry.refreshExpiresAt).toISOString()
+            }`
           : "no (sign in again when the token expires)"
       }\n`,
   );

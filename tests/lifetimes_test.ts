@@ -234,6 +234,9 @@ Deno.test("expires_at (Strava) and refresh_expires_in (Keycloak) are read where 
     assertEquals(whoami.code, EXIT.ok, whoami.stderr);
     assertStringIncludes(whoami.stdout, `  token:   expires in 2 hours (${iso(start + 7200_000)})\n`);
     assertStringIncludes(whoami.stdout, `  refresh: yes, until ${iso(start + 1800_000)}\n`);
+    clock.advance(1800);
+    const later = await cli(["whoami"]);
+    assertStringIncludes(later.stdout, `  refresh: the server said it expired at ${iso(start + 1800_000)}\n`);
   });
 });
 
