@@ -21,7 +21,17 @@ import {
   type RecordedRequest,
   type ServedMock,
 } from "./mock_issuer.ts";
-import { cleanLoginStderr, cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
+import {
+  assertNoLeaks,
+  cleanLoginStderr,
+  cleanUp,
+  type Run,
+  run,
+  type RunOptions,
+  scriptedBrowser,
+  secretsOf,
+  withMock,
+} from "./_harness.ts";
 
 // ── The rig ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -369,6 +379,7 @@ Deno.test("case 3: a refresh that fails while the token is still valid prints th
         );
         assertEquals(refreshes().length, failure.sent);
         assertEquals(await entry(), cached, "the entry is untouched");
+        assertNoLeaks(token, secretsOf(mock), { stdoutMayHoldTokens: true });
 
         clock.advance(41); // now expired: the same failure is an error
         const expired = await cli(["token"], failure.options(mock));
