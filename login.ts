@@ -145,6 +145,8 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+  /** Pushed authorization requests (RFC 9126) where the server offers them; `--no-par` turns them off. */
+  par: boolean;
 }
 
 /** The token cache: one file per entry in a directory only the owner can read. */
@@ -188,6 +190,17 @@ export interface Deps {
   readLines?: () => AsyncIterable<string>;
   /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
   animate: boolean;
+  /**
+   * The timer behind every wait (the browser's `--timeout`, countdown ticks, the lock): resolves after
+   * `ms` milliseconds, or at once when `signal` aborts. Absent: the runtime's setTimeout.
+   */
+  timer?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Starts turning Ctrl-C into an abort of `signal`; called before the first wait or request, never on the cached-token path. */
+  catchInterrupt?: () => void;
+  /** The width of stderr in columns: prose is wrapped to it at word boundaries. Absent: no wrapping. */
+  columns?: number;
+  /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
+  invokedAs?: string;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -545,7 +558,89 @@ function plural(n: number, unit: string): string {
 }
 
 function seconds(ms: number): string {
+  if (ms >= 120_000 && ms % 60_000 === 0) return plural(ms / 60_000, "minute");
   return ms % 1000 === 0 ? plural(ms / 1000, "second") : `${ms / 1000} seconds`;
+}
+
+/**
+ * Wraps prose at word boundaries to `width` columns. A long URL stands alone on its own line,
+ * unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
+ * label (or the line's own indent). Existing newlines are kept.
+ */
+export function wrap(text: string, width: number): string {
+  return text.split("\n").map((line) => {
+    if (line.length <= width) return line;
+    const label = line.match(/^(?:error|hint|warning|note): |^ +/)?.[0] ?? "";
+    const indent = " ".repeat(label.length);
+    const lines: string[] = [];
+    let current = label;
+    let empty = true;
+    for (const word of line.slice(label.length).split(/ +/).filter(Boolean)) {
+      const url = word.length > 30 && /https?:\/\//.test(word);
+      if (empty && !url) {
+        current += word;
+        empty = false;
+      } else if (!url && current.length + 1 + word.length <= width) {
+        current += ` ${word}`;
+      } else {
+        if (!empty || label.trim()) lines.push(current.trimEnd());
+        current = indent + word;
+        empty = false;
+        if (url) {
+          lines.push(current);
+          current = indent;
+          empty = true;
+        }
+      }
+    }
+    if (!empty) lines.push(current);
+    return lines.join("\n");
+  }).join("\n");
+}
+
+/** Writes prose to stderr, wrapped to its width when that is known; adds the final newline. */
+function say(deps: Pick<Deps, "stderr" | "columns">, text: string): void {
+  deps.stderr(`${deps.columns ? wrap(text, deps.columns) : text}\n`);
+}
+
+/** The command line that runs `name` as the person runs this tool (`oauth-login login`, `deno task login`, ...). */
+function command(deps: Pick<Deps, "invokedAs">, name: string): string {
+  const prefix = deps.invokedAs ?? "oauth-login";
+  if (prefix === "deno task") return `deno task ${name === "status" ? "whoami" : name}`;
+  return `${prefix} ${name}`;
+}
+
+/** A hint with its `"oauth-login COMMAND` commands rewritten as the person runs the tool. */
+function hintFor(hint: string, deps: Pick<Deps, "invokedAs">): string {
+  return hint.replace(/"oauth-login ([a-z]+|COMMAND)/g, (_, name) => `"${command(deps, name)}`);
+}
+
+/** The closest of `candidates` to `word` within two edits, for "did you mean …?". */
+export function closest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const d = editDistance(word.toLowerCase(), candidate);
+    if (d < bestDistance && d < Math.max(2, candidate.length / 2)) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
 }
 
 // ── Core: command line and configuration ────────────────────────────────────────────────────────
@@ -573,6 +668,7 @@ const FLAGS = {
   "env-file": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
+  "no-par": { type: "boolean" },
 } as const;
 
 type FlagValues = {
@@ -617,14 +713,14 @@ const COMMON_FLAGS: Flag[] = [
   "help",
   "version",
 ];
-const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow"];
+const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "no-par"];
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   login: LOGIN_FLAGS,
   token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format"],
   whoami: [],
   logout: ["all"],
-  doctor: ["redirect-uri", "port", "flow", "no-browser"],
+  doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
@@ -636,16 +732,20 @@ export async function parseCli(args: string[]): Promise<Cli> {
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     const unknown = message.match(/Unknown option '([^']+)'/);
+    const near = unknown?.[1].startsWith("--") ? closest(unknown[1].slice(2), Object.keys(FLAGS)) : undefined;
     throw new LoginError(
       "usage",
-      unknown ? `Unknown flag "${sanitize(unknown[1])}"` : sanitize(message.split(". ")[0]),
+      unknown
+        ? `Unknown flag "${sanitize(unknown[1])}"${near ? `: did you mean "--${near}"?` : ""}`
+        : sanitize(message.split(". ")[0]),
       { hint: "run with --help to see the flags" },
     );
   }
   const [name = "login", ...rest] = parsed.positionals;
   const command = commandNamed(name);
   if (!command) {
-    throw new LoginError("usage", `Unknown command "${sanitize(name)}"`, {
+    const near = closest(name, Object.keys(COMMANDS));
+    throw new LoginError("usage", `Unknown command "${sanitize(name)}"${near ? `: did you mean "${near}"?` : ""}`, {
       hint: "run with --help to see the commands",
     });
   }
@@ -757,6 +857,7 @@ export function resolveConfig(
         `The timeout "${sanitize(flags.timeout)}" is not a number of seconds from 0 to 2147483`,
       );
     }
+    sources.timeout = "flag";
   }
   const clientAuth = flags["client-auth"];
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
@@ -820,6 +921,7 @@ export function resolveConfig(
     flow,
     quiet: flags.quiet ?? false,
     sources,
+    par: !flags["no-par"],
   };
 }
 
@@ -1016,6 +1118,7 @@ async function readCapped(response: Response, host: string): Promise<Uint8Array<
  */
 export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): typeof fetch {
   return async (input, init) => {
+    deps.catchInterrupt?.();
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
     const host = url.host;
@@ -1059,21 +1162,92 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
     } catch (error) {
       if (error instanceof LoginError) throw error;
       if (interruptible && deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+      const where = `${method} ${url.origin}${url.pathname}`;
       if (timeout.signal.aborted) {
         throw new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
-          hint: "check your network connection and the issuer URL",
+          hint: `${where} timed out: check your network connection and the issuer URL`,
           cause: error,
         });
       }
-      const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-      throw new LoginError("network", `Cannot reach ${host}: ${sanitize(reason, 160)}`, {
-        hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
+      const failure = networkFailure(error, url, deps.env);
+      throw new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
+        hint: failure.hint,
         cause: error,
       });
     } finally {
       clearTimeout(timer);
     }
   };
+}
+
+/** Every message in an error's cause chain, outermost first. */
+function causeChain(error: unknown): string[] {
+  const messages: string[] = [];
+  for (let e = error, depth = 0; e !== undefined && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    messages.push(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+    if (!(e instanceof Error)) break;
+  }
+  return messages;
+}
+
+/** The reason a request failed, from the whole cause chain (the runtime's own message is "fetch failed"). */
+export function networkReason(error: unknown): string {
+  const chain = causeChain(error).join(" | ");
+  if (
+    /dns error|failed to lookup address|name or service not known|nodename nor servname|no such host|name resolution/i
+      .test(chain)
+  ) {
+    return "the name did not resolve (DNS lookup failed)";
+  }
+  if (/connection refused|os error 111|econnrefused/i.test(chain)) {
+    return "the connection was refused (nothing listens on that port)";
+  }
+  if (/certificate|tls|ssl|handshake|corrupt message|UnknownIssuer/i.test(chain)) {
+    const detail = chain.match(/(invalid peer certificate[^|]*|received corrupt message[^|]*|certificate[^|]*)/i)?.[1];
+    return `TLS failed${detail ? ` (${sanitize(detail.trim(), 100)})` : ""}`;
+  }
+  if (/timed out|timedout|deadline/i.test(chain)) return "the connection timed out";
+  if (/connection reset|broken pipe/i.test(chain)) return "the connection was reset";
+  const last = causeChain(error).at(-1) ?? "unknown error";
+  return sanitize(last.replace(/^(TypeError|Error): /, "").split("\n")[0], 160);
+}
+
+/** The reason and the next step for a request that got no answer. */
+function networkFailure(
+  error: unknown,
+  url: URL,
+  env: (name: string) => string | undefined,
+): { reason: string; hint: string } {
+  const reason = networkReason(error);
+  if (reason.startsWith("the name did not resolve")) {
+    return {
+      reason,
+      hint: `check your network connection, the host name "${
+        sanitize(url.hostname)
+      }" in the issuer URL, and your DNS or VPN`,
+    };
+  }
+  if (reason.startsWith("the connection was refused")) {
+    return {
+      reason,
+      hint: `check your network connection, and that the server runs at ${sanitize(url.host)} (the issuer URL's port)`,
+    };
+  }
+  if (reason.startsWith("TLS failed")) {
+    const cert = env("DENO_CERT");
+    const store = env("DENO_TLS_CA_STORE");
+    const ca = cert
+      ? `DENO_CERT=${sanitize(cert)}`
+      : store
+      ? `DENO_TLS_CA_STORE=${sanitize(store)}`
+      : "the default CA store (DENO_CERT and DENO_TLS_CA_STORE are unset)";
+    return {
+      reason,
+      hint:
+        `check your network connection (a proxy that intercepts TLS?); the certificates trusted were ${ca}; for a private CA, set DENO_CERT to its PEM file`,
+    };
+  }
+  return { reason, hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL" };
 }
 
 interface Issuer {
@@ -1178,11 +1352,11 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
     // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
     const patiently = async (request: () => Promise<Response>) => {
       const response = await request();
-      const wait = retryAfterMs(response, deps.now());
-      if (wait === undefined) return response;
+      const pause = retryAfterMs(response, deps.now());
+      if (pause === undefined) return response;
       await response.body?.cancel();
-      trace?.(`the server asked to retry in ${seconds(wait)}`);
-      await untilInterrupted(deps.sleep(wait), deps, "Interrupted");
+      trace?.(`the server asked to retry in ${seconds(pause)}`);
+      await wait(deps, { ms: pause, sleep: deps.sleep, interrupted: "Interrupted" });
       return await request();
     };
     let response: Response;
@@ -1631,46 +1805,90 @@ function makeTrace(config: Config, deps: Deps): Trace | undefined {
   return config.verbose ? (line) => deps.stderr(`trace: ${line}\n`) : undefined;
 }
 
-/** Rejects with "interrupted" when Ctrl-C aborts `deps.signal`; otherwise settles as `promise` does. */
-async function untilInterrupted<T>(promise: Promise<T>, deps: Deps, message: string): Promise<T> {
+/** What one wait is for, and how it ends. */
+interface WaitOptions<T> {
+  /** The longest wait, in milliseconds. */
+  ms: number;
+  /** What the wait is for; absent, the wait is a pause of `ms`. */
+  until?: Promise<T>;
+  /** Once this settles, the clock stops and only `until` (or Ctrl-C) ends the wait. */
+  stopClock?: Promise<unknown>;
+  /** The error when `ms` runs out; absent, running out ends the wait with undefined. */
+  onTimeout?: () => Error;
+  /** The message of the "interrupted" error that Ctrl-C ends the wait with. */
+  interrupted: string;
+  /** Runs at the start and about once a second with the milliseconds left, for a countdown. */
+  tick?: (leftMs: number) => void;
+  /** The timer to use instead of `deps.timer` (the device flow's polls use `deps.sleep`). */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * The one wait: every wait for the person, the server or another process goes through here. It ends
+ * with `until`'s value, when `ms` runs out (undefined, or `onTimeout()` thrown), or on Ctrl-C
+ * (`LoginError` "interrupted"), whichever comes first. Time is counted on the injected timer.
+ */
+async function wait<T>(deps: Deps, options: WaitOptions<T>): Promise<T | undefined> {
+  deps.catchInterrupt?.();
+  const stop = new AbortController();
+  const timer = options.sleep ?? ((ms: number) => (deps.timer ?? realTimer)(ms, stop.signal));
   let onAbort: (() => void) | undefined;
+  const interrupted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new LoginError("interrupted", options.interrupted));
+    if (deps.signal.aborted) onAbort();
+    else deps.signal.addEventListener("abort", onAbort, { once: true });
+  });
+  const outcome = options.until?.then((value) => ({ value }));
+  const forever = new Promise<never>(() => {});
+  const TICK = Symbol("tick");
+  const STOPPED = Symbol("stopped");
   try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(new LoginError("interrupted", message));
-        if (deps.signal.aborted) onAbort();
-        deps.signal.addEventListener("abort", onAbort, { once: true });
-      }),
-    ]);
+    let left = options.ms;
+    let clock = true;
+    const stopped = options.stopClock?.then(() => STOPPED, () => STOPPED);
+    while (clock) {
+      options.tick?.(left);
+      if (left <= 0) break;
+      const step = options.tick ? Math.min(left, 1000) : left;
+      const first = await Promise.race([
+        outcome ?? forever,
+        timer(step).then(() => TICK),
+        interrupted,
+        stopped ?? forever,
+      ]);
+      if (typeof first === "object") return first.value;
+      if (first === STOPPED) clock = false;
+      else left -= step;
+    }
+    if (!clock) return (await Promise.race([outcome ?? forever, interrupted])).value;
+    if (options.onTimeout) throw options.onTimeout();
+    return undefined;
   } finally {
-    if (onAbort) deps.signal.removeEventListener("abort", onAbort);
+    stop.abort();
+    deps.signal.removeEventListener("abort", onAbort!);
   }
 }
 
-/** Waits for `promise`, the login timeout or Ctrl-C, whichever comes first. */
-async function waitForBrowser<T>(
-  promise: Promise<T>,
-  limit: ReturnType<typeof delay>,
-  config: Config,
-  deps: Deps,
-): Promise<T> {
-  try {
-    return await untilInterrupted(
-      Promise.race([
-        promise,
-        limit.done.then(() => {
-          throw new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
-            hint: "run the login again and finish it in the browser, or give more time with --timeout SECONDS",
-          });
-        }),
-      ]),
-      deps,
-      "Login cancelled",
-    );
-  } finally {
-    limit.cancel();
-  }
+/** The runtime's timer: resolves after `ms`, or at once when `signal` aborts (then no timer is left behind). */
+function realTimer(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const id = setTimeout(() => {
+      signal.removeEventListener("abort", cancel);
+      resolve();
+    }, ms);
+    const cancel = () => {
+      clearTimeout(id);
+      resolve();
+    };
+    signal.addEventListener("abort", cancel, { once: true });
+  });
+}
+
+/** "4:59": minutes and seconds, rounded up. */
+function clockText(ms: number): string {
+  const left = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
 }
 
 /** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
@@ -1697,61 +1915,233 @@ interface FlowContext {
   trace?: Trace;
 }
 
+/** What one authorization request is bound to: PKCE, `state`, `nonce` and the redirect URI. */
+interface PendingRequest {
+  scope: string;
+  redirectUri: string;
+  verifier: string;
+  state: string;
+  nonce?: string;
+}
+
+/** The OAuth errors that mean the request itself is wrong (client, redirect URI, scope): exit 2. */
+const REJECTED_REQUEST = new Set([
+  "invalid_client",
+  "invalid_redirect_uri",
+  "invalid_scope",
+  "unauthorized_client",
+  "invalid_request",
+]);
+
+/** The hint for a rejected authorization request, naming what was sent. */
+function rejectedRequestHint(clientId: string, redirectUri: string): string {
+  return `check that the client id "${sanitize(clientId)}" exists at the server and has the redirect URI ` +
+    `${sanitize(redirectUri)} registered (a loopback redirect may need any port allowed)`;
+}
+
+/**
+ * Builds the authorization request (RFC 6749 §4.1.1, PKCE S256 per RFC 7636) and makes sure the
+ * server accepts it before the browser opens. Where the metadata has a
+ * `pushed_authorization_request_endpoint` (and `--no-par` is not given, or the server requires it),
+ * the parameters go over the back channel (RFC 9126) and the browser gets a short URL with
+ * `request_uri`; else the full URL is fetched once, without following redirects (`preflight`).
+ * Throws `LoginError` "config" (exit 2) with the server's words when it rejects the client, the
+ * redirect URI or the scope.
+ */
+async function authorizationRequest(
+  issuer: Issuer,
+  config: Config,
+  request: PendingRequest,
+  deps: Deps,
+  trace?: Trace,
+): Promise<{ url: URL; pushed: boolean; checked: boolean }> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  const url = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
+  const params = new URLSearchParams();
+  params.set("response_type", "code");
+  params.set("client_id", config.clientId);
+  params.set("redirect_uri", request.redirectUri);
+  params.set("scope", request.scope);
+  params.set("state", request.state);
+  params.set("code_challenge", await oauth.calculatePKCECodeChallenge(request.verifier));
+  params.set("code_challenge_method", "S256");
+  if (request.nonce) params.set("nonce", request.nonce);
+  if (config.prompt) params.set("prompt", config.prompt);
+  for (const [key, value] of config.params) params.append(key, value);
+
+  const offered = typeof as.pushed_authorization_request_endpoint === "string";
+  if (offered && (config.par || as.require_pushed_authorization_requests === true)) {
+    assertEndpoint(as.pushed_authorization_request_endpoint, "pushed_authorization_request_endpoint", as.issuer);
+    let pushed: Oauth.PushedAuthorizationResponse;
+    try {
+      const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
+      pushed = await oauth.processPushedAuthorizationResponse(as, client, response);
+    } catch (error) {
+      const explained = await explain(error, "push the authorization request");
+      if (explained instanceof ServerError && REJECTED_REQUEST.has(explained.code)) {
+        const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
+        throw new LoginError(
+          "config",
+          `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
+          { hint: rejectedRequestHint(config.clientId, request.redirectUri), cause: error },
+        );
+      }
+      throw explained;
+    }
+    url.searchParams.set("client_id", config.clientId);
+    url.searchParams.set("request_uri", pushed.request_uri);
+    return { url, pushed: true, checked: true };
+  }
+  for (const [key, value] of params) url.searchParams.append(key, value);
+  const answer = await preflight(url, deps, trace);
+  if (answer && (answer.status === 400 || answer.status === 401)) {
+    throw new LoginError(
+      "config",
+      `The server rejected the sign-in request (HTTP ${answer.status})${answer.text ? `: ${answer.text}` : ""}`,
+      { hint: rejectedRequestHint(config.clientId, request.redirectUri) },
+    );
+  }
+  return { url, pushed: false, checked: answer !== undefined && answer.status !== 403 };
+}
+
+/** The most of a preflight answer we read, and how long it may take. */
+const PREFLIGHT_BODY_BYTES = 64 * 1024;
+const PREFLIGHT_TIMEOUT_MS = 5_000;
+
+/**
+ * Requests the authorization URL once, as the browser would but without following redirects, and
+ * returns the status with the page's own text (tags stripped, cut, sanitised). Undefined when the
+ * server could not be asked (network error, timeout): then the browser opens as usual.
+ */
+export async function preflight(
+  url: URL,
+  deps: Pick<Deps, "fetch" | "signal">,
+  trace?: Trace,
+): Promise<{ status: number; text: string } | undefined> {
+  const timeout = AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS);
+  try {
+    trace?.(`> GET ${url.origin}${url.pathname} (a check that the server accepts the sign-in request)`);
+    const response = await deps.fetch(url, {
+      redirect: "manual",
+      headers: { accept: "text/html,application/json;q=0.9" },
+      signal: AbortSignal.any([timeout, deps.signal]),
+    });
+    let body = "";
+    if (response.body) {
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let size = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.length;
+        body += decoder.decode(value, { stream: true });
+        if (size > PREFLIGHT_BODY_BYTES) {
+          await reader.cancel();
+          break;
+        }
+      }
+    }
+    trace?.(`< ${response.status} ${url.origin}${url.pathname}`);
+    return { status: response.status, text: pageText(body, response.headers.get("content-type")) };
+  } catch (error) {
+    trace?.(`the check of the sign-in request got no answer: ${sanitize(networkReason(error))}`);
+    return undefined;
+  }
+}
+
+/** The readable text of an error page: an OAuth error's fields, or the HTML's title and text. */
+export function pageText(body: string, contentType: string | null): string {
+  if (contentType?.includes("json")) {
+    try {
+      const json = JSON.parse(body);
+      if (json && typeof json.error === "string") {
+        return sanitize(
+          `"${json.error}"${typeof json.error_description === "string" ? ` (${json.error_description})` : ""}`,
+          200,
+        );
+      }
+    } catch { /* shown as text below */ }
+  }
+  const text = body
+    .replace(/<(script|style|head)\b[\s\S]*?<\/\1\s*>/gi, " ")
+    .replace(/<[^>]*>/g, " ")
+    .replace(/&nbsp;/g, " ")
+    .replace(/&amp;/g, "&")
+    .replace(/&lt;/g, "<")
+    .replace(/&gt;/g, ">")
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/\s+/g, " ")
+    .trim();
+  return sanitize(text, 200);
+}
+
+/**
+ * Checks the callback (`validateAuthResponse`: state, iss, error), exchanges the code with the
+ * PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.5), validates the ID token's nonce, and finds out who
+ * logged in. Throws `ServerError` with the server's answer, or `LoginError`.
+ */
+async function exchangeCode(
+  issuer: Issuer,
+  callback: URLSearchParams,
+  request: PendingRequest,
+  trace?: Trace,
+): Promise<LoginResult> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  const validated = await step(
+    "accept the sign-in",
+    () => oauth.validateAuthResponse(as, client, callback, request.state),
+  );
+  const tokens = await step("exchange the authorization code", async () => {
+    const response = await oauth.authorizationCodeGrantRequest(
+      as,
+      client,
+      auth,
+      validated,
+      request.redirectUri,
+      request.verifier,
+      http,
+    );
+    return await oauth.processAuthorizationCodeResponse(as, client, response, {
+      expectedNonce: request.nonce ?? oauth.expectNoNonce,
+    });
+  });
+  const who = await identify(issuer, tokens, trace);
+  return { tokens, metadata: as, authMethod: issuer.authMethod, scope: request.scope, ...who };
+}
+
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
 async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
   const oauth = await lib();
-  const { as, client, auth, http } = issuer;
-  const verifier = oauth.generateRandomCodeVerifier();
-  const challenge = await oauth.calculatePKCECodeChallenge(verifier);
-  const state = oauth.generateRandomState();
-  const nonce = scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined;
-
+  const { as } = issuer;
   const redirect = planRedirect(config.redirectUri);
   const listener = await listen(redirect);
   try {
-    const redirectUri = redirectUriFor(redirect, listener.port);
-    const authorizationUrl = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
-    const params = authorizationUrl.searchParams;
-    params.set("response_type", "code");
-    params.set("client_id", config.clientId);
-    params.set("redirect_uri", redirectUri);
-    params.set("scope", scope);
-    params.set("state", state);
-    params.set("code_challenge", challenge);
-    params.set("code_challenge_method", "S256");
-    if (nonce) params.set("nonce", nonce);
-    if (config.prompt) params.set("prompt", config.prompt);
-    for (const [key, value] of config.params) params.append(key, value);
+    const request: PendingRequest = {
+      scope,
+      redirectUri: redirectUriFor(redirect, listener.port),
+      verifier: oauth.generateRandomCodeVerifier(),
+      state: oauth.generateRandomState(),
+      nonce: scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined,
+    };
+    const authorization = await authorizationRequest(issuer, config, request, deps, trace);
+    const authorizationUrl = authorization.url;
 
     const { promise: outcome, resolve, reject } = Promise.withResolvers<LoginResult>();
-    outcome.catch(() => {}); // handled by waitForBrowser; avoid an unhandled rejection when we time out first
-    // The person has answered once a callback is accepted: the wait's timeout stops, so the page never
+    outcome.catch(() => {}); // handled by the wait; avoid an unhandled rejection when we time out first
+    // The person has answered once a callback is accepted: the wait's clock stops, so the page never
     // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
-    const limit = delay(config.timeoutMs);
+    const answered = Promise.withResolvers<void>();
+    const provider = sanitize(new URL(as.issuer).host);
     const complete = async (callback: URLSearchParams): Promise<Response> => {
-      limit.cancel();
+      answered.resolve();
       try {
-        const validated = await step(
-          "accept the sign-in",
-          () => oauth.validateAuthResponse(as, client, callback, state),
-        );
-        const tokens = await step("exchange the authorization code", async () => {
-          const response = await oauth.authorizationCodeGrantRequest(
-            as,
-            client,
-            auth,
-            validated,
-            redirectUri,
-            verifier,
-            http,
-          );
-          return await oauth.processAuthorizationCodeResponse(as, client, response, {
-            expectedNonce: nonce ?? oauth.expectNoNonce,
-          });
-        });
-        const who = await identify(issuer, tokens, trace);
-        resolve({ tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who });
-        const name = who.user ? `Signed in as ${sanitize(who.user)}` : "Signed in";
+        const result = await exchangeCode(issuer, callback, request, trace);
+        resolve(result);
+        const name = result.user ? `Signed in as ${sanitize(result.user)} at ${provider}` : `Signed in at ${provider}`;
         return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`);
       } catch (error) {
         reject(error);
@@ -1759,7 +2149,10 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         const title = error instanceof ServerError && error.code === "access_denied"
           ? "Sign-in cancelled"
           : "Sign-in failed";
-        return page(400, title, `${message}. See your terminal for details.`);
+        const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
+          ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
+          : "";
+        return page(400, title, `${message}.${hint} See your terminal for details.`);
       }
     };
     const hostHeaders = [`${redirect.host}:${listener.port}`];
@@ -1767,7 +2160,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const handler = callbackHandler({
       hosts: hostHeaders,
       path: redirect.path,
-      state,
+      state: request.state,
       authorizationUrl: authorizationUrl.href,
       complete,
     });
@@ -1786,16 +2179,90 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     } else {
       deps.stderr(`To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n\n`);
     }
-    if (deps.interactive && deps.readLines) {
+    if (!authorization.checked) {
+      say(
+        deps,
+        `note: The server's answer cannot tell whether it accepts this client; if the browser shows an error, check the client id "${
+          sanitize(config.clientId)
+        }" and the redirect URI ${sanitize(request.redirectUri)}`,
+      );
+    }
+    const pasting = deps.interactive && deps.readLines !== undefined;
+    if (pasting && openBrowser) {
+      deps.stderr(
+        `If that browser runs on another machine, open this address there instead:\n\n  ${authorizationUrl.href}\n\n` +
+          "The page it ends on will not load there: paste its address here and press Enter.\n",
+      );
+    } else if (pasting) {
       deps.stderr(
         "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.\n",
       );
-      acceptPastedAddresses(deps.readLines(), handler, outcome, deps);
     }
-    return await waitForBrowser(outcome, limit, config, deps);
+    const line = waitingLine(config, deps, pasting);
+    if (pasting) acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, line.prompt);
+    try {
+      return (await wait(deps, {
+        ms: config.timeoutMs,
+        until: outcome,
+        stopClock: answered.promise,
+        interrupted: "Login cancelled",
+        tick: line.tick,
+        onTimeout: () =>
+          new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
+            hint: `run the login again ("${
+              command(deps, "login")
+            }") and finish it in the browser, or give more time with --timeout SECONDS. A sign-in that never comes back is most often a wrong client id ("${
+              sanitize(config.clientId)
+            }") or a redirect URI the server does not accept (${sanitize(request.redirectUri)}): check both`,
+          }),
+      }))!;
+    } finally {
+      line.done();
+    }
   } finally {
     await listener.close();
   }
+}
+
+/**
+ * The line that shows the browser flow is waiting: on a terminal, the time left, updated each second
+ * (above the paste prompt when there is one); otherwise one static line. Nothing with `--quiet`.
+ */
+function waitingLine(
+  config: Config,
+  deps: Deps,
+  pasting: boolean,
+): { tick?: (leftMs: number) => void; prompt: () => void; done: () => void } {
+  const text = (left: number) => `Waiting for the browser: ${clockText(left)} left (Ctrl-C cancels)`;
+  const promptText = "Paste the address here: ";
+  if (config.quiet) return { prompt: () => {}, done: () => {} };
+  if (!deps.animate) {
+    deps.stderr(`Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)\n`);
+    const prompt = () => deps.stderr(promptText);
+    if (pasting) prompt();
+    return { prompt, done: () => {} };
+  }
+  let shown = false;
+  let left = config.timeoutMs;
+  let cleared = false;
+  const prompt = () => {
+    deps.stderr(`${text(left)}\n${promptText}`);
+    shown = true;
+  };
+  return {
+    tick: (ms) => {
+      left = ms;
+      if (!pasting) deps.stderr(`\r\x1b[2K${text(ms)}`);
+      else if (!shown) prompt();
+      else deps.stderr(`\x1b7\x1b[1A\r\x1b[2K${text(ms)}\x1b8`); // the line above the prompt; what is typed stays
+    },
+    prompt,
+    done: () => {
+      if (cleared) return;
+      cleared = true;
+      deps.stderr(pasting ? "\r\x1b[2K\x1b[1A\r\x1b[2K" : "\r\x1b[2K");
+    },
+  };
 }
 
 /**
@@ -1807,6 +2274,7 @@ function acceptPastedAddresses(
   handler: (request: Request) => Promise<Response>,
   outcome: Promise<unknown>,
   deps: Deps,
+  prompt: () => void = () => {},
 ): void {
   let settled = false;
   outcome.then(() => settled = true, () => settled = true);
@@ -1818,6 +2286,7 @@ function acceptPastedAddresses(
       const url = parseUrl(text);
       if (!url || url.protocol !== "http:") {
         deps.stderr("warning: That is not an address; paste the whole address from the browser's address bar\n");
+        prompt();
         continue;
       }
       const response = await handler(new Request(url.href, { headers: { host: url.host } }));
@@ -1829,19 +2298,25 @@ function acceptPastedAddresses(
           ? "warning: That is not the sign-in callback address; paste the address the browser ended on\n"
           : "warning: That address does not belong to the sign-in in progress, so it was ignored; paste the address the browser ended on\n",
       );
+      prompt();
     }
   })().catch((error) => deps.stderr(`warning: Cannot read what was pasted: ${sanitize((error as Error).message)}\n`));
 }
 
-/** Waits `ms` (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
+/** Waits `ms` between polls (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
 async function pollPause(ms: number, deadline: number, config: Config, deps: Deps): Promise<void> {
-  if (!deps.animate || config.quiet) return await untilInterrupted(deps.sleep(ms), deps, "Login cancelled");
-  for (let left = ms; left > 0; left -= 1000) {
-    const remaining = Math.max(0, Math.round((deadline - deps.now()) / 1000));
-    const clock = `${Math.floor(remaining / 60)}:${String(remaining % 60).padStart(2, "0")}`;
-    deps.stderr(`\r\x1b[2KWaiting for you to approve… the code is valid for ${clock}`);
-    await untilInterrupted(deps.sleep(Math.min(1000, left)), deps, "Login cancelled");
-  }
+  const countdown = deps.animate && !config.quiet;
+  await wait(deps, {
+    ms,
+    sleep: deps.sleep,
+    interrupted: "Login cancelled",
+    tick: countdown
+      ? () =>
+        deps.stderr(
+          `\r\x1b[2KWaiting for you to approve: ${clockText(deadline - deps.now())} left (Ctrl-C cancels)`,
+        )
+      : undefined,
+  });
 }
 
 /** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
@@ -1876,15 +2351,26 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   if (openBrowser) {
     deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
-  const deadline = deps.now() + device.expires_in * 1000;
+  // `--timeout` bounds the device flow too: the earlier of it and the code's own lifetime.
+  const bounded = config.sources.timeout === "flag" && config.timeoutMs < device.expires_in * 1000;
+  const deadline = deps.now() + (bounded ? config.timeoutMs : device.expires_in * 1000);
   let interval = typeof device.interval === "number" ? device.interval * 1000 : DEVICE_INTERVAL_MS;
   const expired = () =>
-    new LoginError("timeout", "The code expired before the sign-in was approved", {
-      hint: "run the login again and enter the code within the time shown",
-    });
+    bounded
+      ? new LoginError("timeout", `The sign-in was not approved within ${seconds(config.timeoutMs)} (--timeout)`, {
+        hint: `run "${
+          command(deps, "login")
+        }" again and enter the code in time, or give more time with --timeout SECONDS`,
+      })
+      : new LoginError("timeout", "The code expired before the sign-in was approved", {
+        hint: "run the login again and enter the code within the time shown",
+      });
+  if (!deps.animate && !config.quiet) {
+    deps.stderr(`Waiting for you to approve, for up to ${seconds(deadline - deps.now())} (Ctrl-C cancels)\n`);
+  }
   try {
     for (;;) {
-      await pollPause(interval, deadline, config, deps);
+      await pollPause(Math.min(interval, Math.max(0, deadline - deps.now())), deadline, config, deps);
       if (deps.now() >= deadline) throw expired();
       try {
         const tokens = await step("sign in with the device code", async () => {
@@ -1954,7 +2440,9 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
 
 function loginRequired(config: Config, why: string): LoginError {
   return new LoginError("login_required", `${why} for ${displayIssuer(config.issuer)}`, {
-    hint: 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
+    hint: config.command === "token"
+      ? 'run "oauth-login login" (or pass --interactive to let this command sign you in)'
+      : 'run "oauth-login login"',
   });
 }
 
@@ -1994,6 +2482,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
   let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
+    deps.catchInterrupt?.();
     const interrupt = deps.signal;
     const lock = await lockEntry(name, deps);
     try {
@@ -2022,46 +2511,56 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
   if (!config.interactive && !deps.interactive) {
     throw loginRequired(config, why);
   }
+  say(deps, `${why} for ${displayIssuer(config.issuer)}: signing in`);
   return await loginAndSave(config, deps, name);
 }
 
 /** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
 async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
   const pending = deps.storage.lock(name);
-  const limit = delay(LOCK_WAIT_MS);
   try {
-    return await untilInterrupted(
-      Promise.race([
-        pending,
-        limit.done.then(() => {
-          throw new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
-            hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
-          });
+    return (await wait(deps, {
+      ms: LOCK_WAIT_MS,
+      until: pending,
+      interrupted: "Interrupted",
+      onTimeout: () =>
+        new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
+          hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
         }),
-      ]),
-      deps,
-      "Interrupted",
-    );
+    }))!;
   } catch (error) {
     pending.then((lock) => lock.release(), () => {}); // should the lock still come, let it go
     throw error;
-  } finally {
-    limit.cancel();
   }
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   const entry = await readEntry(config, deps, cacheKey(config));
-  if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
-  const expired = !isFresh(entry, now, 0);
-  if (expired && !entry.refreshToken) {
-    throw loginRequired(config, "The cached token has expired and cannot be refreshed");
+  const expired = entry !== undefined && !isFresh(entry, now, 0);
+  const why = !entry
+    ? "Not logged in"
+    : expired && !entry.refreshToken
+    ? "The cached token has expired and cannot be refreshed"
+    : undefined;
+  if (!entry || why) {
+    if (config.json) {
+      deps.stdout(
+        JSON.stringify({
+          logged_in: false,
+          issuer: displayIssuer(config.issuer),
+          client_id: config.clientId,
+          reason: why,
+        }) + "\n",
+      );
+    }
+    throw loginRequired(config, why!);
   }
   if (config.json) {
     deps.stdout(
       JSON.stringify({
+        logged_in: true,
         issuer: entry.metadata.issuer ?? entry.issuer,
         client_id: entry.clientId,
         user: entry.user ?? null,
@@ -2428,14 +2927,17 @@ export async function main(args: string[], deps: Deps): Promise<number> {
 function report(error: unknown, deps: Deps, verbose: boolean): number {
   const code = exitCodeFor(error);
   if (error instanceof LoginError || error instanceof ServerError) {
-    deps.stderr(`error: ${error.message}\n`);
-    if (error.hint) deps.stderr(`hint: ${error.hint}\n`);
+    say(deps, `error: ${error.message}`);
+    if (error.hint) say(deps, `hint: ${hintFor(error.hint, deps)}`);
   } else {
     const message = error instanceof Error ? error.message : String(error);
-    deps.stderr(`error: ${sanitize(message)}\n`);
+    say(deps, `error: ${sanitize(message)}`);
     if (!verbose) deps.stderr("hint: run again with --verbose for details\n");
   }
-  if (verbose && error instanceof Error && error.stack) deps.stderr(`${error.stack}\n`);
+  if (verbose && error instanceof Error) {
+    for (const cause of causeChain(error).slice(1)) deps.stderr(`cause: ${sanitize(cause, 400)}\n`);
+    if (error.stack) deps.stderr(`${error.stack}\n`);
+  }
   return code;
 }
 
@@ -2502,11 +3004,24 @@ async function* stdinLines(): AsyncIterable<string> {
   }
 }
 
+/** How the person ran this tool: a compiled binary, `deno task`, or `deno run` on the module. */
+function invocation(env: (name: string) => string | undefined): string {
+  if (Deno.build.standalone) return Deno.execPath().split(/[\\/]/).pop()?.replace(/\.exe$/i, "") || "oauth-login";
+  if (env("INIT_CWD") && env("npm_config_user_agent")?.startsWith("deno/")) return "deno task";
+  const main = Deno.mainModule;
+  const file = main.startsWith("file:") ? main.split("/").pop()! : main;
+  return `deno run -A ${file}`;
+}
+
 /** The real edges, kept thin. */
 export function realDeps(): Deps {
   const controller = new AbortController();
   let listening = false;
   const encoder = new TextEncoder();
+  let columns = 80; // when the width cannot be known
+  try {
+    if (Deno.stderr.isTerminal()) columns = Deno.consoleSize().columns || 80;
+  } catch { /* not a console */ }
   const write = (stream: typeof Deno.stdout) => (text: string) => {
     const bytes = encoder.encode(text);
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
@@ -2524,17 +3039,20 @@ export function realDeps(): Deps {
     stderr: write(Deno.stderr),
     interactive,
     storage: dir ? fileStorage(dir) : missingStorage(),
-    // Ctrl-C is caught only once a command looks at the signal: the cached-token path never does.
-    get signal() {
+    signal: controller.signal,
+    // Ctrl-C is caught only once a command waits or makes a request: the cached-token path never does.
+    catchInterrupt: () => {
       if (!listening) Deno.addSignalListener("SIGINT", () => controller.abort());
       listening = true;
-      return controller.signal;
     },
     os: Deno.build.os,
     which: (command) => onPath(command, env),
     sleep: (ms) => delay(ms).done,
     readLines: interactive ? () => stdinLines() : undefined,
     animate: Deno.stderr.isTerminal() && !env("NO_COLOR"),
+    timer: realTimer,
+    columns,
+    invokedAs: invocation(env),
   };
 }
 

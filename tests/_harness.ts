@@ -118,6 +118,12 @@ export interface RunOptions {
   httpTimeoutMs?: number;
   /** Whether stderr is a terminal that may animate (default false). */
   animate?: boolean;
+  /** The timer behind every wait (`Deps.timer`); by default the runtime's. */
+  timer?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** The width of stderr, for wrapping (`Deps.columns`); by default none. */
+  columns?: number;
+  /** How the person runs the tool (`Deps.invokedAs`). */
+  invokedAs?: string;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -174,6 +180,9 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
+    timer: options.timer,
+    columns: options.columns,
+    invokedAs: options.invokedAs,
   };
   const started = performance.now();
   const running = main(args, deps);
@@ -281,8 +290,12 @@ export async function withMock(
 
 /** The stderr of a clean browser login: the two opening lines and the success line, nothing else. */
 export function cleanLoginStderr(start: string, host: string, user = "alice@example.com"): string {
-  return `Opening your browser to sign in at ${host} ...\nIf it does not open, visit: ${start}\nLogged in as ${user}\n`;
+  return `Opening your browser to sign in at ${host} ...\nIf it does not open, visit: ${start}\n` +
+    `${WAITING_LINE}Logged in as ${user}\n`;
 }
+
+/** The static line a browser login shows while it waits, when stderr is no terminal (the default timeout). */
+export const WAITING_LINE = "Waiting for the browser for up to 5 minutes (Ctrl-C cancels)\n";
 
 // ── The browser side ────────────────────────────────────────────────────────────────────────────
 
