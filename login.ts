@@ -1954,7 +1954,7 @@ async function authorizationRequest(
   request: PendingRequest,
   deps: Deps,
   trace?: Trace,
-): Promise<{ url: URL; pushed: boolean; checked: boolean }> {
+): Promise<{ url: URL; pushed: boolean; checked: boolean; status?: number }> {
   const oauth = await lib();
   const { as, client, auth, http } = issuer;
   const url = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
@@ -2002,7 +2002,7 @@ async function authorizationRequest(
       { hint: rejectedRequestHint(config.clientId, request.redirectUri) },
     );
   }
-  return { url, pushed: false, checked: answer !== undefined && answer.status !== 403 };
+  return { url, pushed: false, checked: answer !== undefined && answer.status < 400, status: answer?.status };
 }
 
 /** The most of a preflight answer we read, and how long it may take. */
@@ -2066,6 +2066,7 @@ export function pageText(body: string, contentType: string | null): string {
   }
   const text = body
     .replace(/<(script|style|head)\b[\s\S]*?<\/\1\s*>/gi, " ")
+    .replace(/([^.:!?\s])\s*<\/h[1-6]\s*>/gi, "$1: ") // "Sign-in failed: Unknown client"
     .replace(/<[^>]*>/g, " ")
     .replace(/&nbsp;/g, " ")
     .replace(/&amp;/g, "&")
@@ -2074,7 +2075,8 @@ export function pageText(body: string, contentType: string | null): string {
     .replace(/&quot;/g, '"')
     .replace(/&#39;/g, "'")
     .replace(/\s+/g, " ")
-    .trim();
+    .trim()
+    .replace(/:$/, "");
   return sanitize(text, 200);
 }
 
@@ -2623,6 +2625,52 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   }
 }
 
+/**
+ * `doctor`'s check of the client id and the redirect URI: the same authorization request a login
+ * makes (pushed, or fetched once), nothing opened. An ephemeral redirect is checked with a sample port.
+ */
+async function checkClient(
+  issuer: Issuer,
+  config: Config,
+  deps: Deps,
+  add: (status: Check["status"], topic: string, message: string) => void,
+): Promise<void> {
+  const oauth = await lib();
+  const redirect = planRedirect(config.redirectUri);
+  const redirectUri = redirectUriFor(redirect, redirect.port || 49152);
+  const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
+  const request: PendingRequest = {
+    scope,
+    redirectUri,
+    verifier: oauth.generateRandomCodeVerifier(),
+    state: oauth.generateRandomState(),
+    nonce: scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined,
+  };
+  const sent = `the client id "${config.clientId}" and the redirect URI ${redirectUri}`;
+  try {
+    const answer = await authorizationRequest(issuer, config, request, deps);
+    const how = answer.pushed ? "a pushed authorization request (RFC 9126)" : "the authorization request";
+    if (answer.checked) add("ok", "client", `the server accepts ${sent} (${how})`);
+    else {
+      add(
+        "warn",
+        "client",
+        `the server's answer to the authorization request (${
+          answer.status === undefined ? "none" : `HTTP ${answer.status}`
+        }) cannot tell whether it accepts ${sent}`,
+      );
+    }
+  } catch (error) {
+    add("fail", "client", `${sent}: ${describeError(error)}`);
+  }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof LoginError || error instanceof ServerError
+    ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
+    : String(error);
+}
+
 /** One line of `doctor`'s report. */
 export interface Check {
   status: "ok" | "warn" | "fail";
@@ -2673,7 +2721,8 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
 
     let deviceSupported = false;
     try {
-      const { as, authMethod } = await discover(config, deps);
+      const issuer = await discover(config, deps);
+      const { as, authMethod } = issuer;
       deviceSupported = as.device_authorization_endpoint !== undefined;
       add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
       const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
@@ -2692,6 +2741,7 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
           list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
         }; this client uses ${authMethod}`,
       );
+      await checkClient(issuer, config, deps, add);
     } catch (error) {
       add("fail", "discovery", describe(error));
     }
@@ -2774,40 +2824,54 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
 // ── CLI ─────────────────────────────────────────────────────────────────────────────────────────
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
-  --issuer URL          the issuer, or its full metadata URL              OAUTH_ISSUER
-  --client-id ID        the OAuth client id                               OAUTH_CLIENT_ID
-  --client-secret S     the client secret, for confidential clients       OAUTH_CLIENT_SECRET
-                        (as a flag it is visible to other local users: prefer the variable)
-  --client-auth METHOD  none, client_secret_basic or client_secret_post (default: from metadata)
-  --scope "A B"         scopes to ask for (default: openid profile [offline_access])  OAUTH_SCOPE
-  --param KEY=VALUE     an extra parameter (resource, audience, login_hint, acr_values, ...); repeatable
+  --issuer URL          the issuer, or its full metadata URL   (OAUTH_ISSUER)
+  --client-id ID        the OAuth client id                 (OAUTH_CLIENT_ID)
+  --client-secret S     a confidential client's secret (OAUTH_CLIENT_SECRET;
+                        as a flag, other local users can see it in ps)
+  --client-auth METHOD  none, client_secret_basic or client_secret_post
+                        (default: from the metadata)
+  --scope "A B"         the scopes to ask for                   (OAUTH_SCOPE)
+                        (default: openid profile [offline_access])
+  --param KEY=VALUE     an extra parameter (resource, audience, login_hint,
+                        acr_values, ...); repeatable
   --env-file PATH       read settings from this file instead of ./.env
   --json                output JSON on stdout
-  -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
-  -q, --quiet           no countdown and no "Logged in as" line
+  -v, --verbose         trace each exchange with the server (secrets
+                        redacted), the cause of each error, stack traces
+  -q, --quiet           no waiting line or countdown, no "Logged in as" line
   -h, --help            show help`;
 
-const LOGIN_FLAGS_HELP =
-  `  --redirect-uri URI    a fixed loopback redirect URI registered with the server      OAUTH_REDIRECT_URI
-                        (default: http://127.0.0.1:<any free port>/callback)
-  --port N              listen on this fixed port (with 127.0.0.1 and /callback unless --redirect-uri)
-  --timeout SECONDS     how long to wait for the browser (default: 300)
-  --no-browser          print the address to open instead of opening a browser
-  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some servers need it for offline_access)
-  --flow FLOW           auto (default), browser or device: auto uses the browser where one can be opened,
-                        else the device flow (RFC 8628) where the server offers it, else an address to paste`;
+const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
+                        server (OAUTH_REDIRECT_URI; default:
+                        http://127.0.0.1:<any free port>/callback)
+  --port N              listen on this fixed port (127.0.0.1 and /callback
+                        unless --redirect-uri says otherwise)
+  --timeout SECONDS     how long to wait for the browser, or for the device
+                        flow's approval (default: 300)
+  --no-browser          print the address to open instead of opening it
+  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some
+                        servers need it to issue a refresh token)
+  --flow FLOW           auto (default), browser or device: auto uses the
+                        browser where one can be opened, else the device
+                        flow (RFC 8628) where the server offers it, else an
+                        address to open elsewhere and paste back
+  --no-par              send the authorization request in the browser's URL
+                        even where the server offers pushed authorization
+                        requests (RFC 9126; used by default)`;
 
 export const USAGE: Record<Command | "main", string> = {
-  main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server from the terminal
+  main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server
+from the terminal
 
 Usage: oauth-login [COMMAND] [flags]
 
 Commands:
   login            sign in with the browser and keep the tokens (the default)
-  token            print a valid access token, refreshing or signing in as needed
+  token            print a valid access token, refreshing or signing in
   whoami, status   show who is logged in, the scopes and the token's expiry
   logout           revoke the tokens at the server and delete them here
-  doctor           check the configuration, the issuer, the port, the browser and the cache
+  doctor           check the settings, the issuer, the client id and
+                   redirect URI, the port, the browser and the cache
 
 ${CONFIG_FLAGS_HELP}
   -V, --version         show the version
@@ -2817,58 +2881,71 @@ ${LOGIN_FLAGS_HELP}
 
 Run "oauth-login COMMAND --help" for a command's own flags.
 
-Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the browser command), NO_COLOR.
+Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the
+browser command), NO_COLOR, DENO_CERT (a CA file for a private CA).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
             4 login required, 5 timed out, 130 interrupted.
 
 Example:
-  oauth-login --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
-  curl -H "Authorization: Bearer $(oauth-login token)" https://api.example.com/me
+  oauth-login --issuer https://dev-123456.okta.com/oauth2/default \\
+    --client-id 0oa...
+  curl -H "Authorization: Bearer $(oauth-login token)" \\
+    https://api.example.com/me
 `,
   login: `Usage: oauth-login login [flags]
 
-Signs in with the system browser over a loopback redirect (PKCE, state, iss checked), shows who
-logged in on stderr, and caches the tokens for "oauth-login token". --json prints the identity and
-the tokens as one JSON object on stdout.
+Signs in with the system browser over a loopback redirect (PKCE, state, iss
+checked), shows who logged in on stderr, and caches the tokens for
+"oauth-login token". --json prints the identity and the tokens as one JSON
+object on stdout.
 
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
 `,
   token: `Usage: oauth-login token [flags]
 
-Prints a valid access token and a newline on stdout, and nothing else. A token that expires within
---min-ttl is refreshed first (one process at a time); with no usable token it signs in, but only when
-a person can answer (a terminal) or --interactive is given; otherwise it exits 4 (login required).
+Prints a valid access token and a newline on stdout, and nothing else. A
+token that expires within --min-ttl is refreshed first (one process at a
+time); with no usable token it signs in, but only when a person can answer
+(a terminal) or --interactive is given; otherwise it exits 4 (login
+required).
 
-  --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
+  --min-ttl SECONDS     refresh when the token expires within this long
+                        (default: 60)
   --interactive         sign in when needed even without a terminal
-  --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
-                        or exec-credential (a kubectl client.authentication.k8s.io/v1 ExecCredential)
+  --format FORMAT       text (default), json ({access_token, token_type,
+                        expires_at, scope}), or exec-credential (a kubectl
+                        client.authentication.k8s.io/v1 ExecCredential)
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
 `,
   whoami: `Usage: oauth-login whoami [flags]     (alias: status)
 
-Shows the issuer, the user, the scopes and when the access token expires. Exits 0 when logged in
-(a valid or refreshable token) and 4 when not. Makes no network request.
+Shows the issuer, the user, the scopes and when the access token expires.
+Exits 0 when logged in (a valid or refreshable token) and 4 when not (with
+--json, an object with "logged_in": false). Makes no network request.
 
 ${CONFIG_FLAGS_HELP}
 `,
   doctor: `Usage: oauth-login doctor [flags]
 
-Checks, one line each (ok, warn or fail): the settings and where each came from, the issuer's
-metadata and what it supports, the redirect port on 127.0.0.1 and ::1 and how localhost resolves,
-the browser opener and display, proxy and CA settings, and the token cache's permissions. Secrets are
-never shown. Exits 0 when nothing failed; --json for bug reports.
+Checks, one line each (ok, warn or fail): the settings and where each came
+from, the issuer's metadata and what it supports, whether the server accepts
+the client id and the redirect URI, the redirect port on 127.0.0.1 and ::1
+and how localhost resolves, the browser opener and display, proxy and CA
+settings, and the token cache's permissions. Secrets are never shown. Exits
+0 when nothing failed; --json for bug reports.
 
 ${CONFIG_FLAGS_HELP}
-  --redirect-uri URI, --port N, --flow FLOW, --no-browser   as for login
+  --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
+                        as for login
 `,
   logout: `Usage: oauth-login logout [--all] [flags]
 
-Revokes the refresh and access tokens at the server (RFC 7009) where it has a revocation endpoint,
-then deletes the cached entry, even when the revocation fails (which is reported, exit 1).
+Revokes the refresh and access tokens at the server (RFC 7009) where it has
+a revocation endpoint, then deletes the cached entry, even when the
+revocation fails (which is reported, exit 1).
 
   --all                 log out of every cached entry
 ${CONFIG_FLAGS_HELP}
