@@ -524,12 +524,13 @@ function timingSafeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
-/** The small, self-contained page the browser gets from the callback server. */
-export function page(status: number, title: string, message: string): Response {
+/** The small, self-contained page the browser gets from the callback server; `detail` is a quieter second line. */
+export function page(status: number, title: string, message: string, detail?: string): Response {
+  const more = detail ? `<p class="detail">${escapeHtml(detail)}</p>` : "";
   const body = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}</style>
-</head><body><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p></body></html>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}.detail{color:#555}</style>
+</head><body><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p>${more}</body></html>
 `;
   return new Response(body, { status, headers: pageHeaders({ "content-type": "text/html; charset=utf-8" }) });
 }
@@ -2077,6 +2078,12 @@ export function pageText(body: string, contentType: string | null): string {
     .replace(/\s+/g, " ")
     .trim()
     .replace(/:$/, "");
+  // An OAuth error shown as a page ("error: invalid_client error_description: client is invalid
+  // state: …", as oidc-provider renders it): its two fields, without the rest.
+  const oauthError = text.match(
+    /\berror\s*:\s*([a-z_]+)(?:\s+error_description\s*:\s*(.+?))?(?=\s+[a-z_]+\s*:\s|$)/,
+  );
+  if (oauthError) return sanitize(`"${oauthError[1]}"${oauthError[2] ? ` (${oauthError[2]})` : ""}`, 200);
   return sanitize(text, 200);
 }
 
@@ -2143,8 +2150,13 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       try {
         const result = await exchangeCode(issuer, callback, request, trace);
         resolve(result);
-        const name = result.user ? `Signed in as ${sanitize(result.user)} at ${provider}` : `Signed in at ${provider}`;
-        return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`);
+        const name = result.user ? `Signed in as ${sanitize(result.user)}` : "Signed in";
+        return page(
+          200,
+          "Signed in",
+          `${name} — you can close this tab and return to your terminal.`,
+          `Provider: ${provider}`,
+        );
       } catch (error) {
         reject(error);
         const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
@@ -2154,7 +2166,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
           ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
           : "";
-        return page(400, title, `${message}.${hint} See your terminal for details.`);
+        return page(400, title, `${message}.${hint} See your terminal for details.`, `Provider: ${provider}`);
       }
     };
     const hostHeaders = [`${redirect.host}:${listener.port}`];

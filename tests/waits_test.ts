@@ -514,7 +514,8 @@ Deno.test("the success page names the provider and who signed in; the error page
   await withMock(async (mock) => {
     const ok = await run(flags(mock), { browser: scriptedBrowser });
     assertEquals(ok.code, EXIT.ok);
-    assertStringIncludes(ok.visit!.body, `Signed in as alice@example.com at 127.0.0.1:${mock.port}`);
+    assertStringIncludes(ok.visit!.body, "<p>Signed in as alice@example.com — you can close this tab");
+    assertStringIncludes(ok.visit!.body, `<p class="detail">Provider: 127.0.0.1:${mock.port}</p>`);
     await cleanUp(ok);
     mock.intercept = (record) =>
       record.path === "/token"
