@@ -1444,17 +1444,36 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
   );
 }
 
+/**
+ * What could not be revoked, and whose fault it was: the server answered (`server`), the request did
+ * not reach it (`network`), or nothing was sent because something is missing here (`local`).
+ */
+interface RevocationProblem {
+  text: string;
+  kind: "server" | "network" | "local";
+}
+
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
-async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
+async function revokeTokenSet(
+  entry: TokenSet,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+): Promise<RevocationProblem[] | "no_endpoint"> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
   if (!as.revocation_endpoint) {
-    deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
-    return [];
+    if (!config.all) {
+      deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
+    }
+    return "no_endpoint";
   }
   const oauth = await lib();
   const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
   if (entry.authMethod !== "none" && !secret) {
-    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`];
+    return [{
+      text: `the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
+      kind: "local",
+    }];
   }
   const issuer = await issuerFor(
     as,
@@ -1462,7 +1481,7 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
     deps,
     trace,
   );
-  const problems: string[] = [];
+  const problems: RevocationProblem[] = [];
   const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
     entry.accessToken,
     "access_token",
@@ -1478,7 +1497,11 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
         await oauth.processRevocationResponse(response);
       });
     } catch (error) {
-      problems.push(error instanceof Error ? error.message : String(error));
+      const network = error instanceof LoginError && (error.code === "network" || error.code === "interrupted");
+      problems.push({
+        text: error instanceof Error ? error.message : String(error),
+        kind: network ? "network" : "server",
+      });
     }
   }
   return problems;
@@ -2427,6 +2450,12 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
   if (!config.quiet) deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
   const granted = (result.tokens.scope ?? result.scope).split(" ");
   const missing = result.scope.split(" ").filter((scope) => scope && !granted.includes(scope));
+  if (missing.length === 1 && missing[0] === "offline_access" && !entry.refreshToken) {
+    // A strict OpenID server (OpenID Connect Core §11) grants offline_access only with prompt=consent.
+    deps.stderr("warning: The server did not grant offline_access, so it issued no refresh token\n");
+    deps.stderr("note: Log in with --prompt consent to get one (strict OpenID servers need it)\n");
+    return entry;
+  }
   if (missing.length > 0) deps.stderr(`warning: The server did not grant ${sanitize(missing.join(" "))}\n`);
   if (!entry.refreshToken) {
     deps.stderr(
@@ -2607,7 +2636,7 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
 export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
   const names = config.all ? await deps.storage.list() : [cacheKey(config)];
-  const problems: string[] = [];
+  const problems: RevocationProblem[] = [];
   let removed = 0;
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
@@ -2616,25 +2645,66 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     });
     if (text === undefined) continue;
     const entry = parseTokenSet(text);
+    let outcome: RevocationProblem[] | "no_endpoint" | "unreadable" = "unreadable";
     if (entry && (config.all || (entry.issuer === config.issuer && entry.clientId === config.clientId))) {
-      for (const problem of await revokeTokenSet(entry, config, deps, trace)) {
+      outcome = await revokeTokenSet(entry, config, deps, trace);
+      for (const problem of outcome === "no_endpoint" ? [] : outcome) {
         problems.push(problem);
-        deps.stderr(`warning: ${problem}\n`);
+        deps.stderr(`warning: ${problem.text}\n`);
       }
     }
     await deps.storage.remove(`${name}.json`);
     await deps.storage.remove(`${name}.lock`);
     removed++;
+    if (config.all) {
+      const who = entry ? `${displayIssuer(entry.issuer)} (client ${sanitize(entry.clientId)})` : `the entry ${name}`;
+      say(deps, `Logged out of ${who}: ${logoutOutcome(outcome)}`);
+    }
   }
-  const where = config.all ? "every issuer" : displayIssuer(config.issuer);
-  deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
-  if (problems.length > 0) {
+  if (!config.all) {
+    const where = displayIssuer(config.issuer);
+    deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
+  } else if (removed === 0) deps.stderr("Not logged in anywhere; nothing to do\n");
+  const kinds = new Set(problems.map((problem) => problem.kind));
+  if (kinds.has("server")) {
     throw new LoginError(
       "failure",
       "The server could not confirm the revocation; the tokens may stay valid until they expire",
       { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
     );
   }
+  if (kinds.has("network")) {
+    throw new LoginError(
+      "failure",
+      "The revocation did not reach the server; the tokens may stay valid until they expire",
+      { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
+    );
+  }
+  if (kinds.has("local")) {
+    throw new LoginError(
+      "failure",
+      "Some tokens were removed here without being revoked, because their client secret is not configured",
+      {
+        hint:
+          `next time set ${ENV_VARS.clientSecret} before logging out; revoke the session in your provider's console if it matters`,
+      },
+    );
+  }
+}
+
+/** How one entry of `logout --all` ended, in words that blame the server only for what it answered. */
+function logoutOutcome(outcome: RevocationProblem[] | "no_endpoint" | "unreadable"): string {
+  if (outcome === "unreadable") return "removed here (it could not be read, so nothing was revoked)";
+  if (outcome === "no_endpoint") {
+    return "removed here; the server has no revocation endpoint, so the tokens stay valid there until they expire";
+  }
+  if (outcome.length === 0) return "revoked at the server and removed here";
+  const kind = outcome[0].kind;
+  return kind === "server"
+    ? "removed here; the server refused the revocation"
+    : kind === "network"
+    ? "removed here; the revocation did not reach the server"
+    : "removed here, not revoked: its client secret is not configured";
 }
 
 /**

@@ -732,3 +732,21 @@ for (const par of [true, false]) {
     },
   );
 }
+
+interop(
+  "login: a default login at a strict OpenID server that drops offline_access prints the README's three lines",
+  [],
+  async () => {
+    await withProvider([], async (provider, work) => {
+      const run = await login(provider, work, client(provider));
+      assertEquals(run.code, 0, run.stderr);
+      const after = run.stderr.slice(run.stderr.indexOf("Logged in as"));
+      assertEquals(
+        after,
+        `Logged in as ${provider.account.preferred_username}\n` +
+          "warning: The server did not grant offline_access, so it issued no refresh token\n" +
+          "note: Log in with --prompt consent to get one (strict OpenID servers need it)\n",
+      );
+    });
+  },
+);

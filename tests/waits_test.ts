@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 import { closest, EXIT, wrap } from "../login.ts";
-import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { assertNoLeaks, cleanUp, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
@@ -529,5 +529,81 @@ Deno.test("the success page names the provider and who signed in; the error page
     assertStringIncludes(failed.stderr, "hint: the code or token was rejected: run the login again\n");
     assertStringIncludes(failed.visit!.body, "Next: the code or token was rejected: run the login again.");
     await cleanUp(failed);
+  });
+});
+
+Deno.test("logout --all words each entry's outcome and blames the server only for what it answered", async () => {
+  await withMock(async (mock) => {
+    await withMock(async (bare) => {
+      bare.metadata.revocation_endpoint = undefined;
+      const first = await run(flags(mock), { browser: scriptedBrowser });
+      assertEquals(first.code, EXIT.ok, first.stderr);
+      const home = first.home;
+      const confidential = await run(["--issuer", mock.issuer, "--client-id", CONFIDENTIAL_CLIENT.id], {
+        browser: scriptedBrowser,
+        home,
+        env: { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! },
+      });
+      assertEquals(confidential.code, EXIT.ok, confidential.stderr);
+      const noEndpoint = await run(flags(bare), { browser: scriptedBrowser, home });
+      assertEquals(noEndpoint.code, EXIT.ok, noEndpoint.stderr);
+
+      const result = await run(["logout", "--all"], { home });
+      assertEquals(result.code, EXIT.failure, result.stderr);
+      const lines = result.stderr.split("\n").filter((line) => line.startsWith("Logged out of "));
+      assertEquals(
+        lines.sort(),
+        [
+          `Logged out of ${bare.issuer} (client cli-public): removed here; the server has no revocation endpoint, so the tokens stay valid there until they expire`,
+          `Logged out of ${mock.issuer} (client cli-confidential): removed here, not revoked: its client secret is not configured`,
+          `Logged out of ${mock.issuer} (client cli-public): revoked at the server and removed here`,
+        ].sort(),
+      );
+      assertStringIncludes(
+        result.stderr,
+        "error: Some tokens were removed here without being revoked, because their client secret is not configured\n",
+      );
+      assert(!result.stderr.includes("The server could not confirm"), "the server answered nothing wrong");
+      assertEquals(mock.calls("revoke").length, 2, "the public entry's two tokens");
+
+      // Now the server does refuse: that, and only that, is put on the server.
+      const again = await run(flags(mock), { browser: scriptedBrowser, home });
+      assertEquals(again.code, EXIT.ok);
+      mock.intercept = (record) => record.path === "/revoke" ? new Response("no", { status: 500 }) : undefined;
+      const refused = await run(["logout", "--all"], { home });
+      assertEquals(refused.code, EXIT.failure);
+      assertStringIncludes(
+        refused.stderr,
+        `Logged out of ${mock.issuer} (client cli-public): removed here; the server refused the revocation\n`,
+      );
+      assertStringIncludes(refused.stderr, "error: The server could not confirm the revocation");
+      await cleanUp(result);
+    });
+  });
+});
+
+Deno.test("a default login at a strict OpenID server that drops offline_access prints three lines", async () => {
+  await withMock(async (mock) => {
+    mock.intercept = async (record, _url, request) => {
+      if (record.path !== "/token") return undefined;
+      mock.intercept = undefined;
+      mock.issueRefreshTokens = false;
+      const replay = new Request(request.url, {
+        method: "POST",
+        headers: request.headers,
+        body: new URLSearchParams(record.form),
+      });
+      const body = await (await mock.handler(replay)).json();
+      return Response.json({ ...body, scope: "openid profile" });
+    };
+    const result = await run(flags(mock), { browser: scriptedBrowser });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(
+      result.stderr.slice(result.stderr.indexOf("Logged in as")),
+      "Logged in as alice@example.com\n" +
+        "warning: The server did not grant offline_access, so it issued no refresh token\n" +
+        "note: Log in with --prompt consent to get one (strict OpenID servers need it)\n",
+    );
+    await cleanUp(result);
   });
 });
