@@ -1959,8 +1959,8 @@ const REJECTED_REQUEST = new Set([
 
 /** The hint for a rejected authorization request, naming what was sent. */
 function rejectedRequestHint(clientId: string, redirectUri: string): string {
-  return `check that the client id "${sanitize(clientId)}" exists at the server and has the redirect URI ` +
-    `${sanitize(redirectUri)} registered (a loopback redirect may need any port allowed)`;
+  return `check that the client id "${sanitize(clientId)}" exists at the server and has this redirect URI ` +
+    `registered (a loopback one may need any port allowed): ${sanitize(redirectUri)}`;
 }
 
 /**
@@ -2227,7 +2227,8 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const pasting = deps.interactive && deps.readLines !== undefined;
     if (pasting && openBrowser) {
       deps.stderr(
-        `If that browser runs on another machine, open this address there instead:\n\n  ${authorizationUrl.href}\n\n` +
+        // The address alone on its line, unindented: a terminal selects it whole.
+        `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
           "The page it ends on will not load there: paste its address here and press Enter.\n",
       );
     } else if (pasting) {
@@ -2371,10 +2372,21 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   }
   assertEndpoint(as.device_authorization_endpoint, "device_authorization_endpoint", as.issuer);
   const parameters = new URLSearchParams([["scope", scope], ...config.params]);
-  const device = await step("start the device flow", async () => {
-    const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
-    return await oauth.processDeviceAuthorizationResponse(as, client, response);
-  });
+  let device: Oauth.DeviceAuthorizationResponse;
+  try {
+    device = await step("start the device flow", async () => {
+      const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
+      return await oauth.processDeviceAuthorizationResponse(as, client, response);
+    });
+  } catch (error) {
+    // The client or scope is wrong: a configuration error, as for the browser flow's request (exit 2).
+    if (
+      error instanceof ServerError && ["invalid_client", "invalid_scope", "unauthorized_client"].includes(error.code)
+    ) {
+      throw new LoginError("config", error.message, { hint: error.hint, cause: error });
+    }
+    throw error;
+  }
   const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
   const complete = device.verification_uri_complete === undefined
     ? undefined
