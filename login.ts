@@ -1463,7 +1463,7 @@ async function revokeTokenSet(
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
   if (!as.revocation_endpoint) {
     if (!config.all) {
-      deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
+      say(deps, "note: The server has no revocation endpoint, so the tokens stay valid there until they expire");
     }
     return "no_endpoint";
   }
@@ -1922,7 +1922,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
-  if (choice.note) deps.stderr(`${choice.note}\n`);
+  if (choice.note) say(deps, `${choice.note}`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
   const result = choice.flow === "device" ? await deviceLogin(flow) : await browserLogin(flow);
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
@@ -2206,15 +2206,15 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const where = sanitize(authorizationUrl.host);
     if (openBrowser) {
       const start = `http://${redirect.host}:${listener.port}/`;
-      deps.stderr(`Opening your browser to sign in at ${where} ...\n`);
-      deps.stderr(`If it does not open, visit: ${start}\n`);
+      say(deps, `Opening your browser to sign in at ${where} ...`);
+      say(deps, `If it does not open, visit: ${start}`);
       // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
       deps.openUrl(start).catch((error) => {
         const reason = error instanceof Error ? error.message : String(error);
-        deps.stderr(`warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself\n`);
+        say(deps, `warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself`);
       });
     } else {
-      deps.stderr(`To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n\n`);
+      say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n`);
     }
     if (!authorization.checked) {
       say(
@@ -2226,14 +2226,16 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     }
     const pasting = deps.interactive && deps.readLines !== undefined;
     if (pasting && openBrowser) {
-      deps.stderr(
+      say(
+        deps,
         // The address alone on its line, unindented: a terminal selects it whole.
         `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
-          "The page it ends on will not load there: paste its address here and press Enter.\n",
+          "The page it ends on will not load there: paste its address here and press Enter.",
       );
     } else if (pasting) {
-      deps.stderr(
-        "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.\n",
+      say(
+        deps,
+        "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.",
       );
     }
     const line = waitingLine(config, deps, pasting);
@@ -2275,7 +2277,7 @@ function waitingLine(
   const promptText = "Paste the address here: ";
   if (config.quiet) return { prompt: () => {}, done: () => {} };
   if (!deps.animate) {
-    deps.stderr(`Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)\n`);
+    say(deps, `Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)`);
     const prompt = () => deps.stderr(promptText);
     if (pasting) prompt();
     return { prompt, done: () => {} };
@@ -2323,7 +2325,7 @@ function acceptPastedAddresses(
       if (!text) continue;
       const url = parseUrl(text);
       if (!url || url.protocol !== "http:") {
-        deps.stderr("warning: That is not an address; paste the whole address from the browser's address bar\n");
+        say(deps, "warning: That is not an address; paste the whole address from the browser's address bar");
         prompt();
         continue;
       }
@@ -2331,14 +2333,15 @@ function acceptPastedAddresses(
       await response.body?.cancel();
       await Promise.resolve(); // let the outcome settle first when this address completed the sign-in
       if (settled) return;
-      deps.stderr(
+      say(
+        deps,
         response.status === 404
-          ? "warning: That is not the sign-in callback address; paste the address the browser ended on\n"
-          : "warning: That address does not belong to the sign-in in progress, so it was ignored; paste the address the browser ended on\n",
+          ? "warning: That is not the sign-in callback address; paste the address the browser ended on"
+          : "warning: That address does not belong to the sign-in in progress, so it was ignored; paste the address the browser ended on",
       );
       prompt();
     }
-  })().catch((error) => deps.stderr(`warning: Cannot read what was pasted: ${sanitize((error as Error).message)}\n`));
+  })().catch((error) => say(deps, `warning: Cannot read what was pasted: ${sanitize((error as Error).message)}`));
 }
 
 /** Waits `ms` between polls (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
@@ -2391,11 +2394,12 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   const complete = device.verification_uri_complete === undefined
     ? undefined
     : assertEndpoint(device.verification_uri_complete, "verification_uri_complete", as.issuer);
-  deps.stderr(
+  say(
+    deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
       `and enter the code:\n\n  ${sanitize(device.user_code, 40)}\n\n` +
       (complete ? `Or open this address, which carries the code: ${sanitize(complete.href)}\n` : "") +
-      `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.\n`,
+      `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.`,
   );
   if (openBrowser) {
     deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
@@ -2415,7 +2419,7 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
         hint: "run the login again and enter the code within the time shown",
       });
   if (!deps.animate && !config.quiet) {
-    deps.stderr(`Waiting for you to approve, for up to ${seconds(deadline - deps.now())} (Ctrl-C cancels)\n`);
+    say(deps, `Waiting for you to approve, for up to ${seconds(deadline - deps.now())} (Ctrl-C cancels)`);
   }
   try {
     for (;;) {
@@ -2459,21 +2463,22 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
     subject: result.subject,
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
-  if (!config.quiet) deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
+  if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
   const granted = (result.tokens.scope ?? result.scope).split(" ");
   const missing = result.scope.split(" ").filter((scope) => scope && !granted.includes(scope));
   if (missing.length === 1 && missing[0] === "offline_access" && !entry.refreshToken) {
     // A strict OpenID server (OpenID Connect Core §11) grants offline_access only with prompt=consent.
-    deps.stderr("warning: The server did not grant offline_access, so it issued no refresh token\n");
-    deps.stderr("note: Log in with --prompt consent to get one (strict OpenID servers need it)\n");
+    say(deps, "warning: The server did not grant offline_access, so it issued no refresh token");
+    say(deps, "note: Log in with --prompt consent to get one (strict OpenID servers need it)");
     return entry;
   }
-  if (missing.length > 0) deps.stderr(`warning: The server did not grant ${sanitize(missing.join(" "))}\n`);
+  if (missing.length > 0) say(deps, `warning: The server did not grant ${sanitize(missing.join(" "))}`);
   if (!entry.refreshToken) {
-    deps.stderr(
+    say(
+      deps,
       result.scope.split(" ").includes("offline_access")
-        ? "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent\n"
-        : "note: The server issued no refresh token, so you will sign in again when this token expires; ask for one by adding offline_access to --scope\n",
+        ? "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent"
+        : "note: The server issued no refresh token, so you will sign in again when this token expires; ask for one by adding offline_access to --scope",
     );
   }
   return entry;
@@ -2485,8 +2490,9 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
   if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) {
-    deps.stderr(
-      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login\n`,
+    say(
+      deps,
+      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
     );
     return undefined;
   }
@@ -2553,9 +2559,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
         } catch (error) {
           if (!(error instanceof ServerError && error.code === "invalid_grant")) throw error;
           await deps.storage.remove(`${name}.json`);
-          deps.stderr(
-            `warning: The session has ended at the server (${error.message}); the cached tokens were removed\n`,
-          );
+          say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
           why = "The session has ended";
         }
       }
@@ -2652,7 +2656,7 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   let removed = 0;
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
-      deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
+      say(deps, `warning: ${(error as Error).message}; removing it`);
       return "";
     });
     if (text === undefined) continue;
@@ -2662,7 +2666,7 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
       outcome = await revokeTokenSet(entry, config, deps, trace);
       for (const problem of outcome === "no_endpoint" ? [] : outcome) {
         problems.push(problem);
-        deps.stderr(`warning: ${problem.text}\n`);
+        say(deps, `warning: ${problem.text}`);
       }
     }
     await deps.storage.remove(`${name}.json`);
@@ -2675,8 +2679,8 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   }
   if (!config.all) {
     const where = displayIssuer(config.issuer);
-    deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
-  } else if (removed === 0) deps.stderr("Not logged in anywhere; nothing to do\n");
+    say(deps, removed === 0 ? `Not logged in to ${where}; nothing to do` : `Logged out of ${where}`);
+  } else if (removed === 0) say(deps, "Not logged in anywhere; nothing to do");
   const kinds = new Set(problems.map((problem) => problem.kind));
   if (kinds.has("server")) {
     throw new LoginError(
@@ -3084,8 +3088,9 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps);
     const config = resolveConfig(cli, deps.env, dotenv);
     if (cli.flags["client-secret"] !== undefined) {
-      deps.stderr(
-        `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,
+      say(
+        deps,
+        `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead`,
       );
     }
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor">](config, deps);

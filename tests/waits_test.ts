@@ -607,3 +607,17 @@ Deno.test("a default login at a strict OpenID server that drops offline_access p
     await cleanUp(result);
   });
 });
+
+Deno.test("the device flow's prose wraps to the terminal, with its addresses whole on their own lines", async () => {
+  await withMock(async (mock) => {
+    const result = await run(flags(mock, "--flow", "device"), { ...fakeClock(), columns: 50 });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const lines = result.stderr.trimEnd().split("\n");
+    for (const line of lines) {
+      assert(line.length <= 50 || /^\s*https?:\/\/\S+$/.test(line), `too wide and not a lone URL: "${line}"`);
+    }
+    assert(lines.some((line) => line.startsWith(`${mock.issuer}/device?user_code=`)), result.stderr);
+    assertStringIncludes(result.stderr, "Or open this address, which carries the code:\n");
+    await cleanUp(result);
+  });
+});
