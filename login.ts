@@ -2173,23 +2173,10 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       try {
         const result = await exchangeCode(issuer, callback, request, trace);
         resolve(result);
-        const name = result.user ? `Signed in as ${sanitize(result.user)}` : "Signed in";
-        return page(
-          200,
-          "Signed in",
-          `${name} — you can close this tab and return to your terminal.`,
-          `Provider: ${provider}`,
-        );
+        return resultPage(result, provider, deps);
       } catch (error) {
         reject(error);
-        const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
-        const title = error instanceof ServerError && error.code === "access_denied"
-          ? "Sign-in cancelled"
-          : "Sign-in failed";
-        const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
-          ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
-          : "";
-        return page(400, title, `${message}.${hint} See your terminal for details.`, `Provider: ${provider}`);
+        return resultPage(error, provider, deps);
       }
     };
     const hostHeaders = [`${redirect.host}:${listener.port}`];
@@ -2203,41 +2190,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     });
     listener.handle(handler);
 
-    const where = sanitize(authorizationUrl.host);
-    if (openBrowser) {
-      const start = `http://${redirect.host}:${listener.port}/`;
-      say(deps, `Opening your browser to sign in at ${where} ...`);
-      say(deps, `If it does not open, visit: ${start}`);
-      // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
-      deps.openUrl(start).catch((error) => {
-        const reason = error instanceof Error ? error.message : String(error);
-        say(deps, `warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself`);
-      });
-    } else {
-      say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n`);
-    }
-    if (!authorization.checked) {
-      say(
-        deps,
-        `note: The server's answer cannot tell whether it accepts this client; if the browser shows an error, check the client id "${
-          sanitize(config.clientId)
-        }" and the redirect URI ${sanitize(request.redirectUri)}`,
-      );
-    }
     const pasting = deps.interactive && deps.readLines !== undefined;
-    if (pasting && openBrowser) {
-      say(
-        deps,
-        // The address alone on its line, unindented: a terminal selects it whole.
-        `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
-          "The page it ends on will not load there: paste its address here and press Enter.",
-      );
-    } else if (pasting) {
-      say(
-        deps,
-        "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.",
-      );
-    }
+    announce({ authorization, start: openBrowser ? `http://${redirect.host}:${listener.port}/` : undefined, pasting }, {
+      clientId: config.clientId,
+      redirectUri: request.redirectUri,
+    }, deps);
     const line = waitingLine(config, deps, pasting);
     if (pasting) acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, line.prompt);
     try {
@@ -2261,6 +2218,70 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     }
   } finally {
     await listener.close();
+  }
+}
+
+/** The page the browser ends on: who signed in and at which provider, or what failed and what to do next. */
+function resultPage(outcome: LoginResult | unknown, provider: string, deps: Deps): Response {
+  const detail = `Provider: ${provider}`;
+  if (outcome && typeof outcome === "object" && "tokens" in outcome) {
+    const user = (outcome as LoginResult).user;
+    const name = user ? `Signed in as ${sanitize(user)}` : "Signed in";
+    return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`, detail);
+  }
+  const error = outcome;
+  const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
+  const title = error instanceof ServerError && error.code === "access_denied" ? "Sign-in cancelled" : "Sign-in failed";
+  const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
+    ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
+    : "";
+  return page(400, title, `${message}.${hint} See your terminal for details.`, detail);
+}
+
+/**
+ * What the terminal says before the wait: the browser is opening (and the short address to visit),
+ * or the address to open; what was sent when the server's answer could not tell; and paste-back's
+ * offer with the address that works on another machine.
+ */
+function announce(
+  how: { authorization: { url: URL; checked: boolean }; start?: string; pasting: boolean },
+  sent: { clientId: string; redirectUri: string },
+  deps: Deps,
+): void {
+  const authorizationUrl = how.authorization.url;
+  const where = sanitize(authorizationUrl.host);
+  const start = how.start;
+  if (start) {
+    say(deps, `Opening your browser to sign in at ${where} ...`);
+    say(deps, `If it does not open, visit: ${start}`);
+    // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
+    deps.openUrl(start).catch((error) => {
+      const reason = error instanceof Error ? error.message : String(error);
+      say(deps, `warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself`);
+    });
+  } else {
+    say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n`);
+  }
+  if (!how.authorization.checked) {
+    say(
+      deps,
+      `note: The server's answer cannot tell whether it accepts this client; if the browser shows an error, check the client id "${
+        sanitize(sent.clientId)
+      }" and the redirect URI ${sanitize(sent.redirectUri)}`,
+    );
+  }
+  if (how.pasting && start) {
+    say(
+      deps,
+      // The address alone on its line, unindented: a terminal selects it whole.
+      `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
+        "The page it ends on will not load there: paste its address here and press Enter.",
+    );
+  } else if (how.pasting) {
+    say(
+      deps,
+      "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.",
+    );
   }
 }
 
