@@ -3215,10 +3215,8 @@ export function realDeps(): Deps {
   const controller = new AbortController();
   let listening = false;
   const encoder = new TextEncoder();
-  let columns = 80; // when the width cannot be known
-  try {
-    if (Deno.stderr.isTerminal()) columns = Deno.consoleSize().columns || 80;
-  } catch { /* not a console */ }
+  let columns: number | undefined;
+  let invokedAs: string | undefined;
   const write = (stream: typeof Deno.stdout) => (text: string) => {
     const bytes = encoder.encode(text);
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
@@ -3248,8 +3246,19 @@ export function realDeps(): Deps {
     readLines: interactive ? () => stdinLines() : undefined,
     animate: Deno.stderr.isTerminal() && !env("NO_COLOR"),
     timer: realTimer,
-    columns,
-    invokedAs: invocation(env),
+    // Worked out when first needed, so that the cached-token path never asks the terminal.
+    get columns() {
+      if (columns === undefined) {
+        columns = 80; // when the width cannot be known
+        try {
+          if (Deno.stderr.isTerminal()) columns = Deno.consoleSize().columns || 80;
+        } catch { /* not a console */ }
+      }
+      return columns;
+    },
+    get invokedAs() {
+      return invokedAs ??= invocation(env);
+    },
   };
 }
 
