@@ -1361,20 +1361,39 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
       return await request();
     };
     let response: Response;
+    const path = issuerUrl.pathname === "/" ? "" : issuerUrl.pathname.replace(/\/$/, "");
+    const tried: string[] = []; // the metadata URLs asked, for the message when none answers
     if (config.metadataUrl) {
       const url = config.metadataUrl;
+      tried.push(url);
       response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
     } else {
+      tried.push(`${issuerUrl.origin}/.well-known/oauth-authorization-server${path}`);
       response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
       if (response.status !== 200) {
         await response.body?.cancel();
+        tried.push(`${issuerUrl.origin}${path}/.well-known/openid-configuration`);
         response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
       }
     }
     if (response.status === 404) {
+      await response.body?.cancel();
       throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
-        hint: "check the issuer URL: it is the one your provider shows, e.g. https://example.okta.com/oauth2/default",
+        hint: `tried ${tried.map((url) => sanitize(url)).join(" and ")}; check the issuer URL: it is the one your provider shows, ` +
+          "e.g. https://example.okta.com/oauth2/default",
       });
+    }
+    if (response.status >= 400) {
+      await response.body?.cancel();
+      const status = response.status;
+      throw new LoginError(
+        "invalid_response",
+        `Cannot fetch the server metadata: the server answered HTTP ${status}${
+          status >= 500 ? ", a server error" : ""
+        } ` +
+          `(GET ${sanitize(tried.at(-1))})`,
+        { hint: status >= 500 ? "try again later" : "check the issuer URL" },
+      );
     }
     try {
       return await oauth.processDiscoveryResponse(issuerUrl, response);

@@ -642,7 +642,8 @@ Deno.test(
           result,
           mock,
           EXIT.failure,
-          `error: Cannot fetch the server metadata: the server answered HTTP ${status}, a server error\n` +
+          `error: Cannot fetch the server metadata: the server answered HTTP ${status}, a server error ` +
+            `(GET ${mock.issuer}/.well-known/openid-configuration)\n` +
             "hint: try again later\n",
         );
       });

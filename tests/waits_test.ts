@@ -621,3 +621,30 @@ Deno.test("the device flow's prose wraps to the terminal, with its addresses who
     await cleanUp(result);
   });
 });
+
+Deno.test("an HTTP error at discovery names the URL tried", async (t) => {
+  await t.step("500", async () => {
+    await withMock(async (mock) => {
+      mock.intercept = (record) =>
+        record.path.includes("/.well-known/") ? new Response("down", { status: 500 }) : undefined;
+      const result = await run(flags(mock));
+      assertEquals(result.code, EXIT.failure);
+      assertStringIncludes(
+        result.stderr,
+        `error: Cannot fetch the server metadata: the server answered HTTP 500, a server error (GET ${mock.issuer}/.well-known/openid-configuration)\n`,
+      );
+      await cleanUp(result);
+    });
+  });
+  await t.step("404 at both", async () => {
+    await withMock(async (mock) => {
+      const result = await run(["--issuer", `${mock.issuer}/nope`, "--client-id", "x"]);
+      assertEquals(result.code, EXIT.usage);
+      assertStringIncludes(
+        result.stderr,
+        `hint: tried ${mock.issuer}/.well-known/oauth-authorization-server/nope and ${mock.issuer}/nope/.well-known/openid-configuration; check the issuer URL`,
+      );
+      await cleanUp(result);
+    });
+  });
+});
