@@ -1379,7 +1379,9 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
     if (response.status === 404) {
       await response.body?.cancel();
       throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
-        hint: `tried ${tried.map((url) => sanitize(url)).join(" and ")}; check the issuer URL: it is the one your provider shows, ` +
+        hint: `tried ${
+          tried.map((url) => sanitize(url)).join(" and ")
+        }; check the issuer URL: it is the one your provider shows, ` +
           "e.g. https://example.okta.com/oauth2/default",
       });
     }
