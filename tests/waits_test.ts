@@ -7,7 +7,7 @@
  * @module
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
-import { closest, EXIT, wrap } from "../login.ts";
+import { closest, EXIT, realDeps, wrap } from "../login.ts";
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { assertNoLeaks, cleanUp, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
 
@@ -577,6 +577,27 @@ Deno.test("logout --all words each entry's outcome and blames the server only fo
         `Logged out of ${mock.issuer} (client cli-public): removed here; the server refused the revocation\n`,
       );
       assertStringIncludes(refused.stderr, "error: The server could not confirm the revocation");
+
+      // And when the request never reaches the server, the server is not blamed at all.
+      mock.intercept = undefined;
+      const third = await run(flags(mock), { browser: scriptedBrowser, home });
+      assertEquals(third.code, EXIT.ok);
+      const unreachable = await run(["logout", "--all"], {
+        home,
+        fetch: (input, init) =>
+          String(input instanceof Request ? input.url : input).endsWith("/revoke")
+            ? Promise.reject(
+              new TypeError("fetch failed", { cause: new Error("tcp connect error: Connection refused") }),
+            )
+            : fetch(input, init),
+      });
+      assertEquals(unreachable.code, EXIT.failure);
+      assertStringIncludes(
+        unreachable.stderr,
+        `Logged out of ${mock.issuer} (client cli-public): removed here; the revocation did not reach the server\n`,
+      );
+      assertStringIncludes(unreachable.stderr, "error: The revocation did not reach the server;");
+      assert(!unreachable.stderr.includes("The server could not confirm"), unreachable.stderr);
       await cleanUp(result);
     });
   });
@@ -647,4 +668,13 @@ Deno.test("an HTTP error at discovery names the URL tried", async (t) => {
       await cleanUp(result);
     });
   });
+});
+
+Deno.test("realDeps(): no getter changes Ctrl-C handling; catching it is an explicit call that waits and requests make", () => {
+  const deps = realDeps();
+  const signal = Object.getOwnPropertyDescriptor(deps, "signal");
+  assertEquals(signal?.get, undefined, "the signal is a plain property");
+  assert(signal?.value instanceof AbortSignal);
+  assertEquals(typeof deps.catchInterrupt, "function");
+  assertEquals(typeof deps.timer, "function", "the real timer is injected like any other edge");
 });
