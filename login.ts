@@ -2790,8 +2790,11 @@ async function checkClient(
   try {
     const answer = await authorizationRequest(issuer, config, request, deps);
     const how = answer.pushed ? "a pushed authorization request (RFC 9126)" : "the authorization request";
-    if (answer.checked) add("ok", "client", `the server accepts ${sent} (${how})`);
-    else {
+    if (answer.checked) {
+      add("ok", "client", `the server accepts ${sent} (${how})`);
+      add("ok", "client", `client id "${config.clientId}": known to the server`);
+      add("ok", "client", `redirect URI ${redirectUri}: accepted`);
+    } else {
       add(
         "warn",
         "client",
@@ -2802,6 +2805,24 @@ async function checkClient(
     }
   } catch (error) {
     add("fail", "client", `${sent}: ${describeError(error)}`);
+    // Which of the two the server named, where its words tell (an unknown client is checked first).
+    if (error instanceof LoginError && error.code === "config") {
+      const redirectBlamed = /redirect/i.test(error.message);
+      add(
+        redirectBlamed ? "ok" : "fail",
+        "client",
+        redirectBlamed
+          ? `client id "${config.clientId}": known to the server`
+          : `client id "${config.clientId}": rejected`,
+      );
+      add(
+        redirectBlamed ? "fail" : "warn",
+        "client",
+        redirectBlamed
+          ? `redirect URI ${redirectUri}: not registered for this client`
+          : `redirect URI ${redirectUri}: not checked (the client id was rejected first)`,
+      );
+    }
   }
 }
 

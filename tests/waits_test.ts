@@ -202,15 +202,26 @@ Deno.test("doctor reports the client id and redirect URI as ok or fail, with and
           good.stdout,
           /^ok {4}client {5}the server accepts the client id "cli-public" and the redirect URI http:\/\/127\.0\.0\.1:49152\/callback/m,
         );
+        assertStringIncludes(good.stdout, 'ok    client     client id "cli-public": known to the server\n');
+        assertStringIncludes(good.stdout, "ok    client     redirect URI http://127.0.0.1:49152/callback: accepted\n");
+        const elsewhere = await run(["doctor", "--issuer", mock.issuer, "--client-id", OTHER_REDIRECT_CLIENT.id]);
+        assertEquals(elsewhere.code, EXIT.failure);
+        assertStringIncludes(elsewhere.stdout, 'ok    client     client id "cli-elsewhere": known to the server\n');
+        assertStringIncludes(
+          elsewhere.stdout,
+          "fail  client     redirect URI http://127.0.0.1:49152/callback: not registered for this client\n",
+        );
+        await cleanUp(elsewhere);
         const bad = await run(["doctor", "--issuer", mock.issuer, "--client-id", "no-such-client"]);
         assertEquals(bad.code, EXIT.failure);
+        assertStringIncludes(bad.stdout, 'fail  client     client id "no-such-client": rejected\n');
         assertMatch(
           bad.stdout,
           /^fail {2}client {5}the client id "no-such-client" and the redirect URI .*: The server rejected the sign-in request/m,
         );
         await cleanUp(good);
         await cleanUp(bad);
-      }, { par });
+      }, { par, clients: [PUBLIC_CLIENT, OTHER_REDIRECT_CLIENT] });
     });
   }
 });
