@@ -616,7 +616,11 @@ function hintFor(hint: string, deps: Pick<Deps, "invokedAs">): string {
   return hint.replace(/"oauth-login ([a-z]+|COMMAND)/g, (_, name) => `"${command(deps, name)}`);
 }
 
-/** The closest of `candidates` to `word` within two edits, for "did you mean …?". */
+/**
+ * The closest of `candidates` to `word` for "did you mean …?": at most two edits (insertions,
+ * deletions, substitutions, adjacent transpositions) and fewer than half the candidate's length;
+ * undefined when none is that close.
+ */
 export function closest(word: string, candidates: Iterable<string>): string | undefined {
   let best: string | undefined;
   let bestDistance = 3;
@@ -1191,7 +1195,11 @@ function causeChain(error: unknown): string[] {
   return messages;
 }
 
-/** The reason a request failed, from the whole cause chain (the runtime's own message is "fetch failed"). */
+/**
+ * The reason a request failed, in words, from the whole cause chain (Deno's own message is just
+ * "fetch failed"): the name did not resolve, the connection was refused, TLS failed (with the
+ * runtime's detail), a timeout, a reset, or else the innermost message, sanitised. Never throws.
+ */
 export function networkReason(error: unknown): string {
   const chain = causeChain(error).join(" | ");
   if (
@@ -2055,9 +2063,11 @@ const PREFLIGHT_BODY_BYTES = 64 * 1024;
 const PREFLIGHT_TIMEOUT_MS = 5_000;
 
 /**
- * Requests the authorization URL once, as the browser would but without following redirects, and
- * returns the status with the page's own text (tags stripped, cut, sanitised). Undefined when the
- * server could not be asked (network error, timeout): then the browser opens as usual.
+ * Requests the authorization URL (RFC 6749 §4.1.1) once, as the browser would but without following
+ * redirects, and returns the HTTP status with the page's own text (`pageText`: at most 200
+ * characters, sanitised). Reads at most 64 KiB of the body and waits at most 5 seconds (or until
+ * Ctrl-C aborts `deps.signal`). Never throws: undefined when the server could not be asked (network
+ * error, timeout); then the browser opens as usual.
  */
 export async function preflight(
   url: URL,
