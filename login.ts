@@ -3707,6 +3707,8 @@ async function authorizationRequest(
 /** The most of a preflight answer we read, and how long it may take. */
 const PREFLIGHT_BODY_BYTES = 64 * 1024;
 const PREFLIGHT_TIMEOUT_MS = 5_000;
+/** The User-Agent of the preflight request. */
+export const PREFLIGHT_USER_AGENT = `oauth-login/${VERSION} (checking the sign-in request)`;
 
 /**
  * Requests the authorization URL (RFC 6749 §4.1.1) once, as the browser would but without following
@@ -3717,16 +3719,21 @@ const PREFLIGHT_TIMEOUT_MS = 5_000;
  */
 export async function preflight(
   url: URL,
-  deps: Pick<Deps, "fetch" | "signal">,
+  deps: Pick<Deps, "fetch" | "signal" | "env">,
   trace?: Trace,
 ): Promise<{ status: number; text: string } | undefined> {
   const timeout = AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS);
   try {
     trace?.(`> GET ${url.origin}${url.pathname} (a check that the server accepts the sign-in request)`);
+    // The same route as every other request to the issuer: loopback direct, NO_PROXY honoured.
+    const route = proxiesConfigured(deps.env) ? routeFor(url, deps.env) : undefined;
+    const client = route ? httpClientFor(route, url.hostname) : undefined;
     const response = await deps.fetch(url, {
       redirect: "manual",
-      headers: { accept: "text/html,application/json;q=0.9" },
+      // Says what this request is, so that the server's log (and a test's mock) can tell it from the browser's.
+      headers: { accept: "text/html,application/json;q=0.9", "user-agent": PREFLIGHT_USER_AGENT },
       signal: AbortSignal.any([timeout, deps.signal]),
+      ...(client ? { client } : {}),
     });
     let body = "";
     if (response.body) {
@@ -4177,7 +4184,8 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
   if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
   const missing = missingScopes(result.scope, result.tokens);
   const remedy = refreshTokenRemedy(result.scope, result.metadata, config);
-  if (missing.length === 1 && missing[0] === "offline_access" && remedy === "; try --prompt consent") {
+  const droppedOffline = !entry.refreshToken && scopeList(result.scope).includes("offline_access");
+  if (droppedOffline && missing.length === 0 && remedy === "; try --prompt consent") {
     // A strict OpenID server (OpenID Connect Core §11) grants offline_access only with prompt=consent.
     say(deps, "warning: The server did not grant offline_access, so it issued no refresh token");
     say(deps, "note: Log in with --prompt consent to get one (strict OpenID servers need it)");

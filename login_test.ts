@@ -1022,9 +1022,11 @@ Deno.test("a login without a refresh token says in one line what to try", async 
       mock.issueRefreshTokens = false;
       const result = await cli(["login"]);
       assertEquals(result.code, EXIT.ok, result.stderr);
+      // A strict OpenID server drops offline_access without prompt=consent (OpenID Connect Core §11): two lines say so.
       assertStringIncludes(
         result.stderr,
-        "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent\n",
+        "warning: The server did not grant offline_access, so it issued no refresh token\n" +
+          "note: Log in with --prompt consent to get one (strict OpenID servers need it)\n",
       );
     });
   });

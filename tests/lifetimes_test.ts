@@ -347,7 +347,8 @@ Deno.test("case 3: a refresh that fails while the token is still valid prints th
     },
     {
       name: "unreachable",
-      why: (mock) => `Cannot reach 127.0.0.1:${mock.port}: Connection refused (os error 111)`,
+      why: (mock) =>
+        `Cannot reach 127.0.0.1:${mock.port}: the connection was refused (nothing listens on that port) (POST http://127.0.0.1:${mock.port}/token)`,
       options: () => ({ fetch: () => Promise.reject(new TypeError("Connection refused (os error 111)")) }),
       sent: 0,
     },

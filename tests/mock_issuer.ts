@@ -102,6 +102,11 @@ export interface MockDialect {
   localhostAnyPort?: boolean;
 }
 
+/** Whether a request is the tool's preflight of the authorization URL (it names itself in User-Agent). */
+function isPreflight(request: RecordedRequest): boolean {
+  return request.method === "GET" && (request.headers["user-agent"] ?? "").startsWith("oauth-login/");
+}
+
 export interface RecordedRequest {
   method: string;
   path: string;
@@ -264,6 +269,8 @@ export interface MockIssuer {
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
   calls(endpoint: string): RecordedRequest[];
+  /** The tool's own checks of the authorization URL before the browser opens (its preflight GETs), which `calls` leaves out. */
+  preflights(): RecordedRequest[];
   /**
    * Reshapes each successful (200) token endpoint answer, after the mock has issued its tokens: gets
    * the JSON body and the request, returns the body to send instead, or a whole Response (headers too).
@@ -307,7 +314,10 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
     shapeToken: options.shapeToken,
     calls: (endpoint) =>
-      mock.requests.filter((r) => r.path === (paths[endpoint as MockEndpoint] ?? `${path}/${endpoint}`)),
+      mock.requests.filter((r) =>
+        r.path === (paths[endpoint as MockEndpoint] ?? `${path}/${endpoint}`) && !isPreflight(r)
+      ),
+    preflights: () => mock.requests.filter(isPreflight),
     handler: async (request) => {
       const url = new URL(request.url);
       const form = request.method === "POST" &&

@@ -9,7 +9,7 @@
  * @module
  */
 import { EXIT, inferProvider, issuerDifference, normaliseAnswer, resolveConfig } from "../login.ts";
-import { assertNoLeaks, cleanUp, json, type Run, run, type RunOptions, secretsOf } from "./_harness.ts";
+import { assertNoLeaks, cleanUp, json, type Run, run, type RunOptions, secretsOf, WAITING_LINE } from "./_harness.ts";
 import {
   type MockClient,
   type MockOptions,
@@ -769,7 +769,7 @@ Deno.test("manual endpoints: a login with no discovery at all, keyed by the toke
     assertEquals(
       result.stderr,
       `Opening your browser to sign in at ${new URL(base).host} ...\n` +
-        `If it does not open, visit: ${result.opened[0]}\nLogged in as al\n`,
+        `If it does not open, visit: ${result.opened[0]}\n${WAITING_LINE}Logged in as al\n`,
       "no warning: a missing scope is the one asked for",
     );
     assertEquals(mock.requests.filter((r) => r.path.includes(".well-known")), [], "no discovery request");
