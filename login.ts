@@ -85,9 +85,17 @@ const ENV_VARS = {
   scope: "OAUTH_SCOPE",
   redirectUri: "OAUTH_REDIRECT_URI",
   cache: "OAUTH_LOGIN_CACHE",
+  dpop: "OAUTH_DPOP",
+  clientKey: "OAUTH_CLIENT_KEY",
 } as const;
 
-const CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"] as const;
+const CLIENT_AUTH_METHODS = [
+  "none",
+  "client_secret_basic",
+  "client_secret_post",
+  "private_key_jwt",
+  "client_secret_jwt",
+] as const;
 
 /** Fields whose values are secrets: the trace shows at most a short prefix of them. */
 const SECRET_FIELDS = new Set([
@@ -106,8 +114,8 @@ const SECRET_FIELDS = new Set([
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
 export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
-export type Command = "login" | "token" | "whoami" | "logout" | "doctor";
-export type OutputFormat = "text" | "json" | "exec-credential";
+export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "fetch";
+export type OutputFormat = "text" | "json" | "exec-credential" | "headers";
 export type Flow = "auto" | "browser" | "device";
 export type ValueSource = "flag" | "environment" | ".env" | "default";
 
@@ -145,6 +153,29 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+  /** DPoP (RFC 9449): sender-constrained tokens, from `--dpop` or `OAUTH_DPOP=1`. */
+  dpop?: boolean;
+  /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
+  clientKey?: string;
+  /** The `aud` of a client assertion: the issuer (default) or the token endpoint. */
+  assertionAudience?: "issuer" | "token-endpoint";
+  /** RFC 8707 resource indicators (`--resource`, repeatable) and the vendor `audience` parameter. */
+  resources?: string[];
+  audience?: string;
+  /** `fetch` (and `token --format headers`): the request to make or to prove. */
+  request?: ResourceRequest;
+}
+
+/** What `fetch` sends, and what a `token --format headers` DPoP proof is for. */
+export interface ResourceRequest {
+  method: string;
+  url?: string;
+  /** `-H "Name: value"`, repeatable. */
+  headers: [string, string][];
+  /** `-d DATA`, `-d @FILE` or `-d @-` (stdin), as given. */
+  data?: string;
+  /** `--include`: the status line and headers on stderr. */
+  include: boolean;
 }
 
 /** The token cache: one file per entry in a directory only the owner can read. */
@@ -188,6 +219,8 @@ export interface Deps {
   readLines?: () => AsyncIterable<string>;
   /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
   animate: boolean;
+  /** All of stdin, for `fetch -d @-`. */
+  readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -210,6 +243,9 @@ export interface TokenSet {
   authMethod: ClientAuthMethod;
   /** The issuer's metadata, so refresh and logout need no discovery round trip. */
   metadata: Record<string, unknown>;
+  /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
+  dpopKey?: JsonWebKey;
+  dpopNonces?: Record<string, string>;
 }
 
 /** What a login produced. */
@@ -223,6 +259,8 @@ export interface LoginResult {
   authMethod: ClientAuthMethod;
   /** The scope the authorization request asked for. */
   scope: string;
+  /** The DPoP key and nonces, when the tokens are DPoP-bound. */
+  dpop?: DpopState;
 }
 
 interface Redirect {
@@ -573,6 +611,17 @@ const FLAGS = {
   "env-file": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
+  dpop: { type: "boolean" },
+  "client-key": { type: "string" },
+  "assertion-audience": { type: "string" },
+  resource: { type: "string", multiple: true },
+  audience: { type: "string" },
+  method: { type: "string" },
+  url: { type: "string" },
+  request: { type: "string", short: "X" },
+  header: { type: "string", short: "H", multiple: true },
+  data: { type: "string", short: "d" },
+  include: { type: "boolean", short: "i" },
 } as const;
 
 type FlagValues = {
@@ -587,6 +636,8 @@ interface Cli {
   /** Whether the command was named (for `--help`). */
   named: boolean;
   flags: FlagValues;
+  /** `fetch URL`: the one positional argument a command takes. */
+  target?: string;
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -596,6 +647,7 @@ const COMMANDS: Record<string, Command> = {
   status: "whoami",
   logout: "logout",
   doctor: "doctor",
+  fetch: "fetch",
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
@@ -616,15 +668,21 @@ const COMMON_FLAGS: Flag[] = [
   "env-file",
   "help",
   "version",
+  "dpop",
+  "client-key",
+  "assertion-audience",
+  "resource",
+  "audience",
 ];
 const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow"];
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   login: LOGIN_FLAGS,
-  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format"],
+  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url"],
   whoami: [],
   logout: ["all"],
   doctor: ["redirect-uri", "port", "flow", "no-browser"],
+  fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
@@ -649,8 +707,8 @@ export async function parseCli(args: string[]): Promise<Cli> {
       hint: "run with --help to see the commands",
     });
   }
-  if (rest.length > 0) {
-    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[0])}"`, {
+  if (rest.length > (command === "fetch" ? 1 : 0)) {
+    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[command === "fetch" ? 1 : 0])}"`, {
       hint: `run "oauth-login ${command} --help" to see the usage`,
     });
   }
@@ -662,7 +720,7 @@ export async function parseCli(args: string[]): Promise<Cli> {
       hint: `run "oauth-login ${command} --help" to see its flags`,
     });
   }
-  return { command, named: parsed.positionals.length > 0, flags };
+  return { command, named: parsed.positionals.length > 0, flags, target: command === "fetch" ? rest[0] : undefined };
 }
 
 /**
@@ -677,7 +735,12 @@ export function quickParse(args: string[]): Cli | undefined {
   if (!command) return undefined;
   const allowed = new Set<string>([...COMMON_FLAGS, ...COMMAND_FLAGS[command]]);
   const flags: Record<string, string | boolean | string[]> = {};
+  let target: string | undefined;
   for (let i = named ? 1 : 0; i < args.length; i++) {
+    if (command === "fetch" && target === undefined && !args[i].startsWith("-")) {
+      target = args[i]; // `fetch URL`
+      continue;
+    }
     const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
     const name = match?.[1] as Flag | undefined;
     if (!name || !allowed.has(name)) return undefined;
@@ -693,7 +756,7 @@ export function quickParse(args: string[]): Cli | undefined {
     if (spec.multiple) flags[name] = [...(flags[name] as string[] ?? []), value as string];
     else flags[name] = value;
   }
-  return { command, named, flags: flags as FlagValues };
+  return { command, named, flags: flags as FlagValues, target };
 }
 
 /** Flags win over the environment, the environment over `.env`. Pure. */
@@ -764,7 +827,7 @@ export function resolveConfig(
       hint: `use one of ${CLIENT_AUTH_METHODS.join(", ")}`,
     });
   }
-  if (clientAuth && clientAuth !== "none" && !clientSecret) {
+  if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
     throw new LoginError("config", `The client authentication "${clientAuth}" needs a client secret`, {
       hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
@@ -777,9 +840,9 @@ export function resolveConfig(
     }
   }
   const format = flags.format ?? (flags.json ? "json" : "text");
-  if (format !== "text" && format !== "json" && format !== "exec-credential") {
+  if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
-      hint: "use text, json or exec-credential",
+      hint: "use text, json, exec-credential or headers",
     });
   }
   const flow = flags.flow ?? "auto";
@@ -799,6 +862,10 @@ export function resolveConfig(
     }
     params.push([key, value.join("=")]);
   }
+  const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
+  // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
+  for (const resource of modern.resources ?? []) params.push(["resource", resource]);
+  if (modern.audience) params.push(["audience", modern.audience]);
   return {
     command: cli.command,
     ...(issuerText ? parseIssuer(issuerText) : { issuer: "" }),
@@ -820,6 +887,91 @@ export function resolveConfig(
     flow,
     quiet: flags.quiet ?? false,
     sources,
+    ...modern,
+  };
+}
+
+/**
+ * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
+ * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
+ */
+function resolveModernConfig(
+  cli: Cli,
+  pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
+  clientAuth: ClientAuthMethod | undefined,
+  format: string,
+): Partial<Config> {
+  const { flags } = cli;
+  const dpopText = pick("dpop", flags.dpop ? "1" : undefined, ENV_VARS.dpop);
+  if (dpopText !== undefined && !/^(1|0|true|false|yes|no)$/i.test(dpopText)) {
+    throw new LoginError("config", `${ENV_VARS.dpop} is "${sanitize(dpopText)}", not 1 or 0`);
+  }
+  const dpop = dpopText !== undefined && /^(1|true|yes)$/i.test(dpopText);
+  const clientKey = pick("clientKey", flags["client-key"], ENV_VARS.clientKey);
+  if (clientAuth === "private_key_jwt" && !clientKey) {
+    throw new LoginError("config", 'The client authentication "private_key_jwt" needs a private key', {
+      hint: `pass --client-key FILE or set ${ENV_VARS.clientKey} (a PEM PKCS#8 key or a JWK)`,
+    });
+  }
+  if (clientKey && clientAuth && clientAuth !== "private_key_jwt") {
+    throw new LoginError("usage", `A client key is only used with private_key_jwt, not "${clientAuth}"`, {
+      hint: "drop --client-key, or use --client-auth private_key_jwt",
+    });
+  }
+  const audienceFlag = flags["assertion-audience"];
+  if (audienceFlag !== undefined && audienceFlag !== "issuer" && audienceFlag !== "token-endpoint") {
+    throw new LoginError("usage", `The assertion audience "${sanitize(audienceFlag)}" is not issuer or token-endpoint`);
+  }
+  const resources = [...new Set(flags.resource ?? [])];
+  for (const resource of resources) {
+    const url = parseUrl(resource);
+    if (!url || url.hash || resource.includes("#")) {
+      throw new LoginError("usage", `The resource "${sanitize(resource)}" is not an absolute URI without a fragment`, {
+        hint: "a resource indicator (RFC 8707) names an API, e.g. https://api.example.com/",
+      });
+    }
+  }
+  let request: ResourceRequest | undefined;
+  if (cli.command === "fetch" || format === "headers") {
+    const target = cli.target ?? flags.url;
+    if (target === undefined) {
+      throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
+        hint: cli.command === "fetch"
+          ? 'run "oauth-login fetch https://api.example.com/me"'
+          : "pass the request the proof is for: --method GET --url https://api.example.com/me",
+      });
+    }
+    const url = parseUrl(target);
+    if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
+      throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
+        hint: "access tokens are only sent over https (plain http only to 127.0.0.1, [::1] or localhost)",
+      });
+    }
+    const headers: [string, string][] = [];
+    for (const header of flags.header ?? []) {
+      const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
+      if (!match) {
+        throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
+      }
+      if (/^(authorization|dpop)$/i.test(match[1])) {
+        throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
+          hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
+        });
+      }
+      headers.push([match[1], match[2]]);
+    }
+    const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
+    if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
+    request = { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
+  }
+  return {
+    dpop,
+    clientKey,
+    clientAuth: clientAuth ?? (clientKey ? "private_key_jwt" : undefined),
+    assertionAudience: audienceFlag as Config["assertionAudience"],
+    resources,
+    audience: flags.audience,
+    request,
   };
 }
 
@@ -877,6 +1029,10 @@ export function parseTokenSet(text: string): TokenSet | undefined {
   const metadata = value.metadata as Record<string, unknown> | undefined;
   if (!metadata || typeof metadata !== "object") return undefined;
   if (typeof metadata.issuer !== "string" || typeof metadata.token_endpoint !== "string") return undefined;
+  const dpopKey = value.dpopKey as Record<string, unknown> | undefined;
+  if (dpopKey !== undefined && (!dpopKey || typeof dpopKey !== "object" || typeof dpopKey.d !== "string")) {
+    return undefined;
+  }
   return value as unknown as TokenSet;
 }
 
@@ -895,6 +1051,8 @@ export function toTokenSet(
     authMethod: ClientAuthMethod;
     user?: string;
     subject?: string;
+    /** The DPoP key the tokens are bound to, and the nonces seen. */
+    dpop?: DpopState;
   },
   previous?: TokenSet,
 ): TokenSet {
@@ -904,7 +1062,7 @@ export function toTokenSet(
     clientId: config.clientId,
     requestedScope: config.scope ?? "",
     accessToken: tokens.access_token,
-    tokenType: tokens.token_type,
+    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
     expiresAt: typeof tokens.expires_in === "number" ? context.now + tokens.expires_in * 1000 : undefined,
     refreshToken: tokens.refresh_token ?? previous?.refreshToken,
     idToken: tokens.id_token ?? previous?.idToken,
@@ -913,6 +1071,12 @@ export function toTokenSet(
     subject: context.subject ?? previous?.subject,
     authMethod: context.authMethod,
     metadata: context.metadata,
+    ...(context.dpop || previous?.dpopKey
+      ? {
+        dpopKey: context.dpop?.jwk ?? previous?.dpopKey,
+        dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
+      }
+      : {}),
   };
 }
 
@@ -1083,6 +1247,8 @@ interface Issuer {
   authMethod: ClientAuthMethod;
   /** Options for every oauth4webapi request: our fetch, and plain http for loopback issuers. */
   http: Http;
+  /** Set when requests carry DPoP proofs (then `http` carries the handle too). */
+  dpop?: DpopState;
 }
 
 type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOptions<"POST", URLSearchParams>;
@@ -1137,11 +1303,12 @@ function serverError(doing: string, code: string, description?: string, status?:
     access_denied: "run the login again and approve the request in the browser",
   };
   const what = code === "access_denied" ? "Sign-in was declined" : `Cannot ${doing}`;
+  const needsDpop = /\bDPoP\b/i.test(description ?? "") && /not provided|required/i.test(description ?? "");
   return new ServerError(`${what}: the server answered "${sanitize(code, 60)}"${detail}`, {
     code,
     description,
     status,
-    hint: hints[code],
+    hint: needsDpop ? "this client must use DPoP: pass --dpop (or set OAUTH_DPOP=1) and sign in again" : hints[code],
   });
 }
 
@@ -1225,7 +1392,9 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
 /** The client for metadata we trust (just discovered, or cached with a token). */
 async function issuerFor(
   as: Oauth.AuthorizationServer,
-  config: Pick<Config, "clientId" | "clientSecret" | "clientAuth">,
+  config:
+    & Pick<Config, "clientId" | "clientSecret" | "clientAuth">
+    & Partial<Pick<Config, "clientKey" | "assertionAudience">>,
   deps: Deps,
   trace?: Trace,
   interruptible = true,
@@ -1236,11 +1405,7 @@ async function issuerFor(
     if (as[name] !== undefined) assertEndpoint(as[name], name, as.issuer);
   }
   const authMethod = chooseClientAuth(config.clientSecret, as.token_endpoint_auth_methods_supported, config.clientAuth);
-  const auth = authMethod === "none"
-    ? oauth.None()
-    : authMethod === "client_secret_post"
-    ? oauth.ClientSecretPost(config.clientSecret!)
-    : oauth.ClientSecretBasic(config.clientSecret!);
+  const auth = await clientAuthFor(authMethod, as, config);
   const http: Http = {
     [oauth.customFetch]: issuerFetch(deps, trace, interruptible),
     [oauth.allowInsecureRequests]: new URL(as.issuer).protocol === "http:",
@@ -1252,11 +1417,13 @@ async function issuerFor(
 async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<TokenSet> {
   const oauth = await lib();
   const issuer = await issuerFor(entry.metadata as unknown as Oauth.AuthorizationServer, config, deps, trace, false);
+  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
   const { as, client, auth, http } = issuer;
-  const tokens = await step("refresh the access token", async () => {
-    const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
-    return await oauth.processRefreshTokenResponse(as, client, response);
-  });
+  const tokens = await step("refresh the access token", () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
+      return await oauth.processRefreshTokenResponse(as, client, response);
+    }));
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   if (claims && entry.subject && claims.sub !== entry.subject) {
     throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user");
@@ -1264,7 +1431,7 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
   return toTokenSet(
     config,
     tokens,
-    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod },
+    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod, dpop: issuer.dpop },
     entry,
   );
 }
@@ -1278,12 +1445,22 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
   }
   const oauth = await lib();
   const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
-  if (entry.authMethod !== "none" && !secret) {
+  const clientKey = entry.clientId === config.clientId ? config.clientKey : undefined;
+  if (entry.authMethod === "private_key_jwt" && !clientKey) {
+    return [`the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`];
+  }
+  if (entry.authMethod !== "none" && entry.authMethod !== "private_key_jwt" && !secret) {
     return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`];
   }
   const issuer = await issuerFor(
     as,
-    { clientId: entry.clientId, clientSecret: secret, clientAuth: entry.authMethod },
+    {
+      clientId: entry.clientId,
+      clientSecret: secret,
+      clientAuth: entry.authMethod,
+      clientKey,
+      assertionAudience: config.assertionAudience,
+    },
     deps,
     trace,
   );
@@ -1625,6 +1802,445 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
   };
 }
 
+// ── DPoP, JWT client authentication and requests to APIs (RFC 9449, RFC 7523, RFC 8707) ───────
+
+/** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
+export interface DpopState {
+  handle: Oauth.DPoPHandle;
+  jwk: JsonWebKey;
+  nonces: Record<string, string>;
+}
+
+/** The JWS algorithms we can make DPoP keys for, in order of preference. */
+const DPOP_ALGORITHMS = ["ES256", "ES384", "EdDSA", "Ed25519", "PS256", "RS256"];
+
+/**
+ * The DPoP proof algorithm for a server's `dpop_signing_alg_values_supported` (RFC 9449 §5.1):
+ * ES256 unless the server lists only others. Throws a LoginError when it lists none we can sign with.
+ */
+export function dpopAlgorithm(supported: unknown): string {
+  if (!Array.isArray(supported) || supported.length === 0 || supported.includes("ES256")) return "ES256";
+  const alg = DPOP_ALGORITHMS.find((a) => supported.includes(a));
+  if (!alg) {
+    throw new LoginError(
+      "invalid_response",
+      `The server's DPoP algorithms (${sanitize(supported.join(", "), 80)}) include none this tool can sign with`,
+      { hint: `this tool signs DPoP proofs with ${DPOP_ALGORITHMS.join(", ")}` },
+    );
+  }
+  return alg;
+}
+
+/** The WebCrypto algorithm for a JWS algorithm name. */
+function subtleAlgorithm(alg: string): EcKeyImportParams | RsaHashedImportParams | Algorithm {
+  switch (alg) {
+    case "ES256":
+      return { name: "ECDSA", namedCurve: "P-256" };
+    case "ES384":
+      return { name: "ECDSA", namedCurve: "P-384" };
+    case "ES512":
+      return { name: "ECDSA", namedCurve: "P-521" };
+    case "EdDSA":
+    case "Ed25519":
+      return { name: "Ed25519" };
+    case "PS256":
+    case "PS384":
+    case "PS512":
+      return { name: "RSA-PSS", hash: `SHA-${alg.slice(2)}` };
+    default:
+      return { name: "RSASSA-PKCS1-v1_5", hash: `SHA-${/^RS(384|512)$/.test(alg) ? alg.slice(2) : "256"}` };
+  }
+}
+
+/** A JWK's public members only. */
+function publicMembers(jwk: JsonWebKey): JsonWebKey {
+  const { kty, crv, x, y, n, e } = jwk;
+  return Object.fromEntries(Object.entries({ kty, crv, x, y, n, e }).filter(([, v]) => v !== undefined));
+}
+
+/** Makes a fresh DPoP key pair and returns its private JWK (with `alg`), to be kept in the cache entry. */
+export async function newDpopKey(alg: string): Promise<JsonWebKey> {
+  const oauth = await lib();
+  const pair = await oauth.generateKeyPair(alg === "EdDSA" ? "Ed25519" : alg, { extractable: true });
+  const { kty, crv, x, y, n, e, d, p, q, dp, dq, qi } = await crypto.subtle.exportKey("jwk", pair.privateKey);
+  const jwk = Object.fromEntries(
+    Object.entries({ kty, crv, x, y, n, e, d, p, q, dp, dq, qi }).filter(([, v]) => v !== undefined),
+  );
+  return { ...jwk, alg };
+}
+
+/** Re-imports a stored DPoP key: the private half unextractable, the public half extractable (as oauth4webapi needs). */
+async function importDpopKey(jwk: JsonWebKey): Promise<CryptoKeyPair> {
+  const algorithm = subtleAlgorithm(jwk.alg ?? "ES256");
+  const { alg: _alg, key_ops: _ops, ext: _ext, ...material } = jwk;
+  try {
+    const privateKey = await crypto.subtle.importKey("jwk", material, algorithm, false, ["sign"]);
+    const publicKey = await crypto.subtle.importKey("jwk", publicMembers(material), algorithm, true, ["verify"]);
+    return { privateKey, publicKey };
+  } catch (error) {
+    throw new LoginError("config", "The DPoP key in the token cache is damaged", {
+      hint: 'run "oauth-login logout" and then "oauth-login login --dpop"',
+      cause: error,
+    });
+  }
+}
+
+/** The DPoP handle for a key, seeded with the nonces remembered in the cache entry; proofs follow the injected clock. */
+export async function dpopState(
+  jwk: JsonWebKey,
+  nonces: Record<string, string> | undefined,
+  deps: Deps,
+): Promise<DpopState> {
+  const oauth = await lib();
+  const pair = await importDpopKey(jwk);
+  const state = { jwk, nonces: { ...nonces } } as DpopState;
+  const skew = Math.round((deps.now() - Date.now()) / 1000);
+  state.handle = oauth.DPoP({ [oauth.clockSkew]: skew }, pair, {
+    [oauth.modifyAssertion]: (header, payload) => {
+      if (jwk.alg === "EdDSA") header.alg = "EdDSA";
+      // oauth4webapi remembers nonces for one process; the entry remembers them across runs.
+      if (payload.nonce === undefined) {
+        const origin = parseUrl(String(payload.htu))?.origin;
+        if (origin && Object.hasOwn(state.nonces, origin)) payload.nonce = state.nonces[origin];
+      }
+    },
+  });
+  return state;
+}
+
+/** Wraps a fetch so that each `DPoP-Nonce` the server sends is remembered for its origin. */
+function recordingNonces(state: DpopState, inner: typeof fetch): typeof fetch {
+  return async (input, init) => {
+    const response = await inner(input, init);
+    const nonce = response.headers.get("dpop-nonce");
+    if (nonce && /^[\x21-\x7e]{1,512}$/.test(nonce)) {
+      state.nonces[new URL(input instanceof Request ? input.url : String(input)).origin] = nonce;
+    }
+    return response;
+  };
+}
+
+/** Makes every later request of this issuer carry a DPoP proof (oauth4webapi adds one where the protocol has one). */
+async function enableDpop(issuer: Issuer, state: DpopState): Promise<void> {
+  const oauth = await lib();
+  const inner = (issuer.http[oauth.customFetch] ?? fetch) as unknown as typeof fetch;
+  Object.assign(issuer.http, { DPoP: state.handle, [oauth.customFetch]: recordingNonces(state, inner) });
+  issuer.dpop = state;
+}
+
+/** Runs a request/response pair, once more when a DPoP server answers `use_dpop_nonce` (RFC 9449 §8). */
+async function onceMoreForNonce<T>(issuer: Pick<Issuer, "dpop">, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (!issuer.dpop || !(await lib()).isDPoPNonceError(error)) throw error;
+    return await run();
+  }
+}
+
+/** The subtle algorithms a PKCS#8 key may be for, tried in turn (the key's own structure says which fits). */
+const PKCS8_ALGORITHMS: (EcKeyImportParams | RsaHashedImportParams | Algorithm)[] = [
+  { name: "ECDSA", namedCurve: "P-256" },
+  { name: "ECDSA", namedCurve: "P-384" },
+  { name: "ECDSA", namedCurve: "P-521" },
+  { name: "Ed25519" },
+  { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+];
+
+/**
+ * Reads the `private_key_jwt` key (RFC 7523 §2.2): a PEM PKCS#8 private key or a private JWK (its
+ * `alg` and `kid` are used). The file must be readable by its owner only. Throws a LoginError
+ * ("config") that never quotes the key.
+ */
+export async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
+  let text: string;
+  try {
+    const info = Deno.statSync(path);
+    if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o077) !== 0) {
+      throw new LoginError("config", `The client key file "${sanitize(path)}" can be read by other users`, {
+        hint: `make it private with: chmod 600 "${sanitize(path)}"`,
+      });
+    }
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof LoginError) throw error;
+    throw new LoginError("config", `Cannot read the client key file "${sanitize(path)}"`, {
+      hint: `check the path given to --client-key or ${ENV_VARS.clientKey}`,
+    });
+  }
+  const unusable = (why: string) =>
+    new LoginError("config", `The client key in "${sanitize(path)}" ${why}`, {
+      hint:
+        "use a PEM PKCS#8 private key (BEGIN PRIVATE KEY; openssl pkcs8 -topk8 -nocrypt converts others) or a private JWK",
+    });
+  if (text.trimStart().startsWith("{")) {
+    let jwk: JsonWebKey & { kid?: unknown };
+    try {
+      jwk = JSON.parse(text);
+    } catch {
+      throw unusable("is not valid JSON");
+    }
+    if (!jwk || typeof jwk !== "object" || typeof jwk.d !== "string") throw unusable("is not a private JWK");
+    const alg = jwk.alg ??
+      (jwk.kty === "EC"
+        ? { "P-256": "ES256", "P-384": "ES384", "P-521": "ES512" }[jwk.crv ?? ""]
+        : jwk.kty === "OKP"
+        ? "Ed25519"
+        : "RS256");
+    const { alg: _alg, key_ops: _ops, ext: _ext, use: _use, kid, ...material } = jwk as JsonWebKey & {
+      use?: unknown;
+      kid?: unknown;
+    };
+    try {
+      const key = await crypto.subtle.importKey("jwk", material, subtleAlgorithm(alg ?? "ES256"), false, ["sign"]);
+      return { key, kid: typeof kid === "string" ? kid : undefined };
+    } catch {
+      throw unusable(`cannot be used for signing (kty ${sanitize(jwk.kty, 10)}, alg ${sanitize(alg, 10)})`);
+    }
+  }
+  const pem = text.match(/-----BEGIN PRIVATE KEY-----([\s\S]*?)-----END PRIVATE KEY-----/);
+  if (!pem) {
+    throw unusable(
+      /BEGIN (RSA|EC|ENCRYPTED) PRIVATE KEY/.test(text)
+        ? "is not an unencrypted PKCS#8 key"
+        : "is not a PEM key or a JWK",
+    );
+  }
+  let der: Uint8Array<ArrayBuffer>;
+  try {
+    der = Uint8Array.from(atob(pem[1].replace(/\s+/g, "")), (c) => c.charCodeAt(0));
+  } catch {
+    throw unusable("is not valid base64");
+  }
+  for (const algorithm of PKCS8_ALGORITHMS) {
+    try {
+      return { key: await crypto.subtle.importKey("pkcs8", der, algorithm, false, ["sign"]) };
+    } catch { /* try the next kind of key */ }
+  }
+  throw unusable("is of a kind this tool cannot sign with (EC P-256/384/521, Ed25519 or RSA)");
+}
+
+/** The client authentication for a method (RFC 6749 §2.3, RFC 7523 §2.2); assertions go to the issuer or the token endpoint. */
+async function clientAuthFor(
+  method: ClientAuthMethod,
+  as: Oauth.AuthorizationServer,
+  config: Pick<Config, "clientSecret" | "clientKey" | "assertionAudience">,
+): Promise<Oauth.ClientAuth> {
+  const oauth = await lib();
+  const audience: Oauth.ModifyAssertionOptions | undefined = config.assertionAudience === "token-endpoint"
+    ? { [oauth.modifyAssertion]: (_header, payload) => void (payload.aud = as.token_endpoint) }
+    : undefined;
+  switch (method) {
+    case "none":
+      return oauth.None();
+    case "client_secret_post":
+      return oauth.ClientSecretPost(config.clientSecret!);
+    case "client_secret_jwt":
+      return oauth.ClientSecretJwt(config.clientSecret!, audience);
+    case "private_key_jwt":
+      return oauth.PrivateKeyJwt(await readClientKey(config.clientKey!), audience);
+    default:
+      return oauth.ClientSecretBasic(config.clientSecret!);
+  }
+}
+
+type ResourceFetch = NonNullable<Oauth.ProtectedResourceRequestOptions[typeof Oauth.customFetch]>;
+
+/** What came back from an API: the status, the headers and the whole body. */
+interface ApiResponse {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  body: Uint8Array;
+}
+
+/** The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if any. */
+export function challengeError(headers: Headers): string | undefined {
+  return headers.get("www-authenticate")?.match(/\berror\s*=\s*"?([\w.-]+)"?/)?.[1];
+}
+
+/**
+ * Sends one request to an API with the cached access token: `Authorization: Bearer`, or for a
+ * DPoP-bound token `Authorization: DPoP` with a fresh proof carrying `ath` (RFC 9449 §7), made by
+ * oauth4webapi. No redirect is followed, so the token never goes to another origin.
+ */
+async function sendWithToken(
+  entry: TokenSet,
+  request: ResourceRequest,
+  body: Uint8Array<ArrayBuffer> | undefined,
+  deps: Deps,
+  dpop: DpopState | undefined,
+  trace?: Trace,
+): Promise<ApiResponse> {
+  const url = new URL(request.url!);
+  const headers = new Headers(request.headers);
+  const timeout = new AbortController();
+  const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
+  const timer = setTimeout(() => timeout.abort(), limit);
+  const signal = AbortSignal.any([timeout.signal, deps.signal]);
+  const send: typeof fetch = async (input, init) => {
+    const sent = new Headers(init?.headers);
+    trace?.(
+      `> ${request.method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
+        ` authorization=${redact(sent.get("authorization"))}${sent.has("dpop") ? " dpop=(a proof)" : ""}`,
+    );
+    return await deps.fetch(input, { ...init, redirect: "manual", signal });
+  };
+  try {
+    let response: Response;
+    if (!dpop) {
+      headers.set("authorization", `Bearer ${entry.accessToken}`);
+      response = await send(url, { method: request.method, headers, body });
+    } else {
+      const oauth = await lib();
+      try {
+        response = await oauth.protectedResourceRequest(entry.accessToken, request.method, url, headers, body, {
+          DPoP: dpop.handle,
+          [oauth.customFetch]: recordingNonces(dpop, send) as unknown as ResourceFetch,
+          [oauth.allowInsecureRequests]: url.protocol === "http:",
+        });
+      } catch (error) {
+        // A challenge is an answer like any other here: the caller decides what to retry.
+        if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
+        response = error.response;
+      }
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    trace?.(`< ${response.status} ${url.origin}${url.pathname} (${bytes.length} bytes)`);
+    return { status: response.status, statusText: response.statusText, headers: response.headers, body: bytes };
+  } catch (error) {
+    if (error instanceof LoginError) throw error;
+    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+    if (timeout.signal.aborted) {
+      throw new LoginError("network", `The server at ${url.host} did not answer within ${seconds(limit)}`);
+    }
+    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new LoginError("network", `Cannot reach ${url.host}: ${sanitize(reason, 160)}`, {
+      hint: "check the URL, your network connection and proxy settings (HTTPS_PROXY)",
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
+async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  const data = request.data;
+  if (data === undefined) return undefined;
+  if (data === "@-") {
+    if (!deps.readStdin) throw new LoginError("usage", "Cannot read the request body from stdin here");
+    return await deps.readStdin();
+  }
+  if (data.startsWith("@")) {
+    try {
+      return await Deno.readFile(data.slice(1));
+    } catch {
+      throw new LoginError("usage", `Cannot read the request body from "${sanitize(data.slice(1))}"`, {
+        hint: "check the path after -d @",
+      });
+    }
+  }
+  return new TextEncoder().encode(data);
+}
+
+/** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
+async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
+  const lock = await lockEntry(name, deps);
+  try {
+    const current = await readEntry(config, deps, name);
+    if (!current || current.dpopKey?.d !== state.jwk.d) return;
+    const nonces = { ...current.dpopNonces, ...state.nonces };
+    if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
+    await deps.storage.write(`${name}.json`, JSON.stringify({ ...current, dpopNonces: nonces }, null, 2) + "\n");
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * `token --format headers`: the header lines for `curl -H @-`: `Authorization: Bearer …`, or for a
+ * DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP:` proof for the request's method and
+ * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent.
+ */
+export async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
+  if (!entry.dpopKey) return `Authorization: Bearer ${entry.accessToken}\n`;
+  const oauth = await lib();
+  const state = await dpopState(entry.dpopKey, entry.dpopNonces, deps);
+  let captured: Headers | undefined;
+  const capture: typeof fetch = (_input, init) => {
+    captured = new Headers(init?.headers);
+    return Promise.resolve(new Response(null, { status: 204 }));
+  };
+  const url = new URL(request.url!);
+  await oauth.protectedResourceRequest(entry.accessToken, request.method, url, new Headers(), null, {
+    DPoP: state.handle,
+    [oauth.customFetch]: capture as unknown as ResourceFetch,
+    [oauth.allowInsecureRequests]: url.protocol === "http:",
+  });
+  return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
+}
+
+/**
+ * `fetch`: one request to an API with the cached token (refreshed first when it expires within
+ * --min-ttl). The body goes to stdout; with --include or --verbose the status and headers go to
+ * stderr. A `use_dpop_nonce` challenge is answered once with the server's nonce; a 401 with
+ * `invalid_token` refreshes the token once and sends the request once more. Exit 0 for 2xx, else 1.
+ */
+export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
+  const request = config.request!;
+  const name = cacheKey(config);
+  const trace = makeTrace(config, deps);
+  let entry = await readEntry(config, deps, name);
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  const body = await requestBody(request, deps);
+  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
+    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
+    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
+    request.headers.push(["content-type", type]);
+  }
+  let dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
+  let response = await sendWithToken(entry, request, body, deps, dpop, trace);
+  if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+    trace?.("the server asked for a DPoP nonce: sending once more with it");
+    response = await sendWithToken(entry, request, body, deps, dpop, trace);
+  }
+  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
+    trace?.("the server refused the access token: refreshing it and sending once more");
+    const nonces = dpop?.nonces;
+    entry = await renew(config, deps, name, entry, entry.accessToken);
+    dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
+    response = await sendWithToken(entry, request, body, deps, dpop, trace);
+    if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+      response = await sendWithToken(entry, request, body, deps, dpop, trace);
+    }
+  }
+  if (dpop) await rememberNonces(config, deps, name, dpop);
+  if (request.include || config.verbose) {
+    const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
+    for (const [key, value] of response.headers) lines.push(`${sanitize(key, 80)}: ${sanitize(value, 2000)}`);
+    deps.stderr(lines.join("\n") + "\n\n");
+  }
+  deps.stdout(new TextDecoder().decode(response.body));
+  if (response.status < 200 || response.status > 299) {
+    const url = new URL(request.url!);
+    const error = challengeError(response.headers);
+    throw new LoginError(
+      "failure",
+      `The server at ${url.host} answered ${request.method} ${
+        sanitize(url.pathname, 120)
+      } with HTTP ${response.status}` +
+        (error ? ` ("${sanitize(error, 60)}")` : ""),
+      {
+        hint: response.status === 401
+          ? 'the token was refused: check --scope and --resource, or sign in again with "oauth-login login"'
+          : response.status === 403
+          ? "the token is valid but not allowed to do this: check the scopes the API needs (--scope)"
+          : undefined,
+      },
+    );
+  }
+}
+
 // ── Commands ────────────────────────────────────────────────────────────────────────────────────
 
 function makeTrace(config: Config, deps: Deps): Trace | undefined {
@@ -1677,6 +2293,10 @@ async function waitForBrowser<T>(
 export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const trace = makeTrace(config, deps);
   const issuer = await discover(config, deps, trace);
+  if (config.dpop) {
+    const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
+    await enableDpop(issuer, await dpopState(key, {}, deps));
+  }
   const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
@@ -1684,7 +2304,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
   const result = choice.flow === "device" ? await deviceLogin(flow) : await browserLogin(flow);
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
-  return result;
+  return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
 }
 
 /** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
@@ -1722,6 +2342,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     if (nonce) params.set("nonce", nonce);
     if (config.prompt) params.set("prompt", config.prompt);
     for (const [key, value] of config.params) params.append(key, value);
+    if (issuer.dpop) params.set("dpop_jkt", await issuer.dpop.handle.calculateThumbprint()); // RFC 9449 §10
 
     const { promise: outcome, resolve, reject } = Promise.withResolvers<LoginResult>();
     outcome.catch(() => {}); // handled by waitForBrowser; avoid an unhandled rejection when we time out first
@@ -1735,20 +2356,21 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
           "accept the sign-in",
           () => oauth.validateAuthResponse(as, client, callback, state),
         );
-        const tokens = await step("exchange the authorization code", async () => {
-          const response = await oauth.authorizationCodeGrantRequest(
-            as,
-            client,
-            auth,
-            validated,
-            redirectUri,
-            verifier,
-            http,
-          );
-          return await oauth.processAuthorizationCodeResponse(as, client, response, {
-            expectedNonce: nonce ?? oauth.expectNoNonce,
-          });
-        });
+        const tokens = await step("exchange the authorization code", () =>
+          onceMoreForNonce(issuer, async () => {
+            const response = await oauth.authorizationCodeGrantRequest(
+              as,
+              client,
+              auth,
+              validated,
+              redirectUri,
+              verifier,
+              http,
+            );
+            return await oauth.processAuthorizationCodeResponse(as, client, response, {
+              expectedNonce: nonce ?? oauth.expectNoNonce,
+            });
+          }));
         const who = await identify(issuer, tokens, trace);
         resolve({ tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who });
         const name = who.user ? `Signed in as ${sanitize(who.user)}` : "Signed in";
@@ -1887,10 +2509,11 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
       await pollPause(interval, deadline, config, deps);
       if (deps.now() >= deadline) throw expired();
       try {
-        const tokens = await step("sign in with the device code", async () => {
-          const response = await oauth.deviceCodeGrantRequest(as, client, auth, device.device_code, http);
-          return await oauth.processDeviceCodeResponse(as, client, response);
-        });
+        const tokens = await step("sign in with the device code", () =>
+          onceMoreForNonce(issuer, async () => {
+            const response = await oauth.deviceCodeGrantRequest(as, client, auth, device.device_code, http);
+            return await oauth.processDeviceCodeResponse(as, client, response);
+          }));
         const who = await identify(issuer, tokens, trace);
         return { tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who };
       } catch (error) {
@@ -1922,6 +2545,7 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
     authMethod: result.authMethod,
     user: result.user,
     subject: result.subject,
+    dpop: result.dpop,
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
   if (!config.quiet) deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
@@ -1987,11 +2611,23 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   const name = cacheKey(config);
   let entry = await readEntry(config, deps, name);
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
   deps.stdout(formatToken(entry, config.format));
 }
 
-async function renew(config: Config, deps: Deps, name: string, entry: TokenSet | undefined): Promise<TokenSet> {
-  let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
+async function renew(
+  config: Config,
+  deps: Deps,
+  name: string,
+  entry: TokenSet | undefined,
+  /** An access token the API refused: refresh even when it has not expired (unless another process did). */
+  rejected?: string,
+): Promise<TokenSet> {
+  let why = rejected
+    ? "The server refused the cached token and it cannot be refreshed"
+    : entry
+    ? "The cached token has expired and cannot be refreshed"
+    : "No cached token";
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     const interrupt = deps.signal;
@@ -1999,7 +2635,7 @@ async function renew(config: Config, deps: Deps, name: string, entry: TokenSet |
     try {
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
       const current = await readEntry(config, deps, name);
-      if (current && isFresh(current, deps.now(), config.minTtlMs)) return current;
+      if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
       if (current?.refreshToken) {
         try {
           const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
@@ -2286,7 +2922,12 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   --json                output JSON on stdout
   -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
   -q, --quiet           no countdown and no "Logged in as" line
-  -h, --help            show help`;
+  -h, --help            show help
+  --dpop                DPoP-bound tokens (RFC 9449), key kept with them  OAUTH_DPOP
+  --client-key FILE     private key for private_key_jwt (PEM PKCS#8/JWK)  OAUTH_CLIENT_KEY
+  --assertion-audience issuer|token-endpoint   aud of client assertions
+  --resource URI        the API a token is for (RFC 8707); repeatable
+  --audience VALUE      the audience parameter (Auth0 and others)`;
 
 const LOGIN_FLAGS_HELP =
   `  --redirect-uri URI    a fixed loopback redirect URI registered with the server      OAUTH_REDIRECT_URI
@@ -2309,6 +2950,7 @@ Commands:
   whoami, status   show who is logged in, the scopes and the token's expiry
   logout           revoke the tokens at the server and delete them here
   doctor           check the configuration, the issuer, the port, the browser and the cache
+  fetch            send a request to an API with the cached token (Bearer or DPoP)
 
 ${CONFIG_FLAGS_HELP}
   -V, --version         show the version
@@ -2346,6 +2988,8 @@ a person can answer (a terminal) or --interactive is given; otherwise it exits 4
   --interactive         sign in when needed even without a terminal
   --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
                         or exec-credential (a kubectl client.authentication.k8s.io/v1 ExecCredential)
+                        or headers (Authorization and DPoP lines for curl -H @-)
+  --method M --url URL  the request a headers-format DPoP proof is for
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
 `,
@@ -2366,6 +3010,23 @@ never shown. Exits 0 when nothing failed; --json for bug reports.
 ${CONFIG_FLAGS_HELP}
   --redirect-uri URI, --port N, --flow FLOW, --no-browser   as for login
 `,
+  fetch: `Usage: oauth-login fetch [-X METHOD] [-H "Name: value"]... [-d DATA] [-i] URL
+
+Sends one request to an API with the cached access token and prints the response
+body on stdout. A DPoP-bound token (login --dpop) goes with a fresh DPoP proof.
+A token that expires within --min-ttl is refreshed first; a 401 "invalid_token"
+refreshes it once and sends once more; a DPoP nonce challenge is answered once.
+Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
+
+  -X, --request METHOD  the method (default: GET, or POST with -d)
+  -H, --header "N: V"   a request header; repeatable (not Authorization or DPoP)
+  -d, --data DATA       the body: text, @FILE or @- (stdin); JSON when it starts
+                        with { or [, else form-encoded, unless -H sets the type
+  -i, --include         print the status line and headers on stderr
+  --min-ttl SECONDS     refresh when the token expires within this long
+  --interactive         sign in when needed even without a terminal
+${CONFIG_FLAGS_HELP}
+`,
   logout: `Usage: oauth-login logout [--all] [flags]
 
 Revokes the refresh and access tokens at the server (RFC 7009) where it has a revocation endpoint,
@@ -2382,6 +3043,7 @@ const COMMAND_RUNNERS: Record<Exclude<Command, "doctor">, (config: Config, deps:
   token: tokenCommand,
   whoami: whoamiCommand,
   logout: logoutCommand,
+  fetch: fetchCommand,
 };
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
@@ -2535,6 +3197,7 @@ export function realDeps(): Deps {
     sleep: (ms) => delay(ms).done,
     readLines: interactive ? () => stdinLines() : undefined,
     animate: Deno.stderr.isTerminal() && !env("NO_COLOR"),
+    readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
 }
 
