@@ -2292,6 +2292,7 @@ async function waitForBrowser<T>(
 /** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
 export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const trace = makeTrace(config, deps);
+  if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
   const issuer = await discover(config, deps, trace);
   if (config.dpop) {
     const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
