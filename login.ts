@@ -1928,6 +1928,23 @@ async function enableDpop(issuer: Issuer, state: DpopState): Promise<void> {
   issuer.dpop = state;
 }
 
+/**
+ * A code or device exchange refused with "invalid_grant" by a server that offers DPoP, when we sent
+ * no proof: the client may be registered for DPoP-bound tokens (oidc-provider says no more than
+ * "grant request is invalid"), so the hint names --dpop.
+ */
+function dpopHint(error: unknown, issuer: Issuer): unknown {
+  if (!(error instanceof ServerError) || error.code !== "invalid_grant" || issuer.dpop) return error;
+  if (!Array.isArray(issuer.as.dpop_signing_alg_values_supported) || error.hint?.includes("--dpop")) return error;
+  return new ServerError(error.message, {
+    code: error.code,
+    description: error.description,
+    status: error.status,
+    hint: "run the login again; if this client requires DPoP-bound tokens, pass --dpop (or set OAUTH_DPOP=1)",
+    cause: error,
+  });
+}
+
 /** Runs a request/response pair, once more when a DPoP server answers `use_dpop_nonce` (RFC 9449 §8). */
 async function onceMoreForNonce<T>(issuer: Pick<Issuer, "dpop">, run: () => Promise<T>): Promise<T> {
   try {
@@ -2303,7 +2320,9 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
   if (choice.note) deps.stderr(`${choice.note}\n`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
-  const result = choice.flow === "device" ? await deviceLogin(flow) : await browserLogin(flow);
+  const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
+    throw dpopHint(error, issuer);
+  });
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
   return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
 }
