@@ -246,6 +246,10 @@ export interface TokenSet {
   /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
   dpopKey?: JsonWebKey;
   dpopNonces?: Record<string, string>;
+  /** RFC 8707: the resources the login asked for, the one `accessToken` is for, and tokens for the others. */
+  resources?: string[];
+  resource?: string;
+  resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
 }
 
 /** What a login produced. */
@@ -1043,7 +1047,7 @@ export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
 export function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope">,
+  config: Pick<Config, "issuer" | "clientId" | "scope"> & Partial<Pick<Config, "resources">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -1071,6 +1075,9 @@ export function toTokenSet(
     subject: context.subject ?? previous?.subject,
     authMethod: context.authMethod,
     metadata: context.metadata,
+    ...(config.resources?.length
+      ? { resources: config.resources, resource: previous?.resource ?? config.resources[0] }
+      : {}),
     ...(context.dpop || previous?.dpopKey
       ? {
         dpopKey: context.dpop?.jwk ?? previous?.dpopKey,
@@ -1414,14 +1421,24 @@ async function issuerFor(
 }
 
 /** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
-async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<TokenSet> {
+async function refreshTokenSet(
+  entry: TokenSet,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+  /** RFC 8707 §2.2: the resource the new access token is for (default: the entry's own). */
+  resource = entry.resource,
+): Promise<TokenSet> {
   const oauth = await lib();
   const issuer = await issuerFor(entry.metadata as unknown as Oauth.AuthorizationServer, config, deps, trace, false);
   if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
   const { as, client, auth, http } = issuer;
   const tokens = await step("refresh the access token", () =>
     onceMoreForNonce(issuer, async () => {
-      const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
+      const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, {
+        ...http,
+        ...(resource ? { additionalParameters: { resource } } : {}),
+      });
       return await oauth.processRefreshTokenResponse(as, client, response);
     }));
   const claims = oauth.getValidatedIdTokenClaims(tokens);
@@ -2160,6 +2177,69 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
   return new TextEncoder().encode(data);
 }
 
+/** The code exchange's options: with several resources asked for, the first is the access token's (RFC 8707 §2.2). */
+function withResource(http: Http, config: Config): Http {
+  const resource = config.resources?.[0];
+  return resource ? { ...http, additionalParameters: { resource } } as Http : http;
+}
+
+/**
+ * For `--resource R` without an entry of its own: the entry of a login (same issuer, client and
+ * scope) that asked for R among several resources, as [name, entry]. Reads the cache directory, so
+ * only when the entry for exactly these settings is missing.
+ */
+async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, TokenSet] | undefined> {
+  const wanted = config.resources ?? [];
+  if (wanted.length !== 1) return undefined;
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (
+      entry && entry.issuer === config.issuer && entry.clientId === config.clientId &&
+      entry.requestedScope === (config.scope ?? "") && (entry.resources?.length ?? 0) > 1 &&
+      entry.resources!.includes(wanted[0])
+    ) return [name, entry];
+  }
+  return undefined;
+}
+
+/**
+ * The entry as seen for another of its resources: that resource's cached access token, else one
+ * from a refresh with `resource` (RFC 8707 §2.2), kept beside the entry's own under its lock.
+ */
+async function forResource(config: Config, deps: Deps, name: string, resource: string): Promise<TokenSet> {
+  const lock = await lockEntry(name, deps);
+  try {
+    const current = await readEntry(config, deps, name);
+    if (!current) throw loginRequired(config, "No cached token");
+    const view = (token: { accessToken: string; tokenType: string; expiresAt?: number }): TokenSet => ({
+      ...current,
+      ...token,
+      resource,
+      refreshToken: undefined, // the view is printed, never saved
+    });
+    const held = current.resourceTokens?.[resource];
+    if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs)) {
+      return { ...view(held), refreshToken: current.refreshToken };
+    }
+    if (!current.refreshToken) {
+      throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
+    }
+    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps), resource);
+    const token = { accessToken: next.accessToken, tokenType: next.tokenType, expiresAt: next.expiresAt };
+    const saved: TokenSet = {
+      ...current,
+      refreshToken: next.refreshToken,
+      dpopNonces: next.dpopNonces,
+      resourceTokens: { ...current.resourceTokens, [resource]: token },
+    };
+    await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
+    return { ...view(token), refreshToken: saved.refreshToken };
+  } finally {
+    lock.release();
+  }
+}
+
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
   const lock = await lockEntry(name, deps);
@@ -2205,9 +2285,15 @@ export async function headerLines(entry: TokenSet, request: ResourceRequest, dep
  */
 export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const request = config.request!;
-  const name = cacheKey(config);
+  let name = cacheKey(config);
   const trace = makeTrace(config, deps);
   let entry = await readEntry(config, deps, name);
+  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (
+    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
+  ) {
+    entry = await forResource(config, deps, name, config.resources[0]);
+  }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
   const body = await requestBody(request, deps);
   if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
@@ -2385,7 +2471,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
               validated,
               redirectUri,
               verifier,
-              http,
+              withResource(http, config),
             );
             return await oauth.processAuthorizationCodeResponse(as, client, response, {
               expectedNonce: nonce ?? oauth.expectNoNonce,
@@ -2628,8 +2714,14 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
  * logs in only when a person can answer.
  */
 export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
-  const name = cacheKey(config);
+  let name = cacheKey(config);
   let entry = await readEntry(config, deps, name);
+  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (
+    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
+  ) {
+    entry = await forResource(config, deps, name, config.resources[0]);
+  }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
   if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
   deps.stdout(formatToken(entry, config.format));

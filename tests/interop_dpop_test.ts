@@ -373,3 +373,40 @@ interop("private_key_jwt with DPoP: both at once against oidc-provider with nonc
     assertEquals(JSON.parse(me.stdout).sub, provider.account.sub);
   });
 });
+
+// ── Resource indicators (RFC 8707) ──────────────────────────────────────────────────────────────
+
+function audience(jwt: string): unknown {
+  const payload = jwt.split(".")[1];
+  return JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))).aud;
+}
+
+interop(
+  "--resource twice: the token is for the first API; token --resource for the second refreshes with that resource",
+  async () => {
+    await withProvider(["--resources"], async (provider, work) => {
+      const client = provider.clients.public.id;
+      const [one, two] = ["https://api-one.example/", "https://api-two.example/"];
+      const both = ["--resource", one, "--resource", two];
+      const signedIn = await login(provider, work, [...as(provider, client), ...both, "--json"]);
+      assertEquals(signedIn.code, 0, signedIn.stderr);
+      const first = JSON.parse(signedIn.stdout).access_token;
+      assertEquals(audience(first), one, "the login's access token is for the first resource");
+
+      const forTwo = await tool(provider, work, ["token", ...same(provider, client, "--resource", two)]);
+      assertEquals(forTwo.code, 0, forTwo.stderr);
+      assertEquals(audience(forTwo.stdout.trim()), two, "a refresh with resource=two gave a token for it");
+      const again = await tool(provider, work, ["token", ...same(provider, client, "--resource", two)]);
+      assertEquals(again.stdout, forTwo.stdout, "cached: no second refresh");
+      const forOne = await tool(provider, work, ["token", ...same(provider, client, ...both)]);
+      assertEquals(audience(forOne.stdout.trim()), one, "the entry's own token is still for the first");
+
+      // An API the login did not ask for is another cache entry: nobody is logged in for it.
+      const other = await tool(provider, work, [
+        "token",
+        ...same(provider, client, "--resource", "https://api-three.example/"),
+      ]);
+      assertEquals(other.code, 4, other.stderr);
+    });
+  },
+);
