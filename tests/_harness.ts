@@ -118,6 +118,8 @@ export interface RunOptions {
   httpTimeoutMs?: number;
   /** Whether stderr is a terminal that may animate (default false). */
   animate?: boolean;
+  /** All of stdin, for commands that read it whole (`fetch -d @-`). */
+  stdin?: Uint8Array<ArrayBuffer>;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -174,6 +176,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
+    readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
   };
   const started = performance.now();
   const running = main(args, deps);

@@ -699,3 +699,102 @@ Deno.test("a client that requires DPoP, without --dpop: one sentence and a hint 
     await cleanUp(result);
   }, { requireDpop: true });
 });
+
+// ── More of the same, at the edges ──────────────────────────────────────────────────────────────
+
+Deno.test("dpopAlgorithm: ES256 unless the server lists only others; none we can sign with is one clear error", async () => {
+  const { dpopAlgorithm } = await import("../login.ts");
+  assertEquals(dpopAlgorithm(undefined), "ES256");
+  assertEquals(dpopAlgorithm(["EdDSA", "ES256"]), "ES256");
+  assertEquals(dpopAlgorithm(["EdDSA"]), "EdDSA");
+  assertEquals(dpopAlgorithm(["PS256", "RS256"]), "PS256");
+  let message = "";
+  try {
+    dpopAlgorithm(["HS256", "\u001b[31mX"]);
+  } catch (error) {
+    message = (error as Error).message;
+  }
+  assertEquals(message, "The server's DPoP algorithms (HS256, X) include none this tool can sign with", "sanitised");
+});
+
+Deno.test("login --dpop --flow device: the device-code polls carry proofs with the nonce; the tokens are DPoP-bound", async () => {
+  await withWorld(async ({ mock, issuer }) => {
+    mock.device.pending = 1;
+    const result = await run(["login", ...base(mock, "--dpop", "--flow", "device")], {
+      fetch: issuer.fetch,
+      sleep: () => Promise.resolve(),
+    });
+    try {
+      assertEquals(result.code, 0, result.stderr);
+      const polls = mock.calls("token").filter((c) => c.form.grant_type?.endsWith("device_code"));
+      assertEquals(polls.length, 2, "one pending answer, then the tokens");
+      assertEquals(issuer.proofs.length, 3, "a nonce challenge, then two polls with proofs");
+      assert(issuer.proofs.every((p) => p !== undefined), "every poll carried a proof");
+      assertEquals(issuer.proofs.map((p) => p!.payload.nonce), [undefined, "n-dev", "n-dev"]);
+      const entry = await cacheEntry(result);
+      assertEquals(entry.tokenType, "DPoP");
+      assertEquals(await thumbprint(entry.dpopKey as JsonWebKey), issuer.proofs[2]!.jkt);
+    } finally {
+      await cleanUp(result);
+    }
+  }, { tokenNonce: "n-dev" });
+});
+
+Deno.test("logout of a DPoP entry revokes at the server and deletes the entry with its key", async () => {
+  await withWorld(async ({ mock, issuer }) => {
+    const login = await dpopLogin(mock, issuer);
+    const entry = await cacheEntry(login);
+    try {
+      const result = await run(["logout", ...base(mock)], { home: login.home, fetch: issuer.fetch });
+      assertEquals(result.code, 0, result.stderr);
+      assertEquals(mock.revoked.sort(), [entry.accessToken, entry.refreshToken].sort());
+      assertEquals([...Deno.readDirSync(`${login.home}/cache`)].filter((e) => e.name.endsWith(".json")), []);
+      assertNoLeaks(result, [(entry.dpopKey as JsonWebKey).d!, ...mock.revoked]);
+    } finally {
+      await cleanUp(login);
+    }
+  });
+});
+
+Deno.test("fetch -d @- sends stdin as the body; token --format headers with a Bearer token is one line", async () => {
+  await withWorld(async ({ mock, rs }) => {
+    const login = await run(["login", ...base(mock, "--flow", "browser")], { browser: (s) => scriptedBrowser(s) });
+    assertEquals(login.code, 0, login.stderr);
+    try {
+      const result = await run(["fetch", ...base(mock), "-d", "@-", rs.url], {
+        home: login.home,
+        stdin: encoder.encode("a=1&b=2"),
+      });
+      assertEquals(result.code, 0, result.stderr);
+      assertEquals(JSON.parse(result.stdout).method, "POST", "-d means POST");
+      assertEquals(rs.log.at(-1)!.body, "a=1&b=2");
+      assertEquals(rs.log.at(-1)!.headers.get("content-type"), "application/x-www-form-urlencoded");
+      const headers = await run(["token", ...base(mock), "--format", "headers", "--url", rs.url], {
+        home: login.home,
+      });
+      assertEquals(headers.stdout, `Authorization: Bearer ${[...mock.accessTokens.keys()][0]}\n`);
+    } finally {
+      await cleanUp(login);
+    }
+  });
+});
+
+Deno.test("invalid_grant at the code exchange from a server that offers DPoP, without --dpop: the hint names --dpop", async () => {
+  await withWorld(async ({ mock, issuer }) => {
+    mock.metadata.dpop_signing_alg_values_supported = ["ES256"];
+    mock.intercept = (record) =>
+      record.path === "/token"
+        ? json({ error: "invalid_grant", error_description: "grant request is invalid" }, 400)
+        : undefined;
+    const result = await run(["login", ...base(mock, "--flow", "browser")], {
+      browser: (s) => scriptedBrowser(s),
+      fetch: issuer.fetch,
+    });
+    assertEquals(result.code, 1);
+    assertStringIncludes(
+      result.stderr,
+      "hint: run the login again; if this client requires DPoP-bound tokens, pass --dpop (or set OAUTH_DPOP=1)\n",
+    );
+    await cleanUp(result);
+  });
+});
