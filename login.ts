@@ -3035,9 +3035,10 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
   -q, --quiet           no countdown and no "Logged in as" line
   -h, --help            show help
-  --dpop                DPoP-bound tokens (RFC 9449), key kept with them  OAUTH_DPOP
-  --client-key FILE     private key for private_key_jwt (PEM PKCS#8/JWK)  OAUTH_CLIENT_KEY
-  --assertion-audience issuer|token-endpoint   aud of client assertions
+  --dpop                DPoP-bound tokens (RFC 9449)             OAUTH_DPOP=1
+  --client-auth private_key_jwt|client_secret_jwt   JWT client authentication
+  --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
+  --assertion-audience issuer|token-endpoint   the aud of client assertions
   --resource URI        the API a token is for (RFC 8707); repeatable
   --audience VALUE      the audience parameter (Auth0 and others)`;
 
@@ -3062,7 +3063,7 @@ Commands:
   whoami, status   show who is logged in, the scopes and the token's expiry
   logout           revoke the tokens at the server and delete them here
   doctor           check the configuration, the issuer, the port, the browser and the cache
-  fetch            send a request to an API with the cached token (Bearer or DPoP)
+  fetch URL        call an API with the cached token (Bearer or DPoP)
 
 ${CONFIG_FLAGS_HELP}
   -V, --version         show the version
