@@ -798,3 +798,46 @@ Deno.test("invalid_grant at the code exchange from a server that offers DPoP, wi
     await cleanUp(result);
   });
 });
+
+Deno.test("--resource twice: the code exchange names the first; token --resource for the second refreshes with it once, then reuses it", async () => {
+  await withWorld(async ({ mock }) => {
+    const [one, two] = ["https://api-one.example/", "https://api-two.example/"];
+    const both = ["--resource", one, "--resource", two];
+    const login = await run(["login", ...base(mock, "--flow", "browser"), ...both], {
+      browser: (s) => scriptedBrowser(s),
+    });
+    assertEquals(login.code, 0, login.stderr);
+    try {
+      assertEquals(
+        new URLSearchParams(mock.calls("authorize")[0].query).getAll("resource").length,
+        1,
+        "(query is a record)",
+      );
+      const authorize = new URL(
+        `http://x/?${new URLSearchParams(mock.requests.find((r) => r.path === "/authorize")!.query)}`,
+      );
+      assert(authorize.searchParams.has("resource"));
+      assertEquals(mock.calls("token")[0].form.resource, one, "the code exchange names the first resource");
+      const primary = (await cacheEntry(login)).accessToken;
+
+      const forTwo = await run(["token", ...base(mock, "--resource", two)], { home: login.home });
+      assertEquals(forTwo.code, 0, forTwo.stderr);
+      const refreshes = mock.calls("token").filter((c) => c.form.grant_type === "refresh_token");
+      assertEquals(refreshes.map((c) => c.form.resource), [two], "one refresh, for the second resource");
+      assert(forTwo.stdout.trim() !== primary);
+      const again = await run(["token", ...base(mock, "--resource", two)], { home: login.home });
+      assertEquals(again.stdout, forTwo.stdout, "the second resource's token is kept");
+      assertEquals(mock.calls("token").length, 2, "no more requests");
+      const own = await run(["token", ...base(mock, ...both)], { home: login.home });
+      assertEquals(own.stdout.trim(), primary, "the entry's own token is unchanged");
+      const forOne = await run(["token", ...base(mock, "--resource", one)], { home: login.home });
+      assertEquals(forOne.stdout.trim(), primary, "the first resource's token is the entry's own");
+      const other = await run(["token", ...base(mock, "--resource", "https://api-three.example/")], {
+        home: login.home,
+      });
+      assertEquals(other.code, 4, "a resource the login did not ask for is not logged in");
+    } finally {
+      await cleanUp(login);
+    }
+  });
+});
