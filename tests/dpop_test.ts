@@ -808,15 +808,8 @@ Deno.test("--resource twice: the code exchange names the first; token --resource
     });
     assertEquals(login.code, 0, login.stderr);
     try {
-      assertEquals(
-        new URLSearchParams(mock.calls("authorize")[0].query).getAll("resource").length,
-        1,
-        "(query is a record)",
-      );
-      const authorize = new URL(
-        `http://x/?${new URLSearchParams(mock.requests.find((r) => r.path === "/authorize")!.query)}`,
-      );
-      assert(authorize.searchParams.has("resource"));
+      // The mock's request log keeps the last value of a repeated parameter: the second resource.
+      assertEquals(mock.calls("authorize")[0].query.resource, two, "the resources go on the authorization request");
       assertEquals(mock.calls("token")[0].form.resource, one, "the code exchange names the first resource");
       const primary = (await cacheEntry(login)).accessToken;
 
