@@ -2919,6 +2919,14 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
       }`,
     );
     add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
+    if (config.clientKey) {
+      try {
+        await readClientKey(config.clientKey);
+        add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
+      } catch (error) {
+        add("fail", "config", describe(error));
+      }
+    }
 
     let deviceSupported = false;
     try {
@@ -2941,6 +2949,14 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
           list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
         }; this client uses ${authMethod}`,
       );
+      const dpopAlgs = as.dpop_signing_alg_values_supported;
+      if (Array.isArray(dpopAlgs)) {
+        add(
+          "ok",
+          "discovery",
+          `DPoP (RFC 9449) is offered (${dpopAlgs.join(", ")}); ${config.dpop ? "on" : "off (--dpop)"}`,
+        );
+      } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
     } catch (error) {
       add("fail", "discovery", describe(error));
     }

@@ -834,3 +834,28 @@ Deno.test("--resource twice: the code exchange names the first; token --resource
     }
   });
 });
+
+Deno.test("doctor: says whether the server offers DPoP and whether the client key is private and usable", async () => {
+  await withWorld(async ({ mock }) => {
+    mock.metadata.dpop_signing_alg_values_supported = ["ES256", "EdDSA"];
+    const dir = await Deno.makeTempDir();
+    try {
+      const key = await keyFile(dir, "jwk");
+      const good = await run(["doctor", ...base(mock, "--dpop", "--client-key", key.path)]);
+      assertStringIncludes(good.stdout, "ok    discovery  DPoP (RFC 9449) is offered (ES256, EdDSA); on\n");
+      assertStringIncludes(
+        good.stdout,
+        `ok    config     client key: ${key.path} is private and can sign (from flag)\n`,
+      );
+      assertNoLeaks(good, [key.secretText]);
+      await cleanUp(good);
+      await Deno.chmod(key.path, 0o640);
+      const bad = await run(["doctor", ...base(mock, "--client-key", key.path)]);
+      assertEquals(bad.code, 1);
+      assertStringIncludes(bad.stdout, `fail  config     The client key file "${key.path}" can be read by other users`);
+      await cleanUp(bad);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
