@@ -1486,6 +1486,7 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
     entry.accessToken,
     "access_token",
   ]];
+  for (const other of Object.values(entry.resourceTokens ?? {})) tokens.push([other.accessToken, "access_token"]);
   for (const [token, hint] of tokens) {
     if (!token) continue;
     try {
@@ -2289,6 +2290,10 @@ export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
   let entry = await readEntry(config, deps, name);
   if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (entry && config.dpop && !entry.dpopKey) {
+    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+  }
   if (
     entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
   ) {
@@ -2717,6 +2722,10 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   let name = cacheKey(config);
   let entry = await readEntry(config, deps, name);
   if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (entry && config.dpop && !entry.dpopKey) {
+    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+  }
   if (
     entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
   ) {

@@ -829,6 +829,10 @@ Deno.test("--resource twice: the code exchange names the first; token --resource
         home: login.home,
       });
       assertEquals(other.code, 4, "a resource the login did not ask for is not logged in");
+      const logout = await run(["logout", ...base(mock, ...both)], { home: login.home });
+      assertEquals(logout.code, 0, logout.stderr);
+      assert(mock.revoked.includes(forTwo.stdout.trim()), "logout revokes the other resource's token too");
+      assert(mock.revoked.includes(primary as string));
     } finally {
       await cleanUp(login);
     }
@@ -856,6 +860,25 @@ Deno.test("doctor: says whether the server offers DPoP and whether the client ke
       await cleanUp(bad);
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
+Deno.test("token --dpop with a cached Bearer token: login required, not a token that is not DPoP-bound", async () => {
+  await withWorld(async ({ mock }) => {
+    const login = await run(["login", ...base(mock, "--flow", "browser")], { browser: (s) => scriptedBrowser(s) });
+    assertEquals(login.code, 0, login.stderr);
+    try {
+      for (const command of ["token", "fetch"]) {
+        const result = await run([command, ...base(mock, "--dpop"), ...(command === "fetch" ? [mock.issuer] : [])], {
+          home: login.home,
+        });
+        assertEquals(result.code, 4, result.stderr);
+        assertEquals(result.stdout, "");
+        assertStringIncludes(result.stderr, `error: No DPoP-bound token is cached for ${mock.issuer}\n`);
+      }
+    } finally {
+      await cleanUp(login);
     }
   });
 });
