@@ -1947,11 +1947,23 @@ async function enableDpop(issuer: Issuer, state: DpopState): Promise<void> {
 }
 
 /**
- * A code or device exchange refused with "invalid_grant" by a server that offers DPoP, when we sent
- * no proof: the client may be registered for DPoP-bound tokens (oidc-provider says no more than
- * "grant request is invalid"), so the hint names --dpop.
+ * A better hint for a refused code or device exchange: "invalid_client" with a JWT client
+ * authentication names the key or secret to check; "invalid_grant" from a server that offers DPoP,
+ * when we sent no proof, names --dpop (the client may be registered for DPoP-bound tokens, and
+ * oidc-provider says no more than "grant request is invalid").
  */
-function dpopHint(error: unknown, issuer: Issuer): unknown {
+function exchangeHint(error: unknown, issuer: Issuer): unknown {
+  if (error instanceof ServerError && error.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")) {
+    return new ServerError(error.message, {
+      code: error.code,
+      description: error.description,
+      status: error.status,
+      hint: issuer.authMethod === "private_key_jwt"
+        ? "check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience"
+        : "check the client secret (OAUTH_CLIENT_SECRET) and that the client is registered for client_secret_jwt",
+      cause: error,
+    });
+  }
   if (!(error instanceof ServerError) || error.code !== "invalid_grant" || issuer.dpop) return error;
   if (!Array.isArray(issuer.as.dpop_signing_alg_values_supported) || error.hint?.includes("--dpop")) return error;
   return new ServerError(error.message, {
@@ -2412,7 +2424,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   if (choice.note) deps.stderr(`${choice.note}\n`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
   const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
-    throw dpopHint(error, issuer);
+    throw exchangeHint(error, issuer);
   });
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
   return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;

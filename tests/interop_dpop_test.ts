@@ -334,7 +334,7 @@ interop(
       );
       assertStringIncludes(
         refused.stderr,
-        "hint: check the client id and secret, and the client authentication (--client-auth)",
+        "hint: check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience\n",
       );
       secretsIn(refused, [wrongJwk.d!, jwk.d!]);
     });
@@ -355,6 +355,10 @@ interop("client_secret_jwt: an HS256 assertion signs in to oidc-provider; a wron
     });
     assertEquals(wrong.code, 1, wrong.stderr);
     assertStringIncludes(wrong.stderr, '"invalid_client"');
+    assertStringIncludes(
+      wrong.stderr,
+      "hint: check the client secret (OAUTH_CLIENT_SECRET) and that the client is registered for client_secret_jwt\n",
+    );
   });
 });
 
