@@ -2220,20 +2220,27 @@ async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, To
  * The entry as seen for another of its resources: that resource's cached access token, else one
  * from a refresh with `resource` (RFC 8707 §2.2), kept beside the entry's own under its lock.
  */
-async function forResource(config: Config, deps: Deps, name: string, resource: string): Promise<TokenSet> {
+async function forResource(
+  config: Config,
+  deps: Deps,
+  name: string,
+  resource: string,
+  /** A token for `resource` the API refused: get another even if it has not expired. */
+  rejected?: string,
+): Promise<TokenSet> {
   const lock = await lockEntry(name, deps);
   try {
     const current = await readEntry(config, deps, name);
     if (!current) throw loginRequired(config, "No cached token");
-    const view = (token: { accessToken: string; tokenType: string; expiresAt?: number }): TokenSet => ({
-      ...current,
+    // What `token` and `fetch` use (never saved): the entry with that resource's access token.
+    const view = (token: { accessToken: string; tokenType: string; expiresAt?: number }, entry: TokenSet) => ({
+      ...entry,
       ...token,
       resource,
-      refreshToken: undefined, // the view is printed, never saved
     });
     const held = current.resourceTokens?.[resource];
-    if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs)) {
-      return { ...view(held), refreshToken: current.refreshToken };
+    if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs) && held.accessToken !== rejected) {
+      return view(held, current);
     }
     if (!current.refreshToken) {
       throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
@@ -2247,7 +2254,7 @@ async function forResource(config: Config, deps: Deps, name: string, resource: s
       resourceTokens: { ...current.resourceTokens, [resource]: token },
     };
     await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
-    return { ...view(token), refreshToken: saved.refreshToken };
+    return view(token, saved);
   } finally {
     lock.release();
   }
@@ -2327,7 +2334,9 @@ export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
     trace?.("the server refused the access token: refreshing it and sending once more");
     const nonces = dpop?.nonces;
-    entry = await renew(config, deps, name, entry, entry.accessToken);
+    entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
+      ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
+      : await renew(config, deps, name, entry, entry.accessToken);
     dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
     response = await sendWithToken(entry, request, body, deps, dpop, trace);
     if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {

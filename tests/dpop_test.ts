@@ -829,9 +829,25 @@ Deno.test("--resource twice: the code exchange names the first; token --resource
         home: login.home,
       });
       assertEquals(other.code, 4, "a resource the login did not ask for is not logged in");
+      // fetch with the second resource's token; revoked at the server, it is renewed for that resource.
+      const rs = resourceServer(mock, dpopIssuer(mock));
+      try {
+        mock.accessTokens.delete(forTwo.stdout.trim());
+        const fetched = await run(["fetch", ...base(mock, "--resource", two), rs.url], { home: login.home });
+        assertEquals(fetched.code, 0, fetched.stderr);
+        assertEquals(rs.log.map((l) => l.status), [401, 200]);
+        const resources = mock.calls("token").filter((c) => c.form.grant_type === "refresh_token").map((c) =>
+          c.form.resource
+        );
+        assertEquals(resources, [two, two], "the refused token was renewed for its own resource");
+      } finally {
+        await rs.close();
+      }
+      const renewed = await run(["token", ...base(mock, "--resource", two)], { home: login.home });
+      assert(renewed.stdout !== forTwo.stdout && mock.accessTokens.has(renewed.stdout.trim()));
       const logout = await run(["logout", ...base(mock, ...both)], { home: login.home });
       assertEquals(logout.code, 0, logout.stderr);
-      assert(mock.revoked.includes(forTwo.stdout.trim()), "logout revokes the other resource's token too");
+      assert(mock.revoked.includes(renewed.stdout.trim()), "logout revokes the other resource's token too");
       assert(mock.revoked.includes(primary as string));
     } finally {
       await cleanUp(login);
