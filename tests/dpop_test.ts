@@ -898,3 +898,30 @@ Deno.test("token --dpop with a cached Bearer token: login required, not a token 
     }
   });
 });
+
+Deno.test("private_key_jwt refused by the server (invalid_client): the hint names the key to check, not a secret", async () => {
+  await withWorld(async ({ mock, issuer }) => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const key = await keyFile(dir, "jwk");
+      mock.intercept = (record) =>
+        record.path === "/token"
+          ? json({ error: "invalid_client", error_description: "client authentication failed" }, 401)
+          : undefined;
+      const result = await run(["login", ...base(mock, "--flow", "browser", "--client-key", key.path)], {
+        browser: (s) => scriptedBrowser(s),
+        fetch: issuer.fetch,
+      });
+      assertEquals(result.code, 1);
+      assertStringIncludes(
+        result.stderr,
+        'error: Cannot exchange the authorization code: the server answered "invalid_client" (client authentication failed)\n' +
+          "hint: check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience\n",
+      );
+      assertNoLeaks(result, [key.secretText]);
+      await cleanUp(result);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
