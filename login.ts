@@ -1481,6 +1481,7 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
     deps,
     trace,
   );
+  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
   const problems: string[] = [];
   const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
     entry.accessToken,
@@ -1490,13 +1491,16 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
   for (const [token, hint] of tokens) {
     if (!token) continue;
     try {
-      await step(`revoke the ${hint.replace("_", " ")}`, async () => {
-        const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
-          ...issuer.http,
-          additionalParameters: { token_type_hint: hint },
-        });
-        await oauth.processRevocationResponse(response);
-      });
+      await step(`revoke the ${hint.replace("_", " ")}`, () =>
+        onceMoreForNonce(issuer, async () => {
+          const url = assertEndpoint(as.revocation_endpoint, "revocation_endpoint", as.issuer);
+          const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
+            ...issuer.http,
+            additionalParameters: { token_type_hint: hint },
+            ...(issuer.dpop ? { headers: { dpop: await postProof(issuer.dpop, url) } } : {}),
+          });
+          await oauth.processRevocationResponse(response);
+        }));
     } catch (error) {
       problems.push(error instanceof Error ? error.message : String(error));
     }
@@ -1916,14 +1920,34 @@ export async function dpopState(
   state.handle = oauth.DPoP({ [oauth.clockSkew]: skew }, pair, {
     [oauth.modifyAssertion]: (header, payload) => {
       if (jwk.alg === "EdDSA") header.alg = "EdDSA";
-      // oauth4webapi remembers nonces for one process; the entry remembers them across runs.
-      if (payload.nonce === undefined) {
-        const origin = parseUrl(String(payload.htu))?.origin;
-        if (origin && Object.hasOwn(state.nonces, origin)) payload.nonce = state.nonces[origin];
-      }
+      // oauth4webapi remembers the nonces of its own requests for one process; `state.nonces` has
+      // those too (recordingNonces sees every response), those of requests it makes no proof for
+      // (revocation), and those of earlier runs (from the entry).
+      const origin = parseUrl(String(payload.htu))?.origin;
+      if (origin && Object.hasOwn(state.nonces, origin)) payload.nonce = state.nonces[origin];
     },
   });
   return state;
+}
+
+/**
+ * A DPoP proof (RFC 9449 §4.2) for a POST to `url` that oauth4webapi makes none for (revocation):
+ * the handle signs it as for a pushed authorization request to that URL, which is captured, not sent.
+ */
+async function postProof(state: DpopState, url: URL): Promise<string> {
+  const oauth = await lib();
+  let proof = "";
+  const capture = (_url: string, init: { headers: Record<string, string> }) => {
+    proof = new Headers(init.headers).get("dpop") ?? "";
+    return Promise.resolve(new Response(null, { status: 204 }));
+  };
+  const as = { issuer: url.origin, pushed_authorization_request_endpoint: url.href };
+  await oauth.pushedAuthorizationRequest(as, { client_id: "-" }, oauth.None(), {}, {
+    DPoP: state.handle,
+    [oauth.customFetch]: capture as unknown as NonNullable<Http[typeof oauth.customFetch]>,
+    [oauth.allowInsecureRequests]: url.protocol === "http:",
+  });
+  return proof;
 }
 
 /** Wraps a fetch so that each `DPoP-Nonce` the server sends is remembered for its origin. */

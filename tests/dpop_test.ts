@@ -79,6 +79,8 @@ interface DpopIssuer {
   nonce?: string;
   /** Client assertions received (private_key_jwt / client_secret_jwt). */
   assertions: string[];
+  /** Each revocation request's proof (undefined when none came). */
+  revocationProofs: (Proof | undefined)[];
 }
 
 /**
@@ -93,9 +95,19 @@ function dpopIssuer(mock: ServedMock, options: { nonce?: string; requireDpop?: b
     proofs: [],
     nonce: options.nonce,
     assertions: [],
+    revocationProofs: [],
     fetch: async (input, init) => {
       const request = new Request(input, init);
       const url = new URL(request.url);
+      if (url.origin === new URL(mock.issuer).origin && url.pathname === "/revoke") {
+        const header = request.headers.get("dpop");
+        const proof = header ? await verifyProof(header) : undefined;
+        state.revocationProofs.push(proof);
+        if (proof && state.nonce !== undefined && proof.payload.nonce !== state.nonce) {
+          return json({ error: "use_dpop_nonce", error_description: "nonce" }, 400, { "dpop-nonce": state.nonce });
+        }
+        return await fetch(request);
+      }
       if (url.origin !== new URL(mock.issuer).origin || url.pathname !== "/token") return await fetch(request);
       const form = new URLSearchParams(await request.clone().text());
       if (form.has("client_assertion")) {
@@ -740,20 +752,31 @@ Deno.test("login --dpop --flow device: the device-code polls carry proofs with t
   }, { tokenNonce: "n-dev" });
 });
 
-Deno.test("logout of a DPoP entry revokes at the server and deletes the entry with its key", async () => {
+Deno.test("logout of a DPoP entry revokes with proofs (and the server's new nonce) and deletes the entry with its key", async () => {
   await withWorld(async ({ mock, issuer }) => {
     const login = await dpopLogin(mock, issuer);
     const entry = await cacheEntry(login);
     try {
+      issuer.nonce = "nonce-2"; // the server moved on since the login: one use_dpop_nonce answer
       const result = await run(["logout", ...base(mock)], { home: login.home, fetch: issuer.fetch });
       assertEquals(result.code, 0, result.stderr);
       assertEquals(mock.revoked.sort(), [entry.accessToken, entry.refreshToken].sort());
+      const proofs = issuer.revocationProofs;
+      assertEquals(proofs.map((p) => p?.payload.nonce), ["nonce-1", "nonce-2", "nonce-2"]);
+      for (const proof of proofs) {
+        assertEquals([proof!.payload.htm, proof!.payload.htu, proof!.payload.ath], [
+          "POST",
+          `${mock.issuer}/revoke`,
+          undefined,
+        ]);
+        assertEquals(proof!.jkt, await thumbprint(entry.dpopKey as JsonWebKey), "signed with the entry's key");
+      }
       assertEquals([...Deno.readDirSync(`${login.home}/cache`)].filter((e) => e.name.endsWith(".json")), []);
       assertNoLeaks(result, [(entry.dpopKey as JsonWebKey).d!, ...mock.revoked]);
     } finally {
       await cleanUp(login);
     }
-  });
+  }, { tokenNonce: "nonce-1" });
 });
 
 Deno.test("fetch -d @- sends stdin as the body; token --format headers with a Bearer token is one line", async () => {

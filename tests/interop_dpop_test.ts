@@ -244,6 +244,14 @@ interop(
       assertMatch(authorization, /^DPoP /);
       const curl = await fetch(`${provider.issuer}/me`, { headers: { authorization, dpop: proof } });
       assertEquals(curl.status, 200, await curl.text());
+
+      // logout revokes with DPoP proofs, which the provider accepts; the token is dead afterwards.
+      const out = await tool(provider, work, ["logout", ...same(provider, client)]);
+      assertEquals(out.code, 0, out.stderr);
+      assertStringIncludes(out.stderr, "Logged out of");
+      const after = await fetch(`${provider.issuer}/me`, { headers: { authorization, dpop: proof } });
+      await after.body?.cancel();
+      assertEquals(after.status, 401);
     });
   },
 );
