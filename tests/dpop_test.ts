@@ -430,6 +430,11 @@ Deno.test("fetch: a DPoP-bound token reaches the API with a proof the resource s
       const next = await run(["fetch", ...base(mock), rs.url], { home: login.home, fetch: issuer.fetch });
       assertEquals(next.code, 0, next.stderr);
       assertEquals(rs.log.map((l) => l.status), [401, 200, 200]);
+      // And curl users get the API's nonce in their proof too.
+      const headers = await run(["token", ...base(mock), "--format", "headers", "--url", rs.url], {
+        home: login.home,
+      });
+      assertEquals((await verifyProof(headers.stdout.split("\n")[1].slice(6))).payload.nonce, "rs-nonce");
       assertNoLeaks(result, [...mock.accessTokens.keys(), (entry.dpopKey as JsonWebKey).d!]);
     } finally {
       await cleanUp(login);
