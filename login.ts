@@ -85,6 +85,15 @@ const ENV_VARS = {
   scope: "OAUTH_SCOPE",
   redirectUri: "OAUTH_REDIRECT_URI",
   cache: "OAUTH_LOGIN_CACHE",
+  authorizationEndpoint: "OAUTH_AUTHORIZATION_ENDPOINT",
+  tokenEndpoint: "OAUTH_TOKEN_ENDPOINT",
+  deviceAuthorizationEndpoint: "OAUTH_DEVICE_AUTHORIZATION_ENDPOINT",
+  revocationEndpoint: "OAUTH_REVOCATION_ENDPOINT",
+  introspectionEndpoint: "OAUTH_INTROSPECTION_ENDPOINT",
+  userinfoEndpoint: "OAUTH_USERINFO_ENDPOINT",
+  userClaim: "OAUTH_USER_CLAIM",
+  provider: "OAUTH_PROVIDER",
+  tenant: "OAUTH_TENANT",
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
 } as const;
@@ -153,6 +162,25 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+  /**
+   * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
+   * discovery happens and `issuer` holds the token endpoint (it keys the cache); with an issuer, each
+   * one given overrides the discovered value.
+   */
+  authorizationEndpoint?: string;
+  tokenEndpoint?: string;
+  deviceAuthorizationEndpoint?: string;
+  revocationEndpoint?: string;
+  introspectionEndpoint?: string;
+  userinfoEndpoint?: string;
+  /** The member of the UserInfo (or "who am I") answer, or of the ID token, that names the person. */
+  userClaim?: string;
+  /** The provider preset in force (`--provider`, or inferred from the issuer), see `PRESETS`. */
+  provider?: string;
+  /** Entra's tenant (`--tenant`): a GUID, a domain name, or `common`, `organizations`, `consumers`. */
+  tenant?: string;
+  /** Why the preset is in force, for `doctor`: "from flag", "inferred from the issuer host …". */
+  providerReason?: string;
   /** DPoP (RFC 9449): sender-constrained tokens, from `--dpop` or `OAUTH_DPOP=1`. */
   dpop?: boolean;
   /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
@@ -219,6 +247,13 @@ export interface Deps {
   readLines?: () => AsyncIterable<string>;
   /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
   animate: boolean;
+  /** The working directory (`Deno.cwd()`), to tell an inherited `INIT_CWD` from our own task's. */
+  cwd?: () => string;
+  /**
+   * Tests only: an origin (`http://127.0.0.1:PORT`) that replaces the origin of every URL a provider
+   * preset names, so a preset can be run against a loopback mock. Never set from flags or variables.
+   */
+  presetBase?: string;
   /** All of stdin, for `fetch -d @-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
 }
@@ -410,11 +445,16 @@ export function parseIssuer(text: string): { issuer: string; metadataUrl?: strin
   const wellKnown = url.pathname.match(
     /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
   );
-  if (!wellKnown) return { issuer: url.href };
+  // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
+  // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
+  // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
+  // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
+  // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
+  if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
   // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
   // serves both forms, so derive the issuer from whichever side holds the path.
   const path = wellKnown[3] ?? wellKnown[1];
-  return { issuer: `${url.origin}${path}`, metadataUrl: url.href };
+  return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
@@ -433,11 +473,29 @@ export function planRedirect(redirectUri: string | undefined): Redirect {
   if (url.search || url.hash) {
     throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
   }
-  const port = url.port === "" ? 80 : Number(url.port);
   const addresses = url.hostname === "localhost"
     ? ["127.0.0.1", "::1"]
     : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
-  return { addresses, host: url.hostname, port, path: url.pathname, fixed: redirectUri };
+  // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
+  // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
+  const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
+  if (written === undefined || written === "" || Number(written) === 0) {
+    return { addresses, host: url.hostname, port: 0, path: url.pathname };
+  }
+  return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
+}
+
+/** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
+export function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
+  const preset = config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
+  if (config.redirectUri !== undefined || !preset?.loopbackHost) return planRedirect(config.redirectUri);
+  const localhost = preset.loopbackHost === "localhost";
+  return {
+    addresses: localhost ? ["127.0.0.1", "::1"] : ["127.0.0.1"],
+    host: preset.loopbackHost,
+    port: 0,
+    path: preset.callbackPath ?? CALLBACK_PATH,
+  };
 }
 
 function redirectUriFor(redirect: Redirect, port: number): string {
@@ -615,6 +673,15 @@ const FLAGS = {
   "env-file": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
+  "authorization-endpoint": { type: "string" },
+  "token-endpoint": { type: "string" },
+  "device-authorization-endpoint": { type: "string" },
+  "revocation-endpoint": { type: "string" },
+  "introspection-endpoint": { type: "string" },
+  "userinfo-endpoint": { type: "string" },
+  "user-claim": { type: "string" },
+  provider: { type: "string" },
+  tenant: { type: "string" },
   dpop: { type: "boolean" },
   "client-key": { type: "string" },
   "assertion-audience": { type: "string" },
@@ -672,6 +739,15 @@ const COMMON_FLAGS: Flag[] = [
   "env-file",
   "help",
   "version",
+  "authorization-endpoint",
+  "token-endpoint",
+  "device-authorization-endpoint",
+  "revocation-endpoint",
+  "introspection-endpoint",
+  "userinfo-endpoint",
+  "user-claim",
+  "provider",
+  "tenant",
   "dpop",
   "client-key",
   "assertion-audience",
@@ -763,11 +839,226 @@ export function quickParse(args: string[]): Cli | undefined {
   return { command, named, flags: flags as FlagValues, target };
 }
 
+/**
+ * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
+ * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
+ * was started; outside a task it is unset and the working directory is where the person stands.
+ */
+export function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+  const path = flag ?? ".env";
+  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+  const start = initCwd.replace(/[\\/]+$/, "");
+  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+  // somewhere else: then the working directory is where the person (or script) stands.
+  if (cwd !== undefined) {
+    const here = cwd.replace(/[\\/]+$/, "");
+    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+  }
+  return `${start}/${path}`;
+}
+
+/** The path as `--verbose` and `doctor` show it. */
+function describeEnvPath(path: string): string {
+  return /^(?:[a-zA-Z]:)?[\\/]/.test(path) ? `"${sanitize(path)}"` : `"${sanitize(path)}" in the working directory`;
+}
+
+/**
+ * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
+ * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
+ */
+export function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
+  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
+  return { ...parse(clean) } as Record<string, string>;
+}
+
+/**
+ * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
+ * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
+ */
+export function misspeltKeys(dotenv: Record<string, string>): string[] {
+  const ours = Object.values(ENV_VARS) as string[];
+  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
+  const warnings: string[] = [];
+  for (const key of Object.keys(dotenv)) {
+    if (ours.includes(key)) continue;
+    const meant = ours.find((name) => squash(name) === squash(key)) ??
+      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
+    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
+  }
+  return warnings;
+}
+
+/** The Levenshtein distance between two short strings. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+// ── Core: provider presets ──────────────────────────────────────────────────────────────────────
+
+/** The endpoints a person may give by hand: the `Config` key, the flag, the RFC 8414 metadata member. */
+const MANUAL_ENDPOINTS = [
+  ["authorizationEndpoint", "authorization-endpoint", "authorization_endpoint"],
+  ["tokenEndpoint", "token-endpoint", "token_endpoint"],
+  ["deviceAuthorizationEndpoint", "device-authorization-endpoint", "device_authorization_endpoint"],
+  ["revocationEndpoint", "revocation-endpoint", "revocation_endpoint"],
+  ["introspectionEndpoint", "introspection-endpoint", "introspection_endpoint"],
+  ["userinfoEndpoint", "userinfo-endpoint", "userinfo_endpoint"],
+] as const;
+export type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
+
+/** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
+export interface Preset {
+  /** The issuer where the provider has discovery; `{tenant}` is filled from `--tenant`. */
+  issuer?: string;
+  /** An example issuer, for providers where each customer has its own (Okta, Auth0, Keycloak, Cognito). */
+  issuerExample?: string;
+  /** The tenant when `--tenant` is not given. */
+  defaultTenant?: string;
+  /** Endpoints its metadata lacks (or all of them, with no discovery); a path is relative to the issuer. */
+  endpoints?: Partial<Record<EndpointKey, string>>;
+  /** The default scope. */
+  scope?: string;
+  /** Extra authorization parameters it wants (for a refresh token, say). */
+  params?: [string, string][];
+  prompt?: string;
+  /** The client authentication its token endpoint takes, when a secret is configured. */
+  clientAuth?: ClientAuthMethod;
+  /** The member of its "who am I" answer that names the person. */
+  userClaim?: string;
+  /** The loopback host its registrations use, and the callback path. */
+  loopbackHost?: "127.0.0.1" | "localhost";
+  callbackPath?: string;
+  /** Redirect hosts it refuses. */
+  refusedRedirectHosts?: string[];
+  /** Why it needs a client secret even for PKCE, when it does (Google). */
+  needsSecret?: string;
+  /** Its own revocation API, not RFC 7009 (GitHub's `DELETE /applications/{client_id}/token`). */
+  tokenDeletionEndpoint?: string;
+}
+
+/** The built-in provider presets, each from the provider's public documentation. */
+export const PRESETS: Record<string, Preset> = {
+  github: {
+    endpoints: {
+      authorizationEndpoint: "https://github.com/login/oauth/authorize",
+      tokenEndpoint: "https://github.com/login/oauth/access_token",
+      deviceAuthorizationEndpoint: "https://github.com/login/device/code",
+      userinfoEndpoint: "https://api.github.com/user",
+    },
+    scope: "read:user",
+    clientAuth: "client_secret_post",
+    userClaim: "login",
+    tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
+  },
+  gitlab: {
+    issuer: "https://gitlab.com",
+    endpoints: { deviceAuthorizationEndpoint: "/oauth/authorize_device" },
+    scope: "openid profile",
+  },
+  google: {
+    issuer: "https://accounts.google.com",
+    scope: "openid email profile",
+    params: [["access_type", "offline"]],
+    prompt: "consent",
+    needsSecret:
+      "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
+  },
+  entra: {
+    issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
+    defaultTenant: "common",
+    scope: "openid profile offline_access",
+    loopbackHost: "localhost",
+    callbackPath: "/",
+  },
+  okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default" },
+  auth0: { issuerExample: "https://YOUR-TENANT.us.auth0.com/", scope: "openid profile email offline_access" },
+  keycloak: { issuerExample: "https://HOST/realms/REALM" },
+  cognito: {
+    issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+    scope: "openid profile email",
+    userClaim: "cognito:username",
+  },
+  salesforce: { issuer: "https://login.salesforce.com", scope: "openid profile refresh_token" },
+  dropbox: {
+    issuer: "https://www.dropbox.com",
+    scope: "openid email profile",
+    params: [["token_access_type", "offline"]],
+  },
+  spotify: {
+    issuer: "https://accounts.spotify.com",
+    endpoints: { userinfoEndpoint: "https://api.spotify.com/v1/me" },
+    scope: "user-read-private user-read-email",
+    userClaim: "id",
+    refusedRedirectHosts: ["localhost"],
+  },
+};
+
+/** Entra's tenant aliases: their metadata names the `{tenantid}` issuer template. */
+const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
+
+/** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
+export function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+  const url = parseUrl(issuer);
+  if (!url) return undefined;
+  const host = url.hostname.toLowerCase();
+  const byHost: Record<string, string> = {
+    "accounts.google.com": "google",
+    "login.microsoftonline.com": "entra",
+    "gitlab.com": "gitlab",
+    "login.salesforce.com": "salesforce",
+    "www.dropbox.com": "dropbox",
+    "accounts.spotify.com": "spotify",
+  };
+  const reason = `inferred from the issuer host ${host}`;
+  if (Object.hasOwn(byHost, host)) return { provider: byHost[host], reason };
+  if (/\.okta(preview)?\.com$/.test(host)) return { provider: "okta", reason };
+  if (host.endsWith(".auth0.com")) return { provider: "auth0", reason };
+  if (/^cognito-idp\.[a-z0-9-]+\.amazonaws\.com$/.test(host)) return { provider: "cognito", reason };
+  if (/^(\/auth)?\/realms\/[^/]+\/?$/.test(url.pathname)) {
+    return { provider: "keycloak", reason: "inferred from the issuer path /realms/…" };
+  }
+  return undefined;
+}
+
+/** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
+function rebase(url: string, base: string | undefined): string {
+  if (!base) return url;
+  const parsed = new URL(url);
+  return `${base}${parsed.pathname === "/" ? "" : parsed.pathname}${parsed.search}`;
+}
+
+/** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
+function checkManualEndpoint(value: string, flag: string): string {
+  const url = parseUrl(value);
+  if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
+    throw new LoginError("config", `The --${flag} "${sanitize(value)}" is not an https URL`, {
+      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
+    });
+  }
+  if (url.hash || url.username || url.password) {
+    throw new LoginError(
+      "config",
+      `The --${flag} "${url.origin}${url.pathname}" must not have a fragment or credentials`,
+    );
+  }
+  return url.href;
+}
+
 /** Flags win over the environment, the environment over `.env`. Pure. */
 export function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
+  options: { presetBase?: string } = {},
 ): Config {
   const { flags } = cli;
   const sources: Record<string, ValueSource> = {};
@@ -785,17 +1076,86 @@ export function resolveConfig(
     }
     return undefined;
   };
-  const issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
+  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
   const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
   const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
-  const scope = pick("scope", flags.scope, ENV_VARS.scope);
+  let scope = pick("scope", flags.scope, ENV_VARS.scope);
   let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
 
-  const needsClient = !(cli.command === "logout" && flags.all);
-  if (!issuerText && needsClient) {
-    throw new LoginError("config", "No issuer is configured", {
-      hint: `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env)`,
+  // Provider presets: named (--provider), or inferred from the issuer where its host is unambiguous.
+  let provider = pick("provider", flags.provider, ENV_VARS.provider)?.toLowerCase();
+  const tenantText = pick("tenant", flags.tenant, ENV_VARS.tenant);
+  let providerReason = provider ? `from ${sources.provider}` : undefined;
+  if (provider !== undefined && !Object.hasOwn(PRESETS, provider)) {
+    throw new LoginError("usage", `The provider "${sanitize(provider)}" has no preset`, {
+      hint: `use one of ${Object.keys(PRESETS).join(", ")}, or give --issuer (or the endpoints) yourself`,
     });
+  }
+  if (tenantText !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(tenantText)) {
+    throw new LoginError("usage", `The tenant "${sanitize(tenantText)}" is not a tenant id or domain name`);
+  }
+  let preset = provider ? PRESETS[provider] : undefined;
+  let tenant = tenantText;
+  if (!issuerText && preset?.issuer) {
+    tenant ??= preset.defaultTenant;
+    issuerText = rebase(preset.issuer.replace("{tenant}", tenant ?? ""), options.presetBase);
+    sources.issuer = "default";
+  }
+  if (!provider && issuerText) {
+    const inferred = inferProvider(parseIssuer(issuerText).issuer);
+    if (inferred) {
+      ({ provider, reason: providerReason } = inferred);
+      preset = PRESETS[provider];
+    }
+  }
+  if (tenantText !== undefined && provider !== "entra") {
+    throw new LoginError("usage", "The tenant applies only to the entra preset", {
+      hint: "add --provider entra, or leave out --tenant",
+    });
+  }
+  if (provider === "entra" && !tenant && issuerText) {
+    tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
+  }
+
+  const endpoints: Partial<Record<EndpointKey, string>> = {};
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const given = pick(key, flags[flag], ENV_VARS[key]);
+    const fromPreset = preset?.endpoints?.[key];
+    if (given !== undefined) endpoints[key] = checkManualEndpoint(given, flag);
+    else if (fromPreset !== undefined) {
+      endpoints[key] = fromPreset.startsWith("/")
+        ? new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href
+        : rebase(fromPreset, options.presetBase);
+    }
+  }
+  if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
+    throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
+      hint: `pass --issuer ${preset.issuerExample}`,
+    });
+  }
+
+  const needsClient = !(cli.command === "logout" && flags.all);
+  if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
+    throw new LoginError("config", "No issuer is configured", {
+      hint:
+        `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env); for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
+    });
+  }
+  scope ??= preset?.scope;
+  if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
+    throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
+      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
+    });
+  }
+  const refused = preset?.refusedRedirectHosts ?? [];
+  if (redirectUri && refused.includes(parseUrl(redirectUri)?.hostname ?? "")) {
+    throw new LoginError(
+      "config",
+      `The ${provider} preset refuses "${parseUrl(redirectUri)!.hostname}" in a redirect URI`,
+      {
+        hint: "register and use http://127.0.0.1:PORT/callback instead",
+      },
+    );
   }
   if (!clientId && needsClient) {
     throw new LoginError("config", "No client id is configured", {
@@ -809,8 +1169,8 @@ export function resolveConfig(
     }
     planRedirect(redirectUri); // a bad redirect is a configuration error, before --port changes it
     const base = new URL(redirectUri ?? `http://127.0.0.1${CALLBACK_PATH}`);
-    base.port = String(port);
-    redirectUri = base.href;
+    // Written out, not `base.href`: `URL` drops an explicit `:80`, which would then mean "any port".
+    redirectUri = `http://${base.hostname}:${port}${base.pathname}`;
     sources.redirectUri = "flag";
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
@@ -866,13 +1226,18 @@ export function resolveConfig(
     }
     params.push([key, value.join("=")]);
   }
+  for (const [key, value] of preset?.params ?? []) {
+    if (!params.some(([given]) => given === key)) params.push([key, value]);
+  }
+  // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
+  const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
   return {
     command: cli.command,
-    ...(issuerText ? parseIssuer(issuerText) : { issuer: "" }),
+    ...where,
     clientId: clientId ?? "",
     clientSecret: clientAuth === "none" ? undefined : clientSecret,
     scope,
@@ -881,8 +1246,8 @@ export function resolveConfig(
     browser: !flags["no-browser"],
     json: format === "json",
     verbose: flags.verbose ?? false,
-    clientAuth: clientAuth as ClientAuthMethod | undefined,
-    prompt: flags.prompt,
+    clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
+    prompt: flags.prompt ?? preset?.prompt,
     params,
     minTtlMs,
     interactive: flags.interactive ?? false,
@@ -891,6 +1256,11 @@ export function resolveConfig(
     flow,
     quiet: flags.quiet ?? false,
     sources,
+    ...endpoints,
+    userClaim: pick("userClaim", flags["user-claim"], ENV_VARS.userClaim) ?? preset?.userClaim,
+    provider,
+    tenant,
+    providerReason,
     ...modern,
   };
 }
@@ -971,7 +1341,8 @@ function resolveModernConfig(
   return {
     dpop,
     clientKey,
-    clientAuth: clientAuth ?? (clientKey ? "private_key_jwt" : undefined),
+    // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
+    ...(!clientAuth && clientKey ? { clientAuth: "private_key_jwt" as const } : {}),
     assertionAudience: audienceFlag as Config["assertionAudience"],
     resources,
     audience: flags.audience,
@@ -1014,6 +1385,24 @@ export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | 
   const hex = (n: number) => n.toString(16).padStart(8, "0");
   const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
+}
+
+/**
+ * The file names an entry for this configuration may have been saved under by earlier versions,
+ * which kept the slash `URL` puts after a bare origin (`https://idp.example/`). Tried only after the
+ * current name misses, so the cached-token path does no extra I/O.
+ */
+export function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string[] {
+  const url = parseUrl(config.issuer);
+  if (!url || url.pathname !== "/" || config.issuer.endsWith("/")) return [];
+  return [cacheKey({ ...config, issuer: `${config.issuer}/` })];
+}
+
+/** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
+function sameIssuer(a: string, b: string): boolean {
+  const bare = (issuer: string) =>
+    issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
+  return a === b || bare(a) === bare(b);
 }
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
@@ -1092,8 +1481,31 @@ function isoExpiry(entry: TokenSet): string | null {
   return entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
 }
 
-/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential. */
-export function formatToken(entry: TokenSet, format: OutputFormat): string {
+/** The ExecCredential versions kubectl may ask for, newest first. */
+export const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
+
+/**
+ * What kubectl tells a credential plugin in `KUBERNETES_EXEC_INFO` (an ExecCredential with no status):
+ * the `apiVersion` to answer in, and `spec.interactive`, whether a person can answer on stdin.
+ * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
+ * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
+ */
+export function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
+  if (text === undefined || text === "") return undefined;
+  let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
+  try {
+    info = JSON.parse(text);
+  } catch { /* reported below */ }
+  if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
+    throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
+      hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
+    });
+  }
+  return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
+}
+
+/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
+export function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
   // The bare token first: the hot path then creates no Date (its first use costs about 1 MiB).
   if (format === "text") return `${entry.accessToken}\n`;
   const expiresAt = isoExpiry(entry);
@@ -1106,7 +1518,7 @@ export function formatToken(entry: TokenSet, format: OutputFormat): string {
     }) + "\n";
   }
   return JSON.stringify({
-    apiVersion: "client.authentication.k8s.io/v1",
+    apiVersion,
     kind: "ExecCredential",
     status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
   }) + "\n";
@@ -1134,6 +1546,121 @@ async function lib(): Promise<typeof Oauth> {
 }
 
 type Trace = (line: string) => void;
+
+/** The variables that name a proxy, in the order they are looked up for each scheme (upper case first, as Go). */
+const PROXY_VARIABLES = {
+  "https:": ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"],
+  "http:": ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"],
+} as const;
+
+/** How a request to one URL travels: straight to the host, or through a proxy. */
+export interface Route {
+  /** The proxy's URL (credentials included, never printed), or undefined for a direct connection. */
+  proxy?: string;
+  /** The variable the proxy came from, or why the connection is direct. */
+  reason: string;
+}
+
+/** Whether a host is this machine: 127.0.0.0/8, ::1 or localhost (and names under `.localhost`). */
+function isLoopbackDestination(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127(?:\.\d{1,3}){3}$/.test(host);
+}
+
+/** Whether a `NO_PROXY` entry covers `host:port`: `*`, a domain and its subdomains, `.domain` (subdomains), an IP, a CIDR, with an optional port. */
+function noProxyMatches(entry: string, host: string, port: string): boolean {
+  if (entry === "*") return true;
+  let name = entry.toLowerCase();
+  let wantPort: string | undefined;
+  const withPort = name.match(/^(\[[^\]]+\]|[^:]+):(\d+)$/);
+  if (withPort) [, name, wantPort] = withPort;
+  if (wantPort && wantPort !== port) return false;
+  name = name.replace(/^\[|\]$/g, "");
+  const cidr = name.match(/^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/);
+  if (cidr) {
+    const ip = (text: string) => text.split(".").reduce((n, part) => n * 256 + Number(part), 0);
+    if (!/^\d{1,3}(?:\.\d{1,3}){3}$/.test(host)) return false;
+    const bits = Number(cidr[2]);
+    const size = 2 ** (32 - bits);
+    return Math.floor(ip(host) / size) === Math.floor(ip(cidr[1]) / size);
+  }
+  if (name.startsWith("*.")) name = name.slice(1);
+  if (name.startsWith(".")) return host.endsWith(name);
+  return host === name || host.endsWith(`.${name}`);
+}
+
+/**
+ * The route of a request to `url`: loopback destinations are always direct (a proxy cannot reach
+ * this machine's loopback, as browsers and Go's net/http agree), then `NO_PROXY`/`no_proxy`
+ * (comma- or space-separated: `*`, `example.com` with its subdomains, `.example.com` for subdomains
+ * only, `*.example.com`, IPs, IPv4 CIDRs, each with an optional `:port`), then `HTTPS_PROXY` or
+ * `HTTP_PROXY` by scheme (upper case first, then lower), then `ALL_PROXY`. Pure.
+ */
+export function routeFor(url: URL, env: (name: string) => string | undefined): Route {
+  const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  if (isLoopbackDestination(host)) return { reason: "loopback, never proxied" };
+  const variables = PROXY_VARIABLES[url.protocol as keyof typeof PROXY_VARIABLES] ?? [];
+  const variable = variables.find((name) => env(name)?.trim());
+  if (!variable) return { reason: "no proxy is set" };
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  const noProxyName = ["NO_PROXY", "no_proxy"].find((name) => env(name)?.trim());
+  const entry = noProxyName
+    ? env(noProxyName)!.split(/[\s,]+/).find((item) => item && noProxyMatches(item, host, port))
+    : undefined;
+  if (entry) return { reason: `${noProxyName} has "${sanitize(entry, 80)}"` };
+  const value = env(variable)!.trim();
+  return { proxy: /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`, reason: variable };
+}
+
+/** A proxy's address for messages: scheme, host and port, never its credentials. */
+export function describeProxy(proxy: string): string {
+  const url = parseUrl(proxy);
+  return url ? `${url.protocol}//${url.host}` : "(unparseable)";
+}
+
+/** Whether any proxy variable is set: only then does a request need a client of its own. */
+function proxiesConfigured(env: (name: string) => string | undefined): boolean {
+  return [...PROXY_VARIABLES["https:"], ...PROXY_VARIABLES["http:"]].some((name) => env(name)?.trim());
+}
+
+const httpClients = new Map<string, Deno.HttpClient>();
+
+/**
+ * The HTTP client for a route, created on first use and kept for the run. Deno's own fetch reads
+ * the proxy variables itself and sends loopback destinations through the proxy, so when any is
+ * set every request to the issuer names its client: a proxy client for a proxied route, and for a
+ * direct one a client created while `NO_PROXY` names just that host (Deno reads it when a client is
+ * made; the variable is put back at once, in the same synchronous step).
+ */
+function httpClientFor(route: Route, host: string): Deno.HttpClient {
+  const key = route.proxy ? `proxy ${route.proxy}` : `direct ${host}`;
+  let client = httpClients.get(key);
+  if (client) return client;
+  if (route.proxy) {
+    const url = new URL(route.proxy);
+    const basicAuth = url.username
+      ? { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) }
+      : undefined;
+    client = Deno.createHttpClient({ proxy: { url: `${url.protocol}//${url.host}`, basicAuth } });
+  } else {
+    const saved = ["NO_PROXY", "no_proxy"].map((name) => [name, Deno.env.get(name)] as const);
+    const bare = host.replace(/^\[|\]$/g, "");
+    try {
+      for (const [name] of saved) Deno.env.set(name, `${bare},[${bare}]`);
+      client = Deno.createHttpClient({});
+    } finally {
+      for (const [name, value] of saved) value === undefined ? Deno.env.delete(name) : Deno.env.set(name, value);
+    }
+  }
+  httpClients.set(key, client);
+  return client;
+}
+
+/** Closes the clients `httpClientFor` made (at the end of `main`). */
+function closeHttpClients(): void {
+  for (const client of httpClients.values()) client.close();
+  httpClients.clear();
+}
 
 function describeFields(fields: Iterable<[string, unknown]>): string {
   const parts: string[] = [];
@@ -1182,14 +1709,86 @@ async function readCapped(response: Response, host: string): Promise<Uint8Array<
 }
 
 /**
+ * Reads a token-endpoint or device-authorization answer in the dialects real servers speak, as the
+ * JSON RFC 6749 §5 and RFC 8628 §3.2 describe; undefined when it needs no change. Pure.
+ * - a form-encoded body (GitHub without `Accept: application/json`) becomes JSON;
+ * - HTTP 200 with an `error` member and no `access_token` (GitHub) becomes HTTP 400, an error answer;
+ * - a missing `token_type` is `Bearer` (its case is oauth4webapi's business: it lower-cases it);
+ * - a comma-separated `scope` (GitHub, Strava) becomes space-separated;
+ * - the device answer's `verification_url` (Google's pre-RFC 8628 name) is read as `verification_uri`;
+ * - with `dropIdToken` (no issuer to check it against), an `id_token` is left out.
+ */
+export function normaliseAnswer(
+  status: number,
+  contentType: string | null,
+  body: Uint8Array,
+  options: { dropIdToken?: boolean } = {},
+): { status: number; body: Uint8Array<ArrayBuffer> } | undefined {
+  const text = new TextDecoder().decode(body);
+  let answer: Record<string, unknown> | undefined;
+  let changed = false;
+  const type = contentType?.split(";")[0].trim().toLowerCase() ?? "";
+  if (type === "application/json" || type.endsWith("+json")) {
+    try {
+      const parsed = JSON.parse(text);
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) answer = parsed;
+    } catch { /* oauth4webapi reports a body that is not JSON */ }
+  } else if (type === "application/x-www-form-urlencoded" || type === "text/plain") {
+    const form = new URLSearchParams(text);
+    if (form.has("access_token") || form.has("error") || form.has("device_code")) {
+      answer = Object.fromEntries(form);
+      changed = true;
+    }
+  }
+  if (!answer) return undefined;
+  if (status === 200 && typeof answer.error === "string" && answer.access_token === undefined) {
+    status = 400;
+    changed = true;
+  }
+  if (typeof answer.access_token === "string") {
+    if (answer.token_type === undefined || answer.token_type === "") {
+      answer.token_type = "Bearer";
+      changed = true;
+    }
+    if (typeof answer.scope === "string" && answer.scope.includes(",")) {
+      answer.scope = answer.scope.split(/[\s,]+/).filter(Boolean).join(" ");
+      changed = true;
+    }
+    if (options.dropIdToken && answer.id_token !== undefined) {
+      delete answer.id_token;
+      changed = true;
+    }
+  }
+  if (
+    typeof answer.device_code === "string" && answer.verification_uri === undefined &&
+    typeof answer.verification_url === "string"
+  ) {
+    answer.verification_uri = answer.verification_url;
+    changed = true;
+  }
+  if (typeof answer.device_code === "string" && typeof answer.expires_in === "string") {
+    answer.expires_in = Number(answer.expires_in); // a form-encoded device answer
+    if (typeof answer.interval === "string") answer.interval = Number(answer.interval);
+  }
+  return changed ? { status, body: new TextEncoder().encode(JSON.stringify(answer)) } : undefined;
+}
+
+/**
  * The fetch oauth4webapi uses: a timeout on the whole exchange, a cap on the body, no redirects,
  * Ctrl-C honoured, and a redacted trace with `--verbose`.
  */
-export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): typeof fetch {
+export function issuerFetch(
+  deps: Deps,
+  trace?: Trace,
+  interruptible = true,
+  dialect: { dropIdToken?: boolean } = {},
+): typeof fetch {
   return async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
     const host = url.host;
+    const route = proxiesConfigured(deps.env) ? routeFor(url, deps.env) : undefined;
+    const via = route?.proxy ? ` through the proxy ${describeProxy(route.proxy)} (${route.reason})` : "";
     const timeout = new AbortController();
     const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
     const timer = setTimeout(() => timeout.abort(), limit);
@@ -1210,7 +1809,13 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
             (auth ? ` authorization=${redact(auth)}` : ""),
         );
       }
-      const response = await deps.fetch(url, { ...init, redirect: "manual", signal: AbortSignal.any(signals) });
+      const client = route ? httpClientFor(route, url.hostname) : undefined;
+      const response = await deps.fetch(url, {
+        ...init,
+        redirect: "manual",
+        signal: AbortSignal.any(signals),
+        ...(client ? { client } : {}),
+      });
       const body = await readCapped(response, host);
       trace?.(
         `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
@@ -1223,6 +1828,16 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         );
       }
       const empty = response.status === 204 || response.status === 205 || response.status === 304;
+      const read = method === "POST" && !empty
+        ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
+        : undefined;
+      if (read) {
+        trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
+        const headers = new Headers(response.headers);
+        headers.set("content-type", "application/json");
+        headers.delete("content-length");
+        return new Response(read.body, { status: read.status, headers });
+      }
       return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
         status: response.status,
         headers: response.headers,
@@ -1237,10 +1852,28 @@ export function issuerFetch(deps: Deps, trace?: Trace, interruptible = true): ty
         });
       }
       const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-      throw new LoginError("network", `Cannot reach ${host}: ${sanitize(reason, 160)}`, {
-        hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
-        cause: error,
-      });
+      // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
+      const detail = error instanceof Error && error.cause instanceof Error
+        ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
+        : "";
+      throw new LoginError(
+        "network",
+        `Cannot reach ${host}${via}: ${
+          via && detail
+            ? /tunnel|proxy/i.test(detail)
+              ? `the proxy answered with an error (${sanitize(detail, 120)})`
+              : sanitize(detail, 160)
+            : sanitize(reason, 160)
+        }`,
+        {
+          hint: via
+            ? /authentication/i.test(detail)
+              ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
+              : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`
+            : "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
+          cause: error,
+        },
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -1254,6 +1887,10 @@ interface Issuer {
   authMethod: ClientAuthMethod;
   /** Options for every oauth4webapi request: our fetch, and plain http for loopback issuers. */
   http: Http;
+  /** `--user-claim`: the member that names the person. */
+  userClaim?: string;
+  /** The UserInfo endpoint was given by hand: read it as any JSON "who am I" answer (no `sub` needed). */
+  whoAmI?: boolean;
   /** Set when requests carry DPoP proofs (then `http` carries the handle too). */
   dpop?: DpopState;
 }
@@ -1340,8 +1977,81 @@ function assertEndpoint(value: unknown, name: string, issuer: string): URL {
   return url;
 }
 
-/** Fetches and validates the issuer's metadata (RFC 8414, then OpenID discovery). */
+/** Whether the configuration names endpoints and no issuer: then nothing is discovered. */
+export function withoutIssuer(config: Pick<Config, "sources" | "tokenEndpoint">): boolean {
+  return config.sources.issuer === undefined && config.tokenEndpoint !== undefined;
+}
+
+/**
+ * Says how two issuer identifiers differ: "the host", "the scheme and the port", "a trailing slash".
+ * Pure.
+ */
+export function issuerDifference(asked: string, said: string): string {
+  const a = parseUrl(asked);
+  const b = parseUrl(said);
+  if (!a || !b) return "they are not the same URL";
+  const parts: string[] = [];
+  if (a.protocol !== b.protocol) parts.push("the scheme");
+  if (a.hostname !== b.hostname) parts.push("the host");
+  if (a.port !== b.port) parts.push("the port");
+  if (a.pathname !== b.pathname) {
+    const bare = (path: string) => path.replace(/\/+$/, "");
+    if (bare(a.pathname) === bare(b.pathname) && parts.length === 0) return "they differ by a trailing slash";
+    parts.push("the path");
+  }
+  return parts.length === 0 ? "they differ in how they are written" : `they differ in ${parts.join(" and ")}`;
+}
+
+/** The tenant alias (`common`, `organizations`, `consumers`) for which `template` stands for `issuer`. */
+function entraAlias(template: string, issuer: string): string | undefined {
+  return ENTRA_TENANT_ALIASES.find((alias) => parseUrl(template.replace("{tenantid}", alias))?.href === issuer);
+}
+
+/** The error for an issuer that is not the one configured, saying what differs and which flag to use. */
+function issuerMismatch(config: Config, said: string): LoginError {
+  const shown = sanitize(said);
+  if (said.includes("{tenantid}")) {
+    return new LoginError(
+      "config",
+      `The server names the issuer template "${shown}", which is accepted only for the tenants ${
+        ENTRA_TENANT_ALIASES.join(", ")
+      }`,
+      { hint: "use --tenant common (or organizations, consumers), or your tenant's GUID" },
+    );
+  }
+  const tenantGuid = said.match(/\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/v2\.0\/?$/i)?.[1];
+  const byTenant = config.provider === "entra" && config.sources.issuer === "default" && tenantGuid;
+  const difference = issuerDifference(config.issuer, said);
+  return new LoginError("config", `Issuer mismatch: asked for "${config.issuer}", the server says "${shown}"`, {
+    hint: byTenant
+      ? `${difference}: the tenant "${
+        sanitize(config.tenant)
+      }" is ${tenantGuid} at the server; use --tenant ${tenantGuid}`
+      : `${difference}: if the server's value is the one you meant, use --issuer ${shown}`,
+  });
+}
+
+/** The metadata for endpoints given by hand, with no issuer: `issuer` is the token endpoint. */
+function manualMetadata(config: Config): Oauth.AuthorizationServer {
+  const as: Record<string, unknown> = { issuer: config.issuer, [NO_ISSUER]: true };
+  for (const [key, , member] of MANUAL_ENDPOINTS) if (config[key] !== undefined) as[member] = config[key];
+  return as as unknown as Oauth.AuthorizationServer;
+}
+
+/** The member we add to metadata built from `--*-endpoint` flags alone: there is no issuer to check. */
+const NO_ISSUER = "oauth_login_no_issuer";
+
+/** Fetches and validates the issuer's metadata (RFC 8414, then OpenID discovery); given endpoints override it. */
 export async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issuer> {
+  const issuer = withoutIssuer(config)
+    ? await issuerFor(manualMetadata(config), config, deps, trace)
+    : await discoverIssuer(config, deps, trace);
+  issuer.userClaim = config.userClaim;
+  issuer.whoAmI = config.userinfoEndpoint !== undefined;
+  return issuer;
+}
+
+async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<Issuer> {
   const oauth = await lib();
   const issuerUrl = new URL(config.issuer);
   const http: Http = {
@@ -1370,25 +2080,57 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
         response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
       }
     }
+    if (response.status !== 200 && response.status !== 404) {
+      // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
+      const said = await response.clone().json().catch(() => undefined);
+      if (said && typeof said === "object" && typeof said.error === "string") {
+        await response.body?.cancel();
+        const error = serverError(
+          "fetch the server metadata",
+          said.error,
+          typeof said.error_description === "string" ? said.error_description : undefined,
+          response.status,
+        );
+        throw new ServerError(error.message, {
+          code: error.code,
+          description: error.description,
+          status: error.status,
+          hint: `check the issuer "${displayIssuer(config.issuer)}"${config.tenant ? ` and the tenant` : ""}`,
+        });
+      }
+    }
     if (response.status === 404) {
       throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
         hint: "check the issuer URL: it is the one your provider shows, e.g. https://example.okta.com/oauth2/default",
       });
     }
+    const copy = response.status === 200 ? response.clone() : undefined;
     try {
       return await oauth.processDiscoveryResponse(issuerUrl, response);
     } catch (error) {
       if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
-        const said = (error.cause as { body?: { issuer?: unknown } })?.body?.issuer;
-        throw new LoginError(
-          "config",
-          `Issuer mismatch: asked for "${config.issuer}", the server says "${sanitize(said)}"`,
-          { hint: "set the issuer to exactly the value the server names (mind a trailing slash)" },
-        );
+        const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
+        // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
+        // the template filled with its own tid (see issuerFor).
+        if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
+          const internal = oauth as unknown as { _nodiscoverycheck: symbol };
+          const discovered = oauth.processDiscoveryResponse as unknown as (
+            expected: symbol,
+            response: Response,
+          ) => Promise<Oauth.AuthorizationServer>;
+          trace?.(`the issuer template "${sanitize(said)}" stands for "${config.issuer}"`);
+          return await discovered(internal._nodiscoverycheck, copy);
+        }
+        throw issuerMismatch(config, said);
       }
       throw error;
+    } finally {
+      await copy?.body?.cancel().catch(() => {});
     }
   });
+  for (const [key, , member] of MANUAL_ENDPOINTS) {
+    if (config[key] !== undefined) (as as Record<string, unknown>)[member] = config[key];
+  }
   const methods = as.code_challenge_methods_supported;
   if (Array.isArray(methods) && !methods.includes("S256")) {
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
@@ -1400,7 +2142,7 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
 async function issuerFor(
   as: Oauth.AuthorizationServer,
   config:
-    & Pick<Config, "clientId" | "clientSecret" | "clientAuth">
+    & Pick<Config, "clientId" | "clientSecret" | "clientAuth" | "provider">
     & Partial<Pick<Config, "clientKey" | "assertionAudience">>,
   deps: Deps,
   trace?: Trace,
@@ -1412,11 +2154,29 @@ async function issuerFor(
     if (as[name] !== undefined) assertEndpoint(as[name], name, as.issuer);
   }
   const authMethod = chooseClientAuth(config.clientSecret, as.token_endpoint_auth_methods_supported, config.clientAuth);
+  const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const auth = await clientAuthFor(authMethod, as, config);
   const http: Http = {
-    [oauth.customFetch]: issuerFetch(deps, trace, interruptible),
+    [oauth.customFetch]: issuerFetch(deps, trace, interruptible, { dropIdToken: noIssuer }),
     [oauth.allowInsecureRequests]: new URL(as.issuer).protocol === "http:",
   };
+  // oauth4webapi's (internal, version-pinned) hook for the `iss` an ID token must carry.
+  const expected = (oauth as unknown as { _expectedIssuer: symbol })._expectedIssuer;
+  type Claims = { claims: Record<string, unknown> };
+  if (as.issuer.includes("{tenantid}")) {
+    // Entra common/organizations/consumers: the template filled with the token's own tenant id.
+    Object.assign(as, {
+      [expected]: ({ claims }: Claims) =>
+        typeof claims.tid === "string" && /^[0-9a-f-]{36}$/i.test(claims.tid)
+          ? as.issuer.replace("{tenantid}", claims.tid.toLowerCase())
+          : as.issuer,
+    });
+  } else if (config.provider === "google") {
+    // Google's ID tokens may name the issuer without its scheme.
+    Object.assign(as, {
+      [expected]: ({ claims }: Claims) => claims.iss === "accounts.google.com" ? claims.iss : as.issuer,
+    });
+  }
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
 }
 
@@ -1456,6 +2216,10 @@ async function refreshTokenSet(
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
 async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
+  const deletion = config.provider && entry.clientId === config.clientId
+    ? PRESETS[config.provider]?.tokenDeletionEndpoint
+    : undefined;
+  if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
   if (!as.revocation_endpoint) {
     deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
     return [];
@@ -1508,6 +2272,41 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
   return problems;
 }
 
+/**
+ * GitHub's revocation, which is not RFC 7009: `DELETE /applications/{client_id}/token` with the client
+ * id and secret as Basic credentials and the access token in a JSON body; 204 when done, 404 when the
+ * token was no longer valid. Returns what could not be revoked.
+ */
+async function deleteAppToken(
+  entry: TokenSet,
+  config: Config,
+  template: string,
+  deps: Deps,
+  trace?: Trace,
+): Promise<string[]> {
+  if (!config.clientSecret) {
+    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the token cannot be revoked`];
+  }
+  const url = rebase(template.replace("{client_id}", encodeURIComponent(entry.clientId)), deps.presetBase);
+  try {
+    const response = await issuerFetch(deps, trace)(url, {
+      method: "DELETE",
+      headers: {
+        accept: "application/vnd.github+json",
+        "content-type": "application/json",
+        authorization: `Basic ${btoa(`${entry.clientId}:${config.clientSecret}`)}`,
+      },
+      // Bytes, not a string: the trace describes string bodies, and this one holds the token.
+      body: new TextEncoder().encode(JSON.stringify({ access_token: entry.accessToken })),
+    });
+    await response.body?.cancel();
+    if (response.status === 204 || response.status === 404) return [];
+    return [`Cannot revoke the access token: the server answered HTTP ${response.status}`];
+  } catch (error) {
+    return [error instanceof Error ? error.message : String(error)];
+  }
+}
+
 /** Says who logged in: introspection, else the ID token's claims, else UserInfo. */
 async function identify(
   issuer: Issuer,
@@ -1531,12 +2330,27 @@ async function identify(
   }
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   const fromClaims = (c: Record<string, unknown>) =>
-    [c.preferred_username, c.email, c.name].find((v): v is string => typeof v === "string" && v !== "");
+    (issuer.userClaim ? [c[issuer.userClaim]] : [c.preferred_username, c.email, c.name])
+      .map((v) => typeof v === "number" ? String(v) : v)
+      .find((v): v is string => typeof v === "string" && v !== "");
   if (claims && fromClaims(claims)) return { user: fromClaims(claims), subject: claims.sub };
   if (as.userinfo_endpoint) {
     try {
       const response = await oauth.userInfoRequest(as, client, tokens.access_token, http);
       const expected = claims?.sub ?? introspected ?? oauth.skipSubjectCheck;
+      if (issuer.whoAmI) {
+        // Any JSON "who am I" answer (GitHub's /user, Spotify's /v1/me): no `sub` needed; its `id` serves.
+        const info = await readWhoAmI(response);
+        const subject = typeof info.sub === "string"
+          ? info.sub
+          : typeof info.id === "string" || typeof info.id === "number"
+          ? String(info.id)
+          : undefined;
+        if (typeof expected === "string" && info.sub !== undefined && info.sub !== expected) {
+          throw new LoginError("invalid_response", "The UserInfo answer names another subject than the ID token");
+        }
+        return { user: fromClaims(info) ?? subject, subject: subject ?? claims?.sub };
+      }
       const info = await oauth.processUserInfoResponse(as, client, expected, response);
       const user = fromClaims(info) ?? info.sub;
       return { user, subject: info.sub };
@@ -1546,6 +2360,19 @@ async function identify(
   }
   const subject = claims?.sub ?? introspected;
   return { user: subject, subject };
+}
+
+/** Reads a "who am I" answer: HTTP 200 and a JSON object. */
+async function readWhoAmI(response: Response): Promise<Record<string, unknown>> {
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw new LoginError("invalid_response", `The UserInfo endpoint answered HTTP ${response.status}`);
+  }
+  const info = await response.json().catch(() => undefined);
+  if (!info || typeof info !== "object" || Array.isArray(info)) {
+    throw new LoginError("invalid_response", "The UserInfo endpoint did not answer with a JSON object");
+  }
+  return info;
 }
 
 // ── Edges: the callback server ──────────────────────────────────────────────────────────────────
@@ -1624,6 +2451,9 @@ export async function listen(redirect: Redirect): Promise<Listener> {
           "port_in_use",
           `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
           {
+            hint: error instanceof Deno.errors.PermissionDenied && port < 1024
+              ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
+              : undefined,
             cause: error,
           },
         );
@@ -1715,6 +2545,9 @@ export async function openWithSystemBrowser(url: string): Promise<void> {
     child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) throw new Error(`"${program}" was not found`);
+    if (error instanceof Deno.errors.NotCapable) {
+      throw new Error(`Deno's permissions do not allow running "${program}": add --allow-run=${program}`);
+    }
     throw error;
   }
   const limit = delay(OPENER_TIMEOUT_MS);
@@ -2360,7 +3193,7 @@ export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     const nonces = dpop?.nonces;
     entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
       ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
-      : await renew(config, deps, name, entry, entry.accessToken);
+      : await renew(config, deps, name, entry, undefined, entry.accessToken);
     dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
     response = await sendWithToken(entry, request, body, deps, dpop, trace);
     if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
@@ -2447,13 +3280,18 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const trace = makeTrace(config, deps);
   if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
   const issuer = await discover(config, deps, trace);
+  const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
   if (config.dpop) {
     const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
     await enableDpop(issuer, await dpopState(key, {}, deps));
   }
-  const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
+  if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
+    throw new LoginError("config", "No authorization endpoint is configured", {
+      hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
+    });
+  }
   if (choice.note) deps.stderr(`${choice.note}\n`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
   const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
@@ -2480,9 +3318,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   const verifier = oauth.generateRandomCodeVerifier();
   const challenge = await oauth.calculatePKCECodeChallenge(verifier);
   const state = oauth.generateRandomState();
-  const nonce = scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined;
+  // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
+  const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
+  const nonce = scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined;
 
-  const redirect = planRedirect(config.redirectUri);
+  const redirect = presetRedirect(config);
   const listener = await listen(redirect);
   try {
     const redirectUri = redirectUriFor(redirect, listener.port);
@@ -2491,7 +3331,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     params.set("response_type", "code");
     params.set("client_id", config.clientId);
     params.set("redirect_uri", redirectUri);
-    params.set("scope", scope);
+    if (scope) params.set("scope", scope); // no scope at all: the server's default (RFC 6749 §3.3)
     params.set("state", state);
     params.set("code_challenge", challenge);
     params.set("code_challenge_method", "S256");
@@ -2507,6 +3347,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const limit = delay(config.timeoutMs);
     const complete = async (callback: URLSearchParams): Promise<Response> => {
       limit.cancel();
+      if (noIssuer && callback.has("iss")) {
+        // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
+        trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
+        callback.delete("iss");
+      }
       try {
         const validated = await step(
           "accept the sign-in",
@@ -2636,7 +3481,7 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
     );
   }
   assertEndpoint(as.device_authorization_endpoint, "device_authorization_endpoint", as.issuer);
-  const parameters = new URLSearchParams([["scope", scope], ...config.params]);
+  const parameters = new URLSearchParams([...(scope ? [["scope", scope]] : []), ...config.params]);
   const device = await step("start the device flow", async () => {
     const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
     return await oauth.processDeviceAuthorizationResponse(as, client, response);
@@ -2723,7 +3568,7 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
-  if (!entry || entry.issuer !== config.issuer || entry.clientId !== config.clientId) {
+  if (!entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId) {
     deps.stderr(
       `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login\n`,
     );
@@ -2732,9 +3577,23 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
   return entry;
 }
 
-function loginRequired(config: Config, why: string): LoginError {
-  return new LoginError("login_required", `${why} for ${displayIssuer(config.issuer)}`, {
-    hint: 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
+/** The entry for this configuration: under its name, else under a name an earlier version used. */
+async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
+  const name = cacheKey(config);
+  const entry = await readEntry(config, deps, name);
+  if (entry) return { name, entry };
+  for (const legacy of legacyCacheKeys(config)) {
+    const found = await readEntry(config, deps, legacy);
+    if (found) return { name: legacy, entry: found };
+  }
+  return { name };
+}
+
+/** `named`: the issuer as a cached entry's metadata names it, when there is an entry. */
+function loginRequired(config: Config, why: string, options: { hint?: string; named?: unknown } = {}): LoginError {
+  const issuer = typeof options.named === "string" ? sanitize(options.named) : displayIssuer(config.issuer);
+  return new LoginError("login_required", `${why} for ${issuer}`, {
+    hint: options.hint ?? 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
   });
 }
 
@@ -2764,8 +3623,19 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
  * logs in only when a person can answer.
  */
 export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
-  let name = cacheKey(config);
-  let entry = await readEntry(config, deps, name);
+  // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
+  // person can answer (spec.interactive), whatever --interactive or the terminals say.
+  const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
+  if (exec && config.format === "exec-credential" && !EXEC_CREDENTIAL_VERSIONS.includes(exec.apiVersion)) {
+    throw new LoginError(
+      "config",
+      `kubectl asks for the ExecCredential version "${sanitize(exec.apiVersion, 80)}", which this tool does not speak`,
+      { hint: `set apiVersion in the kubeconfig's exec block to one of ${EXEC_CREDENTIAL_VERSIONS.join(", ")}` },
+    );
+  }
+  const found = await findEntry(config, deps);
+  let name = found.name;
+  let entry = found.entry;
   if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
   if (entry && config.dpop && !entry.dpopKey) {
     if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
@@ -2776,16 +3646,20 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
+    entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
+  }
   if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
-  deps.stdout(formatToken(entry, config.format));
+  deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
 }
 
+/** `kubectlInteractive`: kubectl's `spec.interactive` when it runs us (it overrides the usual rule). */
 async function renew(
   config: Config,
   deps: Deps,
   name: string,
   entry: TokenSet | undefined,
+  kubectlInteractive?: boolean,
   /** An access token the API refused: refresh even when it has not expired (unless another process did). */
   rejected?: string,
 ): Promise<TokenSet> {
@@ -2821,8 +3695,14 @@ async function renew(
       lock.release();
     }
   }
-  if (!config.interactive && !deps.interactive) {
-    throw loginRequired(config, why);
+  if (kubectlInteractive === false) {
+    throw loginRequired(config, why, {
+      named: entry?.metadata.issuer,
+      hint: 'kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again',
+    });
+  }
+  if (!config.interactive && !deps.interactive && kubectlInteractive !== true) {
+    throw loginRequired(config, why, { named: entry?.metadata.issuer });
   }
   return await loginAndSave(config, deps, name);
 }
@@ -2854,12 +3734,14 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
-  const entry = await readEntry(config, deps, cacheKey(config));
+  const { entry } = await findEntry(config, deps);
   if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
   const expired = !isFresh(entry, now, 0);
   if (expired && !entry.refreshToken) {
-    throw loginRequired(config, "The cached token has expired and cannot be refreshed");
+    throw loginRequired(config, "The cached token has expired and cannot be refreshed", {
+      named: entry.metadata.issuer,
+    });
   }
   if (config.json) {
     deps.stdout(
@@ -2895,9 +3777,10 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
 /** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
 export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
-  const names = config.all ? await deps.storage.list() : [cacheKey(config)];
+  const names = config.all ? await deps.storage.list() : [cacheKey(config), ...legacyCacheKeys(config)];
   const problems: string[] = [];
   let removed = 0;
+  let named: unknown; // the issuer as the server's metadata names it, from the entry removed
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
       deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
@@ -2905,7 +3788,8 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     });
     if (text === undefined) continue;
     const entry = parseTokenSet(text);
-    if (entry && (config.all || (entry.issuer === config.issuer && entry.clientId === config.clientId))) {
+    if (entry && (config.all || (sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId))) {
+      named ??= entry.metadata.issuer;
       for (const problem of await revokeTokenSet(entry, config, deps, trace)) {
         problems.push(problem);
         deps.stderr(`warning: ${problem}\n`);
@@ -2915,7 +3799,11 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     await deps.storage.remove(`${name}.lock`);
     removed++;
   }
-  const where = config.all ? "every issuer" : displayIssuer(config.issuer);
+  const where = config.all
+    ? "every issuer"
+    : typeof named === "string"
+    ? sanitize(named)
+    : displayIssuer(config.issuer);
   deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
   if (problems.length > 0) {
     throw new LoginError(
@@ -2924,6 +3812,33 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
       { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
     );
   }
+}
+
+/**
+ * What is wrong with the file `DENO_CERT` names, or undefined when it holds PEM certificates that
+ * TLS accepts (parsed by `Deno.createHttpClient`, which Deno's fetch uses too).
+ */
+function certificateProblem(path: string): string | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    const why = error instanceof Deno.errors.NotFound ? "does not exist" : sanitize((error as Error).message, 120);
+    return `DENO_CERT is set to ${path}, which ${why.startsWith("does") ? why : `cannot be read: ${why}`}`;
+  }
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) return `DENO_CERT is set to ${path}, which holds no PEM certificate (BEGIN CERTIFICATE)`;
+  for (const [index, block] of blocks.entries()) {
+    try {
+      Deno.createHttpClient({ caCerts: [block] }).close();
+    } catch (error) {
+      return `DENO_CERT is set to ${path}, whose certificate ${index + 1} of ${blocks.length} does not parse (${
+        sanitize((error as Error).message, 80)
+      })`;
+    }
+  }
+  return undefined;
 }
 
 /** One line of `doctor`'s report. */
@@ -2937,7 +3852,12 @@ export interface Check {
  * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
  * secrets are never shown. Exit 0 when nothing failed.
  */
-export async function doctor(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<number> {
+export async function doctor(
+  cli: Cli,
+  dotenv: Record<string, string> | undefined,
+  deps: Deps,
+  envPath = ".env",
+): Promise<number> {
   const checks: Check[] = [];
   const add = (status: Check["status"], topic: string, message: string) =>
     checks.push({ status, topic, message: sanitize(message, 400) });
@@ -2947,15 +3867,38 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
       : String(error);
 
   let config: Config | undefined;
+  let metadata: Oauth.AuthorizationServer | undefined;
   try {
-    config = resolveConfig(cli, deps.env, dotenv);
+    config = resolveConfig(cli, deps.env, dotenv, { presetBase: deps.presetBase });
   } catch (error) {
     add("fail", "config", describe(error));
   }
-  if (dotenv) add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")}`);
+  if (dotenv) {
+    add(
+      "ok",
+      "config",
+      `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath)}`,
+    );
+    for (const warning of misspeltKeys(dotenv)) add("warn", "config", warning);
+  } else add("ok", "config", `.env: none at ${describeEnvPath(envPath)}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
-    add("ok", "config", `issuer: ${config.issuer} (${from("issuer")})`);
+    if (withoutIssuer(config)) {
+      add("ok", "config", `issuer: none (endpoints given by hand; the token endpoint keys the cache)`);
+    } else {
+      const origin = config.sources.issuer === "default" && config.provider
+        ? `from the ${config.provider} preset`
+        : from("issuer");
+      add("ok", "config", `issuer: ${config.issuer} (${origin})`);
+    }
+    add(
+      "ok",
+      "config",
+      config.provider ? `provider preset: ${config.provider} (${config.providerReason})` : "provider preset: none",
+    );
+    for (const [key, flag] of MANUAL_ENDPOINTS) {
+      if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
+    }
     add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
@@ -2985,8 +3928,12 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
     let deviceSupported = false;
     try {
       const { as, authMethod } = await discover(config, deps);
+      metadata = as;
       deviceSupported = as.device_authorization_endpoint !== undefined;
-      add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+      if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
+      else if (as.issuer.includes("{tenantid}")) {
+        add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
+      } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
       const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
       add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
       if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
@@ -3017,7 +3964,18 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
 
     try {
       const redirect = planRedirect(config.redirectUri);
-      if (redirect.port === 0) add("ok", "redirect", "an ephemeral port on 127.0.0.1 (RFC 8252 §7.3)");
+      if (redirect.port === 0) {
+        const example = `http://${redirect.host}:<free port>${redirect.path}`;
+        add(
+          "ok",
+          "redirect",
+          config.redirectUri
+            ? `"${config.redirectUri}" names no port (or port 0): any free port on ${
+              redirect.addresses.join(" and ")
+            } is used and sent as ${example} (RFC 8252 §7.3)`
+            : `an ephemeral port on 127.0.0.1, sent as ${example} (RFC 8252 §7.3)`,
+        );
+      }
       for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
         const needed = redirect.addresses.includes(address);
         try {
@@ -3058,10 +4016,43 @@ export async function doctor(cli: Cli, dotenv: Record<string, string> | undefine
     const url = parseUrl(value);
     add("ok", "network", `${name} is set${url ? ` to ${url.protocol}//${url.host}` : ""}`);
   }
-  for (const name of ["DENO_CERT", "DENO_TLS_CA_STORE"]) {
-    const value = deps.env(name);
-    if (value) add("ok", "network", `${name} is set to ${value}`);
+  if (config) {
+    // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
+    const urls = [config.metadataUrl ?? config.issuer];
+    for (
+      const name of [
+        "token_endpoint",
+        "userinfo_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "device_authorization_endpoint",
+        "jwks_uri",
+      ]
+    ) {
+      if (typeof metadata?.[name] === "string") urls.push(metadata[name] as string);
+    }
+    const seen = new Set<string>();
+    for (const text of urls) {
+      const url = parseUrl(text);
+      if (!url || seen.has(`${url.protocol}//${url.host}`)) continue;
+      seen.add(`${url.protocol}//${url.host}`);
+      const route = routeFor(url, deps.env);
+      add(
+        "ok",
+        "network",
+        `${url.protocol}//${url.host}: ${
+          route.proxy ? `through the proxy ${describeProxy(route.proxy)} (${route.reason})` : `direct (${route.reason})`
+        }`,
+      );
+    }
   }
+  const certFile = deps.env("DENO_CERT");
+  if (certFile) {
+    const problem = certificateProblem(certFile);
+    add(problem ? "fail" : "ok", "network", problem ?? `DENO_CERT is set to ${certFile}, which holds PEM certificates`);
+  }
+  const store = deps.env("DENO_TLS_CA_STORE");
+  if (store) add("ok", "network", `DENO_TLS_CA_STORE is set to ${store}`);
 
   const dir = deps.storage.dir;
   try {
@@ -3105,6 +4096,21 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
   -q, --quiet           no countdown and no "Logged in as" line
   -h, --help            show help
+
+Providers, and servers without discovery:
+  --provider NAME       a preset: github, gitlab, google, entra, okta, auth0,
+                        keycloak, cognito, salesforce, dropbox or spotify
+                        (else inferred from the issuer)        OAUTH_PROVIDER
+  --tenant TENANT       entra: a tenant GUID or domain, or common (default),
+                        organizations or consumers               OAUTH_TENANT
+  --authorization-endpoint URL    --token-endpoint URL
+  --device-authorization-endpoint URL    --revocation-endpoint URL
+  --introspection-endpoint URL    --userinfo-endpoint URL
+                        endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
+                        override discovery, and without --issuer none happens
+  --user-claim NAME     the UserInfo member naming the user  OAUTH_USER_CLAIM
+
+DPoP, client keys and resources:
   --dpop                DPoP-bound tokens (RFC 9449)             OAUTH_DPOP=1
   --client-auth private_key_jwt|client_secret_jwt   JWT client authentication
   --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
@@ -3144,6 +4150,7 @@ ${LOGIN_FLAGS_HELP}
 Run "oauth-login COMMAND --help" for a command's own flags.
 
 Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the browser command), NO_COLOR.
+Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
             4 login required, 5 timed out, 130 interrupted.
@@ -3170,7 +4177,9 @@ a person can answer (a terminal) or --interactive is given; otherwise it exits 4
   --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
   --interactive         sign in when needed even without a terminal
   --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
-                        or exec-credential (a kubectl client.authentication.k8s.io/v1 ExecCredential)
+                        or exec-credential (for kubectl: v1 or v1beta1, as
+                        KUBERNETES_EXEC_INFO asks; no sign-in when it says
+                        spec.interactive is false)
                         or headers (Authorization and DPoP lines for curl -H @-)
   --method M --url URL  the request a headers-format DPoP proof is for
 ${CONFIG_FLAGS_HELP}
@@ -3250,14 +4259,26 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       return EXIT.ok;
     }
     const envFile = cli.flags["env-file"];
-    const dotenv = await deps.readEnvFile(envFile ?? ".env");
+    const initCwd = deps.env("INIT_CWD");
+    const envPath = envFilePath(envFile, initCwd, initCwd ? deps.cwd?.() : undefined);
+    const dotenv = await deps.readEnvFile(envPath);
     if (envFile && !dotenv) {
-      throw new LoginError("config", `Cannot read the env file "${sanitize(envFile)}"`, {
+      throw new LoginError("config", `Cannot read the env file "${sanitize(envPath)}"`, {
         hint: "check the path given to --env-file",
       });
     }
-    if (cli.command === "doctor") return await doctor(cli, dotenv, deps);
-    const config = resolveConfig(cli, deps.env, dotenv);
+    if (cli.flags.verbose) {
+      deps.stderr(
+        `trace: ${dotenv ? `read ${plural(Object.keys(dotenv).length, "setting")} from` : "no settings file at"} ${
+          describeEnvPath(envPath)
+        }\n`,
+      );
+    }
+    if (dotenv && cli.command !== "doctor") {
+      for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
+    }
+    if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
+    const config = resolveConfig(cli, deps.env, dotenv, { presetBase: deps.presetBase });
     if (cli.flags["client-secret"] !== undefined) {
       deps.stderr(
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,
@@ -3267,10 +4288,33 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     return EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);
+  } finally {
+    closeHttpClients();
   }
 }
 
+/**
+ * The one sentence for a Deno permission the run was not given (`NotCapable`, possibly wrapped as
+ * the cause of one of our errors), naming the flag to add; undefined for any other error.
+ */
+export function permissionProblem(error: unknown): LoginError | undefined {
+  let cause = error;
+  for (let depth = 0; cause instanceof Error && depth < 5; depth++, cause = cause.cause) {
+    if (!(cause instanceof Deno.errors.NotCapable)) continue;
+    // Deno says: Requires env access to "HOME", run again with the --allow-env flag
+    const match = cause.message.match(/Requires (\S+) access to "?([^",]*)"?.*?(--allow-[a-z-]+)/);
+    const flag = match ? `${match[3]}${match[2] && match[3] !== "--allow-all" ? `=${match[2]}` : ""}` : "--allow-…";
+    const what = match ? `${match[1]} access${match[2] ? ` to "${sanitize(match[2], 120)}"` : ""}` : "a permission";
+    return new LoginError("config", `Deno's permissions do not allow ${what}`, {
+      hint: `run again with ${sanitize(flag, 160)} (the deno.json tasks grant what the tool needs)`,
+      cause,
+    });
+  }
+  return undefined;
+}
+
 function report(error: unknown, deps: Deps, verbose: boolean): number {
+  error = permissionProblem(error) ?? error;
   const code = exitCodeFor(error);
   if (error instanceof LoginError || error instanceof ServerError) {
     deps.stderr(`error: ${error.message}\n`);
@@ -3284,33 +4328,22 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
   return code;
 }
 
-/** Reads a dotenv file with `process.loadEnvFile`, leaving the environment as it was. */
-async function readEnvFileWithNode(path: string): Promise<Record<string, string> | undefined> {
+/**
+ * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
+ * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
+ * ends, `export ` prefixes, quotes and comments.
+ */
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+  let text: string;
   try {
     if (!Deno.statSync(path).isFile) return undefined;
-  } catch {
-    return undefined; // no file: node:process (costly to load) is not needed
-  }
-  const { default: process } = await import("node:process");
-  const before = Deno.env.toObject();
-  try {
-    process.loadEnvFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (error) {
-    throw new LoginError(
-      "config",
-      `Cannot read the env file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
-    );
+    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
+    return undefined; // no file: node:util (costly to load) is not needed
   }
-  // Deno's loadEnvFile overwrites variables already set; the environment must win, so restore it.
-  const after = Deno.env.toObject();
-  const fromFile: Record<string, string> = {};
-  for (const [name, value] of Object.entries(after)) {
-    if (before[name] === value) continue;
-    fromFile[name] = value;
-    if (name in before) Deno.env.set(name, before[name]);
-    else Deno.env.delete(name);
-  }
-  return fromFile;
+  const { parseEnv } = await import("node:util");
+  return parseDotenv(text, parseEnv);
 }
 
 /** The storage for a directory we could not work out: every use says how to set one. */
@@ -3357,18 +4390,25 @@ export function realDeps(): Deps {
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
   };
   const env = (name: string) => Deno.env.get(name);
-  const dir = cacheDir(env, Deno.build.os);
   const interactive = Deno.stdin.isTerminal() && Deno.stderr.isTerminal();
+  // Read on first use, not here: `--help` and `--version` need no permission at all.
+  let storage: Storage | undefined;
   return {
     fetch: globalThis.fetch,
     openUrl: openWithSystemBrowser,
     now: () => Date.now(),
     env,
-    readEnvFile: readEnvFileWithNode,
+    readEnvFile,
     stdout: write(Deno.stdout),
     stderr: write(Deno.stderr),
     interactive,
-    storage: dir ? fileStorage(dir) : missingStorage(),
+    get storage() {
+      const dir = storage ? undefined : cacheDir(env, Deno.build.os);
+      return storage ??= dir ? fileStorage(dir) : missingStorage();
+    },
+    set storage(value) {
+      storage = value;
+    },
     // Ctrl-C is caught only once a command looks at the signal: the cached-token path never does.
     get signal() {
       if (!listening) Deno.addSignalListener("SIGINT", () => controller.abort());
@@ -3379,7 +4419,10 @@ export function realDeps(): Deps {
     which: (command) => onPath(command, env),
     sleep: (ms) => delay(ms).done,
     readLines: interactive ? () => stdinLines() : undefined,
-    animate: Deno.stderr.isTerminal() && !env("NO_COLOR"),
+    get animate() {
+      return Deno.stderr.isTerminal() && !env("NO_COLOR");
+    },
+    cwd: () => Deno.cwd(),
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
 }

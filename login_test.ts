@@ -497,7 +497,7 @@ Deno.test("discovery refuses what it cannot trust before opening any browser", a
       assertEquals(result.code, EXIT.usage);
       assertStringIncludes(
         result.stderr,
-        `error: Issuer mismatch: asked for "${mock.issuer}/", the server says "${mock.issuer}/other"\n`,
+        `error: Issuer mismatch: asked for "${mock.issuer}", the server says "${mock.issuer}/other"\n`,
       );
       assertEquals(result.opened, []);
     });
@@ -1586,7 +1586,7 @@ Deno.test("doctor: a healthy setup exits 0 and shows where each setting came fro
       env: { OAUTH_ISSUER: mock.issuer, ...ENV_CONFIDENTIAL, HTTPS_PROXY: "http://user:pw@proxy.example:3128" },
     });
     assertEquals(result.code, EXIT.ok, result.stdout);
-    assertStringIncludes(result.stdout, `ok    config     issuer: ${mock.issuer}/ (from environment)\n`);
+    assertStringIncludes(result.stdout, `ok    config     issuer: ${mock.issuer} (from environment)\n`);
     assertStringIncludes(result.stdout, "ok    config     client id: cli-confidential (from flag)\n");
     assertStringIncludes(result.stdout, "ok    config     client secret: set (from environment)\n");
     assertStringIncludes(result.stdout, "names itself as the configured issuer");
@@ -1615,7 +1615,7 @@ Deno.test("doctor: each problem has its fail or warn line", async (t) => {
       mock.metadata.issuer = "https://elsewhere.example";
       const result = await run(["doctor", ...flags(mock)]);
       assertEquals(result.code, EXIT.failure);
-      assertStringIncludes(result.stdout, `fail  discovery  Issuer mismatch: asked for "${mock.issuer}/"`);
+      assertStringIncludes(result.stdout, `fail  discovery  Issuer mismatch: asked for "${mock.issuer}"`);
     });
   });
   await t.step("a busy port", async () => {

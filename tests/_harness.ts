@@ -118,6 +118,8 @@ export interface RunOptions {
   httpTimeoutMs?: number;
   /** Whether stderr is a terminal that may animate (default false). */
   animate?: boolean;
+  /** The origin that replaces every URL a provider preset names (`Deps.presetBase`). */
+  presetBase?: string;
   /** All of stdin, for commands that read it whole (`fetch -d @-`). */
   stdin?: Uint8Array<ArrayBuffer>;
 }
@@ -176,6 +178,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
+    presetBase: options.presetBase,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
   };
   const started = performance.now();

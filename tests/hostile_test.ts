@@ -489,7 +489,7 @@ Deno.test(
 
 // ── 2.3 A hostile or broken issuer ──────────────────────────────────────────────────────────────
 
-async function assertMismatch(mock: ServedMock, said: string, shown = said): Promise<void> {
+async function assertMismatch(mock: ServedMock, said: string, difference: string, shown = said): Promise<void> {
   mock.metadata.issuer = said;
   const result = await run(flags(mock));
   assertEquals(result.opened, [], "the browser is not opened");
@@ -499,7 +499,7 @@ async function assertMismatch(mock: ServedMock, said: string, shown = said): Pro
     mock,
     EXIT.usage,
     `error: Issuer mismatch: asked for "${mock.issuer}", the server says "${shown}"\n` +
-      "hint: set the issuer to exactly the value the server names (mind a trailing slash)\n",
+      `hint: ${difference}: if the server's value is the one you meant, use --issuer ${shown}\n`,
   );
 }
 
@@ -507,7 +507,7 @@ Deno.test(
   "D1 metadata naming another host → 'Issuer mismatch', exit 2, no browser",
   counted(async () => {
     await withMockRun(async (mock) => {
-      await assertMismatch(mock, mock.issuer.replace("127.0.0.1", "localhost"));
+      await assertMismatch(mock, mock.issuer.replace("127.0.0.1", "localhost"), "they differ in the host");
     }, { path: "/oauth2/default" });
   }),
 );
@@ -516,7 +516,7 @@ Deno.test(
   "D1 metadata naming the issuer with a trailing slash → 'Issuer mismatch', exit 2, no browser",
   counted(async () => {
     await withMockRun(async (mock) => {
-      await assertMismatch(mock, `${mock.issuer}/`);
+      await assertMismatch(mock, `${mock.issuer}/`, "they differ by a trailing slash");
     }, { path: "/oauth2/default" });
   }),
 );
@@ -525,7 +525,7 @@ Deno.test(
   "D1 metadata naming the issuer with a case change in its path → 'Issuer mismatch', exit 2",
   counted(async () => {
     await withMockRun(async (mock) => {
-      await assertMismatch(mock, mock.issuer.replace("/oauth2/default", "/OAuth2/Default"));
+      await assertMismatch(mock, mock.issuer.replace("/oauth2/default", "/OAuth2/Default"), "they differ in the path");
     }, { path: "/oauth2/default" });
   }),
 );
@@ -534,10 +534,15 @@ Deno.test(
   "D1 metadata naming https instead of http, or an issuer with escape sequences → mismatch, sanitized",
   counted(async () => {
     await withMockRun(async (mock) => {
-      await assertMismatch(mock, mock.issuer.replace("http:", "https:"));
+      await assertMismatch(mock, mock.issuer.replace("http:", "https:"), "they differ in the scheme");
     }, { path: "/oauth2/default" });
     await withMockRun(async (mock) => {
-      await assertMismatch(mock, `${mock.issuer}\x1b]0;owned\x07\x1b[2J/x`, `${mock.issuer}/x`);
+      await assertMismatch(
+        mock,
+        `${mock.issuer}\x1b]0;owned\x07\x1b[2J/x`,
+        "they differ in the path",
+        `${mock.issuer}/x`,
+      );
     }, { path: "/oauth2/default" });
   }),
 );

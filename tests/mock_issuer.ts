@@ -36,8 +36,8 @@ export interface MockOptions {
   user?: MockUser;
   /** Approve at once (tests), or show a sign-in page with Approve and Deny (the demo). */
   autoApprove?: boolean;
-  /** Which discovery documents are served. */
-  discovery?: "both" | "oauth2" | "oidc";
+  /** Which discovery documents are served ("none": no discovery at all, as GitHub's OAuth apps). */
+  discovery?: "both" | "oauth2" | "oidc" | "none";
   /** Whether the server sends (and advertises) the RFC 9207 `iss` parameter. */
   issParameter?: boolean;
   /** Seconds an access token lives. */
@@ -46,6 +46,49 @@ export interface MockOptions {
   rotateRefreshTokens?: boolean;
   /** The mock's clock (ms since the epoch). */
   now?: () => number;
+  /** Per-endpoint paths from the origin (GitHub's "/login/oauth/access_token"); default `${path}/NAME`. */
+  paths?: Partial<Record<MockEndpoint, string>>;
+  /** How the token and device endpoints answer: a provider's documented deviations. */
+  dialect?: MockDialect;
+  /** A REST "who am I" endpoint (GitHub's `/user`, Spotify's `/v1/me`): its path and its JSON body. */
+  whoAmI?: { path: string; body: (user: MockUser) => Record<string, unknown> };
+}
+
+export type MockEndpoint =
+  | "authorize"
+  | "token"
+  | "introspect"
+  | "userinfo"
+  | "revoke"
+  | "device_authorization"
+  | "device"
+  | "keys";
+
+/** A provider's deviations from the RFCs, each taken from its public documentation. */
+export interface MockDialect {
+  /** Token-endpoint errors come with HTTP 200 (GitHub). */
+  status200Errors?: boolean;
+  /** What joins the granted scopes (GitHub: ","). */
+  scopeSeparator?: string;
+  /** The token_type sent ("bearer" for GitHub); null leaves it out. */
+  tokenType?: string | null;
+  /** Token answers are form-encoded whatever the Accept header says. */
+  formEncoded?: boolean;
+  /** The device answer's name for verification_uri (Google: "verification_url"). */
+  verificationUriName?: string;
+  /** No expires_in in token answers (Salesforce). */
+  omitExpiresIn?: boolean;
+  /** No scope in token answers (RFC 6749 §5.1 allows it when the scope is the one asked for). */
+  omitScope?: boolean;
+  /** Claims merged into each ID token (Entra's tid and iss, say). */
+  idTokenClaims?: (mock: MockIssuer) => Record<string, unknown>;
+  /**
+   * When a refresh token is issued: from the authorization request's (or device request's)
+   * parameters. Default: when the scope has offline_access.
+   */
+  refreshTokenWhen?: (params: URLSearchParams) => boolean;
+  /** Whether a loopback `localhost` redirect matches whatever its port (Entra, Keycloak). */
+  localhostAnyPort?: boolean;
 }
 
 export interface RecordedRequest {
@@ -65,6 +108,8 @@ interface Authorization {
   scope: string;
   nonce?: string;
   state?: string;
+  /** The authorization request's parameters (for `dialect.refreshTokenWhen`). */
+  params?: URLSearchParams;
 }
 
 export const PUBLIC_CLIENT: MockClient = {
@@ -136,11 +181,11 @@ function isLoopbackLiteral(url: URL): boolean {
   return url.hostname === "127.0.0.1" || url.hostname === "[::1]";
 }
 
-function redirectMatches(registered: string, requested: string): boolean {
+function redirectMatches(registered: string, requested: string, localhostAnyPort = false): boolean {
   if (registered === requested) return true;
   const a = URL.parse(registered);
   const b = URL.parse(requested);
-  if (!a || !b || !isLoopbackLiteral(a)) return false;
+  if (!a || !b || !(isLoopbackLiteral(a) || (localhostAnyPort && a.hostname === "localhost"))) return false;
   return a.protocol === b.protocol && a.hostname === b.hostname && a.pathname === b.pathname && !b.search;
 }
 
@@ -185,7 +230,17 @@ export interface MockIssuer {
     interval?: number;
   };
   /** Device codes handed out. */
-  deviceCodes: Map<string, { clientId: string; scope: string; userCode: string; expiresAt: number; approved: boolean }>;
+  deviceCodes: Map<
+    string,
+    {
+      clientId: string;
+      scope: string;
+      userCode: string;
+      expiresAt: number;
+      approved: boolean;
+      params?: URLSearchParams;
+    }
+  >;
   user: MockUser;
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
@@ -198,6 +253,11 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   const now = options.now ?? (() => Date.now());
   const discovery = options.discovery ?? "both";
   const issParameter = options.issParameter ?? true;
+  const paths: Partial<Record<MockEndpoint, string>> = options.paths ?? {};
+  const dialect: MockDialect = options.dialect ?? {};
+  /** The path of an endpoint, and its URL. */
+  const ep = (name: MockEndpoint) => paths[name] ?? `${path}/${name}`;
+  const at = (name: MockEndpoint) => `${new URL(mock.issuer).origin}${ep(name)}`;
   const keys = crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
   const kid = random(8);
 
@@ -217,7 +277,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     accessTokenTtl: options.accessTokenTtl ?? 3600,
     user: options.user ?? ALICE,
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
-    calls: (endpoint) => mock.requests.filter((r) => r.path === `${path}/${endpoint}`),
+    calls: (endpoint) =>
+      mock.requests.filter((r) => r.path === (paths[endpoint as MockEndpoint] ?? `${path}/${endpoint}`)),
     handler: async (request) => {
       const url = new URL(request.url);
       const form = request.method === "POST" &&
@@ -241,13 +302,13 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   function metadata(): Record<string, unknown> {
     const base: Record<string, unknown> = {
       issuer: mock.issuer,
-      authorization_endpoint: `${mock.issuer}/authorize`,
-      token_endpoint: `${mock.issuer}/token`,
-      introspection_endpoint: `${mock.issuer}/introspect`,
-      userinfo_endpoint: `${mock.issuer}/userinfo`,
-      revocation_endpoint: `${mock.issuer}/revoke`,
-      device_authorization_endpoint: `${mock.issuer}/device_authorization`,
-      jwks_uri: `${mock.issuer}/keys`,
+      authorization_endpoint: at("authorize"),
+      token_endpoint: at("token"),
+      introspection_endpoint: at("introspect"),
+      userinfo_endpoint: at("userinfo"),
+      revocation_endpoint: at("revoke"),
+      device_authorization_endpoint: at("device_authorization"),
+      jwks_uri: at("keys"),
       response_types_supported: ["code"],
       grant_types_supported: ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
       code_challenge_methods_supported: ["S256"],
@@ -303,6 +364,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       preferred_username: mock.user.username,
       email: mock.user.email,
       name: mock.user.name,
+      ...dialect.idTokenClaims?.(mock),
     }));
     const signature = await crypto.subtle.sign(
       { name: "ECDSA", hash: "SHA-256" },
@@ -330,6 +392,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   }
 
   const pending = new Map<string, Authorization>();
+  /** Marks a refresh under rotation: it always hands out a new refresh token. */
+  const ROTATION = new URLSearchParams();
 
   async function issueTokens(
     clientId: string,
@@ -337,6 +401,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     grant: string,
     nonce: string | undefined,
     withRefresh: boolean,
+    params?: URLSearchParams,
   ): Promise<Response> {
     const accessToken = random(32);
     mock.accessTokens.set(accessToken, {
@@ -347,37 +412,57 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     });
     const scopes = scope.split(" ");
     let refreshToken: string | undefined;
-    if (withRefresh && mock.issueRefreshTokens && scopes.includes("offline_access")) {
+    const offline = params === ROTATION || (dialect.refreshTokenWhen && params)
+      ? params === ROTATION || dialect.refreshTokenWhen!(params!)
+      : scopes.includes("offline_access");
+    if (withRefresh && mock.issueRefreshTokens && offline) {
       refreshToken = random(32);
       mock.refreshTokens.set(refreshToken, { sub: mock.user.sub, clientId, scope, grant, used: false });
     }
-    return json({
+    return tokenAnswer({
       access_token: accessToken,
-      token_type: "Bearer",
-      expires_in: mock.accessTokenTtl,
-      scope,
+      ...(dialect.tokenType === null ? {} : { token_type: dialect.tokenType ?? "Bearer" }),
+      ...(dialect.omitExpiresIn ? {} : { expires_in: mock.accessTokenTtl }),
+      ...(dialect.omitScope ? {} : { scope: scopes.filter(Boolean).join(dialect.scopeSeparator ?? " ") }),
       ...(refreshToken ? { refresh_token: refreshToken } : {}),
       ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce) } : {}),
     });
   }
 
+  /** A token-endpoint answer in the dialect: form-encoded, or errors with HTTP 200. */
+  function tokenAnswer(body: Record<string, unknown>, status = 200): Response {
+    if (dialect.status200Errors) status = 200;
+    if (dialect.formEncoded) {
+      const form = new URLSearchParams(Object.entries(body).map(([k, v]) => [k, String(v)]));
+      return new Response(form.toString(), {
+        status,
+        headers: { "content-type": "application/x-www-form-urlencoded; charset=utf-8" },
+      });
+    }
+    return json(body, status);
+  }
+
+  function tokenError(error: string, description: string, status = 400): Response {
+    return tokenAnswer({ error, error_description: description }, status);
+  }
+
   function pollDevice(client: MockClient, deviceCode: string): Promise<Response> | Response {
     const entry = mock.deviceCodes.get(deviceCode);
-    if (!entry || entry.clientId !== client.id) return oauthError("invalid_grant", "Unknown device code");
+    if (!entry || entry.clientId !== client.id) return tokenError("invalid_grant", "Unknown device code");
     if (now() >= entry.expiresAt || mock.device.outcome === "expire" && mock.device.pending <= 0) {
-      return oauthError("expired_token", "The device code has expired");
+      return tokenError("expired_token", "The device code has expired");
     }
     if (mock.device.slowDown > 0) {
       mock.device.slowDown--;
-      return oauthError("slow_down", "Polling too fast");
+      return tokenError("slow_down", "Polling too fast");
     }
     if (mock.device.pending > 0 && !entry.approved) {
       mock.device.pending--;
-      return oauthError("authorization_pending", "The user has not answered yet");
+      return tokenError("authorization_pending", "The user has not answered yet");
     }
-    if (mock.device.outcome === "deny") return oauthError("access_denied", "The user denied the request");
+    if (mock.device.outcome === "deny") return tokenError("access_denied", "The user denied the request");
     mock.deviceCodes.delete(deviceCode);
-    return issueTokens(client.id, entry.scope, random(), undefined, true);
+    return issueTokens(client.id, entry.scope, random(), undefined, true, entry.params);
   }
 
   function revokeGrant(grant: string): void {
@@ -386,14 +471,14 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
 
   function refresh(client: MockClient, token: string): Promise<Response> | Response {
     const info = mock.refreshTokens.get(token);
-    if (!info || info.clientId !== client.id) return oauthError("invalid_grant", "The refresh token is invalid");
+    if (!info || info.clientId !== client.id) return tokenError("invalid_grant", "The refresh token is invalid");
     if (info.used) {
       revokeGrant(info.grant); // reuse of a rotated token: RFC 9700 §4.14.2
-      return oauthError("invalid_grant", "The refresh token was already used; the grant is revoked");
+      return tokenError("invalid_grant", "The refresh token was already used; the grant is revoked");
     }
     if (mock.rotateRefreshTokens) {
       info.used = true;
-      return issueTokens(client.id, info.scope, info.grant, undefined, true);
+      return issueTokens(client.id, info.scope, info.grant, undefined, true, ROTATION);
     }
     return issueTokens(client.id, info.scope, info.grant, undefined, false);
   }
@@ -402,21 +487,23 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     const p = url.pathname;
     const q = url.searchParams;
     if (
-      (p === `/.well-known/oauth-authorization-server${path}` && discovery !== "oidc") ||
-      (p === `${path}/.well-known/openid-configuration` && discovery !== "oauth2")
+      discovery !== "none" && (
+        (p === `/.well-known/oauth-authorization-server${path}` && discovery !== "oidc") ||
+        (p === `${path}/.well-known/openid-configuration` && discovery !== "oauth2")
+      )
     ) {
       return json(metadata());
     }
-    if (p === `${path}/keys`) {
+    if (p === ep("keys")) {
       return json({
         keys: [{ ...await crypto.subtle.exportKey("jwk", (await keys).publicKey), kid, use: "sig", alg: "ES256" }],
       });
     }
-    if (p === `${path}/authorize` && request.method === "GET") {
+    if (p === ep("authorize") && request.method === "GET") {
       const client = mock.clients.find((c) => c.id === q.get("client_id"));
       if (!client) return html("<h1>Unknown client</h1>", 400);
       const redirectUri = q.get("redirect_uri") ?? "";
-      if (!client.redirectUris.some((r) => redirectMatches(r, redirectUri))) {
+      if (!client.redirectUris.some((r) => redirectMatches(r, redirectUri, dialect.localhostAnyPort))) {
         return html("<h1>The redirect_uri is not registered for this client</h1>", 400);
       }
       const auth: Authorization = {
@@ -426,6 +513,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         scope: q.get("scope") ?? "",
         nonce: q.get("nonce") ?? undefined,
         state: q.get("state") ?? undefined,
+        params: new URLSearchParams(q),
       };
       if (q.get("response_type") !== "code") return redirectWith(auth, { error: "unsupported_response_type" });
       if (q.get("code_challenge_method") !== "S256" || !auth.challenge) {
@@ -436,41 +524,41 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       pending.set(txn, auth);
       return html(`<h1>Mock issuer: sign in</h1>
 <p>Sign in to <b>${client.id}</b> as <b>${mock.user.username}</b>? (This is the demo's mock issuer.)</p>
-<form method="post" action="${path}/authorize/decision" data-mock-signin>
+<form method="post" action="${ep("authorize")}/decision" data-mock-signin>
 <input type="hidden" name="txn" value="${txn}">
 <button name="decision" value="approve">Approve</button> <button name="decision" value="deny">Deny</button>
 </form>`);
     }
-    if (p === `${path}/authorize/decision` && request.method === "POST") {
+    if (p === `${ep("authorize")}/decision` && request.method === "POST") {
       const auth = pending.get(record.form.txn ?? "");
       if (!auth) return html("<h1>Unknown or used sign-in</h1>", 400);
       pending.delete(record.form.txn);
       return decide(auth, record.form.decision ?? "deny");
     }
-    if (p === `${path}/token` && request.method === "POST") {
+    if (p === ep("token") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
-      if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
+      if (!client) return tokenError("invalid_client", "Client authentication failed", 401);
       if (record.form.grant_type === "refresh_token") return refresh(client, record.form.refresh_token ?? "");
       if (record.form.grant_type === "urn:ietf:params:oauth:grant-type:device_code") {
         return pollDevice(client, record.form.device_code ?? "");
       }
       if (record.form.grant_type !== "authorization_code") {
-        return oauthError("unsupported_grant_type", "Only authorization_code and refresh_token are supported");
+        return tokenError("unsupported_grant_type", "Only authorization_code and refresh_token are supported");
       }
       const auth = mock.codes.get(record.form.code ?? "");
       mock.codes.delete(record.form.code ?? "");
       if (!auth || auth.clientId !== client.id) {
-        return oauthError("invalid_grant", "The code is invalid or was already used");
+        return tokenError("invalid_grant", "The code is invalid or was already used");
       }
       if (auth.redirectUri !== record.form.redirect_uri) {
-        return oauthError("invalid_grant", "The redirect_uri does not match");
+        return tokenError("invalid_grant", "The redirect_uri does not match");
       }
       if (await s256(record.form.code_verifier ?? "") !== auth.challenge) {
-        return oauthError("invalid_grant", "PKCE verification failed");
+        return tokenError("invalid_grant", "PKCE verification failed");
       }
-      return issueTokens(client.id, auth.scope, random(), auth.nonce, true);
+      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.params);
     }
-    if (p === `${path}/introspect` && request.method === "POST") {
+    if (p === ep("introspect") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
       if (!client || client.auth === "none") {
         return oauthError("invalid_client", "Introspection needs client authentication", 401);
@@ -487,7 +575,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         token_type: "Bearer",
       });
     }
-    if (p === `${path}/device_authorization` && request.method === "POST") {
+    if (p === ep("device_authorization") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
       if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
       const deviceCode = random(24);
@@ -499,29 +587,30 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         userCode,
         expiresAt: now() + mock.device.expiresIn * 1000,
         approved: false,
+        params: new URLSearchParams(record.form),
       });
       return json({
         device_code: deviceCode,
         user_code: userCode,
-        verification_uri: `${mock.issuer}/device`,
-        verification_uri_complete: `${mock.issuer}/device?user_code=${userCode}`,
+        [dialect.verificationUriName ?? "verification_uri"]: at("device"),
+        verification_uri_complete: `${at("device")}?user_code=${userCode}`,
         expires_in: mock.device.expiresIn,
         ...(mock.device.interval === undefined ? {} : { interval: mock.device.interval }),
       });
     }
-    if (p === `${path}/device` && request.method === "GET") {
+    if (p === ep("device") && request.method === "GET") {
       return html(`<h1>Mock issuer: device sign-in</h1>
-<form method="post" action="${path}/device"><label>Code <input name="user_code" value="${
+<form method="post" action="${ep("device")}"><label>Code <input name="user_code" value="${
         (q.get("user_code") ?? "").replace(/[^A-Z0-9-]/g, "")
       }"></label> <button>Approve</button></form>`);
     }
-    if (p === `${path}/device` && request.method === "POST") {
+    if (p === ep("device") && request.method === "POST") {
       const entry = [...mock.deviceCodes.values()].find((d) => d.userCode === record.form.user_code);
       if (!entry) return html("<h1>Unknown code</h1>", 400);
       entry.approved = true;
       return html("<h1>Approved: return to your device</h1>");
     }
-    if (p === `${path}/revoke` && request.method === "POST") {
+    if (p === ep("revoke") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
       if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
       const token = record.form.token ?? "";
@@ -531,7 +620,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       mock.accessTokens.delete(token);
       return new Response(null, { status: 200 });
     }
-    if (p === `${path}/userinfo`) {
+    if (p === ep("userinfo")) {
       const token = mock.accessTokens.get(request.headers.get("authorization")?.replace(/^Bearer /, "") ?? "");
       if (!token) {
         return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer error="invalid_token"' } });
@@ -542,6 +631,11 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         email: mock.user.email,
         name: mock.user.name,
       });
+    }
+    if (options.whoAmI && p === options.whoAmI.path && request.method === "GET") {
+      const token = mock.accessTokens.get(request.headers.get("authorization")?.replace(/^Bearer /i, "") ?? "");
+      if (!token) return json({ message: "Bad credentials" }, 401);
+      return json(options.whoAmI.body(mock.user));
     }
     return json({ error: "not_found" }, 404);
   }
