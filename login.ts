@@ -33,6 +33,8 @@ export const HTTP_TIMEOUT_MS = 30_000;
 export const MAX_BODY_BYTES = 1024 * 1024;
 /** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest `--timeout`, in whole seconds: what fits in a timer. */
+const MAX_TIMEOUT_S = Math.floor(MAX_TIMER_MS / 1000);
 /** The longest `Retry-After` wait we honour before one more discovery request. */
 const MAX_RETRY_AFTER_MS = 10_000;
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
@@ -94,6 +96,9 @@ const ENV_VARS = {
   userClaim: "OAUTH_USER_CLAIM",
   provider: "OAUTH_PROVIDER",
   tenant: "OAUTH_TENANT",
+  config: "OAUTH_LOGIN_CONFIG",
+  profile: "OAUTH_PROFILE",
+  clientAuth: "OAUTH_CLIENT_AUTH",
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
 } as const;
@@ -123,10 +128,10 @@ const SECRET_FIELDS = new Set([
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
 export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
-export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "fetch";
+export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
 export type OutputFormat = "text" | "json" | "exec-credential" | "headers";
 export type Flow = "auto" | "browser" | "device";
-export type ValueSource = "flag" | "environment" | ".env" | "default";
+export type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
 export interface Config {
@@ -181,6 +186,10 @@ export interface Config {
   tenant?: string;
   /** Why the preset is in force, for `doctor`: "from flag", "inferred from the issuer host …". */
   providerReason?: string;
+  /** The profile in use (`--profile`, `OAUTH_PROFILE`, `default_profile` or `--save-profile`): part of the cache key. */
+  profile?: string;
+  /** OpenID's `login_hint` (`--login-hint`), also among `params`. */
+  loginHint?: string;
   /** DPoP (RFC 9449): sender-constrained tokens, from `--dpop` or `OAUTH_DPOP=1`. */
   dpop?: boolean;
   /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
@@ -209,8 +218,12 @@ export interface ResourceRequest {
 /** The token cache: one file per entry in a directory only the owner can read. */
 export interface Storage {
   readonly dir: string;
-  /** The entry's text, or undefined when there is none; refuses a file other users can read. */
-  read(name: string): Promise<string | undefined>;
+  /**
+   * The entry's text, or undefined when there is none. Refuses (a "config" `LoginError`) a file other
+   * users can read, unless `allowShared` is set; even then it refuses one that others could have
+   * changed or that is not ours.
+   */
+  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
   /** Replaces the entry atomically (temporary file, then rename), owner-only. */
   write(name: string, text: string): Promise<void>;
   remove(name: string): Promise<void>;
@@ -278,6 +291,8 @@ export interface TokenSet {
   authMethod: ClientAuthMethod;
   /** The issuer's metadata, so refresh and logout need no discovery round trip. */
   metadata: Record<string, unknown>;
+  /** The profile the entry belongs to (part of its key), when one was in use. */
+  profile?: string;
   /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
   dpopKey?: JsonWebKey;
   dpopNonces?: Record<string, string>;
@@ -531,51 +546,137 @@ export function chooseClientAuth(
   return "client_secret_basic";
 }
 
-/** The argv that opens `url` in a browser on this platform: never a shell string. */
-export function openerCommand(
-  url: string,
-  platform: { os: string; env: (name: string) => string | undefined; wsl?: boolean },
-): string[] {
-  const browser = platform.env("BROWSER")?.trim();
-  if (browser) {
-    const argv = browser.split(/\s+/);
-    return argv.some((a) => a.includes("%s")) ? argv.map((a) => a.replaceAll("%s", url)) : [...argv, url];
-  }
-  switch (platform.os) {
-    case "darwin":
-      return ["open", url];
-    case "windows":
-      return ["rundll32", "url.dll,FileProtocolHandler", url];
-    default:
-      return platform.wsl ? ["wslview", url] : ["xdg-open", url];
-  }
+/** How a browser is opened here: the one decision that `doctor`, the flow choice and the opener share. */
+export interface BrowserOpener {
+  /** Whether a browser can be opened on this machine; `reason` says why (not). */
+  ok: boolean;
+  reason: string;
+  /** The program that would run (what `doctor` announces); absent when none can. */
+  opener?: string;
+  /**
+   * The commands to try, in order, until one starts: argv, never a shell string; an argument "%s"
+   * stands for the URL (see `openerArgv`). At least one, even when `ok` is false.
+   */
+  commands: string[][];
 }
 
-/** Whether a browser can be opened on this machine, and why not. */
+/**
+ * Decides how to open a browser on this platform (the single place that does): `$BROWSER` when set
+ * (see `browserCommands`), else `open` on macOS (not over SSH), `rundll32` on Windows, `wslview`
+ * under WSL where it is installed, else `xdg-open` where there is a display. Pure: the environment
+ * and the PATH lookup (`which`, which also answers for a path) are given.
+ */
 export function browserAvailability(
   platform: { os: string; env: (name: string) => string | undefined; which: (command: string) => boolean },
-): { ok: boolean; reason: string; opener?: string } {
-  const { env } = platform;
-  if (env("BROWSER")?.trim()) {
-    return { ok: true, reason: "$BROWSER is set", opener: env("BROWSER")!.trim().split(/\s+/)[0] };
+): BrowserOpener {
+  const { env, which } = platform;
+  const browser = env("BROWSER")?.trim();
+  const commands = browser ? browserCommands(browser, platform) : [];
+  if (commands.length > 0) {
+    // The first command whose program is there goes first; the others are still tried after it.
+    const found = commands.filter((command) => which(command[0]));
+    const ordered = [...found, ...commands.filter((command) => !found.includes(command))];
+    const reason = found.length > 0 ? "$BROWSER is set" : "$BROWSER is set, but none of its programs was found";
+    return { ok: true, reason, opener: ordered[0][0], commands: ordered };
   }
   const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
-  if (platform.os === "windows") return { ok: true, reason: "Windows", opener: "rundll32" };
-  if (platform.os === "darwin") {
-    return ssh ? { ok: false, reason: "this is an SSH session" } : { ok: true, reason: "macOS", opener: "open" };
+  if (platform.os === "windows") {
+    return {
+      ok: true,
+      reason: "Windows",
+      opener: "rundll32",
+      commands: [["rundll32", "url.dll,FileProtocolHandler", "%s"]],
+    };
   }
-  const wsl = !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
-  if (wsl && platform.which("wslview")) return { ok: true, reason: "WSL with wslview", opener: "wslview" };
+  if (platform.os === "darwin") {
+    const commands = [["open", "%s"]];
+    return ssh
+      ? { ok: false, reason: "this is an SSH session", commands }
+      : { ok: true, reason: "macOS", opener: "open", commands };
+  }
+  const wsl = platform.os === "linux" && !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
+  if (wsl && which("wslview")) {
+    return { ok: true, reason: "WSL with wslview", opener: "wslview", commands: [["wslview", "%s"]] };
+  }
+  const xdg = [["xdg-open", "%s"]];
+  const without = wsl ? "this is WSL without wslview (from wslu), and " : "";
   if (!env("DISPLAY") && !env("WAYLAND_DISPLAY")) {
     return {
       ok: false,
       reason: ssh
-        ? "this is an SSH session without a forwarded display"
-        : "there is no display (DISPLAY and WAYLAND_DISPLAY are unset)",
+        ? `${without}this is an SSH session without a forwarded display`
+        : `${without}there is no display (DISPLAY and WAYLAND_DISPLAY are unset)`,
+      commands: xdg,
     };
   }
-  if (!platform.which("xdg-open")) return { ok: false, reason: "xdg-open is not installed" };
-  return { ok: true, reason: "a display and xdg-open are available", opener: "xdg-open" };
+  if (!which("xdg-open")) return { ok: false, reason: `${without}xdg-open is not installed`, commands: xdg };
+  const reason = wsl ? "WSL without wslview, with a display and xdg-open" : "a display and xdg-open are available";
+  return { ok: true, reason, opener: "xdg-open", commands: xdg };
+}
+
+/**
+ * The commands a `$BROWSER` value names, as argv with "%s" for the URL. The value is a list of
+ * alternatives separated by ":" (";" on Windows), unless the whole value is the path of a program
+ * that exists (so a path may hold spaces). Each alternative is a program's path that exists (spaces
+ * and all), or else a command line split on spaces, where "double" or 'single' quotes keep spaces
+ * together. An argument holding "%s" gets the URL there (the xdg convention); otherwise the URL is
+ * the last argument. Nothing goes through a shell.
+ */
+function browserCommands(
+  value: string,
+  platform: { os: string; which: (command: string) => boolean },
+): string[][] {
+  const isPath = (text: string) => text.includes("/") || (platform.os === "windows" && text.includes("\\"));
+  const program = (text: string) => isPath(text) && platform.which(text);
+  const entries = program(value) ? [value] : value.split(platform.os === "windows" ? ";" : ":");
+  const commands: string[][] = [];
+  for (const entry of entries.map((text) => text.trim())) {
+    const argv = program(entry) ? [entry] : splitWords(entry);
+    if (argv.length === 0) continue;
+    commands.push(argv.slice(1).some((arg) => arg.includes("%s")) ? argv : [...argv, "%s"]);
+  }
+  return commands;
+}
+
+/** Splits a command line on white space; "double" or 'single' quotes keep spaces in a word. No escapes. */
+function splitWords(text: string): string[] {
+  const words: string[] = [];
+  let word: string | undefined;
+  let quote: string | undefined;
+  for (const char of text) {
+    if (quote) {
+      if (char === quote) quote = undefined;
+      else word += char;
+    } else if (char === '"' || char === "'") {
+      quote = char;
+      word ??= "";
+    } else if (/\s/.test(char)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else word = (word ?? "") + char;
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
+/** One opener command with the URL in place of "%s" in its arguments (the program is left as it is). */
+function openerArgv(command: string[], url: string): string[] {
+  return [command[0], ...command.slice(1).map((arg) => arg.replaceAll("%s", url))];
+}
+
+/** The argv `browserAvailability` would run first to open `url` (`wsl` says WSL without its variables). */
+export function openerCommand(
+  url: string,
+  platform: {
+    os: string;
+    env: (name: string) => string | undefined;
+    wsl?: boolean;
+    which?: (command: string) => boolean;
+  },
+): string[] {
+  const env = (name: string) => name === "WSL_DISTRO_NAME" && platform.wsl ? "WSL" : platform.env(name);
+  const { commands } = browserAvailability({ os: platform.os, env, which: platform.which ?? (() => true) });
+  return openerArgv(commands[0], url);
 }
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
@@ -682,6 +783,9 @@ const FLAGS = {
   "user-claim": { type: "string" },
   provider: { type: "string" },
   tenant: { type: "string" },
+  profile: { type: "string" },
+  "save-profile": { type: "string" },
+  "login-hint": { type: "string" },
   dpop: { type: "boolean" },
   "client-key": { type: "string" },
   "assertion-audience": { type: "string" },
@@ -718,6 +822,7 @@ const COMMANDS: Record<string, Command> = {
   status: "whoami",
   logout: "logout",
   doctor: "doctor",
+  profiles: "profiles",
   fetch: "fetch",
 };
 
@@ -748,20 +853,22 @@ const COMMON_FLAGS: Flag[] = [
   "user-claim",
   "provider",
   "tenant",
+  "profile",
   "dpop",
   "client-key",
   "assertion-audience",
   "resource",
   "audience",
 ];
-const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow"];
+const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint"];
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
-  login: LOGIN_FLAGS,
+  login: [...LOGIN_FLAGS, "save-profile"],
   token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url"],
-  whoami: [],
+  whoami: ["all"],
   logout: ["all"],
   doctor: ["redirect-uri", "port", "flow", "no-browser"],
+  profiles: [],
   fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
 };
 
@@ -1053,20 +1160,22 @@ function checkManualEndpoint(value: string, flag: string): string {
   return url.href;
 }
 
-/** Flags win over the environment, the environment over `.env`. Pure. */
+/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
 export function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
+  profile?: Profile,
   options: { presetBase?: string } = {},
 ): Config {
-  const { flags } = cli;
   const sources: Record<string, ValueSource> = {};
+  const flags = withProfile(cli.flags, profile, sources);
   const pick = (key: string, flag: string | undefined, variable: string): string | undefined => {
     const candidates: [string | undefined, ValueSource][] = [
       [flag, "flag"],
       [env(variable), "environment"],
       [dotenv[variable], ".env"],
+      [profileValue(profile, key), "profile"],
     ];
     for (const [value, source] of candidates) {
       if (value !== undefined && value !== "") {
@@ -1134,11 +1243,11 @@ export function resolveConfig(
     });
   }
 
-  const needsClient = !(cli.command === "logout" && flags.all);
+  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
   if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
     throw new LoginError("config", "No issuer is configured", {
       hint:
-        `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env); for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
+        `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env), or choose a profile with --profile NAME; for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
     });
   }
   scope ??= preset?.scope;
@@ -1171,24 +1280,28 @@ export function resolveConfig(
     const base = new URL(redirectUri ?? `http://127.0.0.1${CALLBACK_PATH}`);
     // Written out, not `base.href`: `URL` drops an explicit `:80`, which would then mean "any port".
     redirectUri = `http://${base.hostname}:${port}${base.pathname}`;
-    sources.redirectUri = "flag";
+    sources.redirectUri = sources.port ?? "flag";
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
 
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
-    timeoutMs = Math.round(Number(flags.timeout) * 1000);
-    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) {
+    // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
+    const timeout = Number(flags.timeout);
+    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeout > 0) || timeout > MAX_TIMEOUT_S) {
       throw new LoginError(
         "usage",
-        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds from 0 to 2147483`,
+        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds above 0 and at most ${MAX_TIMEOUT_S}`,
+        { hint: "give the seconds to wait for the browser, e.g. --timeout 600" },
       );
     }
+    timeoutMs = Math.max(1, Math.round(timeout * 1000));
   }
-  const clientAuth = flags["client-auth"];
+  const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
+    const methods = CLIENT_AUTH_METHODS.join(", ");
     throw new LoginError("usage", `The client authentication "${sanitize(clientAuth)}" is not supported`, {
-      hint: `use one of ${CLIENT_AUTH_METHODS.join(", ")}`,
+      hint: sources.clientAuth === "flag" ? `use one of ${methods}` : `set ${ENV_VARS.clientAuth} to one of ${methods}`,
     });
   }
   if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
@@ -1200,7 +1313,11 @@ export function resolveConfig(
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
     if (!/^\d+(\.\d+)?$/.test(flags["min-ttl"])) {
-      throw new LoginError("usage", `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds`);
+      throw new LoginError(
+        "usage",
+        `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds, 0 or more`,
+        { hint: "give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)" },
+      );
     }
   }
   const format = flags.format ?? (flags.json ? "json" : "text");
@@ -1231,6 +1348,8 @@ export function resolveConfig(
   }
   // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
+  const loginHint = flags["login-hint"];
+  if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
@@ -1261,6 +1380,8 @@ export function resolveConfig(
     provider,
     tenant,
     providerReason,
+    ...(profile ? { profile: profile.name } : {}),
+    ...(loginHint ? { loginHint } : {}),
     ...modern,
   };
 }
@@ -1350,6 +1471,441 @@ function resolveModernConfig(
   };
 }
 
+// ── Core: profiles ──────────────────────────────────────────────────────────────────────────────
+
+/**
+ * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
+ * file is wrong. Loaded only when a profile is used, so runs without one never pay for it.
+ */
+async function toml(): Promise<typeof import("npm:smol-toml@1.9.1")> {
+  return await import("npm:smol-toml@1.9.1");
+}
+
+/** Flags that belong to one run rather than to a login: a profile neither sets nor saves them. */
+const RUN_FLAGS = new Set<string>([
+  "help",
+  "version",
+  "json",
+  "verbose",
+  "quiet",
+  "env-file",
+  "all",
+  "format",
+  "interactive",
+  "profile",
+  "save-profile",
+  "client-secret",
+]);
+/** Flags whose profile value is written as a TOML integer. */
+const NUMERIC_FLAGS = new Set<string>(["port", "timeout", "min-ttl"]);
+/** What a profile may be called: a TOML bare key, so the file stays plain. */
+const PROFILE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A profile read from the config file, as the flag values it stands for (`client_id` → `--client-id`). */
+export interface Profile {
+  name: string;
+  /** The config file ("" when there is none to read). */
+  path: string;
+  /** How it was chosen: `--profile`, `OAUTH_PROFILE`, `OAUTH_PROFILE in .env`, `default_profile` or `--save-profile`. */
+  chosenBy: string;
+  flags: FlagValues;
+}
+
+/** A profile's key for a flag: snake_case (`client-id` → `client_id`); the `--param`s are the `params` table. */
+function profileKey(flag: string): string {
+  return flag === "param" ? "params" : flag.replaceAll("-", "_");
+}
+
+function camelCase(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
+function profileValue(profile: Profile | undefined, key: string): string | undefined {
+  const value = profile?.flags[key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag];
+  return typeof value === "string" ? value : undefined;
+}
+
+/**
+ * The flags with the profile's values beneath them. Settings that have a variable are left to `pick`
+ * (flag > environment > `.env` > profile); a `--param` replaces the profile's parameter of the same name.
+ */
+function withProfile(
+  flags: FlagValues,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): FlagValues {
+  if (!profile) return flags;
+  const merged: Record<string, unknown> = { ...flags };
+  for (const [flag, value] of Object.entries(profile.flags)) {
+    const key = camelCase(flag);
+    if (Object.hasOwn(ENV_VARS, key)) continue;
+    if (flag === "param") {
+      const own = new Set((flags.param ?? []).map((p) => p.split("=")[0]));
+      const inherited = (value as string[]).filter((p) => !own.has(p.split("=")[0]));
+      if (inherited.length > 0) sources.params = "profile";
+      merged.param = [...inherited, ...(flags.param ?? [])];
+    } else if (merged[flag] === undefined) {
+      merged[flag] = value;
+      sources[key] = "profile";
+    }
+  }
+  return merged as FlagValues;
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+/**
+ * Reads one profile's table as flag values. A client secret (or anything named like a secret) is a
+ * configuration error; an unknown key is a warning. Pure, apart from `warn`.
+ */
+export function profileFlags(
+  table: Record<string, unknown>,
+  where: { name: string; path: string },
+  warn: (text: string) => void,
+): FlagValues {
+  const byKey = new Map(Object.keys(FLAGS).filter((f) => !RUN_FLAGS.has(f)).map((f) => [profileKey(f), f as Flag]));
+  const flags: Record<string, unknown> = {};
+  const path = sanitize(where.path);
+  for (const [key, value] of Object.entries(table)) {
+    const setting = `"${sanitize(key)}" in the profile "${sanitize(where.name)}" of ${path}`;
+    const flag = byKey.get(key);
+    if (!flag && /secret|password/i.test(key)) {
+      throw new LoginError("config", `The config file holds a secret: ${setting}`, {
+        hint:
+          `remove it from the file and set ${ENV_VARS.clientSecret} in the environment or in .env; secrets never go in the config file`,
+      });
+    }
+    if (!flag) {
+      warn(`warning: Unknown setting ${setting}; it is ignored\n`);
+      continue;
+    }
+    const spec = FLAGS[flag] as { type: string; multiple?: boolean };
+    const scalar = (v: unknown) =>
+      typeof v === "string" ? v : typeof v === "number" || typeof v === "bigint" ? String(v) : undefined;
+    if (flag === "param") {
+      const entries = isTable(value)
+        ? Object.entries(value).map(([k, v]) => scalar(v) === undefined ? undefined : `${k}=${scalar(v)}`)
+        : Array.isArray(value)
+        ? value.map(scalar)
+        : [undefined];
+      if (entries.some((e) => e === undefined)) {
+        throw new LoginError("config", `The setting ${setting} is not a table of strings`, {
+          hint: 'write it as params = { audience = "https://api.example.com" }',
+        });
+      }
+      flags.param = entries;
+    } else if (spec.type === "boolean") {
+      if (typeof value !== "boolean") {
+        throw new LoginError("config", `The setting ${setting} is not true or false`);
+      }
+      flags[flag] = value;
+    } else if (spec.multiple) {
+      if (!Array.isArray(value) || value.some((v) => scalar(v) === undefined)) {
+        throw new LoginError("config", `The setting ${setting} is not a list of strings`);
+      }
+      flags[flag] = value.map(scalar);
+    } else {
+      if (scalar(value) === undefined) throw new LoginError("config", `The setting ${setting} is not a string`);
+      flags[flag] = scalar(value);
+    }
+  }
+  return flags as FlagValues;
+}
+
+/**
+ * The settings a login ran with, as a profile's table: each flag's value, else (for settings that
+ * have a variable) the environment's or `.env`'s, else the profile's. Never a secret. Pure.
+ */
+export function profileSettings(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile?: Profile,
+): Record<string, unknown> {
+  const table: Record<string, unknown> = {};
+  const merged = withProfile(flags, profile, {}) as Record<string, unknown>;
+  for (const flag of Object.keys(FLAGS)) {
+    if (RUN_FLAGS.has(flag)) continue;
+    const variable = (ENV_VARS as Record<string, string>)[camelCase(flag)];
+    let value = merged[flag];
+    if (variable) value = flags[flag as Flag] || env(variable) || dotenv[variable] || profile?.flags[flag as Flag];
+    if (value === undefined || value === "" || value === false) continue;
+    if (flag === "param") {
+      const params: Record<string, string> = {};
+      for (const param of value as string[]) {
+        const [key, ...rest] = param.split("=");
+        if (!/secret|password|assertion/i.test(key)) params[key] = rest.join("=");
+      }
+      if (Object.keys(params).length > 0) table.params = params;
+    } else if (NUMERIC_FLAGS.has(flag) && String(Number(value)) === value) table[profileKey(flag)] = Number(value);
+    else table[profileKey(flag)] = value;
+  }
+  return table;
+}
+
+/** `$OAUTH_LOGIN_CONFIG`, else `config.toml` in `$XDG_CONFIG_HOME/oauth-login`, else in the platform's config directory. */
+export function configPath(env: (name: string) => string | undefined, os: string): string | undefined {
+  const explicit = env(ENV_VARS.config);
+  if (explicit) return explicit;
+  const xdg = env("XDG_CONFIG_HOME");
+  if (xdg) return `${xdg}/oauth-login/config.toml`;
+  if (os === "windows") {
+    const appData = env("APPDATA");
+    return appData ? `${appData}\\oauth-login\\config.toml` : undefined;
+  }
+  const home = env("HOME");
+  if (!home) return undefined;
+  return os === "darwin"
+    ? `${home}/Library/Application Support/oauth-login/config.toml`
+    : `${home}/.config/oauth-login/config.toml`;
+}
+
+/** The config file, parsed. */
+interface ConfigFile {
+  path: string;
+  text: string;
+  data: Record<string, unknown>;
+}
+
+/** Parses the config file's text; a syntax error names its line. */
+async function parseConfig(text: string, path: string): Promise<Record<string, unknown>> {
+  const { parse, TomlError } = await toml();
+  try {
+    return parse(text);
+  } catch (error) {
+    if (!(error instanceof TomlError)) throw error;
+    const reason = error.message.split("\n")[0].replace(/^Invalid TOML document: /, "");
+    throw new LoginError(
+      "config",
+      `The config file "${sanitize(path)}" is not valid TOML: line ${error.line}: ${sanitize(reason)}`,
+      { hint: "fix that line; runs that use no profile do not read the file" },
+    );
+  }
+}
+
+/** Reads and parses the config file; undefined when there is none. */
+async function readConfigFile(path: string): Promise<ConfigFile | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw new LoginError(
+      "config",
+      `Cannot read the config file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
+    );
+  }
+  return { path, text, data: await parseConfig(text, path) };
+}
+
+/** The profiles a config file holds: its top-level tables, in the file's order. */
+function profileNames(data: Record<string, unknown> | undefined): string[] {
+  return Object.entries(data ?? {}).filter(([, value]) => isTable(value)).map(([name]) => name);
+}
+
+/** Which profile the run names, and how: `--profile`, else `OAUTH_PROFILE` in the environment, then in `.env`. */
+function namedProfile(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string> | undefined,
+): { name: string; by: string } | undefined {
+  if (flags.profile) return { name: flags.profile, by: "--profile" };
+  const variable = env(ENV_VARS.profile);
+  if (variable) return { name: variable, by: ENV_VARS.profile };
+  const fromFile = dotenv?.[ENV_VARS.profile];
+  if (fromFile) return { name: fromFile, by: `${ENV_VARS.profile} in .env` };
+  return undefined;
+}
+
+/**
+ * The profile this run uses. The config file is read only when one is named (`--profile`,
+ * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer (then its
+ * `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
+ * An unknown name is a usage error listing the known ones.
+ */
+export async function selectProfile(
+  cli: Cli,
+  dotenv: Record<string, string> | undefined,
+  deps: Pick<Deps, "env" | "os" | "stderr">,
+): Promise<Profile | undefined> {
+  const { flags } = cli;
+  const saving = flags["save-profile"];
+  let chosen = namedProfile(flags, deps.env, dotenv);
+  if (!chosen && saving === undefined) {
+    if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
+    if (flags.issuer || deps.env(ENV_VARS.issuer) || dotenv?.[ENV_VARS.issuer]) return undefined;
+  }
+  for (const name of [chosen?.name, saving]) {
+    if (name !== undefined && (!PROFILE_NAME.test(name) || name === "default_profile")) {
+      throw new LoginError("usage", `The profile name "${sanitize(name)}" is not allowed`, {
+        hint: "use letters, digits, - and _ (at most 64), other than default_profile",
+      });
+    }
+  }
+  const path = configPath(deps.env, deps.os);
+  if (!path) {
+    if (!chosen && saving === undefined) return undefined;
+    throw new LoginError("config", "Cannot find a directory for the config file", {
+      hint: `set ${ENV_VARS.config} to a file, or set HOME`,
+    });
+  }
+  const file = await readConfigFile(path);
+  if (!chosen && saving === undefined) {
+    const name = file?.data.default_profile;
+    if (name === undefined) return undefined;
+    if (typeof name !== "string") {
+      throw new LoginError("config", `The "default_profile" in "${sanitize(path)}" is not a string`);
+    }
+    chosen = { name, by: "default_profile" };
+  }
+  if (!chosen) return { name: saving!, path, chosenBy: "--save-profile", flags: {} };
+  const table = file?.data[chosen.name];
+  if (!isTable(table)) {
+    const known = profileNames(file?.data);
+    throw new LoginError(
+      chosen.by === "default_profile" ? "config" : "usage",
+      `The profile "${sanitize(chosen.name)}" (from ${chosen.by}) is not in "${sanitize(path)}"`,
+      {
+        hint: known.length > 0
+          ? `known profiles: ${known.map((n) => sanitize(n)).join(", ")}`
+          : 'there are no profiles yet: save one with "oauth-login login --issuer URL --client-id ID --save-profile NAME"',
+      },
+    );
+  }
+  return {
+    name: saving ?? chosen.name,
+    path,
+    chosenBy: chosen.by,
+    flags: profileFlags(table, { name: chosen.name, path }, deps.stderr),
+  };
+}
+
+/** The first segment of a table header's name (`[work.params]` → `work`), or undefined for other lines. */
+function headerProfile(line: string): string | undefined {
+  const match = line.match(/^\s*\[\[?\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)/);
+  if (!match) return undefined;
+  const name = match[1];
+  if (name.startsWith("'")) return name.slice(1, -1);
+  if (name.startsWith('"')) {
+    try {
+      return JSON.parse(name);
+    } catch {
+      return name;
+    }
+  }
+  return name;
+}
+
+/**
+ * The config file's text with one profile's table (and its sub-tables) replaced by `table`, or
+ * appended when the file has none: every other line, comments included, stays as it was. TOML
+ * libraries do not keep comments, so this edits text; comment lines inside the replaced table go
+ * with it, and those just above the next table stay with that table. Pure.
+ */
+export function replaceProfileText(text: string, name: string, table: string): string {
+  const lines = text === "" ? [] : text.replace(/\r?\n$/, "").split(/\r?\n/);
+  const newline = /\r\n/.test(text) ? "\r\n" : "\n";
+  const out: string[] = [];
+  let inside = false;
+  let placed = false;
+  let held: string[] = []; // the blank and comment lines since the table's last key
+  for (const line of lines) {
+    const header = /^\s*\[/.test(line) ? headerProfile(line) : undefined;
+    if (header !== undefined) {
+      if (header === name) {
+        if (!placed) out.push(...table.replace(/\n+$/, "").split("\n"));
+        placed = true;
+        inside = true;
+        held = [];
+        continue;
+      }
+      // The comment lines right above the next table's header (no blank line between) are that table's.
+      if (inside) out.push("", ...held.slice(held.findLastIndex((l) => l.trim() === "") + 1));
+      inside = false;
+    }
+    if (!inside) {
+      out.push(line);
+      continue;
+    }
+    if (line.trim() === "" || line.trim().startsWith("#")) held.push(line);
+    else held = [];
+  }
+  if (!placed) {
+    while (out.length > 0 && out[out.length - 1].trim() === "") out.pop();
+    if (out.length > 0) out.push("");
+    out.push(...table.replace(/\n+$/, "").split("\n"));
+  }
+  return `${out.join(newline)}${newline}`;
+}
+
+/** Replaces a file atomically: a temporary file beside it, owner-only (0600), synced, then renamed. */
+async function writePrivateFile(path: string, text: string): Promise<void> {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  if (cut > 0) await Deno.mkdir(path.slice(0, cut), { recursive: true, mode: 0o700 });
+  const temporary = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
+  try {
+    const bytes = new TextEncoder().encode(text);
+    for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  try {
+    await Deno.rename(temporary, path);
+  } catch (error) {
+    await Deno.remove(temporary).catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * `login --save-profile NAME`: writes the settings the login ran with as the profile's table, keeping
+ * the rest of the file; checks by parsing the result that it reads back as written before replacing
+ * the file (atomically, owner-only; a symlinked file is written where it points).
+ */
+export async function saveProfile(path: string, name: string, settings: Record<string, unknown>): Promise<void> {
+  const { stringify } = await toml();
+  const target = await Deno.realPath(path).catch(() => path);
+  const before = await readConfigFile(target);
+  const text = replaceProfileText(before?.text ?? "", name, stringify({ [name]: settings }));
+  const after = await parseConfig(text, path);
+  // Compared with keys sorted: the file's order need not be the order the settings were gathered in.
+  const canonical = (v: unknown): unknown =>
+    isTable(v)
+      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])]))
+      : Array.isArray(v)
+      ? v.map(canonical)
+      : typeof v === "bigint"
+      ? Number(v)
+      : v;
+  const same = (a: unknown, b: unknown) => JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+  const kept = Object.keys(before?.data ?? {}).every((key) => key === name || same(before!.data[key], after[key]));
+  if (!same(after[name], settings) || !kept || Object.keys(after).some((k) => k !== name && !(k in before!.data))) {
+    throw new LoginError(
+      "failure",
+      `Cannot save the profile "${name}": the edited "${sanitize(path)}" would not read back as written`,
+      {
+        hint: `the file was left as it was; add the [${name}] table by hand (see "oauth-login profiles --help")`,
+      },
+    );
+  }
+  try {
+    await writePrivateFile(target, text);
+  } catch (error) {
+    throw new LoginError(
+      "failure",
+      `Cannot save the profile "${name}" to "${sanitize(path)}": ${sanitize((error as Error).message)}`,
+      {
+        hint: `check that you can write to that directory, or set ${ENV_VARS.config} to another file`,
+      },
+    );
+  }
+}
+
 // ── Core: the token cache ───────────────────────────────────────────────────────────────────────
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
@@ -1368,14 +1924,18 @@ export function cacheDir(env: (name: string) => string | undefined, os: string):
 }
 
 /**
- * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope and
- * resource. It only names files (each entry also records its issuer and client, checked on read), so
- * a fast synchronous hash serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
+ * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
+ * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
+ * keep two entries; without a profile the key is what it always was). It only names files (each
+ * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
+ * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
  */
-export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string {
+export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
-  const material = JSON.stringify([config.issuer, config.clientId, scope, resource.sort()]);
+  const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
+  if (config.profile !== undefined) parts.push({ profile: config.profile });
+  const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
     const c = material.charCodeAt(i);
@@ -1415,7 +1975,7 @@ export function parseTokenSet(text: string): TokenSet | undefined {
   }
   if (!value || typeof value !== "object" || Array.isArray(value) || value.version !== CACHE_VERSION) return undefined;
   const required = ["issuer", "clientId", "requestedScope", "accessToken", "tokenType", "authMethod"];
-  const optional = ["refreshToken", "idToken", "scope", "user", "subject"];
+  const optional = ["refreshToken", "idToken", "scope", "user", "subject", "profile"];
   if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
   if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
   if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
@@ -1436,7 +1996,7 @@ export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
 export function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope"> & Partial<Pick<Config, "resources">>,
+  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -1464,6 +2024,7 @@ export function toTokenSet(
     subject: context.subject ?? previous?.subject,
     authMethod: context.authMethod,
     metadata: context.metadata,
+    ...(config.profile !== undefined ? { profile: config.profile } : {}),
     ...(config.resources?.length
       ? { resources: config.resources, resource: previous?.resource ?? config.resources[0] }
       : {}),
@@ -2180,6 +2741,20 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
 }
 
+/**
+ * The client authentication for refreshing a cached entry: the one configured (`--client-auth`,
+ * `OAUTH_CLIENT_AUTH`), else the one the entry was stored with, so that the client authenticates as
+ * it did at login (RFC 6749 §6), unless a client secret has since been added or removed (then the
+ * metadata decides, as at login). Pure.
+ */
+function refreshClientAuth(
+  entry: Pick<TokenSet, "authMethod">,
+  config: Pick<Config, "clientSecret" | "clientAuth">,
+): ClientAuthMethod | undefined {
+  if (config.clientAuth) return config.clientAuth;
+  return (entry.authMethod === "none") === !config.clientSecret ? entry.authMethod : undefined;
+}
+
 /** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
 async function refreshTokenSet(
   entry: TokenSet,
@@ -2190,7 +2765,20 @@ async function refreshTokenSet(
   resource = entry.resource,
 ): Promise<TokenSet> {
   const oauth = await lib();
-  const issuer = await issuerFor(entry.metadata as unknown as Oauth.AuthorizationServer, config, deps, trace, false);
+  const issuer = await issuerFor(
+    entry.metadata as unknown as Oauth.AuthorizationServer,
+    {
+      clientId: config.clientId,
+      clientSecret: config.clientSecret,
+      clientAuth: refreshClientAuth(entry, config),
+      provider: config.provider,
+      clientKey: config.clientKey,
+      assertionAudience: config.assertionAudience,
+    },
+    deps,
+    trace,
+    false,
+  );
   if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
   const { as, client, auth, http } = issuer;
   const tokens = await step("refresh the access token", () =>
@@ -2203,7 +2791,10 @@ async function refreshTokenSet(
     }));
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   if (claims && entry.subject && claims.sub !== entry.subject) {
-    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user");
+    // OpenID Connect Core §12.2: a refreshed ID token must name the same sub; oauth4webapi cannot know the old one.
+    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user", {
+      hint: 'the cached tokens were kept unused; run "oauth-login login" to sign in again',
+    });
   }
   return toTokenSet(
     config,
@@ -2534,12 +3125,29 @@ export function callbackHandler(options: CallbackOptions): (request: Request) =>
 
 // ── Edges: the browser ──────────────────────────────────────────────────────────────────────────
 
-/** The real opener: spawns the platform's opener with argv (never a shell) and a time limit. */
+/**
+ * The real opener: runs what `browserAvailability` decides, with argv (never a shell) and a time
+ * limit, trying each command in turn until one starts (one not found, or that exits with an error,
+ * passes to the next). Throws the last failure when none starts.
+ */
 export async function openWithSystemBrowser(url: string): Promise<void> {
   const protocol = parseUrl(url)?.protocol;
   if (protocol !== "https:" && protocol !== "http:") throw new Error("only http(s) addresses are opened");
-  const wsl = Deno.build.os === "linux" && !!(Deno.env.get("WSL_DISTRO_NAME") || Deno.env.get("WSL_INTEROP"));
-  const [program, ...args] = openerCommand(url, { os: Deno.build.os, env: (n) => Deno.env.get(n), wsl });
+  const env = (name: string) => Deno.env.get(name);
+  const { commands } = browserAvailability({ os: Deno.build.os, env, which: (command) => onPath(command, env) });
+  let failure: unknown;
+  for (const command of commands) {
+    try {
+      return await runOpener(openerArgv(command, url));
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
+}
+
+/** Runs one opener; resolves once it exits with success or is still running after the limit. */
+async function runOpener([program, ...args]: string[]): Promise<void> {
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
@@ -2592,13 +3200,20 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
     dir,
     // Synchronous: one small file, read on every `token`, where the async machinery costs more.
     // deno-lint-ignore require-await
-    async read(name) {
+    async read(name, options) {
       try {
         const info = Deno.statSync(path(name));
         if (info.mode !== null && (info.mode & 0o077) !== 0) {
-          throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, {
-            hint: `make it private with: chmod 600 "${path(name)}"`,
-          });
+          const hint = `make it private with: chmod 600 "${path(name)}"`;
+          if (!options?.allowShared) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
+          }
+          // Ours: owned by the owner of the cache directory (Deno.uid() would need --allow-sys).
+          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.statSync(dir).uid)) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
+              hint,
+            });
+          }
         }
         return Deno.readTextFileSync(path(name));
       } catch (error) {
@@ -3568,7 +4183,10 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
-  if (!entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId) {
+  if (
+    !entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId ||
+    (entry.profile ?? "") !== (config.profile ?? "")
+  ) {
     deps.stderr(
       `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login\n`,
     );
@@ -3734,6 +4352,7 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
+  if (config.all) return await whoamiAll(config, deps);
   const { entry } = await findEntry(config, deps);
   if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
@@ -3774,6 +4393,139 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   );
 }
 
+/** Columns padded to their widest cell, two spaces apart. */
+function columns(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return rows.map((row) => row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i])).join("  "))
+    .join("\n") + "\n";
+}
+
+/** A cache entry's state: for the table of `profiles` and `whoami --all`, and their JSON. */
+function entryState(entry: TokenSet | undefined, now: number): { state: string; text: string } {
+  if (!entry) return { state: "logged_out", text: "not logged in" };
+  if (entry.expiresAt === undefined) return { state: "valid", text: "valid, no stated expiry" };
+  if (isFresh(entry, now, 0)) return { state: "valid", text: `valid, expires ${relativeTime(entry.expiresAt, now)}` };
+  return entry.refreshToken
+    ? { state: "refreshable", text: "expired, refreshed when next used" }
+    : { state: "expired", text: "expired, sign in again" };
+}
+
+/** `whoami --all`: every cached login, with its profile, issuer, client, user and token state; exit 4 when none. */
+async function whoamiAll(config: Config, deps: Deps): Promise<void> {
+  const now = deps.now();
+  const entries: TokenSet[] = [];
+  for (const name of (await deps.storage.list()).sort()) {
+    const text = await deps.storage.read(`${name}.json`);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (entry) entries.push(entry);
+    else if (text !== undefined) {
+      deps.stderr(`warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable; it is skipped\n`);
+    }
+  }
+  if (entries.length === 0) {
+    throw new LoginError("login_required", "Not logged in anywhere", { hint: 'run "oauth-login login"' });
+  }
+  if (config.json) {
+    deps.stdout(
+      JSON.stringify(entries.map((entry) => ({
+        profile: entry.profile ?? null,
+        issuer: entry.metadata.issuer ?? entry.issuer,
+        client_id: entry.clientId,
+        user: entry.user ?? null,
+        sub: entry.subject ?? null,
+        scope: entry.scope ?? null,
+        expires_at: isoExpiry(entry),
+        state: entryState(entry, now).state,
+      }))) + "\n",
+    );
+    return;
+  }
+  deps.stdout(columns([
+    ["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN"],
+    ...entries.map((entry) => [
+      sanitize(entry.profile ?? "-"),
+      sanitize(entry.metadata.issuer ?? entry.issuer),
+      sanitize(entry.clientId),
+      sanitize(entry.user ?? entry.subject ?? "-"),
+      entryState(entry, now).text,
+    ]),
+  ]));
+}
+
+/**
+ * `profiles`: each profile in the config file with its issuer, who is logged in with it and the
+ * token's state, from the cache (no network). `*` marks the profile a command run here would use.
+ */
+export async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<void> {
+  const path = configPath(deps.env, deps.os);
+  const file = path ? await readConfigFile(path) : undefined;
+  const names = profileNames(file?.data);
+  const active = namedProfile(cli.flags, deps.env, dotenv)?.name ??
+    (typeof file?.data.default_profile === "string" ? file.data.default_profile : undefined);
+  const now = deps.now();
+  const rows = [];
+  for (const name of names) {
+    const flags = profileFlags(file!.data[name] as Record<string, unknown>, { name, path: path! }, deps.stderr);
+    const profile: Profile = { name, path: path!, chosenBy: "profiles", flags };
+    let row = {
+      name,
+      active: name === active,
+      issuer: flags.issuer ?? null,
+      client_id: flags["client-id"] ?? null,
+      user: null as string | null,
+      sub: null as string | null,
+      expires_at: null as string | null,
+      state: "logged_out",
+      text: "not logged in",
+    };
+    try {
+      const config = resolveConfig({ command: "whoami", named: true, flags: {} }, () => undefined, {}, profile);
+      const entry = await readEntry(config, deps, cacheKey(config));
+      const state = entryState(entry, now);
+      row = {
+        ...row,
+        issuer: displayIssuer(config.issuer),
+        user: entry?.user ?? null,
+        sub: entry?.subject ?? null,
+        expires_at: entry ? isoExpiry(entry) : null,
+        ...state,
+      };
+    } catch (error) {
+      if (!(error instanceof LoginError)) throw error;
+      row = { ...row, state: "invalid", text: `invalid: ${error.message}` };
+    }
+    rows.push(row);
+  }
+  if (cli.flags.json) {
+    deps.stdout(
+      JSON.stringify({
+        config_file: path ?? null,
+        active: active ?? null,
+        profiles: rows.map(({ text: _, ...row }) => row),
+      }) + "\n",
+    );
+    return;
+  }
+  if (rows.length === 0) {
+    deps.stderr(
+      `No profiles in ${
+        sanitize(path ?? "the config file")
+      }; save one with "oauth-login login --issuer URL --client-id ID --save-profile NAME"\n`,
+    );
+    return;
+  }
+  deps.stdout(columns([
+    ["", "PROFILE", "ISSUER", "USER", "TOKEN"],
+    ...rows.map((row) => [
+      row.active ? "*" : " ",
+      sanitize(row.name),
+      sanitize(row.issuer ?? "-"),
+      sanitize(row.user ?? row.sub ?? "-"),
+      sanitize(row.text),
+    ]),
+  ]));
+}
+
 /** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
 export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
@@ -3783,7 +4535,14 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   let named: unknown; // the issuer as the server's metadata names it, from the entry removed
   for (const name of names) {
     const text = await deps.storage.read(`${name}.json`).catch((error) => {
-      deps.stderr(`warning: ${(error as Error).message}; removing it\n`);
+      if (!(error instanceof LoginError && error.code === "config")) throw error;
+      // Others could read it: exactly the tokens to revoke. It is ours, so read it anyway.
+      return deps.storage.read(`${name}.json`, { allowShared: true }).then((text) => {
+        deps.stderr(`warning: ${error.message}, so its tokens are revoked before it is removed\n`);
+        return text;
+      });
+    }).catch((error) => {
+      deps.stderr(`warning: ${(error as Error).message}; removing it without revoking its tokens\n`);
       return "";
     });
     if (text === undefined) continue;
@@ -3868,8 +4627,15 @@ export async function doctor(
 
   let config: Config | undefined;
   let metadata: Oauth.AuthorizationServer | undefined;
+  let profile: Profile | undefined;
   try {
-    config = resolveConfig(cli, deps.env, dotenv, { presetBase: deps.presetBase });
+    profile = await selectProfile(cli, dotenv, deps);
+    if (profile) add("ok", "config", `profile: ${profile.name} (from ${profile.chosenBy}) in ${profile.path}`);
+  } catch (error) {
+    add("fail", "config", describe(error));
+  }
+  try {
+    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
   } catch (error) {
     add("fail", "config", describe(error));
   }
@@ -4089,6 +4855,7 @@ const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the envir
   --client-secret S     the client secret, for confidential clients       OAUTH_CLIENT_SECRET
                         (as a flag it is visible to other local users: prefer the variable)
   --client-auth METHOD  none, client_secret_basic or client_secret_post (default: from metadata)
+                        (or OAUTH_CLIENT_AUTH; refresh reuses the login's)
   --scope "A B"         scopes to ask for (default: openid profile [offline_access])  OAUTH_SCOPE
   --param KEY=VALUE     an extra parameter (resource, audience, login_hint, acr_values, ...); repeatable
   --env-file PATH       read settings from this file instead of ./.env
@@ -4109,6 +4876,8 @@ Providers, and servers without discovery:
                         endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
                         override discovery, and without --issuer none happens
   --user-claim NAME     the UserInfo member naming the user  OAUTH_USER_CLAIM
+  --profile NAME        use a profile of the config file (below flags, the
+                        environment and .env)                  OAUTH_PROFILE
 
 DPoP, client keys and resources:
   --dpop                DPoP-bound tokens (RFC 9449)             OAUTH_DPOP=1
@@ -4126,7 +4895,8 @@ const LOGIN_FLAGS_HELP =
   --no-browser          print the address to open instead of opening a browser
   --prompt VALUE        the OpenID prompt parameter, e.g. consent (some servers need it for offline_access)
   --flow FLOW           auto (default), browser or device: auto uses the browser where one can be opened,
-                        else the device flow (RFC 8628) where the server offers it, else an address to paste`;
+                        else the device flow (RFC 8628) where the server offers it, else an address to paste
+  --login-hint HINT     the OpenID login_hint: which account to offer`;
 
 export const USAGE: Record<Command | "main", string> = {
   main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server from the terminal
@@ -4139,6 +4909,7 @@ Commands:
   whoami, status   show who is logged in, the scopes and the token's expiry
   logout           revoke the tokens at the server and delete them here
   doctor           check the configuration, the issuer, the port, the browser and the cache
+  profiles         list the profiles of the config file and who is logged in with each
   fetch URL        call an API with the cached token (Bearer or DPoP)
 
 ${CONFIG_FLAGS_HELP}
@@ -4151,6 +4922,8 @@ Run "oauth-login COMMAND --help" for a command's own flags.
 
 Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the browser command), NO_COLOR.
 Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
+OAUTH_LOGIN_CONFIG: the config file with the profiles (default:
+~/.config/oauth-login/config.toml, or under $XDG_CONFIG_HOME).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
             4 login required, 5 timed out, 130 interrupted.
@@ -4167,6 +4940,8 @@ the tokens as one JSON object on stdout.
 
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
+  --save-profile NAME   after the login, save its settings (never a secret) as
+                        a profile of the config file, and cache under that name
 `,
   token: `Usage: oauth-login token [flags]
 
@@ -4190,6 +4965,7 @@ ${LOGIN_FLAGS_HELP}
 Shows the issuer, the user, the scopes and when the access token expires. Exits 0 when logged in
 (a valid or refreshable token) and 4 when not. Makes no network request.
 
+  --all                 list every cached login (profile, issuer, client, user)
 ${CONFIG_FLAGS_HELP}
 `,
   doctor: `Usage: oauth-login doctor [flags]
@@ -4227,10 +5003,34 @@ then deletes the cached entry, even when the revocation fails (which is reported
   --all                 log out of every cached entry
 ${CONFIG_FLAGS_HELP}
 `,
+  profiles: `Usage: oauth-login profiles [--json]
+
+Lists the profiles of the config file ($OAUTH_LOGIN_CONFIG, else
+config.toml in $XDG_CONFIG_HOME/oauth-login or ~/.config/oauth-login) with
+each one's issuer, who is logged in with it and the token's state, from the
+cache (no network). * marks the profile a command run here would use
+(--profile, OAUTH_PROFILE from the environment or .env, else default_profile).
+
+  default_profile = "work"
+  [work]
+  issuer = "https://example.okta.com/oauth2/default"
+  client_id = "0oa..."
+  login_hint = "alice@example.com"
+  [work.params]
+  audience = "https://api.example.com"
+
+Keys are the flags' names in snake_case. Secrets never go in the file.
+
+  --json                one JSON object on stdout, for scripts
+  -h, --help            show help
+`,
 };
 
 /** The commands that run on a resolved configuration (`doctor` reports configuration problems itself). */
-const COMMAND_RUNNERS: Record<Exclude<Command, "doctor">, (config: Config, deps: Deps) => Promise<void>> = {
+const COMMAND_RUNNERS: Record<
+  Exclude<Command, "doctor" | "profiles">,
+  (config: Config, deps: Deps) => Promise<void>
+> = {
   login: loginCommand,
   token: tokenCommand,
   whoami: whoamiCommand,
@@ -4278,13 +5078,25 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
     }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
-    const config = resolveConfig(cli, deps.env, dotenv, { presetBase: deps.presetBase });
+    if (cli.command === "profiles") {
+      await profilesCommand(cli, dotenv, deps);
+      return EXIT.ok;
+    }
+    // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
+    const profile = await selectProfile(cli, dotenv, deps);
+    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
     if (cli.flags["client-secret"] !== undefined) {
       deps.stderr(
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,
       );
     }
-    await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor">](config, deps);
+    await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
+    const saving = cli.flags["save-profile"];
+    if (saving !== undefined && profile) {
+      await saveProfile(profile.path, saving, profileSettings(cli.flags, deps.env, dotenv ?? {}, profile));
+      deps.stderr(`Saved the profile "${saving}" in ${sanitize(profile.path)}
+`);
+    }
     return EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);
@@ -4356,17 +5168,19 @@ function missingStorage(): Storage {
   return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
 }
 
-/** Whether `command` is an executable file in a directory of `$PATH`. */
+/** Whether `command` is an executable file: the path itself when it names one, else in a directory of `$PATH`. */
 function onPath(command: string, env: (name: string) => string | undefined): boolean {
-  const separator = Deno.build.os === "windows" ? ";" : ":";
-  return (env("PATH") ?? "").split(separator).some((dir) => {
+  const windows = Deno.build.os === "windows";
+  const executable = (path: string) => {
     try {
-      const info = Deno.statSync(`${dir}/${command}`);
+      const info = Deno.statSync(path);
       return info.isFile && (info.mode === null || (info.mode & 0o111) !== 0);
     } catch {
       return false;
     }
-  });
+  };
+  if (command.includes("/") || (windows && command.includes("\\"))) return executable(command);
+  return (env("PATH") ?? "").split(windows ? ";" : ":").some((dir) => executable(`${dir}/${command}`));
 }
 
 /** Lines typed on stdin. */

@@ -1,9 +1,7 @@
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./tests/assert.ts";
 import {
-  type Deps,
   EXIT,
   fileStorage,
-  main,
   openerCommand,
   openWithSystemBrowser,
   page,
@@ -21,10 +19,21 @@ import {
   s256,
   scriptedBrowser,
   type ServedMock,
-  serveMockIssuer,
 } from "./tests/mock_issuer.ts";
 
-// ── Harness ─────
+import {
+  assertLoopbackOnly,
+  assertPortClosed,
+  freePort,
+  genuineCallback,
+  portOf,
+  type Run,
+  run as boundedRun,
+  type RunOptions as HarnessRunOptions,
+  withMock,
+} from "./tests/_harness.ts";
+
+// ── Harness: the bounded run of tests/_harness.ts ───────────────────────────────────────────────
 
 const temporaryDirs: string[] = [];
 /** A temporary directory, removed when the test module ends. */
@@ -37,84 +46,24 @@ globalThis.addEventListener("unload", () => {
   for (const dir of temporaryDirs) Deno.removeSync(dir, { recursive: true });
 });
 
-// ── Harness (continued) ─────────────────────────────────────────────────────────────────────────────────
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-  /** What the injected opener was asked to open. */
-  opened: string[];
-  /** What the scripted browser saw, when it ran. */
-  visit?: BrowserVisit;
-}
-
-interface RunOptions {
-  env?: Record<string, string>;
-  files?: Record<string, Record<string, string>>;
-  /** Plays the browser when the tool opens a URL; the default follows it and approves. */
-  browser?: (url: string) => Promise<BrowserVisit | undefined>;
-  openFails?: string;
-  controller?: AbortController;
-  /** The token cache; a fresh temporary one by default. */
+interface RunOptions extends Omit<HarnessRunOptions, "storage"> {
+  /** The token cache; by default `fileStorage` in the run's own temporary home. */
   storage?: Storage;
-  interactive?: boolean;
-  now?: () => number;
-  httpTimeoutMs?: number;
-  /** Replaces waiting: the device flow's pauses are recorded here and move the clock instead. */
-  sleep?: (ms: number) => Promise<void>;
-  /** What the person pastes on stdin (makes the run interactive). */
-  lines?: AsyncIterable<string>;
-  /** The platform; by default a Linux desktop with a display and xdg-open. */
-  os?: string;
-  which?: (command: string) => boolean;
-  /** Sees each message as it is written to stderr, and each output to stdout. */
-  onStderr?: (text: string) => void;
-  onStdout?: (text: string) => void;
-  fetch?: typeof fetch;
 }
 
-/** A desktop: a display is available, so the browser flow is chosen. */
-const DESKTOP_ENV = { DISPLAY: ":0" };
-
+/**
+ * `main(args)` through the shared bounded harness (a run that overruns fails in seconds instead of
+ * hanging the suite), on a Linux desktop whose browser is the scripted one that approves.
+ */
 async function run(args: string[], options: RunOptions = {}): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const opened: string[] = [];
-  let visit: Promise<BrowserVisit | undefined> | undefined;
-  const browser = options.browser ?? ((url: string) => scriptedBrowser(url));
-  const deps: Deps = {
-    fetch: options.fetch ?? globalThis.fetch,
-    openUrl: (url) => {
-      opened.push(url);
-      visit = browser(url);
-      if (options.openFails) return Promise.reject(new Error(options.openFails));
-      return Promise.resolve();
-    },
-    now: options.now ?? (() => Date.now()),
-    env: (name) => ({ ...DESKTOP_ENV, ...options.env } as Record<string, string | undefined>)[name],
-    readEnvFile: (path) => Promise.resolve(options.files?.[path]),
-    stdout: (text) => {
-      options.onStdout?.(text);
-      stdout += text;
-    },
-    stderr: (text) => {
-      stderr += text;
-      options.onStderr?.(text);
-    },
-    interactive: options.interactive ?? false,
-    storage: options.storage ?? fileStorage(await tempDir()),
-    signal: (options.controller ?? new AbortController()).signal,
-    httpTimeoutMs: options.httpTimeoutMs,
-    os: options.os ?? "linux",
-    which: options.which ?? (() => true),
-    sleep: options.sleep ?? (() => Promise.reject(new Error("this test does not expect to wait"))),
-    readLines: options.lines ? () => options.lines! : undefined,
-    animate: false,
-  };
-  if (options.lines) deps.interactive = true;
-  const code = await main(args, deps);
-  return { code, stdout, stderr, opened, visit: await visit };
+  const { storage, ...rest } = options;
+  const result = await boundedRun(args, {
+    browser: (url) => scriptedBrowser(url),
+    ...rest,
+    storage: storage ? () => storage : undefined,
+  });
+  temporaryDirs.push(result.home);
+  return result;
 }
 
 function flags(mock: ServedMock, client = PUBLIC_CLIENT, ...extra: string[]): string[] {
@@ -122,34 +71,6 @@ function flags(mock: ServedMock, client = PUBLIC_CLIENT, ...extra: string[]): st
 }
 
 const ENV_CONFIDENTIAL = { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! };
-
-async function withMock(fn: (mock: ServedMock) => Promise<void>, options = {}): Promise<void> {
-  const mock = serveMockIssuer(options);
-  try {
-    await fn(mock);
-  } finally {
-    await mock.close();
-  }
-}
-
-/** A port that is free now (the OS picks it). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-async function assertPortClosed(url: string): Promise<void> {
-  const { hostname, port } = new URL(url);
-  try {
-    const conn = await Deno.connect({ hostname: hostname.replace(/^\[|\]$/g, ""), port: Number(port) });
-    conn.close();
-    throw new Error(`port ${port} is still open`);
-  } catch (error) {
-    assert(error instanceof Deno.errors.ConnectionRefused, String(error));
-  }
-}
 
 // ── The browser login ───────────────────────────────────────────────────────────────────────────
 
@@ -189,7 +110,7 @@ Deno.test("login() signs in a public client with PKCE over an ephemeral loopback
     const [accessToken] = mock.accessTokens.keys();
     assertNotMatch(visit.body, new RegExp(accessToken));
     assertNotMatch(visit.body, /<script|<img|<link|href=/);
-    await assertPortClosed(result.opened[0]);
+    await assertPortClosed(portOf(result.opened[0]));
   });
 });
 
@@ -262,17 +183,29 @@ Deno.test("login() listens exactly on a fixed redirect URI; localhost binds 127.
     assertEquals(reachable, ["127.0.0.1", "::1"]);
     assertEquals(mock.calls("authorize")[0].query.redirect_uri, redirectUri);
     assertEquals(mock.calls("token")[0].form.redirect_uri, redirectUri);
-    await assertPortClosed(`http://127.0.0.1:${port}/`);
-    await assertPortClosed(`http://[::1]:${port}/`);
+    await assertPortClosed(port);
+    await assertPortClosed(port, "::1");
   });
 });
 
 Deno.test("login() with --port listens on 127.0.0.1 at that port", async () => {
   await withMock(async (mock) => {
     const port = freePort();
-    const result = await run([...flags(mock), "--port", String(port)]);
+    let beyond: string[] = [];
+    const result = await run([...flags(mock), "--port", String(port)], {
+      browser: async (start) => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port }); // listening there…
+        conn.close();
+        beyond = await assertLoopbackOnly(port); // …and on no other address of this machine
+        return scriptedBrowser(start);
+      },
+    });
     assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(result.opened, [`http://127.0.0.1:${port}/`]);
+    assert(beyond.length > 0);
     assertEquals(mock.calls("authorize")[0].query.redirect_uri, `http://127.0.0.1:${port}/callback`);
+    assertStringIncludes(result.visit!.body, "Signed in as alice@example.com");
+    await assertPortClosed(port);
   });
 });
 
@@ -295,6 +228,7 @@ Deno.test("login() ignores stray and forged requests and completes with the genu
         await hit("/callback?code=x", { method: "POST" });
         // A page on another host (DNS rebinding) sends its own Host header, even with the right state.
         const start = await fetch(url, { redirect: "manual" });
+        await start.body?.cancel();
         const state = new URL(start.headers.get("location")!).searchParams.get("state");
         const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(base.port) });
         await conn.write(
@@ -345,7 +279,9 @@ Deno.test("login() refuses a callback whose iss names another server (RFC 9207)"
       browser: async (url) => {
         // Follow to the authorization server, then rewrite the redirect's iss as a mix-up attacker would.
         const start = await fetch(url, { redirect: "manual" });
+        await start.body?.cancel();
         const authorize = await fetch(start.headers.get("location")!, { redirect: "manual" });
+        await authorize.body?.cancel();
         const callback = new URL(authorize.headers.get("location")!);
         callback.searchParams.set("iss", "https://evil.example");
         return scriptedBrowser(callback.href);
@@ -366,23 +302,30 @@ Deno.test("login() times out with exit 5 and frees the port", async () => {
     assertEquals(result.code, EXIT.timedOut);
     assertStringIncludes(result.stderr, "error: No answer from the browser within 0.2 seconds\n");
     assertStringIncludes(result.stderr, "hint: run the login again");
-    await assertPortClosed(result.opened[0]);
+    await assertPortClosed(portOf(result.opened[0]));
   });
 });
 
-Deno.test("login() stops with exit 130 on Ctrl-C and frees the port", async () => {
+Deno.test("login() stops with exit 130 on Ctrl-C while it waits for the browser, and frees the port", async () => {
   await withMock(async (mock) => {
     const controller = new AbortController();
+    let callback: URL | undefined;
     const result = await run(flags(mock), {
       controller,
-      browser: () => {
-        controller.abort();
-        return Promise.resolve(undefined);
+      browser: async (start) => {
+        // The wait has begun: the callback server answers, and the person is at the sign-in page…
+        callback = await genuineCallback(start);
+        controller.abort(); // …when they press Ctrl-C in the terminal
+        return undefined;
       },
     });
     assertEquals(result.code, EXIT.interrupted);
     assertStringIncludes(result.stderr, "error: Login cancelled\n");
-    await assertPortClosed(result.opened[0]);
+    assert(result.ms < 2_000, `Ctrl-C took ${Math.round(result.ms)} ms to end the login`);
+    await assertPortClosed(portOf(result.opened[0]));
+    assertEquals(mock.calls("authorize").length, 1, "Ctrl-C came after the authorization request");
+    assertEquals(mock.calls("token").length, 0);
+    assert(callback !== undefined);
   });
 });
 
@@ -677,11 +620,22 @@ Deno.test("--help and --version print to stdout and exit 0", async () => {
 
 // ── Pure pieces ─────────────────────────────────────────────────────────────────────────────────
 
-Deno.test("PKCE S256 matches the RFC 7636 appendix B vector", async () => {
-  const { calculatePKCECodeChallenge } = await import("npm:oauth4webapi@3.8.8");
-  const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-  assertEquals(await calculatePKCECodeChallenge(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-  assertEquals(await s256(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+Deno.test("login() sends S256(code_verifier) as its code_challenge (RFC 7636 §4.2, checker per appendix B)", async () => {
+  // The checker first: appendix B's verifier gives appendix B's challenge.
+  assertEquals(
+    await s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+  );
+  await withMock(async (mock) => {
+    const result = await run(flags(mock));
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const [authorize] = mock.calls("authorize");
+    const [token] = mock.calls("token");
+    assertEquals(authorize.query.code_challenge_method, "S256");
+    assertMatch(token.form.code_verifier, /^[A-Za-z0-9._~-]{43,128}$/, "RFC 7636 §4.1");
+    assertEquals(authorize.query.code_challenge, await s256(token.form.code_verifier));
+    assert(authorize.query.code_challenge !== token.form.code_verifier, "not the plain method");
+  });
 });
 
 Deno.test("openerCommand() gives argv for each platform and never a shell", async (t) => {
@@ -1105,9 +1059,9 @@ Deno.test("each command has its own --help; flags of other commands are usage er
     assertEquals(help.code, EXIT.ok);
     assertStringIncludes(help.stdout, `Usage: oauth-login ${command}`);
   }
-  const misplaced = await run(["whoami", "--all"]);
+  const misplaced = await run(["whoami", "--min-ttl", "5"]);
   assertEquals(misplaced.code, EXIT.usage);
-  assertStringIncludes(misplaced.stderr, 'error: The flag "--all" does not apply to "whoami"');
+  assertStringIncludes(misplaced.stderr, 'error: The flag "--min-ttl" does not apply to "whoami"');
 });
 
 // ── The command line, as a process ──────────────────────────────────────────────────────────────
@@ -1253,10 +1207,15 @@ Deno.test("the CLI reads .env with process.loadEnvFile; the environment and flag
 Deno.test("login() names the person from the ID token when introspection gives no username", async () => {
   await withMock(async (mock) => {
     mock.intercept = (record) =>
-      record.path.endsWith("/introspect") ? Response.json({ active: true, sub: mock.user.sub }) : undefined;
+      record.path.endsWith("/introspect")
+        ? Response.json({ active: true, sub: mock.user.sub })
+        : record.path.endsWith("/userinfo")
+        ? Response.json({ sub: mock.user.sub, preferred_username: "named-by-userinfo" })
+        : undefined;
     const result = await run(flags(mock, CONFIDENTIAL_CLIENT), { env: ENV_CONFIDENTIAL });
     assertEquals(result.code, EXIT.ok, result.stderr);
     assertEquals(mock.calls("introspect").length, 1);
+    assertEquals(mock.calls("userinfo").length, 0, "the ID token named the person");
     assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
   });
 });
@@ -1406,20 +1365,29 @@ Deno.test("device flow: access_denied exits 3, expired_token and the deadline ex
   });
 });
 
-Deno.test("device flow: Ctrl-C stops polling at once", async () => {
+Deno.test("device flow: Ctrl-C during the pause between polls stops polling at once", async () => {
   await withDeviceMock(async (mock, time) => {
     const controller = new AbortController();
+    const pauses: number[] = [];
+    const never = Promise.withResolvers<void>(); // a pause that would never end
     const result = await run([...flags(mock), "--flow", "device"], {
       now: time.now,
       controller,
-      sleep: () => {
-        controller.abort();
-        return new Promise(() => {}); // a pause that would never end
+      animate: true, // so the countdown line announces each pause on stderr
+      onStderr: (text) => {
+        // Pressed once the pause it announces has begun (the line is written just before it).
+        if (text.includes("Waiting for you to approve")) setTimeout(() => controller.abort(), 0);
+      },
+      sleep: (ms) => {
+        pauses.push(ms);
+        return never.promise;
       },
     });
     assertEquals(result.code, EXIT.interrupted);
     assertStringIncludes(result.stderr, "error: Login cancelled\n");
+    assertEquals(pauses, [1000], "Ctrl-C came during the first pause");
     assertEquals(devicePolls(mock).length, 0);
+    assert(result.ms < 2_000, `Ctrl-C took ${Math.round(result.ms)} ms to stop the polling`);
   });
 });
 
@@ -1770,8 +1738,8 @@ Deno.test("a callback accepted before --timeout completes even if the exchange o
       return undefined;
     };
     const result = await run([...flags(mock), "--timeout", "0.1"]);
-    await exchange;
     assertEquals(result.code, EXIT.ok, result.stderr);
+    await exchange; // the login waited for the exchange, so this has happened (no timer is left)
     assertStringIncludes(result.visit!.body, "Signed in as alice@example.com");
     assertStringIncludes(result.stderr, "Logged in as alice@example.com");
   });
@@ -1784,11 +1752,13 @@ Deno.test("token waiting for another process's refresh stops at once on Ctrl-C, 
     const name = (await entryPath()).split("/").pop()!.replace(/\.json$/, "");
     const held = await storage.lock(name); // another process is refreshing
     const controller = new AbortController();
+    let pending: Promise<{ release(): void }> | undefined;
     const waiting: Storage = {
       ...storage,
       lock: (entry) => {
-        const pending = storage.lock(entry);
-        controller.abort(); // Ctrl-C while the lock is awaited
+        pending = storage.lock(entry);
+        // The wait for the lock has begun (the lock is held above, so it cannot be granted): Ctrl-C.
+        setTimeout(() => controller.abort(), 20);
         return pending;
       },
     };
@@ -1796,9 +1766,13 @@ Deno.test("token waiting for another process's refresh stops at once on Ctrl-C, 
       const result = await cli(["token"], { storage: waiting, controller });
       assertEquals(result.code, EXIT.interrupted);
       assertEquals(result.stdout, "");
+      assertEquals(result.stderr, "error: Interrupted\n");
+      assert(result.ms < 2_000, `Ctrl-C took ${Math.round(result.ms)} ms to end the wait`);
       assertEquals(tokenRequests(mock, "refresh_token").length, 0);
     } finally {
       held.release();
+      // The abandoned request for the lock is granted once it is free, and released at once by the tool.
+      await pending;
     }
   });
 });

@@ -1,5 +1,7 @@
 /**
- * `deno task bench`: how long `login.ts` takes as a whole process, next to `deno run` of an empty script.
+ * `deno task bench`: how long `login.ts` takes as a whole process, next to `deno run` of an empty script
+ * (the floor) and of `bench/same_work.ts`, which does the cached `token`'s work the minimal way (reads one
+ * JSON file, prints one line); the cached `token` line also shows its ratio to that same-work script.
  *
  * Every case is a fresh `deno run` process, run 3 times to warm up and then 25 times for the numbers
  * (`--runs N`, `--warmup N`). The rounds are interleaved, in a new random order each round, so that load
@@ -46,8 +48,10 @@ const PASSED_ENV = ["PATH", "HOME", "USER", "DENO_DIR", "XDG_CACHE_HOME", "TMPDI
 const USAGE = `Usage: deno task bench [--runs N] [--warmup N] [--json | --markdown]
 
 Runs login.ts as whole processes (--help, token from the cache, token with a refresh, a browser login
-against the mock issuer) next to \`deno run\` of an empty script, and prints the median and p10–p90 of
-wall time, CPU time and peak RSS, with each median as a ratio to the empty script's.
+against the mock issuer) next to \`deno run\` of an empty script and of a script that does the cached
+token's work the minimal way (read one JSON file, print one line), and prints the median and p10–p90 of
+wall time, CPU time and peak RSS, with each median as a ratio to the empty script's (and, for the cached
+token, to the same-work script's).
 
   --runs N     measured runs per case (default 25)
   --warmup N   warm-up runs per case, not counted (default 3)
@@ -315,14 +319,15 @@ async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, 
   const browser = (await commandExists("curl"))
     ? curl
     : [Deno.execPath(), "run", "--quiet", "--allow-net=127.0.0.1", `${ROOT}/bench/browser.ts`];
-  if (browser.some((part) => /\s/.test(part))) {
-    throw new Error(`login.ts splits $BROWSER on whitespace, so these paths cannot have any: ${browser.join(" ")}`);
+  if (browser.some((part) => /[\s:"']/.test(part))) {
+    throw new Error(`login.ts splits $BROWSER at ":" and white space, so these cannot hold any: ${browser.join(" ")}`);
   }
   const loginArgv = [Deno.execPath(), "run", ...PERMISSIONS, "login.ts", "login", ...issuerFlags, "--timeout", "30"];
   const browserEnv = { ...baseEnv, BROWSER: browser.join(" ") };
   await setUpLogin(loginArgv, { ...browserEnv, OAUTH_LOGIN_CACHE: hotDir });
   await setUpLogin(loginArgv, { ...browserEnv, OAUTH_LOGIN_CACHE: refreshDir });
-  const hotToken = (await readEntry(hotDir)).entry.accessToken;
+  const hot = await readEntry(hotDir);
+  const hotToken = hot.entry.accessToken;
   const codeExchanges = () => mock.calls("token").filter((r) => r.form.grant_type === "authorization_code").length;
   let codeExchangesBefore = 0;
   const refreshes = () => mock.calls("token").filter((r) => r.form.grant_type === "refresh_token").length;
@@ -335,6 +340,18 @@ async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, 
       args: ["bench/empty.ts"],
       env: baseEnv,
       check: expectExit0,
+    },
+    {
+      id: "same-work",
+      label: "same work: read a JSON file, print a line",
+      note: "bench/same_work.ts reads the cached `token` case's entry and prints its access token: that case's work, " +
+        "done the minimal way",
+      args: ["bench/same_work.ts", `${hotDir}/${hot.name}.json`],
+      env: baseEnv,
+      check: (run) => {
+        expectExit0(run);
+        if (run.stdout.trim() !== hotToken) fail(run, "the same-work script did not print the cached token");
+      },
     },
     {
       id: "help",
@@ -484,7 +501,12 @@ interface CaseResult {
   stats: Partial<Record<MetricKey, Stats>>;
   /** The case's median over the floor's. */
   ratio: Partial<Record<MetricKey, number>>;
+  /** The case's median over the same-work script's (the cached `token` case only). */
+  sameWorkRatio?: Partial<Record<MetricKey, number>>;
 }
+
+/** The cached `token`'s targets against the same-work script (issue 10): wall time and peak memory. */
+const SAME_WORK_TARGETS: Partial<Record<MetricKey, number>> = { wallMs: 1.10, rssKiB: 1.15 };
 
 // ── The machine ─────────────────────────────────────────────────────────────────────────────────
 
@@ -536,7 +558,7 @@ function fmt(value: number, digits: number): string {
   return value.toFixed(digits);
 }
 
-function cells(result: CaseResult, floor: CaseResult): string[] {
+function cells(result: CaseResult, floor: CaseResult, sameWork?: CaseResult): string[] {
   const row = [result.label];
   for (const metric of METRICS) {
     const s = result.stats[metric.key];
@@ -556,11 +578,36 @@ function cells(result: CaseResult, floor: CaseResult): string[] {
   }
   const requests = result.samples.reduce((n, s) => n + s.issuerRequests, 0);
   row.push(requests === 0 ? "0" : `${requests} (${fmt(requests / result.samples.length, 1)}/run)`);
+  if (sameWork) {
+    const ratios = result === sameWork ? { wallMs: 1, cpuMs: 1, rssKiB: 1 } : result.sameWorkRatio;
+    row.push(
+      ratios ? METRICS.map((m) => ratios[m.key] === undefined ? "–" : `${fmt(ratios[m.key]!, 2)}×`).join(" / ") : "",
+    );
+  }
   return row;
 }
 
-function headers(): string[] {
-  return ["case", ...METRICS.flatMap((m) => [m.title, "× floor"]), "issuer requests"];
+function headers(sameWork: boolean): string[] {
+  return [
+    "case",
+    ...METRICS.flatMap((m) => [m.title, "× floor"]),
+    "issuer requests",
+    ...(sameWork ? ["× same work (wall / CPU / RSS)"] : []),
+  ];
+}
+
+/** The cached `token` against the same-work script, and the targets. */
+function sameWorkLine(hot: CaseResult): string | undefined {
+  const ratio = hot.sameWorkRatio;
+  if (!ratio) return undefined;
+  const parts = METRICS.map((m) => {
+    const value = ratio[m.key];
+    if (value === undefined) return `${m.title.replace(/ ms| MiB/, "")} –`;
+    const target = SAME_WORK_TARGETS[m.key];
+    const verdict = target === undefined ? "" : ` (target ${fmt(target, 2)}×: ${value <= target ? "met" : "NOT met"})`;
+    return `${m.title.replace(/ ms| MiB/, "")} ${fmt(value, 3)}×${verdict}`;
+  });
+  return `token, cached, over the same-work script: ${parts.join(", ")}.`;
 }
 
 function textTable(rows: string[][]): string {
@@ -586,9 +633,19 @@ interface Report {
   cases: CaseResult[];
 }
 
+/** A warning when other programs kept the machine busy: the wall times then say little (CPU and memory still do). */
+function busy(report: Report): string | undefined {
+  const loads = [report.loadAverage.before, report.loadAverage.after].map((l) => Number(l?.split(" ")[0]));
+  const cores = report.machine.cores;
+  if (!loads.some((load) => load > cores)) return undefined;
+  return `WARNING: the load average (${loads.join(", ")}) was above the ${cores} cores: other programs competed ` +
+    "for the CPU, so the wall times (and their ratios) are not reliable; compare CPU time and peak memory.";
+}
+
 function render(report: Report, format: "text" | "markdown"): string {
   const [floor] = report.cases;
-  const rows = [headers(), ...report.cases.map((c) => cells(c, floor))];
+  const sameWork = report.cases.find((c) => c.id === "same-work");
+  const rows = [headers(sameWork !== undefined), ...report.cases.map((c) => cells(c, floor, sameWork))];
   const m = report.machine;
   const memory = m.memoryBytes ? `, ${fmt(m.memoryBytes / 2 ** 30, 1)} GiB` : "";
   const hot = report.cases.find((c) => c.id === "token-hot");
@@ -615,8 +672,10 @@ function render(report: Report, format: "text" | "markdown"): string {
         `token, cached: the mock issuer received ${hotRequests} requests during its ` +
         `${hot.samples.length} measured and ${report.runs.warmup} warm-up runs` +
         (hotRequests === 0 ? " (as it must)." : " — it must be 0: THE HOT PATH TALKS TO THE ISSUER."),
+        ...(sameWorkLine(hot) ? [sameWorkLine(hot)!] : []),
       ]
       : []),
+    ...(busy(report) ? [busy(report)!] : []),
     `The benchmark took ${fmt(report.totalSeconds, 1)} s.`,
   ];
   if (format === "markdown") {
@@ -718,6 +777,15 @@ async function bench(options: Options): Promise<number> {
         result.stats[metric.key] = s;
         const f = floor.stats[metric.key] ?? s;
         result.ratio[metric.key] = s.median / f.median;
+      }
+    }
+    const sameWork = results.find((r) => r.id === "same-work");
+    const hotResult = results.find((r) => r.id === "token-hot");
+    if (sameWork && hotResult) {
+      hotResult.sameWorkRatio = {};
+      for (const metric of METRICS) {
+        const [h, w] = [hotResult.stats[metric.key], sameWork.stats[metric.key]];
+        if (h && w) hotResult.sameWorkRatio[metric.key] = h.median / w.median;
       }
     }
     const report: Report = {

@@ -120,6 +120,8 @@ export interface RunOptions {
   animate?: boolean;
   /** The origin that replaces every URL a provider preset names (`Deps.presetBase`). */
   presetBase?: string;
+  /** The opener records the address and starts `browser`, then fails with this message (no browser opened). */
+  openFails?: string;
   /** All of stdin, for commands that read it whole (`fetch -d @-`). */
   stdin?: Uint8Array<ArrayBuffer>;
 }
@@ -156,7 +158,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
           return undefined;
         });
       }
-      return Promise.resolve();
+      return options.openFails === undefined ? Promise.resolve() : Promise.reject(new Error(options.openFails));
     }),
     now: options.now ?? (() => Date.now()),
     env: (name) => env[name],
@@ -400,6 +402,55 @@ export function rawGet(port: number, target: string, headers: Record<string, str
 /** The port of a loopback URL. */
 export function portOf(url: string | URL): number {
   return Number(new URL(url).port);
+}
+
+/** A port that is free now (the OS picks it). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/**
+ * Addresses of this machine that are not 127.0.0.1 or ::1: 127.0.0.2 on Linux (which routes all of
+ * 127.0.0.0/8 to the loopback interface, so only a listener on 127.0.0.1 itself refuses it), and every
+ * interface address that is neither loopback nor link-local (those only with `--allow-sys`). A
+ * listener bound to 0.0.0.0 or :: accepts connections on all of them.
+ */
+export function addressesBeyondLoopback(): string[] {
+  const addresses = Deno.build.os === "linux" ? ["127.0.0.2"] : [];
+  const sys = Deno.permissions.querySync({ name: "sys", kind: "networkInterfaces" }).state === "granted";
+  for (const { address } of sys ? Deno.networkInterfaces() : []) {
+    if (address === "127.0.0.1" || address === "::1" || /^fe80:/i.test(address)) continue;
+    if (!addresses.includes(address)) addresses.push(address);
+  }
+  return addresses;
+}
+
+/**
+ * Asserts that `port` refuses a connection on every address of {@link addressesBeyondLoopback}:
+ * the listener is bound to the loopback address only (SECURITY.md: never 0.0.0.0). Returns the
+ * addresses tried; it throws when there is none, since the check would then prove nothing.
+ */
+export async function assertLoopbackOnly(port: number): Promise<string[]> {
+  const addresses = addressesBeyondLoopback();
+  assert(addresses.length > 0, "this machine has no address beyond loopback to try");
+  for (const hostname of addresses) {
+    let conn: Deno.Conn | undefined;
+    try {
+      conn = await Deno.connect({ hostname, port });
+    } catch (error) {
+      assert(
+        error instanceof Deno.errors.ConnectionRefused || error instanceof Deno.errors.AddrNotAvailable,
+        `connecting to ${hostname}:${port}: ${error}`,
+      );
+      continue;
+    }
+    conn.close();
+    throw new Error(`port ${port} accepted a connection on ${hostname}: the listener is not bound to loopback only`);
+  }
+  return addresses;
 }
 
 /** Asserts nothing listens on the port any more. */

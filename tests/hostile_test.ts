@@ -6,13 +6,13 @@
  *
  *     deno test --allow-net --allow-env --allow-read --allow-write --allow-run tests/hostile_test.ts
  *
- * The last test prints one line: `hostile cases: N run, N passed`.
+ * The cases against the callback server share one skeleton, {@link callbackCase}.
  *
  * @module
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 import { EXIT, fileStorage } from "../login.ts";
-import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import { type BrowserVisit, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import {
   type Answer,
   assertNoLeaks,
@@ -22,7 +22,6 @@ import {
   BOUND_MS,
   cleanLoginStderr,
   cleanUp,
-  counted,
   endlessBody,
   filesUnder,
   gate,
@@ -35,11 +34,11 @@ import {
   rawGet,
   type Run,
   run,
+  type RunOptions,
   scriptedBrowser,
   secretsOf,
   signal,
   silentServer,
-  summary,
   within,
   withMock,
 } from "./_harness.ts";
@@ -103,139 +102,143 @@ const OPENING = (mock: ServedMock, start: string) =>
 
 // ── 2.1 The loopback callback server, over raw TCP while a login is pending ─────────────────────
 
-Deno.test(
+/** One case against the callback server (see {@link callbackCase}). */
+interface CallbackCase<T> {
+  /** Plays the attacker while the login waits, given the short loopback address and its port. */
+  attack: (start: string, port: number) => Promise<T>;
+  /** Checks what the attack got back, before the checks of a clean login. */
+  check: (found: T, result: Run) => void;
+  /** The genuine browser afterwards; by default the scripted one, which approves. */
+  browse?: (start: string, found: T) => Promise<BrowserVisit>;
+  /** More options for the run (say, a fetch that holds an answer back). */
+  options?: RunOptions;
+}
+
+/**
+ * The skeleton of every case in this section: a login is pending; `attack` runs first, as a hostile
+ * page or local process would; then the genuine browser signs in. The case passes when `check`
+ * accepts what the attack got and the login completed cleanly ({@link assertLoggedIn}: exit 0, a
+ * clean terminal, one genuine code exchange, no leak, the port closed, one owner-only entry saved).
+ * `make` runs inside the test, so each run gets fresh state.
+ */
+function callbackCase<T>(name: string, make: (mock: ServedMock) => CallbackCase<T>): void {
+  Deno.test(name, async () => {
+    await withMockRun(async (mock) => {
+      const { attack, check, browse = (start: string) => scriptedBrowser(start), options } = make(mock);
+      let found!: T;
+      const result = await run(flags(mock), {
+        ...options,
+        browser: async (start) => {
+          found = await attack(start, portOf(start));
+          return browse(start, found);
+        },
+      });
+      try {
+        check(found, result);
+      } catch (error) {
+        await cleanUp(result);
+        throw error;
+      }
+      await assertLoggedIn(result, mock);
+    });
+  });
+}
+
+callbackCase(
   "L2 garbage bytes at the callback server → 400 or the connection drops; the login completes (exit 0)",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: RawAnswer[] = [];
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const port = portOf(start);
-          // A TLS ClientHello, random binary, and a lone NUL line.
-          answers.push(await raw(port, new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03])));
-          answers.push(await raw(port, crypto.getRandomValues(new Uint8Array(4096))));
-          answers.push(await raw(port, "\x00\r\n\r\n"));
-          return scriptedBrowser(start);
-        },
-      });
-      answers.forEach((answer, i) => assertRefused(answer, `garbage #${i}`));
-      await assertLoggedIn(result, mock);
-    });
+  () => ({
+    attack: async (_start, port) => [
+      // A TLS ClientHello, random binary, and a lone NUL line.
+      await raw(port, new Uint8Array([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03])),
+      await raw(port, crypto.getRandomValues(new Uint8Array(4096))),
+      await raw(port, "\x00\r\n\r\n"),
+    ],
+    check: (answers) => answers.forEach((answer, i) => assertRefused(answer, `garbage #${i}`)),
   }),
 );
 
-Deno.test(
+callbackCase(
   "L2 a request line with no path (and HTTP/0.9, bare LF) → 400 or dropped; the login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: Record<string, RawAnswer> = {};
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const port = portOf(start);
-          const host = `127.0.0.1:${port}`;
-          answers["GET HTTP/1.1"] = await raw(port, `GET HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-          answers["GET"] = await raw(port, "GET\r\n\r\n");
-          answers["GET / (HTTP/0.9)"] = await raw(port, "GET /\r\n\r\n");
-          answers["GET  /callback (two spaces)"] = await raw(port, `GET  /callback HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
-          answers["bare LF"] = await raw(port, `GET /callback?code=forged&state=x HTTP/1.1\nHost: ${host}\n\n`);
-          return scriptedBrowser(start);
-        },
-      });
-      for (const [what, answer] of Object.entries(answers)) assertRefused(answer, what);
-      await assertLoggedIn(result, mock);
-    });
+  () => ({
+    attack: async (_start, port) => {
+      const host = `127.0.0.1:${port}`;
+      return {
+        "GET HTTP/1.1": await raw(port, `GET HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+        "GET": await raw(port, "GET\r\n\r\n"),
+        "GET / (HTTP/0.9)": await raw(port, "GET /\r\n\r\n"),
+        "GET  /callback (two spaces)": await raw(port, `GET  /callback HTTP/1.1\r\nHost: ${host}\r\n\r\n`),
+        "bare LF": await raw(port, `GET /callback?code=forged&state=x HTTP/1.1\nHost: ${host}\n\n`),
+      };
+    },
+    check: (answers) => Object.entries(answers).forEach(([what, answer]) => assertRefused(answer, what)),
   }),
 );
 
-Deno.test(
+callbackCase(
   "L16 100 KB of headers (one huge header; 2,000 small ones) → 4xx or dropped; the login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: Record<string, RawAnswer> = {};
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const port = portOf(start);
-          const { state } = await authorizationUrl(start);
-          const head = `GET /callback?code=forged&state=${state} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n`;
-          answers["one 100 KB header"] = await raw(port, `${head}X-Big: ${"a".repeat(100 * 1024)}\r\n\r\n`);
-          answers["2,000 headers"] = await raw(
-            port,
-            `${head}${"X-Many: 0123456789abcdef0123456789\r\n".repeat(2000)}\r\n`,
-          );
-          return scriptedBrowser(start);
-        },
-      });
-      for (const [what, answer] of Object.entries(answers)) assertRefused(answer, what);
-      await assertLoggedIn(result, mock);
-    });
+  () => ({
+    attack: async (start, port) => {
+      const { state } = await authorizationUrl(start);
+      const head = `GET /callback?code=forged&state=${state} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n`;
+      return {
+        "one 100 KB header": await raw(port, `${head}X-Big: ${"a".repeat(100 * 1024)}\r\n\r\n`),
+        "2,000 headers": await raw(port, `${head}${"X-Many: 0123456789abcdef0123456789\r\n".repeat(2000)}\r\n`),
+      };
+    },
+    check: (answers) => Object.entries(answers).forEach(([what, answer]) => assertRefused(answer, what)),
   }),
 );
 
-Deno.test(
+callbackCase(
   "L14 a missing Host header (HTTP/1.1 and 1.0) with the right state → 400, state not consumed; login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: Record<string, RawAnswer> = {};
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const port = portOf(start);
-          const { state } = await authorizationUrl(start);
-          const target = `/callback?code=forged&state=${state}`;
-          answers["HTTP/1.1"] = await rawGet(port, target, {});
-          answers["HTTP/1.0"] = await rawGet(port, target, {}, "1.0");
-          answers["HTTP/1.1 empty Host"] = await rawGet(port, target, { Host: "" });
-          return scriptedBrowser(start);
-        },
-      });
+  () => ({
+    attack: async (start, port) => {
+      const { state } = await authorizationUrl(start);
+      const target = `/callback?code=forged&state=${state}`;
+      return {
+        "HTTP/1.1": await rawGet(port, target, {}),
+        "HTTP/1.0": await rawGet(port, target, {}, "1.0"),
+        "HTTP/1.1 empty Host": await rawGet(port, target, { Host: "" }),
+      };
+    },
+    check: (answers) => {
       for (const [what, answer] of Object.entries(answers)) {
         assertEquals(answer.status, 400, what);
         assertStringIncludes(answer.text, "This server only answers the sign-in in progress in your terminal.", what);
       }
-      await assertLoggedIn(result, mock);
-    });
+    },
   }),
 );
 
-Deno.test(
+callbackCase(
   "L14 a foreign Host header (DNS rebinding) with the right state → 400, state not consumed; login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
+  () => ({
+    attack: async (start, port) => {
+      const { state } = await authorizationUrl(start);
+      const target = `/callback?code=forged&state=${state}`;
       const answers: Record<string, RawAnswer> = {};
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const port = portOf(start);
-          const { state } = await authorizationUrl(start);
-          const target = `/callback?code=forged&state=${state}`;
-          for (
-            const host of [
-              `evil.example:${port}`,
-              "evil.example",
-              `localhost:${port}`,
-              `127.0.0.1:${port + 1}`,
-              "127.0.0.1",
-            ]
-          ) {
-            answers[host] = await rawGet(port, target, { Host: host });
-          }
-          answers["two Host headers"] = await raw(
-            port,
-            `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: evil.example\r\nConnection: close\r\n\r\n`,
-          );
-          return scriptedBrowser(start);
-        },
-      });
+      for (const host of [`evil.example:${port}`, "evil.example", `localhost:${port}`, `127.0.0.1:${port + 1}`]) {
+        answers[host] = await rawGet(port, target, { Host: host });
+      }
+      answers["127.0.0.1"] = await rawGet(port, target, { Host: "127.0.0.1" });
+      answers["two Host headers"] = await raw(
+        port,
+        `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: evil.example\r\nConnection: close\r\n\r\n`,
+      );
+      return answers;
+    },
+    check: (answers, result) => {
       for (const [what, answer] of Object.entries(answers)) assertRefused(answer, what);
       for (const host of [`evil.example:${portOf(result.opened[0])}`, "evil.example", "127.0.0.1"]) {
         assertEquals(answers[host].status, 400, host);
       }
-      await assertLoggedIn(result, mock);
-    });
+    },
   }),
 );
 
 Deno.test(
   "a slow client that never finishes its headers blocks neither the genuine callback nor the shutdown",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const slow: Deno.Conn[] = [];
       let port = 0;
@@ -265,225 +268,198 @@ Deno.test(
         for (const conn of slow) conn.close();
       }
     });
-  }),
+  },
 );
 
-Deno.test(
+callbackCase(
   "L4 POST, PUT, DELETE and HEAD on /callback with the right state → 405 (Allow: GET); login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
+  () => ({
+    attack: async (start) => {
+      const { state } = await authorizationUrl(start);
+      const target = new URL(`/callback?code=forged&state=${state}`, start);
       const answers: Record<string, Answer> = {};
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const { state } = await authorizationUrl(start);
-          const target = new URL(`/callback?code=forged&state=${state}`, start);
-          for (const method of ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"]) {
-            answers[method] = await hit(target, { method, body: method === "POST" ? "code=forged" : undefined });
-          }
-          return scriptedBrowser(start);
-        },
-      });
+      for (const method of ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"]) {
+        answers[method] = await hit(target, { method, body: method === "POST" ? "code=forged" : undefined });
+      }
+      return answers;
+    },
+    check: (answers) => {
       for (const [method, answer] of Object.entries(answers)) {
         assertEquals(answer.status, 405, method);
         assertEquals(answer.headers.get("allow"), "GET", method);
       }
-      await assertLoggedIn(result, mock);
-    });
+    },
   }),
 );
 
-Deno.test(
-  "L5 /callback without parameters → 400 'carries no state'; the login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: Answer[] = [];
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          answers.push(await hit(new URL("/callback", start)));
-          answers.push(await hit(new URL("/callback?", start)));
-          answers.push(await hit(new URL("/callback?code=forged", start)));
-          return scriptedBrowser(start);
-        },
-      });
-      for (const answer of answers) {
-        assertEquals(answer.status, 400);
-        assertStringIncludes(
-          answer.body,
-          "This request carries no state, so it cannot belong to the sign-in in progress.",
-        );
-      }
-      await assertLoggedIn(result, mock);
-    });
-  }),
-);
-
-Deno.test(
-  "L7 a duplicated state parameter (same or different values) → 400; the login completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: Answer[] = [];
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const { state } = await authorizationUrl(start);
-          for (
-            const query of [`state=${state}&state=${state}`, `state=${state}&state=other`, `state=&state=${state}`]
-          ) {
-            answers.push(await hit(new URL(`/callback?code=forged&${query}`, start)));
-          }
-          return scriptedBrowser(start);
-        },
-      });
-      for (const answer of answers) {
-        assertEquals(answer.status, 400);
-        assertStringIncludes(answer.body, "This request does not belong to the sign-in in progress in your terminal.");
-      }
-      await assertLoggedIn(result, mock);
-    });
-  }),
-);
-
-Deno.test({
-  name: "L7 a duplicated code (or iss) with the right state → 400 and no exchange; the login still completes",
-  fn: counted(async () => {
-    for (const duplicated of ["code=forged-a&code=forged-b&iss={iss}", "code=forged&iss={iss}&iss={iss}"]) {
-      await withMockRun(async (mock) => {
-        const answers: Answer[] = [];
-        const result = await run(flags(mock), {
-          browser: async (start) => {
-            const { state } = await authorizationUrl(start);
-            const query = duplicated.replaceAll("{iss}", encodeURIComponent(mock.issuer));
-            answers.push(await hit(new URL(`/callback?${query}&state=${state}`, start)));
-            return scriptedBrowser(start);
-          },
-        });
-        assertEquals(answers[0].status, 400, duplicated);
-        await assertLoggedIn(result, mock);
-      });
+callbackCase("L5 /callback without parameters → 400 'carries no state'; the login completes", () => ({
+  attack: async (start) => [
+    await hit(new URL("/callback", start)),
+    await hit(new URL("/callback?", start)),
+    await hit(new URL("/callback?code=forged", start)),
+  ],
+  check: (answers) => {
+    for (const answer of answers) {
+      assertEquals(answer.status, 400);
+      assertStringIncludes(
+        answer.body,
+        "This request carries no state, so it cannot belong to the sign-in in progress.",
+      );
     }
-  }),
-});
+  },
+}));
 
-Deno.test({
-  name: "a callback with the right state but neither code nor error → 400; the login still completes",
-  fn: counted(async () => {
-    await withMockRun(async (mock) => {
-      const answers: Answer[] = [];
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const { state } = await authorizationUrl(start);
-          answers.push(await hit(new URL(`/callback?state=${state}&iss=${encodeURIComponent(mock.issuer)}`, start)));
-          return scriptedBrowser(start);
-        },
-      });
-      assertEquals(answers[0].status, 400);
-      await assertLoggedIn(result, mock);
-    });
-  }),
-});
+callbackCase("L7 a duplicated state parameter (same or different values) → 400; the login completes", () => ({
+  attack: async (start) => {
+    const { state } = await authorizationUrl(start);
+    const answers: Answer[] = [];
+    for (const query of [`state=${state}&state=${state}`, `state=${state}&state=other`, `state=&state=${state}`]) {
+      answers.push(await hit(new URL(`/callback?code=forged&${query}`, start)));
+    }
+    return answers;
+  },
+  check: (answers) => {
+    for (const answer of answers) {
+      assertEquals(answer.status, 400);
+      assertStringIncludes(answer.body, "This request does not belong to the sign-in in progress in your terminal.");
+    }
+  },
+}));
 
-Deno.test(
+for (const duplicated of ["code=forged-a&code=forged-b&iss={iss}", "code=forged&iss={iss}&iss={iss}"]) {
+  callbackCase(
+    `L7 a duplicated ${
+      duplicated.includes("code=forged-a") ? "code" : "iss"
+    } with the right state → 400 and no exchange; the login still completes`,
+    (mock) => ({
+      attack: async (start) => {
+        const { state } = await authorizationUrl(start);
+        const query = duplicated.replaceAll("{iss}", encodeURIComponent(mock.issuer));
+        return await hit(new URL(`/callback?${query}&state=${state}`, start));
+      },
+      check: (answer) => {
+        assertEquals(answer.status, 400, duplicated);
+        assertStringIncludes(answer.body, "appears more than once. Nothing was changed.");
+      },
+    }),
+  );
+}
+
+callbackCase("a callback with the right state but neither code nor error → 400; the login still completes", (mock) => ({
+  attack: async (start) => {
+    const { state } = await authorizationUrl(start);
+    return await hit(new URL(`/callback?state=${state}&iss=${encodeURIComponent(mock.issuer)}`, start));
+  },
+  check: (answer) => {
+    assertEquals(answer.status, 400);
+    assertStringIncludes(answer.body, "The response must carry either a code or an error.");
+  },
+}));
+
+callbackCase(
   "a burst of 300 stray requests → every one a 4xx, nothing exchanged; the genuine callback then completes",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      const statuses: number[] = [];
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const port = portOf(start);
-          const targets = Array.from({ length: 300 }, (_, i) =>
-            [
-              `/callback?code=forged-${i}&state=wrong-${i}`,
-              `/callback?error=access_denied&n=${i}`,
-              `/favicon.ico?n=${i}`,
-            ][i % 3]);
-          const answers = await Promise.all(
-            targets.map((target, i) =>
-              i % 10 === 0
-                ? rawGet(port, target, { Host: "evil.example" }).then((a) => a.status ?? 0)
-                : hit(new URL(target, start)).then((a) => a.status)
-            ),
-          );
-          statuses.push(...answers);
-          return scriptedBrowser(start);
-        },
-      });
+  () => ({
+    attack: (start, port) => {
+      const targets = Array.from({ length: 300 }, (_, i) =>
+        [
+          `/callback?code=forged-${i}&state=wrong-${i}`,
+          `/callback?error=access_denied&n=${i}`,
+          `/favicon.ico?n=${i}`,
+        ][i % 3]);
+      return Promise.all(
+        targets.map((target, i) =>
+          i % 10 === 0
+            ? rawGet(port, target, { Host: "evil.example" }).then((a) => a.status ?? 0)
+            : hit(new URL(target, start)).then((a) => a.status)
+        ),
+      );
+    },
+    check: (statuses) => {
       assertEquals(statuses.length, 300);
       assertEquals(statuses.filter((s) => s < 400 || s >= 500), [], "only 4xx answers");
-      await assertLoggedIn(result, mock);
-    });
+    },
   }),
 );
 
-Deno.test(
+callbackCase(
   "L8 /callback?error=access_denied with a wrong or no state → 400; the login is not ended (exit 0, not 3)",
-  counted(async () => {
-    await withMockRun(async (mock) => {
+  () => ({
+    attack: async (start) => {
+      const { state } = await authorizationUrl(start);
+      const wrong = `${state.slice(0, -1)}${state.endsWith("A") ? "B" : "A"}`; // one character off
       const answers: Answer[] = [];
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const { state } = await authorizationUrl(start);
-          const wrong = `${state.slice(0, -1)}${state.endsWith("A") ? "B" : "A"}`; // one character off
-          for (const query of [`state=${wrong}`, "state=wrong", ""]) {
-            answers.push(await hit(new URL(`/callback?error=access_denied&error_description=no&${query}`, start)));
-          }
-          return scriptedBrowser(start);
-        },
-      });
+      for (const query of [`state=${wrong}`, "state=wrong", ""]) {
+        answers.push(await hit(new URL(`/callback?error=access_denied&error_description=no&${query}`, start)));
+      }
+      return answers;
+    },
+    check: (answers) => {
       for (const answer of answers) {
         assertEquals(answer.status, 400);
         assertStringIncludes(answer.body, "Not the sign-in in progress");
         assertStringIncludes(answer.body, "Nothing was changed.");
       }
-      await assertLoggedIn(result, mock);
-    });
+    },
   }),
 );
 
-Deno.test(
-  "L12 a reload of the genuine callback after success → 400 'Already handled' or refused; one token request",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      let reload: Answer | "refused" | undefined;
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const callback = await genuineCallback(start);
-          const first = await hit(callback);
-          reload = await hit(callback).catch(() => "refused" as const);
-          return { visited: [callback.href], ...first };
-        },
-      });
-      if (reload !== "refused") {
-        assertEquals(reload?.status, 400);
-        assertStringIncludes(reload!.body, "This sign-in was already handled.");
+callbackCase(
+  "L12 a reload of the genuine callback once its code is exchanged → 400 'Already handled'; one token request",
+  () => {
+    // The token endpoint's answer is held until the reload is answered: the code is used up at the
+    // server, and the callback server is certainly still listening (after the success page it is gone).
+    const exchanged = signal();
+    const held = gate();
+    const holdTokenAnswer: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (String(input instanceof Request ? input.url : input).endsWith("/token")) {
+        exchanged.resolve();
+        await held.wait;
       }
-      await assertLoggedIn(result, mock);
-    });
-  }),
+      return response;
+    };
+    return {
+      options: { fetch: holdTokenAnswer, onOverrun: held.open },
+      attack: async (start) => {
+        const callback = await genuineCallback(start);
+        const first = hit(callback);
+        await exchanged.promise;
+        const reload = await hit(callback).finally(held.open);
+        return { callback, first: await first, reload };
+      },
+      browse: (_start, { callback, first }) => Promise.resolve({ visited: [callback.href], ...first }),
+      check: ({ reload, callback }) => {
+        assertEquals(reload.status, 400);
+        assertStringIncludes(reload.body, "This sign-in was already handled.");
+        assert(callback.searchParams.has("code"));
+      },
+    };
+  },
 );
 
-Deno.test(
+callbackCase(
   "L12 the genuine callback twice at once → one 200, one 400 'Already handled'; one token request",
-  counted(async () => {
-    await withMockRun(async (mock) => {
-      let second: Answer | "refused" | undefined;
-      const result = await run(flags(mock), {
-        browser: async (start) => {
-          const callback = await genuineCallback(start);
-          const both = await Promise.all([
-            hit(callback).catch(() => "refused" as const),
-            hit(callback).catch(() => "refused" as const),
-          ]);
-          const ok = both.find((a) => a !== "refused" && a.status === 200);
-          assert(ok && ok !== "refused", `one of the two is answered 200: ${JSON.stringify(both.map((a) => a))}`);
-          second = both.find((a) => a !== ok);
-          return { visited: [callback.href], ...ok };
-        },
-      });
+  () => ({
+    attack: async (start) => {
+      const callback = await genuineCallback(start);
+      const both = await Promise.all([
+        hit(callback).catch(() => "refused" as const),
+        hit(callback).catch(() => "refused" as const),
+      ]);
+      return { callback, both };
+    },
+    browse: (_start, { callback, both }) => {
+      const ok = both.find((a) => a !== "refused" && a.status === 200);
+      assert(ok && ok !== "refused", `one of the two is answered 200: ${JSON.stringify(both)}`);
+      return Promise.resolve({ visited: [callback.href], ...ok });
+    },
+    check: ({ both }) => {
+      const second = both.find((a) => a === "refused" || a.status !== 200);
       if (second !== "refused") {
         assertEquals(second?.status, 400);
         assertStringIncludes(second!.body, "This sign-in was already handled.");
       }
-      await assertLoggedIn(result, mock);
-    });
+    },
   }),
 );
 
@@ -505,34 +481,34 @@ async function assertMismatch(mock: ServedMock, said: string, difference: string
 
 Deno.test(
   "D1 metadata naming another host → 'Issuer mismatch', exit 2, no browser",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       await assertMismatch(mock, mock.issuer.replace("127.0.0.1", "localhost"), "they differ in the host");
     }, { path: "/oauth2/default" });
-  }),
+  },
 );
 
 Deno.test(
   "D1 metadata naming the issuer with a trailing slash → 'Issuer mismatch', exit 2, no browser",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       await assertMismatch(mock, `${mock.issuer}/`, "they differ by a trailing slash");
     }, { path: "/oauth2/default" });
-  }),
+  },
 );
 
 Deno.test(
   "D1 metadata naming the issuer with a case change in its path → 'Issuer mismatch', exit 2",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       await assertMismatch(mock, mock.issuer.replace("/oauth2/default", "/OAuth2/Default"), "they differ in the path");
     }, { path: "/oauth2/default" });
-  }),
+  },
 );
 
 Deno.test(
   "D1 metadata naming https instead of http, or an issuer with escape sequences → mismatch, sanitized",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       await assertMismatch(mock, mock.issuer.replace("http:", "https:"), "they differ in the scheme");
     }, { path: "/oauth2/default" });
@@ -544,12 +520,12 @@ Deno.test(
         `${mock.issuer}/x`,
       );
     }, { path: "/oauth2/default" });
-  }),
+  },
 );
 
 Deno.test(
   "D4 an authorization_endpoint on non-loopback http → refused before the browser, exit 1",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.metadata.authorization_endpoint = "http://as.example/authorize";
       const result = await run(flags(mock));
@@ -561,12 +537,12 @@ Deno.test(
         'error: The server\'s "authorization_endpoint" is not an https URL: "http://as.example/authorize"\n',
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "D4 a token_endpoint on non-loopback http → refused before the browser, exit 1",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.metadata.token_endpoint = "http://as.example/token";
       const result = await run(flags(mock));
@@ -578,12 +554,12 @@ Deno.test(
         'error: The server\'s "token_endpoint" is not an https URL: "http://as.example/token"\n',
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "D6 HTML (a captive portal) or an empty body where metadata JSON is expected → exit 1, no browser",
-  counted(async () => {
+  async () => {
     for (
       const [body, type, got = type.split(";")[0]] of [
         ["<!doctype html><title>Wi-Fi login</title><form>…</form>", "text/html; charset=utf-8"],
@@ -604,12 +580,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   "T HTML or an empty body from the token endpoint → exit 1, 'Sign-in failed' page, one token request",
-  counted(async () => {
+  async () => {
     for (const [body, type] of [["<html><body>Service Unavailable</body></html>", "text/html"], ["", "text/plain"]]) {
       await withMockRun(async (mock) => {
         mock.intercept = (record) =>
@@ -627,12 +603,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   "D7 500 and 502 (HTML) from discovery → 'a server error', hint 'try again later', exit 1",
-  counted(async () => {
+  async () => {
     for (const status of [500, 502]) {
       await withMockRun(async (mock) => {
         mock.intercept = (record) =>
@@ -650,12 +626,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   "T10 a 500 from the token endpoint → exit 1, no retry of the code (one token request)",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.intercept = (record) =>
         record.path === "/token"
@@ -673,12 +649,12 @@ Deno.test(
           "hint: try again later\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "D9 an issuer that accepts and never answers → Ctrl-C ends it at once (exit 130); no 30 s wait",
-  counted(async () => {
+  async () => {
     // HTTP_TIMEOUT_MS (30 s) is a module constant that no dep or flag can shorten, so the timeout
     // itself cannot be tested without waiting 30 s; Ctrl-C is the bound that can be asserted here.
     const silent = silentServer();
@@ -692,12 +668,12 @@ Deno.test(
     } finally {
       await silent.close();
     }
-  }),
+  },
 );
 
 Deno.test(
   "D6 a metadata body over 1 MiB (2 MiB at once; endless) → 'larger than 1 MiB', exit 1, bounded",
-  counted(async () => {
+  async () => {
     for (const body of [() => `{"issuer":"${"x".repeat(2 * 1024 * 1024)}"}`, endlessBody]) {
       await withMockRun(async (mock) => {
         mock.intercept = (record) =>
@@ -715,12 +691,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   "T an endless token response body → 'larger than 1 MiB', exit 1, the page says the sign-in failed",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.intercept = (record) =>
         record.path === "/token"
@@ -737,12 +713,12 @@ Deno.test(
           `error: The server at 127.0.0.1:${mock.port} sent a response larger than 1 MiB\n`,
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "D redirects (301, 302, 307, 308) from discovery are not followed → exit 1; the target is never asked",
-  counted(async () => {
+  async () => {
     for (const status of [301, 302, 307, 308]) {
       await withMockRun(async (mock) => {
         mock.intercept = (record) =>
@@ -761,12 +737,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   "T a 307 from the token endpoint is not followed → exit 1; the code is not re-posted anywhere",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.intercept = (record) =>
         record.path === "/token"
@@ -784,12 +760,12 @@ Deno.test(
           "hint: check the issuer URL: it must be the exact issuer, not a page that redirects\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "T1 a token response without access_token (or an empty one) → exit 1, nothing printed but the error",
-  counted(async () => {
+  async () => {
     for (const body of [{ token_type: "Bearer", expires_in: 3600 }, { access_token: "", token_type: "Bearer" }]) {
       await withMockRun(async (mock) => {
         mock.intercept = (record) => record.path === "/token" ? json(body) : undefined;
@@ -804,12 +780,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   'T2 a token response with token_type "mac" → exit 1; the (real) tokens it carried are not printed',
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const handedOut: string[] = [];
       // The issuer's genuine answer, with only its token_type changed on the way.
@@ -831,12 +807,12 @@ Deno.test(
           "error: Cannot exchange the authorization code: unsupported `token_type` value\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "L20 an authorization response whose iss differs (another server; a trailing slash) → exit 1, no exchange",
-  counted(async () => {
+  async () => {
     for (const iss of ["https://evil.example", "{issuer}/"]) {
       await withMockRun(async (mock) => {
         const result = await run(flags(mock), {
@@ -857,12 +833,12 @@ Deno.test(
         );
       });
     }
-  }),
+  },
 );
 
 Deno.test(
   "L21 an authorization response without iss while the metadata promises it → exit 1, no exchange",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const result = await run(flags(mock), {
         browser: async (start) => {
@@ -880,7 +856,7 @@ Deno.test(
           'error: Cannot accept the sign-in: the server\'s answer is not valid (response parameter "iss" (issuer) missing)\n',
       );
     });
-  }),
+  },
 );
 
 /** What must never reach a page: markup from the server, or any piece of an escape sequence. */
@@ -892,7 +868,7 @@ const HOSTILE_DESCRIPTION = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\x1b]8;;https://ev
 
 Deno.test(
   "ANSI/OSC escapes in a denial's error_description → stripped on stderr, HTML-escaped on the page; exit 3",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.intercept = (record) => {
         if (record.path !== "/authorize") return undefined;
@@ -919,12 +895,12 @@ Deno.test(
           "hint: run the login again and approve the request in the browser\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "ANSI/OSC escapes in the token endpoint's error_description → stripped on stderr and the page; exit 1",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       mock.intercept = (record) =>
         record.path === "/token"
@@ -945,14 +921,14 @@ Deno.test(
           "hint: the code or token was rejected: run the login again\n",
       );
     });
-  }),
+  },
 );
 
 // ── 2.4 The environment ─────────────────────────────────────────────────────────────────────────
 
 Deno.test(
   "E1 a fixed --port already in use → exit 2 naming the port; no contact with the other listener",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const port = (busy.addr as Deno.NetAddr).port;
@@ -979,12 +955,12 @@ Deno.test(
           "hint: stop that program, or register another redirect URI and pass it with --redirect-uri or --port\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "E1 a localhost redirect whose port is taken on ::1 only → exit 2; the 127.0.0.1 half is freed",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const busy = Deno.listen({ hostname: "::1", port: 0 });
       const port = (busy.addr as Deno.NetAddr).port;
@@ -1004,12 +980,12 @@ Deno.test(
           "hint: stop that program, or register another redirect URI and pass it with --redirect-uri or --port\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test({
   name: "O an opener that never returns → the login completes when the person opens the address themself",
-  fn: counted(async () => {
+  fn: async () => {
     await withMockRun(async (mock) => {
       const opener = gate();
       let visit: Promise<unknown> | undefined;
@@ -1033,12 +1009,12 @@ Deno.test({
         await visit?.catch(() => {});
       }
     });
-  }),
+  },
 });
 
 Deno.test(
   "E5 Ctrl-C during discovery (headers in, body stalled) → exit 130 'Interrupted' at once; nothing saved",
-  counted(async () => {
+  async () => {
     // The metadata's headers arrive and its body stalls after one byte: Ctrl-C must also end the body read.
     const silent = silentServer(
       "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n{",
@@ -1064,12 +1040,12 @@ Deno.test(
     } finally {
       await silent.close();
     }
-  }),
+  },
 );
 
 Deno.test(
   "E5 Ctrl-C while waiting for the browser → exit 130 'Login cancelled', port closed, a later callback is void",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const controller = new AbortController();
       let callback: URL | undefined;
@@ -1093,12 +1069,12 @@ Deno.test(
         OPENING(mock, result.opened[0]) + "error: Login cancelled\n",
       );
     });
-  }),
+  },
 );
 
 Deno.test(
   "E6 Ctrl-C during the code exchange → exit 130 'Login cancelled', port closed, the old cache entry intact",
-  counted(async () => {
+  async () => {
     await withMockRun(async (mock) => {
       const before = await run(flags(mock), { browser: scriptedBrowser });
       assertEquals(before.code, EXIT.ok, before.stderr);
@@ -1136,12 +1112,12 @@ Deno.test(
         await cleanUp(result);
       }
     });
-  }),
+  },
 );
 
 Deno.test({
   name: "E5 Ctrl-C while the opener hangs → exit 130 'Login cancelled' at once",
-  fn: counted(async () => {
+  fn: async () => {
     await withMockRun(async (mock) => {
       const controller = new AbortController();
       const opener = gate();
@@ -1163,7 +1139,7 @@ Deno.test({
         opener.open();
       }
     });
-  }),
+  },
 });
 
 /** Makes `<home>/blocker` a regular file, so nothing can be created beneath it. */
@@ -1189,7 +1165,7 @@ function writesIgnorePermissions(): boolean {
 
 Deno.test(
   "E8 an unwritable cache directory → signed in at the server, then 'Cannot save the tokens', exit 1; no token printed",
-  counted(async () => {
+  async () => {
     const variants: [string, (home: string) => string, RegExp][] = [
       ["its parent is a file", (home) => `${blocker(home)}/cache`, /^Not a directory \(os error 20\)/],
       ["it is a file", (home) => blocker(home), /^(File exists \(os error 17\)|Not a directory \(os error 20\))/],
@@ -1232,10 +1208,10 @@ Deno.test(
         }
       });
     }
-  }),
+  },
 );
 
-// ── Helpers and the summary ─────────────────────────────────────────────────────────────────────
+// ── Helpers ─────────────────────────────────────────────────────────────────────────────────
 
 /** `withMock`, with each run bounded as a whole too (a mock that will not close fails the case). */
 async function withMockRun(
@@ -1244,5 +1220,3 @@ async function withMockRun(
 ): Promise<void> {
   await within(withMock(fn, options), 3 * BOUND_MS, "the case");
 }
-
-Deno.test("summary of the hostile cases", summary);

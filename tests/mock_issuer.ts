@@ -52,6 +52,8 @@ export interface MockOptions {
   dialect?: MockDialect;
   /** A REST "who am I" endpoint (GitHub's `/user`, Spotify's `/v1/me`): its path and its JSON body. */
   whoAmI?: { path: string; body: (user: MockUser) => Record<string, unknown> };
+  /** More accounts: an authorization request whose `login_hint` names one (username, email or sub) signs in as it. */
+  users?: MockUser[];
 }
 
 export type MockEndpoint =
@@ -110,6 +112,8 @@ interface Authorization {
   state?: string;
   /** The authorization request's parameters (for `dialect.refreshTokenWhen`). */
   params?: URLSearchParams;
+  /** The account that signed in (from `login_hint` among `users`), else `user`. */
+  user?: MockUser;
 }
 
 export const PUBLIC_CLIENT: MockClient = {
@@ -242,6 +246,8 @@ export interface MockIssuer {
     }
   >;
   user: MockUser;
+  /** More accounts, chosen by `login_hint`; tokens, ID tokens, introspection and UserInfo speak for the one that signed in. */
+  users: MockUser[];
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
   calls(endpoint: string): RecordedRequest[];
@@ -276,6 +282,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     deviceCodes: new Map(),
     accessTokenTtl: options.accessTokenTtl ?? 3600,
     user: options.user ?? ALICE,
+    users: options.users ?? [],
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
     calls: (endpoint) =>
       mock.requests.filter((r) => r.path === (paths[endpoint as MockEndpoint] ?? `${path}/${endpoint}`)),
@@ -351,19 +358,24 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     return client;
   }
 
-  async function idToken(clientId: string, nonce: string | undefined): Promise<string> {
+  /** The account a token was issued to: one of `users` by its sub, else `user`. */
+  function userBySub(sub: string): MockUser {
+    return mock.users.find((u) => u.sub === sub) ?? mock.user;
+  }
+
+  async function idToken(clientId: string, nonce: string | undefined, user = mock.user): Promise<string> {
     const iat = Math.floor(now() / 1000);
     const header = b64url(JSON.stringify({ alg: "ES256", typ: "JWT", kid }));
     const payload = b64url(JSON.stringify({
       iss: mock.issuer,
-      sub: mock.user.sub,
+      sub: user.sub,
       aud: clientId,
       iat,
       exp: iat + mock.accessTokenTtl,
       ...(nonce ? { nonce } : {}),
-      preferred_username: mock.user.username,
-      email: mock.user.email,
-      name: mock.user.name,
+      preferred_username: user.username,
+      email: user.email,
+      name: user.name,
       ...dialect.idTokenClaims?.(mock),
     }));
     const signature = await crypto.subtle.sign(
@@ -402,10 +414,11 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     nonce: string | undefined,
     withRefresh: boolean,
     params?: URLSearchParams,
+    user = mock.user,
   ): Promise<Response> {
     const accessToken = random(32);
     mock.accessTokens.set(accessToken, {
-      sub: mock.user.sub,
+      sub: user.sub,
       clientId,
       scope,
       exp: Math.floor(now() / 1000) + mock.accessTokenTtl,
@@ -417,7 +430,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       : scopes.includes("offline_access");
     if (withRefresh && mock.issueRefreshTokens && offline) {
       refreshToken = random(32);
-      mock.refreshTokens.set(refreshToken, { sub: mock.user.sub, clientId, scope, grant, used: false });
+      mock.refreshTokens.set(refreshToken, { sub: user.sub, clientId, scope, grant, used: false });
     }
     return tokenAnswer({
       access_token: accessToken,
@@ -425,7 +438,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       ...(dialect.omitExpiresIn ? {} : { expires_in: mock.accessTokenTtl }),
       ...(dialect.omitScope ? {} : { scope: scopes.filter(Boolean).join(dialect.scopeSeparator ?? " ") }),
       ...(refreshToken ? { refresh_token: refreshToken } : {}),
-      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce) } : {}),
+      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce, user) } : {}),
     });
   }
 
@@ -478,9 +491,9 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     }
     if (mock.rotateRefreshTokens) {
       info.used = true;
-      return issueTokens(client.id, info.scope, info.grant, undefined, true, ROTATION);
+      return issueTokens(client.id, info.scope, info.grant, undefined, true, ROTATION, userBySub(info.sub));
     }
-    return issueTokens(client.id, info.scope, info.grant, undefined, false);
+    return issueTokens(client.id, info.scope, info.grant, undefined, false, undefined, userBySub(info.sub));
   }
 
   async function route(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
@@ -514,6 +527,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         nonce: q.get("nonce") ?? undefined,
         state: q.get("state") ?? undefined,
         params: new URLSearchParams(q),
+        user: mock.users.find((u) => [u.username, u.email, u.sub].includes(q.get("login_hint") ?? "")),
       };
       if (q.get("response_type") !== "code") return redirectWith(auth, { error: "unsupported_response_type" });
       if (q.get("code_challenge_method") !== "S256" || !auth.challenge) {
@@ -556,7 +570,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (await s256(record.form.code_verifier ?? "") !== auth.challenge) {
         return tokenError("invalid_grant", "PKCE verification failed");
       }
-      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.params);
+      return issueTokens(client.id, auth.scope, random(), auth.nonce, true, auth.params, auth.user);
     }
     if (p === ep("introspect") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
@@ -567,7 +581,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (!token || token.exp * 1000 <= now()) return json({ active: false });
       return json({
         active: true,
-        username: mock.user.username,
+        username: userBySub(token.sub).username,
         sub: token.sub,
         client_id: token.clientId,
         scope: token.scope,
@@ -625,11 +639,12 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (!token) {
         return new Response(null, { status: 401, headers: { "www-authenticate": 'Bearer error="invalid_token"' } });
       }
+      const user = userBySub(token.sub);
       return json({
         sub: token.sub,
-        preferred_username: mock.user.username,
-        email: mock.user.email,
-        name: mock.user.name,
+        preferred_username: user.username,
+        email: user.email,
+        name: user.name,
       });
     }
     if (options.whoAmI && p === options.whoAmI.path && request.method === "GET") {

@@ -1,0 +1,263 @@
+/**
+ * Mutation check of the suite's guards (issue 10): breaks one security property of login.ts at a
+ * time, by a textual replacement in a scratch copy of the repository, runs the test files that
+ * should notice, and prints one line per mutant: `killed` (the suite went red) or `SURVIVED`.
+ *
+ *     deno task mutants            # every mutant
+ *     deno task mutants nonce bind # only those whose name contains one of the words
+ *
+ * Not part of `deno task test`. Exits 1 when a mutant survives, when a pattern no longer matches
+ * login.ts ("pattern not found": login.ts changed, so update the pattern below), when a mutant
+ * does not load, or when the unmutated copy is not green to begin with.
+ *
+ * @module
+ */
+
+/** One breakage: a short name, the replacements that make it, and the test files that must go red. */
+interface Mutant {
+  name: string;
+  /** Applied in order to login.ts; each pattern must match at least once. */
+  edits: [RegExp, string][];
+  tests: string[];
+}
+
+const GUARD = "tests/guard_test.ts";
+const LOGIN = "login_test.ts";
+const HOSTILE = "tests/hostile_test.ts";
+
+const MUTANTS: Mutant[] = [
+  // The rows of issue 10's table.
+  {
+    name: "state made constant",
+    edits: [[/oauth\.generateRandomState\(\)/, '"constant-state-0123456789abcdef"']],
+    tests: [GUARD],
+  },
+  {
+    name: "PKCE code_verifier made constant",
+    edits: [[/oauth\.generateRandomCodeVerifier\(\)/, '"constant-code-verifier-0123456789abcdefghijklmnop"']],
+    tests: [GUARD],
+  },
+  {
+    name: "callback server bound to 0.0.0.0 (and :: for ::1)",
+    edits: [[/serve\(address, port\)/, 'serve(address === "::1" ? "::" : "0.0.0.0", port)']],
+    tests: [GUARD],
+  },
+  {
+    name: "a refreshed ID token may name another sub",
+    edits: [[/claims\.sub !== entry\.subject/, "false"]],
+    tests: [GUARD],
+  },
+  {
+    name: "the name from the ID token dropped",
+    edits: [[/if \(claims && fromClaims\(claims\)\) return [^\n]*\n/, ""]],
+    tests: [GUARD],
+  },
+  {
+    name: "the name from UserInfo dropped",
+    edits: [[/const user = fromClaims\(info\) \?\? info\.sub;/, "const user = info.sub;"]],
+    tests: [GUARD],
+  },
+  {
+    name: "the browser timeout never fires",
+    edits: [[/delay\(config\.timeoutMs\)/, "delay(2147483647)"]],
+    tests: [GUARD, LOGIN],
+  },
+  // The other security properties.
+  {
+    name: "nonce made constant",
+    edits: [[/oauth\.generateRandomNonce\(\)/, '"constant-nonce-0123456789abcdef"']],
+    tests: [GUARD],
+  },
+  {
+    name: "PKCE plain instead of S256",
+    edits: [
+      [/await oauth\.calculatePKCECodeChallenge\(verifier\)/, "verifier"],
+      [/"code_challenge_method", "S256"/, '"code_challenge_method", "plain"'],
+    ],
+    tests: [LOGIN],
+  },
+  {
+    name: "RFC 9207 iss not checked",
+    edits: [[
+      /validateAuthResponse\(as, client, callback, state\)/,
+      "validateAuthResponse({ ...as, authorization_response_iss_parameter_supported: false }, client, " +
+      'new URLSearchParams([...callback].filter(([k]) => k !== "iss")), state)',
+    ]],
+    tests: [LOGIN, HOSTILE],
+  },
+  {
+    name: "the callback server does not check state",
+    edits: [[/!timingSafeEqual\(states\[0\], options\.state\)/, "false"]],
+    tests: [LOGIN, HOSTILE],
+  },
+  {
+    name: "state not single-use (a second callback is handled)",
+    edits: [[/if \(consumed\) \{/, "if (false) {"]],
+    tests: [HOSTILE],
+  },
+  {
+    name: "Host header not checked (DNS rebinding)",
+    edits: [[/!options\.hosts\.includes\(host\.toLowerCase\(\)\)/, "false"]],
+    tests: [LOGIN, HOSTILE],
+  },
+  {
+    name: "secrets not redacted in the trace",
+    edits: [[/return text\.length <= 8 \? "\[redacted\]" : [^;\n]+;/, "return text;"]],
+    tests: [LOGIN],
+  },
+  {
+    name: "cache files written 0644",
+    edits: [[/createNew: true, mode: 0o600/, "createNew: true, mode: 0o644"]],
+    tests: [LOGIN, HOSTILE],
+  },
+  {
+    name: "cache directory created 0755",
+    edits: [[/recursive: true, mode: 0o700/, "recursive: true, mode: 0o755"]],
+    tests: [LOGIN],
+  },
+  {
+    name: "a cache file others can read is accepted",
+    edits: [[/\(info\.mode & 0o077\) !== 0/, "false"]],
+    tests: [LOGIN],
+  },
+  {
+    name: "Ctrl-C ignored once a wait has begun",
+    edits: [[/deps\.signal\.addEventListener\("abort", onAbort, \{ once: true \}\);/, ""]],
+    tests: [LOGIN],
+  },
+  {
+    name: "no lock around the refresh",
+    edits: [[/const lock = await lockEntry\(name, deps\);/, "const lock = { release() {} };"]],
+    tests: [LOGIN],
+  },
+];
+
+/** How long one run of the test files may take before it counts as a hang. */
+const RUN_BOUND_MS = 180_000;
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
+const ROOT = new URL("../", import.meta.url).pathname;
+
+/** Copies the repository (not .git, not node_modules) into a new temporary folder. */
+async function scratchCopy(): Promise<string> {
+  const target = await Deno.makeTempDir({ prefix: "oauth-login-mutants-" });
+  const copy = async (from: string, to: string) => {
+    for await (const entry of Deno.readDir(from)) {
+      if (entry.name === ".git" || entry.name === "node_modules") continue;
+      if (entry.isDirectory) {
+        await Deno.mkdir(`${to}/${entry.name}`);
+        await copy(`${from}/${entry.name}`, `${to}/${entry.name}`);
+      } else if (entry.isFile) {
+        await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+      }
+    }
+  };
+  await copy(ROOT, target);
+  return target;
+}
+
+interface Outcome {
+  passed: number;
+  failed: number;
+  /** The first failing test's name. */
+  firstFailure?: string;
+  hung: boolean;
+  /** The start of Deno's report of the failures. */
+  errors?: string;
+  /** Deno's output when no summary came (the mutant did not load). */
+  output?: string;
+}
+
+/** Runs `deno test` on `files` in `dir`, bounded by RUN_BOUND_MS. */
+async function runTests(dir: string, files: string[]): Promise<Outcome> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "--no-check", ...PERMISSIONS, "--sanitize-ops", "--sanitize-resources", ...files],
+    cwd: dir,
+    env: { NO_COLOR: "1", CI: "" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let hung = false;
+  const timer = setTimeout(() => {
+    hung = true;
+    child.kill("SIGKILL");
+  }, RUN_BOUND_MS);
+  const { stdout, stderr } = await child.output();
+  clearTimeout(timer);
+  const output = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+  const summary = output.match(/^(?:ok|FAILED) \| (\d+) passed.*?\| (\d+) failed/m);
+  if (!summary) return { passed: 0, failed: 0, hung, output };
+  const failures = output.slice(output.lastIndexOf(" FAILURES "));
+  const firstFailure = failures.match(/^\s*(.+?) => \.\/\S+:\d+:\d+$/m)?.[1];
+  const errors = output.slice(output.indexOf(" ERRORS "), output.indexOf(" FAILURES ")).slice(0, 3000);
+  return { passed: Number(summary[1]), failed: Number(summary[2]), firstFailure, hung, errors };
+}
+
+/** Applies the mutant's edits, or says which pattern no longer matches. */
+function mutate(source: string, mutant: Mutant): { text: string } | { missing: RegExp } {
+  let text = source;
+  for (const [pattern, replacement] of mutant.edits) {
+    if (!pattern.test(text)) return { missing: pattern };
+    text = text.replace(pattern, replacement);
+  }
+  return { text };
+}
+
+async function mainMutants(words: string[]): Promise<number> {
+  const chosen = words.length ? MUTANTS.filter((m) => words.some((w) => m.name.includes(w))) : MUTANTS;
+  if (chosen.length === 0) {
+    console.error(`no mutant's name contains ${words.join(" or ")}`);
+    return 2;
+  }
+  const dir = await scratchCopy();
+  let bad = 0;
+  try {
+    const source = await Deno.readTextFile(`${dir}/login.ts`);
+    const files = [...new Set(chosen.flatMap((m) => m.tests))];
+    const baseline = await runTests(dir, files);
+    if (baseline.hung || baseline.output !== undefined || baseline.failed > 0) {
+      console.log(`baseline: the unmutated copy is not green (${files.join(", ")}); nothing can be concluded`);
+      if (baseline.output) console.log(baseline.output.slice(-2000));
+      if (baseline.firstFailure) console.log(`first failure: ${baseline.firstFailure}\n${baseline.errors}`);
+      return 1;
+    }
+    console.log(`baseline: ${baseline.passed} tests green in ${files.join(", ")}`);
+    for (const mutant of chosen) {
+      const mutated = mutate(source, mutant);
+      if ("missing" in mutated) {
+        bad++;
+        console.log(
+          `PATTERN NOT FOUND  ${mutant.name}: ${mutated.missing} (login.ts changed: update tests/mutants.ts)`,
+        );
+        continue;
+      }
+      await Deno.writeTextFile(`${dir}/login.ts`, mutated.text);
+      const started = performance.now();
+      const outcome = await runTests(dir, mutant.tests);
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      await Deno.writeTextFile(`${dir}/login.ts`, source);
+      if (outcome.hung) {
+        bad++;
+        console.log(`SURVIVED  ${mutant.name}: the suite hung for ${RUN_BOUND_MS / 1000} s instead of failing`);
+      } else if (outcome.output !== undefined) {
+        bad++;
+        console.log(`BROKEN    ${mutant.name}: the mutant did not load (${seconds} s); Deno said:`);
+        console.log(outcome.output.slice(-1500));
+      } else if (outcome.failed > 0) {
+        console.log(
+          `killed    ${mutant.name}: ${outcome.failed} failed in ${mutant.tests.join(", ")} (${seconds} s), ` +
+            `first: "${outcome.firstFailure ?? "?"}"`,
+        );
+      } else {
+        bad++;
+        console.log(`SURVIVED  ${mutant.name}: ${outcome.passed} passed in ${mutant.tests.join(", ")} (${seconds} s)`);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  console.log(bad ? `${bad} of ${chosen.length} mutants not killed` : `all ${chosen.length} mutants killed`);
+  return bad ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await mainMutants(Deno.args));
