@@ -51,9 +51,21 @@ const SHUTDOWN_GRACE_MS = 1_000;
 /** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
 export const DEVICE_INTERVAL_MS = 5_000;
 const SLOW_DOWN_MS = 5_000;
+/** The device flow polls at least 1 s and at most 5 minutes apart, whatever the server says. */
+const MIN_DEVICE_INTERVAL_MS = 1_000;
+const MAX_DEVICE_INTERVAL_MS = 5 * 60_000;
+/** A device code whose `expires_in` is not a positive number is taken to live this long (RFC 8628 §3.2's example). */
+const DEVICE_CODE_LIFETIME_S = 1800;
 
 /** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
 export const MIN_TTL_S = 60;
+/** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
+export const UNKNOWN_LIFETIME_S = 15 * 60;
+/** Stated lifetimes are clamped to this range (seconds): 1 s to 365 days. */
+export const MIN_LIFETIME_S = 1;
+export const MAX_LIFETIME_S = 365 * 86_400;
+/** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
+const CLOCK_SKEW_NOTICE_MS = 60_000;
 /** The version of the cache entry format. */
 const CACHE_VERSION = 1;
 /** Authorization parameters the tool sets itself; `--param` may not override them. */
@@ -281,7 +293,7 @@ export interface TokenSet {
   requestedScope: string;
   accessToken: string;
   tokenType: string;
-  /** Milliseconds since the epoch; absent when the server gave no `expires_in`. */
+  /** Milliseconds since the epoch; absent when nothing stated a lifetime (see `accessTokenExpiry`). */
   expiresAt?: number;
   refreshToken?: string;
   idToken?: string;
@@ -293,6 +305,10 @@ export interface TokenSet {
   metadata: Record<string, unknown>;
   /** The profile the entry belongs to (part of its key), when one was in use. */
   profile?: string;
+  /** Milliseconds since the epoch when the response arrived: with `expiresAt`, the token's lifetime. */
+  issuedAt?: number;
+  /** When the refresh token expires (`refresh_expires_in`, `refresh_token_expires_in`), if the server said. */
+  refreshExpiresAt?: number;
   /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
   dpopKey?: JsonWebKey;
   dpopNonces?: Record<string, string>;
@@ -524,6 +540,40 @@ export function retryAfterMs(response: Response, now: number): number | undefine
   if (!header) return undefined;
   const ms = /^\d+$/.test(header) ? Number(header) * 1000 : Date.parse(header) - now;
   return Number.isFinite(ms) && ms >= 0 && ms <= MAX_RETRY_AFTER_MS ? ms : undefined;
+}
+
+/** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
+export function scopeList(scope: string): string[] {
+  return scope.split(/\s+/).filter(Boolean);
+}
+
+/**
+ * Whether the granted scope token `granted` is the one `asked` for, in the forms servers answer with:
+ * the same token, or a long URL form whose last segment names it (Entra's
+ * `https://graph.microsoft.com/User.Read` for `User.Read`, Google's
+ * `https://www.googleapis.com/auth/userinfo.email` for `email`).
+ */
+export function sameScope(asked: string, granted: string): boolean {
+  if (asked === granted) return true;
+  const short = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s.slice(s.lastIndexOf("/") + 1) : s;
+  const a = short(asked);
+  const g = short(granted);
+  return a === g || g === `userinfo.${a}` || a === `userinfo.${g}`;
+}
+
+/**
+ * The scopes asked for (space-separated) that a token response clearly did not grant. None when it
+ * states no scope (RFC 6749 §5.1: then it granted what was asked); `offline_access` is shown by a
+ * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
+ * by whatever was granted; the rest compare with `sameScope`, in any order.
+ */
+export function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
+  if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
+  const granted = scopeList(tokens.scope);
+  return scopeList(asked).filter((scope) =>
+    scope !== "offline_access" && !(scope === "openid" && tokens.id_token) && !scope.endsWith("/.default") &&
+    !granted.some((g) => sameScope(scope, g))
+  );
 }
 
 /** `openid profile`, plus `offline_access` where the server lists it. */
@@ -1979,6 +2029,8 @@ export function parseTokenSet(text: string): TokenSet | undefined {
   if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
   if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
   if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
+  if (value.issuedAt !== undefined && !Number.isFinite(value.issuedAt)) return undefined;
+  if (value.refreshExpiresAt !== undefined && !Number.isFinite(value.refreshExpiresAt)) return undefined;
   const metadata = value.metadata as Record<string, unknown> | undefined;
   if (!metadata || typeof metadata !== "object") return undefined;
   if (typeof metadata.issuer !== "string" || typeof metadata.token_endpoint !== "string") return undefined;
@@ -1989,9 +2041,91 @@ export function parseTokenSet(text: string): TokenSet | undefined {
   return value as unknown as TokenSet;
 }
 
-/** Whether the access token is still good for at least `minTtlMs`. */
+/**
+ * Whether `token` can print the cached access token without renewing it. The margin is
+ * `min(minTtlMs, half the token's lifetime)`, so a token is never due just after it was issued. A
+ * token of unknown lifetime is due `UNKNOWN_LIFETIME_S` after it was issued (less the margin), and
+ * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
+ * On the hot path: arithmetic only.
+ */
 export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
-  return entry.expiresAt === undefined || entry.expiresAt - now > minTtlMs;
+  const { expiresAt, issuedAt } = entry;
+  if (expiresAt === undefined) {
+    if (issuedAt === undefined || !entry.refreshToken) return true;
+    const assumed = UNKNOWN_LIFETIME_S * 1000;
+    return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
+  }
+  const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
+  return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
+}
+
+/** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
+export function hasExpired(entry: TokenSet, now: number): boolean {
+  return entry.expiresAt !== undefined && entry.expiresAt <= now;
+}
+
+/**
+ * A lifetime in seconds as a server may send it: a finite positive number, or a string of digits.
+ * Anything else (0, negative, non-numeric, a boolean, NaN) is undefined: "not stated".
+ */
+export function statedSeconds(value: unknown): number | undefined {
+  const n = typeof value === "number"
+    ? value
+    : typeof value === "string" && /^\s*\d+(\.\d+)?\s*$/.test(value)
+    ? Number(value)
+    : NaN;
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+/** Clamps a lifetime in seconds to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`. */
+function clampLifetime(seconds: number): number {
+  return Math.min(Math.max(seconds, MIN_LIFETIME_S), MAX_LIFETIME_S);
+}
+
+/**
+ * Seconds from `now` (ms) until an absolute time in epoch seconds (or milliseconds, as some servers
+ * send: anything past the year 5000 is taken as such); undefined unless it is in the future.
+ */
+function secondsUntil(at: unknown, now: number): number | undefined {
+  const stated = statedSeconds(at);
+  if (stated === undefined) return undefined;
+  return statedSeconds((stated > 1e11 ? stated / 1000 : stated) - now / 1000);
+}
+
+/**
+ * The `exp` claim (epoch seconds) of an access token that is a JWT, decoded without verifying it: a
+ * hint about its lifetime, never trusted for anything else. Undefined for an opaque token.
+ */
+export function jwtExpiry(token: unknown): number | undefined {
+  if (typeof token !== "string") return undefined;
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  try {
+    const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof payload?.exp === "number" ? payload.exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When the access token of a token response expires, in ms since the epoch, or undefined when
+ * nothing says. In order: `expires_in` (RFC 6749 §5.1), `expires_at` (epoch seconds, Strava), the
+ * access token's own `exp` when it is a JWT, and for a refresh the previous token's lifetime. A
+ * lifetime is clamped to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`; values that are not finite positive
+ * numbers count as not stated, so no answer can make an invalid date.
+ */
+export function accessTokenExpiry(
+  tokens: Record<string, unknown>,
+  now: number,
+  previous?: TokenSet,
+): number | undefined {
+  const previousLifetime = previous?.expiresAt !== undefined && previous.issuedAt !== undefined
+    ? statedSeconds((previous.expiresAt - previous.issuedAt) / 1000)
+    : undefined;
+  const seconds = statedSeconds(tokens.expires_in) ?? secondsUntil(tokens.expires_at, now) ??
+    secondsUntil(jwtExpiry(tokens.access_token), now) ?? previousLifetime;
+  return seconds === undefined ? undefined : now + clampLifetime(seconds) * 1000;
 }
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
@@ -2009,6 +2143,8 @@ export function toTokenSet(
   },
   previous?: TokenSet,
 ): TokenSet {
+  // Keycloak's `refresh_expires_in` and GitHub's `refresh_token_expires_in`; Keycloak's 0 means "none".
+  const refreshSeconds = statedSeconds(tokens.refresh_expires_in ?? tokens.refresh_token_expires_in);
   return {
     version: CACHE_VERSION,
     issuer: config.issuer,
@@ -2016,7 +2152,7 @@ export function toTokenSet(
     requestedScope: config.scope ?? "",
     accessToken: tokens.access_token,
     tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
-    expiresAt: typeof tokens.expires_in === "number" ? context.now + tokens.expires_in * 1000 : undefined,
+    expiresAt: accessTokenExpiry(tokens, context.now, previous),
     refreshToken: tokens.refresh_token ?? previous?.refreshToken,
     idToken: tokens.id_token ?? previous?.idToken,
     scope: tokens.scope ?? previous?.scope,
@@ -2025,6 +2161,10 @@ export function toTokenSet(
     authMethod: context.authMethod,
     metadata: context.metadata,
     ...(config.profile !== undefined ? { profile: config.profile } : {}),
+    issuedAt: context.now,
+    refreshExpiresAt: refreshSeconds === undefined
+      ? tokens.refresh_token === undefined ? previous?.refreshExpiresAt : undefined
+      : context.now + clampLifetime(refreshSeconds) * 1000,
     ...(config.resources?.length
       ? { resources: config.resources, resource: previous?.resource ?? config.resources[0] }
       : {}),
@@ -2517,6 +2657,65 @@ function serverError(doing: string, code: string, description?: string, status?:
   });
 }
 
+/** "2 minutes", "3 hours", "2 days": a duration in ms, roughly. */
+function roughDuration(ms: number): string {
+  const minutes = Math.round(Math.abs(ms) / 60_000);
+  return minutes < 120
+    ? plural(minutes, "minute")
+    : minutes < 48 * 60
+    ? plural(Math.round(minutes / 60), "hour")
+    : plural(Math.round(minutes / 1440), "day");
+}
+
+/**
+ * Runs oauth4webapi's processing of a token endpoint response (RFC 6749 §5.1) with two additions.
+ * `expires_in` is kept out of its hands and put back as sent afterwards: oauth4webapi refuses a
+ * negative or non-numeric one outright, where `accessTokenExpiry` treats it as not stated and falls
+ * back. And when an ID token is refused for its `iat`/`exp` while the server's `Date` header is more
+ * than a minute from `now` (ms), the error says the local clock looks off, and by how much.
+ */
+async function processTokens(
+  response: Response,
+  now: number,
+  process: (response: Response) => Promise<Oauth.TokenEndpointResponse>,
+): Promise<Oauth.TokenEndpointResponse> {
+  let expiresIn: unknown;
+  if (response.status === 200) {
+    let body = await response.text();
+    try {
+      const json = JSON.parse(body);
+      if (json && typeof json === "object" && !Array.isArray(json) && Object.hasOwn(json, "expires_in")) {
+        expiresIn = json.expires_in;
+        delete json.expires_in;
+        body = JSON.stringify(json);
+      }
+    } catch { /* not JSON: oauth4webapi says so */ }
+    response = new Response(body, { status: response.status, headers: response.headers });
+  }
+  try {
+    const tokens = await process(response);
+    if (expiresIn !== undefined) (tokens as Record<string, unknown>).expires_in = expiresIn;
+    return tokens;
+  } catch (error) {
+    const oauth = await lib();
+    const serverTime = Date.parse(response.headers.get("date") ?? "");
+    const skew = now - serverTime;
+    if (
+      error instanceof oauth.OperationProcessingError && error.code === oauth.JWT_TIMESTAMP_CHECK &&
+      Math.abs(skew) > CLOCK_SKEW_NOTICE_MS
+    ) {
+      throw new LoginError(
+        "invalid_response",
+        `The ID token was refused for its issue or expiry time, and the local clock looks off: it is ${
+          roughDuration(skew)
+        } ${skew > 0 ? "ahead of" : "behind"} the server's`,
+        { hint: "set this computer's clock right (turn on automatic time), then try again", cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
 /** Runs one protocol step, turning what it throws into a clear error. */
 async function step<T>(doing: string, run: () => Promise<T> | T): Promise<T> {
   try {
@@ -2787,7 +2986,7 @@ async function refreshTokenSet(
         ...http,
         ...(resource ? { additionalParameters: { resource } } : {}),
       });
-      return await oauth.processRefreshTokenResponse(as, client, response);
+      return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
     }));
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   if (claims && entry.subject && claims.sub !== entry.subject) {
@@ -3983,9 +4182,14 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
               verifier,
               withResource(http, config),
             );
-            return await oauth.processAuthorizationCodeResponse(as, client, response, {
-              expectedNonce: nonce ?? oauth.expectNoNonce,
-            });
+            return await processTokens(
+              response,
+              deps.now(),
+              (r) =>
+                oauth.processAuthorizationCodeResponse(as, client, r, {
+                  expectedNonce: nonce ?? oauth.expectNoNonce,
+                }),
+            );
           }));
         const who = await identify(issuer, tokens, trace);
         resolve({ tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who });
@@ -4114,8 +4318,9 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   if (openBrowser) {
     deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
-  const deadline = deps.now() + device.expires_in * 1000;
-  let interval = typeof device.interval === "number" ? device.interval * 1000 : DEVICE_INTERVAL_MS;
+  const deadline = deps.now() + clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
+  const pace = (ms: number) => Math.min(Math.max(ms, MIN_DEVICE_INTERVAL_MS), MAX_DEVICE_INTERVAL_MS);
+  let interval = pace((statedSeconds(device.interval) ?? DEVICE_INTERVAL_MS / 1000) * 1000);
   const expired = () =>
     new LoginError("timeout", "The code expired before the sign-in was approved", {
       hint: "run the login again and enter the code within the time shown",
@@ -4128,19 +4333,19 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
         const tokens = await step("sign in with the device code", () =>
           onceMoreForNonce(issuer, async () => {
             const response = await oauth.deviceCodeGrantRequest(as, client, auth, device.device_code, http);
-            return await oauth.processDeviceCodeResponse(as, client, response);
+            return await processTokens(response, deps.now(), (r) => oauth.processDeviceCodeResponse(as, client, r));
           }));
         const who = await identify(issuer, tokens, trace);
         return { tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who };
       } catch (error) {
         if (error instanceof ServerError && error.code === "authorization_pending") continue;
         if (error instanceof ServerError && error.code === "slow_down") {
-          interval += SLOW_DOWN_MS; // for this and every later poll
+          interval = pace(interval + SLOW_DOWN_MS); // for this and every later poll
           continue;
         }
         if (error instanceof ServerError && error.code === "expired_token") throw expired();
         if (error instanceof LoginError && error.code === "network") {
-          interval *= 2; // RFC 8628 §3.5: back off when the server cannot be reached
+          interval = pace(interval * 2); // RFC 8628 §3.5: back off when the server cannot be reached
           trace?.(`polling again in ${seconds(interval)}: ${error.message}`);
           continue;
         }
@@ -4165,17 +4370,39 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
   if (!config.quiet) deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
-  const granted = (result.tokens.scope ?? result.scope).split(" ");
-  const missing = result.scope.split(" ").filter((scope) => scope && !granted.includes(scope));
+  const missing = missingScopes(result.scope, result.tokens);
   if (missing.length > 0) deps.stderr(`warning: The server did not grant ${sanitize(missing.join(" "))}\n`);
   if (!entry.refreshToken) {
     deps.stderr(
-      result.scope.split(" ").includes("offline_access")
-        ? "note: The server issued no refresh token, so you will sign in again when this token expires; try --prompt consent\n"
-        : "note: The server issued no refresh token, so you will sign in again when this token expires; ask for one by adding offline_access to --scope\n",
+      `note: The server issued no refresh token, so you will sign in again when this token expires${
+        refreshTokenRemedy(result.scope, result.metadata, config)
+      }\n`,
     );
   }
   return entry;
+}
+
+/**
+ * What to try when a login brought no refresh token, only where the server accepts it: `--prompt
+ * consent` when `offline_access` was asked for (unless the metadata's `prompt_values_supported` leaves
+ * consent out, or it was already given); adding `offline_access` only when `scopes_supported` lists
+ * it; Google's own parameters for Google. Otherwise nothing.
+ */
+function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, config: Config): string {
+  if (new URL(metadata.issuer).hostname === "accounts.google.com") {
+    return config.params.some(([key]) => key === "access_type")
+      ? ""
+      : "; ask for one with --param access_type=offline --prompt consent";
+  }
+  if (scopeList(scope).includes("offline_access")) {
+    const prompts = metadata.prompt_values_supported;
+    const accepted = !Array.isArray(prompts) || prompts.includes("consent");
+    return accepted && config.prompt !== "consent" ? "; try --prompt consent" : "";
+  }
+  const offered = metadata.scopes_supported;
+  return Array.isArray(offered) && offered.includes("offline_access")
+    ? "; ask for one by adding offline_access to --scope"
+    : "";
 }
 
 /** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
@@ -4286,6 +4513,9 @@ async function renew(
     : entry
     ? "The cached token has expired and cannot be refreshed"
     : "No cached token";
+  if (entry && !rejected && !entry.refreshToken && !hasExpired(entry, deps.now())) {
+    return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
+  }
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     const interrupt = deps.signal;
@@ -4301,7 +4531,12 @@ async function renew(
           if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
-          if (!(error instanceof ServerError && error.code === "invalid_grant")) throw error;
+          if (!(error instanceof ServerError && error.code === "invalid_grant")) {
+            // A refresh ahead of time that fails (server error, network, timeout): the token still works.
+            if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
+            const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
+            return stillValid(current, why, deps, "it is tried again at the next use");
+          }
           await deps.storage.remove(`${name}.json`);
           deps.stderr(
             `warning: The session has ended at the server (${error.message}); the cached tokens were removed\n`,
@@ -4323,6 +4558,16 @@ async function renew(
     throw loginRequired(config, why, { named: entry?.metadata.issuer });
   }
   return await loginAndSave(config, deps, name);
+}
+
+/** A token due for renewal that cannot be renewed now but has not expired: says why on stderr, and is used. */
+function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): TokenSet {
+  const left = entry.expiresAt === undefined ? undefined : Math.round((entry.expiresAt - deps.now()) / 1000);
+  const until = left === undefined
+    ? ""
+    : `, which expires ${left < 120 ? `in ${plural(left, "second")}` : relativeTime(entry.expiresAt!, deps.now())}`;
+  deps.stderr(`warning: Cannot renew the access token (${sanitize(why)}); using the cached one${until}; ${next}\n`);
+  return entry;
 }
 
 /** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
@@ -4356,7 +4601,7 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   const { entry } = await findEntry(config, deps);
   if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
-  const expired = !isFresh(entry, now, 0);
+  const expired = hasExpired(entry, now);
   if (expired && !entry.refreshToken) {
     throw loginRequired(config, "The cached token has expired and cannot be refreshed", {
       named: entry.metadata.issuer,
@@ -4378,7 +4623,9 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
     return;
   }
   const expiry = entry.expiresAt === undefined
-    ? "has no stated expiry"
+    ? `has no stated expiry${
+      entry.refreshToken ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
+    }`
     : expired
     ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`
     : `expires ${relativeTime(entry.expiresAt, now)} (${new Date(entry.expiresAt).toISOString()})`;
@@ -4389,7 +4636,15 @@ export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
       `  client:  ${sanitize(entry.clientId)}\n` +
       `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
       `  token:   ${expiry}\n` +
-      `  refresh: ${entry.refreshToken ? "yes" : "no (sign in again when the token expires)"}\n`,
+      `  refresh: ${
+        entry.refreshToken
+          ? entry.refreshExpiresAt === undefined
+            ? "yes"
+            : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
+              new Date(entry.refreshExpiresAt).toISOString()
+            }`
+          : "no (sign in again when the token expires)"
+      }\n`,
   );
 }
 
@@ -4950,6 +5205,7 @@ Prints a valid access token and a newline on stdout, and nothing else. A token t
 a person can answer (a terminal) or --interactive is given; otherwise it exits 4 (login required).
 
   --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
+                        or within half its lifetime, if that is shorter
   --interactive         sign in when needed even without a terminal
   --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
                         or exec-credential (for kubectl: v1 or v1beta1, as

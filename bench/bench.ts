@@ -9,6 +9,10 @@
  * range of the wall time, the CPU time (user + sys) and the peak memory (max RSS), and each median as a
  * ratio to the floor's. `--markdown` prints the same as Markdown (for the README), `--json` the raw numbers.
  *
+ * Then (`--concurrent N`, default 3) N rounds of two batches of 64 `token` processes started at once by one
+ * bash, timed as a whole: against an expired entry (exactly one refresh request, every process prints the
+ * token it brought) and against the cached entry, for comparison.
+ *
  * How a run is measured (Linux): the command runs under
  *
  *     /usr/bin/time -f '%e %U %S %M' -o FILE bash -c 't0=$EPOCHREALTIME; "$@"; t1=$EPOCHREALTIME; times' …
@@ -51,10 +55,13 @@ Runs login.ts as whole processes (--help, token from the cache, token with a ref
 against the mock issuer) next to \`deno run\` of an empty script and of a script that does the cached
 token's work the minimal way (read one JSON file, print one line), and prints the median and p10–p90 of
 wall time, CPU time and peak RSS, with each median as a ratio to the empty script's (and, for the cached
-token, to the same-work script's).
+token, to the same-work script's); then the wall time of 64 token processes started at once (one refresh
+among them), next to 64 cached ones.
 
   --runs N     measured runs per case (default 25)
   --warmup N   warm-up runs per case, not counted (default 3)
+  --concurrent N  rounds of two batches of 64 token processes started at once
+               (expired entry, cached), timed whole (default 3; 0: none; bash)
   --json       print the raw numbers as JSON
   --markdown   print the table as Markdown
   -h, --help   show this help
@@ -64,10 +71,12 @@ interface Options {
   runs: number;
   warmup: number;
   format: "text" | "json" | "markdown";
+  /** Batches of `BATCH_SIZE` token processes at once, of each kind (0: none). */
+  concurrent: number;
 }
 
 function parseOptions(args: string[]): Options {
-  const options: Options = { runs: 25, warmup: 3, format: "text" };
+  const options: Options = { runs: 25, warmup: 3, format: "text", concurrent: 3 };
   const count = (name: string, value: string | undefined, min: number): number => {
     const n = Number(value);
     if (value === undefined || !Number.isInteger(n) || n < min) {
@@ -82,6 +91,7 @@ function parseOptions(args: string[]): Options {
     const value = () => inline ?? args[++i];
     if (flag === "--runs") options.runs = count("--runs", value(), 1);
     else if (flag === "--warmup") options.warmup = count("--warmup", value(), 0);
+    else if (flag === "--concurrent") options.concurrent = count("--concurrent", value(), 0);
     else if (flag === "--json" || flag === "--markdown") {
       const format = flag.slice(2) as "json" | "markdown";
       if (options.format !== "text" && options.format !== format) {
@@ -446,6 +456,79 @@ async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, 
   ];
 }
 
+// ── Many processes at once ──────────────────────────────────────────────────────────────────────
+
+/** How many `token` processes a batch starts at once. */
+const BATCH_SIZE = 64;
+/**
+ * Starts `count` commands at once from one bash (its forks are cheap; spawning each from here would
+ * stagger them), waits for all, and writes each one's stdout and exit code, and the batch's start and
+ * end ($EPOCHREALTIME), to files in `dir`.
+ */
+const BATCH_SCRIPT = `dir=$1; count=$2; shift 2; t0=$EPOCHREALTIME
+for i in $(seq 1 "$count"); do ( "$@" >"$dir/out.$i" 2>"$dir/err.$i" </dev/null; echo $? >"$dir/code.$i" ) & done
+wait; echo "$t0 $EPOCHREALTIME" >"$dir/wall"`;
+
+interface ConcurrentResult {
+  size: number;
+  /** Wall time of each whole batch (ms): against an expired entry (one refresh), and a cached one. */
+  refresh: number[];
+  cached: number[];
+  stats: { refresh?: Stats; cached?: Stats };
+}
+
+/**
+ * `batches` rounds of two batches, in a random order each round: BATCH_SIZE `token` processes at once
+ * against an expired entry (it must make exactly one refresh request, and all print the token it
+ * got), and as many against the then cached entry (no request). The entry is a copy of `fromDir`'s.
+ */
+async function concurrentBatches(
+  mock: ServedMock,
+  tmp: string,
+  baseEnv: Record<string, string>,
+  fromDir: string,
+  batches: number,
+): Promise<ConcurrentResult> {
+  const cacheDir = `${tmp}/cache-concurrent`;
+  const { name, entry } = await readEntry(fromDir);
+  await fileStorage(cacheDir).write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+  const issuerFlags = ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id];
+  const argv = [Deno.execPath(), "run", ...PERMISSIONS, "login.ts", "token", ...issuerFlags];
+  const refreshes = () => mock.calls("token").filter((r) => r.form.grant_type === "refresh_token").length;
+  const result: ConcurrentResult = { size: BATCH_SIZE, refresh: [], cached: [], stats: {} };
+  for (let round = 0; round < batches; round++) {
+    for (const kind of shuffled(["refresh", "cached"] as const)) {
+      if (kind === "refresh") {
+        const { entry } = await readEntry(cacheDir);
+        entry.expiresAt = Date.now() - 60_000;
+        entry.issuedAt = (entry.expiresAt as number) - 3600_000;
+        await fileStorage(cacheDir).write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+      }
+      const before = refreshes();
+      const dir = await Deno.makeTempDir({ dir: tmp, prefix: "batch-" });
+      const { output, timedOut } = await runTracked(
+        ["bash", "-c", BATCH_SCRIPT, "batch", dir, String(BATCH_SIZE), ...argv],
+        { ...baseEnv, LC_ALL: "C", OAUTH_LOGIN_CACHE: cacheDir },
+      );
+      const what = `${BATCH_SIZE} token processes at once (${kind})`;
+      if (timedOut || !output.success) throw new Error(`${what} did not finish within ${RUN_TIMEOUT_MS / 1000} s`);
+      const token = `${(await readEntry(cacheDir)).entry.accessToken}\n`;
+      for (let i = 1; i <= BATCH_SIZE; i++) {
+        const code = (await Deno.readTextFile(`${dir}/code.${i}`)).trim();
+        if (code !== "0") throw new Error(`${what}: one exited ${code}: ${await Deno.readTextFile(`${dir}/err.${i}`)}`);
+        if (await Deno.readTextFile(`${dir}/out.${i}`) !== token) throw new Error(`${what}: one printed another token`);
+      }
+      const made = refreshes() - before;
+      if (made !== (kind === "refresh" ? 1 : 0)) throw new Error(`${what} made ${made} refresh requests`);
+      const [t0, t1] = (await Deno.readTextFile(`${dir}/wall`)).trim().split(" ").map(Number);
+      result[kind].push((t1 - t0) * 1000);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  result.stats = { refresh: stats(result.refresh), cached: stats(result.cached) };
+  return result;
+}
+
 // ── Statistics ──────────────────────────────────────────────────────────────────────────────────
 
 interface Stats {
@@ -631,6 +714,12 @@ interface Report {
   runs: { warmup: number; measured: number; order: string };
   totalSeconds: number;
   cases: CaseResult[];
+  /** The batches of many `token` processes at once, when run. */
+  concurrent?: ConcurrentResult;
+}
+
+function range(s: Stats): string {
+  return `${fmt(s.median, 0)} (${fmt(s.min, 0)}–${fmt(s.max, 0)})`;
 }
 
 /** A warning when other programs kept the machine busy: the wall times then say little (CPU and memory still do). */
@@ -676,6 +765,14 @@ function render(report: Report, format: "text" | "markdown"): string {
       ]
       : []),
     ...(busy(report) ? [busy(report)!] : []),
+    ...(report.concurrent?.stats.refresh && report.concurrent.stats.cached
+      ? [
+        `${report.concurrent.size} \`token\` processes started at once by one bash, the wall time of the whole ` +
+        `batch, median (min–max) of ${report.concurrent.refresh.length}: against an expired entry (exactly one ` +
+        `refresh request, all print the same token) ${range(report.concurrent.stats.refresh)} ms; against the ` +
+        `cached entry ${range(report.concurrent.stats.cached)} ms.`,
+      ]
+      : []),
     `The benchmark took ${fmt(report.totalSeconds, 1)} s.`,
   ];
   if (format === "markdown") {
@@ -768,6 +865,14 @@ async function bench(options: Options): Promise<number> {
       for (const i of shuffled(indexes)) await once(i, true);
     }
     progress(`bench: ${options.runs} rounds of ${cases.length} cases done`, true);
+    let concurrent: ConcurrentResult | undefined;
+    if (options.concurrent > 0 && meter.epoch) {
+      progress(`bench: ${options.concurrent} × 2 batches of ${BATCH_SIZE} token processes at once`);
+      concurrent = await concurrentBatches(mock, tmp, baseEnv, `${tmp}/cache-refresh`, options.concurrent);
+      progress(`bench: batches of ${BATCH_SIZE} token processes done`, true);
+    } else if (options.concurrent > 0) {
+      console.error("bench: bash with $EPOCHREALTIME is missing: no batches of processes at once");
+    }
 
     const [floor] = results;
     for (const result of results) {
@@ -795,6 +900,7 @@ async function bench(options: Options): Promise<number> {
       runs: { warmup: options.warmup, measured: options.runs, order: "interleaved, a random order each round" },
       totalSeconds: (performance.now() - startedAt) / 1000,
       cases: results,
+      concurrent,
     };
     if (options.format === "json") console.log(JSON.stringify(report, null, 2));
     else console.log(render(report, options.format));

@@ -284,6 +284,18 @@ function assertSignedIn(run: ToolRun, name: string): void {
 }
 
 /** Every file under the cache folder, as text. */
+/**
+ * Makes the cached access tokens look expired, as waiting would: `token` refreshes a token only once it
+ * is due (within min(--min-ttl, half its lifetime) of its expiry), never one just issued.
+ */
+async function expireCachedTokens(work: string): Promise<void> {
+  for await (const entry of Deno.readDir(`${work}/cache`)) {
+    if (!entry.isFile || !entry.name.endsWith(".json")) continue;
+    const file = `${work}/cache/${entry.name}`;
+    await Deno.writeTextFile(file, JSON.stringify({ ...JSON.parse(await Deno.readTextFile(file)), expiresAt: 0 }));
+  }
+}
+
 async function cacheContents(work: string): Promise<string> {
   let all = "";
   const walk = async (dir: string): Promise<void> => {
@@ -435,10 +447,11 @@ interop("token: prints the cached access token while it is fresh", async () => {
 });
 
 interop("token: refreshes with the rotated refresh token when the access token expires soon", async () => {
-  // Access tokens live 30 s here, under `token`'s default --min-ttl of 60 s: every call refreshes.
+  // Each refresh below is forced by rewriting the cached entry as expired (half a 30 s lifetime is no longer due).
   await withProvider(["--access-token-ttl", "30"], async (provider, work) => {
     const first = await loginForRefresh(provider, work);
 
+    await expireCachedTokens(work);
     const refreshed = await tool(provider, work, ["token", ...client(provider)]);
     assertEquals(refreshed.code, EXIT.ok, `exit code; stderr was:\n${refreshed.stderr}`);
     assertMatch(refreshed.stdout, /^\S+\n$/, "one token and a newline");
@@ -453,6 +466,7 @@ interop("token: refreshes with the rotated refresh token when the access token e
 
     // A second refresh works only if the rotated refresh token was saved in the cache; reusing the
     // spent one would make oidc-provider revoke the whole grant (refresh token reuse detection).
+    await expireCachedTokens(work);
     const again = await tool(provider, work, ["token", ...client(provider)]);
     assertEquals(again.code, EXIT.ok, `exit code; stderr was:\n${again.stderr}`);
     const third = again.stdout.trim();
@@ -478,6 +492,7 @@ interop("token: a refresh token revoked at the provider means login required (ex
     await revoked.body?.cancel();
     assertEquals(revoked.status, 200);
 
+    await expireCachedTokens(work);
     const run = await tool(provider, work, ["token", ...client(provider)]);
     assertEquals(run.code, EXIT.loginRequired, `exit code; stderr was:\n${run.stderr}`);
     assertEquals(run.stdout, "", "no token on stdout");

@@ -54,6 +54,8 @@ export interface MockOptions {
   whoAmI?: { path: string; body: (user: MockUser) => Record<string, unknown> };
   /** More accounts: an authorization request whose `login_hint` names one (username, email or sub) signs in as it. */
   users?: MockUser[];
+  /** Reshapes each successful token endpoint answer (see `MockIssuer.shapeToken`). */
+  shapeToken?: MockIssuer["shapeToken"];
 }
 
 export type MockEndpoint =
@@ -251,6 +253,14 @@ export interface MockIssuer {
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
   calls(endpoint: string): RecordedRequest[];
+  /**
+   * Reshapes each successful (200) token endpoint answer, after the mock has issued its tokens: gets
+   * the JSON body and the request, returns the body to send instead, or a whole Response (headers too).
+   */
+  shapeToken?: (
+    body: Record<string, unknown>,
+    record: RecordedRequest,
+  ) => Record<string, unknown> | Response | Promise<Record<string, unknown> | Response>;
 }
 
 /** Builds a mock issuer; serve it with `serveMockIssuer` or pass its handler as `fetch`. */
@@ -284,6 +294,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     user: options.user ?? ALICE,
     users: options.users ?? [],
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
+    shapeToken: options.shapeToken,
     calls: (endpoint) =>
       mock.requests.filter((r) => r.path === (paths[endpoint as MockEndpoint] ?? `${path}/${endpoint}`)),
     handler: async (request) => {
@@ -302,7 +313,12 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       mock.requests.push(record);
       const intercepted = await mock.intercept?.(record, url, request);
       if (intercepted) return intercepted;
-      return route(request, url, record);
+      const answer = await route(request, url, record);
+      if (mock.shapeToken && url.pathname === `${path}/token` && answer.status === 200) {
+        const shaped = await mock.shapeToken(await answer.json(), record);
+        return shaped instanceof Response ? shaped : json(shaped);
+      }
+      return answer;
     },
   };
 
