@@ -4390,7 +4390,7 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
  */
 function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, config: Config): string {
   if (new URL(metadata.issuer).hostname === "accounts.google.com") {
-    return config.params.some(([key]) => key === "access_type")
+    return config.params.some(([key, value]) => key === "access_type" && value === "offline")
       ? ""
       : "; ask for one with --param access_type=offline --prompt consent";
   }

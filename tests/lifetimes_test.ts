@@ -15,6 +15,7 @@
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT, fileStorage, MAX_LIFETIME_S, type TokenSet } from "../login.ts";
 import {
+  CONFIDENTIAL_CLIENT,
   createMockIssuer,
   type MockOptions,
   PUBLIC_CLIENT,
@@ -538,28 +539,36 @@ Deno.test("Google: the note after a login without a refresh token names Google's
   };
   for (
     const [extra, note] of [
-      [[], "; ask for one with --param access_type=offline --prompt consent"],
-      [["--param", "access_type=offline"], ""],
+      [["--param", "access_type=online"], "; ask for one with --param access_type=offline --prompt consent"],
+      [[], ""],
     ] as const
   ) {
-    await t.step(extra.length ? "access_type already given: no remedy" : "the remedy Google accepts", async () => {
-      const result = await run(["login", "--issuer", google.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra], {
-        fetch: toGoogle as typeof fetch,
-        openUrl: browser,
-      });
-      try {
-        assertEquals(result.code, EXIT.ok, result.stderr);
-        assertEquals(google.calls("authorize").at(-1)?.query.scope, "openid profile");
-        assert(
-          result.stderr.endsWith(
-            `Logged in as alice@example.com\nnote: The server issued no refresh token, so you will sign in again when this token expires${note}\n`,
-          ),
-          result.stderr,
+    // The google preset (inferred from the host) asks for access_type=offline itself, unless the person says otherwise.
+    await t.step(
+      extra.length ? "the remedy Google accepts" : "access_type=offline already sent: no remedy",
+      async () => {
+        const result = await run(
+          ["login", "--issuer", google.issuer, "--client-id", CONFIDENTIAL_CLIENT.id, ...extra],
+          {
+            fetch: toGoogle as typeof fetch,
+            openUrl: browser,
+            env: { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! },
+          },
         );
-      } finally {
-        await cleanUp(result);
-      }
-    });
+        try {
+          assertEquals(result.code, EXIT.ok, result.stderr);
+          assertEquals(google.calls("authorize").at(-1)?.query.scope, "openid email profile");
+          assert(
+            result.stderr.endsWith(
+              `Logged in as alice@example.com\nnote: The server issued no refresh token, so you will sign in again when this token expires${note}\n`,
+            ),
+            result.stderr,
+          );
+        } finally {
+          await cleanUp(result);
+        }
+      },
+    );
   }
 });
 
