@@ -323,7 +323,10 @@ interop(
       const der = new Uint8Array(await crypto.subtle.exportKey("pkcs8", key));
       const pem = `-----BEGIN PRIVATE KEY-----\n${btoa(String.fromCharCode(...der))}\n-----END PRIVATE KEY-----\n`;
       await Deno.writeTextFile(`${work}/client.pem`, pem, { mode: 0o600 });
-      const refreshed = await tool(provider, work, ["token", ...same(provider, id), "--min-ttl", "999999"], {
+      // The cached access token is made to look expired, so `token` refreshes (a token request of its own).
+      const { file, ...stale } = await entry(work);
+      await Deno.writeTextFile(file, JSON.stringify({ ...stale, expiresAt: Date.now() - 1_000 }), { mode: 0o600 });
+      const refreshed = await tool(provider, work, ["token", ...same(provider, id)], {
         OAUTH_CLIENT_KEY: `${work}/client.pem`,
       });
       assertEquals(refreshed.code, 0, refreshed.stderr);
