@@ -202,6 +202,8 @@ export interface Config {
   profile?: string;
   /** OpenID's `login_hint` (`--login-hint`), also among `params`. */
   loginHint?: string;
+  /** Pushed authorization requests (RFC 9126) where the server offers them; `--no-par` turns them off. */
+  par: boolean;
   /** DPoP (RFC 9449): sender-constrained tokens, from `--dpop` or `OAUTH_DPOP=1`. */
   dpop?: boolean;
   /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
@@ -279,6 +281,17 @@ export interface Deps {
    * preset names, so a preset can be run against a loopback mock. Never set from flags or variables.
    */
   presetBase?: string;
+  /**
+   * The timer behind every wait (the browser's `--timeout`, countdown ticks, the lock): resolves after
+   * `ms` milliseconds, or at once when `signal` aborts. Absent: the runtime's setTimeout.
+   */
+  timer?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Starts turning Ctrl-C into an abort of `signal`; called before the first wait or request, never on the cached-token path. */
+  catchInterrupt?: () => void;
+  /** The width of stderr in columns: prose is wrapped to it at word boundaries. Absent: no wrapping. */
+  columns?: number;
+  /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
+  invokedAs?: string;
   /** All of stdin, for `fetch -d @-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
 }
@@ -762,12 +775,13 @@ function timingSafeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
-/** The small, self-contained page the browser gets from the callback server. */
-export function page(status: number, title: string, message: string): Response {
+/** The small, self-contained page the browser gets from the callback server; `detail` is a quieter second line. */
+export function page(status: number, title: string, message: string, detail?: string): Response {
+  const more = detail ? `<p class="detail">${escapeHtml(detail)}</p>` : "";
   const body = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}</style>
-</head><body><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p></body></html>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}.detail{color:#555}</style>
+</head><body><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p>${more}</body></html>
 `;
   return new Response(body, { status, headers: pageHeaders({ "content-type": "text/html; charset=utf-8" }) });
 }
@@ -796,7 +810,94 @@ function plural(n: number, unit: string): string {
 }
 
 function seconds(ms: number): string {
+  if (ms >= 120_000 && ms % 60_000 === 0) return plural(ms / 60_000, "minute");
   return ms % 1000 === 0 ? plural(ms / 1000, "second") : `${ms / 1000} seconds`;
+}
+
+/**
+ * Wraps prose at word boundaries to `width` columns. A long URL stands alone on its own line,
+ * unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
+ * label (or the line's own indent). Existing newlines are kept.
+ */
+export function wrap(text: string, width: number): string {
+  return text.split("\n").map((line) => {
+    if (line.length <= width) return line;
+    const label = line.match(/^(?:error|hint|warning|note): |^ +/)?.[0] ?? "";
+    const indent = " ".repeat(label.length);
+    const lines: string[] = [];
+    let current = label;
+    let empty = true;
+    for (const word of line.slice(label.length).split(/ +/).filter(Boolean)) {
+      const url = word.length > 30 && /https?:\/\//.test(word);
+      if (empty && !url) {
+        current += word;
+        empty = false;
+      } else if (!url && current.length + 1 + word.length <= width) {
+        current += ` ${word}`;
+      } else {
+        if (!empty || label.trim()) lines.push(current.trimEnd());
+        current = indent + word;
+        empty = false;
+        if (url) {
+          lines.push(current);
+          current = indent;
+          empty = true;
+        }
+      }
+    }
+    if (!empty) lines.push(current);
+    return lines.join("\n");
+  }).join("\n");
+}
+
+/** Writes prose to stderr, wrapped to its width when that is known; adds the final newline. */
+function say(deps: Pick<Deps, "stderr" | "columns">, text: string): void {
+  deps.stderr(`${deps.columns ? wrap(text, deps.columns) : text}\n`);
+}
+
+/** The command line that runs `name` as the person runs this tool (`oauth-login login`, `deno task login`, ...). */
+function command(deps: Pick<Deps, "invokedAs">, name: string): string {
+  const prefix = deps.invokedAs ?? "oauth-login";
+  if (prefix === "deno task") return `deno task ${name === "status" ? "whoami" : name}`;
+  return `${prefix} ${name}`;
+}
+
+/** A hint with its `"oauth-login COMMAND` commands rewritten as the person runs the tool. */
+function hintFor(hint: string, deps: Pick<Deps, "invokedAs">): string {
+  return hint.replace(/"oauth-login ([a-z]+|COMMAND)/g, (_, name) => `"${command(deps, name)}`);
+}
+
+/**
+ * The closest of `candidates` to `word` for "did you mean …?": at most two edits (insertions,
+ * deletions, substitutions, adjacent transpositions) and fewer than half the candidate's length;
+ * undefined when none is that close.
+ */
+export function closest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const d = editDistance(word.toLowerCase(), candidate);
+    if (d < bestDistance && d < Math.max(2, candidate.length / 2)) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** The edit distance between two short strings (insertions, deletions, substitutions, adjacent swaps). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
 }
 
 // ── Core: command line and configuration ────────────────────────────────────────────────────────
@@ -836,6 +937,7 @@ const FLAGS = {
   profile: { type: "string" },
   "save-profile": { type: "string" },
   "login-hint": { type: "string" },
+  "no-par": { type: "boolean" },
   dpop: { type: "boolean" },
   "client-key": { type: "string" },
   "assertion-audience": { type: "string" },
@@ -910,14 +1012,14 @@ const COMMON_FLAGS: Flag[] = [
   "resource",
   "audience",
 ];
-const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint"];
+const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint", "no-par"];
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   login: [...LOGIN_FLAGS, "save-profile"],
   token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url"],
   whoami: ["all"],
   logout: ["all"],
-  doctor: ["redirect-uri", "port", "flow", "no-browser"],
+  doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
   profiles: [],
   fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
 };
@@ -931,16 +1033,20 @@ export async function parseCli(args: string[]): Promise<Cli> {
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     const unknown = message.match(/Unknown option '([^']+)'/);
+    const near = unknown?.[1].startsWith("--") ? closest(unknown[1].slice(2), Object.keys(FLAGS)) : undefined;
     throw new LoginError(
       "usage",
-      unknown ? `Unknown flag "${sanitize(unknown[1])}"` : sanitize(message.split(". ")[0]),
+      unknown
+        ? `Unknown flag "${sanitize(unknown[1])}"${near ? `: did you mean "--${near}"?` : ""}`
+        : sanitize(message.split(". ")[0]),
       { hint: "run with --help to see the flags" },
     );
   }
   const [name = "login", ...rest] = parsed.positionals;
   const command = commandNamed(name);
   if (!command) {
-    throw new LoginError("usage", `Unknown command "${sanitize(name)}"`, {
+    const near = closest(name, Object.keys(COMMANDS));
+    throw new LoginError("usage", `Unknown command "${sanitize(name)}"${near ? `: did you mean "${near}"?` : ""}`, {
       hint: "run with --help to see the commands",
     });
   }
@@ -1044,19 +1150,6 @@ export function misspeltKeys(dotenv: Record<string, string>): string[] {
     if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
   }
   return warnings;
-}
-
-/** The Levenshtein distance between two short strings. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    row = next;
-  }
-  return row[b.length];
 }
 
 // ── Core: provider presets ──────────────────────────────────────────────────────────────────────
@@ -1346,6 +1439,7 @@ export function resolveConfig(
       );
     }
     timeoutMs = Math.max(1, Math.round(timeout * 1000));
+    sources.timeout ??= "flag";
   }
   const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
@@ -1432,6 +1526,7 @@ export function resolveConfig(
     providerReason,
     ...(profile ? { profile: profile.name } : {}),
     ...(loginHint ? { loginHint } : {}),
+    par: !flags["no-par"],
     ...modern,
   };
 }
@@ -2485,6 +2580,7 @@ export function issuerFetch(
   dialect: { dropIdToken?: boolean } = {},
 ): typeof fetch {
   return async (input, init) => {
+    deps.catchInterrupt?.();
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
     const host = url.host;
@@ -2546,39 +2642,119 @@ export function issuerFetch(
     } catch (error) {
       if (error instanceof LoginError) throw error;
       if (interruptible && deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+      const where = `${method} ${url.origin}${url.pathname}`;
       if (timeout.signal.aborted) {
         throw new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
-          hint: "check your network connection and the issuer URL",
+          hint: `${where} timed out: check your network connection and the issuer URL`,
           cause: error,
         });
       }
-      const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-      // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
-      const detail = error instanceof Error && error.cause instanceof Error
-        ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
-        : "";
-      throw new LoginError(
-        "network",
-        `Cannot reach ${host}${via}: ${
-          via && detail
-            ? /tunnel|proxy/i.test(detail)
-              ? `the proxy answered with an error (${sanitize(detail, 120)})`
-              : sanitize(detail, 160)
-            : sanitize(reason, 160)
-        }`,
-        {
-          hint: via
-            ? /authentication/i.test(detail)
+      if (via) {
+        const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+        // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
+        const detail = error instanceof Error && error.cause instanceof Error
+          ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
+          : "";
+        throw new LoginError(
+          "network",
+          `Cannot reach ${host}${via}: ${
+            detail
+              ? /tunnel|proxy/i.test(detail)
+                ? `the proxy answered with an error (${sanitize(detail, 120)})`
+                : sanitize(detail, 160)
+              : sanitize(reason, 160)
+          } (${where})`,
+          {
+            hint: /authentication/i.test(detail)
               ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
-              : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`
-            : "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL",
-          cause: error,
-        },
-      );
+              : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`,
+            cause: error,
+          },
+        );
+      }
+      const failure = networkFailure(error, url, deps.env);
+      throw new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
+        hint: failure.hint,
+        cause: error,
+      });
     } finally {
       clearTimeout(timer);
     }
   };
+}
+
+/** Every message in an error's cause chain, outermost first. */
+function causeChain(error: unknown): string[] {
+  const messages: string[] = [];
+  for (let e = error, depth = 0; e !== undefined && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    messages.push(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+    if (!(e instanceof Error)) break;
+  }
+  return messages;
+}
+
+/**
+ * The reason a request failed, in words, from the whole cause chain (Deno's own message is just
+ * "fetch failed"): the name did not resolve, the connection was refused, TLS failed (with the
+ * runtime's detail), a timeout, a reset, or else the innermost message, sanitised. Never throws.
+ */
+export function networkReason(error: unknown): string {
+  const chain = causeChain(error).join(" | ");
+  if (
+    /dns error|failed to lookup address|name or service not known|nodename nor servname|no such host|name resolution/i
+      .test(chain)
+  ) {
+    return "the name did not resolve (DNS lookup failed)";
+  }
+  if (/connection refused|os error 111|econnrefused/i.test(chain)) {
+    return "the connection was refused (nothing listens on that port)";
+  }
+  if (/certificate|tls|ssl|handshake|corrupt message|UnknownIssuer/i.test(chain)) {
+    const detail = chain.match(/(invalid peer certificate[^|]*|received corrupt message[^|]*|certificate[^|]*)/i)?.[1];
+    return `TLS failed${detail ? ` (${sanitize(detail.trim(), 100)})` : ""}`;
+  }
+  if (/timed out|timedout|deadline/i.test(chain)) return "the connection timed out";
+  if (/connection reset|broken pipe/i.test(chain)) return "the connection was reset";
+  const last = causeChain(error).at(-1) ?? "unknown error";
+  return sanitize(last.replace(/^(TypeError|Error): /, "").split("\n")[0], 160);
+}
+
+/** The reason and the next step for a request that got no answer. */
+function networkFailure(
+  error: unknown,
+  url: URL,
+  env: (name: string) => string | undefined,
+): { reason: string; hint: string } {
+  const reason = networkReason(error);
+  if (reason.startsWith("the name did not resolve")) {
+    return {
+      reason,
+      hint: `check your network connection, the host name "${
+        sanitize(url.hostname)
+      }" in the issuer URL, and your DNS or VPN`,
+    };
+  }
+  if (reason.startsWith("the connection was refused")) {
+    return {
+      reason,
+      hint: `check your network connection, and that the server runs at ${sanitize(url.host)} (the issuer URL's port)`,
+    };
+  }
+  if (reason.startsWith("TLS failed")) {
+    const cert = env("DENO_CERT");
+    const store = env("DENO_TLS_CA_STORE");
+    const ca = cert
+      ? `DENO_CERT=${sanitize(cert)}`
+      : store
+      ? `DENO_TLS_CA_STORE=${sanitize(store)}`
+      : "the default CA store (DENO_CERT and DENO_TLS_CA_STORE are unset)";
+    return {
+      reason,
+      hint:
+        `check your network connection (a proxy that intercepts TLS?); the certificates trusted were ${ca}; for a private CA, set DENO_CERT to its PEM file`,
+    };
+  }
+  return { reason, hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL" };
 }
 
 interface Issuer {
@@ -2822,21 +2998,26 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
     const patiently = async (request: () => Promise<Response>) => {
       const response = await request();
-      const wait = retryAfterMs(response, deps.now());
-      if (wait === undefined) return response;
+      const pause = retryAfterMs(response, deps.now());
+      if (pause === undefined) return response;
       await response.body?.cancel();
-      trace?.(`the server asked to retry in ${seconds(wait)}`);
-      await untilInterrupted(deps.sleep(wait), deps, "Interrupted");
+      trace?.(`the server asked to retry in ${seconds(pause)}`);
+      await wait(deps, { ms: pause, sleep: deps.sleep, interrupted: "Interrupted" });
       return await request();
     };
     let response: Response;
+    const path = issuerUrl.pathname === "/" ? "" : issuerUrl.pathname.replace(/\/$/, "");
+    const tried: string[] = []; // the metadata URLs asked, for the message when none answers
     if (config.metadataUrl) {
       const url = config.metadataUrl;
+      tried.push(url);
       response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
     } else {
+      tried.push(`${issuerUrl.origin}/.well-known/oauth-authorization-server${path}`);
       response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
       if (response.status !== 200) {
         await response.body?.cancel();
+        tried.push(`${issuerUrl.origin}${path}/.well-known/openid-configuration`);
         response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
       }
     }
@@ -2860,9 +3041,25 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
       }
     }
     if (response.status === 404) {
+      await response.body?.cancel();
       throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
-        hint: "check the issuer URL: it is the one your provider shows, e.g. https://example.okta.com/oauth2/default",
+        hint: `tried ${
+          tried.map((url) => sanitize(url)).join(" and ")
+        }; check the issuer URL: it is the one your provider shows, ` +
+          "e.g. https://example.okta.com/oauth2/default",
       });
+    }
+    if (response.status >= 400) {
+      await response.body?.cancel();
+      const status = response.status;
+      throw new LoginError(
+        "invalid_response",
+        `Cannot fetch the server metadata: the server answered HTTP ${status}${
+          status >= 500 ? ", a server error" : ""
+        } ` +
+          `(GET ${sanitize(tried.at(-1))})`,
+        { hint: status >= 500 ? "try again later" : "check the issuer URL" },
+      );
     }
     const copy = response.status === 200 ? response.clone() : undefined;
     try {
@@ -3003,25 +3200,47 @@ async function refreshTokenSet(
   );
 }
 
+/**
+ * What could not be revoked, and whose fault it was: the server answered (`server`), the request did
+ * not reach it (`network`), or nothing was sent because something is missing here (`local`).
+ */
+interface RevocationProblem {
+  text: string;
+  kind: "server" | "network" | "local";
+}
+
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
-async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<string[]> {
+async function revokeTokenSet(
+  entry: TokenSet,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+): Promise<RevocationProblem[] | "no_endpoint"> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
   const deletion = config.provider && entry.clientId === config.clientId
     ? PRESETS[config.provider]?.tokenDeletionEndpoint
     : undefined;
   if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
   if (!as.revocation_endpoint) {
-    deps.stderr("note: The server has no revocation endpoint, so the tokens stay valid there until they expire\n");
-    return [];
+    if (!config.all) {
+      say(deps, "note: The server has no revocation endpoint, so the tokens stay valid there until they expire");
+    }
+    return "no_endpoint";
   }
   const oauth = await lib();
   const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
   const clientKey = entry.clientId === config.clientId ? config.clientKey : undefined;
   if (entry.authMethod === "private_key_jwt" && !clientKey) {
-    return [`the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`];
+    return [{
+      text: `the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
+      kind: "local",
+    }];
   }
   if (entry.authMethod !== "none" && entry.authMethod !== "private_key_jwt" && !secret) {
-    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`];
+    return [{
+      text: `the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
+      kind: "local",
+    }];
   }
   const issuer = await issuerFor(
     as,
@@ -3036,7 +3255,7 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
     trace,
   );
   if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
-  const problems: string[] = [];
+  const problems: RevocationProblem[] = [];
   const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
     entry.accessToken,
     "access_token",
@@ -3056,7 +3275,11 @@ async function revokeTokenSet(entry: TokenSet, config: Config, deps: Deps, trace
           await oauth.processRevocationResponse(response);
         }));
     } catch (error) {
-      problems.push(error instanceof Error ? error.message : String(error));
+      const network = error instanceof LoginError && (error.code === "network" || error.code === "interrupted");
+      problems.push({
+        text: error instanceof Error ? error.message : String(error),
+        kind: network ? "network" : "server",
+      });
     }
   }
   return problems;
@@ -3073,9 +3296,12 @@ async function deleteAppToken(
   template: string,
   deps: Deps,
   trace?: Trace,
-): Promise<string[]> {
+): Promise<RevocationProblem[]> {
   if (!config.clientSecret) {
-    return [`the client secret for "${sanitize(entry.clientId)}" is not configured, so the token cannot be revoked`];
+    const text = `the client secret for "${
+      sanitize(entry.clientId)
+    }" is not configured, so the token cannot be revoked`;
+    return [{ text, kind: "local" }];
   }
   const url = rebase(template.replace("{client_id}", encodeURIComponent(entry.clientId)), deps.presetBase);
   try {
@@ -3091,9 +3317,10 @@ async function deleteAppToken(
     });
     await response.body?.cancel();
     if (response.status === 204 || response.status === 404) return [];
-    return [`Cannot revoke the access token: the server answered HTTP ${response.status}`];
+    return [{ text: `Cannot revoke the access token: the server answered HTTP ${response.status}`, kind: "server" }];
   } catch (error) {
-    return [error instanceof Error ? error.message : String(error)];
+    const text = error instanceof Error ? error.message : String(error);
+    return [{ text, kind: error instanceof LoginError && error.code === "network" ? "network" : "server" }];
   }
 }
 
@@ -3862,8 +4089,7 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
 }
 
 /** The code exchange's options: with several resources asked for, the first is the access token's (RFC 8707 §2.2). */
-function withResource(http: Http, config: Config): Http {
-  const resource = config.resources?.[0];
+function withResource(http: Http, resource: string | undefined): Http {
   return resource ? { ...http, additionalParameters: { resource } } as Http : http;
 }
 
@@ -4047,46 +4273,90 @@ function makeTrace(config: Config, deps: Deps): Trace | undefined {
   return config.verbose ? (line) => deps.stderr(`trace: ${line}\n`) : undefined;
 }
 
-/** Rejects with "interrupted" when Ctrl-C aborts `deps.signal`; otherwise settles as `promise` does. */
-async function untilInterrupted<T>(promise: Promise<T>, deps: Deps, message: string): Promise<T> {
+/** What one wait is for, and how it ends. */
+interface WaitOptions<T> {
+  /** The longest wait, in milliseconds. */
+  ms: number;
+  /** What the wait is for; absent, the wait is a pause of `ms`. */
+  until?: Promise<T>;
+  /** Once this settles, the clock stops and only `until` (or Ctrl-C) ends the wait. */
+  stopClock?: Promise<unknown>;
+  /** The error when `ms` runs out; absent, running out ends the wait with undefined. */
+  onTimeout?: () => Error;
+  /** The message of the "interrupted" error that Ctrl-C ends the wait with. */
+  interrupted: string;
+  /** Runs at the start and about once a second with the milliseconds left, for a countdown. */
+  tick?: (leftMs: number) => void;
+  /** The timer to use instead of `deps.timer` (the device flow's polls use `deps.sleep`). */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * The one wait: every wait for the person, the server or another process goes through here. It ends
+ * with `until`'s value, when `ms` runs out (undefined, or `onTimeout()` thrown), or on Ctrl-C
+ * (`LoginError` "interrupted"), whichever comes first. Time is counted on the injected timer.
+ */
+async function wait<T>(deps: Deps, options: WaitOptions<T>): Promise<T | undefined> {
+  deps.catchInterrupt?.();
+  const stop = new AbortController();
+  const timer = options.sleep ?? ((ms: number) => (deps.timer ?? realTimer)(ms, stop.signal));
   let onAbort: (() => void) | undefined;
+  const interrupted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new LoginError("interrupted", options.interrupted));
+    if (deps.signal.aborted) onAbort();
+    else deps.signal.addEventListener("abort", onAbort, { once: true });
+  });
+  const outcome = options.until?.then((value) => ({ value }));
+  const forever = new Promise<never>(() => {});
+  const TICK = Symbol("tick");
+  const STOPPED = Symbol("stopped");
   try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(new LoginError("interrupted", message));
-        if (deps.signal.aborted) onAbort();
-        deps.signal.addEventListener("abort", onAbort, { once: true });
-      }),
-    ]);
+    let left = options.ms;
+    let clock = true;
+    const stopped = options.stopClock?.then(() => STOPPED, () => STOPPED);
+    while (clock) {
+      options.tick?.(left);
+      if (left <= 0) break;
+      const step = options.tick ? Math.min(left, 1000) : left;
+      const first = await Promise.race([
+        outcome ?? forever,
+        timer(step).then(() => TICK),
+        interrupted,
+        stopped ?? forever,
+      ]);
+      if (typeof first === "object") return first.value;
+      if (first === STOPPED) clock = false;
+      else left -= step;
+    }
+    if (!clock) return (await Promise.race([outcome ?? forever, interrupted])).value;
+    if (options.onTimeout) throw options.onTimeout();
+    return undefined;
   } finally {
-    if (onAbort) deps.signal.removeEventListener("abort", onAbort);
+    stop.abort();
+    deps.signal.removeEventListener("abort", onAbort!);
   }
 }
 
-/** Waits for `promise`, the login timeout or Ctrl-C, whichever comes first. */
-async function waitForBrowser<T>(
-  promise: Promise<T>,
-  limit: ReturnType<typeof delay>,
-  config: Config,
-  deps: Deps,
-): Promise<T> {
-  try {
-    return await untilInterrupted(
-      Promise.race([
-        promise,
-        limit.done.then(() => {
-          throw new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
-            hint: "run the login again and finish it in the browser, or give more time with --timeout SECONDS",
-          });
-        }),
-      ]),
-      deps,
-      "Login cancelled",
-    );
-  } finally {
-    limit.cancel();
-  }
+/** The runtime's timer: resolves after `ms`, or at once when `signal` aborts (then no timer is left behind). */
+function realTimer(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const id = setTimeout(() => {
+      signal.removeEventListener("abort", cancel);
+      resolve();
+    }, ms);
+    const cancel = () => {
+      clearTimeout(id);
+      resolve();
+    };
+    signal.addEventListener("abort", cancel, { once: true });
+  });
+}
+
+/** "4:59": minutes and seconds, rounded up. */
+function clockText(ms: number): string {
+  const left = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
 }
 
 /** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
@@ -4106,7 +4376,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
       hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
     });
   }
-  if (choice.note) deps.stderr(`${choice.note}\n`);
+  if (choice.note) say(deps, `${choice.note}`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
   const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
     throw exchangeHint(error, issuer);
@@ -4125,83 +4395,272 @@ interface FlowContext {
   trace?: Trace;
 }
 
+/** What one authorization request is bound to: PKCE, `state`, `nonce` and the redirect URI. */
+interface PendingRequest {
+  scope: string;
+  redirectUri: string;
+  verifier: string;
+  state: string;
+  nonce?: string;
+  /** RFC 8707: the resource the code exchange asks for (the first of several `--resource`s). */
+  resource?: string;
+}
+
+/** The OAuth errors that mean the request itself is wrong (client, redirect URI, scope): exit 2. */
+const REJECTED_REQUEST = new Set([
+  "invalid_client",
+  "invalid_redirect_uri",
+  "invalid_scope",
+  "unauthorized_client",
+  "invalid_request",
+]);
+
+/** The hint for a rejected authorization request, naming what was sent. */
+function rejectedRequestHint(clientId: string, redirectUri: string): string {
+  return `check that the client id "${sanitize(clientId)}" exists at the server and has this redirect URI ` +
+    `registered (a loopback one may need any port allowed): ${sanitize(redirectUri)}`;
+}
+
+/**
+ * Builds the authorization request (RFC 6749 §4.1.1, PKCE S256 per RFC 7636) and makes sure the
+ * server accepts it before the browser opens. Where the metadata has a
+ * `pushed_authorization_request_endpoint` (and `--no-par` is not given, or the server requires it),
+ * the parameters go over the back channel (RFC 9126) and the browser gets a short URL with
+ * `request_uri`; else the full URL is fetched once, without following redirects (`preflight`).
+ * Throws `LoginError` "config" (exit 2) with the server's words when it rejects the client, the
+ * redirect URI or the scope.
+ */
+async function authorizationRequest(
+  issuer: Issuer,
+  config: Config,
+  request: PendingRequest,
+  deps: Deps,
+  trace?: Trace,
+): Promise<{ url: URL; pushed: boolean; checked: boolean; status?: number }> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  const url = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
+  const params = new URLSearchParams();
+  params.set("response_type", "code");
+  params.set("client_id", config.clientId);
+  params.set("redirect_uri", request.redirectUri);
+  if (request.scope) params.set("scope", request.scope); // none: the server's default (RFC 6749 §3.3)
+  params.set("state", request.state);
+  params.set("code_challenge", await oauth.calculatePKCECodeChallenge(request.verifier));
+  params.set("code_challenge_method", "S256");
+  if (request.nonce) params.set("nonce", request.nonce);
+  if (config.prompt) params.set("prompt", config.prompt);
+  for (const [key, value] of config.params) params.append(key, value);
+  if (issuer.dpop) params.set("dpop_jkt", await issuer.dpop.handle.calculateThumbprint()); // RFC 9449 §10
+
+  const offered = typeof as.pushed_authorization_request_endpoint === "string";
+  if (offered && (config.par || as.require_pushed_authorization_requests === true)) {
+    assertEndpoint(as.pushed_authorization_request_endpoint, "pushed_authorization_request_endpoint", as.issuer);
+    let pushed: Oauth.PushedAuthorizationResponse;
+    try {
+      pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
+        const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
+        return await oauth.processPushedAuthorizationResponse(as, client, response);
+      });
+    } catch (error) {
+      const explained = await explain(error, "push the authorization request");
+      if (explained instanceof ServerError && REJECTED_REQUEST.has(explained.code)) {
+        const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
+        throw new LoginError(
+          "config",
+          `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
+          {
+            // A JWT client authentication refused at the PAR endpoint: the key (or secret) is what to check.
+            hint: explained.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")
+              ? (exchangeHint(explained, issuer) as ServerError).hint
+              : rejectedRequestHint(config.clientId, request.redirectUri),
+            cause: error,
+          },
+        );
+      }
+      throw explained;
+    }
+    url.searchParams.set("client_id", config.clientId);
+    url.searchParams.set("request_uri", pushed.request_uri);
+    return { url, pushed: true, checked: true };
+  }
+  for (const [key, value] of params) url.searchParams.append(key, value);
+  const answer = await preflight(url, deps, trace);
+  if (answer && (answer.status === 400 || answer.status === 401)) {
+    throw new LoginError(
+      "config",
+      `The server rejected the sign-in request (HTTP ${answer.status})${answer.text ? `: ${answer.text}` : ""}`,
+      { hint: rejectedRequestHint(config.clientId, request.redirectUri) },
+    );
+  }
+  return { url, pushed: false, checked: answer !== undefined && answer.status < 400, status: answer?.status };
+}
+
+/** The most of a preflight answer we read, and how long it may take. */
+const PREFLIGHT_BODY_BYTES = 64 * 1024;
+const PREFLIGHT_TIMEOUT_MS = 5_000;
+
+/**
+ * Requests the authorization URL (RFC 6749 §4.1.1) once, as the browser would but without following
+ * redirects, and returns the HTTP status with the page's own text (`pageText`: at most 200
+ * characters, sanitised). Reads at most 64 KiB of the body and waits at most 5 seconds (or until
+ * Ctrl-C aborts `deps.signal`). Never throws: undefined when the server could not be asked (network
+ * error, timeout); then the browser opens as usual.
+ */
+export async function preflight(
+  url: URL,
+  deps: Pick<Deps, "fetch" | "signal">,
+  trace?: Trace,
+): Promise<{ status: number; text: string } | undefined> {
+  const timeout = AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS);
+  try {
+    trace?.(`> GET ${url.origin}${url.pathname} (a check that the server accepts the sign-in request)`);
+    const response = await deps.fetch(url, {
+      redirect: "manual",
+      headers: { accept: "text/html,application/json;q=0.9" },
+      signal: AbortSignal.any([timeout, deps.signal]),
+    });
+    let body = "";
+    if (response.body) {
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let size = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.length;
+        body += decoder.decode(value, { stream: true });
+        if (size > PREFLIGHT_BODY_BYTES) {
+          await reader.cancel();
+          break;
+        }
+      }
+    }
+    trace?.(`< ${response.status} ${url.origin}${url.pathname}`);
+    return { status: response.status, text: pageText(body, response.headers.get("content-type")) };
+  } catch (error) {
+    trace?.(`the check of the sign-in request got no answer: ${sanitize(networkReason(error))}`);
+    return undefined;
+  }
+}
+
+/** The readable text of an error page: an OAuth error's fields, or the HTML's title and text. */
+export function pageText(body: string, contentType: string | null): string {
+  if (contentType?.includes("json")) {
+    try {
+      const json = JSON.parse(body);
+      if (json && typeof json.error === "string") {
+        return sanitize(
+          `"${json.error}"${typeof json.error_description === "string" ? ` (${json.error_description})` : ""}`,
+          200,
+        );
+      }
+    } catch { /* shown as text below */ }
+  }
+  const text = body
+    .replace(/<(script|style|head)\b[\s\S]*?<\/\1\s*>/gi, " ")
+    .replace(/([^.:!?\s])\s*<\/h[1-6]\s*>/gi, "$1: ") // "Sign-in failed: Unknown client"
+    .replace(/<[^>]*>/g, " ")
+    .replace(/&nbsp;/g, " ")
+    .replace(/&amp;/g, "&")
+    .replace(/&lt;/g, "<")
+    .replace(/&gt;/g, ">")
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/\s+/g, " ")
+    .trim()
+    .replace(/:$/, "");
+  // An OAuth error shown as a page ("error: invalid_client error_description: client is invalid
+  // state: …", as oidc-provider renders it): its two fields, without the rest.
+  const oauthError = text.match(
+    /\berror\s*:\s*([a-z_]+)(?:\s+error_description\s*:\s*(.+?))?(?=\s+[a-z_]+\s*:\s|$)/,
+  );
+  if (oauthError) return sanitize(`"${oauthError[1]}"${oauthError[2] ? ` (${oauthError[2]})` : ""}`, 200);
+  return sanitize(text, 200);
+}
+
+/**
+ * Checks the callback (`validateAuthResponse`: state, iss, error), exchanges the code with the
+ * PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.5), validates the ID token's nonce, and finds out who
+ * logged in. Throws `ServerError` with the server's answer, or `LoginError`.
+ */
+async function exchangeCode(
+  issuer: Issuer,
+  callback: URLSearchParams,
+  request: PendingRequest,
+  deps: Deps,
+  trace?: Trace,
+): Promise<LoginResult> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  if ((as as Record<string, unknown>)[NO_ISSUER] === true && callback.has("iss")) {
+    // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
+    trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
+    callback.delete("iss");
+  }
+  const validated = await step(
+    "accept the sign-in",
+    () => oauth.validateAuthResponse(as, client, callback, request.state),
+  );
+  const tokens = await step("exchange the authorization code", () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = await oauth.authorizationCodeGrantRequest(
+        as,
+        client,
+        auth,
+        validated,
+        request.redirectUri,
+        request.verifier,
+        withResource(http, request.resource),
+      );
+      return await processTokens(
+        response,
+        deps.now(),
+        (r) =>
+          oauth.processAuthorizationCodeResponse(as, client, r, {
+            expectedNonce: request.nonce ?? oauth.expectNoNonce,
+          }),
+      );
+    }));
+  const who = await identify(issuer, tokens, trace);
+  return { tokens, metadata: as, authMethod: issuer.authMethod, scope: request.scope, ...who };
+}
+
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
 async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
   const oauth = await lib();
-  const { as, client, auth, http } = issuer;
-  const verifier = oauth.generateRandomCodeVerifier();
-  const challenge = await oauth.calculatePKCECodeChallenge(verifier);
-  const state = oauth.generateRandomState();
+  const { as } = issuer;
   // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
-  const nonce = scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined;
-
   const redirect = presetRedirect(config);
   const listener = await listen(redirect);
   try {
-    const redirectUri = redirectUriFor(redirect, listener.port);
-    const authorizationUrl = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
-    const params = authorizationUrl.searchParams;
-    params.set("response_type", "code");
-    params.set("client_id", config.clientId);
-    params.set("redirect_uri", redirectUri);
-    if (scope) params.set("scope", scope); // no scope at all: the server's default (RFC 6749 §3.3)
-    params.set("state", state);
-    params.set("code_challenge", challenge);
-    params.set("code_challenge_method", "S256");
-    if (nonce) params.set("nonce", nonce);
-    if (config.prompt) params.set("prompt", config.prompt);
-    for (const [key, value] of config.params) params.append(key, value);
-    if (issuer.dpop) params.set("dpop_jkt", await issuer.dpop.handle.calculateThumbprint()); // RFC 9449 §10
+    const request: PendingRequest = {
+      scope,
+      redirectUri: redirectUriFor(redirect, listener.port),
+      verifier: oauth.generateRandomCodeVerifier(),
+      state: oauth.generateRandomState(),
+      nonce: scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
+      resource: config.resources?.[0],
+    };
+    const authorization = await authorizationRequest(issuer, config, request, deps, trace);
+    const authorizationUrl = authorization.url;
 
     const { promise: outcome, resolve, reject } = Promise.withResolvers<LoginResult>();
-    outcome.catch(() => {}); // handled by waitForBrowser; avoid an unhandled rejection when we time out first
-    // The person has answered once a callback is accepted: the wait's timeout stops, so the page never
+    outcome.catch(() => {}); // handled by the wait; avoid an unhandled rejection when we time out first
+    // The person has answered once a callback is accepted: the wait's clock stops, so the page never
     // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
-    const limit = delay(config.timeoutMs);
+    const answered = Promise.withResolvers<void>();
+    const provider = sanitize(new URL(as.issuer).host);
     const complete = async (callback: URLSearchParams): Promise<Response> => {
-      limit.cancel();
-      if (noIssuer && callback.has("iss")) {
-        // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
-        trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
-        callback.delete("iss");
-      }
+      answered.resolve();
       try {
-        const validated = await step(
-          "accept the sign-in",
-          () => oauth.validateAuthResponse(as, client, callback, state),
-        );
-        const tokens = await step("exchange the authorization code", () =>
-          onceMoreForNonce(issuer, async () => {
-            const response = await oauth.authorizationCodeGrantRequest(
-              as,
-              client,
-              auth,
-              validated,
-              redirectUri,
-              verifier,
-              withResource(http, config),
-            );
-            return await processTokens(
-              response,
-              deps.now(),
-              (r) =>
-                oauth.processAuthorizationCodeResponse(as, client, r, {
-                  expectedNonce: nonce ?? oauth.expectNoNonce,
-                }),
-            );
-          }));
-        const who = await identify(issuer, tokens, trace);
-        resolve({ tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who });
-        const name = who.user ? `Signed in as ${sanitize(who.user)}` : "Signed in";
-        return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`);
+        const result = await exchangeCode(issuer, callback, request, deps, trace);
+        resolve(result);
+        return resultPage(result, provider, deps);
       } catch (error) {
         reject(error);
-        const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
-        const title = error instanceof ServerError && error.code === "access_denied"
-          ? "Sign-in cancelled"
-          : "Sign-in failed";
-        return page(400, title, `${message}. See your terminal for details.`);
+        return resultPage(error, provider, deps);
       }
     };
     const hostHeaders = [`${redirect.host}:${listener.port}`];
@@ -4209,35 +4668,146 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const handler = callbackHandler({
       hosts: hostHeaders,
       path: redirect.path,
-      state,
+      state: request.state,
       authorizationUrl: authorizationUrl.href,
       complete,
     });
     listener.handle(handler);
 
-    const where = sanitize(authorizationUrl.host);
-    if (openBrowser) {
-      const start = `http://${redirect.host}:${listener.port}/`;
-      deps.stderr(`Opening your browser to sign in at ${where} ...\n`);
-      deps.stderr(`If it does not open, visit: ${start}\n`);
-      // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
-      deps.openUrl(start).catch((error) => {
-        const reason = error instanceof Error ? error.message : String(error);
-        deps.stderr(`warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself\n`);
-      });
-    } else {
-      deps.stderr(`To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n\n`);
+    const pasting = deps.interactive && deps.readLines !== undefined;
+    announce({ authorization, start: openBrowser ? `http://${redirect.host}:${listener.port}/` : undefined, pasting }, {
+      clientId: config.clientId,
+      redirectUri: request.redirectUri,
+    }, deps);
+    const line = waitingLine(config, deps, pasting);
+    if (pasting) acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, line.prompt);
+    try {
+      return (await wait(deps, {
+        ms: config.timeoutMs,
+        until: outcome,
+        stopClock: answered.promise,
+        interrupted: "Login cancelled",
+        tick: line.tick,
+        onTimeout: () =>
+          new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
+            hint: `run the login again ("${
+              command(deps, "login")
+            }") and finish it in the browser, or give more time with --timeout SECONDS. A sign-in that never comes back is most often a wrong client id ("${
+              sanitize(config.clientId)
+            }") or a redirect URI the server does not accept (${sanitize(request.redirectUri)}): check both`,
+          }),
+      }))!;
+    } finally {
+      line.done();
     }
-    if (deps.interactive && deps.readLines) {
-      deps.stderr(
-        "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.\n",
-      );
-      acceptPastedAddresses(deps.readLines(), handler, outcome, deps);
-    }
-    return await waitForBrowser(outcome, limit, config, deps);
   } finally {
     await listener.close();
   }
+}
+
+/** The page the browser ends on: who signed in and at which provider, or what failed and what to do next. */
+function resultPage(outcome: LoginResult | unknown, provider: string, deps: Deps): Response {
+  const detail = `Provider: ${provider}`;
+  if (outcome && typeof outcome === "object" && "tokens" in outcome) {
+    const user = (outcome as LoginResult).user;
+    const name = user ? `Signed in as ${sanitize(user)}` : "Signed in";
+    return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`, detail);
+  }
+  const error = outcome;
+  const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
+  const title = error instanceof ServerError && error.code === "access_denied" ? "Sign-in cancelled" : "Sign-in failed";
+  const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
+    ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
+    : "";
+  return page(400, title, `${message}.${hint} See your terminal for details.`, detail);
+}
+
+/**
+ * What the terminal says before the wait: the browser is opening (and the short address to visit),
+ * or the address to open; what was sent when the server's answer could not tell; and paste-back's
+ * offer with the address that works on another machine.
+ */
+function announce(
+  how: { authorization: { url: URL; checked: boolean }; start?: string; pasting: boolean },
+  sent: { clientId: string; redirectUri: string },
+  deps: Deps,
+): void {
+  const authorizationUrl = how.authorization.url;
+  const where = sanitize(authorizationUrl.host);
+  const start = how.start;
+  if (start) {
+    say(deps, `Opening your browser to sign in at ${where} ...`);
+    say(deps, `If it does not open, visit: ${start}`);
+    // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
+    deps.openUrl(start).catch((error) => {
+      const reason = error instanceof Error ? error.message : String(error);
+      say(deps, `warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself`);
+    });
+  } else {
+    say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n`);
+  }
+  if (!how.authorization.checked) {
+    say(
+      deps,
+      `note: The server's answer cannot tell whether it accepts this client; if the browser shows an error, check the client id "${
+        sanitize(sent.clientId)
+      }" and the redirect URI ${sanitize(sent.redirectUri)}`,
+    );
+  }
+  if (how.pasting && start) {
+    say(
+      deps,
+      // The address alone on its line, unindented: a terminal selects it whole.
+      `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
+        "The page it ends on will not load there: paste its address here and press Enter.",
+    );
+  } else if (how.pasting) {
+    say(
+      deps,
+      "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.",
+    );
+  }
+}
+
+/**
+ * The line that shows the browser flow is waiting: on a terminal, the time left, updated each second
+ * (above the paste prompt when there is one); otherwise one static line. Nothing with `--quiet`.
+ */
+function waitingLine(
+  config: Config,
+  deps: Deps,
+  pasting: boolean,
+): { tick?: (leftMs: number) => void; prompt: () => void; done: () => void } {
+  const text = (left: number) => `Waiting for the browser: ${clockText(left)} left (Ctrl-C cancels)`;
+  const promptText = "Paste the address here: ";
+  if (config.quiet) return { prompt: () => {}, done: () => {} };
+  if (!deps.animate) {
+    say(deps, `Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)`);
+    const prompt = () => deps.stderr(promptText);
+    if (pasting) prompt();
+    return { prompt, done: () => {} };
+  }
+  let shown = false;
+  let left = config.timeoutMs;
+  let cleared = false;
+  const prompt = () => {
+    deps.stderr(`${text(left)}\n${promptText}`);
+    shown = true;
+  };
+  return {
+    tick: (ms) => {
+      left = ms;
+      if (!pasting) deps.stderr(`\r\x1b[2K${text(ms)}`);
+      else if (!shown) prompt();
+      else deps.stderr(`\x1b7\x1b[1A\r\x1b[2K${text(ms)}\x1b8`); // the line above the prompt; what is typed stays
+    },
+    prompt,
+    done: () => {
+      if (cleared) return;
+      cleared = true;
+      deps.stderr(pasting ? "\r\x1b[2K\x1b[1A\r\x1b[2K" : "\r\x1b[2K");
+    },
+  };
 }
 
 /**
@@ -4249,6 +4819,7 @@ function acceptPastedAddresses(
   handler: (request: Request) => Promise<Response>,
   outcome: Promise<unknown>,
   deps: Deps,
+  prompt: () => void = () => {},
 ): void {
   let settled = false;
   outcome.then(() => settled = true, () => settled = true);
@@ -4259,31 +4830,39 @@ function acceptPastedAddresses(
       if (!text) continue;
       const url = parseUrl(text);
       if (!url || url.protocol !== "http:") {
-        deps.stderr("warning: That is not an address; paste the whole address from the browser's address bar\n");
+        say(deps, "warning: That is not an address; paste the whole address from the browser's address bar");
+        prompt();
         continue;
       }
       const response = await handler(new Request(url.href, { headers: { host: url.host } }));
       await response.body?.cancel();
       await Promise.resolve(); // let the outcome settle first when this address completed the sign-in
       if (settled) return;
-      deps.stderr(
+      say(
+        deps,
         response.status === 404
-          ? "warning: That is not the sign-in callback address; paste the address the browser ended on\n"
-          : "warning: That address does not belong to the sign-in in progress, so it was ignored; paste the address the browser ended on\n",
+          ? "warning: That is not the sign-in callback address; paste the address the browser ended on"
+          : "warning: That address does not belong to the sign-in in progress, so it was ignored; paste the address the browser ended on",
       );
+      prompt();
     }
-  })().catch((error) => deps.stderr(`warning: Cannot read what was pasted: ${sanitize((error as Error).message)}\n`));
+  })().catch((error) => say(deps, `warning: Cannot read what was pasted: ${sanitize((error as Error).message)}`));
 }
 
-/** Waits `ms` (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
+/** Waits `ms` between polls (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
 async function pollPause(ms: number, deadline: number, config: Config, deps: Deps): Promise<void> {
-  if (!deps.animate || config.quiet) return await untilInterrupted(deps.sleep(ms), deps, "Login cancelled");
-  for (let left = ms; left > 0; left -= 1000) {
-    const remaining = Math.max(0, Math.round((deadline - deps.now()) / 1000));
-    const clock = `${Math.floor(remaining / 60)}:${String(remaining % 60).padStart(2, "0")}`;
-    deps.stderr(`\r\x1b[2KWaiting for you to approve… the code is valid for ${clock}`);
-    await untilInterrupted(deps.sleep(Math.min(1000, left)), deps, "Login cancelled");
-  }
+  const countdown = deps.animate && !config.quiet;
+  await wait(deps, {
+    ms,
+    sleep: deps.sleep,
+    interrupted: "Login cancelled",
+    tick: countdown
+      ? () =>
+        deps.stderr(
+          `\r\x1b[2KWaiting for you to approve: ${clockText(deadline - deps.now())} left (Ctrl-C cancels)`,
+        )
+      : undefined,
+  });
 }
 
 /** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
@@ -4301,33 +4880,57 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   }
   assertEndpoint(as.device_authorization_endpoint, "device_authorization_endpoint", as.issuer);
   const parameters = new URLSearchParams([...(scope ? [["scope", scope]] : []), ...config.params]);
-  const device = await step("start the device flow", async () => {
-    const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
-    return await oauth.processDeviceAuthorizationResponse(as, client, response);
-  });
+  let device: Oauth.DeviceAuthorizationResponse;
+  try {
+    device = await step("start the device flow", async () => {
+      const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
+      return await oauth.processDeviceAuthorizationResponse(as, client, response);
+    });
+  } catch (error) {
+    // The client or scope is wrong: a configuration error, as for the browser flow's request (exit 2).
+    if (
+      error instanceof ServerError && ["invalid_client", "invalid_scope", "unauthorized_client"].includes(error.code)
+    ) {
+      throw new LoginError("config", error.message, { hint: error.hint, cause: error });
+    }
+    throw error;
+  }
   const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
   const complete = device.verification_uri_complete === undefined
     ? undefined
     : assertEndpoint(device.verification_uri_complete, "verification_uri_complete", as.issuer);
-  deps.stderr(
+  say(
+    deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
       `and enter the code:\n\n  ${sanitize(device.user_code, 40)}\n\n` +
       (complete ? `Or open this address, which carries the code: ${sanitize(complete.href)}\n` : "") +
-      `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.\n`,
+      `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.`,
   );
   if (openBrowser) {
     deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
-  const deadline = deps.now() + clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
+  const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
+  // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
+  const bounded = config.sources.timeout !== undefined && config.timeoutMs < lifetimeMs;
+  const deadline = deps.now() + (bounded ? config.timeoutMs : lifetimeMs);
   const pace = (ms: number) => Math.min(Math.max(ms, MIN_DEVICE_INTERVAL_MS), MAX_DEVICE_INTERVAL_MS);
   let interval = pace((statedSeconds(device.interval) ?? DEVICE_INTERVAL_MS / 1000) * 1000);
   const expired = () =>
-    new LoginError("timeout", "The code expired before the sign-in was approved", {
-      hint: "run the login again and enter the code within the time shown",
-    });
+    bounded
+      ? new LoginError("timeout", `The sign-in was not approved within ${seconds(config.timeoutMs)} (--timeout)`, {
+        hint: `run "${
+          command(deps, "login")
+        }" again and enter the code in time, or give more time with --timeout SECONDS`,
+      })
+      : new LoginError("timeout", "The code expired before the sign-in was approved", {
+        hint: "run the login again and enter the code within the time shown",
+      });
+  if (!deps.animate && !config.quiet) {
+    say(deps, `Waiting for you to approve, for up to ${seconds(deadline - deps.now())} (Ctrl-C cancels)`);
+  }
   try {
     for (;;) {
-      await pollPause(interval, deadline, config, deps);
+      await pollPause(Math.min(interval, Math.max(0, deadline - deps.now())), deadline, config, deps);
       if (deps.now() >= deadline) throw expired();
       try {
         const tokens = await step("sign in with the device code", () =>
@@ -4369,14 +4972,20 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
     dpop: result.dpop,
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
-  if (!config.quiet) deps.stderr(`Logged in as ${sanitize(result.user ?? "an unnamed user")}\n`);
+  if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
   const missing = missingScopes(result.scope, result.tokens);
-  if (missing.length > 0) deps.stderr(`warning: The server did not grant ${sanitize(missing.join(" "))}\n`);
+  const remedy = refreshTokenRemedy(result.scope, result.metadata, config);
+  if (missing.length === 1 && missing[0] === "offline_access" && remedy === "; try --prompt consent") {
+    // A strict OpenID server (OpenID Connect Core §11) grants offline_access only with prompt=consent.
+    say(deps, "warning: The server did not grant offline_access, so it issued no refresh token");
+    say(deps, "note: Log in with --prompt consent to get one (strict OpenID servers need it)");
+    return entry;
+  }
+  if (missing.length > 0) say(deps, `warning: The server did not grant ${sanitize(missing.join(" "))}`);
   if (!entry.refreshToken) {
-    deps.stderr(
-      `note: The server issued no refresh token, so you will sign in again when this token expires${
-        refreshTokenRemedy(result.scope, result.metadata, config)
-      }\n`,
+    say(
+      deps,
+      `note: The server issued no refresh token, so you will sign in again when this token expires${remedy}`,
     );
   }
   return entry;
@@ -4414,8 +5023,9 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
     !entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId ||
     (entry.profile ?? "") !== (config.profile ?? "")
   ) {
-    deps.stderr(
-      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login\n`,
+    say(
+      deps,
+      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
     );
     return undefined;
   }
@@ -4438,7 +5048,10 @@ async function findEntry(config: Config, deps: Deps): Promise<{ name: string; en
 function loginRequired(config: Config, why: string, options: { hint?: string; named?: unknown } = {}): LoginError {
   const issuer = typeof options.named === "string" ? sanitize(options.named) : displayIssuer(config.issuer);
   return new LoginError("login_required", `${why} for ${issuer}`, {
-    hint: options.hint ?? 'run "oauth-login login" (or pass --interactive to let this command sign you in)',
+    hint: options.hint ??
+      (config.command === "token"
+        ? 'run "oauth-login login" (or pass --interactive to let this command sign you in)'
+        : 'run "oauth-login login"'),
   });
 }
 
@@ -4518,6 +5131,7 @@ async function renew(
   }
   if (entry?.refreshToken) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
+    deps.catchInterrupt?.();
     const interrupt = deps.signal;
     const lock = await lockEntry(name, deps);
     try {
@@ -4538,9 +5152,7 @@ async function renew(
             return stillValid(current, why, deps, "it is tried again at the next use");
           }
           await deps.storage.remove(`${name}.json`);
-          deps.stderr(
-            `warning: The session has ended at the server (${error.message}); the cached tokens were removed\n`,
-          );
+          say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
           why = "The session has ended";
         }
       }
@@ -4557,6 +5169,7 @@ async function renew(
   if (!config.interactive && !deps.interactive && kubectlInteractive !== true) {
     throw loginRequired(config, why, { named: entry?.metadata.issuer });
   }
+  say(deps, `${why} for ${displayIssuer(config.issuer)}: signing in`);
   return await loginAndSave(config, deps, name);
 }
 
@@ -4573,25 +5186,19 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
 /** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
 async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
   const pending = deps.storage.lock(name);
-  const limit = delay(LOCK_WAIT_MS);
   try {
-    return await untilInterrupted(
-      Promise.race([
-        pending,
-        limit.done.then(() => {
-          throw new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
-            hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
-          });
+    return (await wait(deps, {
+      ms: LOCK_WAIT_MS,
+      until: pending,
+      interrupted: "Interrupted",
+      onTimeout: () =>
+        new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
+          hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
         }),
-      ]),
-      deps,
-      "Interrupted",
-    );
+    }))!;
   } catch (error) {
     pending.then((lock) => lock.release(), () => {}); // should the lock still come, let it go
     throw error;
-  } finally {
-    limit.cancel();
   }
 }
 
@@ -4599,17 +5206,31 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
 export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   if (config.all) return await whoamiAll(config, deps);
   const { entry } = await findEntry(config, deps);
-  if (!entry) throw loginRequired(config, "Not logged in");
   const now = deps.now();
-  const expired = hasExpired(entry, now);
-  if (expired && !entry.refreshToken) {
-    throw loginRequired(config, "The cached token has expired and cannot be refreshed", {
-      named: entry.metadata.issuer,
-    });
+  const expired = entry !== undefined && hasExpired(entry, now);
+  const why = !entry
+    ? "Not logged in"
+    : expired && !entry.refreshToken
+    ? "The cached token has expired and cannot be refreshed"
+    : undefined;
+  if (!entry || why) {
+    const named = entry?.metadata.issuer;
+    if (config.json) {
+      deps.stdout(
+        JSON.stringify({
+          logged_in: false,
+          issuer: typeof named === "string" ? named : displayIssuer(config.issuer),
+          client_id: config.clientId,
+          reason: why,
+        }) + "\n",
+      );
+    }
+    throw loginRequired(config, why!, { named });
   }
   if (config.json) {
     deps.stdout(
       JSON.stringify({
+        logged_in: true,
         issuer: entry.metadata.issuer ?? entry.issuer,
         client_id: entry.clientId,
         user: entry.user ?? null,
@@ -4785,7 +5406,7 @@ export async function profilesCommand(cli: Cli, dotenv: Record<string, string> |
 export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
   const names = config.all ? await deps.storage.list() : [cacheKey(config), ...legacyCacheKeys(config)];
-  const problems: string[] = [];
+  const problems: RevocationProblem[] = [];
   let removed = 0;
   let named: unknown; // the issuer as the server's metadata names it, from the entry removed
   for (const name of names) {
@@ -4793,39 +5414,143 @@ export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
       if (!(error instanceof LoginError && error.code === "config")) throw error;
       // Others could read it: exactly the tokens to revoke. It is ours, so read it anyway.
       return deps.storage.read(`${name}.json`, { allowShared: true }).then((text) => {
-        deps.stderr(`warning: ${error.message}, so its tokens are revoked before it is removed\n`);
+        say(deps, `warning: ${error.message}, so its tokens are revoked before it is removed`);
         return text;
       });
     }).catch((error) => {
-      deps.stderr(`warning: ${(error as Error).message}; removing it without revoking its tokens\n`);
+      say(deps, `warning: ${(error as Error).message}; removing it without revoking its tokens`);
       return "";
     });
     if (text === undefined) continue;
     const entry = parseTokenSet(text);
+    let outcome: RevocationProblem[] | "no_endpoint" | "unreadable" = "unreadable";
     if (entry && (config.all || (sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId))) {
       named ??= entry.metadata.issuer;
-      for (const problem of await revokeTokenSet(entry, config, deps, trace)) {
+      outcome = await revokeTokenSet(entry, config, deps, trace);
+      for (const problem of outcome === "no_endpoint" ? [] : outcome) {
         problems.push(problem);
-        deps.stderr(`warning: ${problem}\n`);
+        say(deps, `warning: ${problem.text}`);
       }
     }
     await deps.storage.remove(`${name}.json`);
     await deps.storage.remove(`${name}.lock`);
     removed++;
+    if (config.all) {
+      const who = entry ? `${displayIssuer(entry.issuer)} (client ${sanitize(entry.clientId)})` : `the entry ${name}`;
+      say(deps, `Logged out of ${who}: ${logoutOutcome(outcome)}`);
+    }
   }
-  const where = config.all
-    ? "every issuer"
-    : typeof named === "string"
-    ? sanitize(named)
-    : displayIssuer(config.issuer);
-  deps.stderr(removed === 0 ? `Not logged in to ${where}; nothing to do\n` : `Logged out of ${where}\n`);
-  if (problems.length > 0) {
+  if (!config.all) {
+    const where = typeof named === "string" ? sanitize(named) : displayIssuer(config.issuer);
+    say(deps, removed === 0 ? `Not logged in to ${where}; nothing to do` : `Logged out of ${where}`);
+  } else if (removed === 0) say(deps, "Not logged in anywhere; nothing to do");
+  const kinds = new Set(problems.map((problem) => problem.kind));
+  if (kinds.has("server")) {
     throw new LoginError(
       "failure",
       "The server could not confirm the revocation; the tokens may stay valid until they expire",
       { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
     );
   }
+  if (kinds.has("network")) {
+    throw new LoginError(
+      "failure",
+      "The revocation did not reach the server; the tokens may stay valid until they expire",
+      { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
+    );
+  }
+  if (kinds.has("local")) {
+    throw new LoginError(
+      "failure",
+      "Some tokens were removed here without being revoked, because their client secret is not configured",
+      {
+        hint:
+          `next time set ${ENV_VARS.clientSecret} before logging out; revoke the session in your provider's console if it matters`,
+      },
+    );
+  }
+}
+
+/** How one entry of `logout --all` ended, in words that blame the server only for what it answered. */
+function logoutOutcome(outcome: RevocationProblem[] | "no_endpoint" | "unreadable"): string {
+  if (outcome === "unreadable") return "removed here (it could not be read, so nothing was revoked)";
+  if (outcome === "no_endpoint") {
+    return "removed here; the server has no revocation endpoint, so the tokens stay valid there until they expire";
+  }
+  if (outcome.length === 0) return "revoked at the server and removed here";
+  const kind = outcome[0].kind;
+  return kind === "server"
+    ? "removed here; the server refused the revocation"
+    : kind === "network"
+    ? "removed here; the revocation did not reach the server"
+    : "removed here, not revoked: its client secret is not configured";
+}
+
+/**
+ * `doctor`'s check of the client id and the redirect URI: the same authorization request a login
+ * makes (pushed, or fetched once), nothing opened. An ephemeral redirect is checked with a sample port.
+ */
+async function checkClient(
+  issuer: Issuer,
+  config: Config,
+  deps: Deps,
+  add: (status: Check["status"], topic: string, message: string) => void,
+): Promise<void> {
+  const oauth = await lib();
+  const redirect = planRedirect(config.redirectUri);
+  const redirectUri = redirectUriFor(redirect, redirect.port || 49152);
+  const scope = config.scope ?? defaultScope(issuer.as.scopes_supported);
+  const request: PendingRequest = {
+    scope,
+    redirectUri,
+    verifier: oauth.generateRandomCodeVerifier(),
+    state: oauth.generateRandomState(),
+    nonce: scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined,
+  };
+  const sent = `the client id "${config.clientId}" and the redirect URI ${redirectUri}`;
+  try {
+    const answer = await authorizationRequest(issuer, config, request, deps);
+    const how = answer.pushed ? "a pushed authorization request (RFC 9126)" : "the authorization request";
+    if (answer.checked) {
+      add("ok", "client", `the server accepts ${sent} (${how})`);
+      add("ok", "client", `client id "${config.clientId}": known to the server`);
+      add("ok", "client", `redirect URI ${redirectUri}: accepted`);
+    } else {
+      add(
+        "warn",
+        "client",
+        `the server's answer to the authorization request (${
+          answer.status === undefined ? "none" : `HTTP ${answer.status}`
+        }) cannot tell whether it accepts ${sent}`,
+      );
+    }
+  } catch (error) {
+    add("fail", "client", `${sent}: ${describeError(error)}`);
+    // Which of the two the server named, where its words tell (an unknown client is checked first).
+    if (error instanceof LoginError && error.code === "config") {
+      const redirectBlamed = /redirect/i.test(error.message);
+      add(
+        redirectBlamed ? "ok" : "fail",
+        "client",
+        redirectBlamed
+          ? `client id "${config.clientId}": known to the server`
+          : `client id "${config.clientId}": rejected`,
+      );
+      add(
+        redirectBlamed ? "fail" : "warn",
+        "client",
+        redirectBlamed
+          ? `redirect URI ${redirectUri}: not registered for this client`
+          : `redirect URI ${redirectUri}: not checked (the client id was rejected first)`,
+      );
+    }
+  }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof LoginError || error instanceof ServerError
+    ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
+    : String(error);
 }
 
 /**
@@ -4948,7 +5673,8 @@ export async function doctor(
 
     let deviceSupported = false;
     try {
-      const { as, authMethod } = await discover(config, deps);
+      const issuer = await discover(config, deps);
+      const { as, authMethod } = issuer;
       metadata = as;
       deviceSupported = as.device_authorization_endpoint !== undefined;
       if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
@@ -4971,6 +5697,7 @@ export async function doctor(
           list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
         }; this client uses ${authMethod}`,
       );
+      await checkClient(issuer, config, deps, add);
       const dpopAlgs = as.dpop_signing_alg_values_supported;
       if (Array.isArray(dpopAlgs)) {
         add(
@@ -5105,34 +5832,38 @@ export async function doctor(
 // ── CLI ─────────────────────────────────────────────────────────────────────────────────────────
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
-  --issuer URL          the issuer, or its full metadata URL              OAUTH_ISSUER
-  --client-id ID        the OAuth client id                               OAUTH_CLIENT_ID
-  --client-secret S     the client secret, for confidential clients       OAUTH_CLIENT_SECRET
-                        (as a flag it is visible to other local users: prefer the variable)
-  --client-auth METHOD  none, client_secret_basic or client_secret_post (default: from metadata)
-                        (or OAUTH_CLIENT_AUTH; refresh reuses the login's)
-  --scope "A B"         scopes to ask for (default: openid profile [offline_access])  OAUTH_SCOPE
-  --param KEY=VALUE     an extra parameter (resource, audience, login_hint, acr_values, ...); repeatable
+  --issuer URL          the issuer, or its full metadata URL   (OAUTH_ISSUER)
+  --client-id ID        the OAuth client id                 (OAUTH_CLIENT_ID)
+  --client-secret S     a confidential client's secret (OAUTH_CLIENT_SECRET;
+                        as a flag, other local users can see it in ps)
+  --client-auth METHOD  none, client_secret_basic or client_secret_post
+                        (OAUTH_CLIENT_AUTH; default: from the metadata;
+                        a refresh reuses the login's)
+  --scope "A B"         the scopes to ask for                   (OAUTH_SCOPE)
+                        (default: openid profile [offline_access])
+  --param KEY=VALUE     an extra parameter (resource, audience, login_hint,
+                        acr_values, ...); repeatable
+  --profile NAME        use a profile of the config file (below flags, the
+                        environment and .env)                 (OAUTH_PROFILE)
   --env-file PATH       read settings from this file instead of ./.env
   --json                output JSON on stdout
-  -v, --verbose         trace each exchange with the server (secrets redacted); stack traces
-  -q, --quiet           no countdown and no "Logged in as" line
+  -v, --verbose         trace each exchange with the server (secrets
+                        redacted), the cause of each error, stack traces
+  -q, --quiet           no waiting line or countdown, no "Logged in as" line
   -h, --help            show help
 
 Providers, and servers without discovery:
   --provider NAME       a preset: github, gitlab, google, entra, okta, auth0,
                         keycloak, cognito, salesforce, dropbox or spotify
-                        (else inferred from the issuer)        OAUTH_PROVIDER
+                        (else inferred from the issuer)      (OAUTH_PROVIDER)
   --tenant TENANT       entra: a tenant GUID or domain, or common (default),
-                        organizations or consumers               OAUTH_TENANT
+                        organizations or consumers             (OAUTH_TENANT)
   --authorization-endpoint URL    --token-endpoint URL
   --device-authorization-endpoint URL    --revocation-endpoint URL
   --introspection-endpoint URL    --userinfo-endpoint URL
                         endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
                         override discovery, and without --issuer none happens
-  --user-claim NAME     the UserInfo member naming the user  OAUTH_USER_CLAIM
-  --profile NAME        use a profile of the config file (below flags, the
-                        environment and .env)                  OAUTH_PROFILE
+  --user-claim NAME     the UserInfo member naming the user (OAUTH_USER_CLAIM)
 
 DPoP, client keys and resources:
   --dpop                DPoP-bound tokens (RFC 9449)             OAUTH_DPOP=1
@@ -5142,29 +5873,39 @@ DPoP, client keys and resources:
   --resource URI        the API a token is for (RFC 8707); repeatable
   --audience VALUE      the audience parameter (Auth0 and others)`;
 
-const LOGIN_FLAGS_HELP =
-  `  --redirect-uri URI    a fixed loopback redirect URI registered with the server      OAUTH_REDIRECT_URI
-                        (default: http://127.0.0.1:<any free port>/callback)
-  --port N              listen on this fixed port (with 127.0.0.1 and /callback unless --redirect-uri)
-  --timeout SECONDS     how long to wait for the browser (default: 300)
-  --no-browser          print the address to open instead of opening a browser
-  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some servers need it for offline_access)
-  --flow FLOW           auto (default), browser or device: auto uses the browser where one can be opened,
-                        else the device flow (RFC 8628) where the server offers it, else an address to paste
+const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
+                        server (OAUTH_REDIRECT_URI; default:
+                        http://127.0.0.1:<any free port>/callback)
+  --port N              listen on this fixed port (127.0.0.1 and /callback
+                        unless --redirect-uri says otherwise)
+  --timeout SECONDS     how long to wait for the browser, or for the device
+                        flow's approval (default: 300)
+  --no-browser          print the address to open instead of opening it
+  --prompt VALUE        the OpenID prompt parameter, e.g. consent (some
+                        servers need it to issue a refresh token)
+  --flow FLOW           auto (default), browser or device: auto uses the
+                        browser where one can be opened, else the device
+                        flow (RFC 8628) where the server offers it, else an
+                        address to open elsewhere and paste back
+  --no-par              send the authorization request in the browser's URL
+                        even where the server offers pushed authorization
+                        requests (RFC 9126; used by default)
   --login-hint HINT     the OpenID login_hint: which account to offer`;
 
 export const USAGE: Record<Command | "main", string> = {
-  main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server from the terminal
+  main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server
+from the terminal
 
 Usage: oauth-login [COMMAND] [flags]
 
 Commands:
   login            sign in with the browser and keep the tokens (the default)
-  token            print a valid access token, refreshing or signing in as needed
+  token            print a valid access token, refreshing or signing in
   whoami, status   show who is logged in, the scopes and the token's expiry
   logout           revoke the tokens at the server and delete them here
-  doctor           check the configuration, the issuer, the port, the browser and the cache
-  profiles         list the profiles of the config file and who is logged in with each
+  doctor           check the settings, the issuer, the client id and
+                   redirect URI, the port, the browser and the cache
+  profiles         list the config file's profiles and who is logged in
   fetch URL        call an API with the cached token (Bearer or DPoP)
 
 ${CONFIG_FLAGS_HELP}
@@ -5175,23 +5916,27 @@ ${LOGIN_FLAGS_HELP}
 
 Run "oauth-login COMMAND --help" for a command's own flags.
 
-Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the browser command), NO_COLOR.
-Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
-OAUTH_LOGIN_CONFIG: the config file with the profiles (default:
+Environment: OAUTH_LOGIN_CACHE (the token cache directory), BROWSER (the
+browser command), NO_COLOR, DENO_CERT (a CA file for a private CA),
+OAUTH_LOGIN_CONFIG (the profiles' file; default:
 ~/.config/oauth-login/config.toml, or under $XDG_CONFIG_HOME).
+Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
             4 login required, 5 timed out, 130 interrupted.
 
 Example:
-  oauth-login --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
-  curl -H "Authorization: Bearer $(oauth-login token)" https://api.example.com/me
+  oauth-login --issuer https://dev-123456.okta.com/oauth2/default \\
+    --client-id 0oa...
+  curl -H "Authorization: Bearer $(oauth-login token)" \\
+    https://api.example.com/me
 `,
   login: `Usage: oauth-login login [flags]
 
-Signs in with the system browser over a loopback redirect (PKCE, state, iss checked), shows who
-logged in on stderr, and caches the tokens for "oauth-login token". --json prints the identity and
-the tokens as one JSON object on stdout.
+Signs in with the system browser over a loopback redirect (PKCE, state, iss
+checked), shows who logged in on stderr, and caches the tokens for
+"oauth-login token". --json prints the identity and the tokens as one JSON
+object on stdout.
 
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
@@ -5200,17 +5945,19 @@ ${LOGIN_FLAGS_HELP}
 `,
   token: `Usage: oauth-login token [flags]
 
-Prints a valid access token and a newline on stdout, and nothing else. A token that expires within
---min-ttl is refreshed first (one process at a time); with no usable token it signs in, but only when
-a person can answer (a terminal) or --interactive is given; otherwise it exits 4 (login required).
+Prints a valid access token and a newline on stdout, and nothing else. A
+token that expires within --min-ttl is refreshed first (one process at a
+time); with no usable token it signs in, but only when a person can answer
+(a terminal) or --interactive is given; otherwise it exits 4 (login
+required).
 
-  --min-ttl SECONDS     refresh when the token expires within this long (default: 60)
-                        or within half its lifetime, if that is shorter
+  --min-ttl SECONDS     refresh when the token expires within this long
+                        (default: 60), or within half its lifetime if less
   --interactive         sign in when needed even without a terminal
-  --format FORMAT       text (default), json ({access_token, token_type, expires_at, scope}),
-                        or exec-credential (for kubectl: v1 or v1beta1, as
-                        KUBERNETES_EXEC_INFO asks; no sign-in when it says
-                        spec.interactive is false)
+  --format FORMAT       text (default), json ({access_token, token_type,
+                        expires_at, scope}), or exec-credential (for kubectl:
+                        v1 or v1beta1, as KUBERNETES_EXEC_INFO asks; no
+                        sign-in when it says spec.interactive is false)
                         or headers (Authorization and DPoP lines for curl -H @-)
   --method M --url URL  the request a headers-format DPoP proof is for
 ${CONFIG_FLAGS_HELP}
@@ -5218,21 +5965,25 @@ ${LOGIN_FLAGS_HELP}
 `,
   whoami: `Usage: oauth-login whoami [flags]     (alias: status)
 
-Shows the issuer, the user, the scopes and when the access token expires. Exits 0 when logged in
-(a valid or refreshable token) and 4 when not. Makes no network request.
+Shows the issuer, the user, the scopes and when the access token expires.
+Exits 0 when logged in (a valid or refreshable token) and 4 when not (with
+--json, an object with "logged_in": false). Makes no network request.
 
   --all                 list every cached login (profile, issuer, client, user)
 ${CONFIG_FLAGS_HELP}
 `,
   doctor: `Usage: oauth-login doctor [flags]
 
-Checks, one line each (ok, warn or fail): the settings and where each came from, the issuer's
-metadata and what it supports, the redirect port on 127.0.0.1 and ::1 and how localhost resolves,
-the browser opener and display, proxy and CA settings, and the token cache's permissions. Secrets are
-never shown. Exits 0 when nothing failed; --json for bug reports.
+Checks, one line each (ok, warn or fail): the settings and where each came
+from, the issuer's metadata and what it supports, whether the server accepts
+the client id and the redirect URI, the redirect port on 127.0.0.1 and ::1
+and how localhost resolves, the browser opener and display, proxy and CA
+settings, and the token cache's permissions. Secrets are never shown. Exits
+0 when nothing failed; --json for bug reports.
 
 ${CONFIG_FLAGS_HELP}
-  --redirect-uri URI, --port N, --flow FLOW, --no-browser   as for login
+  --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
+                        as for login
 `,
   fetch: `Usage: oauth-login fetch [-X METHOD] [-H "Name: value"]... [-d DATA] [-i] URL
 
@@ -5253,8 +6004,9 @@ ${CONFIG_FLAGS_HELP}
 `,
   logout: `Usage: oauth-login logout [--all] [flags]
 
-Revokes the refresh and access tokens at the server (RFC 7009) where it has a revocation endpoint,
-then deletes the cached entry, even when the revocation fails (which is reported, exit 1).
+Revokes the refresh and access tokens at the server (RFC 7009) where it has
+a revocation endpoint, then deletes the cached entry, even when the
+revocation fails (which is reported, exit 1).
 
   --all                 log out of every cached entry
 ${CONFIG_FLAGS_HELP}
@@ -5342,8 +6094,9 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     const profile = await selectProfile(cli, dotenv, deps);
     const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
     if (cli.flags["client-secret"] !== undefined) {
-      deps.stderr(
-        `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead\n`,
+      say(
+        deps,
+        `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead`,
       );
     }
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
@@ -5385,14 +6138,17 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
   error = permissionProblem(error) ?? error;
   const code = exitCodeFor(error);
   if (error instanceof LoginError || error instanceof ServerError) {
-    deps.stderr(`error: ${error.message}\n`);
-    if (error.hint) deps.stderr(`hint: ${error.hint}\n`);
+    say(deps, `error: ${error.message}`);
+    if (error.hint) say(deps, `hint: ${hintFor(error.hint, deps)}`);
   } else {
     const message = error instanceof Error ? error.message : String(error);
-    deps.stderr(`error: ${sanitize(message)}\n`);
+    say(deps, `error: ${sanitize(message)}`);
     if (!verbose) deps.stderr("hint: run again with --verbose for details\n");
   }
-  if (verbose && error instanceof Error && error.stack) deps.stderr(`${error.stack}\n`);
+  if (verbose && error instanceof Error) {
+    for (const cause of causeChain(error).slice(1)) deps.stderr(`cause: ${sanitize(cause, 400)}\n`);
+    if (error.stack) deps.stderr(`${error.stack}\n`);
+  }
   return code;
 }
 
@@ -5450,11 +6206,22 @@ async function* stdinLines(): AsyncIterable<string> {
   }
 }
 
+/** How the person ran this tool: a compiled binary, `deno task`, or `deno run` on the module. */
+function invocation(env: (name: string) => string | undefined): string {
+  if (Deno.build.standalone) return Deno.execPath().split(/[\\/]/).pop()?.replace(/\.exe$/i, "") || "oauth-login";
+  if (env("INIT_CWD") && env("npm_config_user_agent")?.startsWith("deno/")) return "deno task";
+  const main = Deno.mainModule;
+  const file = main.startsWith("file:") ? main.split("/").pop()! : main;
+  return `deno run -A ${file}`;
+}
+
 /** The real edges, kept thin. */
 export function realDeps(): Deps {
   const controller = new AbortController();
   let listening = false;
   const encoder = new TextEncoder();
+  let columns: number | undefined;
+  let invokedAs: string | undefined;
   const write = (stream: typeof Deno.stdout) => (text: string) => {
     const bytes = encoder.encode(text);
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
@@ -5479,11 +6246,11 @@ export function realDeps(): Deps {
     set storage(value) {
       storage = value;
     },
-    // Ctrl-C is caught only once a command looks at the signal: the cached-token path never does.
-    get signal() {
+    signal: controller.signal,
+    // Ctrl-C is caught only once a command waits or makes a request: the cached-token path never does.
+    catchInterrupt: () => {
       if (!listening) Deno.addSignalListener("SIGINT", () => controller.abort());
       listening = true;
-      return controller.signal;
     },
     os: Deno.build.os,
     which: (command) => onPath(command, env),
@@ -5493,6 +6260,20 @@ export function realDeps(): Deps {
       return Deno.stderr.isTerminal() && !env("NO_COLOR");
     },
     cwd: () => Deno.cwd(),
+    timer: realTimer,
+    // Worked out when first needed, so that the cached-token path never asks the terminal.
+    get columns() {
+      if (columns === undefined) {
+        columns = 80; // when the width cannot be known
+        try {
+          if (Deno.stderr.isTerminal()) columns = Deno.consoleSize().columns || 80;
+        } catch { /* not a console */ }
+      }
+      return columns;
+    },
+    get invokedAs() {
+      return invokedAs ??= invocation(env);
+    },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
 }

@@ -1695,7 +1695,7 @@ Deno.test("deno task demo: a real login against the mock issuer, signed in by th
   const stderr = new TextDecoder().decode(output.stderr);
   assertEquals(output.code, EXIT.ok, stderr);
   assertStringIncludes(stderr, "demo: no display here, so a scripted browser signs in");
-  assertStringIncludes(stderr, "Logged in as demo\n");
+  assertStringIncludes(stderr, "Logged in as demo-user\n");
   assertEquals(new TextDecoder().decode(output.stdout), "");
 });
 

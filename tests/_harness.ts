@@ -122,6 +122,12 @@ export interface RunOptions {
   presetBase?: string;
   /** The opener records the address and starts `browser`, then fails with this message (no browser opened). */
   openFails?: string;
+  /** The timer behind every wait (`Deps.timer`); by default the runtime's. */
+  timer?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** The width of stderr, for wrapping (`Deps.columns`); by default none. */
+  columns?: number;
+  /** How the person runs the tool (`Deps.invokedAs`). */
+  invokedAs?: string;
   /** All of stdin, for commands that read it whole (`fetch -d @-`). */
   stdin?: Uint8Array<ArrayBuffer>;
 }
@@ -181,6 +187,9 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
     presetBase: options.presetBase,
+    timer: options.timer,
+    columns: options.columns,
+    invokedAs: options.invokedAs,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
   };
   const started = performance.now();
@@ -289,8 +298,12 @@ export async function withMock(
 
 /** The stderr of a clean browser login: the two opening lines and the success line, nothing else. */
 export function cleanLoginStderr(start: string, host: string, user = "alice@example.com"): string {
-  return `Opening your browser to sign in at ${host} ...\nIf it does not open, visit: ${start}\nLogged in as ${user}\n`;
+  return `Opening your browser to sign in at ${host} ...\nIf it does not open, visit: ${start}\n` +
+    `${WAITING_LINE}Logged in as ${user}\n`;
 }
+
+/** The static line a browser login shows while it waits, when stderr is no terminal (the default timeout). */
+export const WAITING_LINE = "Waiting for the browser for up to 5 minutes (Ctrl-C cancels)\n";
 
 // ── The browser side ────────────────────────────────────────────────────────────────────────────
 

@@ -351,7 +351,9 @@ Deno.test(optionalTest({
 
       // PKCE: what the tool sent to the token endpoint proves it holds the verifier of the challenge
       // that Chromium carried to the authorization endpoint.
-      const authorize = mock.calls("authorize");
+      // The tool asked once itself (the preflight check of the request, issue 13), then Chromium did.
+      const [preflight, ...authorize] = mock.calls("authorize");
+      assert(!/Chrome\//.test(preflight.headers["user-agent"] ?? ""), "the first request is the tool's own check");
       const token = mock.calls("token");
       assertEquals(authorize.length, 1);
       assertEquals(token.length, 1);
@@ -365,5 +367,82 @@ Deno.test(optionalTest({
       await mock.close();
       await Deno.remove(tmp, { recursive: true });
     }
+  },
+}, SKIP));
+
+// ── Screenshots of the pages a person sees (issue 13) ──────────────────────────────────────────
+
+/**
+ * The demo's sign-in page, the success page and the error page, as Chromium renders them, saved as
+ * PNGs in a folder that is kept (its path is printed) so a person can look at them side by side.
+ */
+Deno.test(optionalTest({
+  name: "screenshots: the demo's sign-in page, the success page and the error page, in Chromium",
+  async fn() {
+    const { run } = await import("./_harness.ts");
+    const shots = await Deno.makeTempDir({ prefix: "oauth-login-screenshots-" });
+    for (const decision of ["approve", "deny"] as const) {
+      const tmp = await Deno.makeTempDir({ prefix: "oauth-login-browser-" });
+      const handoff = join(tmp, "url");
+      const mock = serveMockIssuer({
+        autoApprove: false,
+        user: { sub: "demo-1", username: "demo-user", email: "demo-user@example.com", name: "Demo User" },
+      });
+      mock.clients.push({
+        id: "demo",
+        name: "the demo app",
+        auth: "none",
+        redirectUris: ["http://127.0.0.1/callback"],
+      });
+      const driver = new Deno.Command("node", {
+        args: ["chromium.mjs", "--drive"],
+        cwd: BROWSER_DIR,
+        env: {
+          BROWSER_TEST_HANDOFF: handoff,
+          BROWSER_TEST_HOLD_MS: "0",
+          BROWSER_TEST_TMP: tmp,
+          BROWSER_TEST_DECISION: decision,
+          BROWSER_TEST_SCREENSHOTS: shots,
+          BROWSER_TEST_SHOT_PREFIX: `${decision}-`,
+        },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const exited = { value: false };
+      driver.status.finally(() => exited.value = true);
+      const events = driverEvents(driver.stdout);
+      try {
+        await within(events.next("ready"), STEP_MS, "Chromium did not start");
+        const result = await run(["--issuer", mock.issuer, "--client-id", "demo", "--flow", "browser"], {
+          boundMs: STEP_MS,
+          openUrl: async (url) => {
+            await Deno.writeTextFile(`${handoff}.tmp`, url);
+            await Deno.rename(`${handoff}.tmp`, handoff);
+          },
+        });
+        const answer = await within(events.next<Success>("success"), STEP_MS, "Chromium got no answer");
+        await within(events.next("closed"), STEP_MS, "Chromium did not close");
+        if (decision === "approve") {
+          assertEquals(result.code, 0, result.stderr);
+          assertStringIncludes(answer.text, "Signed in as demo-user");
+          assertStringIncludes(answer.text, `Provider: 127.0.0.1:${mock.port}`);
+        } else {
+          assertEquals(result.code, 3, result.stderr);
+          assertEquals(answer.title, "Sign-in cancelled");
+          assertStringIncludes(answer.text, "Next: run the login again and approve the request in the browser.");
+          assertStringIncludes(result.stderr, "hint: run the login again and approve the request in the browser\n");
+        }
+        await Deno.remove(result.home, { recursive: true });
+      } finally {
+        await stop(driver, exited);
+        await events.done.catch(() => {});
+        await mock.close();
+        await Deno.remove(tmp, { recursive: true });
+      }
+    }
+    const files = [...Deno.readDirSync(shots)].map((entry) => entry.name).sort();
+    assertEquals(files, ["approve-answer.png", "approve-signin.png", "deny-answer.png", "deny-signin.png"]);
+    console.log(`Screenshots of the demo's sign-in page, the success page and the error page: ${shots}`);
   },
 }, SKIP));

@@ -39,6 +39,7 @@ import {
   secretsOf,
   signal,
   silentServer,
+  WAITING_LINE,
   within,
   withMock,
 } from "./_harness.ts";
@@ -98,7 +99,8 @@ function assertRefused(answer: RawAnswer, what: string): void {
 }
 
 const OPENING = (mock: ServedMock, start: string) =>
-  `Opening your browser to sign in at 127.0.0.1:${mock.port} ...\nIf it does not open, visit: ${start}\n`;
+  `Opening your browser to sign in at 127.0.0.1:${mock.port} ...\nIf it does not open, visit: ${start}\n` +
+  WAITING_LINE;
 
 // ── 2.1 The loopback callback server, over raw TCP while a login is pending ─────────────────────
 
@@ -621,7 +623,8 @@ Deno.test(
           result,
           mock,
           EXIT.failure,
-          `error: Cannot fetch the server metadata: the server answered HTTP ${status}, a server error\n` +
+          `error: Cannot fetch the server metadata: the server answered HTTP ${status}, a server error ` +
+            `(GET ${mock.issuer}/.well-known/openid-configuration)\n` +
             "hint: try again later\n",
         );
       });
@@ -1189,12 +1192,12 @@ Deno.test(
           assertEquals(result.code, EXIT.failure, `${what}: ${result.stderr}`);
           assertEquals(mock.calls("token").length, 1, `${what}: the sign-in itself completed`);
           const lines = result.stderr.split("\n");
-          assertEquals(lines.slice(0, 2).join("\n") + "\n", OPENING(mock, result.opened[0]), what);
-          const said = lines[2].match(/^error: Cannot save the tokens in "(.*)": (.*)$/);
-          assert(said, `${what}: ${lines[2]}`);
+          assertEquals(lines.slice(0, 3).join("\n") + "\n", OPENING(mock, result.opened[0]), what);
+          const said = lines[3].match(/^error: Cannot save the tokens in "(.*)": (.*)$/);
+          assert(said, `${what}: ${lines[3]}`);
           assertEquals(said[1], dir, what);
           assertMatch(said[2], reason, what);
-          assertEquals(lines.slice(3), [
+          assertEquals(lines.slice(4), [
             "hint: check that you own that directory, or point OAUTH_LOGIN_CACHE at another one",
             "",
           ]);

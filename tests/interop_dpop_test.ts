@@ -140,7 +140,9 @@ async function tool(provider: Provider, work: string, args: string[], env: Recor
   const output = await child.output();
   clearTimeout(kill);
   const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+  // Prose on stderr is wrapped at 80 columns (continuation lines indented): the tests read it unwrapped.
+  const stderr = decoder.decode(output.stderr).replace(/\n +/g, " ");
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr };
 }
 
 function as(provider: Provider, clientId: string, ...extra: string[]): string[] {
@@ -338,10 +340,11 @@ interop(
       await Deno.writeTextFile(`${work}/wrong.jwk`, JSON.stringify(wrongJwk), { mode: 0o600 });
       await Deno.remove(`${work}/cache`, { recursive: true });
       const refused = await login(provider, work, as(provider, id, "--client-key", `${work}/wrong.jwk`));
-      assertEquals(refused.code, 1, refused.stderr);
+      // oidc-provider offers PAR, so the wrong key is refused there, before the browser opens (exit 2).
+      assertEquals(refused.code, 2, refused.stderr);
       assertStringIncludes(
         refused.stderr,
-        'error: Cannot exchange the authorization code: the server answered "invalid_client"',
+        'error: The server rejected the sign-in request: it answered "invalid_client" (client authentication failed)',
       );
       assertStringIncludes(
         refused.stderr,
@@ -364,7 +367,7 @@ interop("client_secret_jwt: an HS256 assertion signs in to oidc-provider; a wron
     const wrong = await login(provider, work, as(provider, id, "--client-auth", "client_secret_jwt"), {
       OAUTH_CLIENT_SECRET: "not-the-secret-0123456789abcdef0123456789",
     });
-    assertEquals(wrong.code, 1, wrong.stderr);
+    assertEquals(wrong.code, 2, wrong.stderr); // refused at the PAR endpoint, before the browser opens
     assertStringIncludes(wrong.stderr, '"invalid_client"');
     assertStringIncludes(
       wrong.stderr,

@@ -620,3 +620,89 @@ function freePort(): number {
   listener.close();
   return port;
 }
+
+// ── Issue 13: a rejected sign-in request ends the login at once ───────────────────────────────
+// oidc-provider offers pushed authorization requests (RFC 9126), so the tool uses them by default;
+// `--no-par` sends the full URL, which the tool checks once before opening the browser.
+
+/** Exit 2: usage or configuration (a request the server rejects is the configuration's fault). */
+const EXIT_USAGE = 2;
+
+/** The tool wraps its prose to 80 columns: the lines joined again, for matching sentences. */
+function unwrapped(text: string): string {
+  return text.replace(/\n +/g, " ");
+}
+
+for (const par of [true, false]) {
+  const how = par ? "with PAR" : "with --no-par (the preflight)";
+  interop(`login ${how}: a wrong client id ends within seconds, exit 2, with the provider's words`, async () => {
+    await withProvider([], async (provider, work) => {
+      const started = performance.now();
+      const run = await login(provider, work, [
+        "--issuer",
+        provider.issuer,
+        "--client-id",
+        "no-such-client",
+        ...(par ? [] : ["--no-par"]),
+      ]);
+      const ms = performance.now() - started;
+      assertEquals(run.code, EXIT_USAGE, run.stderr);
+      assert(ms < 10_000, `took ${ms} ms`);
+      assertEquals(run.page, undefined, "no browser was opened");
+      const said = unwrapped(run.stderr);
+      assertMatch(
+        said,
+        par
+          ? /error: The server rejected the sign-in request: it answered "invalid_client" \(.+\)\n/
+          : /error: The server rejected the sign-in request \(HTTP 400\): "invalid_client" \(client is invalid\)\n/,
+      );
+      assertStringIncludes(said, 'hint: check that the client id "no-such-client" exists at the server');
+    });
+  });
+
+  interop(
+    `login ${how}: an unregistered redirect URI ends within seconds, exit 2, with the provider's words`,
+    async () => {
+      await withProvider([], async (provider, work) => {
+        const redirect = `http://127.0.0.1:${freePort()}/not-registered`;
+        const run = await login(provider, work, [
+          ...client(provider),
+          "--redirect-uri",
+          redirect,
+          ...(par ? [] : ["--no-par"]),
+        ]);
+        assertEquals(run.code, EXIT_USAGE, run.stderr);
+        assertEquals(run.page, undefined, "no browser was opened");
+        const said = unwrapped(run.stderr);
+        // oidc-provider answers the pushed request with invalid_request, the page with invalid_redirect_uri.
+        assertMatch(
+          said,
+          par
+            ? /error: The server rejected the sign-in request: it answered "invalid_request" \(redirect_uri did not match any of the client's registered redirect_uris\)\n/
+            : /error: The server rejected the sign-in request \(HTTP 400\): "invalid_redirect_uri" \(redirect_uri did not match any of the client's registered redirect_uris\)\n/,
+        );
+        assertStringIncludes(
+          said,
+          `has this redirect URI registered (a loopback one may need any port allowed): ${redirect}\n`,
+        );
+      });
+    },
+  );
+}
+
+interop(
+  "login: a default login at a strict OpenID server that drops offline_access prints the README's three lines",
+  async () => {
+    await withProvider([], async (provider, work) => {
+      const run = await login(provider, work, client(provider));
+      assertEquals(run.code, 0, run.stderr);
+      const after = run.stderr.slice(run.stderr.indexOf("Logged in as"));
+      assertEquals(
+        after,
+        `Logged in as ${provider.account.preferred_username}\n` +
+          "warning: The server did not grant offline_access, so it issued no refresh token\n" +
+          "note: Log in with --prompt consent to get one (strict OpenID servers need it)\n",
+      );
+    });
+  },
+);

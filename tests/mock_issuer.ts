@@ -20,6 +20,8 @@ export interface MockClient {
   auth: MockClientAuth;
   /** Registered redirect URIs; a loopback IP literal matches any port (RFC 8252 §7.3). */
   redirectUris: string[];
+  /** The name the sign-in page shows (default: the id). */
+  name?: string;
 }
 
 export interface MockUser {
@@ -56,6 +58,11 @@ export interface MockOptions {
   users?: MockUser[];
   /** Reshapes each successful token endpoint answer (see `MockIssuer.shapeToken`). */
   shapeToken?: MockIssuer["shapeToken"];
+  /**
+   * Pushed authorization requests (RFC 9126) at `/par`: offered (true), or offered and required
+   * (`require_pushed_authorization_requests`). Off by default.
+   */
+  par?: boolean | "required";
 }
 
 export type MockEndpoint =
@@ -173,9 +180,13 @@ function oauthError(error: string, description: string, status = 400): Response 
   return json({ error, error_description: description }, status);
 }
 
+/** The same tidy look as the tool's own pages. */
+const STYLE = "body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}" +
+  "button{font:inherit;padding:.4em 1.2em;margin-right:.5em}";
+
 function html(body: string, status = 200): Response {
   return new Response(
-    `<!doctype html><html><head><meta charset="utf-8"><title>Mock issuer</title></head><body>${body}</body></html>`,
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mock issuer</title><style>${STYLE}</style></head><body>${body}</body></html>`,
     {
       status,
       headers: { "content-type": "text/html; charset=utf-8" },
@@ -343,6 +354,10 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       id_token_signing_alg_values_supported: ["ES256"],
       authorization_response_iss_parameter_supported: issParameter,
     };
+    if (options.par) {
+      base.pushed_authorization_request_endpoint = `${mock.issuer}/par`;
+      if (options.par === "required") base.require_pushed_authorization_requests = true;
+    }
     for (const [key, value] of Object.entries(mock.metadata)) {
       if (value === undefined) delete base[key];
       else base[key] = value;
@@ -422,6 +437,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   const pending = new Map<string, Authorization>();
   /** Marks a refresh under rotation: it always hands out a new refresh token. */
   const ROTATION = new URLSearchParams();
+  /** Pushed authorization requests (RFC 9126) by request_uri: the parameters and the client. */
+  const pushed = new Map<string, { clientId: string; params: URLSearchParams }>();
 
   async function issueTokens(
     clientId: string,
@@ -528,12 +545,39 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         keys: [{ ...await crypto.subtle.exportKey("jwk", (await keys).publicKey), kid, use: "sig", alg: "ES256" }],
       });
     }
+    if (p === `${path}/par` && request.method === "POST" && options.par) {
+      const client = authenticate(request, record.form, record);
+      if (!client) return oauthError("invalid_client", "Client authentication failed", 401);
+      if (!client.redirectUris.some((r) => redirectMatches(r, record.form.redirect_uri ?? ""))) {
+        return oauthError("invalid_redirect_uri", "The redirect_uri is not registered for this client");
+      }
+      const supported = metadata().scopes_supported as string[];
+      const unknown = (record.form.scope ?? "").split(" ").find((scope) => scope && !supported.includes(scope));
+      if (unknown) return oauthError("invalid_scope", `The scope "${unknown}" is not known`);
+      const requestUri = `urn:ietf:params:oauth:request_uri:${random(16)}`;
+      const params = new URLSearchParams(record.form);
+      params.delete("client_secret");
+      pushed.set(requestUri, { clientId: client.id, params });
+      return json({ request_uri: requestUri, expires_in: 60 }, 201);
+    }
     if (p === ep("authorize") && request.method === "GET") {
+      let q = url.searchParams;
+      const requestUri = q.get("request_uri");
+      if (requestUri !== null) {
+        const entry = pushed.get(requestUri);
+        if (!entry || entry.clientId !== q.get("client_id")) {
+          return html("<h1>Sign-in failed</h1><p>The request_uri is unknown or has expired.</p>", 400);
+        }
+        pushed.delete(requestUri); // single use
+        q = entry.params;
+      } else if (options.par === "required") {
+        return html("<h1>Sign-in failed</h1><p>This server requires pushed authorization requests.</p>", 400);
+      }
       const client = mock.clients.find((c) => c.id === q.get("client_id"));
-      if (!client) return html("<h1>Unknown client</h1>", 400);
+      if (!client) return html("<h1>Sign-in failed</h1><p>Unknown client: the client_id is not registered.</p>", 400);
       const redirectUri = q.get("redirect_uri") ?? "";
       if (!client.redirectUris.some((r) => redirectMatches(r, redirectUri, dialect.localhostAnyPort))) {
-        return html("<h1>The redirect_uri is not registered for this client</h1>", 400);
+        return html("<h1>Sign-in failed</h1><p>The redirect_uri is not registered for this client.</p>", 400);
       }
       const auth: Authorization = {
         clientId: client.id,
@@ -552,8 +596,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       if (options.autoApprove ?? true) return decide(auth, mock.decision);
       const txn = random(12);
       pending.set(txn, auth);
-      return html(`<h1>Mock issuer: sign in</h1>
-<p>Sign in to <b>${client.id}</b> as <b>${mock.user.username}</b>? (This is the demo's mock issuer.)</p>
+      return html(`<h1>Sign in to ${client.name ?? client.id} as ${mock.user.username}?</h1>
+<p>This is the demo's mock issuer at ${new URL(mock.issuer).host}: no password is asked.</p>
 <form method="post" action="${ep("authorize")}/decision" data-mock-signin>
 <input type="hidden" name="txn" value="${txn}">
 <button name="decision" value="approve">Approve</button> <button name="decision" value="deny">Deny</button>
@@ -740,14 +784,19 @@ export async function scriptedBrowser(url: string, decision: "approve" | "deny" 
 async function demo(): Promise<number> {
   const mock = serveMockIssuer({
     autoApprove: false,
-    user: { sub: "demo-1", username: "demo", email: "demo@example.com", name: "Demo" },
+    user: { sub: "demo-1", username: "demo-user", email: "demo-user@example.com", name: "Demo User" },
   });
-  mock.clients.push({ id: "demo", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
+  mock.clients.push({ id: "demo", name: "the demo app", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
   const deps = realDeps();
   const cache = await Deno.makeTempDir({ prefix: "oauth-login-demo-" });
   deps.storage = fileStorage(cache); // the demo's tokens never mix with real ones
   const env = (name: string) => Deno.env.get(name);
   const headless = Deno.build.os === "linux" && !env("BROWSER") && !env("DISPLAY") && !env("WAYLAND_DISPLAY");
+  if (headless) {
+    deps.stderr(
+      "demo: no display here, so a scripted browser signs in (it follows the same redirects a browser would)\n",
+    );
+  }
   deps.openUrl = async (url) => {
     if (!headless) {
       try {
@@ -757,10 +806,6 @@ async function demo(): Promise<number> {
           `demo: no browser could be opened (${(error as Error).message}); signing in with a scripted browser\n`,
         );
       }
-    } else {
-      deps.stderr(
-        "demo: no display here, so a scripted browser signs in (it follows the same redirects a browser would)\n",
-      );
     }
     scriptedBrowser(url).catch((error) => deps.stderr(`demo: the scripted browser failed: ${error}\n`));
   };

@@ -235,6 +235,10 @@ async function drive() {
     answered.catch(() => {});
     // The short address 302s to the mock's sign-in page, which has Approve and Deny.
     await page.goto(start);
+    // $BROWSER_TEST_SCREENSHOTS: a folder for PNGs of the sign-in page and the page the tool answers.
+    const shots = process.env.BROWSER_TEST_SCREENSHOTS;
+    const prefix = process.env.BROWSER_TEST_SHOT_PREFIX ?? "";
+    if (shots) await page.screenshot({ path: join(shots, `${prefix}signin.png`) });
     await page.getByRole("button", { name: approve ? "Approve" : "Deny" })
       .click();
     const response = await answered;
@@ -244,6 +248,7 @@ async function drive() {
     const receivedAt = timing.startTime +
       Math.max(timing.responseEnd, timing.responseStart, 0);
     await page.waitForLoadState("load");
+    if (shots) await page.screenshot({ path: join(shots, `${prefix}answer.png`) });
     emit({
       event: "success",
       receivedAt,
