@@ -111,9 +111,17 @@ const ENV_VARS = {
   config: "OAUTH_LOGIN_CONFIG",
   profile: "OAUTH_PROFILE",
   clientAuth: "OAUTH_CLIENT_AUTH",
+  dpop: "OAUTH_DPOP",
+  clientKey: "OAUTH_CLIENT_KEY",
 } as const;
 
-const CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"] as const;
+const CLIENT_AUTH_METHODS = [
+  "none",
+  "client_secret_basic",
+  "client_secret_post",
+  "private_key_jwt",
+  "client_secret_jwt",
+] as const;
 
 /** Fields whose values are secrets: the trace shows at most a short prefix of them. */
 const SECRET_FIELDS = new Set([
@@ -132,8 +140,8 @@ const SECRET_FIELDS = new Set([
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 
 export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
-export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles";
-export type OutputFormat = "text" | "json" | "exec-credential";
+export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
+export type OutputFormat = "text" | "json" | "exec-credential" | "headers";
 export type Flow = "auto" | "browser" | "device";
 export type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
 
@@ -196,6 +204,29 @@ export interface Config {
   loginHint?: string;
   /** Pushed authorization requests (RFC 9126) where the server offers them; `--no-par` turns them off. */
   par: boolean;
+  /** DPoP (RFC 9449): sender-constrained tokens, from `--dpop` or `OAUTH_DPOP=1`. */
+  dpop?: boolean;
+  /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
+  clientKey?: string;
+  /** The `aud` of a client assertion: the issuer (default) or the token endpoint. */
+  assertionAudience?: "issuer" | "token-endpoint";
+  /** RFC 8707 resource indicators (`--resource`, repeatable) and the vendor `audience` parameter. */
+  resources?: string[];
+  audience?: string;
+  /** `fetch` (and `token --format headers`): the request to make or to prove. */
+  request?: ResourceRequest;
+}
+
+/** What `fetch` sends, and what a `token --format headers` DPoP proof is for. */
+export interface ResourceRequest {
+  method: string;
+  url?: string;
+  /** `-H "Name: value"`, repeatable. */
+  headers: [string, string][];
+  /** `-d DATA`, `-d @FILE` or `-d @-` (stdin), as given. */
+  data?: string;
+  /** `--include`: the status line and headers on stderr. */
+  include: boolean;
 }
 
 /** The token cache: one file per entry in a directory only the owner can read. */
@@ -261,6 +292,8 @@ export interface Deps {
   columns?: number;
   /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
   invokedAs?: string;
+  /** All of stdin, for `fetch -d @-`. */
+  readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
 }
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
@@ -289,6 +322,13 @@ export interface TokenSet {
   issuedAt?: number;
   /** When the refresh token expires (`refresh_expires_in`, `refresh_token_expires_in`), if the server said. */
   refreshExpiresAt?: number;
+  /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
+  dpopKey?: JsonWebKey;
+  dpopNonces?: Record<string, string>;
+  /** RFC 8707: the resources the login asked for, the one `accessToken` is for, and tokens for the others. */
+  resources?: string[];
+  resource?: string;
+  resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
 }
 
 /** What a login produced. */
@@ -302,6 +342,8 @@ export interface LoginResult {
   authMethod: ClientAuthMethod;
   /** The scope the authorization request asked for. */
   scope: string;
+  /** The DPoP key and nonces, when the tokens are DPoP-bound. */
+  dpop?: DpopState;
 }
 
 interface Redirect {
@@ -896,6 +938,17 @@ const FLAGS = {
   "save-profile": { type: "string" },
   "login-hint": { type: "string" },
   "no-par": { type: "boolean" },
+  dpop: { type: "boolean" },
+  "client-key": { type: "string" },
+  "assertion-audience": { type: "string" },
+  resource: { type: "string", multiple: true },
+  audience: { type: "string" },
+  method: { type: "string" },
+  url: { type: "string" },
+  request: { type: "string", short: "X" },
+  header: { type: "string", short: "H", multiple: true },
+  data: { type: "string", short: "d" },
+  include: { type: "boolean", short: "i" },
 } as const;
 
 type FlagValues = {
@@ -910,6 +963,8 @@ interface Cli {
   /** Whether the command was named (for `--help`). */
   named: boolean;
   flags: FlagValues;
+  /** `fetch URL`: the one positional argument a command takes. */
+  target?: string;
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -920,6 +975,7 @@ const COMMANDS: Record<string, Command> = {
   logout: "logout",
   doctor: "doctor",
   profiles: "profiles",
+  fetch: "fetch",
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
@@ -950,16 +1006,22 @@ const COMMON_FLAGS: Flag[] = [
   "provider",
   "tenant",
   "profile",
+  "dpop",
+  "client-key",
+  "assertion-audience",
+  "resource",
+  "audience",
 ];
 const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint", "no-par"];
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   login: [...LOGIN_FLAGS, "save-profile"],
-  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format"],
+  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url"],
   whoami: ["all"],
   logout: ["all"],
   doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
   profiles: [],
+  fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
@@ -988,8 +1050,8 @@ export async function parseCli(args: string[]): Promise<Cli> {
       hint: "run with --help to see the commands",
     });
   }
-  if (rest.length > 0) {
-    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[0])}"`, {
+  if (rest.length > (command === "fetch" ? 1 : 0)) {
+    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[command === "fetch" ? 1 : 0])}"`, {
       hint: `run "oauth-login ${command} --help" to see the usage`,
     });
   }
@@ -1001,7 +1063,7 @@ export async function parseCli(args: string[]): Promise<Cli> {
       hint: `run "oauth-login ${command} --help" to see its flags`,
     });
   }
-  return { command, named: parsed.positionals.length > 0, flags };
+  return { command, named: parsed.positionals.length > 0, flags, target: command === "fetch" ? rest[0] : undefined };
 }
 
 /**
@@ -1016,7 +1078,12 @@ export function quickParse(args: string[]): Cli | undefined {
   if (!command) return undefined;
   const allowed = new Set<string>([...COMMON_FLAGS, ...COMMAND_FLAGS[command]]);
   const flags: Record<string, string | boolean | string[]> = {};
+  let target: string | undefined;
   for (let i = named ? 1 : 0; i < args.length; i++) {
+    if (command === "fetch" && target === undefined && !args[i].startsWith("-")) {
+      target = args[i]; // `fetch URL`
+      continue;
+    }
     const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
     const name = match?.[1] as Flag | undefined;
     if (!name || !allowed.has(name)) return undefined;
@@ -1032,7 +1099,7 @@ export function quickParse(args: string[]): Cli | undefined {
     if (spec.multiple) flags[name] = [...(flags[name] as string[] ?? []), value as string];
     else flags[name] = value;
   }
-  return { command, named, flags: flags as FlagValues };
+  return { command, named, flags: flags as FlagValues, target };
 }
 
 /**
@@ -1381,7 +1448,7 @@ export function resolveConfig(
       hint: sources.clientAuth === "flag" ? `use one of ${methods}` : `set ${ENV_VARS.clientAuth} to one of ${methods}`,
     });
   }
-  if (clientAuth && clientAuth !== "none" && !clientSecret) {
+  if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
     throw new LoginError("config", `The client authentication "${clientAuth}" needs a client secret`, {
       hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
@@ -1398,9 +1465,9 @@ export function resolveConfig(
     }
   }
   const format = flags.format ?? (flags.json ? "json" : "text");
-  if (format !== "text" && format !== "json" && format !== "exec-credential") {
+  if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
-      hint: "use text, json or exec-credential",
+      hint: "use text, json, exec-credential or headers",
     });
   }
   const flow = flags.flow ?? "auto";
@@ -1427,6 +1494,10 @@ export function resolveConfig(
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   const loginHint = flags["login-hint"];
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
+  const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
+  // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
+  for (const resource of modern.resources ?? []) params.push(["resource", resource]);
+  if (modern.audience) params.push(["audience", modern.audience]);
   return {
     command: cli.command,
     ...where,
@@ -1456,6 +1527,92 @@ export function resolveConfig(
     ...(profile ? { profile: profile.name } : {}),
     ...(loginHint ? { loginHint } : {}),
     par: !flags["no-par"],
+    ...modern,
+  };
+}
+
+/**
+ * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
+ * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
+ */
+function resolveModernConfig(
+  cli: Cli,
+  pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
+  clientAuth: ClientAuthMethod | undefined,
+  format: string,
+): Partial<Config> {
+  const { flags } = cli;
+  const dpopText = pick("dpop", flags.dpop ? "1" : undefined, ENV_VARS.dpop);
+  if (dpopText !== undefined && !/^(1|0|true|false|yes|no)$/i.test(dpopText)) {
+    throw new LoginError("config", `${ENV_VARS.dpop} is "${sanitize(dpopText)}", not 1 or 0`);
+  }
+  const dpop = dpopText !== undefined && /^(1|true|yes)$/i.test(dpopText);
+  const clientKey = pick("clientKey", flags["client-key"], ENV_VARS.clientKey);
+  if (clientAuth === "private_key_jwt" && !clientKey) {
+    throw new LoginError("config", 'The client authentication "private_key_jwt" needs a private key', {
+      hint: `pass --client-key FILE or set ${ENV_VARS.clientKey} (a PEM PKCS#8 key or a JWK)`,
+    });
+  }
+  if (clientKey && clientAuth && clientAuth !== "private_key_jwt") {
+    throw new LoginError("usage", `A client key is only used with private_key_jwt, not "${clientAuth}"`, {
+      hint: "drop --client-key, or use --client-auth private_key_jwt",
+    });
+  }
+  const audienceFlag = flags["assertion-audience"];
+  if (audienceFlag !== undefined && audienceFlag !== "issuer" && audienceFlag !== "token-endpoint") {
+    throw new LoginError("usage", `The assertion audience "${sanitize(audienceFlag)}" is not issuer or token-endpoint`);
+  }
+  const resources = [...new Set(flags.resource ?? [])];
+  for (const resource of resources) {
+    const url = parseUrl(resource);
+    if (!url || url.hash || resource.includes("#")) {
+      throw new LoginError("usage", `The resource "${sanitize(resource)}" is not an absolute URI without a fragment`, {
+        hint: "a resource indicator (RFC 8707) names an API, e.g. https://api.example.com/",
+      });
+    }
+  }
+  let request: ResourceRequest | undefined;
+  if (cli.command === "fetch" || format === "headers") {
+    const target = cli.target ?? flags.url;
+    if (target === undefined) {
+      throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
+        hint: cli.command === "fetch"
+          ? 'run "oauth-login fetch https://api.example.com/me"'
+          : "pass the request the proof is for: --method GET --url https://api.example.com/me",
+      });
+    }
+    const url = parseUrl(target);
+    if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
+      throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
+        hint: "access tokens are only sent over https (plain http only to 127.0.0.1, [::1] or localhost)",
+      });
+    }
+    const headers: [string, string][] = [];
+    for (const header of flags.header ?? []) {
+      const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
+      if (!match) {
+        throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
+      }
+      if (/^(authorization|dpop)$/i.test(match[1])) {
+        throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
+          hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
+        });
+      }
+      headers.push([match[1], match[2]]);
+    }
+    const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
+    if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
+    request = { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
+  }
+  return {
+    dpop,
+    clientKey,
+    // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
+    ...(!clientAuth && clientKey ? { clientAuth: "private_key_jwt" as const } : {}),
+    assertionAudience: audienceFlag as Config["assertionAudience"],
+    resources,
+    audience: flags.audience,
+    request,
   };
 }
 
@@ -1972,6 +2129,10 @@ export function parseTokenSet(text: string): TokenSet | undefined {
   const metadata = value.metadata as Record<string, unknown> | undefined;
   if (!metadata || typeof metadata !== "object") return undefined;
   if (typeof metadata.issuer !== "string" || typeof metadata.token_endpoint !== "string") return undefined;
+  const dpopKey = value.dpopKey as Record<string, unknown> | undefined;
+  if (dpopKey !== undefined && (!dpopKey || typeof dpopKey !== "object" || typeof dpopKey.d !== "string")) {
+    return undefined;
+  }
   return value as unknown as TokenSet;
 }
 
@@ -2064,7 +2225,7 @@ export function accessTokenExpiry(
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
 export function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile">,
+  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -2072,6 +2233,8 @@ export function toTokenSet(
     authMethod: ClientAuthMethod;
     user?: string;
     subject?: string;
+    /** The DPoP key the tokens are bound to, and the nonces seen. */
+    dpop?: DpopState;
   },
   previous?: TokenSet,
 ): TokenSet {
@@ -2083,7 +2246,7 @@ export function toTokenSet(
     clientId: config.clientId,
     requestedScope: config.scope ?? "",
     accessToken: tokens.access_token,
-    tokenType: tokens.token_type,
+    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
     expiresAt: accessTokenExpiry(tokens, context.now, previous),
     refreshToken: tokens.refresh_token ?? previous?.refreshToken,
     idToken: tokens.id_token ?? previous?.idToken,
@@ -2097,6 +2260,15 @@ export function toTokenSet(
     refreshExpiresAt: refreshSeconds === undefined
       ? tokens.refresh_token === undefined ? previous?.refreshExpiresAt : undefined
       : context.now + clampLifetime(refreshSeconds) * 1000,
+    ...(config.resources?.length
+      ? { resources: config.resources, resource: previous?.resource ?? config.resources[0] }
+      : {}),
+    ...(context.dpop || previous?.dpopKey
+      ? {
+        dpopKey: context.dpop?.jwk ?? previous?.dpopKey,
+        dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
+      }
+      : {}),
   };
 }
 
@@ -2596,6 +2768,8 @@ interface Issuer {
   userClaim?: string;
   /** The UserInfo endpoint was given by hand: read it as any JSON "who am I" answer (no `sub` needed). */
   whoAmI?: boolean;
+  /** Set when requests carry DPoP proofs (then `http` carries the handle too). */
+  dpop?: DpopState;
 }
 
 type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOptions<"POST", URLSearchParams>;
@@ -2650,11 +2824,12 @@ function serverError(doing: string, code: string, description?: string, status?:
     access_denied: "run the login again and approve the request in the browser",
   };
   const what = code === "access_denied" ? "Sign-in was declined" : `Cannot ${doing}`;
+  const needsDpop = /\bDPoP\b/i.test(description ?? "") && /not provided|required/i.test(description ?? "");
   return new ServerError(`${what}: the server answered "${sanitize(code, 60)}"${detail}`, {
     code,
     description,
     status,
-    hint: hints[code],
+    hint: needsDpop ? "this client must use DPoP: pass --dpop (or set OAUTH_DPOP=1) and sign in again" : hints[code],
   });
 }
 
@@ -2923,7 +3098,9 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
 /** The client for metadata we trust (just discovered, or cached with a token). */
 async function issuerFor(
   as: Oauth.AuthorizationServer,
-  config: Pick<Config, "clientId" | "clientSecret" | "clientAuth" | "provider">,
+  config:
+    & Pick<Config, "clientId" | "clientSecret" | "clientAuth" | "provider">
+    & Partial<Pick<Config, "clientKey" | "assertionAudience">>,
   deps: Deps,
   trace?: Trace,
   interruptible = true,
@@ -2934,12 +3111,8 @@ async function issuerFor(
     if (as[name] !== undefined) assertEndpoint(as[name], name, as.issuer);
   }
   const authMethod = chooseClientAuth(config.clientSecret, as.token_endpoint_auth_methods_supported, config.clientAuth);
-  const auth = authMethod === "none"
-    ? oauth.None()
-    : authMethod === "client_secret_post"
-    ? oauth.ClientSecretPost(config.clientSecret!)
-    : oauth.ClientSecretBasic(config.clientSecret!);
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
+  const auth = await clientAuthFor(authMethod, as, config);
   const http: Http = {
     [oauth.customFetch]: issuerFetch(deps, trace, interruptible, { dropIdToken: noIssuer }),
     [oauth.allowInsecureRequests]: new URL(as.issuer).protocol === "http:",
@@ -2979,7 +3152,14 @@ function refreshClientAuth(
 }
 
 /** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
-async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trace?: Trace): Promise<TokenSet> {
+async function refreshTokenSet(
+  entry: TokenSet,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+  /** RFC 8707 §2.2: the resource the new access token is for (default: the entry's own). */
+  resource = entry.resource,
+): Promise<TokenSet> {
   const oauth = await lib();
   const issuer = await issuerFor(
     entry.metadata as unknown as Oauth.AuthorizationServer,
@@ -2988,16 +3168,23 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
       clientSecret: config.clientSecret,
       clientAuth: refreshClientAuth(entry, config),
       provider: config.provider,
+      clientKey: config.clientKey,
+      assertionAudience: config.assertionAudience,
     },
     deps,
     trace,
     false,
   );
+  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
   const { as, client, auth, http } = issuer;
-  const tokens = await step("refresh the access token", async () => {
-    const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, http);
-    return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
-  });
+  const tokens = await step("refresh the access token", () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, {
+        ...http,
+        ...(resource ? { additionalParameters: { resource } } : {}),
+      });
+      return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
+    }));
   const claims = oauth.getValidatedIdTokenClaims(tokens);
   if (claims && entry.subject && claims.sub !== entry.subject) {
     // OpenID Connect Core §12.2: a refreshed ID token must name the same sub; oauth4webapi cannot know the old one.
@@ -3008,7 +3195,7 @@ async function refreshTokenSet(entry: TokenSet, config: Config, deps: Deps, trac
   return toTokenSet(
     config,
     tokens,
-    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod },
+    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod, dpop: issuer.dpop },
     entry,
   );
 }
@@ -3042,7 +3229,14 @@ async function revokeTokenSet(
   }
   const oauth = await lib();
   const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
-  if (entry.authMethod !== "none" && !secret) {
+  const clientKey = entry.clientId === config.clientId ? config.clientKey : undefined;
+  if (entry.authMethod === "private_key_jwt" && !clientKey) {
+    return [{
+      text: `the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
+      kind: "local",
+    }];
+  }
+  if (entry.authMethod !== "none" && entry.authMethod !== "private_key_jwt" && !secret) {
     return [{
       text: `the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
       kind: "local",
@@ -3050,25 +3244,36 @@ async function revokeTokenSet(
   }
   const issuer = await issuerFor(
     as,
-    { clientId: entry.clientId, clientSecret: secret, clientAuth: entry.authMethod },
+    {
+      clientId: entry.clientId,
+      clientSecret: secret,
+      clientAuth: entry.authMethod,
+      clientKey,
+      assertionAudience: config.assertionAudience,
+    },
     deps,
     trace,
   );
+  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
   const problems: RevocationProblem[] = [];
   const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
     entry.accessToken,
     "access_token",
   ]];
+  for (const other of Object.values(entry.resourceTokens ?? {})) tokens.push([other.accessToken, "access_token"]);
   for (const [token, hint] of tokens) {
     if (!token) continue;
     try {
-      await step(`revoke the ${hint.replace("_", " ")}`, async () => {
-        const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
-          ...issuer.http,
-          additionalParameters: { token_type_hint: hint },
-        });
-        await oauth.processRevocationResponse(response);
-      });
+      await step(`revoke the ${hint.replace("_", " ")}`, () =>
+        onceMoreForNonce(issuer, async () => {
+          const url = assertEndpoint(as.revocation_endpoint, "revocation_endpoint", as.issuer);
+          const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
+            ...issuer.http,
+            additionalParameters: { token_type_hint: hint },
+            ...(issuer.dpop ? { headers: { dpop: await postProof(issuer.dpop, url) } } : {}),
+          });
+          await oauth.processRevocationResponse(response);
+        }));
     } catch (error) {
       const network = error instanceof LoginError && (error.code === "network" || error.code === "interrupted");
       problems.push({
@@ -3493,6 +3698,575 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
   };
 }
 
+// ── DPoP, JWT client authentication and requests to APIs (RFC 9449, RFC 7523, RFC 8707) ───────
+
+/** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
+export interface DpopState {
+  handle: Oauth.DPoPHandle;
+  jwk: JsonWebKey;
+  nonces: Record<string, string>;
+}
+
+/** The JWS algorithms we can make DPoP keys for, in order of preference. */
+const DPOP_ALGORITHMS = ["ES256", "ES384", "EdDSA", "Ed25519", "PS256", "RS256"];
+
+/**
+ * The DPoP proof algorithm for a server's `dpop_signing_alg_values_supported` (RFC 9449 §5.1):
+ * ES256 unless the server lists only others. Throws a LoginError when it lists none we can sign with.
+ */
+export function dpopAlgorithm(supported: unknown): string {
+  if (!Array.isArray(supported) || supported.length === 0 || supported.includes("ES256")) return "ES256";
+  const alg = DPOP_ALGORITHMS.find((a) => supported.includes(a));
+  if (!alg) {
+    throw new LoginError(
+      "invalid_response",
+      `The server's DPoP algorithms (${sanitize(supported.join(", "), 80)}) include none this tool can sign with`,
+      { hint: `this tool signs DPoP proofs with ${DPOP_ALGORITHMS.join(", ")}` },
+    );
+  }
+  return alg;
+}
+
+/** The WebCrypto algorithm for a JWS algorithm name. */
+function subtleAlgorithm(alg: string): EcKeyImportParams | RsaHashedImportParams | Algorithm {
+  switch (alg) {
+    case "ES256":
+      return { name: "ECDSA", namedCurve: "P-256" };
+    case "ES384":
+      return { name: "ECDSA", namedCurve: "P-384" };
+    case "ES512":
+      return { name: "ECDSA", namedCurve: "P-521" };
+    case "EdDSA":
+    case "Ed25519":
+      return { name: "Ed25519" };
+    case "PS256":
+    case "PS384":
+    case "PS512":
+      return { name: "RSA-PSS", hash: `SHA-${alg.slice(2)}` };
+    default:
+      return { name: "RSASSA-PKCS1-v1_5", hash: `SHA-${/^RS(384|512)$/.test(alg) ? alg.slice(2) : "256"}` };
+  }
+}
+
+/** A JWK's public members only. */
+function publicMembers(jwk: JsonWebKey): JsonWebKey {
+  const { kty, crv, x, y, n, e } = jwk;
+  return Object.fromEntries(Object.entries({ kty, crv, x, y, n, e }).filter(([, v]) => v !== undefined));
+}
+
+/** Makes a fresh DPoP key pair and returns its private JWK (with `alg`), to be kept in the cache entry. */
+export async function newDpopKey(alg: string): Promise<JsonWebKey> {
+  const oauth = await lib();
+  const pair = await oauth.generateKeyPair(alg === "EdDSA" ? "Ed25519" : alg, { extractable: true });
+  const { kty, crv, x, y, n, e, d, p, q, dp, dq, qi } = await crypto.subtle.exportKey("jwk", pair.privateKey);
+  const jwk = Object.fromEntries(
+    Object.entries({ kty, crv, x, y, n, e, d, p, q, dp, dq, qi }).filter(([, v]) => v !== undefined),
+  );
+  return { ...jwk, alg };
+}
+
+/** Re-imports a stored DPoP key: the private half unextractable, the public half extractable (as oauth4webapi needs). */
+async function importDpopKey(jwk: JsonWebKey): Promise<CryptoKeyPair> {
+  const algorithm = subtleAlgorithm(jwk.alg ?? "ES256");
+  const { alg: _alg, key_ops: _ops, ext: _ext, ...material } = jwk;
+  try {
+    const privateKey = await crypto.subtle.importKey("jwk", material, algorithm, false, ["sign"]);
+    const publicKey = await crypto.subtle.importKey("jwk", publicMembers(material), algorithm, true, ["verify"]);
+    return { privateKey, publicKey };
+  } catch (error) {
+    throw new LoginError("config", "The DPoP key in the token cache is damaged", {
+      hint: 'run "oauth-login logout" and then "oauth-login login --dpop"',
+      cause: error,
+    });
+  }
+}
+
+/** The DPoP handle for a key, seeded with the nonces remembered in the cache entry; proofs follow the injected clock. */
+export async function dpopState(
+  jwk: JsonWebKey,
+  nonces: Record<string, string> | undefined,
+  deps: Deps,
+): Promise<DpopState> {
+  const oauth = await lib();
+  const pair = await importDpopKey(jwk);
+  const state = { jwk, nonces: { ...nonces } } as DpopState;
+  const skew = Math.round((deps.now() - Date.now()) / 1000);
+  state.handle = oauth.DPoP({ [oauth.clockSkew]: skew }, pair, {
+    [oauth.modifyAssertion]: (header, payload) => {
+      if (jwk.alg === "EdDSA") header.alg = "EdDSA";
+      // oauth4webapi remembers the nonces of its own requests for one process; `state.nonces` has
+      // those too (recordingNonces sees every response), those of requests it makes no proof for
+      // (revocation), and those of earlier runs (from the entry).
+      const origin = parseUrl(String(payload.htu))?.origin;
+      if (origin && Object.hasOwn(state.nonces, origin)) payload.nonce = state.nonces[origin];
+    },
+  });
+  return state;
+}
+
+/**
+ * A DPoP proof (RFC 9449 §4.2) for a POST to `url` that oauth4webapi makes none for (revocation):
+ * the handle signs it as for a pushed authorization request to that URL, which is captured, not sent.
+ */
+async function postProof(state: DpopState, url: URL): Promise<string> {
+  const oauth = await lib();
+  let proof = "";
+  const capture = (_url: string, init: { headers: Record<string, string> }) => {
+    proof = new Headers(init.headers).get("dpop") ?? "";
+    return Promise.resolve(new Response(null, { status: 204 }));
+  };
+  const as = { issuer: url.origin, pushed_authorization_request_endpoint: url.href };
+  await oauth.pushedAuthorizationRequest(as, { client_id: "-" }, oauth.None(), {}, {
+    DPoP: state.handle,
+    [oauth.customFetch]: capture as unknown as NonNullable<Http[typeof oauth.customFetch]>,
+    [oauth.allowInsecureRequests]: url.protocol === "http:",
+  });
+  return proof;
+}
+
+/** Wraps a fetch so that each `DPoP-Nonce` the server sends is remembered for its origin. */
+function recordingNonces(state: DpopState, inner: typeof fetch): typeof fetch {
+  return async (input, init) => {
+    const response = await inner(input, init);
+    const nonce = response.headers.get("dpop-nonce");
+    if (nonce && /^[\x21-\x7e]{1,512}$/.test(nonce)) {
+      state.nonces[new URL(input instanceof Request ? input.url : String(input)).origin] = nonce;
+    }
+    return response;
+  };
+}
+
+/** Makes every later request of this issuer carry a DPoP proof (oauth4webapi adds one where the protocol has one). */
+async function enableDpop(issuer: Issuer, state: DpopState): Promise<void> {
+  const oauth = await lib();
+  const inner = (issuer.http[oauth.customFetch] ?? fetch) as unknown as typeof fetch;
+  Object.assign(issuer.http, { DPoP: state.handle, [oauth.customFetch]: recordingNonces(state, inner) });
+  issuer.dpop = state;
+}
+
+/**
+ * A better hint for a refused code or device exchange: "invalid_client" with a JWT client
+ * authentication names the key or secret to check; "invalid_grant" from a server that offers DPoP,
+ * when we sent no proof, names --dpop (the client may be registered for DPoP-bound tokens, and
+ * oidc-provider says no more than "grant request is invalid").
+ */
+function exchangeHint(error: unknown, issuer: Issuer): unknown {
+  if (error instanceof ServerError && error.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")) {
+    return new ServerError(error.message, {
+      code: error.code,
+      description: error.description,
+      status: error.status,
+      hint: issuer.authMethod === "private_key_jwt"
+        ? "check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience"
+        : "check the client secret (OAUTH_CLIENT_SECRET) and that the client is registered for client_secret_jwt",
+      cause: error,
+    });
+  }
+  if (!(error instanceof ServerError) || error.code !== "invalid_grant" || issuer.dpop) return error;
+  if (!Array.isArray(issuer.as.dpop_signing_alg_values_supported) || error.hint?.includes("--dpop")) return error;
+  return new ServerError(error.message, {
+    code: error.code,
+    description: error.description,
+    status: error.status,
+    hint: "run the login again; if this client requires DPoP-bound tokens, pass --dpop (or set OAUTH_DPOP=1)",
+    cause: error,
+  });
+}
+
+/** Runs a request/response pair, once more when a DPoP server answers `use_dpop_nonce` (RFC 9449 §8). */
+async function onceMoreForNonce<T>(issuer: Pick<Issuer, "dpop">, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (!issuer.dpop || !(await lib()).isDPoPNonceError(error)) throw error;
+    return await run();
+  }
+}
+
+/** The subtle algorithms a PKCS#8 key may be for, tried in turn (the key's own structure says which fits). */
+const PKCS8_ALGORITHMS: (EcKeyImportParams | RsaHashedImportParams | Algorithm)[] = [
+  { name: "ECDSA", namedCurve: "P-256" },
+  { name: "ECDSA", namedCurve: "P-384" },
+  { name: "ECDSA", namedCurve: "P-521" },
+  { name: "Ed25519" },
+  { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+];
+
+/**
+ * Reads the `private_key_jwt` key (RFC 7523 §2.2): a PEM PKCS#8 private key or a private JWK (its
+ * `alg` and `kid` are used). The file must be readable by its owner only. Throws a LoginError
+ * ("config") that never quotes the key.
+ */
+export async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
+  let text: string;
+  try {
+    const info = Deno.statSync(path);
+    if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o077) !== 0) {
+      throw new LoginError("config", `The client key file "${sanitize(path)}" can be read by other users`, {
+        hint: `make it private with: chmod 600 "${sanitize(path)}"`,
+      });
+    }
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof LoginError) throw error;
+    throw new LoginError("config", `Cannot read the client key file "${sanitize(path)}"`, {
+      hint: `check the path given to --client-key or ${ENV_VARS.clientKey}`,
+    });
+  }
+  const unusable = (why: string) =>
+    new LoginError("config", `The client key in "${sanitize(path)}" ${why}`, {
+      hint:
+        "use a PEM PKCS#8 private key (BEGIN PRIVATE KEY; openssl pkcs8 -topk8 -nocrypt converts others) or a private JWK",
+    });
+  if (text.trimStart().startsWith("{")) {
+    let jwk: JsonWebKey & { kid?: unknown };
+    try {
+      jwk = JSON.parse(text);
+    } catch {
+      throw unusable("is not valid JSON");
+    }
+    if (!jwk || typeof jwk !== "object" || typeof jwk.d !== "string") throw unusable("is not a private JWK");
+    const alg = jwk.alg ??
+      (jwk.kty === "EC"
+        ? { "P-256": "ES256", "P-384": "ES384", "P-521": "ES512" }[jwk.crv ?? ""]
+        : jwk.kty === "OKP"
+        ? "Ed25519"
+        : "RS256");
+    const { alg: _alg, key_ops: _ops, ext: _ext, use: _use, kid, ...material } = jwk as JsonWebKey & {
+      use?: unknown;
+      kid?: unknown;
+    };
+    try {
+      const key = await crypto.subtle.importKey("jwk", material, subtleAlgorithm(alg ?? "ES256"), false, ["sign"]);
+      return { key, kid: typeof kid === "string" ? kid : undefined };
+    } catch {
+      throw unusable(`cannot be used for signing (kty ${sanitize(jwk.kty, 10)}, alg ${sanitize(alg, 10)})`);
+    }
+  }
+  const pem = text.match(/-----BEGIN PRIVATE KEY-----([\s\S]*?)-----END PRIVATE KEY-----/);
+  if (!pem) {
+    throw unusable(
+      /BEGIN (RSA|EC|ENCRYPTED) PRIVATE KEY/.test(text)
+        ? "is not an unencrypted PKCS#8 key"
+        : "is not a PEM key or a JWK",
+    );
+  }
+  let der: Uint8Array<ArrayBuffer>;
+  try {
+    der = Uint8Array.from(atob(pem[1].replace(/\s+/g, "")), (c) => c.charCodeAt(0));
+  } catch {
+    throw unusable("is not valid base64");
+  }
+  for (const algorithm of PKCS8_ALGORITHMS) {
+    try {
+      return { key: await crypto.subtle.importKey("pkcs8", der, algorithm, false, ["sign"]) };
+    } catch { /* try the next kind of key */ }
+  }
+  throw unusable("is of a kind this tool cannot sign with (EC P-256/384/521, Ed25519 or RSA)");
+}
+
+/** The client authentication for a method (RFC 6749 §2.3, RFC 7523 §2.2); assertions go to the issuer or the token endpoint. */
+async function clientAuthFor(
+  method: ClientAuthMethod,
+  as: Oauth.AuthorizationServer,
+  config: Pick<Config, "clientSecret" | "clientKey" | "assertionAudience">,
+): Promise<Oauth.ClientAuth> {
+  const oauth = await lib();
+  const audience: Oauth.ModifyAssertionOptions | undefined = config.assertionAudience === "token-endpoint"
+    ? { [oauth.modifyAssertion]: (_header, payload) => void (payload.aud = as.token_endpoint) }
+    : undefined;
+  switch (method) {
+    case "none":
+      return oauth.None();
+    case "client_secret_post":
+      return oauth.ClientSecretPost(config.clientSecret!);
+    case "client_secret_jwt":
+      return oauth.ClientSecretJwt(config.clientSecret!, audience);
+    case "private_key_jwt":
+      return oauth.PrivateKeyJwt(await readClientKey(config.clientKey!), audience);
+    default:
+      return oauth.ClientSecretBasic(config.clientSecret!);
+  }
+}
+
+type ResourceFetch = NonNullable<Oauth.ProtectedResourceRequestOptions[typeof Oauth.customFetch]>;
+
+/** What came back from an API: the status, the headers and the whole body. */
+interface ApiResponse {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  body: Uint8Array;
+}
+
+/** The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if any. */
+export function challengeError(headers: Headers): string | undefined {
+  return headers.get("www-authenticate")?.match(/\berror\s*=\s*"?([\w.-]+)"?/)?.[1];
+}
+
+/**
+ * Sends one request to an API with the cached access token: `Authorization: Bearer`, or for a
+ * DPoP-bound token `Authorization: DPoP` with a fresh proof carrying `ath` (RFC 9449 §7), made by
+ * oauth4webapi. No redirect is followed, so the token never goes to another origin.
+ */
+async function sendWithToken(
+  entry: TokenSet,
+  request: ResourceRequest,
+  body: Uint8Array<ArrayBuffer> | undefined,
+  deps: Deps,
+  dpop: DpopState | undefined,
+  trace?: Trace,
+): Promise<ApiResponse> {
+  const url = new URL(request.url!);
+  const headers = new Headers(request.headers);
+  const timeout = new AbortController();
+  const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
+  const timer = setTimeout(() => timeout.abort(), limit);
+  const signal = AbortSignal.any([timeout.signal, deps.signal]);
+  const send: typeof fetch = async (input, init) => {
+    const sent = new Headers(init?.headers);
+    trace?.(
+      `> ${request.method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
+        ` authorization=${redact(sent.get("authorization"))}${sent.has("dpop") ? " dpop=(a proof)" : ""}`,
+    );
+    return await deps.fetch(input, { ...init, redirect: "manual", signal });
+  };
+  try {
+    let response: Response;
+    if (!dpop) {
+      headers.set("authorization", `Bearer ${entry.accessToken}`);
+      response = await send(url, { method: request.method, headers, body });
+    } else {
+      const oauth = await lib();
+      try {
+        response = await oauth.protectedResourceRequest(entry.accessToken, request.method, url, headers, body, {
+          DPoP: dpop.handle,
+          [oauth.customFetch]: recordingNonces(dpop, send) as unknown as ResourceFetch,
+          [oauth.allowInsecureRequests]: url.protocol === "http:",
+        });
+      } catch (error) {
+        // A challenge is an answer like any other here: the caller decides what to retry.
+        if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
+        response = error.response;
+      }
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    trace?.(`< ${response.status} ${url.origin}${url.pathname} (${bytes.length} bytes)`);
+    return { status: response.status, statusText: response.statusText, headers: response.headers, body: bytes };
+  } catch (error) {
+    if (error instanceof LoginError) throw error;
+    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+    if (timeout.signal.aborted) {
+      throw new LoginError("network", `The server at ${url.host} did not answer within ${seconds(limit)}`);
+    }
+    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new LoginError("network", `Cannot reach ${url.host}: ${sanitize(reason, 160)}`, {
+      hint: "check the URL, your network connection and proxy settings (HTTPS_PROXY)",
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
+async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  const data = request.data;
+  if (data === undefined) return undefined;
+  if (data === "@-") {
+    if (!deps.readStdin) throw new LoginError("usage", "Cannot read the request body from stdin here");
+    return await deps.readStdin();
+  }
+  if (data.startsWith("@")) {
+    try {
+      return await Deno.readFile(data.slice(1));
+    } catch {
+      throw new LoginError("usage", `Cannot read the request body from "${sanitize(data.slice(1))}"`, {
+        hint: "check the path after -d @",
+      });
+    }
+  }
+  return new TextEncoder().encode(data);
+}
+
+/** The code exchange's options: with several resources asked for, the first is the access token's (RFC 8707 §2.2). */
+function withResource(http: Http, resource: string | undefined): Http {
+  return resource ? { ...http, additionalParameters: { resource } } as Http : http;
+}
+
+/**
+ * For `--resource R` without an entry of its own: the entry of a login (same issuer, client and
+ * scope) that asked for R among several resources, as [name, entry]. Reads the cache directory, so
+ * only when the entry for exactly these settings is missing.
+ */
+async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, TokenSet] | undefined> {
+  const wanted = config.resources ?? [];
+  if (wanted.length !== 1) return undefined;
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (
+      entry && entry.issuer === config.issuer && entry.clientId === config.clientId &&
+      entry.requestedScope === (config.scope ?? "") && (entry.resources?.length ?? 0) > 1 &&
+      entry.resources!.includes(wanted[0])
+    ) return [name, entry];
+  }
+  return undefined;
+}
+
+/**
+ * The entry as seen for another of its resources: that resource's cached access token, else one
+ * from a refresh with `resource` (RFC 8707 §2.2), kept beside the entry's own under its lock.
+ */
+async function forResource(
+  config: Config,
+  deps: Deps,
+  name: string,
+  resource: string,
+  /** A token for `resource` the API refused: get another even if it has not expired. */
+  rejected?: string,
+): Promise<TokenSet> {
+  const lock = await lockEntry(name, deps);
+  try {
+    const current = await readEntry(config, deps, name);
+    if (!current) throw loginRequired(config, "No cached token");
+    // What `token` and `fetch` use (never saved): the entry with that resource's access token.
+    const view = (token: { accessToken: string; tokenType: string; expiresAt?: number }, entry: TokenSet) => ({
+      ...entry,
+      ...token,
+      resource,
+    });
+    const held = current.resourceTokens?.[resource];
+    if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs) && held.accessToken !== rejected) {
+      return view(held, current);
+    }
+    if (!current.refreshToken) {
+      throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
+    }
+    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps), resource);
+    const token = { accessToken: next.accessToken, tokenType: next.tokenType, expiresAt: next.expiresAt };
+    const saved: TokenSet = {
+      ...current,
+      refreshToken: next.refreshToken,
+      dpopNonces: next.dpopNonces,
+      resourceTokens: { ...current.resourceTokens, [resource]: token },
+    };
+    await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
+    return view(token, saved);
+  } finally {
+    lock.release();
+  }
+}
+
+/** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
+async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
+  const lock = await lockEntry(name, deps);
+  try {
+    const current = await readEntry(config, deps, name);
+    if (!current || current.dpopKey?.d !== state.jwk.d) return;
+    const nonces = { ...current.dpopNonces, ...state.nonces };
+    if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
+    await deps.storage.write(`${name}.json`, JSON.stringify({ ...current, dpopNonces: nonces }, null, 2) + "\n");
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * `token --format headers`: the header lines for `curl -H @-`: `Authorization: Bearer …`, or for a
+ * DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP:` proof for the request's method and
+ * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent.
+ */
+export async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
+  if (!entry.dpopKey) return `Authorization: Bearer ${entry.accessToken}\n`;
+  const oauth = await lib();
+  const state = await dpopState(entry.dpopKey, entry.dpopNonces, deps);
+  let captured: Headers | undefined;
+  const capture: typeof fetch = (_input, init) => {
+    captured = new Headers(init?.headers);
+    return Promise.resolve(new Response(null, { status: 204 }));
+  };
+  const url = new URL(request.url!);
+  await oauth.protectedResourceRequest(entry.accessToken, request.method, url, new Headers(), null, {
+    DPoP: state.handle,
+    [oauth.customFetch]: capture as unknown as ResourceFetch,
+    [oauth.allowInsecureRequests]: url.protocol === "http:",
+  });
+  return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
+}
+
+/**
+ * `fetch`: one request to an API with the cached token (refreshed first when it expires within
+ * --min-ttl). The body goes to stdout; with --include or --verbose the status and headers go to
+ * stderr. A `use_dpop_nonce` challenge is answered once with the server's nonce; a 401 with
+ * `invalid_token` refreshes the token once and sends the request once more. Exit 0 for 2xx, else 1.
+ */
+export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
+  const request = config.request!;
+  let name = cacheKey(config);
+  const trace = makeTrace(config, deps);
+  let entry = await readEntry(config, deps, name);
+  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (entry && config.dpop && !entry.dpopKey) {
+    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+  }
+  if (
+    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
+  ) {
+    entry = await forResource(config, deps, name, config.resources[0]);
+  }
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  const body = await requestBody(request, deps);
+  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
+    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
+    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
+    request.headers.push(["content-type", type]);
+  }
+  let dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
+  let response = await sendWithToken(entry, request, body, deps, dpop, trace);
+  if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+    trace?.("the server asked for a DPoP nonce: sending once more with it");
+    response = await sendWithToken(entry, request, body, deps, dpop, trace);
+  }
+  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
+    trace?.("the server refused the access token: refreshing it and sending once more");
+    const nonces = dpop?.nonces;
+    entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
+      ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
+      : await renew(config, deps, name, entry, undefined, entry.accessToken);
+    dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
+    response = await sendWithToken(entry, request, body, deps, dpop, trace);
+    if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+      response = await sendWithToken(entry, request, body, deps, dpop, trace);
+    }
+  }
+  if (dpop) await rememberNonces(config, deps, name, dpop);
+  if (request.include || config.verbose) {
+    const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
+    for (const [key, value] of response.headers) lines.push(`${sanitize(key, 80)}: ${sanitize(value, 2000)}`);
+    deps.stderr(lines.join("\n") + "\n\n");
+  }
+  deps.stdout(new TextDecoder().decode(response.body));
+  if (response.status < 200 || response.status > 299) {
+    const url = new URL(request.url!);
+    const error = challengeError(response.headers);
+    throw new LoginError(
+      "failure",
+      `The server at ${url.host} answered ${request.method} ${
+        sanitize(url.pathname, 120)
+      } with HTTP ${response.status}` +
+        (error ? ` ("${sanitize(error, 60)}")` : ""),
+      {
+        hint: response.status === 401
+          ? 'the token was refused: check --scope and --resource, or sign in again with "oauth-login login"'
+          : response.status === 403
+          ? "the token is valid but not allowed to do this: check the scopes the API needs (--scope)"
+          : undefined,
+      },
+    );
+  }
+}
+
 // ── Commands ────────────────────────────────────────────────────────────────────────────────────
 
 function makeTrace(config: Config, deps: Deps): Trace | undefined {
@@ -3588,8 +4362,13 @@ function clockText(ms: number): string {
 /** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
 export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   const trace = makeTrace(config, deps);
+  if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
   const issuer = await discover(config, deps, trace);
   const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
+  if (config.dpop) {
+    const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
+    await enableDpop(issuer, await dpopState(key, {}, deps));
+  }
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
   const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
   if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
@@ -3599,9 +4378,11 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
   }
   if (choice.note) say(deps, `${choice.note}`);
   const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
-  const result = choice.flow === "device" ? await deviceLogin(flow) : await browserLogin(flow);
+  const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
+    throw exchangeHint(error, issuer);
+  });
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
-  return result;
+  return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
 }
 
 /** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
@@ -3621,6 +4402,8 @@ interface PendingRequest {
   verifier: string;
   state: string;
   nonce?: string;
+  /** RFC 8707: the resource the code exchange asks for (the first of several `--resource`s). */
+  resource?: string;
 }
 
 /** The OAuth errors that mean the request itself is wrong (client, redirect URI, scope): exit 2. */
@@ -3668,14 +4451,17 @@ async function authorizationRequest(
   if (request.nonce) params.set("nonce", request.nonce);
   if (config.prompt) params.set("prompt", config.prompt);
   for (const [key, value] of config.params) params.append(key, value);
+  if (issuer.dpop) params.set("dpop_jkt", await issuer.dpop.handle.calculateThumbprint()); // RFC 9449 §10
 
   const offered = typeof as.pushed_authorization_request_endpoint === "string";
   if (offered && (config.par || as.require_pushed_authorization_requests === true)) {
     assertEndpoint(as.pushed_authorization_request_endpoint, "pushed_authorization_request_endpoint", as.issuer);
     let pushed: Oauth.PushedAuthorizationResponse;
     try {
-      const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
-      pushed = await oauth.processPushedAuthorizationResponse(as, client, response);
+      pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
+        const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
+        return await oauth.processPushedAuthorizationResponse(as, client, response);
+      });
     } catch (error) {
       const explained = await explain(error, "push the authorization request");
       if (explained instanceof ServerError && REJECTED_REQUEST.has(explained.code)) {
@@ -3683,7 +4469,13 @@ async function authorizationRequest(
         throw new LoginError(
           "config",
           `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
-          { hint: rejectedRequestHint(config.clientId, request.redirectUri), cause: error },
+          {
+            // A JWT client authentication refused at the PAR endpoint: the key (or secret) is what to check.
+            hint: explained.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")
+              ? (exchangeHint(explained, issuer) as ServerError).hint
+              : rejectedRequestHint(config.clientId, request.redirectUri),
+            cause: error,
+          },
         );
       }
       throw explained;
@@ -3817,23 +4609,26 @@ async function exchangeCode(
     "accept the sign-in",
     () => oauth.validateAuthResponse(as, client, callback, request.state),
   );
-  const tokens = await step("exchange the authorization code", async () => {
-    const response = await oauth.authorizationCodeGrantRequest(
-      as,
-      client,
-      auth,
-      validated,
-      request.redirectUri,
-      request.verifier,
-      http,
-    );
-    return await processTokens(
-      response,
-      deps.now(),
-      (r) =>
-        oauth.processAuthorizationCodeResponse(as, client, r, { expectedNonce: request.nonce ?? oauth.expectNoNonce }),
-    );
-  });
+  const tokens = await step("exchange the authorization code", () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = await oauth.authorizationCodeGrantRequest(
+        as,
+        client,
+        auth,
+        validated,
+        request.redirectUri,
+        request.verifier,
+        withResource(http, request.resource),
+      );
+      return await processTokens(
+        response,
+        deps.now(),
+        (r) =>
+          oauth.processAuthorizationCodeResponse(as, client, r, {
+            expectedNonce: request.nonce ?? oauth.expectNoNonce,
+          }),
+      );
+    }));
   const who = await identify(issuer, tokens, trace);
   return { tokens, metadata: as, authMethod: issuer.authMethod, scope: request.scope, ...who };
 }
@@ -3853,6 +4648,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       verifier: oauth.generateRandomCodeVerifier(),
       state: oauth.generateRandomState(),
       nonce: scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
+      resource: config.resources?.[0],
     };
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
     const authorizationUrl = authorization.url;
@@ -4144,10 +4940,11 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
       await pollPause(Math.min(interval, Math.max(0, deadline - deps.now())), deadline, config, deps);
       if (deps.now() >= deadline) throw expired();
       try {
-        const tokens = await step("sign in with the device code", async () => {
-          const response = await oauth.deviceCodeGrantRequest(as, client, auth, device.device_code, http);
-          return await processTokens(response, deps.now(), (r) => oauth.processDeviceCodeResponse(as, client, r));
-        });
+        const tokens = await step("sign in with the device code", () =>
+          onceMoreForNonce(issuer, async () => {
+            const response = await oauth.deviceCodeGrantRequest(as, client, auth, device.device_code, http);
+            return await processTokens(response, deps.now(), (r) => oauth.processDeviceCodeResponse(as, client, r));
+          }));
         const who = await identify(issuer, tokens, trace);
         return { tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who };
       } catch (error) {
@@ -4179,6 +4976,7 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
     authMethod: result.authMethod,
     user: result.user,
     subject: result.subject,
+    dpop: result.dpop,
   });
   await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
   if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
@@ -4302,11 +5100,22 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     );
   }
   const found = await findEntry(config, deps);
-  const name = found.name;
+  let name = found.name;
   let entry = found.entry;
+  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (entry && config.dpop && !entry.dpopKey) {
+    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+  }
+  if (
+    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
+  ) {
+    entry = await forResource(config, deps, name, config.resources[0]);
+  }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
     entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
   }
+  if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
 }
 
@@ -4317,9 +5126,15 @@ async function renew(
   name: string,
   entry: TokenSet | undefined,
   kubectlInteractive?: boolean,
+  /** An access token the API refused: refresh even when it has not expired (unless another process did). */
+  rejected?: string,
 ): Promise<TokenSet> {
-  let why = entry ? "The cached token has expired and cannot be refreshed" : "No cached token";
-  if (entry && !entry.refreshToken && !hasExpired(entry, deps.now())) {
+  let why = rejected
+    ? "The server refused the cached token and it cannot be refreshed"
+    : entry
+    ? "The cached token has expired and cannot be refreshed"
+    : "No cached token";
+  if (entry && !rejected && !entry.refreshToken && !hasExpired(entry, deps.now())) {
     return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
   }
   if (entry?.refreshToken) {
@@ -4330,7 +5145,7 @@ async function renew(
     try {
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
       const current = await readEntry(config, deps, name);
-      if (current && isFresh(current, deps.now(), config.minTtlMs)) return current;
+      if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
       if (current?.refreshToken) {
         try {
           const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
@@ -4855,6 +5670,14 @@ export async function doctor(
       }`,
     );
     add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
+    if (config.clientKey) {
+      try {
+        await readClientKey(config.clientKey);
+        add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
+      } catch (error) {
+        add("fail", "config", describe(error));
+      }
+    }
 
     let deviceSupported = false;
     try {
@@ -4883,6 +5706,14 @@ export async function doctor(
         }; this client uses ${authMethod}`,
       );
       await checkClient(issuer, config, deps, add);
+      const dpopAlgs = as.dpop_signing_alg_values_supported;
+      if (Array.isArray(dpopAlgs)) {
+        add(
+          "ok",
+          "discovery",
+          `DPoP (RFC 9449) is offered (${dpopAlgs.join(", ")}); ${config.dpop ? "on" : "off (--dpop)"}`,
+        );
+      } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
     } catch (error) {
       add("fail", "discovery", describe(error));
     }
@@ -5040,7 +5871,15 @@ Providers, and servers without discovery:
   --introspection-endpoint URL    --userinfo-endpoint URL
                         endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
                         override discovery, and without --issuer none happens
-  --user-claim NAME     the UserInfo member naming the user (OAUTH_USER_CLAIM)`;
+  --user-claim NAME     the UserInfo member naming the user (OAUTH_USER_CLAIM)
+
+DPoP, client keys and resources:
+  --dpop                DPoP-bound tokens (RFC 9449)             OAUTH_DPOP=1
+  --client-auth private_key_jwt|client_secret_jwt   JWT client authentication
+  --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
+  --assertion-audience issuer|token-endpoint   the aud of client assertions
+  --resource URI        the API a token is for (RFC 8707); repeatable
+  --audience VALUE      the audience parameter (Auth0 and others)`;
 
 const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
                         server (OAUTH_REDIRECT_URI; default:
@@ -5075,6 +5914,7 @@ Commands:
   doctor           check the settings, the issuer, the client id and
                    redirect URI, the port, the browser and the cache
   profiles         list the config file's profiles and who is logged in
+  fetch URL        call an API with the cached token (Bearer or DPoP)
 
 ${CONFIG_FLAGS_HELP}
   -V, --version         show the version
@@ -5126,6 +5966,8 @@ required).
                         expires_at, scope}), or exec-credential (for kubectl:
                         v1 or v1beta1, as KUBERNETES_EXEC_INFO asks; no
                         sign-in when it says spec.interactive is false)
+                        or headers (Authorization and DPoP lines for curl -H @-)
+  --method M --url URL  the request a headers-format DPoP proof is for
 ${CONFIG_FLAGS_HELP}
 ${LOGIN_FLAGS_HELP}
 `,
@@ -5150,6 +5992,23 @@ settings, and the token cache's permissions. Secrets are never shown. Exits
 ${CONFIG_FLAGS_HELP}
   --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
                         as for login
+`,
+  fetch: `Usage: oauth-login fetch [-X METHOD] [-H "Name: value"]... [-d DATA] [-i] URL
+
+Sends one request to an API with the cached access token and prints the response
+body on stdout. A DPoP-bound token (login --dpop) goes with a fresh DPoP proof.
+A token that expires within --min-ttl is refreshed first; a 401 "invalid_token"
+refreshes it once and sends once more; a DPoP nonce challenge is answered once.
+Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
+
+  -X, --request METHOD  the method (default: GET, or POST with -d)
+  -H, --header "N: V"   a request header; repeatable (not Authorization or DPoP)
+  -d, --data DATA       the body: text, @FILE or @- (stdin); JSON when it starts
+                        with { or [, else form-encoded, unless -H sets the type
+  -i, --include         print the status line and headers on stderr
+  --min-ttl SECONDS     refresh when the token expires within this long
+  --interactive         sign in when needed even without a terminal
+${CONFIG_FLAGS_HELP}
 `,
   logout: `Usage: oauth-login logout [--all] [flags]
 
@@ -5184,13 +6043,16 @@ Keys are the flags' names in snake_case. Secrets never go in the file.
 };
 
 /** The commands that run on a resolved configuration (`doctor` reports configuration problems itself). */
-const COMMAND_RUNNERS: Record<Exclude<Command, "doctor" | "profiles">, (config: Config, deps: Deps) => Promise<void>> =
-  {
-    login: loginCommand,
-    token: tokenCommand,
-    whoami: whoamiCommand,
-    logout: logoutCommand,
-  };
+const COMMAND_RUNNERS: Record<
+  Exclude<Command, "doctor" | "profiles">,
+  (config: Config, deps: Deps) => Promise<void>
+> = {
+  login: loginCommand,
+  token: tokenCommand,
+  whoami: whoamiCommand,
+  logout: logoutCommand,
+  fetch: fetchCommand,
+};
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
 export async function main(args: string[], deps: Deps): Promise<number> {
@@ -5420,6 +6282,7 @@ export function realDeps(): Deps {
     get invokedAs() {
       return invokedAs ??= invocation(env);
     },
+    readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
 }
 

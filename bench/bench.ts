@@ -253,6 +253,8 @@ interface Case {
   prepare?: () => Promise<void>;
   /** Throws when the run did not do what the case is about. */
   check: (run: RunOutput) => void | Promise<void>;
+  /** The whole command, for a case that is not `deno run` (curl); `args` is then unused. */
+  command?: string[];
 }
 
 function fail(run: RunOutput, why: string): never {
@@ -424,6 +426,33 @@ async function makeCases(mock: ServedMock, tmp: string, baseEnv: Record<string, 
         if (!mock.accessTokens.has(entry.accessToken as string)) fail(run, "login cached no token the issuer issued");
       },
     },
+    // `fetch` with the cached Bearer token, to an API on this machine (the mock's UserInfo), beside
+    // curl sending the same token (in its argv: fine here, never in real use).
+    {
+      id: "fetch-hot",
+      label: "fetch, cached token",
+      note: "GET of the mock's /userinfo with the cached Bearer token; no refresh",
+      args: ["login.ts", "fetch", ...issuerFlags, `${mock.issuer}/userinfo`],
+      env: { ...baseEnv, OAUTH_LOGIN_CACHE: hotDir },
+      check: (run) => {
+        expectExit0(run);
+        if (!run.stdout.includes(mock.user.sub)) fail(run, "fetch did not print the API's answer");
+      },
+    },
+    ...(browser[0] === "curl"
+      ? [{
+        id: "curl",
+        label: "curl, same token",
+        note: "curl -H 'Authorization: Bearer …' of the same URL with the same token, for comparison",
+        args: [],
+        command: ["curl", "--silent", "--fail", "-H", `Authorization: Bearer ${hotToken}`, `${mock.issuer}/userinfo`],
+        env: baseEnv,
+        check: (run: RunOutput) => {
+          expectExit0(run);
+          if (!run.stdout.includes(mock.user.sub)) fail(run, "curl did not print the API's answer");
+        },
+      }]
+      : []),
   ];
 }
 
@@ -811,7 +840,7 @@ async function bench(options: Options): Promise<number> {
     const results: CaseResult[] = cases.map((c) => ({
       id: c.id,
       label: c.label,
-      command: [Deno.execPath(), "run", ...PERMISSIONS, ...c.args],
+      command: c.command ?? [Deno.execPath(), "run", ...PERMISSIONS, ...c.args],
       note: c.note,
       warmupIssuerRequests: 0,
       samples: [],

@@ -128,6 +128,8 @@ export interface RunOptions {
   columns?: number;
   /** How the person runs the tool (`Deps.invokedAs`). */
   invokedAs?: string;
+  /** All of stdin, for commands that read it whole (`fetch -d @-`). */
+  stdin?: Uint8Array<ArrayBuffer>;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -188,6 +190,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     timer: options.timer,
     columns: options.columns,
     invokedAs: options.invokedAs,
+    readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
   };
   const started = performance.now();
   const running = main(args, deps);

@@ -139,7 +139,7 @@ Deno.test("bug 1: OAUTH_CLIENT_AUTH with an unknown method is a usage error nami
     assertEquals(
       result.stderr,
       'error: The client authentication "magic" is not supported\n' +
-        "hint: set OAUTH_CLIENT_AUTH to one of none, client_secret_basic, client_secret_post\n",
+        "hint: set OAUTH_CLIENT_AUTH to one of none, client_secret_basic, client_secret_post, private_key_jwt, client_secret_jwt\n",
     );
     assertEquals(result.stdout, "");
   } finally {

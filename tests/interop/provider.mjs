@@ -12,7 +12,7 @@ import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 
 // Loaded dynamically so that `deno check` (which sees this Node script) does not need the package.
-const { default: Provider } = await import("oidc-provider");
+const { default: Provider, errors } = await import("oidc-provider");
 
 const { values: args } = parseArgs({
   options: {
@@ -22,6 +22,10 @@ const { values: args } = parseArgs({
     },
     "access-token-ttl": { type: "string", default: "3600" },
     "device-interval": { type: "string", default: "1" },
+    // DPoP (RFC 9449) with server nonces required at every endpoint, and the resource servers of
+    // RFC 8707 (https://api-one.example/ and https://api-two.example/, JWT access tokens).
+    dpop: { type: "boolean", default: false },
+    resources: { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -61,6 +65,47 @@ export const ACCOUNT = {
 
 const DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
 
+/**
+ * The clients of the DPoP and JWT client authentication tests: one that must use DPoP, one that
+ * signs its assertions with a key made here (the private JWK is printed for the test to hand to the
+ * CLI; only the public half is registered), one with client_secret_jwt.
+ */
+const { privateKey: clientPrivateKey, publicKey: clientPublicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+export const JWT_CLIENTS = {
+  dpop: { id: "interop-dpop" },
+  privateKeyJwt: {
+    id: "interop-pkjwt",
+    jwk: { ...clientPrivateKey.export({ format: "jwk" }), kid: "cli-1", alg: "ES256" },
+  },
+  clientSecretJwt: { id: "interop-csjwt", secret: "interop-client-secret-jwt-0123456789abcdef" },
+};
+export const RESOURCES = ["https://api-one.example/", "https://api-two.example/"];
+
+function jwtClients() {
+  const common = {
+    application_type: "native",
+    redirect_uris: ["http://127.0.0.1/callback"],
+    response_types: ["code"],
+    grant_types: ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
+  };
+  return [
+    { ...common, client_id: JWT_CLIENTS.dpop.id, token_endpoint_auth_method: "none", dpop_bound_access_tokens: true },
+    {
+      ...common,
+      client_id: JWT_CLIENTS.privateKeyJwt.id,
+      token_endpoint_auth_method: "private_key_jwt",
+      token_endpoint_auth_signing_alg: "ES256",
+      jwks: { keys: [{ ...clientPublicKey.export({ format: "jwk" }), kid: "cli-1", alg: "ES256", use: "sig" }] },
+    },
+    {
+      ...common,
+      client_id: JWT_CLIENTS.clientSecretJwt.id,
+      client_secret: JWT_CLIENTS.clientSecretJwt.secret,
+      token_endpoint_auth_method: "client_secret_jwt",
+    },
+  ];
+}
+
 function configuration() {
   // ES256: a P-256 key is generated in a millisecond, an RSA key takes a few hundred.
   const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
@@ -85,6 +130,7 @@ function configuration() {
         response_types: ["code"],
         grant_types: ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
       },
+      ...jwtClients(),
     ],
     findAccount(_ctx, id) {
       return {
@@ -127,6 +173,20 @@ function configuration() {
       rpInitiatedLogout: { enabled: false },
       // Opaque access tokens for UserInfo, with no resource indicator required.
       resourceIndicators: { enabled: false },
+      ...(args.dpop ? { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } } : {}),
+      ...(args.resources
+        ? {
+          resourceIndicators: {
+            enabled: true,
+            defaultResource: () => undefined,
+            useGrantedResource: () => true,
+            getResourceServerInfo(_ctx, resource) {
+              if (!RESOURCES.includes(resource)) throw new errors.InvalidTarget();
+              return { scope: "api:read", audience: resource, accessTokenFormat: "jwt", accessTokenTTL: 3600 };
+            },
+          },
+        }
+        : {}),
     },
     // Refresh tokens only with offline_access, which oidc-provider grants only with prompt=consent
     // (OpenID Connect Core §11); every use rotates the refresh token.
@@ -181,7 +241,7 @@ server.listen(0, "127.0.0.1", () => {
   });
   server.on("request", provider.callback());
   process.stdout.write(
-    JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT }) + "\n",
+    JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT, jwtClients: JWT_CLIENTS }) + "\n",
   );
 });
 
