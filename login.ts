@@ -1,85 +1,44 @@
 /**
  * oauth-login: log in to any OAuth 2.0 / OpenID Connect authorization server from the terminal.
  *
- * It discovers the issuer (RFC 8414 / OpenID discovery), opens the system browser at a short
- * loopback address that redirects to the authorization endpoint, catches the redirect on a one-shot
- * server bound to the loopback interface (RFC 8252), checks `state` and `iss` (RFC 9207), exchanges
- * the code with PKCE S256 (RFC 7636) and shows who logged in. All protocol work goes through
- * oauth4webapi.
+ * It opens the system browser at a short loopback address that redirects to the authorization
+ * endpoint, catches the redirect on a one-shot server bound to the loopback interface (RFC 8252),
+ * checks `state` and `iss` (RFC 9207), exchanges the code with PKCE S256 (RFC 7636), shows who
+ * logged in, and caches the tokens so that `token` prints a valid access token for scripts and
+ * kubectl. All protocol work goes through oauth4webapi.
  *
- * Subcommands: `login` (the default), `token` (print a valid access token, refreshing it when needed),
- * `whoami` (alias `status`), `logout` and `doctor`. Where no browser can reach the loopback (SSH,
- * containers), login uses the device flow (RFC 8628) or accepts the pasted address. Tokens are cached
- * per issuer, client and scope, one file per entry, owner-only and written atomically; refreshes are
- * serialised across processes with a lock.
+ * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
+ * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
+ * device flow (RFC 8628) or accepts the pasted address.
  *
- *     deno run --allow-net --allow-env --allow-read --allow-write --allow-run login.ts \
- *       --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
+ * How a login runs, and the section of this file for each step (read top to bottom):
+ *
+ *  0. Shared vocabulary: exit codes, `Deps` (every edge: fetch, opener, clock, timers, storage,
+ *     stdin/stdout/stderr), the errors, text helpers and the one wait helper.
+ *  1. Configuration: flags, environment, `.env` and profiles become a `Config`.
+ *  2. The issuer: provider presets, discovery (RFC 8414 / OpenID), endpoints, proxies, and the
+ *     fetch every request to the server goes through.
+ *  3. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight.
+ *  4. Getting the code back: the loopback server, the browser, paste-back, the device flow.
+ *  5. The code exchange and who logged in: the token request, ID token, introspection, UserInfo.
+ *  6. The token cache: entries, lifetimes, owner-only files, the lock, refresh and revocation.
+ *  7. Commands: login, token, whoami, profiles, logout, fetch, doctor.
+ *  8. CLI: usage, `main(args, deps)` (which catches every error once), the real edges.
+ *  9. Entry: runs only as a program (`import.meta.main`); importing runs nothing.
+ *
+ *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
+ *
+ * Public API: `main`, `realDeps`, `login`, `resolveConfig`, `fileStorage`, `EXIT`, `VERSION`,
+ * `LoginError`, `ServerError` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
+ * `testing` holds internals for this project's tests only.
  *
  * @module
  */
 import type * as Oauth from "npm:oauth4webapi@3.8.8";
 
-// ── Constants ───────────────────────────────────────────────────────────────────────────────────
+// ── 0 Shared vocabulary: exit codes, the edges (Deps), errors, text and waiting ──────────────────
 
 export const VERSION = "0.1.0";
-/** The callback path of the default redirect URI. */
-export const CALLBACK_PATH = "/callback";
-/** How long the login waits for the browser, unless `--timeout` says otherwise. */
-export const LOGIN_TIMEOUT_MS = 5 * 60_000;
-/** Every request to the issuer is aborted after this long (connect, headers and body). */
-export const HTTP_TIMEOUT_MS = 30_000;
-/** The most we read of any response body from the issuer. */
-export const MAX_BODY_BYTES = 1024 * 1024;
-/** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-/** The longest `--timeout`, in whole seconds: what fits in a timer. */
-const MAX_TIMEOUT_S = Math.floor(MAX_TIMER_MS / 1000);
-/** The longest `Retry-After` wait we honour before one more discovery request. */
-const MAX_RETRY_AFTER_MS = 10_000;
-/** A temporary cache file older than this was left by a writer that died; the next write removes it. */
-const STALE_TEMPORARY_MS = 10 * 60_000;
-/** How long `token` waits for another process's refresh before giving up. */
-const LOCK_WAIT_MS = 60_000;
-/** How long we wait for the browser opener itself before carrying on. */
-export const OPENER_TIMEOUT_MS = 10_000;
-/** The longest server string we print or put on a page. */
-const MAX_DISPLAY_CHARS = 300;
-/** A shutdown of the callback server never waits longer than this for open connections. */
-const SHUTDOWN_GRACE_MS = 1_000;
-
-/** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
-export const DEVICE_INTERVAL_MS = 5_000;
-const SLOW_DOWN_MS = 5_000;
-/** The device flow polls at least 1 s and at most 5 minutes apart, whatever the server says. */
-const MIN_DEVICE_INTERVAL_MS = 1_000;
-const MAX_DEVICE_INTERVAL_MS = 5 * 60_000;
-/** A device code whose `expires_in` is not a positive number is taken to live this long (RFC 8628 §3.2's example). */
-const DEVICE_CODE_LIFETIME_S = 1800;
-
-/** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
-export const MIN_TTL_S = 60;
-/** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
-export const UNKNOWN_LIFETIME_S = 15 * 60;
-/** Stated lifetimes are clamped to this range (seconds): 1 s to 365 days. */
-export const MIN_LIFETIME_S = 1;
-export const MAX_LIFETIME_S = 365 * 86_400;
-/** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
-const CLOCK_SKEW_NOTICE_MS = 60_000;
-/** The version of the cache entry format. */
-const CACHE_VERSION = 1;
-/** Authorization parameters the tool sets itself; `--param` may not override them. */
-const RESERVED_PARAMS = new Set([
-  "response_type",
-  "client_id",
-  "redirect_uri",
-  "scope",
-  "state",
-  "nonce",
-  "code_challenge",
-  "code_challenge_method",
-  "prompt",
-]);
 
 /** Exit codes, documented in the README. */
 export const EXIT = {
@@ -91,6 +50,369 @@ export const EXIT = {
   timedOut: 5,
   interrupted: 130,
 } as const;
+
+/** The edges of the tool: every effect goes through one of these, so tests can replace them. */
+export interface Deps {
+  fetch: typeof fetch;
+  /** Hands an http(s) URL to the browser; throws when no browser could be started. */
+  openUrl: (url: string) => Promise<void>;
+  now: () => number;
+  env: (name: string) => string | undefined;
+  /** Reads a dotenv file and returns its variables (undefined when there is no such file). */
+  readEnvFile: (path: string) => Promise<Record<string, string> | undefined>;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Whether a person can answer: stdin and stderr are terminals. */
+  interactive: boolean;
+  storage: Storage;
+  /** Aborted on Ctrl-C. */
+  signal: AbortSignal;
+  /** The limit on each request to the issuer (default `HTTP_TIMEOUT_MS`). */
+  httpTimeoutMs?: number;
+  /** The platform, for choosing the flow: `Deno.build.os`, and whether a command is on PATH. */
+  os: string;
+  which: (command: string) => boolean;
+  /** Waits; the device flow polls with it, so tests can move a clock instead of sleeping. */
+  sleep: (ms: number) => Promise<void>;
+  /** Lines typed on stdin (for pasting the address the browser ended on); absent when none can be. */
+  readLines?: () => AsyncIterable<string>;
+  /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
+  animate: boolean;
+  /** The working directory (`Deno.cwd()`), to tell an inherited `INIT_CWD` from our own task's. */
+  cwd?: () => string;
+  /**
+   * Tests only: an origin (`http://127.0.0.1:PORT`) that replaces the origin of every URL a provider
+   * preset names, so a preset can be run against a loopback mock. Never set from flags or variables.
+   */
+  presetBase?: string;
+  /**
+   * The timer behind every wait (the browser's `--timeout`, countdown ticks, the lock): resolves after
+   * `ms` milliseconds, or at once when `signal` aborts. Absent: the runtime's setTimeout.
+   */
+  timer?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Starts turning Ctrl-C into an abort of `signal`; called before the first wait or request, never on the cached-token path. */
+  catchInterrupt?: () => void;
+  /** The width of stderr in columns: prose is wrapped to it at word boundaries. Absent: no wrapping. */
+  columns?: number;
+  /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
+  invokedAs?: string;
+  /** All of stdin, for `fetch -d @-`. */
+  readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
+}
+
+type ErrorCode =
+  | "usage"
+  | "config"
+  | "port_in_use"
+  | "network"
+  | "invalid_response"
+  | "denied"
+  | "login_required"
+  | "timeout"
+  | "interrupted"
+  | "failure";
+
+/** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
+export class LoginError extends Error {
+  override name = "LoginError";
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  constructor(code: ErrorCode, message: string, options?: { hint?: string; cause?: unknown }) {
+    super(message, { cause: options?.cause });
+    this.code = code;
+    this.hint = options?.hint;
+  }
+}
+
+/** What the authorization server said: its `error`, `error_description` and HTTP status. */
+export class ServerError extends Error {
+  override name = "ServerError";
+  readonly code: string;
+  readonly description?: string;
+  readonly status?: number;
+  readonly hint?: string;
+  constructor(
+    message: string,
+    options: { code: string; description?: string; status?: number; hint?: string; cause?: unknown },
+  ) {
+    super(message, { cause: options.cause });
+    this.code = options.code;
+    this.description = options.description;
+    this.status = options.status;
+    this.hint = options.hint;
+  }
+}
+
+/** The one place that maps an error to an exit code. */
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof ServerError) {
+    return error.code === "access_denied" ? EXIT.denied : EXIT.failure;
+  }
+  if (!(error instanceof LoginError)) return EXIT.failure;
+  switch (error.code) {
+    case "usage":
+    case "config":
+    case "port_in_use":
+      return EXIT.usage;
+    case "denied":
+      return EXIT.denied;
+    case "login_required":
+      return EXIT.loginRequired;
+    case "timeout":
+      return EXIT.timedOut;
+    case "interrupted":
+      return EXIT.interrupted;
+    default:
+      return EXIT.failure;
+  }
+}
+
+/** The longest server string we print or put on a page. */
+const MAX_DISPLAY_CHARS = 300;
+
+/** Strips control characters, escape sequences and bidi overrides from a server string. */
+export function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
+  const clean = String(text)
+    // deno-lint-ignore no-control-regex
+    .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
+    // deno-lint-ignore no-control-regex
+    .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+/** Escapes text for HTML. */
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Fields whose values are secrets: the trace shows at most a short prefix of them. */
+const SECRET_FIELDS = new Set([
+  "access_token",
+  "refresh_token",
+  "id_token",
+  "token",
+  "code",
+  "code_verifier",
+  "client_secret",
+  "device_code",
+  "password",
+  "client_assertion",
+]);
+
+/** Shows at most a short prefix of a secret. */
+export function redact(value: unknown): string {
+  const text = String(value);
+  return text.length <= 8 ? "[redacted]" : `${text.slice(0, 4)}…[redacted]`;
+}
+
+function plural(n: number, unit: string): string {
+  return `${n} ${unit}${n === 1 ? "" : "s"}`;
+}
+
+function seconds(ms: number): string {
+  if (ms >= 120_000 && ms % 60_000 === 0) return plural(ms / 60_000, "minute");
+  return ms % 1000 === 0 ? plural(ms / 1000, "second") : `${ms / 1000} seconds`;
+}
+
+/** "2 minutes", "3 hours", "2 days": a duration in ms, roughly. */
+function roughDuration(ms: number): string {
+  const minutes = Math.round(Math.abs(ms) / 60_000);
+  return minutes < 120
+    ? plural(minutes, "minute")
+    : minutes < 48 * 60
+    ? plural(Math.round(minutes / 60), "hour")
+    : plural(Math.round(minutes / 1440), "day");
+}
+
+function parseUrl(text: string): URL | undefined {
+  try {
+    return new URL(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
+}
+
+/** An issuer as people write it: without the slash `URL` adds to a bare origin. */
+export function displayIssuer(issuer: string): string {
+  return sanitize(issuer.endsWith("/") && new URL(issuer).pathname === "/" ? issuer.slice(0, -1) : issuer);
+}
+
+/**
+ * Wraps prose at word boundaries to `width` columns. A long URL stands alone on its own line,
+ * unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
+ * label (or the line's own indent). Existing newlines are kept.
+ */
+export function wrap(text: string, width: number): string {
+  return text.split("\n").map((line) => {
+    if (line.length <= width) return line;
+    const label = line.match(/^(?:error|hint|warning|note): |^ +/)?.[0] ?? "";
+    const indent = " ".repeat(label.length);
+    const lines: string[] = [];
+    let current = label;
+    let empty = true;
+    for (const word of line.slice(label.length).split(/ +/).filter(Boolean)) {
+      const url = word.length > 30 && /https?:\/\//.test(word);
+      if (empty && !url) {
+        current += word;
+        empty = false;
+      } else if (!url && current.length + 1 + word.length <= width) {
+        current += ` ${word}`;
+      } else {
+        if (!empty || label.trim()) lines.push(current.trimEnd());
+        current = indent + word;
+        empty = false;
+        if (url) {
+          lines.push(current);
+          current = indent;
+          empty = true;
+        }
+      }
+    }
+    if (!empty) lines.push(current);
+    return lines.join("\n");
+  }).join("\n");
+}
+
+/** Writes prose to stderr, wrapped to its width when that is known; adds the final newline. */
+function say(deps: Pick<Deps, "stderr" | "columns">, text: string): void {
+  deps.stderr(`${deps.columns ? wrap(text, deps.columns) : text}\n`);
+}
+
+/** The command line that runs `name` as the person runs this tool (`oauth-login login`, `deno task login`, ...). */
+function command(deps: Pick<Deps, "invokedAs">, name: string): string {
+  const prefix = deps.invokedAs ?? "oauth-login";
+  if (prefix === "deno task") return `deno task ${name === "status" ? "whoami" : name}`;
+  return `${prefix} ${name}`;
+}
+
+/** A hint with its `"oauth-login COMMAND` commands rewritten as the person runs the tool. */
+function hintFor(hint: string, deps: Pick<Deps, "invokedAs">): string {
+  return hint.replace(/"oauth-login ([a-z]+|COMMAND)/g, (_, name) => `"${command(deps, name)}`);
+}
+
+type Trace = (line: string) => void;
+
+function makeTrace(config: Config, deps: Deps): Trace | undefined {
+  return config.verbose ? (line) => deps.stderr(`trace: ${line}\n`) : undefined;
+}
+
+/** A timer that can be awaited and cancelled. */
+function delay(ms: number): { done: Promise<void>; cancel: () => void } {
+  let id: ReturnType<typeof setTimeout> | undefined;
+  const done = new Promise<void>((resolve) => id = setTimeout(resolve, ms));
+  return { done, cancel: () => clearTimeout(id) };
+}
+
+/** What one wait is for, and how it ends. */
+interface WaitOptions<T> {
+  /** The longest wait, in milliseconds. */
+  ms: number;
+  /** What the wait is for; absent, the wait is a pause of `ms`. */
+  until?: Promise<T>;
+  /** Once this settles, the clock stops and only `until` (or Ctrl-C) ends the wait. */
+  stopClock?: Promise<unknown>;
+  /** The error when `ms` runs out; absent, running out ends the wait with undefined. */
+  onTimeout?: () => Error;
+  /** The message of the "interrupted" error that Ctrl-C ends the wait with. */
+  interrupted: string;
+  /** Runs at the start and about once a second with the milliseconds left, for a countdown. */
+  tick?: (leftMs: number) => void;
+  /** The timer to use instead of `deps.timer` (the device flow's polls use `deps.sleep`). */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * The one wait: every wait for the person, the server or another process goes through here. It ends
+ * with `until`'s value, when `ms` runs out (undefined, or `onTimeout()` thrown), or on Ctrl-C
+ * (`LoginError` "interrupted"), whichever comes first. Time is counted on the injected timer.
+ */
+async function wait<T>(deps: Deps, options: WaitOptions<T>): Promise<T | undefined> {
+  deps.catchInterrupt?.();
+  const stop = new AbortController();
+  const timer = options.sleep ?? ((ms: number) => (deps.timer ?? realTimer)(ms, stop.signal));
+  let onAbort: (() => void) | undefined;
+  const interrupted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new LoginError("interrupted", options.interrupted));
+    if (deps.signal.aborted) onAbort();
+    else deps.signal.addEventListener("abort", onAbort, { once: true });
+  });
+  const outcome = options.until?.then((value) => ({ value }));
+  const forever = new Promise<never>(() => {});
+  const TICK = Symbol("tick");
+  const STOPPED = Symbol("stopped");
+  try {
+    let left = options.ms;
+    let clock = true;
+    const stopped = options.stopClock?.then(() => STOPPED, () => STOPPED);
+    while (clock) {
+      options.tick?.(left);
+      if (left <= 0) break;
+      const step = options.tick ? Math.min(left, 1000) : left;
+      const first = await Promise.race([
+        outcome ?? forever,
+        timer(step).then(() => TICK),
+        interrupted,
+        stopped ?? forever,
+      ]);
+      if (typeof first === "object") return first.value;
+      if (first === STOPPED) clock = false;
+      else left -= step;
+    }
+    if (!clock) return (await Promise.race([outcome ?? forever, interrupted])).value;
+    if (options.onTimeout) throw options.onTimeout();
+    return undefined;
+  } finally {
+    stop.abort();
+    deps.signal.removeEventListener("abort", onAbort!);
+  }
+}
+
+/** The runtime's timer: resolves after `ms`, or at once when `signal` aborts (then no timer is left behind). */
+function realTimer(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const id = setTimeout(() => {
+      signal.removeEventListener("abort", cancel);
+      resolve();
+    }, ms);
+    const cancel = () => {
+      clearTimeout(id);
+      resolve();
+    };
+    signal.addEventListener("abort", cancel, { once: true });
+  });
+}
+
+/** "4:59": minutes and seconds, rounded up. */
+function clockText(ms: number): string {
+  const left = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+}
+
+// ── 1 Configuration: flags, environment, .env and profiles become a Config ───────────────────────
+
+export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
+
+export type OutputFormat = "text" | "json" | "exec-credential" | "headers";
+
+export type Flow = "auto" | "browser" | "device";
+
+export type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
+
+export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
+
+const CLIENT_AUTH_METHODS = [
+  "none",
+  "client_secret_basic",
+  "client_secret_post",
+  "private_key_jwt",
+  "client_secret_jwt",
+] as const;
 
 const ENV_VARS = {
   issuer: "OAUTH_ISSUER",
@@ -114,36 +436,6 @@ const ENV_VARS = {
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
 } as const;
-
-const CLIENT_AUTH_METHODS = [
-  "none",
-  "client_secret_basic",
-  "client_secret_post",
-  "private_key_jwt",
-  "client_secret_jwt",
-] as const;
-
-/** Fields whose values are secrets: the trace shows at most a short prefix of them. */
-const SECRET_FIELDS = new Set([
-  "access_token",
-  "refresh_token",
-  "id_token",
-  "token",
-  "code",
-  "code_verifier",
-  "client_secret",
-  "device_code",
-  "password",
-  "client_assertion",
-]);
-
-// ── Types ───────────────────────────────────────────────────────────────────────────────────────
-
-export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
-export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
-export type OutputFormat = "text" | "json" | "exec-credential" | "headers";
-export type Flow = "auto" | "browser" | "device";
-export type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
 export interface Config {
@@ -229,679 +521,6 @@ export interface ResourceRequest {
   include: boolean;
 }
 
-/** The token cache: one file per entry in a directory only the owner can read. */
-export interface Storage {
-  readonly dir: string;
-  /**
-   * The entry's text, or undefined when there is none. Refuses (a "config" `LoginError`) a file other
-   * users can read, unless `allowShared` is set; even then it refuses one that others could have
-   * changed or that is not ours.
-   */
-  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
-  /** Replaces the entry atomically (temporary file, then rename), owner-only. */
-  write(name: string, text: string): Promise<void>;
-  remove(name: string): Promise<void>;
-  /** The names of the entries. */
-  list(): Promise<string[]>;
-  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
-  lock(name: string): Promise<{ release(): void }>;
-}
-
-/** The edges of the tool: every effect goes through one of these, so tests can replace them. */
-export interface Deps {
-  fetch: typeof fetch;
-  /** Hands an http(s) URL to the browser; throws when no browser could be started. */
-  openUrl: (url: string) => Promise<void>;
-  now: () => number;
-  env: (name: string) => string | undefined;
-  /** Reads a dotenv file and returns its variables (undefined when there is no such file). */
-  readEnvFile: (path: string) => Promise<Record<string, string> | undefined>;
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-  /** Whether a person can answer: stdin and stderr are terminals. */
-  interactive: boolean;
-  storage: Storage;
-  /** Aborted on Ctrl-C. */
-  signal: AbortSignal;
-  /** The limit on each request to the issuer (default `HTTP_TIMEOUT_MS`). */
-  httpTimeoutMs?: number;
-  /** The platform, for choosing the flow: `Deno.build.os`, and whether a command is on PATH. */
-  os: string;
-  which: (command: string) => boolean;
-  /** Waits; the device flow polls with it, so tests can move a clock instead of sleeping. */
-  sleep: (ms: number) => Promise<void>;
-  /** Lines typed on stdin (for pasting the address the browser ended on); absent when none can be. */
-  readLines?: () => AsyncIterable<string>;
-  /** Whether stderr is a terminal that may show a countdown (and NO_COLOR is unset). */
-  animate: boolean;
-  /** The working directory (`Deno.cwd()`), to tell an inherited `INIT_CWD` from our own task's. */
-  cwd?: () => string;
-  /**
-   * Tests only: an origin (`http://127.0.0.1:PORT`) that replaces the origin of every URL a provider
-   * preset names, so a preset can be run against a loopback mock. Never set from flags or variables.
-   */
-  presetBase?: string;
-  /**
-   * The timer behind every wait (the browser's `--timeout`, countdown ticks, the lock): resolves after
-   * `ms` milliseconds, or at once when `signal` aborts. Absent: the runtime's setTimeout.
-   */
-  timer?: (ms: number, signal: AbortSignal) => Promise<void>;
-  /** Starts turning Ctrl-C into an abort of `signal`; called before the first wait or request, never on the cached-token path. */
-  catchInterrupt?: () => void;
-  /** The width of stderr in columns: prose is wrapped to it at word boundaries. Absent: no wrapping. */
-  columns?: number;
-  /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
-  invokedAs?: string;
-  /** All of stdin, for `fetch -d @-`. */
-  readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
-}
-
-/** A cached token response, stamped once with an absolute expiry from the injected clock. */
-export interface TokenSet {
-  version: typeof CACHE_VERSION;
-  /** The configured issuer and client: the entry's key, with the scope. */
-  issuer: string;
-  clientId: string;
-  /** The scope as configured ("" for the default): part of the key, not what was granted. */
-  requestedScope: string;
-  accessToken: string;
-  tokenType: string;
-  /** Milliseconds since the epoch; absent when nothing stated a lifetime (see `accessTokenExpiry`). */
-  expiresAt?: number;
-  refreshToken?: string;
-  idToken?: string;
-  scope?: string;
-  user?: string;
-  subject?: string;
-  authMethod: ClientAuthMethod;
-  /** The issuer's metadata, so refresh and logout need no discovery round trip. */
-  metadata: Record<string, unknown>;
-  /** The profile the entry belongs to (part of its key), when one was in use. */
-  profile?: string;
-  /** Milliseconds since the epoch when the response arrived: with `expiresAt`, the token's lifetime. */
-  issuedAt?: number;
-  /** When the refresh token expires (`refresh_expires_in`, `refresh_token_expires_in`), if the server said. */
-  refreshExpiresAt?: number;
-  /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
-  dpopKey?: JsonWebKey;
-  dpopNonces?: Record<string, string>;
-  /** RFC 8707: the resources the login asked for, the one `accessToken` is for, and tokens for the others. */
-  resources?: string[];
-  resource?: string;
-  resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
-}
-
-/** What a login produced. */
-export interface LoginResult {
-  tokens: Oauth.TokenEndpointResponse;
-  /** The name we show: `username`, else `preferred_username`, `email` or `sub`. */
-  user?: string;
-  subject?: string;
-  /** The metadata the login used, kept with the tokens. */
-  metadata: Oauth.AuthorizationServer;
-  authMethod: ClientAuthMethod;
-  /** The scope the authorization request asked for. */
-  scope: string;
-  /** The DPoP key and nonces, when the tokens are DPoP-bound. */
-  dpop?: DpopState;
-}
-
-interface Redirect {
-  /** The addresses we listen on: `127.0.0.1`, and also `::1` for `localhost`. */
-  addresses: string[];
-  /** The host as it appears in the redirect URI (`127.0.0.1`, `[::1]` or `localhost`). */
-  host: string;
-  port: number;
-  path: string;
-  /** A registered redirect URI, sent exactly as configured (servers compare it byte for byte). */
-  fixed?: string;
-}
-
-// ── Errors ──────────────────────────────────────────────────────────────────────────────────────
-
-type ErrorCode =
-  | "usage"
-  | "config"
-  | "port_in_use"
-  | "network"
-  | "invalid_response"
-  | "denied"
-  | "login_required"
-  | "timeout"
-  | "interrupted"
-  | "failure";
-
-/** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
-export class LoginError extends Error {
-  override name = "LoginError";
-  readonly code: ErrorCode;
-  readonly hint?: string;
-  constructor(code: ErrorCode, message: string, options?: { hint?: string; cause?: unknown }) {
-    super(message, { cause: options?.cause });
-    this.code = code;
-    this.hint = options?.hint;
-  }
-}
-
-/** What the authorization server said: its `error`, `error_description` and HTTP status. */
-export class ServerError extends Error {
-  override name = "ServerError";
-  readonly code: string;
-  readonly description?: string;
-  readonly status?: number;
-  readonly hint?: string;
-  constructor(
-    message: string,
-    options: { code: string; description?: string; status?: number; hint?: string; cause?: unknown },
-  ) {
-    super(message, { cause: options.cause });
-    this.code = options.code;
-    this.description = options.description;
-    this.status = options.status;
-    this.hint = options.hint;
-  }
-}
-
-/** The one place that maps an error to an exit code. */
-export function exitCodeFor(error: unknown): number {
-  if (error instanceof ServerError) {
-    return error.code === "access_denied" ? EXIT.denied : EXIT.failure;
-  }
-  if (!(error instanceof LoginError)) return EXIT.failure;
-  switch (error.code) {
-    case "usage":
-    case "config":
-    case "port_in_use":
-      return EXIT.usage;
-    case "denied":
-      return EXIT.denied;
-    case "login_required":
-      return EXIT.loginRequired;
-    case "timeout":
-      return EXIT.timedOut;
-    case "interrupted":
-      return EXIT.interrupted;
-    default:
-      return EXIT.failure;
-  }
-}
-
-// ── Core: pure helpers ──────────────────────────────────────────────────────────────────────────
-
-/** Strips control characters, escape sequences and bidi overrides from a server string. */
-export function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
-  const clean = String(text)
-    // deno-lint-ignore no-control-regex
-    .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
-    // deno-lint-ignore no-control-regex
-    .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
-  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
-}
-
-/** Escapes text for HTML. */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-/** Shows at most a short prefix of a secret. */
-export function redact(value: unknown): string {
-  const text = String(value);
-  return text.length <= 8 ? "[redacted]" : `${text.slice(0, 4)}…[redacted]`;
-}
-
-/** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
-export function isLoopbackHost(hostname: string): boolean {
-  return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
-}
-
-/** An issuer as people write it: without the slash `URL` adds to a bare origin. */
-export function displayIssuer(issuer: string): string {
-  return sanitize(issuer.endsWith("/") && new URL(issuer).pathname === "/" ? issuer.slice(0, -1) : issuer);
-}
-
-function parseUrl(text: string): URL | undefined {
-  try {
-    return new URL(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
-export function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
-  const url = parseUrl(text);
-  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
-    throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
-      hint: "set --issuer or OAUTH_ISSUER to your authorization server, e.g. https://example.okta.com/oauth2/default",
-    });
-  }
-  if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
-    throw new LoginError("config", `The issuer "${url.href}" must use https`, {
-      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
-    });
-  }
-  if (url.search || url.hash || url.username || url.password) {
-    throw new LoginError(
-      "config",
-      `The issuer "${url.origin}${url.pathname}" must not have a query, fragment or credentials`,
-    );
-  }
-  const wellKnown = url.pathname.match(
-    /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
-  );
-  // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
-  // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
-  // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
-  // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
-  // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
-  if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
-  // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
-  // serves both forms, so derive the issuer from whichever side holds the path.
-  const path = wellKnown[3] ?? wellKnown[1];
-  return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
-}
-
-/** Works out host, port and path of the redirect, and where to listen. */
-export function planRedirect(redirectUri: string | undefined): Redirect {
-  if (redirectUri === undefined) {
-    return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
-  }
-  const url = parseUrl(redirectUri);
-  if (!url || url.protocol !== "http:" || !isLoopbackHost(url.hostname)) {
-    throw new LoginError(
-      "config",
-      `The redirect URI "${sanitize(redirectUri)}" is not an http URL on a loopback host`,
-      { hint: "use http://127.0.0.1:PORT/PATH, http://[::1]:PORT/PATH or http://localhost:PORT/PATH" },
-    );
-  }
-  if (url.search || url.hash) {
-    throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
-  }
-  const addresses = url.hostname === "localhost"
-    ? ["127.0.0.1", "::1"]
-    : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
-  // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
-  // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
-  const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
-  if (written === undefined || written === "" || Number(written) === 0) {
-    return { addresses, host: url.hostname, port: 0, path: url.pathname };
-  }
-  return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
-}
-
-/** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
-export function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
-  const preset = config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
-  if (config.redirectUri !== undefined || !preset?.loopbackHost) return planRedirect(config.redirectUri);
-  const localhost = preset.loopbackHost === "localhost";
-  return {
-    addresses: localhost ? ["127.0.0.1", "::1"] : ["127.0.0.1"],
-    host: preset.loopbackHost,
-    port: 0,
-    path: preset.callbackPath ?? CALLBACK_PATH,
-  };
-}
-
-function redirectUriFor(redirect: Redirect, port: number): string {
-  return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
-}
-
-/** How long a 429 or 503 asks us to wait (`Retry-After`, seconds or a date), when that is at most 10 s. */
-export function retryAfterMs(response: Response, now: number): number | undefined {
-  if (response.status !== 429 && response.status !== 503) return undefined;
-  const header = response.headers.get("retry-after")?.trim();
-  if (!header) return undefined;
-  const ms = /^\d+$/.test(header) ? Number(header) * 1000 : Date.parse(header) - now;
-  return Number.isFinite(ms) && ms >= 0 && ms <= MAX_RETRY_AFTER_MS ? ms : undefined;
-}
-
-/** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
-export function scopeList(scope: string): string[] {
-  return scope.split(/\s+/).filter(Boolean);
-}
-
-/**
- * Whether the granted scope token `granted` is the one `asked` for, in the forms servers answer with:
- * the same token, or a long URL form whose last segment names it (Entra's
- * `https://graph.microsoft.com/User.Read` for `User.Read`, Google's
- * `https://www.googleapis.com/auth/userinfo.email` for `email`).
- */
-export function sameScope(asked: string, granted: string): boolean {
-  if (asked === granted) return true;
-  const short = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s.slice(s.lastIndexOf("/") + 1) : s;
-  const a = short(asked);
-  const g = short(granted);
-  return a === g || g === `userinfo.${a}` || a === `userinfo.${g}`;
-}
-
-/**
- * The scopes asked for (space-separated) that a token response clearly did not grant. None when it
- * states no scope (RFC 6749 §5.1: then it granted what was asked); `offline_access` is shown by a
- * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
- * by whatever was granted; the rest compare with `sameScope`, in any order.
- */
-export function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
-  if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
-  const granted = scopeList(tokens.scope);
-  return scopeList(asked).filter((scope) =>
-    scope !== "offline_access" && !(scope === "openid" && tokens.id_token) && !scope.endsWith("/.default") &&
-    !granted.some((g) => sameScope(scope, g))
-  );
-}
-
-/** `openid profile`, plus `offline_access` where the server lists it. */
-export function defaultScope(scopesSupported: unknown): string {
-  const offline = Array.isArray(scopesSupported) && scopesSupported.includes("offline_access");
-  return offline ? "openid profile offline_access" : "openid profile";
-}
-
-/** Picks the client authentication from the metadata, unless the person chose one. */
-export function chooseClientAuth(
-  secret: string | undefined,
-  supported: unknown,
-  chosen?: ClientAuthMethod,
-): ClientAuthMethod {
-  if (chosen) return chosen;
-  if (!secret) return "none";
-  const methods = Array.isArray(supported) ? supported : ["client_secret_basic"];
-  if (methods.includes("client_secret_basic")) return "client_secret_basic";
-  if (methods.includes("client_secret_post")) return "client_secret_post";
-  return "client_secret_basic";
-}
-
-/** How a browser is opened here: the one decision that `doctor`, the flow choice and the opener share. */
-export interface BrowserOpener {
-  /** Whether a browser can be opened on this machine; `reason` says why (not). */
-  ok: boolean;
-  reason: string;
-  /** The program that would run (what `doctor` announces); absent when none can. */
-  opener?: string;
-  /**
-   * The commands to try, in order, until one starts: argv, never a shell string; an argument "%s"
-   * stands for the URL (see `openerArgv`). At least one, even when `ok` is false.
-   */
-  commands: string[][];
-}
-
-/**
- * Decides how to open a browser on this platform (the single place that does): `$BROWSER` when set
- * (see `browserCommands`), else `open` on macOS (not over SSH), `rundll32` on Windows, `wslview`
- * under WSL where it is installed, else `xdg-open` where there is a display. Pure: the environment
- * and the PATH lookup (`which`, which also answers for a path) are given.
- */
-export function browserAvailability(
-  platform: { os: string; env: (name: string) => string | undefined; which: (command: string) => boolean },
-): BrowserOpener {
-  const { env, which } = platform;
-  const browser = env("BROWSER")?.trim();
-  const commands = browser ? browserCommands(browser, platform) : [];
-  if (commands.length > 0) {
-    // The first command whose program is there goes first; the others are still tried after it.
-    const found = commands.filter((command) => which(command[0]));
-    const ordered = [...found, ...commands.filter((command) => !found.includes(command))];
-    const reason = found.length > 0 ? "$BROWSER is set" : "$BROWSER is set, but none of its programs was found";
-    return { ok: true, reason, opener: ordered[0][0], commands: ordered };
-  }
-  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
-  if (platform.os === "windows") {
-    return {
-      ok: true,
-      reason: "Windows",
-      opener: "rundll32",
-      commands: [["rundll32", "url.dll,FileProtocolHandler", "%s"]],
-    };
-  }
-  if (platform.os === "darwin") {
-    const commands = [["open", "%s"]];
-    return ssh
-      ? { ok: false, reason: "this is an SSH session", commands }
-      : { ok: true, reason: "macOS", opener: "open", commands };
-  }
-  const wsl = platform.os === "linux" && !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
-  if (wsl && which("wslview")) {
-    return { ok: true, reason: "WSL with wslview", opener: "wslview", commands: [["wslview", "%s"]] };
-  }
-  const xdg = [["xdg-open", "%s"]];
-  const without = wsl ? "this is WSL without wslview (from wslu), and " : "";
-  if (!env("DISPLAY") && !env("WAYLAND_DISPLAY")) {
-    return {
-      ok: false,
-      reason: ssh
-        ? `${without}this is an SSH session without a forwarded display`
-        : `${without}there is no display (DISPLAY and WAYLAND_DISPLAY are unset)`,
-      commands: xdg,
-    };
-  }
-  if (!which("xdg-open")) return { ok: false, reason: `${without}xdg-open is not installed`, commands: xdg };
-  const reason = wsl ? "WSL without wslview, with a display and xdg-open" : "a display and xdg-open are available";
-  return { ok: true, reason, opener: "xdg-open", commands: xdg };
-}
-
-/**
- * The commands a `$BROWSER` value names, as argv with "%s" for the URL. The value is a list of
- * alternatives separated by ":" (";" on Windows), unless the whole value is the path of a program
- * that exists (so a path may hold spaces). Each alternative is a program's path that exists (spaces
- * and all), or else a command line split on spaces, where "double" or 'single' quotes keep spaces
- * together. An argument holding "%s" gets the URL there (the xdg convention); otherwise the URL is
- * the last argument. Nothing goes through a shell.
- */
-function browserCommands(
-  value: string,
-  platform: { os: string; which: (command: string) => boolean },
-): string[][] {
-  const isPath = (text: string) => text.includes("/") || (platform.os === "windows" && text.includes("\\"));
-  const program = (text: string) => isPath(text) && platform.which(text);
-  const entries = program(value) ? [value] : value.split(platform.os === "windows" ? ";" : ":");
-  const commands: string[][] = [];
-  for (const entry of entries.map((text) => text.trim())) {
-    const argv = program(entry) ? [entry] : splitWords(entry);
-    if (argv.length === 0) continue;
-    commands.push(argv.slice(1).some((arg) => arg.includes("%s")) ? argv : [...argv, "%s"]);
-  }
-  return commands;
-}
-
-/** Splits a command line on white space; "double" or 'single' quotes keep spaces in a word. No escapes. */
-function splitWords(text: string): string[] {
-  const words: string[] = [];
-  let word: string | undefined;
-  let quote: string | undefined;
-  for (const char of text) {
-    if (quote) {
-      if (char === quote) quote = undefined;
-      else word += char;
-    } else if (char === '"' || char === "'") {
-      quote = char;
-      word ??= "";
-    } else if (/\s/.test(char)) {
-      if (word !== undefined) words.push(word);
-      word = undefined;
-    } else word = (word ?? "") + char;
-  }
-  if (word !== undefined) words.push(word);
-  return words;
-}
-
-/** One opener command with the URL in place of "%s" in its arguments (the program is left as it is). */
-function openerArgv(command: string[], url: string): string[] {
-  return [command[0], ...command.slice(1).map((arg) => arg.replaceAll("%s", url))];
-}
-
-/** The argv `browserAvailability` would run first to open `url` (`wsl` says WSL without its variables). */
-export function openerCommand(
-  url: string,
-  platform: {
-    os: string;
-    env: (name: string) => string | undefined;
-    wsl?: boolean;
-    which?: (command: string) => boolean;
-  },
-): string[] {
-  const env = (name: string) => name === "WSL_DISTRO_NAME" && platform.wsl ? "WSL" : platform.env(name);
-  const { commands } = browserAvailability({ os: platform.os, env, which: platform.which ?? (() => true) });
-  return openerArgv(commands[0], url);
-}
-
-/** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
-export function chooseFlow(
-  config: Pick<Config, "flow" | "browser">,
-  browser: { ok: boolean; reason: string },
-  deviceSupported: boolean,
-): { flow: "browser" | "device"; openBrowser: boolean; note?: string } {
-  if (config.flow === "device") return { flow: "device", openBrowser: config.browser && browser.ok };
-  if (config.flow === "browser") return { flow: "browser", openBrowser: config.browser };
-  const why = config.browser ? browser.reason : "--no-browser was given";
-  if (config.browser && browser.ok) return { flow: "browser", openBrowser: true };
-  if (deviceSupported) {
-    return {
-      flow: "device",
-      openBrowser: false,
-      note: `Using the device flow: no browser can be opened here (${why})`,
-    };
-  }
-  return {
-    flow: "browser",
-    openBrowser: false,
-    note:
-      `No browser can be opened here (${why}) and the server has no device flow: open the address below in any browser`,
-  };
-}
-
-/** Compares two strings in time that does not depend on where they differ. */
-function timingSafeEqual(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
-}
-
-/** The small, self-contained page the browser gets from the callback server; `detail` is a quieter second line. */
-export function page(status: number, title: string, message: string, detail?: string): Response {
-  const more = detail ? `<p class="detail">${escapeHtml(detail)}</p>` : "";
-  const body = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}.detail{color:#555}</style>
-</head><body><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p>${more}</body></html>
-`;
-  return new Response(body, { status, headers: pageHeaders({ "content-type": "text/html; charset=utf-8" }) });
-}
-
-function pageHeaders(extra: Record<string, string>): Headers {
-  return new Headers({
-    "cache-control": "no-store",
-    "referrer-policy": "no-referrer",
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "content-security-policy":
-      "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ...extra,
-  });
-}
-
-/** A timer that can be awaited and cancelled. */
-function delay(ms: number): { done: Promise<void>; cancel: () => void } {
-  let id: ReturnType<typeof setTimeout> | undefined;
-  const done = new Promise<void>((resolve) => id = setTimeout(resolve, ms));
-  return { done, cancel: () => clearTimeout(id) };
-}
-
-function plural(n: number, unit: string): string {
-  return `${n} ${unit}${n === 1 ? "" : "s"}`;
-}
-
-function seconds(ms: number): string {
-  if (ms >= 120_000 && ms % 60_000 === 0) return plural(ms / 60_000, "minute");
-  return ms % 1000 === 0 ? plural(ms / 1000, "second") : `${ms / 1000} seconds`;
-}
-
-/**
- * Wraps prose at word boundaries to `width` columns. A long URL stands alone on its own line,
- * unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
- * label (or the line's own indent). Existing newlines are kept.
- */
-export function wrap(text: string, width: number): string {
-  return text.split("\n").map((line) => {
-    if (line.length <= width) return line;
-    const label = line.match(/^(?:error|hint|warning|note): |^ +/)?.[0] ?? "";
-    const indent = " ".repeat(label.length);
-    const lines: string[] = [];
-    let current = label;
-    let empty = true;
-    for (const word of line.slice(label.length).split(/ +/).filter(Boolean)) {
-      const url = word.length > 30 && /https?:\/\//.test(word);
-      if (empty && !url) {
-        current += word;
-        empty = false;
-      } else if (!url && current.length + 1 + word.length <= width) {
-        current += ` ${word}`;
-      } else {
-        if (!empty || label.trim()) lines.push(current.trimEnd());
-        current = indent + word;
-        empty = false;
-        if (url) {
-          lines.push(current);
-          current = indent;
-          empty = true;
-        }
-      }
-    }
-    if (!empty) lines.push(current);
-    return lines.join("\n");
-  }).join("\n");
-}
-
-/** Writes prose to stderr, wrapped to its width when that is known; adds the final newline. */
-function say(deps: Pick<Deps, "stderr" | "columns">, text: string): void {
-  deps.stderr(`${deps.columns ? wrap(text, deps.columns) : text}\n`);
-}
-
-/** The command line that runs `name` as the person runs this tool (`oauth-login login`, `deno task login`, ...). */
-function command(deps: Pick<Deps, "invokedAs">, name: string): string {
-  const prefix = deps.invokedAs ?? "oauth-login";
-  if (prefix === "deno task") return `deno task ${name === "status" ? "whoami" : name}`;
-  return `${prefix} ${name}`;
-}
-
-/** A hint with its `"oauth-login COMMAND` commands rewritten as the person runs the tool. */
-function hintFor(hint: string, deps: Pick<Deps, "invokedAs">): string {
-  return hint.replace(/"oauth-login ([a-z]+|COMMAND)/g, (_, name) => `"${command(deps, name)}`);
-}
-
-/**
- * The closest of `candidates` to `word` for "did you mean …?": at most two edits (insertions,
- * deletions, substitutions, adjacent transpositions) and fewer than half the candidate's length;
- * undefined when none is that close.
- */
-export function closest(word: string, candidates: Iterable<string>): string | undefined {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const candidate of candidates) {
-    const d = editDistance(word.toLowerCase(), candidate);
-    if (d < bestDistance && d < Math.max(2, candidate.length / 2)) {
-      best = candidate;
-      bestDistance = d;
-    }
-  }
-  return best;
-}
-
-/** The edit distance between two short strings (insertions, deletions, substitutions, adjacent swaps). */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.length][b.length];
-}
-
-// ── Core: command line and configuration ────────────────────────────────────────────────────────
-
 const FLAGS = {
   issuer: { type: "string" },
   prompt: { type: "string" },
@@ -956,6 +575,7 @@ type FlagValues = {
     : typeof FLAGS[K]["type"] extends "boolean" ? boolean
     : string;
 };
+
 type Flag = keyof typeof FLAGS;
 
 interface Cli {
@@ -1012,7 +632,9 @@ const COMMON_FLAGS: Flag[] = [
   "resource",
   "audience",
 ];
+
 const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint", "no-par"];
+
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
   login: [...LOGIN_FLAGS, "save-profile"],
@@ -1023,6 +645,39 @@ const COMMAND_FLAGS: Record<Command, Flag[]> = {
   profiles: [],
   fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
 };
+
+/**
+ * The closest of `candidates` to `word` for "did you mean …?": at most two edits (insertions,
+ * deletions, substitutions, adjacent transpositions) and fewer than half the candidate's length;
+ * undefined when none is that close.
+ */
+export function closest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const d = editDistance(word.toLowerCase(), candidate);
+    if (d < bestDistance && d < Math.max(2, candidate.length / 2)) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** The edit distance between two short strings (insertions, deletions, substitutions, adjacent swaps). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
+}
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
 export async function parseCli(args: string[]): Promise<Cli> {
@@ -1152,471 +807,23 @@ export function misspeltKeys(dotenv: Record<string, string>): string[] {
   return warnings;
 }
 
-// ── Core: provider presets ──────────────────────────────────────────────────────────────────────
-
-/** The endpoints a person may give by hand: the `Config` key, the flag, the RFC 8414 metadata member. */
-const MANUAL_ENDPOINTS = [
-  ["authorizationEndpoint", "authorization-endpoint", "authorization_endpoint"],
-  ["tokenEndpoint", "token-endpoint", "token_endpoint"],
-  ["deviceAuthorizationEndpoint", "device-authorization-endpoint", "device_authorization_endpoint"],
-  ["revocationEndpoint", "revocation-endpoint", "revocation_endpoint"],
-  ["introspectionEndpoint", "introspection-endpoint", "introspection_endpoint"],
-  ["userinfoEndpoint", "userinfo-endpoint", "userinfo_endpoint"],
-] as const;
-export type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
-
-/** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
-export interface Preset {
-  /** The issuer where the provider has discovery; `{tenant}` is filled from `--tenant`. */
-  issuer?: string;
-  /** An example issuer, for providers where each customer has its own (Okta, Auth0, Keycloak, Cognito). */
-  issuerExample?: string;
-  /** The tenant when `--tenant` is not given. */
-  defaultTenant?: string;
-  /** Endpoints its metadata lacks (or all of them, with no discovery); a path is relative to the issuer. */
-  endpoints?: Partial<Record<EndpointKey, string>>;
-  /** The default scope. */
-  scope?: string;
-  /** Extra authorization parameters it wants (for a refresh token, say). */
-  params?: [string, string][];
-  prompt?: string;
-  /** The client authentication its token endpoint takes, when a secret is configured. */
-  clientAuth?: ClientAuthMethod;
-  /** The member of its "who am I" answer that names the person. */
-  userClaim?: string;
-  /** The loopback host its registrations use, and the callback path. */
-  loopbackHost?: "127.0.0.1" | "localhost";
-  callbackPath?: string;
-  /** Redirect hosts it refuses. */
-  refusedRedirectHosts?: string[];
-  /** Why it needs a client secret even for PKCE, when it does (Google). */
-  needsSecret?: string;
-  /** Its own revocation API, not RFC 7009 (GitHub's `DELETE /applications/{client_id}/token`). */
-  tokenDeletionEndpoint?: string;
-}
-
-/** The built-in provider presets, each from the provider's public documentation. */
-export const PRESETS: Record<string, Preset> = {
-  github: {
-    endpoints: {
-      authorizationEndpoint: "https://github.com/login/oauth/authorize",
-      tokenEndpoint: "https://github.com/login/oauth/access_token",
-      deviceAuthorizationEndpoint: "https://github.com/login/device/code",
-      userinfoEndpoint: "https://api.github.com/user",
-    },
-    scope: "read:user",
-    clientAuth: "client_secret_post",
-    userClaim: "login",
-    tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
-  },
-  gitlab: {
-    issuer: "https://gitlab.com",
-    endpoints: { deviceAuthorizationEndpoint: "/oauth/authorize_device" },
-    scope: "openid profile",
-  },
-  google: {
-    issuer: "https://accounts.google.com",
-    scope: "openid email profile",
-    params: [["access_type", "offline"]],
-    prompt: "consent",
-    needsSecret:
-      "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
-  },
-  entra: {
-    issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
-    defaultTenant: "common",
-    scope: "openid profile offline_access",
-    loopbackHost: "localhost",
-    callbackPath: "/",
-  },
-  okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default" },
-  auth0: { issuerExample: "https://YOUR-TENANT.us.auth0.com/", scope: "openid profile email offline_access" },
-  keycloak: { issuerExample: "https://HOST/realms/REALM" },
-  cognito: {
-    issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID",
-    scope: "openid profile email",
-    userClaim: "cognito:username",
-  },
-  salesforce: { issuer: "https://login.salesforce.com", scope: "openid profile refresh_token" },
-  dropbox: {
-    issuer: "https://www.dropbox.com",
-    scope: "openid email profile",
-    params: [["token_access_type", "offline"]],
-  },
-  spotify: {
-    issuer: "https://accounts.spotify.com",
-    endpoints: { userinfoEndpoint: "https://api.spotify.com/v1/me" },
-    scope: "user-read-private user-read-email",
-    userClaim: "id",
-    refusedRedirectHosts: ["localhost"],
-  },
-};
-
-/** Entra's tenant aliases: their metadata names the `{tenantid}` issuer template. */
-const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
-
-/** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
-export function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
-  const url = parseUrl(issuer);
-  if (!url) return undefined;
-  const host = url.hostname.toLowerCase();
-  const byHost: Record<string, string> = {
-    "accounts.google.com": "google",
-    "login.microsoftonline.com": "entra",
-    "gitlab.com": "gitlab",
-    "login.salesforce.com": "salesforce",
-    "www.dropbox.com": "dropbox",
-    "accounts.spotify.com": "spotify",
-  };
-  const reason = `inferred from the issuer host ${host}`;
-  if (Object.hasOwn(byHost, host)) return { provider: byHost[host], reason };
-  if (/\.okta(preview)?\.com$/.test(host)) return { provider: "okta", reason };
-  if (host.endsWith(".auth0.com")) return { provider: "auth0", reason };
-  if (/^cognito-idp\.[a-z0-9-]+\.amazonaws\.com$/.test(host)) return { provider: "cognito", reason };
-  if (/^(\/auth)?\/realms\/[^/]+\/?$/.test(url.pathname)) {
-    return { provider: "keycloak", reason: "inferred from the issuer path /realms/…" };
-  }
-  return undefined;
-}
-
-/** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
-function rebase(url: string, base: string | undefined): string {
-  if (!base) return url;
-  const parsed = new URL(url);
-  return `${base}${parsed.pathname === "/" ? "" : parsed.pathname}${parsed.search}`;
-}
-
-/** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
-function checkManualEndpoint(value: string, flag: string): string {
-  const url = parseUrl(value);
-  if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
-    throw new LoginError("config", `The --${flag} "${sanitize(value)}" is not an https URL`, {
-      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
-    });
-  }
-  if (url.hash || url.username || url.password) {
-    throw new LoginError(
-      "config",
-      `The --${flag} "${url.origin}${url.pathname}" must not have a fragment or credentials`,
-    );
-  }
-  return url.href;
-}
-
-/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-export function resolveConfig(
-  cli: Cli,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string> = {},
-  profile?: Profile,
-  options: { presetBase?: string } = {},
-): Config {
-  const sources: Record<string, ValueSource> = {};
-  const flags = withProfile(cli.flags, profile, sources);
-  const pick = (key: string, flag: string | undefined, variable: string): string | undefined => {
-    const candidates: [string | undefined, ValueSource][] = [
-      [flag, "flag"],
-      [env(variable), "environment"],
-      [dotenv[variable], ".env"],
-      [profileValue(profile, key), "profile"],
-    ];
-    for (const [value, source] of candidates) {
-      if (value !== undefined && value !== "") {
-        sources[key] = source;
-        return value;
-      }
-    }
-    return undefined;
-  };
-  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
-  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
-  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
-  let scope = pick("scope", flags.scope, ENV_VARS.scope);
-  let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
-
-  // Provider presets: named (--provider), or inferred from the issuer where its host is unambiguous.
-  let provider = pick("provider", flags.provider, ENV_VARS.provider)?.toLowerCase();
-  const tenantText = pick("tenant", flags.tenant, ENV_VARS.tenant);
-  let providerReason = provider ? `from ${sources.provider}` : undefined;
-  if (provider !== undefined && !Object.hasOwn(PRESETS, provider)) {
-    throw new LoginError("usage", `The provider "${sanitize(provider)}" has no preset`, {
-      hint: `use one of ${Object.keys(PRESETS).join(", ")}, or give --issuer (or the endpoints) yourself`,
-    });
-  }
-  if (tenantText !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(tenantText)) {
-    throw new LoginError("usage", `The tenant "${sanitize(tenantText)}" is not a tenant id or domain name`);
-  }
-  let preset = provider ? PRESETS[provider] : undefined;
-  let tenant = tenantText;
-  if (!issuerText && preset?.issuer) {
-    tenant ??= preset.defaultTenant;
-    issuerText = rebase(preset.issuer.replace("{tenant}", tenant ?? ""), options.presetBase);
-    sources.issuer = "default";
-  }
-  if (!provider && issuerText) {
-    const inferred = inferProvider(parseIssuer(issuerText).issuer);
-    if (inferred) {
-      ({ provider, reason: providerReason } = inferred);
-      preset = PRESETS[provider];
-    }
-  }
-  if (tenantText !== undefined && provider !== "entra") {
-    throw new LoginError("usage", "The tenant applies only to the entra preset", {
-      hint: "add --provider entra, or leave out --tenant",
-    });
-  }
-  if (provider === "entra" && !tenant && issuerText) {
-    tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
-  }
-
-  const endpoints: Partial<Record<EndpointKey, string>> = {};
-  for (const [key, flag] of MANUAL_ENDPOINTS) {
-    const given = pick(key, flags[flag], ENV_VARS[key]);
-    const fromPreset = preset?.endpoints?.[key];
-    if (given !== undefined) endpoints[key] = checkManualEndpoint(given, flag);
-    else if (fromPreset !== undefined) {
-      endpoints[key] = fromPreset.startsWith("/")
-        ? new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href
-        : rebase(fromPreset, options.presetBase);
-    }
-  }
-  if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
-    throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
-      hint: `pass --issuer ${preset.issuerExample}`,
-    });
-  }
-
-  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
-  if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
-    throw new LoginError("config", "No issuer is configured", {
-      hint:
-        `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env), or choose a profile with --profile NAME; for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
-    });
-  }
-  scope ??= preset?.scope;
-  if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
-    throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
-      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
-    });
-  }
-  const refused = preset?.refusedRedirectHosts ?? [];
-  if (redirectUri && refused.includes(parseUrl(redirectUri)?.hostname ?? "")) {
-    throw new LoginError(
-      "config",
-      `The ${provider} preset refuses "${parseUrl(redirectUri)!.hostname}" in a redirect URI`,
-      {
-        hint: "register and use http://127.0.0.1:PORT/callback instead",
-      },
-    );
-  }
-  if (!clientId && needsClient) {
-    throw new LoginError("config", "No client id is configured", {
-      hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
-    });
-  }
-  if (flags.port !== undefined) {
-    const port = Number(flags.port);
-    if (!/^\d+$/.test(flags.port) || port < 1 || port > 65535) {
-      throw new LoginError("usage", `The port "${sanitize(flags.port)}" is not a number from 1 to 65535`);
-    }
-    planRedirect(redirectUri); // a bad redirect is a configuration error, before --port changes it
-    const base = new URL(redirectUri ?? `http://127.0.0.1${CALLBACK_PATH}`);
-    // Written out, not `base.href`: `URL` drops an explicit `:80`, which would then mean "any port".
-    redirectUri = `http://${base.hostname}:${port}${base.pathname}`;
-    sources.redirectUri = sources.port ?? "flag";
-  }
-  planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
-
-  let timeoutMs = LOGIN_TIMEOUT_MS;
-  if (flags.timeout !== undefined) {
-    // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
-    const timeout = Number(flags.timeout);
-    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeout > 0) || timeout > MAX_TIMEOUT_S) {
-      throw new LoginError(
-        "usage",
-        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds above 0 and at most ${MAX_TIMEOUT_S}`,
-        { hint: "give the seconds to wait for the browser, e.g. --timeout 600" },
-      );
-    }
-    timeoutMs = Math.max(1, Math.round(timeout * 1000));
-    sources.timeout ??= "flag";
-  }
-  const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
-  if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
-    const methods = CLIENT_AUTH_METHODS.join(", ");
-    throw new LoginError("usage", `The client authentication "${sanitize(clientAuth)}" is not supported`, {
-      hint: sources.clientAuth === "flag" ? `use one of ${methods}` : `set ${ENV_VARS.clientAuth} to one of ${methods}`,
-    });
-  }
-  if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
-    throw new LoginError("config", `The client authentication "${clientAuth}" needs a client secret`, {
-      hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
-    });
-  }
-  let minTtlMs = MIN_TTL_S * 1000;
-  if (flags["min-ttl"] !== undefined) {
-    minTtlMs = Number(flags["min-ttl"]) * 1000;
-    if (!/^\d+(\.\d+)?$/.test(flags["min-ttl"])) {
-      throw new LoginError(
-        "usage",
-        `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds, 0 or more`,
-        { hint: "give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)" },
-      );
-    }
-  }
-  const format = flags.format ?? (flags.json ? "json" : "text");
-  if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
-    throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
-      hint: "use text, json, exec-credential or headers",
-    });
-  }
-  const flow = flags.flow ?? "auto";
-  if (flow !== "auto" && flow !== "browser" && flow !== "device") {
-    throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
-  }
-  const params: [string, string][] = [];
-  for (const param of flags.param ?? []) {
-    const [key, ...value] = param.split("=");
-    if (!key || value.length === 0) {
-      throw new LoginError("usage", `The parameter "${sanitize(param)}" is not of the form key=value`);
-    }
-    if (RESERVED_PARAMS.has(key)) {
-      throw new LoginError("usage", `The parameter "${sanitize(key)}" is set by the tool and cannot be overridden`, {
-        hint: key === "scope" ? "use --scope" : key === "prompt" ? "use --prompt" : undefined,
-      });
-    }
-    params.push([key, value.join("=")]);
-  }
-  for (const [key, value] of preset?.params ?? []) {
-    if (!params.some(([given]) => given === key)) params.push([key, value]);
-  }
-  // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
-  const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
-  const loginHint = flags["login-hint"];
-  if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
-  const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
-  // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
-  for (const resource of modern.resources ?? []) params.push(["resource", resource]);
-  if (modern.audience) params.push(["audience", modern.audience]);
-  return {
-    command: cli.command,
-    ...where,
-    clientId: clientId ?? "",
-    clientSecret: clientAuth === "none" ? undefined : clientSecret,
-    scope,
-    redirectUri,
-    timeoutMs,
-    browser: !flags["no-browser"],
-    json: format === "json",
-    verbose: flags.verbose ?? false,
-    clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
-    prompt: flags.prompt ?? preset?.prompt,
-    params,
-    minTtlMs,
-    interactive: flags.interactive ?? false,
-    format,
-    all: flags.all ?? false,
-    flow,
-    quiet: flags.quiet ?? false,
-    sources,
-    ...endpoints,
-    userClaim: pick("userClaim", flags["user-claim"], ENV_VARS.userClaim) ?? preset?.userClaim,
-    provider,
-    tenant,
-    providerReason,
-    ...(profile ? { profile: profile.name } : {}),
-    ...(loginHint ? { loginHint } : {}),
-    par: !flags["no-par"],
-    ...modern,
-  };
-}
-
 /**
- * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
- * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
+ * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
+ * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
+ * ends, `export ` prefixes, quotes and comments.
  */
-function resolveModernConfig(
-  cli: Cli,
-  pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
-  clientAuth: ClientAuthMethod | undefined,
-  format: string,
-): Partial<Config> {
-  const { flags } = cli;
-  const dpopText = pick("dpop", flags.dpop ? "1" : undefined, ENV_VARS.dpop);
-  if (dpopText !== undefined && !/^(1|0|true|false|yes|no)$/i.test(dpopText)) {
-    throw new LoginError("config", `${ENV_VARS.dpop} is "${sanitize(dpopText)}", not 1 or 0`);
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+  let text: string;
+  try {
+    if (!Deno.statSync(path).isFile) return undefined;
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
+    return undefined; // no file: node:util (costly to load) is not needed
   }
-  const dpop = dpopText !== undefined && /^(1|true|yes)$/i.test(dpopText);
-  const clientKey = pick("clientKey", flags["client-key"], ENV_VARS.clientKey);
-  if (clientAuth === "private_key_jwt" && !clientKey) {
-    throw new LoginError("config", 'The client authentication "private_key_jwt" needs a private key', {
-      hint: `pass --client-key FILE or set ${ENV_VARS.clientKey} (a PEM PKCS#8 key or a JWK)`,
-    });
-  }
-  if (clientKey && clientAuth && clientAuth !== "private_key_jwt") {
-    throw new LoginError("usage", `A client key is only used with private_key_jwt, not "${clientAuth}"`, {
-      hint: "drop --client-key, or use --client-auth private_key_jwt",
-    });
-  }
-  const audienceFlag = flags["assertion-audience"];
-  if (audienceFlag !== undefined && audienceFlag !== "issuer" && audienceFlag !== "token-endpoint") {
-    throw new LoginError("usage", `The assertion audience "${sanitize(audienceFlag)}" is not issuer or token-endpoint`);
-  }
-  const resources = [...new Set(flags.resource ?? [])];
-  for (const resource of resources) {
-    const url = parseUrl(resource);
-    if (!url || url.hash || resource.includes("#")) {
-      throw new LoginError("usage", `The resource "${sanitize(resource)}" is not an absolute URI without a fragment`, {
-        hint: "a resource indicator (RFC 8707) names an API, e.g. https://api.example.com/",
-      });
-    }
-  }
-  let request: ResourceRequest | undefined;
-  if (cli.command === "fetch" || format === "headers") {
-    const target = cli.target ?? flags.url;
-    if (target === undefined) {
-      throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
-        hint: cli.command === "fetch"
-          ? 'run "oauth-login fetch https://api.example.com/me"'
-          : "pass the request the proof is for: --method GET --url https://api.example.com/me",
-      });
-    }
-    const url = parseUrl(target);
-    if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
-      throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
-        hint: "access tokens are only sent over https (plain http only to 127.0.0.1, [::1] or localhost)",
-      });
-    }
-    const headers: [string, string][] = [];
-    for (const header of flags.header ?? []) {
-      const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
-      if (!match) {
-        throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
-      }
-      if (/^(authorization|dpop)$/i.test(match[1])) {
-        throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
-          hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
-        });
-      }
-      headers.push([match[1], match[2]]);
-    }
-    const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
-    if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
-    request = { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
-  }
-  return {
-    dpop,
-    clientKey,
-    // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
-    ...(!clientAuth && clientKey ? { clientAuth: "private_key_jwt" as const } : {}),
-    assertionAudience: audienceFlag as Config["assertionAudience"],
-    resources,
-    audience: flags.audience,
-    request,
-  };
+  const { parseEnv } = await import("node:util");
+  return parseDotenv(text, parseEnv);
 }
-
-// ── Core: profiles ──────────────────────────────────────────────────────────────────────────────
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -1641,8 +848,10 @@ const RUN_FLAGS = new Set<string>([
   "save-profile",
   "client-secret",
 ]);
+
 /** Flags whose profile value is written as a TOML integer. */
 const NUMERIC_FLAGS = new Set<string>(["port", "timeout", "min-ttl"]);
+
 /** What a profile may be called: a TOML bare key, so the file stays plain. */
 const PROFILE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -2051,297 +1260,511 @@ export async function saveProfile(path: string, name: string, settings: Record<s
   }
 }
 
-// ── Core: the token cache ───────────────────────────────────────────────────────────────────────
+/** How long the login waits for the browser, unless `--timeout` says otherwise. */
+export const LOGIN_TIMEOUT_MS = 5 * 60_000;
 
-/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-export function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
-  const explicit = env(ENV_VARS.cache);
-  if (explicit) return explicit;
-  const xdg = env("XDG_CACHE_HOME");
-  if (xdg) return `${xdg}/oauth-login`;
-  if (os === "windows") {
-    const local = env("LOCALAPPDATA");
-    return local ? `${local}\\oauth-login` : undefined;
-  }
-  const home = env("HOME");
-  if (!home) return undefined;
-  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
-}
+/** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/**
- * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
- * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
- * keep two entries; without a profile the key is what it always was). It only names files (each
- * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
- * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
- */
-export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">): string {
-  const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
-  const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
-  const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
-  if (config.profile !== undefined) parts.push({ profile: config.profile });
-  const material = JSON.stringify(parts);
-  let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
-  for (let i = 0; i < material.length; i++) {
-    const c = material.charCodeAt(i);
-    low = Math.imul(low ^ c, 0x01000193) >>> 0;
-    high = Math.imul(high ^ c ^ (low >>> 24), 0x01000193) >>> 0;
-  }
-  const hex = (n: number) => n.toString(16).padStart(8, "0");
-  const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
-  return `${host}-${hex(high)}${hex(low)}`;
-}
+/** The longest `--timeout`, in whole seconds: what fits in a timer. */
+const MAX_TIMEOUT_S = Math.floor(MAX_TIMER_MS / 1000);
 
-/**
- * The file names an entry for this configuration may have been saved under by earlier versions,
- * which kept the slash `URL` puts after a bare origin (`https://idp.example/`). Tried only after the
- * current name misses, so the cached-token path does no extra I/O.
- */
-export function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string[] {
-  const url = parseUrl(config.issuer);
-  if (!url || url.pathname !== "/" || config.issuer.endsWith("/")) return [];
-  return [cacheKey({ ...config, issuer: `${config.issuer}/` })];
-}
+/** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
+export const MIN_TTL_S = 60;
 
-/** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
-function sameIssuer(a: string, b: string): boolean {
-  const bare = (issuer: string) =>
-    issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
-  return a === b || bare(a) === bare(b);
-}
+/** Authorization parameters the tool sets itself; `--param` may not override them. */
+const RESERVED_PARAMS = new Set([
+  "response_type",
+  "client_id",
+  "redirect_uri",
+  "scope",
+  "state",
+  "nonce",
+  "code_challenge",
+  "code_challenge_method",
+  "prompt",
+]);
 
-/** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
-export function parseTokenSet(text: string): TokenSet | undefined {
-  let value: Record<string, unknown>;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (!value || typeof value !== "object" || Array.isArray(value) || value.version !== CACHE_VERSION) return undefined;
-  const required = ["issuer", "clientId", "requestedScope", "accessToken", "tokenType", "authMethod"];
-  const optional = ["refreshToken", "idToken", "scope", "user", "subject", "profile"];
-  if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
-  if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
-  if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
-  if (value.issuedAt !== undefined && !Number.isFinite(value.issuedAt)) return undefined;
-  if (value.refreshExpiresAt !== undefined && !Number.isFinite(value.refreshExpiresAt)) return undefined;
-  const metadata = value.metadata as Record<string, unknown> | undefined;
-  if (!metadata || typeof metadata !== "object") return undefined;
-  if (typeof metadata.issuer !== "string" || typeof metadata.token_endpoint !== "string") return undefined;
-  const dpopKey = value.dpopKey as Record<string, unknown> | undefined;
-  if (dpopKey !== undefined && (!dpopKey || typeof dpopKey !== "object" || typeof dpopKey.d !== "string")) {
-    return undefined;
-  }
-  return value as unknown as TokenSet;
-}
-
-/**
- * Whether `token` can print the cached access token without renewing it. The margin is
- * `min(minTtlMs, half the token's lifetime)`, so a token is never due just after it was issued. A
- * token of unknown lifetime is due `UNKNOWN_LIFETIME_S` after it was issued (less the margin), and
- * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
- * On the hot path: arithmetic only.
- */
-export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
-  const { expiresAt, issuedAt } = entry;
-  if (expiresAt === undefined) {
-    if (issuedAt === undefined || !entry.refreshToken) return true;
-    const assumed = UNKNOWN_LIFETIME_S * 1000;
-    return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
-  }
-  const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
-  return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
-}
-
-/** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
-export function hasExpired(entry: TokenSet, now: number): boolean {
-  return entry.expiresAt !== undefined && entry.expiresAt <= now;
-}
-
-/**
- * A lifetime in seconds as a server may send it: a finite positive number, or a string of digits.
- * Anything else (0, negative, non-numeric, a boolean, NaN) is undefined: "not stated".
- */
-export function statedSeconds(value: unknown): number | undefined {
-  const n = typeof value === "number"
-    ? value
-    : typeof value === "string" && /^\s*\d+(\.\d+)?\s*$/.test(value)
-    ? Number(value)
-    : NaN;
-  return Number.isFinite(n) && n > 0 ? n : undefined;
-}
-
-/** Clamps a lifetime in seconds to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`. */
-function clampLifetime(seconds: number): number {
-  return Math.min(Math.max(seconds, MIN_LIFETIME_S), MAX_LIFETIME_S);
-}
-
-/**
- * Seconds from `now` (ms) until an absolute time in epoch seconds (or milliseconds, as some servers
- * send: anything past the year 5000 is taken as such); undefined unless it is in the future.
- */
-function secondsUntil(at: unknown, now: number): number | undefined {
-  const stated = statedSeconds(at);
-  if (stated === undefined) return undefined;
-  return statedSeconds((stated > 1e11 ? stated / 1000 : stated) - now / 1000);
-}
-
-/**
- * The `exp` claim (epoch seconds) of an access token that is a JWT, decoded without verifying it: a
- * hint about its lifetime, never trusted for anything else. Undefined for an opaque token.
- */
-export function jwtExpiry(token: unknown): number | undefined {
-  if (typeof token !== "string") return undefined;
-  const parts = token.split(".");
-  if (parts.length !== 3) return undefined;
-  try {
-    const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
-    return typeof payload?.exp === "number" ? payload.exp : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * When the access token of a token response expires, in ms since the epoch, or undefined when
- * nothing says. In order: `expires_in` (RFC 6749 §5.1), `expires_at` (epoch seconds, Strava), the
- * access token's own `exp` when it is a JWT, and for a refresh the previous token's lifetime. A
- * lifetime is clamped to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`; values that are not finite positive
- * numbers count as not stated, so no answer can make an invalid date.
- */
-export function accessTokenExpiry(
-  tokens: Record<string, unknown>,
-  now: number,
-  previous?: TokenSet,
-): number | undefined {
-  const previousLifetime = previous?.expiresAt !== undefined && previous.issuedAt !== undefined
-    ? statedSeconds((previous.expiresAt - previous.issuedAt) / 1000)
-    : undefined;
-  const seconds = statedSeconds(tokens.expires_in) ?? secondsUntil(tokens.expires_at, now) ??
-    secondsUntil(jwtExpiry(tokens.access_token), now) ?? previousLifetime;
-  return seconds === undefined ? undefined : now + clampLifetime(seconds) * 1000;
-}
-
-/** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
-export function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
-  tokens: Oauth.TokenEndpointResponse,
-  context: {
-    now: number;
-    metadata: Record<string, unknown>;
-    authMethod: ClientAuthMethod;
-    user?: string;
-    subject?: string;
-    /** The DPoP key the tokens are bound to, and the nonces seen. */
-    dpop?: DpopState;
-  },
-  previous?: TokenSet,
-): TokenSet {
-  // Keycloak's `refresh_expires_in` and GitHub's `refresh_token_expires_in`; Keycloak's 0 means "none".
-  const refreshSeconds = statedSeconds(tokens.refresh_expires_in ?? tokens.refresh_token_expires_in);
-  return {
-    version: CACHE_VERSION,
-    issuer: config.issuer,
-    clientId: config.clientId,
-    requestedScope: config.scope ?? "",
-    accessToken: tokens.access_token,
-    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
-    expiresAt: accessTokenExpiry(tokens, context.now, previous),
-    refreshToken: tokens.refresh_token ?? previous?.refreshToken,
-    idToken: tokens.id_token ?? previous?.idToken,
-    scope: tokens.scope ?? previous?.scope,
-    user: context.user ?? previous?.user,
-    subject: context.subject ?? previous?.subject,
-    authMethod: context.authMethod,
-    metadata: context.metadata,
-    ...(config.profile !== undefined ? { profile: config.profile } : {}),
-    issuedAt: context.now,
-    refreshExpiresAt: refreshSeconds === undefined
-      ? tokens.refresh_token === undefined ? previous?.refreshExpiresAt : undefined
-      : context.now + clampLifetime(refreshSeconds) * 1000,
-    ...(config.resources?.length
-      ? { resources: config.resources, resource: previous?.resource ?? config.resources[0] }
-      : {}),
-    ...(context.dpop || previous?.dpopKey
-      ? {
-        dpopKey: context.dpop?.jwk ?? previous?.dpopKey,
-        dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
+/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
+export function resolveConfig(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string> = {},
+  profile?: Profile,
+  options: { presetBase?: string } = {},
+): Config {
+  const sources: Record<string, ValueSource> = {};
+  const flags = withProfile(cli.flags, profile, sources);
+  const pick = (key: string, flag: string | undefined, variable: string): string | undefined => {
+    const candidates: [string | undefined, ValueSource][] = [
+      [flag, "flag"],
+      [env(variable), "environment"],
+      [dotenv[variable], ".env"],
+      [profileValue(profile, key), "profile"],
+    ];
+    for (const [value, source] of candidates) {
+      if (value !== undefined && value !== "") {
+        sources[key] = source;
+        return value;
       }
-      : {}),
+    }
+    return undefined;
+  };
+  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
+  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
+  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
+  let scope = pick("scope", flags.scope, ENV_VARS.scope);
+  let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
+
+  // Provider presets: named (--provider), or inferred from the issuer where its host is unambiguous.
+  let provider = pick("provider", flags.provider, ENV_VARS.provider)?.toLowerCase();
+  const tenantText = pick("tenant", flags.tenant, ENV_VARS.tenant);
+  let providerReason = provider ? `from ${sources.provider}` : undefined;
+  if (provider !== undefined && !Object.hasOwn(PRESETS, provider)) {
+    throw new LoginError("usage", `The provider "${sanitize(provider)}" has no preset`, {
+      hint: `use one of ${Object.keys(PRESETS).join(", ")}, or give --issuer (or the endpoints) yourself`,
+    });
+  }
+  if (tenantText !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(tenantText)) {
+    throw new LoginError("usage", `The tenant "${sanitize(tenantText)}" is not a tenant id or domain name`);
+  }
+  let preset = provider ? PRESETS[provider] : undefined;
+  let tenant = tenantText;
+  if (!issuerText && preset?.issuer) {
+    tenant ??= preset.defaultTenant;
+    issuerText = rebase(preset.issuer.replace("{tenant}", tenant ?? ""), options.presetBase);
+    sources.issuer = "default";
+  }
+  if (!provider && issuerText) {
+    const inferred = inferProvider(parseIssuer(issuerText).issuer);
+    if (inferred) {
+      ({ provider, reason: providerReason } = inferred);
+      preset = PRESETS[provider];
+    }
+  }
+  if (tenantText !== undefined && provider !== "entra") {
+    throw new LoginError("usage", "The tenant applies only to the entra preset", {
+      hint: "add --provider entra, or leave out --tenant",
+    });
+  }
+  if (provider === "entra" && !tenant && issuerText) {
+    tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
+  }
+
+  const endpoints: Partial<Record<EndpointKey, string>> = {};
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const given = pick(key, flags[flag], ENV_VARS[key]);
+    const fromPreset = preset?.endpoints?.[key];
+    if (given !== undefined) endpoints[key] = checkManualEndpoint(given, flag);
+    else if (fromPreset !== undefined) {
+      endpoints[key] = fromPreset.startsWith("/")
+        ? new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href
+        : rebase(fromPreset, options.presetBase);
+    }
+  }
+  if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
+    throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
+      hint: `pass --issuer ${preset.issuerExample}`,
+    });
+  }
+
+  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
+  if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
+    throw new LoginError("config", "No issuer is configured", {
+      hint:
+        `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env), or choose a profile with --profile NAME; for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
+    });
+  }
+  scope ??= preset?.scope;
+  if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
+    throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
+      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
+    });
+  }
+  const refused = preset?.refusedRedirectHosts ?? [];
+  if (redirectUri && refused.includes(parseUrl(redirectUri)?.hostname ?? "")) {
+    throw new LoginError(
+      "config",
+      `The ${provider} preset refuses "${parseUrl(redirectUri)!.hostname}" in a redirect URI`,
+      {
+        hint: "register and use http://127.0.0.1:PORT/callback instead",
+      },
+    );
+  }
+  if (!clientId && needsClient) {
+    throw new LoginError("config", "No client id is configured", {
+      hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
+    });
+  }
+  if (flags.port !== undefined) {
+    const port = Number(flags.port);
+    if (!/^\d+$/.test(flags.port) || port < 1 || port > 65535) {
+      throw new LoginError("usage", `The port "${sanitize(flags.port)}" is not a number from 1 to 65535`);
+    }
+    planRedirect(redirectUri); // a bad redirect is a configuration error, before --port changes it
+    const base = new URL(redirectUri ?? `http://127.0.0.1${CALLBACK_PATH}`);
+    // Written out, not `base.href`: `URL` drops an explicit `:80`, which would then mean "any port".
+    redirectUri = `http://${base.hostname}:${port}${base.pathname}`;
+    sources.redirectUri = sources.port ?? "flag";
+  }
+  planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
+
+  let timeoutMs = LOGIN_TIMEOUT_MS;
+  if (flags.timeout !== undefined) {
+    // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
+    const timeout = Number(flags.timeout);
+    if (!/^\d+(\.\d+)?$/.test(flags.timeout) || !(timeout > 0) || timeout > MAX_TIMEOUT_S) {
+      throw new LoginError(
+        "usage",
+        `The timeout "${sanitize(flags.timeout)}" is not a number of seconds above 0 and at most ${MAX_TIMEOUT_S}`,
+        { hint: "give the seconds to wait for the browser, e.g. --timeout 600" },
+      );
+    }
+    timeoutMs = Math.max(1, Math.round(timeout * 1000));
+    sources.timeout ??= "flag";
+  }
+  const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
+  if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
+    const methods = CLIENT_AUTH_METHODS.join(", ");
+    throw new LoginError("usage", `The client authentication "${sanitize(clientAuth)}" is not supported`, {
+      hint: sources.clientAuth === "flag" ? `use one of ${methods}` : `set ${ENV_VARS.clientAuth} to one of ${methods}`,
+    });
+  }
+  if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
+    throw new LoginError("config", `The client authentication "${clientAuth}" needs a client secret`, {
+      hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
+    });
+  }
+  let minTtlMs = MIN_TTL_S * 1000;
+  if (flags["min-ttl"] !== undefined) {
+    minTtlMs = Number(flags["min-ttl"]) * 1000;
+    if (!/^\d+(\.\d+)?$/.test(flags["min-ttl"])) {
+      throw new LoginError(
+        "usage",
+        `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds, 0 or more`,
+        { hint: "give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)" },
+      );
+    }
+  }
+  const format = flags.format ?? (flags.json ? "json" : "text");
+  if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
+    throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
+      hint: "use text, json, exec-credential or headers",
+    });
+  }
+  const flow = flags.flow ?? "auto";
+  if (flow !== "auto" && flow !== "browser" && flow !== "device") {
+    throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
+  }
+  const params: [string, string][] = [];
+  for (const param of flags.param ?? []) {
+    const [key, ...value] = param.split("=");
+    if (!key || value.length === 0) {
+      throw new LoginError("usage", `The parameter "${sanitize(param)}" is not of the form key=value`);
+    }
+    if (RESERVED_PARAMS.has(key)) {
+      throw new LoginError("usage", `The parameter "${sanitize(key)}" is set by the tool and cannot be overridden`, {
+        hint: key === "scope" ? "use --scope" : key === "prompt" ? "use --prompt" : undefined,
+      });
+    }
+    params.push([key, value.join("=")]);
+  }
+  for (const [key, value] of preset?.params ?? []) {
+    if (!params.some(([given]) => given === key)) params.push([key, value]);
+  }
+  // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
+  const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
+  const loginHint = flags["login-hint"];
+  if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
+  const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
+  // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
+  for (const resource of modern.resources ?? []) params.push(["resource", resource]);
+  if (modern.audience) params.push(["audience", modern.audience]);
+  return {
+    command: cli.command,
+    ...where,
+    clientId: clientId ?? "",
+    clientSecret: clientAuth === "none" ? undefined : clientSecret,
+    scope,
+    redirectUri,
+    timeoutMs,
+    browser: !flags["no-browser"],
+    json: format === "json",
+    verbose: flags.verbose ?? false,
+    clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
+    prompt: flags.prompt ?? preset?.prompt,
+    params,
+    minTtlMs,
+    interactive: flags.interactive ?? false,
+    format,
+    all: flags.all ?? false,
+    flow,
+    quiet: flags.quiet ?? false,
+    sources,
+    ...endpoints,
+    userClaim: pick("userClaim", flags["user-claim"], ENV_VARS.userClaim) ?? preset?.userClaim,
+    provider,
+    tenant,
+    providerReason,
+    ...(profile ? { profile: profile.name } : {}),
+    ...(loginHint ? { loginHint } : {}),
+    par: !flags["no-par"],
+    ...modern,
   };
 }
 
-/** The entry's expiry as an RFC 3339 time, or null when the server stated none. */
-function isoExpiry(entry: TokenSet): string | null {
-  return entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
-}
-
-/** The ExecCredential versions kubectl may ask for, newest first. */
-export const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
-
 /**
- * What kubectl tells a credential plugin in `KUBERNETES_EXEC_INFO` (an ExecCredential with no status):
- * the `apiVersion` to answer in, and `spec.interactive`, whether a person can answer on stdin.
- * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
- * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
+ * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
+ * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
  */
-export function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
-  if (text === undefined || text === "") return undefined;
-  let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
-  try {
-    info = JSON.parse(text);
-  } catch { /* reported below */ }
-  if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
-    throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
-      hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
+function resolveModernConfig(
+  cli: Cli,
+  pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
+  clientAuth: ClientAuthMethod | undefined,
+  format: string,
+): Partial<Config> {
+  const { flags } = cli;
+  const dpopText = pick("dpop", flags.dpop ? "1" : undefined, ENV_VARS.dpop);
+  if (dpopText !== undefined && !/^(1|0|true|false|yes|no)$/i.test(dpopText)) {
+    throw new LoginError("config", `${ENV_VARS.dpop} is "${sanitize(dpopText)}", not 1 or 0`);
+  }
+  const dpop = dpopText !== undefined && /^(1|true|yes)$/i.test(dpopText);
+  const clientKey = pick("clientKey", flags["client-key"], ENV_VARS.clientKey);
+  if (clientAuth === "private_key_jwt" && !clientKey) {
+    throw new LoginError("config", 'The client authentication "private_key_jwt" needs a private key', {
+      hint: `pass --client-key FILE or set ${ENV_VARS.clientKey} (a PEM PKCS#8 key or a JWK)`,
     });
   }
-  return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
-}
-
-/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
-export function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
-  // The bare token first: the hot path then creates no Date (its first use costs about 1 MiB).
-  if (format === "text") return `${entry.accessToken}\n`;
-  const expiresAt = isoExpiry(entry);
-  if (format === "json") {
-    return JSON.stringify({
-      access_token: entry.accessToken,
-      token_type: entry.tokenType,
-      expires_at: expiresAt,
-      scope: entry.scope ?? null,
-    }) + "\n";
+  if (clientKey && clientAuth && clientAuth !== "private_key_jwt") {
+    throw new LoginError("usage", `A client key is only used with private_key_jwt, not "${clientAuth}"`, {
+      hint: "drop --client-key, or use --client-auth private_key_jwt",
+    });
   }
-  return JSON.stringify({
-    apiVersion,
-    kind: "ExecCredential",
-    status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
-  }) + "\n";
+  const audienceFlag = flags["assertion-audience"];
+  if (audienceFlag !== undefined && audienceFlag !== "issuer" && audienceFlag !== "token-endpoint") {
+    throw new LoginError("usage", `The assertion audience "${sanitize(audienceFlag)}" is not issuer or token-endpoint`);
+  }
+  const resources = [...new Set(flags.resource ?? [])];
+  for (const resource of resources) {
+    const url = parseUrl(resource);
+    if (!url || url.hash || resource.includes("#")) {
+      throw new LoginError("usage", `The resource "${sanitize(resource)}" is not an absolute URI without a fragment`, {
+        hint: "a resource indicator (RFC 8707) names an API, e.g. https://api.example.com/",
+      });
+    }
+  }
+  let request: ResourceRequest | undefined;
+  if (cli.command === "fetch" || format === "headers") {
+    const target = cli.target ?? flags.url;
+    if (target === undefined) {
+      throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
+        hint: cli.command === "fetch"
+          ? 'run "oauth-login fetch https://api.example.com/me"'
+          : "pass the request the proof is for: --method GET --url https://api.example.com/me",
+      });
+    }
+    const url = parseUrl(target);
+    if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
+      throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
+        hint: "access tokens are only sent over https (plain http only to 127.0.0.1, [::1] or localhost)",
+      });
+    }
+    const headers: [string, string][] = [];
+    for (const header of flags.header ?? []) {
+      const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
+      if (!match) {
+        throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
+      }
+      if (/^(authorization|dpop)$/i.test(match[1])) {
+        throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
+          hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
+        });
+      }
+      headers.push([match[1], match[2]]);
+    }
+    const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
+    if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
+    request = { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
+  }
+  return {
+    dpop,
+    clientKey,
+    // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
+    ...(!clientAuth && clientKey ? { clientAuth: "private_key_jwt" as const } : {}),
+    assertionAudience: audienceFlag as Config["assertionAudience"],
+    resources,
+    audience: flags.audience,
+    request,
+  };
 }
 
-/** "in 59 minutes", "3 minutes ago". */
-export function relativeTime(at: number, now: number): string {
-  const minutes = Math.round(Math.abs(at - now) / 60_000);
-  const amount = minutes < 1
-    ? "less than a minute"
-    : minutes < 120
-    ? plural(minutes, "minute")
-    : minutes < 48 * 60
-    ? plural(Math.round(minutes / 60), "hour")
-    : plural(Math.round(minutes / 1440), "day");
-  return at >= now ? `in ${amount}` : `${amount} ago`;
+// ── 2 The issuer: presets, discovery, the client's credentials, DPoP keys, and every request to the server ───
+
+/** The endpoints a person may give by hand: the `Config` key, the flag, the RFC 8414 metadata member. */
+const MANUAL_ENDPOINTS = [
+  ["authorizationEndpoint", "authorization-endpoint", "authorization_endpoint"],
+  ["tokenEndpoint", "token-endpoint", "token_endpoint"],
+  ["deviceAuthorizationEndpoint", "device-authorization-endpoint", "device_authorization_endpoint"],
+  ["revocationEndpoint", "revocation-endpoint", "revocation_endpoint"],
+  ["introspectionEndpoint", "introspection-endpoint", "introspection_endpoint"],
+  ["userinfoEndpoint", "userinfo-endpoint", "userinfo_endpoint"],
+] as const;
+
+export type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
+
+/** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
+export interface Preset {
+  /** The issuer where the provider has discovery; `{tenant}` is filled from `--tenant`. */
+  issuer?: string;
+  /** An example issuer, for providers where each customer has its own (Okta, Auth0, Keycloak, Cognito). */
+  issuerExample?: string;
+  /** The tenant when `--tenant` is not given. */
+  defaultTenant?: string;
+  /** Endpoints its metadata lacks (or all of them, with no discovery); a path is relative to the issuer. */
+  endpoints?: Partial<Record<EndpointKey, string>>;
+  /** The default scope. */
+  scope?: string;
+  /** Extra authorization parameters it wants (for a refresh token, say). */
+  params?: [string, string][];
+  prompt?: string;
+  /** The client authentication its token endpoint takes, when a secret is configured. */
+  clientAuth?: ClientAuthMethod;
+  /** The member of its "who am I" answer that names the person. */
+  userClaim?: string;
+  /** The loopback host its registrations use, and the callback path. */
+  loopbackHost?: "127.0.0.1" | "localhost";
+  callbackPath?: string;
+  /** Redirect hosts it refuses. */
+  refusedRedirectHosts?: string[];
+  /** Why it needs a client secret even for PKCE, when it does (Google). */
+  needsSecret?: string;
+  /** Its own revocation API, not RFC 7009 (GitHub's `DELETE /applications/{client_id}/token`). */
+  tokenDeletionEndpoint?: string;
 }
 
-// ── Edges: talking to the issuer ────────────────────────────────────────────────────────────────
+/** The built-in provider presets, each from the provider's public documentation. */
+export const PRESETS: Record<string, Preset> = {
+  github: {
+    endpoints: {
+      authorizationEndpoint: "https://github.com/login/oauth/authorize",
+      tokenEndpoint: "https://github.com/login/oauth/access_token",
+      deviceAuthorizationEndpoint: "https://github.com/login/device/code",
+      userinfoEndpoint: "https://api.github.com/user",
+    },
+    scope: "read:user",
+    clientAuth: "client_secret_post",
+    userClaim: "login",
+    tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
+  },
+  gitlab: {
+    issuer: "https://gitlab.com",
+    endpoints: { deviceAuthorizationEndpoint: "/oauth/authorize_device" },
+    scope: "openid profile",
+  },
+  google: {
+    issuer: "https://accounts.google.com",
+    scope: "openid email profile",
+    params: [["access_type", "offline"]],
+    prompt: "consent",
+    needsSecret:
+      "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
+  },
+  entra: {
+    issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
+    defaultTenant: "common",
+    scope: "openid profile offline_access",
+    loopbackHost: "localhost",
+    callbackPath: "/",
+  },
+  okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default" },
+  auth0: { issuerExample: "https://YOUR-TENANT.us.auth0.com/", scope: "openid profile email offline_access" },
+  keycloak: { issuerExample: "https://HOST/realms/REALM" },
+  cognito: {
+    issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+    scope: "openid profile email",
+    userClaim: "cognito:username",
+  },
+  salesforce: { issuer: "https://login.salesforce.com", scope: "openid profile refresh_token" },
+  dropbox: {
+    issuer: "https://www.dropbox.com",
+    scope: "openid email profile",
+    params: [["token_access_type", "offline"]],
+  },
+  spotify: {
+    issuer: "https://accounts.spotify.com",
+    endpoints: { userinfoEndpoint: "https://api.spotify.com/v1/me" },
+    scope: "user-read-private user-read-email",
+    userClaim: "id",
+    refusedRedirectHosts: ["localhost"],
+  },
+};
+
+/** Entra's tenant aliases: their metadata names the `{tenantid}` issuer template. */
+const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
+
+/** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
+export function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+  const url = parseUrl(issuer);
+  if (!url) return undefined;
+  const host = url.hostname.toLowerCase();
+  const byHost: Record<string, string> = {
+    "accounts.google.com": "google",
+    "login.microsoftonline.com": "entra",
+    "gitlab.com": "gitlab",
+    "login.salesforce.com": "salesforce",
+    "www.dropbox.com": "dropbox",
+    "accounts.spotify.com": "spotify",
+  };
+  const reason = `inferred from the issuer host ${host}`;
+  if (Object.hasOwn(byHost, host)) return { provider: byHost[host], reason };
+  if (/\.okta(preview)?\.com$/.test(host)) return { provider: "okta", reason };
+  if (host.endsWith(".auth0.com")) return { provider: "auth0", reason };
+  if (/^cognito-idp\.[a-z0-9-]+\.amazonaws\.com$/.test(host)) return { provider: "cognito", reason };
+  if (/^(\/auth)?\/realms\/[^/]+\/?$/.test(url.pathname)) {
+    return { provider: "keycloak", reason: "inferred from the issuer path /realms/…" };
+  }
+  return undefined;
+}
+
+/** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
+function rebase(url: string, base: string | undefined): string {
+  if (!base) return url;
+  const parsed = new URL(url);
+  return `${base}${parsed.pathname === "/" ? "" : parsed.pathname}${parsed.search}`;
+}
+
+/** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
+function checkManualEndpoint(value: string, flag: string): string {
+  const url = parseUrl(value);
+  if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
+    throw new LoginError("config", `The --${flag} "${sanitize(value)}" is not an https URL`, {
+      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
+    });
+  }
+  if (url.hash || url.username || url.password) {
+    throw new LoginError(
+      "config",
+      `The --${flag} "${url.origin}${url.pathname}" must not have a fragment or credentials`,
+    );
+  }
+  return url.href;
+}
 
 let oauthModule: typeof Oauth | undefined;
+
 /** oauth4webapi, loaded when a command first needs the protocol (the cached-token path does not). */
 async function lib(): Promise<typeof Oauth> {
   return oauthModule ??= await import("npm:oauth4webapi@3.8.8");
 }
 
-type Trace = (line: string) => void;
+/** Every request to the issuer is aborted after this long (connect, headers and body). */
+export const HTTP_TIMEOUT_MS = 30_000;
+
+/** The most we read of any response body from the issuer. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/** The longest `Retry-After` wait we honour before one more discovery request. */
+const MAX_RETRY_AFTER_MS = 10_000;
 
 /** The variables that name a proxy, in the order they are looked up for each scheme (upper case first, as Go). */
 const PROXY_VARIABLES = {
@@ -2833,65 +2256,6 @@ function serverError(doing: string, code: string, description?: string, status?:
   });
 }
 
-/** "2 minutes", "3 hours", "2 days": a duration in ms, roughly. */
-function roughDuration(ms: number): string {
-  const minutes = Math.round(Math.abs(ms) / 60_000);
-  return minutes < 120
-    ? plural(minutes, "minute")
-    : minutes < 48 * 60
-    ? plural(Math.round(minutes / 60), "hour")
-    : plural(Math.round(minutes / 1440), "day");
-}
-
-/**
- * Runs oauth4webapi's processing of a token endpoint response (RFC 6749 §5.1) with two additions.
- * `expires_in` is kept out of its hands and put back as sent afterwards: oauth4webapi refuses a
- * negative or non-numeric one outright, where `accessTokenExpiry` treats it as not stated and falls
- * back. And when an ID token is refused for its `iat`/`exp` while the server's `Date` header is more
- * than a minute from `now` (ms), the error says the local clock looks off, and by how much.
- */
-async function processTokens(
-  response: Response,
-  now: number,
-  process: (response: Response) => Promise<Oauth.TokenEndpointResponse>,
-): Promise<Oauth.TokenEndpointResponse> {
-  let expiresIn: unknown;
-  if (response.status === 200) {
-    let body = await response.text();
-    try {
-      const json = JSON.parse(body);
-      if (json && typeof json === "object" && !Array.isArray(json) && Object.hasOwn(json, "expires_in")) {
-        expiresIn = json.expires_in;
-        delete json.expires_in;
-        body = JSON.stringify(json);
-      }
-    } catch { /* not JSON: oauth4webapi says so */ }
-    response = new Response(body, { status: response.status, headers: response.headers });
-  }
-  try {
-    const tokens = await process(response);
-    if (expiresIn !== undefined) (tokens as Record<string, unknown>).expires_in = expiresIn;
-    return tokens;
-  } catch (error) {
-    const oauth = await lib();
-    const serverTime = Date.parse(response.headers.get("date") ?? "");
-    const skew = now - serverTime;
-    if (
-      error instanceof oauth.OperationProcessingError && error.code === oauth.JWT_TIMESTAMP_CHECK &&
-      Math.abs(skew) > CLOCK_SKEW_NOTICE_MS
-    ) {
-      throw new LoginError(
-        "invalid_response",
-        `The ID token was refused for its issue or expiry time, and the local clock looks off: it is ${
-          roughDuration(skew)
-        } ${skew > 0 ? "ahead of" : "behind"} the server's`,
-        { hint: "set this computer's clock right (turn on automatic time), then try again", cause: error },
-      );
-    }
-    throw error;
-  }
-}
-
 /** Runs one protocol step, turning what it throws into a clear error. */
 async function step<T>(doing: string, run: () => Promise<T> | T): Promise<T> {
   try {
@@ -2899,6 +2263,49 @@ async function step<T>(doing: string, run: () => Promise<T> | T): Promise<T> {
   } catch (error) {
     throw await explain(error, doing);
   }
+}
+
+/** How long a 429 or 503 asks us to wait (`Retry-After`, seconds or a date), when that is at most 10 s. */
+export function retryAfterMs(response: Response, now: number): number | undefined {
+  if (response.status !== 429 && response.status !== 503) return undefined;
+  const header = response.headers.get("retry-after")?.trim();
+  if (!header) return undefined;
+  const ms = /^\d+$/.test(header) ? Number(header) * 1000 : Date.parse(header) - now;
+  return Number.isFinite(ms) && ms >= 0 && ms <= MAX_RETRY_AFTER_MS ? ms : undefined;
+}
+
+/** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
+export function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
+  const url = parseUrl(text);
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+    throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
+      hint: "set --issuer or OAUTH_ISSUER to your authorization server, e.g. https://example.okta.com/oauth2/default",
+    });
+  }
+  if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+    throw new LoginError("config", `The issuer "${url.href}" must use https`, {
+      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
+    });
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    throw new LoginError(
+      "config",
+      `The issuer "${url.origin}${url.pathname}" must not have a query, fragment or credentials`,
+    );
+  }
+  const wellKnown = url.pathname.match(
+    /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
+  );
+  // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
+  // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
+  // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
+  // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
+  // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
+  if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
+  // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
+  // serves both forms, so derive the issuer from whichever side holds the path.
+  const path = wellKnown[3] ?? wellKnown[1];
+  return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
 }
 
 function assertEndpoint(value: unknown, name: string, issuer: string): URL {
@@ -3095,6 +2502,126 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
   return issuerFor(as, config, deps, trace);
 }
 
+/** Picks the client authentication from the metadata, unless the person chose one. */
+export function chooseClientAuth(
+  secret: string | undefined,
+  supported: unknown,
+  chosen?: ClientAuthMethod,
+): ClientAuthMethod {
+  if (chosen) return chosen;
+  if (!secret) return "none";
+  const methods = Array.isArray(supported) ? supported : ["client_secret_basic"];
+  if (methods.includes("client_secret_basic")) return "client_secret_basic";
+  if (methods.includes("client_secret_post")) return "client_secret_post";
+  return "client_secret_basic";
+}
+
+/** The subtle algorithms a PKCS#8 key may be for, tried in turn (the key's own structure says which fits). */
+const PKCS8_ALGORITHMS: (EcKeyImportParams | RsaHashedImportParams | Algorithm)[] = [
+  { name: "ECDSA", namedCurve: "P-256" },
+  { name: "ECDSA", namedCurve: "P-384" },
+  { name: "ECDSA", namedCurve: "P-521" },
+  { name: "Ed25519" },
+  { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+];
+
+/**
+ * Reads the `private_key_jwt` key (RFC 7523 §2.2): a PEM PKCS#8 private key or a private JWK (its
+ * `alg` and `kid` are used). The file must be readable by its owner only. Throws a LoginError
+ * ("config") that never quotes the key.
+ */
+export async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
+  let text: string;
+  try {
+    const info = Deno.statSync(path);
+    if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o077) !== 0) {
+      throw new LoginError("config", `The client key file "${sanitize(path)}" can be read by other users`, {
+        hint: `make it private with: chmod 600 "${sanitize(path)}"`,
+      });
+    }
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof LoginError) throw error;
+    throw new LoginError("config", `Cannot read the client key file "${sanitize(path)}"`, {
+      hint: `check the path given to --client-key or ${ENV_VARS.clientKey}`,
+    });
+  }
+  const unusable = (why: string) =>
+    new LoginError("config", `The client key in "${sanitize(path)}" ${why}`, {
+      hint:
+        "use a PEM PKCS#8 private key (BEGIN PRIVATE KEY; openssl pkcs8 -topk8 -nocrypt converts others) or a private JWK",
+    });
+  if (text.trimStart().startsWith("{")) {
+    let jwk: JsonWebKey & { kid?: unknown };
+    try {
+      jwk = JSON.parse(text);
+    } catch {
+      throw unusable("is not valid JSON");
+    }
+    if (!jwk || typeof jwk !== "object" || typeof jwk.d !== "string") throw unusable("is not a private JWK");
+    const alg = jwk.alg ??
+      (jwk.kty === "EC"
+        ? { "P-256": "ES256", "P-384": "ES384", "P-521": "ES512" }[jwk.crv ?? ""]
+        : jwk.kty === "OKP"
+        ? "Ed25519"
+        : "RS256");
+    const { alg: _alg, key_ops: _ops, ext: _ext, use: _use, kid, ...material } = jwk as JsonWebKey & {
+      use?: unknown;
+      kid?: unknown;
+    };
+    try {
+      const key = await crypto.subtle.importKey("jwk", material, subtleAlgorithm(alg ?? "ES256"), false, ["sign"]);
+      return { key, kid: typeof kid === "string" ? kid : undefined };
+    } catch {
+      throw unusable(`cannot be used for signing (kty ${sanitize(jwk.kty, 10)}, alg ${sanitize(alg, 10)})`);
+    }
+  }
+  const pem = text.match(/-----BEGIN PRIVATE KEY-----([\s\S]*?)-----END PRIVATE KEY-----/);
+  if (!pem) {
+    throw unusable(
+      /BEGIN (RSA|EC|ENCRYPTED) PRIVATE KEY/.test(text)
+        ? "is not an unencrypted PKCS#8 key"
+        : "is not a PEM key or a JWK",
+    );
+  }
+  let der: Uint8Array<ArrayBuffer>;
+  try {
+    der = Uint8Array.from(atob(pem[1].replace(/\s+/g, "")), (c) => c.charCodeAt(0));
+  } catch {
+    throw unusable("is not valid base64");
+  }
+  for (const algorithm of PKCS8_ALGORITHMS) {
+    try {
+      return { key: await crypto.subtle.importKey("pkcs8", der, algorithm, false, ["sign"]) };
+    } catch { /* try the next kind of key */ }
+  }
+  throw unusable("is of a kind this tool cannot sign with (EC P-256/384/521, Ed25519 or RSA)");
+}
+
+/** The client authentication for a method (RFC 6749 §2.3, RFC 7523 §2.2); assertions go to the issuer or the token endpoint. */
+async function clientAuthFor(
+  method: ClientAuthMethod,
+  as: Oauth.AuthorizationServer,
+  config: Pick<Config, "clientSecret" | "clientKey" | "assertionAudience">,
+): Promise<Oauth.ClientAuth> {
+  const oauth = await lib();
+  const audience: Oauth.ModifyAssertionOptions | undefined = config.assertionAudience === "token-endpoint"
+    ? { [oauth.modifyAssertion]: (_header, payload) => void (payload.aud = as.token_endpoint) }
+    : undefined;
+  switch (method) {
+    case "none":
+      return oauth.None();
+    case "client_secret_post":
+      return oauth.ClientSecretPost(config.clientSecret!);
+    case "client_secret_jwt":
+      return oauth.ClientSecretJwt(config.clientSecret!, audience);
+    case "private_key_jwt":
+      return oauth.PrivateKeyJwt(await readClientKey(config.clientKey!), audience);
+    default:
+      return oauth.ClientSecretBasic(config.clientSecret!);
+  }
+}
+
 /** The client for metadata we trust (just discovered, or cached with a token). */
 async function issuerFor(
   as: Oauth.AuthorizationServer,
@@ -3136,569 +2663,6 @@ async function issuerFor(
   }
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
 }
-
-/**
- * The client authentication for refreshing a cached entry: the one configured (`--client-auth`,
- * `OAUTH_CLIENT_AUTH`), else the one the entry was stored with, so that the client authenticates as
- * it did at login (RFC 6749 §6), unless a client secret has since been added or removed (then the
- * metadata decides, as at login). Pure.
- */
-function refreshClientAuth(
-  entry: Pick<TokenSet, "authMethod">,
-  config: Pick<Config, "clientSecret" | "clientAuth">,
-): ClientAuthMethod | undefined {
-  if (config.clientAuth) return config.clientAuth;
-  return (entry.authMethod === "none") === !config.clientSecret ? entry.authMethod : undefined;
-}
-
-/** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
-async function refreshTokenSet(
-  entry: TokenSet,
-  config: Config,
-  deps: Deps,
-  trace?: Trace,
-  /** RFC 8707 §2.2: the resource the new access token is for (default: the entry's own). */
-  resource = entry.resource,
-): Promise<TokenSet> {
-  const oauth = await lib();
-  const issuer = await issuerFor(
-    entry.metadata as unknown as Oauth.AuthorizationServer,
-    {
-      clientId: config.clientId,
-      clientSecret: config.clientSecret,
-      clientAuth: refreshClientAuth(entry, config),
-      provider: config.provider,
-      clientKey: config.clientKey,
-      assertionAudience: config.assertionAudience,
-    },
-    deps,
-    trace,
-    false,
-  );
-  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
-  const { as, client, auth, http } = issuer;
-  const tokens = await step("refresh the access token", () =>
-    onceMoreForNonce(issuer, async () => {
-      const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, {
-        ...http,
-        ...(resource ? { additionalParameters: { resource } } : {}),
-      });
-      return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
-    }));
-  const claims = oauth.getValidatedIdTokenClaims(tokens);
-  if (claims && entry.subject && claims.sub !== entry.subject) {
-    // OpenID Connect Core §12.2: a refreshed ID token must name the same sub; oauth4webapi cannot know the old one.
-    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user", {
-      hint: 'the cached tokens were kept unused; run "oauth-login login" to sign in again',
-    });
-  }
-  return toTokenSet(
-    config,
-    tokens,
-    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod, dpop: issuer.dpop },
-    entry,
-  );
-}
-
-/**
- * What could not be revoked, and whose fault it was: the server answered (`server`), the request did
- * not reach it (`network`), or nothing was sent because something is missing here (`local`).
- */
-interface RevocationProblem {
-  text: string;
-  kind: "server" | "network" | "local";
-}
-
-/** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
-async function revokeTokenSet(
-  entry: TokenSet,
-  config: Config,
-  deps: Deps,
-  trace?: Trace,
-): Promise<RevocationProblem[] | "no_endpoint"> {
-  const as = entry.metadata as unknown as Oauth.AuthorizationServer;
-  const deletion = config.provider && entry.clientId === config.clientId
-    ? PRESETS[config.provider]?.tokenDeletionEndpoint
-    : undefined;
-  if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
-  if (!as.revocation_endpoint) {
-    if (!config.all) {
-      say(deps, "note: The server has no revocation endpoint, so the tokens stay valid there until they expire");
-    }
-    return "no_endpoint";
-  }
-  const oauth = await lib();
-  const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
-  const clientKey = entry.clientId === config.clientId ? config.clientKey : undefined;
-  if (entry.authMethod === "private_key_jwt" && !clientKey) {
-    return [{
-      text: `the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
-      kind: "local",
-    }];
-  }
-  if (entry.authMethod !== "none" && entry.authMethod !== "private_key_jwt" && !secret) {
-    return [{
-      text: `the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
-      kind: "local",
-    }];
-  }
-  const issuer = await issuerFor(
-    as,
-    {
-      clientId: entry.clientId,
-      clientSecret: secret,
-      clientAuth: entry.authMethod,
-      clientKey,
-      assertionAudience: config.assertionAudience,
-    },
-    deps,
-    trace,
-  );
-  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
-  const problems: RevocationProblem[] = [];
-  const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
-    entry.accessToken,
-    "access_token",
-  ]];
-  for (const other of Object.values(entry.resourceTokens ?? {})) tokens.push([other.accessToken, "access_token"]);
-  for (const [token, hint] of tokens) {
-    if (!token) continue;
-    try {
-      await step(`revoke the ${hint.replace("_", " ")}`, () =>
-        onceMoreForNonce(issuer, async () => {
-          const url = assertEndpoint(as.revocation_endpoint, "revocation_endpoint", as.issuer);
-          const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
-            ...issuer.http,
-            additionalParameters: { token_type_hint: hint },
-            ...(issuer.dpop ? { headers: { dpop: await postProof(issuer.dpop, url) } } : {}),
-          });
-          await oauth.processRevocationResponse(response);
-        }));
-    } catch (error) {
-      const network = error instanceof LoginError && (error.code === "network" || error.code === "interrupted");
-      problems.push({
-        text: error instanceof Error ? error.message : String(error),
-        kind: network ? "network" : "server",
-      });
-    }
-  }
-  return problems;
-}
-
-/**
- * GitHub's revocation, which is not RFC 7009: `DELETE /applications/{client_id}/token` with the client
- * id and secret as Basic credentials and the access token in a JSON body; 204 when done, 404 when the
- * token was no longer valid. Returns what could not be revoked.
- */
-async function deleteAppToken(
-  entry: TokenSet,
-  config: Config,
-  template: string,
-  deps: Deps,
-  trace?: Trace,
-): Promise<RevocationProblem[]> {
-  if (!config.clientSecret) {
-    const text = `the client secret for "${
-      sanitize(entry.clientId)
-    }" is not configured, so the token cannot be revoked`;
-    return [{ text, kind: "local" }];
-  }
-  const url = rebase(template.replace("{client_id}", encodeURIComponent(entry.clientId)), deps.presetBase);
-  try {
-    const response = await issuerFetch(deps, trace)(url, {
-      method: "DELETE",
-      headers: {
-        accept: "application/vnd.github+json",
-        "content-type": "application/json",
-        authorization: `Basic ${btoa(`${entry.clientId}:${config.clientSecret}`)}`,
-      },
-      // Bytes, not a string: the trace describes string bodies, and this one holds the token.
-      body: new TextEncoder().encode(JSON.stringify({ access_token: entry.accessToken })),
-    });
-    await response.body?.cancel();
-    if (response.status === 204 || response.status === 404) return [];
-    return [{ text: `Cannot revoke the access token: the server answered HTTP ${response.status}`, kind: "server" }];
-  } catch (error) {
-    const text = error instanceof Error ? error.message : String(error);
-    return [{ text, kind: error instanceof LoginError && error.code === "network" ? "network" : "server" }];
-  }
-}
-
-/** Says who logged in: introspection, else the ID token's claims, else UserInfo. */
-async function identify(
-  issuer: Issuer,
-  tokens: Oauth.TokenEndpointResponse,
-  trace?: Trace,
-): Promise<{ user?: string; subject?: string }> {
-  const oauth = await lib();
-  const { as, client, auth, http } = issuer;
-  let introspected: string | undefined; // the sub introspection gave, when it gave no username
-  if (as.introspection_endpoint && issuer.authMethod !== "none") {
-    try {
-      const response = await oauth.introspectionRequest(as, client, auth, tokens.access_token, http);
-      const info = await oauth.processIntrospectionResponse(as, client, response);
-      if (info.active === true) {
-        if (typeof info.username === "string" && info.username) return { user: info.username, subject: info.sub };
-        introspected = info.sub; // RFC 7662 makes username optional: look for a name below
-      }
-    } catch (error) {
-      trace?.(`introspection gave no name: ${sanitize(((await explain(error, "introspect")) as Error).message)}`);
-    }
-  }
-  const claims = oauth.getValidatedIdTokenClaims(tokens);
-  const fromClaims = (c: Record<string, unknown>) =>
-    (issuer.userClaim ? [c[issuer.userClaim]] : [c.preferred_username, c.email, c.name])
-      .map((v) => typeof v === "number" ? String(v) : v)
-      .find((v): v is string => typeof v === "string" && v !== "");
-  if (claims && fromClaims(claims)) return { user: fromClaims(claims), subject: claims.sub };
-  if (as.userinfo_endpoint) {
-    try {
-      const response = await oauth.userInfoRequest(as, client, tokens.access_token, http);
-      const expected = claims?.sub ?? introspected ?? oauth.skipSubjectCheck;
-      if (issuer.whoAmI) {
-        // Any JSON "who am I" answer (GitHub's /user, Spotify's /v1/me): no `sub` needed; its `id` serves.
-        const info = await readWhoAmI(response);
-        const subject = typeof info.sub === "string"
-          ? info.sub
-          : typeof info.id === "string" || typeof info.id === "number"
-          ? String(info.id)
-          : undefined;
-        if (typeof expected === "string" && info.sub !== undefined && info.sub !== expected) {
-          throw new LoginError("invalid_response", "The UserInfo answer names another subject than the ID token");
-        }
-        return { user: fromClaims(info) ?? subject, subject: subject ?? claims?.sub };
-      }
-      const info = await oauth.processUserInfoResponse(as, client, expected, response);
-      const user = fromClaims(info) ?? info.sub;
-      return { user, subject: info.sub };
-    } catch (error) {
-      trace?.(`userinfo gave no name: ${sanitize(((await explain(error, "fetch userinfo")) as Error).message)}`);
-    }
-  }
-  const subject = claims?.sub ?? introspected;
-  return { user: subject, subject };
-}
-
-/** Reads a "who am I" answer: HTTP 200 and a JSON object. */
-async function readWhoAmI(response: Response): Promise<Record<string, unknown>> {
-  if (response.status !== 200) {
-    await response.body?.cancel();
-    throw new LoginError("invalid_response", `The UserInfo endpoint answered HTTP ${response.status}`);
-  }
-  const info = await response.json().catch(() => undefined);
-  if (!info || typeof info !== "object" || Array.isArray(info)) {
-    throw new LoginError("invalid_response", "The UserInfo endpoint did not answer with a JSON object");
-  }
-  return info;
-}
-
-// ── Edges: the callback server ──────────────────────────────────────────────────────────────────
-
-interface Listener {
-  port: number;
-  /** Installs the handler; until then every request gets 503. */
-  handle(handler: (request: Request) => Response | Promise<Response>): void;
-  close(): Promise<void>;
-}
-
-/** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
-export async function listen(redirect: Redirect): Promise<Listener> {
-  let controller = new AbortController(); // a fresh one for each attempt to bind
-  let handler: ((request: Request) => Response | Promise<Response>) | undefined;
-  const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
-  // Responses not yet written: close() lets them reach the browser, but never waits for idle sockets.
-  const inflight = new Set<Promise<void>>();
-  const serve = (hostname: string, port: number) =>
-    Deno.serve({
-      hostname,
-      port,
-      signal: controller.signal,
-      onListen() {},
-      onError: () => page(500, "Error", "Something went wrong; see the terminal."),
-    }, (request, info) => {
-      const delivered = info.completed.catch(() => {});
-      inflight.add(delivered);
-      delivered.finally(() => inflight.delete(delivered));
-      return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
-    });
-  const close = async () => {
-    const grace = delay(SHUTDOWN_GRACE_MS);
-    await Promise.race([Promise.allSettled(inflight), grace.done]);
-    // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
-    // here would cut off a page whose `completed` has resolved before its bytes left the socket.
-    await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
-    grace.cancel();
-  };
-  let port = redirect.port;
-  const bound: string[] = [];
-  for (let attempt = 0;; attempt++) {
-    try {
-      for (const address of redirect.addresses) {
-        try {
-          const server = serve(address, port);
-          servers.push(server);
-          port = server.addr.port;
-          bound.push(address);
-        } catch (error) {
-          // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
-          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
-          throw error;
-        }
-      }
-      break;
-    } catch (error) {
-      controller.abort(); // what was bound has served nothing: stop it outright
-      await Promise.allSettled(servers.map((s) => s.finished));
-      servers.length = 0;
-      bound.length = 0;
-      controller = new AbortController();
-      if (error instanceof Deno.errors.AddrInUse) {
-        // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
-        if (redirect.port === 0 && attempt < 5) {
-          port = 0;
-          continue;
-        }
-        throw new LoginError("port_in_use", `Port ${redirect.port} is already in use by another program`, {
-          hint: "stop that program, or register another redirect URI and pass it with --redirect-uri or --port",
-          cause: error,
-        });
-      }
-      if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.PermissionDenied) {
-        throw new LoginError(
-          "port_in_use",
-          `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
-          {
-            hint: error instanceof Deno.errors.PermissionDenied && port < 1024
-              ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
-              : undefined,
-            cause: error,
-          },
-        );
-      }
-      throw error;
-    }
-  }
-  return {
-    port,
-    handle(next) {
-      handler = next;
-    },
-    close,
-  };
-}
-
-interface CallbackOptions {
-  /** Host header values we answer: the redirect's host with its port. */
-  hosts: string[];
-  path: string;
-  state: string;
-  /** Where `/` sends the browser: the authorization URL. */
-  authorizationUrl: string;
-  /** Runs once, for the first callback that carries the right state; its page is the answer. */
-  complete: (params: URLSearchParams) => Promise<Response>;
-}
-
-/**
- * The callback server's request handler. Only a GET on the callback path with the pending `state`
- * is handed to `complete`, once; everything else gets a 4xx and the login keeps waiting.
- */
-export function callbackHandler(options: CallbackOptions): (request: Request) => Promise<Response> {
-  let consumed = false;
-  return async (request) => {
-    const host = request.headers.get("host") ?? "";
-    if (!options.hosts.includes(host.toLowerCase())) {
-      return page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.");
-    }
-    const url = new URL(request.url);
-    if (request.method !== "GET") {
-      const response = page(405, "Method not allowed", "Only GET is answered here.");
-      response.headers.set("allow", "GET");
-      return response;
-    }
-    if (url.pathname === "/" && !url.search && !consumed) {
-      return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
-    }
-    if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
-    const states = url.searchParams.getAll("state");
-    if (states.length !== 1 || !timingSafeEqual(states[0], options.state)) {
-      return page(
-        400,
-        "Not the sign-in in progress",
-        states.length === 0
-          ? "This request carries no state, so it cannot belong to the sign-in in progress. Nothing was changed."
-          : "This request does not belong to the sign-in in progress in your terminal. Nothing was changed.",
-      );
-    }
-    if (consumed) {
-      return page(400, "Already handled", "This sign-in was already handled. See your terminal.");
-    }
-    // A malformed answer does not use up the state: only a well-formed one ends the wait.
-    const repeated = ["code", "error", "error_description", "iss"].find((p) => url.searchParams.getAll(p).length > 1);
-    const outcomes = ["code", "error"].filter((p) => url.searchParams.has(p)).length;
-    if (repeated || outcomes !== 1) {
-      return page(
-        400,
-        "Malformed sign-in response",
-        repeated
-          ? `The parameter "${repeated}" appears more than once. Nothing was changed.`
-          : "The response must carry either a code or an error. Nothing was changed.",
-      );
-    }
-    consumed = true;
-    return await options.complete(url.searchParams);
-  };
-}
-
-// ── Edges: the browser ──────────────────────────────────────────────────────────────────────────
-
-/**
- * The real opener: runs what `browserAvailability` decides, with argv (never a shell) and a time
- * limit, trying each command in turn until one starts (one not found, or that exits with an error,
- * passes to the next). Throws the last failure when none starts.
- */
-export async function openWithSystemBrowser(url: string): Promise<void> {
-  const protocol = parseUrl(url)?.protocol;
-  if (protocol !== "https:" && protocol !== "http:") throw new Error("only http(s) addresses are opened");
-  const env = (name: string) => Deno.env.get(name);
-  const { commands } = browserAvailability({ os: Deno.build.os, env, which: (command) => onPath(command, env) });
-  let failure: unknown;
-  for (const command of commands) {
-    try {
-      return await runOpener(openerArgv(command, url));
-    } catch (error) {
-      failure = error;
-    }
-  }
-  throw failure;
-}
-
-/** Runs one opener; resolves once it exits with success or is still running after the limit. */
-async function runOpener([program, ...args]: string[]): Promise<void> {
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new Error(`"${program}" was not found`);
-    if (error instanceof Deno.errors.NotCapable) {
-      throw new Error(`Deno's permissions do not allow running "${program}": add --allow-run=${program}`);
-    }
-    throw error;
-  }
-  const limit = delay(OPENER_TIMEOUT_MS);
-  const status = await Promise.race([child.status, limit.done]);
-  limit.cancel();
-  if (status === undefined) {
-    child.unref(); // a browser that stays in the foreground: let it run, and carry on
-    return;
-  }
-  if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
-}
-
-// ── Edges: file storage ─────────────────────────────────────────────────────────────────────────
-
-/** The token cache on disk: a 0700 directory of 0600 files, replaced atomically. */
-export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<void> } = {}): Storage {
-  const path = (name: string) => `${dir}/${name}`;
-  const ensureDir = async () => {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  };
-  const explain = (error: unknown, doing: string): Error => {
-    if (error instanceof LoginError) return error;
-    const reason = error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : sanitize((error as Error).message ?? error, 120);
-    return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
-      hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
-      cause: error,
-    });
-  };
-  /** Temporary files a killed writer left behind (older than any write in progress) are removed. */
-  const removeStaleTemporaries = async () => {
-    try {
-      for await (const entry of Deno.readDir(dir)) {
-        if (!entry.isFile || !entry.name.endsWith(".tmp")) continue;
-        const info = await Deno.stat(path(entry.name));
-        if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) await Deno.remove(path(entry.name));
-      }
-    } catch { /* best effort: a leftover temporary file harms nothing */ }
-  };
-  return {
-    dir,
-    // Synchronous: one small file, read on every `token`, where the async machinery costs more.
-    // deno-lint-ignore require-await
-    async read(name, options) {
-      try {
-        const info = Deno.statSync(path(name));
-        if (info.mode !== null && (info.mode & 0o077) !== 0) {
-          const hint = `make it private with: chmod 600 "${path(name)}"`;
-          if (!options?.allowShared) {
-            throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
-          }
-          // Ours: owned by the owner of the cache directory (Deno.uid() would need --allow-sys).
-          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.statSync(dir).uid)) {
-            throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
-              hint,
-            });
-          }
-        }
-        return Deno.readTextFileSync(path(name));
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) return undefined;
-        throw explain(error, "read the token cache");
-      }
-    },
-    async write(name, text) {
-      const temporary = path(`${name}.${crypto.randomUUID()}.tmp`);
-      try {
-        await ensureDir();
-        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
-        try {
-          const bytes = new TextEncoder().encode(text);
-          for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
-          await file.syncData();
-        } finally {
-          file.close();
-        }
-        await hooks.beforeRename?.();
-        await Deno.rename(temporary, path(name));
-      } catch (error) {
-        await Deno.remove(temporary).catch(() => {});
-        throw explain(error, "save the tokens");
-      }
-      await removeStaleTemporaries();
-    },
-    async remove(name) {
-      try {
-        await Deno.remove(path(name));
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "remove the cached tokens");
-      }
-    },
-    async list() {
-      const names: string[] = [];
-      try {
-        for await (const entry of Deno.readDir(dir)) {
-          if (entry.isFile && entry.name.endsWith(".json")) names.push(entry.name.slice(0, -5));
-        }
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "list the token cache");
-      }
-      return names.sort();
-    },
-    async lock(name) {
-      try {
-        await ensureDir();
-        const file = await Deno.open(path(`${name}.lock`), { read: true, write: true, create: true, mode: 0o600 });
-        await file.lock(true);
-        return { release: () => file.close() }; // closing the file releases the lock
-      } catch (error) {
-        throw explain(error, "lock the token cache");
-      }
-    },
-  };
-}
-
-// ── DPoP, JWT client authentication and requests to APIs (RFC 9449, RFC 7523, RFC 8707) ───────
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
 export interface DpopState {
@@ -3883,516 +2847,46 @@ async function onceMoreForNonce<T>(issuer: Pick<Issuer, "dpop">, run: () => Prom
   }
 }
 
-/** The subtle algorithms a PKCS#8 key may be for, tried in turn (the key's own structure says which fits). */
-const PKCS8_ALGORITHMS: (EcKeyImportParams | RsaHashedImportParams | Algorithm)[] = [
-  { name: "ECDSA", namedCurve: "P-256" },
-  { name: "ECDSA", namedCurve: "P-384" },
-  { name: "ECDSA", namedCurve: "P-521" },
-  { name: "Ed25519" },
-  { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
-];
+// ── 3 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ───────────────────
 
-/**
- * Reads the `private_key_jwt` key (RFC 7523 §2.2): a PEM PKCS#8 private key or a private JWK (its
- * `alg` and `kid` are used). The file must be readable by its owner only. Throws a LoginError
- * ("config") that never quotes the key.
- */
-export async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
-  let text: string;
-  try {
-    const info = Deno.statSync(path);
-    if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o077) !== 0) {
-      throw new LoginError("config", `The client key file "${sanitize(path)}" can be read by other users`, {
-        hint: `make it private with: chmod 600 "${sanitize(path)}"`,
-      });
-    }
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    if (error instanceof LoginError) throw error;
-    throw new LoginError("config", `Cannot read the client key file "${sanitize(path)}"`, {
-      hint: `check the path given to --client-key or ${ENV_VARS.clientKey}`,
-    });
-  }
-  const unusable = (why: string) =>
-    new LoginError("config", `The client key in "${sanitize(path)}" ${why}`, {
-      hint:
-        "use a PEM PKCS#8 private key (BEGIN PRIVATE KEY; openssl pkcs8 -topk8 -nocrypt converts others) or a private JWK",
-    });
-  if (text.trimStart().startsWith("{")) {
-    let jwk: JsonWebKey & { kid?: unknown };
-    try {
-      jwk = JSON.parse(text);
-    } catch {
-      throw unusable("is not valid JSON");
-    }
-    if (!jwk || typeof jwk !== "object" || typeof jwk.d !== "string") throw unusable("is not a private JWK");
-    const alg = jwk.alg ??
-      (jwk.kty === "EC"
-        ? { "P-256": "ES256", "P-384": "ES384", "P-521": "ES512" }[jwk.crv ?? ""]
-        : jwk.kty === "OKP"
-        ? "Ed25519"
-        : "RS256");
-    const { alg: _alg, key_ops: _ops, ext: _ext, use: _use, kid, ...material } = jwk as JsonWebKey & {
-      use?: unknown;
-      kid?: unknown;
-    };
-    try {
-      const key = await crypto.subtle.importKey("jwk", material, subtleAlgorithm(alg ?? "ES256"), false, ["sign"]);
-      return { key, kid: typeof kid === "string" ? kid : undefined };
-    } catch {
-      throw unusable(`cannot be used for signing (kty ${sanitize(jwk.kty, 10)}, alg ${sanitize(alg, 10)})`);
-    }
-  }
-  const pem = text.match(/-----BEGIN PRIVATE KEY-----([\s\S]*?)-----END PRIVATE KEY-----/);
-  if (!pem) {
-    throw unusable(
-      /BEGIN (RSA|EC|ENCRYPTED) PRIVATE KEY/.test(text)
-        ? "is not an unencrypted PKCS#8 key"
-        : "is not a PEM key or a JWK",
-    );
-  }
-  let der: Uint8Array<ArrayBuffer>;
-  try {
-    der = Uint8Array.from(atob(pem[1].replace(/\s+/g, "")), (c) => c.charCodeAt(0));
-  } catch {
-    throw unusable("is not valid base64");
-  }
-  for (const algorithm of PKCS8_ALGORITHMS) {
-    try {
-      return { key: await crypto.subtle.importKey("pkcs8", der, algorithm, false, ["sign"]) };
-    } catch { /* try the next kind of key */ }
-  }
-  throw unusable("is of a kind this tool cannot sign with (EC P-256/384/521, Ed25519 or RSA)");
-}
-
-/** The client authentication for a method (RFC 6749 §2.3, RFC 7523 §2.2); assertions go to the issuer or the token endpoint. */
-async function clientAuthFor(
-  method: ClientAuthMethod,
-  as: Oauth.AuthorizationServer,
-  config: Pick<Config, "clientSecret" | "clientKey" | "assertionAudience">,
-): Promise<Oauth.ClientAuth> {
-  const oauth = await lib();
-  const audience: Oauth.ModifyAssertionOptions | undefined = config.assertionAudience === "token-endpoint"
-    ? { [oauth.modifyAssertion]: (_header, payload) => void (payload.aud = as.token_endpoint) }
-    : undefined;
-  switch (method) {
-    case "none":
-      return oauth.None();
-    case "client_secret_post":
-      return oauth.ClientSecretPost(config.clientSecret!);
-    case "client_secret_jwt":
-      return oauth.ClientSecretJwt(config.clientSecret!, audience);
-    case "private_key_jwt":
-      return oauth.PrivateKeyJwt(await readClientKey(config.clientKey!), audience);
-    default:
-      return oauth.ClientSecretBasic(config.clientSecret!);
-  }
-}
-
-type ResourceFetch = NonNullable<Oauth.ProtectedResourceRequestOptions[typeof Oauth.customFetch]>;
-
-/** What came back from an API: the status, the headers and the whole body. */
-interface ApiResponse {
-  status: number;
-  statusText: string;
-  headers: Headers;
-  body: Uint8Array;
-}
-
-/** The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if any. */
-export function challengeError(headers: Headers): string | undefined {
-  return headers.get("www-authenticate")?.match(/\berror\s*=\s*"?([\w.-]+)"?/)?.[1];
+/** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
+export function scopeList(scope: string): string[] {
+  return scope.split(/\s+/).filter(Boolean);
 }
 
 /**
- * Sends one request to an API with the cached access token: `Authorization: Bearer`, or for a
- * DPoP-bound token `Authorization: DPoP` with a fresh proof carrying `ath` (RFC 9449 §7), made by
- * oauth4webapi. No redirect is followed, so the token never goes to another origin.
+ * Whether the granted scope token `granted` is the one `asked` for, in the forms servers answer with:
+ * the same token, or a long URL form whose last segment names it (Entra's
+ * `https://graph.microsoft.com/User.Read` for `User.Read`, Google's
+ * `https://www.googleapis.com/auth/userinfo.email` for `email`).
  */
-async function sendWithToken(
-  entry: TokenSet,
-  request: ResourceRequest,
-  body: Uint8Array<ArrayBuffer> | undefined,
-  deps: Deps,
-  dpop: DpopState | undefined,
-  trace?: Trace,
-): Promise<ApiResponse> {
-  const url = new URL(request.url!);
-  const headers = new Headers(request.headers);
-  const timeout = new AbortController();
-  const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
-  const timer = setTimeout(() => timeout.abort(), limit);
-  const signal = AbortSignal.any([timeout.signal, deps.signal]);
-  const send: typeof fetch = async (input, init) => {
-    const sent = new Headers(init?.headers);
-    trace?.(
-      `> ${request.method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-        ` authorization=${redact(sent.get("authorization"))}${sent.has("dpop") ? " dpop=(a proof)" : ""}`,
-    );
-    return await deps.fetch(input, { ...init, redirect: "manual", signal });
-  };
-  try {
-    let response: Response;
-    if (!dpop) {
-      headers.set("authorization", `Bearer ${entry.accessToken}`);
-      response = await send(url, { method: request.method, headers, body });
-    } else {
-      const oauth = await lib();
-      try {
-        response = await oauth.protectedResourceRequest(entry.accessToken, request.method, url, headers, body, {
-          DPoP: dpop.handle,
-          [oauth.customFetch]: recordingNonces(dpop, send) as unknown as ResourceFetch,
-          [oauth.allowInsecureRequests]: url.protocol === "http:",
-        });
-      } catch (error) {
-        // A challenge is an answer like any other here: the caller decides what to retry.
-        if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
-        response = error.response;
-      }
-    }
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    trace?.(`< ${response.status} ${url.origin}${url.pathname} (${bytes.length} bytes)`);
-    return { status: response.status, statusText: response.statusText, headers: response.headers, body: bytes };
-  } catch (error) {
-    if (error instanceof LoginError) throw error;
-    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
-    if (timeout.signal.aborted) {
-      throw new LoginError("network", `The server at ${url.host} did not answer within ${seconds(limit)}`);
-    }
-    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    throw new LoginError("network", `Cannot reach ${url.host}: ${sanitize(reason, 160)}`, {
-      hint: "check the URL, your network connection and proxy settings (HTTPS_PROXY)",
-    });
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
-async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
-  const data = request.data;
-  if (data === undefined) return undefined;
-  if (data === "@-") {
-    if (!deps.readStdin) throw new LoginError("usage", "Cannot read the request body from stdin here");
-    return await deps.readStdin();
-  }
-  if (data.startsWith("@")) {
-    try {
-      return await Deno.readFile(data.slice(1));
-    } catch {
-      throw new LoginError("usage", `Cannot read the request body from "${sanitize(data.slice(1))}"`, {
-        hint: "check the path after -d @",
-      });
-    }
-  }
-  return new TextEncoder().encode(data);
-}
-
-/** The code exchange's options: with several resources asked for, the first is the access token's (RFC 8707 §2.2). */
-function withResource(http: Http, resource: string | undefined): Http {
-  return resource ? { ...http, additionalParameters: { resource } } as Http : http;
+export function sameScope(asked: string, granted: string): boolean {
+  if (asked === granted) return true;
+  const short = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s.slice(s.lastIndexOf("/") + 1) : s;
+  const a = short(asked);
+  const g = short(granted);
+  return a === g || g === `userinfo.${a}` || a === `userinfo.${g}`;
 }
 
 /**
- * For `--resource R` without an entry of its own: the entry of a login (same issuer, client and
- * scope) that asked for R among several resources, as [name, entry]. Reads the cache directory, so
- * only when the entry for exactly these settings is missing.
+ * The scopes asked for (space-separated) that a token response clearly did not grant. None when it
+ * states no scope (RFC 6749 §5.1: then it granted what was asked); `offline_access` is shown by a
+ * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
+ * by whatever was granted; the rest compare with `sameScope`, in any order.
  */
-async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, TokenSet] | undefined> {
-  const wanted = config.resources ?? [];
-  if (wanted.length !== 1) return undefined;
-  for (const name of await deps.storage.list()) {
-    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
-    const entry = text === undefined ? undefined : parseTokenSet(text);
-    if (
-      entry && entry.issuer === config.issuer && entry.clientId === config.clientId &&
-      entry.requestedScope === (config.scope ?? "") && (entry.resources?.length ?? 0) > 1 &&
-      entry.resources!.includes(wanted[0])
-    ) return [name, entry];
-  }
-  return undefined;
+export function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
+  if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
+  const granted = scopeList(tokens.scope);
+  return scopeList(asked).filter((scope) =>
+    scope !== "offline_access" && !(scope === "openid" && tokens.id_token) && !scope.endsWith("/.default") &&
+    !granted.some((g) => sameScope(scope, g))
+  );
 }
 
-/**
- * The entry as seen for another of its resources: that resource's cached access token, else one
- * from a refresh with `resource` (RFC 8707 §2.2), kept beside the entry's own under its lock.
- */
-async function forResource(
-  config: Config,
-  deps: Deps,
-  name: string,
-  resource: string,
-  /** A token for `resource` the API refused: get another even if it has not expired. */
-  rejected?: string,
-): Promise<TokenSet> {
-  const lock = await lockEntry(name, deps);
-  try {
-    const current = await readEntry(config, deps, name);
-    if (!current) throw loginRequired(config, "No cached token");
-    // What `token` and `fetch` use (never saved): the entry with that resource's access token.
-    const view = (token: { accessToken: string; tokenType: string; expiresAt?: number }, entry: TokenSet) => ({
-      ...entry,
-      ...token,
-      resource,
-    });
-    const held = current.resourceTokens?.[resource];
-    if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs) && held.accessToken !== rejected) {
-      return view(held, current);
-    }
-    if (!current.refreshToken) {
-      throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
-    }
-    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps), resource);
-    const token = { accessToken: next.accessToken, tokenType: next.tokenType, expiresAt: next.expiresAt };
-    const saved: TokenSet = {
-      ...current,
-      refreshToken: next.refreshToken,
-      dpopNonces: next.dpopNonces,
-      resourceTokens: { ...current.resourceTokens, [resource]: token },
-    };
-    await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
-    return view(token, saved);
-  } finally {
-    lock.release();
-  }
-}
-
-/** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
-async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
-  const lock = await lockEntry(name, deps);
-  try {
-    const current = await readEntry(config, deps, name);
-    if (!current || current.dpopKey?.d !== state.jwk.d) return;
-    const nonces = { ...current.dpopNonces, ...state.nonces };
-    if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
-    await deps.storage.write(`${name}.json`, JSON.stringify({ ...current, dpopNonces: nonces }, null, 2) + "\n");
-  } finally {
-    lock.release();
-  }
-}
-
-/**
- * `token --format headers`: the header lines for `curl -H @-`: `Authorization: Bearer …`, or for a
- * DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP:` proof for the request's method and
- * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent.
- */
-export async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
-  if (!entry.dpopKey) return `Authorization: Bearer ${entry.accessToken}\n`;
-  const oauth = await lib();
-  const state = await dpopState(entry.dpopKey, entry.dpopNonces, deps);
-  let captured: Headers | undefined;
-  const capture: typeof fetch = (_input, init) => {
-    captured = new Headers(init?.headers);
-    return Promise.resolve(new Response(null, { status: 204 }));
-  };
-  const url = new URL(request.url!);
-  await oauth.protectedResourceRequest(entry.accessToken, request.method, url, new Headers(), null, {
-    DPoP: state.handle,
-    [oauth.customFetch]: capture as unknown as ResourceFetch,
-    [oauth.allowInsecureRequests]: url.protocol === "http:",
-  });
-  return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
-}
-
-/**
- * `fetch`: one request to an API with the cached token (refreshed first when it expires within
- * --min-ttl). The body goes to stdout; with --include or --verbose the status and headers go to
- * stderr. A `use_dpop_nonce` challenge is answered once with the server's nonce; a 401 with
- * `invalid_token` refreshes the token once and sends the request once more. Exit 0 for 2xx, else 1.
- */
-export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
-  const request = config.request!;
-  let name = cacheKey(config);
-  const trace = makeTrace(config, deps);
-  let entry = await readEntry(config, deps, name);
-  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
-  if (entry && config.dpop && !entry.dpopKey) {
-    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
-    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
-  }
-  if (
-    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
-  ) {
-    entry = await forResource(config, deps, name, config.resources[0]);
-  }
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
-  const body = await requestBody(request, deps);
-  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
-    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
-    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
-    request.headers.push(["content-type", type]);
-  }
-  let dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
-  let response = await sendWithToken(entry, request, body, deps, dpop, trace);
-  if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
-    trace?.("the server asked for a DPoP nonce: sending once more with it");
-    response = await sendWithToken(entry, request, body, deps, dpop, trace);
-  }
-  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
-    trace?.("the server refused the access token: refreshing it and sending once more");
-    const nonces = dpop?.nonces;
-    entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
-      ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
-      : await renew(config, deps, name, entry, undefined, entry.accessToken);
-    dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
-    response = await sendWithToken(entry, request, body, deps, dpop, trace);
-    if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
-      response = await sendWithToken(entry, request, body, deps, dpop, trace);
-    }
-  }
-  if (dpop) await rememberNonces(config, deps, name, dpop);
-  if (request.include || config.verbose) {
-    const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
-    for (const [key, value] of response.headers) lines.push(`${sanitize(key, 80)}: ${sanitize(value, 2000)}`);
-    deps.stderr(lines.join("\n") + "\n\n");
-  }
-  deps.stdout(new TextDecoder().decode(response.body));
-  if (response.status < 200 || response.status > 299) {
-    const url = new URL(request.url!);
-    const error = challengeError(response.headers);
-    throw new LoginError(
-      "failure",
-      `The server at ${url.host} answered ${request.method} ${
-        sanitize(url.pathname, 120)
-      } with HTTP ${response.status}` +
-        (error ? ` ("${sanitize(error, 60)}")` : ""),
-      {
-        hint: response.status === 401
-          ? 'the token was refused: check --scope and --resource, or sign in again with "oauth-login login"'
-          : response.status === 403
-          ? "the token is valid but not allowed to do this: check the scopes the API needs (--scope)"
-          : undefined,
-      },
-    );
-  }
-}
-
-// ── Commands ────────────────────────────────────────────────────────────────────────────────────
-
-function makeTrace(config: Config, deps: Deps): Trace | undefined {
-  return config.verbose ? (line) => deps.stderr(`trace: ${line}\n`) : undefined;
-}
-
-/** What one wait is for, and how it ends. */
-interface WaitOptions<T> {
-  /** The longest wait, in milliseconds. */
-  ms: number;
-  /** What the wait is for; absent, the wait is a pause of `ms`. */
-  until?: Promise<T>;
-  /** Once this settles, the clock stops and only `until` (or Ctrl-C) ends the wait. */
-  stopClock?: Promise<unknown>;
-  /** The error when `ms` runs out; absent, running out ends the wait with undefined. */
-  onTimeout?: () => Error;
-  /** The message of the "interrupted" error that Ctrl-C ends the wait with. */
-  interrupted: string;
-  /** Runs at the start and about once a second with the milliseconds left, for a countdown. */
-  tick?: (leftMs: number) => void;
-  /** The timer to use instead of `deps.timer` (the device flow's polls use `deps.sleep`). */
-  sleep?: (ms: number) => Promise<void>;
-}
-
-/**
- * The one wait: every wait for the person, the server or another process goes through here. It ends
- * with `until`'s value, when `ms` runs out (undefined, or `onTimeout()` thrown), or on Ctrl-C
- * (`LoginError` "interrupted"), whichever comes first. Time is counted on the injected timer.
- */
-async function wait<T>(deps: Deps, options: WaitOptions<T>): Promise<T | undefined> {
-  deps.catchInterrupt?.();
-  const stop = new AbortController();
-  const timer = options.sleep ?? ((ms: number) => (deps.timer ?? realTimer)(ms, stop.signal));
-  let onAbort: (() => void) | undefined;
-  const interrupted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(new LoginError("interrupted", options.interrupted));
-    if (deps.signal.aborted) onAbort();
-    else deps.signal.addEventListener("abort", onAbort, { once: true });
-  });
-  const outcome = options.until?.then((value) => ({ value }));
-  const forever = new Promise<never>(() => {});
-  const TICK = Symbol("tick");
-  const STOPPED = Symbol("stopped");
-  try {
-    let left = options.ms;
-    let clock = true;
-    const stopped = options.stopClock?.then(() => STOPPED, () => STOPPED);
-    while (clock) {
-      options.tick?.(left);
-      if (left <= 0) break;
-      const step = options.tick ? Math.min(left, 1000) : left;
-      const first = await Promise.race([
-        outcome ?? forever,
-        timer(step).then(() => TICK),
-        interrupted,
-        stopped ?? forever,
-      ]);
-      if (typeof first === "object") return first.value;
-      if (first === STOPPED) clock = false;
-      else left -= step;
-    }
-    if (!clock) return (await Promise.race([outcome ?? forever, interrupted])).value;
-    if (options.onTimeout) throw options.onTimeout();
-    return undefined;
-  } finally {
-    stop.abort();
-    deps.signal.removeEventListener("abort", onAbort!);
-  }
-}
-
-/** The runtime's timer: resolves after `ms`, or at once when `signal` aborts (then no timer is left behind). */
-function realTimer(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const id = setTimeout(() => {
-      signal.removeEventListener("abort", cancel);
-      resolve();
-    }, ms);
-    const cancel = () => {
-      clearTimeout(id);
-      resolve();
-    };
-    signal.addEventListener("abort", cancel, { once: true });
-  });
-}
-
-/** "4:59": minutes and seconds, rounded up. */
-function clockText(ms: number): string {
-  const left = Math.max(0, Math.ceil(ms / 1000));
-  return `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
-}
-
-/** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
-export async function login(config: Config, deps: Deps): Promise<LoginResult> {
-  const trace = makeTrace(config, deps);
-  if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
-  const issuer = await discover(config, deps, trace);
-  const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
-  if (config.dpop) {
-    const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
-    await enableDpop(issuer, await dpopState(key, {}, deps));
-  }
-  const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
-  const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
-  if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
-    throw new LoginError("config", "No authorization endpoint is configured", {
-      hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
-    });
-  }
-  if (choice.note) say(deps, `${choice.note}`);
-  const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
-  const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
-    throw exchangeHint(error, issuer);
-  });
-  if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
-  return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
-}
-
-/** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
-interface FlowContext {
-  issuer: Issuer;
-  scope: string;
-  config: Config;
-  deps: Deps;
-  openBrowser: boolean;
-  trace?: Trace;
+/** `openid profile`, plus `offline_access` where the server lists it. */
+export function defaultScope(scopesSupported: unknown): string {
+  const offline = Array.isArray(scopesSupported) && scopesSupported.includes("offline_access");
+  return offline ? "openid profile offline_access" : "openid profile";
 }
 
 /** What one authorization request is bound to: PKCE, `state`, `nonce` and the redirect URI. */
@@ -4498,7 +2992,9 @@ async function authorizationRequest(
 
 /** The most of a preflight answer we read, and how long it may take. */
 const PREFLIGHT_BODY_BYTES = 64 * 1024;
+
 const PREFLIGHT_TIMEOUT_MS = 5_000;
+
 /** The User-Agent of the preflight request. */
 export const PREFLIGHT_USER_AGENT = `oauth-login/${VERSION} (checking the sign-in request)`;
 
@@ -4586,51 +3082,526 @@ export function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-/**
- * Checks the callback (`validateAuthResponse`: state, iss, error), exchanges the code with the
- * PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.5), validates the ID token's nonce, and finds out who
- * logged in. Throws `ServerError` with the server's answer, or `LoginError`.
- */
-async function exchangeCode(
-  issuer: Issuer,
-  callback: URLSearchParams,
-  request: PendingRequest,
-  deps: Deps,
-  trace?: Trace,
-): Promise<LoginResult> {
-  const oauth = await lib();
-  const { as, client, auth, http } = issuer;
-  if ((as as Record<string, unknown>)[NO_ISSUER] === true && callback.has("iss")) {
-    // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
-    trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
-    callback.delete("iss");
+// ── 4 Getting the code back: the loopback server, the browser, paste-back, the device flow ───────
+
+/** The callback path of the default redirect URI. */
+export const CALLBACK_PATH = "/callback";
+
+interface Redirect {
+  /** The addresses we listen on: `127.0.0.1`, and also `::1` for `localhost`. */
+  addresses: string[];
+  /** The host as it appears in the redirect URI (`127.0.0.1`, `[::1]` or `localhost`). */
+  host: string;
+  port: number;
+  path: string;
+  /** A registered redirect URI, sent exactly as configured (servers compare it byte for byte). */
+  fixed?: string;
+}
+
+/** Works out host, port and path of the redirect, and where to listen. */
+export function planRedirect(redirectUri: string | undefined): Redirect {
+  if (redirectUri === undefined) {
+    return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
   }
-  const validated = await step(
-    "accept the sign-in",
-    () => oauth.validateAuthResponse(as, client, callback, request.state),
-  );
-  const tokens = await step("exchange the authorization code", () =>
-    onceMoreForNonce(issuer, async () => {
-      const response = await oauth.authorizationCodeGrantRequest(
-        as,
-        client,
-        auth,
-        validated,
-        request.redirectUri,
-        request.verifier,
-        withResource(http, request.resource),
+  const url = parseUrl(redirectUri);
+  if (!url || url.protocol !== "http:" || !isLoopbackHost(url.hostname)) {
+    throw new LoginError(
+      "config",
+      `The redirect URI "${sanitize(redirectUri)}" is not an http URL on a loopback host`,
+      { hint: "use http://127.0.0.1:PORT/PATH, http://[::1]:PORT/PATH or http://localhost:PORT/PATH" },
+    );
+  }
+  if (url.search || url.hash) {
+    throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
+  }
+  const addresses = url.hostname === "localhost"
+    ? ["127.0.0.1", "::1"]
+    : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
+  // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
+  // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
+  const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
+  if (written === undefined || written === "" || Number(written) === 0) {
+    return { addresses, host: url.hostname, port: 0, path: url.pathname };
+  }
+  return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
+}
+
+/** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
+export function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
+  const preset = config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
+  if (config.redirectUri !== undefined || !preset?.loopbackHost) return planRedirect(config.redirectUri);
+  const localhost = preset.loopbackHost === "localhost";
+  return {
+    addresses: localhost ? ["127.0.0.1", "::1"] : ["127.0.0.1"],
+    host: preset.loopbackHost,
+    port: 0,
+    path: preset.callbackPath ?? CALLBACK_PATH,
+  };
+}
+
+function redirectUriFor(redirect: Redirect, port: number): string {
+  return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
+}
+
+/** A shutdown of the callback server never waits longer than this for open connections. */
+const SHUTDOWN_GRACE_MS = 1_000;
+
+interface Listener {
+  port: number;
+  /** Installs the handler; until then every request gets 503. */
+  handle(handler: (request: Request) => Response | Promise<Response>): void;
+  close(): Promise<void>;
+}
+
+/** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
+export async function listen(redirect: Redirect): Promise<Listener> {
+  let controller = new AbortController(); // a fresh one for each attempt to bind
+  let handler: ((request: Request) => Response | Promise<Response>) | undefined;
+  const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
+  // Responses not yet written: close() lets them reach the browser, but never waits for idle sockets.
+  const inflight = new Set<Promise<void>>();
+  const serve = (hostname: string, port: number) =>
+    Deno.serve({
+      hostname,
+      port,
+      signal: controller.signal,
+      onListen() {},
+      onError: () => page(500, "Error", "Something went wrong; see the terminal."),
+    }, (request, info) => {
+      const delivered = info.completed.catch(() => {});
+      inflight.add(delivered);
+      delivered.finally(() => inflight.delete(delivered));
+      return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
+    });
+  const close = async () => {
+    const grace = delay(SHUTDOWN_GRACE_MS);
+    await Promise.race([Promise.allSettled(inflight), grace.done]);
+    // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
+    // here would cut off a page whose `completed` has resolved before its bytes left the socket.
+    await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
+    grace.cancel();
+  };
+  let port = redirect.port;
+  const bound: string[] = [];
+  for (let attempt = 0;; attempt++) {
+    try {
+      for (const address of redirect.addresses) {
+        try {
+          const server = serve(address, port);
+          servers.push(server);
+          port = server.addr.port;
+          bound.push(address);
+        } catch (error) {
+          // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
+          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
+          throw error;
+        }
+      }
+      break;
+    } catch (error) {
+      controller.abort(); // what was bound has served nothing: stop it outright
+      await Promise.allSettled(servers.map((s) => s.finished));
+      servers.length = 0;
+      bound.length = 0;
+      controller = new AbortController();
+      if (error instanceof Deno.errors.AddrInUse) {
+        // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
+        if (redirect.port === 0 && attempt < 5) {
+          port = 0;
+          continue;
+        }
+        throw new LoginError("port_in_use", `Port ${redirect.port} is already in use by another program`, {
+          hint: "stop that program, or register another redirect URI and pass it with --redirect-uri or --port",
+          cause: error,
+        });
+      }
+      if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.PermissionDenied) {
+        throw new LoginError(
+          "port_in_use",
+          `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
+          {
+            hint: error instanceof Deno.errors.PermissionDenied && port < 1024
+              ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
+              : undefined,
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+  }
+  return {
+    port,
+    handle(next) {
+      handler = next;
+    },
+    close,
+  };
+}
+
+/** Compares two strings in time that does not depend on where they differ. */
+function timingSafeEqual(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+function pageHeaders(extra: Record<string, string>): Headers {
+  return new Headers({
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "content-security-policy":
+      "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ...extra,
+  });
+}
+
+/** The small, self-contained page the browser gets from the callback server; `detail` is a quieter second line. */
+export function page(status: number, title: string, message: string, detail?: string): Response {
+  const more = detail ? `<p class="detail">${escapeHtml(detail)}</p>` : "";
+  const body = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em}.detail{color:#555}</style>
+</head><body><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p>${more}</body></html>
+`;
+  return new Response(body, { status, headers: pageHeaders({ "content-type": "text/html; charset=utf-8" }) });
+}
+
+interface CallbackOptions {
+  /** Host header values we answer: the redirect's host with its port. */
+  hosts: string[];
+  path: string;
+  state: string;
+  /** Where `/` sends the browser: the authorization URL. */
+  authorizationUrl: string;
+  /** Runs once, for the first callback that carries the right state; its page is the answer. */
+  complete: (params: URLSearchParams) => Promise<Response>;
+}
+
+/**
+ * The callback server's request handler. Only a GET on the callback path with the pending `state`
+ * is handed to `complete`, once; everything else gets a 4xx and the login keeps waiting.
+ */
+export function callbackHandler(options: CallbackOptions): (request: Request) => Promise<Response> {
+  let consumed = false;
+  return async (request) => {
+    const host = request.headers.get("host") ?? "";
+    if (!options.hosts.includes(host.toLowerCase())) {
+      return page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.");
+    }
+    const url = new URL(request.url);
+    if (request.method !== "GET") {
+      const response = page(405, "Method not allowed", "Only GET is answered here.");
+      response.headers.set("allow", "GET");
+      return response;
+    }
+    if (url.pathname === "/" && !url.search && !consumed) {
+      return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
+    }
+    if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
+    const states = url.searchParams.getAll("state");
+    if (states.length !== 1 || !timingSafeEqual(states[0], options.state)) {
+      return page(
+        400,
+        "Not the sign-in in progress",
+        states.length === 0
+          ? "This request carries no state, so it cannot belong to the sign-in in progress. Nothing was changed."
+          : "This request does not belong to the sign-in in progress in your terminal. Nothing was changed.",
       );
-      return await processTokens(
-        response,
-        deps.now(),
-        (r) =>
-          oauth.processAuthorizationCodeResponse(as, client, r, {
-            expectedNonce: request.nonce ?? oauth.expectNoNonce,
-          }),
+    }
+    if (consumed) {
+      return page(400, "Already handled", "This sign-in was already handled. See your terminal.");
+    }
+    // A malformed answer does not use up the state: only a well-formed one ends the wait.
+    const repeated = ["code", "error", "error_description", "iss"].find((p) => url.searchParams.getAll(p).length > 1);
+    const outcomes = ["code", "error"].filter((p) => url.searchParams.has(p)).length;
+    if (repeated || outcomes !== 1) {
+      return page(
+        400,
+        "Malformed sign-in response",
+        repeated
+          ? `The parameter "${repeated}" appears more than once. Nothing was changed.`
+          : "The response must carry either a code or an error. Nothing was changed.",
       );
-    }));
-  const who = await identify(issuer, tokens, trace);
-  return { tokens, metadata: as, authMethod: issuer.authMethod, scope: request.scope, ...who };
+    }
+    consumed = true;
+    return await options.complete(url.searchParams);
+  };
+}
+
+/** The page the browser ends on: who signed in and at which provider, or what failed and what to do next. */
+function resultPage(outcome: LoginResult | unknown, provider: string, deps: Deps): Response {
+  const detail = `Provider: ${provider}`;
+  if (outcome && typeof outcome === "object" && "tokens" in outcome) {
+    const user = (outcome as LoginResult).user;
+    const name = user ? `Signed in as ${sanitize(user)}` : "Signed in";
+    return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`, detail);
+  }
+  const error = outcome;
+  const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
+  const title = error instanceof ServerError && error.code === "access_denied" ? "Sign-in cancelled" : "Sign-in failed";
+  const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
+    ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
+    : "";
+  return page(400, title, `${message}.${hint} See your terminal for details.`, detail);
+}
+
+/** How a browser is opened here: the one decision that `doctor`, the flow choice and the opener share. */
+export interface BrowserOpener {
+  /** Whether a browser can be opened on this machine; `reason` says why (not). */
+  ok: boolean;
+  reason: string;
+  /** The program that would run (what `doctor` announces); absent when none can. */
+  opener?: string;
+  /**
+   * The commands to try, in order, until one starts: argv, never a shell string; an argument "%s"
+   * stands for the URL (see `openerArgv`). At least one, even when `ok` is false.
+   */
+  commands: string[][];
+}
+
+/**
+ * Decides how to open a browser on this platform (the single place that does): `$BROWSER` when set
+ * (see `browserCommands`), else `open` on macOS (not over SSH), `rundll32` on Windows, `wslview`
+ * under WSL where it is installed, else `xdg-open` where there is a display. Pure: the environment
+ * and the PATH lookup (`which`, which also answers for a path) are given.
+ */
+export function browserAvailability(
+  platform: { os: string; env: (name: string) => string | undefined; which: (command: string) => boolean },
+): BrowserOpener {
+  const { env, which } = platform;
+  const browser = env("BROWSER")?.trim();
+  const commands = browser ? browserCommands(browser, platform) : [];
+  if (commands.length > 0) {
+    // The first command whose program is there goes first; the others are still tried after it.
+    const found = commands.filter((command) => which(command[0]));
+    const ordered = [...found, ...commands.filter((command) => !found.includes(command))];
+    const reason = found.length > 0 ? "$BROWSER is set" : "$BROWSER is set, but none of its programs was found";
+    return { ok: true, reason, opener: ordered[0][0], commands: ordered };
+  }
+  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
+  if (platform.os === "windows") {
+    return {
+      ok: true,
+      reason: "Windows",
+      opener: "rundll32",
+      commands: [["rundll32", "url.dll,FileProtocolHandler", "%s"]],
+    };
+  }
+  if (platform.os === "darwin") {
+    const commands = [["open", "%s"]];
+    return ssh
+      ? { ok: false, reason: "this is an SSH session", commands }
+      : { ok: true, reason: "macOS", opener: "open", commands };
+  }
+  const wsl = platform.os === "linux" && !!(env("WSL_DISTRO_NAME") || env("WSL_INTEROP"));
+  if (wsl && which("wslview")) {
+    return { ok: true, reason: "WSL with wslview", opener: "wslview", commands: [["wslview", "%s"]] };
+  }
+  const xdg = [["xdg-open", "%s"]];
+  const without = wsl ? "this is WSL without wslview (from wslu), and " : "";
+  if (!env("DISPLAY") && !env("WAYLAND_DISPLAY")) {
+    return {
+      ok: false,
+      reason: ssh
+        ? `${without}this is an SSH session without a forwarded display`
+        : `${without}there is no display (DISPLAY and WAYLAND_DISPLAY are unset)`,
+      commands: xdg,
+    };
+  }
+  if (!which("xdg-open")) return { ok: false, reason: `${without}xdg-open is not installed`, commands: xdg };
+  const reason = wsl ? "WSL without wslview, with a display and xdg-open" : "a display and xdg-open are available";
+  return { ok: true, reason, opener: "xdg-open", commands: xdg };
+}
+
+/**
+ * The commands a `$BROWSER` value names, as argv with "%s" for the URL. The value is a list of
+ * alternatives separated by ":" (";" on Windows), unless the whole value is the path of a program
+ * that exists (so a path may hold spaces). Each alternative is a program's path that exists (spaces
+ * and all), or else a command line split on spaces, where "double" or 'single' quotes keep spaces
+ * together. An argument holding "%s" gets the URL there (the xdg convention); otherwise the URL is
+ * the last argument. Nothing goes through a shell.
+ */
+function browserCommands(
+  value: string,
+  platform: { os: string; which: (command: string) => boolean },
+): string[][] {
+  const isPath = (text: string) => text.includes("/") || (platform.os === "windows" && text.includes("\\"));
+  const program = (text: string) => isPath(text) && platform.which(text);
+  const entries = program(value) ? [value] : value.split(platform.os === "windows" ? ";" : ":");
+  const commands: string[][] = [];
+  for (const entry of entries.map((text) => text.trim())) {
+    const argv = program(entry) ? [entry] : splitWords(entry);
+    if (argv.length === 0) continue;
+    commands.push(argv.slice(1).some((arg) => arg.includes("%s")) ? argv : [...argv, "%s"]);
+  }
+  return commands;
+}
+
+/** Splits a command line on white space; "double" or 'single' quotes keep spaces in a word. No escapes. */
+function splitWords(text: string): string[] {
+  const words: string[] = [];
+  let word: string | undefined;
+  let quote: string | undefined;
+  for (const char of text) {
+    if (quote) {
+      if (char === quote) quote = undefined;
+      else word += char;
+    } else if (char === '"' || char === "'") {
+      quote = char;
+      word ??= "";
+    } else if (/\s/.test(char)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else word = (word ?? "") + char;
+  }
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
+/** One opener command with the URL in place of "%s" in its arguments (the program is left as it is). */
+function openerArgv(command: string[], url: string): string[] {
+  return [command[0], ...command.slice(1).map((arg) => arg.replaceAll("%s", url))];
+}
+
+/** The argv `browserAvailability` would run first to open `url` (`wsl` says WSL without its variables). */
+export function openerCommand(
+  url: string,
+  platform: {
+    os: string;
+    env: (name: string) => string | undefined;
+    wsl?: boolean;
+    which?: (command: string) => boolean;
+  },
+): string[] {
+  const env = (name: string) => name === "WSL_DISTRO_NAME" && platform.wsl ? "WSL" : platform.env(name);
+  const { commands } = browserAvailability({ os: platform.os, env, which: platform.which ?? (() => true) });
+  return openerArgv(commands[0], url);
+}
+
+/** How long we wait for the browser opener itself before carrying on. */
+export const OPENER_TIMEOUT_MS = 10_000;
+
+/**
+ * The real opener: runs what `browserAvailability` decides, with argv (never a shell) and a time
+ * limit, trying each command in turn until one starts (one not found, or that exits with an error,
+ * passes to the next). Throws the last failure when none starts.
+ */
+export async function openWithSystemBrowser(url: string): Promise<void> {
+  const protocol = parseUrl(url)?.protocol;
+  if (protocol !== "https:" && protocol !== "http:") throw new Error("only http(s) addresses are opened");
+  const env = (name: string) => Deno.env.get(name);
+  const { commands } = browserAvailability({ os: Deno.build.os, env, which: (command) => onPath(command, env) });
+  let failure: unknown;
+  for (const command of commands) {
+    try {
+      return await runOpener(openerArgv(command, url));
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
+}
+
+/** Runs one opener; resolves once it exits with success or is still running after the limit. */
+async function runOpener([program, ...args]: string[]): Promise<void> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) throw new Error(`"${program}" was not found`);
+    if (error instanceof Deno.errors.NotCapable) {
+      throw new Error(`Deno's permissions do not allow running "${program}": add --allow-run=${program}`);
+    }
+    throw error;
+  }
+  const limit = delay(OPENER_TIMEOUT_MS);
+  const status = await Promise.race([child.status, limit.done]);
+  limit.cancel();
+  if (status === undefined) {
+    child.unref(); // a browser that stays in the foreground: let it run, and carry on
+    return;
+  }
+  if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
+}
+
+/** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
+export function chooseFlow(
+  config: Pick<Config, "flow" | "browser">,
+  browser: { ok: boolean; reason: string },
+  deviceSupported: boolean,
+): { flow: "browser" | "device"; openBrowser: boolean; note?: string } {
+  if (config.flow === "device") return { flow: "device", openBrowser: config.browser && browser.ok };
+  if (config.flow === "browser") return { flow: "browser", openBrowser: config.browser };
+  const why = config.browser ? browser.reason : "--no-browser was given";
+  if (config.browser && browser.ok) return { flow: "browser", openBrowser: true };
+  if (deviceSupported) {
+    return {
+      flow: "device",
+      openBrowser: false,
+      note: `Using the device flow: no browser can be opened here (${why})`,
+    };
+  }
+  return {
+    flow: "browser",
+    openBrowser: false,
+    note:
+      `No browser can be opened here (${why}) and the server has no device flow: open the address below in any browser`,
+  };
+}
+
+/** What a login produced. */
+export interface LoginResult {
+  tokens: Oauth.TokenEndpointResponse;
+  /** The name we show: `username`, else `preferred_username`, `email` or `sub`. */
+  user?: string;
+  subject?: string;
+  /** The metadata the login used, kept with the tokens. */
+  metadata: Oauth.AuthorizationServer;
+  authMethod: ClientAuthMethod;
+  /** The scope the authorization request asked for. */
+  scope: string;
+  /** The DPoP key and nonces, when the tokens are DPoP-bound. */
+  dpop?: DpopState;
+}
+
+/** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
+interface FlowContext {
+  issuer: Issuer;
+  scope: string;
+  config: Config;
+  deps: Deps;
+  openBrowser: boolean;
+  trace?: Trace;
+}
+
+/** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
+export async function login(config: Config, deps: Deps): Promise<LoginResult> {
+  const trace = makeTrace(config, deps);
+  if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
+  const issuer = await discover(config, deps, trace);
+  const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
+  if (config.dpop) {
+    const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
+    await enableDpop(issuer, await dpopState(key, {}, deps));
+  }
+  const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
+  const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
+  if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
+    throw new LoginError("config", "No authorization endpoint is configured", {
+      hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
+    });
+  }
+  if (choice.note) say(deps, `${choice.note}`);
+  const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
+  const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
+    throw exchangeHint(error, issuer);
+  });
+  if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
+  return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
 }
 
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
@@ -4710,23 +3681,6 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   } finally {
     await listener.close();
   }
-}
-
-/** The page the browser ends on: who signed in and at which provider, or what failed and what to do next. */
-function resultPage(outcome: LoginResult | unknown, provider: string, deps: Deps): Response {
-  const detail = `Provider: ${provider}`;
-  if (outcome && typeof outcome === "object" && "tokens" in outcome) {
-    const user = (outcome as LoginResult).user;
-    const name = user ? `Signed in as ${sanitize(user)}` : "Signed in";
-    return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`, detail);
-  }
-  const error = outcome;
-  const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
-  const title = error instanceof ServerError && error.code === "access_denied" ? "Sign-in cancelled" : "Sign-in failed";
-  const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
-    ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
-    : "";
-  return page(400, title, `${message}.${hint} See your terminal for details.`, detail);
 }
 
 /**
@@ -4856,6 +3810,19 @@ function acceptPastedAddresses(
   })().catch((error) => say(deps, `warning: Cannot read what was pasted: ${sanitize((error as Error).message)}`));
 }
 
+/** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
+export const DEVICE_INTERVAL_MS = 5_000;
+
+const SLOW_DOWN_MS = 5_000;
+
+/** The device flow polls at least 1 s and at most 5 minutes apart, whatever the server says. */
+const MIN_DEVICE_INTERVAL_MS = 1_000;
+
+const MAX_DEVICE_INTERVAL_MS = 5 * 60_000;
+
+/** A device code whose `expires_in` is not a positive number is taken to live this long (RFC 8628 §3.2's example). */
+const DEVICE_CODE_LIFETIME_S = 1800;
+
 /** Waits `ms` between polls (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
 async function pollPause(ms: number, deadline: number, config: Config, deps: Deps): Promise<void> {
   const countdown = deps.animate && !config.quiet;
@@ -4967,6 +3934,904 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   }
 }
 
+// ── 5 The code exchange and who logged in ────────────────────────────────────────────────────────
+
+/** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
+const CLOCK_SKEW_NOTICE_MS = 60_000;
+
+/**
+ * Runs oauth4webapi's processing of a token endpoint response (RFC 6749 §5.1) with two additions.
+ * `expires_in` is kept out of its hands and put back as sent afterwards: oauth4webapi refuses a
+ * negative or non-numeric one outright, where `accessTokenExpiry` treats it as not stated and falls
+ * back. And when an ID token is refused for its `iat`/`exp` while the server's `Date` header is more
+ * than a minute from `now` (ms), the error says the local clock looks off, and by how much.
+ */
+async function processTokens(
+  response: Response,
+  now: number,
+  process: (response: Response) => Promise<Oauth.TokenEndpointResponse>,
+): Promise<Oauth.TokenEndpointResponse> {
+  let expiresIn: unknown;
+  if (response.status === 200) {
+    let body = await response.text();
+    try {
+      const json = JSON.parse(body);
+      if (json && typeof json === "object" && !Array.isArray(json) && Object.hasOwn(json, "expires_in")) {
+        expiresIn = json.expires_in;
+        delete json.expires_in;
+        body = JSON.stringify(json);
+      }
+    } catch { /* not JSON: oauth4webapi says so */ }
+    response = new Response(body, { status: response.status, headers: response.headers });
+  }
+  try {
+    const tokens = await process(response);
+    if (expiresIn !== undefined) (tokens as Record<string, unknown>).expires_in = expiresIn;
+    return tokens;
+  } catch (error) {
+    const oauth = await lib();
+    const serverTime = Date.parse(response.headers.get("date") ?? "");
+    const skew = now - serverTime;
+    if (
+      error instanceof oauth.OperationProcessingError && error.code === oauth.JWT_TIMESTAMP_CHECK &&
+      Math.abs(skew) > CLOCK_SKEW_NOTICE_MS
+    ) {
+      throw new LoginError(
+        "invalid_response",
+        `The ID token was refused for its issue or expiry time, and the local clock looks off: it is ${
+          roughDuration(skew)
+        } ${skew > 0 ? "ahead of" : "behind"} the server's`,
+        { hint: "set this computer's clock right (turn on automatic time), then try again", cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
+/** The code exchange's options: with several resources asked for, the first is the access token's (RFC 8707 §2.2). */
+function withResource(http: Http, resource: string | undefined): Http {
+  return resource ? { ...http, additionalParameters: { resource } } as Http : http;
+}
+
+/**
+ * Checks the callback (`validateAuthResponse`: state, iss, error), exchanges the code with the
+ * PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.5), validates the ID token's nonce, and finds out who
+ * logged in. Throws `ServerError` with the server's answer, or `LoginError`.
+ */
+async function exchangeCode(
+  issuer: Issuer,
+  callback: URLSearchParams,
+  request: PendingRequest,
+  deps: Deps,
+  trace?: Trace,
+): Promise<LoginResult> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  if ((as as Record<string, unknown>)[NO_ISSUER] === true && callback.has("iss")) {
+    // With endpoints alone there is no issuer to hold it against (pass --issuer to have it checked).
+    trace?.(`the callback's iss "${sanitize(callback.get("iss"))}" is not checked: no issuer is configured`);
+    callback.delete("iss");
+  }
+  const validated = await step(
+    "accept the sign-in",
+    () => oauth.validateAuthResponse(as, client, callback, request.state),
+  );
+  const tokens = await step("exchange the authorization code", () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = await oauth.authorizationCodeGrantRequest(
+        as,
+        client,
+        auth,
+        validated,
+        request.redirectUri,
+        request.verifier,
+        withResource(http, request.resource),
+      );
+      return await processTokens(
+        response,
+        deps.now(),
+        (r) =>
+          oauth.processAuthorizationCodeResponse(as, client, r, {
+            expectedNonce: request.nonce ?? oauth.expectNoNonce,
+          }),
+      );
+    }));
+  const who = await identify(issuer, tokens, trace);
+  return { tokens, metadata: as, authMethod: issuer.authMethod, scope: request.scope, ...who };
+}
+
+/** Says who logged in: introspection, else the ID token's claims, else UserInfo. */
+async function identify(
+  issuer: Issuer,
+  tokens: Oauth.TokenEndpointResponse,
+  trace?: Trace,
+): Promise<{ user?: string; subject?: string }> {
+  const oauth = await lib();
+  const { as, client, auth, http } = issuer;
+  let introspected: string | undefined; // the sub introspection gave, when it gave no username
+  if (as.introspection_endpoint && issuer.authMethod !== "none") {
+    try {
+      const response = await oauth.introspectionRequest(as, client, auth, tokens.access_token, http);
+      const info = await oauth.processIntrospectionResponse(as, client, response);
+      if (info.active === true) {
+        if (typeof info.username === "string" && info.username) return { user: info.username, subject: info.sub };
+        introspected = info.sub; // RFC 7662 makes username optional: look for a name below
+      }
+    } catch (error) {
+      trace?.(`introspection gave no name: ${sanitize(((await explain(error, "introspect")) as Error).message)}`);
+    }
+  }
+  const claims = oauth.getValidatedIdTokenClaims(tokens);
+  const fromClaims = (c: Record<string, unknown>) =>
+    (issuer.userClaim ? [c[issuer.userClaim]] : [c.preferred_username, c.email, c.name])
+      .map((v) => typeof v === "number" ? String(v) : v)
+      .find((v): v is string => typeof v === "string" && v !== "");
+  if (claims && fromClaims(claims)) return { user: fromClaims(claims), subject: claims.sub };
+  if (as.userinfo_endpoint) {
+    try {
+      const response = await oauth.userInfoRequest(as, client, tokens.access_token, http);
+      const expected = claims?.sub ?? introspected ?? oauth.skipSubjectCheck;
+      if (issuer.whoAmI) {
+        // Any JSON "who am I" answer (GitHub's /user, Spotify's /v1/me): no `sub` needed; its `id` serves.
+        const info = await readWhoAmI(response);
+        const subject = typeof info.sub === "string"
+          ? info.sub
+          : typeof info.id === "string" || typeof info.id === "number"
+          ? String(info.id)
+          : undefined;
+        if (typeof expected === "string" && info.sub !== undefined && info.sub !== expected) {
+          throw new LoginError("invalid_response", "The UserInfo answer names another subject than the ID token");
+        }
+        return { user: fromClaims(info) ?? subject, subject: subject ?? claims?.sub };
+      }
+      const info = await oauth.processUserInfoResponse(as, client, expected, response);
+      const user = fromClaims(info) ?? info.sub;
+      return { user, subject: info.sub };
+    } catch (error) {
+      trace?.(`userinfo gave no name: ${sanitize(((await explain(error, "fetch userinfo")) as Error).message)}`);
+    }
+  }
+  const subject = claims?.sub ?? introspected;
+  return { user: subject, subject };
+}
+
+/** Reads a "who am I" answer: HTTP 200 and a JSON object. */
+async function readWhoAmI(response: Response): Promise<Record<string, unknown>> {
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw new LoginError("invalid_response", `The UserInfo endpoint answered HTTP ${response.status}`);
+  }
+  const info = await response.json().catch(() => undefined);
+  if (!info || typeof info !== "object" || Array.isArray(info)) {
+    throw new LoginError("invalid_response", "The UserInfo endpoint did not answer with a JSON object");
+  }
+  return info;
+}
+
+// ── 6 The token cache: entries, lifetimes, files, the lock, refresh and revocation ───────────────
+
+/** The version of the cache entry format. */
+const CACHE_VERSION = 1;
+
+/** A cached token response, stamped once with an absolute expiry from the injected clock. */
+export interface TokenSet {
+  version: typeof CACHE_VERSION;
+  /** The configured issuer and client: the entry's key, with the scope. */
+  issuer: string;
+  clientId: string;
+  /** The scope as configured ("" for the default): part of the key, not what was granted. */
+  requestedScope: string;
+  accessToken: string;
+  tokenType: string;
+  /** Milliseconds since the epoch; absent when nothing stated a lifetime (see `accessTokenExpiry`). */
+  expiresAt?: number;
+  refreshToken?: string;
+  idToken?: string;
+  scope?: string;
+  user?: string;
+  subject?: string;
+  authMethod: ClientAuthMethod;
+  /** The issuer's metadata, so refresh and logout need no discovery round trip. */
+  metadata: Record<string, unknown>;
+  /** The profile the entry belongs to (part of its key), when one was in use. */
+  profile?: string;
+  /** Milliseconds since the epoch when the response arrived: with `expiresAt`, the token's lifetime. */
+  issuedAt?: number;
+  /** When the refresh token expires (`refresh_expires_in`, `refresh_token_expires_in`), if the server said. */
+  refreshExpiresAt?: number;
+  /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
+  dpopKey?: JsonWebKey;
+  dpopNonces?: Record<string, string>;
+  /** RFC 8707: the resources the login asked for, the one `accessToken` is for, and tokens for the others. */
+  resources?: string[];
+  resource?: string;
+  resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
+}
+
+/** The token cache: one file per entry in a directory only the owner can read. */
+export interface Storage {
+  readonly dir: string;
+  /**
+   * The entry's text, or undefined when there is none. Refuses (a "config" `LoginError`) a file other
+   * users can read, unless `allowShared` is set; even then it refuses one that others could have
+   * changed or that is not ours.
+   */
+  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
+  /** Replaces the entry atomically (temporary file, then rename), owner-only. */
+  write(name: string, text: string): Promise<void>;
+  remove(name: string): Promise<void>;
+  /** The names of the entries. */
+  list(): Promise<string[]>;
+  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
+  lock(name: string): Promise<{ release(): void }>;
+}
+
+/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
+export function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+  const explicit = env(ENV_VARS.cache);
+  if (explicit) return explicit;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/oauth-login`;
+  if (os === "windows") {
+    const local = env("LOCALAPPDATA");
+    return local ? `${local}\\oauth-login` : undefined;
+  }
+  const home = env("HOME");
+  if (!home) return undefined;
+  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
+}
+
+/**
+ * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
+ * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
+ * keep two entries; without a profile the key is what it always was). It only names files (each
+ * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
+ * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
+ */
+export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">): string {
+  const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
+  const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
+  const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
+  if (config.profile !== undefined) parts.push({ profile: config.profile });
+  const material = JSON.stringify(parts);
+  let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
+  for (let i = 0; i < material.length; i++) {
+    const c = material.charCodeAt(i);
+    low = Math.imul(low ^ c, 0x01000193) >>> 0;
+    high = Math.imul(high ^ c ^ (low >>> 24), 0x01000193) >>> 0;
+  }
+  const hex = (n: number) => n.toString(16).padStart(8, "0");
+  const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
+  return `${host}-${hex(high)}${hex(low)}`;
+}
+
+/**
+ * The file names an entry for this configuration may have been saved under by earlier versions,
+ * which kept the slash `URL` puts after a bare origin (`https://idp.example/`). Tried only after the
+ * current name misses, so the cached-token path does no extra I/O.
+ */
+export function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string[] {
+  const url = parseUrl(config.issuer);
+  if (!url || url.pathname !== "/" || config.issuer.endsWith("/")) return [];
+  return [cacheKey({ ...config, issuer: `${config.issuer}/` })];
+}
+
+/** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
+function sameIssuer(a: string, b: string): boolean {
+  const bare = (issuer: string) =>
+    issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
+  return a === b || bare(a) === bare(b);
+}
+
+/** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
+export function parseTokenSet(text: string): TokenSet | undefined {
+  let value: Record<string, unknown>;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value) || value.version !== CACHE_VERSION) return undefined;
+  const required = ["issuer", "clientId", "requestedScope", "accessToken", "tokenType", "authMethod"];
+  const optional = ["refreshToken", "idToken", "scope", "user", "subject", "profile"];
+  if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
+  if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
+  if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
+  if (value.issuedAt !== undefined && !Number.isFinite(value.issuedAt)) return undefined;
+  if (value.refreshExpiresAt !== undefined && !Number.isFinite(value.refreshExpiresAt)) return undefined;
+  const metadata = value.metadata as Record<string, unknown> | undefined;
+  if (!metadata || typeof metadata !== "object") return undefined;
+  if (typeof metadata.issuer !== "string" || typeof metadata.token_endpoint !== "string") return undefined;
+  const dpopKey = value.dpopKey as Record<string, unknown> | undefined;
+  if (dpopKey !== undefined && (!dpopKey || typeof dpopKey !== "object" || typeof dpopKey.d !== "string")) {
+    return undefined;
+  }
+  return value as unknown as TokenSet;
+}
+
+/** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
+export const UNKNOWN_LIFETIME_S = 15 * 60;
+
+/** Stated lifetimes are clamped to this range (seconds): 1 s to 365 days. */
+export const MIN_LIFETIME_S = 1;
+
+export const MAX_LIFETIME_S = 365 * 86_400;
+
+/**
+ * Whether `token` can print the cached access token without renewing it. The margin is
+ * `min(minTtlMs, half the token's lifetime)`, so a token is never due just after it was issued. A
+ * token of unknown lifetime is due `UNKNOWN_LIFETIME_S` after it was issued (less the margin), and
+ * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
+ * On the hot path: arithmetic only.
+ */
+export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+  const { expiresAt, issuedAt } = entry;
+  if (expiresAt === undefined) {
+    if (issuedAt === undefined || !entry.refreshToken) return true;
+    const assumed = UNKNOWN_LIFETIME_S * 1000;
+    return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
+  }
+  const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
+  return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
+}
+
+/** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
+export function hasExpired(entry: TokenSet, now: number): boolean {
+  return entry.expiresAt !== undefined && entry.expiresAt <= now;
+}
+
+/**
+ * A lifetime in seconds as a server may send it: a finite positive number, or a string of digits.
+ * Anything else (0, negative, non-numeric, a boolean, NaN) is undefined: "not stated".
+ */
+export function statedSeconds(value: unknown): number | undefined {
+  const n = typeof value === "number"
+    ? value
+    : typeof value === "string" && /^\s*\d+(\.\d+)?\s*$/.test(value)
+    ? Number(value)
+    : NaN;
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+/** Clamps a lifetime in seconds to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`. */
+function clampLifetime(seconds: number): number {
+  return Math.min(Math.max(seconds, MIN_LIFETIME_S), MAX_LIFETIME_S);
+}
+
+/**
+ * Seconds from `now` (ms) until an absolute time in epoch seconds (or milliseconds, as some servers
+ * send: anything past the year 5000 is taken as such); undefined unless it is in the future.
+ */
+function secondsUntil(at: unknown, now: number): number | undefined {
+  const stated = statedSeconds(at);
+  if (stated === undefined) return undefined;
+  return statedSeconds((stated > 1e11 ? stated / 1000 : stated) - now / 1000);
+}
+
+/**
+ * The `exp` claim (epoch seconds) of an access token that is a JWT, decoded without verifying it: a
+ * hint about its lifetime, never trusted for anything else. Undefined for an opaque token.
+ */
+export function jwtExpiry(token: unknown): number | undefined {
+  if (typeof token !== "string") return undefined;
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  try {
+    const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof payload?.exp === "number" ? payload.exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When the access token of a token response expires, in ms since the epoch, or undefined when
+ * nothing says. In order: `expires_in` (RFC 6749 §5.1), `expires_at` (epoch seconds, Strava), the
+ * access token's own `exp` when it is a JWT, and for a refresh the previous token's lifetime. A
+ * lifetime is clamped to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`; values that are not finite positive
+ * numbers count as not stated, so no answer can make an invalid date.
+ */
+export function accessTokenExpiry(
+  tokens: Record<string, unknown>,
+  now: number,
+  previous?: TokenSet,
+): number | undefined {
+  const previousLifetime = previous?.expiresAt !== undefined && previous.issuedAt !== undefined
+    ? statedSeconds((previous.expiresAt - previous.issuedAt) / 1000)
+    : undefined;
+  const seconds = statedSeconds(tokens.expires_in) ?? secondsUntil(tokens.expires_at, now) ??
+    secondsUntil(jwtExpiry(tokens.access_token), now) ?? previousLifetime;
+  return seconds === undefined ? undefined : now + clampLifetime(seconds) * 1000;
+}
+
+/** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
+export function toTokenSet(
+  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
+  tokens: Oauth.TokenEndpointResponse,
+  context: {
+    now: number;
+    metadata: Record<string, unknown>;
+    authMethod: ClientAuthMethod;
+    user?: string;
+    subject?: string;
+    /** The DPoP key the tokens are bound to, and the nonces seen. */
+    dpop?: DpopState;
+  },
+  previous?: TokenSet,
+): TokenSet {
+  // Keycloak's `refresh_expires_in` and GitHub's `refresh_token_expires_in`; Keycloak's 0 means "none".
+  const refreshSeconds = statedSeconds(tokens.refresh_expires_in ?? tokens.refresh_token_expires_in);
+  return {
+    version: CACHE_VERSION,
+    issuer: config.issuer,
+    clientId: config.clientId,
+    requestedScope: config.scope ?? "",
+    accessToken: tokens.access_token,
+    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
+    expiresAt: accessTokenExpiry(tokens, context.now, previous),
+    refreshToken: tokens.refresh_token ?? previous?.refreshToken,
+    idToken: tokens.id_token ?? previous?.idToken,
+    scope: tokens.scope ?? previous?.scope,
+    user: context.user ?? previous?.user,
+    subject: context.subject ?? previous?.subject,
+    authMethod: context.authMethod,
+    metadata: context.metadata,
+    ...(config.profile !== undefined ? { profile: config.profile } : {}),
+    issuedAt: context.now,
+    refreshExpiresAt: refreshSeconds === undefined
+      ? tokens.refresh_token === undefined ? previous?.refreshExpiresAt : undefined
+      : context.now + clampLifetime(refreshSeconds) * 1000,
+    ...(config.resources?.length
+      ? { resources: config.resources, resource: previous?.resource ?? config.resources[0] }
+      : {}),
+    ...(context.dpop || previous?.dpopKey
+      ? {
+        dpopKey: context.dpop?.jwk ?? previous?.dpopKey,
+        dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
+      }
+      : {}),
+  };
+}
+
+/** The entry's expiry as an RFC 3339 time, or null when the server stated none. */
+function isoExpiry(entry: TokenSet): string | null {
+  return entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
+}
+
+/** A temporary cache file older than this was left by a writer that died; the next write removes it. */
+const STALE_TEMPORARY_MS = 10 * 60_000;
+
+/** The token cache on disk: a 0700 directory of 0600 files, replaced atomically. */
+export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<void> } = {}): Storage {
+  const path = (name: string) => `${dir}/${name}`;
+  const ensureDir = async () => {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  };
+  const explain = (error: unknown, doing: string): Error => {
+    if (error instanceof LoginError) return error;
+    const reason = error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : sanitize((error as Error).message ?? error, 120);
+    return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
+      hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
+      cause: error,
+    });
+  };
+  /** Temporary files a killed writer left behind (older than any write in progress) are removed. */
+  const removeStaleTemporaries = async () => {
+    try {
+      for await (const entry of Deno.readDir(dir)) {
+        if (!entry.isFile || !entry.name.endsWith(".tmp")) continue;
+        const info = await Deno.stat(path(entry.name));
+        if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) await Deno.remove(path(entry.name));
+      }
+    } catch { /* best effort: a leftover temporary file harms nothing */ }
+  };
+  return {
+    dir,
+    // Synchronous: one small file, read on every `token`, where the async machinery costs more.
+    // deno-lint-ignore require-await
+    async read(name, options) {
+      try {
+        const info = Deno.statSync(path(name));
+        if (info.mode !== null && (info.mode & 0o077) !== 0) {
+          const hint = `make it private with: chmod 600 "${path(name)}"`;
+          if (!options?.allowShared) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
+          }
+          // Ours: owned by the owner of the cache directory (Deno.uid() would need --allow-sys).
+          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.statSync(dir).uid)) {
+            throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
+              hint,
+            });
+          }
+        }
+        return Deno.readTextFileSync(path(name));
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return undefined;
+        throw explain(error, "read the token cache");
+      }
+    },
+    async write(name, text) {
+      const temporary = path(`${name}.${crypto.randomUUID()}.tmp`);
+      try {
+        await ensureDir();
+        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
+        try {
+          const bytes = new TextEncoder().encode(text);
+          for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+        await hooks.beforeRename?.();
+        await Deno.rename(temporary, path(name));
+      } catch (error) {
+        await Deno.remove(temporary).catch(() => {});
+        throw explain(error, "save the tokens");
+      }
+      await removeStaleTemporaries();
+    },
+    async remove(name) {
+      try {
+        await Deno.remove(path(name));
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "remove the cached tokens");
+      }
+    },
+    async list() {
+      const names: string[] = [];
+      try {
+        for await (const entry of Deno.readDir(dir)) {
+          if (entry.isFile && entry.name.endsWith(".json")) names.push(entry.name.slice(0, -5));
+        }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "list the token cache");
+      }
+      return names.sort();
+    },
+    async lock(name) {
+      try {
+        await ensureDir();
+        const file = await Deno.open(path(`${name}.lock`), { read: true, write: true, create: true, mode: 0o600 });
+        await file.lock(true);
+        return { release: () => file.close() }; // closing the file releases the lock
+      } catch (error) {
+        throw explain(error, "lock the token cache");
+      }
+    },
+  };
+}
+
+/** The storage for a directory we could not work out: every use says how to set one. */
+function missingStorage(): Storage {
+  const fail = () => {
+    throw new LoginError("config", "Cannot find a directory for the token cache", {
+      hint: `set ${ENV_VARS.cache} (or HOME) to a directory you own`,
+    });
+  };
+  return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
+}
+
+/** How long `token` waits for another process's refresh before giving up. */
+const LOCK_WAIT_MS = 60_000;
+
+/** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
+async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
+  const pending = deps.storage.lock(name);
+  try {
+    return (await wait(deps, {
+      ms: LOCK_WAIT_MS,
+      until: pending,
+      interrupted: "Interrupted",
+      onTimeout: () =>
+        new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
+          hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
+        }),
+    }))!;
+  } catch (error) {
+    pending.then((lock) => lock.release(), () => {}); // should the lock still come, let it go
+    throw error;
+  }
+}
+
+/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
+async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+  const text = await deps.storage.read(`${name}.json`);
+  if (text === undefined) return undefined;
+  const entry = parseTokenSet(text);
+  if (
+    !entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId ||
+    (entry.profile ?? "") !== (config.profile ?? "")
+  ) {
+    say(
+      deps,
+      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
+    );
+    return undefined;
+  }
+  return entry;
+}
+
+/** The entry for this configuration: under its name, else under a name an earlier version used. */
+async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
+  const name = cacheKey(config);
+  const entry = await readEntry(config, deps, name);
+  if (entry) return { name, entry };
+  for (const legacy of legacyCacheKeys(config)) {
+    const found = await readEntry(config, deps, legacy);
+    if (found) return { name: legacy, entry: found };
+  }
+  return { name };
+}
+
+/** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
+async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
+  const lock = await lockEntry(name, deps);
+  try {
+    const current = await readEntry(config, deps, name);
+    if (!current || current.dpopKey?.d !== state.jwk.d) return;
+    const nonces = { ...current.dpopNonces, ...state.nonces };
+    if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
+    await deps.storage.write(`${name}.json`, JSON.stringify({ ...current, dpopNonces: nonces }, null, 2) + "\n");
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * The client authentication for refreshing a cached entry: the one configured (`--client-auth`,
+ * `OAUTH_CLIENT_AUTH`), else the one the entry was stored with, so that the client authenticates as
+ * it did at login (RFC 6749 §6), unless a client secret has since been added or removed (then the
+ * metadata decides, as at login). Pure.
+ */
+function refreshClientAuth(
+  entry: Pick<TokenSet, "authMethod">,
+  config: Pick<Config, "clientSecret" | "clientAuth">,
+): ClientAuthMethod | undefined {
+  if (config.clientAuth) return config.clientAuth;
+  return (entry.authMethod === "none") === !config.clientSecret ? entry.authMethod : undefined;
+}
+
+/** Refreshes a cached entry (RFC 6749 §6); the new entry keeps what the response leaves out. */
+async function refreshTokenSet(
+  entry: TokenSet,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+  /** RFC 8707 §2.2: the resource the new access token is for (default: the entry's own). */
+  resource = entry.resource,
+): Promise<TokenSet> {
+  const oauth = await lib();
+  const issuer = await issuerFor(
+    entry.metadata as unknown as Oauth.AuthorizationServer,
+    {
+      clientId: config.clientId,
+      clientSecret: config.clientSecret,
+      clientAuth: refreshClientAuth(entry, config),
+      provider: config.provider,
+      clientKey: config.clientKey,
+      assertionAudience: config.assertionAudience,
+    },
+    deps,
+    trace,
+    false,
+  );
+  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
+  const { as, client, auth, http } = issuer;
+  const tokens = await step("refresh the access token", () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, {
+        ...http,
+        ...(resource ? { additionalParameters: { resource } } : {}),
+      });
+      return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
+    }));
+  const claims = oauth.getValidatedIdTokenClaims(tokens);
+  if (claims && entry.subject && claims.sub !== entry.subject) {
+    // OpenID Connect Core §12.2: a refreshed ID token must name the same sub; oauth4webapi cannot know the old one.
+    throw new LoginError("invalid_response", "Cannot refresh the access token: the new ID token names another user", {
+      hint: 'the cached tokens were kept unused; run "oauth-login login" to sign in again',
+    });
+  }
+  return toTokenSet(
+    config,
+    tokens,
+    { now: deps.now(), metadata: entry.metadata, authMethod: issuer.authMethod, dpop: issuer.dpop },
+    entry,
+  );
+}
+
+/**
+ * For `--resource R` without an entry of its own: the entry of a login (same issuer, client and
+ * scope) that asked for R among several resources, as [name, entry]. Reads the cache directory, so
+ * only when the entry for exactly these settings is missing.
+ */
+async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, TokenSet] | undefined> {
+  const wanted = config.resources ?? [];
+  if (wanted.length !== 1) return undefined;
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (
+      entry && entry.issuer === config.issuer && entry.clientId === config.clientId &&
+      entry.requestedScope === (config.scope ?? "") && (entry.resources?.length ?? 0) > 1 &&
+      entry.resources!.includes(wanted[0])
+    ) return [name, entry];
+  }
+  return undefined;
+}
+
+/**
+ * The entry as seen for another of its resources: that resource's cached access token, else one
+ * from a refresh with `resource` (RFC 8707 §2.2), kept beside the entry's own under its lock.
+ */
+async function forResource(
+  config: Config,
+  deps: Deps,
+  name: string,
+  resource: string,
+  /** A token for `resource` the API refused: get another even if it has not expired. */
+  rejected?: string,
+): Promise<TokenSet> {
+  const lock = await lockEntry(name, deps);
+  try {
+    const current = await readEntry(config, deps, name);
+    if (!current) throw loginRequired(config, "No cached token");
+    // What `token` and `fetch` use (never saved): the entry with that resource's access token.
+    const view = (token: { accessToken: string; tokenType: string; expiresAt?: number }, entry: TokenSet) => ({
+      ...entry,
+      ...token,
+      resource,
+    });
+    const held = current.resourceTokens?.[resource];
+    if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs) && held.accessToken !== rejected) {
+      return view(held, current);
+    }
+    if (!current.refreshToken) {
+      throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
+    }
+    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps), resource);
+    const token = { accessToken: next.accessToken, tokenType: next.tokenType, expiresAt: next.expiresAt };
+    const saved: TokenSet = {
+      ...current,
+      refreshToken: next.refreshToken,
+      dpopNonces: next.dpopNonces,
+      resourceTokens: { ...current.resourceTokens, [resource]: token },
+    };
+    await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
+    return view(token, saved);
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * What could not be revoked, and whose fault it was: the server answered (`server`), the request did
+ * not reach it (`network`), or nothing was sent because something is missing here (`local`).
+ */
+interface RevocationProblem {
+  text: string;
+  kind: "server" | "network" | "local";
+}
+
+/** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
+async function revokeTokenSet(
+  entry: TokenSet,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+): Promise<RevocationProblem[] | "no_endpoint"> {
+  const as = entry.metadata as unknown as Oauth.AuthorizationServer;
+  const deletion = config.provider && entry.clientId === config.clientId
+    ? PRESETS[config.provider]?.tokenDeletionEndpoint
+    : undefined;
+  if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
+  if (!as.revocation_endpoint) {
+    if (!config.all) {
+      say(deps, "note: The server has no revocation endpoint, so the tokens stay valid there until they expire");
+    }
+    return "no_endpoint";
+  }
+  const oauth = await lib();
+  const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
+  const clientKey = entry.clientId === config.clientId ? config.clientKey : undefined;
+  if (entry.authMethod === "private_key_jwt" && !clientKey) {
+    return [{
+      text: `the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
+      kind: "local",
+    }];
+  }
+  if (entry.authMethod !== "none" && entry.authMethod !== "private_key_jwt" && !secret) {
+    return [{
+      text: `the client secret for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
+      kind: "local",
+    }];
+  }
+  const issuer = await issuerFor(
+    as,
+    {
+      clientId: entry.clientId,
+      clientSecret: secret,
+      clientAuth: entry.authMethod,
+      clientKey,
+      assertionAudience: config.assertionAudience,
+    },
+    deps,
+    trace,
+  );
+  if (entry.dpopKey) await enableDpop(issuer, await dpopState(entry.dpopKey, entry.dpopNonces, deps));
+  const problems: RevocationProblem[] = [];
+  const tokens: [string | undefined, string][] = [[entry.refreshToken, "refresh_token"], [
+    entry.accessToken,
+    "access_token",
+  ]];
+  for (const other of Object.values(entry.resourceTokens ?? {})) tokens.push([other.accessToken, "access_token"]);
+  for (const [token, hint] of tokens) {
+    if (!token) continue;
+    try {
+      await step(`revoke the ${hint.replace("_", " ")}`, () =>
+        onceMoreForNonce(issuer, async () => {
+          const url = assertEndpoint(as.revocation_endpoint, "revocation_endpoint", as.issuer);
+          const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
+            ...issuer.http,
+            additionalParameters: { token_type_hint: hint },
+            ...(issuer.dpop ? { headers: { dpop: await postProof(issuer.dpop, url) } } : {}),
+          });
+          await oauth.processRevocationResponse(response);
+        }));
+    } catch (error) {
+      const network = error instanceof LoginError && (error.code === "network" || error.code === "interrupted");
+      problems.push({
+        text: error instanceof Error ? error.message : String(error),
+        kind: network ? "network" : "server",
+      });
+    }
+  }
+  return problems;
+}
+
+/**
+ * GitHub's revocation, which is not RFC 7009: `DELETE /applications/{client_id}/token` with the client
+ * id and secret as Basic credentials and the access token in a JSON body; 204 when done, 404 when the
+ * token was no longer valid. Returns what could not be revoked.
+ */
+async function deleteAppToken(
+  entry: TokenSet,
+  config: Config,
+  template: string,
+  deps: Deps,
+  trace?: Trace,
+): Promise<RevocationProblem[]> {
+  if (!config.clientSecret) {
+    const text = `the client secret for "${
+      sanitize(entry.clientId)
+    }" is not configured, so the token cannot be revoked`;
+    return [{ text, kind: "local" }];
+  }
+  const url = rebase(template.replace("{client_id}", encodeURIComponent(entry.clientId)), deps.presetBase);
+  try {
+    const response = await issuerFetch(deps, trace)(url, {
+      method: "DELETE",
+      headers: {
+        accept: "application/vnd.github+json",
+        "content-type": "application/json",
+        authorization: `Basic ${btoa(`${entry.clientId}:${config.clientSecret}`)}`,
+      },
+      // Bytes, not a string: the trace describes string bodies, and this one holds the token.
+      body: new TextEncoder().encode(JSON.stringify({ access_token: entry.accessToken })),
+    });
+    await response.body?.cancel();
+    if (response.status === 204 || response.status === 404) return [];
+    return [{ text: `Cannot revoke the access token: the server answered HTTP ${response.status}`, kind: "server" }];
+  } catch (error) {
+    const text = error instanceof Error ? error.message : String(error);
+    return [{ text, kind: error instanceof LoginError && error.code === "network" ? "network" : "server" }];
+  }
+}
+
+// ── 7 Commands: login, token, whoami, profiles, logout, fetch, doctor ────────────────────────────
+
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
   const result = await login(config, deps);
@@ -5022,36 +4887,6 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
     : "";
 }
 
-/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
-  const text = await deps.storage.read(`${name}.json`);
-  if (text === undefined) return undefined;
-  const entry = parseTokenSet(text);
-  if (
-    !entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId ||
-    (entry.profile ?? "") !== (config.profile ?? "")
-  ) {
-    say(
-      deps,
-      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
-    );
-    return undefined;
-  }
-  return entry;
-}
-
-/** The entry for this configuration: under its name, else under a name an earlier version used. */
-async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
-  const name = cacheKey(config);
-  const entry = await readEntry(config, deps, name);
-  if (entry) return { name, entry };
-  for (const legacy of legacyCacheKeys(config)) {
-    const found = await readEntry(config, deps, legacy);
-    if (found) return { name: legacy, entry: found };
-  }
-  return { name };
-}
-
 /** `named`: the issuer as a cached entry's metadata names it, when there is an entry. */
 function loginRequired(config: Config, why: string, options: { hint?: string; named?: unknown } = {}): LoginError {
   const issuer = typeof options.named === "string" ? sanitize(options.named) : displayIssuer(config.issuer);
@@ -5081,6 +4916,72 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
       }) + "\n",
     );
   }
+}
+
+/** The ExecCredential versions kubectl may ask for, newest first. */
+export const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
+
+/**
+ * What kubectl tells a credential plugin in `KUBERNETES_EXEC_INFO` (an ExecCredential with no status):
+ * the `apiVersion` to answer in, and `spec.interactive`, whether a person can answer on stdin.
+ * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
+ * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
+ */
+export function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
+  if (text === undefined || text === "") return undefined;
+  let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
+  try {
+    info = JSON.parse(text);
+  } catch { /* reported below */ }
+  if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
+    throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
+      hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
+    });
+  }
+  return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
+}
+
+/**
+ * `token --format headers`: the header lines for `curl -H @-`: `Authorization: Bearer …`, or for a
+ * DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP:` proof for the request's method and
+ * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent.
+ */
+export async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
+  if (!entry.dpopKey) return `Authorization: Bearer ${entry.accessToken}\n`;
+  const oauth = await lib();
+  const state = await dpopState(entry.dpopKey, entry.dpopNonces, deps);
+  let captured: Headers | undefined;
+  const capture: typeof fetch = (_input, init) => {
+    captured = new Headers(init?.headers);
+    return Promise.resolve(new Response(null, { status: 204 }));
+  };
+  const url = new URL(request.url!);
+  await oauth.protectedResourceRequest(entry.accessToken, request.method, url, new Headers(), null, {
+    DPoP: state.handle,
+    [oauth.customFetch]: capture as unknown as ResourceFetch,
+    [oauth.allowInsecureRequests]: url.protocol === "http:",
+  });
+  return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
+}
+
+/** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
+export function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
+  // The bare token first: the hot path then creates no Date (its first use costs about 1 MiB).
+  if (format === "text") return `${entry.accessToken}\n`;
+  const expiresAt = isoExpiry(entry);
+  if (format === "json") {
+    return JSON.stringify({
+      access_token: entry.accessToken,
+      token_type: entry.tokenType,
+      expires_at: expiresAt,
+      scope: entry.scope ?? null,
+    }) + "\n";
+  }
+  return JSON.stringify({
+    apiVersion,
+    kind: "ExecCredential",
+    status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
+  }) + "\n";
 }
 
 /**
@@ -5191,23 +5092,17 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
   return entry;
 }
 
-/** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
-async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
-  const pending = deps.storage.lock(name);
-  try {
-    return (await wait(deps, {
-      ms: LOCK_WAIT_MS,
-      until: pending,
-      interrupted: "Interrupted",
-      onTimeout: () =>
-        new LoginError("failure", "Another oauth-login process has been refreshing this token for a minute", {
-          hint: `try again; if it persists, look for a stuck oauth-login process using ${deps.storage.dir}`,
-        }),
-    }))!;
-  } catch (error) {
-    pending.then((lock) => lock.release(), () => {}); // should the lock still come, let it go
-    throw error;
-  }
+/** "in 59 minutes", "3 minutes ago". */
+export function relativeTime(at: number, now: number): string {
+  const minutes = Math.round(Math.abs(at - now) / 60_000);
+  const amount = minutes < 1
+    ? "less than a minute"
+    : minutes < 120
+    ? plural(minutes, "minute")
+    : minutes < 48 * 60
+    ? plural(Math.round(minutes / 60), "hour")
+    : plural(Math.round(minutes / 1440), "day");
+  return at >= now ? `in ${amount}` : `${amount} ago`;
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
@@ -5494,6 +5389,185 @@ function logoutOutcome(outcome: RevocationProblem[] | "no_endpoint" | "unreadabl
     : "removed here, not revoked: its client secret is not configured";
 }
 
+type ResourceFetch = NonNullable<Oauth.ProtectedResourceRequestOptions[typeof Oauth.customFetch]>;
+
+/** What came back from an API: the status, the headers and the whole body. */
+interface ApiResponse {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  body: Uint8Array;
+}
+
+/** The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if any. */
+export function challengeError(headers: Headers): string | undefined {
+  return headers.get("www-authenticate")?.match(/\berror\s*=\s*"?([\w.-]+)"?/)?.[1];
+}
+
+/**
+ * Sends one request to an API with the cached access token: `Authorization: Bearer`, or for a
+ * DPoP-bound token `Authorization: DPoP` with a fresh proof carrying `ath` (RFC 9449 §7), made by
+ * oauth4webapi. No redirect is followed, so the token never goes to another origin.
+ */
+async function sendWithToken(
+  entry: TokenSet,
+  request: ResourceRequest,
+  body: Uint8Array<ArrayBuffer> | undefined,
+  deps: Deps,
+  dpop: DpopState | undefined,
+  trace?: Trace,
+): Promise<ApiResponse> {
+  const url = new URL(request.url!);
+  const headers = new Headers(request.headers);
+  const timeout = new AbortController();
+  const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
+  const timer = setTimeout(() => timeout.abort(), limit);
+  const signal = AbortSignal.any([timeout.signal, deps.signal]);
+  const send: typeof fetch = async (input, init) => {
+    const sent = new Headers(init?.headers);
+    trace?.(
+      `> ${request.method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
+        ` authorization=${redact(sent.get("authorization"))}${sent.has("dpop") ? " dpop=(a proof)" : ""}`,
+    );
+    return await deps.fetch(input, { ...init, redirect: "manual", signal });
+  };
+  try {
+    let response: Response;
+    if (!dpop) {
+      headers.set("authorization", `Bearer ${entry.accessToken}`);
+      response = await send(url, { method: request.method, headers, body });
+    } else {
+      const oauth = await lib();
+      try {
+        response = await oauth.protectedResourceRequest(entry.accessToken, request.method, url, headers, body, {
+          DPoP: dpop.handle,
+          [oauth.customFetch]: recordingNonces(dpop, send) as unknown as ResourceFetch,
+          [oauth.allowInsecureRequests]: url.protocol === "http:",
+        });
+      } catch (error) {
+        // A challenge is an answer like any other here: the caller decides what to retry.
+        if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
+        response = error.response;
+      }
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    trace?.(`< ${response.status} ${url.origin}${url.pathname} (${bytes.length} bytes)`);
+    return { status: response.status, statusText: response.statusText, headers: response.headers, body: bytes };
+  } catch (error) {
+    if (error instanceof LoginError) throw error;
+    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
+    if (timeout.signal.aborted) {
+      throw new LoginError("network", `The server at ${url.host} did not answer within ${seconds(limit)}`);
+    }
+    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new LoginError("network", `Cannot reach ${url.host}: ${sanitize(reason, 160)}`, {
+      hint: "check the URL, your network connection and proxy settings (HTTPS_PROXY)",
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
+async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  const data = request.data;
+  if (data === undefined) return undefined;
+  if (data === "@-") {
+    if (!deps.readStdin) throw new LoginError("usage", "Cannot read the request body from stdin here");
+    return await deps.readStdin();
+  }
+  if (data.startsWith("@")) {
+    try {
+      return await Deno.readFile(data.slice(1));
+    } catch {
+      throw new LoginError("usage", `Cannot read the request body from "${sanitize(data.slice(1))}"`, {
+        hint: "check the path after -d @",
+      });
+    }
+  }
+  return new TextEncoder().encode(data);
+}
+
+/**
+ * `fetch`: one request to an API with the cached token (refreshed first when it expires within
+ * --min-ttl). The body goes to stdout; with --include or --verbose the status and headers go to
+ * stderr. A `use_dpop_nonce` challenge is answered once with the server's nonce; a 401 with
+ * `invalid_token` refreshes the token once and sends the request once more. Exit 0 for 2xx, else 1.
+ */
+export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
+  const request = config.request!;
+  let name = cacheKey(config);
+  const trace = makeTrace(config, deps);
+  let entry = await readEntry(config, deps, name);
+  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  if (entry && config.dpop && !entry.dpopKey) {
+    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+  }
+  if (
+    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
+  ) {
+    entry = await forResource(config, deps, name, config.resources[0]);
+  }
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  const body = await requestBody(request, deps);
+  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
+    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
+    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
+    request.headers.push(["content-type", type]);
+  }
+  let dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
+  let response = await sendWithToken(entry, request, body, deps, dpop, trace);
+  if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+    trace?.("the server asked for a DPoP nonce: sending once more with it");
+    response = await sendWithToken(entry, request, body, deps, dpop, trace);
+  }
+  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
+    trace?.("the server refused the access token: refreshing it and sending once more");
+    const nonces = dpop?.nonces;
+    entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
+      ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
+      : await renew(config, deps, name, entry, undefined, entry.accessToken);
+    dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
+    response = await sendWithToken(entry, request, body, deps, dpop, trace);
+    if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+      response = await sendWithToken(entry, request, body, deps, dpop, trace);
+    }
+  }
+  if (dpop) await rememberNonces(config, deps, name, dpop);
+  if (request.include || config.verbose) {
+    const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
+    for (const [key, value] of response.headers) lines.push(`${sanitize(key, 80)}: ${sanitize(value, 2000)}`);
+    deps.stderr(lines.join("\n") + "\n\n");
+  }
+  deps.stdout(new TextDecoder().decode(response.body));
+  if (response.status < 200 || response.status > 299) {
+    const url = new URL(request.url!);
+    const error = challengeError(response.headers);
+    throw new LoginError(
+      "failure",
+      `The server at ${url.host} answered ${request.method} ${
+        sanitize(url.pathname, 120)
+      } with HTTP ${response.status}` +
+        (error ? ` ("${sanitize(error, 60)}")` : ""),
+      {
+        hint: response.status === 401
+          ? 'the token was refused: check --scope and --resource, or sign in again with "oauth-login login"'
+          : response.status === 403
+          ? "the token is valid but not allowed to do this: check the scopes the API needs (--scope)"
+          : undefined,
+      },
+    );
+  }
+}
+
+/** One line of `doctor`'s report. */
+export interface Check {
+  status: "ok" | "warn" | "fail";
+  topic: string;
+  message: string;
+}
+
 /**
  * `doctor`'s check of the client id and the redirect URI: the same authorization request a login
  * makes (pushed, or fetched once), nothing opened. An ephemeral redirect is checked with a sample port.
@@ -5586,13 +5660,6 @@ function certificateProblem(path: string): string | undefined {
     }
   }
   return undefined;
-}
-
-/** One line of `doctor`'s report. */
-export interface Check {
-  status: "ok" | "warn" | "fail";
-  topic: string;
-  message: string;
 }
 
 /**
@@ -5837,7 +5904,7 @@ export async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── CLI ─────────────────────────────────────────────────────────────────────────────────────────
+// ── 8 CLI: usage, main, the real edges ───────────────────────────────────────────────────────────
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
   --issuer URL          the issuer, or its full metadata URL   (OAUTH_ISSUER)
@@ -6160,34 +6227,6 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
   return code;
 }
 
-/**
- * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
- * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
- * ends, `export ` prefixes, quotes and comments.
- */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
-  let text: string;
-  try {
-    if (!Deno.statSync(path).isFile) return undefined;
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
-    return undefined; // no file: node:util (costly to load) is not needed
-  }
-  const { parseEnv } = await import("node:util");
-  return parseDotenv(text, parseEnv);
-}
-
-/** The storage for a directory we could not work out: every use says how to set one. */
-function missingStorage(): Storage {
-  const fail = () => {
-    throw new LoginError("config", "Cannot find a directory for the token cache", {
-      hint: `set ${ENV_VARS.cache} (or HOME) to a directory you own`,
-    });
-  };
-  return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
-}
-
 /** Whether `command` is an executable file: the path itself when it names one, else in a directory of `$PATH`. */
 function onPath(command: string, env: (name: string) => string | undefined): boolean {
   const windows = Deno.build.os === "windows";
@@ -6286,7 +6325,7 @@ export function realDeps(): Deps {
   };
 }
 
-// ── Entry ───────────────────────────────────────────────────────────────────────────────────────
+// ── 9 Entry ──────────────────────────────────────────────────────────────────────────────────────
 
 if (import.meta.main) {
   const code = await main(Deno.args, realDeps());
