@@ -29,7 +29,7 @@
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
  *
  * Public API: `main`, `realDeps`, `login`, `resolveConfig`, `fileStorage`, `EXIT`, `VERSION`,
- * `LoginError`, `ServerError` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
+ * `LoginError`, `ErrorResponse` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
  * `testing` holds internals for this project's tests only.
  *
  * @module
@@ -62,8 +62,8 @@ export interface Deps {
   readEnvFile: (path: string) => Promise<Record<string, string> | undefined>;
   stdout: (text: string) => void;
   stderr: (text: string) => void;
-  /** Whether a person can answer: stdin and stderr are terminals. */
-  interactive: boolean;
+  /** Whether a person can answer prompts: stdin and stderr are terminals (not `--interactive`, which is `Config.interactive`). */
+  canPrompt: boolean;
   storage: Storage;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
@@ -125,8 +125,8 @@ export class LoginError extends Error {
 }
 
 /** What the authorization server said: its `error`, `error_description` and HTTP status. */
-export class ServerError extends Error {
-  override name = "ServerError";
+export class ErrorResponse extends Error {
+  override name = "ErrorResponse";
   readonly code: string;
   readonly description?: string;
   readonly status?: number;
@@ -144,8 +144,8 @@ export class ServerError extends Error {
 }
 
 /** The one place that maps an error to an exit code. */
-export function exitCodeFor(error: unknown): number {
-  if (error instanceof ServerError) {
+function exitCodeFor(error: unknown): number {
+  if (error instanceof ErrorResponse) {
     return error.code === "access_denied" ? EXIT.denied : EXIT.failure;
   }
   if (!(error instanceof LoginError)) return EXIT.failure;
@@ -171,7 +171,7 @@ export function exitCodeFor(error: unknown): number {
 const MAX_DISPLAY_CHARS = 300;
 
 /** Strips control characters, escape sequences and bidi overrides from a server string. */
-export function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
+function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
   const clean = String(text)
     // deno-lint-ignore no-control-regex
     .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
@@ -181,7 +181,7 @@ export function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
 }
 
 /** Escapes text for HTML. */
-export function escapeHtml(text: string): string {
+function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
@@ -200,7 +200,7 @@ const SECRET_FIELDS = new Set([
 ]);
 
 /** Shows at most a short prefix of a secret. */
-export function redact(value: unknown): string {
+function redact(value: unknown): string {
   const text = String(value);
   return text.length <= 8 ? "[redacted]" : `${text.slice(0, 4)}…[redacted]`;
 }
@@ -233,12 +233,12 @@ function parseUrl(text: string): URL | undefined {
 }
 
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
-export function isLoopbackHost(hostname: string): boolean {
+function isLoopbackHost(hostname: string): boolean {
   return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
 }
 
 /** An issuer as people write it: without the slash `URL` adds to a bare origin. */
-export function displayIssuer(issuer: string): string {
+function displayIssuer(issuer: string): string {
   return sanitize(issuer.endsWith("/") && new URL(issuer).pathname === "/" ? issuer.slice(0, -1) : issuer);
 }
 
@@ -247,7 +247,7 @@ export function displayIssuer(issuer: string): string {
  * unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
  * label (or the line's own indent). Existing newlines are kept.
  */
-export function wrap(text: string, width: number): string {
+function wrap(text: string, width: number): string {
   return text.split("\n").map((line) => {
     if (line.length <= width) return line;
     const label = line.match(/^(?:error|hint|warning|note): |^ +/)?.[0] ?? "";
@@ -396,15 +396,15 @@ function clockText(ms: number): string {
 
 // ── 1 Configuration: flags, environment, .env and profiles become a Config ───────────────────────
 
-export type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
+type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
 
-export type OutputFormat = "text" | "json" | "exec-credential" | "headers";
+type OutputFormat = "text" | "json" | "exec-credential" | "headers";
 
-export type Flow = "auto" | "browser" | "device";
+type Flow = "auto" | "browser" | "device";
 
-export type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
+type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
 
-export type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
+type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
 
 const CLIENT_AUTH_METHODS = [
   "none",
@@ -510,7 +510,7 @@ export interface Config {
 }
 
 /** What `fetch` sends, and what a `token --format headers` DPoP proof is for. */
-export interface ResourceRequest {
+interface ResourceRequest {
   method: string;
   url?: string;
   /** `-H "Name: value"`, repeatable. */
@@ -651,7 +651,7 @@ const COMMAND_FLAGS: Record<Command, Flag[]> = {
  * deletions, substitutions, adjacent transpositions) and fewer than half the candidate's length;
  * undefined when none is that close.
  */
-export function closest(word: string, candidates: Iterable<string>): string | undefined {
+function closest(word: string, candidates: Iterable<string>): string | undefined {
   let best: string | undefined;
   let bestDistance = 3;
   for (const candidate of candidates) {
@@ -680,7 +680,7 @@ function editDistance(a: string, b: string): number {
 }
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
-export async function parseCli(args: string[]): Promise<Cli> {
+async function parseCli(args: string[]): Promise<Cli> {
   const { parseArgs } = await import("node:util");
   let parsed;
   try {
@@ -727,7 +727,7 @@ export async function parseCli(args: string[]): Promise<Cli> {
  * does not fully understand (a short flag, a flag the command does not take, a value that looks like a
  * flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over, errors included.
  */
-export function quickParse(args: string[]): Cli | undefined {
+function quickParse(args: string[]): Cli | undefined {
   const named = args.length > 0 && !args[0].startsWith("-");
   const command = named ? commandNamed(args[0]) : "login";
   if (!command) return undefined;
@@ -762,7 +762,7 @@ export function quickParse(args: string[]): Cli | undefined {
  * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
  * was started; outside a task it is unset and the working directory is where the person stands.
  */
-export function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
   const path = flag ?? ".env";
   if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
   const start = initCwd.replace(/[\\/]+$/, "");
@@ -785,7 +785,7 @@ function describeEnvPath(path: string): string {
  * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
  * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
  */
-export function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
+function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
   const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
   return { ...parse(clean) } as Record<string, string>;
 }
@@ -794,7 +794,7 @@ export function parseDotenv(text: string, parse: (text: string) => object): Reco
  * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
  * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
  */
-export function misspeltKeys(dotenv: Record<string, string>): string[] {
+function misspeltKeys(dotenv: Record<string, string>): string[] {
   const ours = Object.values(ENV_VARS) as string[];
   const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
   const warnings: string[] = [];
@@ -856,7 +856,7 @@ const NUMERIC_FLAGS = new Set<string>(["port", "timeout", "min-ttl"]);
 const PROFILE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** A profile read from the config file, as the flag values it stands for (`client_id` → `--client-id`). */
-export interface Profile {
+interface Profile {
   name: string;
   /** The config file ("" when there is none to read). */
   path: string;
@@ -915,7 +915,7 @@ function isTable(value: unknown): value is Record<string, unknown> {
  * Reads one profile's table as flag values. A client secret (or anything named like a secret) is a
  * configuration error; an unknown key is a warning. Pure, apart from `warn`.
  */
-export function profileFlags(
+function profileFlags(
   table: Record<string, unknown>,
   where: { name: string; path: string },
   warn: (text: string) => void,
@@ -973,7 +973,7 @@ export function profileFlags(
  * The settings a login ran with, as a profile's table: each flag's value, else (for settings that
  * have a variable) the environment's or `.env`'s, else the profile's. Never a secret. Pure.
  */
-export function profileSettings(
+function profileSettings(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -1001,7 +1001,7 @@ export function profileSettings(
 }
 
 /** `$OAUTH_LOGIN_CONFIG`, else `config.toml` in `$XDG_CONFIG_HOME/oauth-login`, else in the platform's config directory. */
-export function configPath(env: (name: string) => string | undefined, os: string): string | undefined {
+function configPath(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.config);
   if (explicit) return explicit;
   const xdg = env("XDG_CONFIG_HOME");
@@ -1080,7 +1080,7 @@ function namedProfile(
  * `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
-export async function selectProfile(
+async function selectProfile(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Pick<Deps, "env" | "os" | "stderr">,
@@ -1159,7 +1159,7 @@ function headerProfile(line: string): string | undefined {
  * libraries do not keep comments, so this edits text; comment lines inside the replaced table go
  * with it, and those just above the next table stay with that table. Pure.
  */
-export function replaceProfileText(text: string, name: string, table: string): string {
+function replaceProfileText(text: string, name: string, table: string): string {
   const lines = text === "" ? [] : text.replace(/\r?\n$/, "").split(/\r?\n/);
   const newline = /\r\n/.test(text) ? "\r\n" : "\n";
   const out: string[] = [];
@@ -1221,7 +1221,7 @@ async function writePrivateFile(path: string, text: string): Promise<void> {
  * the rest of the file; checks by parsing the result that it reads back as written before replacing
  * the file (atomically, owner-only; a symlinked file is written where it points).
  */
-export async function saveProfile(path: string, name: string, settings: Record<string, unknown>): Promise<void> {
+async function saveProfile(path: string, name: string, settings: Record<string, unknown>): Promise<void> {
   const { stringify } = await toml();
   const target = await Deno.realPath(path).catch(() => path);
   const before = await readConfigFile(target);
@@ -1261,7 +1261,7 @@ export async function saveProfile(path: string, name: string, settings: Record<s
 }
 
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
-export const LOGIN_TIMEOUT_MS = 5 * 60_000;
+const LOGIN_TIMEOUT_MS = 5 * 60_000;
 
 /** The longest a timer can wait (setTimeout's limit, about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -1270,7 +1270,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_TIMEOUT_S = Math.floor(MAX_TIMER_MS / 1000);
 
 /** `token` refreshes when the access token expires within this many seconds (`--min-ttl`). */
-export const MIN_TTL_S = 60;
+const MIN_TTL_S = 60;
 
 /** Authorization parameters the tool sets itself; `--param` may not override them. */
 const RESERVED_PARAMS = new Set([
@@ -1610,10 +1610,10 @@ const MANUAL_ENDPOINTS = [
   ["userinfoEndpoint", "userinfo-endpoint", "userinfo_endpoint"],
 ] as const;
 
-export type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
+type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
 
 /** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
-export interface Preset {
+interface Preset {
   /** The issuer where the provider has discovery; `{tenant}` is filled from `--tenant`. */
   issuer?: string;
   /** An example issuer, for providers where each customer has its own (Okta, Auth0, Keycloak, Cognito). */
@@ -1643,7 +1643,7 @@ export interface Preset {
 }
 
 /** The built-in provider presets, each from the provider's public documentation. */
-export const PRESETS: Record<string, Preset> = {
+const PRESETS: Record<string, Preset> = {
   github: {
     endpoints: {
       authorizationEndpoint: "https://github.com/login/oauth/authorize",
@@ -1703,7 +1703,7 @@ export const PRESETS: Record<string, Preset> = {
 const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
 
 /** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
-export function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
   const url = parseUrl(issuer);
   if (!url) return undefined;
   const host = url.hostname.toLowerCase();
@@ -1758,10 +1758,10 @@ async function lib(): Promise<typeof Oauth> {
 }
 
 /** Every request to the issuer is aborted after this long (connect, headers and body). */
-export const HTTP_TIMEOUT_MS = 30_000;
+const HTTP_TIMEOUT_MS = 30_000;
 
 /** The most we read of any response body from the issuer. */
-export const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_BODY_BYTES = 1024 * 1024;
 
 /** The longest `Retry-After` wait we honour before one more discovery request. */
 const MAX_RETRY_AFTER_MS = 10_000;
@@ -1773,7 +1773,7 @@ const PROXY_VARIABLES = {
 } as const;
 
 /** How a request to one URL travels: straight to the host, or through a proxy. */
-export interface Route {
+interface Route {
   /** The proxy's URL (credentials included, never printed), or undefined for a direct connection. */
   proxy?: string;
   /** The variable the proxy came from, or why the connection is direct. */
@@ -1815,7 +1815,7 @@ function noProxyMatches(entry: string, host: string, port: string): boolean {
  * only, `*.example.com`, IPs, IPv4 CIDRs, each with an optional `:port`), then `HTTPS_PROXY` or
  * `HTTP_PROXY` by scheme (upper case first, then lower), then `ALL_PROXY`. Pure.
  */
-export function routeFor(url: URL, env: (name: string) => string | undefined): Route {
+function routeFor(url: URL, env: (name: string) => string | undefined): Route {
   const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, "");
   if (isLoopbackDestination(host)) return { reason: "loopback, never proxied" };
   const variables = PROXY_VARIABLES[url.protocol as keyof typeof PROXY_VARIABLES] ?? [];
@@ -1832,7 +1832,7 @@ export function routeFor(url: URL, env: (name: string) => string | undefined): R
 }
 
 /** A proxy's address for messages: scheme, host and port, never its credentials. */
-export function describeProxy(proxy: string): string {
+function describeProxy(proxy: string): string {
   const url = parseUrl(proxy);
   return url ? `${url.protocol}//${url.host}` : "(unparseable)";
 }
@@ -1937,7 +1937,7 @@ async function readCapped(response: Response, host: string): Promise<Uint8Array<
  * - the device answer's `verification_url` (Google's pre-RFC 8628 name) is read as `verification_uri`;
  * - with `dropIdToken` (no issuer to check it against), an `id_token` is left out.
  */
-export function normaliseAnswer(
+function normaliseAnswer(
   status: number,
   contentType: string | null,
   body: Uint8Array,
@@ -1996,7 +1996,7 @@ export function normaliseAnswer(
  * The fetch oauth4webapi uses: a timeout on the whole exchange, a cap on the body, no redirects,
  * Ctrl-C honoured, and a redacted trace with `--verbose`.
  */
-export function issuerFetch(
+function issuerFetch(
   deps: Deps,
   trace?: Trace,
   interruptible = true,
@@ -2121,7 +2121,7 @@ function causeChain(error: unknown): string[] {
  * "fetch failed"): the name did not resolve, the connection was refused, TLS failed (with the
  * runtime's detail), a timeout, a reset, or else the innermost message, sanitised. Never throws.
  */
-export function networkReason(error: unknown): string {
+function networkReason(error: unknown): string {
   const chain = causeChain(error).join(" | ");
   if (
     /dns error|failed to lookup address|name or service not known|nodename nor servname|no such host|name resolution/i
@@ -2180,7 +2180,7 @@ function networkFailure(
   return { reason, hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL" };
 }
 
-interface Issuer {
+interface IssuerClient {
   as: Oauth.AuthorizationServer;
   client: Oauth.Client;
   auth: Oauth.ClientAuth;
@@ -2199,7 +2199,7 @@ type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOption
 
 /** Turns what oauth4webapi threw into one of our errors, saying what we were trying to do. */
 async function explain(error: unknown, doing: string): Promise<unknown> {
-  if (error instanceof LoginError || error instanceof ServerError) return error;
+  if (error instanceof LoginError || error instanceof ErrorResponse) return error;
   const oauth = await lib();
   if (error instanceof oauth.ResponseBodyError || error instanceof oauth.AuthorizationResponseError) {
     return serverError(doing, error.error, error.error_description, (error as Oauth.ResponseBodyError).status);
@@ -2237,7 +2237,7 @@ async function explain(error: unknown, doing: string): Promise<unknown> {
   return error;
 }
 
-function serverError(doing: string, code: string, description?: string, status?: number): ServerError {
+function serverError(doing: string, code: string, description?: string, status?: number): ErrorResponse {
   const detail = description ? ` (${sanitize(description)})` : "";
   const hints: Record<string, string> = {
     invalid_client: "check the client id and secret, and the client authentication (--client-auth)",
@@ -2248,7 +2248,7 @@ function serverError(doing: string, code: string, description?: string, status?:
   };
   const what = code === "access_denied" ? "Sign-in was declined" : `Cannot ${doing}`;
   const needsDpop = /\bDPoP\b/i.test(description ?? "") && /not provided|required/i.test(description ?? "");
-  return new ServerError(`${what}: the server answered "${sanitize(code, 60)}"${detail}`, {
+  return new ErrorResponse(`${what}: the server answered "${sanitize(code, 60)}"${detail}`, {
     code,
     description,
     status,
@@ -2266,7 +2266,7 @@ async function step<T>(doing: string, run: () => Promise<T> | T): Promise<T> {
 }
 
 /** How long a 429 or 503 asks us to wait (`Retry-After`, seconds or a date), when that is at most 10 s. */
-export function retryAfterMs(response: Response, now: number): number | undefined {
+function retryAfterMs(response: Response, now: number): number | undefined {
   if (response.status !== 429 && response.status !== 503) return undefined;
   const header = response.headers.get("retry-after")?.trim();
   if (!header) return undefined;
@@ -2275,7 +2275,7 @@ export function retryAfterMs(response: Response, now: number): number | undefine
 }
 
 /** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
-export function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
+function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
   const url = parseUrl(text);
   if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
     throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
@@ -2321,7 +2321,7 @@ function assertEndpoint(value: unknown, name: string, issuer: string): URL {
 }
 
 /** Whether the configuration names endpoints and no issuer: then nothing is discovered. */
-export function withoutIssuer(config: Pick<Config, "sources" | "tokenEndpoint">): boolean {
+function withoutIssuer(config: Pick<Config, "sources" | "tokenEndpoint">): boolean {
   return config.sources.issuer === undefined && config.tokenEndpoint !== undefined;
 }
 
@@ -2329,7 +2329,7 @@ export function withoutIssuer(config: Pick<Config, "sources" | "tokenEndpoint">)
  * Says how two issuer identifiers differ: "the host", "the scheme and the port", "a trailing slash".
  * Pure.
  */
-export function issuerDifference(asked: string, said: string): string {
+function issuerDifference(asked: string, said: string): string {
   const a = parseUrl(asked);
   const b = parseUrl(said);
   if (!a || !b) return "they are not the same URL";
@@ -2385,7 +2385,7 @@ function manualMetadata(config: Config): Oauth.AuthorizationServer {
 const NO_ISSUER = "oauth_login_no_issuer";
 
 /** Fetches and validates the issuer's metadata (RFC 8414, then OpenID discovery); given endpoints override it. */
-export async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issuer> {
+async function discover(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {
   const issuer = withoutIssuer(config)
     ? await issuerFor(manualMetadata(config), config, deps, trace)
     : await discoverIssuer(config, deps, trace);
@@ -2394,7 +2394,7 @@ export async function discover(config: Config, deps: Deps, trace?: Trace): Promi
   return issuer;
 }
 
-async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<Issuer> {
+async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {
   const oauth = await lib();
   const issuerUrl = new URL(config.issuer);
   const http: Http = {
@@ -2439,7 +2439,7 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
           typeof said.error_description === "string" ? said.error_description : undefined,
           response.status,
         );
-        throw new ServerError(error.message, {
+        throw new ErrorResponse(error.message, {
           code: error.code,
           description: error.description,
           status: error.status,
@@ -2503,7 +2503,7 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
 }
 
 /** Picks the client authentication from the metadata, unless the person chose one. */
-export function chooseClientAuth(
+function chooseClientAuth(
   secret: string | undefined,
   supported: unknown,
   chosen?: ClientAuthMethod,
@@ -2530,7 +2530,7 @@ const PKCS8_ALGORITHMS: (EcKeyImportParams | RsaHashedImportParams | Algorithm)[
  * `alg` and `kid` are used). The file must be readable by its owner only. Throws a LoginError
  * ("config") that never quotes the key.
  */
-export async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
+async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
   let text: string;
   try {
     const info = Deno.statSync(path);
@@ -2631,7 +2631,7 @@ async function issuerFor(
   deps: Deps,
   trace?: Trace,
   interruptible = true,
-): Promise<Issuer> {
+): Promise<IssuerClient> {
   const oauth = await lib();
   assertEndpoint(as.token_endpoint, "token_endpoint", as.issuer);
   for (const name of ["introspection_endpoint", "userinfo_endpoint", "revocation_endpoint"] as const) {
@@ -2665,7 +2665,7 @@ async function issuerFor(
 }
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
-export interface DpopState {
+interface DpopState {
   handle: Oauth.DPoPHandle;
   jwk: JsonWebKey;
   nonces: Record<string, string>;
@@ -2678,7 +2678,7 @@ const DPOP_ALGORITHMS = ["ES256", "ES384", "EdDSA", "Ed25519", "PS256", "RS256"]
  * The DPoP proof algorithm for a server's `dpop_signing_alg_values_supported` (RFC 9449 §5.1):
  * ES256 unless the server lists only others. Throws a LoginError when it lists none we can sign with.
  */
-export function dpopAlgorithm(supported: unknown): string {
+function dpopAlgorithm(supported: unknown): string {
   if (!Array.isArray(supported) || supported.length === 0 || supported.includes("ES256")) return "ES256";
   const alg = DPOP_ALGORITHMS.find((a) => supported.includes(a));
   if (!alg) {
@@ -2719,7 +2719,7 @@ function publicMembers(jwk: JsonWebKey): JsonWebKey {
 }
 
 /** Makes a fresh DPoP key pair and returns its private JWK (with `alg`), to be kept in the cache entry. */
-export async function newDpopKey(alg: string): Promise<JsonWebKey> {
+async function newDpopKey(alg: string): Promise<JsonWebKey> {
   const oauth = await lib();
   const pair = await oauth.generateKeyPair(alg === "EdDSA" ? "Ed25519" : alg, { extractable: true });
   const { kty, crv, x, y, n, e, d, p, q, dp, dq, qi } = await crypto.subtle.exportKey("jwk", pair.privateKey);
@@ -2746,7 +2746,7 @@ async function importDpopKey(jwk: JsonWebKey): Promise<CryptoKeyPair> {
 }
 
 /** The DPoP handle for a key, seeded with the nonces remembered in the cache entry; proofs follow the injected clock. */
-export async function dpopState(
+async function dpopState(
   jwk: JsonWebKey,
   nonces: Record<string, string> | undefined,
   deps: Deps,
@@ -2801,7 +2801,7 @@ function recordingNonces(state: DpopState, inner: typeof fetch): typeof fetch {
 }
 
 /** Makes every later request of this issuer carry a DPoP proof (oauth4webapi adds one where the protocol has one). */
-async function enableDpop(issuer: Issuer, state: DpopState): Promise<void> {
+async function enableDpop(issuer: IssuerClient, state: DpopState): Promise<void> {
   const oauth = await lib();
   const inner = (issuer.http[oauth.customFetch] ?? fetch) as unknown as typeof fetch;
   Object.assign(issuer.http, { DPoP: state.handle, [oauth.customFetch]: recordingNonces(state, inner) });
@@ -2814,9 +2814,9 @@ async function enableDpop(issuer: Issuer, state: DpopState): Promise<void> {
  * when we sent no proof, names --dpop (the client may be registered for DPoP-bound tokens, and
  * oidc-provider says no more than "grant request is invalid").
  */
-function exchangeHint(error: unknown, issuer: Issuer): unknown {
-  if (error instanceof ServerError && error.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")) {
-    return new ServerError(error.message, {
+function exchangeHint(error: unknown, issuer: IssuerClient): unknown {
+  if (error instanceof ErrorResponse && error.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")) {
+    return new ErrorResponse(error.message, {
       code: error.code,
       description: error.description,
       status: error.status,
@@ -2826,9 +2826,9 @@ function exchangeHint(error: unknown, issuer: Issuer): unknown {
       cause: error,
     });
   }
-  if (!(error instanceof ServerError) || error.code !== "invalid_grant" || issuer.dpop) return error;
+  if (!(error instanceof ErrorResponse) || error.code !== "invalid_grant" || issuer.dpop) return error;
   if (!Array.isArray(issuer.as.dpop_signing_alg_values_supported) || error.hint?.includes("--dpop")) return error;
-  return new ServerError(error.message, {
+  return new ErrorResponse(error.message, {
     code: error.code,
     description: error.description,
     status: error.status,
@@ -2838,7 +2838,7 @@ function exchangeHint(error: unknown, issuer: Issuer): unknown {
 }
 
 /** Runs a request/response pair, once more when a DPoP server answers `use_dpop_nonce` (RFC 9449 §8). */
-async function onceMoreForNonce<T>(issuer: Pick<Issuer, "dpop">, run: () => Promise<T>): Promise<T> {
+async function onceMoreForNonce<T>(issuer: Pick<IssuerClient, "dpop">, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
@@ -2850,7 +2850,7 @@ async function onceMoreForNonce<T>(issuer: Pick<Issuer, "dpop">, run: () => Prom
 // ── 3 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ───────────────────
 
 /** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
-export function scopeList(scope: string): string[] {
+function scopeList(scope: string): string[] {
   return scope.split(/\s+/).filter(Boolean);
 }
 
@@ -2860,7 +2860,7 @@ export function scopeList(scope: string): string[] {
  * `https://graph.microsoft.com/User.Read` for `User.Read`, Google's
  * `https://www.googleapis.com/auth/userinfo.email` for `email`).
  */
-export function sameScope(asked: string, granted: string): boolean {
+function sameScope(asked: string, granted: string): boolean {
   if (asked === granted) return true;
   const short = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s.slice(s.lastIndexOf("/") + 1) : s;
   const a = short(asked);
@@ -2874,7 +2874,7 @@ export function sameScope(asked: string, granted: string): boolean {
  * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
  * by whatever was granted; the rest compare with `sameScope`, in any order.
  */
-export function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
+function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
   if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
   const granted = scopeList(tokens.scope);
   return scopeList(asked).filter((scope) =>
@@ -2884,7 +2884,7 @@ export function missingScopes(asked: string, tokens: { scope?: unknown; id_token
 }
 
 /** `openid profile`, plus `offline_access` where the server lists it. */
-export function defaultScope(scopesSupported: unknown): string {
+function defaultScope(scopesSupported: unknown): string {
   const offline = Array.isArray(scopesSupported) && scopesSupported.includes("offline_access");
   return offline ? "openid profile offline_access" : "openid profile";
 }
@@ -2925,7 +2925,7 @@ function rejectedRequestHint(clientId: string, redirectUri: string): string {
  * redirect URI or the scope.
  */
 async function authorizationRequest(
-  issuer: Issuer,
+  issuer: IssuerClient,
   config: Config,
   request: PendingRequest,
   deps: Deps,
@@ -2958,7 +2958,7 @@ async function authorizationRequest(
       });
     } catch (error) {
       const explained = await explain(error, "push the authorization request");
-      if (explained instanceof ServerError && REJECTED_REQUEST.has(explained.code)) {
+      if (explained instanceof ErrorResponse && REJECTED_REQUEST.has(explained.code)) {
         const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
         throw new LoginError(
           "config",
@@ -2966,7 +2966,7 @@ async function authorizationRequest(
           {
             // A JWT client authentication refused at the PAR endpoint: the key (or secret) is what to check.
             hint: explained.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")
-              ? (exchangeHint(explained, issuer) as ServerError).hint
+              ? (exchangeHint(explained, issuer) as ErrorResponse).hint
               : rejectedRequestHint(config.clientId, request.redirectUri),
             cause: error,
           },
@@ -2996,7 +2996,7 @@ const PREFLIGHT_BODY_BYTES = 64 * 1024;
 const PREFLIGHT_TIMEOUT_MS = 5_000;
 
 /** The User-Agent of the preflight request. */
-export const PREFLIGHT_USER_AGENT = `oauth-login/${VERSION} (checking the sign-in request)`;
+const PREFLIGHT_USER_AGENT = `oauth-login/${VERSION} (checking the sign-in request)`;
 
 /**
  * Requests the authorization URL (RFC 6749 §4.1.1) once, as the browser would but without following
@@ -3005,7 +3005,7 @@ export const PREFLIGHT_USER_AGENT = `oauth-login/${VERSION} (checking the sign-i
  * Ctrl-C aborts `deps.signal`). Never throws: undefined when the server could not be asked (network
  * error, timeout); then the browser opens as usual.
  */
-export async function preflight(
+async function preflight(
   url: URL,
   deps: Pick<Deps, "fetch" | "signal" | "env">,
   trace?: Trace,
@@ -3048,7 +3048,7 @@ export async function preflight(
 }
 
 /** The readable text of an error page: an OAuth error's fields, or the HTML's title and text. */
-export function pageText(body: string, contentType: string | null): string {
+function pageText(body: string, contentType: string | null): string {
   if (contentType?.includes("json")) {
     try {
       const json = JSON.parse(body);
@@ -3085,7 +3085,7 @@ export function pageText(body: string, contentType: string | null): string {
 // ── 4 Getting the code back: the loopback server, the browser, paste-back, the device flow ───────
 
 /** The callback path of the default redirect URI. */
-export const CALLBACK_PATH = "/callback";
+const CALLBACK_PATH = "/callback";
 
 interface Redirect {
   /** The addresses we listen on: `127.0.0.1`, and also `::1` for `localhost`. */
@@ -3099,7 +3099,7 @@ interface Redirect {
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
-export function planRedirect(redirectUri: string | undefined): Redirect {
+function planRedirect(redirectUri: string | undefined): Redirect {
   if (redirectUri === undefined) {
     return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
   }
@@ -3127,7 +3127,7 @@ export function planRedirect(redirectUri: string | undefined): Redirect {
 }
 
 /** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
-export function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
+function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
   const preset = config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
   if (config.redirectUri !== undefined || !preset?.loopbackHost) return planRedirect(config.redirectUri);
   const localhost = preset.loopbackHost === "localhost";
@@ -3154,7 +3154,7 @@ interface Listener {
 }
 
 /** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
-export async function listen(redirect: Redirect): Promise<Listener> {
+async function listen(redirect: Redirect): Promise<Listener> {
   let controller = new AbortController(); // a fresh one for each attempt to bind
   let handler: ((request: Request) => Response | Promise<Response>) | undefined;
   const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
@@ -3260,7 +3260,7 @@ function pageHeaders(extra: Record<string, string>): Headers {
 }
 
 /** The small, self-contained page the browser gets from the callback server; `detail` is a quieter second line. */
-export function page(status: number, title: string, message: string, detail?: string): Response {
+function page(status: number, title: string, message: string, detail?: string): Response {
   const more = detail ? `<p class="detail">${escapeHtml(detail)}</p>` : "";
   const body = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
@@ -3278,14 +3278,14 @@ interface CallbackOptions {
   /** Where `/` sends the browser: the authorization URL. */
   authorizationUrl: string;
   /** Runs once, for the first callback that carries the right state; its page is the answer. */
-  complete: (params: URLSearchParams) => Promise<Response>;
+  accept: (params: URLSearchParams) => Promise<Response>;
 }
 
 /**
  * The callback server's request handler. Only a GET on the callback path with the pending `state`
- * is handed to `complete`, once; everything else gets a 4xx and the login keeps waiting.
+ * is handed to `accept`, once; everything else gets a 4xx and the login keeps waiting.
  */
-export function callbackHandler(options: CallbackOptions): (request: Request) => Promise<Response> {
+function callbackHandler(options: CallbackOptions): (request: Request) => Promise<Response> {
   let consumed = false;
   return async (request) => {
     const host = request.headers.get("host") ?? "";
@@ -3328,7 +3328,7 @@ export function callbackHandler(options: CallbackOptions): (request: Request) =>
       );
     }
     consumed = true;
-    return await options.complete(url.searchParams);
+    return await options.accept(url.searchParams);
   };
 }
 
@@ -3342,15 +3342,17 @@ function resultPage(outcome: LoginResult | unknown, provider: string, deps: Deps
   }
   const error = outcome;
   const message = error instanceof Error ? sanitize(error.message) : "Unknown error";
-  const title = error instanceof ServerError && error.code === "access_denied" ? "Sign-in cancelled" : "Sign-in failed";
-  const hint = (error instanceof ServerError || error instanceof LoginError) && error.hint
+  const title = error instanceof ErrorResponse && error.code === "access_denied"
+    ? "Sign-in cancelled"
+    : "Sign-in failed";
+  const hint = (error instanceof ErrorResponse || error instanceof LoginError) && error.hint
     ? ` Next: ${sanitize(hintFor(error.hint, deps))}.`
     : "";
   return page(400, title, `${message}.${hint} See your terminal for details.`, detail);
 }
 
 /** How a browser is opened here: the one decision that `doctor`, the flow choice and the opener share. */
-export interface BrowserOpener {
+interface BrowserOpener {
   /** Whether a browser can be opened on this machine; `reason` says why (not). */
   ok: boolean;
   reason: string;
@@ -3369,7 +3371,7 @@ export interface BrowserOpener {
  * under WSL where it is installed, else `xdg-open` where there is a display. Pure: the environment
  * and the PATH lookup (`which`, which also answers for a path) are given.
  */
-export function browserAvailability(
+function browserAvailability(
   platform: { os: string; env: (name: string) => string | undefined; which: (command: string) => boolean },
 ): BrowserOpener {
   const { env, which } = platform;
@@ -3468,7 +3470,7 @@ function openerArgv(command: string[], url: string): string[] {
 }
 
 /** The argv `browserAvailability` would run first to open `url` (`wsl` says WSL without its variables). */
-export function openerCommand(
+function openerCommand(
   url: string,
   platform: {
     os: string;
@@ -3483,14 +3485,14 @@ export function openerCommand(
 }
 
 /** How long we wait for the browser opener itself before carrying on. */
-export const OPENER_TIMEOUT_MS = 10_000;
+const OPENER_TIMEOUT_MS = 10_000;
 
 /**
  * The real opener: runs what `browserAvailability` decides, with argv (never a shell) and a time
  * limit, trying each command in turn until one starts (one not found, or that exits with an error,
  * passes to the next). Throws the last failure when none starts.
  */
-export async function openWithSystemBrowser(url: string): Promise<void> {
+async function openWithSystemBrowser(url: string): Promise<void> {
   const protocol = parseUrl(url)?.protocol;
   if (protocol !== "https:" && protocol !== "http:") throw new Error("only http(s) addresses are opened");
   const env = (name: string) => Deno.env.get(name);
@@ -3529,7 +3531,7 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
 }
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
-export function chooseFlow(
+function chooseFlow(
   config: Pick<Config, "flow" | "browser">,
   browser: { ok: boolean; reason: string },
   deviceSupported: boolean,
@@ -3570,7 +3572,7 @@ export interface LoginResult {
 
 /** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
 interface FlowContext {
-  issuer: Issuer;
+  issuer: IssuerClient;
   scope: string;
   config: Config;
   deps: Deps;
@@ -3630,7 +3632,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
     const answered = Promise.withResolvers<void>();
     const provider = sanitize(new URL(as.issuer).host);
-    const complete = async (callback: URLSearchParams): Promise<Response> => {
+    const acceptCallback = async (callback: URLSearchParams): Promise<Response> => {
       answered.resolve();
       try {
         const result = await exchangeCode(issuer, callback, request, deps, trace);
@@ -3648,11 +3650,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       path: redirect.path,
       state: request.state,
       authorizationUrl: authorizationUrl.href,
-      complete,
+      accept: acceptCallback,
     });
     listener.handle(handler);
 
-    const pasting = deps.interactive && deps.readLines !== undefined;
+    const pasting = deps.canPrompt && deps.readLines !== undefined;
     announce({ authorization, start: openBrowser ? `http://${redirect.host}:${listener.port}/` : undefined, pasting }, {
       clientId: config.clientId,
       redirectUri: request.redirectUri,
@@ -3811,7 +3813,7 @@ function acceptPastedAddresses(
 }
 
 /** The device flow's polling interval when the server names none, and what each slow_down adds (RFC 8628 §3.5). */
-export const DEVICE_INTERVAL_MS = 5_000;
+const DEVICE_INTERVAL_MS = 5_000;
 
 const SLOW_DOWN_MS = 5_000;
 
@@ -3863,25 +3865,27 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   } catch (error) {
     // The client or scope is wrong: a configuration error, as for the browser flow's request (exit 2).
     if (
-      error instanceof ServerError && ["invalid_client", "invalid_scope", "unauthorized_client"].includes(error.code)
+      error instanceof ErrorResponse && ["invalid_client", "invalid_scope", "unauthorized_client"].includes(error.code)
     ) {
       throw new LoginError("config", error.message, { hint: error.hint, cause: error });
     }
     throw error;
   }
   const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
-  const complete = device.verification_uri_complete === undefined
+  const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
     : assertEndpoint(device.verification_uri_complete, "verification_uri_complete", as.issuer);
   say(
     deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
       `and enter the code:\n\n  ${sanitize(device.user_code, 40)}\n\n` +
-      (complete ? `Or open this address, which carries the code: ${sanitize(complete.href)}\n` : "") +
+      (verificationComplete
+        ? `Or open this address, which carries the code: ${sanitize(verificationComplete.href)}\n`
+        : "") +
       `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.`,
   );
   if (openBrowser) {
-    deps.openUrl((complete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
+    deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
   const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
   // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
@@ -3915,12 +3919,12 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
         const who = await identify(issuer, tokens, trace);
         return { tokens, metadata: as, authMethod: issuer.authMethod, scope, ...who };
       } catch (error) {
-        if (error instanceof ServerError && error.code === "authorization_pending") continue;
-        if (error instanceof ServerError && error.code === "slow_down") {
+        if (error instanceof ErrorResponse && error.code === "authorization_pending") continue;
+        if (error instanceof ErrorResponse && error.code === "slow_down") {
           interval = pace(interval + SLOW_DOWN_MS); // for this and every later poll
           continue;
         }
-        if (error instanceof ServerError && error.code === "expired_token") throw expired();
+        if (error instanceof ErrorResponse && error.code === "expired_token") throw expired();
         if (error instanceof LoginError && error.code === "network") {
           interval = pace(interval * 2); // RFC 8628 §3.5: back off when the server cannot be reached
           trace?.(`polling again in ${seconds(interval)}: ${error.message}`);
@@ -3996,10 +4000,10 @@ function withResource(http: Http, resource: string | undefined): Http {
 /**
  * Checks the callback (`validateAuthResponse`: state, iss, error), exchanges the code with the
  * PKCE verifier (RFC 6749 §4.1.3, RFC 7636 §4.5), validates the ID token's nonce, and finds out who
- * logged in. Throws `ServerError` with the server's answer, or `LoginError`.
+ * logged in. Throws `ErrorResponse` with the server's answer, or `LoginError`.
  */
 async function exchangeCode(
-  issuer: Issuer,
+  issuer: IssuerClient,
   callback: URLSearchParams,
   request: PendingRequest,
   deps: Deps,
@@ -4042,7 +4046,7 @@ async function exchangeCode(
 
 /** Says who logged in: introspection, else the ID token's claims, else UserInfo. */
 async function identify(
-  issuer: Issuer,
+  issuer: IssuerClient,
   tokens: Oauth.TokenEndpointResponse,
   trace?: Trace,
 ): Promise<{ user?: string; subject?: string }> {
@@ -4167,7 +4171,7 @@ export interface Storage {
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-export function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.cache);
   if (explicit) return explicit;
   const xdg = env("XDG_CACHE_HOME");
@@ -4188,7 +4192,7 @@ export function cacheDir(env: (name: string) => string | undefined, os: string):
  * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
  * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
  */
-export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">): string {
+function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
   const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
@@ -4210,7 +4214,7 @@ export function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | 
  * which kept the slash `URL` puts after a bare origin (`https://idp.example/`). Tried only after the
  * current name misses, so the cached-token path does no extra I/O.
  */
-export function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string[] {
+function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | "params">): string[] {
   const url = parseUrl(config.issuer);
   if (!url || url.pathname !== "/" || config.issuer.endsWith("/")) return [];
   return [cacheKey({ ...config, issuer: `${config.issuer}/` })];
@@ -4224,7 +4228,7 @@ function sameIssuer(a: string, b: string): boolean {
 }
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
-export function parseTokenSet(text: string): TokenSet | undefined {
+function parseTokenSet(text: string): TokenSet | undefined {
   let value: Record<string, unknown>;
   try {
     value = JSON.parse(text);
@@ -4250,12 +4254,12 @@ export function parseTokenSet(text: string): TokenSet | undefined {
 }
 
 /** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
-export const UNKNOWN_LIFETIME_S = 15 * 60;
+const UNKNOWN_LIFETIME_S = 15 * 60;
 
 /** Stated lifetimes are clamped to this range (seconds): 1 s to 365 days. */
-export const MIN_LIFETIME_S = 1;
+const MIN_LIFETIME_S = 1;
 
-export const MAX_LIFETIME_S = 365 * 86_400;
+const MAX_LIFETIME_S = 365 * 86_400;
 
 /**
  * Whether `token` can print the cached access token without renewing it. The margin is
@@ -4264,7 +4268,7 @@ export const MAX_LIFETIME_S = 365 * 86_400;
  * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
  * On the hot path: arithmetic only.
  */
-export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
     if (issuedAt === undefined || !entry.refreshToken) return true;
@@ -4276,7 +4280,7 @@ export function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean
 }
 
 /** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
-export function hasExpired(entry: TokenSet, now: number): boolean {
+function hasExpired(entry: TokenSet, now: number): boolean {
   return entry.expiresAt !== undefined && entry.expiresAt <= now;
 }
 
@@ -4284,7 +4288,7 @@ export function hasExpired(entry: TokenSet, now: number): boolean {
  * A lifetime in seconds as a server may send it: a finite positive number, or a string of digits.
  * Anything else (0, negative, non-numeric, a boolean, NaN) is undefined: "not stated".
  */
-export function statedSeconds(value: unknown): number | undefined {
+function statedSeconds(value: unknown): number | undefined {
   const n = typeof value === "number"
     ? value
     : typeof value === "string" && /^\s*\d+(\.\d+)?\s*$/.test(value)
@@ -4312,7 +4316,7 @@ function secondsUntil(at: unknown, now: number): number | undefined {
  * The `exp` claim (epoch seconds) of an access token that is a JWT, decoded without verifying it: a
  * hint about its lifetime, never trusted for anything else. Undefined for an opaque token.
  */
-export function jwtExpiry(token: unknown): number | undefined {
+function jwtExpiry(token: unknown): number | undefined {
   if (typeof token !== "string") return undefined;
   const parts = token.split(".");
   if (parts.length !== 3) return undefined;
@@ -4331,7 +4335,7 @@ export function jwtExpiry(token: unknown): number | undefined {
  * lifetime is clamped to `MIN_LIFETIME_S`..`MAX_LIFETIME_S`; values that are not finite positive
  * numbers count as not stated, so no answer can make an invalid date.
  */
-export function accessTokenExpiry(
+function accessTokenExpiry(
   tokens: Record<string, unknown>,
   now: number,
   previous?: TokenSet,
@@ -4345,7 +4349,7 @@ export function accessTokenExpiry(
 }
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
-export function toTokenSet(
+function toTokenSet(
   config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
@@ -4899,7 +4903,7 @@ function loginRequired(config: Config, why: string, options: { hint?: string; na
 }
 
 /** `login`: the browser login; the tokens are cached for `token`. */
-export async function loginCommand(config: Config, deps: Deps): Promise<void> {
+async function loginCommand(config: Config, deps: Deps): Promise<void> {
   const entry = await loginAndSave(config, deps, cacheKey(config));
   if (config.json) {
     deps.stdout(
@@ -4919,7 +4923,7 @@ export async function loginCommand(config: Config, deps: Deps): Promise<void> {
 }
 
 /** The ExecCredential versions kubectl may ask for, newest first. */
-export const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
+const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
 
 /**
  * What kubectl tells a credential plugin in `KUBERNETES_EXEC_INFO` (an ExecCredential with no status):
@@ -4927,7 +4931,7 @@ export const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "cli
  * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
  * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
  */
-export function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
+function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
   if (text === undefined || text === "") return undefined;
   let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
   try {
@@ -4946,7 +4950,7 @@ export function parseExecInfo(text: string | undefined): { apiVersion: string; i
  * DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP:` proof for the request's method and
  * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent.
  */
-export async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
+async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
   if (!entry.dpopKey) return `Authorization: Bearer ${entry.accessToken}\n`;
   const oauth = await lib();
   const state = await dpopState(entry.dpopKey, entry.dpopNonces, deps);
@@ -4965,7 +4969,7 @@ export async function headerLines(entry: TokenSet, request: ResourceRequest, dep
 }
 
 /** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
-export function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
+function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
   // The bare token first: the hot path then creates no Date (its first use costs about 1 MiB).
   if (format === "text") return `${entry.accessToken}\n`;
   const expiresAt = isoExpiry(entry);
@@ -4989,7 +4993,7 @@ export function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = 
  * `--min-ttl` (re-reading the entry once the lock is held: another process may have refreshed), and
  * logs in only when a person can answer.
  */
-export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
+async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
   // person can answer (spec.interactive), whatever --interactive or the terminals say.
   const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
@@ -5005,7 +5009,7 @@ export async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   let entry = found.entry;
   if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
   if (entry && config.dpop && !entry.dpopKey) {
-    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
   }
   if (
@@ -5054,7 +5058,7 @@ async function renew(
           if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
-          if (!(error instanceof ServerError && error.code === "invalid_grant")) {
+          if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) {
             // A refresh ahead of time that fails (server error, network, timeout): the token still works.
             if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
             const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
@@ -5075,7 +5079,7 @@ async function renew(
       hint: 'kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again',
     });
   }
-  if (!config.interactive && !deps.interactive && kubectlInteractive !== true) {
+  if (!config.interactive && !deps.canPrompt && kubectlInteractive !== true) {
     throw loginRequired(config, why, { named: entry?.metadata.issuer });
   }
   say(deps, `${why} for ${displayIssuer(config.issuer)}: signing in`);
@@ -5093,7 +5097,7 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
 }
 
 /** "in 59 minutes", "3 minutes ago". */
-export function relativeTime(at: number, now: number): string {
+function relativeTime(at: number, now: number): string {
   const minutes = Math.round(Math.abs(at - now) / 60_000);
   const amount = minutes < 1
     ? "less than a minute"
@@ -5106,7 +5110,7 @@ export function relativeTime(at: number, now: number): string {
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
-export async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
+async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   if (config.all) return await whoamiAll(config, deps);
   const { entry } = await findEntry(config, deps);
   const now = deps.now();
@@ -5235,7 +5239,7 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
  * `profiles`: each profile in the config file with its issuer, who is logged in with it and the
  * token's state, from the cache (no network). `*` marks the profile a command run here would use.
  */
-export async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<void> {
+async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<void> {
   const path = configPath(deps.env, deps.os);
   const file = path ? await readConfigFile(path) : undefined;
   const names = profileNames(file?.data);
@@ -5306,7 +5310,7 @@ export async function profilesCommand(cli: Cli, dotenv: Record<string, string> |
 }
 
 /** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
-export async function logoutCommand(config: Config, deps: Deps): Promise<void> {
+async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
   const names = config.all ? await deps.storage.list() : [cacheKey(config), ...legacyCacheKeys(config)];
   const problems: RevocationProblem[] = [];
@@ -5400,7 +5404,7 @@ interface ApiResponse {
 }
 
 /** The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if any. */
-export function challengeError(headers: Headers): string | undefined {
+function challengeError(headers: Headers): string | undefined {
   return headers.get("www-authenticate")?.match(/\berror\s*=\s*"?([\w.-]+)"?/)?.[1];
 }
 
@@ -5494,14 +5498,14 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
  * stderr. A `use_dpop_nonce` challenge is answered once with the server's nonce; a 401 with
  * `invalid_token` refreshes the token once and sends the request once more. Exit 0 for 2xx, else 1.
  */
-export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
+async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const request = config.request!;
   let name = cacheKey(config);
   const trace = makeTrace(config, deps);
   let entry = await readEntry(config, deps, name);
   if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
   if (entry && config.dpop && !entry.dpopKey) {
-    if (!config.interactive && !deps.interactive) throw loginRequired(config, "No DPoP-bound token is cached");
+    if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
   }
   if (
@@ -5562,7 +5566,7 @@ export async function fetchCommand(config: Config, deps: Deps): Promise<void> {
 }
 
 /** One line of `doctor`'s report. */
-export interface Check {
+interface Check {
   status: "ok" | "warn" | "fail";
   topic: string;
   message: string;
@@ -5573,7 +5577,7 @@ export interface Check {
  * makes (pushed, or fetched once), nothing opened. An ephemeral redirect is checked with a sample port.
  */
 async function checkClient(
-  issuer: Issuer,
+  issuer: IssuerClient,
   config: Config,
   deps: Deps,
   add: (status: Check["status"], topic: string, message: string) => void,
@@ -5630,7 +5634,7 @@ async function checkClient(
 }
 
 function describeError(error: unknown): string {
-  return error instanceof LoginError || error instanceof ServerError
+  return error instanceof LoginError || error instanceof ErrorResponse
     ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
     : String(error);
 }
@@ -5666,7 +5670,7 @@ function certificateProblem(path: string): string | undefined {
  * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
  * secrets are never shown. Exit 0 when nothing failed.
  */
-export async function doctor(
+async function doctor(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Deps,
@@ -5676,7 +5680,7 @@ export async function doctor(
   const add = (status: Check["status"], topic: string, message: string) =>
     checks.push({ status, topic, message: sanitize(message, 400) });
   const describe = (error: unknown) =>
-    error instanceof LoginError || error instanceof ServerError
+    error instanceof LoginError || error instanceof ErrorResponse
       ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
       : String(error);
 
@@ -5967,7 +5971,7 @@ const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI 
                         requests (RFC 9126; used by default)
   --login-hint HINT     the OpenID login_hint: which account to offer`;
 
-export const USAGE: Record<Command | "main", string> = {
+const USAGE: Record<Command | "main", string> = {
   main: `oauth-login ${VERSION}: log in to an OAuth 2.0 / OpenID Connect server
 from the terminal
 
@@ -6193,7 +6197,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
  * The one sentence for a Deno permission the run was not given (`NotCapable`, possibly wrapped as
  * the cause of one of our errors), naming the flag to add; undefined for any other error.
  */
-export function permissionProblem(error: unknown): LoginError | undefined {
+function permissionProblem(error: unknown): LoginError | undefined {
   let cause = error;
   for (let depth = 0; cause instanceof Error && depth < 5; depth++, cause = cause.cause) {
     if (!(cause instanceof Deno.errors.NotCapable)) continue;
@@ -6212,7 +6216,7 @@ export function permissionProblem(error: unknown): LoginError | undefined {
 function report(error: unknown, deps: Deps, verbose: boolean): number {
   error = permissionProblem(error) ?? error;
   const code = exitCodeFor(error);
-  if (error instanceof LoginError || error instanceof ServerError) {
+  if (error instanceof LoginError || error instanceof ErrorResponse) {
     say(deps, `error: ${error.message}`);
     if (error.hint) say(deps, `hint: ${hintFor(error.hint, deps)}`);
   } else {
@@ -6285,7 +6289,7 @@ export function realDeps(): Deps {
     readEnvFile,
     stdout: write(Deno.stdout),
     stderr: write(Deno.stderr),
-    interactive,
+    canPrompt: interactive,
     get storage() {
       const dir = storage ? undefined : cacheDir(env, Deno.build.os);
       return storage ??= dir ? fileStorage(dir) : missingStorage();
@@ -6324,6 +6328,38 @@ export function realDeps(): Deps {
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
 }
+
+/**
+ * Internals for this project's own tests, benchmark and demo: not part of the public API, and they
+ * may change in any release.
+ */
+export const testing = {
+  MAX_LIFETIME_S,
+  browserAvailability,
+  cacheKey,
+  closest,
+  dpopAlgorithm,
+  configPath,
+  envFilePath,
+  inferProvider,
+  issuerDifference,
+  legacyCacheKeys,
+  misspeltKeys,
+  normaliseAnswer,
+  openWithSystemBrowser,
+  openerCommand,
+  page,
+  parseCli,
+  parseDotenv,
+  parseExecInfo,
+  parseIssuer,
+  planRedirect,
+  quickParse,
+  replaceProfileText,
+  routeFor,
+  sanitize,
+  wrap,
+};
 
 // ── 9 Entry ──────────────────────────────────────────────────────────────────────────────────────
 

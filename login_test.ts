@@ -1,17 +1,6 @@
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./tests/assert.ts";
-import {
-  EXIT,
-  fileStorage,
-  openerCommand,
-  openWithSystemBrowser,
-  page,
-  parseCli,
-  parseIssuer,
-  quickParse,
-  sanitize,
-  type Storage,
-  VERSION,
-} from "./login.ts";
+import { EXIT, fileStorage, type Storage, testing, VERSION } from "./login.ts";
+const { openerCommand, openWithSystemBrowser, page, parseCli, parseIssuer, quickParse, sanitize } = testing;
 import {
   type BrowserVisit,
   CONFIDENTIAL_CLIENT,

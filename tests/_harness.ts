@@ -177,7 +177,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
       stderr += text;
       options.onStderr?.(text);
     },
-    interactive: options.interactive ?? options.lines !== undefined,
+    canPrompt: options.interactive ?? options.lines !== undefined,
     storage: options.storage ? options.storage(home) : fileStorage(`${home}/cache`),
     signal: controller.signal,
     httpTimeoutMs: options.httpTimeoutMs,

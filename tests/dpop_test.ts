@@ -720,7 +720,7 @@ Deno.test("a client that requires DPoP, without --dpop: one sentence and a hint 
 // ── More of the same, at the edges ──────────────────────────────────────────────────────────────
 
 Deno.test("dpopAlgorithm: ES256 unless the server lists only others; none we can sign with is one clear error", async () => {
-  const { dpopAlgorithm } = await import("../login.ts");
+  const { dpopAlgorithm } = (await import("../login.ts")).testing;
   assertEquals(dpopAlgorithm(undefined), "ES256");
   assertEquals(dpopAlgorithm(["EdDSA", "ES256"]), "ES256");
   assertEquals(dpopAlgorithm(["EdDSA"]), "EdDSA");

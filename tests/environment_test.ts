@@ -8,10 +8,10 @@
  * @module
  */
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
-import {
+import { EXIT, testing } from "../login.ts";
+const {
   cacheKey,
   envFilePath,
-  EXIT,
   legacyCacheKeys,
   misspeltKeys,
   parseDotenv,
@@ -19,7 +19,7 @@ import {
   parseIssuer,
   planRedirect,
   routeFor,
-} from "../login.ts";
+} = testing;
 import { PUBLIC_CLIENT } from "./mock_issuer.ts";
 import { cleanUp, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 

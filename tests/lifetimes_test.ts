@@ -13,7 +13,8 @@
  * @module
  */
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
-import { EXIT, fileStorage, MAX_LIFETIME_S, type TokenSet } from "../login.ts";
+import { EXIT, fileStorage, testing, type TokenSet } from "../login.ts";
+const { MAX_LIFETIME_S } = testing;
 import {
   CONFIDENTIAL_CLIENT,
   createMockIssuer,

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { fileStorage, main as loginMain, openWithSystemBrowser, realDeps } from "../login.ts";
+import { fileStorage, main as loginMain, realDeps, testing } from "../login.ts";
+const { openWithSystemBrowser } = testing;
 
 // ── Types ───────────────────────────────────────────────────────────────────────────────────────
 

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { cacheKey, type Config, configPath, EXIT, replaceProfileText } from "../login.ts";
+import { type Config, EXIT, testing } from "../login.ts";
+const { cacheKey, configPath, replaceProfileText } = testing;
 import { ALICE, CONFIDENTIAL_CLIENT, type MockUser, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import {
   assertNoLeaks,

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { EXIT, inferProvider, issuerDifference, normaliseAnswer, resolveConfig } from "../login.ts";
+import { EXIT, resolveConfig, testing } from "../login.ts";
+const { inferProvider, issuerDifference, normaliseAnswer } = testing;
 import { assertNoLeaks, cleanUp, json, type Run, run, type RunOptions, secretsOf, WAITING_LINE } from "./_harness.ts";
 import {
   type MockClient,

@@ -7,7 +7,8 @@
  * @module
  */
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
-import { browserAvailability, EXIT, type TokenSet } from "../login.ts";
+import { EXIT, testing, type TokenSet } from "../login.ts";
+const { browserAvailability } = testing;
 import { CONFIDENTIAL_CLIENT, type MockClient, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 

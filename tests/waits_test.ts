@@ -7,7 +7,8 @@
  * @module
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
-import { closest, EXIT, realDeps, wrap } from "../login.ts";
+import { EXIT, realDeps, testing } from "../login.ts";
+const { closest, wrap } = testing;
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { assertNoLeaks, cleanUp, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
 
