@@ -243,8 +243,8 @@ function displayIssuer(issuer: string): string {
 }
 
 /**
- * Wraps prose at word boundaries to `width` columns. A long URL stands alone on its own line,
- * unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
+ * Wraps prose at word boundaries to `width` columns. A long URL, or a quoted command longer than a
+ * line, stands alone on its own line, unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
  * label (or the line's own indent). Existing newlines are kept.
  */
 function wrap(text: string, width: number): string {
@@ -255,8 +255,9 @@ function wrap(text: string, width: number): string {
     const lines: string[] = [];
     let current = label;
     let empty = true;
-    for (const word of line.slice(label.length).split(/ +/).filter(Boolean)) {
-      const url = word.length > 30 && /https?:\/\//.test(word);
+    // A quoted command to run ("oauth-login login --issuer …") is one unit too, so it can be copied whole.
+    for (const word of line.slice(label.length).match(/"(?:oauth-login|deno) [^"]*"\S*|\S+/g) ?? []) {
+      const url = (word.length > 30 && /https?:\/\//.test(word)) || word.length > width - indent.length;
       if (empty && !url) {
         current += word;
         empty = false;
@@ -4894,12 +4895,29 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
 /** `named`: the issuer as a cached entry's metadata names it, when there is an entry. */
 function loginRequired(config: Config, why: string, options: { hint?: string; named?: unknown } = {}): LoginError {
   const issuer = typeof options.named === "string" ? sanitize(options.named) : displayIssuer(config.issuer);
+  const login = `"oauth-login login${loginFlags(config)}"`;
   return new LoginError("login_required", `${why} for ${issuer}`, {
     hint: options.hint ??
       (config.command === "token"
-        ? 'run "oauth-login login" (or pass --interactive to let this command sign you in)'
-        : 'run "oauth-login login"'),
+        ? `run ${login} (or pass --interactive to let this command sign you in)`
+        : `run ${login}`),
   });
+}
+
+/**
+ * The settings given as flags to this command, as flags for the login it suggests: without them the
+ * suggested command would log in somewhere else (or find no issuer). Secrets are never repeated.
+ */
+function loginFlags(config: Config): string {
+  const given: [string, string | undefined][] = [
+    ["issuer", config.sources.issuer === "flag" ? config.metadataUrl ?? displayIssuer(config.issuer) : undefined],
+    ["client-id", config.sources.clientId === "flag" ? config.clientId : undefined],
+    ["scope", config.sources.scope === "flag" ? config.scope : undefined],
+    ["provider", config.sources.provider === "flag" ? config.provider : undefined],
+    ["profile", config.profile],
+  ];
+  const quote = (value: string) => /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
+  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${quote(sanitize(value!))}`).join("");
 }
 
 /** `login`: the browser login; the tokens are cached for `token`. */

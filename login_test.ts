@@ -783,7 +783,8 @@ Deno.test("token without a terminal and without a usable token exits 4 with noth
       assertEquals(result.code, EXIT.loginRequired);
       assertEquals(result.stdout, "");
       assertStringIncludes(result.stderr, `error: No cached token for ${mock.issuer}\n`);
-      assertStringIncludes(result.stderr, 'hint: run "oauth-login login"');
+      // The issuer and client id were flags: the suggested login repeats them, or it would find no issuer.
+      assertStringIncludes(result.stderr, `hint: run "oauth-login login --issuer ${mock.issuer} --client-id `);
       assertEquals(result.opened, []);
       assertEquals(mock.requests.length, 0);
     });

@@ -455,7 +455,10 @@ Deno.test("did you mean …? for a misspelt command and a misspelt flag", async 
 Deno.test("whoami while logged out: no flag it rejects in the hint; --json says so; exit 4 stays", async () => {
   const text = await run(["whoami", "--issuer", "https://a.example", "--client-id", "x"]);
   assertEquals(text.code, EXIT.loginRequired);
-  assertEquals(text.stderr, 'error: Not logged in for https://a.example\nhint: run "oauth-login login"\n');
+  assertEquals(
+    text.stderr,
+    'error: Not logged in for https://a.example\nhint: run "oauth-login login --issuer https://a.example --client-id x"\n',
+  );
   const json = await run(["whoami", "--json", "--issuer", "https://a.example", "--client-id", "x"]);
   assertEquals(json.code, EXIT.loginRequired);
   assertEquals(JSON.parse(json.stdout), {
@@ -470,9 +473,13 @@ Deno.test("whoami while logged out: no flag it rejects in the hint; --json says 
 Deno.test("hints name the command as the person runs the tool", async (t) => {
   for (
     const [invokedAs, expected] of [
-      ["deno task", 'hint: run "deno task login" (or pass --interactive to let this command sign you in)'],
-      ["deno run -A login.ts", 'hint: run "deno run -A login.ts login" (or pass --interactive'],
-      [undefined, 'hint: run "oauth-login login" (or pass --interactive'],
+      // The settings given as flags come along: without them the suggested login would find no issuer.
+      [
+        "deno task",
+        'hint: run "deno task login --issuer https://a.example --client-id x" (or pass --interactive to let this command sign you in)',
+      ],
+      ["deno run -A login.ts", 'hint: run "deno run -A login.ts login --issuer https://a.example --client-id x" (or'],
+      [undefined, 'hint: run "oauth-login login --issuer https://a.example --client-id x" (or pass --interactive'],
     ] as const
   ) {
     await t.step(invokedAs ?? "the binary", async () => {
