@@ -4169,6 +4169,11 @@ export interface Storage {
   list(): Promise<string[]>;
   /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
   lock(name: string): Promise<{ release(): void }>;
+  /**
+   * Checks, before a sign-in, that an entry can be saved here (creates the directory, writes and
+   * removes a probe file); throws what a `write` would. Absent: nothing is checked.
+   */
+  prepare?(): Promise<void>;
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
@@ -4457,6 +4462,16 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
         throw explain(error, "read the token cache");
       }
     },
+    async prepare() {
+      const probe = path(`.probe.${crypto.randomUUID()}.tmp`);
+      try {
+        await ensureDir();
+        (await Deno.open(probe, { write: true, createNew: true, mode: 0o600 })).close();
+        await Deno.remove(probe);
+      } catch (error) {
+        throw explain(error, "save the tokens");
+      }
+    },
     async write(name, text) {
       const temporary = path(`${name}.${crypto.randomUUID()}.tmp`);
       try {
@@ -4515,7 +4530,7 @@ function missingStorage(): Storage {
       hint: `set ${ENV_VARS.cache} (or HOME) to a directory you own`,
     });
   };
-  return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail };
+  return { dir: "", read: fail, write: fail, remove: fail, list: fail, lock: fail, prepare: fail };
 }
 
 /** How long `token` waits for another process's refresh before giving up. */
@@ -4839,6 +4854,8 @@ async function deleteAppToken(
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
+  await deps.storage.prepare?.();
   const result = await login(config, deps);
   const entry = toTokenSet(config, result.tokens, {
     now: deps.now(),

@@ -7,7 +7,7 @@
  * @module
  */
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
-import { EXIT, testing, type TokenSet } from "../login.ts";
+import { EXIT, fileStorage, testing, type TokenSet } from "../login.ts";
 const { browserAvailability } = testing;
 import { CONFIDENTIAL_CLIENT, type MockClient, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
@@ -607,5 +607,26 @@ Deno.test("login.ts copied alone into an empty folder logs in against the mock i
       for await (const file of Deno.readDir(alone)) beside.push(file.name);
       assertEquals(beside, ["login.ts"], "nothing was written beside login.ts (no lock, no node_modules)");
     });
+  });
+});
+
+Deno.test("login checks that the token cache can be written before the browser opens (a sign-in is not wasted)", async () => {
+  await withMock(async (mock) => {
+    const home = await Deno.makeTempDir({ prefix: "oauth-login-unwritable-" });
+    try {
+      await Deno.writeTextFile(`${home}/afile`, "not a directory");
+      const result = await run(["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], {
+        storage: () => fileStorage(`${home}/afile/cache`),
+        browser: scriptedBrowser,
+      });
+      assertEquals(result.code, EXIT.failure, result.stderr);
+      assertStringIncludes(result.stderr, `error: Cannot save the tokens in "${home}/afile/cache": `);
+      assertStringIncludes(result.stderr, "hint: check that you own that directory, or point OAUTH_LOGIN_CACHE at");
+      assertEquals(result.opened, [], "no browser was opened");
+      assertEquals(mock.requests.length, 0, "nothing was asked of the server");
+      await cleanUp(result);
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
   });
 });
