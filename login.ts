@@ -682,12 +682,31 @@ function editDistance(a: string, b: string): number {
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
 async function parseCli(args: string[]): Promise<Cli> {
+  // `help` and `help COMMAND`, as git and gh take them, mean --help.
+  if (args[0] === "help") args = [...args.slice(1, 2), "--help"];
   const { parseArgs } = await import("node:util");
   let parsed;
   try {
     parsed = parseArgs({ args, options: FLAGS, allowPositionals: true, strict: true });
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
+    // node:util's own sentences for a flag without its value: said in ours, with what to do.
+    const valueless = message.match(/^Option '(-\w, )?(--[a-z-]+)(?: <value>)?' argument (missing|is ambiguous)/);
+    if (valueless) {
+      const flag = valueless[2];
+      const next = args[args.indexOf(flag) + 1];
+      throw new LoginError(
+        "usage",
+        valueless[3] === "missing"
+          ? `The flag "${flag}" needs a value`
+          : `The flag "${flag}" needs a value, and "${sanitize(next ?? "", 40)}" looks like a flag`,
+        {
+          hint: valueless[3] === "missing"
+            ? `give it after the flag, e.g. ${flag} VALUE (run with --help to see the flags)`
+            : `to give a value that starts with "-", write ${flag}=${sanitize(next ?? "VALUE", 40)}`,
+        },
+      );
+    }
     const unknown = message.match(/Unknown option '([^']+)'/);
     const near = unknown?.[1].startsWith("--") ? closest(unknown[1].slice(2), Object.keys(FLAGS)) : undefined;
     throw new LoginError(

@@ -630,3 +630,32 @@ Deno.test("login checks that the token cache can be written before the browser o
     }
   });
 });
+
+Deno.test("a flag without its value is the tool's own sentence, and help is a command", async (t) => {
+  await t.step("a negative number where a value belongs", async () => {
+    const result = await run(["login", "--issuer", "https://a.example", "--client-id", "x", "--timeout", "-1"]);
+    assertEquals(result.code, EXIT.usage);
+    assertEquals(
+      result.stderr,
+      'error: The flag "--timeout" needs a value, and "-1" looks like a flag\n' +
+        'hint: to give a value that starts with "-", write --timeout=-1\n',
+    );
+    await cleanUp(result);
+  });
+  await t.step("no value at all", async () => {
+    const result = await run(["token", "--min-ttl"]);
+    assertEquals(result.code, EXIT.usage);
+    assertStringIncludes(result.stderr, 'error: The flag "--min-ttl" needs a value\n');
+    await cleanUp(result);
+  });
+  await t.step("help and help COMMAND", async () => {
+    const all = await run(["help"]);
+    assertEquals(all.code, EXIT.ok);
+    assertStringIncludes(all.stdout, "Usage: oauth-login [COMMAND] [flags]");
+    const token = await run(["help", "token"]);
+    assertEquals(token.code, EXIT.ok);
+    assert(token.stdout.startsWith("Usage: oauth-login token [flags]"), token.stdout);
+    await cleanUp(all);
+    await cleanUp(token);
+  });
+});
