@@ -1462,7 +1462,10 @@ export function resolveConfig(
       throw new LoginError(
         "usage",
         `The minimum lifetime "${sanitize(flags["min-ttl"])}" is not a number of seconds, 0 or more`,
-        { hint: "give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)" },
+        {
+          hint: "give the seconds before expiry at which to refresh, e.g. --min-ttl 300 (at most half the " +
+            "token's lifetime is used; 0: only when expired)",
+        },
       );
     }
   }
@@ -2310,7 +2313,10 @@ function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
   if (url.search || url.hash || url.username || url.password) {
     throw new LoginError(
       "config",
-      `The issuer "${url.origin}${url.pathname}" must not have a query, fragment or credentials`,
+      `The issuer "${url.origin}${url.pathname}${sanitize(url.search)}${
+        sanitize(url.hash)
+      }" must not have a query, fragment or credentials`,
+      { hint: `give the issuer without them, e.g. --issuer ${url.origin}${url.pathname}` },
     );
   }
   const wellKnown = url.pathname.match(
@@ -6236,8 +6242,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     const saving = cli.flags["save-profile"];
     if (saving !== undefined && profile) {
       await saveProfile(profile.path, saving, profileSettings(cli.flags, deps.env, dotenv ?? {}, profile));
-      deps.stderr(`Saved the profile "${saving}" in ${sanitize(profile.path)}
-`);
+      say(deps, `Saved the profile "${saving}" in ${sanitize(profile.path)}; use it with --profile ${saving}`);
     }
     return EXIT.ok;
   } catch (error) {

@@ -178,7 +178,8 @@ Deno.test("bug 6: --timeout, --min-ttl and --port refuse exactly the values thei
     });
   }
   const minTtl =
-    "is not a number of seconds, 0 or more\nhint: give the seconds of life the token must have left, e.g. --min-ttl 300 (0: only when expired)\n";
+    "is not a number of seconds, 0 or more\nhint: give the seconds before expiry at which to refresh, e.g. --min-ttl 300 " +
+    "(at most half the token's lifetime is used; 0: only when expired)\n";
   for (const value of ["-1", "soon", "1e3"]) {
     await t.step(`--min-ttl ${value} is refused`, async () => {
       const result = await parse("--min-ttl", value, "token");
@@ -658,4 +659,15 @@ Deno.test("a flag without its value is the tool's own sentence, and help is a co
     await cleanUp(all);
     await cleanUp(token);
   });
+});
+
+Deno.test("an issuer with a query is quoted with its query, and the hint shows it without", async () => {
+  const result = await run(["login", "--issuer", "https://a.example/x?foo=bar", "--client-id", "x"]);
+  assertEquals(result.code, EXIT.usage);
+  assertEquals(
+    result.stderr,
+    'error: The issuer "https://a.example/x?foo=bar" must not have a query, fragment or credentials\n' +
+      "hint: give the issuer without them, e.g. --issuer https://a.example/x\n",
+  );
+  await cleanUp(result);
 });
