@@ -4560,10 +4560,20 @@ function missingStorage(): Storage {
 
 /** How long `token` waits for another process's refresh before giving up. */
 const LOCK_WAIT_MS = 60_000;
+/** After this long waiting for another process's refresh, `token` says that it waits. */
+const LOCK_NOTICE_MS = 3_000;
 
 /** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
 async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
   const pending = deps.storage.lock(name);
+  // Usually the lock is free, or another process's refresh ends within a second; past that, say so.
+  const quiet = new AbortController();
+  (deps.timer ?? realTimer)(LOCK_NOTICE_MS, quiet.signal).then(() => {
+    if (!quiet.signal.aborted) {
+      say(deps, "Waiting for another oauth-login process, which is refreshing this token (Ctrl-C cancels)");
+    }
+  });
+  pending.finally(() => quiet.abort()).catch(() => {});
   try {
     return (await wait(deps, {
       ms: LOCK_WAIT_MS,
@@ -5106,7 +5116,20 @@ async function renew(
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     deps.catchInterrupt?.();
     const interrupt = deps.signal;
-    const lock = await lockEntry(name, deps);
+    let lock: { release(): void };
+    try {
+      lock = await lockEntry(name, deps);
+    } catch (error) {
+      // Another process has held the lock for a minute: a token that has not expired still works.
+      const stuck = error instanceof LoginError && error.code === "failure";
+      if (!stuck || !entry || rejected || hasExpired(entry, deps.now())) throw error;
+      return stillValid(
+        entry,
+        "another oauth-login process has been refreshing it for a minute",
+        deps,
+        sanitize(error.hint),
+      );
+    }
     try {
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
       const current = await readEntry(config, deps, name);

@@ -1167,7 +1167,7 @@ function writesIgnorePermissions(): boolean {
 }
 
 Deno.test(
-  "E8 an unwritable cache directory → signed in at the server, then 'Cannot save the tokens', exit 1; no token printed",
+  "E8 an unwritable cache directory → 'Cannot save the tokens' before the browser opens, exit 1; nothing asked of the server",
   async () => {
     const variants: [string, (home: string) => string, RegExp][] = [
       ["its parent is a file", (home) => `${blocker(home)}/cache`, /^Not a directory \(os error 20\)/],
@@ -1190,14 +1190,15 @@ Deno.test(
         });
         try {
           assertEquals(result.code, EXIT.failure, `${what}: ${result.stderr}`);
-          assertEquals(mock.calls("token").length, 1, `${what}: the sign-in itself completed`);
+          // Checked before the sign-in: a login whose tokens cannot be kept is not started.
+          assertEquals(mock.requests.length, 0, `${what}: nothing was asked of the server`);
+          assertEquals(result.opened, [], `${what}: no browser was opened`);
           const lines = result.stderr.split("\n");
-          assertEquals(lines.slice(0, 3).join("\n") + "\n", OPENING(mock, result.opened[0]), what);
-          const said = lines[3].match(/^error: Cannot save the tokens in "(.*)": (.*)$/);
-          assert(said, `${what}: ${lines[3]}`);
+          const said = lines[0].match(/^error: Cannot save the tokens in "(.*)": (.*)$/);
+          assert(said, `${what}: ${lines[0]}`);
           assertEquals(said[1], dir, what);
           assertMatch(said[2], reason, what);
-          assertEquals(lines.slice(4), [
+          assertEquals(lines.slice(1), [
             "hint: check that you own that directory, or point OAUTH_LOGIN_CACHE at another one",
             "",
           ]);

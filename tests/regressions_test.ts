@@ -671,3 +671,41 @@ Deno.test("an issuer with a query is quoted with its query, and the hint shows i
   );
   await cleanUp(result);
 });
+
+Deno.test("token behind another process's refresh lock: says it waits, and after a minute uses a token still valid", async () => {
+  await withMock(async (mock) => {
+    const login = await run(["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], {
+      browser: scriptedBrowser,
+    });
+    assertEquals(login.code, EXIT.ok, login.stderr);
+    const storage = fileStorage(`${login.home}/cache`);
+    const [name] = await storage.list();
+    const entry = JSON.parse((await storage.read(`${name}.json`))!) as TokenSet;
+    const held = await storage.lock(name); // another process, refreshing
+    try {
+      // 40 s left: due under the default --min-ttl of 60 s, but still valid. Every wait ends at once.
+      const result = await run(["token", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], {
+        home: login.home,
+        now: () => entry.expiresAt! - 40_000,
+        timer: () => Promise.resolve(),
+      });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(result.stdout, `${entry.accessToken}\n`);
+      assertStringIncludes(
+        result.stderr,
+        "Waiting for another oauth-login process, which is refreshing this token (Ctrl-C cancels)\n",
+      );
+      assertStringIncludes(
+        result.stderr,
+        "warning: Cannot renew the access token (another oauth-login process has been refreshing it for a minute); " +
+          "using the cached one, which expires in 40 seconds; try again; if it persists",
+      );
+      assertEquals(mock.calls("token").filter((r) => r.form.grant_type === "refresh_token").length, 0);
+    } finally {
+      held.release();
+      // The tool gave up waiting but its lock request is still queued: let it come and go before the test ends.
+      (await storage.lock(name)).release();
+      await cleanUp(login);
+    }
+  });
+});
