@@ -797,8 +797,13 @@ function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?
 }
 
 /** The path as `--verbose` and `doctor` show it. */
-function describeEnvPath(path: string): string {
-  return /^(?:[a-zA-Z]:)?[\\/]/.test(path) ? `"${sanitize(path)}"` : `"${sanitize(path)}" in the working directory`;
+function describeEnvPath(path: string, cwd?: () => string): string {
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: say it in words */ }
+  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
 }
 
 /**
@@ -2161,6 +2166,8 @@ function networkReason(error: unknown): string {
   }
   if (/timed out|timedout|deadline/i.test(chain)) return "the connection timed out";
   if (/connection reset|broken pipe/i.test(chain)) return "the connection was reset";
+  const blocked = chain.match(/requests to port (\d+) are blocked/i);
+  if (blocked) return `port ${blocked[1]} is one that fetch refuses (it belongs to another protocol)`;
   const last = causeChain(error).at(-1) ?? "unknown error";
   return sanitize(last.replace(/^(TypeError|Error): /, "").split("\n")[0], 160);
 }
@@ -2179,6 +2186,9 @@ function networkFailure(
         sanitize(url.hostname)
       }" in the issuer URL, and your DNS or VPN`,
     };
+  }
+  if (reason.startsWith("port ")) {
+    return { reason, hint: `check the port in the issuer URL (${sanitize(url.host)}): an OAuth server is never there` };
   }
   if (reason.startsWith("the connection was refused")) {
     return {
@@ -5785,10 +5795,10 @@ async function doctor(
     add(
       "ok",
       "config",
-      `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath)}`,
+      `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath, deps.cwd)}`,
     );
     for (const warning of misspeltKeys(dotenv)) add("warn", "config", warning);
-  } else add("ok", "config", `.env: none at ${describeEnvPath(envPath)}`);
+  } else add("ok", "config", `.env: none at ${describeEnvPath(envPath, deps.cwd)}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
     if (withoutIssuer(config)) {
@@ -6240,7 +6250,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     if (cli.flags.verbose) {
       deps.stderr(
         `trace: ${dotenv ? `read ${plural(Object.keys(dotenv).length, "setting")} from` : "no settings file at"} ${
-          describeEnvPath(envPath)
+          describeEnvPath(envPath, deps.cwd)
         }\n`,
       );
     }

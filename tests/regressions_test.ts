@@ -709,3 +709,14 @@ Deno.test("token behind another process's refresh lock: says it waits, and after
     }
   });
 });
+
+Deno.test("an issuer on a port fetch refuses (9, a discard port) is named as such, not as Deno's internal message", async () => {
+  const result = await run(["login", "--issuer", "http://127.0.0.1:9", "--client-id", "x"]);
+  assertEquals(result.code, EXIT.failure);
+  assertStringIncludes(
+    result.stderr,
+    "error: Cannot reach 127.0.0.1:9: port 9 is one that fetch refuses (it belongs to another protocol)",
+  );
+  assertStringIncludes(result.stderr, "hint: check the port in the issuer URL (127.0.0.1:9)");
+  await cleanUp(result);
+});
