@@ -1668,6 +1668,8 @@ interface Preset {
   needsSecret?: string;
   /** Its own revocation API, not RFC 7009 (GitHub's `DELETE /applications/{client_id}/token`). */
   tokenDeletionEndpoint?: string;
+  /** Its own revocation API, called with the access token as a Bearer token (Dropbox's `POST /2/auth/token/revoke`). */
+  bearerRevocationEndpoint?: string;
 }
 
 /** The built-in provider presets, each from the provider's public documentation. */
@@ -1715,6 +1717,7 @@ const PRESETS: Record<string, Preset> = {
   salesforce: { issuer: "https://login.salesforce.com", scope: "openid profile refresh_token" },
   dropbox: {
     issuer: "https://www.dropbox.com",
+    bearerRevocationEndpoint: "https://api.dropboxapi.com/2/auth/token/revoke",
     scope: "openid email profile",
     params: [["token_access_type", "offline"]],
   },
@@ -4792,6 +4795,10 @@ async function revokeTokenSet(
     ? PRESETS[config.provider]?.tokenDeletionEndpoint
     : undefined;
   if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
+  const bearer = config.provider && entry.clientId === config.clientId
+    ? PRESETS[config.provider]?.bearerRevocationEndpoint
+    : undefined;
+  if (!as.revocation_endpoint && bearer) return await revokeWithBearer(entry, bearer, deps, trace);
   if (!as.revocation_endpoint) {
     if (!config.all) {
       say(deps, "note: The server has no revocation endpoint, so the tokens stay valid there until they expire");
@@ -4854,6 +4861,32 @@ async function revokeTokenSet(
     }
   }
   return problems;
+}
+
+/**
+ * Revokes through a provider's own API that takes the access token as a Bearer token (Dropbox's
+ * `POST /2/auth/token/revoke`, which also ends the refresh token it came from). 200 when done; 401
+ * when the token was no longer valid (nothing left to revoke with it). Returns what could not be revoked.
+ */
+async function revokeWithBearer(
+  entry: TokenSet,
+  template: string,
+  deps: Deps,
+  trace?: Trace,
+): Promise<RevocationProblem[]> {
+  const url = rebase(template, deps.presetBase);
+  try {
+    const response = await issuerFetch(deps, trace)(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${entry.accessToken}` },
+    });
+    await response.body?.cancel();
+    if (response.status === 200 || response.status === 401) return [];
+    return [{ text: `Cannot revoke the tokens: the server answered HTTP ${response.status}`, kind: "server" }];
+  } catch (error) {
+    const text = error instanceof Error ? error.message : String(error);
+    return [{ text, kind: error instanceof LoginError && error.code === "network" ? "network" : "server" }];
+  }
 }
 
 /**

@@ -335,12 +335,18 @@ const PERSONALITIES: Personality[] = [
     revoke: true,
   },
   {
-    // token_access_type=offline for a refresh token; no revocation or device flow in its metadata.
+    // token_access_type=offline for a refresh token; no revocation or device flow in its metadata:
+    // revocation is its own API, POST /2/auth/token/revoke with the access token as Bearer.
     preset: "dropbox",
     mock: {
       discovery: "oidc",
       issParameter: false,
-      paths: { authorize: "/oauth2/authorize", token: "/oauth2/token", userinfo: "/2/openid/userinfo" },
+      paths: {
+        authorize: "/oauth2/authorize",
+        token: "/oauth2/token",
+        userinfo: "/2/openid/userinfo",
+        revoke: "/2/auth/token/revoke",
+      },
       dialect: {
         refreshTokenWhen: (p) => p.get("token_access_type") === "offline",
         idTokenClaims: () => ({ preferred_username: undefined }),
@@ -351,6 +357,14 @@ const PERSONALITIES: Personality[] = [
         mock.metadata[key] = undefined;
       }
       mock.metadata.grant_types_supported = ["authorization_code"];
+      mock.intercept = (record) => {
+        if (record.method !== "POST" || record.path !== "/2/auth/token/revoke") return Promise.resolve(undefined);
+        const token = (record.headers.authorization ?? "").replace(/^Bearer /, "");
+        if (!mock.accessTokens.has(token)) return Promise.resolve(json({ error: "invalid_access_token" }, 401));
+        mock.accessTokens.delete(token);
+        mock.revoked.push(token);
+        return Promise.resolve(json(null, 200));
+      };
     },
     client: publicClient("dropbox-app-key"),
     args: () => ["--provider", "dropbox"],
@@ -358,7 +372,7 @@ const PERSONALITIES: Personality[] = [
     authorize: { token_access_type: "offline" },
     device: false,
     refresh: true,
-    revoke: false,
+    revoke: true,
   },
   {
     // No OpenID: who comes from GET /v1/me; 127.0.0.1 only; revocation at /oauth2/revoke/v1.
