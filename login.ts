@@ -5666,37 +5666,36 @@ function certificateProblem(path: string): string | undefined {
   return undefined;
 }
 
-/**
- * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
- * secrets are never shown. Exit 0 when nothing failed.
- */
-async function doctor(
+/** Where one of `doctor`'s checks goes: its status, its topic and one sentence (sanitised there). */
+type AddCheck = (status: Check["status"], topic: string, message: string) => void;
+
+/** A failure as one `doctor` sentence: a LoginError's or ErrorResponse's message with its hint, else the text. */
+function describeFailure(error: unknown): string {
+  return error instanceof LoginError || error instanceof ErrorResponse
+    ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
+    : String(error);
+}
+
+/** `doctor`'s config checks (profile, settings and their sources, .env, client key); the Config, or undefined. */
+async function doctorConfig(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Deps,
-  envPath = ".env",
-): Promise<number> {
-  const checks: Check[] = [];
-  const add = (status: Check["status"], topic: string, message: string) =>
-    checks.push({ status, topic, message: sanitize(message, 400) });
-  const describe = (error: unknown) =>
-    error instanceof LoginError || error instanceof ErrorResponse
-      ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
-      : String(error);
-
+  envPath: string,
+  add: AddCheck,
+): Promise<Config | undefined> {
   let config: Config | undefined;
-  let metadata: Oauth.AuthorizationServer | undefined;
   let profile: Profile | undefined;
   try {
     profile = await selectProfile(cli, dotenv, deps);
     if (profile) add("ok", "config", `profile: ${profile.name} (from ${profile.chosenBy}) in ${profile.path}`);
   } catch (error) {
-    add("fail", "config", describe(error));
+    add("fail", "config", describeFailure(error));
   }
   try {
     config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
   } catch (error) {
-    add("fail", "config", describe(error));
+    add("fail", "config", describeFailure(error));
   }
   if (dotenv) {
     add(
@@ -5746,97 +5745,122 @@ async function doctor(
         await readClientKey(config.clientKey);
         add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
       } catch (error) {
-        add("fail", "config", describe(error));
+        add("fail", "config", describeFailure(error));
       }
     }
+  }
+  return config;
+}
 
-    let deviceSupported = false;
-    try {
-      const issuer = await discover(config, deps);
-      const { as, authMethod } = issuer;
-      metadata = as;
-      deviceSupported = as.device_authorization_endpoint !== undefined;
-      if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
-      else if (as.issuer.includes("{tenantid}")) {
-        add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
-      } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
-      const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
-      add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
-      if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
-      else add("warn", "discovery", "the server does not list PKCE methods; S256 is sent anyway and state is checked");
-      if (as.authorization_response_iss_parameter_supported) {
-        add("ok", "discovery", "the iss response parameter (RFC 9207) is supported and checked");
-      } else add("warn", "discovery", "no iss response parameter (RFC 9207): mix-up defence rests on state alone");
-      if (deviceSupported) add("ok", "discovery", "the device flow (RFC 8628) is offered");
-      else add("warn", "discovery", "no device flow: where no browser can be opened, a pasted address is the way in");
+/** `doctor`'s discovery checks (metadata, grants, PKCE, iss, device flow, auth methods, the client, DPoP). */
+async function doctorDiscovery(
+  config: Config,
+  deps: Deps,
+  add: AddCheck,
+): Promise<{ metadata?: Oauth.AuthorizationServer; deviceSupported: boolean }> {
+  let metadata: Oauth.AuthorizationServer | undefined;
+  let deviceSupported = false;
+  try {
+    const issuer = await discover(config, deps);
+    const { as, authMethod } = issuer;
+    metadata = as;
+    deviceSupported = as.device_authorization_endpoint !== undefined;
+    if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
+    else if (as.issuer.includes("{tenantid}")) {
+      add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
+    } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+    const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
+    add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
+    if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
+    else add("warn", "discovery", "the server does not list PKCE methods; S256 is sent anyway and state is checked");
+    if (as.authorization_response_iss_parameter_supported) {
+      add("ok", "discovery", "the iss response parameter (RFC 9207) is supported and checked");
+    } else add("warn", "discovery", "no iss response parameter (RFC 9207): mix-up defence rests on state alone");
+    if (deviceSupported) add("ok", "discovery", "the device flow (RFC 8628) is offered");
+    else add("warn", "discovery", "no device flow: where no browser can be opened, a pasted address is the way in");
+    add(
+      "ok",
+      "discovery",
+      `token endpoint auth methods: ${
+        list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
+      }; this client uses ${authMethod}`,
+    );
+    await checkClient(issuer, config, deps, add);
+    const dpopAlgs = as.dpop_signing_alg_values_supported;
+    if (Array.isArray(dpopAlgs)) {
       add(
         "ok",
         "discovery",
-        `token endpoint auth methods: ${
-          list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
-        }; this client uses ${authMethod}`,
+        `DPoP (RFC 9449) is offered (${dpopAlgs.join(", ")}); ${config.dpop ? "on" : "off (--dpop)"}`,
       );
-      await checkClient(issuer, config, deps, add);
-      const dpopAlgs = as.dpop_signing_alg_values_supported;
-      if (Array.isArray(dpopAlgs)) {
-        add(
-          "ok",
-          "discovery",
-          `DPoP (RFC 9449) is offered (${dpopAlgs.join(", ")}); ${config.dpop ? "on" : "off (--dpop)"}`,
-        );
-      } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
-    } catch (error) {
-      add("fail", "discovery", describe(error));
-    }
-
-    try {
-      const redirect = planRedirect(config.redirectUri);
-      if (redirect.port === 0) {
-        const example = `http://${redirect.host}:<free port>${redirect.path}`;
-        add(
-          "ok",
-          "redirect",
-          config.redirectUri
-            ? `"${config.redirectUri}" names no port (or port 0): any free port on ${
-              redirect.addresses.join(" and ")
-            } is used and sent as ${example} (RFC 8252 §7.3)`
-            : `an ephemeral port on 127.0.0.1, sent as ${example} (RFC 8252 §7.3)`,
-        );
-      }
-      for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
-        const needed = redirect.addresses.includes(address);
-        try {
-          Deno.listen({ hostname: address, port: redirect.port }).close();
-          add("ok", "redirect", `port ${redirect.port} is free on ${address}`);
-        } catch (error) {
-          const busy = error instanceof Deno.errors.AddrInUse;
-          add(
-            needed ? "fail" : "warn",
-            "redirect",
-            busy
-              ? `port ${redirect.port} is in use on ${address} by another program`
-              : `cannot listen on ${address}: ${describe((error as Error).message)}`,
-          );
-        }
-      }
-      const { lookup } = await import("node:dns/promises");
-      const resolved = (await lookup("localhost", { all: true })).map((a) => a.address);
-      add(resolved.length > 0 ? "ok" : "warn", "redirect", `localhost resolves to ${resolved.join(", ") || "nothing"}`);
-    } catch (error) {
-      add("warn", "redirect", describe(error));
-    }
-    const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
-    const choice = chooseFlow(config, browser, deviceSupported);
-    add(
-      browser.ok ? "ok" : "warn",
-      "browser",
-      browser.ok
-        ? `would open with ${browser.opener} (${browser.reason})`
-        : `no browser can be opened: ${browser.reason}`,
-    );
-    add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+    } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
+  } catch (error) {
+    add("fail", "discovery", describeFailure(error));
   }
+  return { metadata, deviceSupported };
+}
 
+/** `doctor`'s redirect checks: the planned port, whether it is free on each loopback address, localhost. */
+async function doctorRedirect(config: Config, add: AddCheck): Promise<void> {
+  try {
+    const redirect = planRedirect(config.redirectUri);
+    if (redirect.port === 0) {
+      const example = `http://${redirect.host}:<free port>${redirect.path}`;
+      add(
+        "ok",
+        "redirect",
+        config.redirectUri
+          ? `"${config.redirectUri}" names no port (or port 0): any free port on ${
+            redirect.addresses.join(" and ")
+          } is used and sent as ${example} (RFC 8252 §7.3)`
+          : `an ephemeral port on 127.0.0.1, sent as ${example} (RFC 8252 §7.3)`,
+      );
+    }
+    for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
+      const needed = redirect.addresses.includes(address);
+      try {
+        Deno.listen({ hostname: address, port: redirect.port }).close();
+        add("ok", "redirect", `port ${redirect.port} is free on ${address}`);
+      } catch (error) {
+        const busy = error instanceof Deno.errors.AddrInUse;
+        add(
+          needed ? "fail" : "warn",
+          "redirect",
+          busy
+            ? `port ${redirect.port} is in use on ${address} by another program`
+            : `cannot listen on ${address}: ${describeFailure((error as Error).message)}`,
+        );
+      }
+    }
+    const { lookup } = await import("node:dns/promises");
+    const resolved = (await lookup("localhost", { all: true })).map((a) => a.address);
+    add(resolved.length > 0 ? "ok" : "warn", "redirect", `localhost resolves to ${resolved.join(", ") || "nothing"}`);
+  } catch (error) {
+    add("warn", "redirect", describeFailure(error));
+  }
+}
+
+/** `doctor`'s browser checks: whether a browser can be opened, and which flow login would use. */
+function doctorBrowser(config: Config, deps: Deps, deviceSupported: boolean, add: AddCheck): void {
+  const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
+  const choice = chooseFlow(config, browser, deviceSupported);
+  add(
+    browser.ok ? "ok" : "warn",
+    "browser",
+    browser.ok
+      ? `would open with ${browser.opener} (${browser.reason})`
+      : `no browser can be opened: ${browser.reason}`,
+  );
+  add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+}
+
+/** `doctor`'s network checks: proxy variables, each host's route (direct or proxied), DENO_CERT, the CA store. */
+function doctorNetwork(
+  config: Config | undefined,
+  metadata: Oauth.AuthorizationServer | undefined,
+  deps: Deps,
+  add: AddCheck,
+): void {
   for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"]) {
     const value = deps.env(name);
     if (!value) continue;
@@ -5880,7 +5904,10 @@ async function doctor(
   }
   const store = deps.env("DENO_TLS_CA_STORE");
   if (store) add("ok", "network", `DENO_TLS_CA_STORE is set to ${store}`);
+}
 
+/** `doctor`'s cache checks: the cache directory and each entry must be owner-only. */
+async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
   const dir = deps.storage.dir;
   try {
     const info = await Deno.stat(dir);
@@ -5899,8 +5926,33 @@ async function doctor(
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) add("ok", "cache", `${dir} does not exist yet; it will be created 0700`);
-    else add("warn", "cache", `${dir}: ${describe(error instanceof Error ? error.message : error)}`);
+    else add("warn", "cache", `${dir}: ${describeFailure(error instanceof Error ? error.message : error)}`);
   }
+}
+
+/**
+ * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
+ * secrets are never shown. Exit 0 when nothing failed.
+ */
+async function doctor(
+  cli: Cli,
+  dotenv: Record<string, string> | undefined,
+  deps: Deps,
+  envPath = ".env",
+): Promise<number> {
+  const checks: Check[] = [];
+  const add = (status: Check["status"], topic: string, message: string) =>
+    checks.push({ status, topic, message: sanitize(message, 400) });
+  const config = await doctorConfig(cli, dotenv, deps, envPath, add);
+  let metadata: Oauth.AuthorizationServer | undefined;
+  if (config) {
+    const discovered = await doctorDiscovery(config, deps, add);
+    metadata = discovered.metadata;
+    await doctorRedirect(config, add);
+    doctorBrowser(config, deps, discovered.deviceSupported, add);
+  }
+  doctorNetwork(config, metadata, deps, add);
+  await doctorCache(deps, add);
 
   const failed = checks.some((check) => check.status === "fail");
   if (cli.flags.json) deps.stdout(JSON.stringify({ ok: !failed, checks }) + "\n");
