@@ -1285,17 +1285,17 @@ const RESERVED_PARAMS = new Set([
   "prompt",
 ]);
 
-/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-export function resolveConfig(
-  cli: Cli,
+/** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
+type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
+
+/** A ConfigPick over these sources, writing the winning source of each key into `sources`. Pure. */
+function configPicker(
   env: (name: string) => string | undefined,
-  dotenv: Record<string, string> = {},
-  profile?: Profile,
-  options: { presetBase?: string } = {},
-): Config {
-  const sources: Record<string, ValueSource> = {};
-  const flags = withProfile(cli.flags, profile, sources);
-  const pick = (key: string, flag: string | undefined, variable: string): string | undefined => {
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): ConfigPick {
+  return (key: string, flag: string | undefined, variable: string): string | undefined => {
     const candidates: [string | undefined, ValueSource][] = [
       [flag, "flag"],
       [env(variable), "environment"],
@@ -1310,12 +1310,19 @@ export function resolveConfig(
     }
     return undefined;
   };
-  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
-  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
-  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
-  let scope = pick("scope", flags.scope, ENV_VARS.scope);
-  let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
+}
 
+/**
+ * The provider preset: named (--provider) or inferred from the issuer, the tenant, and the issuer the preset
+ * implies when none is given. Throws LoginError("usage") for an unknown provider or a misplaced tenant.
+ */
+function resolvePreset(
+  flags: FlagValues,
+  pick: ConfigPick,
+  sources: Record<string, ValueSource>,
+  issuerText: string | undefined,
+  options: { presetBase?: string },
+): { issuerText?: string; provider?: string; providerReason?: string; preset?: Preset; tenant?: string } {
   // Provider presets: named (--provider), or inferred from the issuer where its host is unambiguous.
   let provider = pick("provider", flags.provider, ENV_VARS.provider)?.toLowerCase();
   const tenantText = pick("tenant", flags.tenant, ENV_VARS.tenant);
@@ -1350,7 +1357,18 @@ export function resolveConfig(
   if (provider === "entra" && !tenant && issuerText) {
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
+  return { issuerText, provider, providerReason, preset, tenant };
+}
 
+/** The manual endpoints given, else the preset's; throws LoginError("config") when a preset needs an issuer. */
+function resolveEndpoints(
+  flags: FlagValues,
+  pick: ConfigPick,
+  preset: Preset | undefined,
+  provider: string | undefined,
+  issuerText: string | undefined,
+  options: { presetBase?: string },
+): Partial<Record<EndpointKey, string>> {
   const endpoints: Partial<Record<EndpointKey, string>> = {};
   for (const [key, flag] of MANUAL_ENDPOINTS) {
     const given = pick(key, flags[flag], ENV_VARS[key]);
@@ -1367,7 +1385,23 @@ export function resolveConfig(
       hint: `pass --issuer ${preset.issuerExample}`,
     });
   }
+  return endpoints;
+}
 
+/** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
+function checkRequiredSettings(
+  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri }: {
+    cli: Cli;
+    flags: FlagValues;
+    issuerText: string | undefined;
+    endpoints: Partial<Record<EndpointKey, string>>;
+    preset: Preset | undefined;
+    provider: string | undefined;
+    clientId: string | undefined;
+    clientSecret: string | undefined;
+    redirectUri: string | undefined;
+  },
+): void {
   const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
   if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
     throw new LoginError("config", "No issuer is configured", {
@@ -1375,7 +1409,6 @@ export function resolveConfig(
         `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env), or choose a profile with --profile NAME; for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
     });
   }
-  scope ??= preset?.scope;
   if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
     throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
       hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
@@ -1396,6 +1429,14 @@ export function resolveConfig(
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
   }
+}
+
+/** The redirect URI with --port applied, validated; throws LoginError for a bad port or a bad redirect URI. */
+function resolveRedirectUri(
+  flags: FlagValues,
+  redirectUri: string | undefined,
+  sources: Record<string, ValueSource>,
+): string | undefined {
   if (flags.port !== undefined) {
     const port = Number(flags.port);
     if (!/^\d+$/.test(flags.port) || port < 1 || port > 65535) {
@@ -1408,7 +1449,11 @@ export function resolveConfig(
     sources.redirectUri = sources.port ?? "flag";
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
+  return redirectUri;
+}
 
+/** --timeout in milliseconds (default LOGIN_TIMEOUT_MS); throws LoginError("usage") unless 0 < s <= MAX_TIMEOUT_S. */
+function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
@@ -1423,6 +1468,16 @@ export function resolveConfig(
     timeoutMs = Math.max(1, Math.round(timeout * 1000));
     sources.timeout ??= "flag";
   }
+  return timeoutMs;
+}
+
+/** The client authentication method asked for, if any; throws LoginError for an unknown one or a missing secret. */
+function resolveClientAuth(
+  flags: FlagValues,
+  pick: ConfigPick,
+  sources: Record<string, ValueSource>,
+  clientSecret: string | undefined,
+): string | undefined {
   const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
     const methods = CLIENT_AUTH_METHODS.join(", ");
@@ -1435,6 +1490,11 @@ export function resolveConfig(
       hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
   }
+  return clientAuth;
+}
+
+/** --min-ttl in milliseconds (default MIN_TTL_S seconds); throws LoginError("usage") unless seconds >= 0. */
+function resolveMinTtlMs(flags: FlagValues): number {
   let minTtlMs = MIN_TTL_S * 1000;
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
@@ -1446,6 +1506,11 @@ export function resolveConfig(
       );
     }
   }
+  return minTtlMs;
+}
+
+/** --format (or --json) and --flow; throws LoginError("usage") for a value not supported. */
+function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
   const format = flags.format ?? (flags.json ? "json" : "text");
   if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
@@ -1456,6 +1521,11 @@ export function resolveConfig(
   if (flow !== "auto" && flow !== "browser" && flow !== "device") {
     throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
   }
+  return { format, flow };
+}
+
+/** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
+function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -1472,6 +1542,38 @@ export function resolveConfig(
   for (const [key, value] of preset?.params ?? []) {
     if (!params.some(([given]) => given === key)) params.push([key, value]);
   }
+  return params;
+}
+
+/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
+export function resolveConfig(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string> = {},
+  profile?: Profile,
+  options: { presetBase?: string } = {},
+): Config {
+  const sources: Record<string, ValueSource> = {};
+  const flags = withProfile(cli.flags, profile, sources);
+  const pick = configPicker(env, dotenv, profile, sources);
+  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
+  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
+  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
+  let scope = pick("scope", flags.scope, ENV_VARS.scope);
+  let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
+
+  const chosen = resolvePreset(flags, pick, sources, issuerText, options);
+  issuerText = chosen.issuerText;
+  const { provider, providerReason, preset, tenant } = chosen;
+  const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
+  checkRequiredSettings({ cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri });
+  scope ??= preset?.scope;
+  redirectUri = resolveRedirectUri(flags, redirectUri, sources);
+  const timeoutMs = resolveTimeoutMs(flags, sources);
+  const clientAuth = resolveClientAuth(flags, pick, sources, clientSecret);
+  const minTtlMs = resolveMinTtlMs(flags);
+  const { format, flow } = resolveFormatAndFlow(flags);
+  const params = resolveParams(flags, preset);
   // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   const loginHint = flags["login-hint"];
