@@ -2118,19 +2118,7 @@ function issuerFetch(
     const signals = [timeout.signal, interruptible ? deps.signal : undefined, init?.signal]
       .filter((s): s is AbortSignal => !!s);
     try {
-      if (trace) {
-        const sent = typeof init?.body === "string"
-          ? init.body
-          : init?.body instanceof URLSearchParams
-          ? init.body.toString()
-          : "";
-        const auth = new Headers(init?.headers).get("authorization");
-        trace(
-          `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-            (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
-            (auth ? ` authorization=${redact(auth)}` : ""),
-        );
-      }
+      if (trace) traceRequest(trace, method, url, init);
       const client = route ? httpClientFor(route, url.hostname) : undefined;
       const response = await deps.fetch(url, {
         ...init,
@@ -2138,74 +2126,124 @@ function issuerFetch(
         signal: AbortSignal.any(signals),
         ...(client ? { client } : {}),
       });
-      const body = await readCapped(response, host);
-      trace?.(
-        `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
-      );
-      if (response.status >= 300 && response.status < 400) {
-        throw new LoginError(
-          "invalid_response",
-          `The server at ${host} answered ${method} ${url.pathname} with a redirect (HTTP ${response.status}), which is not followed`,
-          { hint: "check the issuer URL: it must be the exact issuer, not a page that redirects" },
-        );
-      }
-      const empty = response.status === 204 || response.status === 205 || response.status === 304;
-      const read = method === "POST" && !empty
-        ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
-        : undefined;
-      if (read) {
-        trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
-        const headers = new Headers(response.headers);
-        headers.set("content-type", "application/json");
-        headers.delete("content-length");
-        return new Response(read.body, { status: read.status, headers });
-      }
-      return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
-        status: response.status,
-        headers: response.headers,
-      });
+      return await answerFrom(response, { method, url, host, dialect, trace });
     } catch (error) {
-      if (error instanceof LoginError) throw error;
-      if (interruptible && deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
-      const where = `${method} ${url.origin}${url.pathname}`;
-      if (timeout.signal.aborted) {
-        throw new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
-          hint: `${where} timed out: check your network connection and the issuer URL`,
-          cause: error,
-        });
-      }
-      if (via) {
-        const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-        // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
-        const detail = error instanceof Error && error.cause instanceof Error
-          ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
-          : "";
-        throw new LoginError(
-          "network",
-          `Cannot reach ${host}${via}: ${
-            detail
-              ? /tunnel|proxy/i.test(detail)
-                ? `the proxy answered with an error (${sanitize(detail, 120)})`
-                : sanitize(detail, 160)
-              : sanitize(reason, 160)
-          } (${where})`,
-          {
-            hint: /authentication/i.test(detail)
-              ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
-              : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`,
-            cause: error,
-          },
-        );
-      }
-      const failure = networkFailure(error, url, deps.env);
-      throw new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
-        hint: failure.hint,
-        cause: error,
-      });
+      throw fetchFailure(error, { deps, interruptible, method, url, host, timeout, limit, via, route });
     } finally {
       clearTimeout(timer);
     }
   };
+}
+
+/** `issuerFetch`'s trace of a request: method, URL, form fields and the authorization header, values redacted. */
+function traceRequest(trace: Trace, method: string, url: URL, init: RequestInit | undefined): void {
+  const sent = typeof init?.body === "string"
+    ? init.body
+    : init?.body instanceof URLSearchParams
+    ? init.body.toString()
+    : "";
+  const auth = new Headers(init?.headers).get("authorization");
+  trace(
+    `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
+      (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
+      (auth ? ` authorization=${redact(auth)}` : ""),
+  );
+}
+
+/**
+ * `issuerFetch`'s reading of a response: the body (capped), a refused redirect, and a POST answer normalised
+ * to JSON for oauth4webapi. Throws LoginError("invalid_response") for a 3xx.
+ */
+async function answerFrom(
+  response: Response,
+  { method, url, host, dialect, trace }: {
+    method: string;
+    url: URL;
+    host: string;
+    dialect: { dropIdToken?: boolean };
+    trace?: Trace;
+  },
+): Promise<Response> {
+  const body = await readCapped(response, host);
+  trace?.(
+    `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
+  );
+  if (response.status >= 300 && response.status < 400) {
+    throw new LoginError(
+      "invalid_response",
+      `The server at ${host} answered ${method} ${url.pathname} with a redirect (HTTP ${response.status}), which is not followed`,
+      { hint: "check the issuer URL: it must be the exact issuer, not a page that redirects" },
+    );
+  }
+  const empty = response.status === 204 || response.status === 205 || response.status === 304;
+  const read = method === "POST" && !empty
+    ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
+    : undefined;
+  if (read) {
+    trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
+    const headers = new Headers(response.headers);
+    headers.set("content-type", "application/json");
+    headers.delete("content-length");
+    return new Response(read.body, { status: read.status, headers });
+  }
+  return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
+    status: response.status,
+    headers: response.headers,
+  });
+}
+
+/** `issuerFetch`'s failure as the LoginError to throw: as it was, interrupted, timed out (`limit` ms), or network. */
+function fetchFailure(
+  error: unknown,
+  { deps, interruptible, method, url, host, timeout, limit, via, route }: {
+    deps: Deps;
+    interruptible: boolean;
+    method: string;
+    url: URL;
+    host: string;
+    timeout: AbortController;
+    limit: number;
+    via: string;
+    route: Route | undefined;
+  },
+): LoginError {
+  if (error instanceof LoginError) return error;
+  if (interruptible && deps.signal.aborted) return new LoginError("interrupted", "Interrupted");
+  const where = `${method} ${url.origin}${url.pathname}`;
+  if (timeout.signal.aborted) {
+    return new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
+      hint: `${where} timed out: check your network connection and the issuer URL`,
+      cause: error,
+    });
+  }
+  if (via) {
+    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
+    const detail = error instanceof Error && error.cause instanceof Error
+      ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
+      : "";
+    return new LoginError(
+      "network",
+      `Cannot reach ${host}${via}: ${
+        detail
+          ? /tunnel|proxy/i.test(detail)
+            ? `the proxy answered with an error (${sanitize(detail, 120)})`
+            : sanitize(detail, 160)
+          : sanitize(reason, 160)
+      } (${where})`,
+      {
+        hint: /authentication/i.test(detail)
+          ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
+          : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`,
+        cause: error,
+      },
+    );
+  }
+  const failure = networkFailure(error, url, deps.env);
+  return new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
+    hint: failure.hint,
+    cause: error,
+  });
 }
 
 /** Every message in an error's cause chain, outermost first. */
