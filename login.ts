@@ -2542,95 +2542,9 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     [oauth.allowInsecureRequests]: issuerUrl.protocol === "http:",
   };
   const as: Oauth.AuthorizationServer = await step("fetch the server metadata", async () => {
-    // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
-    const patiently = async (request: () => Promise<Response>) => {
-      const response = await request();
-      const pause = retryAfterMs(response, deps.now());
-      if (pause === undefined) return response;
-      await response.body?.cancel();
-      trace?.(`the server asked to retry in ${seconds(pause)}`);
-      await wait(deps, { ms: pause, sleep: deps.sleep, interrupted: "Interrupted" });
-      return await request();
-    };
-    let response: Response;
-    const path = issuerUrl.pathname === "/" ? "" : issuerUrl.pathname.replace(/\/$/, "");
-    const tried: string[] = []; // the metadata URLs asked, for the message when none answers
-    if (config.metadataUrl) {
-      const url = config.metadataUrl;
-      tried.push(url);
-      response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
-    } else {
-      tried.push(`${issuerUrl.origin}/.well-known/oauth-authorization-server${path}`);
-      response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
-      if (response.status !== 200) {
-        await response.body?.cancel();
-        tried.push(`${issuerUrl.origin}${path}/.well-known/openid-configuration`);
-        response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
-      }
-    }
-    if (response.status !== 200 && response.status !== 404) {
-      // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
-      const said = await response.clone().json().catch(() => undefined);
-      if (said && typeof said === "object" && typeof said.error === "string") {
-        await response.body?.cancel();
-        const error = serverError(
-          "fetch the server metadata",
-          said.error,
-          typeof said.error_description === "string" ? said.error_description : undefined,
-          response.status,
-        );
-        throw new ErrorResponse(error.message, {
-          code: error.code,
-          description: error.description,
-          status: error.status,
-          hint: `check the issuer "${displayIssuer(config.issuer)}"${config.tenant ? ` and the tenant` : ""}`,
-        });
-      }
-    }
-    if (response.status === 404) {
-      await response.body?.cancel();
-      throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
-        hint: `tried ${
-          tried.map((url) => sanitize(url)).join(" and ")
-        }; check the issuer URL: it is the one your provider shows, ` +
-          "e.g. https://example.okta.com/oauth2/default",
-      });
-    }
-    if (response.status >= 400) {
-      await response.body?.cancel();
-      const status = response.status;
-      throw new LoginError(
-        "invalid_response",
-        `Cannot fetch the server metadata: the server answered HTTP ${status}${
-          status >= 500 ? ", a server error" : ""
-        } ` +
-          `(GET ${sanitize(tried.at(-1))})`,
-        { hint: status >= 500 ? "try again later" : "check the issuer URL" },
-      );
-    }
-    const copy = response.status === 200 ? response.clone() : undefined;
-    try {
-      return await oauth.processDiscoveryResponse(issuerUrl, response);
-    } catch (error) {
-      if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
-        const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
-        // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
-        // the template filled with its own tid (see issuerFor).
-        if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
-          const internal = oauth as unknown as { _nodiscoverycheck: symbol };
-          const discovered = oauth.processDiscoveryResponse as unknown as (
-            expected: symbol,
-            response: Response,
-          ) => Promise<Oauth.AuthorizationServer>;
-          trace?.(`the issuer template "${sanitize(said)}" stands for "${config.issuer}"`);
-          return await discovered(internal._nodiscoverycheck, copy);
-        }
-        throw issuerMismatch(config, said);
-      }
-      throw error;
-    } finally {
-      await copy?.body?.cancel().catch(() => {});
-    }
+    const { response, tried } = await requestMetadata(oauth, config, deps, issuerUrl, http, trace);
+    await checkMetadataStatus(config, response, tried);
+    return await readMetadata(oauth, config, issuerUrl, response, trace);
   });
   for (const [key, , member] of MANUAL_ENDPOINTS) {
     if (config[key] !== undefined) (as as Record<string, unknown>)[member] = config[key];
@@ -2640,6 +2554,124 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
   }
   return issuerFor(as, config, deps, trace);
+}
+
+/**
+ * `discoverIssuer`'s metadata request: --metadata-url, or RFC 8414 then OpenID Connect Discovery, each retried
+ * once when a busy server says when; the response and the URLs tried.
+ */
+async function requestMetadata(
+  oauth: typeof Oauth,
+  config: Config,
+  deps: Deps,
+  issuerUrl: URL,
+  http: Http,
+  trace?: Trace,
+): Promise<{ response: Response; tried: string[] }> {
+  // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
+  const patiently = async (request: () => Promise<Response>) => {
+    const response = await request();
+    const pause = retryAfterMs(response, deps.now());
+    if (pause === undefined) return response;
+    await response.body?.cancel();
+    trace?.(`the server asked to retry in ${seconds(pause)}`);
+    await wait(deps, { ms: pause, sleep: deps.sleep, interrupted: "Interrupted" });
+    return await request();
+  };
+  let response: Response;
+  const path = issuerUrl.pathname === "/" ? "" : issuerUrl.pathname.replace(/\/$/, "");
+  const tried: string[] = []; // the metadata URLs asked, for the message when none answers
+  if (config.metadataUrl) {
+    const url = config.metadataUrl;
+    tried.push(url);
+    response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
+  } else {
+    tried.push(`${issuerUrl.origin}/.well-known/oauth-authorization-server${path}`);
+    response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      tried.push(`${issuerUrl.origin}${path}/.well-known/openid-configuration`);
+      response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
+    }
+  }
+  return { response, tried };
+}
+
+/** Throws ErrorResponse for a metadata error the server explains, LoginError for a 404 (config) or other HTTP error. */
+async function checkMetadataStatus(config: Config, response: Response, tried: string[]): Promise<void> {
+  if (response.status !== 200 && response.status !== 404) {
+    // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
+    const said = await response.clone().json().catch(() => undefined);
+    if (said && typeof said === "object" && typeof said.error === "string") {
+      await response.body?.cancel();
+      const error = serverError(
+        "fetch the server metadata",
+        said.error,
+        typeof said.error_description === "string" ? said.error_description : undefined,
+        response.status,
+      );
+      throw new ErrorResponse(error.message, {
+        code: error.code,
+        description: error.description,
+        status: error.status,
+        hint: `check the issuer "${displayIssuer(config.issuer)}"${config.tenant ? ` and the tenant` : ""}`,
+      });
+    }
+  }
+  if (response.status === 404) {
+    await response.body?.cancel();
+    throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
+      hint: `tried ${
+        tried.map((url) => sanitize(url)).join(" and ")
+      }; check the issuer URL: it is the one your provider shows, ` +
+        "e.g. https://example.okta.com/oauth2/default",
+    });
+  }
+  if (response.status >= 400) {
+    await response.body?.cancel();
+    const status = response.status;
+    throw new LoginError(
+      "invalid_response",
+      `Cannot fetch the server metadata: the server answered HTTP ${status}${
+        status >= 500 ? ", a server error" : ""
+      } ` +
+        `(GET ${sanitize(tried.at(-1))})`,
+      { hint: status >= 500 ? "try again later" : "check the issuer URL" },
+    );
+  }
+}
+
+/** The metadata of a 200 response, its issuer checked (an Entra template stands for its tenant); throws otherwise. */
+async function readMetadata(
+  oauth: typeof Oauth,
+  config: Config,
+  issuerUrl: URL,
+  response: Response,
+  trace?: Trace,
+): Promise<Oauth.AuthorizationServer> {
+  const copy = response.status === 200 ? response.clone() : undefined;
+  try {
+    return await oauth.processDiscoveryResponse(issuerUrl, response);
+  } catch (error) {
+    if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
+      const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
+      // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
+      // the template filled with its own tid (see issuerFor).
+      if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
+        const internal = oauth as unknown as { _nodiscoverycheck: symbol };
+        const discovered = oauth.processDiscoveryResponse as unknown as (
+          expected: symbol,
+          response: Response,
+        ) => Promise<Oauth.AuthorizationServer>;
+        trace?.(`the issuer template "${sanitize(said)}" stands for "${config.issuer}"`);
+        return await discovered(internal._nodiscoverycheck, copy);
+      }
+      throw issuerMismatch(config, said);
+    }
+    throw error;
+  } finally {
+    await copy?.body?.cancel().catch(() => {});
+  }
 }
 
 /** Picks the client authentication from the metadata, unless the person chose one. */
