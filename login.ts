@@ -3345,14 +3345,7 @@ async function listen(redirect: Redirect): Promise<Listener> {
       delivered.finally(() => inflight.delete(delivered));
       return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
     });
-  const close = async () => {
-    const grace = delay(SHUTDOWN_GRACE_MS);
-    await Promise.race([Promise.allSettled(inflight), grace.done]);
-    // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
-    // here would cut off a page whose `completed` has resolved before its bytes left the socket.
-    await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
-    grace.cancel();
-  };
+  const close = () => closeServers(servers, inflight);
   let port = redirect.port;
   const bound: string[] = [];
   for (let attempt = 0;; attempt++) {
@@ -3382,24 +3375,8 @@ async function listen(redirect: Redirect): Promise<Listener> {
           port = 0;
           continue;
         }
-        throw new LoginError("port_in_use", `Port ${redirect.port} is already in use by another program`, {
-          hint: "stop that program, or register another redirect URI and pass it with --redirect-uri or --port",
-          cause: error,
-        });
       }
-      if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.PermissionDenied) {
-        throw new LoginError(
-          "port_in_use",
-          `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
-          {
-            hint: error instanceof Deno.errors.PermissionDenied && port < 1024
-              ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
-              : undefined,
-            cause: error,
-          },
-        );
-      }
-      throw error;
+      throw bindFailure(error, redirect, port);
     }
   }
   return {
@@ -3409,6 +3386,39 @@ async function listen(redirect: Redirect): Promise<Listener> {
     },
     close,
   };
+}
+
+/** Closes the callback servers: waits up to SHUTDOWN_GRACE_MS for responses under way, then shuts down. */
+async function closeServers(servers: Deno.HttpServer<Deno.NetAddr>[], inflight: Set<Promise<void>>): Promise<void> {
+  const grace = delay(SHUTDOWN_GRACE_MS);
+  await Promise.race([Promise.allSettled(inflight), grace.done]);
+  // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
+  // here would cut off a page whose `completed` has resolved before its bytes left the socket.
+  await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
+  grace.cancel();
+}
+
+/** A failure to bind the callback `port` as the error to throw: LoginError("port_in_use") when busy or refused. */
+function bindFailure(error: unknown, redirect: Redirect, port: number): unknown {
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new LoginError("port_in_use", `Port ${redirect.port} is already in use by another program`, {
+      hint: "stop that program, or register another redirect URI and pass it with --redirect-uri or --port",
+      cause: error,
+    });
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.PermissionDenied) {
+    return new LoginError(
+      "port_in_use",
+      `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
+      {
+        hint: error instanceof Deno.errors.PermissionDenied && port < 1024
+          ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
+          : undefined,
+        cause: error,
+      },
+    );
+  }
+  return error;
 }
 
 /** Compares two strings in time that does not depend on where they differ. */
