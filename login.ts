@@ -4026,6 +4026,21 @@ async function pollPause(ms: number, deadline: number, config: Config, deps: Dep
 /** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
 async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
   const oauth = await lib();
+  const device = await startDeviceFlow(oauth, issuer, scope, config);
+  showDeviceCode(device, issuer.as, deps, openBrowser);
+  return await pollDeviceCode(oauth, { issuer, scope, config, deps, trace }, device);
+}
+
+/**
+ * Starts the device flow (RFC 8628 §3.1-3.2): the device authorization request with scope and --param.
+ * Throws LoginError("config") when the server has no device endpoint or refuses the client or scope.
+ */
+async function startDeviceFlow(
+  oauth: typeof Oauth,
+  issuer: IssuerClient,
+  scope: string,
+  config: Config,
+): Promise<Oauth.DeviceAuthorizationResponse> {
   const { as, client, auth, http } = issuer;
   if (as.device_authorization_endpoint === undefined) {
     throw new LoginError(
@@ -4053,6 +4068,16 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
     }
     throw error;
   }
+  return device;
+}
+
+/** Shows the device flow's verification address and user code (RFC 8628 §3.3), opening the address if asked. */
+function showDeviceCode(
+  device: Oauth.DeviceAuthorizationResponse,
+  as: Oauth.AuthorizationServer,
+  deps: Deps,
+  openBrowser: boolean,
+): void {
   const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
   const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
@@ -4069,6 +4094,18 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   if (openBrowser) {
     deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
+}
+
+/**
+ * Polls the token endpoint with the device code (RFC 8628 §3.4-3.5) until approved, at the server's interval
+ * (milliseconds, slowed by slow_down and network errors). Throws LoginError("timeout") when the time runs out.
+ */
+async function pollDeviceCode(
+  oauth: typeof Oauth,
+  { issuer, scope, config, deps, trace }: Pick<FlowContext, "issuer" | "scope" | "config" | "deps" | "trace">,
+  device: Oauth.DeviceAuthorizationResponse,
+): Promise<LoginResult> {
+  const { as, client, auth, http } = issuer;
   const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
   // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
   const bounded = config.sources.timeout !== undefined && config.timeoutMs < lifetimeMs;
