@@ -5318,13 +5318,7 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
 /** "in 59 minutes", "3 minutes ago". */
 function relativeTime(at: number, now: number): string {
   const minutes = Math.round(Math.abs(at - now) / 60_000);
-  const amount = minutes < 1
-    ? "less than a minute"
-    : minutes < 120
-    ? plural(minutes, "minute")
-    : minutes < 48 * 60
-    ? plural(Math.round(minutes / 60), "hour")
-    : plural(Math.round(minutes / 1440), "day");
+  const amount = minutes < 1 ? "less than a minute" : roughDuration(at - now);
   return at >= now ? `in ${amount}` : `${amount} ago`;
 }
 
@@ -5799,7 +5793,7 @@ async function checkClient(
   issuer: IssuerClient,
   config: Config,
   deps: Deps,
-  add: (status: Check["status"], topic: string, message: string) => void,
+  add: AddCheck,
 ): Promise<void> {
   const oauth = await lib();
   const redirect = planRedirect(config.redirectUri);
@@ -5852,6 +5846,7 @@ async function checkClient(
   }
 }
 
+/** A failure as one `doctor` sentence: a LoginError's or ErrorResponse's message with its hint, else the text. */
 function describeError(error: unknown): string {
   return error instanceof LoginError || error instanceof ErrorResponse
     ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
@@ -5888,13 +5883,6 @@ function certificateProblem(path: string): string | undefined {
 /** Where one of `doctor`'s checks goes: its status, its topic and one sentence (sanitised there). */
 type AddCheck = (status: Check["status"], topic: string, message: string) => void;
 
-/** A failure as one `doctor` sentence: a LoginError's or ErrorResponse's message with its hint, else the text. */
-function describeFailure(error: unknown): string {
-  return error instanceof LoginError || error instanceof ErrorResponse
-    ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
-    : String(error);
-}
-
 /** `doctor`'s config checks (profile, settings and their sources, .env, client key); the Config, or undefined. */
 async function doctorConfig(
   cli: Cli,
@@ -5909,12 +5897,12 @@ async function doctorConfig(
     profile = await selectProfile(cli, dotenv, deps);
     if (profile) add("ok", "config", `profile: ${profile.name} (from ${profile.chosenBy}) in ${profile.path}`);
   } catch (error) {
-    add("fail", "config", describeFailure(error));
+    add("fail", "config", describeError(error));
   }
   try {
     config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
   } catch (error) {
-    add("fail", "config", describeFailure(error));
+    add("fail", "config", describeError(error));
   }
   if (dotenv) {
     add(
@@ -5964,7 +5952,7 @@ async function doctorConfig(
         await readClientKey(config.clientKey);
         add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
       } catch (error) {
-        add("fail", "config", describeFailure(error));
+        add("fail", "config", describeError(error));
       }
     }
   }
@@ -6014,7 +6002,7 @@ async function doctorDiscovery(
       );
     } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
   } catch (error) {
-    add("fail", "discovery", describeFailure(error));
+    add("fail", "discovery", describeError(error));
   }
   return { metadata, deviceSupported };
 }
@@ -6047,7 +6035,7 @@ async function doctorRedirect(config: Config, add: AddCheck): Promise<void> {
           "redirect",
           busy
             ? `port ${redirect.port} is in use on ${address} by another program`
-            : `cannot listen on ${address}: ${describeFailure((error as Error).message)}`,
+            : `cannot listen on ${address}: ${describeError((error as Error).message)}`,
         );
       }
     }
@@ -6055,7 +6043,7 @@ async function doctorRedirect(config: Config, add: AddCheck): Promise<void> {
     const resolved = (await lookup("localhost", { all: true })).map((a) => a.address);
     add(resolved.length > 0 ? "ok" : "warn", "redirect", `localhost resolves to ${resolved.join(", ") || "nothing"}`);
   } catch (error) {
-    add("warn", "redirect", describeFailure(error));
+    add("warn", "redirect", describeError(error));
   }
 }
 
@@ -6145,7 +6133,7 @@ async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) add("ok", "cache", `${dir} does not exist yet; it will be created 0700`);
-    else add("warn", "cache", `${dir}: ${describeFailure(error instanceof Error ? error.message : error)}`);
+    else add("warn", "cache", `${dir}: ${describeError(error instanceof Error ? error.message : error)}`);
   }
 }
 
