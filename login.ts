@@ -1310,17 +1310,17 @@ const RESERVED_PARAMS = new Set([
   "prompt",
 ]);
 
-/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-export function resolveConfig(
-  cli: Cli,
+/** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
+type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
+
+/** A ConfigPick over these sources, writing the winning source of each key into `sources`. Pure. */
+function configPicker(
   env: (name: string) => string | undefined,
-  dotenv: Record<string, string> = {},
-  profile?: Profile,
-  options: { presetBase?: string } = {},
-): Config {
-  const sources: Record<string, ValueSource> = {};
-  const flags = withProfile(cli.flags, profile, sources);
-  const pick = (key: string, flag: string | undefined, variable: string): string | undefined => {
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): ConfigPick {
+  return (key: string, flag: string | undefined, variable: string): string | undefined => {
     const candidates: [string | undefined, ValueSource][] = [
       [flag, "flag"],
       [env(variable), "environment"],
@@ -1335,12 +1335,19 @@ export function resolveConfig(
     }
     return undefined;
   };
-  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
-  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
-  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
-  let scope = pick("scope", flags.scope, ENV_VARS.scope);
-  let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
+}
 
+/**
+ * The provider preset: named (--provider) or inferred from the issuer, the tenant, and the issuer the preset
+ * implies when none is given. Throws LoginError("usage") for an unknown provider or a misplaced tenant.
+ */
+function resolvePreset(
+  flags: FlagValues,
+  pick: ConfigPick,
+  sources: Record<string, ValueSource>,
+  issuerText: string | undefined,
+  options: { presetBase?: string },
+): { issuerText?: string; provider?: string; providerReason?: string; preset?: Preset; tenant?: string } {
   // Provider presets: named (--provider), or inferred from the issuer where its host is unambiguous.
   let provider = pick("provider", flags.provider, ENV_VARS.provider)?.toLowerCase();
   const tenantText = pick("tenant", flags.tenant, ENV_VARS.tenant);
@@ -1375,7 +1382,18 @@ export function resolveConfig(
   if (provider === "entra" && !tenant && issuerText) {
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
+  return { issuerText, provider, providerReason, preset, tenant };
+}
 
+/** The manual endpoints given, else the preset's; throws LoginError("config") when a preset needs an issuer. */
+function resolveEndpoints(
+  flags: FlagValues,
+  pick: ConfigPick,
+  preset: Preset | undefined,
+  provider: string | undefined,
+  issuerText: string | undefined,
+  options: { presetBase?: string },
+): Partial<Record<EndpointKey, string>> {
   const endpoints: Partial<Record<EndpointKey, string>> = {};
   for (const [key, flag] of MANUAL_ENDPOINTS) {
     const given = pick(key, flags[flag], ENV_VARS[key]);
@@ -1392,7 +1410,23 @@ export function resolveConfig(
       hint: `pass --issuer ${preset.issuerExample}`,
     });
   }
+  return endpoints;
+}
 
+/** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
+function checkRequiredSettings(
+  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri }: {
+    cli: Cli;
+    flags: FlagValues;
+    issuerText: string | undefined;
+    endpoints: Partial<Record<EndpointKey, string>>;
+    preset: Preset | undefined;
+    provider: string | undefined;
+    clientId: string | undefined;
+    clientSecret: string | undefined;
+    redirectUri: string | undefined;
+  },
+): void {
   const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
   if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
     throw new LoginError("config", "No issuer is configured", {
@@ -1400,7 +1434,6 @@ export function resolveConfig(
         `pass --issuer URL or set ${ENV_VARS.issuer} (in the environment or in .env), or choose a profile with --profile NAME; for a server without discovery, pass --token-endpoint and --authorization-endpoint; or pick a preset with --provider NAME`,
     });
   }
-  scope ??= preset?.scope;
   if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
     throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
       hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
@@ -1421,6 +1454,14 @@ export function resolveConfig(
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
   }
+}
+
+/** The redirect URI with --port applied, validated; throws LoginError for a bad port or a bad redirect URI. */
+function resolveRedirectUri(
+  flags: FlagValues,
+  redirectUri: string | undefined,
+  sources: Record<string, ValueSource>,
+): string | undefined {
   if (flags.port !== undefined) {
     const port = Number(flags.port);
     if (!/^\d+$/.test(flags.port) || port < 1 || port > 65535) {
@@ -1433,7 +1474,11 @@ export function resolveConfig(
     sources.redirectUri = sources.port ?? "flag";
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
+  return redirectUri;
+}
 
+/** --timeout in milliseconds (default LOGIN_TIMEOUT_MS); throws LoginError("usage") unless 0 < s <= MAX_TIMEOUT_S. */
+function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
@@ -1448,6 +1493,16 @@ export function resolveConfig(
     timeoutMs = Math.max(1, Math.round(timeout * 1000));
     sources.timeout ??= "flag";
   }
+  return timeoutMs;
+}
+
+/** The client authentication method asked for, if any; throws LoginError for an unknown one or a missing secret. */
+function resolveClientAuth(
+  flags: FlagValues,
+  pick: ConfigPick,
+  sources: Record<string, ValueSource>,
+  clientSecret: string | undefined,
+): string | undefined {
   const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
     const methods = CLIENT_AUTH_METHODS.join(", ");
@@ -1460,6 +1515,11 @@ export function resolveConfig(
       hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
   }
+  return clientAuth;
+}
+
+/** --min-ttl in milliseconds (default MIN_TTL_S seconds); throws LoginError("usage") unless seconds >= 0. */
+function resolveMinTtlMs(flags: FlagValues): number {
   let minTtlMs = MIN_TTL_S * 1000;
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
@@ -1474,6 +1534,11 @@ export function resolveConfig(
       );
     }
   }
+  return minTtlMs;
+}
+
+/** --format (or --json) and --flow; throws LoginError("usage") for a value not supported. */
+function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
   const format = flags.format ?? (flags.json ? "json" : "text");
   if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
@@ -1484,6 +1549,11 @@ export function resolveConfig(
   if (flow !== "auto" && flow !== "browser" && flow !== "device") {
     throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
   }
+  return { format, flow };
+}
+
+/** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
+function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -1500,6 +1570,38 @@ export function resolveConfig(
   for (const [key, value] of preset?.params ?? []) {
     if (!params.some(([given]) => given === key)) params.push([key, value]);
   }
+  return params;
+}
+
+/** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
+export function resolveConfig(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string> = {},
+  profile?: Profile,
+  options: { presetBase?: string } = {},
+): Config {
+  const sources: Record<string, ValueSource> = {};
+  const flags = withProfile(cli.flags, profile, sources);
+  const pick = configPicker(env, dotenv, profile, sources);
+  let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
+  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
+  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
+  let scope = pick("scope", flags.scope, ENV_VARS.scope);
+  let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
+
+  const chosen = resolvePreset(flags, pick, sources, issuerText, options);
+  issuerText = chosen.issuerText;
+  const { provider, providerReason, preset, tenant } = chosen;
+  const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
+  checkRequiredSettings({ cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri });
+  scope ??= preset?.scope;
+  redirectUri = resolveRedirectUri(flags, redirectUri, sources);
+  const timeoutMs = resolveTimeoutMs(flags, sources);
+  const clientAuth = resolveClientAuth(flags, pick, sources, clientSecret);
+  const minTtlMs = resolveMinTtlMs(flags);
+  const { format, flow } = resolveFormatAndFlow(flags);
+  const params = resolveParams(flags, preset);
   // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   const loginHint = flags["login-hint"];
@@ -2047,19 +2149,7 @@ function issuerFetch(
     const signals = [timeout.signal, interruptible ? deps.signal : undefined, init?.signal]
       .filter((s): s is AbortSignal => !!s);
     try {
-      if (trace) {
-        const sent = typeof init?.body === "string"
-          ? init.body
-          : init?.body instanceof URLSearchParams
-          ? init.body.toString()
-          : "";
-        const auth = new Headers(init?.headers).get("authorization");
-        trace(
-          `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-            (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
-            (auth ? ` authorization=${redact(auth)}` : ""),
-        );
-      }
+      if (trace) traceRequest(trace, method, url, init);
       const client = route ? httpClientFor(route, url.hostname) : undefined;
       const response = await deps.fetch(url, {
         ...init,
@@ -2067,74 +2157,124 @@ function issuerFetch(
         signal: AbortSignal.any(signals),
         ...(client ? { client } : {}),
       });
-      const body = await readCapped(response, host);
-      trace?.(
-        `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
-      );
-      if (response.status >= 300 && response.status < 400) {
-        throw new LoginError(
-          "invalid_response",
-          `The server at ${host} answered ${method} ${url.pathname} with a redirect (HTTP ${response.status}), which is not followed`,
-          { hint: "check the issuer URL: it must be the exact issuer, not a page that redirects" },
-        );
-      }
-      const empty = response.status === 204 || response.status === 205 || response.status === 304;
-      const read = method === "POST" && !empty
-        ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
-        : undefined;
-      if (read) {
-        trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
-        const headers = new Headers(response.headers);
-        headers.set("content-type", "application/json");
-        headers.delete("content-length");
-        return new Response(read.body, { status: read.status, headers });
-      }
-      return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
-        status: response.status,
-        headers: response.headers,
-      });
+      return await answerFrom(response, { method, url, host, dialect, trace });
     } catch (error) {
-      if (error instanceof LoginError) throw error;
-      if (interruptible && deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
-      const where = `${method} ${url.origin}${url.pathname}`;
-      if (timeout.signal.aborted) {
-        throw new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
-          hint: `${where} timed out: check your network connection and the issuer URL`,
-          cause: error,
-        });
-      }
-      if (via) {
-        const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-        // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
-        const detail = error instanceof Error && error.cause instanceof Error
-          ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
-          : "";
-        throw new LoginError(
-          "network",
-          `Cannot reach ${host}${via}: ${
-            detail
-              ? /tunnel|proxy/i.test(detail)
-                ? `the proxy answered with an error (${sanitize(detail, 120)})`
-                : sanitize(detail, 160)
-              : sanitize(reason, 160)
-          } (${where})`,
-          {
-            hint: /authentication/i.test(detail)
-              ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
-              : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`,
-            cause: error,
-          },
-        );
-      }
-      const failure = networkFailure(error, url, deps.env);
-      throw new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
-        hint: failure.hint,
-        cause: error,
-      });
+      throw fetchFailure(error, { deps, interruptible, method, url, host, timeout, limit, via, route });
     } finally {
       clearTimeout(timer);
     }
   };
+}
+
+/** `issuerFetch`'s trace of a request: method, URL, form fields and the authorization header, values redacted. */
+function traceRequest(trace: Trace, method: string, url: URL, init: RequestInit | undefined): void {
+  const sent = typeof init?.body === "string"
+    ? init.body
+    : init?.body instanceof URLSearchParams
+    ? init.body.toString()
+    : "";
+  const auth = new Headers(init?.headers).get("authorization");
+  trace(
+    `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
+      (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
+      (auth ? ` authorization=${redact(auth)}` : ""),
+  );
+}
+
+/**
+ * `issuerFetch`'s reading of a response: the body (capped), a refused redirect, and a POST answer normalised
+ * to JSON for oauth4webapi. Throws LoginError("invalid_response") for a 3xx.
+ */
+async function answerFrom(
+  response: Response,
+  { method, url, host, dialect, trace }: {
+    method: string;
+    url: URL;
+    host: string;
+    dialect: { dropIdToken?: boolean };
+    trace?: Trace;
+  },
+): Promise<Response> {
+  const body = await readCapped(response, host);
+  trace?.(
+    `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
+  );
+  if (response.status >= 300 && response.status < 400) {
+    throw new LoginError(
+      "invalid_response",
+      `The server at ${host} answered ${method} ${url.pathname} with a redirect (HTTP ${response.status}), which is not followed`,
+      { hint: "check the issuer URL: it must be the exact issuer, not a page that redirects" },
+    );
+  }
+  const empty = response.status === 204 || response.status === 205 || response.status === 304;
+  const read = method === "POST" && !empty
+    ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
+    : undefined;
+  if (read) {
+    trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
+    const headers = new Headers(response.headers);
+    headers.set("content-type", "application/json");
+    headers.delete("content-length");
+    return new Response(read.body, { status: read.status, headers });
+  }
+  return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
+    status: response.status,
+    headers: response.headers,
+  });
+}
+
+/** `issuerFetch`'s failure as the LoginError to throw: as it was, interrupted, timed out (`limit` ms), or network. */
+function fetchFailure(
+  error: unknown,
+  { deps, interruptible, method, url, host, timeout, limit, via, route }: {
+    deps: Deps;
+    interruptible: boolean;
+    method: string;
+    url: URL;
+    host: string;
+    timeout: AbortController;
+    limit: number;
+    via: string;
+    route: Route | undefined;
+  },
+): LoginError {
+  if (error instanceof LoginError) return error;
+  if (interruptible && deps.signal.aborted) return new LoginError("interrupted", "Interrupted");
+  const where = `${method} ${url.origin}${url.pathname}`;
+  if (timeout.signal.aborted) {
+    return new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
+      hint: `${where} timed out: check your network connection and the issuer URL`,
+      cause: error,
+    });
+  }
+  if (via) {
+    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
+    const detail = error instanceof Error && error.cause instanceof Error
+      ? error.cause.message.split("\n")[0].replace(/^.*\): /, "")
+      : "";
+    return new LoginError(
+      "network",
+      `Cannot reach ${host}${via}: ${
+        detail
+          ? /tunnel|proxy/i.test(detail)
+            ? `the proxy answered with an error (${sanitize(detail, 120)})`
+            : sanitize(detail, 160)
+          : sanitize(reason, 160)
+      } (${where})`,
+      {
+        hint: /authentication/i.test(detail)
+          ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
+          : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`,
+        cause: error,
+      },
+    );
+  }
+  const failure = networkFailure(error, url, deps.env);
+  return new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
+    hint: failure.hint,
+    cause: error,
+  });
 }
 
 /** Every message in an error's cause chain, outermost first. */
@@ -2441,95 +2581,9 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     [oauth.allowInsecureRequests]: issuerUrl.protocol === "http:",
   };
   const as: Oauth.AuthorizationServer = await step("fetch the server metadata", async () => {
-    // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
-    const patiently = async (request: () => Promise<Response>) => {
-      const response = await request();
-      const pause = retryAfterMs(response, deps.now());
-      if (pause === undefined) return response;
-      await response.body?.cancel();
-      trace?.(`the server asked to retry in ${seconds(pause)}`);
-      await wait(deps, { ms: pause, sleep: deps.sleep, interrupted: "Interrupted" });
-      return await request();
-    };
-    let response: Response;
-    const path = issuerUrl.pathname === "/" ? "" : issuerUrl.pathname.replace(/\/$/, "");
-    const tried: string[] = []; // the metadata URLs asked, for the message when none answers
-    if (config.metadataUrl) {
-      const url = config.metadataUrl;
-      tried.push(url);
-      response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
-    } else {
-      tried.push(`${issuerUrl.origin}/.well-known/oauth-authorization-server${path}`);
-      response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
-      if (response.status !== 200) {
-        await response.body?.cancel();
-        tried.push(`${issuerUrl.origin}${path}/.well-known/openid-configuration`);
-        response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
-      }
-    }
-    if (response.status !== 200 && response.status !== 404) {
-      // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
-      const said = await response.clone().json().catch(() => undefined);
-      if (said && typeof said === "object" && typeof said.error === "string") {
-        await response.body?.cancel();
-        const error = serverError(
-          "fetch the server metadata",
-          said.error,
-          typeof said.error_description === "string" ? said.error_description : undefined,
-          response.status,
-        );
-        throw new ErrorResponse(error.message, {
-          code: error.code,
-          description: error.description,
-          status: error.status,
-          hint: `check the issuer "${displayIssuer(config.issuer)}"${config.tenant ? ` and the tenant` : ""}`,
-        });
-      }
-    }
-    if (response.status === 404) {
-      await response.body?.cancel();
-      throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
-        hint: `tried ${
-          tried.map((url) => sanitize(url)).join(" and ")
-        }; check the issuer URL: it is the one your provider shows, ` +
-          "e.g. https://example.okta.com/oauth2/default",
-      });
-    }
-    if (response.status >= 400) {
-      await response.body?.cancel();
-      const status = response.status;
-      throw new LoginError(
-        "invalid_response",
-        `Cannot fetch the server metadata: the server answered HTTP ${status}${
-          status >= 500 ? ", a server error" : ""
-        } ` +
-          `(GET ${sanitize(tried.at(-1))})`,
-        { hint: status >= 500 ? "try again later" : "check the issuer URL" },
-      );
-    }
-    const copy = response.status === 200 ? response.clone() : undefined;
-    try {
-      return await oauth.processDiscoveryResponse(issuerUrl, response);
-    } catch (error) {
-      if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
-        const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
-        // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
-        // the template filled with its own tid (see issuerFor).
-        if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
-          const internal = oauth as unknown as { _nodiscoverycheck: symbol };
-          const discovered = oauth.processDiscoveryResponse as unknown as (
-            expected: symbol,
-            response: Response,
-          ) => Promise<Oauth.AuthorizationServer>;
-          trace?.(`the issuer template "${sanitize(said)}" stands for "${config.issuer}"`);
-          return await discovered(internal._nodiscoverycheck, copy);
-        }
-        throw issuerMismatch(config, said);
-      }
-      throw error;
-    } finally {
-      await copy?.body?.cancel().catch(() => {});
-    }
+    const { response, tried } = await requestMetadata(oauth, config, deps, issuerUrl, http, trace);
+    await checkMetadataStatus(config, response, tried);
+    return await readMetadata(oauth, config, issuerUrl, response, trace);
   });
   for (const [key, , member] of MANUAL_ENDPOINTS) {
     if (config[key] !== undefined) (as as Record<string, unknown>)[member] = config[key];
@@ -2539,6 +2593,124 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
   }
   return issuerFor(as, config, deps, trace);
+}
+
+/**
+ * `discoverIssuer`'s metadata request: --metadata-url, or RFC 8414 then OpenID Connect Discovery, each retried
+ * once when a busy server says when; the response and the URLs tried.
+ */
+async function requestMetadata(
+  oauth: typeof Oauth,
+  config: Config,
+  deps: Deps,
+  issuerUrl: URL,
+  http: Http,
+  trace?: Trace,
+): Promise<{ response: Response; tried: string[] }> {
+  // A busy server (429, 503) that says when to come back soon gets one more try: discovery is idempotent.
+  const patiently = async (request: () => Promise<Response>) => {
+    const response = await request();
+    const pause = retryAfterMs(response, deps.now());
+    if (pause === undefined) return response;
+    await response.body?.cancel();
+    trace?.(`the server asked to retry in ${seconds(pause)}`);
+    await wait(deps, { ms: pause, sleep: deps.sleep, interrupted: "Interrupted" });
+    return await request();
+  };
+  let response: Response;
+  const path = issuerUrl.pathname === "/" ? "" : issuerUrl.pathname.replace(/\/$/, "");
+  const tried: string[] = []; // the metadata URLs asked, for the message when none answers
+  if (config.metadataUrl) {
+    const url = config.metadataUrl;
+    tried.push(url);
+    response = await patiently(() => issuerFetch(deps, trace)(url, { headers: { accept: "application/json" } }));
+  } else {
+    tried.push(`${issuerUrl.origin}/.well-known/oauth-authorization-server${path}`);
+    response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oauth2" }));
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      tried.push(`${issuerUrl.origin}${path}/.well-known/openid-configuration`);
+      response = await patiently(() => oauth.discoveryRequest(issuerUrl, { ...http, algorithm: "oidc" }));
+    }
+  }
+  return { response, tried };
+}
+
+/** Throws ErrorResponse for a metadata error the server explains, LoginError for a 404 (config) or other HTTP error. */
+async function checkMetadataStatus(config: Config, response: Response, tried: string[]): Promise<void> {
+  if (response.status !== 200 && response.status !== 404) {
+    // The server's own explanation (Entra: "invalid_tenant" with its AADSTS description) beats a status.
+    const said = await response.clone().json().catch(() => undefined);
+    if (said && typeof said === "object" && typeof said.error === "string") {
+      await response.body?.cancel();
+      const error = serverError(
+        "fetch the server metadata",
+        said.error,
+        typeof said.error_description === "string" ? said.error_description : undefined,
+        response.status,
+      );
+      throw new ErrorResponse(error.message, {
+        code: error.code,
+        description: error.description,
+        status: error.status,
+        hint: `check the issuer "${displayIssuer(config.issuer)}"${config.tenant ? ` and the tenant` : ""}`,
+      });
+    }
+  }
+  if (response.status === 404) {
+    await response.body?.cancel();
+    throw new LoginError("config", `The server has no metadata for the issuer "${config.issuer}" (HTTP 404)`, {
+      hint: `tried ${
+        tried.map((url) => sanitize(url)).join(" and ")
+      }; check the issuer URL: it is the one your provider shows, ` +
+        "e.g. https://example.okta.com/oauth2/default",
+    });
+  }
+  if (response.status >= 400) {
+    await response.body?.cancel();
+    const status = response.status;
+    throw new LoginError(
+      "invalid_response",
+      `Cannot fetch the server metadata: the server answered HTTP ${status}${
+        status >= 500 ? ", a server error" : ""
+      } ` +
+        `(GET ${sanitize(tried.at(-1))})`,
+      { hint: status >= 500 ? "try again later" : "check the issuer URL" },
+    );
+  }
+}
+
+/** The metadata of a 200 response, its issuer checked (an Entra template stands for its tenant); throws otherwise. */
+async function readMetadata(
+  oauth: typeof Oauth,
+  config: Config,
+  issuerUrl: URL,
+  response: Response,
+  trace?: Trace,
+): Promise<Oauth.AuthorizationServer> {
+  const copy = response.status === 200 ? response.clone() : undefined;
+  try {
+    return await oauth.processDiscoveryResponse(issuerUrl, response);
+  } catch (error) {
+    if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
+      const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
+      // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
+      // the template filled with its own tid (see issuerFor).
+      if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
+        const internal = oauth as unknown as { _nodiscoverycheck: symbol };
+        const discovered = oauth.processDiscoveryResponse as unknown as (
+          expected: symbol,
+          response: Response,
+        ) => Promise<Oauth.AuthorizationServer>;
+        trace?.(`the issuer template "${sanitize(said)}" stands for "${config.issuer}"`);
+        return await discovered(internal._nodiscoverycheck, copy);
+      }
+      throw issuerMismatch(config, said);
+    }
+    throw error;
+  } finally {
+    await copy?.body?.cancel().catch(() => {});
+  }
 }
 
 /** Picks the client authentication from the metadata, unless the person chose one. */
@@ -3212,14 +3384,7 @@ async function listen(redirect: Redirect): Promise<Listener> {
       delivered.finally(() => inflight.delete(delivered));
       return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
     });
-  const close = async () => {
-    const grace = delay(SHUTDOWN_GRACE_MS);
-    await Promise.race([Promise.allSettled(inflight), grace.done]);
-    // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
-    // here would cut off a page whose `completed` has resolved before its bytes left the socket.
-    await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
-    grace.cancel();
-  };
+  const close = () => closeServers(servers, inflight);
   let port = redirect.port;
   const bound: string[] = [];
   for (let attempt = 0;; attempt++) {
@@ -3249,24 +3414,8 @@ async function listen(redirect: Redirect): Promise<Listener> {
           port = 0;
           continue;
         }
-        throw new LoginError("port_in_use", `Port ${redirect.port} is already in use by another program`, {
-          hint: "stop that program, or register another redirect URI and pass it with --redirect-uri or --port",
-          cause: error,
-        });
       }
-      if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.PermissionDenied) {
-        throw new LoginError(
-          "port_in_use",
-          `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
-          {
-            hint: error instanceof Deno.errors.PermissionDenied && port < 1024
-              ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
-              : undefined,
-            cause: error,
-          },
-        );
-      }
-      throw error;
+      throw bindFailure(error, redirect, port);
     }
   }
   return {
@@ -3276,6 +3425,39 @@ async function listen(redirect: Redirect): Promise<Listener> {
     },
     close,
   };
+}
+
+/** Closes the callback servers: waits up to SHUTDOWN_GRACE_MS for responses under way, then shuts down. */
+async function closeServers(servers: Deno.HttpServer<Deno.NetAddr>[], inflight: Set<Promise<void>>): Promise<void> {
+  const grace = delay(SHUTDOWN_GRACE_MS);
+  await Promise.race([Promise.allSettled(inflight), grace.done]);
+  // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
+  // here would cut off a page whose `completed` has resolved before its bytes left the socket.
+  await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
+  grace.cancel();
+}
+
+/** A failure to bind the callback `port` as the error to throw: LoginError("port_in_use") when busy or refused. */
+function bindFailure(error: unknown, redirect: Redirect, port: number): unknown {
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new LoginError("port_in_use", `Port ${redirect.port} is already in use by another program`, {
+      hint: "stop that program, or register another redirect URI and pass it with --redirect-uri or --port",
+      cause: error,
+    });
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.PermissionDenied) {
+    return new LoginError(
+      "port_in_use",
+      `Cannot listen on ${redirect.addresses.join(" and ")} port ${port}: ${sanitize((error as Error).message)}`,
+      {
+        hint: error instanceof Deno.errors.PermissionDenied && port < 1024
+          ? "ports below 1024 need administrator rights: register a redirect URI without a port (any free port) or with one above 1023"
+          : undefined,
+        cause: error,
+      },
+    );
+  }
+  return error;
 }
 
 /** Compares two strings in time that does not depend on where they differ. */
@@ -3883,6 +4065,21 @@ async function pollPause(ms: number, deadline: number, config: Config, deps: Dep
 /** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
 async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
   const oauth = await lib();
+  const device = await startDeviceFlow(oauth, issuer, scope, config);
+  showDeviceCode(device, issuer.as, deps, openBrowser);
+  return await pollDeviceCode(oauth, { issuer, scope, config, deps, trace }, device);
+}
+
+/**
+ * Starts the device flow (RFC 8628 §3.1-3.2): the device authorization request with scope and --param.
+ * Throws LoginError("config") when the server has no device endpoint or refuses the client or scope.
+ */
+async function startDeviceFlow(
+  oauth: typeof Oauth,
+  issuer: IssuerClient,
+  scope: string,
+  config: Config,
+): Promise<Oauth.DeviceAuthorizationResponse> {
   const { as, client, auth, http } = issuer;
   if (as.device_authorization_endpoint === undefined) {
     throw new LoginError(
@@ -3910,6 +4107,16 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
     }
     throw error;
   }
+  return device;
+}
+
+/** Shows the device flow's verification address and user code (RFC 8628 §3.3), opening the address if asked. */
+function showDeviceCode(
+  device: Oauth.DeviceAuthorizationResponse,
+  as: Oauth.AuthorizationServer,
+  deps: Deps,
+  openBrowser: boolean,
+): void {
   const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
   const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
@@ -3926,6 +4133,18 @@ async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: 
   if (openBrowser) {
     deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
+}
+
+/**
+ * Polls the token endpoint with the device code (RFC 8628 §3.4-3.5) until approved, at the server's interval
+ * (milliseconds, slowed by slow_down and network errors). Throws LoginError("timeout") when the time runs out.
+ */
+async function pollDeviceCode(
+  oauth: typeof Oauth,
+  { issuer, scope, config, deps, trace }: Pick<FlowContext, "issuer" | "scope" | "config" | "deps" | "trace">,
+  device: Oauth.DeviceAuthorizationResponse,
+): Promise<LoginResult> {
+  const { as, client, auth, http } = issuer;
   const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
   // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
   const bounded = config.sources.timeout !== undefined && config.timeoutMs < lifetimeMs;
@@ -5225,13 +5444,7 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
 /** "in 59 minutes", "3 minutes ago". */
 function relativeTime(at: number, now: number): string {
   const minutes = Math.round(Math.abs(at - now) / 60_000);
-  const amount = minutes < 1
-    ? "less than a minute"
-    : minutes < 120
-    ? plural(minutes, "minute")
-    : minutes < 48 * 60
-    ? plural(Math.round(minutes / 60), "hour")
-    : plural(Math.round(minutes / 1440), "day");
+  const amount = minutes < 1 ? "less than a minute" : roughDuration(at - now);
   return at >= now ? `in ${amount}` : `${amount} ago`;
 }
 
@@ -5706,7 +5919,7 @@ async function checkClient(
   issuer: IssuerClient,
   config: Config,
   deps: Deps,
-  add: (status: Check["status"], topic: string, message: string) => void,
+  add: AddCheck,
 ): Promise<void> {
   const oauth = await lib();
   const redirect = planRedirect(config.redirectUri);
@@ -5759,6 +5972,7 @@ async function checkClient(
   }
 }
 
+/** A failure as one `doctor` sentence: a LoginError's or ErrorResponse's message with its hint, else the text. */
 function describeError(error: unknown): string {
   return error instanceof LoginError || error instanceof ErrorResponse
     ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
@@ -5792,37 +6006,29 @@ function certificateProblem(path: string): string | undefined {
   return undefined;
 }
 
-/**
- * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
- * secrets are never shown. Exit 0 when nothing failed.
- */
-async function doctor(
+/** Where one of `doctor`'s checks goes: its status, its topic and one sentence (sanitised there). */
+type AddCheck = (status: Check["status"], topic: string, message: string) => void;
+
+/** `doctor`'s config checks (profile, settings and their sources, .env, client key); the Config, or undefined. */
+async function doctorConfig(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Deps,
-  envPath = ".env",
-): Promise<number> {
-  const checks: Check[] = [];
-  const add = (status: Check["status"], topic: string, message: string) =>
-    checks.push({ status, topic, message: sanitize(message, 400) });
-  const describe = (error: unknown) =>
-    error instanceof LoginError || error instanceof ErrorResponse
-      ? `${error.message}${error.hint ? ` (${error.hint})` : ""}`
-      : String(error);
-
+  envPath: string,
+  add: AddCheck,
+): Promise<Config | undefined> {
   let config: Config | undefined;
-  let metadata: Oauth.AuthorizationServer | undefined;
   let profile: Profile | undefined;
   try {
     profile = await selectProfile(cli, dotenv, deps);
     if (profile) add("ok", "config", `profile: ${profile.name} (from ${profile.chosenBy}) in ${profile.path}`);
   } catch (error) {
-    add("fail", "config", describe(error));
+    add("fail", "config", describeError(error));
   }
   try {
     config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
   } catch (error) {
-    add("fail", "config", describe(error));
+    add("fail", "config", describeError(error));
   }
   if (dotenv) {
     add(
@@ -5872,97 +6078,122 @@ async function doctor(
         await readClientKey(config.clientKey);
         add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
       } catch (error) {
-        add("fail", "config", describe(error));
+        add("fail", "config", describeError(error));
       }
     }
+  }
+  return config;
+}
 
-    let deviceSupported = false;
-    try {
-      const issuer = await discover(config, deps);
-      const { as, authMethod } = issuer;
-      metadata = as;
-      deviceSupported = as.device_authorization_endpoint !== undefined;
-      if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
-      else if (as.issuer.includes("{tenantid}")) {
-        add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
-      } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
-      const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
-      add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
-      if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
-      else add("warn", "discovery", "the server does not list PKCE methods; S256 is sent anyway and state is checked");
-      if (as.authorization_response_iss_parameter_supported) {
-        add("ok", "discovery", "the iss response parameter (RFC 9207) is supported and checked");
-      } else add("warn", "discovery", "no iss response parameter (RFC 9207): mix-up defence rests on state alone");
-      if (deviceSupported) add("ok", "discovery", "the device flow (RFC 8628) is offered");
-      else add("warn", "discovery", "no device flow: where no browser can be opened, a pasted address is the way in");
+/** `doctor`'s discovery checks (metadata, grants, PKCE, iss, device flow, auth methods, the client, DPoP). */
+async function doctorDiscovery(
+  config: Config,
+  deps: Deps,
+  add: AddCheck,
+): Promise<{ metadata?: Oauth.AuthorizationServer; deviceSupported: boolean }> {
+  let metadata: Oauth.AuthorizationServer | undefined;
+  let deviceSupported = false;
+  try {
+    const issuer = await discover(config, deps);
+    const { as, authMethod } = issuer;
+    metadata = as;
+    deviceSupported = as.device_authorization_endpoint !== undefined;
+    if (withoutIssuer(config)) add("ok", "discovery", "none: the endpoints were given by hand");
+    else if (as.issuer.includes("{tenantid}")) {
+      add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
+    } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+    const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
+    add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
+    if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
+    else add("warn", "discovery", "the server does not list PKCE methods; S256 is sent anyway and state is checked");
+    if (as.authorization_response_iss_parameter_supported) {
+      add("ok", "discovery", "the iss response parameter (RFC 9207) is supported and checked");
+    } else add("warn", "discovery", "no iss response parameter (RFC 9207): mix-up defence rests on state alone");
+    if (deviceSupported) add("ok", "discovery", "the device flow (RFC 8628) is offered");
+    else add("warn", "discovery", "no device flow: where no browser can be opened, a pasted address is the way in");
+    add(
+      "ok",
+      "discovery",
+      `token endpoint auth methods: ${
+        list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
+      }; this client uses ${authMethod}`,
+    );
+    await checkClient(issuer, config, deps, add);
+    const dpopAlgs = as.dpop_signing_alg_values_supported;
+    if (Array.isArray(dpopAlgs)) {
       add(
         "ok",
         "discovery",
-        `token endpoint auth methods: ${
-          list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
-        }; this client uses ${authMethod}`,
+        `DPoP (RFC 9449) is offered (${dpopAlgs.join(", ")}); ${config.dpop ? "on" : "off (--dpop)"}`,
       );
-      await checkClient(issuer, config, deps, add);
-      const dpopAlgs = as.dpop_signing_alg_values_supported;
-      if (Array.isArray(dpopAlgs)) {
-        add(
-          "ok",
-          "discovery",
-          `DPoP (RFC 9449) is offered (${dpopAlgs.join(", ")}); ${config.dpop ? "on" : "off (--dpop)"}`,
-        );
-      } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
-    } catch (error) {
-      add("fail", "discovery", describe(error));
-    }
-
-    try {
-      const redirect = planRedirect(config.redirectUri);
-      if (redirect.port === 0) {
-        const example = `http://${redirect.host}:<free port>${redirect.path}`;
-        add(
-          "ok",
-          "redirect",
-          config.redirectUri
-            ? `"${config.redirectUri}" names no port (or port 0): any free port on ${
-              redirect.addresses.join(" and ")
-            } is used and sent as ${example} (RFC 8252 §7.3)`
-            : `an ephemeral port on 127.0.0.1, sent as ${example} (RFC 8252 §7.3)`,
-        );
-      }
-      for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
-        const needed = redirect.addresses.includes(address);
-        try {
-          Deno.listen({ hostname: address, port: redirect.port }).close();
-          add("ok", "redirect", `port ${redirect.port} is free on ${address}`);
-        } catch (error) {
-          const busy = error instanceof Deno.errors.AddrInUse;
-          add(
-            needed ? "fail" : "warn",
-            "redirect",
-            busy
-              ? `port ${redirect.port} is in use on ${address} by another program`
-              : `cannot listen on ${address}: ${describe((error as Error).message)}`,
-          );
-        }
-      }
-      const { lookup } = await import("node:dns/promises");
-      const resolved = (await lookup("localhost", { all: true })).map((a) => a.address);
-      add(resolved.length > 0 ? "ok" : "warn", "redirect", `localhost resolves to ${resolved.join(", ") || "nothing"}`);
-    } catch (error) {
-      add("warn", "redirect", describe(error));
-    }
-    const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
-    const choice = chooseFlow(config, browser, deviceSupported);
-    add(
-      browser.ok ? "ok" : "warn",
-      "browser",
-      browser.ok
-        ? `would open with ${browser.opener} (${browser.reason})`
-        : `no browser can be opened: ${browser.reason}`,
-    );
-    add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+    } else if (config.dpop) add("warn", "discovery", "DPoP is on, but the server lists no DPoP algorithms");
+  } catch (error) {
+    add("fail", "discovery", describeError(error));
   }
+  return { metadata, deviceSupported };
+}
 
+/** `doctor`'s redirect checks: the planned port, whether it is free on each loopback address, localhost. */
+async function doctorRedirect(config: Config, add: AddCheck): Promise<void> {
+  try {
+    const redirect = planRedirect(config.redirectUri);
+    if (redirect.port === 0) {
+      const example = `http://${redirect.host}:<free port>${redirect.path}`;
+      add(
+        "ok",
+        "redirect",
+        config.redirectUri
+          ? `"${config.redirectUri}" names no port (or port 0): any free port on ${
+            redirect.addresses.join(" and ")
+          } is used and sent as ${example} (RFC 8252 §7.3)`
+          : `an ephemeral port on 127.0.0.1, sent as ${example} (RFC 8252 §7.3)`,
+      );
+    }
+    for (const address of redirect.port === 0 ? [] : ["127.0.0.1", "::1"]) {
+      const needed = redirect.addresses.includes(address);
+      try {
+        Deno.listen({ hostname: address, port: redirect.port }).close();
+        add("ok", "redirect", `port ${redirect.port} is free on ${address}`);
+      } catch (error) {
+        const busy = error instanceof Deno.errors.AddrInUse;
+        add(
+          needed ? "fail" : "warn",
+          "redirect",
+          busy
+            ? `port ${redirect.port} is in use on ${address} by another program`
+            : `cannot listen on ${address}: ${describeError((error as Error).message)}`,
+        );
+      }
+    }
+    const { lookup } = await import("node:dns/promises");
+    const resolved = (await lookup("localhost", { all: true })).map((a) => a.address);
+    add(resolved.length > 0 ? "ok" : "warn", "redirect", `localhost resolves to ${resolved.join(", ") || "nothing"}`);
+  } catch (error) {
+    add("warn", "redirect", describeError(error));
+  }
+}
+
+/** `doctor`'s browser checks: whether a browser can be opened, and which flow login would use. */
+function doctorBrowser(config: Config, deps: Deps, deviceSupported: boolean, add: AddCheck): void {
+  const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
+  const choice = chooseFlow(config, browser, deviceSupported);
+  add(
+    browser.ok ? "ok" : "warn",
+    "browser",
+    browser.ok
+      ? `would open with ${browser.opener} (${browser.reason})`
+      : `no browser can be opened: ${browser.reason}`,
+  );
+  add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+}
+
+/** `doctor`'s network checks: proxy variables, each host's route (direct or proxied), DENO_CERT, the CA store. */
+function doctorNetwork(
+  config: Config | undefined,
+  metadata: Oauth.AuthorizationServer | undefined,
+  deps: Deps,
+  add: AddCheck,
+): void {
   for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"]) {
     const value = deps.env(name);
     if (!value) continue;
@@ -6006,7 +6237,10 @@ async function doctor(
   }
   const store = deps.env("DENO_TLS_CA_STORE");
   if (store) add("ok", "network", `DENO_TLS_CA_STORE is set to ${store}`);
+}
 
+/** `doctor`'s cache checks: the cache directory and each entry must be owner-only. */
+async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
   const dir = deps.storage.dir;
   try {
     const info = await Deno.stat(dir);
@@ -6025,8 +6259,33 @@ async function doctor(
     }
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) add("ok", "cache", `${dir} does not exist yet; it will be created 0700`);
-    else add("warn", "cache", `${dir}: ${describe(error instanceof Error ? error.message : error)}`);
+    else add("warn", "cache", `${dir}: ${describeError(error instanceof Error ? error.message : error)}`);
   }
+}
+
+/**
+ * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
+ * secrets are never shown. Exit 0 when nothing failed.
+ */
+async function doctor(
+  cli: Cli,
+  dotenv: Record<string, string> | undefined,
+  deps: Deps,
+  envPath = ".env",
+): Promise<number> {
+  const checks: Check[] = [];
+  const add = (status: Check["status"], topic: string, message: string) =>
+    checks.push({ status, topic, message: sanitize(message, 400) });
+  const config = await doctorConfig(cli, dotenv, deps, envPath, add);
+  let metadata: Oauth.AuthorizationServer | undefined;
+  if (config) {
+    const discovered = await doctorDiscovery(config, deps, add);
+    metadata = discovered.metadata;
+    await doctorRedirect(config, add);
+    doctorBrowser(config, deps, discovered.deviceSupported, add);
+  }
+  doctorNetwork(config, metadata, deps, add);
+  await doctorCache(deps, add);
 
   const failed = checks.some((check) => check.status === "fail");
   if (cli.flags.json) deps.stdout(JSON.stringify({ ok: !failed, checks }) + "\n");
