@@ -59,7 +59,8 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "the browser timeout never fires",
-    edits: [[/delay\(config\.timeoutMs\)/, "delay(2147483647)"]],
+    // The browser wait's bound (listen -> wait()): about 24.8 days instead of --timeout.
+    edits: [[/ms: config\.timeoutMs,/, "ms: 2147483647,"]],
     tests: [GUARD, LOGIN],
   },
   // The other security properties.
@@ -71,7 +72,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "PKCE plain instead of S256",
     edits: [
-      [/await oauth\.calculatePKCECodeChallenge\(verifier\)/, "verifier"],
+      [/await oauth\.calculatePKCECodeChallenge\(request\.verifier\)/, "request.verifier"],
       [/"code_challenge_method", "S256"/, '"code_challenge_method", "plain"'],
     ],
     tests: [LOGIN],
@@ -79,9 +80,9 @@ const MUTANTS: Mutant[] = [
   {
     name: "RFC 9207 iss not checked",
     edits: [[
-      /validateAuthResponse\(as, client, callback, state\)/,
+      /validateAuthResponse\(as, client, callback, request\.state\)/,
       "validateAuthResponse({ ...as, authorization_response_iss_parameter_supported: false }, client, " +
-      'new URLSearchParams([...callback].filter(([k]) => k !== "iss")), state)',
+      'new URLSearchParams([...callback].filter(([k]) => k !== "iss")), request.state)',
     ]],
     tests: [LOGIN, HOSTILE],
   },
@@ -107,12 +108,20 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "cache files written 0644",
-    edits: [[/createNew: true, mode: 0o600/, "createNew: true, mode: 0o644"]],
+    // fileStorage's write (the token cache), not writePrivateFile (profiles), which comes first in login.ts.
+    edits: [[
+      /(?<=await ensureDir\(\);\s+const file = await Deno\.open\(temporary, \{ write: true, [^}]*mode: )0o600/,
+      "0o644",
+    ]],
     tests: [LOGIN, HOSTILE],
   },
   {
     name: "cache directory created 0755",
-    edits: [[/recursive: true, mode: 0o700/, "recursive: true, mode: 0o755"]],
+    // fileStorage's ensureDir (the token cache), not writePrivateFile's mkdir (profiles).
+    edits: [[
+      /Deno\.mkdir\(dir, \{ recursive: true, mode: 0o700 \}\)/,
+      "Deno.mkdir(dir, { recursive: true, mode: 0o755 })",
+    ]],
     tests: [LOGIN],
   },
   {
@@ -122,7 +131,8 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "Ctrl-C ignored once a wait has begun",
-    edits: [[/deps\.signal\.addEventListener\("abort", onAbort, \{ once: true \}\);/, ""]],
+    // wait()'s listener: an abort after the wait began no longer ends it (one already aborted still does).
+    edits: [[/deps\.signal\.addEventListener\("abort", onAbort, \{ once: true \}\);/, "void onAbort;"]],
     tests: [LOGIN],
   },
   {
