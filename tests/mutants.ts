@@ -24,6 +24,8 @@ interface Mutant {
 const GUARD = "tests/guard_test.ts";
 const LOGIN = "login_test.ts";
 const HOSTILE = "tests/hostile_test.ts";
+const DPOP = "tests/dpop_test.ts";
+const PROFILES = "tests/profiles_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -126,7 +128,11 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "a cache file others can read is accepted",
-    edits: [[/\(info\.mode & 0o077\) !== 0/, "false"]],
+    // fileStorage's read, not readClientKey's check, which comes first in login.ts.
+    edits: [[
+      /(?<=Deno\.statSync\(path\(name\)\);\s+if \(info\.mode !== null && )\(info\.mode & 0o077\) !== 0/,
+      "false",
+    ]],
     tests: [LOGIN],
   },
   {
@@ -139,6 +145,25 @@ const MUTANTS: Mutant[] = [
     name: "no lock around the refresh",
     edits: [[/const lock = await lockEntry\(name, deps\);/, "const lock = { release() {} };"]],
     tests: [LOGIN],
+  },
+  // Properties added since issue 10.
+  {
+    name: "a --client-key file others can read is accepted",
+    edits: [[/(?<=Deno\.build\.os !== "windows" && info\.mode !== null && )\(info\.mode & 0o077\) !== 0/, "false"]],
+    tests: [DPOP],
+  },
+  {
+    name: "--save-profile writes the client secret",
+    edits: [[
+      /if \(RUN_FLAGS\.has\(flag\)\) continue;/,
+      'if (RUN_FLAGS.has(flag) && flag !== "client-secret") continue;',
+    ]],
+    tests: [PROFILES],
+  },
+  {
+    name: "the preflight ignores the proxy route (a loopback issuer's goes to HTTP_PROXY)",
+    edits: [[/(?<=PREFLIGHT_USER_AGENT \},\s+signal: [^\n]+\s+)\.\.\.\(client \? \{ client \} : \{\}\),/, ""]],
+    tests: [GUARD],
   },
 ];
 
