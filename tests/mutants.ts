@@ -26,6 +26,7 @@ const LOGIN = "login_test.ts";
 const HOSTILE = "tests/hostile_test.ts";
 const DPOP = "tests/dpop_test.ts";
 const PROFILES = "tests/profiles_test.ts";
+const LIFETIMES = "tests/lifetimes_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -143,8 +144,12 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "no lock around the refresh",
-    edits: [[/const lock = await lockEntry\(name, deps\);/, "const lock = { release() {} };"]],
-    tests: [LOGIN],
+    // The refresh's lock (in the cached-token path), not the login's or logout's, which come first in login.ts.
+    edits: [[
+      /(?<=const interrupt = deps\.signal;\s+)const lock = await lockEntry\(name, deps\);/,
+      "const lock = { release() {} };",
+    ]],
+    tests: [LOGIN, LIFETIMES],
   },
   // Properties added since issue 10.
   {
