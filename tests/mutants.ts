@@ -10,6 +10,10 @@
  * login.ts ("pattern not found": login.ts changed, so update the pattern below), when a mutant
  * does not load, or when the unmutated copy is not green to begin with.
  *
+ * Each pattern replaces its FIRST match only: where the same statement is in several places (the
+ * cache's `fileStorage` and the profiles' `writePrivateFile`, the refresh's lock and the others), a
+ * lookbehind on the neighbouring line picks the live one. A mutant that hits the wrong copy survives.
+ *
  * @module
  */
 
