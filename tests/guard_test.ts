@@ -7,7 +7,8 @@
  * - the callback server is bound to the loopback address only (never 0.0.0.0 or ::);
  * - a refreshed ID token that names another `sub` is refused (OpenID Connect Core §12.2);
  * - the person is named from the ID token, and from UserInfo when there is no ID token;
- * - the browser timeout fires (a bounded run fails in seconds rather than hanging the suite).
+ * - the browser timeout fires (a bounded run fails in seconds rather than hanging the suite);
+ * - with HTTP(S)_PROXY set, the preflight of a loopback issuer goes direct (Deno's fetch alone would proxy it).
  *
  * @module
  */
@@ -164,4 +165,55 @@ Deno.test("the browser timeout fires: exit 5 within a second of --timeout, not a
     assert(result.ms < 1_300, `the timeout of 0.3 s fired after ${Math.round(result.ms)} ms`);
     assertEquals(mock.calls("token").length, 0);
   });
+});
+
+/** `deno run -A login.ts ARGS` as its own process, with only `env` (and PATH, HOME) in its environment. */
+async function tool(args: string[], env: Record<string, string>): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-q", "-A", new URL("../login.ts", import.meta.url).pathname, ...args],
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: Deno.env.get("HOME") ?? "/tmp", ...env },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const bound = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  try {
+    const output = await child.output();
+    return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
+  } finally {
+    clearTimeout(bound);
+  }
+}
+
+Deno.test("with HTTP(S)_PROXY set, the preflight of a loopback issuer's sign-in URL goes direct, never to the proxy", async () => {
+  // Deno's own fetch sends loopback destinations through HTTP_PROXY: only the route login.ts names
+  // for the preflight keeps it direct. A real process, since Deno reads the variables from its own environment.
+  const seen: string[] = [];
+  const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    seen.push(`${request.method} ${request.url}`);
+    return new Response("the proxy cannot reach that host", { status: 502 });
+  });
+  const home = await Deno.makeTempDir({ prefix: "oauth-login-guard-" });
+  try {
+    await withMock(async (mock) => {
+      const proxyUrl = `http://127.0.0.1:${proxy.addr.port}`;
+      const result = await tool(["login", ...flags(mock), "--timeout", "20"], {
+        HTTP_PROXY: proxyUrl,
+        HTTPS_PROXY: proxyUrl,
+        // The browser: curl following the redirects to the callback, itself never through a proxy.
+        BROWSER: "curl --silent --location --noproxy * --max-time 20 --output /dev/null",
+        DISPLAY: ":0",
+        DENO_NO_UPDATE_CHECK: "1",
+        OAUTH_LOGIN_CACHE: `${home}/cache`,
+      });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(seen, [], "nothing reached the proxy");
+      assertEquals(mock.preflights().length, 1, "the preflight reached the issuer directly");
+      assertEquals(mock.calls("token").length, 1);
+    });
+  } finally {
+    await proxy.shutdown();
+    await Deno.remove(home, { recursive: true });
+  }
 });

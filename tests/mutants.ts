@@ -10,6 +10,10 @@
  * login.ts ("pattern not found": login.ts changed, so update the pattern below), when a mutant
  * does not load, or when the unmutated copy is not green to begin with.
  *
+ * Each pattern replaces its FIRST match only: where the same statement is in several places (the
+ * cache's `fileStorage` and the profiles' `writePrivateFile`, the refresh's lock and the others), a
+ * lookbehind on the neighbouring line picks the live one. A mutant that hits the wrong copy survives.
+ *
  * @module
  */
 
@@ -24,6 +28,9 @@ interface Mutant {
 const GUARD = "tests/guard_test.ts";
 const LOGIN = "login_test.ts";
 const HOSTILE = "tests/hostile_test.ts";
+const DPOP = "tests/dpop_test.ts";
+const PROFILES = "tests/profiles_test.ts";
+const LIFETIMES = "tests/lifetimes_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -59,7 +66,8 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "the browser timeout never fires",
-    edits: [[/delay\(config\.timeoutMs\)/, "delay(2147483647)"]],
+    // The browser wait's bound (listen -> wait()): about 24.8 days instead of --timeout.
+    edits: [[/ms: config\.timeoutMs,/, "ms: 2147483647,"]],
     tests: [GUARD, LOGIN],
   },
   // The other security properties.
@@ -71,7 +79,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "PKCE plain instead of S256",
     edits: [
-      [/await oauth\.calculatePKCECodeChallenge\(verifier\)/, "verifier"],
+      [/await oauth\.calculatePKCECodeChallenge\(request\.verifier\)/, "request.verifier"],
       [/"code_challenge_method", "S256"/, '"code_challenge_method", "plain"'],
     ],
     tests: [LOGIN],
@@ -79,9 +87,9 @@ const MUTANTS: Mutant[] = [
   {
     name: "RFC 9207 iss not checked",
     edits: [[
-      /validateAuthResponse\(as, client, callback, state\)/,
+      /validateAuthResponse\(as, client, callback, request\.state\)/,
       "validateAuthResponse({ ...as, authorization_response_iss_parameter_supported: false }, client, " +
-      'new URLSearchParams([...callback].filter(([k]) => k !== "iss")), state)',
+      'new URLSearchParams([...callback].filter(([k]) => k !== "iss")), request.state)',
     ]],
     tests: [LOGIN, HOSTILE],
   },
@@ -107,28 +115,64 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "cache files written 0644",
-    edits: [[/createNew: true, mode: 0o600/, "createNew: true, mode: 0o644"]],
+    // fileStorage's write (the token cache), not writePrivateFile (profiles), which comes first in login.ts.
+    edits: [[
+      /(?<=await ensureDir\(\);\s+const file = await Deno\.open\(temporary, \{ write: true, [^}]*mode: )0o600/,
+      "0o644",
+    ]],
     tests: [LOGIN, HOSTILE],
   },
   {
     name: "cache directory created 0755",
-    edits: [[/recursive: true, mode: 0o700/, "recursive: true, mode: 0o755"]],
+    // fileStorage's ensureDir (the token cache), not writePrivateFile's mkdir (profiles).
+    edits: [[
+      /Deno\.mkdir\(dir, \{ recursive: true, mode: 0o700 \}\)/,
+      "Deno.mkdir(dir, { recursive: true, mode: 0o755 })",
+    ]],
     tests: [LOGIN],
   },
   {
     name: "a cache file others can read is accepted",
-    edits: [[/\(info\.mode & 0o077\) !== 0/, "false"]],
+    // fileStorage's read, not readClientKey's check, which comes first in login.ts.
+    edits: [[
+      /(?<=Deno\.statSync\(path\(name\)\);\s+if \(info\.mode !== null && )\(info\.mode & 0o077\) !== 0/,
+      "false",
+    ]],
     tests: [LOGIN],
   },
   {
     name: "Ctrl-C ignored once a wait has begun",
-    edits: [[/deps\.signal\.addEventListener\("abort", onAbort, \{ once: true \}\);/, ""]],
+    // wait()'s listener: an abort after the wait began no longer ends it (one already aborted still does).
+    edits: [[/deps\.signal\.addEventListener\("abort", onAbort, \{ once: true \}\);/, "void onAbort;"]],
     tests: [LOGIN],
   },
   {
     name: "no lock around the refresh",
-    edits: [[/const lock = await lockEntry\(name, deps\);/, "const lock = { release() {} };"]],
-    tests: [LOGIN],
+    // The refresh's lock (in the cached-token path), not the login's or logout's, which come first in login.ts.
+    edits: [[
+      /(?<=const interrupt = deps\.signal;\s+)const lock = await lockEntry\(name, deps\);/,
+      "const lock = { release() {} };",
+    ]],
+    tests: [LOGIN, LIFETIMES],
+  },
+  // Properties added since issue 10.
+  {
+    name: "a --client-key file others can read is accepted",
+    edits: [[/(?<=Deno\.build\.os !== "windows" && info\.mode !== null && )\(info\.mode & 0o077\) !== 0/, "false"]],
+    tests: [DPOP],
+  },
+  {
+    name: "--save-profile writes the client secret",
+    edits: [[
+      /if \(RUN_FLAGS\.has\(flag\)\) continue;/,
+      'if (RUN_FLAGS.has(flag) && flag !== "client-secret") continue;',
+    ]],
+    tests: [PROFILES],
+  },
+  {
+    name: "the preflight ignores the proxy route (a loopback issuer's goes to HTTP_PROXY)",
+    edits: [[/(?<=PREFLIGHT_USER_AGENT \},\s+signal: [^\n]+\s+)\.\.\.\(client \? \{ client \} : \{\}\),/, ""]],
+    tests: [GUARD],
   },
 ];
 
