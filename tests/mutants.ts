@@ -150,8 +150,8 @@ const MUTANTS: Mutant[] = [
     name: "no lock around the refresh",
     // The refresh's lock (in the cached-token path), not the login's or logout's, which come first in login.ts.
     edits: [[
-      /(?<=const interrupt = deps\.signal;\s+)const lock = await lockEntry\(name, deps\);/,
-      "const lock = { release() {} };",
+      /(?<=let lock: \{ release\(\): void \};\s+try \{\s+)lock = await lockEntry\(name, deps\);/,
+      "lock = { release() {} };",
     ]],
     tests: [LOGIN, LIFETIMES],
   },
