@@ -7,13 +7,13 @@
  * Needs tests/interop/prepare.sh (npm ci); without it every test skips with a printed reason.
  */
 import { optionalTest } from "./_optional.ts";
+import { type Running, startProvider, withRunning } from "./_interop.ts";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 
 const path = (relative: string) => fileURLToPath(new URL(relative, import.meta.url));
 const LOGIN = path("../login.ts");
 const CONFIG = path("../deno.json");
-const PROVIDER = path("./interop/provider.mjs");
 const BROWSER = path("./interop/browser.mjs");
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
 const TOOL_MS = 30_000;
@@ -43,7 +43,9 @@ function interop(name: string, fn: () => Promise<void>): void {
 
 // ── The provider ────────────────────────────────────────────────────────────────────────────────
 
-interface Provider {
+type Provider = Running<ProviderInfo>;
+
+interface ProviderInfo {
   issuer: string;
   account: { sub: string; preferred_username: string };
   jwtClients: {
@@ -52,59 +54,10 @@ interface Provider {
     clientSecretJwt: { id: string; secret: string };
   };
   clients: { public: { id: string }; confidential: { id: string; secret: string } };
-  log(): string;
-  close(): Promise<void>;
 }
 
-async function startProvider(args: string[]): Promise<Provider> {
-  const child = new Deno.Command("node", {
-    args: [PROVIDER, ...args],
-    cwd: path("./interop/"),
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  let first = "";
-  const { promise: started, resolve } = Promise.withResolvers<string | undefined>();
-  const drain = (stream: ReadableStream<Uint8Array>, write: (text: string) => void) =>
-    stream.pipeThrough(new TextDecoderStream()).pipeTo(new WritableStream({ write })).catch(() => {});
-  const errDone = drain(child.stderr, (text) => void (log += text));
-  const outDone = drain(child.stdout, (text) => {
-    if (first.includes("\n")) return void (log += text);
-    first += text;
-    if (first.includes("\n")) resolve(first.slice(0, first.indexOf("\n")));
-  }).then(() => resolve(undefined));
-  const limit = setTimeout(() => resolve(undefined), 15_000);
-  const line = await started;
-  clearTimeout(limit);
-  const close = async () => {
-    await child.stdin.close().catch(() => {});
-    const kill = setTimeout(() => child.kill("SIGKILL"), 5_000);
-    await child.status;
-    clearTimeout(kill);
-    await Promise.all([errDone, outDone]);
-  };
-  if (!line) {
-    await close();
-    throw new Error(`oidc-provider did not start:\n${first}${log}`);
-  }
-  return { ...JSON.parse(line), log: () => log, close };
-}
-
-async function withProvider(args: string[], fn: (provider: Provider, work: string) => Promise<void>): Promise<void> {
-  const work = await Deno.makeTempDir({ prefix: "oauth-login-interop-dpop-" });
-  let provider: Provider | undefined;
-  try {
-    provider = await startProvider(args);
-    await fn(provider, work);
-  } catch (error) {
-    if (provider) console.log(`--- oidc-provider output ---\n${provider.log()}--- end ---`);
-    throw error;
-  } finally {
-    await provider?.close();
-    await Deno.remove(work, { recursive: true });
-  }
+function withProvider(args: string[], fn: (provider: Provider, work: string) => Promise<void>): Promise<void> {
+  return withRunning(() => startProvider<ProviderInfo>(args), "oauth-login-interop-dpop-", fn);
 }
 
 // ── The tool ────────────────────────────────────────────────────────────────────────────────────

@@ -10,21 +10,19 @@
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
 import { inCI, optionalTest } from "./_optional.ts";
+import { deadline, type Running, startProvider as startProvider_, withRunning } from "./_interop.ts";
 
 // ── Setup and gates ─────────────────────────────────────────────────────────────────────────────
 
 const path = (relative: string) => fileURLToPath(new URL(relative, import.meta.url));
 const LOGIN = path("../login.ts");
 const CONFIG = path("../deno.json");
-const PROVIDER = path("./interop/provider.mjs");
 const BROWSER = path("./interop/browser.mjs");
 const INSTALLED = path("./interop/node_modules/oidc-provider/package.json");
 
 /** What login.ts needs to run, and nothing more: the tests are about what a person gets. */
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
 /** Bounds on every child process, so a hang fails the test instead of the run. */
-const PROVIDER_START_MS = 15_000;
-const PROVIDER_STOP_MS = 5_000;
 const TOOL_MS = 30_000;
 const EXIT = { ok: 0, failure: 1, denied: 3, loginRequired: 4 } as const;
 
@@ -68,71 +66,18 @@ interface ProviderInfo {
   account: { sub: string; preferred_username: string; email: string; name: string };
 }
 
-interface Provider extends ProviderInfo {
+type Provider = Running<ProviderInfo> & {
   /** Introspects a token as the confidential client: the server's own word on whether it is live. */
   introspect(token: string): Promise<Record<string, unknown>>;
-  /** What the provider wrote so far, after its first line (complete after close). */
-  log(): string;
-  close(): Promise<void>;
-}
-
-function deadline(ms: number, onTimeout: () => void): { cancel: () => void } {
-  const id = setTimeout(() => {
-    try {
-      onTimeout();
-    } catch { /* the process ended meanwhile */ }
-  }, ms);
-  return { cancel: () => clearTimeout(id) };
-}
+};
 
 async function startProvider(args: string[] = []): Promise<Provider> {
-  const child = new Deno.Command("node", {
-    args: [PROVIDER, ...args],
-    cwd: path("./interop/"),
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // Everything it writes after its first stdout line, on either stream: read to the end, always
-  // (a closed pipe would make its next console.log throw EPIPE and end it).
-  let log = "";
-  const drain = (stream: ReadableStream<Uint8Array>, write: (text: string) => void) =>
-    stream.pipeThrough(new TextDecoderStream()).pipeTo(new WritableStream({ write })).catch(() => {});
-  const stderrDone = drain(child.stderr, (text) => void (log += text));
-  // The first stdout line says where it listens.
-  let stdout = "";
-  const { promise: started, resolve: startedWith } = Promise.withResolvers<string | undefined>();
-  const stdoutDone = drain(child.stdout, (text) => {
-    if (stdout.includes("\n")) return void (log += text);
-    stdout += text;
-    if (stdout.includes("\n")) startedWith(stdout.slice(0, stdout.indexOf("\n")));
-  }).then(() => startedWith(undefined));
-  let stopped = false;
-  const close = async () => {
-    if (stopped) return;
-    stopped = true;
-    await child.stdin.close().catch(() => {});
-    const limit = deadline(PROVIDER_STOP_MS, () => child.kill("SIGKILL"));
-    await child.status;
-    limit.cancel();
-    await Promise.all([stderrDone, stdoutDone]);
-  };
-
-  const limit = deadline(PROVIDER_START_MS, () => startedWith(undefined));
-  const first = await started;
-  limit.cancel();
-  if (first === undefined) {
-    await close();
-    throw new Error(`oidc-provider did not start within ${PROVIDER_START_MS} ms; its output:\n${stdout}${log}`);
-  }
-  const info = JSON.parse(first) as ProviderInfo;
+  const running = await startProvider_<ProviderInfo>(args);
   return {
-    ...info,
-    log: () => log,
-    close,
+    ...running,
     async introspect(token) {
-      const { id, secret } = info.clients.confidential;
-      const response = await fetch(`${info.issuer}/token/introspection`, {
+      const { id, secret } = running.clients.confidential;
+      const response = await fetch(`${running.issuer}/token/introspection`, {
         method: "POST",
         headers: { authorization: `Basic ${btoa(`${id}:${secret}`)}`, accept: "application/json" },
         body: new URLSearchParams({ token }),
@@ -144,22 +89,8 @@ async function startProvider(args: string[] = []): Promise<Provider> {
 }
 
 /** Runs `fn` with a fresh provider and a temporary folder; always stops both. */
-async function withProvider(
-  args: string[],
-  fn: (provider: Provider, work: string) => Promise<void>,
-): Promise<void> {
-  const work = await Deno.makeTempDir({ prefix: "oauth-login-interop-" });
-  let provider: Provider | undefined;
-  try {
-    provider = await startProvider(args);
-    await fn(provider, work);
-  } catch (error) {
-    if (provider) console.log(`--- oidc-provider output ---\n${provider.log()}--- end ---`);
-    throw error;
-  } finally {
-    await provider?.close();
-    await Deno.remove(work, { recursive: true });
-  }
+function withProvider(args: string[], fn: (provider: Provider, work: string) => Promise<void>): Promise<void> {
+  return withRunning(() => startProvider(args), "oauth-login-interop-", fn);
 }
 
 // ── Harness: the tool and the browser ───────────────────────────────────────────────────────────

@@ -1,0 +1,94 @@
+/**
+ * The real OpenID provider both interop suites run (oidc-provider under Node, tests/interop/provider.mjs):
+ * starting and stopping it, and running a test with a fresh one and a temporary folder.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+
+const path = (relative: string) => fileURLToPath(new URL(relative, import.meta.url));
+const PROVIDER = path("./interop/provider.mjs");
+/** How long the provider may take to say where it listens, and to stop once asked, in milliseconds. */
+const PROVIDER_START_MS = 15_000;
+const PROVIDER_STOP_MS = 5_000;
+
+/** A running provider: what its first stdout line said (`T`), what it wrote after, and how to stop it. */
+export type Running<T> = T & {
+  /** What the provider wrote so far, after its first line (complete after close). */
+  log(): string;
+  close(): Promise<void>;
+};
+
+/** A timer that runs `onTimeout` after `ms` milliseconds unless cancelled. */
+export function deadline(ms: number, onTimeout: () => void): { cancel: () => void } {
+  const id = setTimeout(() => {
+    try {
+      onTimeout();
+    } catch { /* the process ended meanwhile */ }
+  }, ms);
+  return { cancel: () => clearTimeout(id) };
+}
+
+/** Starts the provider with `args`; resolves once its first stdout line (JSON: issuer, clients, …) is read. */
+export async function startProvider<T>(args: string[] = []): Promise<Running<T>> {
+  const child = new Deno.Command("node", {
+    args: [PROVIDER, ...args],
+    cwd: path("./interop/"),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Everything it writes after its first stdout line, on either stream: read to the end, always
+  // (a closed pipe would make its next console.log throw EPIPE and end it).
+  let log = "";
+  const drain = (stream: ReadableStream<Uint8Array>, write: (text: string) => void) =>
+    stream.pipeThrough(new TextDecoderStream()).pipeTo(new WritableStream({ write })).catch(() => {});
+  const stderrDone = drain(child.stderr, (text) => void (log += text));
+  // The first stdout line says where it listens.
+  let stdout = "";
+  const { promise: started, resolve: startedWith } = Promise.withResolvers<string | undefined>();
+  const stdoutDone = drain(child.stdout, (text) => {
+    if (stdout.includes("\n")) return void (log += text);
+    stdout += text;
+    if (stdout.includes("\n")) startedWith(stdout.slice(0, stdout.indexOf("\n")));
+  }).then(() => startedWith(undefined));
+  let stopped = false;
+  const close = async () => {
+    if (stopped) return;
+    stopped = true;
+    await child.stdin.close().catch(() => {});
+    const limit = deadline(PROVIDER_STOP_MS, () => child.kill("SIGKILL"));
+    await child.status;
+    limit.cancel();
+    await Promise.all([stderrDone, stdoutDone]);
+  };
+
+  const limit = deadline(PROVIDER_START_MS, () => startedWith(undefined));
+  const first = await started;
+  limit.cancel();
+  if (first === undefined) {
+    await close();
+    throw new Error(`oidc-provider did not start within ${PROVIDER_START_MS} ms; its output:\n${stdout}${log}`);
+  }
+  return { ...(JSON.parse(first) as T), log: () => log, close };
+}
+
+/** Runs `fn` with a provider from `start` and a temporary folder; always stops both, and shows its log on failure. */
+export async function withRunning<P extends { log(): string; close(): Promise<void> }>(
+  start: () => Promise<P>,
+  prefix: string,
+  fn: (provider: P, work: string) => Promise<void>,
+): Promise<void> {
+  const work = await Deno.makeTempDir({ prefix });
+  let provider: P | undefined;
+  try {
+    provider = await start();
+    await fn(provider, work);
+  } catch (error) {
+    if (provider) console.log(`--- oidc-provider output ---\n${provider.log()}--- end ---`);
+    throw error;
+  } finally {
+    await provider?.close();
+    await Deno.remove(work, { recursive: true });
+  }
+}
