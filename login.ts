@@ -684,6 +684,10 @@ function editDistance(a: string, b: string): number {
 async function parseCli(args: string[]): Promise<Cli> {
   // `help` and `help COMMAND`, as git and gh take them, mean --help.
   if (args[0] === "help") args = [...args.slice(1, 2), "--help"];
+  // A negative number after a numeric flag is its value (refused later with the flag's own rule), not a flag.
+  args = args.flatMap((arg, i) =>
+    /^--(timeout|min-ttl|port)$/.test(arg) && /^-\d/.test(args[i + 1] ?? "") ? [`${arg}=${args[i + 1]}`] : [arg]
+  ).filter((arg, i, all) => !(/^-\d/.test(arg) && /^--(timeout|min-ttl|port)=-/.test(all[i - 1] ?? "")));
   const { parseArgs } = await import("node:util");
   let parsed;
   try {
@@ -5219,16 +5223,37 @@ function loginRequired(config: Config, why: string, options: { hint?: string; na
 }
 
 /**
- * The settings given as flags to this command, as flags for the login it suggests: without them the
- * suggested command would log in somewhere else (or find no issuer). Secrets are never repeated.
+ * The settings of this command, as flags for the login it suggests: without them the suggested command
+ * would log in somewhere else, or under another cache entry (audience, resources), or find no issuer.
+ * `everywhere`: also the settings that came from the environment or `.env` (kubectl's exec block sets
+ * them, and the person's own shell does not have them). Secrets are never repeated.
  */
-function loginFlags(config: Config): string {
+function loginFlags(config: Config, everywhere = false): string {
+  const shown = (key: string) => {
+    const source = config.sources[key];
+    return source === "flag" || (everywhere && (source === "environment" || source === ".env"));
+  };
   const given: [string, string | undefined][] = [
-    ["issuer", config.sources.issuer === "flag" ? config.metadataUrl ?? displayIssuer(config.issuer) : undefined],
-    ["client-id", config.sources.clientId === "flag" ? config.clientId : undefined],
-    ["scope", config.sources.scope === "flag" ? config.scope : undefined],
-    ["provider", config.sources.provider === "flag" ? config.provider : undefined],
+    ["issuer", shown("issuer") ? config.metadataUrl ?? displayIssuer(config.issuer) : undefined],
+    ["client-id", shown("clientId") ? config.clientId : undefined],
+    ["scope", shown("scope") ? config.scope : undefined],
+    ["provider", shown("provider") ? config.provider : undefined],
+    ["tenant", shown("tenant") ? config.tenant : undefined],
+    ["authorization-endpoint", shown("authorizationEndpoint") ? config.authorizationEndpoint : undefined],
+    ["token-endpoint", shown("tokenEndpoint") ? config.tokenEndpoint : undefined],
+    [
+      "device-authorization-endpoint",
+      shown("deviceAuthorizationEndpoint") ? config.deviceAuthorizationEndpoint : undefined,
+    ],
     ["profile", config.profile],
+    ["audience", config.audience],
+    ...(config.resources ?? []).map((resource): [string, string] => ["resource", resource]),
+    // Parameters that are part of the cache key, given with --param.
+    ...config.params
+      .filter(([key, value]) =>
+        (key === "resource" && !config.resources?.includes(value)) || (key === "audience" && value !== config.audience)
+      )
+      .map(([key, value]): [string, string] => ["param", `${key}=${value}`]),
   ];
   const quote = (value: string) => /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
   return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${quote(sanitize(value!))}`).join("");
@@ -5421,7 +5446,9 @@ async function renew(
   if (kubectlInteractive === false) {
     throw loginRequired(config, why, {
       named: entry?.metadata.issuer,
-      hint: 'kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again',
+      hint: `kubectl gives this plugin no terminal: run "oauth-login login${
+        loginFlags(config, true)
+      }" in a terminal, then run kubectl again`,
     });
   }
   if (!config.interactive && !deps.canPrompt && kubectlInteractive !== true) {
@@ -6373,6 +6400,7 @@ Commands:
   fetch URL        call an API with the cached token (Bearer or DPoP)
 
 ${CONFIG_FLAGS_HELP}
+
   -V, --version         show the version
 
 Login flags:
@@ -6403,6 +6431,8 @@ checked), shows who logged in on stderr, and caches the tokens for
 object on stdout.
 
 ${CONFIG_FLAGS_HELP}
+
+Login flags:
 ${LOGIN_FLAGS_HELP}
   --save-profile NAME   after the login, save its settings (never a secret) as
                         a profile of the config file, and cache under that name
@@ -6424,7 +6454,10 @@ required).
                         sign-in when it says spec.interactive is false)
                         or headers (Authorization and DPoP lines for curl -H @-)
   --method M --url URL  the request a headers-format DPoP proof is for
+
 ${CONFIG_FLAGS_HELP}
+
+Login flags:
 ${LOGIN_FLAGS_HELP}
 `,
   whoami: `Usage: oauth-login whoami [flags]     (alias: status)
@@ -6434,6 +6467,7 @@ Exits 0 when logged in (a valid or refreshable token) and 4 when not (with
 --json, an object with "logged_in": false). Makes no network request.
 
   --all                 list every cached login (profile, issuer, client, user)
+
 ${CONFIG_FLAGS_HELP}
 `,
   doctor: `Usage: oauth-login doctor [flags]
@@ -6464,6 +6498,7 @@ Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
   -i, --include         print the status line and headers on stderr
   --min-ttl SECONDS     refresh when the token expires within this long
   --interactive         sign in when needed even without a terminal
+
 ${CONFIG_FLAGS_HELP}
 `,
   logout: `Usage: oauth-login logout [--all] [flags]
@@ -6473,6 +6508,7 @@ a revocation endpoint, then deletes the cached entry, even when the
 revocation fails (which is reported, exit 1).
 
   --all                 log out of every cached entry
+
 ${CONFIG_FLAGS_HELP}
 `,
   profiles: `Usage: oauth-login profiles [--json]
@@ -6646,8 +6682,14 @@ function invocation(env: (name: string) => string | undefined): string {
   if (Deno.build.standalone) return Deno.execPath().split(/[\\/]/).pop()?.replace(/\.exe$/i, "") || "oauth-login";
   if (env("INIT_CWD") && env("npm_config_user_agent")?.startsWith("deno/")) return "deno task";
   const main = Deno.mainModule;
-  const file = main.startsWith("file:") ? main.split("/").pop()! : main;
-  return `deno run -A ${file}`;
+  if (!main.startsWith("file:")) return `deno run -A ${main}`;
+  // The module as the person can name it from where they stand: relative below the working directory, else whole.
+  const file = decodeURIComponent(new URL(main).pathname);
+  let here: string | undefined;
+  try {
+    here = Deno.cwd();
+  } catch { /* no read permission: the whole path */ }
+  return `deno run -A ${here && file.startsWith(`${here}/`) ? file.slice(here.length + 1) : file}`;
 }
 
 /** The real edges, kept thin. */

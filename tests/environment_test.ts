@@ -324,27 +324,23 @@ Deno.test("token --format exec-credential as a process answers in the version KU
 Deno.test("token under kubectl with spec.interactive false never signs in, whatever --interactive and the terminal say", async () => {
   await withMock(async (mock) => {
     const result = await run(
-      [
-        "token",
-        "--issuer",
-        mock.issuer,
-        "--client-id",
-        PUBLIC_CLIENT.id,
-        "--format",
-        "exec-credential",
-        "--interactive",
-      ],
+      ["token", "--client-id", PUBLIC_CLIENT.id, "--format", "exec-credential", "--interactive"],
       {
         interactive: true,
-        env: { KUBERNETES_EXEC_INFO: EXEC_INFO("client.authentication.k8s.io/v1beta1", false) },
+        // As a kubeconfig's exec block sets it: the person's own shell does not have it.
+        env: {
+          KUBERNETES_EXEC_INFO: EXEC_INFO("client.authentication.k8s.io/v1beta1", false),
+          OAUTH_ISSUER: mock.issuer,
+        },
       },
     );
     assertEquals(result.code, EXIT.loginRequired);
     assertEquals(result.stdout, "");
+    // The login to run in a terminal carries every setting, the exec block's environment included.
     assertEquals(
       result.stderr,
       `error: No cached token for ${mock.issuer}\n` +
-        'hint: kubectl gives this plugin no terminal: run "oauth-login login" in a terminal, then run kubectl again\n',
+        `hint: kubectl gives this plugin no terminal: run "oauth-login login --issuer ${mock.issuer} --client-id ${PUBLIC_CLIENT.id}" in a terminal, then run kubectl again\n`,
     );
     assertEquals(result.opened, [], "no browser was opened");
     assertEquals(mock.requests.length, 0, "nothing was asked of the issuer");

@@ -798,7 +798,7 @@ Deno.test("manual endpoints: a login with no discovery at all, keyed by the toke
     assertEquals(entry.scope, undefined);
     assertEquals(entry.idToken, undefined);
 
-    const doctor = await run(["doctor", ...args], {});
+    const doctor = await run(["doctor", ...args], { home: result.home });
     assertStringIncludes(doctor.stdout, "issuer: none (endpoints given by hand; the token endpoint keys the cache)");
     assertStringIncludes(doctor.stdout, "discovery  none: the endpoints were given by hand");
 

@@ -7,7 +7,7 @@
  * @module
  */
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
-import { EXIT, fileStorage, testing, type TokenSet } from "../login.ts";
+import { EXIT, fileStorage, type Storage, testing, type TokenSet } from "../login.ts";
 const { browserAvailability } = testing;
 import { CONFIDENTIAL_CLIENT, type MockClient, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import { cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
@@ -633,13 +633,22 @@ Deno.test("login checks that the token cache can be written before the browser o
 });
 
 Deno.test("a flag without its value is the tool's own sentence, and help is a command", async (t) => {
-  await t.step("a negative number where a value belongs", async () => {
-    const result = await run(["login", "--issuer", "https://a.example", "--client-id", "x", "--timeout", "-1"]);
+  await t.step("a value that looks like a flag", async () => {
+    const result = await run(["login", "--issuer", "https://a.example", "--client-id", "-x"]);
     assertEquals(result.code, EXIT.usage);
     assertEquals(
       result.stderr,
-      'error: The flag "--timeout" needs a value, and "-1" looks like a flag\n' +
-        'hint: to give a value that starts with "-", write --timeout=-1\n',
+      'error: The flag "--client-id" needs a value, and "-x" looks like a flag\n' +
+        'hint: to give a value that starts with "-", write --client-id=-x\n',
+    );
+    await cleanUp(result);
+  });
+  await t.step("a negative number after a numeric flag is its value, refused by the flag's own rule", async () => {
+    const result = await run(["login", "--issuer", "https://a.example", "--client-id", "x", "--timeout", "-1"]);
+    assertEquals(result.code, EXIT.usage);
+    assertStringIncludes(
+      result.stderr,
+      'error: The timeout "-1" is not a number of seconds above 0 and at most 2147483\n',
     );
     await cleanUp(result);
   });
@@ -681,11 +690,13 @@ Deno.test("token behind another process's refresh lock: says it waits, and after
     const storage = fileStorage(`${login.home}/cache`);
     const [name] = await storage.list();
     const entry = JSON.parse((await storage.read(`${name}.json`))!) as TokenSet;
-    const held = await storage.lock(name); // another process, refreshing
+    // Another process holds the lock and is refreshing: the lock is never granted to this run.
+    const blocked: Storage = { ...storage, dir: storage.dir, lock: () => new Promise(() => {}) };
     try {
       // 40 s left: due under the default --min-ttl of 60 s, but still valid. Every wait ends at once.
       const result = await run(["token", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], {
         home: login.home,
+        storage: () => blocked,
         now: () => entry.expiresAt! - 40_000,
         timer: () => Promise.resolve(),
       });
@@ -702,9 +713,6 @@ Deno.test("token behind another process's refresh lock: says it waits, and after
       );
       assertEquals(mock.calls("token").filter((r) => r.form.grant_type === "refresh_token").length, 0);
     } finally {
-      held.release();
-      // The tool gave up waiting but its lock request is still queued: let it come and go before the test ends.
-      (await storage.lock(name)).release();
       await cleanUp(login);
     }
   });
@@ -718,5 +726,28 @@ Deno.test("an issuer on a port fetch refuses (9, a discard port) is named as suc
     "error: Cannot reach 127.0.0.1:9: port 9 is one that fetch refuses (it belongs to another protocol)",
   );
   assertStringIncludes(result.stderr, "hint: check the port in the issuer URL (127.0.0.1:9)");
+  await cleanUp(result);
+});
+
+Deno.test("the login a hint suggests carries what keys the cache entry: audience, resources, endpoints given by hand", async () => {
+  const result = await run([
+    "token",
+    "--token-endpoint",
+    "https://idp.example/token",
+    "--authorization-endpoint",
+    "https://idp.example/authorize",
+    "--client-id",
+    "x",
+    "--audience",
+    "https://api.example",
+    "--param",
+    "resource=https://r.example",
+  ]);
+  assertEquals(result.code, EXIT.loginRequired);
+  assertStringIncludes(
+    result.stderr,
+    'hint: run "oauth-login login --client-id x --authorization-endpoint https://idp.example/authorize ' +
+      "--token-endpoint https://idp.example/token --audience https://api.example --param resource=https://r.example",
+  );
   await cleanUp(result);
 });
