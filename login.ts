@@ -35,7 +35,7 @@
  * The functions a cached `token` runs are written `const name = (function name(…) {…}).bind(undefined)`
  * rather than as declarations. V8 compiles a function written in parentheses before the module runs,
  * so it lands in the code cache Deno keeps for the module (which holds only what was compiled by
- * then); a declaration is compiled at its first call, in every process: about 4 ms of a cached
+ * then); a declaration is compiled at its first call, in every process: 3–4 ms of a cached
  * `token`. The `.bind` is there only because the emitted JavaScript drops parentheses that do nothing.
  * Keep the form for what that path calls, and only for that: each one makes the cache (read by every
  * command) larger.
