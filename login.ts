@@ -32,6 +32,14 @@
  * `LoginError`, `ErrorResponse` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
  * `testing` holds internals for this project's tests only.
  *
+ * The functions a cached `token` runs are written `const name = (function name(…) {…}).bind(undefined)`
+ * rather than as declarations. V8 compiles a function written in parentheses before the module runs,
+ * so it lands in the code cache Deno keeps for the module (which holds only what was compiled by
+ * then); a declaration is compiled at its first call, in every process: 3–4 ms of a cached
+ * `token`. The `.bind` is there only because the emitted JavaScript drops parentheses that do nothing.
+ * Keep the form for what that path calls, and only for that: each one makes the cache (read by every
+ * command) larger.
+ *
  * @module
  */
 import type * as Oauth from "npm:oauth4webapi@3.8.8";
@@ -224,13 +232,13 @@ function roughDuration(ms: number): string {
     : plural(Math.round(minutes / 1440), "day");
 }
 
-function parseUrl(text: string): URL | undefined {
+const parseUrl = (function parseUrl(text: string): URL | undefined {
   try {
     return new URL(text);
   } catch {
     return undefined;
   }
-}
+}).bind(undefined);
 
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
 function isLoopbackHost(hostname: string): boolean {
@@ -600,9 +608,9 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
-function commandNamed(name: string): Command | undefined {
+const commandNamed = (function commandNamed(name: string): Command | undefined {
   return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-}
+}).bind(undefined);
 
 const COMMON_FLAGS: Flag[] = [
   "issuer",
@@ -751,7 +759,7 @@ async function parseCli(args: string[]): Promise<Cli> {
  * does not fully understand (a short flag, a flag the command does not take, a value that looks like a
  * flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over, errors included.
  */
-function quickParse(args: string[]): Cli | undefined {
+const quickParse = (function quickParse(args: string[]): Cli | undefined {
   const named = args.length > 0 && !args[0].startsWith("-");
   const command = named ? commandNamed(args[0]) : "login";
   if (!command) return undefined;
@@ -779,14 +787,14 @@ function quickParse(args: string[]): Cli | undefined {
     else flags[name] = value;
   }
   return { command, named, flags: flags as FlagValues, target };
-}
+}).bind(undefined);
 
 /**
  * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
  * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
  * was started; outside a task it is unset and the working directory is where the person stands.
  */
-function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+const envFilePath = (function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
   const path = flag ?? ".env";
   if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
   const start = initCwd.replace(/[\\/]+$/, "");
@@ -798,7 +806,7 @@ function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?
     if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
   }
   return `${start}/${path}`;
-}
+}).bind(undefined);
 
 /** The path as `--verbose` and `doctor` show it. */
 function describeEnvPath(path: string, cwd?: () => string): string {
@@ -841,7 +849,7 @@ function misspeltKeys(dotenv: Record<string, string>): string[] {
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
  * ends, `export ` prefixes, quotes and comments.
  */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+const readEnvFile = (async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
   let text: string;
   try {
     if (!Deno.statSync(path).isFile) return undefined;
@@ -852,7 +860,7 @@ async function readEnvFile(path: string): Promise<Record<string, string> | undef
   }
   const { parseEnv } = await import("node:util");
   return parseDotenv(text, parseEnv);
-}
+}).bind(undefined);
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -904,16 +912,16 @@ function camelCase(flag: string): string {
 }
 
 /** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
-function profileValue(profile: Profile | undefined, key: string): string | undefined {
+const profileValue = (function profileValue(profile: Profile | undefined, key: string): string | undefined {
   const value = profile?.flags[key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag];
   return typeof value === "string" ? value : undefined;
-}
+}).bind(undefined);
 
 /**
  * The flags with the profile's values beneath them. Settings that have a variable are left to `pick`
  * (flag > environment > `.env` > profile); a `--param` replaces the profile's parameter of the same name.
  */
-function withProfile(
+const withProfile = (function withProfile(
   flags: FlagValues,
   profile: Profile | undefined,
   sources: Record<string, ValueSource>,
@@ -934,7 +942,7 @@ function withProfile(
     }
   }
   return merged as FlagValues;
-}
+}).bind(undefined);
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
@@ -1090,7 +1098,7 @@ function profileNames(data: Record<string, unknown> | undefined): string[] {
 }
 
 /** Which profile the run names, and how: `--profile`, else `OAUTH_PROFILE` in the environment, then in `.env`. */
-function namedProfile(
+const namedProfile = (function namedProfile(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> | undefined,
@@ -1101,7 +1109,7 @@ function namedProfile(
   const fromFile = dotenv?.[ENV_VARS.profile];
   if (fromFile) return { name: fromFile, by: `${ENV_VARS.profile} in .env` };
   return undefined;
-}
+}).bind(undefined);
 
 /**
  * The profile this run uses. The config file is read only when one is named (`--profile`,
@@ -1109,7 +1117,7 @@ function namedProfile(
  * `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
-async function selectProfile(
+const selectProfile = (async function selectProfile(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Pick<Deps, "env" | "os" | "stderr">,
@@ -1164,7 +1172,7 @@ async function selectProfile(
     chosenBy: chosen.by,
     flags: profileFlags(table, { name: chosen.name, path }, deps.stderr),
   };
-}
+}).bind(undefined);
 
 /** The first segment of a table header's name (`[work.params]` → `work`), or undefined for other lines. */
 function headerProfile(line: string): string | undefined {
@@ -1318,7 +1326,7 @@ const RESERVED_PARAMS = new Set([
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
 /** A ConfigPick over these sources, writing the winning source of each key into `sources`. Pure. */
-function configPicker(
+const configPicker = (function configPicker(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile: Profile | undefined,
@@ -1339,13 +1347,13 @@ function configPicker(
     }
     return undefined;
   };
-}
+}).bind(undefined);
 
 /**
  * The provider preset: named (--provider) or inferred from the issuer, the tenant, and the issuer the preset
  * implies when none is given. Throws LoginError("usage") for an unknown provider or a misplaced tenant.
  */
-function resolvePreset(
+const resolvePreset = (function resolvePreset(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -1387,10 +1395,10 @@ function resolvePreset(
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
   return { issuerText, provider, providerReason, preset, tenant };
-}
+}).bind(undefined);
 
 /** The manual endpoints given, else the preset's; throws LoginError("config") when a preset needs an issuer. */
-function resolveEndpoints(
+const resolveEndpoints = (function resolveEndpoints(
   flags: FlagValues,
   pick: ConfigPick,
   preset: Preset | undefined,
@@ -1415,10 +1423,10 @@ function resolveEndpoints(
     });
   }
   return endpoints;
-}
+}).bind(undefined);
 
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
-function checkRequiredSettings(
+const checkRequiredSettings = (function checkRequiredSettings(
   { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri }: {
     cli: Cli;
     flags: FlagValues;
@@ -1458,10 +1466,10 @@ function checkRequiredSettings(
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
   }
-}
+}).bind(undefined);
 
 /** The redirect URI with --port applied, validated; throws LoginError for a bad port or a bad redirect URI. */
-function resolveRedirectUri(
+const resolveRedirectUri = (function resolveRedirectUri(
   flags: FlagValues,
   redirectUri: string | undefined,
   sources: Record<string, ValueSource>,
@@ -1479,10 +1487,10 @@ function resolveRedirectUri(
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
   return redirectUri;
-}
+}).bind(undefined);
 
 /** --timeout in milliseconds (default LOGIN_TIMEOUT_MS); throws LoginError("usage") unless 0 < s <= MAX_TIMEOUT_S. */
-function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
+const resolveTimeoutMs = (function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
@@ -1498,10 +1506,10 @@ function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource
     sources.timeout ??= "flag";
   }
   return timeoutMs;
-}
+}).bind(undefined);
 
 /** The client authentication method asked for, if any; throws LoginError for an unknown one or a missing secret. */
-function resolveClientAuth(
+const resolveClientAuth = (function resolveClientAuth(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -1520,10 +1528,10 @@ function resolveClientAuth(
     });
   }
   return clientAuth;
-}
+}).bind(undefined);
 
 /** --min-ttl in milliseconds (default MIN_TTL_S seconds); throws LoginError("usage") unless seconds >= 0. */
-function resolveMinTtlMs(flags: FlagValues): number {
+const resolveMinTtlMs = (function resolveMinTtlMs(flags: FlagValues): number {
   let minTtlMs = MIN_TTL_S * 1000;
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
@@ -1539,10 +1547,10 @@ function resolveMinTtlMs(flags: FlagValues): number {
     }
   }
   return minTtlMs;
-}
+}).bind(undefined);
 
 /** --format (or --json) and --flow; throws LoginError("usage") for a value not supported. */
-function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
+const resolveFormatAndFlow = (function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
   const format = flags.format ?? (flags.json ? "json" : "text");
   if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
@@ -1554,10 +1562,10 @@ function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: 
     throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
   }
   return { format, flow };
-}
+}).bind(undefined);
 
 /** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
-function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
+const resolveParams = (function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -1575,10 +1583,10 @@ function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, 
     if (!params.some(([given]) => given === key)) params.push([key, value]);
   }
   return params;
-}
+}).bind(undefined);
 
 /** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-export function resolveConfig(
+export const resolveConfig = (function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
@@ -1645,13 +1653,13 @@ export function resolveConfig(
     par: !flags["no-par"],
     ...modern,
   };
-}
+}).bind(undefined);
 
 /**
  * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
  * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
  */
-function resolveModernConfig(
+const resolveModernConfig = (function resolveModernConfig(
   cli: Cli,
   pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
   clientAuth: ClientAuthMethod | undefined,
@@ -1730,7 +1738,7 @@ function resolveModernConfig(
     audience: flags.audience,
     request,
   };
-}
+}).bind(undefined);
 
 // ── 2 The issuer: presets, discovery, the client's credentials, DPoP keys, and every request to the server ───
 
@@ -1840,7 +1848,7 @@ const PRESETS: Record<string, Preset> = {
 const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
 
 /** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
-function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+const inferProvider = (function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
   const url = parseUrl(issuer);
   if (!url) return undefined;
   const host = url.hostname.toLowerCase();
@@ -1861,7 +1869,7 @@ function inferProvider(issuer: string): { provider: string; reason: string } | u
     return { provider: "keycloak", reason: "inferred from the issuer path /realms/…" };
   }
   return undefined;
-}
+}).bind(undefined);
 
 /** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
 function rebase(url: string, base: string | undefined): string {
@@ -2013,10 +2021,10 @@ function httpClientFor(route: Route, host: string): Deno.HttpClient {
 }
 
 /** Closes the clients `httpClientFor` made (at the end of `main`). */
-function closeHttpClients(): void {
+const closeHttpClients = (function closeHttpClients(): void {
   for (const client of httpClients.values()) client.close();
   httpClients.clear();
-}
+}).bind(undefined);
 
 function describeFields(fields: Iterable<[string, unknown]>): string {
   const parts: string[] = [];
@@ -2455,7 +2463,7 @@ function retryAfterMs(response: Response, now: number): number | undefined {
 }
 
 /** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
-function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
+const parseIssuer = (function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
   const url = parseUrl(text);
   if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
     throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
@@ -2489,7 +2497,7 @@ function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
   // serves both forms, so derive the issuer from whichever side holds the path.
   const path = wellKnown[3] ?? wellKnown[1];
   return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
-}
+}).bind(undefined);
 
 function assertEndpoint(value: unknown, name: string, issuer: string): URL {
   const url = typeof value === "string" ? parseUrl(value) : undefined;
@@ -3314,7 +3322,7 @@ interface Redirect {
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
-function planRedirect(redirectUri: string | undefined): Redirect {
+const planRedirect = (function planRedirect(redirectUri: string | undefined): Redirect {
   if (redirectUri === undefined) {
     return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
   }
@@ -3339,7 +3347,7 @@ function planRedirect(redirectUri: string | undefined): Redirect {
     return { addresses, host: url.hostname, port: 0, path: url.pathname };
   }
   return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
-}
+}).bind(undefined);
 
 /** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
 function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
@@ -4438,7 +4446,7 @@ export interface Storage {
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+const cacheDir = (function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.cache);
   if (explicit) return explicit;
   const xdg = env("XDG_CACHE_HOME");
@@ -4450,7 +4458,7 @@ function cacheDir(env: (name: string) => string | undefined, os: string): string
   const home = env("HOME");
   if (!home) return undefined;
   return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
-}
+}).bind(undefined);
 
 /**
  * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
@@ -4459,7 +4467,9 @@ function cacheDir(env: (name: string) => string | undefined, os: string): string
  * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
  * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
  */
-function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">): string {
+const cacheKey = (function cacheKey(
+  config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">,
+): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
   const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
@@ -4474,7 +4484,7 @@ function cacheKey(config: Pick<Config, "issuer" | "clientId" | "scope" | "params
   const hex = (n: number) => n.toString(16).padStart(8, "0");
   const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
-}
+}).bind(undefined);
 
 /**
  * The file names an entry for this configuration may have been saved under by earlier versions,
@@ -4488,14 +4498,14 @@ function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | 
 }
 
 /** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
-function sameIssuer(a: string, b: string): boolean {
+const sameIssuer = (function sameIssuer(a: string, b: string): boolean {
   const bare = (issuer: string) =>
     issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
   return a === b || bare(a) === bare(b);
-}
+}).bind(undefined);
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
-function parseTokenSet(text: string): TokenSet | undefined {
+const parseTokenSet = (function parseTokenSet(text: string): TokenSet | undefined {
   let value: Record<string, unknown>;
   try {
     value = JSON.parse(text);
@@ -4518,7 +4528,7 @@ function parseTokenSet(text: string): TokenSet | undefined {
     return undefined;
   }
   return value as unknown as TokenSet;
-}
+}).bind(undefined);
 
 /** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
 const UNKNOWN_LIFETIME_S = 15 * 60;
@@ -4535,7 +4545,7 @@ const MAX_LIFETIME_S = 365 * 86_400;
  * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
  * On the hot path: arithmetic only.
  */
-function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+const isFresh = (function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
     if (issuedAt === undefined || !entry.refreshToken) return true;
@@ -4544,7 +4554,7 @@ function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
   return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
-}
+}).bind(undefined);
 
 /** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
 function hasExpired(entry: TokenSet, now: number): boolean {
@@ -4673,7 +4683,10 @@ function isoExpiry(entry: TokenSet): string | null {
 const STALE_TEMPORARY_MS = 10 * 60_000;
 
 /** The token cache on disk: a 0700 directory of 0600 files, replaced atomically. */
-export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<void> } = {}): Storage {
+export const fileStorage = (function fileStorage(
+  dir: string,
+  hooks: { beforeRename?: () => Promise<void> } = {},
+): Storage {
   const path = (name: string) => `${dir}/${name}`;
   const ensureDir = async () => {
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -4782,7 +4795,7 @@ export function fileStorage(dir: string, hooks: { beforeRename?: () => Promise<v
       }
     },
   };
-}
+}).bind(undefined);
 
 /** The storage for a directory we could not work out: every use says how to set one. */
 function missingStorage(): Storage {
@@ -4827,7 +4840,7 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
 }
 
 /** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+const readEntry = (async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
@@ -4842,10 +4855,10 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
     return undefined;
   }
   return entry;
-}
+}).bind(undefined);
 
 /** The entry for this configuration: under its name, else under a name an earlier version used. */
-async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
+const findEntry = (async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
@@ -4854,7 +4867,7 @@ async function findEntry(config: Config, deps: Deps): Promise<{ name: string; en
     if (found) return { name: legacy, entry: found };
   }
   return { name };
-}
+}).bind(undefined);
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -5288,7 +5301,9 @@ const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.aut
  * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
  * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
  */
-function parseExecInfo(text: string | undefined): { apiVersion: string; interactive: boolean } | undefined {
+const parseExecInfo = (function parseExecInfo(
+  text: string | undefined,
+): { apiVersion: string; interactive: boolean } | undefined {
   if (text === undefined || text === "") return undefined;
   let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
   try {
@@ -5300,7 +5315,7 @@ function parseExecInfo(text: string | undefined): { apiVersion: string; interact
     });
   }
   return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
-}
+}).bind(undefined);
 
 /**
  * `token --format headers`: the header lines for `curl -H @-`: `Authorization: Bearer …`, or for a
@@ -5326,7 +5341,11 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
 }
 
 /** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
-function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CREDENTIAL_VERSIONS[0]): string {
+const formatToken = (function formatToken(
+  entry: TokenSet,
+  format: OutputFormat,
+  apiVersion = EXEC_CREDENTIAL_VERSIONS[0],
+): string {
   // The bare token first: the hot path then creates no Date (its first use costs about 1 MiB).
   if (format === "text") return `${entry.accessToken}\n`;
   const expiresAt = isoExpiry(entry);
@@ -5343,14 +5362,14 @@ function formatToken(entry: TokenSet, format: OutputFormat, apiVersion = EXEC_CR
     kind: "ExecCredential",
     status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
   }) + "\n";
-}
+}).bind(undefined);
 
 /**
  * `token`: prints a valid access token. Refreshes under an exclusive lock when it expires within
  * `--min-ttl` (re-reading the entry once the lock is held: another process may have refreshed), and
  * logs in only when a person can answer.
  */
-async function tokenCommand(config: Config, deps: Deps): Promise<void> {
+const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
   // person can answer (spec.interactive), whatever --interactive or the terminals say.
   const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
@@ -5379,7 +5398,7 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   }
   if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
-}
+}).bind(undefined);
 
 /** `kubectlInteractive`: kubectl's `spec.interactive` when it runs us (it overrides the usual rule). */
 async function renew(
@@ -6547,7 +6566,7 @@ const COMMAND_RUNNERS: Record<
 };
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
-export async function main(args: string[], deps: Deps): Promise<number> {
+export const main = (async function main(args: string[], deps: Deps): Promise<number> {
   let verbose = args.includes("--verbose") || args.includes("-v");
   // Yield once, so that what follows no longer runs under the module's top-level frame: the first
   // Error created with that frame on the stack (the missing .env below, on the hot path) makes V8
@@ -6611,7 +6630,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
   } finally {
     closeHttpClients();
   }
-}
+}).bind(undefined);
 
 /**
  * The one sentence for a Deno permission the run was not given (`NotCapable`, possibly wrapped as
@@ -6693,7 +6712,7 @@ function invocation(env: (name: string) => string | undefined): string {
 }
 
 /** The real edges, kept thin. */
-export function realDeps(): Deps {
+export const realDeps = (function realDeps(): Deps {
   const controller = new AbortController();
   let listening = false;
   const encoder = new TextEncoder();
@@ -6753,7 +6772,7 @@ export function realDeps(): Deps {
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
-}
+}).bind(undefined);
 
 /**
  * Internals for this project's own tests, benchmark and demo: not part of the public API, and they
