@@ -3903,8 +3903,8 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         tick: line.tick,
         onTimeout: () =>
           new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
-            hint: `run the login again ("${
-              command(deps, "login")
+            hint: `run the login again ("${command(deps, "login")}${
+              loginFlags(config)
             }") and finish it in the browser, or give more time with --timeout SECONDS. A sign-in that never comes back is most often a wrong client id ("${
               sanitize(config.clientId)
             }") or a redirect URI the server does not accept (${sanitize(request.redirectUri)}): check both`,
@@ -4166,8 +4166,8 @@ async function pollDeviceCode(
   const expired = () =>
     bounded
       ? new LoginError("timeout", `The sign-in was not approved within ${seconds(config.timeoutMs)} (--timeout)`, {
-        hint: `run "${
-          command(deps, "login")
+        hint: `run "${command(deps, "login")}${
+          loginFlags(config)
         }" again and enter the code in time, or give more time with --timeout SECONDS`,
       })
       : new LoginError("timeout", "The code expired before the sign-in was approved", {

@@ -188,6 +188,8 @@ Deno.test("the browser timeout names the client id and redirect URI as the usual
     const result = await run(flags(mock), { timer: instantTimer });
     assertEquals(result.code, EXIT.timedOut, result.stderr);
     assertStringIncludes(result.stderr, "error: No answer from the browser within 5 minutes\n");
+    // The login to run again is this one, with the settings given as flags.
+    assertStringIncludes(result.stderr, `hint: run the login again ("oauth-login login --issuer ${mock.issuer}`);
     assertMatch(
       result.stderr,
       /A sign-in that never comes back is most often a wrong client id \("cli-public"\) or a redirect URI the server does not accept \(http:\/\/127\.0\.0\.1:\d+\/callback\): check both\n/,
