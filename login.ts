@@ -5625,6 +5625,8 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
  * token's state, from the cache (no network). `*` marks the profile a command run here would use.
  */
 async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefined, deps: Deps): Promise<void> {
+  // A profile named with --profile must exist, as for every other command (a usage error listing the known ones).
+  if (cli.flags.profile !== undefined) await selectProfile(cli, dotenv, deps);
   const path = configPath(deps.env, deps.os);
   const file = path ? await readConfigFile(path) : undefined;
   const names = profileNames(file?.data);

@@ -380,6 +380,11 @@ Deno.test("an unknown profile is a usage error that lists the known ones, before
     );
     assertEquals(result.stdout, "");
     assertEquals(mock.requests.length, 0);
+    // `profiles` takes the same rule: it names the profile that is not there instead of listing the others.
+    const listing = await run(["profiles", "--profile", "prod"], { home });
+    assertEquals(listing.code, EXIT.usage);
+    assertEquals(listing.stderr, result.stderr);
+    assertEquals(listing.stdout, "");
     const none = await run(["login", "--profile", "prod"], { home: (await homeWith()).home });
     assertEquals(none.code, EXIT.usage);
     assertStringIncludes(none.stderr, 'hint: there are no profiles yet: save one with "oauth-login login');
