@@ -1258,7 +1258,8 @@ async function writePrivateFile(path: string, text: string): Promise<void> {
  * the rest of the file; checks by parsing the result that it reads back as written before replacing
  * the file (atomically, owner-only; a symlinked file is written where it points).
  */
-async function saveProfile(path: string, name: string, settings: Record<string, unknown>): Promise<void> {
+/** Writes the `[name]` table (see `replaceProfileText`); returns whether it replaced different settings. */
+async function saveProfile(path: string, name: string, settings: Record<string, unknown>): Promise<boolean> {
   const { stringify } = await toml();
   const target = await Deno.realPath(path).catch(() => path);
   const before = await readConfigFile(target);
@@ -1284,6 +1285,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
       },
     );
   }
+  const replaced = isTable(before?.data[name]) && !same(before!.data[name], settings);
   try {
     await writePrivateFile(target, text);
   } catch (error) {
@@ -1295,6 +1297,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
       },
     );
   }
+  return replaced;
 }
 
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
@@ -6623,8 +6626,17 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
     const saving = cli.flags["save-profile"];
     if (saving !== undefined && profile) {
-      await saveProfile(profile.path, saving, profileSettings(cli.flags, deps.env, dotenv ?? {}, profile));
-      say(deps, `Saved the profile "${saving}" in ${sanitize(profile.path)}; use it with --profile ${saving}`);
+      const replaced = await saveProfile(
+        profile.path,
+        saving,
+        profileSettings(cli.flags, deps.env, dotenv ?? {}, profile),
+      );
+      say(
+        deps,
+        `Saved the profile "${saving}" in ${sanitize(profile.path)}${
+          replaced ? ", replacing the settings it had" : ""
+        }; use it with --profile ${saving}`,
+      );
     }
     return EXIT.ok;
   } catch (error) {

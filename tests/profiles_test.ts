@@ -277,7 +277,11 @@ issuer = "https://other.example.com"
         "work",
       ], { env: { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! } });
       assertEquals(result.code, EXIT.ok, result.stderr);
-      assertStringIncludes(result.stderr, `Saved the profile "work" in ${path}; use it with --profile work\n`);
+      // The file had another [work]: the person is told it was replaced.
+      assertStringIncludes(
+        result.stderr,
+        `Saved the profile "work" in ${path}, replacing the settings it had; use it with --profile work\n`,
+      );
       assertNoLeaks(result, secretsOf(mock));
       const text = await Deno.readTextFile(path);
       assert(!text.includes(CONFIDENTIAL_CLIENT.secret!), "no client secret in the file");
