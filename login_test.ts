@@ -13,8 +13,10 @@ import {
 import {
   assertLoopbackOnly,
   assertPortClosed,
+  exists,
   freePort,
   genuineCallback,
+  grantOnlyOnce,
   portOf,
   type Run,
   run as boundedRun,
@@ -1072,16 +1074,6 @@ async function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: 
   return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /** The text of a file another process writes; waits for it to appear (at most about 10 s). */
 async function waitForFile(path: string): Promise<string> {
   for (let attempt = 0; attempt < 500; attempt++) {
@@ -1223,17 +1215,7 @@ Deno.test("login() warns when the server grants fewer scopes than asked", async 
       false,
       "the mock grants what it is asked",
     );
-    mock.intercept = async (record, _url, request) => {
-      if (!record.path.endsWith("/token")) return undefined;
-      mock.intercept = undefined;
-      const replay = new Request(request.url, {
-        method: "POST",
-        headers: request.headers,
-        body: new URLSearchParams(record.form),
-      });
-      const body = await (await mock.handler(replay)).json();
-      return Response.json({ ...body, scope: "openid profile" });
-    };
+    grantOnlyOnce(mock, "openid profile");
     const narrower = await run([...flags(mock), "--scope", "openid profile api:write"]);
     assertEquals(narrower.code, EXIT.ok, narrower.stderr);
     assertStringIncludes(narrower.stderr, "warning: The server did not grant api:write\n");

@@ -558,3 +558,33 @@ export function endlessBody(): ReadableStream<Uint8Array> {
 }
 
 export { scriptedBrowser };
+
+/** Whether a file exists (no other error is swallowed). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/**
+ * Makes the mock's next token answer say that only `scope` was granted (as a server that narrows the
+ * grant does), optionally with no refresh token; later answers are the mock's own.
+ */
+export function grantOnlyOnce(mock: ServedMock, scope: string, options: { refreshToken?: boolean } = {}): void {
+  mock.intercept = async (record, _url, request) => {
+    if (!record.path.endsWith("/token")) return undefined;
+    mock.intercept = undefined;
+    if (options.refreshToken === false) mock.issueRefreshTokens = false;
+    const replay = new Request(request.url, {
+      method: "POST",
+      headers: request.headers,
+      body: new URLSearchParams(record.form),
+    });
+    const body = await (await mock.handler(replay)).json();
+    return Response.json({ ...body, scope });
+  };
+}

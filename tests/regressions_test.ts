@@ -10,7 +10,7 @@ import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT, fileStorage, type Storage, testing, type TokenSet } from "../login.ts";
 const { browserAvailability } = testing;
 import { CONFIDENTIAL_CLIENT, type MockClient, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { cleanUp, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
+import { cleanUp, exists, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 
 // ── Shared ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -286,16 +286,6 @@ Deno.test("bug 4: logout --all revokes a readable entry too, and still refuses t
     }
   });
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
 
 // ── Subprocesses: the real opener and the single-file run ───────────────────────────────────────
 

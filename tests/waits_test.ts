@@ -10,7 +10,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./asser
 import { EXIT, realDeps, testing } from "../login.ts";
 const { closest, wrap } = testing;
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { assertNoLeaks, cleanUp, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
+import { assertNoLeaks, cleanUp, grantOnlyOnce, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
   return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
@@ -628,18 +628,7 @@ Deno.test("logout --all words each entry's outcome and blames the server only fo
 
 Deno.test("a default login at a strict OpenID server that drops offline_access prints three lines", async () => {
   await withMock(async (mock) => {
-    mock.intercept = async (record, _url, request) => {
-      if (record.path !== "/token") return undefined;
-      mock.intercept = undefined;
-      mock.issueRefreshTokens = false;
-      const replay = new Request(request.url, {
-        method: "POST",
-        headers: request.headers,
-        body: new URLSearchParams(record.form),
-      });
-      const body = await (await mock.handler(replay)).json();
-      return Response.json({ ...body, scope: "openid profile" });
-    };
+    grantOnlyOnce(mock, "openid profile", { refreshToken: false });
     const result = await run(flags(mock), { browser: scriptedBrowser });
     assertEquals(result.code, EXIT.ok, result.stderr);
     assertEquals(
