@@ -10,24 +10,6 @@ import { type Deps, fileStorage, main, type Storage } from "../login.ts";
 import { type BrowserVisit, scriptedBrowser, type ServedMock, serveMockIssuer } from "./mock_issuer.ts";
 import { assert, assertEquals } from "./assert.ts";
 
-// ── Counting cases ──────────────────────────────────────────────────────────────────────────────
-
-const tally = { run: 0, passed: 0 };
-
-/** Wraps a case's body so the summary line counts it as run, and as passed when it returns. */
-export function counted(fn: () => Promise<void>): () => Promise<void> {
-  return async () => {
-    tally.run++;
-    await fn();
-    tally.passed++;
-  };
-}
-
-/** The last test of the file: one plain line with the counts of the cases above it. */
-export function summary(): void {
-  console.log(`hostile cases: ${tally.run} run, ${tally.passed} passed`);
-}
-
 // ── Bounds ──────────────────────────────────────────────────────────────────────────────────────
 
 /** No hostile case may keep `main()` running longer than this. */
