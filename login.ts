@@ -673,17 +673,23 @@ function issuerDifference(asked: string, said: string): string {
 /** The error for an issuer that is not the one configured, saying what differs and which flag to use. */
 function issuerMismatch(config: Config, said: string): LoginError {
   const shown = sanitize(said);
+  const tenants = presetOf(config)?.tenants;
   if (said.includes("{tenantid}")) {
+    const aliases = tenants?.aliases ?? [];
     return new LoginError(
       "config",
       `The server names the issuer template "${shown}", which is accepted only for the tenants ${
-        ENTRA_TENANT_ALIASES.join(", ")
+        aliases.length > 0 ? aliases.join(", ") : "of a provider preset that has them (--provider)"
       }`,
-      { hint: "use --tenant common (or organizations, consumers), or your tenant's GUID" },
+      {
+        hint: aliases.length > 0
+          ? `use --tenant ${aliases[0]} (or ${aliases.slice(1).join(", ")}), or your tenant's GUID`
+          : undefined,
+      },
     );
   }
   const tenantGuid = said.match(/\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/v2\.0\/?$/i)?.[1];
-  const byTenant = config.provider === "entra" && config.sources.issuer === "default" && tenantGuid;
+  const byTenant = tenants && config.sources.issuer === "default" && tenantGuid;
   const difference = issuerDifference(config.issuer, said);
   return new LoginError("config", `Issuer mismatch: asked for "${config.issuer}", the server says "${shown}"`, {
     hint: byTenant
@@ -1924,8 +1930,20 @@ interface Preset {
   issuer?: string;
   /** An example issuer, for providers where each customer has its own (Okta, Auth0, Keycloak, Cognito). */
   issuerExample?: string;
-  /** The tenant when `--tenant` is not given. */
-  defaultTenant?: string;
+  /**
+   * Its tenants (Entra): `--tenant` applies only to such a preset, `default` fills the issuer's
+   * `{tenant}` when none is given, and for the `aliases` the metadata may name an issuer template
+   * with `{tenantid}`, which each ID token's `tid` fills (see `issuerFor`).
+   */
+  tenants?: { default: string; aliases: string[] };
+  /** Issuer hosts that name this preset (beyond its `issuer`'s own host), for `inferProvider`. */
+  issuerHost?: RegExp;
+  /** An issuer path that names this preset on any host (Keycloak's `/realms/NAME`), and how to show it. */
+  issuerPath?: { pattern: RegExp; shown: string };
+  /** Other `iss` values its ID tokens may carry (Google's scheme-less `accounts.google.com`). */
+  acceptedIssuers?: string[];
+  /** When a login brought no refresh token: the parameter that asks for one, and the hint that says so. */
+  refreshRemedy?: { param: [string, string]; hint: string };
   /** Endpoints its metadata lacks (or all of them, with no discovery); a path is relative to the issuer. */
   endpoints?: Partial<Record<EndpointKey, string>>;
   /** The default scope. */
@@ -1974,21 +1992,34 @@ const PRESETS: Record<string, Preset> = {
     scope: "openid email profile",
     params: [["access_type", "offline"]],
     prompt: "consent",
+    acceptedIssuers: ["accounts.google.com"],
+    refreshRemedy: {
+      param: ["access_type", "offline"],
+      hint: "ask for one with --param access_type=offline --prompt consent",
+    },
     needsSecret:
       "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
   },
   entra: {
     issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
-    defaultTenant: "common",
+    tenants: { default: "common", aliases: ["common", "organizations", "consumers"] },
     scope: "openid profile offline_access",
     loopbackHost: "localhost",
     callbackPath: "/",
   },
-  okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default" },
-  auth0: { issuerExample: "https://YOUR-TENANT.us.auth0.com/", scope: "openid profile email offline_access" },
-  keycloak: { issuerExample: "https://HOST/realms/REALM" },
+  okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default", issuerHost: /\.okta(preview)?\.com$/ },
+  auth0: {
+    issuerExample: "https://YOUR-TENANT.us.auth0.com/",
+    issuerHost: /\.auth0\.com$/,
+    scope: "openid profile email offline_access",
+  },
+  keycloak: {
+    issuerExample: "https://HOST/realms/REALM",
+    issuerPath: { pattern: /^(\/auth)?\/realms\/[^/]+\/?$/, shown: "/realms/…" },
+  },
   cognito: {
     issuerExample: "https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+    issuerHost: /^cognito-idp\.[a-z0-9-]+\.amazonaws\.com$/,
     scope: "openid profile email",
     userClaim: "cognito:username",
   },
@@ -2008,29 +2039,19 @@ const PRESETS: Record<string, Preset> = {
   },
 };
 
-/** Entra's tenant aliases: their metadata names the `{tenantid}` issuer template. */
-const ENTRA_TENANT_ALIASES = ["common", "organizations", "consumers"];
-
-/** The preset an issuer's host (or Keycloak's `/realms/` path) names unambiguously, and why. */
+/** The preset an issuer's host (or path) names unambiguously, and why: each preset's `issuer` host, `issuerHost` or `issuerPath`. */
 const inferProvider = (function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
   const url = parseUrl(issuer);
   if (!url) return undefined;
   const host = url.hostname.toLowerCase();
-  const byHost: Record<string, string> = {
-    "accounts.google.com": "google",
-    "login.microsoftonline.com": "entra",
-    "gitlab.com": "gitlab",
-    "login.salesforce.com": "salesforce",
-    "www.dropbox.com": "dropbox",
-    "accounts.spotify.com": "spotify",
-  };
-  const reason = `inferred from the issuer host ${host}`;
-  if (Object.hasOwn(byHost, host)) return { provider: byHost[host], reason };
-  if (/\.okta(preview)?\.com$/.test(host)) return { provider: "okta", reason };
-  if (host.endsWith(".auth0.com")) return { provider: "auth0", reason };
-  if (/^cognito-idp\.[a-z0-9-]+\.amazonaws\.com$/.test(host)) return { provider: "cognito", reason };
-  if (/^(\/auth)?\/realms\/[^/]+\/?$/.test(url.pathname)) {
-    return { provider: "keycloak", reason: "inferred from the issuer path /realms/…" };
+  for (const [name, preset] of Object.entries(PRESETS)) {
+    const own = preset.issuer ? parseUrl(preset.issuer.replace("{tenant}", "x"))?.hostname : undefined;
+    if (host === own || preset.issuerHost?.test(host)) {
+      return { provider: name, reason: `inferred from the issuer host ${host}` };
+    }
+    if (preset.issuerPath?.pattern.test(url.pathname)) {
+      return { provider: name, reason: `inferred from the issuer path ${preset.issuerPath.shown}` };
+    }
   }
   return undefined;
 }).bind(undefined);
@@ -2068,7 +2089,7 @@ const resolvePreset = (function resolvePreset(
   let preset = provider ? PRESETS[provider] : undefined;
   let tenant = tenantText;
   if (!issuerText && preset?.issuer) {
-    tenant ??= preset.defaultTenant;
+    tenant ??= preset.tenants?.default;
     issuerText = rebase(preset.issuer.replace("{tenant}", tenant ?? ""), options.presetBase);
     sources.issuer = "default";
   }
@@ -2079,20 +2100,28 @@ const resolvePreset = (function resolvePreset(
       preset = PRESETS[provider];
     }
   }
-  if (tenantText !== undefined && provider !== "entra") {
-    throw new LoginError("usage", "The tenant applies only to the entra preset", {
-      hint: "add --provider entra, or leave out --tenant",
+  if (tenantText !== undefined && !preset?.tenants) {
+    const withTenants = Object.keys(PRESETS).filter((name) => PRESETS[name].tenants);
+    throw new LoginError("usage", `The tenant applies only to the ${withTenants.join(", ")} preset`, {
+      hint: `add --provider ${withTenants[0]}, or leave out --tenant`,
     });
   }
-  if (provider === "entra" && !tenant && issuerText) {
+  if (preset?.tenants && !tenant && issuerText) {
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
   return { issuerText, provider, providerReason, preset, tenant };
 }).bind(undefined);
 
-/** The tenant alias (`common`, `organizations`, `consumers`) for which `template` stands for `issuer`. */
-function entraAlias(template: string, issuer: string): string | undefined {
-  return ENTRA_TENANT_ALIASES.find((alias) => parseUrl(template.replace("{tenantid}", alias))?.href === issuer);
+/** The tenant alias of the preset (Entra's `common`, `organizations`, `consumers`) for which `template` stands for the issuer. */
+function tenantAlias(template: string, config: Pick<Config, "issuer" | "provider">): string | undefined {
+  return presetOf(config)?.tenants?.aliases.find((alias) =>
+    parseUrl(template.replace("{tenantid}", alias))?.href === config.issuer
+  );
+}
+
+/** The preset in force for a configuration, if any. */
+function presetOf(config: Pick<Config, "provider">): Preset | undefined {
+  return config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
 }
 
 /**
@@ -2102,10 +2131,10 @@ function entraAlias(template: string, issuer: string): string | undefined {
  * it; Google's own parameters for Google. Otherwise nothing.
  */
 function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, config: Config): string {
-  if (new URL(metadata.issuer).hostname === "accounts.google.com") {
-    return config.params.some(([key, value]) => key === "access_type" && value === "offline")
-      ? ""
-      : "; ask for one with --param access_type=offline --prompt consent";
+  const remedy = presetOf(config)?.refreshRemedy;
+  if (remedy) {
+    const [name, wanted] = remedy.param;
+    return config.params.some(([key, value]) => key === name && value === wanted) ? "" : `; ${remedy.hint}`;
   }
   if (scopeList(scope).includes("offline_access")) {
     const prompts = metadata.prompt_values_supported;
@@ -2783,7 +2812,7 @@ async function readMetadata(
       const said = String((error.cause as { body?: { issuer?: unknown } })?.body?.issuer);
       // Entra's multi-tenant metadata names a template; each ID token's iss is then checked against
       // the template filled with its own tid (see issuerFor).
-      if (said.includes("{tenantid}") && entraAlias(said, config.issuer) && copy) {
+      if (said.includes("{tenantid}") && tenantAlias(said, config) && copy) {
         const internal = oauth as unknown as { _nodiscoverycheck: symbol };
         const discovered = oauth.processDiscoveryResponse as unknown as (
           expected: symbol,
@@ -2953,10 +2982,12 @@ async function issuerFor(
           ? as.issuer.replace("{tenantid}", claims.tid.toLowerCase())
           : as.issuer,
     });
-  } else if (config.provider === "google") {
-    // Google's ID tokens may name the issuer without its scheme.
+  } else if (presetOf(config)?.acceptedIssuers) {
+    // Another `iss` the preset's ID tokens may carry (Google's without its scheme), and no other.
+    const accepted = presetOf(config)!.acceptedIssuers!;
     Object.assign(as, {
-      [expected]: ({ claims }: Claims) => claims.iss === "accounts.google.com" ? claims.iss : as.issuer,
+      [expected]: ({ claims }: Claims) =>
+        typeof claims.iss === "string" && accepted.includes(claims.iss) ? claims.iss : as.issuer,
     });
   }
   return { as, client: { client_id: config.clientId }, auth, authMethod, http };
@@ -3416,7 +3447,7 @@ const planRedirect = (function planRedirect(redirectUri: string | undefined): Re
 
 /** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
 function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
-  const preset = config.provider && Object.hasOwn(PRESETS, config.provider) ? PRESETS[config.provider] : undefined;
+  const preset = presetOf(config);
   if (config.redirectUri !== undefined || !preset?.loopbackHost) return planRedirect(config.redirectUri);
   const localhost = preset.loopbackHost === "localhost";
   return {
