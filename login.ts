@@ -22,8 +22,9 @@
  *     `readEnvFile`, `envFilePath`).
  *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
  *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  6. Talking to servers: the one sender every request goes through, proxies, caps, timeouts and
- *     the redacted trace (`issuerFetch`, `sendWithToken`, `routeFor`).
+ *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
+ *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
  *  7. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
  *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
  *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
@@ -1487,42 +1488,7 @@ const resolveModernConfig = (function resolveModernConfig(
       });
     }
   }
-  let request: ResourceRequest | undefined;
-  if (cli.command === "fetch" || format === "headers") {
-    const target = cli.target ?? flags.url;
-    if (target === undefined) {
-      throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
-        hint: cli.command === "fetch"
-          ? 'run "oauth-login fetch https://api.example.com/me"'
-          : "pass the request the proof is for: --method GET --url https://api.example.com/me",
-      });
-    }
-    const url = parseUrl(target);
-    if (!url) {
-      throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
-        hint: "give the whole address, e.g. https://api.example.com/me",
-      });
-    }
-    // Before any sign-in: the rule `fetch` and `--format headers` apply again to the token they get.
-    const refusal = tokenRefusal(url, { resources });
-    if (refusal) throw refusal;
-    const headers: [string, string][] = [];
-    for (const header of flags.header ?? []) {
-      const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
-      if (!match) {
-        throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
-      }
-      if (/^(authorization|dpop)$/i.test(match[1])) {
-        throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
-          hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
-        });
-      }
-      headers.push([match[1], match[2]]);
-    }
-    const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
-    if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
-    request = { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
-  }
+  const request = cli.command === "fetch" || format === "headers" ? resourceRequest(cli, resources) : undefined;
   return {
     dpop,
     clientKey,
@@ -1534,6 +1500,47 @@ const resolveModernConfig = (function resolveModernConfig(
     request,
   };
 }).bind(undefined);
+
+/**
+ * The request `fetch` makes, or `token --format headers` proves: the URL (positional or `--url`),
+ * checked by `tokenRefusal` before any sign-in, `-H` headers, the method. Throws a `usage` LoginError. Pure.
+ */
+function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
+  const { flags } = cli;
+  const target = cli.target ?? flags.url;
+  if (target === undefined) {
+    throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
+      hint: cli.command === "fetch"
+        ? 'run "oauth-login fetch https://api.example.com/me"'
+        : "pass the request the proof is for: --method GET --url https://api.example.com/me",
+    });
+  }
+  const url = parseUrl(target);
+  if (!url) {
+    throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
+      hint: "give the whole address, e.g. https://api.example.com/me",
+    });
+  }
+  // Before any sign-in: the rule `fetch` and `--format headers` apply again to the token they get.
+  const refusal = tokenRefusal(url, { resources });
+  if (refusal) throw refusal;
+  const headers: [string, string][] = [];
+  for (const header of flags.header ?? []) {
+    const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
+    if (!match) {
+      throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
+    }
+    if (/^(authorization|dpop)$/i.test(match[1])) {
+      throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
+        hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
+      });
+    }
+    headers.push([match[1], match[2]]);
+  }
+  const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
+  if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
+  return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
+}
 
 // ── 4 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
