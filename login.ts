@@ -2462,6 +2462,7 @@ async function send(deps: Deps, url: URL, init: RequestInit, options: SendOption
   const signals = [timeout.signal, interruptible ? deps.signal : undefined, init.signal ?? undefined]
     .filter((s): s is AbortSignal => !!s);
   try {
+    checkHeaders(init.headers, `${method} ${url.origin}${url.pathname}`);
     if (trace) traceRequest(trace, method, url, init);
     const client = route ? httpClientFor(route, url.hostname) : undefined;
     const response = await deps.fetch(url, {
@@ -2491,6 +2492,18 @@ async function send(deps: Deps, url: URL, init: RequestInit, options: SendOption
     });
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Throws unless every header value can be sent. The runtime's own error quotes the value, which may
+ * be a token or a secret, so this one names neither the value nor its cause (`where`: what was sent).
+ */
+function checkHeaders(headers: HeadersInit | undefined, where: string): void {
+  try {
+    new Headers(headers);
+  } catch {
+    throw new LoginError("failure", `Cannot send ${where}: a header value has characters HTTP does not allow`);
   }
 }
 

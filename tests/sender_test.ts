@@ -30,6 +30,9 @@ const TOKEN = "planted.access-token_0123456789~+/abc==";
 const BASE = ["--issuer", ISSUER, "--client-id", CLIENT];
 
 interface Planted {
+  /** The issuer and scope of the login (default `ISSUER`, none). */
+  issuer?: string;
+  scope?: string;
   accessToken?: string;
   resources?: string[];
   resource?: string;
@@ -45,19 +48,20 @@ async function plant(options: Planted = {}, home?: string): Promise<string> {
   home ??= await Deno.makeTempDir({ prefix: "oauth-login-sender-" });
   const resources = options.resources ?? [];
   const params = resources.map((r): [string, string] => ["resource", r]);
-  const name = cacheKey({ issuer: ISSUER, clientId: CLIENT, scope: undefined, params, profile: undefined });
+  const issuer = options.issuer ?? ISSUER;
+  const name = cacheKey({ issuer, clientId: CLIENT, scope: options.scope, params, profile: undefined });
   const now = Date.now();
   const entry = {
     version: 1,
-    issuer: ISSUER,
+    issuer,
     clientId: CLIENT,
-    requestedScope: "",
+    requestedScope: options.scope ?? "",
     accessToken: options.accessToken ?? TOKEN,
     tokenType: options.dpopKey ? "DPoP" : "Bearer",
     expiresAt: now + 3_600_000,
     issuedAt: now,
     authMethod: "none",
-    metadata: { issuer: ISSUER, token_endpoint: `${ISSUER}/token` },
+    metadata: { issuer, token_endpoint: `${issuer}/token` },
     ...(resources.length ? { resources, resource: options.resource ?? resources[0] } : {}),
     ...(options.resourceTokens ? { resourceTokens: options.resourceTokens } : {}),
     ...(options.dpopKey ? { dpopKey: options.dpopKey, dpopNonces: {} } : {}),
@@ -770,6 +774,29 @@ Deno.test("fetch explains a failure the way issuer requests do: a timeout, a ref
     });
   } finally {
     release.resolve();
+    await server.close();
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("logout never quotes a cached token the runtime refuses as a header value (a provider's bearer revocation)", async () => {
+  const server = api();
+  const token = "secret-token-0123456789\r\nX-Injected: yes";
+  // The preset's addresses, moved to the stand-in (`Deps.presetBase`).
+  const home = await plant({ issuer: server.origin, scope: "openid email profile", accessToken: token });
+  try {
+    const result = await run(["logout", "--provider", "dropbox", "--client-id", CLIENT, "--verbose"], {
+      home,
+      presetBase: server.origin,
+    });
+    assertEquals(server.seen, [], "nothing was sent");
+    assertStringIncludes(
+      result.stderr,
+      `warning: Cannot send POST ${server.origin}/2/auth/token/revoke: a header value has characters HTTP does not allow\n`,
+    );
+    assertNoLeaks(result, ["secret-token-0123456789"]);
+    assertEquals([...Deno.readDirSync(`${home}/cache`)].filter((e) => e.name.endsWith(".json")), [], "removed here");
+  } finally {
     await server.close();
     await Deno.remove(home, { recursive: true });
   }
