@@ -96,7 +96,7 @@ export interface Deps {
   storage: Storage;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
-  /** The limit on each request to the issuer (default `HTTP_TIMEOUT_MS`). */
+  /** The limit on each request, to the issuer or an API, in ms (default `HTTP_TIMEOUT_MS`). */
   httpTimeoutMs?: number;
   /** The platform, for choosing the flow: `Deno.build.os`, and whether a command is on PATH. */
   os: string;
