@@ -204,7 +204,7 @@ const parseUrl = (function parseUrl(text: string): URL | undefined {
   }
 }).bind(undefined);
 
-/** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
+/** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on, and an issuer's only plain-http hosts. */
 function isLoopbackHost(hostname: string): boolean {
   return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
 }
@@ -2289,9 +2289,12 @@ function proxiesConfigured(env: (name: string) => string | undefined): boolean {
  */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 
-/** Whether a token may go to this host over plain http: this machine (127.0.0.0/8, [::1], localhost) and no other. */
+/**
+ * Whether a token may go to this host over plain http: this machine (127.0.0.0/8, [::1], localhost)
+ * and no other. Not the names under `.localhost` that routing keeps direct: a resolver need not know them.
+ */
 function isLoopbackTokenHost(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "[::1]" || /^127(?:\.\d{1,3}){3}$/.test(hostname);
+  return isLoopbackDestination(hostname) && !hostname.toLowerCase().endsWith(".localhost");
 }
 
 /**

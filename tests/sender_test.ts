@@ -381,6 +381,7 @@ Deno.test("a token never goes over plain http to a host that is not this machine
       "http://api.example.com/me",
       "http://127.0.0.1.nip.io/me",
       "http://localhost.example.com/me",
+      "http://app.localhost/me", // routed as loopback, but a resolver need not know it
       "http://[::ffff:127.0.0.1]/me",
       "http://10.0.0.1/me",
       "ftp://api.example.com/me",
