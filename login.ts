@@ -22,8 +22,9 @@
  *     `readEnvFile`, `envFilePath`).
  *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
  *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  6. Talking to servers: the one sender every request goes through, proxies, caps, timeouts and
- *     the redacted trace (`issuerFetch`, `sendWithToken`, `routeFor`).
+ *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
+ *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
  *  7. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
  *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
  *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
@@ -85,13 +86,17 @@ export interface Deps {
   /** Reads a dotenv file and returns its variables (undefined when there is no such file). */
   readEnvFile: (path: string) => Promise<Record<string, string> | undefined>;
   stdout: (text: string) => void;
+  /** Writes bytes to stdout unchanged (`fetch`'s answer). */
+  stdoutBytes: (bytes: Uint8Array) => void;
+  /** Whether stdout is a terminal: then `fetch` writes no control characters or binary data to it. */
+  stdoutIsTerminal: boolean;
   stderr: (text: string) => void;
   /** Whether a person can answer prompts: stdin and stderr are terminals (not `--interactive`, which is `Config.interactive`). */
   canPrompt: boolean;
   storage: Storage;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
-  /** The limit on each request to the issuer (default `HTTP_TIMEOUT_MS`). */
+  /** The limit on each request, to the issuer or an API, in ms (default `HTTP_TIMEOUT_MS`). */
   httpTimeoutMs?: number;
   /** The platform, for choosing the flow: `Deno.build.os`, and whether a command is on PATH. */
   os: string;
@@ -199,7 +204,7 @@ const parseUrl = (function parseUrl(text: string): URL | undefined {
   }
 }).bind(undefined);
 
-/** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
+/** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on, and an issuer's only plain-http hosts. */
 function isLoopbackHost(hostname: string): boolean {
   return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
 }
@@ -487,11 +492,15 @@ function networkReason(error: unknown): string {
   return sanitize(last.replace(/^(TypeError|Error): /, "").split("\n")[0], 160);
 }
 
-/** The reason and the next step for a request that got no answer. */
+/**
+ * The reason and the next step for a request that got no answer; `urlName` is what the person gave
+ * the address as ("the issuer URL", or "the URL" for an API).
+ */
 function networkFailure(
   error: unknown,
   url: URL,
   env: (name: string) => string | undefined,
+  urlName = "the issuer URL",
 ): { reason: string; hint: string } {
   const reason = networkReason(error);
   if (reason.startsWith("the name did not resolve")) {
@@ -499,16 +508,21 @@ function networkFailure(
       reason,
       hint: `check your network connection, the host name "${
         sanitize(url.hostname)
-      }" in the issuer URL, and your DNS or VPN`,
+      }" in ${urlName}, and your DNS or VPN`,
     };
   }
   if (reason.startsWith("port ")) {
-    return { reason, hint: `check the port in the issuer URL (${sanitize(url.host)}): an OAuth server is never there` };
+    return {
+      reason,
+      hint: `check the port in ${urlName} (${sanitize(url.host)})${
+        urlName === "the issuer URL" ? ": an OAuth server is never there" : ""
+      }`,
+    };
   }
   if (reason.startsWith("the connection was refused")) {
     return {
       reason,
-      hint: `check your network connection, and that the server runs at ${sanitize(url.host)} (the issuer URL's port)`,
+      hint: `check your network connection, and that the server runs at ${sanitize(url.host)} (${urlName}'s port)`,
     };
   }
   if (reason.startsWith("TLS failed")) {
@@ -525,34 +539,38 @@ function networkFailure(
         `check your network connection (a proxy that intercepts TLS?); the certificates trusted were ${ca}; for a private CA, set DENO_CERT to its PEM file`,
     };
   }
-  return { reason, hint: "check your network connection, proxy settings (HTTPS_PROXY) and the issuer URL" };
+  return { reason, hint: `check your network connection, proxy settings (HTTPS_PROXY) and ${urlName}` };
 }
 
-/** `issuerFetch`'s failure as the LoginError to throw: as it was, interrupted, timed out (`limit` ms), or network. */
+/**
+ * The sender's failure as the LoginError to throw: as it was, interrupted, timed out (`limit` ms), the
+ * proxy's failure (blamed on the proxy, never on the server behind it), or the network's.
+ */
 function fetchFailure(
   error: unknown,
-  { deps, interruptible, method, url, host, timeout, limit, via, route }: {
+  { deps, interruptible, method, url, timeout, limit, route, urlName }: {
     deps: Deps;
     interruptible: boolean;
     method: string;
     url: URL;
-    host: string;
-    timeout: AbortController;
+    timeout: AbortSignal;
     limit: number;
-    via: string;
     route: Route | undefined;
+    urlName?: string;
   },
 ): LoginError {
   if (error instanceof LoginError) return error;
   if (interruptible && deps.signal.aborted) return new LoginError("interrupted", "Interrupted");
   const where = `${method} ${url.origin}${url.pathname}`;
-  if (timeout.signal.aborted) {
+  const host = url.host;
+  if (timeout.aborted) {
     return new LoginError("network", `The server at ${host} did not answer within ${seconds(limit)}`, {
-      hint: `${where} timed out: check your network connection and the issuer URL`,
+      hint: `${where} timed out: check your network connection and ${urlName ?? "the issuer URL"}`,
       cause: error,
     });
   }
-  if (via) {
+  if (route?.proxy) {
+    const via = ` through the proxy ${describeProxy(route.proxy)} (${route.reason})`;
     const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
     // Deno's cause ends in what went wrong: "…client error (Connect): unsuccessful tunnel".
     const detail = error instanceof Error && error.cause instanceof Error
@@ -569,13 +587,13 @@ function fetchFailure(
       } (${where})`,
       {
         hint: /authentication/i.test(detail)
-          ? `the proxy wants credentials: put them in ${route!.reason} as http://USER:PASSWORD@HOST:PORT`
-          : `the proxy could not reach ${url.hostname}: check ${route!.reason}, or add the host to NO_PROXY`,
+          ? `the proxy wants credentials: put them in ${route.reason} as http://USER:PASSWORD@HOST:PORT`
+          : `the proxy could not reach ${url.hostname}: check ${route.reason}, or add the host to NO_PROXY`,
         cause: error,
       },
     );
   }
-  const failure = networkFailure(error, url, deps.env);
+  const failure = networkFailure(error, url, deps.env, urlName);
   return new LoginError("network", `Cannot reach ${host}: ${failure.reason} (${where})`, {
     hint: failure.hint,
     cause: error,
@@ -733,6 +751,18 @@ function exchangeHint(error: unknown, issuer: IssuerClient): unknown {
     hint: "run the login again; if this client requires DPoP-bound tokens, pass --dpop (or set OAUTH_DPOP=1)",
     cause: error,
   });
+}
+
+/**
+ * A cached access token that cannot go into an HTTP header (not RFC 6750 `b64token`, see `B64TOKEN`):
+ * it is neither printed nor sent, and a new sign-in replaces it.
+ */
+function unusableToken(config: Config): LoginError {
+  return new LoginError(
+    "login_required",
+    `The cached access token for ${displayIssuer(config.issuer)} cannot be used in an HTTP header`,
+    { hint: `sign in again to replace it: run "oauth-login login${loginFlags(config)}"` },
+  );
 }
 
 /** `named`: the issuer as a cached entry's metadata names it, when there is an entry. */
@@ -1458,39 +1488,7 @@ const resolveModernConfig = (function resolveModernConfig(
       });
     }
   }
-  let request: ResourceRequest | undefined;
-  if (cli.command === "fetch" || format === "headers") {
-    const target = cli.target ?? flags.url;
-    if (target === undefined) {
-      throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
-        hint: cli.command === "fetch"
-          ? 'run "oauth-login fetch https://api.example.com/me"'
-          : "pass the request the proof is for: --method GET --url https://api.example.com/me",
-      });
-    }
-    const url = parseUrl(target);
-    if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackHost(url.hostname)))) {
-      throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
-        hint: "access tokens are only sent over https (plain http only to 127.0.0.1, [::1] or localhost)",
-      });
-    }
-    const headers: [string, string][] = [];
-    for (const header of flags.header ?? []) {
-      const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
-      if (!match) {
-        throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
-      }
-      if (/^(authorization|dpop)$/i.test(match[1])) {
-        throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
-          hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
-        });
-      }
-      headers.push([match[1], match[2]]);
-    }
-    const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
-    if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
-    request = { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
-  }
+  const request = cli.command === "fetch" || format === "headers" ? resourceRequest(cli, resources) : undefined;
   return {
     dpop,
     clientKey,
@@ -1502,6 +1500,47 @@ const resolveModernConfig = (function resolveModernConfig(
     request,
   };
 }).bind(undefined);
+
+/**
+ * The request `fetch` makes, or `token --format headers` proves: the URL (positional or `--url`),
+ * checked by `tokenRefusal` before any sign-in, `-H` headers, the method. Throws a `usage` LoginError. Pure.
+ */
+function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
+  const { flags } = cli;
+  const target = cli.target ?? flags.url;
+  if (target === undefined) {
+    throw new LoginError("usage", cli.command === "fetch" ? "No URL to fetch" : "The headers format needs --url", {
+      hint: cli.command === "fetch"
+        ? 'run "oauth-login fetch https://api.example.com/me"'
+        : "pass the request the proof is for: --method GET --url https://api.example.com/me",
+    });
+  }
+  const url = parseUrl(target);
+  if (!url) {
+    throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
+      hint: "give the whole address, e.g. https://api.example.com/me",
+    });
+  }
+  // Before any sign-in: the rule `fetch` and `--format headers` apply again to the token they get.
+  const refusal = tokenRefusal(url, { resources });
+  if (refusal) throw refusal;
+  const headers: [string, string][] = [];
+  for (const header of flags.header ?? []) {
+    const match = header.match(/^([!#$%&'*+.^_`|~0-9A-Za-z-]+):\s*(.*)$/);
+    if (!match) {
+      throw new LoginError("usage", `The header "${sanitize(header)}" is not of the form "Name: value"`);
+    }
+    if (/^(authorization|dpop)$/i.test(match[1])) {
+      throw new LoginError("usage", `The header "${match[1]}" is set by oauth-login itself`, {
+        hint: "drop that -H; the cached token (and its DPoP proof) is sent for you",
+      });
+    }
+    headers.push([match[1], match[2]]);
+  }
+  const method = (flags.request ?? flags.method ?? (flags.data !== undefined ? "POST" : "GET")).toUpperCase();
+  if (!/^[A-Z]+$/.test(method)) throw new LoginError("usage", `The method "${sanitize(method)}" is not valid`);
+  return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
+}
 
 // ── 4 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
@@ -2149,11 +2188,19 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
 
 // ── 6 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
 
-/** Every request to the issuer is aborted after this long (connect, headers and body). */
+/** Every request is aborted after this long (connect, headers and body), unless `Deps.httpTimeoutMs` says otherwise. */
 const HTTP_TIMEOUT_MS = 30_000;
 
-/** The most we read of any response body from the issuer. */
+/** The most we read of any answer from the issuer (its metadata, tokens, UserInfo...). */
 const MAX_BODY_BYTES = 1024 * 1024;
+
+/**
+ * The most `fetch` reads of an API's answer, counted after decompression: 32 MiB. Fixed rather than a
+ * flag: `fetch` is for API calls, whose answers are far smaller, and it holds the whole answer before
+ * writing it (to retry a refused token, to check what goes to a terminal); a larger download goes to
+ * curl with `token --format headers`, which streams it.
+ */
+const API_MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** The longest `Retry-After` wait we honour before one more discovery request. */
 const MAX_RETRY_AFTER_MS = 10_000;
@@ -2232,6 +2279,53 @@ function describeProxy(proxy: string): string {
 /** Whether any proxy variable is set: only then does a request need a client of its own. */
 function proxiesConfigured(env: (name: string) => string | undefined): boolean {
   return [...PROXY_VARIABLES["https:"], ...PROXY_VARIABLES["http:"]].some((name) => env(name)?.trim());
+}
+
+/**
+ * RFC 6750 §2.1 `b64token`, the only syntax an access token may have to go into an Authorization
+ * header (`1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`): a token with a space or a
+ * line break would add to the header, or add a header. Checked in every token answer and before a
+ * cached token is printed or sent.
+ */
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/**
+ * Whether a token may go to this host over plain http: this machine (127.0.0.0/8, [::1], localhost)
+ * and no other. Not the names under `.localhost` that routing keeps direct: a resolver need not know them.
+ */
+function isLoopbackTokenHost(hostname: string): boolean {
+  return isLoopbackDestination(hostname) && !hostname.toLowerCase().endsWith(".localhost");
+}
+
+/**
+ * Why an access token must not go to `url`, or undefined when it may (SECURITY.md 14): never over
+ * plain http except to this machine; and when the login named resources (RFC 8707 `--resource`), only
+ * to the origin of the one the token is for (`resource`, else the first of `resources`). Any https
+ * origin when none was named, or when the resource is no http(s) URI (`urn:`, `api://`): then where it
+ * is served cannot be known. The origin, not a path prefix: it is what a server controls (RFC 6454),
+ * and RFC 8707 resources are often bare origins. The one rule for `fetch` and `token --format headers`. Pure.
+ */
+function tokenRefusal(url: URL, audience: { resource?: string; resources?: string[] } = {}): LoginError | undefined {
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackTokenHost(url.hostname))) {
+    return new LoginError("usage", `The URL "${sanitize(url.href)}" is not an https URL`, {
+      hint: "access tokens are only sent over https (plain http only to this machine: 127.0.0.1, [::1] or localhost)",
+    });
+  }
+  const resource = audience.resource ?? audience.resources?.[0];
+  const origin = (text: string | undefined) => {
+    const parsed = text === undefined ? undefined : parseUrl(text);
+    return parsed && (parsed.protocol === "https:" || parsed.protocol === "http:") ? parsed.origin : undefined;
+  };
+  const allowed = origin(resource);
+  if (allowed === undefined || allowed === url.origin) return undefined;
+  const other = audience.resources?.find((r) => origin(r) === url.origin);
+  return new LoginError("usage", `The access token is for "${sanitize(allowed)}", not for "${sanitize(url.origin)}"`, {
+    hint: other
+      ? `pass only --resource ${sanitize(other)}, and the login's token for that API is used`
+      : `to call ${sanitize(url.origin)}, log in for it: add --resource ${
+        sanitize(url.origin)
+      } to the login and to this command`,
+  });
 }
 
 const httpClients = new Map<string, Deno.HttpClient>();
@@ -2324,17 +2418,132 @@ function describeBody(body: Uint8Array, contentType: string | null): string {
   return `(${body.length} bytes of ${sanitize(contentType ?? "unknown type", 60)})`;
 }
 
-async function readCapped(response: Response, host: string): Promise<Uint8Array<ArrayBuffer>> {
+/** How one request is made, besides its URL and `RequestInit`: `send`'s options. */
+interface SendOptions {
+  /** Whether Ctrl-C aborts it (default true); false for a refresh, whose rotated refresh token must not be lost. */
+  interruptible?: boolean;
+  /** The most body bytes read, counted after decompression (default `MAX_BODY_BYTES`, 1 MiB). */
+  maxBytes?: number;
+  /** Keep the first `maxBytes` and stop reading, instead of failing (the preflight reads a page's start). */
+  truncate?: boolean;
+  /** The hint when the answer is larger than `maxBytes`. */
+  tooLarge?: string;
+  /** The limit on the whole exchange, in ms (default `Deps.httpTimeoutMs`, else `HTTP_TIMEOUT_MS`). */
+  timeoutMs?: number;
+  trace?: Trace;
+  /** Whether the trace shows the answer's fields, secrets redacted (default), or only its size (an API's). */
+  traceFields?: boolean;
+  /** What hints call the address: "the issuer URL" (default) or "the URL" (an API's). */
+  urlName?: string;
+}
+
+/** An answer, read whole: the status, the headers and the body (at most the cap). */
+interface Answer {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  body: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * The one sender: every request the tool makes, to the issuer or to an API, goes through here. The
+ * route (`routeFor`: loopback never proxied, `NO_PROXY`, the proxy variables) picks the HTTP client; a
+ * timeout bounds the whole exchange; the body is read whole up to a cap; a redirect is never followed
+ * (a 3xx is an answer, for the caller to refuse or report); Ctrl-C aborts it unless `interruptible` is
+ * false; `--verbose` traces it with secrets redacted. A failure is a LoginError (`fetchFailure`) that
+ * blames what failed: the network, the proxy, or a server that did not answer in time.
+ */
+async function send(deps: Deps, url: URL, init: RequestInit, options: SendOptions = {}): Promise<Answer> {
+  deps.catchInterrupt?.();
+  const { interruptible = true, trace } = options;
+  const method = init.method ?? "GET";
+  const route = proxiesConfigured(deps.env) ? routeFor(url, deps.env) : undefined;
+  const timeout = new AbortController();
+  const limit = options.timeoutMs ?? deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
+  const timer = setTimeout(() => timeout.abort(), limit);
+  // A refresh is not interruptible: a rotated refresh token lost to Ctrl-C would end the session.
+  const signals = [timeout.signal, interruptible ? deps.signal : undefined, init.signal ?? undefined]
+    .filter((s): s is AbortSignal => !!s);
+  try {
+    checkHeaders(init.headers, `${method} ${url.origin}${url.pathname}`);
+    if (trace) traceRequest(trace, method, url, init);
+    const client = route ? httpClientFor(route, url.hostname) : undefined;
+    const response = await deps.fetch(url, {
+      ...init,
+      redirect: "manual",
+      signal: AbortSignal.any(signals),
+      ...(client ? { client } : {}),
+    });
+    const body = await readCapped(response, url.host, options);
+    const type = response.headers.get("content-type");
+    trace?.(
+      `< ${response.status} ${url.origin}${url.pathname} ${
+        options.traceFields === false ? `(${body.length} bytes)` : describeBody(body, type)
+      }`,
+    );
+    return { status: response.status, statusText: response.statusText, headers: response.headers, body };
+  } catch (error) {
+    throw fetchFailure(error, {
+      deps,
+      interruptible,
+      method,
+      url,
+      timeout: timeout.signal,
+      limit,
+      route,
+      urlName: options.urlName,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Throws unless every header value can be sent. The runtime's own error quotes the value, which may
+ * be a token or a secret, so this one names neither the value nor its cause (`where`: what was sent).
+ */
+function checkHeaders(headers: HeadersInit | undefined, where: string): void {
+  try {
+    new Headers(headers);
+  } catch {
+    throw new LoginError("failure", `Cannot send ${where}: a header value has characters HTTP does not allow`);
+  }
+}
+
+/** A size in words: "1 MiB", "32 MiB", "64 KiB". */
+function byteSize(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${bytes / (1024 * 1024)} MiB` : `${bytes / 1024} KiB`;
+}
+
+/** `send`'s reading of a body: at most `maxBytes` (after decompression), else an error or, with `truncate`, the start. */
+async function readCapped(
+  response: Response,
+  host: string,
+  { maxBytes = MAX_BODY_BYTES, truncate, tooLarge }: SendOptions,
+): Promise<Uint8Array<ArrayBuffer>> {
   if (!response.body) return new Uint8Array();
+  const reader = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of response.body) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) {
-      await response.body.cancel().catch(() => {});
-      throw new LoginError("invalid_response", `The server at ${host} sent a response larger than 1 MiB`);
+  try {
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      if (size + read.value.length > maxBytes) {
+        if (!truncate) {
+          throw new LoginError(
+            "invalid_response",
+            `The server at ${host} sent a response larger than ${byteSize(maxBytes)}`,
+            { hint: tooLarge },
+          );
+        }
+        chunks.push(read.value.subarray(0, maxBytes - size));
+        size = maxBytes;
+        break;
+      }
+      chunks.push(read.value);
+      size += read.value.length;
     }
-    chunks.push(chunk);
+  } finally {
+    await reader.cancel().catch(() => {}); // stops a body not read to its end (nothing when it was)
   }
   const body = new Uint8Array(size);
   let offset = 0;
@@ -2343,6 +2552,28 @@ async function readCapped(response: Response, host: string): Promise<Uint8Array<
     offset += chunk.length;
   }
   return body;
+}
+
+/** `send`'s trace of a request: method, URL, form fields and the authorization header, values redacted. */
+function traceRequest(trace: Trace, method: string, url: URL, init: RequestInit): void {
+  const sent = typeof init.body === "string"
+    ? init.body
+    : init.body instanceof URLSearchParams
+    ? init.body.toString()
+    : "";
+  const headers = new Headers(init.headers);
+  const auth = headers.get("authorization");
+  trace(
+    `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
+      (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
+      (auth ? ` authorization=${redact(auth)}` : "") + (headers.has("dpop") ? " dpop=(a proof)" : ""),
+  );
+}
+
+/** An answer as a `Response` again, for oauth4webapi (a status that has no body gets none). */
+function responseOf(answer: Answer, body: Uint8Array<ArrayBuffer> = answer.body, headers = answer.headers): Response {
+  const empty = body.length === 0 || [204, 205, 304].includes(answer.status);
+  return new Response(empty ? null : body, { status: answer.status, statusText: answer.statusText, headers });
 }
 
 /**
@@ -2411,8 +2642,8 @@ function normaliseAnswer(
 }
 
 /**
- * The fetch oauth4webapi uses: a timeout on the whole exchange, a cap on the body, no redirects,
- * Ctrl-C honoured, and a redacted trace with `--verbose`.
+ * The fetch oauth4webapi uses for the issuer (its `customFetch`): `send`, a redirect refused, and a
+ * token or device answer read in the server's dialect (`normaliseAnswer`).
  */
 function issuerFetch(
   deps: Deps,
@@ -2421,91 +2652,26 @@ function issuerFetch(
   dialect: { dropIdToken?: boolean } = {},
 ): typeof fetch {
   return async (input, init) => {
-    deps.catchInterrupt?.();
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = init?.method ?? "GET";
-    const host = url.host;
-    const route = proxiesConfigured(deps.env) ? routeFor(url, deps.env) : undefined;
-    const via = route?.proxy ? ` through the proxy ${describeProxy(route.proxy)} (${route.reason})` : "";
-    const timeout = new AbortController();
-    const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
-    const timer = setTimeout(() => timeout.abort(), limit);
-    // A refresh is not interruptible: a rotated refresh token lost to Ctrl-C would end the session.
-    const signals = [timeout.signal, interruptible ? deps.signal : undefined, init?.signal]
-      .filter((s): s is AbortSignal => !!s);
-    try {
-      if (trace) traceRequest(trace, method, url, init);
-      const client = route ? httpClientFor(route, url.hostname) : undefined;
-      const response = await deps.fetch(url, {
-        ...init,
-        redirect: "manual",
-        signal: AbortSignal.any(signals),
-        ...(client ? { client } : {}),
-      });
-      return await answerFrom(response, { method, url, host, dialect, trace });
-    } catch (error) {
-      throw fetchFailure(error, { deps, interruptible, method, url, host, timeout, limit, via, route });
-    } finally {
-      clearTimeout(timer);
+    const answer = await send(deps, url, init ?? {}, { interruptible, trace });
+    if (answer.status >= 300 && answer.status < 400) {
+      throw new LoginError(
+        "invalid_response",
+        `The server at ${url.host} answered ${method} ${url.pathname} with a redirect (HTTP ${answer.status}), which is not followed`,
+        { hint: "check the issuer URL: it must be the exact issuer, not a page that redirects" },
+      );
     }
-  };
-}
-
-/** `issuerFetch`'s trace of a request: method, URL, form fields and the authorization header, values redacted. */
-function traceRequest(trace: Trace, method: string, url: URL, init: RequestInit | undefined): void {
-  const sent = typeof init?.body === "string"
-    ? init.body
-    : init?.body instanceof URLSearchParams
-    ? init.body.toString()
-    : "";
-  const auth = new Headers(init?.headers).get("authorization");
-  trace(
-    `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-      (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
-      (auth ? ` authorization=${redact(auth)}` : ""),
-  );
-}
-
-/**
- * `issuerFetch`'s reading of a response: the body (capped), a refused redirect, and a POST answer normalised
- * to JSON for oauth4webapi. Throws LoginError("invalid_response") for a 3xx.
- */
-async function answerFrom(
-  response: Response,
-  { method, url, host, dialect, trace }: {
-    method: string;
-    url: URL;
-    host: string;
-    dialect: { dropIdToken?: boolean };
-    trace?: Trace;
-  },
-): Promise<Response> {
-  const body = await readCapped(response, host);
-  trace?.(
-    `< ${response.status} ${url.origin}${url.pathname} ${describeBody(body, response.headers.get("content-type"))}`,
-  );
-  if (response.status >= 300 && response.status < 400) {
-    throw new LoginError(
-      "invalid_response",
-      `The server at ${host} answered ${method} ${url.pathname} with a redirect (HTTP ${response.status}), which is not followed`,
-      { hint: "check the issuer URL: it must be the exact issuer, not a page that redirects" },
-    );
-  }
-  const empty = response.status === 204 || response.status === 205 || response.status === 304;
-  const read = method === "POST" && !empty
-    ? normaliseAnswer(response.status, response.headers.get("content-type"), body, dialect)
-    : undefined;
-  if (read) {
+    const read = method === "POST"
+      ? normaliseAnswer(answer.status, answer.headers.get("content-type"), answer.body, dialect)
+      : undefined;
+    if (!read) return responseOf(answer);
     trace?.(`read as: ${read.status} ${describeBody(read.body, "application/json")}`);
-    const headers = new Headers(response.headers);
+    const headers = new Headers(answer.headers);
     headers.set("content-type", "application/json");
     headers.delete("content-length");
-    return new Response(read.body, { status: read.status, headers });
-  }
-  return new Response(empty ? null : body as Uint8Array<ArrayBuffer>, {
-    status: response.status,
-    headers: response.headers,
-  });
+    return responseOf({ ...answer, status: read.status }, read.body, headers);
+  };
 }
 
 /** How long a 429 or 503 asks us to wait (`Retry-After`, seconds or a date), when that is at most 10 s. */
@@ -2519,81 +2685,54 @@ function retryAfterMs(response: Response, now: number): number | undefined {
 
 type ResourceFetch = NonNullable<Oauth.ProtectedResourceRequestOptions[typeof Oauth.customFetch]>;
 
-/** What came back from an API: the status, the headers and the whole body. */
-interface ApiResponse {
-  status: number;
-  statusText: string;
-  headers: Headers;
-  body: Uint8Array;
-}
-
 /** The `error` of a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9449 §7.1), if any. */
 function challengeError(headers: Headers): string | undefined {
   return headers.get("www-authenticate")?.match(/\berror\s*=\s*"?([\w.-]+)"?/)?.[1];
 }
 
 /**
- * Sends one request to an API with the cached access token: `Authorization: Bearer`, or for a
- * DPoP-bound token `Authorization: DPoP` with a fresh proof carrying `ath` (RFC 9449 §7), made by
- * oauth4webapi. No redirect is followed, so the token never goes to another origin.
+ * Sends one request to an API with the cached access token, through `send` (at most
+ * `API_MAX_BODY_BYTES` read): `Authorization: Bearer`, or for a DPoP-bound token `Authorization: DPoP`
+ * with a fresh proof carrying `ath` (RFC 9449 §7), made by oauth4webapi. The caller has checked, with
+ * `tokenRefusal`, that the token may go there; no redirect is followed, so it goes nowhere else.
  */
 async function sendWithToken(
   entry: TokenSet,
   request: ResourceRequest,
   body: Uint8Array<ArrayBuffer> | undefined,
   deps: Deps,
-  dpop: DpopState | undefined,
-  trace?: Trace,
-): Promise<ApiResponse> {
+  { dpop, trace, tooLarge }: { dpop?: DpopState; trace?: Trace; tooLarge?: string },
+): Promise<Answer> {
   const url = new URL(request.url!);
   const headers = new Headers(request.headers);
-  const timeout = new AbortController();
-  const limit = deps.httpTimeoutMs ?? HTTP_TIMEOUT_MS;
-  const timer = setTimeout(() => timeout.abort(), limit);
-  const signal = AbortSignal.any([timeout.signal, deps.signal]);
-  const send: typeof fetch = async (input, init) => {
-    const sent = new Headers(init?.headers);
-    trace?.(
-      `> ${request.method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-        ` authorization=${redact(sent.get("authorization"))}${sent.has("dpop") ? " dpop=(a proof)" : ""}`,
-    );
-    return await deps.fetch(input, { ...init, redirect: "manual", signal });
+  const options: SendOptions = {
+    trace,
+    traceFields: false,
+    maxBytes: API_MAX_BODY_BYTES,
+    tooLarge,
+    urlName: "the URL",
+  };
+  if (!dpop) {
+    headers.set("authorization", `Bearer ${entry.accessToken}`);
+    return await send(deps, url, { method: request.method, headers, body }, options);
+  }
+  const oauth = await lib();
+  let answer: Answer | undefined;
+  const sender: typeof fetch = async (input, init) => {
+    answer = await send(deps, new URL(String(input)), init ?? {}, options);
+    return responseOf(answer);
   };
   try {
-    let response: Response;
-    if (!dpop) {
-      headers.set("authorization", `Bearer ${entry.accessToken}`);
-      response = await send(url, { method: request.method, headers, body });
-    } else {
-      const oauth = await lib();
-      try {
-        response = await oauth.protectedResourceRequest(entry.accessToken, request.method, url, headers, body, {
-          DPoP: dpop.handle,
-          [oauth.customFetch]: recordingNonces(dpop, send) as unknown as ResourceFetch,
-          [oauth.allowInsecureRequests]: url.protocol === "http:",
-        });
-      } catch (error) {
-        // A challenge is an answer like any other here: the caller decides what to retry.
-        if (!(error instanceof oauth.WWWAuthenticateChallengeError)) throw error;
-        response = error.response;
-      }
-    }
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    trace?.(`< ${response.status} ${url.origin}${url.pathname} (${bytes.length} bytes)`);
-    return { status: response.status, statusText: response.statusText, headers: response.headers, body: bytes };
-  } catch (error) {
-    if (error instanceof LoginError) throw error;
-    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted");
-    if (timeout.signal.aborted) {
-      throw new LoginError("network", `The server at ${url.host} did not answer within ${seconds(limit)}`);
-    }
-    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    throw new LoginError("network", `Cannot reach ${url.host}: ${sanitize(reason, 160)}`, {
-      hint: "check the URL, your network connection and proxy settings (HTTPS_PROXY)",
+    await oauth.protectedResourceRequest(entry.accessToken, request.method, url, headers, body, {
+      DPoP: dpop.handle,
+      [oauth.customFetch]: recordingNonces(dpop, sender) as unknown as ResourceFetch,
+      [oauth.allowInsecureRequests]: url.protocol === "http:",
     });
-  } finally {
-    clearTimeout(timer);
+  } catch (error) {
+    // A challenge is an answer like any other here: the caller decides what to retry.
+    if (!(error instanceof oauth.WWWAuthenticateChallengeError) || !answer) throw error;
   }
+  return answer!;
 }
 
 // ── 7 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
@@ -2601,7 +2740,10 @@ async function sendWithToken(
 interface IssuerClient {
   as: Oauth.AuthorizationServer;
   client: Oauth.Client;
+  /** The client authentication at the token endpoint; `authTo` gives it for another endpoint. */
   auth: Oauth.ClientAuth;
+  /** The client authentication for a request to `endpoint` (an assertion is addressed to that server). */
+  authTo: (endpoint: unknown) => Oauth.ClientAuth;
   authMethod: ClientAuthMethod;
   /** Options for every oauth4webapi request: our fetch, and plain http for loopback issuers. */
   http: Http;
@@ -2925,27 +3067,48 @@ async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
   throw unusable("is of a kind this tool cannot sign with (EC P-256/384/521, Ed25519 or RSA)");
 }
 
-/** The client authentication for a method (RFC 6749 §2.3, RFC 7523 §2.2); assertions go to the issuer or the token endpoint. */
+/**
+ * The `aud` of a client assertion with `--assertion-audience token-endpoint` (RFC 7523 §3), for a
+ * request to `endpoint`: the token endpoint, where the request goes to the token endpoint's origin;
+ * else the URL of the endpoint that receives it (RFC 9126 §2 has a PAR endpoint accept its own URL), so
+ * that no server receives an assertion it could present at another host's token endpoint. Pure.
+ */
+function tokenEndpointAudience(tokenEndpoint: string, endpoint: unknown): string {
+  const target = typeof endpoint === "string" ? parseUrl(endpoint) : undefined;
+  return target && target.origin !== parseUrl(tokenEndpoint)?.origin ? target.href : tokenEndpoint;
+}
+
+/**
+ * The client authentication for a method (RFC 6749 §2.3, RFC 7523 §2.2), for a request to an endpoint:
+ * an assertion names the issuer, or with `--assertion-audience token-endpoint` the endpoint
+ * `tokenEndpointAudience` says.
+ */
 async function clientAuthFor(
   method: ClientAuthMethod,
   as: Oauth.AuthorizationServer,
   config: Pick<Config, "clientSecret" | "clientKey" | "assertionAudience">,
-): Promise<Oauth.ClientAuth> {
+): Promise<(endpoint: unknown) => Oauth.ClientAuth> {
   const oauth = await lib();
-  const audience: Oauth.ModifyAssertionOptions | undefined = config.assertionAudience === "token-endpoint"
-    ? { [oauth.modifyAssertion]: (_header, payload) => void (payload.aud = as.token_endpoint) }
-    : undefined;
+  const audience = (endpoint: unknown): Oauth.ModifyAssertionOptions | undefined =>
+    config.assertionAudience === "token-endpoint"
+      ? {
+        [oauth.modifyAssertion]: (_header, payload) =>
+          void (payload.aud = tokenEndpointAudience(String(as.token_endpoint), endpoint)),
+      }
+      : undefined;
   switch (method) {
     case "none":
-      return oauth.None();
+      return () => oauth.None();
     case "client_secret_post":
-      return oauth.ClientSecretPost(config.clientSecret!);
+      return () => oauth.ClientSecretPost(config.clientSecret!);
     case "client_secret_jwt":
-      return oauth.ClientSecretJwt(config.clientSecret!, audience);
-    case "private_key_jwt":
-      return oauth.PrivateKeyJwt(await readClientKey(config.clientKey!), audience);
+      return (endpoint) => oauth.ClientSecretJwt(config.clientSecret!, audience(endpoint));
+    case "private_key_jwt": {
+      const key = await readClientKey(config.clientKey!);
+      return (endpoint) => oauth.PrivateKeyJwt(key, audience(endpoint));
+    }
     default:
-      return oauth.ClientSecretBasic(config.clientSecret!);
+      return () => oauth.ClientSecretBasic(config.clientSecret!);
   }
 }
 
@@ -2966,7 +3129,8 @@ async function issuerFor(
   }
   const authMethod = chooseClientAuth(config.clientSecret, as.token_endpoint_auth_methods_supported, config.clientAuth);
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
-  const auth = await clientAuthFor(authMethod, as, config);
+  const authTo = await clientAuthFor(authMethod, as, config);
+  const auth = authTo(as.token_endpoint);
   const http: Http = {
     [oauth.customFetch]: issuerFetch(deps, trace, interruptible, { dropIdToken: noIssuer }),
     [oauth.allowInsecureRequests]: new URL(as.issuer).protocol === "http:",
@@ -2990,7 +3154,7 @@ async function issuerFor(
         typeof claims.iss === "string" && accepted.includes(claims.iss) ? claims.iss : as.issuer,
     });
   }
-  return { as, client: { client_id: config.clientId }, auth, authMethod, http };
+  return { as, client: { client_id: config.clientId }, auth, authTo, authMethod, http };
 }
 
 // ── 8 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
@@ -3152,9 +3316,13 @@ async function onceMoreForNonce<T>(issuer: Pick<IssuerClient, "dpop">, run: () =
 /**
  * `token --format headers`: the header lines for `curl -H @-`: `Authorization: Bearer …`, or for a
  * DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP:` proof for the request's method and
- * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent.
+ * URL, with `ath` (RFC 9449 §7.1). The proof is made by oauth4webapi and nothing is sent. Refused
+ * (`tokenRefusal`) for a URL the token may not go to, as `fetch` would refuse it.
  */
 async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps): Promise<string> {
+  const url = new URL(request.url!);
+  const refusal = tokenRefusal(url, entry); // the caller has checked the token's syntax
+  if (refusal) throw refusal;
   if (!entry.dpopKey) return `Authorization: Bearer ${entry.accessToken}\n`;
   const oauth = await lib();
   const state = await dpopState(entry.dpopKey, entry.dpopNonces, deps);
@@ -3163,7 +3331,6 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
     captured = new Headers(init?.headers);
     return Promise.resolve(new Response(null, { status: 204 }));
   };
-  const url = new URL(request.url!);
   await oauth.protectedResourceRequest(entry.accessToken, request.method, url, new Headers(), null, {
     DPoP: state.handle,
     [oauth.customFetch]: capture as unknown as ResourceFetch,
@@ -3251,7 +3418,7 @@ async function authorizationRequest(
   trace?: Trace,
 ): Promise<{ url: URL; pushed: boolean; checked: boolean; status?: number }> {
   const oauth = await lib();
-  const { as, client, auth, http } = issuer;
+  const { as, client, http } = issuer;
   const url = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
   const params = new URLSearchParams();
   params.set("response_type", "code");
@@ -3272,6 +3439,7 @@ async function authorizationRequest(
     let pushed: Oauth.PushedAuthorizationResponse;
     try {
       pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
+        const auth = issuer.authTo(as.pushed_authorization_request_endpoint);
         const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
         return await oauth.processPushedAuthorizationResponse(as, client, response);
       });
@@ -3324,44 +3492,16 @@ const PREFLIGHT_USER_AGENT = `oauth-login/${VERSION} (checking the sign-in reque
  * Ctrl-C aborts `deps.signal`). Never throws: undefined when the server could not be asked (network
  * error, timeout); then the browser opens as usual.
  */
-async function preflight(
-  url: URL,
-  deps: Pick<Deps, "fetch" | "signal" | "env">,
-  trace?: Trace,
-): Promise<{ status: number; text: string } | undefined> {
-  const timeout = AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS);
+async function preflight(url: URL, deps: Deps, trace?: Trace): Promise<{ status: number; text: string } | undefined> {
   try {
-    trace?.(`> GET ${url.origin}${url.pathname} (a check that the server accepts the sign-in request)`);
-    // The same route as every other request to the issuer: loopback direct, NO_PROXY honoured.
-    const route = proxiesConfigured(deps.env) ? routeFor(url, deps.env) : undefined;
-    const client = route ? httpClientFor(route, url.hostname) : undefined;
-    const response = await deps.fetch(url, {
-      redirect: "manual",
+    const answer = await send(deps, url, {
       // Says what this request is, so that the server's log (and a test's mock) can tell it from the browser's.
       headers: { accept: "text/html,application/json;q=0.9", "user-agent": PREFLIGHT_USER_AGENT },
-      signal: AbortSignal.any([timeout, deps.signal]),
-      ...(client ? { client } : {}),
-    });
-    let body = "";
-    if (response.body) {
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let size = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        size += value.length;
-        body += decoder.decode(value, { stream: true });
-        if (size > PREFLIGHT_BODY_BYTES) {
-          await reader.cancel();
-          break;
-        }
-      }
-    }
-    trace?.(`< ${response.status} ${url.origin}${url.pathname}`);
-    return { status: response.status, text: pageText(body, response.headers.get("content-type")) };
+    }, { timeoutMs: PREFLIGHT_TIMEOUT_MS, maxBytes: PREFLIGHT_BODY_BYTES, truncate: true, trace, traceFields: false });
+    const body = new TextDecoder().decode(answer.body);
+    return { status: answer.status, text: pageText(body, answer.headers.get("content-type")) };
   } catch (error) {
-    trace?.(`the check of the sign-in request got no answer: ${sanitize(networkReason(error))}`);
+    trace?.(`the check of the sign-in request got no answer: ${sanitize((error as Error).message)}`);
     return undefined;
   }
 }
@@ -4190,7 +4330,7 @@ async function startDeviceFlow(
   scope: string,
   config: Config,
 ): Promise<Oauth.DeviceAuthorizationResponse> {
-  const { as, client, auth, http } = issuer;
+  const { as, client, http } = issuer;
   if (as.device_authorization_endpoint === undefined) {
     throw new LoginError(
       "config",
@@ -4205,6 +4345,7 @@ async function startDeviceFlow(
   let device: Oauth.DeviceAuthorizationResponse;
   try {
     device = await step("start the device flow", async () => {
+      const auth = issuer.authTo(as.device_authorization_endpoint);
       const response = await oauth.deviceAuthorizationRequest(as, client, auth, parameters, http);
       return await oauth.processDeviceAuthorizationResponse(as, client, response);
     });
@@ -4312,7 +4453,8 @@ async function pollDeviceCode(
 const CLOCK_SKEW_NOTICE_MS = 60_000;
 
 /**
- * Runs oauth4webapi's processing of a token endpoint response (RFC 6749 §5.1) with two additions.
+ * Runs oauth4webapi's processing of a token endpoint response (RFC 6749 §5.1) with three additions.
+ * An access token that is not RFC 6750 `b64token` syntax is refused (`B64TOKEN`).
  * `expires_in` is kept out of its hands and put back as sent afterwards: oauth4webapi refuses a
  * negative or non-numeric one outright, where `accessTokenExpiry` treats it as not stated and falls
  * back. And when an ID token is refused for its `iat`/`exp` while the server's `Date` header is more
@@ -4338,6 +4480,17 @@ async function processTokens(
   }
   try {
     const tokens = await process(response);
+    if (!B64TOKEN.test(tokens.access_token)) {
+      // Not saved, printed or sent: in a header it would add to the header, or add one (RFC 6750 §2.1).
+      throw new LoginError(
+        "invalid_response",
+        "The server sent an access token that cannot be used in an HTTP header",
+        {
+          hint:
+            "it has characters RFC 6750 does not allow in a token (a space, a line break, ...): report it to the server's operator",
+        },
+      );
+    }
     if (expiresIn !== undefined) (tokens as Record<string, unknown>).expires_in = expiresIn;
     return tokens;
   } catch (error) {
@@ -4419,10 +4572,11 @@ async function identify(
   trace?: Trace,
 ): Promise<{ user?: string; subject?: string }> {
   const oauth = await lib();
-  const { as, client, auth, http } = issuer;
+  const { as, client, http } = issuer;
   let introspected: string | undefined; // the sub introspection gave, when it gave no username
   if (as.introspection_endpoint && issuer.authMethod !== "none") {
     try {
+      const auth = issuer.authTo(as.introspection_endpoint);
       const response = await oauth.introspectionRequest(as, client, auth, tokens.access_token, http);
       const info = await oauth.processIntrospectionResponse(as, client, response);
       if (info.active === true) {
@@ -5300,7 +5454,8 @@ async function revokeTokenSet(
       await step(`revoke the ${hint.replace("_", " ")}`, () =>
         onceMoreForNonce(issuer, async () => {
           const url = assertEndpoint(as.revocation_endpoint, "revocation_endpoint", as.issuer);
-          const response = await oauth.revocationRequest(as, issuer.client, issuer.auth, token, {
+          const auth = issuer.authTo(as.revocation_endpoint);
+          const response = await oauth.revocationRequest(as, issuer.client, auth, token, {
             ...issuer.http,
             additionalParameters: { token_type_hint: hint },
             ...(issuer.dpop ? { headers: { dpop: await postProof(issuer.dpop, url) } } : {}),
@@ -5520,6 +5675,7 @@ const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): P
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
     entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
   }
+  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
   if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
 }).bind(undefined);
@@ -5815,9 +5971,9 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
 
 /**
  * `fetch`: one request to an API with the cached token (refreshed first when it expires within
- * --min-ttl). The body goes to stdout; with --include or --verbose the status and headers go to
- * stderr. A `use_dpop_nonce` challenge is answered once with the server's nonce; a 401 with
- * `invalid_token` refreshes the token once and sends the request once more. Exit 0 for 2xx, else 1.
+ * --min-ttl), where `tokenRefusal` lets it go. A `use_dpop_nonce` challenge is answered once with the
+ * server's nonce; a 401 with `invalid_token` refreshes the token once and sends the request once more.
+ * The answer is written by `writeAnswer`. Exit 0 for 2xx, else 1.
  */
 async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const request = config.request!;
@@ -5841,12 +5997,26 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
     request.headers.push(["content-type", type]);
   }
-  let dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
-  let response = await sendWithToken(entry, request, body, deps, dpop, trace);
-  if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
+  const tooLarge = `fetch reads at most ${byteSize(API_MAX_BODY_BYTES)}; for more, give the token to curl: ` +
+    `"oauth-login token --format headers${loginFlags(config)} --url URL | curl -H @- URL"`;
+  let dpop: DpopState | undefined;
+  const sendOnce = async (current: TokenSet) => {
+    const refusal = tokenRefusal(new URL(request.url!), current);
+    if (refusal) throw refusal;
+    if (!B64TOKEN.test(current.accessToken)) throw unusableToken(config);
+    return await sendWithToken(current, request, body, deps, { dpop, trace, tooLarge });
+  };
+  // Once more with the server's nonce when it asks for one (RFC 9449 §8, §9).
+  const sendWithNonce = async (current: TokenSet) => {
+    const response = await sendOnce(current);
+    if (!dpop || challengeError(response.headers) !== "use_dpop_nonce" || !response.headers.has("dpop-nonce")) {
+      return response;
+    }
     trace?.("the server asked for a DPoP nonce: sending once more with it");
-    response = await sendWithToken(entry, request, body, deps, dpop, trace);
-  }
+    return await sendOnce(current);
+  };
+  dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
+  let response = await sendWithNonce(entry);
   if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
     trace?.("the server refused the access token: refreshing it and sending once more");
     const nonces = dpop?.nonces;
@@ -5854,36 +6024,75 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
       ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
       : await renew(config, deps, name, entry, undefined, entry.accessToken);
     dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
-    response = await sendWithToken(entry, request, body, deps, dpop, trace);
-    if (dpop && challengeError(response.headers) === "use_dpop_nonce" && response.headers.has("dpop-nonce")) {
-      response = await sendWithToken(entry, request, body, deps, dpop, trace);
-    }
+    response = await sendWithNonce(entry);
   }
   if (dpop) await rememberNonces(config, deps, name, dpop);
+  writeAnswer(response, request, config, deps);
+}
+
+/**
+ * Why an API's answer must not be written to a terminal, or undefined when it may: it is not text
+ * (not UTF-8, or it holds NUL), or it holds control characters a terminal acts on (escape sequences,
+ * a carriage return not ending a line, C1 controls, bidirectional overrides). Tab and line ends pass. Pure.
+ */
+function terminalProblem(body: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+  } catch {
+    return "is not text";
+  }
+  if (text.includes("\0")) return "is not text";
+  // deno-lint-ignore no-control-regex
+  if (/[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)/.test(text)) {
+    return "holds terminal control characters";
+  }
+  return undefined;
+}
+
+/**
+ * `fetch`'s answer: the status line and headers on stderr with --include or --verbose; the body on
+ * stdout, byte for byte when stdout is no terminal. On a terminal, a body that is not text or holds
+ * control characters is refused, and text gets a final line end, so that the next line starts on its
+ * own. A status other than 2xx (a redirect too: never followed) is then an error (exit 1).
+ */
+function writeAnswer(response: Answer, request: ResourceRequest, config: Config, deps: Deps): void {
+  const url = new URL(request.url!);
   if (request.include || config.verbose) {
     const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
     for (const [key, value] of response.headers) lines.push(`${sanitize(key, 80)}: ${sanitize(value, 2000)}`);
     deps.stderr(lines.join("\n") + "\n\n");
   }
-  deps.stdout(new TextDecoder().decode(response.body));
-  if (response.status < 200 || response.status > 299) {
-    const url = new URL(request.url!);
-    const error = challengeError(response.headers);
+  const problem = deps.stdoutIsTerminal ? terminalProblem(response.body) : undefined;
+  if (problem) {
     throw new LoginError(
       "failure",
-      `The server at ${url.host} answered ${request.method} ${
-        sanitize(url.pathname, 120)
-      } with HTTP ${response.status}` +
-        (error ? ` ("${sanitize(error, 60)}")` : ""),
-      {
-        hint: response.status === 401
-          ? 'the token was refused: check --scope and --resource, or sign in again with "oauth-login login"'
-          : response.status === 403
-          ? "the token is valid but not allowed to do this: check the scopes the API needs (--scope)"
-          : undefined,
-      },
+      `The answer from ${url.host} (HTTP ${response.status}) ${problem}, so it is not written to the terminal`,
+      { hint: "redirect it to a file (> FILE) or pipe it to a program (| less), which get it unchanged" },
     );
   }
+  deps.stdoutBytes(response.body);
+  if (deps.stdoutIsTerminal && response.body.length > 0 && response.body.at(-1) !== 0x0a) deps.stdout("\n");
+  if (response.status >= 200 && response.status <= 299) return;
+  const error = challengeError(response.headers);
+  const location = response.headers.get("location");
+  const target = location === null ? undefined : URL.parse(location, url) ?? undefined;
+  const redirect = response.status >= 300 && response.status <= 399;
+  throw new LoginError(
+    "failure",
+    `The server at ${url.host} answered ${request.method} ${sanitize(url.pathname, 120)} with HTTP ${response.status}` +
+      (redirect ? `, a redirect${target ? ` to "${sanitize(target.href, 200)}"` : ""} that is not followed` : "") +
+      (error ? ` ("${sanitize(error, 60)}")` : ""),
+    {
+      hint: redirect
+        ? "fetch never follows a redirect, so the token goes nowhere else; fetch the new address if you trust it"
+        : response.status === 401
+        ? 'the token was refused: check --scope and --resource, or sign in again with "oauth-login login"'
+        : response.status === 403
+        ? "the token is valid but not allowed to do this: check the scopes the API needs (--scope)"
+        : undefined,
+    },
+  );
 }
 
 // ── 16 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
@@ -6796,10 +7005,10 @@ export const realDeps = (function realDeps(): Deps {
   const encoder = new TextEncoder();
   let columns: number | undefined;
   let invokedAs: string | undefined;
-  const write = (stream: typeof Deno.stdout) => (text: string) => {
-    const bytes = encoder.encode(text);
+  const writeBytes = (stream: typeof Deno.stdout) => (bytes: Uint8Array) => {
     for (let written = 0; written < bytes.length;) written += stream.writeSync(bytes.subarray(written));
   };
+  const write = (stream: typeof Deno.stdout) => (text: string) => writeBytes(stream)(encoder.encode(text));
   const env = (name: string) => Deno.env.get(name);
   const interactive = Deno.stdin.isTerminal() && Deno.stderr.isTerminal();
   // Read on first use, not here: `--help` and `--version` need no permission at all.
@@ -6811,6 +7020,10 @@ export const realDeps = (function realDeps(): Deps {
     env,
     readEnvFile,
     stdout: write(Deno.stdout),
+    stdoutBytes: writeBytes(Deno.stdout),
+    get stdoutIsTerminal() {
+      return Deno.stdout.isTerminal();
+    },
     stderr: write(Deno.stderr),
     canPrompt: interactive,
     get storage() {

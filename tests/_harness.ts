@@ -53,6 +53,8 @@ export function signal<T = void>(): { promise: Promise<T>; resolve: (value: T) =
 export interface Run {
   code: number;
   stdout: string;
+  /** Everything written to stdout, as bytes (`stdout` is its text). */
+  stdoutBytes: Uint8Array;
   stderr: string;
   /** What the injected opener was asked to open. */
   opened: string[];
@@ -112,6 +114,8 @@ export interface RunOptions {
   invokedAs?: string;
   /** All of stdin, for commands that read it whole (`fetch -d @-`). */
   stdin?: Uint8Array<ArrayBuffer>;
+  /** Whether stdout is a terminal (`Deps.stdoutIsTerminal`; default false, a pipe). */
+  stdoutIsTerminal?: boolean;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -130,6 +134,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     ...options.env,
   };
   let stdout = "";
+  const stdoutChunks: Uint8Array[] = [];
   let stderr = "";
   const opened: string[] = [];
   const controller = options.controller ?? new AbortController();
@@ -153,8 +158,16 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     readEnvFile: (path) => Promise.resolve(options.files?.[path]),
     stdout: (text) => {
       stdout += text;
+      stdoutChunks.push(encoder.encode(text));
       options.onStdout?.(text);
     },
+    stdoutBytes: (bytes) => {
+      const text = decoder.decode(bytes);
+      stdout += text;
+      stdoutChunks.push(bytes.slice());
+      options.onStdout?.(text);
+    },
+    stdoutIsTerminal: options.stdoutIsTerminal ?? false,
     stderr: (text) => {
       stderr += text;
       options.onStderr?.(text);
@@ -202,7 +215,9 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
       } ms (it then ended with ${code}); stderr:\n${stderr}`,
     );
   }
-  return { code, stdout, stderr, opened, visit, ms, home };
+  const stdoutBytes = new Uint8Array(stdoutChunks.reduce((n, chunk) => n + chunk.length, 0));
+  stdoutChunks.reduce((offset, chunk) => (stdoutBytes.set(chunk, offset), offset + chunk.length), 0);
+  return { code, stdout, stdoutBytes, stderr, opened, visit, ms, home };
 }
 
 /** Every file under `dir`, relative to it. */

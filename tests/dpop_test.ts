@@ -829,13 +829,15 @@ Deno.test("invalid_grant at the code exchange from a server that offers DPoP, wi
 
 Deno.test("--resource twice: the code exchange names the first; token --resource for the second refreshes with it once, then reuses it", async () => {
   await withWorld(async ({ mock }) => {
-    const [one, two] = ["https://api-one.example/", "https://api-two.example/"];
+    // The second resource is the API fetch calls below: a token goes only to its resource's origin.
+    const rs = resourceServer(mock, dpopIssuer(mock));
+    const [one, two] = ["https://api-one.example/", `${new URL(rs.url).origin}/`];
     const both = ["--resource", one, "--resource", two];
     const login = await run(["login", ...base(mock, "--flow", "browser"), ...both], {
       browser: (s) => scriptedBrowser(s),
     });
-    assertEquals(login.code, 0, login.stderr);
     try {
+      assertEquals(login.code, 0, login.stderr);
       // The mock's request log keeps the last value of a repeated parameter: the second resource.
       assertEquals(mock.calls("authorize")[0].query.resource, two, "the resources go on the authorization request");
       assertEquals(mock.calls("token")[0].form.resource, one, "the code exchange names the first resource");
@@ -858,19 +860,14 @@ Deno.test("--resource twice: the code exchange names the first; token --resource
       });
       assertEquals(other.code, 4, "a resource the login did not ask for is not logged in");
       // fetch with the second resource's token; revoked at the server, it is renewed for that resource.
-      const rs = resourceServer(mock, dpopIssuer(mock));
-      try {
-        mock.accessTokens.delete(forTwo.stdout.trim());
-        const fetched = await run(["fetch", ...base(mock, "--resource", two), rs.url], { home: login.home });
-        assertEquals(fetched.code, 0, fetched.stderr);
-        assertEquals(rs.log.map((l) => l.status), [401, 200]);
-        const resources = mock.calls("token").filter((c) => c.form.grant_type === "refresh_token").map((c) =>
-          c.form.resource
-        );
-        assertEquals(resources, [two, two], "the refused token was renewed for its own resource");
-      } finally {
-        await rs.close();
-      }
+      mock.accessTokens.delete(forTwo.stdout.trim());
+      const fetched = await run(["fetch", ...base(mock, "--resource", two), rs.url], { home: login.home });
+      assertEquals(fetched.code, 0, fetched.stderr);
+      assertEquals(rs.log.map((l) => l.status), [401, 200]);
+      const resources = mock.calls("token").filter((c) => c.form.grant_type === "refresh_token").map((c) =>
+        c.form.resource
+      );
+      assertEquals(resources, [two, two], "the refused token was renewed for its own resource");
       const renewed = await run(["token", ...base(mock, "--resource", two)], { home: login.home });
       assert(renewed.stdout !== forTwo.stdout && mock.accessTokens.has(renewed.stdout.trim()));
       const logout = await run(["logout", ...base(mock, ...both)], { home: login.home });
@@ -879,6 +876,7 @@ Deno.test("--resource twice: the code exchange names the first; token --resource
       assert(mock.revoked.includes(primary as string));
     } finally {
       await cleanUp(login);
+      await rs.close();
     }
   });
 });

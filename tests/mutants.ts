@@ -31,6 +31,7 @@ const HOSTILE = "tests/hostile_test.ts";
 const DPOP = "tests/dpop_test.ts";
 const PROFILES = "tests/profiles_test.ts";
 const LIFETIMES = "tests/lifetimes_test.ts";
+const SENDER = "tests/sender_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -171,8 +172,57 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "the preflight ignores the proxy route (a loopback issuer's goes to HTTP_PROXY)",
-    edits: [[/(?<=PREFLIGHT_USER_AGENT \},\s+signal: [^\n]+\s+)\.\.\.\(client \? \{ client \} : \{\}\),/, ""]],
+    // The preflight goes through the one sender (issue 19 §2): the sender's client, dropped.
+    edits: [[/(?<=redirect: "manual",\s+signal: [^\n]+\s+)\.\.\.\(client \? \{ client \} : \{\}\),/, ""]],
     tests: [GUARD],
+  },
+  // ── Issue 19 §2: one way to reach a server (tests/sender_test.ts) ──────────────────────────────
+  {
+    name: "fetch sends through the proxy to loopback (its API request ignores the route)",
+    // Both of sendWithToken's calls of the sender (Bearer, and DPoP's through oauth4webapi) see no proxy
+    // variables, so name no client: Deno's own fetch then sends a loopback API's request to HTTP_PROXY.
+    edits: [
+      [
+        /return await send\(deps, url, \{ method: request\.method/,
+        "return await send({ ...deps, env: () => undefined }, url, { method: request.method",
+      ],
+      [/answer = await send\(deps, new URL/, "answer = await send({ ...deps, env: () => undefined }, new URL"],
+    ],
+    tests: [SENDER],
+  },
+  {
+    name: "fetch follows redirects",
+    edits: [[/(?<=\.\.\.init,\s+)redirect: "manual",/, 'redirect: "follow",']],
+    tests: [SENDER],
+  },
+  {
+    name: "token sent to an origin outside the resources",
+    edits: [[/if \(allowed === undefined \|\| allowed === url\.origin\) return undefined;/, "return undefined;"]],
+    tests: [SENDER],
+  },
+  {
+    name: "b64token check removed",
+    edits: [[/const B64TOKEN = \/[^\n]+\/;/, "const B64TOKEN = /^/;"]],
+    tests: [SENDER],
+  },
+  {
+    name: "fetch writes escape sequences to a terminal",
+    // terminalProblem's check for control characters (text that is not UTF-8 is still refused).
+    edits: [[/if \(\/\[\\x01-[^\n]+\.test\(text\)\) \{/, "if (false) {"]],
+    tests: [SENDER],
+  },
+  {
+    name: "an assertion for the token endpoint goes to a PAR endpoint on another host",
+    edits: [[
+      /return target && target\.origin !== parseUrl\(tokenEndpoint\)\?\.origin \? target\.href : tokenEndpoint;/,
+      "return tokenEndpoint;",
+    ]],
+    tests: [SENDER],
+  },
+  {
+    name: "no cap on an API's answer",
+    edits: [[/maxBytes: API_MAX_BODY_BYTES,/, "maxBytes: Infinity,"]],
+    tests: [SENDER],
   },
 ];
 
