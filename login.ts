@@ -4850,7 +4850,7 @@ let askedUserId = false;
  * granted (asking would prompt), else the owner of a file this process created (`probeUserId`), once
  * it has created one; undefined until then, and on Windows. No I/O.
  */
-function userId(): number | undefined {
+const userId = (function userId(): number | undefined {
   if (!askedUserId && knownUserId === undefined && Deno.build.os !== "windows") {
     askedUserId = true;
     if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
@@ -4858,7 +4858,7 @@ function userId(): number | undefined {
     }
   }
   return knownUserId;
-}
+}).bind(undefined);
 
 /** Learns the user's id from a file created exclusively in `dir` (`.probe.<32 hex>.tmp`), then removed. */
 async function probeUserId(dir: string): Promise<number | undefined> {
@@ -4896,7 +4896,11 @@ class Untrusted extends LoginError {
  * counts as that folder) of the user (`uid`; when unknown, the folder's owner stands for the user) that
  * no one else may change. Pure.
  */
-function folderProblem(dir: string, folder: FileFacts, uid: number | undefined): Untrusted | undefined {
+const folderProblem = (function folderProblem(
+  dir: string,
+  folder: FileFacts,
+  uid: number | undefined,
+): Untrusted | undefined {
   const elsewhere = `point ${ENV_VARS.cache} at a folder of your own`;
   if (!folder.isDirectory) return new Untrusted(`The token cache folder "${dir}" is not a folder`, elsewhere);
   if (uid !== undefined && folder.uid !== null && folder.uid !== uid) {
@@ -4909,14 +4913,19 @@ function folderProblem(dir: string, folder: FileFacts, uid: number | undefined):
     );
   }
   return undefined;
-}
+}).bind(undefined);
 
 /**
  * Why a file of the cache is not the user's own, or undefined: it must be a regular file (a link is
  * never followed) of `owner` (the user), that others can neither read nor change. `shared`: a file
  * others may only read is accepted (logout revokes its tokens). Pure.
  */
-function fileProblem(path: string, file: FileFacts, owner: number | null, shared = false): Untrusted | undefined {
+const fileProblem = (function fileProblem(
+  path: string,
+  file: FileFacts,
+  owner: number | null,
+  shared = false,
+): Untrusted | undefined {
   const remove = `remove it with: rm "${path}"`;
   if (file.isSymlink) {
     return new Untrusted(`The token cache file "${path}" is a symbolic link, which the tool does not follow`, remove);
@@ -4932,6 +4941,143 @@ function fileProblem(path: string, file: FileFacts, owner: number | null, shared
     return new Untrusted(`The token cache file "${path}" can be changed by other users`, hint, true);
   }
   return undefined;
+}).bind(undefined);
+
+/** Why a cache operation failed, as a `LoginError` that names the folder and what to do. */
+function cacheFailure(dir: string, error: unknown, doing: string): Error {
+  if (error instanceof LoginError) return error;
+  const reason = error instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : sanitize((error as Error).message ?? error, 120);
+  return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
+    hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
+    cause: error,
+  });
+}
+
+/** The cache folder, created 0700 when missing and checked to be the user's (`folderProblem`); returns the user's id. */
+async function ensureDir(dir: string): Promise<number | null> {
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const uid = userId() ?? (Deno.build.os === "windows" ? undefined : await probeUserId(dir));
+  const problem = folderProblem(dir, await Deno.stat(dir), uid);
+  if (problem) throw problem;
+  return uid ?? null;
+}
+
+/** Refuses a file at `path` that is not the user's own regular file (its mode aside); nothing there is fine. */
+async function ownOrAbsent(path: string, uid: number | null): Promise<void> {
+  const info = await Deno.lstat(path).catch((error) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  });
+  const problem = info && fileProblem(path, info, uid, true);
+  if (problem && !problem.removable) throw problem;
+}
+
+/**
+ * Reads a file of the cache (see `Storage.read`). Synchronous: one small file, read on every `token`,
+ * where the async machinery costs more. Besides the read, one lstat of the file (not a stat: a link is
+ * refused, never followed) and one stat of the folder, whose owner stands for the user when Deno does
+ * not say who that is (`userId`).
+ */
+const readCacheFile = (async function readCacheFile(
+  dir: string,
+  name: string,
+  allowShared?: boolean,
+): Promise<string | undefined> {
+  const path = `${dir}/${name}`;
+  try {
+    const info = Deno.lstatSync(path);
+    const folder = Deno.statSync(dir);
+    let uid = userId();
+    const problem = () => folderProblem(dir, folder, uid) ?? fileProblem(path, info, uid ?? folder.uid, allowShared);
+    let refused = problem();
+    if (refused && uid === undefined && info.uid !== folder.uid) {
+      // The file's owner and the folder's differ: learn which is the user's, to say which is foreign.
+      uid = await probeUserId(dir).catch(() => undefined);
+      refused = problem();
+    }
+    if (refused) throw refused;
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw cacheFailure(dir, error, "read the token cache");
+  }
+}).bind(undefined);
+
+/** Temporary files a killed writer left behind (`CACHE_TEMPORARY`, the user's, older than any write in progress) are removed. */
+async function removeStaleTemporaries(dir: string, uid: number | null): Promise<void> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile || !CACHE_TEMPORARY.test(entry.name)) continue;
+      const info = await Deno.lstat(`${dir}/${entry.name}`);
+      if (!info.isFile || (uid !== null && info.uid !== uid)) continue;
+      if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) {
+        await Deno.remove(`${dir}/${entry.name}`);
+      }
+    }
+  } catch { /* best effort: a leftover temporary file harms nothing */ }
+}
+
+/** Opens a lock file: created exclusively, or the user's own regular file already there (never a link). */
+async function openLockFile(path: string, uid: number | null): Promise<Deno.FsFile | undefined> {
+  try {
+    return await Deno.open(path, { read: true, write: true, createNew: true, mode: 0o600 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
+  const gone = (error: unknown) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  };
+  const info = await Deno.lstat(path).catch(gone);
+  if (!info) return undefined; // removed meanwhile: create it again
+  // A lock file holds nothing: only a mode others may read or change is no reason to refuse it.
+  const problem = fileProblem(path, info, uid, true);
+  if (problem && !problem.removable) throw problem;
+  const file = await Deno.open(path, { read: true, write: true }).catch(gone);
+  const opened = await file?.stat();
+  if (opened && opened.ino === info.ino && opened.dev === info.dev) return file;
+  file?.close(); // replaced between the two looks: look again
+  return undefined;
+}
+
+/**
+ * Takes the exclusive lock of the lock file at `path`. A logout removes the lock file while it holds
+ * the lock (see `releaseLock`): whoever waited on the old file then locks the new one.
+ */
+async function lockFile(path: string, uid: number | null): Promise<{ release(): void }> {
+  // Each turn that finds the file replaced follows another process's lock: the waiting is bounded by `lockEntry`.
+  while (true) {
+    const file = await openLockFile(path, uid);
+    if (!file) continue;
+    try {
+      await file.lock(true);
+      const held = await file.stat();
+      const now = await Deno.lstat(path).catch((error) => {
+        if (error instanceof Deno.errors.NotFound) return undefined;
+        throw error;
+      });
+      if (now?.ino === held.ino && now?.dev === held.dev) return { release: () => releaseLock(file, path) };
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    file.close();
+  }
+}
+
+/**
+ * Ends a lock: removes its file while still holding it, if it is still the file locked (a logout may
+ * have removed it, and another process made a new one), then closes it, which releases the lock. A
+ * lock file thus exists only while some process holds or waits for the lock.
+ */
+function releaseLock(file: Deno.FsFile, path: string): void {
+  try {
+    const [held, now] = [file.statSync(), Deno.lstatSync(path)];
+    if (now.ino === held.ino && now.dev === held.dev) Deno.removeSync(path);
+  } catch { /* already removed, or it cannot be: the lock ends all the same */ }
+  file.close();
 }
 
 /**
@@ -4945,134 +5091,40 @@ export const fileStorage = (function fileStorage(
   hooks: { beforeRename?: () => Promise<void> } = {},
 ): Storage {
   const path = (name: string) => `${dir}/${name}`;
-  const explain = (error: unknown, doing: string): Error => {
-    if (error instanceof LoginError) return error;
-    const reason = error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : sanitize((error as Error).message ?? error, 120);
-    return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
-      hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
-      cause: error,
-    });
-  };
-  /** The folder, created 0700 when missing and checked to be the user's; returns the user's id. */
-  const ensureDir = async (): Promise<number | null> => {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    const uid = userId() ?? (Deno.build.os === "windows" ? undefined : await probeUserId(dir));
-    const problem = folderProblem(dir, await Deno.stat(dir), uid);
-    if (problem) throw problem;
-    return uid ?? null;
-  };
-  /** Refuses a file at `name` that is not the user's own regular file (its mode aside); nothing there is fine. */
-  const ownOrAbsent = async (name: string, uid: number | null) => {
-    const info = await Deno.lstat(path(name)).catch((error) => {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    });
-    const problem = info && fileProblem(path(name), info, uid, true);
-    if (problem && !problem.removable) throw problem;
-  };
-  /** Temporary files a killed writer left behind (older than any write in progress) are removed. */
-  const removeStaleTemporaries = async (uid: number | null) => {
-    try {
-      for await (const entry of Deno.readDir(dir)) {
-        if (!entry.isFile || !CACHE_TEMPORARY.test(entry.name)) continue;
-        const info = await Deno.lstat(path(entry.name));
-        if (!info.isFile || (uid !== null && info.uid !== uid)) continue;
-        if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) await Deno.remove(path(entry.name));
-      }
-    } catch { /* best effort: a leftover temporary file harms nothing */ }
-  };
-  /** Opens the lock file: created exclusively, or the user's own regular file already there (never a link). */
-  const openLockFile = async (name: string, uid: number | null): Promise<Deno.FsFile | undefined> => {
-    try {
-      return await Deno.open(path(name), { read: true, write: true, createNew: true, mode: 0o600 });
-    } catch (error) {
-      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-    }
-    const gone = (error: unknown) => {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    };
-    const info = await Deno.lstat(path(name)).catch(gone);
-    if (!info) return undefined; // removed meanwhile: create it again
-    // A lock file holds nothing: only a mode others may read or change is no reason to refuse it.
-    const problem = fileProblem(path(name), info, uid, true);
-    if (problem && !problem.removable) throw problem;
-    const file = await Deno.open(path(name), { read: true, write: true }).catch(gone);
-    const opened = await file?.stat();
-    if (opened && opened.ino === info.ino && opened.dev === info.dev) return file;
-    file?.close(); // replaced between the two looks: look again
-    return undefined;
-  };
-  /**
-   * Ends a lock: removes its file while still holding it, if it is still the file locked (a logout may
-   * have removed it, and another process made a new one), then closes it, which releases the lock. A
-   * lock file thus exists only while some process holds or waits for the lock.
-   */
-  const releaseLock = (file: Deno.FsFile, name: string) => {
-    try {
-      const [held, now] = [file.statSync(), Deno.lstatSync(path(name))];
-      if (now.ino === held.ino && now.dev === held.dev) Deno.removeSync(path(name));
-    } catch { /* already removed, or it cannot be: the lock ends all the same */ }
-    file.close();
-  };
   return {
     dir,
-    // Synchronous: one small file, read on every `token`, where the async machinery costs more. Besides
-    // the read, one lstat of the file (not a stat: a link is refused, never followed) and one stat of the
-    // folder, whose owner stands for the user when Deno does not say who that is (`userId`).
-    async read(name, options) {
-      try {
-        const info = Deno.lstatSync(path(name));
-        const folder = Deno.statSync(dir);
-        let uid = userId();
-        const problem = () =>
-          folderProblem(dir, folder, uid) ?? fileProblem(path(name), info, uid ?? folder.uid, options?.allowShared);
-        let refused = problem();
-        if (refused && uid === undefined && info.uid !== folder.uid) {
-          // The file's owner and the folder's differ: learn which is the user's, to say which is foreign.
-          uid = await probeUserId(dir).catch(() => undefined);
-          refused = problem();
-        }
-        if (refused) throw refused;
-        return Deno.readTextFileSync(path(name));
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound) return undefined;
-        throw explain(error, "read the token cache");
-      }
-    },
+    read: (name, options) => readCacheFile(dir, name, options?.allowShared),
     async prepare(name) {
       try {
-        const uid = await ensureDir();
-        if (name !== undefined) await ownOrAbsent(name, uid);
+        const uid = await ensureDir(dir);
+        if (name !== undefined) await ownOrAbsent(path(name), uid);
         await probeUserId(dir); // a file can be created here
       } catch (error) {
-        throw explain(error, "save the tokens");
+        throw cacheFailure(dir, error, "save the tokens");
       }
     },
     async write(name, text) {
       try {
-        const uid = await ensureDir();
+        const uid = await ensureDir(dir);
         await writePrivateFile(path(name), text, async () => {
           // What the entry replaces is the user's own file, never a link (which the rename would replace).
-          await ownOrAbsent(name, uid);
+          await ownOrAbsent(path(name), uid);
           await hooks.beforeRename?.();
         });
-        await removeStaleTemporaries(uid);
+        await removeStaleTemporaries(dir, uid);
       } catch (error) {
-        throw explain(error, "save the tokens");
+        throw cacheFailure(dir, error, "save the tokens");
       }
     },
     async remove(name) {
       if (!CACHE_FILE.test(name)) throw new Error(`"${name}" is not a file of the token cache`);
       try {
         const info = await Deno.lstat(path(name));
-        const problem = fileProblem(path(name), info, await ensureDir(), true);
+        const problem = fileProblem(path(name), info, await ensureDir(dir), true);
         if (problem && !problem.removable) throw problem;
         await Deno.remove(path(name));
       } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "remove the cached tokens");
+        if (!(error instanceof Deno.errors.NotFound)) throw cacheFailure(dir, error, "remove the cached tokens");
       }
     },
     async list() {
@@ -5085,28 +5137,15 @@ export const fileStorage = (function fileStorage(
           if (!entry.isDirectory && entry.name.endsWith(".json") && ENTRY_NAME.test(name)) names.push(name);
         }
       } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "list the token cache");
+        if (!(error instanceof Deno.errors.NotFound)) throw cacheFailure(dir, error, "list the token cache");
       }
       return names.sort();
     },
     async lock(name) {
       try {
-        const uid = await ensureDir();
-        // A logout removes the lock file while it holds the lock: whoever waited on the old file locks the new one.
-        for (let attempt = 0; attempt < 10; attempt++) {
-          const file = await openLockFile(`${name}.lock`, uid);
-          if (!file) continue;
-          await file.lock(true);
-          const held = await file.stat();
-          const now = await Deno.lstat(path(`${name}.lock`)).catch(() => undefined);
-          if (now?.ino === held.ino && now?.dev === held.dev) {
-            return { release: () => releaseLock(file, `${name}.lock`) };
-          }
-          file.close();
-        }
-        throw new Error("its lock file keeps being replaced");
+        return await lockFile(path(`${name}.lock`), await ensureDir(dir));
       } catch (error) {
-        throw explain(error, "lock the token cache");
+        throw cacheFailure(dir, error, "lock the token cache");
       }
     },
   };
