@@ -4860,6 +4860,11 @@ const userId = (function userId(): number | undefined {
   return knownUserId;
 }).bind(undefined);
 
+/** Whether Deno lets this process write in `dir` without asking (`whoami` runs with read permission only). */
+function mayWrite(dir: string): boolean {
+  return Deno.permissions.querySync({ name: "write", path: dir }).state === "granted";
+}
+
 /** Learns the user's id from a file created exclusively in `dir` (`.probe.<32 hex>.tmp`), then removed. */
 async function probeUserId(dir: string): Promise<number | undefined> {
   const probe = `${dir}/.probe.${randomHex()}.tmp`;
@@ -4992,7 +4997,7 @@ const readCacheFile = (async function readCacheFile(
     let uid = userId();
     const problem = () => folderProblem(dir, folder, uid) ?? fileProblem(path, info, uid ?? folder.uid, allowShared);
     let refused = problem();
-    if (refused && uid === undefined && info.uid !== folder.uid) {
+    if (refused && uid === undefined && info.uid !== folder.uid && mayWrite(dir)) {
       // The file's owner and the folder's differ: learn which is the user's, to say which is foreign.
       uid = await probeUserId(dir).catch(() => undefined);
       refused = problem();
