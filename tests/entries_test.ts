@@ -444,8 +444,10 @@ Deno.test("a cache folder others can change, or another user's, is refused with 
       await t.step("writable by others (0777, 0770)", async () => {
         for (const mode of [0o777, 0o770]) {
           await Deno.chmod(dir, mode);
-          for (const command of ["token", "whoami", "logout", "login"]) {
-            const result = await run([command, ...flags(mock)], { home, browser: scriptedBrowser });
+          const commands = [["token"], ["whoami"], ["logout"], ["login"], ["whoami", "--all"], ["logout", "--all"]];
+          for (const command of commands) {
+            const args = command.includes("--all") ? command : [...command, ...flags(mock)];
+            const result = await run(args, { home, browser: scriptedBrowser });
             assertEquals(result.code, EXIT.usage, result.stderr);
             assertEquals(result.opened, []);
             assertEquals(
