@@ -35,8 +35,8 @@
  * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
  * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 13. The token cache: entries, their keys and lifetimes, owner-only files and the lock
- *     (`findEntry`, `cacheKey`, `fileStorage`, `lockEntry`).
+ * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
+ *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
  * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
  * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
  * 16. Doctor: every check, without signing in (`doctor`).
@@ -4674,27 +4674,33 @@ export interface TokenSet {
   resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
 }
 
-/** The token cache: one file per entry in a directory only the owner can read. */
+/**
+ * The token cache: one file per entry (`<name>.json`, `name` as `cacheKey` makes it) in a folder only
+ * the user can change. Files that are not the user's own regular files are refused (a "config"
+ * `LoginError`): never read, followed, written through or removed.
+ */
 export interface Storage {
   readonly dir: string;
   /**
-   * The entry's text, or undefined when there is none. Refuses (a "config" `LoginError`) a file other
-   * users can read, unless `allowShared` is set; even then it refuses one that others could have
-   * changed or that is not ours.
+   * The file's text, or undefined when there is none. Refuses a link, a file of another user, a folder
+   * others can change, and a file other users can read, unless `allowShared` is set; even then it
+   * refuses one that others could have changed.
    */
   read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
-  /** Replaces the entry atomically (temporary file, then rename), owner-only. */
+  /** Replaces the file atomically (temporary file, then rename), owner-only. */
   write(name: string, text: string): Promise<void>;
+  /** Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`); nothing else. */
   remove(name: string): Promise<void>;
-  /** The names of the entries. */
+  /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
   list(): Promise<string[]>;
   /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
   lock(name: string): Promise<{ release(): void }>;
   /**
-   * Checks, before a sign-in, that an entry can be saved here (creates the directory, writes and
-   * removes a probe file); throws what a `write` would. Absent: nothing is checked.
+   * Checks, before a sign-in, that the file `name` can be saved here (creates the folder, writes and
+   * removes a probe file; what is at `name` must be the user's own file); throws what a `write` would.
+   * Absent: nothing is checked.
    */
-  prepare?(): Promise<void>;
+  prepare?(name?: string): Promise<void>;
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
@@ -4944,20 +4950,44 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
 const STALE_TEMPORARY_MS = 10 * 60_000;
 
-/** Replaces a file atomically: a temporary file beside it, owner-only (0600), synced, then renamed. */
-async function writePrivateFile(path: string, text: string): Promise<void> {
+/** An entry's name as `cacheKey` makes it (its file is `<name>.json`, its lock `<name>.lock`). */
+const ENTRY_NAME = /^[A-Za-z0-9._-]*-[0-9a-f]{16}$/;
+
+/** The files of the cache that the tool may remove: an entry and its lock file. */
+const CACHE_FILE = /^[A-Za-z0-9._-]*-[0-9a-f]{16}\.(?:json|lock)$/;
+
+/**
+ * The temporary files the cache's writers leave when killed: `writePrivateFile`'s beside an entry
+ * (`<name>.json.<32 hex>.tmp`) and the probe's (`.probe.<32 hex>.tmp`). No other file is a leftover.
+ */
+const CACHE_TEMPORARY = /^(?:[A-Za-z0-9._-]*-[0-9a-f]{16}\.json|\.probe)\.[0-9a-f]{32}\.tmp$/;
+
+/** 32 random hex digits, for the name of a temporary file. */
+function randomHex(): string {
+  return crypto.randomUUID().replaceAll("-", "");
+}
+
+/**
+ * The one writer of private files (the token cache's entries, the profiles' config file): a temporary
+ * file created exclusively beside `path` (`<path>.<32 hex>.tmp`: never an existing file, never through
+ * a link), owner-only (0600), written, synced, then renamed over `path` (a rename replaces a link, it
+ * does not write through it). A missing folder is created 0700. `beforeRename` may refuse by throwing;
+ * the temporary file is removed whenever the rename does not happen.
+ */
+async function writePrivateFile(path: string, text: string, beforeRename?: () => Promise<void>): Promise<void> {
   const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
   if (cut > 0) await Deno.mkdir(path.slice(0, cut), { recursive: true, mode: 0o700 });
-  const temporary = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const temporary = `${path}.${randomHex()}.tmp`;
   const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
   try {
-    const bytes = new TextEncoder().encode(text);
-    for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
-    await file.sync();
-  } finally {
-    file.close();
-  }
-  try {
+    try {
+      const bytes = new TextEncoder().encode(text);
+      for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
+      await file.syncData();
+    } finally {
+      file.close();
+    }
+    await beforeRename?.();
     await Deno.rename(temporary, path);
   } catch (error) {
     await Deno.remove(temporary).catch(() => {});
@@ -4965,116 +4995,316 @@ async function writePrivateFile(path: string, text: string): Promise<void> {
   }
 }
 
-/** The token cache on disk: a 0700 directory of 0600 files, replaced atomically. */
+/** The user's id once known (see `userId`); whether Deno was asked for it. */
+let knownUserId: number | undefined;
+let askedUserId = false;
+
+/**
+ * The user's id, without asking for a permission: `Deno.uid()` when the sys permission is already
+ * granted (asking would prompt), else the owner of a file this process created (`probeUserId`), once
+ * it has created one; undefined until then, and on Windows. No I/O.
+ */
+const userId = (function userId(): number | undefined {
+  if (!askedUserId && knownUserId === undefined && Deno.build.os !== "windows") {
+    askedUserId = true;
+    if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
+      knownUserId = Deno.uid() ?? undefined;
+    }
+  }
+  return knownUserId;
+}).bind(undefined);
+
+/** Whether Deno lets this process write in `dir` without asking (`whoami` runs with read permission only). */
+function mayWrite(dir: string): boolean {
+  return Deno.permissions.querySync({ name: "write", path: dir }).state === "granted";
+}
+
+/** Learns the user's id from a file created exclusively in `dir` (`.probe.<32 hex>.tmp`), then removed. */
+async function probeUserId(dir: string): Promise<number | undefined> {
+  const probe = `${dir}/.probe.${randomHex()}.tmp`;
+  const file = await Deno.open(probe, { write: true, createNew: true, mode: 0o600 });
+  try {
+    const owner = (await file.stat()).uid;
+    // The owner a file of ours gets (on Linux, where `Deno.uid()` needs a permission the tasks do not grant).
+    if (owner !== null) knownUserId = owner;
+    return owner ?? undefined;
+  } finally {
+    file.close();
+    await Deno.remove(probe);
+  }
+}
+
+/** What `Deno.lstat` (or, for the folder, `Deno.stat`) says of a file, as far as trusting it goes. */
+type FileFacts = Pick<Deno.FileInfo, "isFile" | "isDirectory" | "isSymlink" | "mode" | "uid">;
+
+/**
+ * A file or folder of the token cache that the tool does not use: it is not read, followed, written
+ * through or deleted. `removable`: still the user's own regular file, only others may read or change
+ * it; `logout` removes such a file (without sending a secret to what it names).
+ */
+class Untrusted extends LoginError {
+  readonly removable: boolean;
+  constructor(message: string, hint: string, removable = false) {
+    super("config", message, { hint });
+    this.removable = removable;
+  }
+}
+
+/**
+ * Why the cache folder cannot hold the user's tokens, or undefined: it must be a folder (a link to one
+ * counts as that folder) of the user (`uid`; when unknown, the folder's owner stands for the user) that
+ * no one else may change. Pure.
+ */
+const folderProblem = (function folderProblem(
+  dir: string,
+  folder: FileFacts,
+  uid: number | undefined,
+): Untrusted | undefined {
+  const elsewhere = `point ${ENV_VARS.cache} at a folder of your own`;
+  if (!folder.isDirectory) return new Untrusted(`The token cache folder "${dir}" is not a folder`, elsewhere);
+  if (uid !== undefined && folder.uid !== null && folder.uid !== uid) {
+    return new Untrusted(`The token cache folder "${dir}" belongs to another user`, `${elsewhere} (or set HOME)`);
+  }
+  if (folder.mode !== null && (folder.mode & 0o022) !== 0) {
+    return new Untrusted(
+      `The token cache folder "${dir}" can be changed by other users`,
+      `make it private with: chmod 700 "${dir}"; or ${elsewhere}`,
+    );
+  }
+  return undefined;
+}).bind(undefined);
+
+/**
+ * Why a file of the cache is not the user's own, or undefined: it must be a regular file (a link is
+ * never followed) of `owner` (the user), that others can neither read nor change. `shared`: a file
+ * others may only read is accepted (logout revokes its tokens). Pure.
+ */
+const fileProblem = (function fileProblem(
+  path: string,
+  file: FileFacts,
+  owner: number | null,
+  shared = false,
+): Untrusted | undefined {
+  const remove = `remove it with: rm "${path}"`;
+  if (file.isSymlink) {
+    return new Untrusted(`The token cache file "${path}" is a symbolic link, which the tool does not follow`, remove);
+  }
+  if (!file.isFile) return new Untrusted(`The token cache file "${path}" is not a regular file`, remove);
+  if (owner !== null && file.uid !== null && file.uid !== owner) {
+    return new Untrusted(`The token cache file "${path}" belongs to another user`, `if it is not needed, ${remove}`);
+  }
+  if (file.mode === null || (file.mode & 0o077) === 0) return undefined;
+  const hint = `make it private with: chmod 600 "${path}"`;
+  if (!shared) return new Untrusted(`The token cache file "${path}" can be read by other users`, hint, true);
+  if ((file.mode & 0o022) !== 0) {
+    return new Untrusted(`The token cache file "${path}" can be changed by other users`, hint, true);
+  }
+  return undefined;
+}).bind(undefined);
+
+/** Why a cache operation failed, as a `LoginError` that names the folder and what to do. */
+function cacheFailure(dir: string, error: unknown, doing: string): Error {
+  if (error instanceof LoginError) return error;
+  const reason = error instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : sanitize((error as Error).message ?? error, 120);
+  return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
+    hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
+    cause: error,
+  });
+}
+
+/** The cache folder, created 0700 when missing and checked to be the user's (`folderProblem`); returns the user's id. */
+async function ensureDir(dir: string): Promise<number | null> {
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const uid = userId() ?? (Deno.build.os === "windows" ? undefined : await probeUserId(dir));
+  const problem = folderProblem(dir, await Deno.stat(dir), uid);
+  if (problem) throw problem;
+  return uid ?? null;
+}
+
+/** Refuses a file at `path` that is not the user's own regular file (its mode aside); nothing there is fine. */
+async function ownOrAbsent(path: string, uid: number | null): Promise<void> {
+  const info = await Deno.lstat(path).catch((error) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  });
+  const problem = info && fileProblem(path, info, uid, true);
+  if (problem && !problem.removable) throw problem;
+}
+
+/**
+ * Reads a file of the cache (see `Storage.read`). Synchronous: one small file, read on every `token`,
+ * where the async machinery costs more. Besides the read, one lstat of the file (not a stat: a link is
+ * refused, never followed) and one stat of the folder, whose owner stands for the user when Deno does
+ * not say who that is (`userId`).
+ */
+const readCacheFile = (async function readCacheFile(
+  dir: string,
+  name: string,
+  allowShared?: boolean,
+): Promise<string | undefined> {
+  const path = `${dir}/${name}`;
+  try {
+    const info = Deno.lstatSync(path);
+    const folder = Deno.statSync(dir);
+    let uid = userId();
+    const problem = () => folderProblem(dir, folder, uid) ?? fileProblem(path, info, uid ?? folder.uid, allowShared);
+    let refused = problem();
+    if (refused && uid === undefined && info.uid !== folder.uid && mayWrite(dir)) {
+      // The file's owner and the folder's differ: learn which is the user's, to say which is foreign.
+      uid = await probeUserId(dir).catch(() => undefined);
+      refused = problem();
+    }
+    if (refused) throw refused;
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw cacheFailure(dir, error, "read the token cache");
+  }
+}).bind(undefined);
+
+/** Temporary files a killed writer left behind (`CACHE_TEMPORARY`, the user's, older than any write in progress) are removed. */
+async function removeStaleTemporaries(dir: string, uid: number | null): Promise<void> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile || !CACHE_TEMPORARY.test(entry.name)) continue;
+      const info = await Deno.lstat(`${dir}/${entry.name}`);
+      if (!info.isFile || (uid !== null && info.uid !== uid)) continue;
+      if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) {
+        await Deno.remove(`${dir}/${entry.name}`);
+      }
+    }
+  } catch { /* best effort: a leftover temporary file harms nothing */ }
+}
+
+/** Opens a lock file: created exclusively, or the user's own regular file already there (never a link). */
+async function openLockFile(path: string, uid: number | null): Promise<Deno.FsFile | undefined> {
+  try {
+    return await Deno.open(path, { read: true, write: true, createNew: true, mode: 0o600 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
+  const gone = (error: unknown) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  };
+  const info = await Deno.lstat(path).catch(gone);
+  if (!info) return undefined; // removed meanwhile: create it again
+  // A lock file holds nothing: only a mode others may read or change is no reason to refuse it.
+  const problem = fileProblem(path, info, uid, true);
+  if (problem && !problem.removable) throw problem;
+  const file = await Deno.open(path, { read: true, write: true }).catch(gone);
+  const opened = await file?.stat();
+  if (opened && opened.ino === info.ino && opened.dev === info.dev) return file;
+  file?.close(); // replaced between the two looks: look again
+  return undefined;
+}
+
+/**
+ * Takes the exclusive lock of the lock file at `path`. A logout removes the lock file while it holds
+ * the lock (see `releaseLock`): whoever waited on the old file then locks the new one.
+ */
+async function lockFile(path: string, uid: number | null): Promise<{ release(): void }> {
+  // Each turn that finds the file replaced follows another process's lock: the waiting is bounded by `lockEntry`.
+  while (true) {
+    const file = await openLockFile(path, uid);
+    if (!file) continue;
+    try {
+      await file.lock(true);
+      const held = await file.stat();
+      const now = await Deno.lstat(path).catch((error) => {
+        if (error instanceof Deno.errors.NotFound) return undefined;
+        throw error;
+      });
+      if (now?.ino === held.ino && now?.dev === held.dev) return { release: () => releaseLock(file, path) };
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    file.close();
+  }
+}
+
+/**
+ * Ends a lock: removes its file while still holding it, if it is still the file locked (a logout may
+ * have removed it, and another process made a new one), then closes it, which releases the lock. A
+ * lock file thus exists only while some process holds or waits for the lock.
+ */
+function releaseLock(file: Deno.FsFile, path: string): void {
+  try {
+    const [held, now] = [file.statSync(), Deno.lstatSync(path)];
+    if (now.ino === held.ino && now.dev === held.dev) Deno.removeSync(path);
+  } catch { /* already removed, or it cannot be: the lock ends all the same */ }
+  file.close();
+}
+
+/**
+ * The token cache on disk: a 0700 folder of 0600 files, replaced atomically. Only the user's own
+ * regular files in a folder of theirs that others cannot change are read, locked, written or removed
+ * (`folderProblem`, `fileProblem`); only the entries, their lock files and the writer's temporary
+ * files are ever removed.
+ */
 export const fileStorage = (function fileStorage(
   dir: string,
   hooks: { beforeRename?: () => Promise<void> } = {},
 ): Storage {
   const path = (name: string) => `${dir}/${name}`;
-  const ensureDir = async () => {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  };
-  const explain = (error: unknown, doing: string): Error => {
-    if (error instanceof LoginError) return error;
-    const reason = error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : sanitize((error as Error).message ?? error, 120);
-    return new LoginError("failure", `Cannot ${doing} in "${dir}": ${reason}`, {
-      hint: `check that you own that directory, or point ${ENV_VARS.cache} at another one`,
-      cause: error,
-    });
-  };
-  /** Temporary files a killed writer left behind (older than any write in progress) are removed. */
-  const removeStaleTemporaries = async () => {
-    try {
-      for await (const entry of Deno.readDir(dir)) {
-        if (!entry.isFile || !entry.name.endsWith(".tmp")) continue;
-        const info = await Deno.stat(path(entry.name));
-        if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMPORARY_MS) await Deno.remove(path(entry.name));
-      }
-    } catch { /* best effort: a leftover temporary file harms nothing */ }
-  };
   return {
     dir,
-    // Synchronous: one small file, read on every `token`, where the async machinery costs more.
-    // deno-lint-ignore require-await
-    async read(name, options) {
+    read: (name, options) => readCacheFile(dir, name, options?.allowShared),
+    async prepare(name) {
       try {
-        const info = Deno.statSync(path(name));
-        if (info.mode !== null && (info.mode & 0o077) !== 0) {
-          const hint = `make it private with: chmod 600 "${path(name)}"`;
-          if (!options?.allowShared) {
-            throw new LoginError("config", `The token cache file "${path(name)}" can be read by other users`, { hint });
-          }
-          // Ours: owned by the owner of the cache directory (Deno.uid() would need --allow-sys).
-          if ((info.mode & 0o022) !== 0 || (info.uid !== null && info.uid !== Deno.statSync(dir).uid)) {
-            throw new LoginError("config", `The token cache file "${path(name)}" can be changed by other users`, {
-              hint,
-            });
-          }
-        }
-        return Deno.readTextFileSync(path(name));
+        const uid = await ensureDir(dir);
+        if (name !== undefined) await ownOrAbsent(path(name), uid);
+        await probeUserId(dir); // a file can be created here
       } catch (error) {
-        if (error instanceof Deno.errors.NotFound) return undefined;
-        throw explain(error, "read the token cache");
-      }
-    },
-    async prepare() {
-      const probe = path(`.probe.${crypto.randomUUID()}.tmp`);
-      try {
-        await ensureDir();
-        (await Deno.open(probe, { write: true, createNew: true, mode: 0o600 })).close();
-        await Deno.remove(probe);
-      } catch (error) {
-        throw explain(error, "save the tokens");
+        throw cacheFailure(dir, error, "save the tokens");
       }
     },
     async write(name, text) {
-      const temporary = path(`${name}.${crypto.randomUUID()}.tmp`);
       try {
-        await ensureDir();
-        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
-        try {
-          const bytes = new TextEncoder().encode(text);
-          for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
-          await file.syncData();
-        } finally {
-          file.close();
-        }
-        await hooks.beforeRename?.();
-        await Deno.rename(temporary, path(name));
+        const uid = await ensureDir(dir);
+        await writePrivateFile(path(name), text, async () => {
+          // What the entry replaces is the user's own file, never a link (which the rename would replace).
+          await ownOrAbsent(path(name), uid);
+          await hooks.beforeRename?.();
+        });
+        await removeStaleTemporaries(dir, uid);
       } catch (error) {
-        await Deno.remove(temporary).catch(() => {});
-        throw explain(error, "save the tokens");
+        throw cacheFailure(dir, error, "save the tokens");
       }
-      await removeStaleTemporaries();
     },
     async remove(name) {
+      if (!CACHE_FILE.test(name)) throw new Error(`"${name}" is not a file of the token cache`);
       try {
+        const info = await Deno.lstat(path(name));
+        const problem = fileProblem(path(name), info, await ensureDir(dir), true);
+        if (problem && !problem.removable) throw problem;
         await Deno.remove(path(name));
       } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "remove the cached tokens");
+        if (!(error instanceof Deno.errors.NotFound)) throw cacheFailure(dir, error, "remove the cached tokens");
       }
     },
     async list() {
       const names: string[] = [];
       try {
+        const problem = folderProblem(dir, await Deno.stat(dir), userId());
+        if (problem) throw problem;
         for await (const entry of Deno.readDir(dir)) {
-          if (entry.isFile && entry.name.endsWith(".json")) names.push(entry.name.slice(0, -5));
+          const name = entry.name.slice(0, -".json".length);
+          if (!entry.isDirectory && entry.name.endsWith(".json") && ENTRY_NAME.test(name)) names.push(name);
         }
       } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw explain(error, "list the token cache");
+        if (!(error instanceof Deno.errors.NotFound)) throw cacheFailure(dir, error, "list the token cache");
       }
       return names.sort();
     },
     async lock(name) {
       try {
-        await ensureDir();
-        const file = await Deno.open(path(`${name}.lock`), { read: true, write: true, create: true, mode: 0o600 });
-        await file.lock(true);
-        return { release: () => file.close() }; // closing the file releases the lock
+        return await lockFile(path(`${name}.lock`), await ensureDir(dir));
       } catch (error) {
-        throw explain(error, "lock the token cache");
+        throw cacheFailure(dir, error, "lock the token cache");
       }
     },
   };
@@ -5123,15 +5353,21 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
   }
 }
 
+/** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client and profile. Pure. */
+const belongsTo = (function belongsTo(
+  entry: TokenSet,
+  config: Pick<Config, "issuer" | "clientId" | "profile">,
+): boolean {
+  return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
+    (entry.profile ?? "") === (config.profile ?? "");
+}).bind(undefined);
+
 /** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
 const readEntry = (async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
-  if (
-    !entry || !sameIssuer(entry.issuer, config.issuer) || entry.clientId !== config.clientId ||
-    (entry.profile ?? "") !== (config.profile ?? "")
-  ) {
+  if (!entry || !belongsTo(entry, config)) {
     say(
       deps,
       `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
@@ -5141,36 +5377,50 @@ const readEntry = (async function readEntry(config: Config, deps: Deps, name: st
   return entry;
 }).bind(undefined);
 
-/** The entry for this configuration: under its name, else under a name an earlier version used. */
-const findEntry = (async function findEntry(config: Config, deps: Deps): Promise<{ name: string; entry?: TokenSet }> {
+/** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
+interface FoundEntry {
+  name: string;
+  entry?: TokenSet;
+}
+
+/**
+ * The one answer to "which entry is this configuration's", for every command: the entry under its key
+ * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
+ * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
+ * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
+ */
+const entryFor = (async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
-  for (const legacy of legacyCacheKeys(config)) {
-    const found = await readEntry(config, deps, legacy);
-    if (found) return { name: legacy, entry: found };
-  }
-  return { name };
+  return (await otherEntries(config, deps, true))[0] ?? { name };
 }).bind(undefined);
 
 /**
- * For `--resource R` without an entry of its own: the entry of a login (same issuer, client and
- * scope) that asked for R among several resources, as [name, entry]. Reads the cache directory, so
- * only when the entry for exactly these settings is missing.
+ * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
+ * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
+ * for its one resource among several. Files the tool does not trust are not this configuration's.
  */
-async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, TokenSet] | undefined> {
+async function otherEntries(config: Config, deps: Deps, first: boolean): Promise<Required<FoundEntry>[]> {
+  const found: Required<FoundEntry>[] = [];
+  for (const name of legacyCacheKeys(config)) {
+    const entry = await readEntry(config, deps, name);
+    if (entry) found.push({ name, entry });
+    if (first && found.length > 0) return found;
+  }
   const wanted = config.resources ?? [];
-  if (wanted.length !== 1) return undefined;
+  if (wanted.length !== 1) return found;
   for (const name of await deps.storage.list()) {
     const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
     const entry = text === undefined ? undefined : parseTokenSet(text);
     if (
-      entry && entry.issuer === config.issuer && entry.clientId === config.clientId &&
-      entry.requestedScope === (config.scope ?? "") && (entry.resources?.length ?? 0) > 1 &&
-      entry.resources!.includes(wanted[0])
-    ) return [name, entry];
+      entry && belongsTo(entry, config) && entry.requestedScope === (config.scope ?? "") &&
+      (entry.resources?.length ?? 0) > 1 && entry.resources!.includes(wanted[0]) &&
+      !found.some((other) => other.name === name)
+    ) found.push({ name, entry });
+    if (first && found.length > 0) return found;
   }
-  return undefined;
+  return found;
 }
 
 // ── 14 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
@@ -5392,6 +5642,15 @@ interface RevocationProblem {
   kind: "server" | "network" | "local";
 }
 
+/**
+ * Whether the configured client credentials (secret, key) were given for this entry: its issuer and
+ * client are the configured ones. Only then are they sent with its tokens (`logout --all` meets the
+ * entries of every issuer). Pure.
+ */
+function credentialsFor(entry: TokenSet, config: Pick<Config, "issuer" | "clientId">): boolean {
+  return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId;
+}
+
 /** Revokes the entry's refresh and access tokens (RFC 7009); returns what could not be revoked. */
 async function revokeTokenSet(
   entry: TokenSet,
@@ -5400,13 +5659,11 @@ async function revokeTokenSet(
   trace?: Trace,
 ): Promise<RevocationProblem[] | "no_endpoint"> {
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
-  const deletion = config.provider && entry.clientId === config.clientId
-    ? PRESETS[config.provider]?.tokenDeletionEndpoint
-    : undefined;
+  // The client's secret and key, and a preset's own revocation API, only for the issuer and client they were given for.
+  const ours = credentialsFor(entry, config);
+  const deletion = config.provider && ours ? PRESETS[config.provider]?.tokenDeletionEndpoint : undefined;
   if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
-  const bearer = config.provider && entry.clientId === config.clientId
-    ? PRESETS[config.provider]?.bearerRevocationEndpoint
-    : undefined;
+  const bearer = config.provider && ours ? PRESETS[config.provider]?.bearerRevocationEndpoint : undefined;
   if (!as.revocation_endpoint && bearer) return await revokeWithBearer(entry, bearer, deps, trace);
   if (!as.revocation_endpoint) {
     if (!config.all) {
@@ -5415,8 +5672,8 @@ async function revokeTokenSet(
     return "no_endpoint";
   }
   const oauth = await lib();
-  const secret = entry.clientId === config.clientId ? config.clientSecret : undefined;
-  const clientKey = entry.clientId === config.clientId ? config.clientKey : undefined;
+  const secret = ours ? config.clientSecret : undefined;
+  const clientKey = ours ? config.clientKey : undefined;
   if (entry.authMethod === "private_key_jwt" && !clientKey) {
     return [{
       text: `the client key for "${sanitize(entry.clientId)}" is not configured, so the tokens cannot be revoked`,
@@ -5543,7 +5800,7 @@ async function deleteAppToken(
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
-  await deps.storage.prepare?.();
+  await deps.storage.prepare?.(`${name}.json`);
   const result = await login(config, deps);
   const entry = toTokenSet(config, result.tokens, {
     now: deps.now(),
@@ -5553,7 +5810,13 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
     subject: result.subject,
     dpop: result.dpop,
   });
-  await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+  // Under the entry's lock, as every writer of an entry: never in the middle of another process's refresh.
+  const lock = await lockEntry(name, deps);
+  try {
+    await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+  } finally {
+    lock.release();
+  }
   if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
   const missing = missingScopes(result.scope, result.tokens);
   const remedy = refreshTokenRemedy(result.scope, result.metadata, config);
@@ -5659,10 +5922,9 @@ const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): P
       { hint: `set apiVersion in the kubeconfig's exec block to one of ${EXEC_CREDENTIAL_VERSIONS.join(", ")}` },
     );
   }
-  const found = await findEntry(config, deps);
-  let name = found.name;
+  const found = await entryFor(config, deps);
+  const name = found.name;
   let entry = found.entry;
-  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
   if (entry && config.dpop && !entry.dpopKey) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
@@ -5683,7 +5945,7 @@ const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): P
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   if (config.all) return await whoamiAll(config, deps);
-  const { entry } = await findEntry(config, deps);
+  const { entry } = await entryFor(config, deps);
   const now = deps.now();
   const expired = entry !== undefined && hasExpired(entry, now);
   const why = !entry
@@ -5747,12 +6009,22 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   );
 }
 
-/** `whoami --all`: every cached login, with its profile, issuer, client, user and token state; exit 4 when none. */
+/**
+ * `whoami --all`: every cached login, with its profile, issuer, client, user and token state; an entry
+ * that cannot be read or is refused is named in one warning line and skipped; exit 4 when none is listed.
+ */
 async function whoamiAll(config: Config, deps: Deps): Promise<void> {
   const now = deps.now();
   const entries: TokenSet[] = [];
   for (const name of (await deps.storage.list()).sort()) {
-    const text = await deps.storage.read(`${name}.json`);
+    let text: string | undefined;
+    try {
+      text = await deps.storage.read(`${name}.json`);
+    } catch (error) {
+      if (!(error instanceof LoginError)) throw error;
+      deps.stderr(`warning: ${error.message}; it is skipped${error.hint ? ` (${error.hint})` : ""}\n`);
+      continue;
+    }
     const entry = text === undefined ? undefined : parseTokenSet(text);
     if (entry) entries.push(entry);
     else if (text !== undefined) {
@@ -5818,8 +6090,10 @@ async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefi
       text: "not logged in",
     };
     try {
-      const config = resolveConfig({ command: "whoami", named: true, flags: {} }, () => undefined, {}, profile);
-      const entry = await readEntry(config, deps, cacheKey(config));
+      // Completed by the environment and .env, as any command run here would be.
+      const cli: Cli = { command: "whoami", named: true, flags: {} };
+      const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
+      const { entry } = await entryFor(config, deps);
       const state = entryState(entry, now);
       row = {
         ...row,
@@ -5865,61 +6139,44 @@ async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefi
   ]));
 }
 
-/** `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless. */
+/**
+ * `logout`: revokes at the server where it can (RFC 7009), then deletes the entry regardless; with
+ * `--resource R`, also the login for several resources that covered R (one grant: it ends for all).
+ */
 async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
-  const names = config.all ? await deps.storage.list() : [cacheKey(config), ...legacyCacheKeys(config)];
+  const names = config.all
+    ? await deps.storage.list()
+    : [cacheKey(config), ...(await otherEntries(config, deps, false)).map((found) => found.name)];
   const problems: RevocationProblem[] = [];
-  let removed = 0;
-  let named: unknown; // the issuer as the server's metadata names it, from the entry removed
+  const removed: (TokenSet | undefined)[] = [];
   for (const name of names) {
-    const text = await deps.storage.read(`${name}.json`).catch((error) => {
-      if (!(error instanceof LoginError && error.code === "config")) throw error;
-      // Others could read it: exactly the tokens to revoke. It is ours, so read it anyway.
-      return deps.storage.read(`${name}.json`, { allowShared: true }).then((text) => {
-        say(deps, `warning: ${error.message}, so its tokens are revoked before it is removed`);
-        return text;
-      });
-    }).catch((error) => {
-      say(deps, `warning: ${(error as Error).message}; removing it without revoking its tokens`);
-      return "";
-    });
-    if (text === undefined) continue;
-    const entry = parseTokenSet(text);
-    let outcome: RevocationProblem[] | "no_endpoint" | "unreadable" = "unreadable";
-    if (entry && (config.all || (sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId))) {
-      named ??= entry.metadata.issuer;
-      outcome = await revokeTokenSet(entry, config, deps, trace);
-      for (const problem of outcome === "no_endpoint" ? [] : outcome) {
-        problems.push(problem);
-        say(deps, `warning: ${problem.text}`);
-      }
-    }
-    await deps.storage.remove(`${name}.json`);
-    await deps.storage.remove(`${name}.lock`);
-    removed++;
+    const ended = await logoutEntry(name, config, deps, trace);
+    if (!ended || ended.outcome === "left") continue;
+    removed.push(ended.entry);
+    if (Array.isArray(ended.outcome)) problems.push(...ended.outcome);
     if (config.all) {
+      const entry = ended.entry;
       const who = entry ? `${displayIssuer(entry.issuer)} (client ${sanitize(entry.clientId)})` : `the entry ${name}`;
-      say(deps, `Logged out of ${who}: ${logoutOutcome(outcome)}`);
+      say(deps, `Logged out of ${who}: ${logoutOutcome(ended.outcome)}`);
     }
   }
-  if (!config.all) {
-    const where = typeof named === "string" ? sanitize(named) : displayIssuer(config.issuer);
-    say(deps, removed === 0 ? `Not logged in to ${where}; nothing to do` : `Logged out of ${where}`);
-  } else if (removed === 0) say(deps, "Not logged in anywhere; nothing to do");
+  if (!config.all) say(deps, loggedOut(config, removed));
+  else if (removed.length === 0) say(deps, "Not logged in anywhere; nothing to do");
   const kinds = new Set(problems.map((problem) => problem.kind));
+  const elsewhere = "the local copy was removed; revoke the session in your provider's console if it matters";
   if (kinds.has("server")) {
     throw new LoginError(
       "failure",
       "The server could not confirm the revocation; the tokens may stay valid until they expire",
-      { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
+      { hint: elsewhere },
     );
   }
   if (kinds.has("network")) {
     throw new LoginError(
       "failure",
       "The revocation did not reach the server; the tokens may stay valid until they expire",
-      { hint: "the local copy was removed; revoke the session in your provider's console if it matters" },
+      { hint: elsewhere },
     );
   }
   if (kinds.has("local")) {
@@ -5934,9 +6191,101 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   }
 }
 
+/** What a single `logout` says it did: the issuer, and the other resources of a login that covered several. */
+function loggedOut(config: Config, removed: (TokenSet | undefined)[]): string {
+  const named = removed.find((entry) => typeof entry?.metadata.issuer === "string")?.metadata.issuer as string;
+  const where = named === undefined ? displayIssuer(config.issuer) : sanitize(named);
+  if (removed.length === 0) return `Not logged in to ${where}; nothing to do`;
+  const wanted = config.resources?.length === 1 ? config.resources[0] : undefined;
+  const others = [...new Set(removed.flatMap((entry) => entry?.resources ?? []))].filter((r) => r !== wanted);
+  if (wanted === undefined || others.length === 0) return `Logged out of ${where}`;
+  const quoted = others.map((resource) => `"${sanitize(resource)}"`);
+  const list = quoted.length === 1 ? quoted[0] : `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)}`;
+  return `Logged out of ${where}: the login for "${sanitize(wanted)}" also covered ${list} (one grant), so ${
+    others.length === 1 ? "that is" : "those are"
+  } logged out too`;
+}
+
+/** How logging out of one entry ended (`logoutOutcome` words it); "left": not the tool's to touch. */
+type LogoutOutcome = RevocationProblem[] | "no_endpoint" | "unrevoked";
+
+/**
+ * Logs out of one entry under its lock, as every writer of an entry: reads it again once the lock is
+ * held (another process may have just refreshed it), revokes what it holds, and removes it and its lock
+ * file, so that no refresh waiting for the lock can write it back. Undefined when there is none. A file
+ * the tool does not trust is refused (with `--all`: named in a warning and left as it is); the user's own
+ * file that others could have changed is removed unrevoked: no secret goes where it says.
+ */
+async function logoutEntry(
+  name: string,
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+): Promise<{ entry?: TokenSet; outcome: LogoutOutcome | "left" } | undefined> {
+  const there = await deps.storage.read(`${name}.json`, { allowShared: true }).then((t) => t !== undefined, () => true);
+  if (!there) return undefined; // nothing to lock (a lock would create the folder)
+  const left = (error: unknown): { outcome: "left" } => {
+    if (!(error instanceof Untrusted) || !config.all) throw error;
+    say(deps, `warning: ${error.message}; it was left as it is (${error.hint})`);
+    return { outcome: "left" };
+  };
+  let lock: { release(): void };
+  try {
+    lock = await lockEntry(name, deps);
+  } catch (error) {
+    return left(error);
+  }
+  try {
+    let text: string | null | undefined;
+    try {
+      text = await readForLogout(name, deps);
+    } catch (error) {
+      return left(error);
+    }
+    if (text === undefined) return undefined; // another logout got there first
+    const entry = text === null ? undefined : parseTokenSet(text);
+    if (text !== null && (!entry || (!config.all && !belongsTo(entry, config)))) {
+      const path = `${deps.storage.dir}/${name}.json`;
+      say(deps, `warning: The cached token at "${path}" is unreadable or not for this client; it was left as it is`);
+      return { outcome: "left" };
+    }
+    const outcome = entry ? await revokeTokenSet(entry, config, deps, trace) : "unrevoked";
+    for (const problem of Array.isArray(outcome) ? outcome : []) say(deps, `warning: ${problem.text}`);
+    await deps.storage.remove(`${name}.json`); // its lock file goes when the lock is released
+    return { entry, outcome };
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * The entry's text for `logout`, which must end a login whatever the file's mode: one others can read
+ * is read anyway (its tokens are exactly the ones to revoke); null for the user's own file that others
+ * could have changed (it is removed, and nothing it names is trusted). Other refusals are thrown.
+ */
+async function readForLogout(name: string, deps: Deps): Promise<string | null | undefined> {
+  try {
+    return await deps.storage.read(`${name}.json`);
+  } catch (error) {
+    if (!(error instanceof Untrusted && error.removable)) throw error;
+  }
+  try {
+    const text = await deps.storage.read(`${name}.json`, { allowShared: true });
+    say(
+      deps,
+      `warning: The token cache file "${deps.storage.dir}/${name}.json" can be read by other users, so its tokens are revoked before it is removed`,
+    );
+    return text;
+  } catch (error) {
+    if (!(error instanceof Untrusted && error.removable)) throw error;
+    say(deps, `warning: ${error.message}; removing it without revoking its tokens`);
+    return null;
+  }
+}
+
 /** How one entry of `logout --all` ended, in words that blame the server only for what it answered. */
-function logoutOutcome(outcome: RevocationProblem[] | "no_endpoint" | "unreadable"): string {
-  if (outcome === "unreadable") return "removed here (it could not be read, so nothing was revoked)";
+function logoutOutcome(outcome: LogoutOutcome): string {
+  if (outcome === "unrevoked") return "removed here, not revoked (others could have changed its file)";
   if (outcome === "no_endpoint") {
     return "removed here; the server has no revocation endpoint, so the tokens stay valid there until they expire";
   }
@@ -5977,10 +6326,10 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
  */
 async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const request = config.request!;
-  let name = cacheKey(config);
   const trace = makeTrace(config, deps);
-  let entry = await readEntry(config, deps, name);
-  if (!entry) [name, entry] = await grantedElsewhere(config, deps) ?? [name, entry];
+  const found = await entryFor(config, deps);
+  const name = found.name;
+  let entry = found.entry;
   if (entry && config.dpop && !entry.dpopKey) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
@@ -6432,26 +6781,29 @@ function doctorNetwork(
   if (store) add("ok", "network", `DENO_TLS_CA_STORE is set to ${store}`);
 }
 
-/** `doctor`'s cache checks: the cache directory and each entry must be owner-only. */
+/**
+ * `doctor`'s cache checks: the folder is the user's and private (one others can change fails), and each
+ * entry is a file the tool would use (the user's own regular file, owner-only).
+ */
 async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
   const dir = deps.storage.dir;
+  const refused = (error: unknown) => {
+    if (!(error instanceof LoginError)) throw error;
+    add("fail", "cache", `${error.message}${error.hint ? `: ${error.hint}` : ""}`);
+  };
   try {
     const info = await Deno.stat(dir);
-    if (info.mode !== null && (info.mode & 0o077) !== 0) {
+    if (info.mode !== null && (info.mode & 0o077) !== 0 && (info.mode & 0o022) === 0) {
       add(
         "warn",
         "cache",
         `${dir} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 "${dir}"`,
       );
-    } else add("ok", "cache", `${dir} is private`);
-    for (const name of await deps.storage.list()) {
-      const file = await Deno.stat(`${dir}/${name}.json`);
-      if (file.mode !== null && (file.mode & 0o077) !== 0) {
-        add("fail", "cache", `${dir}/${name}.json can be read by other users: chmod 600 "${dir}/${name}.json"`);
-      }
-    }
+    } else if (info.mode === null || (info.mode & 0o077) === 0) add("ok", "cache", `${dir} is private`);
+    for (const name of await deps.storage.list()) await deps.storage.read(`${name}.json`).catch(refused);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) add("ok", "cache", `${dir} does not exist yet; it will be created 0700`);
+    else if (error instanceof LoginError) refused(error);
     else add("warn", "cache", `${dir}: ${describeError(error instanceof Error ? error.message : error)}`);
   }
 }

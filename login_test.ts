@@ -1766,15 +1766,17 @@ Deno.test("logout says when the server has no revocation endpoint", async () => 
 Deno.test("a write removes temporary files that a killed writer left behind, and no others", async () => {
   const dir = await tempDir();
   const storage = fileStorage(dir);
-  await storage.write("entry.json", "{}");
-  await Deno.writeTextFile(`${dir}/entry.json.old.tmp`, "half");
-  await Deno.writeTextFile(`${dir}/entry.json.recent.tmp`, "in progress");
+  const entry = "idp.example-0123456789abcdef.json";
+  await storage.write(entry, "{}");
+  // The writer's own pattern (`<entry>.<32 hex>.tmp`), old and recent; and an old .tmp of someone else's.
+  const [old, recent] = [`${entry}.${"a".repeat(32)}.tmp`, `${entry}.${"b".repeat(32)}.tmp`];
+  for (const name of [old, recent, "notes.tmp"]) await Deno.writeTextFile(`${dir}/${name}`, "half");
   const hourAgo = new Date(Date.now() - 3600_000);
-  await Deno.utime(`${dir}/entry.json.old.tmp`, hourAgo, hourAgo);
-  await storage.write("entry.json", '{"new":true}');
+  for (const name of [old, "notes.tmp"]) await Deno.utime(`${dir}/${name}`, hourAgo, hourAgo);
+  await storage.write(entry, '{"new":true}');
   const names = [];
-  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
-  assertEquals(names.sort(), ["entry.json", "entry.json.recent.tmp"]);
+  for await (const found of Deno.readDir(dir)) names.push(found.name);
+  assertEquals(names.sort(), [entry, recent, "notes.tmp"].sort());
 });
 
 Deno.test("discovery honours a short Retry-After from a busy server once, then gives up clearly", async (t) => {

@@ -11,8 +11,8 @@
  * does not load, or when the unmutated copy is not green to begin with.
  *
  * Each pattern replaces its FIRST match only: where the same statement is in several places (the
- * cache's `fileStorage` and the profiles' `writePrivateFile`, the refresh's lock and the others), a
- * lookbehind on the neighbouring line picks the live one. A mutant that hits the wrong copy survives.
+ * refresh's lock and the others), a lookbehind on the neighbouring line picks the live one. A mutant
+ * that hits the wrong copy survives.
  *
  * @module
  */
@@ -32,6 +32,7 @@ const DPOP = "tests/dpop_test.ts";
 const PROFILES = "tests/profiles_test.ts";
 const LIFETIMES = "tests/lifetimes_test.ts";
 const SENDER = "tests/sender_test.ts";
+const ENTRIES = "tests/entries_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -116,16 +117,13 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "cache files written 0644",
-    // fileStorage's write (the token cache), not writePrivateFile (profiles), which comes first in login.ts.
-    edits: [[
-      /(?<=await ensureDir\(\);\s+const file = await Deno\.open\(temporary, \{ write: true, [^}]*mode: )0o600/,
-      "0o644",
-    ]],
+    // writePrivateFile, the one writer of private files (the token cache's entries and the profiles).
+    edits: [[/(?<=const file = await Deno\.open\(temporary, \{ write: true, createNew: true, mode: )0o600/, "0o644"]],
     tests: [LOGIN, HOSTILE],
   },
   {
     name: "cache directory created 0755",
-    // fileStorage's ensureDir (the token cache), not writePrivateFile's mkdir (profiles).
+    // The cache's ensureDir, not writePrivateFile's mkdir of a file's folder (which ensureDir runs before).
     edits: [[
       /Deno\.mkdir\(dir, \{ recursive: true, mode: 0o700 \}\)/,
       "Deno.mkdir(dir, { recursive: true, mode: 0o755 })",
@@ -134,11 +132,8 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "a cache file others can read is accepted",
-    // fileStorage's read, not readClientKey's check, which comes first in login.ts.
-    edits: [[
-      /(?<=Deno\.statSync\(path\(name\)\);\s+if \(info\.mode !== null && )\(info\.mode & 0o077\) !== 0/,
-      "false",
-    ]],
+    // fileProblem's mode check, not readClientKey's, which comes first in login.ts.
+    edits: [[/file\.mode === null \|\| \(file\.mode & 0o077\) === 0/, "true"]],
     tests: [LOGIN],
   },
   {
@@ -223,6 +218,52 @@ const MUTANTS: Mutant[] = [
     name: "no cap on an API's answer",
     edits: [[/maxBytes: API_MAX_BODY_BYTES,/, "maxBytes: Infinity,"]],
     tests: [SENDER],
+  },
+  // Issue 19 §3: one way to find and lock an entry; only the user's own files, only the tool's own deleted.
+  {
+    name: "logout deletes without taking the lock",
+    // logoutEntry's lock (its failure is a refusal, `left`), not the refresh's, which comes first.
+    edits: [[
+      /lock = await lockEntry\(name, deps\);(?=\s+\} catch \(error\) \{\s+return left\(error\);)/,
+      "lock = { release() {} };",
+    ]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "logout --all sends the secret to every issuer",
+    edits: [[
+      /return sameIssuer\(entry\.issuer, config\.issuer\) && entry\.clientId === config\.clientId;/,
+      "return entry.clientId === config.clientId;",
+    ]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "a symlinked entry is followed",
+    edits: [[/const info = Deno\.lstatSync\(path\);/, "const info = Deno.statSync(path);"]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "list() returns every *.json",
+    edits: [[
+      /!entry\.isDirectory && entry\.name\.endsWith\("\.json"\) && ENTRY_NAME\.test\(name\)/,
+      'entry.name.endsWith(".json")',
+    ]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "an entry of another uid is trusted",
+    edits: [[/owner !== null && file\.uid !== null && file\.uid !== owner/, "false"]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "a cache folder others can change is trusted",
+    edits: [[/folder\.mode !== null && \(folder\.mode & 0o022\) !== 0/, "false"]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "a save removes every old *.tmp in the cache folder",
+    edits: [[/!CACHE_TEMPORARY\.test\(entry\.name\)/, '!entry.name.endsWith(".tmp")']],
+    tests: [ENTRIES],
   },
 ];
 
