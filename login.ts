@@ -764,12 +764,10 @@ function loginFlags(config: Config, everywhere = false): string {
     ["scope", shown("scope") ? config.scope : undefined],
     ["provider", shown("provider") ? config.provider : undefined],
     ["tenant", shown("tenant") ? config.tenant : undefined],
-    ["authorization-endpoint", shown("authorizationEndpoint") ? config.authorizationEndpoint : undefined],
-    ["token-endpoint", shown("tokenEndpoint") ? config.tokenEndpoint : undefined],
-    [
-      "device-authorization-endpoint",
-      shown("deviceAuthorizationEndpoint") ? config.deviceAuthorizationEndpoint : undefined,
-    ],
+    // Every endpoint given by hand: they are part of the cache key.
+    ...MANUAL_ENDPOINTS.map((
+      [key, flag],
+    ): [string, string | undefined] => [flag, shown(key) ? config[key] : undefined]),
     ["profile", config.profile],
     ["audience", config.audience],
     ...(config.resources ?? []).map((resource): [string, string] => ["resource", resource]),
@@ -899,6 +897,8 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+  /** Who decided where credentials go, and what was set aside for it (see `decideTrust`). */
+  trust?: Trust;
   /**
    * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
    * discovery happens and `issuer` holds the token endpoint (it keys the cache); with an issuer, each
@@ -1018,6 +1018,30 @@ const MANUAL_ENDPOINTS = [
 
 type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
 
+/**
+ * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
+ * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
+ */
+const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
+
+/** The client's credentials and how they are presented: they go only with the destination they came with. */
+const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+
+/**
+ * Who decided where credentials go. "own": the person's own settings (flags, the environment, the
+ * profile in use) name some part of the destination, so they decide all of it; ".env": none of them
+ * does and the project file does; "none": nothing names a server.
+ */
+interface Trust {
+  decidedBy: "own" | ".env" | "none";
+  /** The settings that decided it, as the person wrote them (`--issuer`, `OAUTH_ISSUER in the environment`). */
+  by: string[];
+  /** The `.env`'s variables set aside because the person's own settings decide (or name no server). */
+  ignored: string[];
+  /** The person's own credentials not used with a destination the `.env` chose: each name, and where it was set. */
+  withheld: { name: string; from: string }[];
+}
+
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
 
@@ -1098,6 +1122,17 @@ function misspeltKeys(dotenv: Record<string, string>): string[] {
   return warnings;
 }
 
+/** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
+function dotenvWarnings(dotenv: Record<string, string>): string[] {
+  const warnings = misspeltKeys(dotenv);
+  for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
+    if (dotenv[name] !== undefined) {
+      warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
+    }
+  }
+  return warnings;
+}
+
 /**
  * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
@@ -1119,12 +1154,78 @@ const readEnvFile = (async function readEnvFile(path: string): Promise<Record<st
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
-/** A ConfigPick over these sources, writing the winning source of each key into `sources`. Pure. */
+/** The flag of a `Config` key (`tokenEndpoint` → `token-endpoint`). */
+function flagOf(key: string): Flag {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
+}
+
+/**
+ * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
+ * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
+ * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
+ * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
+ * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
+ * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
+ */
+const decideTrust = (function decideTrust(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+): Trust {
+  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
+  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] as string | undefined;
+  const own = (key: string) => {
+    const flag = flags[flagOf(key)];
+    if (given(flag)) return { value: flag, by: `--${flagOf(key)}` };
+    const name = variable(key);
+    const fromEnv = name ? env(name) : undefined;
+    if (given(fromEnv)) return { value: fromEnv, by: `${name} in the environment` };
+    const fromProfile = profileValue(profile, key);
+    if (given(fromProfile)) {
+      return { value: fromProfile, by: `${profileKey(flagOf(key))} in the profile "${profile!.name}"` };
+    }
+    return undefined;
+  };
+  const by = DESTINATION_KEYS.flatMap((key) => own(key)?.by ?? []);
+  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key) ?? ""]));
+  if (by.length > 0) {
+    const same = (key: string) => sameSetting(own(key)?.value, dotenv[variable(key)!]);
+    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) => !same(key));
+    return { decidedBy: "own", by, ignored: ignored.map((key) => variable(key)!), withheld: [] };
+  }
+  const chosen = inDotenv(DESTINATION_KEYS);
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
+  const withheld = CREDENTIAL_KEYS.flatMap((key) => {
+    if (given(flags[flagOf(key)])) return [];
+    const name = variable(key);
+    if (name && given(env(name))) return [{ name, from: "the environment" }];
+    if (!given(profileValue(profile, key))) return [];
+    return [{ name: profileKey(flagOf(key)), from: `the profile "${profile!.name}"` }];
+  });
+  return { decidedBy: ".env", by: chosen.map((key) => variable(key)!), ignored: [], withheld };
+}).bind(undefined);
+
+/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
+function sameSetting(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
+}
+
+/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
+const mayGive = (function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
+  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
+  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
+}).bind(undefined);
+
+/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
 const configPicker = (function configPicker(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile: Profile | undefined,
   sources: Record<string, ValueSource>,
+  trust: Trust,
 ): ConfigPick {
   return (key: string, flag: string | undefined, variable: string): string | undefined => {
     const candidates: [string | undefined, ValueSource][] = [
@@ -1134,7 +1235,7 @@ const configPicker = (function configPicker(
       [profileValue(profile, key), "profile"],
     ];
     for (const [value, source] of candidates) {
-      if (value !== undefined && value !== "") {
+      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
         sources[key] = source;
         return value;
       }
@@ -1143,6 +1244,48 @@ const configPicker = (function configPicker(
   };
 }).bind(undefined);
 
+/**
+ * The lines that say who decided where credentials go: a note on every run when the `.env` (shown as
+ * `envFile`) decided it, and one warning for each kind of setting set aside. Pure.
+ */
+function trustLines(
+  config: Pick<Config, "trust" | "issuer" | "tokenEndpoint" | "sources" | "provider">,
+  envFile: string,
+): string[] {
+  const trust = config.trust;
+  if (!trust) return [];
+  const lines: string[] = [];
+  const list = (items: string[]) =>
+    items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+  if (trust.decidedBy === ".env") {
+    const what = config.sources.provider === ".env" && config.sources.issuer !== ".env"
+      ? `the ${config.provider} preset`
+      : withoutIssuer(config)
+      ? `the token endpoint ${config.tokenEndpoint}`
+      : `the issuer ${config.issuer}`;
+    lines.push(`note: Using ${sanitize(what)} from ${envFile}, a project file`);
+  }
+  if (trust.ignored.length > 0) {
+    const names: string[] = CREDENTIAL_KEYS.map((key) => (ENV_VARS as Record<string, string>)[key]);
+    const credentials = trust.ignored.some((name) => names.includes(name));
+    lines.push(
+      `warning: Ignoring ${list(trust.ignored)} in ${envFile}: a project file cannot change where you sign in${
+        credentials ? " or the credentials sent there" : ""
+      } (set by ${trust.by[0]})`,
+    );
+  }
+  if (trust.withheld.length > 0) {
+    const origins = [...new Set(trust.withheld.map(({ from }) => from))];
+    const named = origins.map((from) =>
+      `${list(trust.withheld.filter((w) => w.from === from).map((w) => w.name))} from ${from}`
+    );
+    lines.push(
+      `warning: Not using ${list(named)} with the server that ${envFile} chose; set ${ENV_VARS.issuer} ` +
+        "in the environment too if they are meant for it",
+    );
+  }
+  return lines;
+}
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
 function checkManualEndpoint(value: string, flag: string): string {
   const url = parseUrl(value);
@@ -1188,9 +1331,40 @@ const resolveEndpoints = (function resolveEndpoints(
   return endpoints;
 }).bind(undefined);
 
+/**
+ * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
+ * issuer, on its token endpoint's): otherwise the browser could sign in at a real provider while the
+ * code and the verifier go to another server. Throws LoginError("config").
+ */
+function checkProjectEndpoints(
+  issuerText: string | undefined,
+  endpoints: Partial<Record<EndpointKey, string>>,
+  sources: Record<string, ValueSource>,
+  envFile = '".env"',
+): void {
+  const home = parseUrl(issuerText ? parseIssuer(issuerText).issuer : endpoints.tokenEndpoint ?? "");
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
+    if (!url || !home || url.origin === home.origin) continue;
+    throw new LoginError(
+      "config",
+      `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host}) than its ${
+        issuerText ? "issuer" : "token endpoint"
+      } (${home.host})`,
+      { hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags" },
+    );
+  }
+}
+
+/** The hint for a missing secret when the environment's was withheld from a `.env`'s server. */
+function withheldSecretHint(trust: Trust): string | undefined {
+  if (!trust.withheld.some(({ name }) => name === ENV_VARS.clientSecret)) return undefined;
+  return `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.clientSecret} is meant for this server`;
+}
+
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
 const checkRequiredSettings = (function checkRequiredSettings(
-  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri }: {
+  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust }: {
     cli: Cli;
     flags: FlagValues;
     issuerText: string | undefined;
@@ -1200,6 +1374,7 @@ const checkRequiredSettings = (function checkRequiredSettings(
     clientId: string | undefined;
     clientSecret: string | undefined;
     redirectUri: string | undefined;
+    trust: Trust;
   },
 ): void {
   const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
@@ -1211,7 +1386,7 @@ const checkRequiredSettings = (function checkRequiredSettings(
   }
   if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
     throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
-      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
+      hint: withheldSecretHint(trust) ?? `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
     });
   }
   const refused = preset?.refusedRedirectHosts ?? [];
@@ -1277,6 +1452,7 @@ const resolveClientAuth = (function resolveClientAuth(
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
   clientSecret: string | undefined,
+  trust: Trust,
 ): string | undefined {
   const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
@@ -1287,7 +1463,7 @@ const resolveClientAuth = (function resolveClientAuth(
   }
   if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
     throw new LoginError("config", `The client authentication "${clientAuth}" needs a client secret`, {
-      hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
+      hint: withheldSecretHint(trust) ?? `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
   }
   return clientAuth;
@@ -1354,11 +1530,16 @@ export const resolveConfig = (function resolveConfig(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
   profile?: Profile,
-  options: { presetBase?: string } = {},
+  options: { presetBase?: string; envFile?: string } = {},
 ): Config {
   const sources: Record<string, ValueSource> = {};
-  const flags = withProfile(cli.flags, profile, sources);
-  const pick = configPicker(env, dotenv, profile, sources);
+  const trust = decideTrust(cli.flags, env, dotenv, profile);
+  let flags = withProfile(cli.flags, profile, sources);
+  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
+    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
+    delete sources.assertionAudience;
+  }
+  const pick = configPicker(env, dotenv, profile, sources, trust);
   let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
   const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
   const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
@@ -1369,11 +1550,23 @@ export const resolveConfig = (function resolveConfig(
   issuerText = chosen.issuerText;
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
-  checkRequiredSettings({ cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri });
+  if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
+  checkRequiredSettings({
+    cli,
+    flags,
+    issuerText,
+    endpoints,
+    preset,
+    provider,
+    clientId,
+    clientSecret,
+    redirectUri,
+    trust,
+  });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
   const timeoutMs = resolveTimeoutMs(flags, sources);
-  const clientAuth = resolveClientAuth(flags, pick, sources, clientSecret);
+  const clientAuth = resolveClientAuth(flags, pick, sources, clientSecret, trust);
   const minTtlMs = resolveMinTtlMs(flags);
   const { format, flow } = resolveFormatAndFlow(flags);
   const params = resolveParams(flags, preset);
@@ -1406,6 +1599,7 @@ export const resolveConfig = (function resolveConfig(
     flow,
     quiet: flags.quiet ?? false,
     sources,
+    trust,
     ...endpoints,
     userClaim: pick("userClaim", flags["user-claim"], ENV_VARS.userClaim) ?? preset?.userClaim,
     provider,
@@ -1680,6 +1874,22 @@ function profileSettings(
   return table;
 }
 
+/** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
+function cannotSaveProjectDestination(name: string, config: Config, envFile: string): LoginError {
+  const server = withoutIssuer(config)
+    ? `--token-endpoint ${config.tokenEndpoint}`
+    : config.sources.issuer === "default" && config.provider
+    ? `--provider ${config.provider}`
+    : `--issuer ${config.metadataUrl ?? displayIssuer(config.issuer)}`;
+  return new LoginError(
+    "config",
+    `Cannot save the profile "${name}": where to sign in comes from ${envFile}, a project file`,
+    {
+      hint: `if you trust that server, name it yourself: ${sanitize(server)}`,
+    },
+  );
+}
+
 /** `$OAUTH_LOGIN_CONFIG`, else `config.toml` in `$XDG_CONFIG_HOME/oauth-login`, else in the platform's config directory. */
 function configPath(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.config);
@@ -1756,8 +1966,8 @@ const namedProfile = (function namedProfile(
 
 /**
  * The profile this run uses. The config file is read only when one is named (`--profile`,
- * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer (then its
- * `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
+ * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer or a provider
+ * (then its `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
 const selectProfile = (async function selectProfile(
@@ -1770,7 +1980,9 @@ const selectProfile = (async function selectProfile(
   let chosen = namedProfile(flags, deps.env, dotenv);
   if (!chosen && saving === undefined) {
     if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
-    if (flags.issuer || deps.env(ENV_VARS.issuer) || dotenv?.[ENV_VARS.issuer]) return undefined;
+    // A server named elsewhere (an issuer, or a preset, which implies one) is not the default profile's.
+    const names = (variable: string) => deps.env(variable) || dotenv?.[variable];
+    if (flags.issuer || flags.provider || names(ENV_VARS.issuer) || names(ENV_VARS.provider)) return undefined;
   }
   for (const name of [chosen?.name, saving]) {
     if (name !== undefined && (!PROFILE_NAME.test(name) || name === "default_profile")) {
@@ -4561,17 +4773,24 @@ const cacheDir = (function cacheDir(env: (name: string) => string | undefined, o
 /**
  * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
  * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
- * keep two entries; without a profile the key is what it always was). It only names files (each
- * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
- * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
+ * keep two entries), and the endpoints given by hand (so that a login whose tokens go elsewhere can
+ * never replace, or be read as, the one that discovered them). Without a profile or such endpoints
+ * the key is what it always was. It only names files (each entry also records its issuer, client and
+ * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
+ * hot path a millisecond.
  */
 const cacheKey = (function cacheKey(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">,
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
+    & Partial<Pick<Config, "sources" | EndpointKey>>,
 ): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
   const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
   if (config.profile !== undefined) parts.push({ profile: config.profile });
+  // A preset's endpoints are not hand-given (they have no source): the preset's issuer already names them.
+  const manual = MANUAL_ENDPOINTS.filter(([key]) => config.sources?.[key] !== undefined && config[key] !== undefined);
+  if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -5013,7 +5232,15 @@ async function grantedElsewhere(config: Config, deps: Deps): Promise<[string, To
     if (
       entry && entry.issuer === config.issuer && entry.clientId === config.clientId &&
       entry.requestedScope === (config.scope ?? "") && (entry.resources?.length ?? 0) > 1 &&
-      entry.resources!.includes(wanted[0])
+      entry.resources!.includes(wanted[0]) &&
+      // The key that login had (its profile and hand-given endpoints too), or the entry is another login's.
+      name === cacheKey({
+          ...config,
+          params: [
+            ...config.params.filter(([key]) => key !== "resource"),
+            ...entry.resources!.map((r): [string, string] => ["resource", r]),
+          ],
+        })
     ) return [name, entry];
   }
   return undefined;
@@ -6009,19 +6236,16 @@ async function doctorConfig(
   } catch (error) {
     add("fail", "config", describeError(error));
   }
+  const shown = describeEnvPath(envPath, deps.cwd);
   try {
-    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
+    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
   } catch (error) {
     add("fail", "config", describeError(error));
   }
   if (dotenv) {
-    add(
-      "ok",
-      "config",
-      `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath, deps.cwd)}`,
-    );
-    for (const warning of misspeltKeys(dotenv)) add("warn", "config", warning);
-  } else add("ok", "config", `.env: none at ${describeEnvPath(envPath, deps.cwd)}`);
+    add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${shown}`);
+    for (const warning of dotenvWarnings(dotenv)) add("warn", "config", warning);
+  } else add("ok", "config", `.env: none at ${shown}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
     if (withoutIssuer(config)) {
@@ -6040,6 +6264,7 @@ async function doctorConfig(
     for (const [key, flag] of MANUAL_ENDPOINTS) {
       if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
     }
+    doctorTrust(config, shown, deps, add);
     add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
@@ -6069,6 +6294,59 @@ async function doctorConfig(
   return config;
 }
 
+/**
+ * `doctor`'s trust checks (SECURITY.md 13): who decided where credentials go, what of the `.env` was
+ * set aside, and each endpoint given by hand on another host than the issuer's. The `.env`'s note
+ * goes to stderr too, as on every other command.
+ */
+function doctorTrust(config: Config, envFile: string, deps: Deps, add: AddCheck): void {
+  const trust = config.trust;
+  if (trust?.decidedBy === "own") {
+    add("ok", "config", `where you sign in and where credentials go: set by ${trust.by.join(", ")}`);
+  } else if (trust?.decidedBy === ".env") {
+    add(
+      "warn",
+      "config",
+      `where you sign in and where credentials go: set by ${envFile}, a project file (${trust.by.join(", ")})`,
+    );
+  }
+  for (const line of trust ? trustLines(config, envFile) : []) {
+    if (line.startsWith("note: ")) say(deps, line);
+    else add("warn", "config", line.replace(/^warning: /, ""));
+  }
+  const home = parseUrl(withoutIssuer(config) ? config.tokenEndpoint ?? "" : config.issuer);
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const url = config.sources[key] ? parseUrl(config[key] ?? "") : undefined;
+    if (!url || !home || url.origin === home.origin) continue;
+    add(
+      "warn",
+      "config",
+      `${flag}: on another host (${url.host}) than the ${
+        withoutIssuer(config) ? "token endpoint" : "issuer"
+      } (${home.host}): what is sent there leaves that server`,
+    );
+  }
+}
+
+/**
+ * Where the issuer's own metadata puts an endpoint on another host: normal for some providers (Google's
+ * token endpoint is on oauth2.googleapis.com), since the issuer names them itself; one `doctor` line.
+ */
+function discoveredElsewhere(config: Config, as: Oauth.AuthorizationServer): string | undefined {
+  const home = parseUrl(config.issuer);
+  const members = [
+    ...MANUAL_ENDPOINTS.filter(([key]) => !config.sources[key]).map(([, , member]) => member),
+    "pushed_authorization_request_endpoint",
+    "jwks_uri",
+  ];
+  const elsewhere = members.flatMap((member) => {
+    const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
+    return url && home && url.origin !== home.origin ? [`${member} on ${url.host}`] : [];
+  });
+  if (elsewhere.length === 0) return undefined;
+  return `the issuer's metadata puts ${elsewhere.join(", ")}: normal for some providers, as the issuer names them`;
+}
+
 /** `doctor`'s discovery checks (metadata, grants, PKCE, iss, device flow, auth methods, the client, DPoP). */
 async function doctorDiscovery(
   config: Config,
@@ -6086,6 +6364,8 @@ async function doctorDiscovery(
     else if (as.issuer.includes("{tenantid}")) {
       add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
     } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+    const elsewhere = withoutIssuer(config) ? undefined : discoveredElsewhere(config, as);
+    if (elsewhere) add("ok", "discovery", elsewhere);
     const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
     add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
     if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
@@ -6709,7 +6989,7 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
       );
     }
     if (dotenv && cli.command !== "doctor") {
-      for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
+      for (const warning of dotenvWarnings(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
     }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
     if (cli.command === "profiles") {
@@ -6718,7 +6998,17 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     }
     // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
     const profile = await selectProfile(cli, dotenv, deps);
-    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
+    const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
+    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    // The note is one line, written as it is (no terminal width asked for): it shows on every cached token.
+    for (const line of shown ? trustLines(config, shown) : []) {
+      if (line.startsWith("note: ")) deps.stderr(`${line}\n`);
+      else say(deps, line);
+    }
+    const saving = cli.flags["save-profile"];
+    if (saving !== undefined && config.trust?.decidedBy === ".env") {
+      throw cannotSaveProjectDestination(saving, config, shown!);
+    }
     if (cli.flags["client-secret"] !== undefined) {
       say(
         deps,
@@ -6726,13 +7016,12 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
       );
     }
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
-    const saving = cli.flags["save-profile"];
     if (saving !== undefined && profile) {
-      const replaced = await saveProfile(
-        profile.path,
-        saving,
-        profileSettings(cli.flags, deps.env, dotenv ?? {}, profile),
+      // What the .env said about where to sign in was not used, so it is not saved either.
+      const usable = Object.fromEntries(
+        Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)),
       );
+      const replaced = await saveProfile(profile.path, saving, profileSettings(cli.flags, deps.env, usable, profile));
       say(
         deps,
         `Saved the profile "${saving}" in ${sanitize(profile.path)}${

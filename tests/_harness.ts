@@ -112,6 +112,8 @@ export interface RunOptions {
   invokedAs?: string;
   /** All of stdin, for commands that read it whole (`fetch -d @-`). */
   stdin?: Uint8Array<ArrayBuffer>;
+  /** The working directory (`Deps.cwd`), which messages show a relative `.env` under. */
+  cwd?: string;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -173,6 +175,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     columns: options.columns,
     invokedAs: options.invokedAs,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
+    cwd: options.cwd === undefined ? undefined : () => options.cwd!,
   };
   const started = performance.now();
   const running = main(args, deps);
