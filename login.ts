@@ -199,6 +199,15 @@ const parseUrl = (function parseUrl(text: string): URL | undefined {
   }
 }).bind(undefined);
 
+/** `env`, reading each variable once. */
+const remembered = (function remembered(env: (name: string) => string | undefined) {
+  const read = new Map<string, string | undefined>();
+  return (name: string): string | undefined => {
+    if (!read.has(name)) read.set(name, env(name));
+    return read.get(name);
+  };
+}).bind(undefined);
+
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on or allow over plain http. */
 function isLoopbackHost(hostname: string): boolean {
   return hostname === "127.0.0.1" || hostname === "[::1]" || hostname === "localhost";
@@ -820,6 +829,81 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
   return code;
 }
 
+/**
+ * The lines that say who decided where credentials go: a note on every run when the `.env` (shown as
+ * `envFile`) decided it, and one warning for each kind of setting set aside. Pure.
+ */
+function trustLines(
+  config: Pick<Config, "trust" | "issuer" | "tokenEndpoint" | "sources" | "provider">,
+  envFile: string,
+): string[] {
+  const trust = config.trust;
+  if (!trust) return [];
+  const lines: string[] = [];
+  const list = (items: string[]) =>
+    items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+  if (trust.decidedBy === ".env") {
+    const what = config.sources.provider === ".env" && config.sources.issuer !== ".env"
+      ? `the ${config.provider} preset${withoutIssuer(config) ? "" : ` (issuer ${config.issuer})`}`
+      : withoutIssuer(config)
+      ? `the token endpoint ${config.tokenEndpoint}`
+      : `the issuer ${config.issuer}`;
+    lines.push(`note: Using ${sanitize(what)} from ${envFile}, a project file`);
+  }
+  if (trust.ignored.length > 0) {
+    const names: string[] = CREDENTIAL_KEYS.map((key) => (ENV_VARS as Record<string, string>)[key]);
+    const credentials = trust.ignored.some((name) => names.includes(name));
+    lines.push(
+      `warning: Ignoring ${list(trust.ignored)} in ${envFile}: a project file cannot change where you sign in${
+        credentials ? " or the credentials sent there" : ""
+      } (set by ${trust.by[0]})`,
+    );
+  }
+  if (trust.withheld.length > 0) {
+    const origins = [...new Set(trust.withheld.map(({ from }) => from))];
+    const named = origins.map((from) =>
+      `${list(trust.withheld.filter((w) => w.from === from).map((w) => w.name))} from ${from}`
+    );
+    lines.push(
+      `warning: Not using ${list(named)} with the server that ${envFile} chose; set ${ENV_VARS.issuer} ` +
+        "in the environment too if they are meant for it",
+    );
+  }
+  return lines;
+}
+
+/**
+ * Says who decided where credentials go (`trustLines`), and refuses `--save-profile` when a `.env`
+ * did. The note is one line written as it is (no terminal width asked for): it shows on every
+ * cached token too.
+ */
+function announceTrust(config: Config, deps: Deps, envFile: string, saving: string | undefined): void {
+  for (const line of trustLines(config, envFile)) {
+    if (line.startsWith("note: ")) deps.stderr(`${line}\n`);
+    else say(deps, line);
+  }
+  if (saving !== undefined && config.trust?.decidedBy === ".env") {
+    throw cannotSaveProjectDestination(saving, config, envFile);
+  }
+}
+
+/** The hint for a missing secret when the environment's was withheld from a `.env`'s server. */
+function withheldSecretHint(trust: Trust): string | undefined {
+  if (!trust.withheld.some(({ name }) => name === ENV_VARS.clientSecret)) return undefined;
+  return `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.clientSecret} is meant for this server`;
+}
+
+/** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
+function dotenvWarnings(dotenv: Record<string, string>): string[] {
+  const warnings = misspeltKeys(dotenv);
+  for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
+    if (dotenv[name] !== undefined) {
+      warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
+    }
+  }
+  return warnings;
+}
+
 // ── 3 Configuration: flags, the environment and .env become a Config ───────────────────────────────────────────────
 
 type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
@@ -1122,17 +1206,6 @@ function misspeltKeys(dotenv: Record<string, string>): string[] {
   return warnings;
 }
 
-/** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
-function dotenvWarnings(dotenv: Record<string, string>): string[] {
-  const warnings = misspeltKeys(dotenv);
-  for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
-    if (dotenv[name] !== undefined) {
-      warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
-    }
-  }
-  return warnings;
-}
-
 /**
  * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
@@ -1174,36 +1247,31 @@ const decideTrust = (function decideTrust(
   profile: Profile | undefined,
 ): Trust {
   const given = (value: unknown): value is string => typeof value === "string" && value !== "";
-  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] as string | undefined;
-  const own = (key: string) => {
-    const flag = flags[flagOf(key)];
-    if (given(flag)) return { value: flag, by: `--${flagOf(key)}` };
-    const name = variable(key);
-    const fromEnv = name ? env(name) : undefined;
-    if (given(fromEnv)) return { value: fromEnv, by: `${name} in the environment` };
-    const fromProfile = profileValue(profile, key);
-    if (given(fromProfile)) {
-      return { value: fromProfile, by: `${profileKey(flagOf(key))} in the profile "${profile!.name}"` };
-    }
-    return undefined;
-  };
-  const by = DESTINATION_KEYS.flatMap((key) => own(key)?.by ?? []);
-  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key) ?? ""]));
+  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
+  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
+  const own = (key: string) =>
+    ([
+      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
+      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
+      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
+    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
+  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
+    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
+  );
+  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
   if (by.length > 0) {
-    const same = (key: string) => sameSetting(own(key)?.value, dotenv[variable(key)!]);
-    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) => !same(key));
-    return { decidedBy: "own", by, ignored: ignored.map((key) => variable(key)!), withheld: [] };
+    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
+      !sameSetting(own(key)?.[0], dotenv[variable(key)])
+    );
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [] };
   }
   const chosen = inDotenv(DESTINATION_KEYS);
   if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
-  const withheld = CREDENTIAL_KEYS.flatMap((key) => {
-    if (given(flags[flagOf(key)])) return [];
-    const name = variable(key);
-    if (name && given(env(name))) return [{ name, from: "the environment" }];
-    if (!given(profileValue(profile, key))) return [];
-    return [{ name: profileKey(flagOf(key)), from: `the profile "${profile!.name}"` }];
-  });
-  return { decidedBy: ".env", by: chosen.map((key) => variable(key)!), ignored: [], withheld };
+  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
+  const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
+    found && found[2] ? [{ name: found[1], from: found[2] }] : []
+  );
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
 }).bind(undefined);
 
 /** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
@@ -1211,6 +1279,27 @@ function sameSetting(a: string | undefined, b: string | undefined): boolean {
   if (a === undefined || b === undefined) return false;
   return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
 }
+
+/**
+ * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
+ * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
+ */
+const trustedSources = (function trustedSources(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
+  env = remembered(env); // decideTrust and pick read the same variables: each is read once
+  const trust = decideTrust(cli.flags, env, dotenv, profile);
+  let flags = withProfile(cli.flags, profile, sources);
+  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
+    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
+    delete sources.assertionAudience;
+  }
+  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
+}).bind(undefined);
 
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
 const mayGive = (function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
@@ -1244,48 +1333,6 @@ const configPicker = (function configPicker(
   };
 }).bind(undefined);
 
-/**
- * The lines that say who decided where credentials go: a note on every run when the `.env` (shown as
- * `envFile`) decided it, and one warning for each kind of setting set aside. Pure.
- */
-function trustLines(
-  config: Pick<Config, "trust" | "issuer" | "tokenEndpoint" | "sources" | "provider">,
-  envFile: string,
-): string[] {
-  const trust = config.trust;
-  if (!trust) return [];
-  const lines: string[] = [];
-  const list = (items: string[]) =>
-    items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
-  if (trust.decidedBy === ".env") {
-    const what = config.sources.provider === ".env" && config.sources.issuer !== ".env"
-      ? `the ${config.provider} preset`
-      : withoutIssuer(config)
-      ? `the token endpoint ${config.tokenEndpoint}`
-      : `the issuer ${config.issuer}`;
-    lines.push(`note: Using ${sanitize(what)} from ${envFile}, a project file`);
-  }
-  if (trust.ignored.length > 0) {
-    const names: string[] = CREDENTIAL_KEYS.map((key) => (ENV_VARS as Record<string, string>)[key]);
-    const credentials = trust.ignored.some((name) => names.includes(name));
-    lines.push(
-      `warning: Ignoring ${list(trust.ignored)} in ${envFile}: a project file cannot change where you sign in${
-        credentials ? " or the credentials sent there" : ""
-      } (set by ${trust.by[0]})`,
-    );
-  }
-  if (trust.withheld.length > 0) {
-    const origins = [...new Set(trust.withheld.map(({ from }) => from))];
-    const named = origins.map((from) =>
-      `${list(trust.withheld.filter((w) => w.from === from).map((w) => w.name))} from ${from}`
-    );
-    lines.push(
-      `warning: Not using ${list(named)} with the server that ${envFile} chose; set ${ENV_VARS.issuer} ` +
-        "in the environment too if they are meant for it",
-    );
-  }
-  return lines;
-}
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
 function checkManualEndpoint(value: string, flag: string): string {
   const url = parseUrl(value);
@@ -1346,20 +1393,11 @@ function checkProjectEndpoints(
   for (const [key, flag] of MANUAL_ENDPOINTS) {
     const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
     if (!url || !home || url.origin === home.origin) continue;
-    throw new LoginError(
-      "config",
-      `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host}) than its ${
-        issuerText ? "issuer" : "token endpoint"
-      } (${home.host})`,
-      { hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags" },
-    );
+    const what = `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host})`;
+    throw new LoginError("config", `${what} than its ${issuerText ? "issuer" : "token endpoint"} (${home.host})`, {
+      hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags",
+    });
   }
-}
-
-/** The hint for a missing secret when the environment's was withheld from a `.env`'s server. */
-function withheldSecretHint(trust: Trust): string | undefined {
-  if (!trust.withheld.some(({ name }) => name === ENV_VARS.clientSecret)) return undefined;
-  return `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.clientSecret} is meant for this server`;
 }
 
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
@@ -1367,10 +1405,10 @@ const checkRequiredSettings = (function checkRequiredSettings(
   { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust }: {
     cli: Cli;
     flags: FlagValues;
-    issuerText: string | undefined;
+    issuerText?: string;
     endpoints: Partial<Record<EndpointKey, string>>;
-    preset: Preset | undefined;
-    provider: string | undefined;
+    preset?: Preset;
+    provider?: string;
     clientId: string | undefined;
     clientSecret: string | undefined;
     redirectUri: string | undefined;
@@ -1533,13 +1571,7 @@ export const resolveConfig = (function resolveConfig(
   options: { presetBase?: string; envFile?: string } = {},
 ): Config {
   const sources: Record<string, ValueSource> = {};
-  const trust = decideTrust(cli.flags, env, dotenv, profile);
-  let flags = withProfile(cli.flags, profile, sources);
-  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
-    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
-    delete sources.assertionAudience;
-  }
-  const pick = configPicker(env, dotenv, profile, sources, trust);
+  const { trust, flags, pick } = trustedSources(cli, env, dotenv, profile, sources);
   let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
   const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
   const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
@@ -1551,18 +1583,7 @@ export const resolveConfig = (function resolveConfig(
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
   if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
-  checkRequiredSettings({
-    cli,
-    flags,
-    issuerText,
-    endpoints,
-    preset,
-    provider,
-    clientId,
-    clientSecret,
-    redirectUri,
-    trust,
-  });
+  checkRequiredSettings({ cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
   const timeoutMs = resolveTimeoutMs(flags, sources);
@@ -1750,7 +1771,7 @@ function camelCase(flag: string): string {
 
 /** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
 const profileValue = (function profileValue(profile: Profile | undefined, key: string): string | undefined {
-  const value = profile?.flags[key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag];
+  const value = profile?.flags[flagOf(key)];
   return typeof value === "string" ? value : undefined;
 }).bind(undefined);
 
@@ -1872,6 +1893,14 @@ function profileSettings(
     else table[profileKey(flag)] = value;
   }
   return table;
+}
+
+/** The `.env`'s variables less those set aside (see `decideTrust`): what `--save-profile` may save. */
+function usableDotenv(
+  dotenv: Record<string, string> | undefined,
+  config: Pick<Config, "trust">,
+): Record<string, string> {
+  return Object.fromEntries(Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)));
 }
 
 /** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
@@ -6365,7 +6394,8 @@ async function doctorDiscovery(
       add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
     } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
     const elsewhere = withoutIssuer(config) ? undefined : discoveredElsewhere(config, as);
-    if (elsewhere) add("ok", "discovery", elsewhere);
+    // Normal for a provider the person chose; from an issuer a project file chose, worth a look.
+    if (elsewhere) add(config.trust?.decidedBy === ".env" ? "warn" : "ok", "discovery", elsewhere);
     const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
     add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
     if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
@@ -6728,7 +6758,10 @@ const quickParse = (function quickParse(args: string[]): Cli | undefined {
   return { command, named, flags: flags as FlagValues, target };
 }).bind(undefined);
 
-const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
+const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env, and
+.env over a profile; but a project's .env never changes where you sign in
+when your flags, environment or profile name the server, and never gets your
+own secret or key; "oauth-login doctor" shows who decided):
   --issuer URL          the issuer, or its full metadata URL   (OAUTH_ISSUER)
   --client-id ID        the OAuth client id                 (OAUTH_CLIENT_ID)
   --client-secret S     a confidential client's secret (OAUTH_CLIENT_SECRET;
@@ -6759,7 +6792,8 @@ Providers, and servers without discovery:
   --device-authorization-endpoint URL    --revocation-endpoint URL
   --introspection-endpoint URL    --userinfo-endpoint URL
                         endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
-                        override discovery, and without --issuer none happens
+                        override discovery, and without --issuer none happens;
+                        a login with them is cached apart from the normal one
   --user-claim NAME     the UserInfo member naming the user (OAUTH_USER_CLAIM)
 
 DPoP, client keys and resources:
@@ -7000,15 +7034,8 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     const profile = await selectProfile(cli, dotenv, deps);
     const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
     const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
-    // The note is one line, written as it is (no terminal width asked for): it shows on every cached token.
-    for (const line of shown ? trustLines(config, shown) : []) {
-      if (line.startsWith("note: ")) deps.stderr(`${line}\n`);
-      else say(deps, line);
-    }
     const saving = cli.flags["save-profile"];
-    if (saving !== undefined && config.trust?.decidedBy === ".env") {
-      throw cannotSaveProjectDestination(saving, config, shown!);
-    }
+    if (shown) announceTrust(config, deps, shown, saving);
     if (cli.flags["client-secret"] !== undefined) {
       say(
         deps,
@@ -7017,11 +7044,8 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     }
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
     if (saving !== undefined && profile) {
-      // What the .env said about where to sign in was not used, so it is not saved either.
-      const usable = Object.fromEntries(
-        Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)),
-      );
-      const replaced = await saveProfile(profile.path, saving, profileSettings(cli.flags, deps.env, usable, profile));
+      const settings = profileSettings(cli.flags, deps.env, usableDotenv(dotenv, config), profile);
+      const replaced = await saveProfile(profile.path, saving, settings);
       say(
         deps,
         `Saved the profile "${saving}" in ${sanitize(profile.path)}${

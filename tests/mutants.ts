@@ -31,6 +31,7 @@ const HOSTILE = "tests/hostile_test.ts";
 const DPOP = "tests/dpop_test.ts";
 const PROFILES = "tests/profiles_test.ts";
 const LIFETIMES = "tests/lifetimes_test.ts";
+const TRUST = "tests/trust_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -173,6 +174,36 @@ const MUTANTS: Mutant[] = [
     name: "the preflight ignores the proxy route (a loopback issuer's goes to HTTP_PROXY)",
     edits: [[/(?<=PREFLIGHT_USER_AGENT \},\s+signal: [^\n]+\s+)\.\.\.\(client \? \{ client \} : \{\}\),/, ""]],
     tests: [GUARD],
+  },
+  // Issue 19 §1: trust follows the source (SECURITY.md 13). mayGive decides which source may give
+  // each destination and credential setting; cacheKey keeps hand-given endpoints apart.
+  {
+    name: ".env endpoints merged into a trusted destination",
+    edits: [[/return !\(source === "\.env" && trust\.decidedBy === "own"\);/, "return true;"]],
+    tests: [TRUST],
+  },
+  {
+    name: "an environment secret sent to a .env issuer",
+    edits: [[
+      /trust\.decidedBy === "\.env" \? source === "\.env" :/,
+      'trust.decidedBy === ".env" ? source !== "profile" :',
+    ]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env's credentials used with the person's own destination",
+    edits: [[/(?<=trust\.decidedBy === "\.env" \? source === "\.env" : )source !== "\.env"/, "true"]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env that decides may put an endpoint on another host",
+    edits: [[/if \(trust\.decidedBy === "\.env"\) checkProjectEndpoints\(/, "if (false) checkProjectEndpoints("]],
+    tests: [TRUST],
+  },
+  {
+    name: "hand-given endpoints left out of the cache key",
+    edits: [[/if \(manual\.length > 0\) parts\.push\(\{ endpoints: [^\n]+\n/, ""]],
+    tests: [TRUST],
   },
 ];
 

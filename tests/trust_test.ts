@@ -459,17 +459,30 @@ Deno.test("a .env that decides keeps every endpoint it gives on its issuer's hos
   });
 });
 
-Deno.test("a .env naming a provider is not merged into the default profile: the .env decides, and says so", async () => {
+Deno.test("a .env naming a provider is not merged into the default profile: the .env decides, and says so", async (t) => {
   const home = await homeWith(`default_profile = "work"\n\n[work]\nissuer = "https://idp.example"\nclient_id = "w"\n`);
-  const result = await run(["whoami"], inRepo({ OAUTH_PROVIDER: "github", OAUTH_CLIENT_ID: "Iv1.project" }, { home }));
-  assertEquals(result.code, EXIT.loginRequired, result.stderr);
-  assertEquals(
-    result.stderr,
-    `note: Using the github preset from ${ENV_FILE}, a project file\n` +
-      "error: Not logged in for https://github.com/login/oauth/access_token\n" +
-      'hint: run "oauth-login login"\n',
-  );
-  await cleanUp(result);
+  const cases: [string, Record<string, string>, string, string][] = [
+    ["github", { OAUTH_PROVIDER: "github" }, "the github preset", "https://github.com/login/oauth/access_token"],
+    [
+      "entra, with the tenant the .env names",
+      { OAUTH_PROVIDER: "entra", OAUTH_TENANT: "contoso.example" },
+      "the entra preset (issuer https://login.microsoftonline.com/contoso.example/v2.0)",
+      "https://login.microsoftonline.com/contoso.example/v2.0",
+    ],
+  ];
+  for (const [name, dotenv, what, issuer] of cases) {
+    await t.step(name, async () => {
+      const result = await run(["whoami"], inRepo({ ...dotenv, OAUTH_CLIENT_ID: "project-client" }, { home }));
+      assertEquals(result.code, EXIT.loginRequired, result.stderr);
+      assertEquals(
+        result.stderr,
+        `note: Using ${what} from ${ENV_FILE}, a project file\n` +
+          `error: Not logged in for ${issuer}\n` +
+          'hint: run "oauth-login login"\n',
+      );
+    });
+  }
+  await Deno.remove(home, { recursive: true });
 });
 
 // ── The cache: endpoints given by hand are an entry of their own ───────────────────────────────
@@ -693,6 +706,24 @@ Deno.test("doctor says who decided where credentials go, what of the .env was ig
         delete real.metadata.token_endpoint;
       }
     });
+    await t.step("the same, from an issuer a .env chose: worth a look", async () => {
+      real.metadata.token_endpoint = `${evil.issuer}/token`;
+      try {
+        const doctor = await run(["doctor"], inRepo({ OAUTH_ISSUER: real.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }));
+        assertStringIncludes(
+          doctor.stdout,
+          line(
+            "warn",
+            "discovery",
+            `the issuer's metadata puts token_endpoint on 127.0.0.1:${evil.port}: normal for some providers, as the issuer names them`,
+          ),
+        );
+        assertEquals(doctor.stderr, note(real.issuer));
+        await cleanUp(doctor);
+      } finally {
+        delete real.metadata.token_endpoint;
+      }
+    });
   });
 });
 
@@ -715,6 +746,12 @@ Deno.test("resolveConfig() decides the destination by one kind of source as a wh
       { decidedBy: "own", ignored: [], withheld: [] },
     ],
     [
+      "the person's own destination: the .env's secret and method are not used",
+      { OAUTH_ISSUER: "https://idp.example", OAUTH_CLIENT_ID: "c" },
+      { OAUTH_CLIENT_SECRET: "s", OAUTH_CLIENT_AUTH: "client_secret_post" },
+      { decidedBy: "own", ignored: ["OAUTH_CLIENT_SECRET", "OAUTH_CLIENT_AUTH"], withheld: [] },
+    ],
+    [
       "nothing names a server: the .env's secret is not used",
       {},
       { OAUTH_CLIENT_SECRET: "s" },
@@ -731,7 +768,8 @@ Deno.test("resolveConfig() decides the destination by one kind of source as a wh
       }
       const { decidedBy, ignored, withheld } = config.trust!;
       assertEquals({ decidedBy, ignored, withheld }, expected);
-      if (decidedBy === "none") assertEquals(config.clientSecret, undefined);
+      assertEquals(config.clientSecret, undefined, "a .env's secret goes only with its own destination");
+      if (dotenv.OAUTH_CLIENT_AUTH) assertEquals(config.clientAuth, undefined);
     });
   }
 });
