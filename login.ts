@@ -2927,7 +2927,30 @@ async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issu
     : await discoverIssuer(config, deps, trace);
   issuer.userClaim = config.userClaim;
   issuer.whoAmI = config.userinfoEndpoint !== undefined;
+  if (config.sources.issuer === ".env") checkProjectIssuer(issuer.as, config);
   return issuer;
+}
+
+/**
+ * An issuer a `.env` names must take the code where it sends the browser: its authorization, PAR
+ * and device endpoints on its token endpoint's host. Otherwise the person signs in at one server (a
+ * real provider) while the code and the verifier go to another. Throws LoginError("config").
+ */
+function checkProjectIssuer(as: Oauth.AuthorizationServer, config: Config): void {
+  const token = parseUrl(as.token_endpoint ?? "");
+  for (
+    const member of ["authorization_endpoint", "pushed_authorization_request_endpoint", "device_authorization_endpoint"]
+  ) {
+    const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
+    if (!url || !token || url.origin === token.origin) continue;
+    throw new LoginError(
+      "config",
+      `The issuer ${
+        displayIssuer(config.issuer)
+      }, from a project file (.env), sends you to ${url.host} to sign in but takes the code at ${token.host}`,
+      { hint: `if you trust this server, set ${ENV_VARS.issuer} in the environment or pass --issuer` },
+    );
+  }
 }
 
 async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {

@@ -201,6 +201,11 @@ const MUTANTS: Mutant[] = [
     tests: [TRUST],
   },
   {
+    name: "a .env's issuer may send the browser to another host than its token endpoint",
+    edits: [[/if \(config\.sources\.issuer === "\.env"\) checkProjectIssuer\(/, "if (false) checkProjectIssuer("]],
+    tests: [TRUST],
+  },
+  {
     name: "hand-given endpoints left out of the cache key",
     edits: [[/if \(manual\.length > 0\) parts\.push\(\{ endpoints: [^\n]+\n/, ""]],
     tests: [TRUST],

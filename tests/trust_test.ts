@@ -459,6 +459,27 @@ Deno.test("a .env that decides keeps every endpoint it gives on its issuer's hos
   });
 });
 
+Deno.test("an issuer a .env names must take the code where it sends the browser", async () => {
+  await withServers(async (real, evil) => {
+    // The project's issuer sends the browser to the real provider and keeps the token endpoint for itself.
+    evil.metadata.authorization_endpoint = `${real.issuer}/authorize`;
+    const login = await run(
+      ["login"],
+      inRepo({ OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }, { browser: scriptedBrowser }),
+    );
+    assertEquals(real.requests, [], "the browser never went to the real provider");
+    assertEquals(login.code, EXIT.usage, login.stderr);
+    assertEquals(
+      login.stderr,
+      note(evil.issuer) +
+        `error: The issuer ${evil.issuer}, from a project file (.env), sends you to 127.0.0.1:${real.port} to sign in but takes the code at 127.0.0.1:${evil.port}\n` +
+        "hint: if you trust this server, set OAUTH_ISSUER in the environment or pass --issuer\n",
+    );
+    assertEquals(login.opened, []);
+    await cleanUp(login);
+  }, { relay: false });
+});
+
 Deno.test("a .env naming a provider is not merged into the default profile: the .env decides, and says so", async (t) => {
   const home = await homeWith(`default_profile = "work"\n\n[work]\nissuer = "https://idp.example"\nclient_id = "w"\n`);
   const cases: [string, Record<string, string>, string, string][] = [
@@ -707,7 +728,7 @@ Deno.test("doctor says who decided where credentials go, what of the .env was ig
       }
     });
     await t.step("the same, from an issuer a .env chose: worth a look", async () => {
-      real.metadata.token_endpoint = `${evil.issuer}/token`;
+      real.metadata.userinfo_endpoint = `${evil.issuer}/userinfo`;
       try {
         const doctor = await run(["doctor"], inRepo({ OAUTH_ISSUER: real.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }));
         assertStringIncludes(
@@ -715,13 +736,13 @@ Deno.test("doctor says who decided where credentials go, what of the .env was ig
           line(
             "warn",
             "discovery",
-            `the issuer's metadata puts token_endpoint on 127.0.0.1:${evil.port}: normal for some providers, as the issuer names them`,
+            `the issuer's metadata puts userinfo_endpoint on 127.0.0.1:${evil.port}: normal for some providers, as the issuer names them`,
           ),
         );
         assertEquals(doctor.stderr, note(real.issuer));
         await cleanUp(doctor);
       } finally {
-        delete real.metadata.token_endpoint;
+        delete real.metadata.userinfo_endpoint;
       }
     });
   });
