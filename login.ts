@@ -18,8 +18,8 @@
  *     stdin/stdout/stderr), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
  *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
- *  3. Configuration: flags, the environment and `.env` become a `Config` (`resolveConfig`,
- *     `readEnvFile`, `envFilePath`).
+ *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
+ *     credentials go (`resolveConfig`, `decideTrust`, `readEnvFile`, `envFilePath`).
  *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
  *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
  *  6. Talking to servers: the one sender every request goes through, proxies, caps, timeouts and
@@ -981,8 +981,20 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
-  /** Who decided where credentials go, and what was set aside for it (see `decideTrust`). */
-  trust?: Trust;
+  /**
+   * Who decided where credentials go (SECURITY.md 13, see `decideTrust`). "own": the person's own
+   * settings (flags, the environment, the profile in use) name some part of the destination, so they
+   * decide all of it; ".env": none of them does and the project file does; "none": nothing names a
+   * server. `by`: the settings that decided it, as written (`--issuer`, `OAUTH_ISSUER in the
+   * environment`); `ignored`: the `.env`'s variables set aside; `withheld`: the person's own
+   * credentials not used with a destination the `.env` chose, and where each was set.
+   */
+  trust?: {
+    decidedBy: "own" | ".env" | "none";
+    by: string[];
+    ignored: string[];
+    withheld: { name: string; from: string }[];
+  };
   /**
    * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
    * discovery happens and `issuer` holds the token endpoint (it keys the cache); with an issuer, each
@@ -1111,20 +1123,8 @@ const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.ma
 /** The client's credentials and how they are presented: they go only with the destination they came with. */
 const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
 
-/**
- * Who decided where credentials go. "own": the person's own settings (flags, the environment, the
- * profile in use) name some part of the destination, so they decide all of it; ".env": none of them
- * does and the project file does; "none": nothing names a server.
- */
-interface Trust {
-  decidedBy: "own" | ".env" | "none";
-  /** The settings that decided it, as the person wrote them (`--issuer`, `OAUTH_ISSUER in the environment`). */
-  by: string[];
-  /** The `.env`'s variables set aside because the person's own settings decide (or name no server). */
-  ignored: string[];
-  /** The person's own credentials not used with a destination the `.env` chose: each name, and where it was set. */
-  withheld: { name: string; from: string }[];
-}
+/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
+type Trust = NonNullable<Config["trust"]>;
 
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
@@ -6363,7 +6363,7 @@ function doctorTrust(config: Config, envFile: string, deps: Deps, add: AddCheck)
     );
   }
   for (const line of trust ? trustLines(config, envFile) : []) {
-    if (line.startsWith("note: ")) say(deps, line);
+    if (line.startsWith("note: ")) deps.stderr(`${line}\n`);
     else add("warn", "config", line.replace(/^warning: /, ""));
   }
   const home = parseUrl(withoutIssuer(config) ? config.tokenEndpoint ?? "" : config.issuer);
