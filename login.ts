@@ -759,13 +759,14 @@ function loginRequired(config: Config, why: string, options: { hint?: string; na
 /**
  * The settings of this command, as flags for the login it suggests: without them the suggested command
  * would log in somewhere else, or under another cache entry (audience, resources), or find no issuer.
- * `everywhere`: also the settings that came from the environment or `.env` (kubectl's exec block sets
- * them, and the person's own shell does not have them). Secrets are never repeated.
+ * `everywhere`: also the settings that came from the environment (kubectl's exec block sets them, and
+ * the person's own shell does not have them); never the `.env`'s, which the folder still holds and which
+ * as flags would become the person's own (SECURITY.md 13). Secrets are never repeated.
  */
 function loginFlags(config: Config, everywhere = false): string {
   const shown = (key: string) => {
     const source = config.sources[key];
-    return source === "flag" || (everywhere && (source === "environment" || source === ".env"));
+    return source === "flag" || (everywhere && source === "environment");
   };
   const given: [string, string | undefined][] = [
     ["issuer", shown("issuer") ? config.metadataUrl ?? displayIssuer(config.issuer) : undefined],

@@ -506,6 +506,30 @@ Deno.test("a .env naming a provider is not merged into the default profile: the 
   await Deno.remove(home, { recursive: true });
 });
 
+Deno.test("kubectl's login hint never turns a .env's issuer into a flag (the folder's .env still says it)", async () => {
+  const result = await run(
+    ["token", "--format", "exec-credential"],
+    inRepo({ OAUTH_ISSUER: "https://idp.example", OAUTH_CLIENT_ID: "project-client" }, {
+      env: {
+        KUBERNETES_EXEC_INFO: JSON.stringify({
+          apiVersion: "client.authentication.k8s.io/v1",
+          kind: "ExecCredential",
+          spec: { interactive: false },
+        }),
+        OAUTH_SCOPE: "openid email",
+      },
+    }),
+  );
+  assertEquals(result.code, EXIT.loginRequired, result.stderr);
+  assertEquals(
+    result.stderr,
+    note("https://idp.example") +
+      "error: No cached token for https://idp.example\n" +
+      `hint: kubectl gives this plugin no terminal: run "oauth-login login --scope 'openid email'" in a terminal, then run kubectl again\n`,
+  );
+  await cleanUp(result);
+});
+
 // ── The cache: endpoints given by hand are an entry of their own ───────────────────────────────
 
 Deno.test("cacheKey() is what it always was without hand-given endpoints (entries saved before are found)", () => {
