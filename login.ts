@@ -18,8 +18,8 @@
  *     stdin/stdout/stderr), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
  *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
- *  3. Configuration: flags, the environment and `.env` become a `Config` (`resolveConfig`,
- *     `readEnvFile`, `envFilePath`).
+ *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
+ *     credentials go (`resolveConfig`, `decideTrust`, `readEnvFile`, `envFilePath`).
  *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
  *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
  *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
@@ -202,6 +202,15 @@ const parseUrl = (function parseUrl(text: string): URL | undefined {
   } catch {
     return undefined;
   }
+}).bind(undefined);
+
+/** `env`, reading each variable once. */
+const remembered = (function remembered(env: (name: string) => string | undefined) {
+  const read = new Map<string, string | undefined>();
+  return (name: string): string | undefined => {
+    if (!read.has(name)) read.set(name, env(name));
+    return read.get(name);
+  };
 }).bind(undefined);
 
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on, and an issuer's only plain-http hosts. */
@@ -780,13 +789,14 @@ function loginRequired(config: Config, why: string, options: { hint?: string; na
 /**
  * The settings of this command, as flags for the login it suggests: without them the suggested command
  * would log in somewhere else, or under another cache entry (audience, resources), or find no issuer.
- * `everywhere`: also the settings that came from the environment or `.env` (kubectl's exec block sets
- * them, and the person's own shell does not have them). Secrets are never repeated.
+ * `everywhere`: also the settings that came from the environment (kubectl's exec block sets them, and
+ * the person's own shell does not have them); never the `.env`'s, which the folder still holds and which
+ * as flags would become the person's own (SECURITY.md 13). Secrets are never repeated.
  */
 function loginFlags(config: Config, everywhere = false): string {
   const shown = (key: string) => {
     const source = config.sources[key];
-    return source === "flag" || (everywhere && (source === "environment" || source === ".env"));
+    return source === "flag" || (everywhere && source === "environment");
   };
   const given: [string, string | undefined][] = [
     ["issuer", shown("issuer") ? config.metadataUrl ?? displayIssuer(config.issuer) : undefined],
@@ -794,12 +804,10 @@ function loginFlags(config: Config, everywhere = false): string {
     ["scope", shown("scope") ? config.scope : undefined],
     ["provider", shown("provider") ? config.provider : undefined],
     ["tenant", shown("tenant") ? config.tenant : undefined],
-    ["authorization-endpoint", shown("authorizationEndpoint") ? config.authorizationEndpoint : undefined],
-    ["token-endpoint", shown("tokenEndpoint") ? config.tokenEndpoint : undefined],
-    [
-      "device-authorization-endpoint",
-      shown("deviceAuthorizationEndpoint") ? config.deviceAuthorizationEndpoint : undefined,
-    ],
+    // Every endpoint given by hand: they are part of the cache key.
+    ...MANUAL_ENDPOINTS.map((
+      [key, flag],
+    ): [string, string | undefined] => [flag, shown(key) ? config[key] : undefined]),
     ["profile", config.profile],
     ["audience", config.audience],
     ...(config.resources ?? []).map((resource): [string, string] => ["resource", resource]),
@@ -850,6 +858,81 @@ function report(error: unknown, deps: Deps, verbose: boolean): number {
     if (error.stack) deps.stderr(`${error.stack}\n`);
   }
   return code;
+}
+
+/**
+ * The lines that say who decided where credentials go: a note on every run when the `.env` (shown as
+ * `envFile`) decided it, and one warning for each kind of setting set aside. Pure.
+ */
+function trustLines(
+  config: Pick<Config, "trust" | "issuer" | "tokenEndpoint" | "sources" | "provider">,
+  envFile: string,
+): string[] {
+  const trust = config.trust;
+  if (!trust) return [];
+  const lines: string[] = [];
+  const list = (items: string[]) =>
+    items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+  if (trust.decidedBy === ".env") {
+    const what = config.sources.provider === ".env" && config.sources.issuer !== ".env"
+      ? `the ${config.provider} preset${withoutIssuer(config) ? "" : ` (issuer ${config.issuer})`}`
+      : withoutIssuer(config)
+      ? `the token endpoint ${config.tokenEndpoint}`
+      : `the issuer ${config.issuer}`;
+    lines.push(`note: Using ${sanitize(what)} from ${envFile}, a project file`);
+  }
+  if (trust.ignored.length > 0) {
+    const names: string[] = CREDENTIAL_KEYS.map((key) => (ENV_VARS as Record<string, string>)[key]);
+    const credentials = trust.ignored.some((name) => names.includes(name));
+    lines.push(
+      `warning: Ignoring ${list(trust.ignored)} in ${envFile}: a project file cannot change where you sign in${
+        credentials ? " or the credentials sent there" : ""
+      } (set by ${trust.by[0]})`,
+    );
+  }
+  if (trust.withheld.length > 0) {
+    const origins = [...new Set(trust.withheld.map(({ from }) => from))];
+    const named = origins.map((from) =>
+      `${list(trust.withheld.filter((w) => w.from === from).map((w) => w.name))} from ${from}`
+    );
+    lines.push(
+      `warning: Not using ${list(named)} with the server that ${envFile} chose; set ${ENV_VARS.issuer} ` +
+        "in the environment too if they are meant for it",
+    );
+  }
+  return lines;
+}
+
+/**
+ * Says who decided where credentials go (`trustLines`), and refuses `--save-profile` when a `.env`
+ * did. The note is one line written as it is (no terminal width asked for): it shows on every
+ * cached token too.
+ */
+function announceTrust(config: Config, deps: Deps, envFile: string, saving: string | undefined): void {
+  for (const line of trustLines(config, envFile)) {
+    if (line.startsWith("note: ")) deps.stderr(`${line}\n`);
+    else say(deps, line);
+  }
+  if (saving !== undefined && config.trust?.decidedBy === ".env") {
+    throw cannotSaveProjectDestination(saving, config, envFile);
+  }
+}
+
+/** The hint for a missing secret when the environment's was withheld from a `.env`'s server. */
+function withheldSecretHint(trust: Trust): string | undefined {
+  if (!trust.withheld.some(({ name }) => name === ENV_VARS.clientSecret)) return undefined;
+  return `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.clientSecret} is meant for this server`;
+}
+
+/** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
+function dotenvWarnings(dotenv: Record<string, string>): string[] {
+  const warnings = misspeltKeys(dotenv);
+  for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
+    if (dotenv[name] !== undefined) {
+      warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
+    }
+  }
+  return warnings;
 }
 
 // ── 3 Configuration: flags, the environment and .env become a Config ───────────────────────────────────────────────
@@ -929,6 +1012,20 @@ export interface Config {
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
   sources: Record<string, ValueSource>;
+  /**
+   * Who decided where credentials go (SECURITY.md 13, see `decideTrust`). "own": the person's own
+   * settings (flags, the environment, the profile in use) name some part of the destination, so they
+   * decide all of it; ".env": none of them does and the project file does; "none": nothing names a
+   * server. `by`: the settings that decided it, as written (`--issuer`, `OAUTH_ISSUER in the
+   * environment`); `ignored`: the `.env`'s variables set aside; `withheld`: the person's own
+   * credentials not used with a destination the `.env` chose, and where each was set.
+   */
+  trust?: {
+    decidedBy: "own" | ".env" | "none";
+    by: string[];
+    ignored: string[];
+    withheld: { name: string; from: string }[];
+  };
   /**
    * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
    * discovery happens and `issuer` holds the token endpoint (it keys the cache); with an issuer, each
@@ -1048,6 +1145,18 @@ const MANUAL_ENDPOINTS = [
 
 type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
 
+/**
+ * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
+ * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
+ */
+const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
+
+/** The client's credentials and how they are presented: they go only with the destination they came with. */
+const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+
+/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
+type Trust = NonNullable<Config["trust"]>;
+
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
 
@@ -1149,12 +1258,94 @@ const readEnvFile = (async function readEnvFile(path: string): Promise<Record<st
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
-/** A ConfigPick over these sources, writing the winning source of each key into `sources`. Pure. */
+/** The flag of a `Config` key (`tokenEndpoint` → `token-endpoint`). */
+function flagOf(key: string): Flag {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
+}
+
+/**
+ * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
+ * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
+ * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
+ * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
+ * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
+ * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
+ */
+const decideTrust = (function decideTrust(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+): Trust {
+  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
+  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
+  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
+  const own = (key: string) =>
+    ([
+      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
+      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
+      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
+    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
+  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
+    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
+  );
+  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
+  if (by.length > 0) {
+    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
+      !sameSetting(own(key)?.[0], dotenv[variable(key)])
+    );
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [] };
+  }
+  const chosen = inDotenv(DESTINATION_KEYS);
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
+  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
+  const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
+    found && found[2] ? [{ name: found[1], from: found[2] }] : []
+  );
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
+}).bind(undefined);
+
+/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
+function sameSetting(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
+}
+
+/**
+ * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
+ * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
+ */
+const trustedSources = (function trustedSources(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
+  env = remembered(env); // decideTrust and pick read the same variables: each is read once
+  const trust = decideTrust(cli.flags, env, dotenv, profile);
+  let flags = withProfile(cli.flags, profile, sources);
+  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
+    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
+    delete sources.assertionAudience;
+  }
+  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
+}).bind(undefined);
+
+/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
+const mayGive = (function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
+  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
+  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
+}).bind(undefined);
+
+/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
 const configPicker = (function configPicker(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile: Profile | undefined,
   sources: Record<string, ValueSource>,
+  trust: Trust,
 ): ConfigPick {
   return (key: string, flag: string | undefined, variable: string): string | undefined => {
     const candidates: [string | undefined, ValueSource][] = [
@@ -1164,7 +1355,7 @@ const configPicker = (function configPicker(
       [profileValue(profile, key), "profile"],
     ];
     for (const [value, source] of candidates) {
-      if (value !== undefined && value !== "") {
+      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
         sources[key] = source;
         return value;
       }
@@ -1218,18 +1409,41 @@ const resolveEndpoints = (function resolveEndpoints(
   return endpoints;
 }).bind(undefined);
 
+/**
+ * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
+ * issuer, on its token endpoint's): otherwise the browser could sign in at a real provider while the
+ * code and the verifier go to another server. Throws LoginError("config").
+ */
+function checkProjectEndpoints(
+  issuerText: string | undefined,
+  endpoints: Partial<Record<EndpointKey, string>>,
+  sources: Record<string, ValueSource>,
+  envFile = '".env"',
+): void {
+  const home = parseUrl(issuerText ? parseIssuer(issuerText).issuer : endpoints.tokenEndpoint ?? "");
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
+    if (!url || !home || url.origin === home.origin) continue;
+    const what = `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host})`;
+    throw new LoginError("config", `${what} than its ${issuerText ? "issuer" : "token endpoint"} (${home.host})`, {
+      hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags",
+    });
+  }
+}
+
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
 const checkRequiredSettings = (function checkRequiredSettings(
-  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri }: {
+  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust }: {
     cli: Cli;
     flags: FlagValues;
-    issuerText: string | undefined;
+    issuerText?: string;
     endpoints: Partial<Record<EndpointKey, string>>;
-    preset: Preset | undefined;
-    provider: string | undefined;
+    preset?: Preset;
+    provider?: string;
     clientId: string | undefined;
     clientSecret: string | undefined;
     redirectUri: string | undefined;
+    trust: Trust;
   },
 ): void {
   const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
@@ -1241,7 +1455,7 @@ const checkRequiredSettings = (function checkRequiredSettings(
   }
   if (preset?.needsSecret && !clientSecret && (cli.command === "login" || cli.command === "token")) {
     throw new LoginError("config", `The ${provider} preset needs the client secret: ${preset.needsSecret}`, {
-      hint: `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
+      hint: withheldSecretHint(trust) ?? `set ${ENV_VARS.clientSecret} to the secret shown with the client id`,
     });
   }
   const refused = preset?.refusedRedirectHosts ?? [];
@@ -1307,6 +1521,7 @@ const resolveClientAuth = (function resolveClientAuth(
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
   clientSecret: string | undefined,
+  trust: Trust,
 ): string | undefined {
   const clientAuth = pick("clientAuth", flags["client-auth"], ENV_VARS.clientAuth);
   if (clientAuth !== undefined && !(CLIENT_AUTH_METHODS as readonly string[]).includes(clientAuth)) {
@@ -1317,7 +1532,7 @@ const resolveClientAuth = (function resolveClientAuth(
   }
   if (clientAuth && clientAuth !== "none" && clientAuth !== "private_key_jwt" && !clientSecret) {
     throw new LoginError("config", `The client authentication "${clientAuth}" needs a client secret`, {
-      hint: `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
+      hint: withheldSecretHint(trust) ?? `set ${ENV_VARS.clientSecret} (in the environment or in .env)`,
     });
   }
   return clientAuth;
@@ -1384,11 +1599,10 @@ export const resolveConfig = (function resolveConfig(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
   profile?: Profile,
-  options: { presetBase?: string } = {},
+  options: { presetBase?: string; envFile?: string } = {},
 ): Config {
   const sources: Record<string, ValueSource> = {};
-  const flags = withProfile(cli.flags, profile, sources);
-  const pick = configPicker(env, dotenv, profile, sources);
+  const { trust, flags, pick } = trustedSources(cli, env, dotenv, profile, sources);
   let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
   const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
   const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
@@ -1399,11 +1613,12 @@ export const resolveConfig = (function resolveConfig(
   issuerText = chosen.issuerText;
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
-  checkRequiredSettings({ cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri });
+  if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
+  checkRequiredSettings({ cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
   const timeoutMs = resolveTimeoutMs(flags, sources);
-  const clientAuth = resolveClientAuth(flags, pick, sources, clientSecret);
+  const clientAuth = resolveClientAuth(flags, pick, sources, clientSecret, trust);
   const minTtlMs = resolveMinTtlMs(flags);
   const { format, flow } = resolveFormatAndFlow(flags);
   const params = resolveParams(flags, preset);
@@ -1436,6 +1651,7 @@ export const resolveConfig = (function resolveConfig(
     flow,
     quiet: flags.quiet ?? false,
     sources,
+    trust,
     ...endpoints,
     userClaim: pick("userClaim", flags["user-claim"], ENV_VARS.userClaim) ?? preset?.userClaim,
     provider,
@@ -1595,7 +1811,7 @@ function camelCase(flag: string): string {
 
 /** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
 const profileValue = (function profileValue(profile: Profile | undefined, key: string): string | undefined {
-  const value = profile?.flags[key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag];
+  const value = profile?.flags[flagOf(key)];
   return typeof value === "string" ? value : undefined;
 }).bind(undefined);
 
@@ -1719,6 +1935,30 @@ function profileSettings(
   return table;
 }
 
+/** The `.env`'s variables less those set aside (see `decideTrust`): what `--save-profile` may save. */
+function usableDotenv(
+  dotenv: Record<string, string> | undefined,
+  config: Pick<Config, "trust">,
+): Record<string, string> {
+  return Object.fromEntries(Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)));
+}
+
+/** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
+function cannotSaveProjectDestination(name: string, config: Config, envFile: string): LoginError {
+  const server = withoutIssuer(config)
+    ? `--token-endpoint ${config.tokenEndpoint}`
+    : config.sources.issuer === "default" && config.provider
+    ? `--provider ${config.provider}`
+    : `--issuer ${config.metadataUrl ?? displayIssuer(config.issuer)}`;
+  return new LoginError(
+    "config",
+    `Cannot save the profile "${name}": where to sign in comes from ${envFile}, a project file`,
+    {
+      hint: `if you trust that server, name it yourself: ${sanitize(server)}`,
+    },
+  );
+}
+
 /** `$OAUTH_LOGIN_CONFIG`, else `config.toml` in `$XDG_CONFIG_HOME/oauth-login`, else in the platform's config directory. */
 function configPath(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.config);
@@ -1795,8 +2035,8 @@ const namedProfile = (function namedProfile(
 
 /**
  * The profile this run uses. The config file is read only when one is named (`--profile`,
- * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer (then its
- * `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
+ * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer or a provider
+ * (then its `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
 const selectProfile = (async function selectProfile(
@@ -1809,7 +2049,9 @@ const selectProfile = (async function selectProfile(
   let chosen = namedProfile(flags, deps.env, dotenv);
   if (!chosen && saving === undefined) {
     if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
-    if (flags.issuer || deps.env(ENV_VARS.issuer) || dotenv?.[ENV_VARS.issuer]) return undefined;
+    // A server named elsewhere (an issuer, or a preset, which implies one) is not the default profile's.
+    const names = (variable: string) => deps.env(variable) || dotenv?.[variable];
+    if (flags.issuer || flags.provider || names(ENV_VARS.issuer) || names(ENV_VARS.provider)) return undefined;
   }
   for (const name of [chosen?.name, saving]) {
     if (name !== undefined && (!PROFILE_NAME.test(name) || name === "default_profile")) {
@@ -2828,7 +3070,30 @@ async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issu
     : await discoverIssuer(config, deps, trace);
   issuer.userClaim = config.userClaim;
   issuer.whoAmI = config.userinfoEndpoint !== undefined;
+  if (config.sources.issuer === ".env") checkProjectIssuer(issuer.as, config);
   return issuer;
+}
+
+/**
+ * An issuer a `.env` names must take the code where it sends the browser: its authorization, PAR
+ * and device endpoints on its token endpoint's host. Otherwise the person signs in at one server (a
+ * real provider) while the code and the verifier go to another. Throws LoginError("config").
+ */
+function checkProjectIssuer(as: Oauth.AuthorizationServer, config: Config): void {
+  const token = parseUrl(as.token_endpoint ?? "");
+  for (
+    const member of ["authorization_endpoint", "pushed_authorization_request_endpoint", "device_authorization_endpoint"]
+  ) {
+    const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
+    if (!url || !token || url.origin === token.origin) continue;
+    throw new LoginError(
+      "config",
+      `The issuer ${
+        displayIssuer(config.issuer)
+      }, from a project file (.env), sends you to ${url.host} to sign in but takes the code at ${token.host}`,
+      { hint: `if you trust this server, set ${ENV_VARS.issuer} in the environment or pass --issuer` },
+    );
+  }
 }
 
 async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {
@@ -4721,17 +4986,24 @@ const cacheDir = (function cacheDir(env: (name: string) => string | undefined, o
 /**
  * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
  * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
- * keep two entries; without a profile the key is what it always was). It only names files (each
- * entry also records its issuer, client and profile, checked on read), so a fast synchronous hash
- * serves; WebCrypto's SHA-256 would cost the hot path a millisecond.
+ * keep two entries), and the endpoints given by hand (so that a login whose tokens go elsewhere can
+ * never replace, or be read as, the one that discovered them). Without a profile or such endpoints
+ * the key is what it always was. It only names files (each entry also records its issuer, client and
+ * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
+ * hot path a millisecond.
  */
 const cacheKey = (function cacheKey(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">,
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
+    & Partial<Pick<Config, "sources" | EndpointKey>>,
 ): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
   const parts: unknown[] = [config.issuer, config.clientId, scope, resource.sort()];
   if (config.profile !== undefined) parts.push({ profile: config.profile });
+  // A preset's endpoints are not hand-given (they have no source): the preset's issuer already names them.
+  const manual = MANUAL_ENDPOINTS.filter(([key]) => config.sources?.[key] !== undefined && config[key] !== undefined);
+  if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -5414,10 +5686,19 @@ async function otherEntries(config: Config, deps: Deps, first: boolean): Promise
     const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
     const entry = text === undefined ? undefined : parseTokenSet(text);
     if (
-      entry && belongsTo(entry, config) && entry.requestedScope === (config.scope ?? "") &&
-      (entry.resources?.length ?? 0) > 1 && entry.resources!.includes(wanted[0]) &&
-      !found.some((other) => other.name === name)
-    ) found.push({ name, entry });
+      !entry || !belongsTo(entry, config) || entry.requestedScope !== (config.scope ?? "") ||
+      (entry.resources?.length ?? 0) < 2 || !entry.resources!.includes(wanted[0]) ||
+      found.some((other) => other.name === name)
+    ) continue;
+    // Only under the key that login had (its profile and hand-given endpoints too): else it is another login's.
+    const login = {
+      ...config,
+      params: [
+        ...config.params.filter(([key]) => key !== "resource"),
+        ...entry.resources!.map((r): [string, string] => ["resource", r]),
+      ],
+    };
+    if ([cacheKey(login), ...legacyCacheKeys(login)].includes(name)) found.push({ name, entry });
     if (first && found.length > 0) return found;
   }
   return found;
@@ -6567,19 +6848,16 @@ async function doctorConfig(
   } catch (error) {
     add("fail", "config", describeError(error));
   }
+  const shown = describeEnvPath(envPath, deps.cwd);
   try {
-    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
+    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
   } catch (error) {
     add("fail", "config", describeError(error));
   }
   if (dotenv) {
-    add(
-      "ok",
-      "config",
-      `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${describeEnvPath(envPath, deps.cwd)}`,
-    );
-    for (const warning of misspeltKeys(dotenv)) add("warn", "config", warning);
-  } else add("ok", "config", `.env: none at ${describeEnvPath(envPath, deps.cwd)}`);
+    add("ok", "config", `.env: read ${plural(Object.keys(dotenv).length, "variable")} from ${shown}`);
+    for (const warning of dotenvWarnings(dotenv)) add("warn", "config", warning);
+  } else add("ok", "config", `.env: none at ${shown}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
     if (withoutIssuer(config)) {
@@ -6598,6 +6876,7 @@ async function doctorConfig(
     for (const [key, flag] of MANUAL_ENDPOINTS) {
       if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
     }
+    doctorTrust(config, shown, deps, add);
     add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
@@ -6627,6 +6906,59 @@ async function doctorConfig(
   return config;
 }
 
+/**
+ * `doctor`'s trust checks (SECURITY.md 13): who decided where credentials go, what of the `.env` was
+ * set aside, and each endpoint given by hand on another host than the issuer's. The `.env`'s note
+ * goes to stderr too, as on every other command.
+ */
+function doctorTrust(config: Config, envFile: string, deps: Deps, add: AddCheck): void {
+  const trust = config.trust;
+  if (trust?.decidedBy === "own") {
+    add("ok", "config", `where you sign in and where credentials go: set by ${trust.by.join(", ")}`);
+  } else if (trust?.decidedBy === ".env") {
+    add(
+      "warn",
+      "config",
+      `where you sign in and where credentials go: set by ${envFile}, a project file (${trust.by.join(", ")})`,
+    );
+  }
+  for (const line of trust ? trustLines(config, envFile) : []) {
+    if (line.startsWith("note: ")) deps.stderr(`${line}\n`);
+    else add("warn", "config", line.replace(/^warning: /, ""));
+  }
+  const home = parseUrl(withoutIssuer(config) ? config.tokenEndpoint ?? "" : config.issuer);
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const url = config.sources[key] ? parseUrl(config[key] ?? "") : undefined;
+    if (!url || !home || url.origin === home.origin) continue;
+    add(
+      "warn",
+      "config",
+      `${flag}: on another host (${url.host}) than the ${
+        withoutIssuer(config) ? "token endpoint" : "issuer"
+      } (${home.host}): what is sent there leaves that server`,
+    );
+  }
+}
+
+/**
+ * Where the issuer's own metadata puts an endpoint on another host: normal for some providers (Google's
+ * token endpoint is on oauth2.googleapis.com), since the issuer names them itself; one `doctor` line.
+ */
+function discoveredElsewhere(config: Config, as: Oauth.AuthorizationServer): string | undefined {
+  const home = parseUrl(config.issuer);
+  const members = [
+    ...MANUAL_ENDPOINTS.filter(([key]) => !config.sources[key]).map(([, , member]) => member),
+    "pushed_authorization_request_endpoint",
+    "jwks_uri",
+  ];
+  const elsewhere = members.flatMap((member) => {
+    const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
+    return url && home && url.origin !== home.origin ? [`${member} on ${url.host}`] : [];
+  });
+  if (elsewhere.length === 0) return undefined;
+  return `the issuer's metadata puts ${elsewhere.join(", ")}: normal for some providers, as the issuer names them`;
+}
+
 /** `doctor`'s discovery checks (metadata, grants, PKCE, iss, device flow, auth methods, the client, DPoP). */
 async function doctorDiscovery(
   config: Config,
@@ -6644,6 +6976,9 @@ async function doctorDiscovery(
     else if (as.issuer.includes("{tenantid}")) {
       add("ok", "discovery", `${as.issuer} answered: each ID token's iss must be this with its own tid`);
     } else add("ok", "discovery", `${as.issuer} answered and names itself as the configured issuer`);
+    const elsewhere = withoutIssuer(config) ? undefined : discoveredElsewhere(config, as);
+    // Normal for a provider the person chose; from an issuer a project file chose, worth a look.
+    if (elsewhere) add(config.trust?.decidedBy === ".env" ? "warn" : "ok", "discovery", elsewhere);
     const list = (value: unknown, fallback: string) => Array.isArray(value) ? value.join(", ") : fallback;
     add("ok", "discovery", `grants: ${list(as.grant_types_supported, "not listed (authorization_code assumed)")}`);
     if (Array.isArray(as.code_challenge_methods_supported)) add("ok", "discovery", "PKCE S256 is supported");
@@ -7009,7 +7344,10 @@ const quickParse = (function quickParse(args: string[]): Cli | undefined {
   return { command, named, flags: flags as FlagValues, target };
 }).bind(undefined);
 
-const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env):
+const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env, and
+.env over a profile; but a project's .env never changes where you sign in
+when your flags, environment or profile name the server, and never gets your
+own secret or key; "oauth-login doctor" shows who decided):
   --issuer URL          the issuer, or its full metadata URL   (OAUTH_ISSUER)
   --client-id ID        the OAuth client id                 (OAUTH_CLIENT_ID)
   --client-secret S     a confidential client's secret (OAUTH_CLIENT_SECRET;
@@ -7040,7 +7378,8 @@ Providers, and servers without discovery:
   --device-authorization-endpoint URL    --revocation-endpoint URL
   --introspection-endpoint URL    --userinfo-endpoint URL
                         endpoints by hand (OAUTH_TOKEN_ENDPOINT, ...); they
-                        override discovery, and without --issuer none happens
+                        override discovery, and without --issuer none happens;
+                        a login with them is cached apart from the normal one
   --user-claim NAME     the UserInfo member naming the user (OAUTH_USER_CLAIM)
 
 DPoP, client keys and resources:
@@ -7270,7 +7609,7 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
       );
     }
     if (dotenv && cli.command !== "doctor") {
-      for (const warning of misspeltKeys(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
+      for (const warning of dotenvWarnings(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
     }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
     if (cli.command === "profiles") {
@@ -7279,7 +7618,10 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     }
     // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
     const profile = await selectProfile(cli, dotenv, deps);
-    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase });
+    const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
+    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    const saving = cli.flags["save-profile"];
+    if (shown) announceTrust(config, deps, shown, saving);
     if (cli.flags["client-secret"] !== undefined) {
       say(
         deps,
@@ -7287,13 +7629,9 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
       );
     }
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
-    const saving = cli.flags["save-profile"];
     if (saving !== undefined && profile) {
-      const replaced = await saveProfile(
-        profile.path,
-        saving,
-        profileSettings(cli.flags, deps.env, dotenv ?? {}, profile),
-      );
+      const settings = profileSettings(cli.flags, deps.env, usableDotenv(dotenv, config), profile);
+      const replaced = await saveProfile(profile.path, saving, settings);
       say(
         deps,
         `Saved the profile "${saving}" in ${sanitize(profile.path)}${

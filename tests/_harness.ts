@@ -116,6 +116,8 @@ export interface RunOptions {
   stdin?: Uint8Array<ArrayBuffer>;
   /** Whether stdout is a terminal (`Deps.stdoutIsTerminal`; default false, a pipe). */
   stdoutIsTerminal?: boolean;
+  /** The working directory (`Deps.cwd`), which messages show a relative `.env` under. */
+  cwd?: string;
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -186,6 +188,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     columns: options.columns,
     invokedAs: options.invokedAs,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
+    cwd: options.cwd === undefined ? undefined : () => options.cwd!,
   };
   const started = performance.now();
   const running = main(args, deps);

@@ -712,6 +712,7 @@ Deno.test("deno task run from a subdirectory reads that subdirectory's .env (rea
     assertStringIncludes(
       whoami.stderr,
       `trace: read 2 settings from "${dir}/.env"\n` +
+        `note: Using the issuer http://127.0.0.1:9 from "${dir}/.env", a project file\n` +
         "error: Not logged in for http://127.0.0.1:9\n" +
         'hint: run "deno task login"\n',
     );

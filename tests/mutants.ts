@@ -33,6 +33,7 @@ const PROFILES = "tests/profiles_test.ts";
 const LIFETIMES = "tests/lifetimes_test.ts";
 const SENDER = "tests/sender_test.ts";
 const ENTRIES = "tests/entries_test.ts";
+const TRUST = "tests/trust_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -264,6 +265,41 @@ const MUTANTS: Mutant[] = [
     name: "a save removes every old *.tmp in the cache folder",
     edits: [[/!CACHE_TEMPORARY\.test\(entry\.name\)/, '!entry.name.endsWith(".tmp")']],
     tests: [ENTRIES],
+  },
+  // Issue 19 §1: trust follows the source (SECURITY.md 13). mayGive decides which source may give
+  // each destination and credential setting; cacheKey keeps hand-given endpoints apart.
+  {
+    name: ".env endpoints merged into a trusted destination",
+    edits: [[/return !\(source === "\.env" && trust\.decidedBy === "own"\);/, "return true;"]],
+    tests: [TRUST],
+  },
+  {
+    name: "an environment secret sent to a .env issuer",
+    edits: [[
+      /trust\.decidedBy === "\.env" \? source === "\.env" :/,
+      'trust.decidedBy === ".env" ? source !== "profile" :',
+    ]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env's credentials used with the person's own destination",
+    edits: [[/(?<=trust\.decidedBy === "\.env" \? source === "\.env" : )source !== "\.env"/, "true"]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env that decides may put an endpoint on another host",
+    edits: [[/if \(trust\.decidedBy === "\.env"\) checkProjectEndpoints\(/, "if (false) checkProjectEndpoints("]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env's issuer may send the browser to another host than its token endpoint",
+    edits: [[/if \(config\.sources\.issuer === "\.env"\) checkProjectIssuer\(/, "if (false) checkProjectIssuer("]],
+    tests: [TRUST],
+  },
+  {
+    name: "hand-given endpoints left out of the cache key",
+    edits: [[/if \(manual\.length > 0\) parts\.push\(\{ endpoints: [^\n]+\n/, ""]],
+    tests: [TRUST],
   },
 ];
 

@@ -48,18 +48,22 @@ Deno.test("bug 1: token refreshes with the client authentication the login used,
   const cases: [string, string[], RunOptions][] = [
     ["--client-auth client_secret_post", ["--client-auth", "client_secret_post"], {}],
     ["OAUTH_CLIENT_AUTH in the environment", [], { env: { OAUTH_CLIENT_AUTH: "client_secret_post" } }],
+    // A .env's credentials go only with the server it names (SECURITY.md 13), so this one names it too.
     ["OAUTH_CLIENT_AUTH in .env", [], { files: { ".env": { OAUTH_CLIENT_AUTH: "client_secret_post" } } }],
   ];
   for (const [name, extra, options] of cases) {
     await t.step(name, async () => {
       await withMock(async (mock) => {
+        const dotenv = options.files?.[".env"];
+        if (dotenv) Object.assign(dotenv, { OAUTH_ISSUER: mock.issuer, OAUTH_CLIENT_SECRET: POST_CLIENT.secret! });
         assertEquals(
           (mock.metadata.token_endpoint_auth_methods_supported as string[] | undefined)?.[0] ?? "client_secret_basic",
           "client_secret_basic",
         );
         const time = clock();
-        const env = { OAUTH_CLIENT_SECRET: POST_CLIENT.secret!, ...options.env };
-        const login = await run(["login", ...flags(mock, POST_CLIENT), ...extra], {
+        const env = dotenv ? {} : { OAUTH_CLIENT_SECRET: POST_CLIENT.secret!, ...options.env };
+        const where = dotenv ? ["--client-id", POST_CLIENT.id] : flags(mock, POST_CLIENT);
+        const login = await run(["login", ...where, ...extra], {
           ...options,
           env,
           browser: scriptedBrowser,
