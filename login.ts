@@ -3462,8 +3462,30 @@ function redirectUriFor(redirect: Redirect, port: number): string {
   return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
 }
 
-/** A shutdown of the callback server never waits longer than this for open connections. */
+/** A shutdown of the callback server never waits longer than this for the answers under way. */
 const SHUTDOWN_GRACE_MS = 1_000;
+
+/**
+ * The callback server's limits. Deno.serve has none of them, and its accept loop ends for good at the
+ * first failed accept (denoland/deno#10148): a local process that held enough idle connections to
+ * use up the descriptors crashed a waiting login. So the server is our own, one request per
+ * connection: at most MAX_CONNECTIONS open (more wait in the kernel's backlog, unaccepted); one that
+ * has sent no complete request within IDLE_GRACE_MS is closed when another needs its place, and
+ * every one within HEAD_TIMEOUT_MS; a failed accept (no descriptor left) is tried again, with fewer
+ * connections allowed from then on, so that the code exchange and the cache still get descriptors.
+ */
+const MAX_CONNECTIONS = 64;
+const IDLE_GRACE_MS = 250;
+const HEAD_TIMEOUT_MS = 10_000;
+const ACCEPT_RETRY_MS = 50;
+/** Descriptors left to the rest of the login once there were none: the connections allowed drop by this many. */
+const DESCRIPTOR_RESERVE = 8;
+const MIN_CONNECTIONS = 4;
+/** The request line and headers: at most this many bytes and header lines (more gets 431). */
+const MAX_HEAD_BYTES = 32 * 1024;
+const MAX_HEADER_LINES = 100;
+/** After its answer, a connection reads and drops what the client still sends, this long at most (a lingering close). */
+const LINGER_MS = 1_000;
 
 interface Listener {
   port: number;
@@ -3473,76 +3495,344 @@ interface Listener {
 }
 
 /** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
-async function listen(redirect: Redirect): Promise<Listener> {
-  let controller = new AbortController(); // a fresh one for each attempt to bind
+function listen(redirect: Redirect): Listener {
   let handler: ((request: Request) => Response | Promise<Response>) | undefined;
-  const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
-  // Responses not yet written: close() lets them reach the browser, but never waits for idle sockets.
-  const inflight = new Set<Promise<void>>();
-  const serve = (hostname: string, port: number) =>
-    Deno.serve({
-      hostname,
-      port,
-      signal: controller.signal,
-      onListen() {},
-      onError: () => page(500, "Error", "Something went wrong; see the terminal."),
-    }, (request, info) => {
-      const delivered = info.completed.catch(() => {});
-      inflight.add(delivered);
-      delivered.finally(() => inflight.delete(delivered));
-      return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
-    });
-  const close = () => closeServers(servers, inflight);
+  const server = callbackServer((request) =>
+    handler ? handler(request) : page(503, "Not ready", "Try again in a moment.")
+  );
+  const serve = (hostname: string, port: number) => Deno.listen({ hostname, port, transport: "tcp" });
+  const listeners: Deno.TcpListener[] = [];
   let port = redirect.port;
-  const bound: string[] = [];
   for (let attempt = 0;; attempt++) {
     try {
       for (const address of redirect.addresses) {
         try {
-          const server = serve(address, port);
-          servers.push(server);
-          port = server.addr.port;
-          bound.push(address);
+          const listener = serve(address, port);
+          listeners.push(listener);
+          port = listener.addr.port;
         } catch (error) {
           // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
-          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
+          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && listeners.length > 0) continue;
           throw error;
         }
       }
       break;
     } catch (error) {
-      controller.abort(); // what was bound has served nothing: stop it outright
-      await Promise.allSettled(servers.map((s) => s.finished));
-      servers.length = 0;
-      bound.length = 0;
-      controller = new AbortController();
-      if (error instanceof Deno.errors.AddrInUse) {
-        // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
-        if (redirect.port === 0 && attempt < 5) {
-          port = 0;
-          continue;
-        }
+      for (const listener of listeners.splice(0)) listener.close(); // nothing was accepted on them yet
+      // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
+      if (error instanceof Deno.errors.AddrInUse && redirect.port === 0 && attempt < 5) {
+        port = 0;
+        continue;
       }
       throw bindFailure(error, redirect, port);
     }
   }
+  for (const listener of listeners) server.serve(listener);
   return {
     port,
     handle(next) {
       handler = next;
     },
-    close,
+    close: () => server.close(),
   };
 }
 
-/** Closes the callback servers: waits up to SHUTDOWN_GRACE_MS for responses under way, then shuts down. */
-async function closeServers(servers: Deno.HttpServer<Deno.NetAddr>[], inflight: Set<Promise<void>>): Promise<void> {
-  const grace = delay(SHUTDOWN_GRACE_MS);
-  await Promise.race([Promise.allSettled(inflight), grace.done]);
-  // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
-  // here would cut off a page whose `completed` has resolved before its bytes left the socket.
-  await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
-  grace.cancel();
+/** One accepted connection of the callback server. */
+interface Connection {
+  conn: Deno.Conn;
+  /** When it was accepted (performance.now()). */
+  since: number;
+  /** Its request head is complete: it is no longer idle, and close() lets its answer go out. */
+  requested: boolean;
+  /** Resolves once its answer is written, or cannot be. */
+  answered: PromiseWithResolvers<void>;
+  /** Resolves when the server closes it: idle or slow, or the server shuts down. */
+  closed: PromiseWithResolvers<void>;
+  /** Resolves once it is closed and forgotten. */
+  done: Promise<void>;
+}
+
+/** Closes a connection from the server's side: whatever it was doing ends. */
+function closeConnection(connection: Connection): void {
+  connection.closed.resolve();
+  closeQuietly(connection.conn);
+}
+
+/** Closes a connection or listener that may be closed already. */
+function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch { /* already closed */ }
+}
+
+/**
+ * The callback server: serves each connection accepted on the listeners given to `serve` with
+ * `handler`, one request each, within the limits above. `close` stops accepting, closes idle
+ * connections at once, lets the answers under way go out for up to SHUTDOWN_GRACE_MS, then closes the rest.
+ */
+function callbackServer(
+  handler: (request: Request) => Response | Promise<Response>,
+): { serve(listener: Deno.TcpListener): void; close(): Promise<void> } {
+  const open = new Set<Connection>(); // in the order accepted: the oldest first
+  const listeners: Deno.TcpListener[] = [];
+  const loops: Promise<void>[] = [];
+  let cap = MAX_CONNECTIONS;
+  let closing = false;
+  let changed = Promise.withResolvers<void>();
+  const wake = () => {
+    changed.resolve();
+    changed = Promise.withResolvers<void>();
+  };
+  /** Until `ms` pass or something changes (a connection ends, the server closes). */
+  const pause = async (ms: number) => {
+    const timer = delay(ms);
+    await Promise.race([changed.promise, timer.done]);
+    timer.cancel();
+  };
+  /** Waits until there is room for one more connection, closing the oldest idle one past its grace; false when closing. */
+  const room = async (): Promise<boolean> => {
+    while (!closing && open.size >= cap) {
+      const idle = [...open].find((connection) => !connection.requested);
+      const waited = idle ? performance.now() - idle.since : 0;
+      if (idle && waited >= IDLE_GRACE_MS) {
+        closeConnection(idle);
+        await idle.done;
+      } else await pause(idle ? IDLE_GRACE_MS - waited : SHUTDOWN_GRACE_MS);
+    }
+    return !closing;
+  };
+  const acceptLoop = async (listener: Deno.TcpListener) => {
+    const { hostname, port } = listener.addr;
+    const origin = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+    while (await room()) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (closing || error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
+        // Out of descriptors (EMFILE, ENFILE) or a connection aborted: it waits in the backlog; try again.
+        const code = (error as { code?: string }).code;
+        if (code === "EMFILE" || code === "ENFILE") cap = Math.max(MIN_CONNECTIONS, open.size - DESCRIPTOR_RESERVE);
+        await pause(ACCEPT_RETRY_MS);
+        continue;
+      }
+      const connection: Connection = {
+        conn,
+        since: performance.now(),
+        requested: false,
+        answered: Promise.withResolvers(),
+        closed: Promise.withResolvers(),
+        done: Promise.resolve(),
+      };
+      open.add(connection);
+      connection.done = serveConnection(connection, origin, handler).finally(() => {
+        open.delete(connection);
+        wake();
+      });
+    }
+  };
+  return {
+    serve(listener) {
+      listeners.push(listener);
+      loops.push(acceptLoop(listener));
+    },
+    async close() {
+      closing = true;
+      for (const listener of listeners) closeQuietly(listener);
+      wake();
+      await Promise.all(loops);
+      for (const connection of open) if (!connection.requested) closeConnection(connection);
+      const grace = delay(SHUTDOWN_GRACE_MS);
+      await Promise.race([Promise.all([...open].map((c) => c.answered.promise)), grace.done]);
+      grace.cancel();
+      for (const connection of open) closeConnection(connection);
+      await Promise.all([...open].map((c) => c.done));
+    },
+  };
+}
+
+/**
+ * Serves one connection: reads the request head (within HEAD_TIMEOUT_MS), answers it (a malformed
+ * or oversized one with a 4xx, without calling the handler), then closes, lingering for what the
+ * client still sends. Never throws: a connection that fails or is closed by the server just ends.
+ */
+async function serveConnection(
+  connection: Connection,
+  origin: string,
+  handler: (request: Request) => Response | Promise<Response>,
+): Promise<void> {
+  const { conn } = connection;
+  const timeout = delay(HEAD_TIMEOUT_MS);
+  timeout.done.then(() => connection.requested || closeConnection(connection));
+  try {
+    const head = await readRequestHead(conn);
+    if (head === undefined) return;
+    connection.requested = true;
+    timeout.cancel();
+    const response = await Promise.race([answer(head, origin, handler), connection.closed.promise]);
+    if (response === undefined) return; // closed by the server while the handler worked
+    await writeAll(conn, await responseBytes(response, "method" in head && head.method === "HEAD"));
+    connection.answered.resolve();
+    await linger(conn);
+  } catch {
+    /* the client went away, or the server closed the connection */
+  } finally {
+    timeout.cancel();
+    closeQuietly(conn);
+    connection.answered.resolve();
+  }
+}
+
+/** The answer to a request head: the handler's, or the page for a refused head (never throws). */
+async function answer(
+  head: RequestHead | { refused: number },
+  origin: string,
+  handler: (request: Request) => Response | Promise<Response>,
+): Promise<Response> {
+  const request = "refused" in head ? undefined : requestFrom(head, origin);
+  if (request === undefined) return refusedPage("refused" in head ? head.refused : 400);
+  try {
+    return await handler(request);
+  } catch {
+    return page(500, "Error", "Something went wrong; see the terminal.");
+  }
+}
+
+/** A request head as read: request line and header fields (names lowercase, values as sent). */
+interface RequestHead {
+  method: string;
+  /** The origin-form target: the path and query. */
+  target: string;
+  headers: [string, string][];
+}
+
+/**
+ * Reads a connection until its request head is complete (RFC 9112 §2.1), or can be refused: its
+ * status then (400, 414, 431). Undefined when the client closes first.
+ */
+async function readRequestHead(conn: Deno.Conn): Promise<RequestHead | { refused: number } | undefined> {
+  let bytes = new Uint8Array(0);
+  const chunk = new Uint8Array(16 * 1024);
+  for (;;) {
+    const n = await conn.read(chunk);
+    if (n === null) return undefined;
+    const more = new Uint8Array(bytes.length + n);
+    more.set(bytes);
+    more.set(chunk.subarray(0, n), bytes.length);
+    bytes = more;
+    const head = parseRequestHead(bytes);
+    if (head !== "incomplete") return head;
+  }
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * The request head at the start of `bytes` (RFC 9112 §2-5), strictly: CRLF line ends, a request line
+ * `METHOD /origin-form HTTP/1.x`, `name: value` fields, no obsolete line folding, one Host. Refuses
+ * as soon as the bytes cannot become one (a control character, say: garbage and TLS fail at once):
+ * 400, or 414 and 431 when too long. "incomplete" while more may come. Pure.
+ */
+function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } | "incomplete" {
+  let lineEnd = -1;
+  let end = -1;
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i];
+    if (byte === 0x0a) {
+      if (lineEnd < 0) lineEnd = i;
+      if (bytes[i + 1] === 0x0a || (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a)) {
+        end = i;
+        break;
+      }
+    } else if (byte === 0x7f || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d)) return { refused: 400 };
+    else if (lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
+  }
+  if (end < 0) {
+    if (lineEnd < 0 && bytes.length > 8 * 1024) return { refused: 414 };
+    return bytes.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
+  }
+  if (end > MAX_HEAD_BYTES) return { refused: 431 };
+  // Each byte as one character (ISO-8859-1): field values may hold obs-text (RFC 9110 §5.5).
+  const lines = String.fromCharCode(...bytes.subarray(0, end + 1)).split("\n").slice(0, -1);
+  if (lines.some((line) => line.indexOf("\r") !== line.length - 1)) return { refused: 400 }; // CRLF, and no other CR
+  const [requestLine, ...fields] = lines.map((line) => line.slice(0, -1));
+  const match = requestLine.match(/^([A-Z]+) (\/[\x21-\x7e]*) HTTP\/1\.[01]$/);
+  if (!match) return { refused: requestLine.length > 8 * 1024 ? 414 : 400 };
+  if (fields.length > MAX_HEADER_LINES) return { refused: 431 };
+  const headers: [string, string][] = [];
+  for (const field of fields) {
+    const colon = field.indexOf(":");
+    const name = field.slice(0, colon);
+    if (colon < 1 || !TOKEN.test(name)) return { refused: 400 }; // obsolete folding starts with white space
+    headers.push([name.toLowerCase(), field.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "")]);
+  }
+  if (headers.filter(([name]) => name === "host").length > 1) return { refused: 400 };
+  return { method: match[1], target: match[2], headers };
+}
+
+/** The Request a parsed head stands for, on the listener's `origin` (`http://127.0.0.1:PORT`); undefined for a forbidden method or header value. */
+function requestFrom(head: RequestHead, origin: string): Request | undefined {
+  try {
+    return new Request(`${origin}${head.target}`, { method: head.method, headers: head.headers });
+  } catch {
+    return undefined;
+  }
+}
+
+/** The page for a request refused before the handler saw it. */
+function refusedPage(status: number): Response {
+  return status === 400
+    ? page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.")
+    : page(status, "Request too large", "This server only answers the sign-in in progress in your terminal.");
+}
+
+const REASONS: Record<number, string> = {
+  200: "OK",
+  302: "Found",
+  400: "Bad Request",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  414: "URI Too Long",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/** A response as HTTP/1.1 bytes (RFC 9112 §4-6), with its length and `Connection: close`; no body for HEAD. */
+async function responseBytes(response: Response, head: boolean): Promise<Uint8Array> {
+  const body = new Uint8Array(await response.arrayBuffer());
+  let text = `HTTP/1.1 ${response.status} ${REASONS[response.status] ?? ""}\r\ndate: ${new Date().toUTCString()}\r\n`;
+  for (const [name, value] of response.headers) text += `${name}: ${value}\r\n`;
+  text += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+  const start = new TextEncoder().encode(text);
+  const bytes = new Uint8Array(start.length + (head ? 0 : body.length));
+  bytes.set(start);
+  if (!head) bytes.set(body, start.length);
+  return bytes;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
+}
+
+/**
+ * Ends the answer (FIN), then reads and drops what the client still sends for up to LINGER_MS, so
+ * that closing with unread bytes does not reset the connection before the client has read the answer.
+ */
+async function linger(conn: Deno.Conn): Promise<void> {
+  await conn.closeWrite();
+  const limit = delay(LINGER_MS);
+  limit.done.then(() => closeQuietly(conn));
+  try {
+    const sink = new Uint8Array(16 * 1024);
+    for (let read = 0; read < 1024 * 1024;) {
+      const n = await conn.read(sink);
+      if (n === null) return;
+      read += n;
+    }
+  } finally {
+    limit.cancel();
+  }
 }
 
 /** A failure to bind the callback `port` as the error to throw: LoginError("port_in_use") when busy or refused. */
@@ -3566,6 +3856,19 @@ function bindFailure(error: unknown, redirect: Redirect, port: number): unknown 
     );
   }
   return error;
+}
+
+/** The random bytes in the start address's path: 96 bits, 16 characters. */
+const START_PATH_BYTES = 12;
+
+/**
+ * A path for the start address (`http://127.0.0.1:PORT/PATH`, which redirects to the authorization
+ * request): random, so that no other local process or user can fetch the request (its `state`, PKCE
+ * challenge or PAR `request_uri`) and sign the person in to their own account. Base64url, no padding.
+ */
+function startPath(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(START_PATH_BYTES));
+  return `/${btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "")}`;
 }
 
 /** Compares two strings in time that does not depend on where they differ. */
@@ -3604,7 +3907,8 @@ interface CallbackOptions {
   hosts: string[];
   path: string;
   state: string;
-  /** Where `/` sends the browser: the authorization URL. */
+  /** The start address's path (`startPath()`): a GET on it, without a query, sends the browser on to `authorizationUrl`. */
+  startPath: string;
   authorizationUrl: string;
   /** Runs once, for the first callback that carries the right state; its page is the answer. */
   accept: (params: URLSearchParams) => Promise<Response>;
@@ -3627,7 +3931,7 @@ function callbackHandler(options: CallbackOptions): (request: Request) => Promis
       response.headers.set("allow", "GET");
       return response;
     }
-    if (url.pathname === "/" && !url.search && !consumed) {
+    if (!url.search && !consumed && timingSafeEqual(url.pathname, options.startPath)) {
       return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
     }
     if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
@@ -3944,7 +4248,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
-  const listener = await listen(redirect);
+  const listener = listen(redirect);
   try {
     const request: PendingRequest = {
       scope,
@@ -3976,17 +4280,23 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     };
     const hostHeaders = [`${redirect.host}:${listener.port}`];
     if (redirect.port === 80) hostHeaders.push(redirect.host);
+    const start = startPath();
     const handler = callbackHandler({
       hosts: hostHeaders,
       path: redirect.path,
       state: request.state,
+      startPath: start,
       authorizationUrl: authorizationUrl.href,
       accept: acceptCallback,
     });
     listener.handle(handler);
 
     const pasting = deps.canPrompt && deps.readLines !== undefined;
-    announce({ authorization, start: openBrowser ? `http://${redirect.host}:${listener.port}/` : undefined, pasting }, {
+    announce({
+      authorization,
+      start: openBrowser ? `http://${redirect.host}:${listener.port}${start}` : undefined,
+      pasting,
+    }, {
       clientId: config.clientId,
       redirectUri: request.redirectUri,
     }, deps);
