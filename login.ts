@@ -3481,9 +3481,10 @@ const ACCEPT_RETRY_MS = 50;
 /** Descriptors left to the rest of the login once there were none: the connections allowed drop by this many. */
 const DESCRIPTOR_RESERVE = 8;
 const MIN_CONNECTIONS = 4;
-/** The request line and headers: at most this many bytes and header lines (more gets 431). */
+/** The request line and headers: at most this many bytes and header lines (more gets 431); the request line alone, 8 KiB (414). */
 const MAX_HEAD_BYTES = 32 * 1024;
 const MAX_HEADER_LINES = 100;
+const MAX_REQUEST_LINE_BYTES = 8 * 1024;
 /** After its answer, a connection reads and drops what the client still sends, this long at most (a lingering close). */
 const LINGER_MS = 1_000;
 
@@ -3748,7 +3749,7 @@ function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } 
     else if (lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
   }
   if (end < 0) {
-    if (lineEnd < 0 && bytes.length > 8 * 1024) return { refused: 414 };
+    if (lineEnd < 0 && bytes.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
     return bytes.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
   }
   if (end > MAX_HEAD_BYTES) return { refused: 431 };
@@ -3756,8 +3757,9 @@ function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } 
   const lines = String.fromCharCode(...bytes.subarray(0, end + 1)).split("\n").slice(0, -1);
   if (lines.some((line) => line.indexOf("\r") !== line.length - 1)) return { refused: 400 }; // CRLF, and no other CR
   const [requestLine, ...fields] = lines.map((line) => line.slice(0, -1));
+  if (requestLine.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
   const match = requestLine.match(/^([A-Z]+) (\/[\x21-\x7e]*) HTTP\/1\.[01]$/);
-  if (!match) return { refused: requestLine.length > 8 * 1024 ? 414 : 400 };
+  if (!match) return { refused: 400 };
   if (fields.length > MAX_HEADER_LINES) return { refused: 431 };
   const headers: [string, string][] = [];
   for (const field of fields) {
