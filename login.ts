@@ -1650,16 +1650,53 @@ function profileFlags(
 }
 
 /**
+ * The `--param`s a saved profile keeps: public authorization request parameters (OpenID Connect
+ * Core §3.1.2.1, RFC 8707, RFC 9396, and those the presets' providers document), by name. Any other
+ * may carry a secret (an API key, a token, an assertion), whatever it is called: the login uses it,
+ * the config file never holds it.
+ */
+const PROFILE_PARAMS = new Set([
+  "access_type",
+  "acr_values",
+  "allow_signup",
+  "approval_prompt",
+  "audience",
+  "authorization_details",
+  "claims",
+  "claims_locales",
+  "connection",
+  "display",
+  "domain_hint",
+  "duration",
+  "hd",
+  "identity_provider",
+  "idp",
+  "include_granted_scopes",
+  "kc_idp_hint",
+  "login",
+  "login_hint",
+  "max_age",
+  "organization",
+  "prompt",
+  "resource",
+  "screen_hint",
+  "token_access_type",
+  "ui_locales",
+]);
+
+/**
  * The settings a login ran with, as a profile's table: each flag's value, else (for settings that
- * have a variable) the environment's or `.env`'s, else the profile's. Never a secret. Pure.
+ * have a variable) the environment's or `.env`'s, else the profile's. Never a secret: of the
+ * `--param`s only PROFILE_PARAMS are kept, and `withheld` names the others. Pure.
  */
 function profileSettings(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile?: Profile,
-): Record<string, unknown> {
+): { settings: Record<string, unknown>; withheld: string[] } {
   const table: Record<string, unknown> = {};
+  const withheld: string[] = [];
   const merged = withProfile(flags, profile, {}) as Record<string, unknown>;
   for (const flag of Object.keys(FLAGS)) {
     if (RUN_FLAGS.has(flag)) continue;
@@ -1671,13 +1708,25 @@ function profileSettings(
       const params: Record<string, string> = {};
       for (const param of value as string[]) {
         const [key, ...rest] = param.split("=");
-        if (!/secret|password|assertion/i.test(key)) params[key] = rest.join("=");
+        if (PROFILE_PARAMS.has(key)) params[key] = rest.join("=");
+        else if (!withheld.includes(key)) withheld.push(key);
       }
       if (Object.keys(params).length > 0) table.params = params;
     } else if (NUMERIC_FLAGS.has(flag) && String(Number(value)) === value) table[profileKey(flag)] = Number(value);
     else table[profileKey(flag)] = value;
   }
-  return table;
+  return { settings: table, withheld };
+}
+
+/** The note that names the `--param`s a saved profile left out (see PROFILE_PARAMS). */
+function withheldNote(names: string[]): string {
+  const quoted = names.map((name) => `"${sanitize(name)}"`);
+  const list = quoted.length === 1 ? quoted[0] : `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)}`;
+  const one = names.length === 1;
+  return `note: The parameter${one ? "" : "s"} ${list} ${one ? "was" : "were"} not saved: a profile keeps only ` +
+    `public authorization parameters, as any other may be a secret; give ${
+      one ? "it" : "them"
+    } with --param at each login`;
 }
 
 /** `$OAUTH_LOGIN_CONFIG`, else `config.toml` in `$XDG_CONFIG_HOME/oauth-login`, else in the platform's config directory. */
@@ -4257,7 +4306,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       redirectUri: redirectUriFor(redirect, listener.port),
       verifier: oauth.generateRandomCodeVerifier(),
       state: oauth.generateRandomState(),
-      nonce: scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
+      nonce: scopeList(scope).includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
       resource: config.resources?.[0],
     };
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
@@ -4539,10 +4588,10 @@ function showDeviceCode(
   deps: Deps,
   openBrowser: boolean,
 ): void {
-  const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
+  const verification = deviceAddress(device.verification_uri, "verification_uri", as.issuer);
   const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
-    : assertEndpoint(device.verification_uri_complete, "verification_uri_complete", as.issuer);
+    : deviceAddress(device.verification_uri_complete, "verification_uri_complete", as.issuer);
   say(
     deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
@@ -4554,6 +4603,21 @@ function showDeviceCode(
   );
   if (openBrowser) {
     deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
+  }
+}
+
+/**
+ * An address from the device authorization answer (RFC 8628 §3.2), checked before it is shown or
+ * opened: https, or http only on a loopback host of a loopback issuer (`assertEndpoint`). Throws
+ * LoginError("invalid_response") otherwise, with the way out.
+ */
+function deviceAddress(value: unknown, name: string, issuer: string): URL {
+  try {
+    return assertEndpoint(value, name, issuer);
+  } catch (error) {
+    if (!(error instanceof LoginError)) throw error;
+    const message = error.message.replace("The server's metadata has", "The server's device authorization answer has");
+    throw new LoginError("invalid_response", message, { hint: "use --flow browser", cause: error });
   }
 }
 
@@ -6226,7 +6290,7 @@ async function checkClient(
     redirectUri,
     verifier: oauth.generateRandomCodeVerifier(),
     state: oauth.generateRandomState(),
-    nonce: scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined,
+    nonce: scopeList(scope).includes("openid") ? oauth.generateRandomNonce() : undefined,
   };
   const sent = `the client id "${config.clientId}" and the redirect URI ${redirectUri}`;
   try {
@@ -7040,17 +7104,15 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
     const saving = cli.flags["save-profile"];
     if (saving !== undefined && profile) {
-      const replaced = await saveProfile(
-        profile.path,
-        saving,
-        profileSettings(cli.flags, deps.env, dotenv ?? {}, profile),
-      );
+      const { settings, withheld } = profileSettings(cli.flags, deps.env, dotenv ?? {}, profile);
+      const replaced = await saveProfile(profile.path, saving, settings);
       say(
         deps,
         `Saved the profile "${saving}" in ${sanitize(profile.path)}${
           replaced ? ", replacing the settings it had" : ""
         }; use it with --profile ${saving}`,
       );
+      if (withheld.length > 0) say(deps, withheldNote(withheld));
     }
     return EXIT.ok;
   } catch (error) {
