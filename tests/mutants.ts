@@ -248,8 +248,9 @@ const MUTANTS: Mutant[] = [
     tests: [GUARDS, PROFILES],
   },
   {
-    name: "Ctrl-C not caught during a refresh (a real SIGINT ends it midway)",
-    edits: [[/(?<=a refresh cut short could lose a rotated refresh token\.\n)\s*deps\.catchInterrupt\?\.\(\);/, ""]],
+    name: "a real Ctrl-C (SIGINT) is not caught: it ends a refresh midway",
+    // realDeps' catchInterrupt, which renew and every request to the issuer call before they begin.
+    edits: [[/if \(!listening\) Deno\.addSignalListener\("SIGINT", \(\) => controller\.abort\(\)\);/, ""]],
     tests: [GUARDS],
   },
   {
