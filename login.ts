@@ -3761,49 +3761,60 @@ interface RequestHead {
  * status then (400, 414, 431). Undefined when the client closes first.
  */
 async function readRequestHead(conn: Deno.Conn): Promise<RequestHead | { refused: number } | undefined> {
-  let bytes = new Uint8Array(0);
-  const chunk = new Uint8Array(16 * 1024);
+  const bytes = new Uint8Array(MAX_HEAD_BYTES + 1); // read into in place: no copy however it arrives
+  const scan: HeadScan = { length: 0, next: 0, lineEnd: -1 };
   for (;;) {
-    const n = await conn.read(chunk);
+    const n = await conn.read(bytes.subarray(scan.length));
     if (n === null) return undefined;
-    const more = new Uint8Array(bytes.length + n);
-    more.set(bytes);
-    more.set(chunk.subarray(0, n), bytes.length);
-    bytes = more;
-    const head = parseRequestHead(bytes);
-    if (head !== "incomplete") return head;
+    scan.length += n;
+    const end = scanRequestHead(bytes, scan);
+    if (end === "incomplete") continue;
+    return typeof end === "number" ? parseRequestHead(bytes.subarray(0, end + 1)) : end;
   }
+}
+
+/** How far `scanRequestHead` has read: the bytes so far, where to go on, and where the request line ends (-1: not yet). */
+interface HeadScan {
+  length: number;
+  next: number;
+  lineEnd: number;
+}
+
+/**
+ * Looks through the bytes that came since the last call for the end of the request head (an empty
+ * line, RFC 9112 §2.1): its last line feed's index. Refuses as soon as the bytes cannot become a
+ * head (a control character, say: garbage and TLS fail at once) with 400, or 414 and 431 when too
+ * long; "incomplete" while more may come. Each byte is looked at about once, however the head trickles in.
+ */
+function scanRequestHead(bytes: Uint8Array, scan: HeadScan): number | { refused: number } | "incomplete" {
+  for (let i = scan.next; i < scan.length; i++) {
+    const byte = bytes[i];
+    if (byte === 0x0a) {
+      if (scan.lineEnd < 0) scan.lineEnd = i;
+      const after = i + 1 < scan.length ? bytes[i + 1] : undefined;
+      if (after === 0x0a || (after === 0x0d && i + 2 < scan.length && bytes[i + 2] === 0x0a)) return i;
+      if (after === undefined || (after === 0x0d && i + 2 >= scan.length)) {
+        scan.next = i; // the bytes that decide have not come yet
+        return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
+      }
+    } else if (byte === 0x7f || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d)) return { refused: 400 };
+    else if (scan.lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
+  }
+  scan.next = scan.length;
+  if (scan.lineEnd < 0 && scan.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
+  return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
 }
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /**
- * The request head at the start of `bytes` (RFC 9112 §2-5), strictly: CRLF line ends, a request line
- * `METHOD /origin-form HTTP/1.x`, `name: value` fields, no obsolete line folding, one Host. Refuses
- * as soon as the bytes cannot become one (a control character, say: garbage and TLS fail at once):
- * 400, or 414 and 431 when too long. "incomplete" while more may come. Pure.
+ * The request head in `bytes` (up to its last line feed, as `scanRequestHead` found it; RFC 9112
+ * §2-5), strictly: CRLF line ends, a request line `METHOD /origin-form HTTP/1.x`, `name: value`
+ * fields, no obsolete line folding, one Host. Refused otherwise: 400, or 414 and 431. Pure.
  */
-function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } | "incomplete" {
-  let lineEnd = -1;
-  let end = -1;
-  for (let i = 0; i < bytes.length; i++) {
-    const byte = bytes[i];
-    if (byte === 0x0a) {
-      if (lineEnd < 0) lineEnd = i;
-      if (bytes[i + 1] === 0x0a || (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a)) {
-        end = i;
-        break;
-      }
-    } else if (byte === 0x7f || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d)) return { refused: 400 };
-    else if (lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
-  }
-  if (end < 0) {
-    if (lineEnd < 0 && bytes.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
-    return bytes.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
-  }
-  if (end > MAX_HEAD_BYTES) return { refused: 431 };
+function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } {
   // Each byte as one character (ISO-8859-1): field values may hold obs-text (RFC 9110 §5.5).
-  const lines = String.fromCharCode(...bytes.subarray(0, end + 1)).split("\n").slice(0, -1);
+  const lines = String.fromCharCode(...bytes).split("\n").slice(0, -1);
   if (lines.some((line) => line.indexOf("\r") !== line.length - 1)) return { refused: 400 }; // CRLF, and no other CR
   const [requestLine, ...fields] = lines.map((line) => line.slice(0, -1));
   if (requestLine.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
