@@ -3511,6 +3511,11 @@ function redirectUriFor(redirect: Redirect, port: number): string {
   return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
 }
 
+/** The Host header values the callback server answers: the redirect's host with the port (also without it on port 80). */
+function hostsFor(redirect: Redirect, port: number): string[] {
+  return redirect.port === 80 ? [`${redirect.host}:${port}`, redirect.host] : [`${redirect.host}:${port}`];
+}
+
 /** A shutdown of the callback server never waits longer than this for the answers under way. */
 const SHUTDOWN_GRACE_MS = 1_000;
 
@@ -4340,25 +4345,19 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         return resultPage(error, provider, deps);
       }
     };
-    const hostHeaders = [`${redirect.host}:${listener.port}`];
-    if (redirect.port === 80) hostHeaders.push(redirect.host);
-    const start = startPath();
+    const start = `http://${redirect.host}:${listener.port}${startPath()}`;
     const handler = callbackHandler({
-      hosts: hostHeaders,
+      hosts: hostsFor(redirect, listener.port),
       path: redirect.path,
       state: request.state,
-      startPath: start,
+      startPath: new URL(start).pathname,
       authorizationUrl: authorizationUrl.href,
       accept: acceptCallback,
     });
     listener.handle(handler);
 
     const pasting = deps.canPrompt && deps.readLines !== undefined;
-    announce({
-      authorization,
-      start: openBrowser ? `http://${redirect.host}:${listener.port}${start}` : undefined,
-      pasting,
-    }, {
+    announce({ authorization, start: openBrowser ? start : undefined, pasting }, {
       clientId: config.clientId,
       redirectUri: request.redirectUri,
     }, deps);
