@@ -37,6 +37,7 @@ const LOGIN_TS = new URL("../login.ts", import.meta.url).pathname;
 
 /** A login process with a small descriptor limit, and the start address it printed. */
 interface LimitedLogin {
+  pid: number;
   start: string;
   /** Its exit code and all of its stderr, once it ended. */
   ended: Promise<{ code: number; stderr: string }>;
@@ -87,7 +88,7 @@ async function limitedLogin(mock: ServedMock, limit: number, cache: string): Pro
     return { code: (await child.status).code, stderr };
   })();
   if (start === undefined) throw new Error(`the login printed no start address:\n${(await ended).stderr}`);
-  return { start, ended };
+  return { pid: child.pid, start, ended };
 }
 
 for (
@@ -138,6 +139,45 @@ for (
     },
   );
 }
+
+/** How many sockets a process holds open, from /proc (Linux). */
+function socketsOf(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].filter((entry) => {
+    try {
+      return Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:");
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
+}
+
+Deno.test(
+  "the callback server holds at most 64 connections, whatever the descriptor limit; the rest wait unaccepted",
+  { ignore: Deno.build.os !== "linux" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      const held: Deno.Conn[] = [];
+      try {
+        const login = await limitedLogin(mock, 4096, cache);
+        const before = socketsOf(login.pid);
+        for (let i = 0; i < 150; i++) {
+          held.push(await Deno.connect({ hostname: "127.0.0.1", port: portOf(login.start) }));
+        }
+        // The browser's request comes after the 150 in the backlog: answered, it shows the server got past them.
+        await authorizationUrl(login.start);
+        const during = socketsOf(login.pid);
+        const visit = await scriptedBrowser(login.start);
+        assertEquals((await within(login.ended, 30_000, "the login process")).code, EXIT.ok);
+        assertEquals(visit.status, 200);
+        assert(during - before <= 64, `the login held ${during - before} more sockets than before the 150 connections`);
+      } finally {
+        for (const conn of held) conn.close();
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
 
 // ── The start address ───────────────────────────────────────────────────────────────────────────
 

@@ -197,6 +197,11 @@ const MUTANTS: Mutant[] = [
     tests: [CALLBACK],
   },
   {
+    name: "no limit on the callback server's connections (all accepted, up to the descriptor limit)",
+    edits: [[/let cap = MAX_CONNECTIONS;/, "let cap = Infinity;"]],
+    tests: [CALLBACK],
+  },
+  {
     name: "idle connections never make room for others",
     edits: [[/if \(idle && waited >= IDLE_GRACE_MS\) \{/, "if (false) {"]],
     tests: [CALLBACK],
