@@ -1,11 +1,11 @@
 /**
  * oauth-login: log in to any OAuth 2.0 / OpenID Connect authorization server from the terminal.
  *
- * It opens the system browser at a short loopback address that redirects to the authorization
- * endpoint, catches the redirect on a one-shot server bound to the loopback interface (RFC 8252),
- * checks `state` and `iss` (RFC 9207), exchanges the code with PKCE S256 (RFC 7636), shows who
- * logged in, and caches the tokens so that `token` prints a valid access token for scripts and
- * kubectl. All protocol work goes through oauth4webapi.
+ * It opens the system browser at a short loopback address (a random path) that redirects to the
+ * authorization endpoint, catches the redirect on a one-shot server bound to the loopback interface
+ * (RFC 8252), checks `state` and `iss` (RFC 9207), exchanges the code with PKCE S256 (RFC 7636),
+ * shows who logged in, and caches the tokens so that `token` prints a valid access token for
+ * scripts and kubectl. All protocol work goes through oauth4webapi.
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
  * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
@@ -29,8 +29,9 @@
  *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
  *  9. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 10. Getting the code back: the loopback server and its pages, the browser (`listen`,
- *     `callbackHandler`, `browserAvailability`).
+ * 10. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
+ *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
+ *     `browserAvailability`).
  * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
  * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
