@@ -1,11 +1,11 @@
 /**
  * oauth-login: log in to any OAuth 2.0 / OpenID Connect authorization server from the terminal.
  *
- * It opens the system browser at a short loopback address that redirects to the authorization
- * endpoint, catches the redirect on a one-shot server bound to the loopback interface (RFC 8252),
- * checks `state` and `iss` (RFC 9207), exchanges the code with PKCE S256 (RFC 7636), shows who
- * logged in, and caches the tokens so that `token` prints a valid access token for scripts and
- * kubectl. All protocol work goes through oauth4webapi.
+ * It opens the system browser at a short loopback address (a random path) that redirects to the
+ * authorization endpoint, catches the redirect on a one-shot server bound to the loopback interface
+ * (RFC 8252), checks `state` and `iss` (RFC 9207), exchanges the code with PKCE S256 (RFC 7636),
+ * shows who logged in, and caches the tokens so that `token` prints a valid access token for
+ * scripts and kubectl. All protocol work goes through oauth4webapi.
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
  * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
@@ -30,8 +30,9 @@
  *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
  *  9. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 10. Getting the code back: the loopback server and its pages, the browser (`listen`,
- *     `callbackHandler`, `browserAvailability`).
+ * 10. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
+ *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
+ *     `browserAvailability`).
  * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
  * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
@@ -1905,16 +1906,53 @@ function profileFlags(
 }
 
 /**
+ * The `--param`s a saved profile keeps: public authorization request parameters (OpenID Connect
+ * Core §3.1.2.1, RFC 8707, RFC 9396, and those the presets' providers document), by name. Any other
+ * may carry a secret (an API key, a token, an assertion), whatever it is called: the login uses it,
+ * the config file never holds it.
+ */
+const PROFILE_PARAMS = new Set([
+  "access_type",
+  "acr_values",
+  "allow_signup",
+  "approval_prompt",
+  "audience",
+  "authorization_details",
+  "claims",
+  "claims_locales",
+  "connection",
+  "display",
+  "domain_hint",
+  "duration",
+  "hd",
+  "identity_provider",
+  "idp",
+  "include_granted_scopes",
+  "kc_idp_hint",
+  "login",
+  "login_hint",
+  "max_age",
+  "organization",
+  "prompt",
+  "resource",
+  "screen_hint",
+  "token_access_type",
+  "ui_locales",
+]);
+
+/**
  * The settings a login ran with, as a profile's table: each flag's value, else (for settings that
- * have a variable) the environment's or `.env`'s, else the profile's. Never a secret. Pure.
+ * have a variable) the environment's or `.env`'s, else the profile's. Never a secret: of the
+ * `--param`s only PROFILE_PARAMS are kept, and `withheld` names the others. Pure.
  */
 function profileSettings(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile?: Profile,
-): Record<string, unknown> {
+): { settings: Record<string, unknown>; withheld: string[] } {
   const table: Record<string, unknown> = {};
+  const withheld: string[] = [];
   const merged = withProfile(flags, profile, {}) as Record<string, unknown>;
   for (const flag of Object.keys(FLAGS)) {
     if (RUN_FLAGS.has(flag)) continue;
@@ -1926,13 +1964,25 @@ function profileSettings(
       const params: Record<string, string> = {};
       for (const param of value as string[]) {
         const [key, ...rest] = param.split("=");
-        if (!/secret|password|assertion/i.test(key)) params[key] = rest.join("=");
+        if (PROFILE_PARAMS.has(key)) params[key] = rest.join("=");
+        else if (!withheld.includes(key)) withheld.push(key);
       }
       if (Object.keys(params).length > 0) table.params = params;
     } else if (NUMERIC_FLAGS.has(flag) && String(Number(value)) === value) table[profileKey(flag)] = Number(value);
     else table[profileKey(flag)] = value;
   }
-  return table;
+  return { settings: table, withheld };
+}
+
+/** The note that names the `--param`s a saved profile left out (see PROFILE_PARAMS). */
+function withheldNote(names: string[]): string {
+  const quoted = names.map((name) => `"${sanitize(name)}"`);
+  const list = quoted.length === 1 ? quoted[0] : `${quoted.slice(0, -1).join(", ")} and ${quoted.at(-1)}`;
+  const one = names.length === 1;
+  return `note: The parameter${one ? "" : "s"} ${list} ${one ? "was" : "were"} not saved: a profile keeps only ` +
+    `public authorization parameters, as any other may be a secret; give ${
+      one ? "it" : "them"
+    } with --param at each login`;
 }
 
 /** The `.env`'s variables less those set aside (see `decideTrust`): what `--save-profile` may save. */
@@ -3867,8 +3917,36 @@ function redirectUriFor(redirect: Redirect, port: number): string {
   return redirect.fixed ?? `http://${redirect.host}:${port}${redirect.path}`;
 }
 
-/** A shutdown of the callback server never waits longer than this for open connections. */
+/** The Host header values the callback server answers: the redirect's host with the port (also without it on port 80). */
+function hostsFor(redirect: Redirect, port: number): string[] {
+  return redirect.port === 80 ? [`${redirect.host}:${port}`, redirect.host] : [`${redirect.host}:${port}`];
+}
+
+/** A shutdown of the callback server never waits longer than this for the answers under way. */
 const SHUTDOWN_GRACE_MS = 1_000;
+
+/**
+ * The callback server's limits. Deno.serve has none of them, and its accept loop ends for good at the
+ * first failed accept (denoland/deno#10148): a local process that held enough idle connections to
+ * use up the descriptors crashed a waiting login. So the server is our own, one request per
+ * connection: at most MAX_CONNECTIONS open (more wait in the kernel's backlog, unaccepted); one that
+ * has sent no complete request within IDLE_GRACE_MS is closed when another needs its place, and
+ * every one within HEAD_TIMEOUT_MS; a failed accept (no descriptor left) is tried again, with fewer
+ * connections allowed from then on, so that the code exchange and the cache still get descriptors.
+ */
+const MAX_CONNECTIONS = 64;
+const IDLE_GRACE_MS = 250;
+const HEAD_TIMEOUT_MS = 10_000;
+const ACCEPT_RETRY_MS = 50;
+/** Descriptors left to the rest of the login once there were none: the connections allowed drop by this many. */
+const DESCRIPTOR_RESERVE = 8;
+const MIN_CONNECTIONS = 4;
+/** The request line and headers: at most this many bytes and header lines (more gets 431); the request line alone, 8 KiB (414). */
+const MAX_HEAD_BYTES = 32 * 1024;
+const MAX_HEADER_LINES = 100;
+const MAX_REQUEST_LINE_BYTES = 8 * 1024;
+/** After its answer, a connection reads and drops what the client still sends, this long at most (a lingering close). */
+const LINGER_MS = 1_000;
 
 interface Listener {
   port: number;
@@ -3878,76 +3956,356 @@ interface Listener {
 }
 
 /** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
-async function listen(redirect: Redirect): Promise<Listener> {
-  let controller = new AbortController(); // a fresh one for each attempt to bind
+function listen(redirect: Redirect): Listener {
   let handler: ((request: Request) => Response | Promise<Response>) | undefined;
-  const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
-  // Responses not yet written: close() lets them reach the browser, but never waits for idle sockets.
-  const inflight = new Set<Promise<void>>();
-  const serve = (hostname: string, port: number) =>
-    Deno.serve({
-      hostname,
-      port,
-      signal: controller.signal,
-      onListen() {},
-      onError: () => page(500, "Error", "Something went wrong; see the terminal."),
-    }, (request, info) => {
-      const delivered = info.completed.catch(() => {});
-      inflight.add(delivered);
-      delivered.finally(() => inflight.delete(delivered));
-      return handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
-    });
-  const close = () => closeServers(servers, inflight);
+  const server = callbackServer((request) =>
+    handler ? handler(request) : page(503, "Not ready", "Try again in a moment.")
+  );
+  const serve = (hostname: string, port: number) => Deno.listen({ hostname, port, transport: "tcp" });
+  const listeners: Deno.TcpListener[] = [];
   let port = redirect.port;
-  const bound: string[] = [];
   for (let attempt = 0;; attempt++) {
     try {
       for (const address of redirect.addresses) {
         try {
-          const server = serve(address, port);
-          servers.push(server);
-          port = server.addr.port;
-          bound.push(address);
+          const listener = serve(address, port);
+          listeners.push(listener);
+          port = listener.addr.port;
         } catch (error) {
           // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
-          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
+          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && listeners.length > 0) continue;
           throw error;
         }
       }
       break;
     } catch (error) {
-      controller.abort(); // what was bound has served nothing: stop it outright
-      await Promise.allSettled(servers.map((s) => s.finished));
-      servers.length = 0;
-      bound.length = 0;
-      controller = new AbortController();
-      if (error instanceof Deno.errors.AddrInUse) {
-        // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
-        if (redirect.port === 0 && attempt < 5) {
-          port = 0;
-          continue;
-        }
+      for (const listener of listeners.splice(0)) listener.close(); // nothing was accepted on them yet
+      // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
+      if (error instanceof Deno.errors.AddrInUse && redirect.port === 0 && attempt < 5) {
+        port = 0;
+        continue;
       }
       throw bindFailure(error, redirect, port);
     }
   }
+  for (const listener of listeners) server.serve(listener);
   return {
     port,
     handle(next) {
       handler = next;
     },
-    close,
+    close: () => server.close(),
   };
 }
 
-/** Closes the callback servers: waits up to SHUTDOWN_GRACE_MS for responses under way, then shuts down. */
-async function closeServers(servers: Deno.HttpServer<Deno.NetAddr>[], inflight: Set<Promise<void>>): Promise<void> {
-  const grace = delay(SHUTDOWN_GRACE_MS);
-  await Promise.race([Promise.allSettled(inflight), grace.done]);
-  // Graceful: hyper writes out the responses under way and closes idle sockets at once. An abort
-  // here would cut off a page whose `completed` has resolved before its bytes left the socket.
-  await Promise.race([Promise.allSettled(servers.map((s) => s.shutdown())), grace.done]);
-  grace.cancel();
+/** One accepted connection of the callback server. */
+interface Connection {
+  conn: Deno.Conn;
+  /** When it was accepted (performance.now()). */
+  since: number;
+  /** Its request head is complete: it is no longer idle, and close() lets its answer go out. */
+  requested: boolean;
+  /** Resolves once its answer is written, or cannot be. */
+  answered: PromiseWithResolvers<void>;
+  /** Resolves when the server closes it: idle or slow, or the server shuts down. */
+  closed: PromiseWithResolvers<void>;
+  /** Resolves once it is closed and forgotten. */
+  done: Promise<void>;
+}
+
+/** Closes a connection from the server's side: whatever it was doing ends. */
+function closeConnection(connection: Connection): void {
+  connection.closed.resolve();
+  closeQuietly(connection.conn);
+}
+
+/** Closes a connection or listener that may be closed already. */
+function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch { /* already closed */ }
+}
+
+/**
+ * The callback server: serves each connection accepted on the listeners given to `serve` with
+ * `handler`, one request each, within the limits above. `close` stops accepting, closes idle
+ * connections at once, lets the answers under way go out for up to SHUTDOWN_GRACE_MS, then closes the rest.
+ */
+function callbackServer(
+  handler: (request: Request) => Response | Promise<Response>,
+): { serve(listener: Deno.TcpListener): void; close(): Promise<void> } {
+  const open = new Set<Connection>(); // in the order accepted: the oldest first
+  const listeners: Deno.TcpListener[] = [];
+  const loops: Promise<void>[] = [];
+  let cap = MAX_CONNECTIONS;
+  let closing = false;
+  let changed = Promise.withResolvers<void>();
+  const wake = () => {
+    changed.resolve();
+    changed = Promise.withResolvers<void>();
+  };
+  /** Until `ms` pass or something changes (a connection ends, the server closes). */
+  const pause = async (ms: number) => {
+    const timer = delay(ms);
+    await Promise.race([changed.promise, timer.done]);
+    timer.cancel();
+  };
+  /** Waits until there is room for one more connection, closing the oldest idle one past its grace; false when closing. */
+  const room = async (): Promise<boolean> => {
+    while (!closing && open.size >= cap) {
+      const idle = [...open].find((connection) => !connection.requested);
+      const waited = idle ? performance.now() - idle.since : 0;
+      if (idle && waited >= IDLE_GRACE_MS) {
+        closeConnection(idle);
+        await idle.done;
+      } else await pause(idle ? IDLE_GRACE_MS - waited : SHUTDOWN_GRACE_MS);
+    }
+    return !closing;
+  };
+  const acceptLoop = async (listener: Deno.TcpListener) => {
+    const { hostname, port } = listener.addr;
+    const origin = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+    while (await room()) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (closing || error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
+        // Out of descriptors (EMFILE, ENFILE) or a connection aborted: it waits in the backlog; try again.
+        const code = (error as { code?: string }).code;
+        if (code === "EMFILE" || code === "ENFILE") cap = Math.max(MIN_CONNECTIONS, open.size - DESCRIPTOR_RESERVE);
+        await pause(ACCEPT_RETRY_MS);
+        continue;
+      }
+      const connection: Connection = {
+        conn,
+        since: performance.now(),
+        requested: false,
+        answered: Promise.withResolvers(),
+        closed: Promise.withResolvers(),
+        done: Promise.resolve(),
+      };
+      open.add(connection);
+      connection.done = serveConnection(connection, origin, handler).finally(() => {
+        open.delete(connection);
+        wake();
+      });
+    }
+  };
+  return {
+    serve(listener) {
+      listeners.push(listener);
+      loops.push(acceptLoop(listener));
+    },
+    async close() {
+      closing = true;
+      for (const listener of listeners) closeQuietly(listener);
+      wake();
+      await Promise.all(loops);
+      for (const connection of open) if (!connection.requested) closeConnection(connection);
+      const grace = delay(SHUTDOWN_GRACE_MS);
+      await Promise.race([Promise.all([...open].map((c) => c.answered.promise)), grace.done]);
+      grace.cancel();
+      for (const connection of open) closeConnection(connection);
+      await Promise.all([...open].map((c) => c.done));
+    },
+  };
+}
+
+/**
+ * Serves one connection: reads the request head (within HEAD_TIMEOUT_MS), answers it (a malformed
+ * or oversized one with a 4xx, without calling the handler), then closes, lingering for what the
+ * client still sends. Never throws: a connection that fails or is closed by the server just ends.
+ */
+async function serveConnection(
+  connection: Connection,
+  origin: string,
+  handler: (request: Request) => Response | Promise<Response>,
+): Promise<void> {
+  const { conn } = connection;
+  const timeout = delay(HEAD_TIMEOUT_MS);
+  timeout.done.then(() => connection.requested || closeConnection(connection));
+  try {
+    const head = await readRequestHead(conn);
+    if (head === undefined) return;
+    connection.requested = true;
+    timeout.cancel();
+    const response = await Promise.race([answer(head, origin, handler), connection.closed.promise]);
+    if (response === undefined) return; // closed by the server while the handler worked
+    await writeAll(conn, await responseBytes(response, "method" in head && head.method === "HEAD"));
+    connection.answered.resolve();
+    await linger(conn);
+  } catch {
+    /* the client went away, or the server closed the connection */
+  } finally {
+    timeout.cancel();
+    closeQuietly(conn);
+    connection.answered.resolve();
+  }
+}
+
+/** The answer to a request head: the handler's, or the page for a refused head (never throws). */
+async function answer(
+  head: RequestHead | { refused: number },
+  origin: string,
+  handler: (request: Request) => Response | Promise<Response>,
+): Promise<Response> {
+  const request = "refused" in head ? undefined : requestFrom(head, origin);
+  if (request === undefined) return refusedPage("refused" in head ? head.refused : 400);
+  try {
+    return await handler(request);
+  } catch {
+    return page(500, "Error", "Something went wrong; see the terminal.");
+  }
+}
+
+/** A request head as read: request line and header fields (names lowercase, values as sent). */
+interface RequestHead {
+  method: string;
+  /** The origin-form target: the path and query. */
+  target: string;
+  headers: [string, string][];
+}
+
+/**
+ * Reads a connection until its request head is complete (RFC 9112 §2.1), or can be refused: its
+ * status then (400, 414, 431). Undefined when the client closes first.
+ */
+async function readRequestHead(conn: Deno.Conn): Promise<RequestHead | { refused: number } | undefined> {
+  const bytes = new Uint8Array(MAX_HEAD_BYTES + 1); // read into in place: no copy however it arrives
+  const scan: HeadScan = { length: 0, next: 0, lineEnd: -1 };
+  for (;;) {
+    const n = await conn.read(bytes.subarray(scan.length));
+    if (n === null) return undefined;
+    scan.length += n;
+    const end = scanRequestHead(bytes, scan);
+    if (end === "incomplete") continue;
+    return typeof end === "number" ? parseRequestHead(bytes.subarray(0, end + 1)) : end;
+  }
+}
+
+/** How far `scanRequestHead` has read: the bytes so far, where to go on, and where the request line ends (-1: not yet). */
+interface HeadScan {
+  length: number;
+  next: number;
+  lineEnd: number;
+}
+
+/**
+ * Looks through the bytes that came since the last call for the end of the request head (an empty
+ * line, RFC 9112 §2.1): its last line feed's index. Refuses as soon as the bytes cannot become a
+ * head (a control character, say: garbage and TLS fail at once) with 400, or 414 and 431 when too
+ * long; "incomplete" while more may come. Each byte is looked at about once, however the head trickles in.
+ */
+function scanRequestHead(bytes: Uint8Array, scan: HeadScan): number | { refused: number } | "incomplete" {
+  for (let i = scan.next; i < scan.length; i++) {
+    const byte = bytes[i];
+    if (byte === 0x0a) {
+      if (scan.lineEnd < 0) scan.lineEnd = i;
+      const after = i + 1 < scan.length ? bytes[i + 1] : undefined;
+      if (after === 0x0a || (after === 0x0d && i + 2 < scan.length && bytes[i + 2] === 0x0a)) return i;
+      if (after === undefined || (after === 0x0d && i + 2 >= scan.length)) {
+        scan.next = i; // the bytes that decide have not come yet
+        return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
+      }
+    } else if (byte === 0x7f || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d)) return { refused: 400 };
+    else if (scan.lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
+  }
+  scan.next = scan.length;
+  if (scan.lineEnd < 0 && scan.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
+  return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * The request head in `bytes` (up to its last line feed, as `scanRequestHead` found it; RFC 9112
+ * §2-5), strictly: CRLF line ends, a request line `METHOD /origin-form HTTP/1.x`, `name: value`
+ * fields, no obsolete line folding, one Host. Refused otherwise: 400, or 414 and 431. Pure.
+ */
+function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } {
+  // Each byte as one character (ISO-8859-1): field values may hold obs-text (RFC 9110 §5.5).
+  const lines = String.fromCharCode(...bytes).split("\n").slice(0, -1);
+  if (lines.some((line) => line.indexOf("\r") !== line.length - 1)) return { refused: 400 }; // CRLF, and no other CR
+  const [requestLine, ...fields] = lines.map((line) => line.slice(0, -1));
+  if (requestLine.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
+  const match = requestLine.match(/^([A-Z]+) (\/[\x21-\x7e]*) HTTP\/1\.[01]$/);
+  if (!match) return { refused: 400 };
+  if (fields.length > MAX_HEADER_LINES) return { refused: 431 };
+  const headers: [string, string][] = [];
+  for (const field of fields) {
+    const colon = field.indexOf(":");
+    const name = field.slice(0, colon);
+    if (colon < 1 || !TOKEN.test(name)) return { refused: 400 }; // obsolete folding starts with white space
+    headers.push([name.toLowerCase(), field.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "")]);
+  }
+  if (headers.filter(([name]) => name === "host").length > 1) return { refused: 400 };
+  return { method: match[1], target: match[2], headers };
+}
+
+/** The Request a parsed head stands for, on the listener's `origin` (`http://127.0.0.1:PORT`); undefined for a forbidden method or header value. */
+function requestFrom(head: RequestHead, origin: string): Request | undefined {
+  try {
+    return new Request(`${origin}${head.target}`, { method: head.method, headers: head.headers });
+  } catch {
+    return undefined;
+  }
+}
+
+/** The page for a request refused before the handler saw it. */
+function refusedPage(status: number): Response {
+  return status === 400
+    ? page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.")
+    : page(status, "Request too large", "This server only answers the sign-in in progress in your terminal.");
+}
+
+const REASONS: Record<number, string> = {
+  200: "OK",
+  302: "Found",
+  400: "Bad Request",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  414: "URI Too Long",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/** A response as HTTP/1.1 bytes (RFC 9112 §4-6), with its length and `Connection: close`; no body for HEAD. */
+async function responseBytes(response: Response, head: boolean): Promise<Uint8Array> {
+  const body = new Uint8Array(await response.arrayBuffer());
+  let text = `HTTP/1.1 ${response.status} ${REASONS[response.status] ?? ""}\r\ndate: ${new Date().toUTCString()}\r\n`;
+  for (const [name, value] of response.headers) text += `${name}: ${value}\r\n`;
+  text += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+  const start = new TextEncoder().encode(text);
+  const bytes = new Uint8Array(start.length + (head ? 0 : body.length));
+  bytes.set(start);
+  if (!head) bytes.set(body, start.length);
+  return bytes;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
+}
+
+/**
+ * Ends the answer (FIN), then reads and drops what the client still sends for up to LINGER_MS, so
+ * that closing with unread bytes does not reset the connection before the client has read the answer.
+ */
+async function linger(conn: Deno.Conn): Promise<void> {
+  await conn.closeWrite();
+  const limit = delay(LINGER_MS);
+  limit.done.then(() => closeQuietly(conn));
+  try {
+    const sink = new Uint8Array(16 * 1024);
+    for (let read = 0; read < 1024 * 1024;) {
+      const n = await conn.read(sink);
+      if (n === null) return;
+      read += n;
+    }
+  } finally {
+    limit.cancel();
+  }
 }
 
 /** A failure to bind the callback `port` as the error to throw: LoginError("port_in_use") when busy or refused. */
@@ -3971,6 +4329,19 @@ function bindFailure(error: unknown, redirect: Redirect, port: number): unknown 
     );
   }
   return error;
+}
+
+/** The random bytes in the start address's path: 96 bits, 16 characters. */
+const START_PATH_BYTES = 12;
+
+/**
+ * A path for the start address (`http://127.0.0.1:PORT/PATH`, which redirects to the authorization
+ * request): random, so that no other local process or user can fetch the request (its `state`, PKCE
+ * challenge or PAR `request_uri`) and sign the person in to their own account. Base64url, no padding.
+ */
+function startPath(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(START_PATH_BYTES));
+  return `/${btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "")}`;
 }
 
 /** Compares two strings in time that does not depend on where they differ. */
@@ -4009,7 +4380,8 @@ interface CallbackOptions {
   hosts: string[];
   path: string;
   state: string;
-  /** Where `/` sends the browser: the authorization URL. */
+  /** The start address's path (`startPath()`): a GET on it, without a query, sends the browser on to `authorizationUrl`. */
+  startPath: string;
   authorizationUrl: string;
   /** Runs once, for the first callback that carries the right state; its page is the answer. */
   accept: (params: URLSearchParams) => Promise<Response>;
@@ -4032,7 +4404,7 @@ function callbackHandler(options: CallbackOptions): (request: Request) => Promis
       response.headers.set("allow", "GET");
       return response;
     }
-    if (url.pathname === "/" && !url.search && !consumed) {
+    if (!url.search && !consumed && timingSafeEqual(url.pathname, options.startPath)) {
       return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
     }
     if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
@@ -4349,14 +4721,14 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
-  const listener = await listen(redirect);
+  const listener = listen(redirect);
   try {
     const request: PendingRequest = {
       scope,
       redirectUri: redirectUriFor(redirect, listener.port),
       verifier: oauth.generateRandomCodeVerifier(),
       state: oauth.generateRandomState(),
-      nonce: scope.split(" ").includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
+      nonce: scopeList(scope).includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
       resource: config.resources?.[0],
     };
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
@@ -4379,19 +4751,19 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         return resultPage(error, provider, deps);
       }
     };
-    const hostHeaders = [`${redirect.host}:${listener.port}`];
-    if (redirect.port === 80) hostHeaders.push(redirect.host);
+    const start = `http://${redirect.host}:${listener.port}${startPath()}`;
     const handler = callbackHandler({
-      hosts: hostHeaders,
+      hosts: hostsFor(redirect, listener.port),
       path: redirect.path,
       state: request.state,
+      startPath: new URL(start).pathname,
       authorizationUrl: authorizationUrl.href,
       accept: acceptCallback,
     });
     listener.handle(handler);
 
     const pasting = deps.canPrompt && deps.readLines !== undefined;
-    announce({ authorization, start: openBrowser ? `http://${redirect.host}:${listener.port}/` : undefined, pasting }, {
+    announce({ authorization, start: openBrowser ? start : undefined, pasting }, {
       clientId: config.clientId,
       redirectUri: request.redirectUri,
     }, deps);
@@ -4633,10 +5005,10 @@ function showDeviceCode(
   deps: Deps,
   openBrowser: boolean,
 ): void {
-  const verification = assertEndpoint(device.verification_uri, "verification_uri", as.issuer);
+  const verification = deviceAddress(device.verification_uri, "verification_uri", as.issuer);
   const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
-    : assertEndpoint(device.verification_uri_complete, "verification_uri_complete", as.issuer);
+    : deviceAddress(device.verification_uri_complete, "verification_uri_complete", as.issuer);
   say(
     deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
@@ -4648,6 +5020,21 @@ function showDeviceCode(
   );
   if (openBrowser) {
     deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
+  }
+}
+
+/**
+ * An address from the device authorization answer (RFC 8628 §3.2), checked before it is shown or
+ * opened: https, or http only on a loopback host of a loopback issuer (`assertEndpoint`). Throws
+ * LoginError("invalid_response") otherwise, with the way out.
+ */
+function deviceAddress(value: unknown, name: string, issuer: string): URL {
+  try {
+    return assertEndpoint(value, name, issuer);
+  } catch (error) {
+    if (!(error instanceof LoginError)) throw error;
+    const message = error.message.replace("The server's metadata has", "The server's device authorization answer has");
+    throw new LoginError("invalid_response", message, { hint: "use --flow browser", cause: error });
   }
 }
 
@@ -6753,7 +7140,7 @@ async function checkClient(
     redirectUri,
     verifier: oauth.generateRandomCodeVerifier(),
     state: oauth.generateRandomState(),
-    nonce: scope.split(" ").includes("openid") ? oauth.generateRandomNonce() : undefined,
+    nonce: scopeList(scope).includes("openid") ? oauth.generateRandomNonce() : undefined,
   };
   const sent = `the client id "${config.clientId}" and the redirect URI ${redirectUri}`;
   try {
@@ -7630,7 +8017,7 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
     }
     await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
     if (saving !== undefined && profile) {
-      const settings = profileSettings(cli.flags, deps.env, usableDotenv(dotenv, config), profile);
+      const { settings, withheld } = profileSettings(cli.flags, deps.env, usableDotenv(dotenv, config), profile);
       const replaced = await saveProfile(profile.path, saving, settings);
       say(
         deps,
@@ -7638,6 +8025,7 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
           replaced ? ", replacing the settings it had" : ""
         }; use it with --profile ${saving}`,
       );
+      if (withheld.length > 0) say(deps, withheldNote(withheld));
     }
     return EXIT.ok;
   } catch (error) {

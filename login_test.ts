@@ -21,6 +21,7 @@ import {
   type Run,
   run as boundedRun,
   type RunOptions as HarnessRunOptions,
+  START_PATH,
   withMock,
 } from "./tests/_harness.ts";
 
@@ -75,7 +76,7 @@ Deno.test("login() signs in a public client with PKCE over an ephemeral loopback
 
     // The browser was given the short loopback address, which redirected to the authorization URL.
     assertEquals(result.opened.length, 1);
-    assertMatch(result.opened[0], /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assertMatch(result.opened[0], new RegExp(`^http://127\\.0\\.0\\.1:\\d+${START_PATH}$`));
     assertStringIncludes(result.stderr, `If it does not open, visit: ${result.opened[0]}\n`);
 
     const [authorize] = mock.calls("authorize");
@@ -170,7 +171,8 @@ Deno.test("login() listens exactly on a fixed redirect URI; localhost binds 127.
       },
     });
     assertEquals(result.code, EXIT.ok, result.stderr);
-    assertEquals(result.opened, [`http://localhost:${port}/`]);
+    assertEquals(result.opened.length, 1);
+    assertMatch(result.opened[0], new RegExp(`^http://localhost:${port}${START_PATH}$`));
     assertEquals(reachable, ["127.0.0.1", "::1"]);
     assertEquals(mock.calls("authorize")[0].query.redirect_uri, redirectUri);
     assertEquals(mock.calls("token")[0].form.redirect_uri, redirectUri);
@@ -192,7 +194,8 @@ Deno.test("login() with --port listens on 127.0.0.1 at that port", async () => {
       },
     });
     assertEquals(result.code, EXIT.ok, result.stderr);
-    assertEquals(result.opened, [`http://127.0.0.1:${port}/`]);
+    assertEquals(result.opened.length, 1);
+    assertMatch(result.opened[0], new RegExp(`^http://127\\.0\\.0\\.1:${port}${START_PATH}$`));
     assert(beyond.length > 0);
     assertEquals(mock.calls("authorize")[0].query.redirect_uri, `http://127.0.0.1:${port}/callback`);
     assertStringIncludes(result.visit!.body, "Signed in as alice@example.com");

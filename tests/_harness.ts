@@ -302,6 +302,12 @@ export function cleanLoginStderr(start: string, host: string, user = "alice@exam
     `${WAITING_LINE}Logged in as ${user}\n`;
 }
 
+/**
+ * The start address's path, as regular-expression source: 16 random base64url characters (96 bits)
+ * after the origin, as in `http://127.0.0.1:PORT/3kQ9…`; no other local process can guess it.
+ */
+export const START_PATH = "/[A-Za-z0-9_-]{16}";
+
 /** The static line a browser login shows while it waits, when stderr is no terminal (the default timeout). */
 export const WAITING_LINE = "Waiting for the browser for up to 5 minutes (Ctrl-C cancels)\n";
 

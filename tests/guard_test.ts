@@ -24,6 +24,7 @@ import {
   run,
   type RunOptions,
   scriptedBrowser,
+  START_PATH,
   withMock,
 } from "./_harness.ts";
 
@@ -72,7 +73,7 @@ Deno.test("the callback server refuses connections on every address but loopback
         return scriptedBrowser(start);
       },
     });
-    assertMatch(result.opened[0], /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assertMatch(result.opened[0], new RegExp(`^http://127\\.0\\.0\\.1:\\d+${START_PATH}$`));
     assert(tried.length > 0);
   });
 });
@@ -89,9 +90,9 @@ Deno.test("the callback server refuses connections on every address but loopback
       },
     };
     const fixed = await logIn(flags(mock, "--port", String(port)), guarded);
-    assertEquals(fixed.opened, [`http://127.0.0.1:${port}/`]);
+    assertMatch(fixed.opened[0], new RegExp(`^http://127\\.0\\.0\\.1:${port}${START_PATH}$`));
     const both = await logIn(flags(mock, "--redirect-uri", localhost), guarded);
-    assertEquals(both.opened, [`http://localhost:${portOf(localhost)}/`]);
+    assertMatch(both.opened[0], new RegExp(`^http://localhost:${portOf(localhost)}${START_PATH}$`));
   });
 });
 

@@ -34,6 +34,9 @@ const LIFETIMES = "tests/lifetimes_test.ts";
 const SENDER = "tests/sender_test.ts";
 const ENTRIES = "tests/entries_test.ts";
 const TRUST = "tests/trust_test.ts";
+const CALLBACK = "tests/callback_test.ts";
+const GUARDS = "tests/guards_test.ts";
+const PROVIDERS = "tests/providers_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -300,6 +303,95 @@ const MUTANTS: Mutant[] = [
     name: "hand-given endpoints left out of the cache key",
     edits: [[/if \(manual\.length > 0\) parts\.push\(\{ endpoints: [^\n]+\n/, ""]],
     tests: [TRUST],
+  },
+  // Issue 19, section 4: the callback server under pressure.
+  {
+    name: "the start address also answers / (any local process can fetch the authorization request)",
+    edits: [[
+      /timingSafeEqual\(url\.pathname, options\.startPath\)/,
+      '(url.pathname === "/" || timingSafeEqual(url.pathname, options.startPath))',
+    ]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the start address made constant",
+    edits: [[/crypto\.getRandomValues\(new Uint8Array\(START_PATH_BYTES\)\)/, "new Uint8Array(START_PATH_BYTES)"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the callback server stops accepting at the first failed accept (out of descriptors)",
+    edits: [[/await pause\(ACCEPT_RETRY_MS\);\s+continue;/, "return;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "no limit on the callback server's connections (all accepted, up to the descriptor limit)",
+    edits: [[/let cap = MAX_CONNECTIONS;/, "let cap = Infinity;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "idle connections never make room for others",
+    edits: [[/if \(idle && waited >= IDLE_GRACE_MS\) \{/, "if (false) {"]],
+    tests: [CALLBACK],
+  },
+  // Issue 19, section 5: the guards of the seams.
+  {
+    name: "Google's accepted iss matched as a substring",
+    edits: [[/accepted\.includes\(claims\.iss\)/, "accepted.some((iss) => claims.iss.includes(iss))"]],
+    tests: [PROVIDERS],
+  },
+  {
+    name: "any iss accepted from a Google ID token",
+    edits: [[/accepted\.includes\(claims\.iss\)/, "true"]],
+    tests: [PROVIDERS],
+  },
+  {
+    name: "the device flow shows and opens a verification address that is not https",
+    // deviceAddress: the device answer's addresses, not the metadata's endpoints.
+    edits: [[
+      /(?<=function deviceAddress\([^]*?)return assertEndpoint\(value, name, issuer\);/,
+      "return new URL(value as string);",
+    ]],
+    tests: [GUARDS],
+  },
+  {
+    name: "a granted scope matched as a substring of the granted scopes",
+    edits: [[/!granted\.some\(\(g\) => sameScope\(scope, g\)\)/, "!tokens.scope.includes(scope)"]],
+    tests: [GUARDS],
+  },
+  {
+    name: "a nonce for any scope that contains openid",
+    edits: [[
+      /nonce: scopeList\(scope\)\.includes\("openid"\) && !noIssuer/,
+      'nonce: scope.includes("openid") && !noIssuer',
+    ]],
+    tests: [GUARDS],
+  },
+  {
+    name: "offline_access found inside another scope (the refresh-token remedy)",
+    edits: [[/if \(scopeList\(scope\)\.includes\("offline_access"\)\) \{/, 'if (scope.includes("offline_access")) {']],
+    tests: [GUARDS],
+  },
+  {
+    name: "--save-profile keeps every --param not named like a secret (api_key, token)",
+    edits: [[
+      /if \(PROFILE_PARAMS\.has\(key\)\) params\[key\]/,
+      "if (!/secret|password|assertion/i.test(key)) params[key]",
+    ]],
+    tests: [GUARDS, PROFILES],
+  },
+  {
+    name: "a real Ctrl-C (SIGINT) is not caught: it ends a refresh midway",
+    // realDeps' catchInterrupt, which renew and every request to the issuer call before they begin.
+    edits: [[/if \(!listening\) Deno\.addSignalListener\("SIGINT", \(\) => controller\.abort\(\)\);/, ""]],
+    tests: [GUARDS],
+  },
+  {
+    name: "Ctrl-C during a refresh drops the refreshed tokens (checked before they are saved)",
+    edits: [[
+      /(await deps\.storage\.write\(`\$\{name\}\.json`, JSON\.stringify\(next, null, 2\) \+ "\\n"\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
+      "$3$2$1",
+    ]],
+    tests: [GUARDS, LIFETIMES],
   },
 ];
 

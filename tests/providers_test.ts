@@ -645,6 +645,70 @@ Deno.test("issue 14.2: Entra", async (t) => {
   });
 });
 
+Deno.test("issue 19: Google's ID tokens may say iss accounts.google.com or its issuer, and nothing else", async (t) => {
+  const google = PERSONALITIES.find((p) => p.preset === "google")!;
+  const original = google.mock.dialect!.idTokenClaims!;
+  /** A Google login whose ID token says `iss` (given the mock, whose origin stands for https://accounts.google.com). */
+  const loginWith = async (iss: (mock: { issuer: string }) => string) => {
+    const mock = serveMockIssuer({
+      ...google.mock,
+      user: PERSON,
+      clients: [google.client],
+      dialect: { ...google.mock.dialect, idTokenClaims: (m) => ({ ...original(m), iss: iss(m) }) },
+    });
+    google.setup!(mock);
+    try {
+      const result = await run(cli(google, mock, "login"), options(google, mock, { browser: scriptedBrowser }));
+      const saved = await Array.fromAsync(Deno.readDir(`${result.home}/cache`)).catch(() => []);
+      await cleanUp(result);
+      return { result, saved };
+    } finally {
+      await mock.close();
+    }
+  };
+  for (
+    const [what, iss] of [["accounts.google.com", () => "accounts.google.com"], [
+      "its issuer",
+      (m: { issuer: string }) => m.issuer,
+    ]] as const
+  ) {
+    await t.step(`accepted: ${what}`, async () => {
+      const { result, saved } = await loginWith(iss);
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(saved.length, 1);
+    });
+  }
+  const refused = [
+    "accounts.google.com.evil.example",
+    "https://accounts.google.com.evil.example",
+    "xaccounts.google.com",
+    "accounts.google.com/",
+    "ACCOUNTS.GOOGLE.COM",
+    "evil.example",
+  ];
+  for (const iss of refused) {
+    await t.step(`refused: ${iss}`, async () => {
+      const { result, saved } = await loginWith(() => iss);
+      assertEquals(result.code, EXIT.failure);
+      assertStringIncludes(result.stderr, 'unexpected JWT "iss" (issuer) claim value');
+      assertEquals(saved, [], "nothing cached");
+    });
+  }
+  await t.step("refused for any other issuer: accounts.google.com is Google's own exception", async () => {
+    const mock = serveMockIssuer({ dialect: { idTokenClaims: () => ({ iss: "accounts.google.com" }) } });
+    try {
+      const result = await run(["login", "--issuer", mock.issuer, "--client-id", "cli-public"], {
+        browser: scriptedBrowser,
+      });
+      await cleanUp(result);
+      assertEquals(result.code, EXIT.failure);
+      assertStringIncludes(result.stderr, 'unexpected JWT "iss" (issuer) claim value');
+    } finally {
+      await mock.close();
+    }
+  });
+});
+
 Deno.test("issue 14.3: GitHub", async (t) => {
   const github = PERSONALITIES.find((p) => p.preset === "github")!;
   await t.step("a bad code answered with HTTP 200 and an error is reported as that error", async () => {

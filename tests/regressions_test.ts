@@ -10,7 +10,7 @@ import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT, fileStorage, type Storage, testing, type TokenSet } from "../login.ts";
 const { browserAvailability } = testing;
 import { CONFIDENTIAL_CLIENT, type MockClient, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { cleanUp, exists, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
+import { cleanUp, exists, type Run, run, type RunOptions, scriptedBrowser, START_PATH, withMock } from "./_harness.ts";
 
 // ── Shared ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -546,7 +546,7 @@ Deno.test("bug 5: a real login runs $BROWSER as one program when it is a path wi
       assertEquals(login.code, EXIT.ok, login.stderr);
       const log = await openerLog(env.OPENER_LOG);
       assertEquals(log.length, 1, log.join("\n"));
-      assert(/^Google Chrome \[http:\/\/127\.0\.0\.1:\d+\/\]$/.test(log[0]), log[0]);
+      assert(new RegExp(`^Google Chrome \\[http://127\\.0\\.0\\.1:\\d+${START_PATH}\\]$`).test(log[0]), log[0]);
     });
   });
 });
@@ -562,8 +562,11 @@ Deno.test("bug 5: a real login tries a $BROWSER list in order until one starts; 
       assertEquals(login.code, EXIT.ok, login.stderr);
       const log = await openerLog(env.OPENER_LOG);
       assertEquals(log.length, 2, log.join("\n"));
-      assert(/^broken \[http:\/\/127\.0\.0\.1:\d+\/\]$/.test(log[0]), log[0]);
-      assert(/^browser \[--app=http:\/\/127\.0\.0\.1:\d+\/\] \[--fresh\]$/.test(log[1]), log[1]);
+      assert(new RegExp(`^broken \\[http://127\\.0\\.0\\.1:\\d+${START_PATH}\\]$`).test(log[0]), log[0]);
+      assert(
+        new RegExp(`^browser \\[--app=http://127\\.0\\.0\\.1:\\d+${START_PATH}\\] \\[--fresh\\]$`).test(log[1]),
+        log[1],
+      );
     });
   });
 });

@@ -1,0 +1,288 @@
+/**
+ * The callback server under pressure (issue 19, section 4): a waiting login survives local
+ * connections that use up its file descriptors and still completes with the genuine callback; the
+ * start address (which redirects to the whole authorization request) cannot be guessed by another
+ * local process; and the server's own HTTP/1.1 reading stays within what browsers send.
+ *
+ *     deno test --allow-net --allow-env --allow-read --allow-write --allow-run tests/callback_test.ts
+ *
+ * @module
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
+import { EXIT } from "../login.ts";
+import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import {
+  authorizationUrl,
+  cleanLoginStderr,
+  cleanUp,
+  filesUnder,
+  genuineCallback,
+  hit,
+  portOf,
+  raw,
+  run,
+  scriptedBrowser,
+  START_PATH,
+  within,
+  withMock,
+} from "./_harness.ts";
+
+function flags(mock: ServedMock, ...extra: string[]): string[] {
+  return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
+}
+
+// ── Descriptors used up by idle local connections ───────────────────────────────────────────────
+
+const LOGIN_TS = new URL("../login.ts", import.meta.url).pathname;
+
+/** A login process with a small descriptor limit, and the start address it printed. */
+interface LimitedLogin {
+  pid: number;
+  start: string;
+  /** Its exit code and all of its stderr, once it ended. */
+  ended: Promise<{ code: number; stderr: string }>;
+}
+
+/**
+ * Starts `login.ts login` as its own process under `ulimit -n LIMIT` (the test runner's own limit
+ * is left alone), with a `$BROWSER` that opens nothing, and reads its stderr until it prints the
+ * start address.
+ */
+async function limitedLogin(mock: ServedMock, limit: number, cache: string): Promise<LimitedLogin> {
+  const child = new Deno.Command("bash", {
+    args: [
+      "-c",
+      `ulimit -n ${limit} && exec "$0" "$@"`,
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      LOGIN_TS,
+      "login",
+      ...flags(mock, "--timeout", "20"),
+    ],
+    env: { BROWSER: "true", OAUTH_LOGIN_CACHE: cache, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let stderr = "";
+  let start: string | undefined;
+  while (start === undefined) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += value;
+    start = stderr.match(/If it does not open, visit: (\S+)\n/)?.[1];
+  }
+  const ended = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stderr += value;
+    }
+    return { code: (await child.status).code, stderr };
+  })();
+  if (start === undefined) throw new Error(`the login printed no start address:\n${(await ended).stderr}`);
+  return { pid: child.pid, start, ended };
+}
+
+for (
+  const [what, greeting] of [
+    ["idle connections (connected, silent)", undefined],
+    ["connections that send half a request line and stop", "GET /call"],
+  ] as const
+) {
+  Deno.test(
+    `a login under "ulimit -n 64" survives 100 ${what} and completes with the genuine callback`,
+    { ignore: Deno.build.os === "windows" },
+    async () => {
+      await withMock(async (mock) => {
+        const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+        const held: Deno.Conn[] = [];
+        try {
+          const login = await limitedLogin(mock, 64, cache);
+          const port = portOf(login.start);
+          for (let i = 0; i < 100; i++) {
+            try {
+              const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+              held.push(conn);
+              if (greeting) await conn.write(new TextEncoder().encode(greeting));
+            } catch {
+              break; // the listener is gone: the login crashed (the check below says how)
+            }
+          }
+          const visit = await scriptedBrowser(login.start).catch((error) => error as Error);
+          const { code, stderr } = await within(login.ended, 30_000, "the login process");
+          assertEquals({ code, stderr }, {
+            code: EXIT.ok,
+            stderr: cleanLoginStderr(login.start, `127.0.0.1:${mock.port}`).replace("5 minutes", "20 seconds"),
+          });
+          assertEquals(held.length, 100, "every connection was taken (accepted or left in the backlog)");
+          assert(!(visit instanceof Error), `the genuine browser failed: ${visit}`);
+          assertEquals(visit.status, 200);
+          assertStringIncludes(visit.body, "Signed in as alice@example.com");
+          assertEquals(mock.calls("token").length, 1, "one code exchange");
+          const files = await filesUnder(cache);
+          assertEquals(files.length, 1, `one cache entry, nothing else: ${files.join(", ")}`);
+          assertMatch(files[0], /^127\.0\.0\.1-[0-9a-f]{16}\.json$/);
+          assertEquals((await Deno.stat(`${cache}/${files[0]}`)).mode! & 0o777, 0o600);
+        } finally {
+          for (const conn of held) conn.close();
+          await Deno.remove(cache, { recursive: true });
+        }
+      });
+    },
+  );
+}
+
+/** How many sockets a process holds open, from /proc (Linux; through `ls`, as Deno reads /proc only with --allow-all). */
+async function socketsOf(pid: number): Promise<number> {
+  const { stdout } = await new Deno.Command("ls", { args: ["-l", `/proc/${pid}/fd`], stderr: "null" }).output();
+  return new TextDecoder().decode(stdout).split("\n").filter((line) => line.includes("-> socket:")).length;
+}
+
+Deno.test(
+  "the callback server holds at most 64 connections, whatever the descriptor limit; the rest wait unaccepted",
+  { ignore: Deno.build.os !== "linux" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      const held: Deno.Conn[] = [];
+      try {
+        const login = await limitedLogin(mock, 4096, cache);
+        const before = await socketsOf(login.pid);
+        for (let i = 0; i < 150; i++) {
+          held.push(await Deno.connect({ hostname: "127.0.0.1", port: portOf(login.start) }));
+        }
+        // The browser's request comes after the 150 in the backlog: answered, it shows the server got past them.
+        await authorizationUrl(login.start);
+        const during = await socketsOf(login.pid);
+        const visit = await scriptedBrowser(login.start);
+        assertEquals((await within(login.ended, 30_000, "the login process")).code, EXIT.ok);
+        assertEquals(visit.status, 200);
+        assert(during - before <= 64, `the login held ${during - before} more sockets than before the 150 connections`);
+      } finally {
+        for (const conn of held) conn.close();
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
+
+// ── The start address ───────────────────────────────────────────────────────────────────────────
+
+Deno.test("the start address is a random path that another local process cannot guess", async () => {
+  await withMock(async (mock) => {
+    const guesses: Record<string, number> = {};
+    let leaked = "";
+    const result = await run(flags(mock), {
+      browser: async (start) => {
+        const url = new URL(start);
+        const sameLength = `/${"A".repeat(url.pathname.length - 1)}`;
+        for (const path of ["/", "/index.html", sameLength, `${url.pathname}/`, `${url.pathname}?x=1`, "/callback"]) {
+          const answer = await hit(new URL(path, url));
+          guesses[path.replace(url.pathname, "START")] = answer.status;
+          leaked += `${answer.headers.get("location") ?? ""}${answer.body}`;
+        }
+        return scriptedBrowser(start);
+      },
+    });
+    try {
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertMatch(result.opened[0], new RegExp(`^http://127\\.0\\.0\\.1:\\d+${START_PATH}$`));
+      assertEquals(guesses, {
+        "/": 404,
+        "/index.html": 404,
+        "/AAAAAAAAAAAAAAAA": 404,
+        "START/": 404,
+        "START?x=1": 404,
+        "/callback": 400,
+      });
+      const authorize = mock.calls("authorize")[0];
+      for (const secret of [authorize.query.state, authorize.query.code_challenge]) {
+        assert(!leaked.includes(secret), "a guess got the authorization request");
+      }
+      assertEquals(mock.calls("authorize").length, 1, "only the genuine browser reached the authorization endpoint");
+      assertEquals(mock.calls("token").length, 1);
+    } finally {
+      await cleanUp(result);
+    }
+  });
+});
+
+Deno.test("each login has its own start address, which works for as long as the login waits", async () => {
+  await withMock(async (mock) => {
+    const starts: string[] = [];
+    const locations: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const result = await run(flags(mock), {
+        browser: async (start) => {
+          starts.push(start);
+          // Visited twice (a reload, or the printed address opened by hand): the same request each time.
+          for (let visit = 0; visit < 2; visit++) locations.push((await authorizationUrl(start)).url.href);
+          return scriptedBrowser(start);
+        },
+      });
+      await cleanUp(result);
+      assertEquals(result.code, EXIT.ok, result.stderr);
+    }
+    const paths = starts.map((start) => new URL(start).pathname);
+    assert(paths[0] !== paths[1], `two logins had the same start path ${paths[0]}`);
+    assertEquals(locations[0], locations[1]);
+    assertEquals(locations[2], locations[3]);
+    assert(locations[0] !== locations[2]);
+  });
+});
+
+// ── What the server reads: within what browsers send, nothing else ──────────────────────────────
+
+Deno.test("the callback server reads what browsers send and refuses malformed requests", async (t) => {
+  await withMock(async (mock) => {
+    const answers: Record<string, { status?: number; expected: number }> = {};
+    const result = await run(flags(mock), {
+      browser: async (start) => {
+        const port = portOf(start);
+        const { state } = await authorizationUrl(start);
+        const host = `Host: 127.0.0.1:${port}\r\n`;
+        const target = `/callback?code=forged&state=${state}`;
+        const cases: Record<string, [string, number]> = {
+          "a lowercase method": [`get ${target} HTTP/1.1\r\n${host}\r\n`, 400],
+          "a bare CR in a header": [`GET ${target} HTTP/1.1\r\n${host}X-A: 1\r2\r\n\r\n`, 400],
+          "a folded header line": [`GET ${target} HTTP/1.1\r\n${host}X-A: 1\r\n 2\r\n\r\n`, 400],
+          "an absolute-form target": [`GET http://127.0.0.1:${port}${target} HTTP/1.1\r\n${host}\r\n`, 400],
+          "HTTP/2 with prior knowledge": ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400],
+          "a forbidden method (TRACE)": [`TRACE ${target} HTTP/1.1\r\n${host}\r\n`, 400],
+          "101 header lines": [`GET ${target} HTTP/1.1\r\n${host}${"X-A: 1\r\n".repeat(100)}\r\n`, 431],
+          "a 9 KiB request line": [`GET /callback?x=${"a".repeat(9 * 1024)} HTTP/1.1\r\n${host}\r\n`, 414],
+        };
+        for (const [what, [request, expected]] of Object.entries(cases)) {
+          answers[what] = { status: (await raw(port, request)).status, expected };
+        }
+        // A POST with a body gets its whole 405 page: the server reads on after its answer, so that
+        // closing does not reset the connection under the answer.
+        const post = await hit(new URL(target, start), { method: "POST", body: "x".repeat(200_000) });
+        answers["a POST with a 200 KB body"] = { status: post.status, expected: 405 };
+        // The genuine callback, with 24 KiB of cookies (127.0.0.1's cookies go to every local port).
+        const callback = await genuineCallback(start);
+        const genuine = await hit(callback, { headers: { cookie: `a=${"c".repeat(24 * 1024)}` } });
+        return { visited: [callback.href], ...genuine };
+      },
+    });
+    try {
+      for (const [what, { status, expected }] of Object.entries(answers)) {
+        await t.step(what, () => assertEquals(status, expected));
+      }
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(result.visit?.status, 200, "the genuine callback with 24 KiB of cookies is answered");
+      assertEquals(mock.calls("token").length, 1);
+      assert(mock.calls("token")[0].form.code !== "forged");
+    } finally {
+      await cleanUp(result);
+    }
+  });
+});
