@@ -46,17 +46,15 @@
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
  *
- * Public API: `main`, `realDeps`, `login`, `resolveConfig`, `fileStorage`, `EXIT`, `VERSION`,
+ * Public API: `main`, `realDeps`, `login`, `fileStorage`, `EXIT`, `VERSION`,
  * `LoginError`, `ErrorResponse` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
  * `testing` holds internals for this project's tests only.
  *
- * The functions a cached `token` runs are written `const name = (function name(…) {…}).bind(undefined)`
- * rather than as declarations. V8 compiles a function written in parentheses before the module runs,
- * so it lands in the code cache Deno keeps for the module (which holds only what was compiled by
- * then); a declaration is compiled at its first call, in every process: 3–4 ms of a cached
- * `token`. The `.bind` is there only because the emitted JavaScript drops parentheses that do nothing.
- * Keep the form for what that path calls, and only for that: each one makes the cache (read by every
- * command) larger.
+ * Functions are plain declarations. An earlier version wrote the cached `token` path's functions as
+ * `const f = (function f(…) {…}).bind(undefined)`, so that V8 compiled them before the module ran
+ * and Deno's code cache kept them; measured here, that saved about 1 ms of a ~45 ms cached `token`
+ * (2 % of its instructions, callgrind), at the price of untyped constants in the public API (slow
+ * types) and a second way to write a function. bench/README.md has the figures.
  *
  * @module
  */
@@ -64,6 +62,7 @@ import type * as Oauth from "npm:oauth4webapi@3.8.8";
 
 // ── 1 Vocabulary: exit codes, the edges (Deps), the errors and the one wait ────────────────────────────────────────
 
+/** This tool's version, as `--version` prints it. */
 export const VERSION = "0.1.0";
 
 /** Exit codes, documented in the README. */
@@ -79,21 +78,27 @@ export const EXIT = {
 
 /** The edges of the tool: every effect goes through one of these, so tests can replace them. */
 export interface Deps {
+  /** Sends every HTTP request (through the one sender, which adds routing, caps and timeouts). */
   fetch: typeof fetch;
   /** Hands an http(s) URL to the browser; throws when no browser could be started. */
   openUrl: (url: string) => Promise<void>;
+  /** The clock: milliseconds since the epoch. */
   now: () => number;
+  /** Reads an environment variable (undefined when unset). */
   env: (name: string) => string | undefined;
   /** Reads a dotenv file and returns its variables (undefined when there is no such file). */
   readEnvFile: (path: string) => Promise<Record<string, string> | undefined>;
+  /** Writes data (tokens, JSON, tables) to stdout. */
   stdout: (text: string) => void;
   /** Writes bytes to stdout unchanged (`fetch`'s answer). */
   stdoutBytes: (bytes: Uint8Array) => void;
   /** Whether stdout is a terminal: then `fetch` writes no control characters or binary data to it. */
   stdoutIsTerminal: boolean;
+  /** Writes messages for people to stderr. */
   stderr: (text: string) => void;
   /** Whether a person can answer prompts: stdin and stderr are terminals (not `--interactive`, which is `Config.interactive`). */
   canPrompt: boolean;
+  /** The token cache. */
   storage: Storage;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
@@ -101,6 +106,7 @@ export interface Deps {
   httpTimeoutMs?: number;
   /** The platform, for choosing the flow: `Deno.build.os`, and whether a command is on PATH. */
   os: string;
+  /** Whether a program is on PATH (or a path to an executable file). */
   which: (command: string) => boolean;
   /** Waits; the device flow polls with it, so tests can move a clock instead of sleeping. */
   sleep: (ms: number) => Promise<void>;
@@ -130,23 +136,25 @@ export interface Deps {
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
 }
 
-type ErrorCode =
-  | "usage"
-  | "config"
-  | "port_in_use"
-  | "network"
-  | "invalid_response"
-  | "denied"
-  | "login_required"
-  | "timeout"
-  | "interrupted"
-  | "failure";
-
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
 export class LoginError extends Error {
+  /** Always "LoginError". */
   override name = "LoginError";
-  readonly code: ErrorCode;
+  /** What kind of failure it is; `exitCodeFor` maps it to an exit code (see `EXIT`). */
+  readonly code:
+    | "usage"
+    | "config"
+    | "port_in_use"
+    | "network"
+    | "invalid_response"
+    | "denied"
+    | "login_required"
+    | "timeout"
+    | "interrupted"
+    | "failure";
+  /** The next step to suggest, printed as `hint: …`. */
   readonly hint?: string;
+  /** `message`: one sentence, sanitised; `options.hint`: the next step; `options.cause`: the error behind it. */
   constructor(code: ErrorCode, message: string, options?: { hint?: string; cause?: unknown }) {
     super(message, { cause: options?.cause });
     this.code = code;
@@ -154,13 +162,22 @@ export class LoginError extends Error {
   }
 }
 
+/** The kinds of `LoginError`. */
+type ErrorCode = LoginError["code"];
+
 /** What the authorization server said: its `error`, `error_description` and HTTP status. */
 export class ErrorResponse extends Error {
+  /** Always "ErrorResponse". */
   override name = "ErrorResponse";
+  /** The server's `error` code (RFC 6749 §5.2), e.g. "invalid_grant". */
   readonly code: string;
+  /** The server's `error_description`, unsanitised (sanitise before printing). */
   readonly description?: string;
+  /** The HTTP status of the answer, when there was one. */
   readonly status?: number;
+  /** The next step to suggest, printed as `hint: …`. */
   readonly hint?: string;
+  /** `message`: one sentence, sanitised; `options`: the server's code and description, the status, a hint. */
   constructor(
     message: string,
     options: { code: string; description?: string; status?: number; hint?: string; cause?: unknown },
@@ -197,22 +214,22 @@ function exitCodeFor(error: unknown): number {
   }
 }
 
-const parseUrl = (function parseUrl(text: string): URL | undefined {
+function parseUrl(text: string): URL | undefined {
   try {
     return new URL(text);
   } catch {
     return undefined;
   }
-}).bind(undefined);
+}
 
 /** `env`, reading each variable once. */
-const remembered = (function remembered(env: (name: string) => string | undefined) {
+function remembered(env: (name: string) => string | undefined) {
   const read = new Map<string, string | undefined>();
   return (name: string): string | undefined => {
     if (!read.has(name)) read.set(name, env(name));
     return read.get(name);
   };
-}).bind(undefined);
+}
 
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on, and an issuer's only plain-http hosts. */
 function isLoopbackHost(hostname: string): boolean {
@@ -938,23 +955,31 @@ function dotenvWarnings(dotenv: Record<string, string>): string[] {
 
 // ── 3 Configuration: flags, the environment and .env become a Config ───────────────────────────────────────────────
 
-type Command = "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
+/** A command (`status` is read as `whoami`). */
+type Command = Config["command"];
 
-type OutputFormat = "text" | "json" | "exec-credential" | "headers";
+/** What `token` prints: the bare token, JSON, a kubectl ExecCredential, or header lines for curl. */
+type OutputFormat = Config["format"];
 
-type Flow = "auto" | "browser" | "device";
+/** How to sign in. */
+type Flow = Config["flow"];
 
-type ValueSource = "flag" | "environment" | ".env" | "default" | "profile";
+/** Where a setting came from. */
+type ValueSource = Config["sources"][string];
 
-type ClientAuthMethod = typeof CLIENT_AUTH_METHODS[number];
+/** A client authentication method (RFC 6749 §2.3, RFC 7523 §2.2, OpenID Connect Core §9). */
+type ClientAuthMethod = NonNullable<Config["clientAuth"]>;
 
-const CLIENT_AUTH_METHODS = [
+/** What `fetch` sends, and what a `token --format headers` DPoP proof is for. */
+type ResourceRequest = NonNullable<Config["request"]>;
+
+const CLIENT_AUTH_METHODS: readonly ClientAuthMethod[] = [
   "none",
   "client_secret_basic",
   "client_secret_post",
   "private_key_jwt",
   "client_secret_jwt",
-] as const;
+];
 
 const ENV_VARS = {
   issuer: "OAUTH_ISSUER",
@@ -981,38 +1006,48 @@ const ENV_VARS = {
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
 export interface Config {
-  command: Command;
+  /** The command to run. */
+  command: "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
   /** The issuer identifier we expect the metadata to name. */
   issuer: string;
   /** Set when the person gave the full metadata URL instead of the issuer. */
   metadataUrl?: string;
+  /** The client identifier (RFC 6749 §2.2); "" for commands that need none (`logout --all`). */
   clientId: string;
+  /** The client secret, when the client has one (never printed, never saved). */
   clientSecret?: string;
   /** `undefined` means the default: `openid profile` (+ `offline_access` when offered). */
   scope?: string;
   /** A fixed redirect URI (from `--redirect-uri` or `--port`), else the ephemeral default. */
   redirectUri?: string;
+  /** How long the browser flow waits for the person, in ms (`--timeout`). */
   timeoutMs: number;
+  /** Whether to open a browser (false with `--no-browser`). */
   browser: boolean;
+  /** Whether to print JSON on stdout (`--json`, `--format json`). */
   json: boolean;
+  /** Whether to trace requests (secrets redacted) and show causes (`--verbose`). */
   verbose: boolean;
-  clientAuth?: ClientAuthMethod;
+  /** The client authentication method (`--client-auth`); absent: the metadata and the secret decide. */
+  clientAuth?: "none" | "client_secret_basic" | "client_secret_post" | "private_key_jwt" | "client_secret_jwt";
   /** `--prompt`, and extra authorization parameters from `--param key=value`. */
   prompt?: string;
+  /** Extra authorization parameters (`--param`, the preset's, `resource`, `audience`, `login_hint`). */
   params: [string, string][];
   /** `token`: refresh when the access token expires within this long. */
   minTtlMs: number;
   /** `token`: log in when needed even without a terminal. */
   interactive: boolean;
-  format: OutputFormat;
+  /** What `token` prints (`--format`). */
+  format: "text" | "json" | "exec-credential" | "headers";
   /** `logout --all`. */
   all: boolean;
   /** How to sign in: the browser with a loopback redirect, the device flow, or the right one for here. */
-  flow: Flow;
+  flow: "auto" | "browser" | "device";
   /** No progress animation and no "Logged in as" line. */
   quiet: boolean;
   /** Where each setting came from, for `--verbose` and bug reports. Secrets are not kept here. */
-  sources: Record<string, ValueSource>;
+  sources: Record<string, "flag" | "environment" | ".env" | "default" | "profile">;
   /**
    * Who decided where credentials go (SECURITY.md 13, see `decideTrust`). "own": the person's own
    * settings (flags, the environment, the profile in use) name some part of the destination, so they
@@ -1033,10 +1068,15 @@ export interface Config {
    * one given overrides the discovered value.
    */
   authorizationEndpoint?: string;
+  /** The token endpoint given by hand (RFC 6749 §3.2). */
   tokenEndpoint?: string;
+  /** The device authorization endpoint given by hand (RFC 8628 §3.1). */
   deviceAuthorizationEndpoint?: string;
+  /** The revocation endpoint given by hand (RFC 7009 §2). */
   revocationEndpoint?: string;
+  /** The introspection endpoint given by hand (RFC 7662 §2). */
   introspectionEndpoint?: string;
+  /** The UserInfo (or any "who am I") endpoint given by hand (OpenID Connect Core §5.3). */
   userinfoEndpoint?: string;
   /** The member of the UserInfo (or "who am I") answer, or of the ID token, that names the person. */
   userClaim?: string;
@@ -1060,21 +1100,21 @@ export interface Config {
   assertionAudience?: "issuer" | "token-endpoint";
   /** RFC 8707 resource indicators (`--resource`, repeatable) and the vendor `audience` parameter. */
   resources?: string[];
+  /** The vendor `audience` parameter (`--audience`: Auth0 and others). */
   audience?: string;
   /** `fetch` (and `token --format headers`): the request to make or to prove. */
-  request?: ResourceRequest;
-}
-
-/** What `fetch` sends, and what a `token --format headers` DPoP proof is for. */
-interface ResourceRequest {
-  method: string;
-  url?: string;
-  /** `-H "Name: value"`, repeatable. */
-  headers: [string, string][];
-  /** `-d DATA`, `-d @FILE` or `-d @-` (stdin), as given. */
-  data?: string;
-  /** `--include`: the status line and headers on stderr. */
-  include: boolean;
+  request?: {
+    /** The HTTP method (`-X`), upper case. */
+    method: string;
+    /** The URL to call (https, or http on loopback). */
+    url?: string;
+    /** `-H "Name: value"`, repeatable. */
+    headers: [string, string][];
+    /** `-d DATA`, `-d @FILE` or `-d @-` (stdin), as given. */
+    data?: string;
+    /** `--include`: the status line and headers on stderr. */
+    include: boolean;
+  };
 }
 
 const FLAGS = {
@@ -1188,7 +1228,7 @@ const RESERVED_PARAMS = new Set([
  * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
  * was started; outside a task it is unset and the working directory is where the person stands.
  */
-const envFilePath = (function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
   const path = flag ?? ".env";
   if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
   const start = initCwd.replace(/[\\/]+$/, "");
@@ -1200,7 +1240,7 @@ const envFilePath = (function envFilePath(flag: string | undefined, initCwd: str
     if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
   }
   return `${start}/${path}`;
-}).bind(undefined);
+}
 
 /** The path as `--verbose` and `doctor` show it. */
 function describeEnvPath(path: string, cwd?: () => string): string {
@@ -1243,7 +1283,7 @@ function misspeltKeys(dotenv: Record<string, string>): string[] {
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
  * ends, `export ` prefixes, quotes and comments.
  */
-const readEnvFile = (async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
   let text: string;
   try {
     if (!Deno.statSync(path).isFile) return undefined;
@@ -1254,7 +1294,7 @@ const readEnvFile = (async function readEnvFile(path: string): Promise<Record<st
   }
   const { parseEnv } = await import("node:util");
   return parseDotenv(text, parseEnv);
-}).bind(undefined);
+}
 
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
@@ -1272,7 +1312,7 @@ function flagOf(key: string): Flag {
  * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
  * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
  */
-const decideTrust = (function decideTrust(
+function decideTrust(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -1304,7 +1344,7 @@ const decideTrust = (function decideTrust(
     found && found[2] ? [{ name: found[1], from: found[2] }] : []
   );
   return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
-}).bind(undefined);
+}
 
 /** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
 function sameSetting(a: string | undefined, b: string | undefined): boolean {
@@ -1316,7 +1356,7 @@ function sameSetting(a: string | undefined, b: string | undefined): boolean {
  * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
  * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
  */
-const trustedSources = (function trustedSources(
+function trustedSources(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -1331,17 +1371,17 @@ const trustedSources = (function trustedSources(
     delete sources.assertionAudience;
   }
   return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
-}).bind(undefined);
+}
 
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
-const mayGive = (function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
   if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
   if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
   return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
-}).bind(undefined);
+}
 
 /** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
-const configPicker = (function configPicker(
+function configPicker(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile: Profile | undefined,
@@ -1363,7 +1403,7 @@ const configPicker = (function configPicker(
     }
     return undefined;
   };
-}).bind(undefined);
+}
 
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
 function checkManualEndpoint(value: string, flag: string): string {
@@ -1383,7 +1423,7 @@ function checkManualEndpoint(value: string, flag: string): string {
 }
 
 /** The manual endpoints given, else the preset's; throws LoginError("config") when a preset needs an issuer. */
-const resolveEndpoints = (function resolveEndpoints(
+function resolveEndpoints(
   flags: FlagValues,
   pick: ConfigPick,
   preset: Preset | undefined,
@@ -1408,7 +1448,7 @@ const resolveEndpoints = (function resolveEndpoints(
     });
   }
   return endpoints;
-}).bind(undefined);
+}
 
 /**
  * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
@@ -1433,7 +1473,7 @@ function checkProjectEndpoints(
 }
 
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
-const checkRequiredSettings = (function checkRequiredSettings(
+function checkRequiredSettings(
   { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust }: {
     cli: Cli;
     flags: FlagValues;
@@ -1474,10 +1514,10 @@ const checkRequiredSettings = (function checkRequiredSettings(
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
   }
-}).bind(undefined);
+}
 
 /** The redirect URI with --port applied, validated; throws LoginError for a bad port or a bad redirect URI. */
-const resolveRedirectUri = (function resolveRedirectUri(
+function resolveRedirectUri(
   flags: FlagValues,
   redirectUri: string | undefined,
   sources: Record<string, ValueSource>,
@@ -1495,10 +1535,10 @@ const resolveRedirectUri = (function resolveRedirectUri(
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
   return redirectUri;
-}).bind(undefined);
+}
 
 /** --timeout in milliseconds (default LOGIN_TIMEOUT_MS); throws LoginError("usage") unless 0 < s <= MAX_TIMEOUT_S. */
-const resolveTimeoutMs = (function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
+function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
@@ -1514,10 +1554,10 @@ const resolveTimeoutMs = (function resolveTimeoutMs(flags: FlagValues, sources: 
     sources.timeout ??= "flag";
   }
   return timeoutMs;
-}).bind(undefined);
+}
 
 /** The client authentication method asked for, if any; throws LoginError for an unknown one or a missing secret. */
-const resolveClientAuth = (function resolveClientAuth(
+function resolveClientAuth(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -1537,10 +1577,10 @@ const resolveClientAuth = (function resolveClientAuth(
     });
   }
   return clientAuth;
-}).bind(undefined);
+}
 
 /** --min-ttl in milliseconds (default MIN_TTL_S seconds); throws LoginError("usage") unless seconds >= 0. */
-const resolveMinTtlMs = (function resolveMinTtlMs(flags: FlagValues): number {
+function resolveMinTtlMs(flags: FlagValues): number {
   let minTtlMs = MIN_TTL_S * 1000;
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
@@ -1556,10 +1596,10 @@ const resolveMinTtlMs = (function resolveMinTtlMs(flags: FlagValues): number {
     }
   }
   return minTtlMs;
-}).bind(undefined);
+}
 
 /** --format (or --json) and --flow; throws LoginError("usage") for a value not supported. */
-const resolveFormatAndFlow = (function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
+function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
   const format = flags.format ?? (flags.json ? "json" : "text");
   if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
@@ -1571,10 +1611,10 @@ const resolveFormatAndFlow = (function resolveFormatAndFlow(flags: FlagValues): 
     throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
   }
   return { format, flow };
-}).bind(undefined);
+}
 
 /** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
-const resolveParams = (function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
+function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -1592,10 +1632,10 @@ const resolveParams = (function resolveParams(flags: FlagValues, preset: Preset 
     if (!params.some(([given]) => given === key)) params.push([key, value]);
   }
   return params;
-}).bind(undefined);
+}
 
 /** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-export const resolveConfig = (function resolveConfig(
+function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
@@ -1663,13 +1703,13 @@ export const resolveConfig = (function resolveConfig(
     par: !flags["no-par"],
     ...modern,
   };
-}).bind(undefined);
+}
 
 /**
  * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
  * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
  */
-const resolveModernConfig = (function resolveModernConfig(
+function resolveModernConfig(
   cli: Cli,
   pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
   clientAuth: ClientAuthMethod | undefined,
@@ -1716,7 +1756,7 @@ const resolveModernConfig = (function resolveModernConfig(
     audience: flags.audience,
     request,
   };
-}).bind(undefined);
+}
 
 /**
  * The request `fetch` makes, or `token --format headers` proves: the URL (positional or `--url`),
@@ -1811,16 +1851,17 @@ function camelCase(flag: string): string {
 }
 
 /** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
-const profileValue = (function profileValue(profile: Profile | undefined, key: string): string | undefined {
+function profileValue(profile: Profile | undefined, key: string): string | undefined {
   const value = profile?.flags[flagOf(key)];
-  return typeof value === "string" ? value : undefined;
-}).bind(undefined);
+  // A switch (`dpop = true`) reads as its variable would be written: "1" or "0".
+  return typeof value === "string" ? value : typeof value === "boolean" ? (value ? "1" : "0") : undefined;
+}
 
 /**
  * The flags with the profile's values beneath them. Settings that have a variable are left to `pick`
  * (flag > environment > `.env` > profile); a `--param` replaces the profile's parameter of the same name.
  */
-const withProfile = (function withProfile(
+function withProfile(
   flags: FlagValues,
   profile: Profile | undefined,
   sources: Record<string, ValueSource>,
@@ -1841,7 +1882,7 @@ const withProfile = (function withProfile(
     }
   }
   return merged as FlagValues;
-}).bind(undefined);
+}
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
@@ -2070,7 +2111,7 @@ function profileNames(data: Record<string, unknown> | undefined): string[] {
 }
 
 /** Which profile the run names, and how: `--profile`, else `OAUTH_PROFILE` in the environment, then in `.env`. */
-const namedProfile = (function namedProfile(
+function namedProfile(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> | undefined,
@@ -2081,7 +2122,7 @@ const namedProfile = (function namedProfile(
   const fromFile = dotenv?.[ENV_VARS.profile];
   if (fromFile) return { name: fromFile, by: `${ENV_VARS.profile} in .env` };
   return undefined;
-}).bind(undefined);
+}
 
 /**
  * The profile this run uses. The config file is read only when one is named (`--profile`,
@@ -2089,7 +2130,7 @@ const namedProfile = (function namedProfile(
  * (then its `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
-const selectProfile = (async function selectProfile(
+async function selectProfile(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Pick<Deps, "env" | "os" | "stderr">,
@@ -2146,7 +2187,7 @@ const selectProfile = (async function selectProfile(
     chosenBy: chosen.by,
     flags: profileFlags(table, { name: chosen.name, path }, deps.stderr),
   };
-}).bind(undefined);
+}
 
 /** The first segment of a table header's name (`[work.params]` → `work`), or undefined for other lines. */
 function headerProfile(line: string): string | undefined {
@@ -2371,7 +2412,7 @@ const PRESETS: Record<string, Preset> = {
 };
 
 /** The preset an issuer's host (or path) names unambiguously, and why: each preset's `issuer` host, `issuerHost` or `issuerPath`. */
-const inferProvider = (function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
   const url = parseUrl(issuer);
   if (!url) return undefined;
   const host = url.hostname.toLowerCase();
@@ -2385,7 +2426,7 @@ const inferProvider = (function inferProvider(issuer: string): { provider: strin
     }
   }
   return undefined;
-}).bind(undefined);
+}
 
 /** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
 function rebase(url: string, base: string | undefined): string {
@@ -2398,7 +2439,7 @@ function rebase(url: string, base: string | undefined): string {
  * The provider preset: named (--provider) or inferred from the issuer, the tenant, and the issuer the preset
  * implies when none is given. Throws LoginError("usage") for an unknown provider or a misplaced tenant.
  */
-const resolvePreset = (function resolvePreset(
+function resolvePreset(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -2441,7 +2482,7 @@ const resolvePreset = (function resolvePreset(
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
   return { issuerText, provider, providerReason, preset, tenant };
-}).bind(undefined);
+}
 
 /** The tenant alias of the preset (Entra's `common`, `organizations`, `consumers`) for which `template` stands for the issuer. */
 function tenantAlias(template: string, config: Pick<Config, "issuer" | "provider">): string | undefined {
@@ -2654,10 +2695,10 @@ function httpClientFor(route: Route, host: string): Deno.HttpClient {
 }
 
 /** Closes the clients `httpClientFor` made (at the end of `main`). */
-const closeHttpClients = (function closeHttpClients(): void {
+function closeHttpClients(): void {
   for (const client of httpClients.values()) client.close();
   httpClients.clear();
-}).bind(undefined);
+}
 
 type Trace = (line: string) => void;
 
@@ -3050,7 +3091,7 @@ interface IssuerClient {
 type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOptions<"POST", URLSearchParams>;
 
 /** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
-const parseIssuer = (function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
+function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
   const url = parseUrl(text);
   if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
     throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
@@ -3084,7 +3125,7 @@ const parseIssuer = (function parseIssuer(text: string): { issuer: string; metad
   // serves both forms, so derive the issuer from whichever side holds the path.
   const path = wellKnown[3] ?? wellKnown[1];
   return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
-}).bind(undefined);
+}
 
 function assertEndpoint(value: unknown, name: string, issuer: string): URL {
   const url = typeof value === "string" ? parseUrl(value) : undefined;
@@ -3873,7 +3914,7 @@ interface Redirect {
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
-const planRedirect = (function planRedirect(redirectUri: string | undefined): Redirect {
+function planRedirect(redirectUri: string | undefined): Redirect {
   if (redirectUri === undefined) {
     return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
   }
@@ -3898,7 +3939,7 @@ const planRedirect = (function planRedirect(redirectUri: string | undefined): Re
     return { addresses, host: url.hostname, port: 0, path: url.pathname };
   }
   return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
-}).bind(undefined);
+}
 
 /** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
 function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
@@ -4439,10 +4480,10 @@ function callbackHandler(options: CallbackOptions): (request: Request) => Promis
 }
 
 /** The page the browser ends on: who signed in and at which provider, or what failed and what to do next. */
-function resultPage(outcome: LoginResult | unknown, provider: string, deps: Deps): Response {
+function resultPage(outcome: SignInResult | unknown, provider: string, deps: Deps): Response {
   const detail = `Provider: ${provider}`;
   if (outcome && typeof outcome === "object" && "tokens" in outcome) {
-    const user = (outcome as LoginResult).user;
+    const user = (outcome as SignInResult).user;
     const name = user ? `Signed in as ${sanitize(user)}` : "Signed in";
     return page(200, "Signed in", `${name} — you can close this tab and return to your terminal.`, detail);
   }
@@ -4665,17 +4706,35 @@ function chooseFlow(
 
 /** What a login produced. */
 export interface LoginResult {
-  tokens: Oauth.TokenEndpointResponse;
+  /** The token endpoint's answer (RFC 6749 §5.1), as oauth4webapi checked it. */
+  tokens: {
+    /** The access token (a secret). */
+    readonly access_token: string;
+    /** "bearer" or "dpop", lower-cased. */
+    readonly token_type: string;
+    /** The access token's lifetime in seconds, when the server said. */
+    readonly expires_in?: number;
+    /** The refresh token (a secret), when issued. */
+    readonly refresh_token?: string;
+    /** The ID token, when issued. */
+    readonly id_token?: string;
+    /** The granted scope, when the server said. */
+    readonly scope?: string;
+    /** Any other member of the answer. */
+    readonly [member: string]: unknown;
+  };
   /** The name we show: `username`, else `preferred_username`, `email` or `sub`. */
   user?: string;
+  /** The `sub` of the ID token or UserInfo, when there is one. */
   subject?: string;
-  /** The metadata the login used, kept with the tokens. */
-  metadata: Oauth.AuthorizationServer;
-  authMethod: ClientAuthMethod;
+  /** The metadata the login used (RFC 8414 §2), kept with the tokens. */
+  metadata: { readonly issuer: string; readonly [member: string]: unknown };
+  /** How the client authenticated at the token endpoint. */
+  authMethod: Config["clientAuth"] & string;
   /** The scope the authorization request asked for. */
   scope: string;
-  /** The DPoP key and nonces, when the tokens are DPoP-bound. */
-  dpop?: DpopState;
+  /** The DPoP private key (a JWK, a secret) and the latest nonce per origin, when the tokens are DPoP-bound. */
+  dpop?: { jwk: JsonWebKey; nonces: Record<string, string> };
 }
 
 /** What a login flow works with: the discovered issuer, the scope, and whether to open a browser. */
@@ -4688,8 +4747,24 @@ interface FlowContext {
   trace?: Trace;
 }
 
-/** Signs in: discovery, then the browser flow or the device flow, whichever fits (`--flow`). */
+/**
+ * Signs in as `config` says, through `deps`: discovery (RFC 8414 / OpenID), then the browser flow
+ * (RFC 8252, PKCE RFC 7636) or the device flow (RFC 8628), whichever fits (`--flow`). Nothing is
+ * cached: the CLI's `login` command does that. Throws `LoginError` or `ErrorResponse`.
+ */
 export async function login(config: Config, deps: Deps): Promise<LoginResult> {
+  return await signIn(config, deps);
+}
+
+/** What a sign-in brought, as the flows and the cache use it (`LoginResult` with oauth4webapi's types). */
+interface SignInResult extends Omit<LoginResult, "tokens" | "metadata" | "dpop"> {
+  tokens: Oauth.TokenEndpointResponse;
+  metadata: Oauth.AuthorizationServer;
+  dpop?: DpopState;
+}
+
+/** `login`, returning what the tool keeps. */
+async function signIn(config: Config, deps: Deps): Promise<SignInResult> {
   const trace = makeTrace(config, deps);
   if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
   const issuer = await discover(config, deps, trace);
@@ -4715,7 +4790,7 @@ export async function login(config: Config, deps: Deps): Promise<LoginResult> {
 }
 
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
-async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
+async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<SignInResult> {
   const oauth = await lib();
   const { as } = issuer;
   // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
@@ -4734,7 +4809,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
     const authorizationUrl = authorization.url;
 
-    const { promise: outcome, resolve, reject } = Promise.withResolvers<LoginResult>();
+    const { promise: outcome, resolve, reject } = Promise.withResolvers<SignInResult>();
     outcome.catch(() => {}); // handled by the wait; avoid an unhandled rejection when we time out first
     // The person has answered once a callback is accepted: the wait's clock stops, so the page never
     // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
@@ -4950,7 +5025,7 @@ async function pollPause(ms: number, deadline: number, config: Config, deps: Dep
 }
 
 /** The device authorization grant (RFC 8628): a code to type on any device, then polling. */
-async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<LoginResult> {
+async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<SignInResult> {
   const oauth = await lib();
   const device = await startDeviceFlow(oauth, issuer, scope, config);
   showDeviceCode(device, issuer.as, deps, openBrowser);
@@ -5046,7 +5121,7 @@ async function pollDeviceCode(
   oauth: typeof Oauth,
   { issuer, scope, config, deps, trace }: Pick<FlowContext, "issuer" | "scope" | "config" | "deps" | "trace">,
   device: Oauth.DeviceAuthorizationResponse,
-): Promise<LoginResult> {
+): Promise<SignInResult> {
   const { as, client, auth, http } = issuer;
   const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
   // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
@@ -5181,7 +5256,7 @@ async function exchangeCode(
   request: PendingRequest,
   deps: Deps,
   trace?: Trace,
-): Promise<LoginResult> {
+): Promise<SignInResult> {
   const oauth = await lib();
   const { as, client, auth, http } = issuer;
   if ((as as Record<string, unknown>)[NO_ISSUER] === true && callback.has("iss")) {
@@ -5289,26 +5364,36 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
 // ── 13 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
 
 /** The version of the cache entry format. */
-const CACHE_VERSION = 1;
+const CACHE_VERSION: TokenSet["version"] = 1;
 
 /** A cached token response, stamped once with an absolute expiry from the injected clock. */
 export interface TokenSet {
-  version: typeof CACHE_VERSION;
-  /** The configured issuer and client: the entry's key, with the scope. */
+  /** The entry format's version. */
+  version: 1;
+  /** The configured issuer: with the client and the scope, what the entry's key is made of. */
   issuer: string;
+  /** The configured client id. */
   clientId: string;
   /** The scope as configured ("" for the default): part of the key, not what was granted. */
   requestedScope: string;
+  /** The access token (RFC 6750 `b64token` syntax; a secret). */
   accessToken: string;
+  /** "Bearer" or "DPoP". */
   tokenType: string;
   /** Milliseconds since the epoch; absent when nothing stated a lifetime (see `accessTokenExpiry`). */
   expiresAt?: number;
+  /** The refresh token (a secret), when the server issued one. */
   refreshToken?: string;
+  /** The ID token (OpenID Connect), when the server issued one. */
   idToken?: string;
+  /** The scope the server granted (omitted: as asked). */
   scope?: string;
+  /** The name shown for the person. */
   user?: string;
+  /** The person's `sub`. */
   subject?: string;
-  authMethod: ClientAuthMethod;
+  /** How the client authenticated; refresh and revocation authenticate the same way. */
+  authMethod: Config["clientAuth"] & string;
   /** The issuer's metadata, so refresh and logout need no discovery round trip. */
   metadata: Record<string, unknown>;
   /** The profile the entry belongs to (part of its key), when one was in use. */
@@ -5319,10 +5404,13 @@ export interface TokenSet {
   refreshExpiresAt?: number;
   /** DPoP (RFC 9449): the entry's private key as a JWK (never printed), and the latest nonce per origin. */
   dpopKey?: JsonWebKey;
+  /** The latest DPoP nonce per origin (RFC 9449 §8). */
   dpopNonces?: Record<string, string>;
   /** RFC 8707: the resources the login asked for, the one `accessToken` is for, and tokens for the others. */
   resources?: string[];
+  /** The resource `accessToken` is for. */
   resource?: string;
+  /** Access tokens for the login's other resources, by resource (refreshed with `resource`, RFC 8707 §2.2). */
   resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
 }
 
@@ -5332,6 +5420,7 @@ export interface TokenSet {
  * `LoginError`): never read, followed, written through or removed.
  */
 export interface Storage {
+  /** The cache folder. */
   readonly dir: string;
   /**
    * The file's text, or undefined when there is none. Refuses a link, a file of another user, a folder
@@ -5356,7 +5445,7 @@ export interface Storage {
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-const cacheDir = (function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.cache);
   if (explicit) return explicit;
   const xdg = env("XDG_CACHE_HOME");
@@ -5368,7 +5457,7 @@ const cacheDir = (function cacheDir(env: (name: string) => string | undefined, o
   const home = env("HOME");
   if (!home) return undefined;
   return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
-}).bind(undefined);
+}
 
 /**
  * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
@@ -5379,7 +5468,7 @@ const cacheDir = (function cacheDir(env: (name: string) => string | undefined, o
  * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
  * hot path a millisecond.
  */
-const cacheKey = (function cacheKey(
+function cacheKey(
   config:
     & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
     & Partial<Pick<Config, "sources" | EndpointKey>>,
@@ -5401,7 +5490,7 @@ const cacheKey = (function cacheKey(
   const hex = (n: number) => n.toString(16).padStart(8, "0");
   const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
-}).bind(undefined);
+}
 
 /**
  * The file names an entry for this configuration may have been saved under by earlier versions,
@@ -5415,14 +5504,14 @@ function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | 
 }
 
 /** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
-const sameIssuer = (function sameIssuer(a: string, b: string): boolean {
+function sameIssuer(a: string, b: string): boolean {
   const bare = (issuer: string) =>
     issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
   return a === b || bare(a) === bare(b);
-}).bind(undefined);
+}
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
-const parseTokenSet = (function parseTokenSet(text: string): TokenSet | undefined {
+function parseTokenSet(text: string): TokenSet | undefined {
   let value: Record<string, unknown>;
   try {
     value = JSON.parse(text);
@@ -5445,7 +5534,7 @@ const parseTokenSet = (function parseTokenSet(text: string): TokenSet | undefine
     return undefined;
   }
   return value as unknown as TokenSet;
-}).bind(undefined);
+}
 
 /** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
 const UNKNOWN_LIFETIME_S = 15 * 60;
@@ -5462,7 +5551,7 @@ const MAX_LIFETIME_S = 365 * 86_400;
  * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
  * On the hot path: arithmetic only.
  */
-const isFresh = (function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
     if (issuedAt === undefined || !entry.refreshToken) return true;
@@ -5471,7 +5560,7 @@ const isFresh = (function isFresh(entry: TokenSet, now: number, minTtlMs: number
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
   return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
-}).bind(undefined);
+}
 
 /** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
 function hasExpired(entry: TokenSet, now: number): boolean {
@@ -5663,7 +5752,7 @@ let askedUserId = false;
  * granted (asking would prompt), else the owner of a file this process created (`probeUserId`), once
  * it has created one; undefined until then, and on Windows. No I/O.
  */
-const userId = (function userId(): number | undefined {
+function userId(): number | undefined {
   if (!askedUserId && knownUserId === undefined && Deno.build.os !== "windows") {
     askedUserId = true;
     if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
@@ -5671,7 +5760,7 @@ const userId = (function userId(): number | undefined {
     }
   }
   return knownUserId;
-}).bind(undefined);
+}
 
 /** Whether Deno lets this process write in `dir` without asking (`whoami` runs with read permission only). */
 function mayWrite(dir: string): boolean {
@@ -5714,7 +5803,7 @@ class Untrusted extends LoginError {
  * counts as that folder) of the user (`uid`; when unknown, the folder's owner stands for the user) that
  * no one else may change. Pure.
  */
-const folderProblem = (function folderProblem(
+function folderProblem(
   dir: string,
   folder: FileFacts,
   uid: number | undefined,
@@ -5731,14 +5820,14 @@ const folderProblem = (function folderProblem(
     );
   }
   return undefined;
-}).bind(undefined);
+}
 
 /**
  * Why a file of the cache is not the user's own, or undefined: it must be a regular file (a link is
  * never followed) of `owner` (the user), that others can neither read nor change. `shared`: a file
  * others may only read is accepted (logout revokes its tokens). Pure.
  */
-const fileProblem = (function fileProblem(
+function fileProblem(
   path: string,
   file: FileFacts,
   owner: number | null,
@@ -5759,7 +5848,7 @@ const fileProblem = (function fileProblem(
     return new Untrusted(`The token cache file "${path}" can be changed by other users`, hint, true);
   }
   return undefined;
-}).bind(undefined);
+}
 
 /** Why a cache operation failed, as a `LoginError` that names the folder and what to do. */
 function cacheFailure(dir: string, error: unknown, doing: string): Error {
@@ -5798,7 +5887,7 @@ async function ownOrAbsent(path: string, uid: number | null): Promise<void> {
  * refused, never followed) and one stat of the folder, whose owner stands for the user when Deno does
  * not say who that is (`userId`).
  */
-const readCacheFile = (async function readCacheFile(
+async function readCacheFile(
   dir: string,
   name: string,
   allowShared?: boolean,
@@ -5821,7 +5910,7 @@ const readCacheFile = (async function readCacheFile(
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw cacheFailure(dir, error, "read the token cache");
   }
-}).bind(undefined);
+}
 
 /** Temporary files a killed writer left behind (`CACHE_TEMPORARY`, the user's, older than any write in progress) are removed. */
 async function removeStaleTemporaries(dir: string, uid: number | null): Promise<void> {
@@ -5904,7 +5993,7 @@ function releaseLock(file: Deno.FsFile, path: string): void {
  * (`folderProblem`, `fileProblem`); only the entries, their lock files and the writer's temporary
  * files are ever removed.
  */
-export const fileStorage = (function fileStorage(
+export function fileStorage(
   dir: string,
   hooks: { beforeRename?: () => Promise<void> } = {},
 ): Storage {
@@ -5967,7 +6056,7 @@ export const fileStorage = (function fileStorage(
       }
     },
   };
-}).bind(undefined);
+}
 
 /** The storage for a directory we could not work out: every use says how to set one. */
 function missingStorage(): Storage {
@@ -6013,16 +6102,16 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
 }
 
 /** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client and profile. Pure. */
-const belongsTo = (function belongsTo(
+function belongsTo(
   entry: TokenSet,
   config: Pick<Config, "issuer" | "clientId" | "profile">,
 ): boolean {
   return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
     (entry.profile ?? "") === (config.profile ?? "");
-}).bind(undefined);
+}
 
 /** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-const readEntry = (async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
@@ -6034,7 +6123,7 @@ const readEntry = (async function readEntry(config: Config, deps: Deps, name: st
     return undefined;
   }
   return entry;
-}).bind(undefined);
+}
 
 /** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
 interface FoundEntry {
@@ -6048,12 +6137,12 @@ interface FoundEntry {
  * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
  * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
  */
-const entryFor = (async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
   return (await otherEntries(config, deps, true))[0] ?? { name };
-}).bind(undefined);
+}
 
 /**
  * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
@@ -6469,7 +6558,7 @@ async function deleteAppToken(
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
   await deps.storage.prepare?.(`${name}.json`);
-  const result = await login(config, deps);
+  const result = await signIn(config, deps);
   const entry = toTokenSet(config, result.tokens, {
     now: deps.now(),
     metadata: result.metadata as unknown as Record<string, unknown>,
@@ -6534,7 +6623,7 @@ const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.aut
  * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
  * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
  */
-const parseExecInfo = (function parseExecInfo(
+function parseExecInfo(
   text: string | undefined,
 ): { apiVersion: string; interactive: boolean } | undefined {
   if (text === undefined || text === "") return undefined;
@@ -6548,10 +6637,10 @@ const parseExecInfo = (function parseExecInfo(
     });
   }
   return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
-}).bind(undefined);
+}
 
 /** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
-const formatToken = (function formatToken(
+function formatToken(
   entry: TokenSet,
   format: OutputFormat,
   apiVersion = EXEC_CREDENTIAL_VERSIONS[0],
@@ -6572,14 +6661,14 @@ const formatToken = (function formatToken(
     kind: "ExecCredential",
     status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
   }) + "\n";
-}).bind(undefined);
+}
 
 /**
  * `token`: prints a valid access token. Refreshes under an exclusive lock when it expires within
  * `--min-ttl` (re-reading the entry once the lock is held: another process may have refreshed), and
  * logs in only when a person can answer.
  */
-const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): Promise<void> {
+async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
   // person can answer (spec.interactive), whatever --interactive or the terminals say.
   const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
@@ -6608,7 +6697,7 @@ const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): P
   if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
   if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
-}).bind(undefined);
+}
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
@@ -7583,9 +7672,9 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
-const commandNamed = (function commandNamed(name: string): Command | undefined {
+function commandNamed(name: string): Command | undefined {
   return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-}).bind(undefined);
+}
 
 const COMMON_FLAGS: Flag[] = [
   "issuer",
@@ -7701,7 +7790,7 @@ async function parseCli(args: string[]): Promise<Cli> {
  * does not fully understand (a short flag, a flag the command does not take, a value that looks like a
  * flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over, errors included.
  */
-const quickParse = (function quickParse(args: string[]): Cli | undefined {
+function quickParse(args: string[]): Cli | undefined {
   const named = args.length > 0 && !args[0].startsWith("-");
   const command = named ? commandNamed(args[0]) : "login";
   if (!command) return undefined;
@@ -7729,7 +7818,7 @@ const quickParse = (function quickParse(args: string[]): Cli | undefined {
     else flags[name] = value;
   }
   return { command, named, flags: flags as FlagValues, target };
-}).bind(undefined);
+}
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env, and
 .env over a profile; but a project's .env never changes where you sign in
@@ -7960,7 +8049,7 @@ const COMMAND_RUNNERS: Record<
 };
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
-export const main = (async function main(args: string[], deps: Deps): Promise<number> {
+export async function main(args: string[], deps: Deps): Promise<number> {
   let verbose = args.includes("--verbose") || args.includes("-v");
   // Yield once, so that what follows no longer runs under the module's top-level frame: the first
   // Error created with that frame on the stack (the missing .env below, on the hot path) makes V8
@@ -8033,7 +8122,7 @@ export const main = (async function main(args: string[], deps: Deps): Promise<nu
   } finally {
     closeHttpClients();
   }
-}).bind(undefined);
+}
 
 /** Whether `command` is an executable file: the path itself when it names one, else in a directory of `$PATH`. */
 function onPath(command: string, env: (name: string) => string | undefined): boolean {
@@ -8077,7 +8166,7 @@ function invocation(env: (name: string) => string | undefined): string {
 }
 
 /** The real edges, kept thin. */
-export const realDeps = (function realDeps(): Deps {
+export function realDeps(): Deps {
   const controller = new AbortController();
   let listening = false;
   const encoder = new TextEncoder();
@@ -8141,13 +8230,14 @@ export const realDeps = (function realDeps(): Deps {
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
   };
-}).bind(undefined);
+}
 
 /**
  * Internals for this project's own tests, benchmark and demo: not part of the public API, and they
  * may change in any release.
  */
 export const testing = {
+  resolveConfig,
   MAX_LIFETIME_S,
   browserAvailability,
   cacheKey,

@@ -537,3 +537,18 @@ Deno.test("profiles with no config file says so on stderr and exits 0; --json gi
   assertEquals(JSON.parse(json.stdout), { config_file: path, active: null, profiles: [] });
   await Deno.remove(home, { recursive: true });
 });
+
+Deno.test("a profile's switch (dpop = true) turns DPoP on, as OAUTH_DPOP=1 would; false leaves it off", () => {
+  const cli = { command: "token" as const, named: true, flags: {} };
+  const profile = (dpop: boolean) => ({
+    name: "work",
+    path: "/home/alice/.config/oauth-login/config.toml",
+    chosenBy: "--profile",
+    flags: { issuer: "https://idp.example", "client-id": "cli", dpop },
+  });
+  assertEquals(testing.resolveConfig(cli, () => undefined, {}, profile(true)).dpop, true);
+  assertEquals(testing.resolveConfig(cli, () => undefined, {}, profile(false)).dpop, false);
+  // The environment still wins over the profile.
+  const env = (name: string) => name === "OAUTH_DPOP" ? "0" : undefined;
+  assertEquals(testing.resolveConfig(cli, env, {}, profile(true)).dpop, false);
+});

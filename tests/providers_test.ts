@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { EXIT, resolveConfig, testing } from "../login.ts";
-const { inferProvider, issuerDifference, normaliseAnswer } = testing;
+import { EXIT, testing } from "../login.ts";
+const { inferProvider, issuerDifference, normaliseAnswer, resolveConfig } = testing;
 import { assertNoLeaks, cleanUp, json, type Run, run, type RunOptions, secretsOf, WAITING_LINE } from "./_harness.ts";
 import {
   type MockClient,

@@ -12,7 +12,9 @@
  *
  * @module
  */
-import { EXIT, resolveConfig, testing } from "../login.ts";
+import { EXIT, testing } from "../login.ts";
+
+const { resolveConfig } = testing;
 const { cacheKey } = testing;
 import {
   CONFIDENTIAL_CLIENT,
