@@ -8,14 +8,16 @@
  */
 import { EXIT, testing } from "../login.ts";
 import {
+  ALICE,
   type MockClient,
   type MockIssuer,
   type MockUser,
+  PUBLIC_CLIENT,
   type ServedMock,
   serveMockIssuer,
 } from "./mock_issuer.ts";
-import { cleanUp, run, scriptedBrowser, withMock } from "./_harness.ts";
-import { assert, assertEquals } from "./assert.ts";
+import { cleanUp, run, scriptedBrowser, within, withMock } from "./_harness.ts";
+import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 
 const REPO = "/home/alice/repo";
 
@@ -129,6 +131,92 @@ Deno.test(
       });
     } finally {
       await real.close();
+    }
+  },
+);
+
+// ── 2. The start address in the process list ────────────────────────────────────────────────────
+
+const MALLORY: MockUser = {
+  sub: "00u9mallory",
+  username: "mallory@evil.example",
+  email: "mallory@evil.example",
+  name: "Mallory",
+};
+
+/** Every http://127.0.0.1:PORT/<16 characters> in the argv of the machine's processes, as `ps` shows them to anyone. */
+async function startAddressesInProcessList(): Promise<string[]> {
+  const found: string[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const argv = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    found.push(...(argv.replaceAll("\0", " ").match(/http:\/\/127\.0\.0\.1:\d+\/[A-Za-z0-9_-]{16}(?![\w/-])/g) ?? []));
+  }
+  return found;
+}
+
+Deno.test(
+  "README 'so no other local user can fetch the authorization request': the start address is not in the process list for another user to use",
+  { ignore: Deno.build.os !== "linux" },
+  async () => {
+    const mock = serveMockIssuer({ user: ALICE, users: [ALICE, MALLORY], clients: [PUBLIC_CLIENT] });
+    const dir = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
+    try {
+      // The person's browser: started with the address in its argv (as xdg-open and a first browser
+      // instance are), and slower than a script to act on it (the person reads the page, types a password).
+      const browser = `${dir}/browser.sh`;
+      await Deno.writeTextFile(browser, "#!/bin/sh\nsleep 5\n");
+      await Deno.chmod(browser, 0o755);
+      await Deno.mkdir(`${dir}/cache`, { mode: 0o700 });
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../login.ts", import.meta.url).pathname,
+          "login",
+          "--issuer",
+          mock.issuer,
+          "--client-id",
+          PUBLIC_CLIENT.id,
+          "--timeout",
+          "20",
+        ],
+        env: { DISPLAY: ":0", BROWSER: browser, OAUTH_LOGIN_CACHE: `${dir}/cache`, NO_COLOR: "1" },
+        cwd: dir,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const ended = child.output();
+      // Another local user (any uid: /proc/PID/cmdline is readable by all) watches the process list.
+      let start: string | undefined;
+      for (let i = 0; i < 500 && !start; i++) {
+        start = (await startAddressesInProcessList())[0];
+        if (!start) await new Promise((r) => setTimeout(r, 20));
+      }
+      let swapped = false;
+      if (start) {
+        // It follows the start address to the authorization request, signs in as itself, and delivers the callback.
+        const first = await fetch(start, { redirect: "manual" });
+        await first.body?.cancel();
+        const authorize = first.headers.get("location");
+        if (authorize) {
+          const signedIn = await fetch(`${authorize}&login_hint=${MALLORY.username}`, { redirect: "manual" });
+          await signedIn.body?.cancel();
+          const callback = signedIn.headers.get("location");
+          if (callback) swapped = (await (await fetch(callback)).text()).includes("Signed in");
+        }
+      }
+      const { stderr } = await within(ended, 30_000, "the login process");
+      const text = new TextDecoder().decode(stderr);
+      assert(
+        !swapped && !text.includes(`Logged in as ${MALLORY.username}`),
+        `another local user read ${start} from the process list and signed the person in as Mallory:\n${text}`,
+      );
+      assertStringIncludes(text, `Logged in as ${ALICE.username}`);
+    } finally {
+      await mock.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );
