@@ -220,3 +220,46 @@ Deno.test(
     }
   },
 );
+
+// ── 3. A proxy password in messages ─────────────────────────────────────────────────────────────
+
+Deno.test(
+  "README 'credentials in the URL are used, never printed': a proxy URL that does not parse never shows its password",
+  async (t) => {
+    // A password with a character that should have been percent-encoded: the person's everyday mistake.
+    for (const proxy of ["http://alice:Secr3t#1@proxy.corp:3128", "alice:Secr3t/1@proxy.corp:3128"]) {
+      for (const command of ["login", "doctor"]) {
+        await t.step(`${command} with HTTPS_PROXY=${proxy.replace("Secr3t", "…")}`, async () => {
+          const result = await run([command, "--issuer", "https://idp.example.com", "--client-id", "c", "--json"], {
+            env: { HTTPS_PROXY: proxy },
+          });
+          try {
+            const printed = result.stderr + result.stdout;
+            assert(!printed.includes("Secr3t"), `the proxy password was printed:\n${printed}`);
+          } finally {
+            await cleanUp(result);
+          }
+        });
+      }
+    }
+  },
+);
+
+// ── 4. A .env switches off the profile's DPoP ───────────────────────────────────────────────────
+
+Deno.test(
+  "SECURITY.md 13: a project's .env cannot switch off DPoP that the person's profile turns on",
+  () => {
+    const cli = { command: "login", named: true, flags: {} } as Parameters<typeof testing.resolveConfig>[0];
+    const profile = {
+      name: "work",
+      path: "/home/alice/.config/oauth-login/config.toml",
+      chosenBy: "default_profile",
+      flags: { issuer: "https://idp.example.com", "client-id": "cli", dpop: true },
+    } as Parameters<typeof testing.resolveConfig>[3];
+    const own = testing.resolveConfig(cli, () => undefined, {}, profile);
+    assertEquals(own.dpop, true);
+    const inRepo = testing.resolveConfig(cli, () => undefined, { OAUTH_DPOP: "0" }, profile);
+    assertEquals({ dpop: inRepo.dpop, from: inRepo.sources.dpop }, { dpop: true, from: "profile" });
+  },
+);
