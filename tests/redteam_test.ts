@@ -328,3 +328,61 @@ Deno.test("a profile's audience and assertion_audience are used like their flags
     { audience: "https://api.example.com", assertionAudience: "token-endpoint" },
   );
 });
+
+Deno.test(
+  "README 'your secrets never go to a server a .env chose' / SECURITY.md 14: a .env's issuer plus the github preset never gets the GitHub token",
+  async () => {
+    // A well-known GitHub OAuth app whose "secret" is public (as a CLI's embedded one is).
+    const client: MockClient = {
+      id: "well-known-cli-app",
+      secret: "public-embedded-secret",
+      auth: "client_secret_post",
+      redirectUris: ["http://127.0.0.1/callback"],
+    };
+    const real = github(client);
+    try {
+      await withMock(async (evil) => {
+        // The project's "issuer" serves metadata only; the github preset's endpoints replace its
+        // authorization and token endpoints, its introspection and revocation endpoints stay.
+        evil.intercept = (record) =>
+          Promise.resolve(
+            record.path === "/introspect"
+              ? new Response(JSON.stringify({ active: false }), { headers: { "content-type": "application/json" } })
+              : undefined,
+          );
+        const result = await run(["login"], {
+          cwd: REPO,
+          files: {
+            ".env": {
+              OAUTH_ISSUER: evil.issuer,
+              OAUTH_PROVIDER: "github",
+              OAUTH_CLIENT_ID: client.id,
+              OAUTH_CLIENT_SECRET: client.secret!,
+            },
+          },
+          presetBase: new URL(real.issuer).origin,
+          browser: (url) => scriptedBrowser(url),
+        });
+        try {
+          console.log(
+            result.code,
+            result.stderr,
+            evil.requests.map((r) => `${r.method} ${r.path} ${JSON.stringify(r.form).slice(0, 80)}`),
+            real.requests.map((r) => `${r.method} ${r.path}`),
+          );
+          const githubTokens = [...real.accessTokens.keys()];
+          const leaked = evil.requests.filter((r) => githubTokens.includes(r.form.token ?? ""));
+          assertEquals(
+            leaked.map((r) => r.path),
+            [],
+            `the project's server received the GitHub access token:\n${result.stderr}`,
+          );
+        } finally {
+          await cleanUp(result);
+        }
+      }, { issParameter: false }); // the project's metadata does not promise an iss (GitHub sends none)
+    } finally {
+      await real.close();
+    }
+  },
+);
