@@ -364,12 +364,6 @@ Deno.test(
           browser: (url) => scriptedBrowser(url),
         });
         try {
-          console.log(
-            result.code,
-            result.stderr,
-            evil.requests.map((r) => `${r.method} ${r.path} ${JSON.stringify(r.form).slice(0, 80)}`),
-            real.requests.map((r) => `${r.method} ${r.path}`),
-          );
           const githubTokens = [...real.accessTokens.keys()];
           const leaked = evil.requests.filter((r) => githubTokens.includes(r.form.token ?? ""));
           assertEquals(
