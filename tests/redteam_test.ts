@@ -380,3 +380,88 @@ Deno.test(
     }
   },
 );
+
+// ── 6. Files the tool trusts that others can change ─────────────────────────────────────────────
+
+Deno.test(
+  "SECURITY.md 15 / 13: a profiles file that other users can change does not decide where the environment's secret goes",
+  async () => {
+    const home = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
+    try {
+      await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
+      const path = `${home}/config/oauth-login/config.toml`;
+      await Deno.writeTextFile(
+        path,
+        'default_profile = "work"\n[work]\nissuer = "https://idp.example.com"\nclient_id = "c"\n',
+      );
+      await Deno.chmod(path, 0o666); // anyone on the machine may rewrite the issuer
+      const result = await run(["doctor"], { home, env: { OAUTH_CLIENT_SECRET: "corp-secret" } });
+      assert(
+        !/^ok +config +where you sign in and where credentials go: set by issuer in the profile/m.test(
+          result.stderr + result.stdout,
+        ),
+        `a world-writable profiles file decides where the secret goes, and doctor says ok:\n${result.stdout}${result.stderr}`,
+      );
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "README 'a cache folder others can change, or ... another user's, is refused': root under the task permissions does not use another user's planted entry",
+  { ignore: Deno.build.os !== "linux" || Deno.uid() !== 0 },
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
+    try {
+      // Another user (nobody) owns the cache folder (0755) and an owner-only entry with a fresh token.
+      const issuer = "https://idp.example.com";
+      const key = testing.cacheKey({ issuer, clientId: "c", scope: undefined, params: [] });
+      const now = Date.now();
+      await Deno.writeTextFile(
+        `${dir}/${key}.json`,
+        JSON.stringify({
+          version: 1,
+          issuer,
+          clientId: "c",
+          requestedScope: "",
+          accessToken: "PLANTED",
+          tokenType: "Bearer",
+          expiresAt: now + 3_600_000,
+          issuedAt: now,
+          user: "mallory",
+          authMethod: "none",
+          metadata: { issuer, token_endpoint: "https://evil.example/token" },
+        }),
+        { mode: 0o600 },
+      );
+      await Deno.chmod(dir, 0o755);
+      for (const path of [dir, `${dir}/${key}.json`]) await Deno.chown(path, 65534, 65534);
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        // Exactly the "token" task's permissions (deno.json "login" set: no sys, so the uid is unknown).
+        args: [
+          "run",
+          "-q",
+          "-P=login",
+          new URL("../login.ts", import.meta.url).pathname,
+          "token",
+          "--issuer",
+          issuer,
+          "--client-id",
+          "c",
+        ],
+        cwd: new URL("..", import.meta.url).pathname,
+        env: { OAUTH_LOGIN_CACHE: dir },
+        stdin: "null",
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      assert(
+        !out.includes("PLANTED"),
+        `root printed another user's planted token: ${out}${new TextDecoder().decode(stderr)}`,
+      );
+      assertEquals(code, EXIT.usage);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
