@@ -4,6 +4,24 @@
  *
  *     deno test -A tests/redteam_test.ts
  *
+ *  1. A .env naming the github preset (no issuer) and its own OAUTH_TOKEN_ENDPOINT: the browser signs
+ *     in at GitHub, the code and PKCE verifier (browser flow) or the device code (device flow) go to
+ *     the project's server. A .env issuer plus the github preset: the GitHub token goes to the
+ *     project's introspection endpoint.
+ *  2. The start address is in the browser opener's argv: another local user reads it from /proc and
+ *     signs the person in to its own account.
+ *  3. A proxy URL that does not parse: its password is printed (login, doctor --json).
+ *  4. A .env's OAUTH_DPOP=0 turns off the profile's DPoP.
+ *  5. A profile's resource, audience and assertion_audience are ignored (a --save-profile login with
+ *     --resource is lost; the suggested re-login's token then goes to any origin).
+ *  6. A world-writable profiles file decides where the environment's secret goes (doctor: ok); root
+ *     under the task permissions prints another user's planted fresh token.
+ *  7. A server's issuer goes unquoted into a shell-ready hint.
+ *  8. The README and --help show the token as a curl argument (visible in the process list).
+ *  9. A .env's OAUTH_CLIENT_KEY may name any owner-only file of the person's; it signs for the
+ *     project's server.
+ * 10. A .env's OAUTH_PROFILE mixes a profile's provider into the environment's issuer.
+ *
  * @module
  */
 import { EXIT, testing } from "../login.ts";
