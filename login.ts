@@ -827,8 +827,11 @@ function loginFlags(config: Config, everywhere = false): string {
       [key, flag],
     ): [string, string | undefined] => [flag, shown(key) ? config[key] : undefined]),
     ["profile", config.profile],
-    ["audience", config.audience],
-    ...(config.resources ?? []).map((resource): [string, string] => ["resource", resource]),
+    // A profile's own are said by --profile.
+    ["audience", config.sources.audience === "profile" ? undefined : config.audience],
+    ...(config.sources.resource === "profile" ? [] : config.resources ?? []).map((
+      resource,
+    ): [string, string] => ["resource", resource]),
     // Parameters that are part of the cache key, given with --param.
     ...config.params
       .filter(([key, value]) =>
@@ -1667,7 +1670,8 @@ function resolveConfig(
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   const loginHint = flags["login-hint"];
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
-  const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
+  // Every setting a profile can hold is read from `flags`, the command line's with the profile's beneath.
+  const modern = resolveModernConfig({ ...cli, flags }, pick, clientAuth as ClientAuthMethod | undefined, format);
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
@@ -1707,7 +1711,8 @@ function resolveConfig(
 
 /**
  * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
- * resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
+ * resolved; `cli.flags` are the flags with the profile's beneath them, and `pick` is `resolveConfig`'s
+ * flag → environment → `.env` → profile lookup. Pure.
  */
 function resolveModernConfig(
   cli: Cli,
@@ -1823,7 +1828,19 @@ const RUN_FLAGS = new Set<string>([
   "profile",
   "save-profile",
   "client-secret",
+  // One request's, for `fetch` and `token --format headers`.
+  "method",
+  "url",
+  "request",
+  "header",
+  "data",
+  "include",
 ]);
+
+/** The flags a profile may hold (as `profile_key`s, see `profileKey`): every flag of a login, none of one run's. */
+function profileFlagNames(): Flag[] {
+  return (Object.keys(FLAGS) as Flag[]).filter((flag) => !RUN_FLAGS.has(flag));
+}
 
 /** Flags whose profile value is written as a TOML integer. */
 const NUMERIC_FLAGS = new Set<string>(["port", "timeout", "min-ttl"]);
@@ -1897,7 +1914,7 @@ function profileFlags(
   where: { name: string; path: string },
   warn: (text: string) => void,
 ): FlagValues {
-  const byKey = new Map(Object.keys(FLAGS).filter((f) => !RUN_FLAGS.has(f)).map((f) => [profileKey(f), f as Flag]));
+  const byKey = new Map(profileFlagNames().map((f) => [profileKey(f), f]));
   const flags: Record<string, unknown> = {};
   const path = sanitize(where.path);
   for (const [key, value] of Object.entries(table)) {
@@ -8238,6 +8255,7 @@ export function realDeps(): Deps {
  */
 export const testing = {
   resolveConfig,
+  profileFlagNames,
   MAX_LIFETIME_S,
   browserAvailability,
   cacheKey,

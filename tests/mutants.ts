@@ -393,6 +393,12 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [GUARDS, LIFETIMES],
   },
+  // ── Issue 19's red team (the follow-up): each finding's property, broken back ─────────────────────
+  {
+    name: "a profile's resource, audience and assertion audience ignored (read from the command line only)",
+    edits: [[/resolveModernConfig\(\{ \.\.\.cli, flags \}, pick/, "resolveModernConfig(cli, pick"]],
+    tests: [PROFILES],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

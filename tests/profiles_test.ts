@@ -552,3 +552,125 @@ Deno.test("a profile's switch (dpop = true) turns DPoP on, as OAUTH_DPOP=1 would
   const env = (name: string) => name === "OAUTH_DPOP" ? "0" : undefined;
   assertEquals(testing.resolveConfig(cli, env, {}, profile(true)).dpop, false);
 });
+
+// ── Every setting a profile holds is used (red team, finding 3) ────────────────────────────────
+
+/**
+ * A value for each flag a profile may hold, and what else the base settings need for it to apply. A
+ * flag a profile may hold that is missing here fails the test below: add its row.
+ */
+const PROFILE_SAMPLES: Record<string, { value: string | string[] | boolean; base?: Record<string, string> }> = {
+  issuer: { value: "https://other.example.com" },
+  prompt: { value: "consent" },
+  param: { value: ["acr_values=urn:mfa"] },
+  "min-ttl": { value: "120" },
+  flow: { value: "device" },
+  "client-id": { value: "other-client" },
+  "client-auth": { value: "none" },
+  scope: { value: "openid email" },
+  "redirect-uri": { value: "http://127.0.0.1:8765/cb" },
+  port: { value: "8765" },
+  timeout: { value: "60" },
+  "no-browser": { value: true },
+  "authorization-endpoint": { value: "https://idp.example.com/auth" },
+  "token-endpoint": { value: "https://idp.example.com/tok" },
+  "device-authorization-endpoint": { value: "https://idp.example.com/dev" },
+  "revocation-endpoint": { value: "https://idp.example.com/rev" },
+  "introspection-endpoint": { value: "https://idp.example.com/int" },
+  "userinfo-endpoint": { value: "https://idp.example.com/me" },
+  "user-claim": { value: "email" },
+  provider: { value: "keycloak" },
+  tenant: { value: "contoso.onmicrosoft.com", base: { provider: "entra" } },
+  "login-hint": { value: "alice@example.com" },
+  "no-par": { value: true },
+  dpop: { value: true },
+  "client-key": { value: "/home/alice/keys/client.pem" },
+  "assertion-audience": { value: "token-endpoint", base: { "client-key": "/home/alice/keys/client.pem" } },
+  resource: { value: ["https://api.example.com/"] },
+  audience: { value: "https://api.example.com" },
+};
+
+Deno.test("every setting a profile can hold is used as its flag would be (resource, audience, assertion_audience...)", async (t) => {
+  const names = testing.profileFlagNames();
+  assertEquals(names.filter((name) => !(name in PROFILE_SAMPLES)), [], "a profile setting without a sample row");
+  // What the two runs share; `sources`, `trust` and `providerReason` say where a value came from, which differs.
+  const comparable = (config: Config) => {
+    const { sources: _s, trust: _t, providerReason: _p, ...rest } = config;
+    return rest;
+  };
+  for (const name of names) {
+    await t.step(name, () => {
+      const { value, base = {} } = PROFILE_SAMPLES[name];
+      const profileOf = (flags: Record<string, unknown>) =>
+        ({
+          name: "p",
+          path: "/home/alice/.config/oauth-login/config.toml",
+          chosenBy: "--profile",
+          flags: { issuer: "https://idp.example.com", "client-id": "cli", ...base, ...flags },
+        }) as Parameters<typeof testing.resolveConfig>[3];
+      for (const command of ["login", "fetch"] as const) {
+        const cli = (flags: Record<string, unknown>) =>
+          ({
+            command,
+            named: true,
+            flags,
+            target: command === "fetch" ? "https://api.example.com/me" : undefined,
+          }) as Parameters<typeof testing.resolveConfig>[0];
+        const outcome = (make: () => Config) => {
+          try {
+            return comparable(make());
+          } catch (error) {
+            return `${(error as Error).message}`;
+          }
+        };
+        const asFlag = outcome(() => testing.resolveConfig(cli({ [name]: value }), () => undefined, {}, profileOf({})));
+        const inProfile = outcome(() =>
+          testing.resolveConfig(cli({}), () => undefined, {}, profileOf({ [name]: value }))
+        );
+        assertEquals(inProfile, asFlag, `${command}: the profile's ${name} is not used as --${name} is`);
+      }
+    });
+  }
+});
+
+Deno.test("login --resource R --save-profile p: whoami, login and fetch --profile p use R", async () => {
+  const seen: string[] = [];
+  const other = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    seen.push(request.headers.get("authorization") ?? "");
+    return new Response("ok");
+  });
+  try {
+    await withMock(async (mock) => {
+      const api = `http://127.0.0.1:${mock.port}/`;
+      const login = await run(
+        ["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, "--resource", api, "--save-profile", "p"],
+        { browser: (url) => scriptedBrowser(url) },
+      );
+      try {
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        // The login just cached is the profile's: whoami finds it.
+        const whoami = await run(["whoami", "--profile", "p"], { home: login.home });
+        assertEquals(whoami.code, EXIT.ok, `whoami --profile p after login --save-profile p: ${whoami.stderr}`);
+        // "login --profile p" asks for the profile's resource, and fetch keeps the token to it.
+        const again = await runIn(login.home, ["login", "--profile", "p"]);
+        assertEquals(again.code, EXIT.ok, again.stderr);
+        // Each login's requests to the authorization endpoint (a preflight, then the browser's) carry it.
+        const asked = mock.requests.filter((r) => r.path.endsWith("/authorize")).map((r) => r.query.resource);
+        assertEquals(asked, [api, api, api, api], "the profile's resource goes with its authorization request");
+        const url = `http://127.0.0.1:${other.addr.port}/elsewhere`;
+        const fetched = await run(["fetch", "--profile", "p", url], { home: login.home });
+        assertEquals(seen, [], `the token went to another origin:\n${fetched.stderr}`);
+        assertEquals(fetched.code, EXIT.usage, fetched.stderr);
+        assertEquals(
+          fetched.stderr,
+          `error: The access token is for "${api.slice(0, -1)}", not for "http://127.0.0.1:${other.addr.port}"\n` +
+            `hint: to call http://127.0.0.1:${other.addr.port}, log in for it: add --resource http://127.0.0.1:${other.addr.port} to the login and to this command\n`,
+        );
+      } finally {
+        await cleanUp(login);
+      }
+    });
+  } finally {
+    await other.shutdown();
+  }
+});

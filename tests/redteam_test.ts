@@ -285,69 +285,6 @@ Deno.test(
 // ── 5. A profile's resource, audience and assertion audience are read but not used ──────────────
 
 Deno.test(
-  "README '--save-profile writes the settings the login used' + 'a token goes only to the origin it is for': a saved --resource is honoured",
-  async () => {
-    const seen: string[] = [];
-    const other = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-      seen.push(request.headers.get("authorization") ?? "");
-      return new Response("ok");
-    });
-    try {
-      await withMock(async (mock) => {
-        const api = `http://127.0.0.1:${mock.port}/`;
-        const login = await run(
-          ["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, "--resource", api, "--save-profile", "p"],
-          { browser: (url) => scriptedBrowser(url) },
-        );
-        try {
-          assertEquals(login.code, EXIT.ok, login.stderr);
-          // The login just cached is the profile's: whoami finds it.
-          const whoami = await run(["whoami", "--profile", "p"], { home: login.home });
-          assertEquals(whoami.code, EXIT.ok, `whoami --profile p after login --save-profile p: ${whoami.stderr}`);
-          // The hint's "login --profile p" asks for the profile's resource, and fetch keeps the token to it.
-          const again = await run(["login", "--profile", "p"], {
-            home: login.home,
-            browser: (url) => scriptedBrowser(url),
-          });
-          assertEquals(again.code, EXIT.ok, again.stderr);
-          const asked = mock.requests.filter((r) => r.path.endsWith("/authorize")).map((r) => r.query.resource);
-          assertEquals(asked.at(-1), api, "the profile's resource goes with its authorization request");
-          const fetched = await run(["fetch", "--profile", "p", `http://127.0.0.1:${other.addr.port}/elsewhere`], {
-            home: login.home,
-          });
-          assertEquals(seen, [], `the token went to another origin:\n${fetched.stderr}`);
-          assertEquals(fetched.code, EXIT.usage, fetched.stderr);
-        } finally {
-          await cleanUp(login);
-        }
-      });
-    } finally {
-      await other.shutdown();
-    }
-  },
-);
-
-Deno.test("a profile's audience and assertion_audience are used like their flags", () => {
-  const cli = { command: "login", named: true, flags: {} } as Parameters<typeof testing.resolveConfig>[0];
-  const profile = {
-    name: "entra",
-    path: "/home/alice/.config/oauth-login/config.toml",
-    chosenBy: "--profile",
-    flags: {
-      issuer: "https://idp.example.com",
-      "client-id": "cli",
-      audience: "https://api.example.com",
-      "assertion-audience": "token-endpoint",
-    },
-  } as Parameters<typeof testing.resolveConfig>[3];
-  const config = testing.resolveConfig(cli, () => undefined, {}, profile);
-  assertEquals(
-    { audience: config.audience, assertionAudience: config.assertionAudience },
-    { audience: "https://api.example.com", assertionAudience: "token-endpoint" },
-  );
-});
-
-Deno.test(
   "README 'your secrets never go to a server a .env chose' / SECURITY.md 14: a .env's issuer plus the github preset never gets the GitHub token",
   async () => {
     // A well-known GitHub OAuth app whose "secret" is public (as a CLI's embedded one is).
