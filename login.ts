@@ -911,6 +911,10 @@ function trustLines(
       } (set by ${trust.by[0]})`,
     );
   }
+  for (const { name, by } of trust.kept) {
+    const what = PROTECTIONS.find(({ key }) => (ENV_VARS as Record<string, string>)[key] === name)?.what;
+    lines.push(`warning: Ignoring ${name} in ${envFile}: a project file cannot turn off ${what}, which ${by} turns on`);
+  }
   if (trust.withheld.length > 0) {
     const origins = [...new Set(trust.withheld.map(({ from }) => from))];
     const named = origins.map((from) =>
@@ -1057,13 +1061,16 @@ export interface Config {
    * decide all of it; ".env": none of them does and the project file does; "none": nothing names a
    * server. `by`: the settings that decided it, as written (`--issuer`, `OAUTH_ISSUER in the
    * environment`); `ignored`: the `.env`'s variables set aside; `withheld`: the person's own
-   * credentials not used with a destination the `.env` chose, and where each was set.
+   * credentials not used with a destination the `.env` chose, and where each was set; `kept`: the
+   * protections the person's own settings turn on (`PROTECTIONS`) that the `.env` would turn off, and
+   * which setting turns each on.
    */
   trust?: {
     decidedBy: "own" | ".env" | "none";
     by: string[];
     ignored: string[];
     withheld: { name: string; from: string }[];
+    kept: { name: string; by: string }[];
   };
   /**
    * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
@@ -1197,6 +1204,15 @@ const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.ma
 
 /** The client's credentials and how they are presented: they go only with the destination they came with. */
 const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+
+/**
+ * The switches that protect the person when on (RFC 9449's DPoP binds tokens to a key): a project
+ * file may turn one on, never off when the person's own settings turn it on. The other settings a
+ * `.env` could weaken are kept from it already: where credentials go and how the client
+ * authenticates go with one source as a whole (`decideTrust`); `--no-par` and the cache and config
+ * folders are not read from a `.env` at all.
+ */
+const PROTECTIONS = [{ key: "dpop", what: "DPoP" }] as const;
 
 /** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
 type Trust = NonNullable<Config["trust"]>;
@@ -1334,19 +1350,26 @@ function decideTrust(
     found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
   );
   const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
+  // A protection the person's own settings turn on is not turned off by the .env, whoever decides the destination.
+  const kept = PROTECTIONS.flatMap(({ key }) => {
+    const found = own(key);
+    const on = (value: string | undefined) => value !== undefined && /^(1|true|yes)$/i.test(value);
+    if (!found || !on(found[0]) || !given(dotenv[variable(key)]) || on(dotenv[variable(key)])) return [];
+    return [{ name: variable(key), by: found[2] ? `${found[1]} in ${found[2]}` : found[1] }];
+  });
   if (by.length > 0) {
     const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
       !sameSetting(own(key)?.[0], dotenv[variable(key)])
     );
-    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [] };
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [], kept };
   }
   const chosen = inDotenv(DESTINATION_KEYS);
-  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [], kept };
   // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
   const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
     found && found[2] ? [{ name: found[1], from: found[2] }] : []
   );
-  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
 }
 
 /** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
@@ -1378,6 +1401,9 @@ function trustedSources(
 
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
 function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
+    return false; // it would turn off a protection the person turned on
+  }
   if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
   if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
   return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";

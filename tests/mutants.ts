@@ -399,6 +399,11 @@ const MUTANTS: Mutant[] = [
     edits: [[/resolveModernConfig\(\{ \.\.\.cli, flags \}, pick/, "resolveModernConfig(cli, pick"]],
     tests: [PROFILES],
   },
+  {
+    name: "a .env turns off DPoP that the person's profile turns on",
+    edits: [[/if \(source === "\.env" && trust\.kept\.some\(/, "if (false && trust.kept.some("]],
+    tests: [TRUST],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

@@ -265,23 +265,6 @@ Deno.test(
 
 // ── 4. A .env switches off the profile's DPoP ───────────────────────────────────────────────────
 
-Deno.test(
-  "SECURITY.md 13: a project's .env cannot switch off DPoP that the person's profile turns on",
-  () => {
-    const cli = { command: "login", named: true, flags: {} } as Parameters<typeof testing.resolveConfig>[0];
-    const profile = {
-      name: "work",
-      path: "/home/alice/.config/oauth-login/config.toml",
-      chosenBy: "default_profile",
-      flags: { issuer: "https://idp.example.com", "client-id": "cli", dpop: true },
-    } as Parameters<typeof testing.resolveConfig>[3];
-    const own = testing.resolveConfig(cli, () => undefined, {}, profile);
-    assertEquals(own.dpop, true);
-    const inRepo = testing.resolveConfig(cli, () => undefined, { OAUTH_DPOP: "0" }, profile);
-    assertEquals({ dpop: inRepo.dpop, from: inRepo.sources.dpop }, { dpop: true, from: "profile" });
-  },
-);
-
 // ── 5. A profile's resource, audience and assertion audience are read but not used ──────────────
 
 Deno.test(

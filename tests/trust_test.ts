@@ -820,3 +820,57 @@ Deno.test("resolveConfig() decides the destination by one kind of source as a wh
     });
   }
 });
+
+// ── A .env turns no protection off (red team, finding 7) ───────────────────────────────────────
+
+Deno.test("a .env cannot turn off DPoP that the person's profile or environment turns on", async (t) => {
+  const cli = { command: "login" as const, named: true, flags: {} };
+  const profile = {
+    name: "work",
+    path: "/home/alice/.config/oauth-login/config.toml",
+    chosenBy: "default_profile",
+    flags: { issuer: "https://idp.example.com", "client-id": "cli", dpop: true },
+  };
+  await t.step("resolveConfig() keeps the profile's dpop = true over the .env's OAUTH_DPOP=0", () => {
+    const config = resolveConfig(cli, () => undefined, { OAUTH_DPOP: "0" }, profile);
+    assertEquals({ dpop: config.dpop, from: config.sources.dpop }, { dpop: true, from: "profile" });
+    assertEquals(config.trust!.kept, [{ name: "OAUTH_DPOP", by: 'dpop in the profile "work"' }]);
+    // Turning it on is the .env's to do; and where nothing of the person's turns it on, off is the .env's too.
+    const on = resolveConfig(cli, () => undefined, { OAUTH_DPOP: "1" }, {
+      ...profile,
+      flags: { ...profile.flags, dpop: false },
+    });
+    assertEquals({ dpop: on.dpop, kept: on.trust!.kept }, { dpop: true, kept: [] });
+    const plain = resolveConfig(cli, () => undefined, { OAUTH_DPOP: "0" }, {
+      ...profile,
+      flags: { issuer: "https://idp.example.com", "client-id": "cli" },
+    });
+    assertEquals({ dpop: plain.dpop, kept: plain.trust!.kept }, { dpop: false, kept: [] });
+  });
+  await t.step("the login is DPoP-bound, and says the .env's OAUTH_DPOP was ignored", async () => {
+    await withMock(async (real) => {
+      const home = await homeWith(
+        `default_profile = "work"\n[work]\nissuer = "${real.issuer}"\nclient_id = "${PUBLIC_CLIENT.id}"\ndpop = true\n`,
+      );
+      const login = await run(["login"], inRepo({ OAUTH_DPOP: "0" }, { home, browser: scriptedBrowser }));
+      const token = real.requests.filter((r) => r.path === "/token");
+      assertEquals(token.map((r) => typeof r.headers.dpop), ["string"], "the token request carries a DPoP proof");
+      assertStringIncludes(
+        login.stderr,
+        `warning: Ignoring OAUTH_DPOP in ${ENV_FILE}: a project file cannot turn off DPoP, which dpop in the profile "work" turns on\n`,
+      );
+      await cleanUp(login);
+    });
+  });
+  await t.step("the environment's OAUTH_DPOP=1 is kept too, and doctor says so", async () => {
+    const doctor = await run(
+      ["doctor", "--issuer", "https://idp.example.com", "--client-id", "c"],
+      inRepo({ OAUTH_DPOP: "0" }, { env: { OAUTH_DPOP: "1" }, fetch: () => Promise.reject(new Error("offline")) }),
+    );
+    assertStringIncludes(
+      doctor.stdout,
+      `warn  config     Ignoring OAUTH_DPOP in ${ENV_FILE}: a project file cannot turn off DPoP, which OAUTH_DPOP in the environment turns on\n`,
+    );
+    await cleanUp(doctor);
+  });
+});
