@@ -1372,6 +1372,18 @@ function decideTrust(
   return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
 }
 
+/**
+ * The first of the person's own flags and environment variables that names where credentials go
+ * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
+ */
+function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
+  for (const key of DESTINATION_KEYS) {
+    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
+    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
+  }
+  return undefined;
+}
+
 /** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
 function sameSetting(a: string | undefined, b: string | undefined): boolean {
   if (a === undefined || b === undefined) return false;
@@ -2181,6 +2193,14 @@ async function selectProfile(
   const { flags } = cli;
   const saving = flags["save-profile"];
   let chosen = namedProfile(flags, deps.env, dotenv);
+  // A project file may choose the profile only where it could choose the server itself (SECURITY.md 13).
+  const own = chosen?.by === `${ENV_VARS.profile} in .env` ? ownDestination(flags, deps.env) : undefined;
+  if (own) {
+    deps.stderr(
+      `warning: Ignoring ${ENV_VARS.profile} in .env: a project file cannot choose the profile when ${own} names the server\n`,
+    );
+    chosen = undefined;
+  }
   if (!chosen && saving === undefined) {
     if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
     // A server named elsewhere (an issuer, or a preset, which implies one) is not the default profile's.
@@ -7362,7 +7382,9 @@ async function doctorConfig(
   let config: Config | undefined;
   let profile: Profile | undefined;
   try {
-    profile = await selectProfile(cli, dotenv, deps);
+    // Its warnings (a .env's profile set aside, an unknown key) are lines of the report.
+    const warn = (text: string) => add("warn", "config", text.replace(/^warning: /, "").trim());
+    profile = await selectProfile(cli, dotenv, { ...deps, stderr: warn });
     if (profile) add("ok", "config", `profile: ${profile.name} (from ${profile.chosenBy}) in ${profile.path}`);
   } catch (error) {
     add("fail", "config", describeError(error));

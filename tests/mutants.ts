@@ -404,6 +404,11 @@ const MUTANTS: Mutant[] = [
     edits: [[/if \(source === "\.env" && trust\.kept\.some\(/, "if (false && trust.kept.some("]],
     tests: [TRUST],
   },
+  {
+    name: "a .env's OAUTH_PROFILE mixed into the environment's server",
+    edits: [[/const own = chosen\?\.by === `\$\{ENV_VARS\.profile\} in \.env` \? /, "const own = false ? "]],
+    tests: [PROFILES],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

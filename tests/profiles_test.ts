@@ -674,3 +674,40 @@ Deno.test("login --resource R --save-profile p: whoami, login and fetch --profil
     await other.shutdown();
   }
 });
+
+// ── A .env's profile is never mixed into the person's own server (red team, finding 9) ──────────
+
+Deno.test("a .env's OAUTH_PROFILE is ignored when the person's flags or environment name the server", async (t) => {
+  await withMock(async (real) => {
+    await withMock(async (github) => {
+      const { home } = await homeWith(`[github]\nprovider = "github"\nclient_id = "Iv1.personal"\n`);
+      // kubectl's exec block (or a script) sets the issuer, client and secret; the cloned project's .env names a profile.
+      const own = {
+        OAUTH_ISSUER: real.issuer,
+        OAUTH_CLIENT_ID: CONFIDENTIAL_CLIENT.id,
+        OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret!,
+      };
+      const inRepo = { cwd: "/home/alice/repo", files: { ".env": { OAUTH_PROFILE: "github" } } };
+      const warning = "warning: Ignoring OAUTH_PROFILE in .env: a project file cannot choose the profile when " +
+        "OAUTH_ISSUER in the environment names the server\n";
+      await t.step("doctor: the environment's issuer and client, no preset, and the warning", async () => {
+        const doctor = await run(["doctor"], { home, env: own, presetBase: github.issuer, ...inRepo });
+        assertNotMatch(doctor.stdout, /profile: github|provider preset: github|token-endpoint:/);
+        assertStringIncludes(doctor.stdout, `ok    config     issuer: ${real.issuer} (from environment)\n`);
+        assertStringIncludes(doctor.stdout, `warn  config     ${warning.slice("warning: ".length)}`);
+      });
+      await t.step("login: the environment's server alone, and the warning", async () => {
+        const login = await runIn(home, ["login"], { env: own, presetBase: github.issuer, ...inRepo });
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        assertEquals(login.stderr.split("\n")[0] + "\n", warning);
+        assertEquals(github.requests, [], "nothing went to the preset's server");
+        assertEquals(real.calls("token").length, 1);
+      });
+      await t.step("with nothing of the person's naming a server, the .env still chooses the profile", async () => {
+        const doctor = await run(["doctor"], { home, presetBase: github.issuer, ...inRepo });
+        assertStringIncludes(doctor.stdout, "ok    config     profile: github (from OAUTH_PROFILE in .env)");
+      });
+      await Deno.remove(home, { recursive: true });
+    }, { clients: [{ id: "Iv1.personal", auth: "none", redirectUris: ["http://127.0.0.1/callback"] }] });
+  }, { clients: [CONFIDENTIAL_CLIENT] });
+});

@@ -485,33 +485,3 @@ Deno.test(
 
 // ── 10. A .env picks a profile that is mixed into the environment's login ───────────────────────
 
-Deno.test(
-  "README 'a script that sets OAUTH_ISSUER never gets a profile mixed in': not when a .env names the profile",
-  async () => {
-    const home = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
-    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-    await Deno.writeTextFile(
-      `${home}/config/oauth-login/config.toml`,
-      '[github]\nprovider = "github"\nclient_id = "Iv1.personal"\n',
-    );
-    // kubectl's exec block (or a script) sets the issuer, client and secret; the cloned project's .env names a profile.
-    const result = await run(["doctor"], {
-      home,
-      cwd: REPO,
-      env: {
-        OAUTH_ISSUER: "https://corp.okta.com/oauth2/default",
-        OAUTH_CLIENT_ID: "0oa-corp",
-        OAUTH_CLIENT_SECRET: "s",
-      },
-      files: { ".env": { OAUTH_PROFILE: "github" } },
-    });
-    try {
-      assert(
-        !/token-endpoint: https:\/\/github\.com/.test(result.stdout),
-        `the Okta login's client and secret would go to GitHub's token endpoint:\n${result.stdout}`,
-      );
-    } finally {
-      await cleanUp(result);
-    }
-  },
-);
