@@ -484,4 +484,3 @@ Deno.test(
 );
 
 // ── 10. A .env picks a profile that is mixed into the environment's login ───────────────────────
-
