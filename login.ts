@@ -1492,24 +1492,74 @@ function resolveEndpoints(
 }
 
 /**
- * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
- * issuer, on its token endpoint's): otherwise the browser could sign in at a real provider while the
- * code and the verifier go to another server. Throws LoginError("config").
+ * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
+ * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
+ * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
+ * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
+ */
+function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
+  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
+}
+
+/** A URL's origin, or undefined for text that is no URL. */
+function originOf(text: unknown): string | undefined {
+  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
+}
+
+/**
+ * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
+ * device code, a credential or a token (token, device authorization, revocation, introspection,
+ * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
+ * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
+ * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
+ * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
+ * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
+ * (`checkProjectMetadata`). Throws LoginError("config").
  */
 function checkProjectEndpoints(
   issuerText: string | undefined,
   endpoints: Partial<Record<EndpointKey, string>>,
   sources: Record<string, ValueSource>,
-  envFile = '".env"',
+  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
 ): void {
-  const home = parseUrl(issuerText ? parseIssuer(issuerText).issuer : endpoints.tokenEndpoint ?? "");
-  for (const [key, flag] of MANUAL_ENDPOINTS) {
-    const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
-    if (!url || !home || url.origin === home.origin) continue;
-    const what = `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host})`;
-    throw new LoginError("config", `${what} than its ${issuerText ? "issuer" : "token endpoint"} (${home.host})`, {
-      hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags",
-    });
+  const envFile = options.envFile ?? '".env"';
+  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
+  const named = (key: string, words: string) =>
+    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
+  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
+  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
+    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
+  );
+  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
+    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
+  }
+  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
+  const [, where, text] =
+    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
+      found,
+    ) => found) ?? [];
+  const home = parseUrl(text ?? "");
+  if (!home || !where) return;
+  const allowed = projectOrigins(home, options.preset, options.presetBase);
+  for (const [, words, url] of urls) {
+    const origin = originOf(url);
+    if (origin === undefined || allowed.includes(origin)) continue;
+    // Both the .env's: "than its issuer"; one the preset's: each named in full.
+    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
+    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
+    throw new LoginError(
+      "config",
+      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
+        new URL(url).host
+      }) than ${than} (${home.host})`,
+      {
+        hint: mixed
+          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
+            "another host; if you trust them, pass them as flags"
+          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
+      },
+    );
   }
 }
 
@@ -1695,7 +1745,7 @@ function resolveConfig(
   issuerText = chosen.issuerText;
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
-  if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
+  if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, { ...chosen, ...options });
   checkRequiredSettings({ cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
@@ -2401,6 +2451,12 @@ interface Preset {
   tokenDeletionEndpoint?: string;
   /** Its own revocation API, called with the access token as a Bearer token (Dropbox's `POST /2/auth/token/revoke`). */
   bearerRevocationEndpoint?: string;
+  /**
+   * The hosts its endpoints are on, when there are several (its issuer's, its metadata's, its own
+   * above): all the provider's. When a project file picks the preset and the person signs in on one of
+   * them, the code and the tokens may go to any of them, and to no other (`projectOrigins`).
+   */
+  hosts?: string[];
 }
 
 /** The built-in provider presets, each from the provider's public documentation. */
@@ -2416,6 +2472,7 @@ const PRESETS: Record<string, Preset> = {
     clientAuth: "client_secret_post",
     userClaim: "login",
     tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
+    hosts: ["github.com", "api.github.com"],
   },
   gitlab: {
     issuer: "https://gitlab.com",
@@ -2434,6 +2491,7 @@ const PRESETS: Record<string, Preset> = {
     },
     needsSecret:
       "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
+    hosts: ["accounts.google.com", "oauth2.googleapis.com", "openidconnect.googleapis.com"],
   },
   entra: {
     issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
@@ -2441,6 +2499,7 @@ const PRESETS: Record<string, Preset> = {
     scope: "openid profile offline_access",
     loopbackHost: "localhost",
     callbackPath: "/",
+    hosts: ["login.microsoftonline.com", "graph.microsoft.com"],
   },
   okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default", issuerHost: /\.okta(preview)?\.com$/ },
   auth0: {
@@ -2464,6 +2523,7 @@ const PRESETS: Record<string, Preset> = {
     bearerRevocationEndpoint: "https://api.dropboxapi.com/2/auth/token/revoke",
     scope: "openid email profile",
     params: [["token_access_type", "offline"]],
+    hosts: ["www.dropbox.com", "api.dropboxapi.com"],
   },
   spotify: {
     issuer: "https://accounts.spotify.com",
@@ -2471,6 +2531,7 @@ const PRESETS: Record<string, Preset> = {
     scope: "user-read-private user-read-email",
     userClaim: "id",
     refusedRedirectHosts: ["localhost"],
+    hosts: ["accounts.spotify.com", "api.spotify.com"],
   },
 };
 
@@ -3224,27 +3285,45 @@ async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issu
     : await discoverIssuer(config, deps, trace);
   issuer.userClaim = config.userClaim;
   issuer.whoAmI = config.userinfoEndpoint !== undefined;
-  if (config.sources.issuer === ".env") checkProjectIssuer(issuer.as, config);
+  if (config.trust?.decidedBy === ".env") checkProjectMetadata(issuer.as, config, deps.presetBase);
   return issuer;
 }
 
+/** What an endpoint the metadata names receives, for `checkProjectMetadata`'s message. */
+const RECEIVES: Record<string, string> = {
+  token_endpoint: "takes the code",
+  pushed_authorization_request_endpoint: "takes the authorization request",
+  device_authorization_endpoint: "takes the device code",
+  introspection_endpoint: "sends your tokens",
+  revocation_endpoint: "sends your tokens",
+  userinfo_endpoint: "sends your tokens",
+};
+
 /**
- * An issuer a `.env` names must take the code where it sends the browser: its authorization, PAR
- * and device endpoints on its token endpoint's host. Otherwise the person signs in at one server (a
- * real provider) while the code and the verifier go to another. Throws LoginError("config").
+ * A server a `.env` points the login at (its issuer, or a preset it names) must receive the code, the
+ * device code, the client's credentials and the tokens where it sends the browser: every endpoint of
+ * `RECEIVES` in the metadata, discovered or given, on `projectOrigins` of the authorization endpoint
+ * (else of the issuer). Otherwise the person signs in at one server (a real provider) while the code,
+ * the verifier or the tokens go to another. Throws LoginError("config").
  */
-function checkProjectIssuer(as: Oauth.AuthorizationServer, config: Config): void {
-  const token = parseUrl(as.token_endpoint ?? "");
-  for (
-    const member of ["authorization_endpoint", "pushed_authorization_request_endpoint", "device_authorization_endpoint"]
-  ) {
+function checkProjectMetadata(as: Oauth.AuthorizationServer, config: Config, presetBase?: string): void {
+  const signIn = parseUrl(String(as.authorization_endpoint ?? "")) ??
+    parseUrl((as as Record<string, unknown>)[NO_ISSUER] === true ? String(as.token_endpoint) : as.issuer);
+  if (!signIn) return;
+  const allowed = projectOrigins(signIn, presetOf(config), presetBase);
+  for (const [member, receives] of Object.entries(RECEIVES)) {
     const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
-    if (!url || !token || url.origin === token.origin) continue;
+    if (!url || allowed.includes(url.origin)) continue;
+    const named = config.sources.issuer === ".env" || !config.provider
+      ? `The issuer ${displayIssuer(config.issuer)}, from a project file (.env),`
+      : `The ${config.provider} preset, chosen by a project file (.env), with the issuer ${
+        displayIssuer(config.issuer)
+      }`;
     throw new LoginError(
       "config",
-      `The issuer ${
-        displayIssuer(config.issuer)
-      }, from a project file (.env), sends you to ${url.host} to sign in but takes the code at ${token.host}`,
+      `${named} sends you to ${signIn.host} to sign in but ${receives} ${
+        receives.endsWith("tokens") ? "to" : "at"
+      } ${url.host}`,
       { hint: `if you trust this server, set ${ENV_VARS.issuer} in the environment or pass --issuer` },
     );
   }
@@ -8303,6 +8382,7 @@ export function realDeps(): Deps {
  */
 export const testing = {
   resolveConfig,
+  checkProjectMetadata,
   profileFlagNames,
   MAX_LIFETIME_S,
   browserAvailability,

@@ -295,8 +295,11 @@ const MUTANTS: Mutant[] = [
     tests: [TRUST],
   },
   {
-    name: "a .env's issuer may send the browser to another host than its token endpoint",
-    edits: [[/if \(config\.sources\.issuer === "\.env"\) checkProjectIssuer\(/, "if (false) checkProjectIssuer("]],
+    name: "a server a .env points at may send the browser to another host than its other endpoints",
+    edits: [[
+      /if \(config\.trust\?\.decidedBy === "\.env"\) checkProjectMetadata\(/,
+      "if (false) checkProjectMetadata(",
+    ]],
     tests: [TRUST],
   },
   {
@@ -408,6 +411,36 @@ const MUTANTS: Mutant[] = [
     name: "a .env's OAUTH_PROFILE mixed into the environment's server",
     edits: [[/const own = chosen\?\.by === `\$\{ENV_VARS\.profile\} in \.env` \? /, "const own = false ? "]],
     tests: [PROFILES],
+  },
+  {
+    name: "a preset's endpoints left out of a .env's check (its own token endpoint beside GitHub's browser sign-in)",
+    edits: [
+      [
+        /urls\.find\(\(\[given\]\) => given === key\)/,
+        'urls.find(([given, words]) => given === key && !words.includes(" preset\'s "))',
+      ],
+      [
+        /if \(origin === undefined \|\| allowed\.includes\(origin\)\) continue;/,
+        'if (origin === undefined || allowed.includes(origin) || words.includes(" preset\'s ")) continue;',
+      ],
+    ],
+    tests: [TRUST],
+  },
+  {
+    name: "a preset's own hosts trusted wherever the person signs in",
+    edits: [[
+      /return own\.includes\(home\.origin\) \? \[\.\.\.new Set\(\[home\.origin, \.\.\.own\]\)\] : \[home\.origin\];/,
+      "return [...new Set([home.origin, ...own])];",
+    ]],
+    tests: [TRUST],
+  },
+  {
+    name: "introspection, revocation and UserInfo left out of the check of a server a .env points at",
+    edits: [[
+      /  introspection_endpoint: "sends your tokens",\n  revocation_endpoint: "sends your tokens",\n  userinfo_endpoint: "sends your tokens",\n/,
+      "",
+    ]],
+    tests: [TRUST],
   },
 ];
 

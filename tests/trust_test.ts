@@ -20,9 +20,11 @@ import {
   CONFIDENTIAL_CLIENT,
   type MockClient,
   type MockIssuer,
+  type MockUser,
   PUBLIC_CLIENT,
   type RecordedRequest,
   type ServedMock,
+  serveMockIssuer,
 } from "./mock_issuer.ts";
 import {
   assertNoLeaks,
@@ -427,7 +429,7 @@ Deno.test("the quick start: a .env with its own issuer, client and secret works,
   });
 });
 
-Deno.test("a .env that decides keeps every endpoint it gives on its issuer's host", async (t) => {
+Deno.test("a .env that decides keeps every endpoint it gives on the host where the person signs in", async (t) => {
   await withServers(async (real, evil) => {
     const cases: [string, Record<string, string>, string][] = [
       [
@@ -438,7 +440,7 @@ Deno.test("a .env that decides keeps every endpoint it gives on its issuer's hos
       [
         "no issuer: the real authorization endpoint, and a token endpoint elsewhere",
         { OAUTH_TOKEN_ENDPOINT: `${evil.issuer}/token`, OAUTH_AUTHORIZATION_ENDPOINT: `${real.issuer}/authorize` },
-        `error: The authorization endpoint in ${ENV_FILE} is on another host (127.0.0.1:${real.port}) than its token endpoint (127.0.0.1:${evil.port})\n`,
+        `error: The token endpoint in ${ENV_FILE} is on another host (127.0.0.1:${evil.port}) than its authorization endpoint (127.0.0.1:${real.port})\n`,
       ],
     ];
     for (const [name, dotenv, error] of cases) {
@@ -451,7 +453,7 @@ Deno.test("a .env that decides keeps every endpoint it gives on its issuer's hos
         assertEquals(
           login.stderr,
           error +
-            "hint: a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags\n",
+            "hint: a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags\n",
         );
         assertEquals([...real.requests, ...evil.requests], []);
         assertEquals(login.opened, []);
@@ -753,16 +755,16 @@ Deno.test("doctor says who decided where credentials go, what of the .env was ig
         delete real.metadata.token_endpoint;
       }
     });
-    await t.step("the same, from an issuer a .env chose: worth a look", async () => {
+    await t.step("the same, from an issuer a .env chose: refused, as login refuses it", async () => {
       real.metadata.userinfo_endpoint = `${evil.issuer}/userinfo`;
       try {
         const doctor = await run(["doctor"], inRepo({ OAUTH_ISSUER: real.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }));
         assertStringIncludes(
           doctor.stdout,
           line(
-            "warn",
+            "fail",
             "discovery",
-            `the issuer's metadata puts userinfo_endpoint on 127.0.0.1:${evil.port}: normal for some providers, as the issuer names them`,
+            `The issuer ${real.issuer}, from a project file (.env), sends you to 127.0.0.1:${real.port} to sign in but sends your tokens to 127.0.0.1:${evil.port} (if you trust this server, set OAUTH_ISSUER in the environment or pass --issuer)`,
           ),
         );
         assertEquals(doctor.stderr, note(real.issuer));
@@ -873,4 +875,228 @@ Deno.test("a .env cannot turn off DPoP that the person's profile or environment 
     );
     await cleanUp(doctor);
   });
+});
+
+// ── A .env that names a preset, or mixes one with its own server (red team, finding 1) ─────────
+
+const OCTOCAT: MockUser = { sub: "u-1", username: "octocat", email: "octocat@example.com", name: "Octocat" };
+
+/** A well-known public OAuth app (as GitHub CLI's is): the person may have approved it before. */
+const WELL_KNOWN_APP: MockClient = {
+  id: "well-known-cli-app",
+  auth: "none",
+  redirectUris: ["http://127.0.0.1/callback"],
+};
+
+/** A GitHub stand-in (no discovery, GitHub's paths and dialect), as tests/providers_test.ts has it. */
+function github(client: MockClient = WELL_KNOWN_APP): ServedMock {
+  return serveMockIssuer({
+    user: OCTOCAT,
+    clients: [client],
+    discovery: "none",
+    issParameter: false,
+    paths: {
+      authorize: "/login/oauth/authorize",
+      token: "/login/oauth/access_token",
+      device_authorization: "/login/device/code",
+      device: "/login/device",
+    },
+    dialect: { status200Errors: true, scopeSeparator: ",", tokenType: "bearer", omitExpiresIn: true },
+    whoAmI: { path: "/user", body: () => ({ login: "octocat", id: 1 }) },
+  });
+}
+
+/** The real GitHub (github.com is it, through `presetBase`) and a project's server relaying to it. */
+async function withGithub(fn: (real: ServedMock, evil: ServedMock) => Promise<void>): Promise<void> {
+  const real = github();
+  try {
+    await withMock(async (evil) => {
+      evil.intercept = relayTo(real);
+      await fn(real, evil);
+    });
+  } finally {
+    await real.close();
+  }
+}
+
+const MIXING_HINT = "hint: a project file cannot mix a provider preset's endpoints with an issuer or endpoints of " +
+  "its own on another host; if you trust them, pass them as flags\n";
+
+Deno.test("a .env naming the github preset and its own token endpoint is refused before anything is sent", async (t) => {
+  await withGithub(async (real, evil) => {
+    const dotenv = {
+      OAUTH_PROVIDER: "github",
+      OAUTH_CLIENT_ID: WELL_KNOWN_APP.id,
+      OAUTH_TOKEN_ENDPOINT: `${evil.issuer}/login/oauth/access_token`,
+    };
+    const refusal = `error: The token endpoint in ${ENV_FILE} is on another host (127.0.0.1:${evil.port}) than ` +
+      `the github preset's authorization endpoint (127.0.0.1:${real.port})\n` + MIXING_HINT;
+    const presetBase = new URL(real.issuer).origin; // github.com is the real (loopback) GitHub here
+    for (
+      const [name, env] of [
+        ["the browser flow: the code and the verifier would go to the project's server", {}],
+        ["over SSH, the device flow: the device code would", {
+          DISPLAY: "",
+          SSH_CONNECTION: "10.0.0.2 5555 10.0.0.1 22",
+        }],
+      ] as const
+    ) {
+      await t.step(name, async () => {
+        const login = await run(["login"], inRepo(dotenv, { env, presetBase, browser: scriptedBrowser }));
+        assertEquals(login.code, EXIT.usage, login.stderr);
+        assertEquals(login.stderr, refusal);
+        assertEquals([...real.requests, ...evil.requests], []);
+        assertEquals(login.opened, []);
+        await cleanUp(login);
+      });
+    }
+    await t.step("doctor shows the refusal", async () => {
+      const doctor = await run(["doctor"], inRepo(dotenv, { presetBase }));
+      assertStringIncludes(doctor.stdout, `fail  config     ${refusal.slice(7, -1).replace("\nhint: ", " (")})\n`);
+      assertEquals(evil.requests, []);
+      await cleanUp(doctor);
+    });
+  });
+});
+
+Deno.test("a .env's own authorization endpoint cannot be combined with the github preset's other endpoints", async () => {
+  await withGithub(async (real, evil) => {
+    const login = await run(
+      ["login"],
+      inRepo(
+        {
+          OAUTH_PROVIDER: "github",
+          OAUTH_CLIENT_ID: WELL_KNOWN_APP.id,
+          OAUTH_AUTHORIZATION_ENDPOINT: `${evil.issuer}/login/oauth/authorize`,
+        },
+        { presetBase: new URL(real.issuer).origin, browser: scriptedBrowser },
+      ),
+    );
+    assertEquals(login.code, EXIT.usage, login.stderr);
+    assertEquals(
+      login.stderr,
+      `error: The github preset's token endpoint is on another host (127.0.0.1:${real.port}) than the ` +
+        `authorization endpoint in ${ENV_FILE} (127.0.0.1:${evil.port})\n` + MIXING_HINT,
+    );
+    assertEquals([...real.requests, ...evil.requests], []);
+    await cleanUp(login);
+  });
+});
+
+Deno.test("a .env's issuer cannot be combined with the github preset (its tokens would reach the issuer's endpoints)", async () => {
+  await withGithub(async (real, evil) => {
+    // The project's "issuer" would serve metadata only: the preset's endpoints replace its authorization
+    // and token endpoints, and its introspection, revocation and UserInfo endpoints would stay.
+    const login = await run(
+      ["login"],
+      inRepo(
+        { OAUTH_ISSUER: evil.issuer, OAUTH_PROVIDER: "github", OAUTH_CLIENT_ID: WELL_KNOWN_APP.id },
+        { presetBase: new URL(real.issuer).origin, browser: scriptedBrowser },
+      ),
+    );
+    assertEquals(login.code, EXIT.usage, login.stderr);
+    assertEquals(
+      login.stderr,
+      `error: The issuer in ${ENV_FILE} is on another host (127.0.0.1:${evil.port}) than the github preset's ` +
+        `authorization endpoint (127.0.0.1:${real.port})\n` + MIXING_HINT,
+    );
+    assertEquals([...real.requests, ...evil.requests], []);
+    await cleanUp(login);
+  });
+});
+
+Deno.test("a .env's issuer whose metadata sends the browser to a real provider keeps no endpoint of its own", async (t) => {
+  // Each endpoint that receives something, left on the project's server while the browser signs in at the real one.
+  const members: [string, string, string][] = [
+    ["token_endpoint", "/token", "takes the code at"],
+    ["device_authorization_endpoint", "/device_authorization", "takes the device code at"],
+    ["pushed_authorization_request_endpoint", "/par", "takes the authorization request at"],
+    ["introspection_endpoint", "/introspect", "sends your tokens to"],
+    ["revocation_endpoint", "/revoke", "sends your tokens to"],
+    ["userinfo_endpoint", "/userinfo", "sends your tokens to"],
+  ];
+  await withServers(async (real, evil) => {
+    for (const [member, path, receives] of members) {
+      await t.step(member, async () => {
+        for (const [other, otherPath] of members) evil.metadata[other] = `${real.issuer}${otherPath}`;
+        evil.metadata.authorization_endpoint = `${real.issuer}/authorize`;
+        evil.metadata[member] = `${evil.issuer}${path}`;
+        const login = await run(
+          ["login"],
+          inRepo({ OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }, { browser: scriptedBrowser }),
+        );
+        assertEquals(login.code, EXIT.usage, login.stderr);
+        assertEquals(
+          login.stderr,
+          note(evil.issuer) +
+            `error: The issuer ${evil.issuer}, from a project file (.env), sends you to 127.0.0.1:${real.port} to sign in but ${receives} 127.0.0.1:${evil.port}\n` +
+            "hint: if you trust this server, set OAUTH_ISSUER in the environment or pass --issuer\n",
+        );
+        assertEquals(real.requests, [], "nothing reached the real provider");
+        assertEquals(evil.requests.map((r) => r.path), ["/.well-known/oauth-authorization-server"]);
+        evil.requests.length = 0;
+        await cleanUp(login);
+      });
+    }
+  }, { relay: false });
+});
+
+Deno.test("a preset a .env names is used as a whole, on each of the provider's own hosts (Preset.hosts)", async (t) => {
+  await t.step("github, with no issuer: github.com and api.github.com", async () => {
+    await withGithub(async (real, evil) => {
+      const login = await run(
+        ["login"],
+        inRepo(
+          { OAUTH_PROVIDER: "github", OAUTH_CLIENT_ID: WELL_KNOWN_APP.id },
+          { presetBase: new URL(real.issuer).origin, browser: scriptedBrowser },
+        ),
+      );
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      assertStringIncludes(login.stderr, "Logged in as octocat\n");
+      assertEquals(evil.requests, []);
+      await cleanUp(login);
+    });
+  });
+  // Google's real metadata: the browser on accounts.google.com, the code and the tokens on googleapis.com.
+  const google = {
+    issuer: "https://accounts.google.com",
+    authorization_endpoint: "https://accounts.google.com/o/oauth2/v2/auth",
+    device_authorization_endpoint: "https://oauth2.googleapis.com/device/code",
+    token_endpoint: "https://oauth2.googleapis.com/token",
+    userinfo_endpoint: "https://openidconnect.googleapis.com/v1/userinfo",
+    revocation_endpoint: "https://oauth2.googleapis.com/revoke",
+    jwks_uri: "https://www.googleapis.com/oauth2/v3/certs",
+  };
+  const cli = { command: "login" as const, named: true, flags: {} };
+  for (
+    const [name, dotenv] of [
+      ["google, named by OAUTH_PROVIDER", { OAUTH_PROVIDER: "google", OAUTH_CLIENT_SECRET: "s" }],
+      ["google, named by its issuer (the preset inferred)", {
+        OAUTH_ISSUER: "https://accounts.google.com",
+        OAUTH_CLIENT_SECRET: "s",
+      }],
+    ] as const
+  ) {
+    await t.step(name, () => {
+      const config = resolveConfig(cli, () => undefined, { ...dotenv, OAUTH_CLIENT_ID: "c" });
+      assertEquals({ decidedBy: config.trust!.decidedBy, provider: config.provider }, {
+        decidedBy: ".env",
+        provider: "google",
+      });
+      testing.checkProjectMetadata(google as never, config);
+      // Any host that is not Google's is refused, the token endpoint's as the UserInfo endpoint's.
+      for (const member of ["token_endpoint", "userinfo_endpoint"]) {
+        let refused = "";
+        try {
+          testing.checkProjectMetadata(
+            { ...google, [member]: "https://oauth2.googleapis.com.evil.example/x" } as never,
+            config,
+          );
+        } catch (error) {
+          refused = (error as Error).message;
+        }
+        assertStringIncludes(refused, "oauth2.googleapis.com.evil.example");
+      }
+    });
+  }
 });
