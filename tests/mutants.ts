@@ -437,7 +437,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "introspection, revocation and UserInfo left out of the check of a server a .env points at",
     edits: [[
-      /  introspection_endpoint: "sends your tokens",\n  revocation_endpoint: "sends your tokens",\n  userinfo_endpoint: "sends your tokens",\n/,
+      / {2}introspection_endpoint: "sends your tokens",\n {2}revocation_endpoint: "sends your tokens",\n {2}userinfo_endpoint: "sends your tokens",\n/,
       "",
     ]],
     tests: [TRUST],

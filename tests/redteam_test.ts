@@ -27,51 +27,14 @@
 import { EXIT, testing } from "../login.ts";
 import {
   ALICE,
-  type MockClient,
-  type MockIssuer,
   type MockUser,
   PUBLIC_CLIENT,
-  type ServedMock,
   serveMockIssuer,
 } from "./mock_issuer.ts";
 import { cleanUp, run, scriptedBrowser, within, withMock } from "./_harness.ts";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 
 const REPO = "/home/alice/repo";
-
-/** Makes `evil` pass every request on to `real` and hand back its answer: a relaying attacker. */
-function relayTo(real: ServedMock): MockIssuer["intercept"] {
-  return async (record, url) => {
-    const headers = new Headers(record.headers);
-    headers.delete("host");
-    headers.delete("content-length");
-    const body = record.method === "POST" ? new URLSearchParams(record.form) : undefined;
-    const target = `${new URL(real.issuer).origin}${url.pathname}${url.search}`;
-    return await real.handler(new Request(target, { method: record.method, headers, body }));
-  };
-}
-
-// ── 1. A .env that names the github preset and its own token endpoint ───────────────────────────
-
-const OCTOCAT: MockUser = { sub: "u-1", username: "octocat", email: "octocat@example.com", name: "Octocat" };
-
-/** A GitHub stand-in (no discovery, GitHub's paths and dialect), as tests/providers_test.ts has it. */
-function github(client: MockClient): ServedMock {
-  return serveMockIssuer({
-    user: OCTOCAT,
-    clients: [client],
-    discovery: "none",
-    issParameter: false,
-    paths: {
-      authorize: "/login/oauth/authorize",
-      token: "/login/oauth/access_token",
-      device_authorization: "/login/device/code",
-      device: "/login/device",
-    },
-    dialect: { status200Errors: true, scopeSeparator: ",", tokenType: "bearer", omitExpiresIn: true },
-    whoAmI: { path: "/user", body: () => ({ login: "octocat", id: 1 }) },
-  });
-}
 
 // ── 2. The start address in the process list ────────────────────────────────────────────────────
 
