@@ -25,12 +25,7 @@
  * @module
  */
 import { EXIT, testing } from "../login.ts";
-import {
-  ALICE,
-  type MockUser,
-  PUBLIC_CLIENT,
-  serveMockIssuer,
-} from "./mock_issuer.ts";
+import { ALICE, type MockUser, PUBLIC_CLIENT, serveMockIssuer } from "./mock_issuer.ts";
 import { cleanUp, run, scriptedBrowser, within, withMock } from "./_harness.ts";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 
