@@ -1271,6 +1271,68 @@ function describeEnvPath(path: string, cwd?: () => string): string {
   return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
 }
 
+/** The folder the `.env` at `path` is in, absolute when the working directory is known ("." when not and it is relative). */
+function envFolder(path: string, cwd?: () => string): string {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  const folder = cut < 0 ? "" : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(folder)) return folder;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: relative to it */ }
+  const base = here?.replace(/[\\/]+$/, "");
+  return base ? (folder ? `${base}/${folder}` : base) : folder || ".";
+}
+
+/**
+ * The client key a `.env` names (SECURITY.md 13), as a path in the `.env`'s own folder `dir`, where a
+ * project keeps a key of its own: never through `..` nor an absolute path elsewhere (and, at its use,
+ * never a link leading out: `checkProjectKey`), else a project file could make the tool sign for its
+ * server with one of the person's own keys. Throws LoginError("config"). Pure.
+ */
+function projectKeyPath(value: string, dir: string, envFile: string): string {
+  const absolute = /^(?:[a-zA-Z]:)?[\\/]/.test(value);
+  const root = dir.replace(/[\\/]+$/, "");
+  const inside = absolute ? value.startsWith(`${root}/`) || value.startsWith(`${root}\\`) : true;
+  if (!inside || value.split(/[\\/]/).includes("..")) {
+    throw new LoginError(
+      "config",
+      `The client key "${sanitize(value)}" in ${envFile} is outside the project's folder (${sanitize(root)})`,
+      {
+        hint:
+          `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+      },
+    );
+  }
+  return absolute ? value : `${root}/${value.replace(/^\.[\\/]/, "")}`;
+}
+
+/**
+ * The edge of `projectKeyPath`: the key file's real path (links followed) is in the real `.env`
+ * folder `dir`, or the key is refused (a missing one is `readClientKey`'s to report). Throws
+ * LoginError("config").
+ */
+function checkProjectKey(path: string, dir: string, envFile: string): void {
+  let real: string, root: string;
+  try {
+    [real, root] = [Deno.realPathSync(path), Deno.realPathSync(dir)];
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  if (real.startsWith(`${root.replace(/[\\/]+$/, "")}/`) || real.startsWith(`${root.replace(/[\\/]+$/, "")}\\`)) {
+    return;
+  }
+  throw new LoginError(
+    "config",
+    `The client key "${sanitize(path)}" in ${envFile} is a link to a file outside the project's folder`,
+    {
+      hint:
+        `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+    },
+  );
+}
+
 /**
  * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
  * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
@@ -1731,7 +1793,7 @@ function resolveConfig(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
   profile?: Profile,
-  options: { presetBase?: string; envFile?: string } = {},
+  options: { presetBase?: string; envFile?: string; envDir?: string } = {},
 ): Config {
   const sources: Record<string, ValueSource> = {};
   const { trust, flags, pick } = trustedSources(cli, env, dotenv, profile, sources);
@@ -1760,6 +1822,9 @@ function resolveConfig(
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   // Every setting a profile can hold is read from `flags`, the command line's with the profile's beneath.
   const modern = resolveModernConfig({ ...cli, flags }, pick, clientAuth as ClientAuthMethod | undefined, format);
+  if (modern.clientKey && sources.clientKey === ".env") {
+    modern.clientKey = projectKeyPath(modern.clientKey, options.envDir ?? ".", options.envFile ?? '".env"');
+  }
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
@@ -7469,8 +7534,9 @@ async function doctorConfig(
     add("fail", "config", describeError(error));
   }
   const shown = describeEnvPath(envPath, deps.cwd);
+  const envDir = envFolder(envPath, deps.cwd);
   try {
-    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown, envDir });
   } catch (error) {
     add("fail", "config", describeError(error));
   }
@@ -7516,6 +7582,7 @@ async function doctorConfig(
     add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
     if (config.clientKey) {
       try {
+        if (config.sources.clientKey === ".env") checkProjectKey(config.clientKey, envDir, shown);
         await readClientKey(config.clientKey);
         add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
       } catch (error) {
@@ -8239,7 +8306,13 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
     const profile = await selectProfile(cli, dotenv, deps);
     const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
-    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    const envDir = envFolder(envPath, deps.cwd);
+    const config = resolveConfig(cli, deps.env, dotenv, profile, {
+      presetBase: deps.presetBase,
+      envFile: shown,
+      envDir,
+    });
+    if (config.clientKey && config.sources.clientKey === ".env") checkProjectKey(config.clientKey, envDir, shown!);
     const saving = cli.flags["save-profile"];
     if (shown) announceTrust(config, deps, shown, saving);
     if (cli.flags["client-secret"] !== undefined) {

@@ -442,6 +442,19 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [TRUST],
   },
+  {
+    name: "a .env's client key may be any of the person's files (an absolute path elsewhere, or through ..)",
+    edits: [[/if \(!inside \|\| value\.split\(/, "if (false && value.split("]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env's client key may be a link to a file outside the project",
+    edits: [[
+      /if \(config\.clientKey && config\.sources\.clientKey === "\.env"\) checkProjectKey\(/,
+      "if (false) checkProjectKey(",
+    ]],
+    tests: [TRUST],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

@@ -26,7 +26,7 @@
  */
 import { EXIT, testing } from "../login.ts";
 import { ALICE, type MockUser, PUBLIC_CLIENT, serveMockIssuer } from "./mock_issuer.ts";
-import { cleanUp, run, scriptedBrowser, within, withMock } from "./_harness.ts";
+import { cleanUp, run, within, withMock } from "./_harness.ts";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 
 const REPO = "/home/alice/repo";
@@ -264,49 +264,5 @@ Deno.test(
 );
 
 // ── 9. A .env names one of the person's own files as its client key ─────────────────────────────
-
-Deno.test(
-  "brief: a project file never makes the tool read and use the person's files: a .env's client key outside the project is refused",
-  async () => {
-    // The person's own private key (mkcert's rootCA-key.pem is PKCS#8 and 0400, like this one), outside the project.
-    const home = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
-    const pair = await crypto.subtle.generateKey(
-      { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
-      true,
-      ["sign", "verify"],
-    );
-    const der = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
-    const keyPath = `${home}/rootCA-key.pem`;
-    await Deno.writeTextFile(
-      keyPath,
-      `-----BEGIN PRIVATE KEY-----\n${
-        btoa(String.fromCharCode(...der)).match(/.{1,64}/g)!.join("\n")
-      }\n-----END PRIVATE KEY-----\n`,
-      { mode: 0o400 },
-    );
-    try {
-      await withMock(async (evil) => {
-        evil.clients.push({ id: "proj", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
-        const result = await run(["login"], {
-          cwd: REPO,
-          files: { ".env": { OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: "proj", OAUTH_CLIENT_KEY: keyPath } },
-          browser: (url) => scriptedBrowser(url),
-        });
-        try {
-          const signed = evil.requests.filter((r) => r.form.client_assertion !== undefined).map((r) => r.path);
-          assertEquals(
-            signed,
-            [],
-            `the project's server received assertions signed with ${keyPath}:\n${result.stderr}`,
-          );
-        } finally {
-          await cleanUp(result);
-        }
-      });
-    } finally {
-      await Deno.remove(home, { recursive: true });
-    }
-  },
-);
 
 // ── 10. A .env picks a profile that is mixed into the environment's login ───────────────────────

@@ -1100,3 +1100,68 @@ Deno.test("a preset a .env names is used as a whole, on each of the provider's o
     });
   }
 });
+
+// ── A .env's client key is the project's own (red team, finding 8) ─────────────────────────────
+
+Deno.test("a .env's client key must be in the .env's own folder: not elsewhere, not through .. or a link", async (t) => {
+  // The person's own private key (mkcert's rootCA-key.pem is PKCS#8 and owner-only, like this one), outside the project.
+  const home = await Deno.makeTempDir({ prefix: "oauth-login-trust-home-" });
+  const project = await Deno.makeTempDir({ prefix: "oauth-login-trust-project-" });
+  try {
+    const own = await clientKeyFile(home);
+    await Deno.mkdir(`${project}/keys`);
+    await Deno.symlink(own, `${project}/keys/link.pem`);
+    const projectKey = await clientKeyFile(`${project}/keys`);
+    const envFile = `"${project}/.env"`;
+    const refused = (value: string, why: string) =>
+      `error: The client key "${value}" in ${envFile} ${why}\n` +
+      "hint: a project file may only name a key in its own folder; for a key of yours, pass --client-key or set OAUTH_CLIENT_KEY in the environment\n";
+    const cases: [string, string, string][] = [
+      ["an absolute path outside the project", own, `is outside the project's folder (${project})`],
+      [
+        "a relative path through ..",
+        `keys/../../${own.split("/").slice(-2).join("/")}`,
+        `is outside the project's folder (${project})`,
+      ],
+      [
+        "a link in the project to a key outside it",
+        "keys/link.pem",
+        "is a link to a file outside the project's folder",
+      ],
+    ];
+    for (const [name, value, why] of cases) {
+      await t.step(name, async () => {
+        await withMock(async (evil) => {
+          evil.clients.push({ id: "proj", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
+          const dotenv = { OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: "proj", OAUTH_CLIENT_KEY: value };
+          const login = await run(["login"], { cwd: project, files: { ".env": dotenv }, browser: scriptedBrowser });
+          const shown = why.startsWith("is a link") ? `${project}/${value}` : value;
+          assertEquals(evil.requests, [], "nothing reached the project's server");
+          assertEquals(login.code, EXIT.usage, login.stderr);
+          assertEquals(login.stderr, refused(shown, why));
+          await cleanUp(login);
+          const doctor = await run(["doctor"], { cwd: project, files: { ".env": dotenv } });
+          assertStringIncludes(
+            doctor.stdout,
+            `fail  config     ${refused(shown, why).slice(7, -1).replace("\nhint: ", " (")})\n`,
+          );
+          await cleanUp(doctor);
+        });
+      });
+    }
+    await t.step("a key in the project's folder, named relative to it, signs for the project's server", async () => {
+      await withMock(async (evil) => {
+        evil.clients.push({ id: "proj", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
+        const dotenv = { OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: "proj", OAUTH_CLIENT_KEY: "keys/client.pem" };
+        assertEquals(projectKey, `${project}/keys/client.pem`);
+        const login = await run(["login"], { cwd: project, files: { ".env": dotenv }, browser: scriptedBrowser });
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        assertEquals(evil.calls("token").map((r) => typeof r.form.client_assertion), ["string"]);
+        await cleanUp(login);
+      });
+    });
+  } finally {
+    await Deno.remove(home, { recursive: true });
+    await Deno.remove(project, { recursive: true });
+  }
+});
