@@ -29,7 +29,6 @@ import { ALICE, type MockUser, PUBLIC_CLIENT, serveMockIssuer } from "./mock_iss
 import { cleanUp, run, within, withMock } from "./_harness.ts";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 
-
 // ── 2. The start address in the process list ────────────────────────────────────────────────────
 
 const MALLORY: MockUser = {
