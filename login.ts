@@ -2739,6 +2739,8 @@ interface Route {
   proxy?: string;
   /** The variable the proxy came from, or why the connection is direct. */
   reason: string;
+  /** The variable `reason` names holds no proxy URL (`proxyUrl`): nothing can be sent, and its value is never shown. */
+  invalid?: true;
 }
 
 /** Whether a host is this machine: 127.0.0.0/8, ::1 or localhost (and names under `.localhost`). */
@@ -2788,8 +2790,31 @@ function routeFor(url: URL, env: (name: string) => string | undefined): Route {
     ? env(noProxyName)!.split(/[\s,]+/).find((item) => item && noProxyMatches(item, host, port))
     : undefined;
   if (entry) return { reason: `${noProxyName} has "${sanitize(entry, 80)}"` };
-  const value = env(variable)!.trim();
-  return { proxy: /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`, reason: variable };
+  const proxy = proxyUrl(env(variable)!);
+  return proxy ? { proxy: proxy.href, reason: variable } : { reason: variable, invalid: true };
+}
+
+/**
+ * A proxy variable's value as the proxy's URL (`http://` when it names no scheme), or undefined when it
+ * is none: not a URL, no host, or a path, query or fragment, which is what an unencoded `/`, `?` or
+ * `#` in a password makes of it (`http://alice:12#4@proxy:3128` would be the host "alice", the port
+ * "12"). Its value is then never shown: only the variable's name. Pure.
+ */
+function proxyUrl(value: string): URL | undefined {
+  const text = value.trim();
+  const url = parseUrl(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`);
+  if (!url || !url.hostname || url.pathname.length > 1 || url.search || url.hash || /[?#]$/.test(text)) {
+    return undefined;
+  }
+  return url;
+}
+
+/** The error for a proxy variable that holds no proxy URL (see `proxyUrl`): its name, never its value. */
+function invalidProxy(variable: string): LoginError {
+  return new LoginError("config", `The proxy in ${variable} is not a valid URL`, {
+    hint: `write it as http://HOST:PORT, or http://USER:PASSWORD@HOST:PORT with any "#", "/", "?" or "@" in the ` +
+      "user name or password percent-encoded (%23, %2F, %3F, %40)",
+  });
 }
 
 /** A proxy's address for messages: scheme, host and port, never its credentials. */
@@ -2987,6 +3012,7 @@ async function send(deps: Deps, url: URL, init: RequestInit, options: SendOption
   const signals = [timeout.signal, interruptible ? deps.signal : undefined, init.signal ?? undefined]
     .filter((s): s is AbortSignal => !!s);
   try {
+    if (route?.invalid) throw invalidProxy(route.reason);
     checkHeaders(init.headers, `${method} ${url.origin}${url.pathname}`);
     if (trace) traceRequest(trace, method, url, init);
     const client = route ? httpClientFor(route, url.hostname) : undefined;
@@ -7758,12 +7784,14 @@ function doctorNetwork(
   deps: Deps,
   add: AddCheck,
 ): void {
-  for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"]) {
-    const value = deps.env(name);
+  for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]) {
+    const value = deps.env(name)?.trim();
     if (!value) continue;
-    const url = parseUrl(value);
-    add("ok", "network", `${name} is set${url ? ` to ${url.protocol}//${url.host}` : ""}`);
+    const url = proxyUrl(value);
+    if (url) add("ok", "network", `${name} is set to ${describeProxy(url.href)}`);
+    else add("fail", "network", describeError(invalidProxy(name)));
   }
+  for (const name of ["NO_PROXY", "no_proxy"]) if (deps.env(name)?.trim()) add("ok", "network", `${name} is set`);
   if (config) {
     // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
     const urls = [config.metadataUrl ?? config.issuer];
@@ -7789,7 +7817,11 @@ function doctorNetwork(
         "ok",
         "network",
         `${url.protocol}//${url.host}: ${
-          route.proxy ? `through the proxy ${describeProxy(route.proxy)} (${route.reason})` : `direct (${route.reason})`
+          route.invalid
+            ? `through the proxy in ${route.reason}, which is not a valid URL`
+            : route.proxy
+            ? `through the proxy ${describeProxy(route.proxy)} (${route.reason})`
+            : `direct (${route.reason})`
         }`,
       );
     }

@@ -455,6 +455,17 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [TRUST],
   },
+  {
+    name:
+      "a proxy URL with a path, query or fragment accepted (an unencoded # in its password: the password is the port)",
+    edits: [[/if \(!url \|\| !url\.hostname \|\| url\.pathname\.length > 1 [^{]*\{/, "if (!url) {"]],
+    tests: [SENDER],
+  },
+  {
+    name: "a proxy variable that holds no URL is passed over (the request goes direct)",
+    edits: [[/if \(route\?\.invalid\) throw invalidProxy\(route\.reason\);/, ""]],
+    tests: [SENDER],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */
