@@ -2791,7 +2791,7 @@ function routeFor(url: URL, env: (name: string) => string | undefined): Route {
     : undefined;
   if (entry) return { reason: `${noProxyName} has "${sanitize(entry, 80)}"` };
   const proxy = proxyUrl(env(variable)!);
-  return proxy ? { proxy: proxy.href, reason: variable } : { reason: variable, invalid: true };
+  return proxy ? { proxy: proxy.href.replace(/\/$/, ""), reason: variable } : { reason: variable, invalid: true };
 }
 
 /**
