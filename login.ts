@@ -388,6 +388,17 @@ function displayIssuer(issuer: string): string {
 }
 
 /**
+ * A value as one word a POSIX shell reads as it is, for a hint a person may paste: bare when it holds
+ * only characters no shell acts on, else in single quotes (a `'` inside as `'\''`). Every value in a
+ * command a hint offers goes through here, wherever it came from: a server's issuer, a project file's
+ * endpoint, a path. Sanitised first (no control characters). Pure.
+ */
+function shellWord(value: string): string {
+  const text = sanitize(value);
+  return /^[\w.:/@%+=,-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/**
  * Wraps prose at word boundaries to `width` columns. A long URL, or a quoted command longer than a
  * line, stands alone on its own line, unbroken, so a terminal can select it whole. Continuation lines are indented past an `error: `-style
  * label (or the line's own indent). Existing newlines are kept.
@@ -556,7 +567,7 @@ function networkFailure(
     const cert = env("DENO_CERT");
     const store = env("DENO_TLS_CA_STORE");
     const ca = cert
-      ? `DENO_CERT=${sanitize(cert)}`
+      ? `DENO_CERT=${shellWord(cert)}`
       : store
       ? `DENO_TLS_CA_STORE=${sanitize(store)}`
       : "the default CA store (DENO_CERT and DENO_TLS_CA_STORE are unset)";
@@ -741,7 +752,7 @@ function issuerMismatch(config: Config, said: string): LoginError {
       ? `${difference}: the tenant "${
         sanitize(config.tenant)
       }" is ${tenantGuid} at the server; use --tenant ${tenantGuid}`
-      : `${difference}: if the server's value is the one you meant, use --issuer ${shown}`,
+      : `${difference}: if the server's value is the one you meant, use --issuer ${shellWord(said)}`,
   });
 }
 
@@ -839,8 +850,7 @@ function loginFlags(config: Config, everywhere = false): string {
       )
       .map(([key, value]): [string, string] => ["param", `${key}=${value}`]),
   ];
-  const quote = (value: string) => /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
-  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${quote(sanitize(value!))}`).join("");
+  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${shellWord(value!)}`).join("");
 }
 
 /**
@@ -853,7 +863,9 @@ function permissionProblem(error: unknown): LoginError | undefined {
     if (!(cause instanceof Deno.errors.NotCapable)) continue;
     // Deno says: Requires env access to "HOME", run again with the --allow-env flag
     const match = cause.message.match(/Requires (\S+) access to "?([^",]*)"?.*?(--allow-[a-z-]+)/);
-    const flag = match ? `${match[3]}${match[2] && match[3] !== "--allow-all" ? `=${match[2]}` : ""}` : "--allow-…";
+    const flag = match
+      ? `${match[3]}${match[2] && match[3] !== "--allow-all" ? `=${shellWord(match[2])}` : ""}`
+      : "--allow-…";
     const what = match ? `${match[1]} access${match[2] ? ` to "${sanitize(match[2], 120)}"` : ""}` : "a permission";
     return new LoginError("config", `Deno's permissions do not allow ${what}`, {
       hint: `run again with ${sanitize(flag, 160)} (the deno.json tasks grant what the tool needs)`,
@@ -2207,15 +2219,15 @@ function usableDotenv(
 /** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
 function cannotSaveProjectDestination(name: string, config: Config, envFile: string): LoginError {
   const server = withoutIssuer(config)
-    ? `--token-endpoint ${config.tokenEndpoint}`
+    ? `--token-endpoint ${shellWord(config.tokenEndpoint!)}`
     : config.sources.issuer === "default" && config.provider
-    ? `--provider ${config.provider}`
-    : `--issuer ${config.metadataUrl ?? displayIssuer(config.issuer)}`;
+    ? `--provider ${shellWord(config.provider)}`
+    : `--issuer ${shellWord(config.metadataUrl ?? displayIssuer(config.issuer))}`;
   return new LoginError(
     "config",
     `Cannot save the profile "${name}": where to sign in comes from ${envFile}, a project file`,
     {
-      hint: `if you trust that server, name it yourself: ${sanitize(server)}`,
+      hint: `if you trust that server, name it yourself: ${server}`,
     },
   );
 }
@@ -2868,9 +2880,9 @@ function tokenRefusal(url: URL, audience: { resource?: string; resources?: strin
   const other = audience.resources?.find((r) => origin(r) === url.origin);
   return new LoginError("usage", `The access token is for "${sanitize(allowed)}", not for "${sanitize(url.origin)}"`, {
     hint: other
-      ? `pass only --resource ${sanitize(other)}, and the login's token for that API is used`
+      ? `pass only --resource ${shellWord(other)}, and the login's token for that API is used`
       : `to call ${sanitize(url.origin)}, log in for it: add --resource ${
-        sanitize(url.origin)
+        shellWord(url.origin)
       } to the login and to this command`,
   });
 }
@@ -3324,7 +3336,7 @@ function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
       `The issuer "${url.origin}${url.pathname}${sanitize(url.search)}${
         sanitize(url.hash)
       }" must not have a query, fragment or credentials`,
-      { hint: `give the issuer without them, e.g. --issuer ${url.origin}${url.pathname}` },
+      { hint: `give the issuer without them, e.g. --issuer ${shellWord(`${url.origin}${url.pathname}`)}` },
     );
   }
   const wellKnown = url.pathname.match(
@@ -3594,7 +3606,7 @@ async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
     const info = Deno.statSync(path);
     if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o077) !== 0) {
       throw new LoginError("config", `The client key file "${sanitize(path)}" can be read by other users`, {
-        hint: `make it private with: chmod 600 "${sanitize(path)}"`,
+        hint: `make it private with: chmod 600 ${shellWord(path)}`,
       });
     }
     text = Deno.readTextFileSync(path);
@@ -6049,7 +6061,7 @@ function folderProblem(
   if (folder.mode !== null && (folder.mode & 0o022) !== 0) {
     return new Untrusted(
       `The token cache folder "${dir}" can be changed by other users`,
-      `make it private with: chmod 700 "${dir}"; or ${elsewhere}`,
+      `make it private with: chmod 700 ${shellWord(dir)}; or ${elsewhere}`,
     );
   }
   return undefined;
@@ -6066,7 +6078,7 @@ function fileProblem(
   owner: number | null,
   shared = false,
 ): Untrusted | undefined {
-  const remove = `remove it with: rm "${path}"`;
+  const remove = `remove it with: rm ${shellWord(path)}`;
   if (file.isSymlink) {
     return new Untrusted(`The token cache file "${path}" is a symbolic link, which the tool does not follow`, remove);
   }
@@ -6075,7 +6087,7 @@ function fileProblem(
     return new Untrusted(`The token cache file "${path}" belongs to another user`, `if it is not needed, ${remove}`);
   }
   if (file.mode === null || (file.mode & 0o077) === 0) return undefined;
-  const hint = `make it private with: chmod 600 "${path}"`;
+  const hint = `make it private with: chmod 600 ${shellWord(path)}`;
   if (!shared) return new Untrusted(`The token cache file "${path}" can be read by other users`, hint, true);
   if ((file.mode & 0o022) !== 0) {
     return new Untrusted(`The token cache file "${path}" can be changed by other users`, hint, true);
@@ -7851,7 +7863,7 @@ async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
       add(
         "warn",
         "cache",
-        `${dir} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 "${dir}"`,
+        `${dir} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 ${shellWord(dir)}`,
       );
     } else if (info.mode === null || (info.mode & 0o077) === 0) add("ok", "cache", `${dir} is private`);
     for (const name of await deps.storage.list()) await deps.storage.read(`${name}.json`).catch(refused);
@@ -7989,7 +8001,7 @@ async function parseCli(args: string[]): Promise<Cli> {
         {
           hint: valueless[3] === "missing"
             ? `give it after the flag, e.g. ${flag} VALUE (run with --help to see the flags)`
-            : `to give a value that starts with "-", write ${flag}=${sanitize(next ?? "VALUE", 40)}`,
+            : `to give a value that starts with "-", write ${flag}=${next === undefined ? "VALUE" : shellWord(next)}`,
         },
       );
     }

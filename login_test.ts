@@ -851,7 +851,7 @@ Deno.test("the cache is a 0700 directory of 0600 files, and a file others can re
     assertEquals(result.code, EXIT.usage);
     assertEquals(result.stdout, "");
     assertStringIncludes(result.stderr, `error: The token cache file "${path}" can be read by other users\n`);
-    assertStringIncludes(result.stderr, `hint: make it private with: chmod 600 "${path}"\n`);
+    assertStringIncludes(result.stderr, `hint: make it private with: chmod 600 ${path}\n`);
   });
 });
 
@@ -1587,7 +1587,7 @@ Deno.test("doctor: each problem has its fail or warn line", async (t) => {
       assertEquals(result.code, EXIT.ok, "a warning, not a failure");
       assertStringIncludes(
         result.stdout,
-        `warn  cache      ${dir} can be read by other users (mode 755): chmod 700 "${dir}"\n`,
+        `warn  cache      ${dir} can be read by other users (mode 755): chmod 700 ${dir}\n`,
       );
     });
   });

@@ -245,7 +245,7 @@ Deno.test("whoami --all names an entry it refuses in one warning line and lists 
       assertEquals(all.code, EXIT.ok, all.stderr);
       assertEquals(
         all.stderr,
-        `warning: The token cache file "${shared}" can be read by other users; it is skipped (make it private with: chmod 600 "${shared}")\n`,
+        `warning: The token cache file "${shared}" can be read by other users; it is skipped (make it private with: chmod 600 ${shared})\n`,
       );
       const rows = all.stdout.trimEnd().split("\n");
       assertEquals(rows.length, 3, all.stdout);
@@ -374,7 +374,7 @@ Deno.test("entries, lock files and temporary files that are links or another use
           await Deno.remove(path);
           await Deno.symlink(`${home}/planted.json`, path);
           const message = `The token cache file "${path}" is a symbolic link, which the tool does not follow`;
-          const hint = `remove it with: rm "${path}"`;
+          const hint = `remove it with: rm ${path}`;
           for (const command of ["token", "whoami", "logout"]) {
             refusedWith(await run([command, ...args], { home, env }), message, hint);
           }
@@ -391,7 +391,7 @@ Deno.test("entries, lock files and temporary files that are links or another use
           await Deno.writeTextFile(path, planted, { mode: 0o600 });
           await Deno.chown(path, 65534, 65534);
           const message = `The token cache file "${path}" belongs to another user`;
-          const hint = `if it is not needed, remove it with: rm "${path}"`;
+          const hint = `if it is not needed, remove it with: rm ${path}`;
           for (const command of ["token", "whoami", "logout"]) {
             refusedWith(await run([command, ...args], { home, env }), message, hint);
           }
@@ -412,7 +412,7 @@ Deno.test("entries, lock files and temporary files that are links or another use
           const lock = `${home}/cache/${name}.lock`;
           await Deno.symlink(`${home}/victim`, lock);
           const message = `The token cache file "${lock}" is a symbolic link, which the tool does not follow`;
-          const hint = `remove it with: rm "${lock}"`;
+          const hint = `remove it with: rm ${lock}`;
           refusedWith(await run(["token", ...args], { home, env, now: later }), message, hint);
           refusedWith(await run(["logout", ...args], { home, env }), message, hint);
           assertEquals(await exists(`${home}/victim`), false, "nothing was created through the link");
@@ -458,7 +458,7 @@ Deno.test("a cache folder others can change, or another user's, is refused with 
             assertEquals(
               result.stderr,
               `error: The token cache folder "${dir}" can be changed by other users\n` +
-                `hint: make it private with: chmod 700 "${dir}"; or point OAUTH_LOGIN_CACHE at a folder of your own\n`,
+                `hint: make it private with: chmod 700 ${dir}; or point OAUTH_LOGIN_CACHE at a folder of your own\n`,
             );
           }
         }

@@ -466,6 +466,11 @@ const MUTANTS: Mutant[] = [
     edits: [[/if \(route\?\.invalid\) throw invalidProxy\(route\.reason\);/, ""]],
     tests: [SENDER],
   },
+  {
+    name: "a hint's values pasted into a shell unquoted (a server's $(…) runs)",
+    edits: [[/return \/\^\[\\w\.:\/@%\+=,-\]\+\$\/\.test\(text\) \? text : [^;]+;/, "return text;"]],
+    tests: [TRUST],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

