@@ -1948,6 +1948,14 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
       hint: "give the whole address, e.g. https://api.example.com/me",
     });
   }
+  if (url.username || url.password) {
+    // They would replace the token (fetch sends Basic credentials where a URL carries them), or go with it.
+    throw new LoginError("usage", `The URL "${sanitize(url.origin + url.pathname)}" must not carry credentials`, {
+      hint: `${
+        cli.command === "fetch" ? "fetch sends" : "the headers carry"
+      } the cached access token: take USER:PASSWORD@ out of the URL`,
+    });
+  }
   // Before any sign-in: the rule `fetch` and `--format headers` apply again to the token they get.
   const refusal = tokenRefusal(url, { resources });
   if (refusal) throw refusal;

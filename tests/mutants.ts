@@ -471,6 +471,14 @@ const MUTANTS: Mutant[] = [
     edits: [[/return \/\^\[\\w\.:\/@%\+=,-\]\+\$\/\.test\(text\) \? text : [^;]+;/, "return text;"]],
     tests: [TRUST],
   },
+  {
+    name: "fetch takes a URL with credentials (they replace the token: Basic to the API)",
+    edits: [[
+      /if \(url\.username \|\| url\.password\) \{\n(\s*)\/\/ They would replace the token/,
+      "if (false) {\n$1// They would replace the token",
+    ]],
+    tests: [SENDER],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

@@ -423,6 +423,37 @@ Deno.test("fetch never follows a redirect: the target gets nothing (no token), a
 
 // ── 3: where a token may go ─────────────────────────────────────────────────────────────────────
 
+Deno.test("a URL with credentials (user:password@) is refused by fetch and token --format headers (red team, finding 12)", async (t) => {
+  const server = api();
+  const home = await plant();
+  try {
+    const origin = server.origin.replace("http://", "http://alice:Secr3t@");
+    for (
+      const [args, says] of [
+        [["fetch", `${origin}/me`], "fetch sends"],
+        [["token", "--format", "headers", "--url", `${origin}/me`], "the headers carry"],
+        [["fetch", server.origin.replace("http://", "https://alice@") + "/me"], "fetch sends"],
+      ] as const
+    ) {
+      await t.step(args.join(" ").replace("Secr3t", "…"), async () => {
+        const result = await runOn(home, [...args]);
+        const shown = new URL(args.at(-1)!);
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertEquals(
+          result.stderr,
+          `error: The URL "${shown.origin}${shown.pathname}" must not carry credentials\n` +
+            `hint: ${says} the cached access token: take USER:PASSWORD@ out of the URL\n`,
+        );
+        assertEquals(result.stdout, "");
+        assertEquals(server.seen, [], "nothing was sent: no Basic credentials instead of the token, no refresh");
+      });
+    }
+  } finally {
+    await server.close();
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
 Deno.test("a token never goes over plain http to a host that is not this machine, however the URL is given", async (t) => {
   const home = await plant();
   try {
