@@ -8185,8 +8185,10 @@ Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
 Example:
   oauth-login --issuer https://dev-123456.okta.com/oauth2/default \\
     --client-id 0oa...
-  curl -H "Authorization: Bearer $(oauth-login token)" \\
-    https://api.example.com/me
+  oauth-login fetch https://api.example.com/me
+  oauth-login token --format headers --url https://api.example.com/me |
+    curl -H @- https://api.example.com/me
+(the token stays off command lines, where other local users could read it)
 `,
   login: `Usage: oauth-login login [flags]
 

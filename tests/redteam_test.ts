@@ -210,21 +210,6 @@ Deno.test(
 
 // ── 8. The documented way to use a token ────────────────────────────────────────────────────────
 
-Deno.test(
-  "README 'secrets never appear in other processes' arguments': neither --help nor the README shows the token as an argument",
-  async () => {
-    // `curl -H "Authorization: Bearer $(oauth-login token)"` puts the token in curl's argv, which every
-    // local user can read in /proc/PID/cmdline for as long as the request runs; `token --format headers
-    // --url URL | curl -H @- URL` does not.
-    const help = await run(["--help"]);
-    const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
-    for (const [where, text] of [["--help", help.stdout], ["README.md", readme]]) {
-      assert(!/Bearer \$\(oauth-login token\)/.test(text), `${where} shows the token as a curl argument`);
-    }
-    await cleanUp(help);
-  },
-);
-
 // ── 9. A .env names one of the person's own files as its client key ─────────────────────────────
 
 // ── 10. A .env picks a profile that is mixed into the environment's login ───────────────────────

@@ -454,6 +454,28 @@ Deno.test("a URL with credentials (user:password@) is refused by fetch and token
   }
 });
 
+Deno.test("no example or hint puts a token on a command line: --help, the README, login.ts (red team, finding 10)", async () => {
+  // `curl -H "Authorization: Bearer $(oauth-login token)"` puts the token in curl's argv, which every local user can
+  // read in /proc/PID/cmdline while the request runs; `oauth-login fetch URL` and `token --format headers --url URL |
+  // curl -H @- URL` do not.
+  const substitution = /\$\([^)]*\btoken\b[^)]*\)|`[^`]*oauth-login[^`]*\btoken\b[^`]*`\s*"?\s*(https?:|\\)/;
+  const texts: [string, string][] = [
+    ["README.md", await Deno.readTextFile(new URL("../README.md", import.meta.url))],
+    ["login.ts", await Deno.readTextFile(new URL("../login.ts", import.meta.url))],
+  ];
+  for (const command of ["", "login", "token", "whoami", "logout", "doctor", "profiles", "fetch"]) {
+    const help = await run(command ? [command, "--help"] : ["--help"]);
+    texts.push([`${command} --help`.trim(), help.stdout]);
+    await cleanUp(help);
+  }
+  for (const [where, text] of texts) {
+    assert(!substitution.test(text), `${where} puts the token on a command line: ${text.match(substitution)?.[0]}`);
+  }
+  const main = texts.find(([where]) => where === "--help")![1];
+  assertStringIncludes(main, "  oauth-login fetch https://api.example.com/me\n");
+  assertStringIncludes(main, "curl -H @- https://api.example.com/me\n");
+});
+
 Deno.test("a token never goes over plain http to a host that is not this machine, however the URL is given", async (t) => {
   const home = await plant();
   try {
