@@ -26,7 +26,7 @@
  */
 import { EXIT, testing } from "../login.ts";
 import { ALICE, type MockUser, PUBLIC_CLIENT, serveMockIssuer } from "./mock_issuer.ts";
-import { cleanUp, run, within } from "./_harness.ts";
+import { run, within } from "./_harness.ts";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 
 // ── 2. The start address in the process list ────────────────────────────────────────────────────
