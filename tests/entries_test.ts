@@ -520,3 +520,75 @@ Deno.test("logout --all and every save leave the other files of the cache folder
     }
   });
 });
+
+// ── The user is known under the tasks' permissions (red team, finding 6) ────────────────────────
+
+Deno.test("every permission set of deno.json, and the compiled binary, grant sys uid: the ownership rules know who the user is", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  for (const [name, set] of Object.entries(config.permissions as Record<string, { sys?: string[] }>)) {
+    assertEquals(set.sys, ["uid"], `the "${name}" permission set`);
+  }
+  assertStringIncludes(config.tasks.compile, " --allow-sys=uid ");
+});
+
+Deno.test(
+  "root under the tasks' permissions knows its uid: another user's cache folder and planted fresh entry are refused (red team, finding 6)",
+  { ignore: Deno.build.os !== "linux" || Deno.uid() !== 0 },
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
+    try {
+      // Another user (nobody) owns the cache folder (0755) and an owner-only entry with a fresh token.
+      const issuer = "https://idp.example.com";
+      const key = testing.cacheKey({ issuer, clientId: "c", scope: undefined, params: [] });
+      const now = Date.now();
+      await Deno.writeTextFile(
+        `${dir}/${key}.json`,
+        JSON.stringify({
+          version: 1,
+          issuer,
+          clientId: "c",
+          requestedScope: "",
+          accessToken: "PLANTED",
+          tokenType: "Bearer",
+          expiresAt: now + 3_600_000,
+          issuedAt: now,
+          user: "mallory",
+          authMethod: "none",
+          metadata: { issuer, token_endpoint: "https://evil.example/token" },
+        }),
+        { mode: 0o600 },
+      );
+      await Deno.chmod(dir, 0o755);
+      for (const path of [dir, `${dir}/${key}.json`]) await Deno.chown(path, 65534, 65534);
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        // Exactly the "token" task's permissions (deno.json "login" set: no sys, so the uid is unknown).
+        args: [
+          "run",
+          "-q",
+          "-P=login",
+          new URL("../login.ts", import.meta.url).pathname,
+          "token",
+          "--issuer",
+          issuer,
+          "--client-id",
+          "c",
+        ],
+        cwd: new URL("..", import.meta.url).pathname,
+        env: { OAUTH_LOGIN_CACHE: dir },
+        stdin: "null",
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      assert(
+        !out.includes("PLANTED"),
+        `root printed another user's planted token: ${out}${new TextDecoder().decode(stderr)}`,
+      );
+      assertEquals(code, EXIT.usage);
+      assertStringIncludes(
+        new TextDecoder().decode(stderr).replace(/\s+/g, " "),
+        `error: The token cache folder "${dir}" belongs to another user`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

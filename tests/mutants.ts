@@ -479,6 +479,15 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [SENDER],
   },
+  {
+    // Killed where the suite runs as root on Linux (as the other ownership mutants: only root can plant another uid's file).
+    name: "the uid the tasks' sys permission gives is not used (root reads another user's planted entry)",
+    edits: [[
+      /if \(Deno\.permissions\.querySync\(\{ name: "sys", kind: "uid" \}\)\.state === "granted"\)/,
+      "if (false)",
+    ]],
+    tests: [ENTRIES],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

@@ -148,64 +148,6 @@ Deno.test(
   },
 );
 
-Deno.test(
-  "README 'a cache folder others can change, or ... another user's, is refused': root under the task permissions does not use another user's planted entry",
-  { ignore: Deno.build.os !== "linux" || Deno.uid() !== 0 },
-  async () => {
-    const dir = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
-    try {
-      // Another user (nobody) owns the cache folder (0755) and an owner-only entry with a fresh token.
-      const issuer = "https://idp.example.com";
-      const key = testing.cacheKey({ issuer, clientId: "c", scope: undefined, params: [] });
-      const now = Date.now();
-      await Deno.writeTextFile(
-        `${dir}/${key}.json`,
-        JSON.stringify({
-          version: 1,
-          issuer,
-          clientId: "c",
-          requestedScope: "",
-          accessToken: "PLANTED",
-          tokenType: "Bearer",
-          expiresAt: now + 3_600_000,
-          issuedAt: now,
-          user: "mallory",
-          authMethod: "none",
-          metadata: { issuer, token_endpoint: "https://evil.example/token" },
-        }),
-        { mode: 0o600 },
-      );
-      await Deno.chmod(dir, 0o755);
-      for (const path of [dir, `${dir}/${key}.json`]) await Deno.chown(path, 65534, 65534);
-      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-        // Exactly the "token" task's permissions (deno.json "login" set: no sys, so the uid is unknown).
-        args: [
-          "run",
-          "-q",
-          "-P=login",
-          new URL("../login.ts", import.meta.url).pathname,
-          "token",
-          "--issuer",
-          issuer,
-          "--client-id",
-          "c",
-        ],
-        cwd: new URL("..", import.meta.url).pathname,
-        env: { OAUTH_LOGIN_CACHE: dir },
-        stdin: "null",
-      }).output();
-      const out = new TextDecoder().decode(stdout);
-      assert(
-        !out.includes("PLANTED"),
-        `root printed another user's planted token: ${out}${new TextDecoder().decode(stderr)}`,
-      );
-      assertEquals(code, EXIT.usage);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-);
-
 // ── 7. A server's text in a hint to copy into a shell ───────────────────────────────────────────
 
 // ── 8. The documented way to use a token ────────────────────────────────────────────────────────
