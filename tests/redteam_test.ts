@@ -24,10 +24,10 @@
  *
  * @module
  */
-import { EXIT, testing } from "../login.ts";
+
 import { ALICE, type MockUser, PUBLIC_CLIENT, serveMockIssuer } from "./mock_issuer.ts";
 import { run, within } from "./_harness.ts";
-import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
+import { assert, assertStringIncludes } from "./assert.ts";
 
 // ── 2. The start address in the process list ────────────────────────────────────────────────────
 
