@@ -2280,13 +2280,67 @@ async function parseConfig(text: string, path: string): Promise<Record<string, u
   }
 }
 
-/** Reads and parses the config file; undefined when there is none. */
+/**
+ * Why the config file is not one to trust, or undefined (SECURITY.md 15, the cache's rules): it decides
+ * where the environment's secret goes, so it must be a regular file of the user's (or root's, who can
+ * change anything) that no one else can change, in a folder no one else can change; a link (a dotfiles
+ * manager's) counts for the file it leads to, and its own folder must be as safe. `user`: the user's
+ * uid, or when Deno does not say, the owner of the file's folder. As OpenSSH treats ~/.ssh/config. Pure.
+ */
+function configFileProblem(
+  path: string,
+  file: FileFacts,
+  folders: [string, FileFacts][],
+  user: number | null,
+): LoginError | undefined {
+  const shown = sanitize(path);
+  const own = (uid: number | null) => uid === null || user === null || uid === user || uid === 0;
+  const elsewhere = `set ${ENV_VARS.config} to a file of your own`;
+  if (!file.isFile) {
+    return new LoginError("config", `The config file "${shown}" is not a regular file`, { hint: elsewhere });
+  }
+  if (!own(file.uid)) {
+    return new LoginError("config", `The config file "${shown}" belongs to another user`, { hint: elsewhere });
+  }
+  if (file.mode !== null && (file.mode & 0o022) !== 0) {
+    return new LoginError("config", `The config file "${shown}" can be changed by other users`, {
+      hint: `make it private with: chmod 600 ${shellWord(path)}`,
+    });
+  }
+  for (const [dir, folder] of folders) {
+    if (own(folder.uid) && (folder.mode === null || (folder.mode & 0o022) === 0)) continue;
+    return new LoginError(
+      "config",
+      `The config file's folder "${sanitize(dir)}" ${
+        own(folder.uid) ? "can be changed by other users" : "belongs to another user"
+      }`,
+      { hint: own(folder.uid) ? `make it private with: chmod 700 ${shellWord(dir)}; or ${elsewhere}` : elsewhere },
+    );
+  }
+  return undefined;
+}
+
+/** The folder a path is in. */
+function parentOf(path: string): string {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return cut < 0 ? "." : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
+}
+
+/** Reads and parses the config file, once `configFileProblem` finds nothing wrong with it; undefined when there is none. */
 async function readConfigFile(path: string): Promise<ConfigFile | undefined> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    const link = await Deno.lstat(path);
+    const real = link.isSymlink ? await Deno.realPath(path) : path;
+    const folders: [string, FileFacts][] = [];
+    for (const dir of new Set([parentOf(path), parentOf(real)])) folders.push([dir, await Deno.stat(dir)]);
+    const file = link.isSymlink ? await Deno.stat(real) : link;
+    const problem = configFileProblem(path, file, folders, userId() ?? folders[0][1].uid);
+    if (problem) throw problem;
+    text = await Deno.readTextFile(real);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
+    if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
     throw new LoginError(
       "config",
       `Cannot read the config file "${sanitize(path)}": ${sanitize((error as Error).message)}`,

@@ -261,8 +261,10 @@ Deno.test("profiles completes each profile with the environment and .env as any 
   await withMock(async (mock) => {
     const home = await Deno.makeTempDir({ prefix: "oauth-login-entries-" });
     try {
-      await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-      await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, `[work]\nissuer = "${mock.issuer}"\n`);
+      await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+      await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, `[work]\nissuer = "${mock.issuer}"\n`, {
+        mode: 0o600,
+      });
       await t.step("OAUTH_CLIENT_ID in the environment", async () => {
         const env = { OAUTH_CLIENT_ID: PUBLIC_CLIENT.id };
         const signedIn = await run(["login", "--profile", "work"], { home, env, browser: scriptedBrowser });

@@ -488,6 +488,22 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [ENTRIES],
   },
+  {
+    name: "a config file others can change is trusted (it decides where the environment's secret goes)",
+    edits: [[
+      /if \(file\.mode !== null && \(file\.mode & 0o022\) !== 0\) \{\n(\s*)return new LoginError\("config", `The config file/,
+      'if (false) {\n$1return new LoginError("config", `The config file',
+    ]],
+    tests: [PROFILES],
+  },
+  {
+    name: "a config file in a folder others can change is trusted",
+    edits: [[
+      /if \(own\(folder\.uid\) && \(folder\.mode === null \|\| \(folder\.mode & 0o022\) === 0\)\) continue;/,
+      "continue;",
+    ]],
+    tests: [PROFILES],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */

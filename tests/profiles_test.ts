@@ -27,8 +27,8 @@ async function homeWith(text?: string): Promise<{ home: string; path: string }> 
   const home = await Deno.makeTempDir({ prefix: "oauth-login-profiles-" });
   const path = `${home}/config/oauth-login/config.toml`;
   if (text !== undefined) {
-    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-    await Deno.writeTextFile(path, text);
+    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(path, text, { mode: 0o600 });
   }
   return { home, path };
 }
@@ -711,3 +711,88 @@ Deno.test("a .env's OAUTH_PROFILE is ignored when the person's flags or environm
     }, { clients: [{ id: "Iv1.personal", auth: "none", redirectUris: ["http://127.0.0.1/callback"] }] });
   }, { clients: [CONFIDENTIAL_CLIENT] });
 });
+
+// ── A config file others can change decides nothing (red team, finding 5) ──────────────────────
+
+Deno.test("a config file, or its folder, that others can change or own is refused, as the cache's files are", async (t) => {
+  const profile = 'default_profile = "work"\n[work]\nissuer = "https://idp.example.com"\nclient_id = "c"\n';
+  // The environment's secret would go to the issuer the file names.
+  const env = { OAUTH_CLIENT_SECRET: "corp-secret" };
+  const offline = () => Promise.reject(new Error("no network in this case"));
+  const refused = async (home: string, error: string, hint: string) => {
+    const login = await run(["login"], { home, env, fetch: offline });
+    assertEquals([login.code, login.stderr], [EXIT.usage, `error: ${error}\nhint: ${hint}\n`]);
+    const doctor = await run(["doctor"], { home, env, fetch: offline });
+    assertStringIncludes(doctor.stdout, `fail  config     ${error} (${hint})\n`);
+    assertNotMatch(doctor.stdout, /where you sign in and where credentials go: set by issuer in the profile/);
+    const listed = await run(["profiles"], { home, env });
+    assertEquals([listed.code, listed.stderr], [EXIT.usage, `error: ${error}\nhint: ${hint}\n`]);
+  };
+  for (const mode of [0o666, 0o664, 0o646]) {
+    await t.step(`the file is ${mode.toString(8)}`, async () => {
+      const { home, path } = await homeWith(profile);
+      await Deno.chmod(path, mode);
+      await refused(
+        home,
+        `The config file "${path}" can be changed by other users`,
+        `make it private with: chmod 600 ${path}`,
+      );
+      await Deno.remove(home, { recursive: true });
+    });
+  }
+  await t.step("its folder is 0777", async () => {
+    const { home, path } = await homeWith(profile);
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    await Deno.chmod(dir, 0o777);
+    await refused(
+      home,
+      `The config file's folder "${dir}" can be changed by other users`,
+      `make it private with: chmod 700 ${dir}; or set OAUTH_LOGIN_CONFIG to a file of your own`,
+    );
+    await Deno.remove(home, { recursive: true });
+  });
+  await t.step("a link (a dotfiles manager's) to a file in a folder others can change", async () => {
+    const { home, path } = await homeWith(profile);
+    const shared = await Deno.makeTempDir({ prefix: "oauth-login-shared-" });
+    await Deno.chmod(shared, 0o777);
+    await Deno.rename(path, `${shared}/config.toml`);
+    await Deno.symlink(`${shared}/config.toml`, path);
+    await refused(
+      home,
+      `The config file's folder "${shared}" can be changed by other users`,
+      `make it private with: chmod 700 ${shared}; or set OAUTH_LOGIN_CONFIG to a file of your own`,
+    );
+    await Deno.chmod(shared, 0o700); // a link to a private file in a private folder is used
+    const login = await run(["whoami"], { home, env });
+    assertEquals([login.code, login.stderr], [
+      EXIT.loginRequired,
+      'error: Not logged in for https://idp.example.com\nhint: run "oauth-login login --profile work"\n',
+    ]);
+    await Deno.remove(shared, { recursive: true });
+    await Deno.remove(home, { recursive: true });
+  });
+  await t.step({
+    name: "the file belongs to another user (run as root)",
+    ignore: Deno.build.os !== "linux" || !asRootHere(),
+    fn: async () => {
+      const { home, path } = await homeWith(profile);
+      await Deno.chown(path, 65534, 65534);
+      await refused(
+        home,
+        `The config file "${path}" belongs to another user`,
+        "set OAUTH_LOGIN_CONFIG to a file of your own",
+      );
+      await Deno.remove(home, { recursive: true });
+    },
+  });
+});
+
+/** Whether the tests run as root (asked of a file's owner: the test task grants no sys permission). */
+function asRootHere(): boolean {
+  const probe = Deno.makeTempFileSync({ prefix: "oauth-login-uid-" });
+  try {
+    return Deno.statSync(probe).uid === 0;
+  } finally {
+    Deno.removeSync(probe);
+  }
+}

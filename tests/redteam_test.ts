@@ -123,31 +123,6 @@ Deno.test(
 
 // ── 6. Files the tool trusts that others can change ─────────────────────────────────────────────
 
-Deno.test(
-  "SECURITY.md 15 / 13: a profiles file that other users can change does not decide where the environment's secret goes",
-  async () => {
-    const home = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
-    try {
-      await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-      const path = `${home}/config/oauth-login/config.toml`;
-      await Deno.writeTextFile(
-        path,
-        'default_profile = "work"\n[work]\nissuer = "https://idp.example.com"\nclient_id = "c"\n',
-      );
-      await Deno.chmod(path, 0o666); // anyone on the machine may rewrite the issuer
-      const result = await run(["doctor"], { home, env: { OAUTH_CLIENT_SECRET: "corp-secret" } });
-      assert(
-        !/^ok +config +where you sign in and where credentials go: set by issuer in the profile/m.test(
-          result.stderr + result.stdout,
-        ),
-        `a world-writable profiles file decides where the secret goes, and doctor says ok:\n${result.stdout}${result.stderr}`,
-      );
-    } finally {
-      await Deno.remove(home, { recursive: true });
-    }
-  },
-);
-
 // ── 7. A server's text in a hint to copy into a shell ───────────────────────────────────────────
 
 // ── 8. The documented way to use a token ────────────────────────────────────────────────────────

@@ -124,8 +124,8 @@ async function entryFiles(home: string): Promise<string[]> {
 async function homeWith(config?: string): Promise<string> {
   const home = await Deno.makeTempDir({ prefix: "oauth-login-trust-" });
   if (config !== undefined) {
-    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-    await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, config);
+    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, config, { mode: 0o600 });
   }
   return home;
 }
