@@ -26,7 +26,7 @@
  */
 
 import { ALICE, type MockUser, PUBLIC_CLIENT, serveMockIssuer } from "./mock_issuer.ts";
-import { run, within } from "./_harness.ts";
+import { within } from "./_harness.ts";
 import { assert, assertStringIncludes } from "./assert.ts";
 
 // ── 2. The start address in the process list ────────────────────────────────────────────────────
