@@ -134,6 +134,12 @@ export interface Deps {
   invokedAs?: string;
   /** All of stdin, for `fetch -d @-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
+  /**
+   * The uids that own the two ends of a loopback TCP connection, the callback server's (`ours`) and the
+   * client's (`theirs`); undefined when that cannot be told. Linux, from `ss` (iproute2). Absent: not
+   * asked, and the start address answers any local program that has it.
+   */
+  socketOwners?: (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<{ ours: number; theirs: number } | undefined>;
 }
 
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
@@ -4296,18 +4302,27 @@ const MAX_REQUEST_LINE_BYTES = 8 * 1024;
 /** After its answer, a connection reads and drops what the client still sends, this long at most (a lingering close). */
 const LINGER_MS = 1_000;
 
+/** The two ends of the connection a request came on: the callback server's (`local`) and the client's. */
+interface Peer {
+  local: Deno.NetAddr;
+  remote: Deno.NetAddr;
+}
+
+/** A request handler of the callback server: the request, and (from a connection, not a pasted address) its ends. */
+type CallbackHandler = (request: Request, peer?: Peer) => Response | Promise<Response>;
+
 interface Listener {
   port: number;
   /** Installs the handler; until then every request gets 503. */
-  handle(handler: (request: Request) => Response | Promise<Response>): void;
+  handle(handler: CallbackHandler): void;
   close(): Promise<void>;
 }
 
 /** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
 function listen(redirect: Redirect): Listener {
-  let handler: ((request: Request) => Response | Promise<Response>) | undefined;
-  const server = callbackServer((request) =>
-    handler ? handler(request) : page(503, "Not ready", "Try again in a moment.")
+  let handler: CallbackHandler | undefined;
+  const server = callbackServer((request, peer) =>
+    handler ? handler(request, peer) : page(503, "Not ready", "Try again in a moment.")
   );
   const serve = (hostname: string, port: number) => Deno.listen({ hostname, port, transport: "tcp" });
   const listeners: Deno.TcpListener[] = [];
@@ -4380,7 +4395,7 @@ function closeQuietly(resource: { close(): void }): void {
  * connections at once, lets the answers under way go out for up to SHUTDOWN_GRACE_MS, then closes the rest.
  */
 function callbackServer(
-  handler: (request: Request) => Response | Promise<Response>,
+  handler: CallbackHandler,
 ): { serve(listener: Deno.TcpListener): void; close(): Promise<void> } {
   const open = new Set<Connection>(); // in the order accepted: the oldest first
   const listeners: Deno.TcpListener[] = [];
@@ -4468,7 +4483,7 @@ function callbackServer(
 async function serveConnection(
   connection: Connection,
   origin: string,
-  handler: (request: Request) => Response | Promise<Response>,
+  handler: CallbackHandler,
 ): Promise<void> {
   const { conn } = connection;
   const timeout = delay(HEAD_TIMEOUT_MS);
@@ -4478,7 +4493,8 @@ async function serveConnection(
     if (head === undefined) return;
     connection.requested = true;
     timeout.cancel();
-    const response = await Promise.race([answer(head, origin, handler), connection.closed.promise]);
+    const peer = { local: conn.localAddr as Deno.NetAddr, remote: conn.remoteAddr as Deno.NetAddr };
+    const response = await Promise.race([answer(head, origin, handler, peer), connection.closed.promise]);
     if (response === undefined) return; // closed by the server while the handler worked
     await writeAll(conn, await responseBytes(response, "method" in head && head.method === "HEAD"));
     connection.answered.resolve();
@@ -4496,12 +4512,13 @@ async function serveConnection(
 async function answer(
   head: RequestHead | { refused: number },
   origin: string,
-  handler: (request: Request) => Response | Promise<Response>,
+  handler: CallbackHandler,
+  peer: Peer,
 ): Promise<Response> {
   const request = "refused" in head ? undefined : requestFrom(head, origin);
   if (request === undefined) return refusedPage("refused" in head ? head.refused : 400);
   try {
-    return await handler(request);
+    return await handler(request, peer);
   } catch {
     return page(500, "Error", "Something went wrong; see the terminal.");
   }
@@ -4611,6 +4628,7 @@ const REASONS: Record<number, string> = {
   200: "OK",
   302: "Found",
   400: "Bad Request",
+  403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
   414: "URI Too Long",
@@ -4700,6 +4718,70 @@ function timingSafeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
+/**
+ * The uids owning the two ends of the loopback TCP connection `local` ↔ `remote`, read from the output
+ * of `ss -tnHe state established` (a line per socket: its address, its peer's, and `uid:N` unless N
+ * is 0); undefined unless both ends are there. Pure.
+ */
+function socketOwners(
+  text: string,
+  local: Deno.NetAddr,
+  remote: Deno.NetAddr,
+): { ours: number; theirs: number } | undefined {
+  const named = (address: Deno.NetAddr) =>
+    address.hostname.includes(":") ? `[${address.hostname}]:${address.port}` : `${address.hostname}:${address.port}`;
+  const owner = (from: Deno.NetAddr, to: Deno.NetAddr) => {
+    for (const line of text.split("\n")) {
+      const ends = line.trim().split(/\s+/).filter((word) =>
+        /^(?:\[[\w:.%]+\]|\d{1,3}(?:\.\d{1,3}){3}):\d+$/.test(word)
+      );
+      if (ends[0] === named(from) && ends[1] === named(to)) return Number(line.match(/\buid:(\d+)/)?.[1] ?? 0);
+    }
+    return undefined;
+  };
+  const [ours, theirs] = [owner(local, remote), owner(remote, local)];
+  return ours === undefined || theirs === undefined ? undefined : { ours, theirs };
+}
+
+/**
+ * The edge of `socketOwners`: runs `ss` (iproute2; argv, no shell, at most 2 s). Undefined when it is
+ * not there, may not be run, or fails: then nothing can be told.
+ */
+async function loopbackSocketOwners(
+  local: Deno.NetAddr,
+  remote: Deno.NetAddr,
+): Promise<{ ours: number; theirs: number } | undefined> {
+  try {
+    const { success, stdout } = await new Deno.Command("ss", {
+      args: ["-tnHe", "state", "established"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+      signal: AbortSignal.timeout(2_000),
+    }).output();
+    return success ? socketOwners(new TextDecoder().decode(stdout), local, remote) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the program asking for the start address runs as the user who started the login (or as
+ * root, who could read this process's memory anyway). The address is in the browser opener's argv,
+ * which any local user can read in /proc/PID/cmdline; the one who fetches it first gets the
+ * authorization request, and could sign the person in to an account of theirs. A program of another
+ * user is refused (and the person told); when the owners cannot be told, it is let through.
+ */
+async function sameUser(peer: Peer, deps: Deps): Promise<boolean> {
+  const owners = await deps.socketOwners?.(peer.local, peer.remote);
+  if (!owners || owners.theirs === owners.ours || owners.theirs === 0) return true;
+  say(
+    deps,
+    `warning: A program of another user of this computer (uid ${owners.theirs}) asked for the sign-in address and was refused; if it was your own browser, run the login with --no-browser and open the address it prints`,
+  );
+  return false;
+}
+
 function pageHeaders(extra: Record<string, string>): Headers {
   return new Headers({
     "cache-control": "no-store",
@@ -4731,6 +4813,8 @@ interface CallbackOptions {
   /** The start address's path (`startPath()`): a GET on it, without a query, sends the browser on to `authorizationUrl`. */
   startPath: string;
   authorizationUrl: string;
+  /** Whether the program at the other end may have the start address (`sameUser`); absent: any. */
+  admit?: (peer: Peer) => Promise<boolean>;
   /** Runs once, for the first callback that carries the right state; its page is the answer. */
   accept: (params: URLSearchParams) => Promise<Response>;
 }
@@ -4739,9 +4823,9 @@ interface CallbackOptions {
  * The callback server's request handler. Only a GET on the callback path with the pending `state`
  * is handed to `accept`, once; everything else gets a 4xx and the login keeps waiting.
  */
-function callbackHandler(options: CallbackOptions): (request: Request) => Promise<Response> {
+function callbackHandler(options: CallbackOptions): (request: Request, peer?: Peer) => Promise<Response> {
   let consumed = false;
-  return async (request) => {
+  return async (request, peer) => {
     const host = request.headers.get("host") ?? "";
     if (!options.hosts.includes(host.toLowerCase())) {
       return page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.");
@@ -4753,6 +4837,13 @@ function callbackHandler(options: CallbackOptions): (request: Request) => Promis
       return response;
     }
     if (!url.search && !consumed && timingSafeEqual(url.pathname, options.startPath)) {
+      if (peer && options.admit && !await options.admit(peer)) {
+        return page(
+          403,
+          "Not your sign-in",
+          "This address belongs to a sign-in that another user of this computer started. Nothing was sent.",
+        );
+      }
       return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
     }
     if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
@@ -4962,11 +5053,16 @@ async function openWithSystemBrowser(url: string): Promise<void> {
   throw failure;
 }
 
-/** Runs one opener; resolves once it exits with success or is still running after the limit. */
+/**
+ * Runs one opener; resolves once it exits with success or is still running after the limit. It and
+ * the browser it starts get none of this tool's settings (each `OAUTH_*` variable is emptied): they
+ * need none, and a child's environment is the parent's, `OAUTH_CLIENT_SECRET` included.
+ */
 async function runOpener([program, ...args]: string[]): Promise<void> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
+    const env = Object.fromEntries(Object.values(ENV_VARS).map((name) => [name, ""]));
+    child = new Deno.Command(program, { args, env, stdin: "null", stdout: "null", stderr: "null" }).spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) throw new Error(`"${program}" was not found`);
     if (error instanceof Deno.errors.NotCapable) {
@@ -5141,6 +5237,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       startPath: new URL(start).pathname,
       authorizationUrl: authorizationUrl.href,
       accept: acceptCallback,
+      admit: deps.socketOwners ? (peer) => sameUser(peer, deps) : undefined,
     });
     listener.handle(handler);
 
@@ -5315,6 +5412,12 @@ const MAX_DEVICE_INTERVAL_MS = 5 * 60_000;
 /** A device code whose `expires_in` is not a positive number is taken to live this long (RFC 8628 §3.2's example). */
 const DEVICE_CODE_LIFETIME_S = 1800;
 
+/**
+ * The device flow waits at most this long unless `--timeout` says otherwise, however long the server
+ * says the code lives (an `expires_in` of a year would keep it polling for one): 30 minutes.
+ */
+const DEVICE_WAIT_MS = 30 * 60_000;
+
 /** Waits `ms` between polls (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
 async function pollPause(ms: number, deadline: number, config: Config, deps: Deps): Promise<void> {
   const countdown = deps.animate && !config.quiet;
@@ -5400,9 +5503,9 @@ function showDeviceCode(
         : "") +
       `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.`,
   );
-  if (openBrowser) {
-    deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
-  }
+  // Never the address that carries the code: an opener's arguments are there for any local user to read
+  // (/proc/PID/cmdline), and with the code another user could approve the sign-in with an account of theirs.
+  if (openBrowser) deps.openUrl(verification.href).catch(() => {}); // a convenience: the code is printed anyway
 }
 
 /**
@@ -5431,18 +5534,25 @@ async function pollDeviceCode(
 ): Promise<SignInResult> {
   const { as, client, auth, http } = issuer;
   const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
-  // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
-  const bounded = config.sources.timeout !== undefined && config.timeoutMs < lifetimeMs;
-  const deadline = deps.now() + (bounded ? config.timeoutMs : lifetimeMs);
+  // The earlier of the code's own lifetime and `--timeout`, or without it DEVICE_WAIT_MS.
+  const limitMs = config.sources.timeout !== undefined ? config.timeoutMs : DEVICE_WAIT_MS;
+  const bounded = limitMs < lifetimeMs;
+  const deadline = deps.now() + (bounded ? limitMs : lifetimeMs);
   const pace = (ms: number) => Math.min(Math.max(ms, MIN_DEVICE_INTERVAL_MS), MAX_DEVICE_INTERVAL_MS);
   let interval = pace((statedSeconds(device.interval) ?? DEVICE_INTERVAL_MS / 1000) * 1000);
   const expired = () =>
     bounded
-      ? new LoginError("timeout", `The sign-in was not approved within ${seconds(config.timeoutMs)} (--timeout)`, {
-        hint: `run "${command(deps, "login")}${
-          loginFlags(config)
-        }" again and enter the code in time, or give more time with --timeout SECONDS`,
-      })
+      ? new LoginError(
+        "timeout",
+        `The sign-in was not approved within ${seconds(limitMs)}${
+          config.sources.timeout !== undefined ? " (--timeout)" : ""
+        }`,
+        {
+          hint: `run "${command(deps, "login")}${
+            loginFlags(config)
+          }" again and enter the code in time, or give more time with --timeout SECONDS`,
+        },
+      )
       : new LoginError("timeout", "The code expired before the sign-in was approved", {
         hint: "run the login again and enter the code within the time shown",
       });
@@ -8554,6 +8664,7 @@ export function realDeps(): Deps {
       return invokedAs ??= invocation(env);
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
+    socketOwners: Deno.build.os === "linux" ? loopbackSocketOwners : undefined,
   };
 }
 
@@ -8563,6 +8674,7 @@ export function realDeps(): Deps {
  */
 export const testing = {
   resolveConfig,
+  socketOwners,
   checkProjectMetadata,
   profileFlagNames,
   MAX_LIFETIME_S,

@@ -2,15 +2,25 @@
  * The callback server under pressure (issue 19, section 4): a waiting login survives local
  * connections that use up its file descriptors and still completes with the genuine callback; the
  * start address (which redirects to the whole authorization request) cannot be guessed by another
- * local process; and the server's own HTTP/1.1 reading stays within what browsers send.
+ * local process, nor used by another user's program that read it in the opener's argv (the red
+ * team's finding 2); and the server's own HTTP/1.1 reading stays within what browsers send. What
+ * the tool hands to other programs: the opener gets none of its settings (OAUTH_CLIENT_SECRET), and
+ * the device flow opens the address without the code and waits at most 30 minutes unless told.
  *
  *     deno test --allow-net --allow-env --allow-read --allow-write --allow-run tests/callback_test.ts
  *
  * @module
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
-import { EXIT } from "../login.ts";
-import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import { EXIT, testing } from "../login.ts";
+import {
+  ALICE,
+  CONFIDENTIAL_CLIENT,
+  type MockUser,
+  PUBLIC_CLIENT,
+  type ServedMock,
+  serveMockIssuer,
+} from "./mock_issuer.ts";
 import {
   authorizationUrl,
   cleanLoginStderr,
@@ -26,6 +36,13 @@ import {
   within,
   withMock,
 } from "./_harness.ts";
+
+const MALLORY: MockUser = {
+  sub: "00u9mallory",
+  username: "mallory@evil.example",
+  email: "mallory@evil.example",
+  name: "Mallory",
+};
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
   return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
@@ -237,6 +254,267 @@ Deno.test("each login has its own start address, which works for as long as the 
     assertEquals(locations[2], locations[3]);
     assert(locations[0] !== locations[2]);
   });
+});
+
+// ── The start address is in the opener's argv: only the person's own programs get it (red team, finding 2) ──
+
+Deno.test("socketOwners() reads both ends' owners from ss: uid:N, or none for root", () => {
+  const ss = [
+    "0      0      127.0.0.1:54766 127.0.0.1:42753 timer:(keepalive,59sec,0) uid:1001 ino:1205220 sk:26 cgroup:/ <->",
+    "0      0      127.0.0.1:42753 127.0.0.1:54766 uid:1000 ino:1206194 sk:32 cgroup:/ <->",
+    "0      0      [::1]:5001 [::1]:43000 uid:1000 ino:1 sk:3 <->",
+    "0      0      [::1]:43000 [::1]:5001 ino:2 sk:4 <->",
+  ].join("\n");
+  const at = (hostname: string, port: number): Deno.NetAddr => ({ transport: "tcp", hostname, port });
+  assertEquals(testing.socketOwners(ss, at("127.0.0.1", 42753), at("127.0.0.1", 54766)), { ours: 1000, theirs: 1001 });
+  assertEquals(testing.socketOwners(ss, at("::1", 5001), at("::1", 43000)), { ours: 1000, theirs: 0 });
+  assertEquals(testing.socketOwners(ss, at("127.0.0.1", 42753), at("127.0.0.1", 1)), undefined, "no such connection");
+  assertEquals(testing.socketOwners("", at("127.0.0.1", 42753), at("127.0.0.1", 54766)), undefined);
+});
+
+Deno.test("the start address answers only programs of the person's own user (or root); another user's is refused and named", async (t) => {
+  const cases: [string, number, number, boolean][] = [
+    ["another user's program is refused", 1000, 1001, false],
+    ["root's is let through (it could read the process anyway)", 1000, 0, true],
+    ["the person's own is let through", 1000, 1000, true],
+  ];
+  for (const [name, ours, theirs, admitted] of cases) {
+    await t.step(name, async () => {
+      await withMock(async (mock) => {
+        let first: { status: number; location: string | null } | undefined;
+        let asked = 0;
+        const result = await run(flags(mock), {
+          // The first program to ask has `theirs`'s uid; the person's browser, which comes next, is theirs own.
+          socketOwners: () => Promise.resolve(asked++ === 0 ? { ours, theirs } : { ours, theirs: ours }),
+          browser: async (start) => {
+            const answer = await hit(start);
+            first = { status: answer.status, location: answer.headers.get("location") };
+            return scriptedBrowser(start);
+          },
+        });
+        try {
+          assertEquals(result.code, EXIT.ok, result.stderr);
+          assertEquals(first?.status, admitted ? 302 : 403);
+          assertEquals(first?.location !== null, admitted, "only an admitted program gets the authorization request");
+          const warning = `warning: A program of another user of this computer (uid ${theirs}) asked for the sign-in ` +
+            "address and was refused; if it was your own browser, run the login with --no-browser and open the address it prints\n";
+          assertEquals(result.stderr.includes(warning), !admitted, result.stderr);
+          assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
+        } finally {
+          await cleanUp(result);
+        }
+      });
+    });
+  }
+  await t.step("a program whose owner cannot be told is let through", async () => {
+    await withMock(async (mock) => {
+      const result = await run(flags(mock), {
+        socketOwners: () => Promise.resolve(undefined),
+        browser: scriptedBrowser,
+      });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      await cleanUp(result);
+    });
+  });
+});
+
+/**
+ * Every http://127.0.0.1:PORT/<16 characters> in the argv of the machine's processes that run `program`,
+ * as `ps` shows them to anyone.
+ */
+async function startAddressesInProcessList(program: string): Promise<string[]> {
+  const { stdout } = await new Deno.Command("ps", { args: ["-eo", "args="], stderr: "null" }).output();
+  const lines = new TextDecoder().decode(stdout).split("\n").filter((line) => line.includes(program));
+  return lines.join("\n").match(/http:\/\/127\.0\.0\.1:\d+\/[A-Za-z0-9_-]{16}(?![\w/-])/g) ?? [];
+}
+
+/** Whether the tests run as root (asked of a file's owner: the test task grants no sys permission). */
+function asRoot(): boolean {
+  const probe = Deno.makeTempFileSync({ prefix: "oauth-login-uid-" });
+  try {
+    return Deno.statSync(probe).uid === 0;
+  } finally {
+    Deno.removeSync(probe);
+  }
+}
+
+/** Whether a program is on PATH. */
+function installed(program: string): boolean {
+  return (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
+    try {
+      return Deno.statSync(`${dir}/${program}`).isFile;
+    } catch {
+      return false;
+    }
+  });
+}
+
+Deno.test({
+  name: "another local user who reads the start address in the process list cannot use it (real processes, uid 65534)",
+  // Another uid needs root; the owners come from ss (iproute2), and the attacker is curl.
+  ignore: Deno.build.os !== "linux" || !asRoot() || !installed("ss") || !installed("curl"),
+  fn: async () => {
+    const mock = serveMockIssuer({ user: ALICE, users: [ALICE, MALLORY], clients: [PUBLIC_CLIENT] });
+    const dir = await Deno.makeTempDir({ prefix: "oauth-login-argv-" });
+    let stop = () => Promise.resolve();
+    try {
+      // The person's browser: started with the address in its argv (as xdg-open and a first browser
+      // instance are), and slower than a script to act on it (the person reads the page, types a password).
+      const browser = `${dir}/browser.sh`;
+      await Deno.writeTextFile(browser, "#!/bin/sh\nsleep 5\n");
+      await Deno.chmod(browser, 0o755);
+      await Deno.mkdir(`${dir}/cache`, { mode: 0o700 });
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", LOGIN_TS, "login", ...flags(mock), "--timeout", "20"],
+        env: { DISPLAY: ":0", BROWSER: browser, OAUTH_LOGIN_CACHE: `${dir}/cache`, NO_COLOR: "1" },
+        cwd: dir,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const ended = child.output();
+      stop = async () => {
+        try {
+          child.kill();
+        } catch { /* it has ended */ }
+        await ended;
+      };
+      let start: string | undefined;
+      for (let i = 0; i < 500 && !start; i++) {
+        start = (await startAddressesInProcessList(browser))[0];
+        if (!start) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert(start, "the start address was in the process list (this case reads it there, as another user would)");
+      // Another local user (uid 65534) fetches it first.
+      const attacker = await new Deno.Command("curl", {
+        args: ["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", start],
+        uid: 65534,
+        gid: 65534,
+        cwd: "/", // a folder that uid may enter
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const [status, location] = new TextDecoder().decode(attacker.stdout).split(" ");
+      assertEquals([status, location ?? ""], ["403", ""], "another user's program got the authorization request");
+      // The person's own browser (this process's uid, the login's) then signs in.
+      const visit = await scriptedBrowser(start);
+      assertEquals(visit.status, 200);
+      const { code, stderr } = await within(ended, 30_000, "the login process");
+      stop = () => Promise.resolve();
+      const text = new TextDecoder().decode(stderr);
+      assertEquals(code, EXIT.ok, text);
+      assertStringIncludes(text.replace(/\s+/g, " "), "(uid 65534) asked for the sign-in address and was refused");
+      assertStringIncludes(text, `Logged in as ${ALICE.username}\n`);
+    } finally {
+      await stop();
+      await mock.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("the login task may run ss, which tells the start address's callers apart", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  assert(config.permissions.login.run.includes("ss"), "deno.json's login permission set runs ss");
+});
+
+// ── What the opener and the device flow hand to other programs (red team, the code review) ────────
+
+Deno.test(
+  "the browser opener gets none of the tool's settings in its environment: no OAUTH_CLIENT_SECRET (real process)",
+  {
+    ignore: Deno.build.os === "windows",
+  },
+  async () => {
+    await withMock(async (mock) => {
+      const dir = await Deno.makeTempDir({ prefix: "oauth-login-opener-" });
+      try {
+        // A browser that writes down what it was given, then stays open.
+        const browser = `${dir}/browser.sh`;
+        await Deno.writeTextFile(
+          browser,
+          `#!/bin/sh\nenv > "${dir}/env.txt"\necho "$@" > "${dir}/argv.txt"\n`,
+        );
+        await Deno.chmod(browser, 0o755);
+        await Deno.mkdir(`${dir}/cache`, { mode: 0o700 });
+        const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            LOGIN_TS,
+            "login",
+            "--issuer",
+            mock.issuer,
+            "--client-id",
+            CONFIDENTIAL_CLIENT.id,
+            "--timeout",
+            "1",
+          ],
+          env: {
+            DISPLAY: ":0",
+            BROWSER: browser,
+            OAUTH_LOGIN_CACHE: `${dir}/cache`,
+            OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret!,
+            OAUTH_SCOPE: "openid",
+            NO_COLOR: "1",
+          },
+          cwd: dir,
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).output();
+        assertEquals(code, EXIT.timedOut, new TextDecoder().decode(stderr));
+        const env = await Deno.readTextFile(`${dir}/env.txt`);
+        assert(!env.includes(CONFIDENTIAL_CLIENT.secret!), "the opener's environment holds the client secret");
+        assertEquals(env.split("\n").filter((line) => /^OAUTH_\w+=./.test(line)), [], "no OAUTH_ setting reaches it");
+        assertMatch(
+          await Deno.readTextFile(`${dir}/argv.txt`),
+          new RegExp(`^http://127\\.0\\.0\\.1:\\d+${START_PATH}\n$`),
+        );
+        assertStringIncludes(env, "DISPLAY=:0\n", "the rest of the environment is the browser's");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  },
+);
+
+/** A clock the device flow's pauses move instead of sleeping. */
+function fakeClock(start = Date.UTC(2026, 0, 1)) {
+  let now = start;
+  return {
+    now: () => now,
+    sleep: (ms: number) => {
+      now += ms;
+      return Promise.resolve();
+    },
+  };
+}
+
+Deno.test("the device flow waits at most 30 minutes for a code the server says lives a year, unless --timeout says more", async (t) => {
+  for (
+    const [name, extra, limit, suffix] of [
+      ["no --timeout: 30 minutes", [], "30 minutes", ""],
+      ["--timeout 3600: an hour", ["--timeout", "3600"], "60 minutes", " (--timeout)"],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      await withMock(async (mock) => {
+        mock.device.expiresIn = 365 * 86_400;
+        mock.device.interval = 300;
+        mock.device.pending = 1_000_000;
+        const clock = fakeClock();
+        const result = await run(flags(mock, "--flow", "device", ...extra), clock);
+        assertEquals(result.code, EXIT.timedOut, result.stderr);
+        assertStringIncludes(result.stderr, `Waiting for you to approve, for up to ${limit} (Ctrl-C cancels)\n`);
+        assertStringIncludes(result.stderr, `error: The sign-in was not approved within ${limit}${suffix}\n`);
+        assertEquals(clock.now() - Date.UTC(2026, 0, 1), limit === "30 minutes" ? 30 * 60_000 : 60 * 60_000);
+        // The browser opened on the address without the code (the code is typed): an opener's argv is anyone's to read.
+        assertEquals(result.opened, [`${mock.issuer}/device`]);
+        await cleanUp(result);
+      });
+    });
+  }
 });
 
 // ── What the server reads: within what browsers send, nothing else ──────────────────────────────

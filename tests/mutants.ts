@@ -504,6 +504,29 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [PROFILES],
   },
+  {
+    name: "the start address answers another user's program (which read it in the opener's argv)",
+    edits: [[/if \(peer && options\.admit && !await options\.admit\(peer\)\)/, "if (false)"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the device flow opens the address that carries the code (in the opener's argv)",
+    edits: [[/deps\.openUrl\(verification\.href\)/, "deps.openUrl((verificationComplete ?? verification).href)"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the device flow polls for as long as the server says the code lives (a year)",
+    edits: [[/: DEVICE_WAIT_MS;/, ": Infinity;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the browser opener inherits OAUTH_CLIENT_SECRET",
+    edits: [[
+      /const env = Object\.fromEntries\(Object\.values\(ENV_VARS\)\.map\(\(name\) => \[name, ""\]\)\);/,
+      "const env = {};",
+    ]],
+    tests: [CALLBACK],
+  },
 ];
 
 /** How long one run of the test files may take before it counts as a hang. */
