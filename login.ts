@@ -7959,6 +7959,18 @@ function doctorBrowser(config: Config, deps: Deps, deviceSupported: boolean, add
       : `no browser can be opened: ${browser.reason}`,
   );
   add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+  // The start address is in the opener's argv, which other local users can read (see `sameUser`).
+  if (deps.os === "linux" && choice.openBrowser) {
+    if (deps.which("ss")) {
+      add("ok", "browser", "the sign-in address answers only your own programs (ss tells them apart)");
+    } else {
+      add(
+        "warn",
+        "browser",
+        "ss (iproute2) is not installed, so another local user who reads the opener's arguments could use the sign-in address first: install iproute2, or use --no-browser",
+      );
+    }
+  }
 }
 
 /** `doctor`'s network checks: proxy variables, each host's route (direct or proxied), DENO_CERT, the CA store. */

@@ -413,6 +413,24 @@ Deno.test({
   },
 });
 
+Deno.test("doctor says whether the sign-in address is kept from other users' programs (ss installed) on Linux", async () => {
+  const line = "ok    browser    the sign-in address answers only your own programs (ss tells them apart)\n";
+  const warning = "warn  browser    ss (iproute2) is not installed, so another local user who reads the opener's " +
+    "arguments could use the sign-in address first: install iproute2, or use --no-browser\n";
+  const offline = () => Promise.reject(new Error("no network in this case"));
+  const args = ["doctor", "--issuer", "https://idp.example", "--client-id", "c"];
+  const withSs = await run(args, { fetch: offline });
+  const withoutSs = await run(args, { fetch: offline, which: (program) => program !== "ss" });
+  const noBrowser = await run([...args, "--no-browser"], { fetch: offline, which: (program) => program !== "ss" });
+  const mac = await run(args, { fetch: offline, os: "darwin", which: (program) => program !== "ss" });
+  assertStringIncludes(withSs.stdout, line);
+  assertStringIncludes(withoutSs.stdout, warning);
+  for (const other of [noBrowser, mac]) {
+    assert(!/browser +(the sign-in address|ss \()/.test(other.stdout), other.stdout);
+  }
+  for (const result of [withSs, withoutSs, noBrowser, mac]) await cleanUp(result);
+});
+
 Deno.test("the login task may run ss, which tells the start address's callers apart", async () => {
   const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
   assert(config.permissions.login.run.includes("ss"), "deno.json's login permission set runs ss");
