@@ -141,8 +141,8 @@ export interface Deps {
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
   /**
    * The uids that own the two ends of a loopback TCP connection, the callback server's (`ours`) and the
-   * client's (`theirs`); undefined when that cannot be told. Linux, from `ss` (iproute2). Absent: not
-   * asked, and the start address answers any local program that has it.
+   * client's (`theirs`); undefined when that cannot be told, and a rejection when the telling failed.
+   * Linux, from `ss` (iproute2). Absent: not asked, and the start address answers any local program that has it.
    */
   socketOwners?: (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<{ ours: number; theirs: number } | undefined>;
 }
@@ -4727,8 +4727,8 @@ function timingSafeEqual(a: string, b: string): boolean {
 
 /**
  * The uids owning the two ends of the loopback TCP connection `local` ↔ `remote`, read from the output
- * of `ss -tnHe state established` (a line per socket: its address, its peer's, and `uid:N` unless N
- * is 0); undefined unless both ends are there. Pure.
+ * of `ss -tanHe` (a line per socket: its state, its address, its peer's, and `uid:N` unless N is 0);
+ * undefined unless both ends are there. Pure.
  */
 function socketOwners(
   text: string,
@@ -4751,25 +4751,31 @@ function socketOwners(
 }
 
 /**
- * The edge of `socketOwners`: runs `ss` (iproute2; argv, no shell, at most 2 s). Undefined when it is
- * not there, may not be run, or fails: then nothing can be told.
+ * The edge of `socketOwners`: runs `ss` (iproute2; argv, no shell) on the sockets in every state (a
+ * client that half-closed its end after the request is in FIN-WAIT-2, not established). Undefined
+ * when `ss` is not there or may not be run, or when the client's end is not on this machine's table
+ * (WSL's mirrored network: the browser's socket is Windows'). Throws when `ss` fails or takes more
+ * than 2 s (as thousands of sockets opened to slow it down would make it): then nothing is let through.
  */
 async function loopbackSocketOwners(
   local: Deno.NetAddr,
   remote: Deno.NetAddr,
 ): Promise<{ ours: number; theirs: number } | undefined> {
+  let output: Deno.CommandOutput;
   try {
-    const { success, stdout } = await new Deno.Command("ss", {
-      args: ["-tnHe", "state", "established"],
+    output = await new Deno.Command("ss", {
+      args: ["-tanHe"],
       stdin: "null",
       stdout: "piped",
       stderr: "null",
       signal: AbortSignal.timeout(2_000),
     }).output();
-    return success ? socketOwners(new TextDecoder().decode(stdout), local, remote) : undefined;
-  } catch {
-    return undefined;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable) return undefined;
+    throw error;
   }
+  if (!output.success) throw new Error(`ss exited with code ${output.code}`);
+  return socketOwners(new TextDecoder().decode(output.stdout), local, remote);
 }
 
 /**
@@ -4780,11 +4786,14 @@ async function loopbackSocketOwners(
  * user is refused (and the person told); when the owners cannot be told, it is let through.
  */
 async function sameUser(peer: Peer, deps: Deps): Promise<boolean> {
-  const owners = await deps.socketOwners?.(peer.local, peer.remote);
-  if (!owners || owners.theirs === owners.ours || owners.theirs === 0) return true;
+  const owners = await deps.socketOwners?.(peer.local, peer.remote).catch(() => null);
+  if (owners === undefined || (owners && (owners.theirs === owners.ours || owners.theirs === 0))) return true;
+  const who = owners
+    ? `A program of another user of this computer (uid ${owners.theirs})`
+    : "A program (whose user ss could not tell)";
   say(
     deps,
-    `warning: A program of another user of this computer (uid ${owners.theirs}) asked for the sign-in address and was refused; if it was your own browser, run the login with --no-browser and open the address it prints`,
+    `warning: ${who} asked for the sign-in address and was refused; if it was your own browser, run the login with --no-browser and open the address it prints`,
   );
   return false;
 }
@@ -8694,6 +8703,7 @@ export function realDeps(): Deps {
 export const testing = {
   resolveConfig,
   socketOwners,
+  loopbackSocketOwners,
   checkProjectMetadata,
   profileFlagNames,
   MAX_LIFETIME_S,

@@ -260,16 +260,42 @@ Deno.test("each login has its own start address, which works for as long as the 
 
 Deno.test("socketOwners() reads both ends' owners from ss: uid:N, or none for root", () => {
   const ss = [
-    "0      0      127.0.0.1:54766 127.0.0.1:42753 timer:(keepalive,59sec,0) uid:1001 ino:1205220 sk:26 cgroup:/ <->",
-    "0      0      127.0.0.1:42753 127.0.0.1:54766 uid:1000 ino:1206194 sk:32 cgroup:/ <->",
-    "0      0      [::1]:5001 [::1]:43000 uid:1000 ino:1 sk:3 <->",
-    "0      0      [::1]:43000 [::1]:5001 ino:2 sk:4 <->",
+    "LISTEN     0      511    127.0.0.1:42753   0.0.0.0:*     uid:1000 ino:1307879 sk:32b5 cgroup:/ <->",
+    "ESTAB      0      0      127.0.0.1:54766 127.0.0.1:42753 timer:(keepalive,59sec,0) uid:1001 ino:1205220 sk:26 <->",
+    "ESTAB      0      0      127.0.0.1:42753 127.0.0.1:54766 uid:1000 ino:1206194 sk:32 cgroup:/ <->",
+    "ESTAB      0      0      [::1]:5001 [::1]:43000 uid:1000 ino:1 sk:3 <->",
+    "FIN-WAIT-2 0      0      [::1]:43000 [::1]:5001 ino:2 sk:4 <--",
   ].join("\n");
   const at = (hostname: string, port: number): Deno.NetAddr => ({ transport: "tcp", hostname, port });
   assertEquals(testing.socketOwners(ss, at("127.0.0.1", 42753), at("127.0.0.1", 54766)), { ours: 1000, theirs: 1001 });
   assertEquals(testing.socketOwners(ss, at("::1", 5001), at("::1", 43000)), { ours: 1000, theirs: 0 });
   assertEquals(testing.socketOwners(ss, at("127.0.0.1", 42753), at("127.0.0.1", 1)), undefined, "no such connection");
   assertEquals(testing.socketOwners("", at("127.0.0.1", 42753), at("127.0.0.1", 54766)), undefined);
+});
+
+Deno.test({
+  name: "loopbackSocketOwners() finds a client that half-closed its end after the request (FIN-WAIT-2), with ss",
+  ignore: Deno.build.os !== "linux" || !installed("ss"),
+  fn: async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port });
+    const served = await listener.accept();
+    try {
+      await client.write(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+      await client.closeWrite(); // it can still read the answer
+      await served.read(new Uint8Array(64));
+      const owners = await testing.loopbackSocketOwners(
+        served.localAddr as Deno.NetAddr,
+        served.remoteAddr as Deno.NetAddr,
+      );
+      assert(owners !== undefined, "a half-closed client is not told apart (a way around the check)");
+      assertEquals(owners.theirs, owners.ours);
+    } finally {
+      served.close();
+      client.close();
+      listener.close();
+    }
+  },
 });
 
 Deno.test("the start address answers only programs of the person's own user (or root); another user's is refused and named", async (t) => {
@@ -306,6 +332,26 @@ Deno.test("the start address answers only programs of the person's own user (or 
       });
     });
   }
+  await t.step("when ss fails or is too slow, nothing is let through", async () => {
+    await withMock(async (mock) => {
+      let first: number | undefined;
+      let asked = 0;
+      const result = await run(flags(mock), {
+        socketOwners: () =>
+          asked++ === 0 ? Promise.reject(new Error("ss timed out")) : Promise.resolve({ ours: 1, theirs: 1 }),
+        browser: async (start) => {
+          first = (await hit(start)).status;
+          return scriptedBrowser(start);
+        },
+      });
+      assertEquals([result.code, first], [EXIT.ok, 403], result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "warning: A program (whose user ss could not tell) asked for the sign-in address and was refused;",
+      );
+      await cleanUp(result);
+    });
+  });
   await t.step("a program whose owner cannot be told is let through", async () => {
     await withMock(async (mock) => {
       const result = await run(flags(mock), {

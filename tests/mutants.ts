@@ -510,6 +510,16 @@ const MUTANTS: Mutant[] = [
     tests: [CALLBACK],
   },
   {
+    name: "ss asked for established connections only (a client that half-closed after its request goes unseen)",
+    edits: [[/args: \["-tanHe"\],/, 'args: ["-tnHe", "state", "established"],']],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the start address let through when ss fails (thousands of sockets to slow it down)",
+    edits: [[/\.catch\(\(\) => null\);/, ".catch(() => undefined);"]],
+    tests: [CALLBACK],
+  },
+  {
     name: "the device flow opens the address that carries the code (in the opener's argv)",
     edits: [[/deps\.openUrl\(verification\.href\)/, "deps.openUrl((verificationComplete ?? verification).href)"]],
     tests: [CALLBACK],
