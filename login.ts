@@ -8552,7 +8552,8 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
     const profile = await selectProfile(cli, dotenv, deps);
     const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
-    const envDir = envFolder(envPath, deps.cwd);
+    // Only a .env that names a client key needs its folder (the cached-token path asks for no working directory).
+    const envDir = dotenv?.[ENV_VARS.clientKey] ? envFolder(envPath, deps.cwd) : ".";
     const config = resolveConfig(cli, deps.env, dotenv, profile, {
       presetBase: deps.presetBase,
       envFile: shown,
