@@ -17,36 +17,31 @@
  *  1. Vocabulary: exit codes (`EXIT`), the edges (`Deps`: fetch, opener, clock, timers, storage,
  *     stdin/stdout/stderr), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
- *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`,
- *     `shellWord` for a value in a command a hint offers).
- *  3. Configuration: flags, the environment and `.env` become a `Config` (`resolveConfig`, `readEnvFile`,
- *     `envFilePath`).
- *  4. Trust: who may decide where credentials go, and what a project file may not change: the destination
- *     as a whole, the credentials with it, the host where the person signs in, the protections the
- *     person turned on, a project's own key (`decideTrust`, `checkProjectEndpoints`, `projectKeyPath`).
- *  5. Profiles: the user's config file, trusted only as the user's own (`selectProfile`, `saveProfile`,
- *     `profileSettings`, `readConfigFile`).
- *  6. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  7. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
+ *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
+ *     credentials go (`resolveConfig`, `decideTrust`, `readEnvFile`, `envFilePath`).
+ *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
+ *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
+ *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
  *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
  *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
- *  8. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
- *     authentication (`discover`, `checkProjectMetadata`, `issuerFor`, `clientAuthFor`).
- *  9. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
- * 10. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
+ *  7. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
+ *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
+ *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
+ *  9. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 11. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
- *     bounded), its pages and its start address, which answers only the user's own programs
- *     (`listen`, `callbackHandler`, `sameUser`).
- * 12. Signing in: the browser (`browserAvailability`, `openWithSystemBrowser`), the browser flow,
- *     paste-back and the device flow (RFC 8628) (`login`, `browserLogin`, `deviceLogin`).
- * 13. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 14. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
+ * 10. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
+ *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
+ *     `browserAvailability`).
+ * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
+ *     `browserLogin`, `deviceLogin`).
+ * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
+ * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 15. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 16. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 17. Doctor: every check, without signing in (`doctor`).
- * 18. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 16. Doctor: every check, without signing in (`doctor`).
+ * 17. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -1219,6 +1214,27 @@ const MANUAL_ENDPOINTS = [
 
 type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
 
+/**
+ * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
+ * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
+ */
+const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
+
+/** The client's credentials and how they are presented: they go only with the destination they came with. */
+const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+
+/**
+ * The switches that protect the person when on (RFC 9449's DPoP binds tokens to a key): a project
+ * file may turn one on, never off when the person's own settings turn it on. The other settings a
+ * `.env` could weaken are kept from it already: where credentials go and how the client
+ * authenticates go with one source as a whole (`decideTrust`); `--no-par` and the cache and config
+ * folders are not read from a `.env` at all.
+ */
+const PROTECTIONS = [{ key: "dpop", what: "DPoP" }] as const;
+
+/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
+type Trust = NonNullable<Config["trust"]>;
+
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
 
@@ -1287,6 +1303,55 @@ function envFolder(path: string, cwd?: () => string): string {
 }
 
 /**
+ * The client key a `.env` names (SECURITY.md 13), as a path in the `.env`'s own folder `dir`, where a
+ * project keeps a key of its own: never through `..` nor an absolute path elsewhere (and, at its use,
+ * never a link leading out: `checkProjectKey`), else a project file could make the tool sign for its
+ * server with one of the person's own keys. Throws LoginError("config"). Pure.
+ */
+function projectKeyPath(value: string, dir: string, envFile: string): string {
+  const absolute = /^(?:[a-zA-Z]:)?[\\/]/.test(value);
+  const root = dir.replace(/[\\/]+$/, "");
+  const inside = absolute ? value.startsWith(`${root}/`) || value.startsWith(`${root}\\`) : true;
+  if (!inside || value.split(/[\\/]/).includes("..")) {
+    throw new LoginError(
+      "config",
+      `The client key "${sanitize(value)}" in ${envFile} is outside the project's folder (${sanitize(root)})`,
+      {
+        hint:
+          `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+      },
+    );
+  }
+  return absolute ? value : `${root}/${value.replace(/^\.[\\/]/, "")}`;
+}
+
+/**
+ * The edge of `projectKeyPath`: the key file's real path (links followed) is in the real `.env`
+ * folder `dir`, or the key is refused (a missing one is `readClientKey`'s to report). Throws
+ * LoginError("config").
+ */
+function checkProjectKey(path: string, dir: string, envFile: string): void {
+  let real: string, root: string;
+  try {
+    [real, root] = [Deno.realPathSync(path), Deno.realPathSync(dir)];
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  if (real.startsWith(`${root.replace(/[\\/]+$/, "")}/`) || real.startsWith(`${root.replace(/[\\/]+$/, "")}\\`)) {
+    return;
+  }
+  throw new LoginError(
+    "config",
+    `The client key "${sanitize(path)}" in ${envFile} is a link to a file outside the project's folder`,
+    {
+      hint:
+        `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+    },
+  );
+}
+
+/**
  * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
  * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
  */
@@ -1338,6 +1403,129 @@ function flagOf(key: string): Flag {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
 }
 
+/**
+ * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
+ * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
+ * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
+ * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
+ * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
+ * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
+ */
+function decideTrust(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+): Trust {
+  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
+  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
+  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
+  const own = (key: string) =>
+    ([
+      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
+      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
+      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
+    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
+  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
+    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
+  );
+  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
+  // A protection the person's own settings turn on is not turned off by the .env, whoever decides the destination.
+  const kept = PROTECTIONS.flatMap(({ key }) => {
+    const found = own(key);
+    const on = (value: string | undefined) => value !== undefined && /^(1|true|yes)$/i.test(value);
+    if (!found || !on(found[0]) || !given(dotenv[variable(key)]) || on(dotenv[variable(key)])) return [];
+    return [{ name: variable(key), by: found[2] ? `${found[1]} in ${found[2]}` : found[1] }];
+  });
+  if (by.length > 0) {
+    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
+      !sameSetting(own(key)?.[0], dotenv[variable(key)])
+    );
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [], kept };
+  }
+  const chosen = inDotenv(DESTINATION_KEYS);
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [], kept };
+  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
+  const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
+    found && found[2] ? [{ name: found[1], from: found[2] }] : []
+  );
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
+}
+
+/**
+ * The first of the person's own flags and environment variables that names where credentials go
+ * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
+ */
+function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
+  for (const key of DESTINATION_KEYS) {
+    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
+    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
+  }
+  return undefined;
+}
+
+/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
+function sameSetting(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
+}
+
+/**
+ * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
+ * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
+ */
+function trustedSources(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
+  env = remembered(env); // decideTrust and pick read the same variables: each is read once
+  const trust = decideTrust(cli.flags, env, dotenv, profile);
+  let flags = withProfile(cli.flags, profile, sources);
+  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
+    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
+    delete sources.assertionAudience;
+  }
+  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
+}
+
+/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
+function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
+    return false; // it would turn off a protection the person turned on
+  }
+  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
+  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
+  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
+}
+
+/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
+function configPicker(
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+  trust: Trust,
+): ConfigPick {
+  return (key: string, flag: string | undefined, variable: string): string | undefined => {
+    const candidates: [string | undefined, ValueSource][] = [
+      [flag, "flag"],
+      [env(variable), "environment"],
+      [dotenv[variable], ".env"],
+      [profileValue(profile, key), "profile"],
+    ];
+    for (const [value, source] of candidates) {
+      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
+        sources[key] = source;
+        return value;
+      }
+    }
+    return undefined;
+  };
+}
+
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
 function checkManualEndpoint(value: string, flag: string): string {
   const url = parseUrl(value);
@@ -1381,6 +1569,78 @@ function resolveEndpoints(
     });
   }
   return endpoints;
+}
+
+/**
+ * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
+ * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
+ * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
+ * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
+ */
+function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
+  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
+}
+
+/** A URL's origin, or undefined for text that is no URL. */
+function originOf(text: unknown): string | undefined {
+  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
+}
+
+/**
+ * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
+ * device code, a credential or a token (token, device authorization, revocation, introspection,
+ * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
+ * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
+ * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
+ * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
+ * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
+ * (`checkProjectMetadata`). Throws LoginError("config").
+ */
+function checkProjectEndpoints(
+  issuerText: string | undefined,
+  endpoints: Partial<Record<EndpointKey, string>>,
+  sources: Record<string, ValueSource>,
+  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
+): void {
+  const envFile = options.envFile ?? '".env"';
+  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
+  const named = (key: string, words: string) =>
+    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
+  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
+  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
+    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
+  );
+  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
+    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
+  }
+  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
+  const [, where, text] =
+    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
+      found,
+    ) => found) ?? [];
+  const home = parseUrl(text ?? "");
+  if (!home || !where) return;
+  const allowed = projectOrigins(home, options.preset, options.presetBase);
+  for (const [, words, url] of urls) {
+    const origin = originOf(url);
+    if (origin === undefined || allowed.includes(origin)) continue;
+    // Both the .env's: "than its issuer"; one the preset's: each named in full.
+    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
+    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
+    throw new LoginError(
+      "config",
+      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
+        new URL(url).host
+      }) than ${than} (${home.host})`,
+      {
+        hint: mixed
+          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
+            "another host; if you trust them, pass them as flags"
+          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
+      },
+    );
+  }
 }
 
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
@@ -1723,274 +1983,7 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
   return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
 }
 
-// ── 4 Trust: who may decide where credentials go, and what a project file may not change ───────────────────────────
-
-/**
- * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
- * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
- */
-const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
-
-/** The client's credentials and how they are presented: they go only with the destination they came with. */
-const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
-
-/**
- * The switches that protect the person when on (RFC 9449's DPoP binds tokens to a key): a project
- * file may turn one on, never off when the person's own settings turn it on. The other settings a
- * `.env` could weaken are kept from it already: where credentials go and how the client
- * authenticates go with one source as a whole (`decideTrust`); `--no-par` and the cache and config
- * folders are not read from a `.env` at all.
- */
-const PROTECTIONS = [{ key: "dpop", what: "DPoP" }] as const;
-
-/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
-type Trust = NonNullable<Config["trust"]>;
-
-/**
- * The client key a `.env` names (SECURITY.md 13), as a path in the `.env`'s own folder `dir`, where a
- * project keeps a key of its own: never through `..` nor an absolute path elsewhere (and, at its use,
- * never a link leading out: `checkProjectKey`), else a project file could make the tool sign for its
- * server with one of the person's own keys. Throws LoginError("config"). Pure.
- */
-function projectKeyPath(value: string, dir: string, envFile: string): string {
-  const absolute = /^(?:[a-zA-Z]:)?[\\/]/.test(value);
-  const root = dir.replace(/[\\/]+$/, "");
-  const inside = absolute ? value.startsWith(`${root}/`) || value.startsWith(`${root}\\`) : true;
-  if (!inside || value.split(/[\\/]/).includes("..")) {
-    throw new LoginError(
-      "config",
-      `The client key "${sanitize(value)}" in ${envFile} is outside the project's folder (${sanitize(root)})`,
-      {
-        hint:
-          `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
-      },
-    );
-  }
-  return absolute ? value : `${root}/${value.replace(/^\.[\\/]/, "")}`;
-}
-
-/**
- * The edge of `projectKeyPath`: the key file's real path (links followed) is in the real `.env`
- * folder `dir`, or the key is refused (a missing one is `readClientKey`'s to report). Throws
- * LoginError("config").
- */
-function checkProjectKey(path: string, dir: string, envFile: string): void {
-  let real: string, root: string;
-  try {
-    [real, root] = [Deno.realPathSync(path), Deno.realPathSync(dir)];
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return;
-  }
-  if (real.startsWith(`${root.replace(/[\\/]+$/, "")}/`) || real.startsWith(`${root.replace(/[\\/]+$/, "")}\\`)) {
-    return;
-  }
-  throw new LoginError(
-    "config",
-    `The client key "${sanitize(path)}" in ${envFile} is a link to a file outside the project's folder`,
-    {
-      hint:
-        `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
-    },
-  );
-}
-
-/**
- * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
- * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
- * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
- * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
- * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
- * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
- */
-function decideTrust(
-  flags: FlagValues,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-): Trust {
-  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
-  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
-  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
-  const own = (key: string) =>
-    ([
-      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
-      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
-      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
-    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
-  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
-    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
-  );
-  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
-  // A protection the person's own settings turn on is not turned off by the .env, whoever decides the destination.
-  const kept = PROTECTIONS.flatMap(({ key }) => {
-    const found = own(key);
-    const on = (value: string | undefined) => value !== undefined && /^(1|true|yes)$/i.test(value);
-    if (!found || !on(found[0]) || !given(dotenv[variable(key)]) || on(dotenv[variable(key)])) return [];
-    return [{ name: variable(key), by: found[2] ? `${found[1]} in ${found[2]}` : found[1] }];
-  });
-  if (by.length > 0) {
-    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
-      !sameSetting(own(key)?.[0], dotenv[variable(key)])
-    );
-    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [], kept };
-  }
-  const chosen = inDotenv(DESTINATION_KEYS);
-  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [], kept };
-  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
-  const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
-    found && found[2] ? [{ name: found[1], from: found[2] }] : []
-  );
-  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
-}
-
-/**
- * The first of the person's own flags and environment variables that names where credentials go
- * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
- */
-function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
-  for (const key of DESTINATION_KEYS) {
-    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
-    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
-  }
-  return undefined;
-}
-
-/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
-function sameSetting(a: string | undefined, b: string | undefined): boolean {
-  if (a === undefined || b === undefined) return false;
-  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
-}
-
-/**
- * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
- * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
- */
-function trustedSources(
-  cli: Cli,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-  sources: Record<string, ValueSource>,
-): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
-  env = remembered(env); // decideTrust and pick read the same variables: each is read once
-  const trust = decideTrust(cli.flags, env, dotenv, profile);
-  let flags = withProfile(cli.flags, profile, sources);
-  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
-    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
-    delete sources.assertionAudience;
-  }
-  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
-}
-
-/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
-function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
-  if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
-    return false; // it would turn off a protection the person turned on
-  }
-  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
-  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
-  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
-}
-
-/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
-function configPicker(
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-  sources: Record<string, ValueSource>,
-  trust: Trust,
-): ConfigPick {
-  return (key: string, flag: string | undefined, variable: string): string | undefined => {
-    const candidates: [string | undefined, ValueSource][] = [
-      [flag, "flag"],
-      [env(variable), "environment"],
-      [dotenv[variable], ".env"],
-      [profileValue(profile, key), "profile"],
-    ];
-    for (const [value, source] of candidates) {
-      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
-        sources[key] = source;
-        return value;
-      }
-    }
-    return undefined;
-  };
-}
-
-/**
- * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
- * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
- * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
- * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
- */
-function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
-  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
-  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
-}
-
-/** A URL's origin, or undefined for text that is no URL. */
-function originOf(text: unknown): string | undefined {
-  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
-}
-
-/**
- * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
- * device code, a credential or a token (token, device authorization, revocation, introspection,
- * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
- * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
- * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
- * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
- * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
- * (`checkProjectMetadata`). Throws LoginError("config").
- */
-function checkProjectEndpoints(
-  issuerText: string | undefined,
-  endpoints: Partial<Record<EndpointKey, string>>,
-  sources: Record<string, ValueSource>,
-  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
-): void {
-  const envFile = options.envFile ?? '".env"';
-  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
-  const named = (key: string, words: string) =>
-    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
-  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
-  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
-    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
-  );
-  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
-    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
-  }
-  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
-  const [, where, text] =
-    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
-      found,
-    ) => found) ?? [];
-  const home = parseUrl(text ?? "");
-  if (!home || !where) return;
-  const allowed = projectOrigins(home, options.preset, options.presetBase);
-  for (const [, words, url] of urls) {
-    const origin = originOf(url);
-    if (origin === undefined || allowed.includes(origin)) continue;
-    // Both the .env's: "than its issuer"; one the preset's: each named in full.
-    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
-    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
-    throw new LoginError(
-      "config",
-      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
-        new URL(url).host
-      }) than ${than} (${home.host})`,
-      {
-        hint: mixed
-          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
-            "another host; if you trust them, pass them as flags"
-          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
-      },
-    );
-  }
-}
-
-// ── 5 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
+// ── 4 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -2559,7 +2552,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
   return replaced;
 }
 
-// ── 6 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
+// ── 5 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
 
 /** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
 interface Preset {
@@ -2795,7 +2788,7 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
     : "";
 }
 
-// ── 7 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
+// ── 6 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
 
 /** Every request is aborted after this long (connect, headers and body), unless `Deps.httpTimeoutMs` says otherwise. */
 const HTTP_TIMEOUT_MS = 30_000;
@@ -3370,7 +3363,7 @@ async function sendWithToken(
   return answer!;
 }
 
-// ── 8 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
+// ── 7 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
 
 interface IssuerClient {
   as: Oauth.AuthorizationServer;
@@ -3833,7 +3826,7 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authTo, authMethod, http };
 }
 
-// ── 9 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
+// ── 8 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
 interface DpopState {
@@ -4015,7 +4008,7 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
   return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
 }
 
-// ── 10 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ────────────────────────────────────
+// ── 9 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ─────────────────────────────────────
 
 /** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
 function scopeList(scope: string): string[] {
@@ -4217,7 +4210,7 @@ function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-// ── 11 Getting the code back: the loopback server, its pages and its start address ─────────────────────────────────
+// ── 10 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
 
 /** The callback path of the default redirect URI. */
 const CALLBACK_PATH = "/callback";
@@ -4912,8 +4905,6 @@ function resultPage(outcome: SignInResult | unknown, provider: string, deps: Dep
   return page(400, title, `${message}.${hint} See your terminal for details.`, detail);
 }
 
-// ── 12 Signing in: the browser, the browser flow, paste-back and the device flow ───────────────────────────────────
-
 /** How a browser is opened here: the one decision that `doctor`, the flow choice and the opener share. */
 interface BrowserOpener {
   /** Whether a browser can be opened on this machine; `reason` says why (not). */
@@ -5097,6 +5088,8 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
   }
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
+
+// ── 11 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
 function chooseFlow(
@@ -5607,7 +5600,7 @@ async function pollDeviceCode(
   }
 }
 
-// ── 13 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
+// ── 12 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
 
 /** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
 const CLOCK_SKEW_NOTICE_MS = 60_000;
@@ -5794,7 +5787,7 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
   return info;
 }
 
-// ── 14 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
+// ── 13 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
 
 /** The version of the cache entry format. */
 const CACHE_VERSION: TokenSet["version"] = 1;
@@ -6613,7 +6606,7 @@ async function otherEntries(config: Config, deps: Deps, first: boolean): Promise
   return found;
 }
 
-// ── 15 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 14 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -6985,7 +6978,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 16 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 15 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -7634,7 +7627,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   );
 }
 
-// ── 17 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 16 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -8104,7 +8097,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 18 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 17 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
