@@ -752,20 +752,124 @@ function rejectedRequestHint(clientId: string, redirectUri: string): string {
 }
 
 /**
- * A better hint for a refused code or device exchange: "invalid_client" with a JWT client
- * authentication names the key or secret to check; "invalid_grant" from a server that offers DPoP,
- * when we sent no proof, names --dpop (the client may be registered for DPoP-bound tokens, and
- * oidc-provider says no more than "grant request is invalid").
+ * The browser flow's timeout, blaming what the tool does not already know to be fine: the client id
+ * and redirect URI only when the server could not say it accepts them (`checked`: PAR or the preflight
+ * passed), the browser when none could be opened (`notOpened`: why).
  */
-function exchangeHint(error: unknown, issuer: IssuerClient): unknown {
-  if (error instanceof ErrorResponse && error.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")) {
+function browserTimeout(
+  config: Config,
+  deps: Pick<Deps, "invokedAs">,
+  what: { redirectUri: string; checked: boolean; notOpened?: string; deviceOffered?: boolean },
+): LoginError {
+  const again = `run the login again ("${command(deps, "login")}${loginFlags(config)}")`;
+  const more = "or give more time with --timeout SECONDS";
+  const hint = what.notOpened !== undefined
+    ? `no browser could be opened here (${what.notOpened}): ${again} and open the address it prints yourself` +
+      (what.deviceOffered
+        ? `, or use the device flow: "${command(deps, "login")} --flow device${loginFlags(config)}"`
+        : "")
+    : what.checked
+    ? `${again} and finish it in the browser, ${more}; the server accepted the client id and the redirect URI, ` +
+      "so neither is the cause"
+    : `${again} and finish it in the browser, ${more}. A sign-in that never comes back is most often a wrong ` +
+      `client id ("${sanitize(config.clientId)}") or a redirect URI the server does not accept ` +
+      `(${sanitize(what.redirectUri)}): check both`;
+  return new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, { hint });
+}
+
+/**
+ * No browser could be opened and nobody is at a terminal to open the address or paste one back
+ * (a pipe, CI): said at once instead of a wait for nothing, with the flow that works (`reason`: why
+ * no browser).
+ */
+function noBrowser(config: Config, reason: string, deviceOffered: boolean): LoginError {
+  return new LoginError(
+    "login_required",
+    `No browser can be opened here (${reason}), and no one at a terminal can open the address or paste one back`,
+    {
+      hint: deviceOffered
+        ? `use the device flow, which needs no browser here: run "oauth-login login --flow device${
+          loginFlags(config)
+        }" where its code can be read`
+        : `run "oauth-login login${
+          loginFlags(config)
+        }" in a terminal, where you can open the address it prints or paste back the one the browser ends on`,
+    },
+  );
+}
+
+/** Where a setting came from, as the person would find it: `--client-secret`, `OAUTH_CLIENT_SECRET in the environment`. */
+function settingOrigin(config: Pick<Config, "sources" | "profile">, key: string): string {
+  const variable = (ENV_VARS as Record<string, string>)[key];
+  switch (config.sources[key]) {
+    case "flag":
+      return `--${flagOf(key)}`;
+    case "environment":
+      return `${variable} in the environment`;
+    case ".env":
+      return `${variable} in .env`;
+    case "profile":
+      return `${profileKey(flagOf(key))} in the profile "${sanitize(config.profile)}"`;
+    default:
+      return variable ?? key;
+  }
+}
+
+/**
+ * The hint for "invalid_client" from an endpoint that authenticates the client (PAR, token, device
+ * authorization; RFC 6749 §5.2): what was sent, by which method, and where the secret or key came
+ * from, so that the person fixes the one thing that is wrong. Pure.
+ */
+function clientRefusedHint(
+  config: Pick<Config, "clientId" | "sources" | "profile" | "trust" | "clientKey" | "clientAuth">,
+  authMethod: ClientAuthMethod,
+): string {
+  const id = `"${sanitize(config.clientId)}"`;
+  if (authMethod === "private_key_jwt") {
+    return `a client assertion signed with the key from ${settingOrigin(config, "clientKey")} was sent ` +
+      `(private_key_jwt): check that its public half is registered for the client ${id} (and its kid), ` +
+      "and --assertion-audience";
+  }
+  const secret = settingOrigin(config, "clientSecret");
+  if (authMethod !== "none") {
+    const other = authMethod === "client_secret_basic" ? "client_secret_post" : "client_secret_basic";
+    const method = authMethod === "client_secret_jwt"
+      ? "signed with it (client_secret_jwt): check that secret and that the client is registered for client_secret_jwt"
+      : `(${authMethod}): check that it is the current secret of the client ${id}, and the client id; ` +
+        `a client registered for ${other} needs --client-auth ${other}`;
+    return `the client secret from ${secret} was sent ${method}`;
+  }
+  const chosen = config.sources.clientAuth;
+  if (config.clientAuth === "none" && chosen && config.sources.clientSecret) {
+    // A secret was set, and --client-auth none (or its variable) left it out.
+    const drop = chosen === "flag"
+      ? "drop --client-auth none"
+      : chosen === "profile"
+      ? `remove client_auth from the profile "${sanitize(config.profile)}"`
+      : `unset ${ENV_VARS.clientAuth}${chosen === ".env" ? " in .env" : ""}`;
+    return `no client secret was sent: ${settingOrigin(config, "clientAuth")} says "none", so ${secret} ` +
+      `was left out; ${drop} to send it`;
+  }
+  const withheld = config.trust ? withheldSecretHint(config.trust) : undefined;
+  return `check that the client id ${id} exists at the server; no client secret was sent (client ` +
+    `authentication "none"), so if the client is confidential, ${
+      withheld ?? `set ${ENV_VARS.clientSecret} to its secret`
+    }`;
+}
+
+/**
+ * A better hint for a refused code or device exchange: "invalid_client" names what was sent
+ * (`clientRefusedHint`); "invalid_grant" from a server that offers DPoP, when we sent no proof, names
+ * --dpop (the client may be registered for DPoP-bound tokens, and oidc-provider says no more than
+ * "grant request is invalid").
+ */
+function exchangeHint(error: unknown, issuer: IssuerClient, config: Config): unknown {
+  if (error instanceof ErrorResponse && error.code === "invalid_client") {
     return new ErrorResponse(error.message, {
       code: error.code,
       description: error.description,
       status: error.status,
-      hint: issuer.authMethod === "private_key_jwt"
-        ? "check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience"
-        : "check the client secret (OAUTH_CLIENT_SECRET) and that the client is registered for client_secret_jwt",
+      hint: clientRefusedHint(config, issuer.authMethod),
       cause: error,
     });
   }
@@ -837,7 +941,10 @@ function loginFlags(config: Config, everywhere = false): string {
       .map(([key, value]): [string, string] => ["param", `${key}=${value}`]),
   ];
   const quote = (value: string) => /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
-  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${quote(sanitize(value!))}`).join("");
+  // --dpop too: a login without it would cache the Bearer token that the command refused.
+  const dpop = config.dpop && shown("dpop") ? " --dpop" : "";
+  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${quote(sanitize(value!))}`).join("") +
+    dpop;
 }
 
 /**
@@ -2320,6 +2427,8 @@ interface Preset {
   endpoints?: Partial<Record<EndpointKey, string>>;
   /** The default scope. */
   scope?: string;
+  /** Its authorization endpoint reads commas in `scope` as separators too (GitHub's own answers use them). */
+  commaScopes?: boolean;
   /** Extra authorization parameters it wants (for a refresh token, say). */
   params?: [string, string][];
   prompt?: string;
@@ -2350,6 +2459,7 @@ const PRESETS: Record<string, Preset> = {
       userinfoEndpoint: "https://api.github.com/user",
     },
     scope: "read:user",
+    commaScopes: true,
     clientAuth: "client_secret_post",
     userClaim: "login",
     tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
@@ -3542,6 +3652,29 @@ function dpopAlgorithm(supported: unknown): string {
   return alg;
 }
 
+/**
+ * Refuses `--dpop` before the browser opens at a server whose metadata lists no DPoP algorithms
+ * (`dpop_signing_alg_values_supported`, RFC 9449 §5.1): it would sign the person in and then refuse the
+ * proof-bound exchange, however often the login is run. Endpoints given by hand have no metadata to
+ * tell, so they are tried. Throws LoginError("config").
+ */
+function checkDpopOffered(as: Oauth.AuthorizationServer, config: Config): void {
+  if (withoutIssuer(config) || Array.isArray(as.dpop_signing_alg_values_supported)) return;
+  const source = config.sources.dpop;
+  const off = source === "flag"
+    ? "leave out --dpop"
+    : source === "profile"
+    ? `remove dpop from the profile "${sanitize(config.profile)}"`
+    : `unset ${ENV_VARS.dpop}${source === ".env" ? " in .env" : ""}`;
+  throw new LoginError(
+    "config",
+    `The server at ${
+      new URL(as.issuer).host
+    } does not offer DPoP: its metadata lists no dpop_signing_alg_values_supported`,
+    { hint: `sign in without DPoP: ${off}` },
+  );
+}
+
 /** The WebCrypto algorithm for a JWS algorithm name. */
 function subtleAlgorithm(alg: string): EcKeyImportParams | RsaHashedImportParams | Algorithm {
   switch (alg) {
@@ -3737,6 +3870,30 @@ function defaultScope(scopesSupported: unknown): string {
   return offline ? "openid profile offline_access" : "openid profile";
 }
 
+/**
+ * Refuses a scope written with commas (`openid,profile`) before the browser opens: RFC 6749 §3.3
+ * separates scope tokens with spaces, so a server reads it as one unknown scope, and the person who
+ * clicks Allow is then told the sign-in was declined. Allowed where commas are the server's own
+ * dialect: a preset that says so (`commaScopes`), a server without discovery (Strava's and Slack's
+ * endpoints given by hand), or a token the metadata's `scopes_supported` lists. Throws LoginError("usage").
+ */
+function checkScopeDelimiters(scope: string, as: Oauth.AuthorizationServer, config: Config): void {
+  if (!scope.includes(",") || presetOf(config)?.commaScopes || withoutIssuer(config)) return;
+  const listed = Array.isArray(as.scopes_supported) ? as.scopes_supported : [];
+  if (!scopeList(scope).some((token) => token.includes(",") && !listed.includes(token))) return;
+  const spaced = scope.split(/[\s,]+/).filter(Boolean).join(" ");
+  const from = config.sources.scope;
+  throw new LoginError(
+    "usage",
+    `The scope "${sanitize(scope)}" is written with commas, but scopes are separated by spaces`,
+    {
+      hint: from === "flag" || from === undefined
+        ? `write it as --scope "${sanitize(spaced)}"`
+        : `write ${settingOrigin(config, "scope")} with spaces: "${sanitize(spaced)}"`,
+    },
+  );
+}
+
 /** What one authorization request is bound to: PKCE, `state`, `nonce` and the redirect URI. */
 interface PendingRequest {
   scope: string;
@@ -3758,6 +3915,24 @@ const REJECTED_REQUEST = new Set([
 ]);
 
 /**
+ * An authorization request ready for a browser: `url` (with `request_uri` when pushed), whether the
+ * server has accepted the client id and redirect URI (`checked`, by PAR or the preflight), and for a
+ * pushed one when its `request_uri` expires (`expiresAt`, ms, RFC 9126 §2.2 `expires_in`) and how to
+ * push a fresh one (`push`: same `state`, PKCE verifier and nonce). `elsewhere` is the address that
+ * keeps working in a browser on another machine: the whole request in the URL where the server allows
+ * it (no expiry), else a pushed one.
+ */
+interface AuthorizationAddress {
+  url: URL;
+  pushed: boolean;
+  checked: boolean;
+  status?: number;
+  expiresAt?: number;
+  push?: () => Promise<{ url: URL; expiresAt: number }>;
+  elsewhere: URL;
+}
+
+/**
  * Builds the authorization request (RFC 6749 §4.1.1, PKCE S256 per RFC 7636) and makes sure the
  * server accepts it before the browser opens. Where the metadata has a
  * `pushed_authorization_request_endpoint` (and `--no-par` is not given, or the server requires it),
@@ -3772,9 +3947,9 @@ async function authorizationRequest(
   request: PendingRequest,
   deps: Deps,
   trace?: Trace,
-): Promise<{ url: URL; pushed: boolean; checked: boolean; status?: number }> {
+): Promise<AuthorizationAddress> {
   const oauth = await lib();
-  const { as, client, http } = issuer;
+  const { as } = issuer;
   const url = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
   const params = new URLSearchParams();
   params.set("response_type", "code");
@@ -3788,41 +3963,18 @@ async function authorizationRequest(
   if (config.prompt) params.set("prompt", config.prompt);
   for (const [key, value] of config.params) params.append(key, value);
   if (issuer.dpop) params.set("dpop_jkt", await issuer.dpop.handle.calculateThumbprint()); // RFC 9449 §10
+  const plain = new URL(url);
+  for (const [key, value] of params) plain.searchParams.append(key, value);
 
   const offered = typeof as.pushed_authorization_request_endpoint === "string";
-  if (offered && (config.par || as.require_pushed_authorization_requests === true)) {
+  const required = as.require_pushed_authorization_requests === true;
+  if (offered && (config.par || required)) {
     assertEndpoint(as.pushed_authorization_request_endpoint, "pushed_authorization_request_endpoint", as.issuer);
-    let pushed: Oauth.PushedAuthorizationResponse;
-    try {
-      pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
-        const auth = issuer.authTo(as.pushed_authorization_request_endpoint);
-        const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
-        return await oauth.processPushedAuthorizationResponse(as, client, response);
-      });
-    } catch (error) {
-      const explained = await explain(error, "push the authorization request");
-      if (explained instanceof ErrorResponse && REJECTED_REQUEST.has(explained.code)) {
-        const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
-        throw new LoginError(
-          "config",
-          `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
-          {
-            // A JWT client authentication refused at the PAR endpoint: the key (or secret) is what to check.
-            hint: explained.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")
-              ? (exchangeHint(explained, issuer) as ErrorResponse).hint
-              : rejectedRequestHint(config.clientId, request.redirectUri),
-            cause: error,
-          },
-        );
-      }
-      throw explained;
-    }
-    url.searchParams.set("client_id", config.clientId);
-    url.searchParams.set("request_uri", pushed.request_uri);
-    return { url, pushed: true, checked: true };
+    const push = () => pushRequest(issuer, config, { url, params, redirectUri: request.redirectUri }, deps);
+    const first = await push();
+    return { ...first, pushed: true, checked: true, push, elsewhere: required ? first.url : plain };
   }
-  for (const [key, value] of params) url.searchParams.append(key, value);
-  const answer = await preflight(url, deps, trace);
+  const answer = await preflight(plain, deps, trace);
   if (answer && (answer.status === 400 || answer.status === 401)) {
     throw new LoginError(
       "config",
@@ -3830,7 +3982,56 @@ async function authorizationRequest(
       { hint: rejectedRequestHint(config.clientId, request.redirectUri) },
     );
   }
-  return { url, pushed: false, checked: answer !== undefined && answer.status < 400, status: answer?.status };
+  const checked = answer !== undefined && answer.status < 400;
+  return { url: plain, pushed: false, checked, status: answer?.status, elsewhere: plain };
+}
+
+/** A `request_uri` is used no later than this before its `expires_in` runs out (the browser's trip takes time). */
+const PUSHED_REQUEST_MARGIN_MS = 5_000;
+
+/**
+ * Pushes the authorization request's parameters (RFC 9126 §2) and returns the short URL for the
+ * browser (`client_id` and `request_uri`) with when to stop handing it out (ms). Throws
+ * LoginError("config") with the server's words when it rejects the client, redirect URI or scope.
+ */
+async function pushRequest(
+  issuer: IssuerClient,
+  config: Config,
+  { url, params, redirectUri }: { url: URL; params: URLSearchParams; redirectUri: string },
+  deps: Deps,
+): Promise<{ url: URL; expiresAt: number }> {
+  const oauth = await lib();
+  const { as, client, http } = issuer;
+  let pushed: Oauth.PushedAuthorizationResponse;
+  try {
+    pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
+      const auth = issuer.authTo(as.pushed_authorization_request_endpoint);
+      const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
+      return await oauth.processPushedAuthorizationResponse(as, client, response);
+    });
+  } catch (error) {
+    const explained = await explain(error, "push the authorization request");
+    if (explained instanceof ErrorResponse && REJECTED_REQUEST.has(explained.code)) {
+      const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
+      throw new LoginError(
+        "config",
+        `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
+        {
+          // Refused at an endpoint that authenticates the client: what was sent is what to check.
+          hint: explained.code === "invalid_client"
+            ? clientRefusedHint(config, issuer.authMethod)
+            : rejectedRequestHint(config.clientId, redirectUri),
+          cause: error,
+        },
+      );
+    }
+    throw explained;
+  }
+  const short = new URL(url);
+  short.searchParams.set("client_id", config.clientId);
+  short.searchParams.set("request_uri", pushed.request_uri);
+  const lifetimeMs = Math.max(0, Number(pushed.expires_in) * 1000 || 0);
+  return { url: short, expiresAt: deps.now() + lifetimeMs - Math.min(PUSHED_REQUEST_MARGIN_MS, lifetimeMs / 4) };
 }
 
 /** The most of a preflight answer we read, and how long it may take. */
@@ -4423,7 +4624,11 @@ interface CallbackOptions {
   state: string;
   /** The start address's path (`startPath()`): a GET on it, without a query, sends the browser on to `authorizationUrl`. */
   startPath: string;
-  authorizationUrl: string;
+  /**
+   * Where the start address sends the browser, asked on each visit (a pushed request is pushed again
+   * once handed out or expired, see `startTarget`); its failure is shown on a page.
+   */
+  authorizationUrl: () => Promise<string>;
   /** Runs once, for the first callback that carries the right state; its page is the answer. */
   accept: (params: URLSearchParams) => Promise<Response>;
 }
@@ -4446,7 +4651,15 @@ function callbackHandler(options: CallbackOptions): (request: Request) => Promis
       return response;
     }
     if (!url.search && !consumed && timingSafeEqual(url.pathname, options.startPath)) {
-      return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
+      try {
+        return new Response(null, {
+          status: 302,
+          headers: pageHeaders({ location: await options.authorizationUrl() }),
+        });
+      } catch (error) {
+        const why = error instanceof Error ? sanitize(error.message) : "the server could not be asked";
+        return page(500, "Cannot start the sign-in", `${why}. See your terminal.`);
+      }
     }
     if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
     const states = url.searchParams.getAll("state");
@@ -4503,6 +4716,8 @@ interface BrowserOpener {
   /** Whether a browser can be opened on this machine; `reason` says why (not). */
   ok: boolean;
   reason: string;
+  /** An SSH session: a browser that opens may run on another machine, which cannot reach our loopback. */
+  remote?: boolean;
   /** The program that would run (what `doctor` announces); absent when none can. */
   opener?: string;
   /**
@@ -4524,14 +4739,14 @@ function browserAvailability(
   const { env, which } = platform;
   const browser = env("BROWSER")?.trim();
   const commands = browser ? browserCommands(browser, platform) : [];
+  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
   if (commands.length > 0) {
     // The first command whose program is there goes first; the others are still tried after it.
     const found = commands.filter((command) => which(command[0]));
     const ordered = [...found, ...commands.filter((command) => !found.includes(command))];
     const reason = found.length > 0 ? "$BROWSER is set" : "$BROWSER is set, but none of its programs was found";
-    return { ok: true, reason, opener: ordered[0][0], commands: ordered };
+    return { ok: true, reason, opener: ordered[0][0], commands: ordered, remote: ssh };
   }
-  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
   if (platform.os === "windows") {
     return {
       ok: true,
@@ -4563,7 +4778,7 @@ function browserAvailability(
   }
   if (!which("xdg-open")) return { ok: false, reason: `${without}xdg-open is not installed`, commands: xdg };
   const reason = wsl ? "WSL without wslview, with a display and xdg-open" : "a display and xdg-open are available";
-  return { ok: true, reason, opener: "xdg-open", commands: xdg };
+  return { ok: true, reason, opener: "xdg-open", commands: xdg, remote: ssh };
 }
 
 /**
@@ -4744,6 +4959,8 @@ interface FlowContext {
   config: Config;
   deps: Deps;
   openBrowser: boolean;
+  /** The browser may run on another machine (an SSH session): offer the address that works there. */
+  remote?: boolean;
   trace?: Trace;
 }
 
@@ -4769,28 +4986,49 @@ async function signIn(config: Config, deps: Deps): Promise<SignInResult> {
   if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
   const issuer = await discover(config, deps, trace);
   const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
+  checkScopeDelimiters(scope, issuer.as, config);
   if (config.dpop) {
+    checkDpopOffered(issuer.as, config);
     const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
     await enableDpop(issuer, await dpopState(key, {}, deps));
   }
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
-  const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
+  const deviceOffered = issuer.as.device_authorization_endpoint !== undefined;
+  const choice = chooseFlow(config, browser, deviceOffered);
   if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
     throw new LoginError("config", "No authorization endpoint is configured", {
       hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
     });
   }
+  // Nobody could open the address or paste one back: say so now rather than wait for nothing.
+  if (choice.flow === "browser" && !choice.openBrowser && config.browser && !someoneHere(deps)) {
+    throw noBrowser(config, browser.reason, deviceOffered);
+  }
   if (choice.note) say(deps, `${choice.note}`);
-  const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
+  const flow: FlowContext = {
+    issuer,
+    scope,
+    config,
+    deps,
+    openBrowser: choice.openBrowser,
+    remote: browser.remote,
+    trace,
+  };
   const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
-    throw exchangeHint(error, issuer);
+    throw exchangeHint(error, issuer, config);
   });
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
   return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
 }
 
+/** Whether a person is at this terminal (stdin and stderr are terminals), who can open a printed address by hand. */
+function someoneHere(deps: Pick<Deps, "canPrompt">): boolean {
+  return deps.canPrompt;
+}
+
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
-async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<SignInResult> {
+async function browserLogin(flow: FlowContext): Promise<SignInResult> {
+  const { issuer, scope, config, deps, openBrowser, trace } = flow;
   const oauth = await lib();
   const { as } = issuer;
   // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
@@ -4807,43 +5045,49 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
       resource: config.resources?.[0],
     };
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
-    const authorizationUrl = authorization.url;
-
     const { promise: outcome, resolve, reject } = Promise.withResolvers<SignInResult>();
     outcome.catch(() => {}); // handled by the wait; avoid an unhandled rejection when we time out first
     // The person has answered once a callback is accepted: the wait's clock stops, so the page never
     // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
     const answered = Promise.withResolvers<void>();
     const provider = sanitize(new URL(as.issuer).host);
-    const acceptCallback = async (callback: URLSearchParams): Promise<Response> => {
-      answered.resolve();
-      try {
-        const result = await exchangeCode(issuer, callback, request, deps, trace);
-        resolve(result);
-        return resultPage(result, provider, deps);
-      } catch (error) {
-        reject(error);
-        return resultPage(error, provider, deps);
-      }
-    };
     const start = `http://${redirect.host}:${listener.port}${startPath()}`;
+    // Everything else goes to the terminal only when it helps: the browser may be elsewhere, or none opens.
+    const pasting = someoneHere(deps) && deps.readLines !== undefined &&
+      (!!flow.remote || config.verbose || !openBrowser);
+    const line = waitingLine(config, deps, pasting);
     const handler = callbackHandler({
       hosts: hostsFor(redirect, listener.port),
       path: redirect.path,
       state: request.state,
       startPath: new URL(start).pathname,
-      authorizationUrl: authorizationUrl.href,
-      accept: acceptCallback,
+      authorizationUrl: startTarget(authorization, deps, line.note),
+      accept: async (callback) => {
+        answered.resolve();
+        try {
+          const result = await exchangeCode(issuer, callback, request, deps, trace);
+          resolve(result);
+          return resultPage(result, provider, deps);
+        } catch (error) {
+          reject(error);
+          return resultPage(error, provider, deps);
+        }
+      },
     });
     listener.handle(handler);
-
-    const pasting = deps.canPrompt && deps.readLines !== undefined;
-    announce({ authorization, start: openBrowser ? start : undefined, pasting }, {
-      clientId: config.clientId,
-      redirectUri: request.redirectUri,
-    }, deps);
-    const line = waitingLine(config, deps, pasting);
-    if (pasting) acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, line.prompt);
+    let notOpened: string | undefined;
+    announce({ authorization, start: openBrowser ? start : undefined, pasting }, request, deps, (reason) => {
+      notOpened = reason;
+      if (!someoneHere(deps)) reject(noBrowser(config, reason, as.device_authorization_endpoint !== undefined));
+      else line.note(`warning: Cannot open a browser (${reason}); open the address above yourself`);
+    });
+    line.start();
+    if (pasting) {
+      const renew = authorization.elsewhere === authorization.url
+        ? pushedElsewhere(authorization, line.note)
+        : undefined;
+      acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, { prompt: line.prompt, renew });
+    }
     try {
       return (await wait(deps, {
         ms: config.timeoutMs,
@@ -4852,12 +5096,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         interrupted: "Login cancelled",
         tick: line.tick,
         onTimeout: () =>
-          new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
-            hint: `run the login again ("${command(deps, "login")}${
-              loginFlags(config)
-            }") and finish it in the browser, or give more time with --timeout SECONDS. A sign-in that never comes back is most often a wrong client id ("${
-              sanitize(config.clientId)
-            }") or a redirect URI the server does not accept (${sanitize(request.redirectUri)}): check both`,
+          browserTimeout(config, deps, {
+            redirectUri: request.redirectUri,
+            checked: authorization.checked,
+            notOpened,
+            deviceOffered: as.device_authorization_endpoint !== undefined,
           }),
       }))!;
     } finally {
@@ -4869,34 +5112,82 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
 }
 
 /**
+ * What the start address redirects to on each visit (RFC 9126 §4: a `request_uri` may be used once,
+ * and expires): a pushed request is pushed again, with the same `state`, PKCE verifier and nonce,
+ * once it has been handed out or its `expires_in` has run out; a request in the URL never changes.
+ * A failed push is said on the terminal (`note`) and on the browser's page.
+ */
+function startTarget(
+  authorization: AuthorizationAddress,
+  deps: Pick<Deps, "now">,
+  note: (text: string) => void,
+): () => Promise<string> {
+  let current = { url: authorization.url, expiresAt: authorization.expiresAt ?? Infinity, used: false };
+  return async () => {
+    if (authorization.push && (current.used || deps.now() >= current.expiresAt)) {
+      try {
+        current = { ...await authorization.push(), used: false };
+      } catch (error) {
+        const why = error instanceof Error ? error.message : String(error);
+        note(`warning: Cannot renew the sign-in request for the browser: ${sanitize(why)}`);
+        throw error;
+      }
+    }
+    current.used = true;
+    return current.url.href;
+  };
+}
+
+/**
+ * Paste-back where the server requires pushed requests, so the address for another machine expires:
+ * Enter on an empty line pushes a fresh one and prints it.
+ */
+function pushedElsewhere(authorization: AuthorizationAddress, note: (text: string) => void): () => Promise<void> {
+  return async () => {
+    try {
+      const { url, expiresAt } = await authorization.push!();
+      authorization.elsewhere = url;
+      authorization.expiresAt = expiresAt;
+      note(`A new address for the other machine:\n\n${url.href}\n`);
+    } catch (error) {
+      note(`warning: Cannot make a new address: ${sanitize(error instanceof Error ? error.message : String(error))}`);
+    }
+  };
+}
+
+/**
  * What the terminal says before the wait: the browser is opening (and the short address to visit),
- * or the address to open; what was sent when the server's answer could not tell; and paste-back's
- * offer with the address that works on another machine.
+ * or the address to open; what was sent when the server's answer could not tell; and, when pasting is
+ * offered, the address that works in a browser on another machine. `onOpenFailed` gets the reason
+ * when the browser cannot be opened.
  */
 function announce(
-  how: { authorization: { url: URL; checked: boolean }; start?: string; pasting: boolean },
-  sent: { clientId: string; redirectUri: string },
+  how: { authorization: AuthorizationAddress; start?: string; pasting: boolean },
+  sent: { redirectUri: string },
   deps: Deps,
+  onOpenFailed: (reason: string) => void,
 ): void {
-  const authorizationUrl = how.authorization.url;
-  const where = sanitize(authorizationUrl.host);
-  const start = how.start;
+  const { authorization, start } = how;
+  const where = sanitize(authorization.url.host);
+  const elsewhere = authorization.elsewhere;
+  // An address for another machine that expires (the server requires pushed requests) says so.
+  const lasts = elsewhere === authorization.url && authorization.expiresAt !== undefined
+    ? ` It can be used once, for about ${seconds(Math.max(1000, authorization.expiresAt - deps.now()))}: ` +
+      "press Enter here for a new one."
+    : "";
   if (start) {
     say(deps, `Opening your browser to sign in at ${where} ...`);
     say(deps, `If it does not open, visit: ${start}`);
     // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
-    deps.openUrl(start).catch((error) => {
-      const reason = error instanceof Error ? error.message : String(error);
-      say(deps, `warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself`);
-    });
+    deps.openUrl(start).catch((error) => onOpenFailed(sanitize(error instanceof Error ? error.message : error)));
   } else {
-    say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n`);
+    say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${elsewhere.href}\n`);
   }
-  if (!how.authorization.checked) {
+  if (!authorization.checked) {
     say(
       deps,
       `note: The server's answer cannot tell whether it accepts this client; if the browser shows an error, check the client id "${
-        sanitize(sent.clientId)
+        sanitize(authorization.url.searchParams.get("client_id") ?? "")
       }" and the redirect URI ${sanitize(sent.redirectUri)}`,
     );
   }
@@ -4904,13 +5195,13 @@ function announce(
     say(
       deps,
       // The address alone on its line, unindented: a terminal selects it whole.
-      `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
-        "The page it ends on will not load there: paste its address here and press Enter.",
+      `If that browser runs on another machine, open this address there instead:\n\n${elsewhere.href}\n\n` +
+        `The page it ends on will not load there: paste its address here and press Enter.${lasts}`,
     );
   } else if (how.pasting) {
     say(
       deps,
-      "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.",
+      `If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.${lasts}`,
     );
   }
 }
@@ -4918,54 +5209,81 @@ function announce(
 /**
  * The line that shows the browser flow is waiting: on a terminal, the time left, updated each second
  * (above the paste prompt when there is one); otherwise one static line. Nothing with `--quiet`.
+ * `note` prints a line above it (the countdown and prompt are drawn again below).
  */
 function waitingLine(
   config: Config,
   deps: Deps,
   pasting: boolean,
-): { tick?: (leftMs: number) => void; prompt: () => void; done: () => void } {
+): {
+  start: () => void;
+  tick?: (leftMs: number) => void;
+  prompt: () => void;
+  note: (text: string) => void;
+  done: () => void;
+} {
   const text = (left: number) => `Waiting for the browser: ${clockText(left)} left (Ctrl-C cancels)`;
   const promptText = "Paste the address here: ";
-  if (config.quiet) return { prompt: () => {}, done: () => {} };
+  const note = (line: string) => say(deps, line);
+  if (config.quiet) return { start: () => {}, prompt: () => {}, note, done: () => {} };
   if (!deps.animate) {
-    say(deps, `Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)`);
-    const prompt = () => deps.stderr(promptText);
-    if (pasting) prompt();
-    return { prompt, done: () => {} };
+    const prompt = () => pasting && deps.stderr(promptText);
+    return {
+      start: () => {
+        say(deps, `Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)`);
+        prompt();
+      },
+      prompt,
+      note: (line) => {
+        if (pasting) deps.stderr("\n"); // the prompt's line is left as it is
+        say(deps, line);
+        prompt();
+      },
+      done: () => {},
+    };
   }
   let shown = false;
   let left = config.timeoutMs;
   let cleared = false;
-  const prompt = () => {
-    deps.stderr(`${text(left)}\n${promptText}`);
+  const draw = () => {
+    deps.stderr(pasting ? `${text(left)}\n${promptText}` : `\r\x1b[2K${text(left)}`);
     shown = true;
   };
+  const clear = () => deps.stderr(pasting ? "\r\x1b[2K\x1b[1A\r\x1b[2K" : "\r\x1b[2K");
   return {
+    start: () => {},
     tick: (ms) => {
       left = ms;
-      if (!pasting) deps.stderr(`\r\x1b[2K${text(ms)}`);
-      else if (!shown) prompt();
+      if (!shown) draw();
+      else if (!pasting) deps.stderr(`\r\x1b[2K${text(ms)}`);
       else deps.stderr(`\x1b7\x1b[1A\r\x1b[2K${text(ms)}\x1b8`); // the line above the prompt; what is typed stays
     },
-    prompt,
+    prompt: draw, // after a line of its own (a warning): the countdown and the prompt again, below it
+    note: (line) => {
+      if (!shown || cleared) return say(deps, line);
+      clear();
+      say(deps, line);
+      draw();
+    },
     done: () => {
-      if (cleared) return;
+      if (cleared || !shown) return;
       cleared = true;
-      deps.stderr(pasting ? "\r\x1b[2K\x1b[1A\r\x1b[2K" : "\r\x1b[2K");
+      clear();
     },
   };
 }
 
 /**
  * Paste-back: each address typed on stdin goes through the callback server's own handler, with the
- * same checks as a redirect (Host, path, state, then iss and error); one code path, not two.
+ * same checks as a redirect (Host, path, state, then iss and error); one code path, not two. With
+ * `renew`, an empty line asks for a fresh address for the other machine.
  */
 function acceptPastedAddresses(
   lines: AsyncIterable<string>,
   handler: (request: Request) => Promise<Response>,
   outcome: Promise<unknown>,
   deps: Deps,
-  prompt: () => void = () => {},
+  { prompt = () => {}, renew }: { prompt?: () => void; renew?: () => Promise<void> } = {},
 ): void {
   let settled = false;
   outcome.then(() => settled = true, () => settled = true);
@@ -4973,6 +5291,7 @@ function acceptPastedAddresses(
     for await (const line of lines) {
       if (settled) return;
       const text = line.trim();
+      if (!text && renew) await renew(); // Enter alone: a fresh address for the other machine
       if (!text) continue;
       const url = parseUrl(text);
       if (!url || url.protocol !== "http:") {
@@ -5066,7 +5385,8 @@ async function startDeviceFlow(
     if (
       error instanceof ErrorResponse && ["invalid_client", "invalid_scope", "unauthorized_client"].includes(error.code)
     ) {
-      throw new LoginError("config", error.message, { hint: error.hint, cause: error });
+      const hint = error.code === "invalid_client" ? clientRefusedHint(config, issuer.authMethod) : error.hint;
+      throw new LoginError("config", error.message, { hint, cause: error });
     }
     throw error;
   }
