@@ -90,3 +90,277 @@ for (const par of [true, false]) {
     });
   });
 }
+
+// ── The browser wait: blame what is not known to be fine; stop when nobody can act ─────────────
+
+/** A timer that never waits: each wait's clock runs out at once, so a 5-minute timeout takes no time. */
+const instantTimer = () => Promise.resolve();
+
+/** A clock the tool's pauses move instead of sleeping; `advance` moves it by hand. */
+function fakeClock(start = Date.now()) {
+  let now = start;
+  return {
+    now: () => now,
+    sleep: (ms: number) => {
+      now += ms;
+      return Promise.resolve();
+    },
+    advance: (ms: number) => void (now += ms),
+  };
+}
+
+/** What `deno task login` says when the task's permissions do not allow running $BROWSER. */
+const NOT_ALLOWED = 'Deno\'s permissions do not allow running "firefox": add --allow-run=firefox';
+
+Deno.test("a browser that cannot be opened, with a person at the terminal: the wait goes on, and its timeout says why", async () => {
+  await withMock(async (mock) => {
+    const result = await run(flags(mock), { openFails: NOT_ALLOWED, interactive: true, timer: instantTimer });
+    assertEquals(result.code, EXIT.timedOut, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      `warning: Cannot open a browser (${NOT_ALLOWED}); open the address above yourself\n`,
+    );
+    assertEquals(
+      hintOf(result),
+      `no browser could be opened here (${NOT_ALLOWED}): run the login again ("oauth-login login --issuer ${mock.issuer} --client-id cli-public") and open the address it prints yourself, or use the device flow: "oauth-login login --flow device --issuer ${mock.issuer} --client-id cli-public"`,
+    );
+    // Following it: the device flow.
+    const device = await run(flags(mock, "--flow", "device"), { ...fakeClock(), interactive: true });
+    assertEquals(device.code, EXIT.ok, device.stderr);
+    await cleanUp(result);
+    await cleanUp(device);
+  });
+});
+
+Deno.test("no browser and nobody at a terminal (a pipe, CI): said at once, exit 4, with a hint that works", async (t) => {
+  await t.step("$BROWSER not allowed by the task's permissions; the server has the device flow", async () => {
+    await withMock(async (mock) => {
+      const result = await run(flags(mock), { openFails: NOT_ALLOWED });
+      assertEquals(result.code, EXIT.loginRequired, result.stderr);
+      assert(result.ms < 2_000, `no wait for nobody: ${result.ms} ms`);
+      assertStringIncludes(
+        result.stderr,
+        `error: No browser can be opened here (${NOT_ALLOWED}), and no one at a terminal can open the address or paste one back\n`,
+      );
+      assertEquals(
+        hintOf(result),
+        `use the device flow, which needs no browser here: run "oauth-login login --flow device --issuer ${mock.issuer} --client-id cli-public" where its code can be read`,
+      );
+      assert(!result.stderr.includes('client id ("cli-public")'), "the client id is not blamed");
+      const followed = await run(flags(mock, "--flow", "device"), fakeClock());
+      assertEquals(followed.code, EXIT.ok, followed.stderr);
+      await cleanUp(result);
+      await cleanUp(followed);
+    });
+  });
+  await t.step("no display, no device flow: before anything is pushed or opened", async () => {
+    await withMock(async (mock) => {
+      mock.metadata.device_authorization_endpoint = undefined;
+      const result = await run(flags(mock), { env: { DISPLAY: "" } });
+      assertEquals(result.code, EXIT.loginRequired, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "error: No browser can be opened here (there is no display (DISPLAY and WAYLAND_DISPLAY are unset)), and no one at a terminal can open the address or paste one back\n",
+      );
+      assertEquals(
+        hintOf(result),
+        `run "oauth-login login --issuer ${mock.issuer} --client-id cli-public" in a terminal, where you can open the address it prints or paste back the one the browser ends on`,
+      );
+      assertEquals(mock.calls("par").length + mock.preflights().length, 0);
+      // Following it: in a terminal, the person pastes back the address the browser ended on.
+      let printed: (address: string) => void;
+      const address = new Promise<string>((resolve) => printed = resolve);
+      const followed = await run(flags(mock), {
+        env: { DISPLAY: "" },
+        onStderr: (text) => {
+          const found = text.match(/\n {2}(http:\/\/\S+\/authorize\?\S+)\n/)?.[1];
+          if (found) printed(found);
+        },
+        lines: (async function* () {
+          const response = await fetch(await address, { redirect: "manual" });
+          await response.body?.cancel();
+          yield response.headers.get("location")!;
+        })(),
+      });
+      assertEquals(followed.code, EXIT.ok, followed.stderr);
+      await cleanUp(result);
+      await cleanUp(followed);
+    });
+  });
+});
+
+// ── Scopes with commas, and DPoP where the server has none ──────────────────────────────────────
+
+Deno.test("a scope written with commas is refused before the browser opens; following the hint signs in", async (t) => {
+  await t.step("--scope", async () => {
+    await withMock(async (mock) => {
+      const result = await run(flags(mock, "--scope", "openid,profile"), { browser: scriptedBrowser });
+      assertEquals(result.code, EXIT.usage, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        'error: The scope "openid,profile" is written with commas, but scopes are separated by spaces\nhint: write it as --scope "openid profile"\n',
+      );
+      assertEquals(result.opened, [], "no browser");
+      assertEquals(mock.calls("par").length + mock.preflights().length, 0, "nothing sent");
+      const followed = await run(flags(mock, "--scope", "openid profile"), { browser: scriptedBrowser });
+      assertEquals(followed.code, EXIT.ok, followed.stderr);
+      await cleanUp(result);
+      await cleanUp(followed);
+    }, { par: true });
+  });
+  await t.step("OAUTH_SCOPE in the environment", async () => {
+    await withMock(async (mock) => {
+      const result = await run(flags(mock), { env: { OAUTH_SCOPE: "openid, email" } });
+      assertEquals(result.code, EXIT.usage, result.stderr);
+      assertEquals(hintOf(result), 'write OAUTH_SCOPE in the environment with spaces: "openid email"');
+      await cleanUp(result);
+    });
+  });
+  await t.step("a comma the server lists as part of a scope, and endpoints given by hand, pass", async () => {
+    await withMock(async (mock) => {
+      mock.metadata.scopes_supported = ["openid", "read,write"];
+      const listed = await run(flags(mock, "--scope", "openid read,write"), { browser: scriptedBrowser });
+      assertEquals(listed.code, EXIT.ok, listed.stderr);
+      const byHand = await run([
+        "--authorization-endpoint",
+        `${mock.issuer}/authorize`,
+        "--token-endpoint",
+        `${mock.issuer}/token`,
+        "--client-id",
+        PUBLIC_CLIENT.id,
+        "--scope",
+        "read,activity:read",
+      ], { browser: scriptedBrowser });
+      assertEquals(byHand.code, EXIT.ok, byHand.stderr);
+      assertEquals(mock.calls("token").at(-1)?.form.grant_type, "authorization_code");
+      await cleanUp(listed);
+      await cleanUp(byHand);
+    });
+  });
+});
+
+Deno.test("login --dpop at a server that lists no DPoP algorithms: refused before the browser, and the hint works", async (t) => {
+  for (
+    const [how, args, env, hint] of [
+      ["--dpop", ["--dpop"], {}, "sign in without DPoP: leave out --dpop"],
+      ["OAUTH_DPOP=1", [], { OAUTH_DPOP: "1" }, "sign in without DPoP: unset OAUTH_DPOP"],
+    ] as const
+  ) {
+    await t.step(how, async () => {
+      await withMock(async (mock) => {
+        const result = await run(flags(mock, ...args), { env, browser: scriptedBrowser });
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertStringIncludes(
+          result.stderr,
+          `error: The server at 127.0.0.1:${mock.port} does not offer DPoP: its metadata lists no dpop_signing_alg_values_supported\n`,
+        );
+        assertEquals(hintOf(result), hint);
+        assertEquals(result.opened, []);
+        const followed = await run(flags(mock), { browser: scriptedBrowser });
+        assertEquals(followed.code, EXIT.ok, followed.stderr);
+        await cleanUp(result);
+        await cleanUp(followed);
+      });
+    });
+  }
+});
+
+Deno.test("token --dpop after a plain login: the login it suggests keeps --dpop, and following it gives a DPoP token", async () => {
+  await withMock(async (mock) => {
+    mock.metadata.dpop_signing_alg_values_supported = ["ES256"];
+    const plain = await run(flags(mock), { browser: scriptedBrowser });
+    assertEquals(plain.code, EXIT.ok, plain.stderr);
+    const refused = await run(["token", ...flags(mock, "--dpop")], { home: plain.home });
+    assertEquals(refused.code, EXIT.loginRequired, refused.stderr);
+    const suggested = hintOf(refused).match(/^run "oauth-login (login [^"]+)"/)?.[1];
+    assertEquals(suggested, `login --issuer ${mock.issuer} --client-id cli-public --dpop`);
+    const followed = await run(suggested!.split(" "), { home: plain.home, browser: scriptedBrowser });
+    assertEquals(followed.code, EXIT.ok, followed.stderr);
+    const again = await run(["token", ...flags(mock, "--dpop")], { home: plain.home });
+    assertEquals(again.code, EXIT.ok, again.stderr);
+    await cleanUp(plain);
+  });
+});
+
+// ── Addresses that keep working ─────────────────────────────────────────────────────────────────
+
+/** Follows one redirect by hand: the `Location` a GET of `url` answers with. */
+async function locationOf(url: string): Promise<string> {
+  const response = await fetch(url, { redirect: "manual" });
+  await response.body?.cancel();
+  assertEquals(response.status, 302, `GET ${url} redirects`);
+  return response.headers.get("location")!;
+}
+
+Deno.test("the start address works on every visit: a pushed request that was handed out is pushed again (same state and PKCE)", async () => {
+  await withMock(async (mock) => {
+    const result = await run(flags(mock), {
+      browser: async (start) => {
+        // The first visit: the browser reaches the server (which uses up its request_uri), then the tab is closed.
+        const first = await locationOf(start);
+        await locationOf(first);
+        // The person opens the printed address again.
+        const second = await locationOf(start);
+        assert(second !== first, "a fresh request_uri");
+        return await scriptedBrowser(second);
+      },
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const [one, two] = mock.calls("par");
+    assertEquals(mock.calls("par").length, 2);
+    for (const field of ["state", "code_challenge", "nonce", "redirect_uri"]) {
+      assertEquals(two.form[field], one.form[field], `the same ${field}`);
+    }
+    await cleanUp(result);
+  }, { par: true });
+});
+
+Deno.test("the start address works two minutes into the wait: an expired request_uri is pushed again first", async () => {
+  const clock = fakeClock();
+  await withMock(async (mock) => {
+    const result = await run(flags(mock), {
+      now: clock.now,
+      browser: async (start) => {
+        clock.advance(120_000); // the person opens the printed address two minutes later
+        return await scriptedBrowser(start);
+      },
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(mock.calls("par").length, 2, "the first request_uri had expired: a fresh one");
+    assertEquals(result.visit?.status, 200);
+    await cleanUp(result);
+  }, { par: true, now: clock.now });
+});
+
+Deno.test("paste-back where the server requires PAR: the address for another machine says it expires, and Enter makes a new one", async () => {
+  const clock = fakeClock();
+  await withMock(async (mock) => {
+    const offers: string[] = [];
+    let wake: (() => void) | undefined;
+    const result = await run(flags(mock), {
+      now: clock.now,
+      env: { SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", BROWSER: "firefox" },
+      openUrl: () => Promise.resolve(),
+      onStderr: (text) => {
+        for (const match of text.matchAll(/\n\n(http:\/\/\S+\/authorize\?\S+)\n/g)) offers.push(match[1]);
+        wake?.();
+      },
+      lines: (async function* () {
+        while (offers.length < 1) await new Promise<void>((resolve) => wake = resolve);
+        clock.advance(120_000); // two minutes later, at the other machine: the first address has expired
+        yield ""; // Enter: a new address
+        while (offers.length < 2) await new Promise<void>((resolve) => wake = resolve);
+        yield await locationOf(offers[1]);
+      })(),
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      "paste its address here and press Enter. It can be used once, for about 55 seconds: press Enter here for a new one.\n",
+    );
+    assertStringIncludes(result.stderr, "A new address for the other machine:\n\n");
+    assertEquals(offers.length, 2);
+    assert(offers[0] !== offers[1]);
+    await cleanUp(result);
+  }, { par: "required", now: clock.now });
+});

@@ -449,7 +449,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   /** Marks a refresh under rotation: it always hands out a new refresh token. */
   const ROTATION = new URLSearchParams();
   /** Pushed authorization requests (RFC 9126) by request_uri: the parameters and the client. */
-  const pushed = new Map<string, { clientId: string; params: URLSearchParams }>();
+  const pushed = new Map<string, { clientId: string; params: URLSearchParams; expiresAt: number }>();
 
   async function issueTokens(
     clientId: string,
@@ -568,7 +568,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       const requestUri = `urn:ietf:params:oauth:request_uri:${random(16)}`;
       const params = new URLSearchParams(record.form);
       params.delete("client_secret");
-      pushed.set(requestUri, { clientId: client.id, params });
+      pushed.set(requestUri, { clientId: client.id, params, expiresAt: now() + 60_000 });
       return json({ request_uri: requestUri, expires_in: 60 }, 201);
     }
     if (p === ep("authorize") && request.method === "GET") {
@@ -576,7 +576,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       const requestUri = q.get("request_uri");
       if (requestUri !== null) {
         const entry = pushed.get(requestUri);
-        if (!entry || entry.clientId !== q.get("client_id")) {
+        if (!entry || entry.clientId !== q.get("client_id") || now() >= entry.expiresAt) {
           return html("<h1>Sign-in failed</h1><p>The request_uri is unknown or has expired.</p>", 400);
         }
         pushed.delete(requestUri); // single use
