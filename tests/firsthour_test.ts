@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
+import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT } from "../login.ts";
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { assertNoLeaks, cleanUp, type Run, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
+import { assertNoLeaks, cleanUp, type Run, run, scriptedBrowser, withMock } from "./_harness.ts";
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
   return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
