@@ -1,7 +1,11 @@
 // A real, OpenID-certified authorization server (oidc-provider 8) for oauth-login's interop tests.
 //
 //   node tests/interop/provider.mjs [--confidential-redirect URL] [--access-token-ttl SECONDS]
-//                                   [--device-interval SECONDS]
+//                                   [--device-interval SECONDS] [--clock]
+//
+// With --clock, `POST /__clock` with a body of N moves the provider's clock (Date.now, which all of
+// oidc-provider's lifetimes read) N seconds ahead of the real one (0 puts it back): a test can make
+// two minutes pass for a pushed request's 60-second lifetime without sleeping.
 //
 // Listens on 127.0.0.1 on a port the OS picks, prints one JSON line on stdout once it is listening:
 //   {"issuer":"http://127.0.0.1:PORT","port":PORT,"clients":{...},"account":{...}}
@@ -25,6 +29,7 @@ const { values: args } = parseArgs({
     // DPoP (RFC 9449) with server nonces required at every endpoint, and the resource servers of
     // RFC 8707 (https://api-one.example/ and https://api-two.example/, JWT access tokens).
     dpop: { type: "boolean", default: false },
+    clock: { type: "boolean", default: false },
     resources: { type: "boolean", default: false },
   },
   strict: true,
@@ -207,6 +212,20 @@ function configuration() {
   };
 }
 
+/** The provider's clock: the real one plus an offset that `POST /__clock` sets (with --clock only). */
+const realNow = Date.now;
+let clockOffsetMs = 0;
+if (args.clock) Date.now = () => realNow() + clockOffsetMs;
+
+function moveClock(req, res) {
+  let body = "";
+  req.on("data", (chunk) => body += chunk);
+  req.on("end", () => {
+    clockOffsetMs = Number(body) * 1000 || 0;
+    res.writeHead(204).end();
+  });
+}
+
 const server = createServer();
 server.listen(0, "127.0.0.1", () => {
   const { port } = server.address();
@@ -239,7 +258,11 @@ server.listen(0, "127.0.0.1", () => {
       ctx.body.interval = deviceInterval;
     }
   });
-  server.on("request", provider.callback());
+  const handle = provider.callback();
+  server.on("request", (req, res) => {
+    if (args.clock && req.method === "POST" && req.url === "/__clock") return moveClock(req, res);
+    handle(req, res);
+  });
   process.stdout.write(
     JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT, jwtClients: JWT_CLIENTS }) + "\n",
   );
