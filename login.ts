@@ -570,6 +570,23 @@ function networkFailure(
 }
 
 /**
+ * A TLS failure at an https issuer on this machine (127.0.0.1, [::1], localhost) is most often a
+ * development server that speaks plain http: the hint is the same issuer with `http://`, not CAs and
+ * proxies. Other errors are returned as they are. Pure.
+ */
+function plainHttpIssuer(error: unknown, config: Pick<Config, "issuer" | "metadataUrl">): unknown {
+  const url = parseUrl(config.metadataUrl ?? config.issuer);
+  if (!(error instanceof LoginError) || error.code !== "network" || !url || url.protocol !== "https:") return error;
+  if (!isLoopbackHost(url.hostname) || !/: TLS failed/.test(error.message)) return error;
+  const plain = `http:${(config.metadataUrl ?? displayIssuer(config.issuer)).slice("https:".length)}`;
+  return new LoginError("network", error.message, {
+    hint: `the server at ${url.host} answered, but not with TLS: a development server on this machine ` +
+      `usually speaks plain http, so use --issuer ${sanitize(plain)}`,
+    cause: error,
+  });
+}
+
+/**
  * The sender's failure as the LoginError to throw: as it was, interrupted, timed out (`limit` ms), the
  * proxy's failure (blamed on the proxy, never on the server behind it), or the network's.
  */
@@ -2231,6 +2248,34 @@ function namedProfile(
   return undefined;
 }
 
+/** The first setting outside any profile that names the server (`--provider`, `OAUTH_ISSUER in .env`), if any. */
+function serverNamedElsewhere(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string> | undefined,
+): string | undefined {
+  for (const key of DESTINATION_KEYS) {
+    const variable = (ENV_VARS as Record<string, string>)[key];
+    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
+    if (env(variable)) return `${variable} in the environment`;
+    // A project's .env may stand for the server only whole (its issuer or preset); its endpoints alone
+    // never set the person's default profile aside (they are ignored, with a warning: see decideTrust).
+    if ((key === "issuer" || key === "provider") && dotenv?.[variable]) return `${variable} in .env`;
+  }
+  return undefined;
+}
+
+/** `--verbose`: says that the config file's default profile was left out, and why (reads the file only then). */
+async function traceDefaultProfileLeftOut(named: string, deps: Pick<Deps, "env" | "os" | "stderr">): Promise<void> {
+  const path = configPath(deps.env, deps.os);
+  const file = path ? await readConfigFile(path).catch(() => undefined) : undefined;
+  const name = file?.data.default_profile;
+  if (typeof name !== "string") return;
+  deps.stderr(
+    `trace: the default profile "${sanitize(name)}" of ${sanitize(path)} is not used: ${named} names the server\n`,
+  );
+}
+
 /**
  * The profile this run uses. The config file is read only when one is named (`--profile`,
  * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer or a provider
@@ -2247,9 +2292,12 @@ async function selectProfile(
   let chosen = namedProfile(flags, deps.env, dotenv);
   if (!chosen && saving === undefined) {
     if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
-    // A server named elsewhere (an issuer, or a preset, which implies one) is not the default profile's.
-    const names = (variable: string) => deps.env(variable) || dotenv?.[variable];
-    if (flags.issuer || flags.provider || names(ENV_VARS.issuer) || names(ENV_VARS.provider)) return undefined;
+    // A server named elsewhere (an issuer, a preset or its tenant, an endpoint) is not the default profile's.
+    const named = serverNamedElsewhere(flags, deps.env, dotenv);
+    if (named) {
+      if (flags.verbose) await traceDefaultProfileLeftOut(named, deps);
+      return undefined;
+    }
   }
   for (const name of [chosen?.name, saving]) {
     if (name !== undefined && (!PROFILE_NAME.test(name) || name === "default_profile")) {
@@ -3213,6 +3261,23 @@ function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
       hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
     });
   }
+  const has = (name: string) => url.searchParams.has(name);
+  const callback = has("code") || (has("state") && (has("error") || has("iss")));
+  if (callback || (url.protocol === "http:" && url.pathname === CALLBACK_PATH)) {
+    // The address the browser ended on after a sign-in (its code is a secret: not shown).
+    const iss = url.searchParams.get("iss");
+    throw new LoginError(
+      "config",
+      `The issuer "${url.origin}${url.pathname}${url.search ? "?…" : ""}" is the address a browser ends on ` +
+        "after signing in, not an issuer",
+      {
+        hint: iss && parseUrl(iss)
+          ? `the server named itself in that address (iss): use --issuer ${sanitize(iss)}`
+          : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
+            "the address the browser ends on is pasted into the terminal while a login waits",
+      },
+    );
+  }
   if (url.search || url.hash || url.username || url.password) {
     throw new LoginError(
       "config",
@@ -3268,7 +3333,9 @@ function manualMetadata(config: Config): Oauth.AuthorizationServer {
 async function discover(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {
   const issuer = withoutIssuer(config)
     ? await issuerFor(manualMetadata(config), config, deps, trace)
-    : await discoverIssuer(config, deps, trace);
+    : await discoverIssuer(config, deps, trace).catch((error) => {
+      throw plainHttpIssuer(error, config);
+    });
   issuer.userClaim = config.userClaim;
   issuer.whoAmI = config.userinfoEndpoint !== undefined;
   if (config.sources.issuer === ".env") checkProjectIssuer(issuer.as, config);

@@ -364,3 +364,89 @@ Deno.test("paste-back where the server requires PAR: the address for another mac
     await cleanUp(result);
   }, { par: "required", now: clock.now });
 });
+
+// ── The issuer as people paste it ───────────────────────────────────────────────────────────────
+
+Deno.test("the address the browser ended on, given as --issuer: said so, its code never shown, and the iss it carries is the hint", async (t) => {
+  await t.step("with iss", async () => {
+    await withMock(async (mock) => {
+      const pasted = `http://127.0.0.1:53219/callback?code=SplxlOBeZQQYbYS6WxSbIA&state=af0ifjsldkj&iss=${
+        encodeURIComponent(mock.issuer)
+      }`;
+      const result = await run(["--issuer", pasted, "--client-id", PUBLIC_CLIENT.id]);
+      assertEquals(result.code, EXIT.usage, result.stderr);
+      assertEquals(
+        result.stderr,
+        'error: The issuer "http://127.0.0.1:53219/callback?…" is the address a browser ends on after signing in, not an issuer\n' +
+          `hint: the server named itself in that address (iss): use --issuer ${mock.issuer}\n`,
+      );
+      assertNoLeaks(result, ["SplxlOBeZQQYbYS6WxSbIA"]);
+      const followed = await run(["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], {
+        browser: scriptedBrowser,
+      });
+      assertEquals(followed.code, EXIT.ok, followed.stderr);
+      await cleanUp(result);
+      await cleanUp(followed);
+    });
+  });
+  await t.step("without iss", async () => {
+    const result = await run(["--issuer", "http://127.0.0.1:53219/callback?code=SplxlOBeZQQYbYS6WxSbIA&state=x"]);
+    assertEquals(result.code, EXIT.usage, result.stderr);
+    assertEquals(
+      hintOf(result),
+      "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; the address the browser ends on is pasted into the terminal while a login waits",
+    );
+    assertNoLeaks(result, ["SplxlOBeZQQYbYS6WxSbIA"]);
+    await cleanUp(result);
+  });
+});
+
+Deno.test("https:// for a plain-http issuer on this machine: the hint is http://, and following it works", async () => {
+  await withMock(async (mock) => {
+    const https = mock.issuer.replace(/^http:/, "https:");
+    const result = await run(["--issuer", https, "--client-id", PUBLIC_CLIENT.id]);
+    assertEquals(result.code, EXIT.failure, result.stderr);
+    assertStringIncludes(result.stderr, `error: Cannot reach 127.0.0.1:${mock.port}: TLS failed`);
+    assertEquals(
+      hintOf(result),
+      `the server at 127.0.0.1:${mock.port} answered, but not with TLS: a development server on this machine usually speaks plain http, so use --issuer ${mock.issuer}`,
+    );
+    assert(!result.stderr.includes("DENO_CERT"), "not about CAs");
+    const followed = await run(["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id], {
+      browser: scriptedBrowser,
+    });
+    assertEquals(followed.code, EXIT.ok, followed.stderr);
+    await cleanUp(result);
+    await cleanUp(followed);
+  });
+});
+
+Deno.test("flags that name another server leave the default profile out, and --verbose says so", async () => {
+  await withMock(async (mock) => {
+    const home = await Deno.makeTempDir({ prefix: "oauth-login-firsthour-" });
+    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
+    await Deno.writeTextFile(
+      `${home}/config/oauth-login/config.toml`,
+      'default_profile = "work"\n\n[work]\nissuer = "https://idp.invalid/oauth2/default"\nclient_id = "0oa-work"\n',
+    );
+    const byHand = [
+      "--authorization-endpoint",
+      `${mock.issuer}/authorize`,
+      "--token-endpoint",
+      `${mock.issuer}/token`,
+      "--client-id",
+      PUBLIC_CLIENT.id,
+    ];
+    const result = await run([...byHand, "--verbose"], { home, browser: scriptedBrowser });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      `trace: the default profile "work" of ${home}/config/oauth-login/config.toml is not used: --authorization-endpoint names the server\n`,
+    );
+    assert(!result.stderr.includes("idp.invalid"), "the profile's issuer was not used");
+    const quiet = await run(byHand, { home, browser: scriptedBrowser });
+    assertEquals(quiet.code, EXIT.ok, quiet.stderr);
+    assert(!quiet.stderr.includes("default profile"), "said only under --verbose");
+    await cleanUp(result);
+  });
+});
