@@ -450,3 +450,92 @@ Deno.test("flags that name another server leave the default profile out, and --v
     await cleanUp(result);
   });
 });
+
+// ── A login is four lines ───────────────────────────────────────────────────────────────────────
+
+/**
+ * What a terminal `columns` wide shows after `output`: its rows, with carriage returns, "erase line"
+ * (ESC [2K), cursor up (ESC [1A), save and restore (ESC 7, ESC 8) and wrapping applied.
+ */
+function screen(output: string, columns = 80): string[] {
+  const rows: string[] = [""];
+  let row = 0;
+  let col = 0;
+  let saved = [0, 0];
+  for (let i = 0; i < output.length; i++) {
+    const rest = output.slice(i);
+    const escape = rest.match(/^\x1b(\[2K|\[1A|7|8)/);
+    if (escape) {
+      if (escape[1] === "[2K") rows[row] = "";
+      else if (escape[1] === "[1A") row = Math.max(0, row - 1);
+      else if (escape[1] === "7") saved = [row, col];
+      else [row, col] = saved;
+      i += escape[0].length - 1;
+      continue;
+    }
+    const char = output[i];
+    if (char === "\r") col = 0;
+    else if (char === "\n" || col === columns) {
+      row++;
+      col = 0;
+      rows[row] ??= "";
+      if (char !== "\n") i--;
+    } else {
+      rows[row] = rows[row].padEnd(col).slice(0, col) + char + rows[row].slice(col + 1);
+      col++;
+    }
+  }
+  return rows.filter((line, index) => line !== "" || index < row);
+}
+
+Deno.test("a login in a terminal at 80 columns is at most four lines: where, the address, the countdown, who", async () => {
+  await withMock(async (mock) => {
+    let peak = 0;
+    let output = "";
+    const result = await run(flags(mock), {
+      animate: true,
+      interactive: true,
+      lines: (async function* () {})(),
+      columns: 80,
+      timer: (_ms, signal) => new Promise((resolve) => signal.addEventListener("abort", () => resolve())),
+      onStderr: (text) => {
+        output += text;
+        peak = Math.max(peak, screen(output).length);
+      },
+      browser: scriptedBrowser,
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const shown = screen(result.stderr);
+    assertEquals(shown.length, 3, shown.join("\n"));
+    assert(peak <= 4, `at most four lines at any moment: ${peak}`);
+    assertEquals(shown[0], `Opening your browser to sign in at 127.0.0.1:${mock.port} ...`);
+    assertEquals(shown[1], result.opened[0] && `If it does not open, visit: ${result.opened[0]}`);
+    assertEquals(shown[2], "Logged in as alice@example.com");
+    await cleanUp(result);
+  }, { par: true });
+});
+
+Deno.test("the address for another machine shows only where it helps: an SSH session, --verbose, or no browser here", async (t) => {
+  const offered = (result: Run) => result.stderr.includes("If that browser runs on another machine");
+  for (
+    const [name, env, extra, expected] of [
+      ["a desktop", {}, [], false],
+      ["an SSH session with a browser", { SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", BROWSER: "firefox" }, [], true],
+      ["--verbose", {}, ["--verbose"], true],
+    ] as const
+  ) {
+    await t.step(name, async () => {
+      await withMock(async (mock) => {
+        const result = await run(flags(mock, ...extra), {
+          env,
+          interactive: true,
+          lines: (async function* () {})(),
+          browser: scriptedBrowser,
+        });
+        assertEquals(result.code, EXIT.ok, result.stderr);
+        assertEquals(offered(result), expected, result.stderr);
+        await cleanUp(result);
+      });
+    });
+  }
+});
