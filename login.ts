@@ -98,6 +98,8 @@ export interface Deps {
   stderr: (text: string) => void;
   /** Whether a person can answer prompts: stdin and stderr are terminals (not `--interactive`, which is `Config.interactive`). */
   canPrompt: boolean;
+  /** Whether stderr is a terminal (a person reads it): the device flow then shows a QR code. Absent: no. */
+  stderrIsTerminal?: boolean;
   /** The token cache. */
   storage: Storage;
   /** Aborted on Ctrl-C. */
@@ -5414,7 +5416,7 @@ async function pollPause(ms: number, deadline: number, config: Config, deps: Dep
 async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<SignInResult> {
   const oauth = await lib();
   const device = await startDeviceFlow(oauth, issuer, scope, config);
-  showDeviceCode(device, issuer.as, deps, openBrowser);
+  await showDeviceCode(device, issuer.as, { deps, config, trace }, openBrowser);
   return await pollDeviceCode(oauth, { issuer, scope, config, deps, trace }, device);
 }
 
@@ -5460,29 +5462,68 @@ async function startDeviceFlow(
   return device;
 }
 
-/** Shows the device flow's verification address and user code (RFC 8628 §3.3), opening the address if asked. */
-function showDeviceCode(
+/**
+ * Shows the device flow's verification address and user code (RFC 8628 §3.3), opening the address if
+ * asked; on a terminal (and without --quiet), a QR code of `verification_uri_complete` (else
+ * `verification_uri`) beside the code, for a phone's camera (RFC 8628 §3.3.1).
+ */
+async function showDeviceCode(
   device: Oauth.DeviceAuthorizationResponse,
   as: Oauth.AuthorizationServer,
-  deps: Deps,
+  { deps, config, trace }: Pick<FlowContext, "deps" | "config" | "trace">,
   openBrowser: boolean,
-): void {
+): Promise<void> {
   const verification = deviceAddress(device.verification_uri, "verification_uri", as.issuer);
   const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
     : deviceAddress(device.verification_uri_complete, "verification_uri_complete", as.issuer);
+  const code = sanitize(device.user_code, 40);
   say(
     deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
-      `and enter the code:\n\n  ${sanitize(device.user_code, 40)}\n\n` +
+      `and enter the code:\n\n  ${code}\n\n` +
       (verificationComplete
         ? `Or open this address, which carries the code: ${sanitize(verificationComplete.href)}\n`
         : "") +
       `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.`,
   );
+  if (deps.stderrIsTerminal && !config.quiet) {
+    const qr = await qrCode((verificationComplete ?? verification).href, trace);
+    const caption = verificationComplete
+      ? ["Or scan this with a phone:", "it opens the address with", `the code ${code} filled in.`]
+      : ["Or scan this with a phone", `to open the address, and enter`, `the code ${code} there.`];
+    if (qr) deps.stderr(`\n${beside(qr, caption, deps.columns ?? 80)}\n`);
+  }
   if (openBrowser) {
     deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
   }
+}
+
+/**
+ * `text` as a QR code for a terminal, two rows of modules to a line (half blocks, light modules drawn,
+ * as for a dark background; phones read both ways), by `npm:qr` (encoding is not ours to write),
+ * loaded only here. Undefined when it cannot be loaded (offline, with nothing cached): the address
+ * and the code are printed anyway.
+ */
+async function qrCode(text: string, trace?: Trace): Promise<string[] | undefined> {
+  try {
+    const { default: encodeQR } = await import("npm:qr@0.7.0");
+    return encodeQR(text, "ascii", { ecc: "low" }).split("\n").filter((line) => line !== "");
+  } catch (error) {
+    trace?.(`no QR code: ${sanitize(error instanceof Error ? error.message : error)}`);
+    return undefined;
+  }
+}
+
+/** Lines of `left` with `right` beside them, vertically centred, two spaces in; below it when too wide. Pure. */
+function beside(left: string[], right: string[], columns: number): string {
+  const width = Math.max(...left.map((line) => [...line].length));
+  const pad = (line: string) => `  ${line}${" ".repeat(width - [...line].length)}`;
+  if (width + 6 + Math.max(...right.map((line) => line.length)) > columns) {
+    return [...left.map(pad), "", ...right.map((line) => `  ${line}`)].join("\n");
+  }
+  const top = Math.max(0, Math.floor((left.length - right.length) / 2));
+  return left.map((line, i) => `${pad(line)}  ${right[i - top] ?? ""}`.trimEnd()).join("\n");
 }
 
 /**
@@ -8599,6 +8640,9 @@ export function realDeps(): Deps {
     readLines: interactive ? () => stdinLines() : undefined,
     get animate() {
       return Deno.stderr.isTerminal() && !env("NO_COLOR");
+    },
+    get stderrIsTerminal() {
+      return Deno.stderr.isTerminal();
     },
     cwd: () => Deno.cwd(),
     timer: realTimer,

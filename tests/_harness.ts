@@ -102,6 +102,8 @@ export interface RunOptions {
   httpTimeoutMs?: number;
   /** Whether stderr is a terminal that may animate (default false). */
   animate?: boolean;
+  /** Whether stderr is a terminal at all (`Deps.stderrIsTerminal`; default false). */
+  stderrIsTerminal?: boolean;
   /** The origin that replaces every URL a provider preset names (`Deps.presetBase`). */
   presetBase?: string;
   /** The opener records the address and starts `browser`, then fails with this message (no browser opened). */
@@ -183,6 +185,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
+    stderrIsTerminal: options.stderrIsTerminal ?? false,
     presetBase: options.presetBase,
     timer: options.timer,
     columns: options.columns,

@@ -539,3 +539,63 @@ Deno.test("the address for another machine shows only where it helps: an SSH ses
     });
   }
 });
+
+// ── A QR code for the device flow ───────────────────────────────────────────────────────────────
+
+/**
+ * The QR code in a terminal's text (half blocks: "█" both modules light, "▀" the upper, "▄" the lower,
+ * " " neither), read back with the decoder of the same npm package: the text it carries.
+ */
+async function readQr(stderr: string): Promise<string> {
+  const lines = stderr.split("\n").filter((line) => /^ {2}█{10,}/.test(line) || /^ {2}[█▀▄ ]{10,}/.test(line));
+  const width = lines[0].match(/^ {2}(█+)/)![1].length;
+  const rows = lines.map((line) => [...line.slice(2)].slice(0, width));
+  const modules: boolean[][] = []; // true: light
+  for (const row of rows) {
+    modules.push(row.map((c) => c === "█" || c === "▀"));
+    modules.push(row.map((c) => c === "█" || c === "▄"));
+  }
+  const scale = 4;
+  const margin = 4; // more light around it, as a screen would show
+  const size = { width: (width + 2 * margin) * scale, height: (modules.length + 2 * margin) * scale };
+  const data = new Uint8Array(size.width * size.height * 4).fill(255);
+  for (let y = 0; y < modules.length; y++) {
+    for (let x = 0; x < width; x++) {
+      if (modules[y][x]) continue;
+      for (let dy = 0; dy < scale; dy++) {
+        for (let dx = 0; dx < scale; dx++) {
+          const offset = (((y + margin) * scale + dy) * size.width + (x + margin) * scale + dx) * 4;
+          data.fill(0, offset, offset + 3);
+        }
+      }
+    }
+  }
+  const { default: decodeQR } = await import("npm:qr@0.7.0/decode.js");
+  return decodeQR({ ...size, data });
+}
+
+Deno.test("the device flow on a terminal shows a QR code of verification_uri_complete beside the code; it decodes to that address", async () => {
+  await withMock(async (mock) => {
+    const result = await run(flags(mock, "--flow", "device"), { ...fakeClock(), stderrIsTerminal: true, columns: 80 });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    const [device] = mock.calls("device_authorization");
+    assert(device, "a device authorization request");
+    const code = [...mock.deviceCodes.values()][0]?.userCode ??
+      result.stderr.match(/and enter the code:\n\n {2}(\S+)\n/)![1];
+    assertEquals(await readQr(result.stderr), `${mock.issuer}/device?user_code=${code}`);
+    assertStringIncludes(result.stderr, `the code ${code} filled in.\n`);
+    for (const line of result.stderr.split("\n")) assert([...line].length <= 80, `fits 80 columns: ${line}`);
+    await cleanUp(result);
+  });
+});
+
+Deno.test("no QR code when stderr is not a terminal, or with --quiet", async () => {
+  await withMock(async (mock) => {
+    for (const [options, extra] of [[{}, []], [{ stderrIsTerminal: true }, ["--quiet"]]] as const) {
+      const result = await run(flags(mock, "--flow", "device", ...extra), { ...fakeClock(), ...options });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assert(!result.stderr.includes("▀"), result.stderr);
+      await cleanUp(result);
+    }
+  });
+});
