@@ -464,6 +464,7 @@ function screen(output: string, columns = 80): string[] {
   let saved = [0, 0];
   for (let i = 0; i < output.length; i++) {
     const rest = output.slice(i);
+    // deno-lint-ignore no-control-regex
     const escape = rest.match(/^\x1b(\[2K|\[1A|7|8)/);
     if (escape) {
       if (escape[1] === "[2K") rows[row] = "";
