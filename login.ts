@@ -572,14 +572,15 @@ function networkFailure(
 }
 
 /**
- * A TLS failure at an https issuer on this machine (127.0.0.1, [::1], localhost) is most often a
- * development server that speaks plain http: the hint is the same issuer with `http://`, not CAs and
- * proxies. Other errors are returned as they are. Pure.
+ * An https issuer on this machine (127.0.0.1, [::1], localhost) whose server does not speak TLS at
+ * all (the handshake gets plain bytes) is a development server that speaks plain http: the hint is
+ * the same issuer with `http://`, not CAs and proxies. Other errors are returned as they are. Pure.
  */
 function plainHttpIssuer(error: unknown, config: Pick<Config, "issuer" | "metadataUrl">): unknown {
   const url = parseUrl(config.metadataUrl ?? config.issuer);
   if (!(error instanceof LoginError) || error.code !== "network" || !url || url.protocol !== "https:") return error;
-  if (!isLoopbackHost(url.hostname) || !/: TLS failed/.test(error.message)) return error;
+  // Only a peer that does not speak TLS at all: an untrusted certificate is a CA question.
+  if (!isLoopbackHost(url.hostname) || !/: TLS failed \(received corrupt message/.test(error.message)) return error;
   const plain = `http:${(config.metadataUrl ?? displayIssuer(config.issuer)).slice("https:".length)}`;
   return new LoginError("network", error.message, {
     hint: `the server at ${url.host} answered, but not with TLS: a development server on this machine ` +
@@ -1070,7 +1071,7 @@ function withheldSecretHint(trust: Trust): string | undefined {
 
 /** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
 function dotenvWarnings(dotenv: Record<string, string>): string[] {
-  const warnings = misspeltKeys(dotenv);
+  const warnings = [...(dotenvProblems.get(dotenv) ?? []), ...misspeltKeys(dotenv)];
   for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
     if (dotenv[name] !== undefined) {
       warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
@@ -1405,9 +1406,36 @@ function misspeltKeys(dotenv: Record<string, string>): string[] {
 }
 
 /**
+ * Lines of dotenv text that `parseEnv` reads as something other than what they say, each as a warning
+ * naming its line (never the value, which may be a secret): `KEY: value`, which it skips, and an
+ * unquoted value with a `#` right after a character, where it cuts the value (`KEY=abc#123` is "abc"). Pure.
+ */
+function dotenvLineProblems(text: string): string[] {
+  const problems: string[] = [];
+  text.replace(/^\uFEFF/, "").split(/\r\n?|\n/).forEach((line, index) => {
+    const key = line.match(/^\s*(?:export\s+)?([A-Za-z_][\w.-]*)\s*([:=])/);
+    if (!key) return;
+    const name = `"${sanitize(key[1], 60)}"`;
+    if (key[2] === ":") {
+      problems.push(`Line ${index + 1} of the .env is not read: ${name} is followed by ":", and dotenv wants "="`);
+    } else if (/^[^'"`]/.test(line.slice(key[0].length)) && /^#|\S#/.test(line.slice(key[0].length))) {
+      problems.push(
+        `Line ${
+          index + 1
+        } of the .env cuts the value of ${name} at "#" (the rest reads as a comment): put the value in quotes`,
+      );
+    }
+  });
+  return problems;
+}
+
+/** What `dotenvLineProblems` found in each `.env` that `readEnvFile` read. */
+const dotenvProblems = new WeakMap<object, string[]>();
+
+/**
  * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
- * ends, `export ` prefixes, quotes and comments.
+ * ends, `export ` prefixes, quotes and comments; what it would misread is kept for a warning.
  */
 async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
   let text: string;
@@ -1419,7 +1447,10 @@ async function readEnvFile(path: string): Promise<Record<string, string> | undef
     return undefined; // no file: node:util (costly to load) is not needed
   }
   const { parseEnv } = await import("node:util");
-  return parseDotenv(text, parseEnv);
+  const dotenv = parseDotenv(text, parseEnv);
+  const problems = dotenvLineProblems(text);
+  if (problems.length > 0) dotenvProblems.set(dotenv, problems);
+  return dotenv;
 }
 
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
@@ -2036,7 +2067,7 @@ function profileFlags(
       });
     }
     if (!flag) {
-      warn(`warning: Unknown setting ${setting}; it is ignored\n`);
+      warn(`warning: Unknown setting ${setting}; it is ignored`);
       continue;
     }
     const spec = FLAGS[flag] as { type: string; multiple?: boolean };
@@ -2342,7 +2373,7 @@ async function selectProfile(
     name: saving ?? chosen.name,
     path,
     chosenBy: chosen.by,
-    flags: profileFlags(table, { name: chosen.name, path }, deps.stderr),
+    flags: profileFlags(table, { name: chosen.name, path }, (text) => say(deps, text)),
   };
 }
 
@@ -6814,7 +6845,7 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
   const until = left === undefined
     ? ""
     : `, which expires ${left < 120 ? `in ${plural(left, "second")}` : relativeTime(entry.expiresAt!, deps.now())}`;
-  deps.stderr(`warning: Cannot renew the access token (${sanitize(why)}); using the cached one${until}; ${next}\n`);
+  say(deps, `warning: Cannot renew the access token (${sanitize(why)}); using the cached one${until}; ${next}`);
   return entry;
 }
 
@@ -7207,13 +7238,13 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
       text = await deps.storage.read(`${name}.json`);
     } catch (error) {
       if (!(error instanceof LoginError)) throw error;
-      deps.stderr(`warning: ${error.message}; it is skipped${error.hint ? ` (${error.hint})` : ""}\n`);
+      say(deps, `warning: ${error.message}; it is skipped${error.hint ? ` (${error.hint})` : ""}`);
       continue;
     }
     const entry = text === undefined ? undefined : parseTokenSet(text);
     if (entry) entries.push(entry);
     else if (text !== undefined) {
-      deps.stderr(`warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable; it is skipped\n`);
+      say(deps, `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable; it is skipped`);
     }
   }
   if (entries.length === 0) {
@@ -7234,16 +7265,23 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
     );
     return;
   }
-  deps.stdout(columns([
-    ["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN"],
-    ...entries.map((entry) => [
-      sanitize(entry.profile ?? "-"),
-      sanitize(entry.metadata.issuer ?? entry.issuer),
-      sanitize(entry.clientId),
-      sanitize(entry.user ?? entry.subject ?? "-"),
-      entryState(entry, now).text,
-    ]),
-  ]));
+  const rows = entries.map((entry) => [
+    sanitize(entry.profile ?? "-"),
+    sanitize(entry.metadata.issuer ?? entry.issuer),
+    sanitize(entry.clientId),
+    sanitize(entry.user ?? entry.subject ?? "-"),
+    entryState(entry, now).text,
+  ]);
+  const table = columns([["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN"], ...rows]);
+  const width = deps.stdoutIsTerminal ? deps.columns : undefined;
+  if (!width || table.split("\n").every((line) => line.length <= width)) return deps.stdout(table);
+  // Too wide for the terminal: one block per login, as whoami shows one.
+  deps.stdout(
+    rows.map(([profile, issuer, client, user, token]) =>
+      `${issuer}${profile === "-" ? "" : ` (profile ${profile})`}\n  client:  ${client}\n  user:    ${user}\n` +
+      `  token:   ${token}\n`
+    ).join(""),
+  );
 }
 
 /**
@@ -7261,7 +7299,11 @@ async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefi
   const now = deps.now();
   const rows = [];
   for (const name of names) {
-    const flags = profileFlags(file!.data[name] as Record<string, unknown>, { name, path: path! }, deps.stderr);
+    const flags = profileFlags(
+      file!.data[name] as Record<string, unknown>,
+      { name, path: path! },
+      (text) => say(deps, text),
+    );
     const profile: Profile = { name, path: path!, chosenBy: "profiles", flags };
     let row = {
       name,
@@ -8048,6 +8090,17 @@ async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
 }
 
 /**
+ * One `doctor` line: status, topic, message; on a terminal `width` columns wide the message wraps at
+ * word boundaries under itself (a long URL stands alone), so no word is broken. Pure.
+ */
+function checkLine(check: Check, width?: number): string {
+  const head = `${check.status.padEnd(5)} ${check.topic.padEnd(10)} `;
+  if (!width || head.length + check.message.length <= width) return `${head}${check.message}\n`;
+  const body = wrap(check.message, Math.max(20, width - head.length));
+  return `${head}${body.replaceAll("\n", `\n${" ".repeat(head.length)}`)}\n`;
+}
+
+/**
  * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
  * secrets are never shown. Exit 0 when nothing failed.
  */
@@ -8073,7 +8126,7 @@ async function doctor(
 
   const failed = checks.some((check) => check.status === "fail");
   if (cli.flags.json) deps.stdout(JSON.stringify({ ok: !failed, checks }) + "\n");
-  else deps.stdout(checks.map((c) => `${c.status.padEnd(5)} ${c.topic.padEnd(10)} ${c.message}\n`).join(""));
+  else deps.stdout(checks.map((c) => checkLine(c, deps.stdoutIsTerminal ? deps.columns : undefined)).join(""));
   return failed ? EXIT.failure : EXIT.ok;
 }
 
@@ -8513,7 +8566,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       );
     }
     if (dotenv && cli.command !== "doctor") {
-      for (const warning of dotenvWarnings(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
+      for (const warning of dotenvWarnings(dotenv)) say(deps, `warning: ${warning}`); // doctor lists them
     }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
     if (cli.command === "profiles") {

@@ -600,3 +600,81 @@ Deno.test("no QR code when stderr is not a terminal, or with --quiet", async () 
     }
   });
 });
+
+// ── Output that fits: doctor, whoami --all, warnings, .env lines ────────────────────────────────
+
+/** Lines wider than `width` that hold a space: a terminal breaks those mid-word. (A lone long URL cannot be helped.) */
+function brokenLines(text: string, width = 80): string[] {
+  return text.split("\n").filter((line) => [...line].length > width && line.trim().includes(" "));
+}
+
+Deno.test("doctor at 80 columns breaks no line mid-word: the message column wraps under itself", async () => {
+  await withMock(async (mock) => {
+    const result = await run(["doctor", ...flags(mock)], { stdoutIsTerminal: true, columns: 80 });
+    assertEquals(result.code, EXIT.ok, result.stdout);
+    assertEquals(brokenLines(result.stdout), []);
+    assertStringIncludes(result.stdout, "\nok    discovery  ");
+    assert(/\n {17}\S/.test(result.stdout), "continuation lines start under the message column");
+    const piped = await run(["doctor", ...flags(mock)]);
+    assert(brokenLines(piped.stdout).length > 0, "a pipe gets one line per check, for grep");
+    await cleanUp(result);
+    await cleanUp(piped);
+  }, { par: true });
+});
+
+Deno.test("whoami --all fits 80 columns: one block per login where the table would not", async () => {
+  await withMock(async (mock) => {
+    const login = await run(flags(mock), { browser: scriptedBrowser });
+    assertEquals(login.code, EXIT.ok, login.stderr);
+    const all = await run(["whoami", "--all"], { home: login.home, stdoutIsTerminal: true, columns: 80 });
+    assertEquals(all.code, EXIT.ok, all.stderr);
+    assertEquals(brokenLines(all.stdout), []);
+    assertStringIncludes(
+      all.stdout,
+      `${mock.issuer}\n  client:  cli-public\n  user:    alice@example.com\n  token:   `,
+    );
+    const wide = await run(["whoami", "--all"], { home: login.home, stdoutIsTerminal: true, columns: 200 });
+    assert(wide.stdout.startsWith("PROFILE  ISSUER"), "the table where it fits");
+    await cleanUp(login);
+  });
+});
+
+Deno.test("a .env line KEY: value and a value cut at # are reported with their line, never the value", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/.env`,
+      "# settings\nOAUTH_ISSUER: https://idp.example\nOAUTH_CLIENT_SECRET=abc#123secret\nOAUTH_SCOPE=openid # the default\nOAUTH_CLIENT_ID='x#y'\n",
+    );
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../login.ts", import.meta.url).pathname, "whoami"],
+      cwd: dir,
+      env: { OAUTH_LOGIN_CACHE: `${dir}/cache`, NO_COLOR: "1" },
+      stdin: "null",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr).replace(/\n {2,}/g, " "); // wrapped at 80 in a pipe too
+    assertStringIncludes(
+      stderr,
+      'warning: Line 2 of the .env is not read: "OAUTH_ISSUER" is followed by ":", and dotenv wants "="\n',
+    );
+    assertStringIncludes(
+      stderr,
+      'warning: Line 3 of the .env cuts the value of "OAUTH_CLIENT_SECRET" at "#" (the rest reads as a comment):',
+    );
+    assert(!stderr.includes("Line 4") && !stderr.includes("Line 5"), "a comment after a space, and quotes, are fine");
+    assert(!stderr.includes("123secret") && !stderr.includes("abc"), "no value shown");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("warnings are wrapped to the terminal like every other line", async () => {
+  await withMock(async (mock) => {
+    const result = await run(["whoami", ...flags(mock)], { columns: 60, files: { ".env": { OAUTH_CLIENTID: "x" } } });
+    assertStringIncludes(
+      result.stderr,
+      'warning: The .env key "OAUTH_CLIENTID" is not one this tool\n         reads; did you mean OAUTH_CLIENT_ID?\n',
+    );
+    await cleanUp(result);
+  });
+});

@@ -439,14 +439,17 @@ Deno.test("network errors say which URL and why: DNS, a refused connection, TLS 
     await cleanUp(result);
   });
   await t.step("TLS", async () => {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (listener.addr as Deno.NetAddr).port;
-    const serving = (async () => {
-      for await (const conn of listener) {
-        await conn.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\n\r\nnot TLS")).catch(() => {});
-        conn.close();
-      }
-    })();
+    // A certificate the tool does not trust (self-signed): the hint is about CAs. (A server on this
+    // machine that does not speak TLS at all gets the http:// hint instead: tests/firsthour_test.ts.)
+    const fixtures = new URL("./fixtures/", import.meta.url);
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen() {},
+      cert: Deno.readTextFileSync(new URL("loopback-cert.pem", fixtures)),
+      key: Deno.readTextFileSync(new URL("loopback-key.pem", fixtures)),
+    }, () => new Response("{}"));
+    const port = server.addr.port;
     try {
       const result = await run(["--issuer", `https://127.0.0.1:${port}`, "--client-id", "x"], {
         env: { DENO_CERT: "/etc/corp-ca.pem" },
@@ -460,8 +463,7 @@ Deno.test("network errors say which URL and why: DNS, a refused connection, TLS 
       assert(!result.stderr.includes("cause:"), "the chain only with --verbose");
       await cleanUp(result);
     } finally {
-      listener.close();
-      await serving;
+      await server.shutdown();
     }
   });
 });
