@@ -8631,12 +8631,36 @@ async function* stdinLines(): AsyncIterable<string> {
   }
 }
 
+/**
+ * Whether typing `oauth-login` runs this very module: the first `oauth-login` on `PATH` is the script
+ * `deno install -g -n oauth-login login.ts` writes (`exec deno run … 'file:///…/login.ts' "$@"`, or
+ * `oauth-login.cmd` on Windows), naming `main`. Then hints can say `oauth-login`, and work when
+ * typed, however this run was started. The shim sets no variable and leaves no other trace, so it is
+ * read (a few hundred bytes; only when a hint is made, never on the cached-token path).
+ */
+function installedCommand(main: string, env: (name: string) => string | undefined): boolean {
+  const windows = Deno.build.os === "windows";
+  for (const dir of (env("PATH") ?? "").split(windows ? ";" : ":")) {
+    for (const name of windows ? ["oauth-login.cmd", "oauth-login.exe"] : ["oauth-login"]) {
+      const path = `${dir}/${name}`;
+      try {
+        const info = Deno.statSync(path);
+        if (!info.isFile) continue;
+        // The first one found is what the shell runs: this module's shim, or something else.
+        return info.size < 4096 && Deno.readTextFileSync(path).includes(main);
+      } catch { /* not there, or not readable: look further */ }
+    }
+  }
+  return false;
+}
+
 /** How the person ran this tool: a compiled binary, `deno task`, or `deno run` on the module. */
 function invocation(env: (name: string) => string | undefined): string {
   if (Deno.build.standalone) return Deno.execPath().split(/[\\/]/).pop()?.replace(/\.exe$/i, "") || "oauth-login";
   if (env("INIT_CWD") && env("npm_config_user_agent")?.startsWith("deno/")) return "deno task";
   const main = Deno.mainModule;
   if (!main.startsWith("file:")) return `deno run -A ${main}`;
+  if (installedCommand(main, env)) return "oauth-login";
   // The module as the person can name it from where they stand: relative below the working directory, else whole.
   const file = decodeURIComponent(new URL(main).pathname);
   let here: string | undefined;

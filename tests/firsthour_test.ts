@@ -678,3 +678,82 @@ Deno.test("warnings are wrapped to the terminal like every other line", async ()
     await cleanUp(result);
   });
 });
+
+// ── Installing it ───────────────────────────────────────────────────────────────────────────────
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Runs a command in the repository with `PATH` given; its exit code and output. */
+async function sh(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(args[0], {
+    args: args.slice(1),
+    cwd: ROOT,
+    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...env },
+    stdin: "null",
+  }).output();
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes).replace(/\n {2,}/g, " ");
+  return { code: output.code, stdout: text(output.stdout), stderr: text(output.stderr) };
+}
+
+Deno.test({
+  name: "the README's install, update and uninstall lines work, and the installed command's hints say oauth-login",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "oauth-login-install-" });
+    const deno = Deno.execPath().replace(/\/[^/]+$/, "");
+    const env = { PATH: `${root}/bin:${deno}:/usr/bin:/bin`, HOME: root, OAUTH_LOGIN_CACHE: `${root}/cache` };
+    const whoami = ["whoami", "--issuer", "https://idp.example", "--client-id", "abc"];
+    try {
+      // As the README has them, with --root so that the test's install stays in its folder.
+      const install = await sh([
+        Deno.execPath(),
+        "install",
+        "-g",
+        "-A",
+        "-n",
+        "oauth-login",
+        "--root",
+        root,
+        "login.ts",
+      ], env);
+      assertEquals(install.code, 0, install.stderr);
+      const installed = await sh(["oauth-login", ...whoami], env);
+      assertEquals(installed.code, EXIT.loginRequired, installed.stderr);
+      assertStringIncludes(
+        installed.stderr,
+        'hint: run "oauth-login login --issuer https://idp.example --client-id abc"\n',
+      );
+      // The module run by hand names itself as it can be typed where the person stands.
+      const byHand = await sh([Deno.execPath(), "run", "-A", "login.ts", ...whoami], {
+        ...env,
+        PATH: `${deno}:/usr/bin:/bin`,
+      });
+      assertStringIncludes(byHand.stderr, 'hint: run "deno run -A login.ts login --issuer https://idp.example');
+      const update = await sh([
+        Deno.execPath(),
+        "install",
+        "-g",
+        "-A",
+        "-f",
+        "-n",
+        "oauth-login",
+        "--root",
+        root,
+        "login.ts",
+      ], env);
+      assertEquals(update.code, 0, update.stderr);
+      assertEquals((await sh(["oauth-login", "--version"], env)).stdout, "oauth-login 0.1.0\n");
+      const uninstall = await sh([Deno.execPath(), "uninstall", "-g", "--root", root, "oauth-login"], env);
+      assertEquals(uninstall.code, 0, uninstall.stderr);
+      assertEquals(
+        await Array.fromAsync(Deno.readDir(`${root}/bin`)).then((entries) => entries.map((e) => e.name)),
+        [],
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
