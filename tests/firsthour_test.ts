@@ -757,3 +757,28 @@ Deno.test({
     }
   },
 });
+
+Deno.test("every oauth-login command in the README parses as written, and every deno task it names exists", async () => {
+  const { parseCli } = (await import("../login.ts")).testing;
+  const readme = (await Deno.readTextFile(`${ROOT}/README.md`)).replaceAll("\\\n", " ");
+  const commands: string[] = [];
+  for (const match of readme.matchAll(/(?<![\w/.#-]|-n |-g )oauth-login((?: [^`\n|)#]*)?)/g)) {
+    const line = readme.slice(readme.lastIndexOf("\n", match.index) + 1, match.index);
+    if (line.includes("#") && /(^|\s)#\s/.test(line)) continue; // a shell comment
+    commands.push(match[1].replace(/["\s]+$/, "").trim());
+  }
+  assert(commands.length > 20, `found ${commands.length}`);
+  const words = (text: string) => [...text.matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]);
+  for (const command of commands) {
+    const args = words(command).map((word) => word === "COMMAND" ? "login" : word);
+    try {
+      await parseCli(args);
+    } catch (error) {
+      throw new Error(`the README's "oauth-login ${command}" does not parse: ${(error as Error).message}`);
+    }
+  }
+  const tasks = Object.keys(JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)).tasks);
+  for (const [, name] of readme.matchAll(/deno task (?:-q )?([a-z-]+)/g)) {
+    assert(tasks.includes(name), `the README names "deno task ${name}", which deno.json does not have`);
+  }
+});
