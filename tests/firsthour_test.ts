@@ -649,7 +649,8 @@ Deno.test("a .env line KEY: value and a value cut at # are reported with their l
     const output = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", new URL("../login.ts", import.meta.url).pathname, "whoami"],
       cwd: dir,
-      env: { OAUTH_LOGIN_CACHE: `${dir}/cache`, NO_COLOR: "1" },
+      clearEnv: true,
+      env: { OAUTH_LOGIN_CACHE: `${dir}/cache`, NO_COLOR: "1", HOME: dir, ...denoCache() },
       stdin: "null",
     }).output();
     const stderr = new TextDecoder().decode(output.stderr).replace(/\n {2,}/g, " "); // wrapped at 80 in a pipe too
@@ -683,6 +684,14 @@ Deno.test("warnings are wrapped to the terminal like every other line", async ()
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
+/** The variables that point Deno at its cache (so that a child finds the npm packages this run has). */
+function denoCache(): Record<string, string> {
+  const dir = Deno.env.get("DENO_DIR");
+  return dir
+    ? { DENO_DIR: dir }
+    : { XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache` };
+}
+
 /** Runs a command in the repository with `PATH` given; its exit code and output. */
 async function sh(
   args: string[],
@@ -691,7 +700,9 @@ async function sh(
   const output = await new Deno.Command(args[0], {
     args: args.slice(1),
     cwd: ROOT,
-    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...env },
+    // Not this process's environment: under `deno task test` it has INIT_CWD, and the hints would say `deno task`.
+    clearEnv: true,
+    env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...denoCache(), ...env },
     stdin: "null",
   }).output();
   const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes).replace(/\n {2,}/g, " ");

@@ -37,6 +37,7 @@ const TRUST = "tests/trust_test.ts";
 const CALLBACK = "tests/callback_test.ts";
 const GUARDS = "tests/guards_test.ts";
 const PROVIDERS = "tests/providers_test.ts";
+const FIRSTHOUR = "tests/firsthour_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -392,6 +393,31 @@ const MUTANTS: Mutant[] = [
       "$3$2$1",
     ]],
     tests: [GUARDS, LIFETIMES],
+  },
+  // Issue 23: the first hour. Secrets stay out of the messages that name a wrong setting, and a
+  // pushed request_uri is used once (RFC 9126 §4) and never after its expires_in.
+  {
+    name: "the browser's callback address given as --issuer is quoted with its code",
+    edits: [[
+      /`The issuer "\$\{url\.origin\}\$\{url\.pathname\}\$\{url\.search \? "\?…" : ""\}" is the address/,
+      '`The issuer "${url.origin}${url.pathname}${url.search}" is the address',
+    ]],
+    tests: [FIRSTHOUR],
+  },
+  {
+    name: "a .env warning about a value cut at # shows the line, value and all",
+    edits: [[/cuts the value of \$\{name\} at "#"/, 'cuts the value of ${name} (${line}) at "#"']],
+    tests: [FIRSTHOUR],
+  },
+  {
+    name: "a pushed request_uri is handed to the browser again after it was used",
+    edits: [[/current\.used \|\| deps\.now\(\) >= current\.expiresAt/, "deps.now() >= current.expiresAt"]],
+    tests: [FIRSTHOUR],
+  },
+  {
+    name: "an expired pushed request_uri is handed to the browser",
+    edits: [[/current\.used \|\| deps\.now\(\) >= current\.expiresAt/, "current.used"]],
+    tests: [FIRSTHOUR],
   },
 ];
 
