@@ -19,29 +19,31 @@
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
  *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
  *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
- *     credentials go (`resolveConfig`, `decideTrust`, `readEnvFile`, `envFilePath`).
- *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
- *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *     credentials go (`resolveConfig`, `decideTrust`, `mayGive`).
+ *  4. The .env file: where it is, how it is read, and the lines `parseEnv` would misread (`envFilePath`,
+ *     `readEnvFile`, `dotenvLineProblems`, `misspeltKeys`).
+ *  5. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
+ *  6. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
+ *  7. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
  *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
  *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
- *  7. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
+ *  8. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
  *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
- *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
- *  9. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
+ *  9. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
+ * 10. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 10. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
+ * 11. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
  *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
  *     `browserAvailability`).
- * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
+ * 12. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
- * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
+ * 13. The code exchange and who logged in (`exchangeCode`, `identify`).
+ * 14. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 16. Doctor: every check, without signing in (`doctor`).
- * 17. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 15. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 16. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 17. Doctor: every check, without signing in (`doctor`).
+ * 18. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -1350,109 +1352,6 @@ const RESERVED_PARAMS = new Set([
   "prompt",
 ]);
 
-/**
- * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
- * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
- * was started; outside a task it is unset and the working directory is where the person stands.
- */
-function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
-  const path = flag ?? ".env";
-  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
-  const start = initCwd.replace(/[\\/]+$/, "");
-  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
-  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
-  // somewhere else: then the working directory is where the person (or script) stands.
-  if (cwd !== undefined) {
-    const here = cwd.replace(/[\\/]+$/, "");
-    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
-  }
-  return `${start}/${path}`;
-}
-
-/** The path as `--verbose` and `doctor` show it. */
-function describeEnvPath(path: string, cwd?: () => string): string {
-  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
-  let here: string | undefined;
-  try {
-    here = cwd?.();
-  } catch { /* no read permission: say it in words */ }
-  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
-}
-
-/**
- * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
- * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
- */
-function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
-  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
-  return { ...parse(clean) } as Record<string, string>;
-}
-
-/**
- * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
- * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
- */
-function misspeltKeys(dotenv: Record<string, string>): string[] {
-  const ours = Object.values(ENV_VARS) as string[];
-  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
-  const warnings: string[] = [];
-  for (const key of Object.keys(dotenv)) {
-    if (ours.includes(key)) continue;
-    const meant = ours.find((name) => squash(name) === squash(key)) ??
-      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
-    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
-  }
-  return warnings;
-}
-
-/**
- * Lines of dotenv text that `parseEnv` reads as something other than what they say, each as a warning
- * naming its line (never the value, which may be a secret): `KEY: value`, which it skips, and an
- * unquoted value with a `#` right after a character, where it cuts the value (`KEY=abc#123` is "abc"). Pure.
- */
-function dotenvLineProblems(text: string): string[] {
-  const problems: string[] = [];
-  text.replace(/^\uFEFF/, "").split(/\r\n?|\n/).forEach((line, index) => {
-    const key = line.match(/^\s*(?:export\s+)?([A-Za-z_][\w.-]*)\s*([:=])/);
-    if (!key) return;
-    const name = `"${sanitize(key[1], 60)}"`;
-    if (key[2] === ":") {
-      problems.push(`Line ${index + 1} of the .env is not read: ${name} is followed by ":", and dotenv wants "="`);
-    } else if (/^[^'"`]/.test(line.slice(key[0].length)) && /^#|\S#/.test(line.slice(key[0].length))) {
-      problems.push(
-        `Line ${
-          index + 1
-        } of the .env cuts the value of ${name} at "#" (the rest reads as a comment): put the value in quotes`,
-      );
-    }
-  });
-  return problems;
-}
-
-/** What `dotenvLineProblems` found in each `.env` that `readEnvFile` read. */
-const dotenvProblems = new WeakMap<object, string[]>();
-
-/**
- * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
- * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
- * ends, `export ` prefixes, quotes and comments; what it would misread is kept for a warning.
- */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
-  let text: string;
-  try {
-    if (!Deno.statSync(path).isFile) return undefined;
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
-    return undefined; // no file: node:util (costly to load) is not needed
-  }
-  const { parseEnv } = await import("node:util");
-  const dotenv = parseDotenv(text, parseEnv);
-  const problems = dotenvLineProblems(text);
-  if (problems.length > 0) dotenvProblems.set(dotenv, problems);
-  return dotenv;
-}
-
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
@@ -1956,7 +1855,112 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
   return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
 }
 
-// ── 4 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
+// ── 4 The .env file: where it is, what it says, and what parseEnv would misread ────────────────────────────────────
+
+/**
+ * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
+ * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
+ * was started; outside a task it is unset and the working directory is where the person stands.
+ */
+function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+  const path = flag ?? ".env";
+  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+  const start = initCwd.replace(/[\\/]+$/, "");
+  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+  // somewhere else: then the working directory is where the person (or script) stands.
+  if (cwd !== undefined) {
+    const here = cwd.replace(/[\\/]+$/, "");
+    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+  }
+  return `${start}/${path}`;
+}
+
+/** The path as `--verbose` and `doctor` show it. */
+function describeEnvPath(path: string, cwd?: () => string): string {
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: say it in words */ }
+  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
+}
+
+/**
+ * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
+ * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
+ */
+function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
+  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
+  return { ...parse(clean) } as Record<string, string>;
+}
+
+/**
+ * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
+ * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
+ */
+function misspeltKeys(dotenv: Record<string, string>): string[] {
+  const ours = Object.values(ENV_VARS) as string[];
+  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
+  const warnings: string[] = [];
+  for (const key of Object.keys(dotenv)) {
+    if (ours.includes(key)) continue;
+    const meant = ours.find((name) => squash(name) === squash(key)) ??
+      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
+    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
+  }
+  return warnings;
+}
+
+/**
+ * Lines of dotenv text that `parseEnv` reads as something other than what they say, each as a warning
+ * naming its line (never the value, which may be a secret): `KEY: value`, which it skips, and an
+ * unquoted value with a `#` right after a character, where it cuts the value (`KEY=abc#123` is "abc"). Pure.
+ */
+function dotenvLineProblems(text: string): string[] {
+  const problems: string[] = [];
+  text.replace(/^\uFEFF/, "").split(/\r\n?|\n/).forEach((line, index) => {
+    const key = line.match(/^\s*(?:export\s+)?([A-Za-z_][\w.-]*)\s*([:=])/);
+    if (!key) return;
+    const name = `"${sanitize(key[1], 60)}"`;
+    if (key[2] === ":") {
+      problems.push(`Line ${index + 1} of the .env is not read: ${name} is followed by ":", and dotenv wants "="`);
+    } else if (/^[^'"`]/.test(line.slice(key[0].length)) && /^#|\S#/.test(line.slice(key[0].length))) {
+      problems.push(
+        `Line ${
+          index + 1
+        } of the .env cuts the value of ${name} at "#" (the rest reads as a comment): put the value in quotes`,
+      );
+    }
+  });
+  return problems;
+}
+
+/** What `dotenvLineProblems` found in each `.env` that `readEnvFile` read. */
+const dotenvProblems = new WeakMap<object, string[]>();
+
+/**
+ * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
+ * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
+ * ends, `export ` prefixes, quotes and comments; what it would misread is kept for a warning.
+ */
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+  let text: string;
+  try {
+    if (!Deno.statSync(path).isFile) return undefined;
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
+    return undefined; // no file: node:util (costly to load) is not needed
+  }
+  const { parseEnv } = await import("node:util");
+  const dotenv = parseDotenv(text, parseEnv);
+  const problems = dotenvLineProblems(text);
+  if (problems.length > 0) dotenvProblems.set(dotenv, problems);
+  return dotenv;
+}
+
+// ── 5 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -2482,7 +2486,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
   return replaced;
 }
 
-// ── 5 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
+// ── 6 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
 
 /** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
 interface Preset {
@@ -2710,7 +2714,7 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
     : "";
 }
 
-// ── 6 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
+// ── 7 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
 
 /** Every request is aborted after this long (connect, headers and body), unless `Deps.httpTimeoutMs` says otherwise. */
 const HTTP_TIMEOUT_MS = 30_000;
@@ -3259,7 +3263,7 @@ async function sendWithToken(
   return answer!;
 }
 
-// ── 7 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
+// ── 8 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
 
 interface IssuerClient {
   as: Oauth.AuthorizationServer;
@@ -3723,7 +3727,7 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authTo, authMethod, http };
 }
 
-// ── 8 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
+// ── 9 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
 interface DpopState {
@@ -3928,7 +3932,7 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
   return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
 }
 
-// ── 9 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ─────────────────────────────────────
+// ── 10 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ────────────────────────────────────
 
 /** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
 function scopeList(scope: string): string[] {
@@ -4198,7 +4202,7 @@ function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-// ── 10 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
+// ── 11 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
 
 /** The callback path of the default redirect URI. */
 const CALLBACK_PATH = "/callback";
@@ -4992,7 +4996,7 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
 
-// ── 11 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
+// ── 12 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
 function chooseFlow(
@@ -5131,19 +5135,11 @@ async function browserLogin(flow: FlowContext): Promise<SignInResult> {
   const { issuer, scope, config, deps, openBrowser, trace } = flow;
   const oauth = await lib();
   const { as } = issuer;
-  // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
   const listener = listen(redirect);
   try {
-    const request: PendingRequest = {
-      scope,
-      redirectUri: redirectUriFor(redirect, listener.port),
-      verifier: oauth.generateRandomCodeVerifier(),
-      state: oauth.generateRandomState(),
-      nonce: scopeList(scope).includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
-      resource: config.resources?.[0],
-    };
+    const request = newRequest(oauth, scope, redirectUriFor(redirect, listener.port), config, noIssuer);
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
     const { promise: outcome, resolve, reject } = Promise.withResolvers<SignInResult>();
     outcome.catch(() => {}); // handled by the wait; avoid an unhandled rejection when we time out first
@@ -5209,6 +5205,25 @@ async function browserLogin(flow: FlowContext): Promise<SignInResult> {
   } finally {
     await listener.close();
   }
+}
+
+/** A fresh authorization request: PKCE verifier, `state` and (for OpenID, with an issuer to check the ID token) `nonce`. */
+function newRequest(
+  oauth: typeof Oauth,
+  scope: string,
+  redirectUri: string,
+  config: Pick<Config, "resources">,
+  noIssuer: boolean,
+): PendingRequest {
+  return {
+    scope,
+    redirectUri,
+    verifier: oauth.generateRandomCodeVerifier(),
+    state: oauth.generateRandomState(),
+    // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
+    nonce: scopeList(scope).includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
+    resource: config.resources?.[0],
+  };
 }
 
 /**
@@ -5633,7 +5648,7 @@ async function pollDeviceCode(
   }
 }
 
-// ── 12 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
+// ── 13 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
 
 /** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
 const CLOCK_SKEW_NOTICE_MS = 60_000;
@@ -5820,7 +5835,7 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
   return info;
 }
 
-// ── 13 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
+// ── 14 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
 
 /** The version of the cache entry format. */
 const CACHE_VERSION: TokenSet["version"] = 1;
@@ -6639,7 +6654,7 @@ async function otherEntries(config: Config, deps: Deps, first: boolean): Promise
   return found;
 }
 
-// ── 14 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 15 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -7011,7 +7026,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 15 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 16 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -7671,7 +7686,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   );
 }
 
-// ── 16 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 17 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -8130,7 +8145,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 17 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 18 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
