@@ -853,13 +853,14 @@ function clientRefusedHint(
       "and --assertion-audience";
   }
   const secret = settingOrigin(config, "clientSecret");
+  if (authMethod === "client_secret_jwt") {
+    return `a client assertion signed with the client secret from ${secret} was sent (client_secret_jwt): ` +
+      `check that secret, and that the client ${id} is registered for client_secret_jwt`;
+  }
   if (authMethod !== "none") {
     const other = authMethod === "client_secret_basic" ? "client_secret_post" : "client_secret_basic";
-    const method = authMethod === "client_secret_jwt"
-      ? "signed with it (client_secret_jwt): check that secret and that the client is registered for client_secret_jwt"
-      : `(${authMethod}): check that it is the current secret of the client ${id}, and the client id; ` +
-        `a client registered for ${other} needs --client-auth ${other}`;
-    return `the client secret from ${secret} was sent ${method}`;
+    return `the client secret from ${secret} was sent (${authMethod}): check that it is the current secret of the ` +
+      `client ${id}, and the client id; a client registered for ${other} needs --client-auth ${other}`;
   }
   const chosen = config.sources.clientAuth;
   if (config.clientAuth === "none" && chosen && config.sources.clientSecret) {
