@@ -5539,7 +5539,9 @@ async function showDeviceCode(
     const caption = verificationComplete
       ? ["Or scan this with a phone:", "it opens the address with", `the code ${code} filled in.`]
       : ["Or scan this with a phone", `to open the address, and enter`, `the code ${code} there.`];
-    if (qr) deps.stderr(`\n${beside(qr, caption, deps.columns ?? 80)}\n`);
+    // A server's address long enough to make a code wider than the terminal gets none: it could not be scanned.
+    const columns = deps.columns ?? 80;
+    if (qr && [...qr[0]].length + 2 <= columns) deps.stderr(`\n${beside(qr, caption, columns)}\n`);
   }
   if (openBrowser) {
     deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway

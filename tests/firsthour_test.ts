@@ -793,3 +793,26 @@ Deno.test("every oauth-login command in the README parses as written, and every 
     assert(tasks.includes(name), `the README names "deno task ${name}", which deno.json does not have`);
   }
 });
+
+Deno.test("a verification address too long for a scannable code on the terminal gets no QR code, and the flow goes on", async () => {
+  await withMock(async (mock) => {
+    mock.intercept = async (record, _url, request) => {
+      if (record.path !== "/device_authorization") return undefined;
+      mock.intercept = undefined;
+      const replay = new Request(request.url, {
+        method: "POST",
+        headers: request.headers,
+        body: new URLSearchParams(record.form),
+      });
+      const body = await (await mock.handler(replay)).json();
+      return Response.json({
+        ...body,
+        verification_uri_complete: `${body.verification_uri_complete}&pad=${"x".repeat(1200)}`,
+      });
+    };
+    const result = await run(flags(mock, "--flow", "device"), { ...fakeClock(), stderrIsTerminal: true, columns: 80 });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assert(!result.stderr.includes("▀"), "no QR code wider than the terminal");
+    await cleanUp(result);
+  });
+});
