@@ -5180,7 +5180,7 @@ async function browserLogin(flow: FlowContext): Promise<SignInResult> {
     });
     line.start();
     if (pasting) {
-      const renew = authorization.elsewhere === authorization.url
+      const renew = authorization.push && authorization.elsewhere === authorization.url
         ? pushedElsewhere(authorization, line.note)
         : undefined;
       acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, { prompt: line.prompt, renew });

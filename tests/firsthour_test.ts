@@ -816,3 +816,26 @@ Deno.test("a verification address too long for a scannable code on the terminal 
     await cleanUp(result);
   });
 });
+
+Deno.test("paste-back where the whole request is in the address: Enter alone changes nothing", async () => {
+  await withMock(async (mock) => {
+    let offered: (address: string) => void;
+    const address = new Promise<string>((resolve) => offered = resolve);
+    const result = await run(flags(mock), {
+      env: { SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", BROWSER: "firefox" },
+      openUrl: () => Promise.resolve(),
+      onStderr: (text) => {
+        const found = text.match(/\n\n(http:\/\/\S+\/authorize\?\S+)\n/)?.[1];
+        if (found) offered(found);
+      },
+      lines: (async function* () {
+        const at = await address;
+        yield "";
+        yield await locationOf(at);
+      })(),
+    });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assert(!result.stderr.includes("new address") && !result.stderr.includes("press Enter here"), result.stderr);
+    await cleanUp(result);
+  }); // no PAR: the address for another machine and the loopback's are the same request
+});
