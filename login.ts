@@ -7114,7 +7114,8 @@ async function findResourceMetadata(
     }));
   const tried: string[] = [];
   for (const { url, request } of attempts) {
-    if (!url || (url.protocol !== "https:" && !(url.protocol === "http:" && isLoopbackTokenHost(api.hostname)))) {
+    const local = url?.protocol === "http:" && isLoopbackTokenHost(url.hostname) && isLoopbackTokenHost(api.hostname);
+    if (!url || (url.protocol !== "https:" && !local)) {
       throw new LoginError(
         "invalid_response",
         `The API at ${api.host} names metadata that is not an https URL: "${sanitize(named, 200)}"`,
@@ -7595,7 +7596,7 @@ function resourceFlags(config: Config): string {
   ].join("");
   const api = config.protectedResource;
   if (!api) return `${loginFlags(config)}${extra}`;
-  return ` --resource ${shellWord(sanitize(api.url))}${
+  return ` --resource ${shellWord(sanitize(api.resource ?? api.url))}${
     config.scope ? ` --scope ${shellWord(sanitize(config.scope))}` : ""
   }${extra}`;
 }
@@ -8571,7 +8572,7 @@ async function doctorConfig(
     add(
       "ok",
       "config",
-      `scope: ${config.scope ?? "openid profile [offline_access] (default)"}${
+      `scope: ${config.scope ?? (api ? "as the API says (below)" : "openid profile [offline_access] (default)")}${
         config.scope ? ` (${from("scope")})` : ""
       }`,
     );
@@ -8778,7 +8779,7 @@ function doctorNetwork(
   }
   if (config) {
     // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
-    const urls = [config.metadataUrl ?? config.issuer];
+    const urls = [config.protectedResource?.url ?? "", config.metadataUrl ?? config.issuer];
     for (
       const name of [
         "token_endpoint",
@@ -9466,6 +9467,7 @@ export const testing = {
   MAX_LIFETIME_S,
   browserAvailability,
   cacheKey,
+  chooseServer,
   closest,
   dpopAlgorithm,
   configPath,
@@ -9484,7 +9486,10 @@ export const testing = {
   parseIssuer,
   planRedirect,
   quickParse,
+  registrationName,
   replaceProfileText,
+  resourceEntryName,
+  resourceMismatch,
   routeFor,
   sanitize,
   wrap,
