@@ -3852,18 +3852,26 @@ function sameScope(asked: string, granted: string): boolean {
   return a === g || g === `userinfo.${a}` || a === `userinfo.${g}`;
 }
 
+/** OpenID Connect's scopes for claims about the person (Core §5.4): they shape the ID token, not an API's access token. */
+const IDENTITY_SCOPES = new Set(["openid", "profile", "email", "address", "phone"]);
+
 /**
  * The scopes asked for (space-separated) that a token response clearly did not grant. None when it
  * states no scope (RFC 6749 §5.1: then it granted what was asked); `offline_access` is shown by a
  * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
- * by whatever was granted; the rest compare with `sameScope`, in any order.
+ * by whatever was granted; with a `resource` asked for (RFC 8707), the access token's scope is that
+ * resource's, so the identity scopes are shown by the ID token alone; the rest compare with `sameScope`.
  */
-function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
+function missingScopes(
+  asked: string,
+  tokens: { scope?: unknown; id_token?: unknown },
+  forResource = false,
+): string[] {
   if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
   const granted = scopeList(tokens.scope);
   return scopeList(asked).filter((scope) =>
     scope !== "offline_access" && !(scope === "openid" && tokens.id_token) && !scope.endsWith("/.default") &&
-    !granted.some((g) => sameScope(scope, g))
+    !(forResource && tokens.id_token && IDENTITY_SCOPES.has(scope)) && !granted.some((g) => sameScope(scope, g))
   );
 }
 
@@ -6910,7 +6918,7 @@ function resourceIssuer(text: string): string | undefined {
 
 /**
  * The scope to ask for an API (the MCP authorization spec's order): `--scope`, else the challenge's
- * `scope` (RFC 6750 §3), else the metadata's `scopes_supported`, else none; with `openid` and
+ * `scope` (RFC 6750 §3), else the metadata's `scopes_supported`, else none; with `openid`, `profile` and
  * `offline_access` where the server lists them (who signed in, and a refresh token), as a login asks. Pure.
  */
 function resourceScope(
@@ -6924,7 +6932,7 @@ function resourceScope(
     ? metadata.scopes_supported.filter((s): s is string => typeof s === "string").join(" ")
     : "";
   const offered = Array.isArray(as.scopes_supported) ? as.scopes_supported : [];
-  const extra = ["openid", "offline_access"].filter((scope) => offered.includes(scope));
+  const extra = ["openid", "profile", "offline_access"].filter((scope) => offered.includes(scope));
   return unionScope(extra.join(" "), challenge ?? listed);
 }
 
@@ -7687,7 +7695,7 @@ async function loginAndSaveWith(
 /** Says who logged in, and what to try when scopes or the refresh token did not come. */
 function announceLogin(config: Config, result: SignInResult, entry: TokenSet, deps: Deps): void {
   if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
-  const missing = missingScopes(result.scope, result.tokens);
+  const missing = missingScopes(result.scope, result.tokens, (config.resources?.length ?? 0) > 0);
   const remedy = refreshTokenRemedy(result.scope, result.metadata, config);
   const droppedOffline = !entry.refreshToken && scopeList(result.scope).includes("offline_access");
   if (droppedOffline && missing.length === 0 && remedy === "; try --prompt consent") {

@@ -134,7 +134,7 @@ Deno.test("fetch URL with nothing configured: discovers, registers, signs in for
     assertEquals(authorize.resource, api.resource);
     assertEquals(
       authorize.scope,
-      "openid offline_access",
+      "openid profile offline_access",
       "the server's openid and offline_access; the API names no scope",
     );
     assertEquals(mock.calls("token")[0].form.resource, api.resource);
@@ -340,10 +340,10 @@ Deno.test("insufficient_scope: signs in again once for the granted and the asked
   await withWorld(async ({ mock, api }) => {
     const result = await run(["fetch", `${api.url}/admin`], PERSON);
     assertEquals(result.code, EXIT.ok, result.stderr);
-    assertEquals(JSON.parse(result.stdout).scope, "openid offline_access admin");
+    assertEquals(JSON.parse(result.stdout).scope, "openid profile offline_access admin");
     assertEquals(mock.calls("authorize").map((r) => r.query.scope), [
-      "openid offline_access",
-      "openid offline_access admin",
+      "openid profile offline_access",
+      "openid profile offline_access admin",
     ]);
     assertEquals(mock.calls("register").length, 1, "the same client for the step-up");
     assertStringIncludes(
@@ -435,7 +435,11 @@ Deno.test("both step-ups in one call, each once: the scope, then a stronger sign
     assertEquals(result.code, EXIT.ok, result.stderr);
     assertEquals(
       mock.calls("authorize").map((r) => `${r.query.scope} | ${r.query.acr_values ?? "-"}`),
-      ["openid offline_access | -", "openid offline_access admin | -", "openid offline_access admin | urn:example:mfa"],
+      [
+        "openid profile offline_access | -",
+        "openid profile offline_access admin | -",
+        "openid profile offline_access admin | urn:example:mfa",
+      ],
     );
     await cleanUp(result);
   }, { api: { rules: { "/both": { scope: "admin", acr: "urn:example:mfa" } } } });
@@ -451,7 +455,7 @@ Deno.test("a step-up with nobody to sign in (no terminal): exit 4 with the comma
     assertEquals(
       result.stderr,
       `error: The API at ${new URL(api.url).host} asks for the scope "admin" (This needs the scope admin)\n` +
-        `hint: sign in again for it: run "oauth-login login --resource ${api.url} --scope 'openid offline_access admin'" (or pass --interactive to let this command sign you in)\n`,
+        `hint: sign in again for it: run "oauth-login login --resource ${api.url} --scope 'openid profile offline_access admin'" (or pass --interactive to let this command sign you in)\n`,
     );
     await cleanUp(first);
   }, { api: { rules: { "/admin": { scope: "admin" } } } });
@@ -482,7 +486,7 @@ Deno.test("login --resource URL with no issuer signs in for the API; token, whoa
       new RegExp(
         `^Logged in to ${escape(mock.issuer)} as alice@example\\.com\\n  client:  dyn-\\S+\\n  for:     the API ${
           escape(api.resource)
-        }\\n  scopes:  openid offline_access\\n`,
+        }\\n  scopes:  openid profile offline_access\\n`,
       ),
     );
 
@@ -577,7 +581,7 @@ Deno.test("the person's own client settings never go to a server only the API na
       assertEquals(request.headers.authorization, undefined);
     }
     assertEquals(mock.calls("register").length, 1);
-    assertEquals(mock.calls("authorize")[0].query.scope, "openid offline_access");
+    assertEquals(mock.calls("authorize")[0].query.scope, "openid profile offline_access");
     assertNoLeaks(result, [secret]);
     await cleanUp(result);
   });
@@ -721,7 +725,7 @@ Deno.test("token --max-age: a sign-in older than that is made again with max_age
     assertEquals(
       refused.stderr,
       `error: The cached sign-in at ${mock.issuer} is not enough: it dates from 10 minutes ago, more than --max-age 60 seconds ago\n` +
-        `hint: run "oauth-login login --resource ${api.url} --scope 'openid offline_access' --max-age 60" (or pass --interactive to let this command sign you in)\n`,
+        `hint: run "oauth-login login --resource ${api.url} --scope 'openid profile offline_access' --max-age 60" (or pass --interactive to let this command sign you in)\n`,
     );
     const token = await run(["token", "--resource", api.url, "--max-age", "60"], {
       ...PERSON,
@@ -746,7 +750,7 @@ Deno.test("doctor URL shows each step (the challenge, the metadata, the server, 
       `ok    resource   ${api.url} answered HTTP 401, naming its metadata`,
       `ok    resource   ${api.origin}/.well-known/oauth-protected-resource/mcp names the resource ${api.resource}`,
       `ok    resource   the API takes tokens from ${mock.issuer}`,
-      "ok    resource   scope to ask for: openid offline_access",
+      "ok    resource   scope to ask for: openid profile offline_access",
       `ok    resource   client: "${mock.clients.at(-1)!.id}", registered now (RFC 7591)`,
     ]);
     assertStringIncludes(
