@@ -1666,61 +1666,6 @@ function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, 
   return params;
 }
 
-/**
- * The API to discover where to sign in from (RFC 9728), or undefined: `fetch`'s URL, `doctor`'s, or the
- * one `--resource` of `login`, `token`, `whoami` or `logout`, when it is an http(s) URL and the settings
- * name no server (no issuer, preset or hand-given endpoint), or an issuer but no client id (then the
- * issuer picks among the servers the API names). Pure.
- */
-function resourceMode(
-  cli: Cli,
-  flags: FlagValues,
-  settings: {
-    issuerText?: string;
-    clientId?: string;
-    provider?: string;
-    endpoints: Partial<Record<EndpointKey, string>>;
-  },
-): string | undefined {
-  const named = cli.command === "fetch"
-    ? cli.target ?? flags.url
-    : cli.command === "doctor"
-    ? cli.target
-    : ["login", "token", "whoami", "logout"].includes(cli.command) && flags.resource?.length === 1
-    ? flags.resource[0]
-    : undefined;
-  const url = named === undefined ? undefined : parseUrl(named);
-  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
-  if (settings.provider || Object.keys(settings.endpoints).length > 0) return undefined;
-  return !settings.issuerText || !settings.clientId ? url.href : undefined;
-}
-
-/**
- * When an API's metadata chooses the server (`resourceMode`), the person's own client settings that
- * this command line did not give (a client id, secret, key or client authentication, a scope) are set
- * aside: they were given for a server of their own, and a secret never goes to a server only an API
- * named (SECURITY.md 13). Returns `keep(key, value)`: the value when a flag gave it, else undefined,
- * recording in `aside` what was set aside and where it was set. Pure.
- */
-function ownClientSettings(
-  sources: Record<string, ValueSource>,
-  aside: string[],
-  where: { profile?: Profile; envFile?: string },
-): (key: string, value: string | undefined) => string | undefined {
-  return (key, value) => {
-    const source = sources[key];
-    if (value === undefined || source === undefined || source === "flag") return value;
-    const variable = (ENV_VARS as Record<string, string>)[key];
-    aside.push(
-      source === "profile"
-        ? `${profileKey(flagOf(key))} in the profile "${where.profile?.name}"`
-        : `${variable} from ${source === ".env" ? where.envFile ?? ".env" : "the environment"}`,
-    );
-    delete sources[key];
-    return undefined;
-  };
-}
-
 /** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
 function resolveConfig(
   cli: Cli,
@@ -1746,22 +1691,12 @@ function resolveConfig(
   if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
   // An API named with no server, or no client id, to sign in for: its metadata names both (RFC 9728).
   const api = resourceMode(cli, flags, { issuerText, clientId, provider, endpoints });
-  const aside: string[] = [];
-  if (api) {
-    const keep = ownClientSettings(sources, aside, { profile, envFile: options.envFile });
-    [clientId, clientSecret, scope] = [
-      keep("clientId", clientId),
-      keep("clientSecret", clientSecret),
-      keep("scope", scope),
-    ];
-    const inner = pick;
-    pick = (key, flag, variable) => {
-      const value = inner(key, flag, variable);
-      return (CREDENTIAL_KEYS as readonly string[]).includes(key) ? keep(key, value) : value;
-    };
-  }
-  const discovering = api !== undefined;
-  checkRequiredSettings({ cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust, discovering });
+  const own = api
+    ? ownClientSettings({ clientId, clientSecret, scope, pick }, sources, { profile, ...options })
+    : undefined;
+  if (own) ({ clientId, clientSecret, scope, pick } = own);
+  const required = { cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust };
+  checkRequiredSettings({ ...required, discovering: !!api });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
   const timeoutMs = resolveTimeoutMs(flags, sources);
@@ -1777,14 +1712,6 @@ function resolveConfig(
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
-  // RFC 9470's two, as OpenID Connect Core §3.1.2.1 sends them; the flags replace a --param of the name.
-  const stepUp: [string, string | undefined][] = [["acr_values", modern.acrValues], [
-    "max_age",
-    modern.maxAge?.toString(),
-  ]];
-  for (const [key, value] of stepUp.filter(([, value]) => value !== undefined)) {
-    params.splice(0, params.length, ...params.filter(([name]) => name !== key), [key, value!]);
-  }
   return {
     command: cli.command,
     ...where,
@@ -1798,7 +1725,7 @@ function resolveConfig(
     verbose: flags.verbose ?? false,
     clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
     prompt: flags.prompt ?? preset?.prompt,
-    params,
+    params: withStepUpParams(params, modern),
     minTtlMs,
     interactive: flags.interactive ?? false,
     format,
@@ -1816,7 +1743,7 @@ function resolveConfig(
     ...(loginHint ? { loginHint } : {}),
     par: !flags["no-par"],
     ...modern,
-    ...(api ? { protectedResource: { url: api, setAside: aside } } : {}),
+    ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
   };
 }
 
@@ -1861,16 +1788,8 @@ function resolveModernConfig(
     }
   }
   const request = cli.command === "fetch" || format === "headers" ? resourceRequest(cli, resources) : undefined;
-  const maxAgeText = flags["max-age"];
-  if (maxAgeText !== undefined && !/^\d{1,9}$/.test(maxAgeText)) {
-    throw new LoginError("usage", `The maximum age "${sanitize(maxAgeText)}" is not a whole number of seconds`, {
-      hint: "give how long ago you may have signed in, e.g. --max-age 300 (0: sign in again now)",
-    });
-  }
-  const acrValues = flags["acr-values"]?.trim() || undefined;
   return {
-    ...(acrValues ? { acrValues } : {}),
-    ...(maxAgeText !== undefined ? { maxAge: Number(maxAgeText) } : {}),
+    ...stepUpSettings(flags),
     dpop,
     clientKey,
     // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
@@ -5867,40 +5786,6 @@ function toTokenSet(
   };
 }
 
-/** What a refresh keeps of the sign-in an entry came from: the API it is for, when and how the person signed in. */
-function previousSignIn(previous: TokenSet): Partial<TokenSet> {
-  const { protectedResource, authTime, acr } = previous;
-  return {
-    ...(protectedResource ? { protectedResource } : {}),
-    ...(authTime !== undefined ? { authTime } : {}),
-    ...(acr !== undefined ? { acr } : {}),
-  };
-}
-
-/**
- * What a sign-in's entry records of it: the API whose metadata chose the server (RFC 9728), when the
- * person signed in and with which authentication context class (RFC 9470): the ID token's `auth_time`
- * and `acr` (oauth4webapi has validated it), else the sign-in's time and the `acr_values` asked for. Pure.
- */
-function signedIn(
-  config: Partial<Pick<Config, "params" | "protectedResource">>,
-  tokens: Oauth.TokenEndpointResponse,
-  now: number,
-): Partial<TokenSet> {
-  const claims = jwtClaims(tokens.id_token);
-  const authTime = typeof claims?.auth_time === "number" && claims.auth_time * 1000 <= now
-    ? claims.auth_time * 1000
-    : now;
-  const asked = config.params?.find(([key]) => key === "acr_values")?.[1];
-  const acr = typeof claims?.acr === "string" ? claims.acr : asked;
-  const api = config.protectedResource;
-  return {
-    ...(api?.resource ? { protectedResource: { resource: api.resource, registration: api.registration } } : {}),
-    authTime,
-    ...(acr ? { acr } : {}),
-  };
-}
-
 /** The entry's expiry as an RFC 3339 time, or null when the server stated none. */
 function isoExpiry(entry: TokenSet): string | null {
   return entry.expiresAt === undefined ? null : new Date(entry.expiresAt).toISOString();
@@ -6796,7 +6681,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 15 Resources that say where to sign in: RFC 9728 metadata, client registration, step-up ───────────────────────
+// ── 15 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
 
 /** The name this tool registers itself under (RFC 7591 `client_name`). */
 const CLIENT_NAME = "oauth-login (a command-line tool)";
@@ -6809,6 +6694,73 @@ const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
 
 /** A registration whose client secret expires within this long (ms) is registered again rather than used. */
 const SECRET_EXPIRY_MARGIN_MS = 60_000;
+
+/**
+ * The API to discover where to sign in from (RFC 9728), or undefined: `fetch`'s URL, `doctor`'s, or the
+ * one `--resource` of `login`, `token`, `whoami` or `logout`, when it is an http(s) URL and the settings
+ * name no server (no issuer, preset or hand-given endpoint), or an issuer but no client id (then the
+ * issuer picks among the servers the API names). Pure.
+ */
+function resourceMode(
+  cli: Cli,
+  flags: FlagValues,
+  settings: {
+    issuerText?: string;
+    clientId?: string;
+    provider?: string;
+    endpoints: Partial<Record<EndpointKey, string>>;
+  },
+): string | undefined {
+  const named = cli.command === "fetch"
+    ? cli.target ?? flags.url
+    : cli.command === "doctor"
+    ? cli.target
+    : ["login", "token", "whoami", "logout"].includes(cli.command) && flags.resource?.length === 1
+    ? flags.resource[0]
+    : undefined;
+  const url = named === undefined ? undefined : parseUrl(named);
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
+  if (settings.provider || Object.keys(settings.endpoints).length > 0) return undefined;
+  return !settings.issuerText || !settings.clientId ? url.href : undefined;
+}
+
+/**
+ * When an API's metadata chooses the server (`resourceMode`), the person's own client settings that
+ * this command line did not give (a client id, secret, key or client authentication, a scope) are set
+ * aside: they were given for a server of their own, and a secret never goes to a server only an API
+ * named (SECURITY.md 13). Returns the settings kept (those a flag gave), `pick` restricted likewise for
+ * the credential settings picked later, and `aside`: what was set aside, and where it was set. Pure.
+ */
+function ownClientSettings(
+  picked: { clientId?: string; clientSecret?: string; scope?: string; pick: ConfigPick },
+  sources: Record<string, ValueSource>,
+  where: { profile?: Profile; envFile?: string },
+): { clientId?: string; clientSecret?: string; scope?: string; pick: ConfigPick; aside: string[] } {
+  const aside: string[] = [];
+  const keep = (key: string, value: string | undefined) => {
+    const source = sources[key];
+    if (value === undefined || source === undefined || source === "flag") return value;
+    const variable = (ENV_VARS as Record<string, string>)[key];
+    aside.push(
+      source === "profile"
+        ? `${profileKey(flagOf(key))} in the profile "${where.profile?.name}"`
+        : `${variable} from ${source === ".env" ? where.envFile ?? ".env" : "the environment"}`,
+    );
+    delete sources[key];
+    return undefined;
+  };
+  const pick: ConfigPick = (key, flag, variable) => {
+    const value = picked.pick(key, flag, variable);
+    return (CREDENTIAL_KEYS as readonly string[]).includes(key) ? keep(key, value) : value;
+  };
+  return {
+    clientId: keep("clientId", picked.clientId),
+    clientSecret: keep("clientSecret", picked.clientSecret),
+    scope: keep("scope", picked.scope),
+    pick,
+    aside,
+  };
+}
 
 /** How a sign-in for an API got its client (`Config.protectedResource.client`). */
 type ClientOrigin = "given" | "remembered" | "registered";
@@ -6989,64 +6941,6 @@ function usableRegistration(
   if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
   if (value.clientSecret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
   return value as unknown as Registration;
-}
-
-/** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
-interface StepUp {
-  /** `insufficient_scope` (with the scope wanted) or `insufficient_user_authentication`. */
-  error: "insufficient_scope" | "insufficient_user_authentication";
-  scope?: string;
-  acrValues?: string;
-  maxAge?: number;
-  description?: string;
-}
-
-/** The step-up a 403 `insufficient_scope` or a 401 `insufficient_user_authentication` asks for, or undefined. Pure. */
-function stepUpAsked(status: number, challenges: Oauth.WWWAuthenticateChallenge[]): StepUp | undefined {
-  const found = challenges.find((c) => c.scheme === "bearer" || c.scheme === "dpop");
-  const p = found?.parameters;
-  if (!p) return undefined;
-  const description = p.error_description;
-  if (status === 403 && p.error === "insufficient_scope" && p.scope?.trim()) {
-    return { error: p.error, scope: p.scope.trim(), description };
-  }
-  if (status !== 401 || p.error !== "insufficient_user_authentication") return undefined;
-  const maxAge = p.max_age !== undefined && /^\d{1,9}$/.test(p.max_age) ? Number(p.max_age) : undefined;
-  const acrValues = p.acr_values?.trim() || undefined;
-  return acrValues || maxAge !== undefined ? { error: p.error, acrValues, maxAge, description } : undefined;
-}
-
-/** What a step-up asks for, in words: `the scope "a b"`, `acr_values "x" and max_age 0`. Pure. */
-function stepUpWords(asked: Pick<StepUp, "scope" | "acrValues" | "maxAge">): string {
-  if (asked.scope !== undefined) return `the scope "${sanitize(asked.scope, 120)}"`;
-  return [
-    ...(asked.acrValues ? [`acr_values "${sanitize(asked.acrValues, 80)}"`] : []),
-    ...(asked.maxAge !== undefined ? [`max_age ${asked.maxAge}`] : []),
-  ].join(" and ");
-}
-
-/**
- * Why the cached sign-in does not meet `--acr-values` / `--max-age` (RFC 9470), or undefined when it does
- * (or neither is asked): its `acr` must be one of the values, and it must date from at most `maxAge`
- * seconds before `now` (ms). Pure.
- */
-function unmetAuthentication(
-  entry: Pick<TokenSet, "acr" | "authTime" | "issuedAt">,
-  config: Pick<Config, "acrValues" | "maxAge">,
-  now: number,
-): string | undefined {
-  if (config.acrValues && !scopeList(config.acrValues).some((acr) => scopeList(entry.acr ?? "").includes(acr))) {
-    return `its authentication context class (${
-      entry.acr ? `"${sanitize(entry.acr, 60)}"` : "not stated"
-    }) is not among --acr-values "${sanitize(config.acrValues, 80)}"`;
-  }
-  const at = entry.authTime ?? entry.issuedAt;
-  if (config.maxAge !== undefined && (at === undefined || now - at > config.maxAge * 1000)) {
-    return `it dates from ${at === undefined ? "an unknown time" : relativeTime(at, now)}, more than --max-age ${
-      plural(config.maxAge, "second")
-    } ago`;
-  }
-  return undefined;
 }
 
 /**
@@ -7531,6 +7425,112 @@ async function signInAtResource(
 }
 
 /**
+ * `token`'s and `fetch`'s first sign-in for an API: exit 4 unless a person can answer (a terminal, or
+ * `--interactive`; kubectl's `spec.interactive` overrides both, as for any sign-in). Undefined: go ahead.
+ */
+function resourceLoginRequired(config: Config, deps: Deps, kubectlInteractive?: boolean): LoginError | undefined {
+  if (kubectlInteractive ?? (config.interactive || deps.canPrompt)) return undefined;
+  return notSignedInForApi(config);
+}
+
+/** "Not signed in for the API URL", with the command that signs in for it. */
+function notSignedInForApi(config: Config): LoginError {
+  const url = config.protectedResource!.url;
+  return new LoginError("login_required", `Not signed in for the API ${sanitize(url)}`, {
+    hint: `run "oauth-login login --resource ${shellWord(sanitize(url))}"${
+      config.command === "token" || config.command === "fetch"
+        ? " (or pass --interactive to let this command sign you in)"
+        : ""
+    }`,
+  });
+}
+
+// ── 16 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+
+/** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
+interface StepUp {
+  /** `insufficient_scope` (with the scope wanted) or `insufficient_user_authentication`. */
+  error: "insufficient_scope" | "insufficient_user_authentication";
+  scope?: string;
+  acrValues?: string;
+  maxAge?: number;
+  description?: string;
+}
+
+/** The step-up a 403 `insufficient_scope` or a 401 `insufficient_user_authentication` asks for, or undefined. Pure. */
+function stepUpAsked(status: number, challenges: Oauth.WWWAuthenticateChallenge[]): StepUp | undefined {
+  const found = challenges.find((c) => c.scheme === "bearer" || c.scheme === "dpop");
+  const p = found?.parameters;
+  if (!p) return undefined;
+  const description = p.error_description;
+  if (status === 403 && p.error === "insufficient_scope" && p.scope?.trim()) {
+    return { error: p.error, scope: p.scope.trim(), description };
+  }
+  if (status !== 401 || p.error !== "insufficient_user_authentication") return undefined;
+  const maxAge = p.max_age !== undefined && /^\d{1,9}$/.test(p.max_age) ? Number(p.max_age) : undefined;
+  const acrValues = p.acr_values?.trim() || undefined;
+  return acrValues || maxAge !== undefined ? { error: p.error, acrValues, maxAge, description } : undefined;
+}
+
+/** What a step-up asks for, in words: `the scope "a b"`, `acr_values "x" and max_age 0`. Pure. */
+function stepUpWords(asked: Pick<StepUp, "scope" | "acrValues" | "maxAge">): string {
+  if (asked.scope !== undefined) return `the scope "${sanitize(asked.scope, 120)}"`;
+  return [
+    ...(asked.acrValues ? [`acr_values "${sanitize(asked.acrValues, 80)}"`] : []),
+    ...(asked.maxAge !== undefined ? [`max_age ${asked.maxAge}`] : []),
+  ].join(" and ");
+}
+
+/** `--acr-values` and `--max-age` (RFC 9470), checked; throws a `usage` LoginError for a bad age. Pure. */
+function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
+  const maxAge = flags["max-age"];
+  if (maxAge !== undefined && !/^\d{1,9}$/.test(maxAge)) {
+    throw new LoginError("usage", `The maximum age "${sanitize(maxAge)}" is not a whole number of seconds`, {
+      hint: "give how long ago you may have signed in, e.g. --max-age 300 (0: sign in again now)",
+    });
+  }
+  const acrValues = flags["acr-values"]?.trim() || undefined;
+  return { ...(acrValues ? { acrValues } : {}), ...(maxAge !== undefined ? { maxAge: Number(maxAge) } : {}) };
+}
+
+/** The authorization parameters with `acr_values` and `max_age` as the flags give them (replacing a `--param`'s). Pure. */
+function withStepUpParams(
+  params: [string, string][],
+  settings: Pick<Config, "acrValues" | "maxAge">,
+): [string, string][] {
+  const given: [string, string | undefined][] = [["acr_values", settings.acrValues], [
+    "max_age",
+    settings.maxAge?.toString(),
+  ]];
+  const set = given.filter((pair): pair is [string, string] => pair[1] !== undefined);
+  return [...params.filter(([key]) => !set.some(([name]) => name === key)), ...set];
+}
+
+/**
+ * Why the cached sign-in does not meet `--acr-values` / `--max-age` (RFC 9470), or undefined when it does
+ * (or neither is asked): its `acr` must be one of the values, and it must date from at most `maxAge`
+ * seconds before `now` (ms). Pure.
+ */
+function unmetAuthentication(
+  entry: Pick<TokenSet, "acr" | "authTime" | "issuedAt">,
+  config: Pick<Config, "acrValues" | "maxAge">,
+  now: number,
+): string | undefined {
+  if (config.acrValues && !scopeList(config.acrValues).some((acr) => scopeList(entry.acr ?? "").includes(acr))) {
+    return `its authentication context class (${
+      entry.acr ? `"${sanitize(entry.acr, 60)}"` : "not stated"
+    }) is not among --acr-values "${sanitize(config.acrValues, 80)}"`;
+  }
+  const at = entry.authTime ?? entry.issuedAt;
+  if (config.maxAge !== undefined && (at === undefined || now - at > config.maxAge * 1000)) {
+    return `it dates from ${at === undefined ? "an unknown time" : relativeTime(at, now)}, more than --max-age ${
+      plural(config.maxAge, "second")
+    } ago`;
+  }
+  return undefined;
+}
+
+/**
  * The configuration a step-up signs in with, or undefined when it cannot: for `insufficient_scope`,
  * the union of the granted and the asked scopes, for an API's entry only (another entry's scope is the
  * person's choice, and its cache key); for `insufficient_user_authentication`, its `acr_values` and
@@ -7630,28 +7630,41 @@ async function meetAuthentication(
   return (await loginAndSaveWith(config, deps, found.name)).entry;
 }
 
+/** What a refresh keeps of the sign-in an entry came from: the API it is for, when and how the person signed in. */
+function previousSignIn(previous: TokenSet): Partial<TokenSet> {
+  const { protectedResource, authTime, acr } = previous;
+  return {
+    ...(protectedResource ? { protectedResource } : {}),
+    ...(authTime !== undefined ? { authTime } : {}),
+    ...(acr !== undefined ? { acr } : {}),
+  };
+}
+
 /**
- * `token`'s and `fetch`'s first sign-in for an API: exit 4 unless a person can answer (a terminal, or
- * `--interactive`; kubectl's `spec.interactive` overrides both, as for any sign-in). Undefined: go ahead.
+ * What a sign-in's entry records of it: the API whose metadata chose the server (RFC 9728), when the
+ * person signed in and with which authentication context class (RFC 9470): the ID token's `auth_time`
+ * and `acr` (oauth4webapi has validated it), else the sign-in's time and the `acr_values` asked for. Pure.
  */
-function resourceLoginRequired(config: Config, deps: Deps, kubectlInteractive?: boolean): LoginError | undefined {
-  if (kubectlInteractive ?? (config.interactive || deps.canPrompt)) return undefined;
-  return notSignedInForApi(config);
+function signedIn(
+  config: Partial<Pick<Config, "params" | "protectedResource">>,
+  tokens: Oauth.TokenEndpointResponse,
+  now: number,
+): Partial<TokenSet> {
+  const claims = jwtClaims(tokens.id_token);
+  const authTime = typeof claims?.auth_time === "number" && claims.auth_time * 1000 <= now
+    ? claims.auth_time * 1000
+    : now;
+  const asked = config.params?.find(([key]) => key === "acr_values")?.[1];
+  const acr = typeof claims?.acr === "string" ? claims.acr : asked;
+  const api = config.protectedResource;
+  return {
+    ...(api?.resource ? { protectedResource: { resource: api.resource, registration: api.registration } } : {}),
+    authTime,
+    ...(acr ? { acr } : {}),
+  };
 }
 
-/** "Not signed in for the API URL", with the command that signs in for it. */
-function notSignedInForApi(config: Config): LoginError {
-  const url = config.protectedResource!.url;
-  return new LoginError("login_required", `Not signed in for the API ${sanitize(url)}`, {
-    hint: `run "oauth-login login --resource ${shellWord(sanitize(url))}"${
-      config.command === "token" || config.command === "fetch"
-        ? " (or pass --interactive to let this command sign you in)"
-        : ""
-    }`,
-  });
-}
-
-// ── 16 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 17 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -8409,7 +8422,7 @@ function writeAnswer(
   );
 }
 
-// ── 17 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 18 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -8882,7 +8895,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 18 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 19 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
