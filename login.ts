@@ -9,7 +9,9 @@
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
  * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
- * device flow (RFC 8628) or accepts the pasted address.
+ * device flow (RFC 8628) or accepts the pasted address. Pointed at an API with nothing configured
+ * (`fetch URL`), it finds where to sign in in the API's metadata (RFC 9728), gets itself a client
+ * (RFC 7591) and signs in for that API, stepping up when the API asks for more (RFC 9470).
  *
  * The module is cut by concern, one section each, in the order a reader needs them; each names
  * its entry points here, and nothing about its concern lives anywhere else:
@@ -39,9 +41,15 @@
  * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
  * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 16. Doctor: every check, without signing in (`doctor`).
- * 17. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 15. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
+ *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
+ *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
+ *     `resourceEntry`, `resourceLogin`).
+ * 16. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
+ * 17. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 18. Doctor: every check, without signing in (`doctor`, `doctorResource`).
+ * 19. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -9110,7 +9118,9 @@ DPoP, client keys and resources:
   --client-auth private_key_jwt|client_secret_jwt   JWT client authentication
   --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
   --assertion-audience issuer|token-endpoint   the aud of client assertions
-  --resource URI        the API a token is for (RFC 8707); repeatable
+  --resource URI        the API a token is for (RFC 8707); repeatable. One
+                        --resource URL and no issuer or no client id: the
+                        API's metadata says where to sign in (RFC 9728)
   --audience VALUE      the audience parameter (Auth0 and others)`;
 
 const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
@@ -9146,7 +9156,8 @@ Commands:
   doctor           check the settings, the issuer, the client id and
                    redirect URI, the port, the browser and the cache
   profiles         list the config file's profiles and who is logged in
-  fetch URL        call an API with the cached token (Bearer or DPoP)
+  fetch URL        call an API with the cached token (Bearer or DPoP); with
+                   nothing configured, sign in where the API says
 
 ${CONFIG_FLAGS_HELP}
 
@@ -9203,6 +9214,10 @@ required).
                         sign-in when it says spec.interactive is false)
                         or headers (Authorization and DPoP lines for curl -H @-)
   --method M --url URL  the request a headers-format DPoP proof is for
+  --acr-values "A B"    sign in again unless the cached sign-in had one of
+                        these authentication context classes (RFC 9470)
+  --max-age SECONDS     sign in again unless the cached sign-in is at most
+                        this old
 
 ${CONFIG_FLAGS_HELP}
 
@@ -9219,14 +9234,17 @@ Exits 0 when logged in (a valid or refreshable token) and 4 when not (with
 
 ${CONFIG_FLAGS_HELP}
 `,
-  doctor: `Usage: oauth-login doctor [flags]
+  doctor: `Usage: oauth-login doctor [URL] [flags]
 
 Checks, one line each (ok, warn or fail): the settings and where each came
 from, the issuer's metadata and what it supports, whether the server accepts
 the client id and the redirect URI, the redirect port on 127.0.0.1 and ::1
 and how localhost resolves, the browser opener and display, proxy and CA
 settings, and the token cache's permissions. Secrets are never shown. Exits
-0 when nothing failed; --json for bug reports.
+0 when nothing failed; --json for bug reports. With an API's URL and no
+issuer or client id: each step of finding where to sign in for it (its
+challenge, its metadata, its server, the scope, the client: given, registered
+before or registered now), without signing in.
 
 ${CONFIG_FLAGS_HELP}
   --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
@@ -9240,6 +9258,13 @@ A token that expires within --min-ttl is refreshed first; a 401 "invalid_token"
 refreshes it once and sends once more; a DPoP nonce challenge is answered once.
 Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
 
+With no issuer or no client id configured, the API says where to sign in: the
+request goes without a token, and its 401 leads to its metadata (RFC 9728),
+the server it names, a client (--client-id, or one this tool registers there,
+RFC 7591) and a sign-in for it, kept for the next calls. A 403
+"insufficient_scope" or a 401 "insufficient_user_authentication" signs in
+again once for what it asks (RFC 9470), then sends once more.
+
   -X, --request METHOD  the method (default: GET, or POST with -d)
   -H, --header "N: V"   a request header; repeatable (not Authorization or DPoP)
   -d, --data DATA       the body: text, @FILE or @- (stdin); JSON when it starts
@@ -9247,6 +9272,8 @@ Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
   -i, --include         print the status line and headers on stderr
   --min-ttl SECONDS     refresh when the token expires within this long
   --interactive         sign in when needed even without a terminal
+  --acr-values "A B", --max-age SECONDS
+                        sign in again unless the cached sign-in meets them
 
 ${CONFIG_FLAGS_HELP}
 `,
