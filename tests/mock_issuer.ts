@@ -353,7 +353,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       const form = request.method === "POST" && type.includes("application/x-www-form-urlencoded")
         ? Object.fromEntries(new URLSearchParams(await request.text()))
         : {};
-      const json = request.method === "POST" && type.includes("application/json")
+      const sent = request.method === "POST" && type.includes("application/json")
         ? await request.json().catch(() => undefined)
         : undefined;
       const record: RecordedRequest = {
@@ -362,7 +362,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
         query: Object.fromEntries(url.searchParams),
         form,
         headers: Object.fromEntries(request.headers),
-        ...(json && typeof json === "object" ? { json } : {}),
+        ...(sent && typeof sent === "object" ? { json: sent } : {}),
       };
       mock.requests.push(record);
       const intercepted = await mock.intercept?.(record, url, request);
