@@ -6810,7 +6810,8 @@ function resourceKeysFor(url: URL): string[] {
  */
 function resourceMismatch(url: URL, resource: unknown): string | undefined {
   const claimed = typeof resource === "string" ? parseUrl(resource) : undefined;
-  if (!claimed || claimed.hash || (claimed.protocol !== "https:" && claimed.protocol !== "http:")) {
+  const scheme = claimed?.protocol === "https:" || claimed?.protocol === "http:";
+  if (!claimed || !scheme || claimed.hash || claimed.username || claimed.password) {
     return `names no valid resource (${sanitize(JSON.stringify(resource ?? null), 120)})`;
   }
   const within = claimed.origin === url.origin &&
@@ -7277,11 +7278,12 @@ async function registerClient(
   }
   const method = String(answer.token_endpoint_auth_method ?? (answer.client_secret ? "client_secret_basic" : "none"));
   const secret = typeof answer.client_secret === "string" && answer.client_secret ? answer.client_secret : undefined;
-  if (!["none", "client_secret_basic", "client_secret_post"].includes(method) || (method !== "none" && !secret)) {
+  const usable = ["none", "client_secret_basic", "client_secret_post"].includes(method);
+  if (!usable || (method !== "none" && !secret)) {
     throw new LoginError(
       "invalid_response",
       `The server at ${endpoint.host} registered a client that authenticates with "${sanitize(method, 60)}"${
-        method !== "none" && !secret ? " but sent no secret" : ""
+        usable ? " but sent no secret" : ""
       }, which this tool cannot use`,
       { hint: "register a public client there yourself and pass --client-id ID" },
     );

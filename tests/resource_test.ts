@@ -794,6 +794,12 @@ Deno.test("resourceMismatch: the URL or a path above it on the same origin, segm
     assertEquals(resourceMismatch(url, bad), `claims the resource "${bad}"`, bad);
   }
   assertEquals(resourceMismatch(url, 42), "names no valid resource (42)");
+  assertEquals(
+    resourceMismatch(url, "https://user:pw@api.example/mcp"),
+    'names no valid resource ("https://user:pw@api.example/mcp")',
+    "credentials in a resource identifier are refused",
+  );
+  assertEquals(resourceMismatch(url, "https://api.example/#x"), 'names no valid resource ("https://api.example/#x")');
   // An https API never names a plain-http server; a loopback API may (for development).
   const metadata = { resource: "https://api.example/", authorization_servers: ["http://127.0.0.1:9/"] };
   let refused: unknown;
@@ -807,4 +813,98 @@ Deno.test("resourceMismatch: the URL or a path above it on the same origin, segm
     'The metadata of the API at api.example names an authorization server that is not an https URL: "http://127.0.0.1:9/"',
   );
   assertEquals(chooseServer(metadata, new URL("http://127.0.0.1:8/mcp")), "http://127.0.0.1:9");
+});
+
+// ── More of the same rules ──────────────────────────────────────────────────────────────────────
+
+Deno.test("a refresh refused with invalid_client (the server forgot the client this tool registered): signed in again with a client registered again", async () => {
+  await withWorld(async ({ mock, api }) => {
+    const login = await run(["login", "--resource", api.url], PERSON);
+    assertEquals(login.code, EXIT.ok, login.stderr);
+    mock.clients.pop(); // the server forgets the client
+    const later = Date.now() + 2 * 3_600_000; // the access token has expired
+    const token = await run(["token", "--resource", api.url], { ...PERSON, home: login.home, now: () => later });
+    assertEquals(token.code, EXIT.ok, token.stderr);
+    assertStringIncludes(
+      token.stderr,
+      'warning: The session has ended at the server (Cannot refresh the access token: the server answered "invalid_client" (Client authentication failed)); the cached tokens were removed\n',
+    );
+    assertStringIncludes(token.stderr, "registering again\n");
+    assertEquals(mock.calls("register").length, 2);
+    assertEquals(mock.calls("token").map((r) => r.form.grant_type), [
+      "authorization_code",
+      "refresh_token",
+      "authorization_code",
+    ]);
+    assert(mock.accessTokens.get(token.stdout.trim())?.clientId === mock.clients.at(-1)!.id);
+    await cleanUp(login);
+  });
+});
+
+Deno.test("a step-up for a login you configured: a stronger sign-in yes (acr_values), a wider scope no (your --scope decides)", async () => {
+  await withWorld(async ({ mock, api }) => {
+    const own = ["--issuer", mock.issuer, "--client-id", "cli-public", "--resource", api.resource];
+    const payments = await run(["fetch", ...own, `${api.url}/payments`], PERSON);
+    assertEquals(payments.code, EXIT.ok, payments.stderr);
+    assertEquals(mock.calls("authorize").map((r) => r.query.acr_values ?? null), [null, "urn:example:mfa"]);
+    assertEquals(mock.calls("register").length, 0);
+    const admin = await run(["fetch", ...own, `${api.url}/admin`], { ...PERSON, home: payments.home });
+    assertEquals(admin.code, EXIT.failure);
+    assertEquals(mock.calls("authorize").length, 2, "no sign-in for a scope you did not ask for");
+    assertEquals(
+      admin.stderr,
+      `error: The server at ${new URL(api.url).host} answered GET /mcp/admin with HTTP 403 ("insufficient_scope")\n` +
+        "hint: the token is valid but not allowed to do this: check the scopes the API needs (--scope)\n",
+    );
+    await cleanUp(payments);
+  }, { api: { rules: { "/payments": { acr: "urn:example:mfa" }, "/admin": { scope: "admin" } } } });
+});
+
+Deno.test("a registration answer this tool cannot use is refused: an authentication it cannot do, or a secret method without a secret", async (t) => {
+  for (
+    const [what, answer, detail] of [
+      ["private_key_jwt", { client_id: "x", token_endpoint_auth_method: "private_key_jwt" }, '"private_key_jwt"'],
+      [
+        "no secret",
+        { client_id: "x", token_endpoint_auth_method: "client_secret_basic" },
+        '"client_secret_basic" but sent no secret',
+      ],
+    ] as const
+  ) {
+    await t.step(what, async () => {
+      await withWorld(async ({ mock, api }) => {
+        mock.intercept = (record) => record.path === "/register" ? Response.json(answer, { status: 201 }) : undefined;
+        const result = await run(["fetch", api.url], PERSON);
+        assertEquals(result.code, EXIT.failure);
+        assertEquals(
+          result.stderr,
+          `error: The server at ${
+            new URL(mock.issuer).host
+          } registered a client that authenticates with ${detail}, which this tool cannot use\n` +
+            "hint: register a public client there yourself and pass --client-id ID\n",
+        );
+        assertEquals(await cached(result.home), []);
+        await cleanUp(result);
+      });
+    });
+  }
+});
+
+Deno.test("a 403 without a Bearer challenge to a request without a token is the API's answer, not a reason to sign in", async () => {
+  await withWorld(async ({ mock, api }) => {
+    const forbidden = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () => Response.json({ error: "closed on Sundays" }, { status: 403 }),
+    );
+    try {
+      const result = await run(["fetch", `http://127.0.0.1:${forbidden.addr.port}/x`], PERSON);
+      assertEquals(result.code, EXIT.failure);
+      assertEquals(result.stdout, '{"error":"closed on Sundays"}');
+      assertStringIncludes(result.stderr, "answered GET /x with HTTP 403\n");
+      assertEquals(mock.requests, []);
+      await cleanUp(result);
+    } finally {
+      await forbidden.shutdown();
+    }
+  });
 });
