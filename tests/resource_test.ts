@@ -891,7 +891,7 @@ Deno.test("a registration answer this tool cannot use is refused: an authenticat
 });
 
 Deno.test("a 403 without a Bearer challenge to a request without a token is the API's answer, not a reason to sign in", async () => {
-  await withWorld(async ({ mock, api }) => {
+  await withWorld(async ({ mock }) => {
     const forbidden = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen() {} },
       () => Response.json({ error: "closed on Sundays" }, { status: 403 }),
