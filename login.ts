@@ -7841,7 +7841,9 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
-  if (entry && exec?.interactive !== false) entry = await meetAuthentication(config, deps, { name, entry });
+  if (entry && (config.acrValues || config.maxAge !== undefined) && exec?.interactive !== false) {
+    entry = await meetAuthentication(config, deps, { name, entry });
+  }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
     entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
   }
@@ -8295,7 +8297,9 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
-  if (entry) entry = await meetAuthentication(config, deps, { name, entry });
+  if (entry && (config.acrValues || config.maxAge !== undefined)) {
+    entry = await meetAuthentication(config, deps, { name, entry });
+  }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
   let called = await callApi(config, deps, { name, entry, body, trace, tooLarge });
   const stepped = new Set<string>();

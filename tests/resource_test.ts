@@ -218,6 +218,7 @@ Deno.test("metadata that names another origin, or a sibling path, is refused wit
       await withWorld(async ({ mock, api }) => {
         const result = await run(["fetch", api.url], PERSON);
         assertEquals(result.code, EXIT.failure);
+        assertEquals(result.stdout, "");
         assertEquals(
           result.stderr,
           `error: The metadata of the API at ${
@@ -250,6 +251,7 @@ Deno.test("a server with neither registration nor client ID metadata documents: 
     await withWorld(async ({ mock, api }) => {
       const result = await run(["fetch", api.url], PERSON);
       assertEquals(result.code, EXIT.usage);
+      assertEquals(result.stdout, "");
       assertEquals(
         result.stderr,
         `error: The server ${mock.issuer} offers no way to get a client: no registration endpoint (RFC 7591) and no client ID metadata documents\n` +
@@ -325,6 +327,7 @@ Deno.test("a remembered client the server no longer knows is registered again, o
     }
     const refused = await run(["fetch", api.url], { ...PERSON, home: first.home });
     assertEquals(refused.code, EXIT.usage);
+    assertEquals(refused.stdout, "");
     assertEquals(mock.calls("register").length, 3, "once more, not in a loop");
     assertStringIncludes(
       refused.stderr,
@@ -906,5 +909,23 @@ Deno.test("a 403 without a Bearer challenge to a request without a token is the 
     } finally {
       await forbidden.shutdown();
     }
+  });
+});
+
+Deno.test("an API's entry is refreshed like any other: for its resource, with the client this tool registered", async () => {
+  await withWorld(async ({ mock, api }) => {
+    const login = await run(["login", "--resource", api.url], PERSON);
+    assertEquals(login.code, EXIT.ok, login.stderr);
+    const later = Date.now() + 2 * 3_600_000; // the access token has expired
+    const result = await run(["fetch", `${api.url}/x`], { home: login.home, now: () => later });
+    assertEquals(result.code, EXIT.ok, result.stderr);
+    assertEquals(result.stderr, "");
+    assertEquals(JSON.parse(result.stdout).path, "/mcp/x");
+    const refresh = mock.calls("token").at(-1)!.form;
+    assertEquals(refresh.grant_type, "refresh_token");
+    assertEquals(refresh.resource, api.resource);
+    assertEquals(refresh.client_id, mock.clients.at(-1)!.id);
+    assertEquals(mock.calls("authorize").length, 1, "no sign-in");
+    await cleanUp(login);
   });
 });
