@@ -6804,9 +6804,9 @@ function resourceKeysFor(url: URL): string[] {
 
 /**
  * Why an API's metadata does not describe `url`, or undefined when it does: its `resource` must be the
- * URL (without query) or a path above it, segment by segment, on the same origin. RFC 9728 §3.3 asks
- * for the very URL; MCP clients accept a path above it, and so do we, as the issue asks: the token then
- * still goes only to that origin (`tokenRefusal`). Pure.
+ * URL (without query) or a path above it, segment by segment, on the same origin, with no credentials
+ * or fragment. RFC 9728 §3.3 asks for the very URL; MCP clients accept a path above it, and so do we:
+ * the token still goes only to that origin (`tokenRefusal`). Pure.
  */
 function resourceMismatch(url: URL, resource: unknown): string | undefined {
   const claimed = typeof resource === "string" ? parseUrl(resource) : undefined;
@@ -6883,7 +6883,7 @@ function resourceIssuer(text: string): string | undefined {
  * `offline_access` where the server lists them (who signed in, and a refresh token), as a login asks. Pure.
  */
 function resourceScope(
-  config: Pick<Config, "scope" | "sources">,
+  config: Pick<Config, "scope">,
   challenge: string | undefined,
   metadata: Oauth.ResourceServer,
   as: Oauth.AuthorizationServer,
@@ -7155,7 +7155,7 @@ function settingSource(config: Pick<Config, "sources" | "profile">, key: string)
 }
 
 /**
- * Step 4: the client to sign in with at `as`, in the issue's order: the `--client-id` given on this
+ * Step 4: the client to sign in with at `as`, in this order: the `--client-id` given on this
  * command line (a Client ID Metadata Document when it is an https URL, sent as it is); else the client
  * this tool registered there before, for these redirect URIs; else one registered now (RFC 7591), under
  * the registration's lock. Throws a LoginError when the server offers no way to get one.
@@ -7508,11 +7508,9 @@ function withStepUpParams(
   params: [string, string][],
   settings: Pick<Config, "acrValues" | "maxAge">,
 ): [string, string][] {
-  const given: [string, string | undefined][] = [["acr_values", settings.acrValues], [
-    "max_age",
-    settings.maxAge?.toString(),
-  ]];
-  const set = given.filter((pair): pair is [string, string] => pair[1] !== undefined);
+  const set: [string, string][] = [];
+  if (settings.acrValues) set.push(["acr_values", settings.acrValues]);
+  if (settings.maxAge !== undefined) set.push(["max_age", String(settings.maxAge)]);
   return [...params.filter(([key]) => !set.some(([name]) => name === key)), ...set];
 }
 
@@ -7553,12 +7551,8 @@ function stepUpConfig(config: Config, entry: TokenSet, asked: StepUp): Config | 
     const scope = unionScope(held, asked.scope!);
     return scopeList(scope).length > scopeList(held).length ? { ...config, scope } : undefined;
   }
-  const extra: [string, string][] = [
-    ...(asked.acrValues ? [["acr_values", asked.acrValues] as [string, string]] : []),
-    ...(asked.maxAge !== undefined ? [["max_age", String(asked.maxAge)] as [string, string]] : []),
-  ];
-  const params = [...config.params.filter(([key]) => !extra.some(([name]) => name === key)), ...extra];
-  return { ...config, params, acrValues: asked.acrValues ?? config.acrValues, maxAge: asked.maxAge ?? config.maxAge };
+  const settings = { acrValues: asked.acrValues ?? config.acrValues, maxAge: asked.maxAge ?? config.maxAge };
+  return { ...config, ...settings, params: withStepUpParams(config.params, settings) };
 }
 
 /**
