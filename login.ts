@@ -8587,6 +8587,13 @@ async function doctorConfig(
     doctorTrust(config, shown, deps, add);
     if (api && !config.clientId) add("ok", "config", "client id: none: the API's server is asked for one (below)");
     else add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
+    if (cli.target && !api) {
+      add(
+        "warn",
+        "config",
+        `${cli.target}: its metadata is not asked, as your settings name the server and the client`,
+      );
+    }
     for (const item of api?.setAside ?? []) {
       add("warn", "config", `${item}: not used, as the API's metadata chooses the server (--client-id, --scope are)`);
     }

@@ -767,6 +767,14 @@ Deno.test("doctor URL shows each step (the challenge, the metadata, the server, 
     assertEquals(mock.calls("authorize").length, 0, "no sign-in");
     assertEquals(mock.calls("token").length, 0);
     assertEquals(host.length > 0, true);
+    // With a server and a client of your own, the API is not asked: doctor says so.
+    const own = await run(["doctor", "--issuer", mock.issuer, "--client-id", "cli-public", api.url]);
+    assertStringIncludes(
+      own.stdout,
+      `warn  config     ${api.url}: its metadata is not asked, as your settings name the server and the client\n`,
+    );
+    assertEquals(api.requests.filter((r) => r.path.includes("well-known")).length, 1, "only the first doctor asked");
+    await cleanUp(own);
     await cleanUp(result);
   });
 });
