@@ -8585,18 +8585,7 @@ async function doctorConfig(
       if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
     }
     doctorTrust(config, shown, deps, add);
-    if (api && !config.clientId) add("ok", "config", "client id: none: the API's server is asked for one (below)");
-    else add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
-    if (cli.target && !api) {
-      add(
-        "warn",
-        "config",
-        `${cli.target}: its metadata is not asked, as your settings name the server and the client`,
-      );
-    }
-    for (const item of api?.setAside ?? []) {
-      add("warn", "config", `${item}: not used, as the API's metadata chooses the server (--client-id, --scope are)`);
-    }
+    doctorApiSettings(config, cli.target, add);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
       add(
@@ -8623,6 +8612,23 @@ async function doctorConfig(
     }
   }
   return config;
+}
+
+/**
+ * `doctor`'s client id line, and for `doctor URL` what the API's metadata decides: the client (when none
+ * is given), the person's own settings set aside for it, or, with a server and a client of their own,
+ * that the API is not asked.
+ */
+function doctorApiSettings(config: Config, target: string | undefined, add: AddCheck): void {
+  const api = config.protectedResource;
+  if (api && !config.clientId) add("ok", "config", "client id: none: the API's server is asked for one (below)");
+  else add("ok", "config", `client id: ${config.clientId} (from ${config.sources.clientId ?? "default"})`);
+  if (target && !api) {
+    add("warn", "config", `${target}: its metadata is not asked, as your settings name the server and the client`);
+  }
+  for (const item of api?.setAside ?? []) {
+    add("warn", "config", `${item}: not used, as the API's metadata chooses the server (--client-id, --scope are)`);
+  }
 }
 
 /**
