@@ -9,7 +9,9 @@
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
  * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
- * device flow (RFC 8628) or accepts the pasted address.
+ * device flow (RFC 8628) or accepts the pasted address. Pointed at an API with nothing configured
+ * (`fetch URL`), it finds where to sign in in the API's metadata (RFC 9728), gets itself a client
+ * (RFC 7591) and signs in for that API, stepping up when the API asks for more (RFC 9470).
  *
  * The module is cut by concern, one section each, in the order a reader needs them; each names
  * its entry points here, and nothing about its concern lives anywhere else:
@@ -41,9 +43,15 @@
  * 14. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
  * 15. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 16. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 17. Doctor: every check, without signing in (`doctor`).
- * 18. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 16. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
+ *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
+ *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
+ *     `resourceEntry`, `resourceLogin`).
+ * 17. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
+ * 18. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 19. Doctor: every check, without signing in (`doctor`, `doctorResource`).
+ * 20. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -963,11 +971,17 @@ function loginFlags(config: Config, everywhere = false): string {
       )
       .map(([key, value]): [string, string] => ["param", `${key}=${value}`]),
   ];
-  const quote = (value: string) => /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
   // --dpop too: a login without it would cache the Bearer token that the command refused.
   const dpop = config.dpop && shown("dpop") ? " --dpop" : "";
-  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${quote(sanitize(value!))}`).join("") +
+  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${shellWord(sanitize(value!))}`).join(
+    "",
+  ) +
     dpop;
+}
+
+/** A value as one word of a POSIX shell command line: as it is when plain, else single-quoted. Pure. */
+function shellWord(value: string): string {
+  return /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
 }
 
 /**
@@ -1232,6 +1246,26 @@ export interface Config {
   resources?: string[];
   /** The vendor `audience` parameter (`--audience`: Auth0 and others). */
   audience?: string;
+  /**
+   * RFC 9728: the API whose protected resource metadata says where to sign in and how to get a
+   * client. Set when a command names an API (`fetch URL`, a single `--resource URL`, `doctor URL`) and
+   * the settings name no server, or a server but no client id. `url`: the API as given; `resource`:
+   * the resource identifier its metadata names, once known (the tokens are for it, RFC 8707);
+   * `registration`: the name of this tool's registration of the client (RFC 7591), when it registered
+   * one; `setAside`: the person's own settings not used with a server that only the API named.
+   */
+  protectedResource?: {
+    url: string;
+    resource?: string;
+    registration?: string;
+    /** How the client was found: given with `--client-id`, registered before ("remembered"), or just now. */
+    client?: "given" | "remembered" | "registered";
+    setAside: string[];
+  };
+  /** RFC 9470: the authentication context classes a sign-in must meet (`--acr-values`); also among `params`. */
+  acrValues?: string;
+  /** RFC 9470: how long ago, in seconds, the person may have signed in (`--max-age`); also among `params`. */
+  maxAge?: number;
   /** `fetch` (and `token --format headers`): the request to make or to prove. */
   request?: {
     /** The HTTP method (`-X`), upper case. */
@@ -1288,6 +1322,8 @@ const FLAGS = {
   "assertion-audience": { type: "string" },
   resource: { type: "string", multiple: true },
   audience: { type: "string" },
+  "acr-values": { type: "string" },
+  "max-age": { type: "string" },
   method: { type: "string" },
   url: { type: "string" },
   request: { type: "string", short: "X" },
@@ -1529,9 +1565,12 @@ function checkProjectEndpoints(
   }
 }
 
-/** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
+/**
+ * Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host
+ * is refused. `discovering`: an API's metadata will name the server and the client (`resourceMode`).
+ */
 function checkRequiredSettings(
-  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust }: {
+  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust, discovering }: {
     cli: Cli;
     flags: FlagValues;
     issuerText?: string;
@@ -1542,9 +1581,10 @@ function checkRequiredSettings(
     clientSecret: string | undefined;
     redirectUri: string | undefined;
     trust: Trust;
+    discovering: boolean;
   },
 ): void {
-  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
+  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all) && !discovering;
   if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
     throw new LoginError("config", "No issuer is configured", {
       hint:
@@ -1700,10 +1740,12 @@ function resolveConfig(
   options: { presetBase?: string; envFile?: string } = {},
 ): Config {
   const sources: Record<string, ValueSource> = {};
-  const { trust, flags, pick } = trustedSources(cli, env, dotenv, profile, sources);
+  const trusted = trustedSources(cli, env, dotenv, profile, sources);
+  const { trust, flags } = trusted;
+  let pick = trusted.pick;
   let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
-  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
-  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
+  let clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
+  let clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
   let scope = pick("scope", flags.scope, ENV_VARS.scope);
   let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
 
@@ -1712,7 +1754,14 @@ function resolveConfig(
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
   if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
-  checkRequiredSettings({ cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust });
+  // An API named with no server, or no client id, to sign in for: its metadata names both (RFC 9728).
+  const api = resourceMode(cli, flags, { issuerText, clientId, provider, endpoints });
+  const own = api
+    ? ownClientSettings({ clientId, clientSecret, scope, pick }, sources, { profile, ...options })
+    : undefined;
+  if (own) ({ clientId, clientSecret, scope, pick } = own);
+  const required = { cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust };
+  checkRequiredSettings({ ...required, discovering: !!api });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
   const timeoutMs = resolveTimeoutMs(flags, sources);
@@ -1741,7 +1790,7 @@ function resolveConfig(
     verbose: flags.verbose ?? false,
     clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
     prompt: flags.prompt ?? preset?.prompt,
-    params,
+    params: withStepUpParams(params, modern),
     minTtlMs,
     interactive: flags.interactive ?? false,
     format,
@@ -1759,6 +1808,7 @@ function resolveConfig(
     ...(loginHint ? { loginHint } : {}),
     par: !flags["no-par"],
     ...modern,
+    ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
   };
 }
 
@@ -1804,6 +1854,7 @@ function resolveModernConfig(
   }
   const request = cli.command === "fetch" || format === "headers" ? resourceRequest(cli, resources) : undefined;
   return {
+    ...stepUpSettings(flags),
     dpop,
     clientKey,
     // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
@@ -2914,6 +2965,7 @@ const SECRET_FIELDS = new Set([
   "device_code",
   "password",
   "client_assertion",
+  "registration_access_token",
 ]);
 
 /** Shows at most a short prefix of a secret. */
@@ -3092,11 +3144,22 @@ function traceRequest(trace: Trace, method: string, url: URL, init: RequestInit)
     : "";
   const headers = new Headers(init.headers);
   const auth = headers.get("authorization");
+  const json = headers.get("content-type")?.includes("json") ? parseJsonObject(sent) : undefined;
   trace(
     `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-      (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
+      (sent ? ` ${describeFields(json ? Object.entries(json) : new URLSearchParams(sent))}` : "") +
       (auth ? ` authorization=${redact(auth)}` : "") + (headers.has("dpop") ? " dpop=(a proof)" : ""),
   );
+}
+
+/** A JSON object's members, or undefined for anything else (not JSON, an array, a string...). Pure. */
+function parseJsonObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === "object" && !Array.isArray(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** An answer as a `Response` again, for oauth4webapi (a status that has no body gets none). */
@@ -3954,18 +4017,26 @@ function sameScope(asked: string, granted: string): boolean {
   return a === g || g === `userinfo.${a}` || a === `userinfo.${g}`;
 }
 
+/** OpenID Connect's scopes for claims about the person (Core §5.4): they shape the ID token, not an API's access token. */
+const IDENTITY_SCOPES = new Set(["openid", "profile", "email", "address", "phone"]);
+
 /**
  * The scopes asked for (space-separated) that a token response clearly did not grant. None when it
  * states no scope (RFC 6749 §5.1: then it granted what was asked); `offline_access` is shown by a
  * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
- * by whatever was granted; the rest compare with `sameScope`, in any order.
+ * by whatever was granted; with a `resource` asked for (RFC 8707), the access token's scope is that
+ * resource's, so the identity scopes are shown by the ID token alone; the rest compare with `sameScope`.
  */
-function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
+function missingScopes(
+  asked: string,
+  tokens: { scope?: unknown; id_token?: unknown },
+  forResource = false,
+): string[] {
   if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
   const granted = scopeList(tokens.scope);
   return scopeList(asked).filter((scope) =>
     scope !== "offline_access" && !(scope === "openid" && tokens.id_token) && !scope.endsWith("/.default") &&
-    !granted.some((g) => sameScope(scope, g))
+    !(forResource && tokens.id_token && IDENTITY_SCOPES.has(scope)) && !granted.some((g) => sameScope(scope, g))
   );
 }
 
@@ -4009,6 +4080,13 @@ interface PendingRequest {
   /** RFC 8707: the resource the code exchange asks for (the first of several `--resource`s). */
   resource?: string;
 }
+
+/**
+ * The server refused the authorization request before the browser opened (the pushed request, or the
+ * preflight, answered with an error): the client, its redirect URI or the scope is wrong (exit 2). A
+ * client this tool registered and the server no longer knows is registered again on it (`signInAtResource`).
+ */
+class RejectedRequest extends LoginError {}
 
 /** The OAuth errors that mean the request itself is wrong (client, redirect URI, scope): exit 2. */
 const REJECTED_REQUEST = new Set([
@@ -4081,7 +4159,7 @@ async function authorizationRequest(
   }
   const answer = await preflight(plain, deps, trace);
   if (answer && (answer.status === 400 || answer.status === 401)) {
-    throw new LoginError(
+    throw new RejectedRequest(
       "config",
       `The server rejected the sign-in request (HTTP ${answer.status})${answer.text ? `: ${answer.text}` : ""}`,
       { hint: rejectedRequestHint(config.clientId, request.redirectUri) },
@@ -4118,7 +4196,7 @@ async function pushRequest(
     const explained = await explain(error, "push the authorization request");
     if (explained instanceof ErrorResponse && REJECTED_REQUEST.has(explained.code)) {
       const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
-      throw new LoginError(
+      throw new RejectedRequest(
         "config",
         `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
         {
@@ -5085,11 +5163,13 @@ interface SignInResult extends Omit<LoginResult, "tokens" | "metadata" | "dpop">
   dpop?: DpopState;
 }
 
-/** `login`, returning what the tool keeps. */
-async function signIn(config: Config, deps: Deps): Promise<SignInResult> {
+/** `login`, returning what the tool keeps; `metadata`: the server's, when it was just discovered (`discoverResource`). */
+async function signIn(config: Config, deps: Deps, metadata?: Oauth.AuthorizationServer): Promise<SignInResult> {
   const trace = makeTrace(config, deps);
   if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
-  const issuer = await discover(config, deps, trace);
+  const issuer = metadata
+    ? Object.assign(await issuerFor({ ...metadata }, config, deps, trace), { userClaim: config.userClaim })
+    : await discover(config, deps, trace);
   const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
   checkScopeDelimiters(scope, issuer.as, config);
   if (config.dpop) {
@@ -5889,6 +5969,16 @@ export interface TokenSet {
   resource?: string;
   /** Access tokens for the login's other resources, by resource (refreshed with `resource`, RFC 8707 §2.2). */
   resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
+  /**
+   * RFC 9728: set when the API's metadata chose the server (`Config.protectedResource`): the resource
+   * identifier the entry is kept under (the same as `resource`), and the name of this tool's client
+   * registration at the server (RFC 7591), when the client was one.
+   */
+  protectedResource?: { resource: string; registration?: string };
+  /** RFC 9470: when the person signed in, in ms since the epoch (the ID token's `auth_time`, else the sign-in's time). */
+  authTime?: number;
+  /** RFC 9470: the sign-in's authentication context class: the ID token's `acr`, else the `acr_values` it asked for. */
+  acr?: string;
 }
 
 /**
@@ -5907,7 +5997,10 @@ export interface Storage {
   read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
   /** Replaces the file atomically (temporary file, then rename), owner-only. */
   write(name: string, text: string): Promise<void>;
-  /** Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`); nothing else. */
+  /**
+   * Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`), or a client registration's
+   * (`<name>.client.json`, `<name>.client.lock`); nothing else.
+   */
   remove(name: string): Promise<void>;
   /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
   list(): Promise<string[]>;
@@ -5957,6 +6050,11 @@ function cacheKey(
   // A preset's endpoints are not hand-given (they have no source): the preset's issuer already names them.
   const manual = MANUAL_ENDPOINTS.filter(([key]) => config.sources?.[key] !== undefined && config[key] !== undefined);
   if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
+  return fileName(new URL(config.issuer), parts);
+}
+
+/** A file name of the cache: the URL's host, then a 64-bit FNV-1a hash of `parts` (as JSON) in 16 hex digits. Pure. */
+function fileName(url: URL, parts: unknown[]): string {
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -5965,7 +6063,7 @@ function cacheKey(
     high = Math.imul(high ^ c ^ (low >>> 24), 0x01000193) >>> 0;
   }
   const hex = (n: number) => n.toString(16).padStart(8, "0");
-  const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
+  const host = url.hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
 }
 
@@ -6010,6 +6108,14 @@ function parseTokenSet(text: string): TokenSet | undefined {
   if (dpopKey !== undefined && (!dpopKey || typeof dpopKey !== "object" || typeof dpopKey.d !== "string")) {
     return undefined;
   }
+  const resource = value.protectedResource as Record<string, unknown> | undefined;
+  if (
+    resource !== undefined &&
+    (!resource || typeof resource !== "object" || typeof resource.resource !== "string" ||
+      !["string", "undefined"].includes(typeof resource.registration))
+  ) return undefined;
+  if (value.authTime !== undefined && !Number.isFinite(value.authTime)) return undefined;
+  if (value.acr !== undefined && typeof value.acr !== "string") return undefined;
   return value as unknown as TokenSet;
 }
 
@@ -6077,12 +6183,17 @@ function secondsUntil(at: unknown, now: number): number | undefined {
  * hint about its lifetime, never trusted for anything else. Undefined for an opaque token.
  */
 function jwtExpiry(token: unknown): number | undefined {
+  const exp = jwtClaims(token)?.exp;
+  return typeof exp === "number" ? exp : undefined;
+}
+
+/** The claims of a JWT, decoded without verifying it (the caller knows what it may trust them for); else undefined. */
+function jwtClaims(token: unknown): Record<string, unknown> | undefined {
   if (typeof token !== "string") return undefined;
   const parts = token.split(".");
   if (parts.length !== 3) return undefined;
   try {
-    const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
-    return typeof payload?.exp === "number" ? payload.exp : undefined;
+    return parseJsonObject(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
   } catch {
     return undefined;
   }
@@ -6110,7 +6221,9 @@ function accessTokenExpiry(
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
 function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "profile">
+    & Partial<Pick<Config, "resources" | "params" | "protectedResource">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -6154,6 +6267,7 @@ function toTokenSet(
         dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
       }
       : {}),
+    ...(previous ? previousSignIn(previous) : signedIn(config, tokens, context.now)),
   };
 }
 
@@ -6178,14 +6292,17 @@ const STALE_TEMPORARY_MS = 10 * 60_000;
 /** An entry's name as `cacheKey` makes it (its file is `<name>.json`, its lock `<name>.lock`). */
 const ENTRY_NAME = /^[A-Za-z0-9._-]*-[0-9a-f]{16}$/;
 
-/** The files of the cache that the tool may remove: an entry and its lock file. */
-const CACHE_FILE = /^[A-Za-z0-9._-]*-[0-9a-f]{16}\.(?:json|lock)$/;
+/**
+ * The files of the cache that the tool may remove: an entry and its lock file, and a client
+ * registration (`<name>.client.json`, see `registrationName`) and its lock file.
+ */
+const CACHE_FILE = /^[A-Za-z0-9._-]*-[0-9a-f]{16}(?:\.client)?\.(?:json|lock)$/;
 
 /**
- * The temporary files the cache's writers leave when killed: `writePrivateFile`'s beside an entry
- * (`<name>.json.<32 hex>.tmp`) and the probe's (`.probe.<32 hex>.tmp`). No other file is a leftover.
+ * The temporary files the cache's writers leave when killed: `writePrivateFile`'s beside an entry or a
+ * registration (`<name>.json.<32 hex>.tmp`) and the probe's (`.probe.<32 hex>.tmp`). No other file is a leftover.
  */
-const CACHE_TEMPORARY = /^(?:[A-Za-z0-9._-]*-[0-9a-f]{16}\.json|\.probe)\.[0-9a-f]{32}\.tmp$/;
+const CACHE_TEMPORARY = /^(?:[A-Za-z0-9._-]*-[0-9a-f]{16}(?:\.client)?\.json|\.probe)\.[0-9a-f]{32}\.tmp$/;
 
 /** 32 random hex digits, for the name of a temporary file. */
 function randomHex(): string {
@@ -6551,14 +6668,21 @@ const LOCK_WAIT_MS = 60_000;
 /** After this long waiting for another process's refresh, `token` says that it waits. */
 const LOCK_NOTICE_MS = 3_000;
 
-/** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
-async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
+/**
+ * Takes the entry's lock (or a client registration's: `doing` says what the other process does); Ctrl-C
+ * or a minute of waiting for another process gives up.
+ */
+async function lockEntry(
+  name: string,
+  deps: Deps,
+  doing = "is refreshing this token",
+): Promise<{ release(): void }> {
   const pending = deps.storage.lock(name);
   // Usually the lock is free, or another process's refresh ends within a second; past that, say so.
   const quiet = new AbortController();
   (deps.timer ?? realTimer)(LOCK_NOTICE_MS, quiet.signal).then(() => {
     if (!quiet.signal.aborted) {
-      say(deps, "Waiting for another oauth-login process, which is refreshing this token (Ctrl-C cancels)");
+      say(deps, `Waiting for another oauth-login process, which ${doing} (Ctrl-C cancels)`);
     }
   });
   pending.finally(() => quiet.abort()).catch(() => {});
@@ -6606,6 +6730,8 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
 interface FoundEntry {
   name: string;
   entry?: TokenSet;
+  /** For an API's entry (`Config.protectedResource`): the configuration to renew it with, its server and client. */
+  config?: Config;
 }
 
 /**
@@ -6613,8 +6739,11 @@ interface FoundEntry {
  * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
  * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
  * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
+ * For an API whose metadata chose the server (`Config.protectedResource`): the entry under its resource
+ * (`resourceEntry`), with the configuration to renew it with; `name` is "" when there is none.
  */
 async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+  if (config.protectedResource) return await resourceEntry(config, deps);
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
@@ -6626,8 +6755,12 @@ async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
  * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
  * for its one resource among several. Files the tool does not trust are not this configuration's.
  */
-async function otherEntries(config: Config, deps: Deps, first: boolean): Promise<Required<FoundEntry>[]> {
-  const found: Required<FoundEntry>[] = [];
+async function otherEntries(
+  config: Config,
+  deps: Deps,
+  first: boolean,
+): Promise<Required<Omit<FoundEntry, "config">>[]> {
+  const found: Required<Omit<FoundEntry, "config">>[] = [];
   for (const name of legacyCacheKeys(config)) {
     const entry = await readEntry(config, deps, name);
     if (entry) found.push({ name, entry });
@@ -6827,7 +6960,11 @@ async function renew(
           if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
-          if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) {
+          // invalid_client for a client this tool registered: the server no longer knows it (signInAtResource registers again).
+          const ended = error instanceof ErrorResponse &&
+            (error.code === "invalid_grant" ||
+              (error.code === "invalid_client" && !!config.protectedResource?.registration));
+          if (!ended) {
             // A refresh ahead of time that fails (server error, network, timeout): the token still works.
             if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
             const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
@@ -7029,13 +7166,1007 @@ async function deleteAppToken(
   }
 }
 
-// ── 16 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 16 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
+
+/** The name this tool registers itself under (RFC 7591 `client_name`). */
+const CLIENT_NAME = "oauth-login (a command-line tool)";
+
+/** The loopback redirect URIs this tool registers: no port, so that any port is accepted (RFC 8252 §7.3). */
+const REGISTERED_REDIRECTS = ["http://127.0.0.1/callback", "http://[::1]/callback", "http://localhost/callback"];
+
+/** The device authorization grant's type (RFC 8628 §3.4), registered where the server offers the device flow. */
+const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
+
+/** A registration whose client secret expires within this long (ms) is registered again rather than used. */
+const SECRET_EXPIRY_MARGIN_MS = 60_000;
+
+/**
+ * The API to discover where to sign in from (RFC 9728), or undefined: `fetch`'s URL, `doctor`'s, or the
+ * one `--resource` of `login`, `token`, `whoami` or `logout`, when it is an http(s) URL and the settings
+ * name no server (no issuer, preset or hand-given endpoint), or an issuer but no client id (then the
+ * issuer picks among the servers the API names). Pure.
+ */
+function resourceMode(
+  cli: Cli,
+  flags: FlagValues,
+  settings: {
+    issuerText?: string;
+    clientId?: string;
+    provider?: string;
+    endpoints: Partial<Record<EndpointKey, string>>;
+  },
+): string | undefined {
+  const named = cli.command === "fetch"
+    ? cli.target ?? flags.url
+    : cli.command === "doctor"
+    ? cli.target
+    : ["login", "token", "whoami", "logout"].includes(cli.command) && flags.resource?.length === 1
+    ? flags.resource[0]
+    : undefined;
+  const url = named === undefined ? undefined : parseUrl(named);
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
+  if (settings.provider || Object.keys(settings.endpoints).length > 0) return undefined;
+  return !settings.issuerText || !settings.clientId ? url.href : undefined;
+}
+
+/**
+ * When an API's metadata chooses the server (`resourceMode`), the person's own client settings that
+ * this command line did not give (a client id, secret, key or client authentication, a scope) are set
+ * aside: they were given for a server of their own, and a secret never goes to a server only an API
+ * named (SECURITY.md 13). Returns the settings kept (those a flag gave), `pick` restricted likewise for
+ * the credential settings picked later, and `aside`: what was set aside, and where it was set. Pure.
+ */
+function ownClientSettings(
+  picked: { clientId?: string; clientSecret?: string; scope?: string; pick: ConfigPick },
+  sources: Record<string, ValueSource>,
+  where: { profile?: Profile; envFile?: string },
+): { clientId?: string; clientSecret?: string; scope?: string; pick: ConfigPick; aside: string[] } {
+  const aside: string[] = [];
+  const keep = (key: string, value: string | undefined) => {
+    const source = sources[key];
+    if (value === undefined || source === undefined || source === "flag") return value;
+    const variable = (ENV_VARS as Record<string, string>)[key];
+    aside.push(
+      source === "profile"
+        ? `${profileKey(flagOf(key))} in the profile "${where.profile?.name}"`
+        : `${variable} from ${source === ".env" ? where.envFile ?? ".env" : "the environment"}`,
+    );
+    delete sources[key];
+    return undefined;
+  };
+  const pick: ConfigPick = (key, flag, variable) => {
+    const value = picked.pick(key, flag, variable);
+    return (CREDENTIAL_KEYS as readonly string[]).includes(key) ? keep(key, value) : value;
+  };
+  return {
+    clientId: keep("clientId", picked.clientId),
+    clientSecret: keep("clientSecret", picked.clientSecret),
+    scope: keep("scope", picked.scope),
+    pick,
+    aside,
+  };
+}
+
+/** How a sign-in for an API got its client (`Config.protectedResource.client`). */
+type ClientOrigin = "given" | "remembered" | "registered";
+
+/** What the API and its metadata said, and the configuration to sign in with (`discoverResource`). */
+interface ResourcePlan {
+  /** The configuration to sign in with: the server, the client, the scope and the `resource`. */
+  config: Config;
+  /** The authorization server's metadata (RFC 8414), discovered and checked. */
+  as: Oauth.AuthorizationServer;
+  /** The protected resource metadata (RFC 9728 §2). */
+  metadata: Oauth.ResourceServer;
+}
+
+/** One step of `discoverResource`, for `doctor` to show: what was found (ok) or what may go wrong (warn). */
+type ResourceReport = (status: "ok" | "warn", message: string) => void;
+
+/** A resource identifier as a cache key: its origin and path without a trailing slash (`https://api.example`). Pure. */
+function resourceKey(resource: string): string | undefined {
+  const url = parseUrl(resource);
+  return url ? `${url.origin}${url.pathname.replace(/\/+$/, "")}` : undefined;
+}
+
+/**
+ * The resource keys an entry for `url` may be kept under, deepest first: its own path, then each path
+ * above it on the same origin (`https://h/a/b`, `https://h/a`, `https://h`). Pure.
+ */
+function resourceKeysFor(url: URL): string[] {
+  const segments = url.pathname.split("/").filter(Boolean);
+  return segments.map((_, i) => `${url.origin}/${segments.slice(0, segments.length - i).join("/")}`)
+    .concat(url.origin);
+}
+
+/**
+ * Why an API's metadata does not describe `url`, or undefined when it does: its `resource` must be the
+ * URL (without query) or a path above it, segment by segment, on the same origin, with no credentials
+ * or fragment. RFC 9728 §3.3 asks for the very URL; MCP clients accept a path above it, and so do we:
+ * the token still goes only to that origin (`tokenRefusal`). Pure.
+ */
+function resourceMismatch(url: URL, resource: unknown): string | undefined {
+  const claimed = typeof resource === "string" ? parseUrl(resource) : undefined;
+  const scheme = claimed?.protocol === "https:" || claimed?.protocol === "http:";
+  if (!claimed || !scheme || claimed.hash || claimed.username || claimed.password) {
+    return `names no valid resource (${sanitize(JSON.stringify(resource ?? null), 120)})`;
+  }
+  const within = claimed.origin === url.origin &&
+    `${url.pathname.replace(/\/+$/, "")}/`.startsWith(`${claimed.pathname.replace(/\/+$/, "")}/`);
+  return within ? undefined : `claims the resource "${sanitize(resource, 120)}"`;
+}
+
+/** The name of the entry kept for an API: its resource key's host and hash, and the profile's name when one is in use. Pure. */
+function resourceEntryName(key: string, profile?: string): string {
+  return fileName(new URL(key), ["protected resource", key, ...(profile !== undefined ? [{ profile }] : [])]);
+}
+
+/**
+ * The authorization server to sign in at, from the metadata's `authorization_servers` (RFC 9728 §2): the
+ * first, or the one the settings name (`selector`, with where it was set), which must be among them. An
+ * http server only for an API on this machine. Throws a LoginError. Pure.
+ */
+function chooseServer(
+  metadata: Oauth.ResourceServer,
+  api: URL,
+  selector?: { issuer: string; from: string },
+): string {
+  const servers = Array.isArray(metadata.authorization_servers)
+    ? metadata.authorization_servers.filter((s): s is string => typeof s === "string")
+    : [];
+  if (servers.length === 0) {
+    throw new LoginError("invalid_response", `The metadata of the API at ${api.host} names no authorization server`, {
+      hint: "its authorization_servers must list the issuer that hands out its tokens; report it to the API's operator",
+    });
+  }
+  const named = servers.find((server) => selector && sameIssuer(resourceIssuer(server) ?? server, selector.issuer));
+  if (selector && !named) {
+    throw new LoginError(
+      "config",
+      `The API at ${api.host} takes tokens from ${servers.map((s) => `"${sanitize(s)}"`).join(", ")}, not from "${
+        displayIssuer(selector.issuer)
+      }" (${selector.from})`,
+      { hint: `drop ${selector.from} to sign in where the API says` },
+    );
+  }
+  const chosen = named ?? servers[0];
+  const issuer = resourceIssuer(chosen);
+  const url = issuer === undefined ? undefined : new URL(issuer);
+  if (!url || (url.protocol === "http:" && !isLoopbackTokenHost(api.hostname))) {
+    throw new LoginError(
+      "invalid_response",
+      `The metadata of the API at ${api.host} names an authorization server that is not an https URL: "${
+        sanitize(chosen)
+      }"`,
+      { hint: "an API names a plain-http server only on this machine; report it to the API's operator" },
+    );
+  }
+  return issuer!;
+}
+
+/** An issuer named by an API's metadata, as `parseIssuer` writes it; undefined when it is not one. Pure. */
+function resourceIssuer(text: string): string | undefined {
+  try {
+    const { issuer, metadataUrl } = parseIssuer(text);
+    return metadataUrl ? undefined : issuer;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The scope to ask for an API (the MCP authorization spec's order): `--scope`, else the challenge's
+ * `scope` (RFC 6750 §3), else the metadata's `scopes_supported`, else none; with `openid`, `profile` and
+ * `offline_access` where the server lists them (who signed in, and a refresh token), as a login asks. Pure.
+ */
+function resourceScope(
+  config: Pick<Config, "scope">,
+  challenge: string | undefined,
+  metadata: Oauth.ResourceServer,
+  as: Oauth.AuthorizationServer,
+): string {
+  if (config.scope !== undefined) return config.scope;
+  const listed = Array.isArray(metadata.scopes_supported)
+    ? metadata.scopes_supported.filter((s): s is string => typeof s === "string").join(" ")
+    : "";
+  const offered = Array.isArray(as.scopes_supported) ? as.scopes_supported : [];
+  const extra = ["openid", "profile", "offline_access"].filter((scope) => offered.includes(scope));
+  return unionScope(extra.join(" "), challenge ?? listed);
+}
+
+/** The scope tokens of both, once each, in order (RFC 6749 §3.3). Pure. */
+function unionScope(a: string, b: string): string {
+  return [...new Set([...scopeList(a), ...scopeList(b)])].join(" ");
+}
+
+/** The redirect URIs to register: the one configured (`--redirect-uri`, `--port`), else the loopback ones without a port. */
+function registrationRedirects(config: Pick<Config, "redirectUri">): string[] {
+  return config.redirectUri ? [config.redirectUri] : REGISTERED_REDIRECTS;
+}
+
+/** A client this tool registered at a server (RFC 7591 §3.2.1), kept owner-only in the cache folder. */
+interface Registration {
+  version: 1;
+  /** The server's issuer, and the redirect URIs registered: with them, what the file's name is made of. */
+  issuer: string;
+  redirectUris: string[];
+  clientId: string;
+  /** The client secret (a secret), when the server issued one. */
+  clientSecret?: string;
+  /** When the secret expires, in seconds since the epoch; 0 or absent: never (RFC 7591 §3.2.1). */
+  clientSecretExpiresAt?: number;
+  authMethod: ClientAuthMethod;
+  /** When it was registered, in ms since the epoch. */
+  registeredAt: number;
+}
+
+/**
+ * The file a registration is kept in (`<host>-<16 hex>.client.json`), per server and redirect URIs:
+ * never an entry's name (`ENTRY_NAME`), so `Storage.list` never lists it as a login. Pure.
+ */
+function registrationName(issuer: string, redirectUris: string[]): string {
+  return `${fileName(new URL(issuer), ["client registration", issuer, [...redirectUris].sort()])}.client`;
+}
+
+/**
+ * A registration read from its file, when it is one this tool wrote for this server and these redirect
+ * URIs and its secret (if any) does not expire within `SECRET_EXPIRY_MARGIN_MS` of `now`. Pure.
+ */
+function usableRegistration(
+  text: string | undefined,
+  issuer: string,
+  redirectUris: string[],
+  now: number,
+): Registration | undefined {
+  const value = text === undefined ? undefined : parseJsonObject(text);
+  if (!value || value.version !== 1 || value.issuer !== issuer || typeof value.clientId !== "string") return undefined;
+  if (JSON.stringify(value.redirectUris) !== JSON.stringify(redirectUris)) return undefined;
+  if (!(CLIENT_AUTH_METHODS as readonly unknown[]).includes(value.authMethod)) return undefined;
+  if (value.clientSecret !== undefined && typeof value.clientSecret !== "string") return undefined;
+  const expires = value.clientSecretExpiresAt;
+  if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
+  if (value.clientSecret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
+  return value as unknown as Registration;
+}
+
+/**
+ * The `WWW-Authenticate` challenges of an answer (RFC 9110 §11.6.1), parsed by oauth4webapi: its
+ * parser is not exported, so the answer is handed to `protectedResourceRequest` as if just received
+ * (nothing is sent) and read from the `WWWAuthenticateChallengeError` it throws. [] when there are none.
+ */
+async function challengesOf(answer: Pick<Answer, "status" | "headers">): Promise<Oauth.WWWAuthenticateChallenge[]> {
+  const header = answer.headers.get("www-authenticate");
+  if (!header) return [];
+  const oauth = await lib();
+  const replay = () =>
+    Promise.resolve(new Response(null, { status: answer.status, headers: { "www-authenticate": header } }));
+  try {
+    await oauth.protectedResourceRequest("-", "GET", new URL("http://127.0.0.1/"), new Headers(), null, {
+      [oauth.customFetch]: replay as unknown as ResourceFetch,
+      [oauth.allowInsecureRequests]: true,
+    });
+  } catch (error) {
+    if (error instanceof oauth.WWWAuthenticateChallengeError) return error.cause;
+  }
+  return [];
+}
+
+/** Whether an API's answer to a request without a token asks for one: 401, or 403 with a Bearer (or DPoP) challenge. */
+async function asksForToken(answer: Answer): Promise<boolean> {
+  if (answer.status === 401) return true;
+  return answer.status === 403 &&
+    (await challengesOf(answer)).some((c) => c.scheme === "bearer" || c.scheme === "dpop");
+}
+
+/** The request `login`, `token` and `doctor` make of an API to read its challenge: a GET, the answer's start only. */
+async function probeResource(api: URL, deps: Deps, trace?: Trace): Promise<Answer> {
+  return await send(deps, api, { headers: { accept: "application/json, */*;q=0.5" } }, {
+    trace,
+    traceFields: false,
+    maxBytes: PREFLIGHT_BODY_BYTES,
+    truncate: true,
+    urlName: "the URL",
+  });
+}
+
+/**
+ * Steps 1 and 2 of RFC 9728's flow: the metadata of the API at `api`, from the `resource_metadata` its
+ * answer's challenge names (RFC 9728 §5.1), else at `/.well-known/oauth-protected-resource` with the
+ * API's path inserted, then at its root (§3.1; a 4xx there means: try the next). Fetched through the one
+ * sender (no redirect followed) and checked (`readResourceMetadata`). Throws a LoginError when none can be used.
+ */
+async function findResourceMetadata(
+  api: URL,
+  answer: Answer,
+  deps: Deps,
+  { trace, report }: { trace?: Trace; report?: ResourceReport },
+): Promise<{ metadata: Oauth.ResourceServer; challenge?: Oauth.WWWAuthenticateChallengeParameters }> {
+  const oauth = await lib();
+  const challenge = (await challengesOf(answer)).find((c) => c.scheme === "bearer" || c.scheme === "dpop")?.parameters;
+  const named = challenge?.resource_metadata;
+  report?.("ok", `${api.origin}${api.pathname} answered HTTP ${answer.status}${named ? `, naming its metadata` : ""}`);
+  const http = {
+    [oauth.customFetch]: metadataFetch(deps, trace),
+    [oauth.allowInsecureRequests]: api.protocol === "http:",
+  };
+  const identifiers = [new URL(`${api.origin}${api.pathname}`)];
+  if (api.pathname !== "/") identifiers.push(new URL(api.origin));
+  const attempts = named !== undefined
+    ? [{
+      url: parseUrl(named),
+      request: () => metadataFetch(deps, trace)(named, { headers: { accept: "application/json" } }),
+    }]
+    : identifiers.map((id) => ({
+      url: new URL(`${api.origin}/.well-known/oauth-protected-resource${id.pathname === "/" ? "" : id.pathname}`),
+      request: () => oauth.resourceDiscoveryRequest(id, http),
+    }));
+  const tried: string[] = [];
+  for (const { url, request } of attempts) {
+    const local = url?.protocol === "http:" && isLoopbackTokenHost(url.hostname) && isLoopbackTokenHost(api.hostname);
+    if (!url || (url.protocol !== "https:" && !local)) {
+      throw new LoginError(
+        "invalid_response",
+        `The API at ${api.host} names metadata that is not an https URL: "${sanitize(named, 200)}"`,
+        { hint: "an API names plain-http metadata only on this machine; report it to the API's operator" },
+      );
+    }
+    tried.push(url.href);
+    const response = await request();
+    if (named === undefined && response.status >= 400 && response.status < 500) {
+      await response.body?.cancel();
+      report?.("ok", `no metadata at ${url.href} (HTTP ${response.status})`);
+      continue;
+    }
+    const metadata = await readResourceMetadata(api, url, response);
+    report?.("ok", `${url.href} names the resource ${metadata.resource}`);
+    return { metadata, challenge };
+  }
+  throw new LoginError(
+    "config",
+    `The API at ${api.host} does not say where to sign in: its answer (HTTP ${answer.status}) names no metadata, and there is none at ${
+      tried.join(" or ")
+    }`,
+    { hint: "pass --issuer and --client-id of the server that hands out its tokens" },
+  );
+}
+
+/** The fetch that reads an API's metadata: the one sender, nothing followed; oauth4webapi reads what it answers. */
+function metadataFetch(deps: Deps, trace?: Trace): typeof fetch {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    return responseOf(await send(deps, url, init ?? {}, { trace, urlName: "the URL" }));
+  };
+}
+
+/**
+ * Reads protected resource metadata with oauth4webapi. Its check wants the `resource` identical to the
+ * URL asked (RFC 9728 §3.3); we accept a path above it on the same origin (`resourceMismatch`), so that
+ * rule is checked first on the document's own `resource`, which is then what oauth4webapi compares with
+ * (its other checks, HTTP 200 and a JSON object with a string `resource`, stand as they are).
+ */
+async function readResourceMetadata(api: URL, from: URL, response: Response): Promise<Oauth.ResourceServer> {
+  const oauth = await lib();
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw new LoginError(
+      "invalid_response",
+      `Cannot fetch the API's metadata: the server answered HTTP ${response.status}${
+        response.status >= 300 && response.status < 400 ? ", a redirect, which is not followed" : ""
+      } (GET ${sanitize(from.href, 200)})`,
+      { hint: response.status >= 500 ? "try again later" : "report it to the API's operator" },
+    );
+  }
+  const claimed = parseJsonObject(await response.clone().text())?.resource;
+  const mismatch = claimed !== undefined ? resourceMismatch(api, claimed) : undefined;
+  if (mismatch) {
+    await response.body?.cancel();
+    throw new LoginError(
+      "invalid_response",
+      `The metadata of the API at ${api.host} (${sanitize(from.href, 200)}) ${mismatch}, which is not ${
+        sanitize(`${api.origin}${api.pathname}`, 200)
+      } or a path above it`,
+      { hint: "its metadata must name this URL or a path above it on the same host (RFC 9728 §3.3)" },
+    );
+  }
+  const expected = typeof claimed === "string" ? new URL(claimed) : api;
+  return await step("read the API's metadata", () => oauth.processResourceDiscoveryResponse(expected, response));
+}
+
+/**
+ * Steps 1 to 4 of signing in for an API (RFC 9728; the MCP authorization spec): its challenge (the
+ * answer to a request without a token: fetch's own, else a GET), its metadata, its authorization server
+ * (discovered: RFC 8414, then OpenID; the issuer must match), and a client (`obtainClient`). The plan
+ * signs in for the metadata's `resource` (RFC 8707) with the scope `resourceScope` chooses. `report`
+ * hears each step (`doctor`). Throws a LoginError.
+ */
+async function discoverResource(
+  config: Config,
+  deps: Deps,
+  options: { answer?: Answer; report?: ResourceReport } = {},
+): Promise<ResourcePlan> {
+  const trace = makeTrace(config, deps);
+  const api = new URL(config.protectedResource!.url);
+  const refusal = tokenRefusal(api); // its metadata over plain http could name any server
+  if (refusal) throw refusal;
+  const answer = options.answer ?? await probeResource(api, deps, trace);
+  const { metadata, challenge } = await findResourceMetadata(api, answer, deps, { trace, report: options.report });
+  const selector = config.issuer ? { issuer: config.issuer, from: settingSource(config, "issuer") } : undefined;
+  const issuer = chooseServer(metadata, api, selector);
+  options.report?.("ok", `the API takes tokens from ${issuer}${selector ? ` (${selector.from} picks it)` : ""}`);
+  const server: Config = { ...config, issuer, metadataUrl: undefined, provider: undefined };
+  const as = (await discoverIssuer(server, deps, trace).catch((error) => {
+    throw error instanceof LoginError && error.message.startsWith("Issuer mismatch")
+      ? new LoginError("invalid_response", error.message, {
+        hint: `the API's metadata names "${issuer}"; its operator must name the server's exact issuer`,
+      })
+      : error;
+  })).as;
+  const scope = resourceScope(config, challenge?.scope, metadata, as);
+  options.report?.("ok", `scope to ask for: ${scope || "none"}${config.scope !== undefined ? " (--scope)" : ""}`);
+  const client = await obtainClient(server, as, deps, { trace, report: options.report });
+  const resource = metadata.resource;
+  const plan: Config = {
+    ...server,
+    ...client.settings,
+    scope,
+    resources: [resource],
+    params: [...config.params.filter(([key]) => key !== "resource"), ["resource", resource]],
+    protectedResource: {
+      ...config.protectedResource!,
+      resource,
+      registration: client.registration,
+      client: client.origin,
+    },
+  };
+  return { config: plan, as, metadata };
+}
+
+/** Where a setting came from, as the person wrote it: `--issuer`, `OAUTH_ISSUER in the environment`, ... */
+function settingSource(config: Pick<Config, "sources" | "profile">, key: string): string {
+  const source = config.sources[key];
+  const variable = (ENV_VARS as Record<string, string>)[key];
+  if (source === "environment") return `${variable} in the environment`;
+  if (source === ".env") return `${variable} in .env`;
+  if (source === "profile") return `${profileKey(flagOf(key))} in the profile "${config.profile}"`;
+  return `--${flagOf(key)}`;
+}
+
+/**
+ * Step 4: the client to sign in with at `as`, in this order: the `--client-id` given on this
+ * command line (a Client ID Metadata Document when it is an https URL, sent as it is); else the client
+ * this tool registered there before, for these redirect URIs; else one registered now (RFC 7591), under
+ * the registration's lock. Throws a LoginError when the server offers no way to get one.
+ */
+async function obtainClient(
+  config: Config,
+  as: Oauth.AuthorizationServer,
+  deps: Deps,
+  { trace, report, again }: { trace?: Trace; report?: ResourceReport; again?: boolean },
+): Promise<{ settings: Partial<Config>; origin: ClientOrigin; registration?: string }> {
+  if (config.clientId) {
+    const document = parseUrl(config.clientId)?.protocol === "https:";
+    const accepted = as.client_id_metadata_document_supported === true;
+    report?.(
+      document && !accepted ? "warn" : "ok",
+      `client: "${config.clientId}" (--client-id)${
+        document ? `, a client ID metadata document${accepted ? "" : " the server does not say it accepts"}` : ""
+      }`,
+    );
+    return { settings: {}, origin: "given" };
+  }
+  const redirectUris = registrationRedirects(config);
+  const name = registrationName(as.issuer, redirectUris);
+  const remembered = async () =>
+    usableRegistration(await deps.storage.read(`${name}.json`), as.issuer, redirectUris, deps.now());
+  let registration = again ? undefined : await remembered();
+  let origin: ClientOrigin = "remembered";
+  if (!registration) {
+    if (typeof as.registration_endpoint !== "string") throw noClient(as);
+    const lock = await lockEntry(name, deps, "is registering this tool as a client");
+    try {
+      registration = again ? undefined : await remembered(); // another process may have just registered
+      if (!registration) {
+        registration = await registerClient(as, redirectUris, deps, trace);
+        await deps.storage.write(`${name}.json`, JSON.stringify(registration, null, 2) + "\n");
+        origin = "registered";
+      }
+    } finally {
+      lock.release();
+    }
+  }
+  report?.(
+    "ok",
+    `client: "${registration.clientId}", ${
+      origin === "registered" ? "registered now" : "registered before"
+    } (RFC 7591)`,
+  );
+  return {
+    settings: {
+      clientId: registration.clientId,
+      clientSecret: registration.clientSecret,
+      clientAuth: registration.authMethod,
+    },
+    origin,
+    registration: name,
+  };
+}
+
+/** The error for a server that offers this tool no client: no registration endpoint (and no client of the person's). */
+function noClient(as: Oauth.AuthorizationServer): LoginError {
+  const issuer = displayIssuer(as.issuer);
+  const documents = as.client_id_metadata_document_supported === true;
+  return new LoginError(
+    "config",
+    documents
+      ? `The server ${issuer} registers no clients (it has no registration endpoint); it takes client ID metadata documents`
+      : `The server ${issuer} offers no way to get a client: no registration endpoint (RFC 7591) and no client ID metadata documents`,
+    {
+      hint: documents
+        ? "pass --client-id with the https URL of your client's metadata document, or the id of a client registered there"
+        : `register a client there (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID, or keep it in a profile with --issuer ${issuer} (--save-profile NAME)`,
+    },
+  );
+}
+
+/**
+ * Registers this tool at the server (RFC 7591 §3.1) as a native public client: its loopback redirect
+ * URIs, the authorization code and refresh token grants (and the device grant where the server has
+ * the device flow), through oauth4webapi and the one sender. The answer is checked: a `client_id`, an
+ * authentication method this tool can use, a secret when that needs one. Throws a LoginError.
+ */
+async function registerClient(
+  as: Oauth.AuthorizationServer,
+  redirectUris: string[],
+  deps: Deps,
+  trace?: Trace,
+): Promise<Registration> {
+  const oauth = await lib();
+  const endpoint = assertEndpoint(as.registration_endpoint, "registration_endpoint", as.issuer);
+  const metadata = {
+    client_name: CLIENT_NAME,
+    application_type: "native",
+    token_endpoint_auth_method: "none",
+    redirect_uris: redirectUris,
+    grant_types: ["authorization_code", "refresh_token", ...(as.device_authorization_endpoint ? [DEVICE_GRANT] : [])],
+    response_types: ["code"],
+  };
+  let answer: Oauth.OmitSymbolProperties<Oauth.Client>;
+  try {
+    const response = await oauth.dynamicClientRegistrationRequest(as, metadata, {
+      [oauth.customFetch]: issuerFetch(deps, trace),
+      [oauth.allowInsecureRequests]: endpoint.protocol === "http:",
+    });
+    answer = await oauth.processDynamicClientRegistrationResponse(response);
+  } catch (error) {
+    const explained = await explain(error, "register this tool as a client");
+    if (!(explained instanceof ErrorResponse)) throw explained;
+    const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
+    throw new LoginError(
+      "config",
+      `The server at ${endpoint.host} refused to register this tool as a client: it answered "${
+        sanitize(explained.code, 60)
+      }"${detail}`,
+      {
+        hint:
+          `register a client there yourself (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID`,
+        cause: error,
+      },
+    );
+  }
+  const method = String(answer.token_endpoint_auth_method ?? (answer.client_secret ? "client_secret_basic" : "none"));
+  const secret = typeof answer.client_secret === "string" && answer.client_secret ? answer.client_secret : undefined;
+  const usable = ["none", "client_secret_basic", "client_secret_post"].includes(method);
+  if (!usable || (method !== "none" && !secret)) {
+    throw new LoginError(
+      "invalid_response",
+      `The server at ${endpoint.host} registered a client that authenticates with "${sanitize(method, 60)}"${
+        usable ? " but sent no secret" : ""
+      }, which this tool cannot use`,
+      { hint: "register a public client there yourself and pass --client-id ID" },
+    );
+  }
+  const expires = answer.client_secret_expires_at;
+  return {
+    version: 1,
+    issuer: as.issuer,
+    redirectUris,
+    clientId: answer.client_id,
+    ...(secret ? { clientSecret: secret } : {}),
+    ...(secret && typeof expires === "number" && expires > 0 ? { clientSecretExpiresAt: expires } : {}),
+    authMethod: method as ClientAuthMethod,
+    registeredAt: deps.now(),
+  };
+}
+
+/**
+ * The entry kept for `config`'s API, without a request: under the resource key of the URL or of a path
+ * above it, deepest first (`resourceKeysFor`), whose entry names that resource. With it, the
+ * configuration to renew and revoke it with (`resourceConfig`). `name` is "" when there is none.
+ */
+async function resourceEntry(config: Config, deps: Deps): Promise<FoundEntry> {
+  for (const key of resourceKeysFor(new URL(config.protectedResource!.url))) {
+    const name = resourceEntryName(key, config.profile);
+    const text = await deps.storage.read(`${name}.json`);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    const resource = entry?.protectedResource?.resource;
+    if (
+      entry && resource !== undefined && resourceKey(resource) === key &&
+      (entry.profile ?? "") === (config.profile ?? "")
+    ) {
+      return { name, entry, config: await resourceConfig(config, entry, deps) };
+    }
+    if (text !== undefined) {
+      say(
+        deps,
+        `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this API; it is ignored`,
+      );
+    }
+  }
+  return { name: "" };
+}
+
+/**
+ * The configuration an API's entry is renewed and revoked with: its server, its client (with the
+ * registered client's secret, read from the registration the entry names, when it has one), its scope
+ * and its resource. Only the tool's own registration file is read, and only for the entry's server.
+ */
+async function resourceConfig(config: Config, entry: TokenSet, deps: Deps): Promise<Config> {
+  const api = entry.protectedResource!;
+  let clientSecret: string | undefined;
+  if (api.registration && entry.authMethod !== "none" && CACHE_FILE.test(`${api.registration}.json`)) {
+    const text = await deps.storage.read(`${api.registration}.json`);
+    const registration = text === undefined ? undefined : parseJsonObject(text);
+    if (registration?.issuer === entry.issuer && registration.clientId === entry.clientId) {
+      clientSecret = typeof registration.clientSecret === "string" ? registration.clientSecret : undefined;
+    }
+  }
+  return {
+    ...config,
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    clientSecret: clientSecret ?? (config.sources.clientId === "flag" ? config.clientSecret : undefined),
+    clientAuth: entry.authMethod,
+    scope: entry.requestedScope,
+    resources: [api.resource],
+    params: [...config.params.filter(([key]) => key !== "resource"), ["resource", api.resource]],
+    protectedResource: {
+      ...config.protectedResource!,
+      resource: api.resource,
+      registration: api.registration,
+      client: api.registration ? "remembered" : "given",
+    },
+  };
+}
+
+/**
+ * Signs in for the API `config` names (steps 1 to 5) and keeps the entry under its resource: `answer`
+ * is its answer to the request without a token, when the command made one (`fetch`). Says where it
+ * signs in and why, unless `--quiet`.
+ */
+async function resourceLogin(
+  config: Config,
+  deps: Deps,
+  answer?: Answer,
+): Promise<{ name: string; entry: TokenSet; config: Config }> {
+  const api = config.protectedResource!;
+  if (api.setAside.length > 0) {
+    say(
+      deps,
+      `warning: Not using ${
+        listWords(api.setAside)
+      }: the API's metadata names the server to sign in at, and these were set for your own; pass --client-id (and --client-secret, --scope) to use them for this call`,
+    );
+  }
+  const plan = await discoverResource(config, deps, { answer });
+  const server = displayIssuer(plan.as.issuer);
+  if (!config.quiet) {
+    say(deps, `The API at ${new URL(api.url).host} takes tokens from ${server}: signing in there`);
+    if (plan.config.protectedResource?.client === "registered") {
+      say(
+        deps,
+        `note: Registered this tool as a client at ${
+          new URL(plan.as.issuer).host
+        } (RFC 7591); it is kept for later sign-ins`,
+      );
+    }
+  }
+  const name = resourceEntryName(resourceKey(plan.metadata.resource)!, config.profile);
+  const signed = await loginAndSaveWith(plan.config, deps, name, plan.as);
+  return { name, ...signed };
+}
+
+/** "a", "a and b", "a, b and c". Pure. */
+function listWords(items: string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
+}
+
+/**
+ * A sign-in for an API with the client its plan has; when the server refuses a client this tool
+ * registered before (it no longer knows it), the client is registered again, once, and the sign-in
+ * made with the new one. Returns the configuration used.
+ */
+async function signInAtResource(
+  config: Config,
+  deps: Deps,
+  metadata?: Oauth.AuthorizationServer,
+): Promise<{ config: Config; result: SignInResult }> {
+  try {
+    return { config, result: await signIn(config, deps, metadata) };
+  } catch (error) {
+    const api = config.protectedResource!;
+    if (!(error instanceof RejectedRequest) || api.client !== "remembered" || !api.registration) throw error;
+    const trace = makeTrace(config, deps);
+    const as = metadata ?? (await discoverIssuer(config, deps, trace)).as;
+    say(
+      deps,
+      `note: ${new URL(as.issuer).host} no longer knows the client this tool registered there; registering again`,
+    );
+    const client = await obtainClient({ ...config, clientId: "" }, as, deps, { trace, again: true });
+    const next: Config = {
+      ...config,
+      ...client.settings,
+      protectedResource: { ...api, registration: client.registration, client: client.origin },
+    };
+    return { config: next, result: await signIn(next, deps, as) };
+  }
+}
+
+/**
+ * `token`'s and `fetch`'s first sign-in for an API: exit 4 unless a person can answer (a terminal, or
+ * `--interactive`; kubectl's `spec.interactive` overrides both, as for any sign-in). Undefined: go ahead.
+ */
+function resourceLoginRequired(config: Config, deps: Deps, kubectlInteractive?: boolean): LoginError | undefined {
+  if (kubectlInteractive ?? (config.interactive || deps.canPrompt)) return undefined;
+  return notSignedInForApi(config);
+}
+
+/** "Not signed in for the API URL", with the command that signs in for it. */
+function notSignedInForApi(config: Config): LoginError {
+  const url = config.protectedResource!.url;
+  return new LoginError("login_required", `Not signed in for the API ${sanitize(url)}`, {
+    hint: `run "oauth-login login --resource ${shellWord(sanitize(url))}"${
+      config.command === "token" || config.command === "fetch"
+        ? " (or pass --interactive to let this command sign you in)"
+        : ""
+    }`,
+  });
+}
+
+// ── 17 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+
+/** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
+interface StepUp {
+  /** `insufficient_scope` (with the scope wanted) or `insufficient_user_authentication`. */
+  error: "insufficient_scope" | "insufficient_user_authentication";
+  scope?: string;
+  acrValues?: string;
+  maxAge?: number;
+  description?: string;
+}
+
+/** The step-up a 403 `insufficient_scope` or a 401 `insufficient_user_authentication` asks for, or undefined. Pure. */
+function stepUpAsked(status: number, challenges: Oauth.WWWAuthenticateChallenge[]): StepUp | undefined {
+  const found = challenges.find((c) => c.scheme === "bearer" || c.scheme === "dpop");
+  const p = found?.parameters;
+  if (!p) return undefined;
+  const description = p.error_description;
+  if (status === 403 && p.error === "insufficient_scope" && p.scope?.trim()) {
+    return { error: p.error, scope: p.scope.trim(), description };
+  }
+  if (status !== 401 || p.error !== "insufficient_user_authentication") return undefined;
+  const maxAge = p.max_age !== undefined && /^\d{1,9}$/.test(p.max_age) ? Number(p.max_age) : undefined;
+  const acrValues = p.acr_values?.trim() || undefined;
+  return acrValues || maxAge !== undefined ? { error: p.error, acrValues, maxAge, description } : undefined;
+}
+
+/** What a step-up asks for, in words: `the scope "a b"`, `acr_values "x" and max_age 0`. Pure. */
+function stepUpWords(asked: Pick<StepUp, "scope" | "acrValues" | "maxAge">): string {
+  if (asked.scope !== undefined) return `the scope "${sanitize(asked.scope, 120)}"`;
+  return [
+    ...(asked.acrValues ? [`acr_values "${sanitize(asked.acrValues, 80)}"`] : []),
+    ...(asked.maxAge !== undefined ? [`max_age ${asked.maxAge}`] : []),
+  ].join(" and ");
+}
+
+/** `--acr-values` and `--max-age` (RFC 9470), checked; throws a `usage` LoginError for a bad age. Pure. */
+function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
+  const maxAge = flags["max-age"];
+  if (maxAge !== undefined && !/^\d{1,9}$/.test(maxAge)) {
+    throw new LoginError("usage", `The maximum age "${sanitize(maxAge)}" is not a whole number of seconds`, {
+      hint: "give how long ago you may have signed in, e.g. --max-age 300 (0: sign in again now)",
+    });
+  }
+  const acrValues = flags["acr-values"]?.trim() || undefined;
+  return { ...(acrValues ? { acrValues } : {}), ...(maxAge !== undefined ? { maxAge: Number(maxAge) } : {}) };
+}
+
+/** The authorization parameters with `acr_values` and `max_age` as the flags give them (replacing a `--param`'s). Pure. */
+function withStepUpParams(
+  params: [string, string][],
+  settings: Pick<Config, "acrValues" | "maxAge">,
+): [string, string][] {
+  const set: [string, string][] = [];
+  if (settings.acrValues) set.push(["acr_values", settings.acrValues]);
+  if (settings.maxAge !== undefined) set.push(["max_age", String(settings.maxAge)]);
+  return [...params.filter(([key]) => !set.some(([name]) => name === key)), ...set];
+}
+
+/**
+ * Why the cached sign-in does not meet `--acr-values` / `--max-age` (RFC 9470), or undefined when it does
+ * (or neither is asked): its `acr` must be one of the values, and it must date from at most `maxAge`
+ * seconds before `now` (ms). Pure.
+ */
+function unmetAuthentication(
+  entry: Pick<TokenSet, "acr" | "authTime" | "issuedAt">,
+  config: Pick<Config, "acrValues" | "maxAge">,
+  now: number,
+): string | undefined {
+  if (config.acrValues && !scopeList(config.acrValues).some((acr) => scopeList(entry.acr ?? "").includes(acr))) {
+    return `its authentication context class (${
+      entry.acr ? `"${sanitize(entry.acr, 60)}"` : "not stated"
+    }) is not among --acr-values "${sanitize(config.acrValues, 80)}"`;
+  }
+  const at = entry.authTime ?? entry.issuedAt;
+  if (config.maxAge !== undefined && (at === undefined || now - at > config.maxAge * 1000)) {
+    return `it dates from ${at === undefined ? "an unknown time" : relativeTime(at, now)}, more than --max-age ${
+      plural(config.maxAge, "second")
+    } ago`;
+  }
+  return undefined;
+}
+
+/**
+ * The configuration a step-up signs in with, or undefined when it cannot: for `insufficient_scope`,
+ * the union of the granted and the asked scopes, for an API's entry only (another entry's scope is the
+ * person's choice, and its cache key); for `insufficient_user_authentication`, its `acr_values` and
+ * `max_age` as authorization parameters. Undefined too when nothing new would be asked. Pure.
+ */
+function stepUpConfig(config: Config, entry: TokenSet, asked: StepUp): Config | undefined {
+  if (asked.error === "insufficient_scope") {
+    if (!config.protectedResource?.resource) return undefined;
+    const held = entry.scope ?? entry.requestedScope;
+    const scope = unionScope(held, asked.scope!);
+    return scopeList(scope).length > scopeList(held).length ? { ...config, scope } : undefined;
+  }
+  const settings = { acrValues: asked.acrValues ?? config.acrValues, maxAge: asked.maxAge ?? config.maxAge };
+  return { ...config, ...settings, params: withStepUpParams(config.params, settings) };
+}
+
+/**
+ * After an API's refusal that asks for more (`stepUpAsked`): signs in again, once for each kind
+ * (`stepped` holds those done), and returns the new entry and configuration; undefined when no step-up
+ * applies. A refusal of a kind already stepped up for ends with the API's words (`refusal`, which the
+ * caller throws once the answer is written); so does one when no person can sign in (no terminal, no
+ * --interactive), saying what to run.
+ */
+async function stepUp(
+  config: Config,
+  deps: Deps,
+  { name, entry, answer, stepped }: { name: string; entry: TokenSet; answer: Answer; stepped: Set<string> },
+): Promise<{ config: Config; entry: TokenSet } | { refusal: LoginError } | undefined> {
+  const asked = stepUpAsked(answer.status, await challengesOf(answer));
+  if (!asked) return undefined;
+  const host = new URL(config.request?.url ?? config.protectedResource!.url).host;
+  const detail = asked.description ? ` (${sanitize(asked.description)})` : "";
+  if (stepped.has(asked.error)) {
+    return {
+      refusal: new LoginError(
+        "failure",
+        `The API at ${host} still answers "${asked.error}"${detail} after signing in again for ${stepUpWords(asked)}`,
+        {
+          hint: asked.error === "insufficient_scope"
+            ? "your account may not be allowed that scope at the server: ask the API's operator"
+            : "the server did not sign you in as the API asks: ask the API's operator",
+        },
+      ),
+    };
+  }
+  const next = stepUpConfig(config, entry, asked);
+  if (!next) return undefined;
+  if (!config.interactive && !deps.canPrompt) {
+    return {
+      refusal: new LoginError("login_required", `The API at ${host} asks for ${stepUpWords(asked)}${detail}`, {
+        hint: `sign in again for it: run "oauth-login login${
+          resourceFlags(next)
+        }" (or pass --interactive to let this command sign you in)`,
+      }),
+    };
+  }
+  stepped.add(asked.error);
+  say(deps, `The API at ${host} asks for ${stepUpWords(asked)}${detail}: signing in again`);
+  return await loginAndSaveWith(next, deps, name);
+}
+
+/** The flags of a login for `config`: `--resource URL` and the scope for an API's entry, else the usual (`loginFlags`). */
+function resourceFlags(config: Config): string {
+  const extra = [
+    ...(config.acrValues ? [` --acr-values ${shellWord(sanitize(config.acrValues))}`] : []),
+    ...(config.maxAge !== undefined ? [` --max-age ${config.maxAge}`] : []),
+  ].join("");
+  const api = config.protectedResource;
+  if (!api) return `${loginFlags(config)}${extra}`;
+  return ` --resource ${shellWord(sanitize(api.resource ?? api.url))}${
+    config.scope ? ` --scope ${shellWord(sanitize(config.scope))}` : ""
+  }${extra}`;
+}
+
+/**
+ * `token` and `fetch` with `--acr-values` / `--max-age` (RFC 9470): a cached sign-in that does not meet
+ * them is made again with them, when a person can answer; else exit 4 with what to run.
+ */
+async function meetAuthentication(
+  config: Config,
+  deps: Deps,
+  found: { name: string; entry: TokenSet },
+): Promise<TokenSet> {
+  const unmet = unmetAuthentication(found.entry, config, deps.now());
+  if (!unmet) return found.entry;
+  const where = displayIssuer(found.entry.metadata.issuer as string ?? config.issuer);
+  if (!config.interactive && !deps.canPrompt) {
+    throw new LoginError("login_required", `The cached sign-in at ${where} is not enough: ${unmet}`, {
+      hint: `run "oauth-login login${resourceFlags(config)}" (or pass --interactive to let this command sign you in)`,
+    });
+  }
+  say(deps, `The cached sign-in at ${where} is not enough (${unmet}): signing in again`);
+  return (await loginAndSaveWith(config, deps, found.name)).entry;
+}
+
+/** What a refresh keeps of the sign-in an entry came from: the API it is for, when and how the person signed in. */
+function previousSignIn(previous: TokenSet): Partial<TokenSet> {
+  const { protectedResource, authTime, acr } = previous;
+  return {
+    ...(protectedResource ? { protectedResource } : {}),
+    ...(authTime !== undefined ? { authTime } : {}),
+    ...(acr !== undefined ? { acr } : {}),
+  };
+}
+
+/**
+ * What a sign-in's entry records of it: the API whose metadata chose the server (RFC 9728), when the
+ * person signed in and with which authentication context class (RFC 9470): the ID token's `auth_time`
+ * and `acr` (oauth4webapi has validated it), else the sign-in's time and the `acr_values` asked for. Pure.
+ */
+function signedIn(
+  config: Partial<Pick<Config, "params" | "protectedResource">>,
+  tokens: Oauth.TokenEndpointResponse,
+  now: number,
+): Partial<TokenSet> {
+  const claims = jwtClaims(tokens.id_token);
+  const authTime = typeof claims?.auth_time === "number" && claims.auth_time * 1000 <= now
+    ? claims.auth_time * 1000
+    : now;
+  const asked = config.params?.find(([key]) => key === "acr_values")?.[1];
+  const acr = typeof claims?.acr === "string" ? claims.acr : asked;
+  const api = config.protectedResource;
+  return {
+    ...(api?.resource ? { protectedResource: { resource: api.resource, registration: api.registration } } : {}),
+    authTime,
+    ...(acr ? { acr } : {}),
+  };
+}
+
+// ── 18 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  return (await loginAndSaveWith(config, deps, name)).entry;
+}
+
+/**
+ * `loginAndSave`, returning the configuration the sign-in used too (an API's client may have been
+ * registered again, `signInAtResource`); `metadata`: the server's, when it was just discovered.
+ */
+async function loginAndSaveWith(
+  config: Config,
+  deps: Deps,
+  name: string,
+  metadata?: Oauth.AuthorizationServer,
+): Promise<{ entry: TokenSet; config: Config }> {
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
   await deps.storage.prepare?.(`${name}.json`);
-  const result = await signIn(config, deps);
+  let result: SignInResult;
+  if (config.protectedResource?.resource) ({ config, result } = await signInAtResource(config, deps, metadata));
+  else result = await signIn(config, deps, metadata);
   const entry = toTokenSet(config, result.tokens, {
     now: deps.now(),
     metadata: result.metadata as unknown as Record<string, unknown>,
@@ -7051,15 +8182,21 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
   } finally {
     lock.release();
   }
+  announceLogin(config, result, entry, deps);
+  return { entry, config };
+}
+
+/** Says who logged in, and what to try when scopes or the refresh token did not come. */
+function announceLogin(config: Config, result: SignInResult, entry: TokenSet, deps: Deps): void {
   if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
-  const missing = missingScopes(result.scope, result.tokens);
+  const missing = missingScopes(result.scope, result.tokens, (config.resources?.length ?? 0) > 0);
   const remedy = refreshTokenRemedy(result.scope, result.metadata, config);
   const droppedOffline = !entry.refreshToken && scopeList(result.scope).includes("offline_access");
   if (droppedOffline && missing.length === 0 && remedy === "; try --prompt consent") {
     // A strict OpenID server (OpenID Connect Core §11) grants offline_access only with prompt=consent.
     say(deps, "warning: The server did not grant offline_access, so it issued no refresh token");
     say(deps, "note: Log in with --prompt consent to get one (strict OpenID servers need it)");
-    return entry;
+    return;
   }
   if (missing.length > 0) say(deps, `warning: The server did not grant ${sanitize(missing.join(" "))}`);
   if (!entry.refreshToken) {
@@ -7068,12 +8205,13 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
       `note: The server issued no refresh token, so you will sign in again when this token expires${remedy}`,
     );
   }
-  return entry;
 }
 
 /** `login`: the browser login; the tokens are cached for `token`. */
 async function loginCommand(config: Config, deps: Deps): Promise<void> {
-  const entry = await loginAndSave(config, deps, cacheKey(config));
+  const entry = config.protectedResource
+    ? (await resourceLogin(config, deps)).entry
+    : await loginAndSave(config, deps, cacheKey(config));
   if (config.json) {
     deps.stdout(
       JSON.stringify({
@@ -7157,8 +8295,14 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     );
   }
   const found = await entryFor(config, deps);
-  const name = found.name;
-  let entry = found.entry;
+  if (found.config) config = found.config;
+  let { name, entry } = found;
+  if (!entry && config.protectedResource) {
+    // The first sign-in for an API: its metadata says where (RFC 9728), when a person can answer.
+    const required = resourceLoginRequired(config, deps, exec?.interactive);
+    if (required) throw required;
+    ({ name, entry, config } = await resourceLogin(config, deps));
+  }
   if (entry && config.dpop && !entry.dpopKey) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
@@ -7167,6 +8311,9 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
+  }
+  if (entry && (config.acrValues || config.maxAge !== undefined) && exec?.interactive !== false) {
+    entry = await meetAuthentication(config, deps, { name, entry });
   }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
     entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
@@ -7179,7 +8326,9 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   if (config.all) return await whoamiAll(config, deps);
-  const { entry } = await entryFor(config, deps);
+  const found = await entryFor(config, deps);
+  if (found.config) config = found.config;
+  const { entry } = found;
   const now = deps.now();
   const expired = entry !== undefined && hasExpired(entry, now);
   const why = !entry
@@ -7189,17 +8338,19 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
     : undefined;
   if (!entry || why) {
     const named = entry?.metadata.issuer;
+    const api = config.protectedResource && !entry ? notSignedInForApi(config) : undefined;
     if (config.json) {
       deps.stdout(
         JSON.stringify({
           logged_in: false,
-          issuer: typeof named === "string" ? named : displayIssuer(config.issuer),
+          issuer: typeof named === "string" ? named : api ? null : displayIssuer(config.issuer),
           client_id: config.clientId,
-          reason: why,
+          ...(config.protectedResource ? { resource: config.protectedResource.resource ?? null } : {}),
+          reason: api?.message ?? why,
         }) + "\n",
       );
     }
-    throw loginRequired(config, why!, { named });
+    throw api ?? loginRequired(config, why!, { named });
   }
   if (config.json) {
     deps.stdout(
@@ -7213,6 +8364,7 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         expires_at: isoExpiry(entry),
         expired,
         refreshable: !!entry.refreshToken,
+        ...(entry.protectedResource ? { resource: entry.protectedResource.resource } : {}),
       }) + "\n",
     );
     return;
@@ -7229,6 +8381,7 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
       sanitize(entry.user ?? entry.subject ?? "an unnamed user")
     }\n` +
       `  client:  ${sanitize(entry.clientId)}\n` +
+      (entry.protectedResource ? `  for:     the API ${sanitize(entry.protectedResource.resource)}\n` : "") +
       `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
       `  token:   ${expiry}\n` +
       `  refresh: ${
@@ -7390,8 +8543,12 @@ async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefi
  */
 async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
+  const api = config.protectedResource && !config.all ? await entryFor(config, deps) : undefined;
+  if (api?.config) config = api.config;
   const names = config.all
     ? await deps.storage.list()
+    : api
+    ? [api.name].filter(Boolean)
     : [cacheKey(config), ...(await otherEntries(config, deps, false)).map((found) => found.name)];
   const problems: RevocationProblem[] = [];
   const removed: (TokenSet | undefined)[] = [];
@@ -7439,6 +8596,9 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
 /** What a single `logout` says it did: the issuer, and the other resources of a login that covered several. */
 function loggedOut(config: Config, removed: (TokenSet | undefined)[]): string {
   const named = removed.find((entry) => typeof entry?.metadata.issuer === "string")?.metadata.issuer as string;
+  if (config.protectedResource && removed.length === 0) {
+    return `Not signed in for the API ${sanitize(config.protectedResource.url)}; nothing to do`;
+  }
   const where = named === undefined ? displayIssuer(config.issuer) : sanitize(named);
   if (removed.length === 0) return `Not logged in to ${where}; nothing to do`;
   const wanted = config.resources?.length === 1 ? config.resources[0] : undefined;
@@ -7494,7 +8654,15 @@ async function logoutEntry(
       say(deps, `warning: The cached token at "${path}" is unreadable or not for this client; it was left as it is`);
       return { outcome: "left" };
     }
-    const outcome = entry ? await revokeTokenSet(entry, config, deps, trace) : "unrevoked";
+    // An API's entry is revoked with its own client (the secret of this tool's registration, if any).
+    const own = entry?.protectedResource && config.all
+      ? await resourceConfig(
+        { ...config, protectedResource: { url: entry.protectedResource.resource, setAside: [] } },
+        entry,
+        deps,
+      )
+      : config;
+    const outcome = entry ? await revokeTokenSet(entry, own, deps, trace) : "unrevoked";
     for (const problem of Array.isArray(outcome) ? outcome : []) say(deps, `warning: ${problem.text}`);
     await deps.storage.remove(`${name}.json`); // its lock file goes when the lock is released
     return { entry, outcome };
@@ -7565,16 +8733,43 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
 
 /**
  * `fetch`: one request to an API with the cached token (refreshed first when it expires within
- * --min-ttl), where `tokenRefusal` lets it go. A `use_dpop_nonce` challenge is answered once with the
- * server's nonce; a 401 with `invalid_token` refreshes the token once and sends the request once more.
- * The answer is written by `writeAnswer`. Exit 0 for 2xx, else 1.
+ * --min-ttl), where `tokenRefusal` lets it go. With no login for an API its settings do not name a
+ * server for, the request goes without a token, and a challenge starts the sign-in its metadata
+ * describes (`resourceLogin`, RFC 9728). A `use_dpop_nonce` challenge is answered once with the
+ * server's nonce; a 401 with `invalid_token` refreshes the token once and sends the request once more;
+ * a refusal that asks for more (RFC 6750 `insufficient_scope`, RFC 9470) signs in again once for it
+ * (`stepUp`). The answer is written by `writeAnswer`. Exit 0 for 2xx, else 1.
  */
 async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const request = config.request!;
   const trace = makeTrace(config, deps);
+  const body = await requestBody(request, deps);
+  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
+    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
+    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
+    request.headers.push(["content-type", type]);
+  }
   const found = await entryFor(config, deps);
-  const name = found.name;
-  let entry = found.entry;
+  if (found.config) config = found.config;
+  let { name, entry } = found;
+  const tooLarge = `fetch reads at most ${byteSize(API_MAX_BODY_BYTES)}; for more, give the token to curl: ` +
+    `"oauth-login token --format headers${resourceFlags(config)} --url URL | curl -H @- URL"`;
+  if (!entry && config.protectedResource) {
+    // No login for this API yet: the request goes without a token, and only a challenge starts a sign-in.
+    const options: SendOptions = {
+      trace,
+      traceFields: false,
+      maxBytes: API_MAX_BODY_BYTES,
+      tooLarge,
+      urlName: "the URL",
+    };
+    const init = { method: request.method, headers: new Headers(request.headers), body };
+    const answer = await send(deps, new URL(request.url!), init, options);
+    if (!(await asksForToken(answer))) return writeAnswer(answer, request, config, deps);
+    const required = resourceLoginRequired(config, deps);
+    if (required) throw required;
+    ({ name, entry, config } = await resourceLogin(config, deps, answer));
+  }
   if (entry && config.dpop && !entry.dpopKey) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
@@ -7584,15 +8779,42 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
-  const body = await requestBody(request, deps);
-  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
-    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
-    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
-    request.headers.push(["content-type", type]);
+  if (entry && (config.acrValues || config.maxAge !== undefined)) {
+    entry = await meetAuthentication(config, deps, { name, entry });
   }
-  const tooLarge = `fetch reads at most ${byteSize(API_MAX_BODY_BYTES)}; for more, give the token to curl: ` +
-    `"oauth-login token --format headers${loginFlags(config)} --url URL | curl -H @- URL"`;
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  let called = await callApi(config, deps, { name, entry, body, trace, tooLarge });
+  const stepped = new Set<string>();
+  let refusal: LoginError | undefined;
+  for (;;) {
+    const next = await stepUp(config, deps, { name, entry: called.entry, answer: called.response, stepped });
+    if (!next || "refusal" in next) {
+      refusal = next?.refusal;
+      break;
+    }
+    config = next.config;
+    called = await callApi(config, deps, { name, entry: next.entry, body, trace, tooLarge });
+  }
+  writeAnswer(called.response, request, config, deps, refusal);
+}
+
+/**
+ * One call of `fetch`'s request with `entry`'s token, where `tokenRefusal` lets it go: once more with
+ * the server's nonce when it asks for one (RFC 9449 §8, §9), and after a 401 `invalid_token`, once
+ * more with a refreshed token. Returns the answer and the entry used last; remembers DPoP nonces.
+ */
+async function callApi(
+  config: Config,
+  deps: Deps,
+  { name, entry, body, trace, tooLarge }: {
+    name: string;
+    entry: TokenSet;
+    body?: Uint8Array<ArrayBuffer>;
+    trace?: Trace;
+    tooLarge: string;
+  },
+): Promise<{ response: Answer; entry: TokenSet }> {
+  const request = config.request!;
   let dpop: DpopState | undefined;
   const sendOnce = async (current: TokenSet) => {
     const refusal = tokenRefusal(new URL(request.url!), current);
@@ -7600,7 +8822,6 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     if (!B64TOKEN.test(current.accessToken)) throw unusableToken(config);
     return await sendWithToken(current, request, body, deps, { dpop, trace, tooLarge });
   };
-  // Once more with the server's nonce when it asks for one (RFC 9449 §8, §9).
   const sendWithNonce = async (current: TokenSet) => {
     const response = await sendOnce(current);
     if (!dpop || challengeError(response.headers) !== "use_dpop_nonce" || !response.headers.has("dpop-nonce")) {
@@ -7621,7 +8842,7 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     response = await sendWithNonce(entry);
   }
   if (dpop) await rememberNonces(config, deps, name, dpop);
-  writeAnswer(response, request, config, deps);
+  return { response, entry };
 }
 
 /**
@@ -7650,7 +8871,14 @@ function terminalProblem(body: Uint8Array): string | undefined {
  * control characters is refused, and text gets a final line end, so that the next line starts on its
  * own. A status other than 2xx (a redirect too: never followed) is then an error (exit 1).
  */
-function writeAnswer(response: Answer, request: ResourceRequest, config: Config, deps: Deps): void {
+function writeAnswer(
+  response: Answer,
+  request: ResourceRequest,
+  config: Config,
+  deps: Deps,
+  /** The error for a status other than 2xx, when the caller knows better (a step-up refused). */
+  refusal?: LoginError,
+): void {
   const url = new URL(request.url!);
   if (request.include || config.verbose) {
     const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
@@ -7668,6 +8896,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   deps.stdoutBytes(response.body);
   if (deps.stdoutIsTerminal && response.body.length > 0 && response.body.at(-1) !== 0x0a) deps.stdout("\n");
   if (response.status >= 200 && response.status <= 299) return;
+  if (refusal) throw refusal;
   const error = challengeError(response.headers);
   const location = response.headers.get("location");
   const target = location === null ? undefined : URL.parse(location, url) ?? undefined;
@@ -7689,7 +8918,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   );
 }
 
-// ── 17 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 19 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -7824,7 +9053,10 @@ async function doctorConfig(
   } else add("ok", "config", `.env: none at ${shown}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
-    if (withoutIssuer(config)) {
+    const api = config.protectedResource;
+    if (api && !config.issuer) {
+      add("ok", "config", `issuer: none: the API at ${api.url} names its server (RFC 9728)`);
+    } else if (withoutIssuer(config)) {
       add("ok", "config", `issuer: none (endpoints given by hand; the token endpoint keys the cache)`);
     } else {
       const origin = config.sources.issuer === "default" && config.provider
@@ -7841,7 +9073,7 @@ async function doctorConfig(
       if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
     }
     doctorTrust(config, shown, deps, add);
-    add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
+    doctorApiSettings(config, cli.target, add);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
       add(
@@ -7853,7 +9085,7 @@ async function doctorConfig(
     add(
       "ok",
       "config",
-      `scope: ${config.scope ?? "openid profile [offline_access] (default)"}${
+      `scope: ${config.scope ?? (api ? "as the API says (below)" : "openid profile [offline_access] (default)")}${
         config.scope ? ` (${from("scope")})` : ""
       }`,
     );
@@ -7868,6 +9100,23 @@ async function doctorConfig(
     }
   }
   return config;
+}
+
+/**
+ * `doctor`'s client id line, and for `doctor URL` what the API's metadata decides: the client (when none
+ * is given), the person's own settings set aside for it, or, with a server and a client of their own,
+ * that the API is not asked.
+ */
+function doctorApiSettings(config: Config, target: string | undefined, add: AddCheck): void {
+  const api = config.protectedResource;
+  if (api && !config.clientId) add("ok", "config", "client id: none: the API's server is asked for one (below)");
+  else add("ok", "config", `client id: ${config.clientId} (from ${config.sources.clientId ?? "default"})`);
+  if (target && !api) {
+    add("warn", "config", `${target}: its metadata is not asked, as your settings name the server and the client`);
+  }
+  for (const item of api?.setAside ?? []) {
+    add("warn", "config", `${item}: not used, as the API's metadata chooses the server (--client-id, --scope are)`);
+  }
 }
 
 /**
@@ -7974,6 +9223,23 @@ async function doctorDiscovery(
   return { metadata, deviceSupported };
 }
 
+/**
+ * `doctor URL`'s steps for an API whose metadata names the server (`discoverResource`, without signing
+ * in): its challenge, its metadata, the server, the scope and the client (given, registered before, or
+ * registered now: kept for the sign-in to come). The configuration to check further, or undefined.
+ */
+async function doctorResource(config: Config, deps: Deps, add: AddCheck): Promise<Config | undefined> {
+  try {
+    const plan = await discoverResource(config, deps, {
+      report: (status, message) => add(status, "resource", message),
+    });
+    return plan.config;
+  } catch (error) {
+    add("fail", "resource", describeError(error));
+    return undefined;
+  }
+}
+
 /** `doctor`'s redirect checks: the planned port, whether it is free on each loopback address, localhost. */
 async function doctorRedirect(config: Config, add: AddCheck): Promise<void> {
   try {
@@ -8043,7 +9309,7 @@ function doctorNetwork(
   }
   if (config) {
     // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
-    const urls = [config.metadataUrl ?? config.issuer];
+    const urls = [config.protectedResource?.url ?? "", config.metadataUrl ?? config.issuer];
     for (
       const name of [
         "token_endpoint",
@@ -8131,8 +9397,9 @@ async function doctor(
   const checks: Check[] = [];
   const add = (status: Check["status"], topic: string, message: string) =>
     checks.push({ status, topic, message: sanitize(message, 400) });
-  const config = await doctorConfig(cli, dotenv, deps, envPath, add);
+  let config = await doctorConfig(cli, dotenv, deps, envPath, add);
   let metadata: Oauth.AuthorizationServer | undefined;
+  if (config?.protectedResource) config = await doctorResource(config, deps, add);
   if (config) {
     const discovered = await doctorDiscovery(config, deps, add);
     metadata = discovered.metadata;
@@ -8148,14 +9415,14 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 18 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 20 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
   /** Whether the command was named (for `--help`). */
   named: boolean;
   flags: FlagValues;
-  /** `fetch URL`: the one positional argument a command takes. */
+  /** `fetch URL`, `doctor URL`: the one positional argument a command takes. */
   target?: string;
 }
 
@@ -8209,13 +9476,13 @@ const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "p
 
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
-  login: [...LOGIN_FLAGS, "save-profile"],
-  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url"],
+  login: [...LOGIN_FLAGS, "save-profile", "acr-values", "max-age"],
+  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url", "acr-values", "max-age"],
   whoami: ["all"],
   logout: ["all"],
   doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
   profiles: [],
-  fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
+  fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url", "acr-values", "max-age"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
@@ -8267,8 +9534,9 @@ async function parseCli(args: string[]): Promise<Cli> {
       hint: "run with --help to see the commands",
     });
   }
-  if (rest.length > (command === "fetch" ? 1 : 0)) {
-    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[command === "fetch" ? 1 : 0])}"`, {
+  const positional = command === "fetch" || command === "doctor" ? 1 : 0; // `fetch URL`, `doctor [URL]`
+  if (rest.length > positional) {
+    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[positional])}"`, {
       hint: `run "oauth-login ${command} --help" to see the usage`,
     });
   }
@@ -8280,7 +9548,7 @@ async function parseCli(args: string[]): Promise<Cli> {
       hint: `run "oauth-login ${command} --help" to see its flags`,
     });
   }
-  return { command, named: parsed.positionals.length > 0, flags, target: command === "fetch" ? rest[0] : undefined };
+  return { command, named: parsed.positionals.length > 0, flags, target: positional ? rest[0] : undefined };
 }
 
 /**
@@ -8297,8 +9565,8 @@ function quickParse(args: string[]): Cli | undefined {
   const flags: Record<string, string | boolean | string[]> = {};
   let target: string | undefined;
   for (let i = named ? 1 : 0; i < args.length; i++) {
-    if (command === "fetch" && target === undefined && !args[i].startsWith("-")) {
-      target = args[i]; // `fetch URL`
+    if ((command === "fetch" || command === "doctor") && target === undefined && !args[i].startsWith("-")) {
+      target = args[i]; // `fetch URL`, `doctor URL`
       continue;
     }
     const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
@@ -8362,7 +9630,9 @@ DPoP, client keys and resources:
   --client-auth private_key_jwt|client_secret_jwt   JWT client authentication
   --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
   --assertion-audience issuer|token-endpoint   the aud of client assertions
-  --resource URI        the API a token is for (RFC 8707); repeatable
+  --resource URI        the API a token is for (RFC 8707); repeatable. One
+                        --resource URL and no issuer or no client id: the
+                        API's metadata says where to sign in (RFC 9728)
   --audience VALUE      the audience parameter (Auth0 and others)`;
 
 const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
@@ -8398,7 +9668,8 @@ Commands:
   doctor           check the settings, the issuer, the client id and
                    redirect URI, the port, the browser and the cache
   profiles         list the config file's profiles and who is logged in
-  fetch URL        call an API with the cached token (Bearer or DPoP)
+  fetch URL        call an API with the cached token (Bearer or DPoP); with
+                   nothing configured, sign in where the API says
 
 ${CONFIG_FLAGS_HELP}
 
@@ -8455,6 +9726,10 @@ required).
                         sign-in when it says spec.interactive is false)
                         or headers (Authorization and DPoP lines for curl -H @-)
   --method M --url URL  the request a headers-format DPoP proof is for
+  --acr-values "A B"    sign in again unless the cached sign-in had one of
+                        these authentication context classes (RFC 9470)
+  --max-age SECONDS     sign in again unless the cached sign-in is at most
+                        this old
 
 ${CONFIG_FLAGS_HELP}
 
@@ -8471,14 +9746,17 @@ Exits 0 when logged in (a valid or refreshable token) and 4 when not (with
 
 ${CONFIG_FLAGS_HELP}
 `,
-  doctor: `Usage: oauth-login doctor [flags]
+  doctor: `Usage: oauth-login doctor [URL] [flags]
 
 Checks, one line each (ok, warn or fail): the settings and where each came
 from, the issuer's metadata and what it supports, whether the server accepts
 the client id and the redirect URI, the redirect port on 127.0.0.1 and ::1
 and how localhost resolves, the browser opener and display, proxy and CA
 settings, and the token cache's permissions. Secrets are never shown. Exits
-0 when nothing failed; --json for bug reports.
+0 when nothing failed; --json for bug reports. With an API's URL and no
+issuer or client id: each step of finding where to sign in for it (its
+challenge, its metadata, its server, the scope, the client: given, registered
+before or registered now), without signing in.
 
 ${CONFIG_FLAGS_HELP}
   --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
@@ -8492,6 +9770,13 @@ A token that expires within --min-ttl is refreshed first; a 401 "invalid_token"
 refreshes it once and sends once more; a DPoP nonce challenge is answered once.
 Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
 
+With no issuer or no client id configured, the API says where to sign in: the
+request goes without a token, and its 401 leads to its metadata (RFC 9728),
+the server it names, a client (--client-id, or one this tool registers there,
+RFC 7591) and a sign-in for it, kept for the next calls. A 403
+"insufficient_scope" or a 401 "insufficient_user_authentication" signs in
+again once for what it asks (RFC 9470), then sends once more.
+
   -X, --request METHOD  the method (default: GET, or POST with -d)
   -H, --header "N: V"   a request header; repeatable (not Authorization or DPoP)
   -d, --data DATA       the body: text, @FILE or @- (stdin); JSON when it starts
@@ -8499,6 +9784,8 @@ Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
   -i, --include         print the status line and headers on stderr
   --min-ttl SECONDS     refresh when the token expires within this long
   --interactive         sign in when needed even without a terminal
+  --acr-values "A B", --max-age SECONDS
+                        sign in again unless the cached sign-in meets them
 
 ${CONFIG_FLAGS_HELP}
 `,
@@ -8767,6 +10054,7 @@ export const testing = {
   MAX_LIFETIME_S,
   browserAvailability,
   cacheKey,
+  chooseServer,
   closest,
   dpopAlgorithm,
   configPath,
@@ -8785,7 +10073,10 @@ export const testing = {
   parseIssuer,
   planRedirect,
   quickParse,
+  registrationName,
   replaceProfileText,
+  resourceEntryName,
+  resourceMismatch,
   routeFor,
   sanitize,
   wrap,

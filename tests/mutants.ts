@@ -38,6 +38,7 @@ const CALLBACK = "tests/callback_test.ts";
 const GUARDS = "tests/guards_test.ts";
 const PROVIDERS = "tests/providers_test.ts";
 const FIRSTHOUR = "tests/firsthour_test.ts";
+const RESOURCE = "tests/resource_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -418,6 +419,55 @@ const MUTANTS: Mutant[] = [
     name: "an expired pushed request_uri is handed to the browser",
     edits: [[/current\.used \|\| deps\.now\(\) >= current\.expiresAt/, "current.used"]],
     tests: [FIRSTHOUR],
+  },
+  // Issue 20: an API's metadata says where to sign in; what it may choose, and what it never gets.
+  {
+    name: "an API's metadata may claim another origin (or a sibling path) as its resource",
+    edits: [[/const within = claimed\.origin === url\.origin &&/, "const within = true ||"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "an API on this machine may name plain-http metadata on any host",
+    edits: [[
+      /const local = url\?\.protocol === "http:" && isLoopbackTokenHost\(url\.hostname\) &&/,
+      'const local = url?.protocol === "http:" ||',
+    ]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "an https API may name a plain-http authorization server",
+    edits: [[/url\.protocol === "http:" && !isLoopbackTokenHost\(api\.hostname\)/, "false"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "the person's own client id and secret go to a server only an API named",
+    // ownClientSettings: a setting a flag did not give is set aside.
+    edits: [[
+      /if \(value === undefined \|\| source === undefined \|\| source === "flag"\) return value;/,
+      "return value;",
+    ]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "a step-up refused again signs in again (a loop)",
+    edits: [[/if \(stepped\.has\(asked\.error\)\) \{/, "if (false) {"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "a registered client is used after its secret expired (client_secret_expires_at)",
+    edits: [[
+      /if \(value\.clientSecret && expires && expires \* 1000 <= now \+ SECRET_EXPIRY_MARGIN_MS\) return undefined;/,
+      "",
+    ]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "a client registration is kept under an entry's name (listed as a login, removable as one)",
+    edits: [[
+      /\["client registration", issuer, \[\.\.\.redirectUris\]\.sort\(\)\]\)\}\.client`/,
+      '["client registration", issuer, [...redirectUris].sort()])}`',
+    ]],
+    tests: [RESOURCE],
   },
 ];
 

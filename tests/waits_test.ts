@@ -523,7 +523,9 @@ Deno.test("hints name the command as the person runs the tool", async (t) => {
 // ── 5. Output that fits ─────────────────────────────────────────────────────────────────────────
 
 Deno.test("--help of every command fits 80 columns", async () => {
-  for (const command of [[], ["login"], ["token"], ["whoami"], ["status"], ["logout"], ["doctor"]]) {
+  for (
+    const command of [[], ["login"], ["token"], ["whoami"], ["status"], ["logout"], ["doctor"], ["fetch"], ["profiles"]]
+  ) {
     const result = await run([...command, "--help"]);
     assertEquals(result.code, EXIT.ok);
     const wide = result.stdout.split("\n").filter((line) => line.length > 80);

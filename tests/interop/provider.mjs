@@ -1,7 +1,8 @@
 // A real, OpenID-certified authorization server (oidc-provider 8) for oauth-login's interop tests.
 //
 //   node tests/interop/provider.mjs [--confidential-redirect URL] [--access-token-ttl SECONDS]
-//                                   [--device-interval SECONDS] [--clock]
+//                                   [--device-interval SECONDS] [--clock] [--dpop] [--resources]
+//                                   [--registration] [--api RESOURCE]
 //
 // With --clock, `POST /__clock` with a body of N moves the provider's clock (Date.now, which all of
 // oidc-provider's lifetimes read) N seconds ahead of the real one (0 puts it back): a test can make
@@ -31,6 +32,11 @@ const { values: args } = parseArgs({
     dpop: { type: "boolean", default: false },
     clock: { type: "boolean", default: false },
     resources: { type: "boolean", default: false },
+    // Open dynamic client registration (RFC 7591), as servers that API metadata names often have.
+    registration: { type: "boolean", default: false },
+    // The resource identifier of the tests' own API (RFC 8707 / RFC 9728): its tokens are JWTs for it,
+    // with the scopes mcp:read and mcp:admin and the sign-in's auth_time (for RFC 9470 step-up).
+    api: { type: "string" },
   },
   strict: true,
 });
@@ -192,7 +198,36 @@ function configuration() {
           },
         }
         : {}),
+      ...(args.registration ? { registration: { enabled: true, initialAccessToken: false } } : {}),
+      ...(args.api
+        ? {
+          resourceIndicators: {
+            enabled: true,
+            defaultResource: () => undefined,
+            useGrantedResource: () => true,
+            getResourceServerInfo(_ctx, resource) {
+              if (resource !== args.api) throw new errors.InvalidTarget();
+              return {
+                scope: "mcp:read mcp:admin",
+                audience: resource,
+                accessTokenFormat: "jwt",
+                accessTokenTTL: accessTokenTtl,
+              };
+            },
+          },
+        }
+        : {}),
     },
+    // The sign-in's time in the API's tokens, so that the API can ask for a fresh one (RFC 9470).
+    ...(args.api
+      ? {
+        extraTokenClaims(ctx) {
+          const { AuthorizationCode, RefreshToken, DeviceCode } = ctx.oidc.entities;
+          const authTime = (AuthorizationCode ?? RefreshToken ?? DeviceCode)?.authTime;
+          return authTime ? { auth_time: authTime } : undefined;
+        },
+      }
+      : {}),
     // Refresh tokens only with offline_access, which oidc-provider grants only with prompt=consent
     // (OpenID Connect Core §11); every use rotates the refresh token.
     issueRefreshToken: (_ctx, client, code) =>
