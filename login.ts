@@ -7012,12 +7012,17 @@ function keychainRequired(problem: KeychainProblem, doing: string): LoginError {
 
 /**
  * Before a sign-in: with `--token-storage keychain`, a keychain that cannot be used is an error now,
- * before the browser opens (its tokens could not be kept).
+ * before the browser opens (its tokens could not be kept): the probe, and the read of an item that
+ * does not exist (where nothing can be probed, macOS and Windows, that read is what tells).
  */
 async function keychainReady(config: Pick<Config, "tokenStorage">, deps: Deps): Promise<void> {
   if (config.tokenStorage !== "keychain") return;
-  const problem = await keychainProblem(deps);
-  if (problem) throw keychainRequired(problem, "keep the tokens");
+  try {
+    await withKeychain(deps, (backend, call) => backend.lookup(call, `${KEYCHAIN_SERVICE} probe`));
+  } catch (error) {
+    if (error instanceof KeychainProblem) throw keychainRequired(error, "keep the tokens");
+    throw error;
+  }
 }
 
 /** The long-lived secrets of an entry as words: "refresh token", "DPoP key", "refresh token and DPoP key". Pure. */
