@@ -6474,8 +6474,15 @@ class KeychainProblem extends Error {
   }
 }
 
-/** A sealed secret whose key is gone from the keychain, or does not open it: the session cannot go on. */
-class SecretsGone extends Error {}
+/** Sealed secrets whose key is gone from the keychain, or does not open them: the session cannot go on. */
+class SecretsGone extends LoginError {
+  /** Why, e.g. "its key is no longer in the keychain". */
+  readonly reason: string;
+  constructor(reason: string, message = reason) {
+    super("login_required", message, { hint: 'sign in again with "oauth-login login"' });
+    this.reason = reason;
+  }
+}
 
 /** Runs a keychain tool (within the deadline) and returns its answer. */
 type ToolCall = (command: string, args: string[], stdin?: string) => Promise<ToolAnswer>;
@@ -7059,20 +7066,21 @@ async function refreshItem(config: Config, deps: Deps, name: string, entry: Toke
 /**
  * Writes an entry's file (every writer holds its lock): its long-lived secrets sealed under its item's
  * key (`keychain`, or `auto` where a keychain answers; `item`: the item to use, see `refreshItem`), else
- * in the file, which `auto` says the first time for that entry. An entry with no secret in the clear is
- * written as it is. The item `previous` (what the file held) used, if no longer used, is then removed.
+ * in the file, which `auto` says the first time for that entry. An entry with no secret in the clear, or
+ * `asIs` (what changes is not a secret: DPoP nonces), is written as it is. The item `previous` (what the
+ * file held) used, if no longer used, is then removed.
  */
 async function saveEntry(
   config: Config,
   deps: Deps,
   name: string,
   entry: TokenSet,
-  context: { previous?: TokenSet; item?: string } = {},
+  context: { previous?: TokenSet; item?: string; asIs?: boolean } = {},
 ): Promise<TokenSet> {
   const { previous } = context;
-  const secrets = secretsOf(entry);
+  const secrets = context.asIs ? {} : secretsOf(entry);
   const kinds = Object.keys(secrets) as SecretKind[];
-  let stored: TokenSet = entry.sealed && kinds.length === 0 ? entry : withoutSecrets(entry);
+  let stored: TokenSet = (entry.sealed && kinds.length === 0) || context.asIs ? entry : withoutSecrets(entry);
   if (kinds.length > 0 && config.tokenStorage === "file") {
     stored = { ...entry, sealed: undefined, keptInFile: "chosen" };
   } else if (kinds.length > 0) {
@@ -7116,13 +7124,17 @@ async function removeEntry(name: string, entry: TokenSet | undefined, deps: Deps
  */
 async function openEntry(entry: TokenSet, deps: Deps, doing = "refresh the access token"): Promise<TokenSet> {
   if (!entry.sealed) return entry;
+  const words = secretWords(entry.sealed.holds);
   try {
     return withSecrets(entry, await openSealed(entry.sealed, deps));
   } catch (error) {
+    if (error instanceof SecretsGone) {
+      throw new SecretsGone(error.reason, `Cannot ${doing}: its ${words} cannot be read any more (${error.reason})`);
+    }
     if (!(error instanceof KeychainProblem)) throw error;
     throw new LoginError(
       "failure",
-      `Cannot ${doing}: its ${secretWords(entry.sealed.holds)} ${
+      `Cannot ${doing}: its ${words} ${
         entry.sealed.holds.length > 1 ? "are" : "is"
       } in the keychain, and ${error.reason}`,
       {
@@ -7139,7 +7151,8 @@ async function openEntry(entry: TokenSet, deps: Deps, doing = "refresh the acces
  * folder, is gone or no longer sealed under them. Returns how many; nothing when no keychain answers.
  */
 async function forgetOrphanItems(deps: Deps): Promise<number> {
-  if (!deps.storage.dir || (await keychainProblem(deps))) return 0;
+  // Only a folder named absolutely: a relative one names another folder from elsewhere.
+  if (!/^(?:\/|[A-Za-z]:[\\/])/.test(deps.storage.dir) || (await keychainProblem(deps))) return 0;
   let removed = 0;
   for (const item of await withKeychain(deps, (backend, call) => backend.list(call)).catch(() => [])) {
     const file = itemFile(item);
@@ -7249,8 +7262,9 @@ async function rememberNonces(config: Config, deps: Deps, name: string, state: D
     const nonces = { ...current.dpopNonces, ...state.nonces };
     if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
     // The same key (another login may have made a new one): its sealed copy opens with the key already read.
-    if ((await openEntry(current, deps, "remember the DPoP nonces")).dpopKey?.d !== state.jwk.d) return;
-    await saveEntry(config, deps, name, { ...current, dpopNonces: nonces });
+    const open = await openEntry(current, deps, "remember the DPoP nonces").catch(() => undefined);
+    if (open?.dpopKey?.d !== state.jwk.d) return; // (nonces only spare a round trip: never an error)
+    await saveEntry(config, deps, name, { ...current, dpopNonces: nonces }, { asIs: true });
   } finally {
     lock.release();
   }
@@ -7426,7 +7440,7 @@ async function renew(
           say(
             deps,
             gone
-              ? `warning: The cached refresh token cannot be read any more (${error.message}); the cached tokens were removed`
+              ? `warning: The cached refresh token cannot be read any more (${error.reason}); the cached tokens were removed`
               : `warning: The session has ended at the server (${
                 (error as Error).message
               }); the cached tokens were removed`,

@@ -416,6 +416,79 @@ Deno.test("a DPoP key is sealed too; token --format headers and fetch open it wi
   });
 });
 
+Deno.test("a login for two resources: token --resource for the other refreshes with the sealed refresh token, and seals the rotated one", async () => {
+  await withMock(async (mock) => {
+    const keychain = fakeSecretService();
+    const [one, two] = ["https://api-one.example/", "https://api-two.example/"];
+    const first = await login(mock, { env: DESKTOP, runTool: keychain.runTool }, [
+      "--resource",
+      one,
+      "--resource",
+      two,
+    ]);
+    assertEquals(first.code, EXIT.ok, first.stderr);
+    const [original] = refreshTokensOf(mock);
+    keychain.calls.length = 0;
+    const token = await run(["token", ...flags(mock), "--resource", two], {
+      home: first.home,
+      env: DESKTOP,
+      runTool: keychain.runTool,
+    });
+    assertEquals(token.code, EXIT.ok, token.stderr);
+    assertEquals(refreshes(mock).map((r) => [r.form.refresh_token, r.form.resource]), [[original, two]]);
+    assertEquals(keychain.calls.map((c) => `${c.command} ${c.args[0]}`), ["busctl --user", "secret-tool lookup"]);
+    const entry = entryOf(first.home);
+    assertEquals(entry.sealed?.holds, ["refresh_token"]);
+    assertEquals(Object.keys(entry.resourceTokens ?? {}), [two]);
+    assertNotMatch(await everyFile(first.home), new RegExp(refreshTokensOf(mock).join("|")));
+    await Deno.remove(first.home, { recursive: true });
+  }, { rotateRefreshTokens: true });
+});
+
+Deno.test("fetch with a sealed DPoP key: one keychain read signs the proofs, the API's nonce is remembered, the entry stays sealed", async () => {
+  await withMock(async (mock) => {
+    const keychain = fakeSecretService();
+    const api = `${mock.issuer}/api/me`;
+    const withApi = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const request = new Request(input, init);
+      if (request.url !== api) return await dpopFetch(request);
+      assertMatch(request.headers.get("authorization") ?? "", /^DPoP /);
+      assert(request.headers.get("dpop"), "a proof");
+      return Response.json({ ok: true }, { headers: { "dpop-nonce": "nonce-from-the-api" } });
+    };
+    const first = await login(mock, { env: DESKTOP, runTool: keychain.runTool, fetch: withApi }, ["--dpop"]);
+    keychain.calls.length = 0;
+    const fetched = await run(["fetch", ...flags(mock), "--dpop", api], {
+      home: first.home,
+      env: DESKTOP,
+      runTool: keychain.runTool,
+      fetch: withApi,
+    });
+    assertEquals(fetched.code, EXIT.ok, fetched.stderr);
+    assertEquals(fetched.stdout, '{"ok":true}');
+    assertEquals(keychain.calls.map((c) => `${c.command} ${c.args[0]}`), ["busctl --user", "secret-tool lookup"]);
+    const entry = entryOf(first.home);
+    assertEquals(entry.dpopNonces, { [new URL(api).origin]: "nonce-from-the-api" });
+    assertEquals(entry.dpopKey, undefined);
+    assertEquals(entry.sealed?.holds, ["dpop_key", "refresh_token"]);
+
+    keychain.items.clear(); // the item removed by hand: the key cannot be had
+    const gone = await run(["fetch", ...flags(mock), "--dpop", api], {
+      home: first.home,
+      env: DESKTOP,
+      runTool: keychain.runTool,
+      fetch: withApi,
+    });
+    assertEquals(gone.code, EXIT.loginRequired);
+    assertEquals(
+      gone.stderr,
+      "error: Cannot prove the DPoP-bound token: its DPoP key and refresh token cannot be read any more (its key is no longer in the keychain)\n" +
+        'hint: sign in again with "oauth-login login"\n',
+    );
+    await Deno.remove(first.home, { recursive: true });
+  });
+});
+
 // ── auto: the file, said once; keychain: an error ───────────────────────────────────────────────
 
 Deno.test("--token-storage auto with no session bus keeps the refresh token in the file, says so once for the entry, and runs no tool", async () => {
