@@ -7090,7 +7090,8 @@ async function saveEntry(
     } catch (error) {
       if (!(error instanceof KeychainProblem)) throw error;
       if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the tokens");
-      if (previous?.keptInFile === undefined) {
+      // The first time for this entry: a new one, an earlier version's, or one kept in the file by choice until now.
+      if (previous?.keptInFile === undefined || previous.keptInFile === "chosen") {
         say(
           deps,
           `warning: Keeping the ${

@@ -631,6 +631,36 @@ Deno.test("a keychain that never answers: the call is killed at the 2 s deadline
   });
 });
 
+Deno.test("a keychain tool that hangs after the probe answered: one call killed at the deadline, none after it in that process", async () => {
+  await withMock(async (mock) => {
+    const keychain = fakeSecretService();
+    const first = await login(mock, {}); // in the file: the next refresh under auto moves it to the keychain
+    const hanging: RunTool = (command, args, options) => {
+      keychain.state.hang = command === "secret-tool"; // the bus answers; the keyring daemon does not
+      return keychain.runTool(command, args, options);
+    };
+    const timer = (ms: number, signal: AbortSignal) =>
+      ms === 2000
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+    const refreshed = await run(["token", ...flags(mock)], {
+      home: first.home,
+      env: DESKTOP,
+      runTool: hanging,
+      timer,
+      now: later,
+    });
+    assertEquals(refreshed.code, EXIT.ok, refreshed.stderr);
+    assertEquals(refreshed.stderr, fallback("the keychain did not answer within 2 seconds"));
+    assertEquals(keychain.calls.map((c) => `${c.command} ${c.args[0]} ${c.killed}`), [
+      "busctl --user false",
+      "secret-tool store true",
+    ], "the item was not tried again when the refreshed token was saved");
+    assertEquals(entryOf(first.home).keptInFile, "the keychain did not answer within 2 seconds");
+    await Deno.remove(first.home, { recursive: true });
+  });
+});
+
 Deno.test("Ctrl-C while a keychain tool runs kills it and ends the command with 130", async () => {
   await withMock(async (mock) => {
     const keychain = fakeSecretService();
@@ -897,13 +927,43 @@ Deno.test("a project's .env cannot choose where the tokens are kept; a flag, the
   await withMock(async (mock) => {
     const keychain = fakeSecretService();
     const files = { ".env": { OAUTH_TOKEN_STORAGE: "file" } };
-    const result = await login(mock, { env: DESKTOP, runTool: keychain.runTool, files });
+    // Nothing of the person's own sets it (an empty variable is unset): only the .env would.
+    const result = await login(mock, {
+      env: { ...DESKTOP, OAUTH_TOKEN_STORAGE: "" },
+      runTool: keychain.runTool,
+      files,
+    });
     assertEquals(result.code, EXIT.ok, result.stderr);
     assertStringIncludes(
       result.stderr,
       'warning: The .env key "OAUTH_TOKEN_STORAGE" is ignored: where your tokens are kept is yours to choose (in the environment, a profile or with --token-storage), never a project file\'s\n',
     );
     assert(entryOf(result.home).sealed, "sealed as auto says, not kept in the file as the .env asked");
+    // A profile's token_storage, and a flag over the environment.
+    const home = await Deno.makeTempDir();
+    Deno.mkdirSync(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+    Deno.writeTextFileSync(
+      `${home}/config/oauth-login/config.toml`,
+      `[work]\nissuer = "${mock.issuer}"\nclient_id = "cli-public"\ntoken_storage = "file"\n`,
+      { mode: 0o600 },
+    );
+    const byProfile = await run(["login", "--profile", "work"], {
+      home,
+      env: { ...DESKTOP, OAUTH_TOKEN_STORAGE: "" },
+      runTool: keychain.runTool,
+      browser: (url) => scriptedBrowser(url),
+    });
+    assertEquals(byProfile.code, EXIT.ok, byProfile.stderr);
+    assertEquals(entryOf(home).keptInFile, "chosen", "the profile's token_storage");
+    const byFlag = await run(["login", "--profile", "work", "--token-storage", "keychain"], {
+      home,
+      env: { ...DESKTOP, OAUTH_TOKEN_STORAGE: "file" },
+      runTool: keychain.runTool,
+      browser: (url) => scriptedBrowser(url),
+    });
+    assertEquals(byFlag.code, EXIT.ok, byFlag.stderr);
+    assert(entryOf(home).sealed, "the flag over the environment and the profile");
+    await Deno.remove(home, { recursive: true });
     const bad = await run(["token", ...flags(mock), "--token-storage", "disk"], { env: DESKTOP });
     assertEquals(bad.code, EXIT.usage);
     assertEquals(
