@@ -38,10 +38,13 @@
  * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
  * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 16. Doctor: every check, without signing in (`doctor`).
- * 17. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 14. The keychain: long-lived secrets sealed under a key the platform's keychain keeps, each keychain
+ *     tool bounded by a deadline, what an entry keeps where (`saveEntry`, `openEntry`, `sealSecrets`,
+ *     `openSealed`, `withKeychain`, `runTool`).
+ * 15. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 16. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 17. Doctor: every check, without signing in (`doctor`).
+ * 18. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
