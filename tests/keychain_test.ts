@@ -34,7 +34,7 @@ interface ToolRecord {
 interface FakeKeychain {
   items: Map<string, { label: string; secret: string }>;
   calls: ToolRecord[];
-  state: { locked: boolean; hang: boolean };
+  state: { locked: boolean; hang: boolean; noBusctl?: boolean };
   runTool: RunTool;
 }
 
@@ -72,7 +72,11 @@ const exit = (code: number, stderr = "", stdout = ""): Answer => ({ code, stdout
  */
 function fakeSecretService(): FakeKeychain {
   return fakeKeychain((fake, { command, args, stdin }) => {
-    if (command === "busctl") return ok(`b ${fake.state.locked}\n`);
+    if (command === "busctl" && !fake.state.noBusctl) return ok(`b ${fake.state.locked}\n`);
+    if (command === "dbus-send") {
+      assertEquals(args.slice(-2), ["string:org.freedesktop.Secret.Collection", "string:Locked"]);
+      return ok(`   variant       boolean ${fake.state.locked}\n`);
+    }
     if (command !== "secret-tool") return { code: null, stdout: "", stderr: "", failure: "missing" };
     assertEquals(args[args.indexOf("service") + 1], "oauth-login", "only the tool's own service");
     const account = args[args.indexOf("account") + 1];
@@ -592,6 +596,25 @@ Deno.test("a locked keyring: auto falls back to the file with the reason, and ne
     assertEquals(keychain.calls.map((c) => `${c.command} ${c.args[0]}`), ["busctl --user"], "only the probe");
     assertEquals(entryOf(result.home).keptInFile, "the keyring is locked");
     await Deno.remove(result.home, { recursive: true });
+  });
+});
+
+Deno.test("without busctl (no systemd), dbus-send reads the keyring's Locked property: unlocked, then locked", async () => {
+  await withMock(async (mock) => {
+    const keychain = fakeSecretService();
+    keychain.state.noBusctl = true;
+    const open = await login(mock, { env: DESKTOP, runTool: keychain.runTool });
+    assertEquals(open.code, EXIT.ok, open.stderr);
+    assert(entryOf(open.home).sealed);
+    assertEquals(keychain.calls.map((c) => `${c.command} ${c.args[0]}`), [
+      "busctl --user",
+      "dbus-send --session",
+      "secret-tool store",
+    ]);
+    keychain.state.locked = true;
+    const locked = await login(mock, { env: DESKTOP, runTool: keychain.runTool });
+    assertStringIncludes(locked.stderr, fallback("the keyring is locked"));
+    for (const home of [open.home, locked.home]) await Deno.remove(home, { recursive: true });
   });
 });
 
