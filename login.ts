@@ -1652,7 +1652,11 @@ function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: 
 function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Record<string, ValueSource>): TokenStorage {
   const storage = pick("tokenStorage", flags["token-storage"], ENV_VARS.tokenStorage) ?? "auto";
   if (storage !== "auto" && storage !== "keychain" && storage !== "file") {
-    const where = sources.tokenStorage === "flag" ? "--token-storage" : ENV_VARS.tokenStorage;
+    const where = sources.tokenStorage === "flag"
+      ? "--token-storage"
+      : sources.tokenStorage === "profile"
+      ? "token_storage in the profile"
+      : ENV_VARS.tokenStorage;
     throw new LoginError("usage", `The token storage "${sanitize(storage)}" is not auto, keychain or file`, {
       hint: `set ${where} to auto (the keychain where one answers, else the file), keychain or file`,
     });
