@@ -389,7 +389,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "Ctrl-C during a refresh drops the refreshed tokens (checked before they are saved)",
     edits: [[
-      /(await deps\.storage\.write\(`\$\{name\}\.json`, JSON\.stringify\(next, null, 2\) \+ "\\n"\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
+      /(await saveEntry\(config, deps, name, next, \{ previous: current, item \}\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
       "$3$2$1",
     ]],
     tests: [GUARDS, LIFETIMES],
