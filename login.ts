@@ -38,13 +38,14 @@
  * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
  * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 14. The keychain: long-lived secrets sealed under a key the platform's keychain keeps, each keychain
- *     tool bounded by a deadline, what an entry keeps where (`saveEntry`, `openEntry`, `sealSecrets`,
- *     `openSealed`, `withKeychain`, `runTool`).
- * 15. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 16. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 17. Doctor: every check, without signing in (`doctor`).
- * 18. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 14. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
+ *     by a deadline and never prompting, the first problem remembered (`withKeychain`, `runTool`).
+ * 15. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
+ *     (`saveEntry`, `openEntry`, `sealSecrets`, `openSealed`).
+ * 16. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 17. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 18. Doctor: every check, without signing in (`doctor`).
+ * 19. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -6267,21 +6268,15 @@ async function otherEntries(config: Config, deps: Deps, first: boolean): Promise
   return found;
 }
 
-// ── 14 The keychain: long-lived secrets sealed under a key the platform's keychain keeps ───────────────────────────
+// ── 14 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
 
 /*
- * An entry's long-lived secrets (its refresh token and DPoP key; the secret of a client the tool
- * registered) are never in its file in the clear unless the person chose the file. They are sealed
- * with AES-256-GCM under a random key, and only the key goes to the platform's keychain, one item
- * per file (as Chromium and Electron's safeStorage keep their data): the same code on every platform,
- * no size limit (2,560 bytes in Credential Manager, about 3.9 KB through `security -i`, 8 KiB through
- * `secret-tool`), and a refresh reads the keychain once and writes nothing to it, so a keychain that
- * stalls mid-refresh can never lose a rotated refresh token. The entry file keeps the rest (issuer,
- * expiry, scope, the short-lived access token), so the cached `token` path never touches the keychain.
- *
- * Every call of a keychain tool is bounded by `KEYCHAIN_DEADLINE_MS` (its process killed), nothing is
- * called that could ask for a password (a locked Secret Service is read without a prompt), and the
- * first problem met is remembered for the rest of the process.
+ * The platform's keychain is reached through its own tool, run as a process with any secret on its
+ * stdin: `secret-tool` (the Secret Service: GNOME Keyring, KWallet, KeePassXC), `/usr/bin/security -i`
+ * (macOS) and PowerShell calling Credential Manager (Windows). Every call is bounded by
+ * `KEYCHAIN_DEADLINE_MS` (its process killed), nothing is called that could ask for a password (a
+ * locked Secret Service is found by reading its `Locked` property), and the first problem met is
+ * remembered for the rest of the process. What is kept there, and why only a key, is section 15.
  */
 
 /** The keychain items' service: only items of this service, which the tool creates, are read, changed or removed. */
@@ -6293,180 +6288,8 @@ const KEYCHAIN_DEADLINE_MS = 2_000;
 /** The same on Windows, where PowerShell starts and compiles its Credential Manager calls first (not measured here). */
 const KEYCHAIN_DEADLINE_WINDOWS_MS = 5_000;
 
-/** Secrets sealed under the key of a keychain item: what a file holds in their place. */
-type Sealed = NonNullable<TokenSet["sealed"]>;
-
-/** The kinds of long-lived secret: an entry's refresh token and DPoP key, a registered client's secret. */
-type SecretKind = Sealed["holds"][number];
-
-/** Long-lived secrets by kind, each as text (a JWK as its JSON). */
-type Secrets = Partial<Record<SecretKind, string>>;
-
-/** Where an entry's long-lived secrets go (`--token-storage`). */
-type TokenStorage = Config["tokenStorage"];
-
 /** What a keychain tool answered (`Deps.runTool`). */
 type ToolAnswer = Awaited<ReturnType<NonNullable<Deps["runTool"]>>>;
-
-/**
- * The entry fields that hold long-lived secrets, each with its kind and its text form. A new kind of
- * secret (a registered client's `client_secret`) is one more row here.
- */
-const ENTRY_SECRETS: readonly { field: "refreshToken" | "dpopKey"; kind: SecretKind; json: boolean }[] = [
-  { field: "refreshToken", kind: "refresh_token", json: false },
-  { field: "dpopKey", kind: "dpop_key", json: true },
-];
-
-/** Whether an entry holds a secret of this kind, in its file or sealed; asks no keychain. Pure, on the cached path. */
-function holds(entry: TokenSet, kind: SecretKind): boolean {
-  const row = ENTRY_SECRETS.find((secret) => secret.kind === kind);
-  return (row !== undefined && !!entry[row.field]) || (entry.sealed?.holds.includes(kind) ?? false);
-}
-
-/** The entry's long-lived secrets that are in the clear, by kind. Pure. */
-function secretsOf(entry: TokenSet): Secrets {
-  const secrets: Secrets = {};
-  for (const { field, kind, json } of ENTRY_SECRETS) {
-    const value = entry[field];
-    if (value) secrets[kind] = json ? JSON.stringify(value) : value as string;
-  }
-  return secrets;
-}
-
-/** The entry without its long-lived secrets, where they are kept, or why. Pure. */
-function withoutSecrets(entry: TokenSet): TokenSet {
-  const rest: Partial<TokenSet> = { ...entry };
-  for (const { field } of ENTRY_SECRETS) delete rest[field];
-  delete rest.sealed;
-  delete rest.keptInFile;
-  return rest as TokenSet;
-}
-
-/** The entry with these secrets in their fields. Pure. */
-function withSecrets(entry: TokenSet, secrets: Secrets): TokenSet {
-  const open: Record<string, unknown> = { ...entry };
-  for (const { field, kind, json } of ENTRY_SECRETS) {
-    const text = secrets[kind];
-    if (text !== undefined) open[field] = json ? JSON.parse(text) : text;
-  }
-  return open as unknown as TokenSet;
-}
-
-// ── Items: their names, and what a person sees in their keychain app ──
-
-/** Whose secrets an item protects: the issuer, client and user, what they are, and the file that names the item. */
-interface ItemOwner {
-  issuer: string;
-  clientId: string;
-  user?: string;
-  /** "tokens": a cached login's; "client": a registered client's. */
-  kind: "tokens" | "client";
-  /** The file whose secrets the item's key seals. */
-  path: string;
-}
-
-/** A component of an account: `%`, `|`, quotes, backslashes and control characters percent-encoded. Pure. */
-function accountPart(text: string): string {
-  const escape = (c: string) =>
-    [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join("");
-  // deno-lint-ignore no-control-regex
-  return text.replace(/[%|"'`\\\x00-\x1f\x7f-\x9f\u2018-\u201e]/g, escape);
-}
-
-/**
- * The item's account: issuer, client, user, what it protects and its file, joined by `|`; two files
- * never share an item, a person recognises it in Seahorse, Keychain Access or Credential Manager, and
- * `logout --all` can tell when its file is gone. Pure.
- */
-function itemAccount(owner: ItemOwner): string {
-  return [owner.issuer, owner.clientId, owner.user ?? "-", owner.kind, owner.path].map(accountPart).join("|");
-}
-
-/** The file an account names (see `itemAccount`), or undefined for an account of another shape. Pure. */
-function itemFile(account: string): string | undefined {
-  const parts = account.split("|");
-  if (parts.length !== 5) return undefined;
-  try {
-    return decodeURIComponent(parts[4]);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The label a keychain app shows for the item (control characters dropped). Pure. */
-function itemLabel(owner: ItemOwner): string {
-  const what = owner.kind === "tokens" ? "key to the cached tokens" : "key to the client's secret";
-  const who = owner.user ? ` of ${owner.user}` : "";
-  // deno-lint-ignore no-control-regex
-  const control = /[\x00-\x1f\x7f-\x9f]/g;
-  return `oauth-login: ${what}${who} at ${owner.issuer} (client ${owner.clientId})`.replace(control, " ");
-}
-
-/** The owner of an entry's item: the entry's issuer, client and user, and its file. */
-function entryOwner(entry: TokenSet, deps: Pick<Deps, "storage">, name: string): ItemOwner {
-  return {
-    issuer: entry.issuer,
-    clientId: entry.clientId,
-    user: entry.user ?? entry.subject,
-    kind: "tokens",
-    path: `${deps.storage.dir}/${name}.json`,
-  };
-}
-
-// ── Sealing: AES-256-GCM under the item's key ──
-
-function base64url(bytes: Uint8Array): string {
-  return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
-}
-
-function fromBase64url(text: string): Uint8Array<ArrayBuffer> {
-  return Uint8Array.fromBase64(text, { alphabet: "base64url" }) as Uint8Array<ArrayBuffer>;
-}
-
-/** A new random 256-bit key: the CryptoKey, and its text for the keychain (base64url). */
-async function newSealingKey(): Promise<{ key: CryptoKey; text: string }> {
-  const raw = crypto.getRandomValues(new Uint8Array(32));
-  return { key: await importSealingKey(base64url(raw)), text: base64url(raw) };
-}
-
-/** A key as the keychain holds it; undefined when the text is not one (someone changed the item). */
-async function importSealingKey(text: string): Promise<CryptoKey> {
-  const raw = fromBase64url(text.trim());
-  if (raw.length !== 32) throw new Error("not a 256-bit key");
-  return await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
-}
-
-/** Seals secrets under `key`, bound to the item's account (the additional data): a fresh 96-bit IV each time. */
-async function seal(secrets: Secrets, item: string, key: CryptoKey): Promise<Sealed> {
-  const iv = crypto.getRandomValues(new Uint8Array(12));
-  const plain = new TextEncoder().encode(JSON.stringify(secrets));
-  const additionalData = new TextEncoder().encode(item);
-  const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, plain);
-  return {
-    item,
-    holds: Object.keys(secrets).sort() as SecretKind[],
-    iv: base64url(iv),
-    data: base64url(new Uint8Array(data)),
-  };
-}
-
-/** The sealed secrets, or undefined when `key` does not open them (another key, or a changed file). */
-async function unseal(sealed: Sealed, key: CryptoKey): Promise<Secrets | undefined> {
-  try {
-    const additionalData = new TextEncoder().encode(sealed.item);
-    const plain = await crypto.subtle.decrypt(
-      { name: "AES-GCM", iv: fromBase64url(sealed.iv), additionalData },
-      key,
-      fromBase64url(sealed.data),
-    );
-    const secrets = JSON.parse(new TextDecoder().decode(plain));
-    return secrets && typeof secrets === "object" ? secrets : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-// ── The platforms' keychains, through their own tools ──
 
 /** Why the keychain cannot be used here: a reason and a remedy, as message clauses. */
 class KeychainProblem extends Error {
@@ -6478,16 +6301,6 @@ class KeychainProblem extends Error {
     super(reason);
     this.reason = reason;
     this.remedy = remedy;
-  }
-}
-
-/** Sealed secrets whose key is gone from the keychain, or does not open them: the session cannot go on. */
-class SecretsGone extends LoginError {
-  /** Why, e.g. "its key is no longer in the keychain". */
-  readonly reason: string;
-  constructor(reason: string, message = reason) {
-    super("login_required", message, { hint: 'sign in again with "oauth-login login"' });
-    this.reason = reason;
   }
 }
 
@@ -6858,16 +6671,6 @@ const CREDENTIAL_MANAGER: KeychainBackend = {
   },
 };
 
-/** The user an account names, for Credential Manager's user name column. Pure. */
-function itemUser(account: string): string | undefined {
-  const user = account.split("|")[2];
-  try {
-    return user && user !== "-" ? decodeURIComponent(user) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The platform's keychain, or undefined where the tool knows none (`os` as `Deno.build.os` names it). */
 function backendFor(os: string): KeychainBackend | undefined {
   if (os === "darwin") return MACOS_KEYCHAIN;
@@ -6877,7 +6680,7 @@ function backendFor(os: string): KeychainBackend | undefined {
     : undefined;
 }
 
-// ── One process's use of the keychain: the first problem remembered, keys read once ──
+// ── One process's use of the keychain: the first problem remembered ──
 
 /** What one process knows of the keychain. */
 interface KeychainSession {
@@ -6956,6 +6759,295 @@ async function keychainProblem(deps: Deps): Promise<KeychainProblem | undefined>
   } catch (error) {
     if (error instanceof KeychainProblem) return error;
     throw error;
+  }
+}
+
+// ── The real edge ──
+
+/**
+ * The real edge behind `Deps.runTool`: runs a keychain tool with `stdin` written and closed, and its
+ * output read (at most 4 MiB each). When `signal` aborts, its process group is killed (the process
+ * alone where Deno's permissions allow no more, and on Windows). A tool Deno's permissions do not let
+ * it run is "denied" without asking (a prompt would wait for a person); one not installed is "missing".
+ */
+async function runTool(
+  command: string,
+  args: string[],
+  options: { stdin?: string; signal: AbortSignal },
+): Promise<ToolAnswer> {
+  const none = { code: null, stdout: "", stderr: "" };
+  if (Deno.permissions.querySync({ name: "run", command }).state !== "granted") {
+    return { ...none, failure: onPath(command, (name) => Deno.env.get(name)) ? "denied" : "missing" };
+  }
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      detached: Deno.build.os !== "windows", // its own process group, killed whole
+      env: { LC_ALL: "C" }, // messages in English, read by their words
+    }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { ...none, failure: "missing" };
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      return { ...none, failure: "denied" };
+    }
+    throw error;
+  }
+  const stdout = readToolOutput(child.stdout), stderr = readToolOutput(child.stderr);
+  const writer = child.stdin.getWriter();
+  const writing = (async () => {
+    if (options.stdin) await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  })().catch(() => {}); // the tool may exit without reading
+  const kill = () => {
+    try {
+      if (Deno.build.os === "windows" || Deno.permissions.querySync({ name: "run" }).state !== "granted") {
+        child.kill("SIGKILL");
+      } else Deno.kill(-child.pid, "SIGKILL");
+    } catch { /* already gone */ }
+    stdout.cancel();
+    stderr.cancel();
+  };
+  if (options.signal.aborted) kill();
+  options.signal.addEventListener("abort", kill, { once: true });
+  try {
+    const status = await child.status;
+    // A child of the tool may still hold the pipes: what came by the time the tool ended, and a moment more.
+    const grace = delay(100);
+    await Promise.race([Promise.all([stdout.text, stderr.text]), grace.done]);
+    grace.cancel();
+    stdout.cancel();
+    stderr.cancel();
+    await writing;
+    const killed = options.signal.aborted;
+    return { code: killed ? null : status.code, stdout: await stdout.text, stderr: await stderr.text };
+  } finally {
+    options.signal.removeEventListener("abort", kill);
+  }
+}
+
+/** Reads a stream as text, at most 4 MiB, until it ends or `cancel()`. */
+function readToolOutput(stream: ReadableStream<Uint8Array>): { text: Promise<string>; cancel: () => void } {
+  const reader = stream.getReader();
+  const text = (async () => {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        if (size < 4 * 1024 * 1024) chunks.push(read.value);
+        size += read.value.length;
+      }
+    } catch { /* cancelled */ }
+    const bytes = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.length, 0));
+    chunks.reduce((offset, chunk) => (bytes.set(chunk, offset), offset + chunk.length), 0);
+    return new TextDecoder().decode(bytes);
+  })();
+  return { text, cancel: () => void reader.cancel().catch(() => {}) };
+}
+
+// ── 15 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
+
+/*
+ * An entry's long-lived secrets (its refresh token and DPoP key; the secret of a client the tool
+ * registered) are never in its file in the clear unless the person chose the file. They are sealed
+ * with AES-256-GCM under a random key, and only the key goes to the platform's keychain, one item
+ * per file (as Chromium and Electron's safeStorage keep their data): the same code on every platform,
+ * no size limit (2,560 bytes in Credential Manager, about 3.9 KB through `security -i`, 8 KiB through
+ * `secret-tool`), and a refresh reads the keychain once and writes nothing to it, so a keychain that
+ * stalls mid-refresh can never lose a rotated refresh token. The entry file keeps the rest (issuer,
+ * expiry, scope, the short-lived access token), so the cached `token` path never touches the keychain.
+ */
+
+/** Secrets sealed under the key of a keychain item: what a file holds in their place. */
+type Sealed = NonNullable<TokenSet["sealed"]>;
+
+/** The kinds of long-lived secret: an entry's refresh token and DPoP key, a registered client's secret. */
+type SecretKind = Sealed["holds"][number];
+
+/** Long-lived secrets by kind, each as text (a JWK as its JSON). */
+type Secrets = Partial<Record<SecretKind, string>>;
+
+/** Where an entry's long-lived secrets go (`--token-storage`). */
+type TokenStorage = Config["tokenStorage"];
+
+/**
+ * The entry fields that hold long-lived secrets, each with its kind and its text form. A new kind of
+ * secret (a registered client's `client_secret`) is one more row here.
+ */
+const ENTRY_SECRETS: readonly { field: "refreshToken" | "dpopKey"; kind: SecretKind; json: boolean }[] = [
+  { field: "refreshToken", kind: "refresh_token", json: false },
+  { field: "dpopKey", kind: "dpop_key", json: true },
+];
+
+/** Whether an entry holds a secret of this kind, in its file or sealed; asks no keychain. Pure, on the cached path. */
+function holds(entry: TokenSet, kind: SecretKind): boolean {
+  const row = ENTRY_SECRETS.find((secret) => secret.kind === kind);
+  return (row !== undefined && !!entry[row.field]) || (entry.sealed?.holds.includes(kind) ?? false);
+}
+
+/** The entry's long-lived secrets that are in the clear, by kind. Pure. */
+function secretsOf(entry: TokenSet): Secrets {
+  const secrets: Secrets = {};
+  for (const { field, kind, json } of ENTRY_SECRETS) {
+    const value = entry[field];
+    if (value) secrets[kind] = json ? JSON.stringify(value) : value as string;
+  }
+  return secrets;
+}
+
+/** The entry without its long-lived secrets, where they are kept, or why. Pure. */
+function withoutSecrets(entry: TokenSet): TokenSet {
+  const rest: Partial<TokenSet> = { ...entry };
+  for (const { field } of ENTRY_SECRETS) delete rest[field];
+  delete rest.sealed;
+  delete rest.keptInFile;
+  return rest as TokenSet;
+}
+
+/** The entry with these secrets in their fields. Pure. */
+function withSecrets(entry: TokenSet, secrets: Secrets): TokenSet {
+  const open: Record<string, unknown> = { ...entry };
+  for (const { field, kind, json } of ENTRY_SECRETS) {
+    const text = secrets[kind];
+    if (text !== undefined) open[field] = json ? JSON.parse(text) : text;
+  }
+  return open as unknown as TokenSet;
+}
+
+// ── Items: their names, and what a person sees in their keychain app ──
+
+/** Whose secrets an item protects: the issuer, client and user, what they are, and the file that names the item. */
+interface ItemOwner {
+  issuer: string;
+  clientId: string;
+  user?: string;
+  /** "tokens": a cached login's; "client": a registered client's. */
+  kind: "tokens" | "client";
+  /** The file whose secrets the item's key seals. */
+  path: string;
+}
+
+/** A component of an account: `%`, `|`, quotes, backslashes and control characters percent-encoded. Pure. */
+function accountPart(text: string): string {
+  const escape = (c: string) =>
+    [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[%|"'`\\\x00-\x1f\x7f-\x9f\u2018-\u201e]/g, escape);
+}
+
+/**
+ * The item's account: issuer, client, user, what it protects and its file, joined by `|`; two files
+ * never share an item, a person recognises it in Seahorse, Keychain Access or Credential Manager, and
+ * `logout --all` can tell when its file is gone. Pure.
+ */
+function itemAccount(owner: ItemOwner): string {
+  return [owner.issuer, owner.clientId, owner.user ?? "-", owner.kind, owner.path].map(accountPart).join("|");
+}
+
+/** The file an account names (see `itemAccount`), or undefined for an account of another shape. Pure. */
+function itemFile(account: string): string | undefined {
+  const parts = account.split("|");
+  if (parts.length !== 5) return undefined;
+  try {
+    return decodeURIComponent(parts[4]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The label a keychain app shows for the item (control characters dropped). Pure. */
+function itemLabel(owner: ItemOwner): string {
+  const what = owner.kind === "tokens" ? "key to the cached tokens" : "key to the client's secret";
+  const who = owner.user ? ` of ${owner.user}` : "";
+  // deno-lint-ignore no-control-regex
+  const control = /[\x00-\x1f\x7f-\x9f]/g;
+  return `oauth-login: ${what}${who} at ${owner.issuer} (client ${owner.clientId})`.replace(control, " ");
+}
+
+/** The owner of an entry's item: the entry's issuer, client and user, and its file. */
+function entryOwner(entry: TokenSet, deps: Pick<Deps, "storage">, name: string): ItemOwner {
+  return {
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    user: entry.user ?? entry.subject,
+    kind: "tokens",
+    path: `${deps.storage.dir}/${name}.json`,
+  };
+}
+
+/** The user an account names, for Credential Manager's user name column. Pure. */
+function itemUser(account: string): string | undefined {
+  const user = account.split("|")[2];
+  try {
+    return user && user !== "-" ? decodeURIComponent(user) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ── Sealing: AES-256-GCM under the item's key ──
+
+function base64url(bytes: Uint8Array): string {
+  return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
+}
+
+function fromBase64url(text: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.fromBase64(text, { alphabet: "base64url" }) as Uint8Array<ArrayBuffer>;
+}
+
+/** A new random 256-bit key: the CryptoKey, and its text for the keychain (base64url). */
+async function newSealingKey(): Promise<{ key: CryptoKey; text: string }> {
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  return { key: await importSealingKey(base64url(raw)), text: base64url(raw) };
+}
+
+/** A key as the keychain holds it; undefined when the text is not one (someone changed the item). */
+async function importSealingKey(text: string): Promise<CryptoKey> {
+  const raw = fromBase64url(text.trim());
+  if (raw.length !== 32) throw new Error("not a 256-bit key");
+  return await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
+}
+
+/** Seals secrets under `key`, bound to the item's account (the additional data): a fresh 96-bit IV each time. */
+async function seal(secrets: Secrets, item: string, key: CryptoKey): Promise<Sealed> {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const plain = new TextEncoder().encode(JSON.stringify(secrets));
+  const additionalData = new TextEncoder().encode(item);
+  const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, plain);
+  return {
+    item,
+    holds: Object.keys(secrets).sort() as SecretKind[],
+    iv: base64url(iv),
+    data: base64url(new Uint8Array(data)),
+  };
+}
+
+/** The sealed secrets, or undefined when `key` does not open them (another key, or a changed file). */
+async function unseal(sealed: Sealed, key: CryptoKey): Promise<Secrets | undefined> {
+  try {
+    const additionalData = new TextEncoder().encode(sealed.item);
+    const plain = await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: fromBase64url(sealed.iv), additionalData },
+      key,
+      fromBase64url(sealed.data),
+    );
+    const secrets = JSON.parse(new TextDecoder().decode(plain));
+    return secrets && typeof secrets === "object" ? secrets : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sealed secrets whose key is gone from the keychain, or does not open them: the session cannot go on. */
+class SecretsGone extends LoginError {
+  /** Why, e.g. "its key is no longer in the keychain". */
+  readonly reason: string;
+  constructor(reason: string, message = reason) {
+    super("login_required", message, { hint: 'sign in again with "oauth-login login"' });
+    this.reason = reason;
   }
 }
 
@@ -7175,91 +7267,7 @@ async function forgetOrphanItems(deps: Deps): Promise<number> {
   return removed;
 }
 
-/**
- * The real edge behind `Deps.runTool`: runs a keychain tool with `stdin` written and closed, and its
- * output read (at most 4 MiB each). When `signal` aborts, its process group is killed (the process
- * alone where Deno's permissions allow no more, and on Windows). A tool Deno's permissions do not let
- * it run is "denied" without asking (a prompt would wait for a person); one not installed is "missing".
- */
-async function runTool(
-  command: string,
-  args: string[],
-  options: { stdin?: string; signal: AbortSignal },
-): Promise<ToolAnswer> {
-  const none = { code: null, stdout: "", stderr: "" };
-  if (Deno.permissions.querySync({ name: "run", command }).state !== "granted") {
-    return { ...none, failure: onPath(command, (name) => Deno.env.get(name)) ? "denied" : "missing" };
-  }
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(command, {
-      args,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      detached: Deno.build.os !== "windows", // its own process group, killed whole
-      env: { LC_ALL: "C" }, // messages in English, read by their words
-    }).spawn();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return { ...none, failure: "missing" };
-    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-      return { ...none, failure: "denied" };
-    }
-    throw error;
-  }
-  const stdout = readToolOutput(child.stdout), stderr = readToolOutput(child.stderr);
-  const writer = child.stdin.getWriter();
-  const writing = (async () => {
-    if (options.stdin) await writer.write(new TextEncoder().encode(options.stdin));
-    await writer.close();
-  })().catch(() => {}); // the tool may exit without reading
-  const kill = () => {
-    try {
-      if (Deno.build.os === "windows" || Deno.permissions.querySync({ name: "run" }).state !== "granted") {
-        child.kill("SIGKILL");
-      } else Deno.kill(-child.pid, "SIGKILL");
-    } catch { /* already gone */ }
-    stdout.cancel();
-    stderr.cancel();
-  };
-  if (options.signal.aborted) kill();
-  options.signal.addEventListener("abort", kill, { once: true });
-  try {
-    const status = await child.status;
-    // A child of the tool may still hold the pipes: what came by the time the tool ended, and a moment more.
-    const grace = delay(100);
-    await Promise.race([Promise.all([stdout.text, stderr.text]), grace.done]);
-    grace.cancel();
-    stdout.cancel();
-    stderr.cancel();
-    await writing;
-    const killed = options.signal.aborted;
-    return { code: killed ? null : status.code, stdout: await stdout.text, stderr: await stderr.text };
-  } finally {
-    options.signal.removeEventListener("abort", kill);
-  }
-}
-
-/** Reads a stream as text, at most 4 MiB, until it ends or `cancel()`. */
-function readToolOutput(stream: ReadableStream<Uint8Array>): { text: Promise<string>; cancel: () => void } {
-  const reader = stream.getReader();
-  const text = (async () => {
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    try {
-      for (let read = await reader.read(); !read.done; read = await reader.read()) {
-        if (size < 4 * 1024 * 1024) chunks.push(read.value);
-        size += read.value.length;
-      }
-    } catch { /* cancelled */ }
-    const bytes = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.length, 0));
-    chunks.reduce((offset, chunk) => (bytes.set(chunk, offset), offset + chunk.length), 0);
-    return new TextDecoder().decode(bytes);
-  })();
-  return { text, cancel: () => void reader.cancel().catch(() => {}) };
-}
-
-// ── 15 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 16 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -7437,23 +7445,13 @@ async function renew(
           if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
-          const gone = error instanceof SecretsGone;
-          if (!(error instanceof ErrorResponse && error.code === "invalid_grant") && !gone) {
+          if (!(error instanceof ErrorResponse && error.code === "invalid_grant") && !(error instanceof SecretsGone)) {
             // A refresh ahead of time that fails (server error, network, timeout, keychain): the token still works.
             if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
             const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
             return stillValid(current, why, deps, "it is tried again at the next use");
           }
-          await removeEntry(name, current, deps);
-          say(
-            deps,
-            gone
-              ? `warning: The cached refresh token cannot be read any more (${error.reason}); the cached tokens were removed`
-              : `warning: The session has ended at the server (${
-                (error as Error).message
-              }); the cached tokens were removed`,
-          );
-          why = gone ? "The cached refresh token is gone from the keychain" : "The session has ended";
+          why = await endSession(name, current, error, deps);
         }
       }
     } finally {
@@ -7473,6 +7471,28 @@ async function renew(
   }
   say(deps, `${why} for ${displayIssuer(config.issuer)}: signing in`);
   return await loginAndSave(config, deps, name);
+}
+
+/**
+ * A session that cannot go on (the server answered `invalid_grant`, or the sealed refresh token cannot
+ * be had any more): removes the entry and its keychain item, says so, and returns why, for a new sign-in.
+ */
+async function endSession(
+  name: string,
+  entry: TokenSet,
+  error: ErrorResponse | SecretsGone,
+  deps: Deps,
+): Promise<string> {
+  await removeEntry(name, entry, deps);
+  if (error instanceof SecretsGone) {
+    say(
+      deps,
+      `warning: The cached refresh token cannot be read any more (${error.reason}); the cached tokens were removed`,
+    );
+    return "The cached refresh token is gone from the keychain";
+  }
+  say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
+  return "The session has ended";
 }
 
 /** A token due for renewal that cannot be renewed now but has not expired: says why on stderr, and is used. */
@@ -7648,7 +7668,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 16 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 17 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -8361,7 +8381,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   );
 }
 
-// ── 17 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 18 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -8865,7 +8885,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 18 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 19 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
