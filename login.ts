@@ -6972,7 +6972,7 @@ function entryOwner(entry: TokenSet, deps: Pick<Deps, "storage">, name: string):
   return {
     issuer: entry.issuer,
     clientId: entry.clientId,
-    user: entry.user ?? entry.subject,
+    user: (entry.user ?? entry.subject)?.slice(0, 200), // a server's name for the person: no item too long to store
     kind: "tokens",
     path: `${deps.storage.dir}/${name}.json`,
   };
