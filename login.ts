@@ -42,16 +42,20 @@
  * 13. The code exchange and who logged in (`exchangeCode`, `identify`).
  * 14. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 15. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 16. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
+ * 15. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
+ *     by a deadline and never prompting, the first problem remembered (`withKeychain`, `runTool`).
+ * 16. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
+ *     (`saveEntry`, `openEntry`, `sealSecrets`, `openSealed`).
+ * 17. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 18. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
  *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
  *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
  *     `resourceEntry`, `resourceLogin`).
- * 17. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ * 19. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
  *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
- * 18. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 19. Doctor: every check, without signing in (`doctor`, `doctorResource`).
- * 20. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 20. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 21. Doctor: every check, without signing in (`doctor`, `doctorResource`).
+ * 22. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -146,6 +150,17 @@ export interface Deps {
   invokedAs?: string;
   /** All of stdin, for `fetch -d @-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
+  /**
+   * Runs a platform keychain tool (`secret-tool`, `/usr/bin/security`, `powershell.exe`): `stdin` is
+   * written and closed, and when `signal` aborts (the caller's deadline, Ctrl-C) the tool is killed.
+   * The answer: its exit code (null when killed), stdout and stderr; `failure` "missing" when it is not
+   * installed, "denied" when Deno's permissions do not let it run (never a prompt). Absent: no keychain.
+   */
+  runTool?: (
+    command: string,
+    args: string[],
+    options: { stdin?: string; signal: AbortSignal },
+  ) => Promise<{ code: number | null; stdout: string; stderr: string; failure?: "missing" | "denied" }>;
 }
 
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
@@ -1094,6 +1109,12 @@ function dotenvWarnings(dotenv: Record<string, string>): string[] {
       warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
     }
   }
+  if (dotenv[ENV_VARS.tokenStorage] !== undefined) {
+    warnings.push(
+      `The .env key "${ENV_VARS.tokenStorage}" is ignored: where your tokens are kept is yours to choose ` +
+        "(in the environment, a profile or with --token-storage), never a project file's",
+    );
+  }
   return warnings;
 }
 
@@ -1146,6 +1167,7 @@ const ENV_VARS = {
   clientAuth: "OAUTH_CLIENT_AUTH",
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
+  tokenStorage: "OAUTH_TOKEN_STORAGE",
 } as const;
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
@@ -1240,6 +1262,12 @@ export interface Config {
   dpop?: boolean;
   /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
   clientKey?: string;
+  /**
+   * Where long-lived secrets (refresh tokens, DPoP keys) are kept (`--token-storage`, `OAUTH_TOKEN_STORAGE`,
+   * a profile's `token_storage`; never a `.env`'s): sealed under a key in the platform's keychain, which
+   * "auto" (the default) uses where one answers and "keychain" requires, or in the token cache file ("file").
+   */
+  tokenStorage: "auto" | "keychain" | "file";
   /** The `aud` of a client assertion: the issuer (default) or the token endpoint. */
   assertionAudience?: "issuer" | "token-endpoint";
   /** RFC 8707 resource indicators (`--resource`, repeatable) and the vendor `audience` parameter. */
@@ -1319,6 +1347,7 @@ const FLAGS = {
   "no-par": { type: "boolean" },
   dpop: { type: "boolean" },
   "client-key": { type: "string" },
+  "token-storage": { type: "string" },
   "assertion-audience": { type: "string" },
   resource: { type: "string", multiple: true },
   audience: { type: "string" },
@@ -1466,8 +1495,15 @@ function trustedSources(
   return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
 }
 
+/**
+ * Settings no project file may give: where the user's own secrets are kept (a cloned repository's `.env`
+ * could otherwise move them out of the keychain). Each is read from a flag, the environment or a profile.
+ */
+const PERSONAL_KEYS = ["tokenStorage"] as const;
+
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
 function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if ((PERSONAL_KEYS as readonly string[]).includes(key)) return source !== ".env";
   if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
   if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
   return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
@@ -1710,6 +1746,22 @@ function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: 
   return { format, flow };
 }
 
+/** --token-storage (else the environment's or a profile's, never a `.env`'s; default auto); throws LoginError("usage"). */
+function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Record<string, ValueSource>): TokenStorage {
+  const storage = pick("tokenStorage", flags["token-storage"], ENV_VARS.tokenStorage) ?? "auto";
+  if (storage !== "auto" && storage !== "keychain" && storage !== "file") {
+    const where = sources.tokenStorage === "flag"
+      ? "--token-storage"
+      : sources.tokenStorage === "profile"
+      ? "token_storage in the profile"
+      : ENV_VARS.tokenStorage;
+    throw new LoginError("usage", `The token storage "${sanitize(storage)}" is not auto, keychain or file`, {
+      hint: `set ${where} to auto (the keychain where one answers, else the file), keychain or file`,
+    });
+  }
+  return storage;
+}
+
 /** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
 function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
@@ -1807,6 +1859,7 @@ function resolveConfig(
     ...(profile ? { profile: profile.name } : {}),
     ...(loginHint ? { loginHint } : {}),
     par: !flags["no-par"],
+    tokenStorage: resolveTokenStorage(flags, pick, sources),
     ...modern,
     ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
   };
@@ -2212,7 +2265,10 @@ function profileSettings(
     if (RUN_FLAGS.has(flag)) continue;
     const variable = (ENV_VARS as Record<string, string>)[camelCase(flag)];
     let value = merged[flag];
-    if (variable) value = flags[flag as Flag] || env(variable) || dotenv[variable] || profile?.flags[flag as Flag];
+    // Where secrets are kept is the machine's choice (its environment), saved only when given as a flag.
+    const personal = (PERSONAL_KEYS as readonly string[]).includes(camelCase(flag));
+    if (personal) value = flags[flag as Flag] || profile?.flags[flag as Flag];
+    else if (variable) value = flags[flag as Flag] || env(variable) || dotenv[variable] || profile?.flags[flag as Flag];
     if (value === undefined || value === "" || value === false) continue;
     if (flag === "param") {
       const params: Record<string, string> = {};
@@ -2244,7 +2300,10 @@ function usableDotenv(
   dotenv: Record<string, string> | undefined,
   config: Pick<Config, "trust">,
 ): Record<string, string> {
-  return Object.fromEntries(Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)));
+  const personal = PERSONAL_KEYS.map((key) => ENV_VARS[key] as string);
+  return Object.fromEntries(
+    Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name) && !personal.includes(name)),
+  );
 }
 
 /** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
@@ -5979,6 +6038,25 @@ export interface TokenSet {
   authTime?: number;
   /** RFC 9470: the sign-in's authentication context class: the ID token's `acr`, else the `acr_values` it asked for. */
   acr?: string;
+  /**
+   * The long-lived secrets (`refreshToken`, `dpopKey`), when they are not in this file: sealed with
+   * AES-256-GCM under a 256-bit key that the keychain item `item` (service `oauth-login`) holds.
+   */
+  sealed?: {
+    /** The keychain item's account, which names the issuer, client, user and this file. */
+    item: string;
+    /** The kinds of secret sealed, so that what the entry holds is known without the keychain. */
+    holds: ("refresh_token" | "dpop_key" | "client_secret")[];
+    /** AES-GCM's 96-bit IV, base64url. */
+    iv: string;
+    /** The ciphertext of the secrets' JSON and its tag, base64url; the item's account is the additional data. */
+    data: string;
+  };
+  /**
+   * Why the long-lived secrets are in this file in the clear: "chosen" (`--token-storage file`), or
+   * what kept the keychain from answering under `auto`. Absent: an earlier version's entry, or none.
+   */
+  keptInFile?: string;
 }
 
 /**
@@ -6116,7 +6194,17 @@ function parseTokenSet(text: string): TokenSet | undefined {
   ) return undefined;
   if (value.authTime !== undefined && !Number.isFinite(value.authTime)) return undefined;
   if (value.acr !== undefined && typeof value.acr !== "string") return undefined;
+  if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
+  if (value.keptInFile !== undefined && typeof value.keptInFile !== "string") return undefined;
   return value as unknown as TokenSet;
+}
+
+/** Whether a value is an entry's `sealed` member: strings where strings belong, known kinds. Pure. */
+function isSealed(value: unknown): boolean {
+  const sealed = value as Record<string, unknown>;
+  return !!sealed && typeof sealed === "object" && typeof sealed.item === "string" &&
+    typeof sealed.iv === "string" && typeof sealed.data === "string" && Array.isArray(sealed.holds) &&
+    sealed.holds.every((kind) => kind === "refresh_token" || kind === "dpop_key" || kind === "client_secret");
 }
 
 /** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
@@ -6137,7 +6225,7 @@ const MAX_LIFETIME_S = 365 * 86_400;
 function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
-    if (issuedAt === undefined || !entry.refreshToken) return true;
+    if (issuedAt === undefined || !holds(entry, "refresh_token")) return true;
     const assumed = UNKNOWN_LIFETIME_S * 1000;
     return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
   }
@@ -6281,7 +6369,7 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
   if (!entry) return { state: "logged_out", text: "not logged in" };
   if (entry.expiresAt === undefined) return { state: "valid", text: "valid, no stated expiry" };
   if (isFresh(entry, now, 0)) return { state: "valid", text: `valid, expires ${relativeTime(entry.expiresAt, now)}` };
-  return entry.refreshToken
+  return holds(entry, "refresh_token")
     ? { state: "refreshable", text: "expired, refreshed when next used" }
     : { state: "expired", text: "expired, sign in again" };
 }
@@ -6790,17 +6878,1019 @@ async function otherEntries(
   return found;
 }
 
-// ── 15 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 15 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
+
+/*
+ * The platform's keychain is reached through its own tool, run as a process with any secret on its
+ * stdin: `secret-tool` (the Secret Service: GNOME Keyring, KWallet, KeePassXC), `/usr/bin/security -i`
+ * (macOS) and PowerShell calling Credential Manager (Windows). Every call is bounded by
+ * `KEYCHAIN_DEADLINE_MS` (its process killed), nothing is called that could ask for a password (a
+ * locked Secret Service is found by reading its `Locked` property), and the first problem met is
+ * remembered for the rest of the process. What is kept there, and why only a key, is section 15.
+ */
+
+/** The keychain items' service: only items of this service, which the tool creates, are read, changed or removed. */
+const KEYCHAIN_SERVICE = "oauth-login";
+
+/** How long one call of a keychain tool may take before its process (group) is killed, in ms. */
+const KEYCHAIN_DEADLINE_MS = 2_000;
+
+/** The same on Windows, where PowerShell starts and compiles its Credential Manager calls first (not measured here). */
+const KEYCHAIN_DEADLINE_WINDOWS_MS = 5_000;
+
+/** What a keychain tool answered (`Deps.runTool`). */
+type ToolAnswer = Awaited<ReturnType<NonNullable<Deps["runTool"]>>>;
+
+/** Why the keychain cannot be used here: a reason and a remedy, as message clauses. */
+class KeychainProblem extends Error {
+  /** What keeps the keychain from answering, e.g. "the keyring is locked". */
+  readonly reason: string;
+  /** What the person can do about it. */
+  readonly remedy: string;
+  constructor(reason: string, remedy: string) {
+    super(reason);
+    this.reason = reason;
+    this.remedy = remedy;
+  }
+}
+
+/** Runs a keychain tool (within the deadline) and returns its answer. */
+type ToolCall = (command: string, args: string[], stdin?: string) => Promise<ToolAnswer>;
+
+/** One platform's keychain: command lines for its tool, and how to read their answers. */
+interface KeychainBackend {
+  /** What people call it. */
+  name: string;
+  /** Why it cannot be used, found without asking the person anything; undefined when it can (or cannot be told). */
+  probe(call: ToolCall, env: (name: string) => string | undefined): Promise<KeychainProblem | undefined>;
+  /** Creates or replaces the item. */
+  store(call: ToolCall, account: string, label: string, secret: string): Promise<void>;
+  /** The item's secret, or undefined when there is no such item. */
+  lookup(call: ToolCall, account: string): Promise<string | undefined>;
+  /** Removes the item; none is fine. */
+  remove(call: ToolCall, account: string): Promise<void>;
+  /** The accounts of every item of `KEYCHAIN_SERVICE`. */
+  list(call: ToolCall): Promise<string[]>;
+}
+
+/** The first line of what a tool said, for a message (never from a call that was given a secret). */
+function toolSaid(answer: ToolAnswer): string {
+  const line = answer.stderr.trim().split("\n").find((l: string) => l.trim() !== "") ?? "";
+  return line ? `: ${sanitize(line.replace(/^[\w-]+: /, ""), 160)}` : "";
+}
+
+/** The problem of a tool that did not run to its end, or failed; `secret`: it was given one (say nothing it said). */
+function toolProblem(tool: string, answer: ToolAnswer, remedy: string, secret = false): KeychainProblem {
+  if (answer.failure === "missing") return new KeychainProblem(`${tool} is not installed`, remedy);
+  if (answer.failure === "denied") {
+    return new KeychainProblem(
+      `Deno's permissions do not allow running ${tool}`,
+      `run with --allow-run=${tool} (the tasks in deno.json allow it), or use --token-storage file`,
+    );
+  }
+  return new KeychainProblem(`${tool} failed (exit ${answer.code})${secret ? "" : toolSaid(answer)}`, remedy);
+}
+
+const SECRET_SERVICE_REMEDY =
+  "unlock or start your keyring (GNOME Keyring, KWallet, KeePassXC), or use --token-storage file";
+
+/** What a Secret Service error on the bus means; undefined for a message it does not know. */
+function busProblem(said: string): KeychainProblem | undefined {
+  if (
+    /DBUS_SESSION_BUS_ADDRESS|connect to bus|open connection|autolaunch|No such file|Connection refused/i.test(said)
+  ) {
+    return new KeychainProblem(
+      "the D-Bus session bus does not answer",
+      "run it in your desktop session (where DBUS_SESSION_BUS_ADDRESS is set), or use --token-storage file",
+    );
+  }
+  if (/not provided by any|ServiceUnknown|name has no owner/i.test(said)) {
+    return new KeychainProblem(
+      "no Secret Service runs on the session bus",
+      "install and start GNOME Keyring, KWallet or KeePassXC, or use --token-storage file",
+    );
+  }
+  if (/does not exist|UnknownObject|No such object|UnknownMethod/i.test(said)) {
+    return new KeychainProblem(
+      "the Secret Service has no default keyring",
+      'create one (e.g. in "Passwords and Keys"), or use --token-storage file',
+    );
+  }
+  return undefined;
+}
+
+/** The tools that read the default collection's `Locked` property (no prompt), and how to read their answer. */
+const LOCKED_READERS: [string, string[], (out: string) => boolean | undefined][] = [
+  [
+    "busctl",
+    ["--user", "get-property", "org.freedesktop.secrets", "/org/freedesktop/secrets/aliases/default"]
+      .concat(["org.freedesktop.Secret.Collection", "Locked"]),
+    (out) => /^b true/.test(out.trim()) ? true : /^b false/.test(out.trim()) ? false : undefined,
+  ],
+  [
+    "dbus-send",
+    ["--session", "--print-reply=literal", "--dest=org.freedesktop.secrets", "/org/freedesktop/secrets/aliases/default"]
+      .concat(["org.freedesktop.DBus.Properties.Get", "string:org.freedesktop.Secret.Collection", "string:Locked"]),
+    (out) => /boolean true/.test(out) ? true : /boolean false/.test(out) ? false : undefined,
+  ],
+];
+
+/** Linux and the BSDs: the Secret Service (GNOME Keyring, KWallet, KeePassXC) through `secret-tool` (libsecret). */
+const SECRET_SERVICE: KeychainBackend = {
+  name: "the Secret Service",
+  async probe(call, env) {
+    if (!env("DBUS_SESSION_BUS_ADDRESS") && !env("XDG_RUNTIME_DIR")) {
+      return new KeychainProblem(
+        "there is no D-Bus session bus here",
+        "run it in your desktop session (where DBUS_SESSION_BUS_ADDRESS is set), or use --token-storage file",
+      );
+    }
+    for (const [tool, args, locked] of LOCKED_READERS) {
+      const answer = await call(tool, args);
+      if (answer.failure === "missing" || answer.failure === "denied") continue; // try the next reader
+      const state = locked(answer.stdout);
+      if (state === false) return undefined;
+      if (state === true) {
+        return new KeychainProblem(
+          "the keyring is locked",
+          'unlock it (log in to the desktop, or open "Passwords and Keys"), or use --token-storage file',
+        );
+      }
+      return busProblem(answer.stderr) ?? toolProblem(tool, answer, SECRET_SERVICE_REMEDY);
+    }
+    return undefined; // nothing to read the property with: secret-tool's own answers (bounded) will tell
+  },
+  async store(call, account, label, secret) {
+    const args = ["store", `--label=${label}`, "service", KEYCHAIN_SERVICE, "account", account];
+    const answer = await call("secret-tool", args, secret);
+    if (answer.code !== 0) throw secretToolProblem(answer, true);
+  },
+  async lookup(call, account) {
+    const answer = await call("secret-tool", ["lookup", "service", KEYCHAIN_SERVICE, "account", account]);
+    if (answer.code === 0) return answer.stdout;
+    if (answer.code === 1 && answer.stderr.trim() === "") return undefined; // no such item
+    throw secretToolProblem(answer);
+  },
+  async remove(call, account) {
+    const answer = await call("secret-tool", ["clear", "service", KEYCHAIN_SERVICE, "account", account]);
+    if (answer.code !== 0 && !(answer.code === 1 && answer.stderr.trim() === "")) throw secretToolProblem(answer);
+  },
+  async list(call) {
+    // The attributes go to stderr; stdout has the secrets of unlocked items, which are not kept.
+    const answer = await call("secret-tool", ["search", "--all", "service", KEYCHAIN_SERVICE]);
+    if (answer.code !== 0) throw secretToolProblem(answer);
+    return [...answer.stderr.matchAll(/^attribute\.account = (.*)$/gm)].map((match) => match[1]);
+  },
+};
+
+/** What a failed `secret-tool` call means. */
+function secretToolProblem(answer: ToolAnswer, secret = false): KeychainProblem {
+  const remedy = answer.failure === "missing"
+    ? "install secret-tool (Debian and Ubuntu: libsecret-tools; Fedora: libsecret), or use --token-storage file"
+    : SECRET_SERVICE_REMEDY;
+  if (/locked/i.test(answer.stderr)) {
+    return new KeychainProblem("the keyring is locked", "unlock it, or use --token-storage file");
+  }
+  return (answer.failure ? undefined : busProblem(answer.stderr)) ?? toolProblem("secret-tool", answer, remedy, secret);
+}
+
+/** macOS's `security`, by its absolute path (never one found on PATH). */
+const SECURITY = "/usr/bin/security";
+
+/**
+ * `security -i` reads one command a line with a 4096-byte buffer, so a line (its newline included) must
+ * stay within 4095 bytes, or its tail runs as a second command (zalando/go-keyring#153).
+ */
+const SECURITY_LINE_MAX = 4095;
+
+/** An argument of a `security -i` line: in double quotes, with `\` and `"` escaped (its split_line rules). Pure. */
+function securityArg(text: string): string {
+  if (/[\n\r\0]/.test(text)) throw new Error("a security -i argument cannot hold a line break or NUL");
+  return `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/** The `security -i` line that stores an item: the secret goes on stdin, never in an argument. Pure. */
+function addGenericPasswordLine(account: string, label: string, secret: string): string {
+  const line = ["add-generic-password", "-U", "-s", securityArg(KEYCHAIN_SERVICE), "-a", securityArg(account)]
+    .concat(["-l", securityArg(label), "-w", securityArg(secret)]).join(" ") + "\n";
+  if (new TextEncoder().encode(line).length > SECURITY_LINE_MAX) {
+    throw new KeychainProblem("the keychain item's name is too long for security -i", "use a shorter cache path");
+  }
+  return line;
+}
+
+/** What a failed `security` call means (its exit 44 is "no such item", handled by the callers). */
+function securityProblem(answer: ToolAnswer, secret = false): KeychainProblem {
+  const remedy = "unlock the login keychain (security unlock-keychain), or use --token-storage file";
+  if (/interaction is not allowed|locked/i.test(answer.stderr) || answer.code === 36 || answer.code === 51) {
+    return new KeychainProblem("the login keychain is locked, and no one can be asked to unlock it here", remedy);
+  }
+  return toolProblem(SECURITY, answer, remedy, secret);
+}
+
+/** A value of `security dump-keychain`: `"text"`, or `0xHEX  "text"` for one with other bytes. Pure. */
+function dumpedValue(value: string): string | undefined {
+  const hex = value.match(/^0x([0-9A-Fa-f]*)/);
+  if (hex) return new TextDecoder().decode(Uint8Array.fromHex(hex[1].length % 2 ? `0${hex[1]}` : hex[1]));
+  const quoted = value.match(/^"(.*)"\s*$/);
+  return quoted ? quoted[1] : undefined;
+}
+
+/** macOS: the login keychain through `/usr/bin/security`, the secret on stdin (`security -i`). */
+const MACOS_KEYCHAIN: KeychainBackend = {
+  name: "the login keychain",
+  probe() {
+    // Nothing reads the keychain's lock without possibly asking for its password: the bounded calls tell.
+    return Promise.resolve(undefined);
+  },
+  async store(call, account, label, secret) {
+    const answer = await call(SECURITY, ["-i"], addGenericPasswordLine(account, label, secret));
+    if (answer.code !== 0) throw securityProblem(answer, true);
+  },
+  async lookup(call, account) {
+    const answer = await call(SECURITY, ["find-generic-password", "-s", KEYCHAIN_SERVICE, "-a", account, "-w"]);
+    if (answer.code === 0) return answer.stdout.replace(/\n$/, "");
+    if (answer.code === 44) return undefined;
+    throw securityProblem(answer);
+  },
+  async remove(call, account) {
+    const answer = await call(SECURITY, ["delete-generic-password", "-s", KEYCHAIN_SERVICE, "-a", account]);
+    if (answer.code !== 0 && answer.code !== 44) throw securityProblem(answer);
+  },
+  async list(call) {
+    const answer = await call(SECURITY, ["dump-keychain"]);
+    if (answer.code !== 0) throw securityProblem(answer);
+    const accounts: string[] = [];
+    for (const item of answer.stdout.split(/^keychain: /m)) {
+      const attribute = (name: string) =>
+        dumpedValue(item.match(new RegExp(`^\\s*"${name}"<blob>=(.*)$`, "m"))?.[1] ?? "");
+      const account = attribute("acct");
+      if (/^class: "genp"$/m.test(item) && attribute("svce") === KEYCHAIN_SERVICE && account) accounts.push(account);
+    }
+    return accounts;
+  },
+};
+
+/** Windows PowerShell 5.1, present on every Windows 10 and 11. */
+const POWERSHELL = "powershell.exe";
+
+/** Credential Manager's generic credentials, reached from PowerShell through advapi32 (no secret in any argument). */
+const CREDENTIALS_CSHARP = String.raw`
+using System; using System.Runtime.InteropServices; using System.Collections.Generic;
+public static class OauthLoginCredentials {
+  [StructLayout(LayoutKind.Sequential, CharSet = CharSet.Unicode)]
+  struct Credential {
+    public uint Flags; public uint Type; public string TargetName; public string Comment;
+    public System.Runtime.InteropServices.ComTypes.FILETIME LastWritten; public uint BlobSize; public IntPtr Blob;
+    public uint Persist; public uint AttributeCount; public IntPtr Attributes; public string TargetAlias;
+    public string UserName;
+  }
+  [DllImport("advapi32.dll", EntryPoint = "CredWriteW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredWrite(ref Credential credential, uint flags);
+  [DllImport("advapi32.dll", EntryPoint = "CredReadW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredRead(string target, uint type, uint flags, out IntPtr credential);
+  [DllImport("advapi32.dll", EntryPoint = "CredDeleteW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredDelete(string target, uint type, uint flags);
+  [DllImport("advapi32.dll", EntryPoint = "CredEnumerateW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredEnumerate(string filter, uint flags, out uint count, out IntPtr credentials);
+  [DllImport("advapi32.dll")] static extern void CredFree(IntPtr buffer);
+  const uint GENERIC = 1, LOCAL_MACHINE = 2;
+  public static int Write(string target, string user, string comment, byte[] blob) {
+    var c = new Credential(); c.Type = GENERIC; c.TargetName = target; c.UserName = user; c.Comment = comment;
+    c.Persist = LOCAL_MACHINE; c.BlobSize = (uint)blob.Length; c.Blob = Marshal.AllocHGlobal(Math.Max(blob.Length, 1));
+    try { Marshal.Copy(blob, 0, c.Blob, blob.Length); return CredWrite(ref c, 0) ? 0 : Marshal.GetLastWin32Error(); }
+    finally { Marshal.FreeHGlobal(c.Blob); }
+  }
+  public static byte[] Read(string target, out int error) {
+    IntPtr p; error = 0;
+    if (!CredRead(target, GENERIC, 0, out p)) { error = Marshal.GetLastWin32Error(); return null; }
+    try {
+      var c = (Credential)Marshal.PtrToStructure(p, typeof(Credential));
+      var blob = new byte[c.BlobSize]; if (blob.Length > 0) Marshal.Copy(c.Blob, blob, 0, blob.Length); return blob;
+    } finally { CredFree(p); }
+  }
+  public static int Delete(string target) { return CredDelete(target, GENERIC, 0) ? 0 : Marshal.GetLastWin32Error(); }
+  public static string[] List(string filter, out int error) {
+    uint count; IntPtr list; error = 0; var targets = new List<string>();
+    if (!CredEnumerate(filter, 0, out count, out list)) { error = Marshal.GetLastWin32Error(); return targets.ToArray(); }
+    try {
+      for (int i = 0; i < count; i++) {
+        var c = (Credential)Marshal.PtrToStructure(Marshal.ReadIntPtr(list, i * IntPtr.Size), typeof(Credential));
+        targets.Add(c.TargetName);
+      }
+    } finally { CredFree(list); }
+    return targets.ToArray();
+  }
+}`;
+
+/** A PowerShell single-quoted literal: each quote (the typographic ones count too) doubled. Pure. */
+function powershellString(text: string): string {
+  return `'${text.replace(/['\u2018\u2019\u201a\u201b]/g, (c) => c + c)}'`;
+}
+
+/**
+ * The PowerShell script of one Credential Manager operation. Exit 0: done; 2: no such credential
+ * (Win32 1168); 3: another Win32 error, its number on stderr. Secrets come and go in base64 on
+ * stdin and stdout, never in the script. Pure.
+ */
+function credentialScript(operation: string): string {
+  return [
+    "$ErrorActionPreference = 'Stop'",
+    `if (-not ('OauthLoginCredentials' -as [type])) { Add-Type -TypeDefinition @'\n${CREDENTIALS_CSHARP}\n'@ }`,
+    'function Fail($e) { if ($e -eq 1168) { exit 2 }; [Console]::Error.WriteLine("Windows error $e"); exit 3 }',
+    operation,
+  ].join("\n");
+}
+
+/** `powershell.exe`'s arguments for a script: `-EncodedCommand`, base64 of its UTF-16LE text. Pure. */
+function powershellArgs(script: string): string[] {
+  const utf16 = new Uint8Array(script.length * 2);
+  for (let i = 0; i < script.length; i++) {
+    utf16[2 * i] = script.charCodeAt(i) & 0xff;
+    utf16[2 * i + 1] = script.charCodeAt(i) >> 8;
+  }
+  return [
+    "-NoLogo",
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-EncodedCommand",
+    utf16.toBase64(),
+  ];
+}
+
+/** What a failed PowerShell call means. */
+function credentialProblem(answer: ToolAnswer): KeychainProblem {
+  const remedy =
+    "sign in to Windows interactively (Credential Manager needs a logon session), or use --token-storage file";
+  const error = answer.stderr.match(/Windows error (\d+)/)?.[1];
+  if (error === "1312") return new KeychainProblem("Credential Manager has no logon session here", remedy);
+  if (error) return new KeychainProblem(`Credential Manager failed (Windows error ${error})`, remedy);
+  return toolProblem(POWERSHELL, answer, remedy, true);
+}
+
+/** Windows: Credential Manager's generic credentials (target `oauth-login:ACCOUNT`), through PowerShell. */
+const CREDENTIAL_MANAGER: KeychainBackend = {
+  name: "Credential Manager",
+  probe() {
+    return Promise.resolve(undefined); // Credential Manager never prompts; the bounded calls tell
+  },
+  async store(call, account, label, secret) {
+    const target = powershellString(`${KEYCHAIN_SERVICE}:${account}`);
+    const user = powershellString((itemUser(account) ?? "-").slice(0, 500));
+    const script = credentialScript(
+      "$b = [Convert]::FromBase64String([Console]::In.ReadToEnd().Trim())\n" +
+        `$e = [OauthLoginCredentials]::Write(${target}, ${user}, ${
+          powershellString(label)
+        }, $b); if ($e -ne 0) { Fail $e }`,
+    );
+    const answer = await call(POWERSHELL, powershellArgs(script), `${new TextEncoder().encode(secret).toBase64()}\n`);
+    if (answer.code !== 0) throw credentialProblem(answer);
+  },
+  async lookup(call, account) {
+    const target = powershellString(`${KEYCHAIN_SERVICE}:${account}`);
+    const script = credentialScript(
+      `$e = 0; $b = [OauthLoginCredentials]::Read(${target}, [ref]$e); if ($e -ne 0) { Fail $e }\n` +
+        "[Console]::Out.Write([Convert]::ToBase64String($b))",
+    );
+    const answer = await call(POWERSHELL, powershellArgs(script));
+    if (answer.code === 2) return undefined;
+    if (answer.code !== 0) throw credentialProblem(answer);
+    return new TextDecoder().decode(Uint8Array.fromBase64(answer.stdout.trim()));
+  },
+  async remove(call, account) {
+    const target = powershellString(`${KEYCHAIN_SERVICE}:${account}`);
+    const script = credentialScript(`$e = [OauthLoginCredentials]::Delete(${target}); if ($e -ne 0) { Fail $e }`);
+    const answer = await call(POWERSHELL, powershellArgs(script));
+    if (answer.code !== 0 && answer.code !== 2) throw credentialProblem(answer);
+  },
+  async list(call) {
+    const script = credentialScript(
+      `$e = 0; $t = [OauthLoginCredentials]::List(${powershellString(`${KEYCHAIN_SERVICE}:*`)}, [ref]$e)\n` +
+        "if ($e -ne 0) { Fail $e }\n" +
+        "foreach ($x in $t) { [Console]::Out.WriteLine([Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($x))) }",
+    );
+    const answer = await call(POWERSHELL, powershellArgs(script));
+    if (answer.code === 2) return [];
+    if (answer.code !== 0) throw credentialProblem(answer);
+    const prefix = `${KEYCHAIN_SERVICE}:`;
+    const targets: string[] = answer.stdout.split(/\r?\n/).filter(Boolean)
+      .map((line: string) => new TextDecoder().decode(Uint8Array.fromBase64(line.trim())));
+    return targets.filter((target) => target.startsWith(prefix)).map((target) => target.slice(prefix.length));
+  },
+};
+
+/** The platform's keychain, or undefined where the tool knows none (`os` as `Deno.build.os` names it). */
+function backendFor(os: string): KeychainBackend | undefined {
+  if (os === "darwin") return MACOS_KEYCHAIN;
+  if (os === "windows") return CREDENTIAL_MANAGER;
+  return ["linux", "freebsd", "openbsd", "netbsd", "illumos", "solaris", "android"].includes(os)
+    ? SECRET_SERVICE
+    : undefined;
+}
+
+// ── One process's use of the keychain: the first problem remembered ──
+
+/** What one process knows of the keychain. */
+interface KeychainSession {
+  /** The first problem met: no keychain call is made after it. */
+  problem?: KeychainProblem;
+  /** The probe, made once. */
+  probed?: Promise<void>;
+  /** The keys read or made, by account. */
+  keys: Map<string, CryptoKey>;
+}
+
+/** The session of each run's edges (one run a process, several in tests). */
+const keychainSessions = new WeakMap<object, KeychainSession>();
+
+function keychainSession(deps: Deps): KeychainSession {
+  let session = keychainSessions.get(deps);
+  if (!session) keychainSessions.set(deps, session = { keys: new Map() });
+  return session;
+}
+
+/** Runs `deps.runTool` within the deadline, through the one wait; a call past it is killed and is a problem. */
+function toolCall(deps: Deps): ToolCall {
+  const ms = deps.os === "windows" ? KEYCHAIN_DEADLINE_WINDOWS_MS : KEYCHAIN_DEADLINE_MS;
+  return async (command, args, stdin) => {
+    const stop = new AbortController();
+    const running = deps.runTool!(command, args, { stdin, signal: stop.signal });
+    try {
+      return (await wait(deps, {
+        ms,
+        until: running,
+        interrupted: "Interrupted",
+        onTimeout: () =>
+          new KeychainProblem(
+            `the keychain did not answer within ${ms / 1000} seconds`,
+            "check that it is not waiting for a password on your desktop, or use --token-storage file",
+          ),
+      }))!;
+    } finally {
+      stop.abort(); // ends the tool if it still runs (the deadline, Ctrl-C); then it is reaped
+      await running.catch(() => {});
+    }
+  };
+}
+
+/**
+ * Runs one keychain operation, after the probe (once a process): none once a problem is known, and a
+ * problem it meets is remembered for the rest of the process. Throws `KeychainProblem`.
+ */
+async function withKeychain<T>(
+  deps: Deps,
+  operation: (backend: KeychainBackend, call: ToolCall) => Promise<T>,
+): Promise<T> {
+  const session = keychainSession(deps);
+  const backend = backendFor(deps.os);
+  try {
+    if (session.problem) throw session.problem;
+    if (!backend || !deps.runTool) {
+      throw new KeychainProblem("this system has no keychain the tool can use", "use --token-storage file");
+    }
+    session.probed ??= backend.probe(toolCall(deps), deps.env).then((problem) => {
+      if (problem) throw problem;
+    });
+    await session.probed;
+    return await operation(backend, toolCall(deps));
+  } catch (error) {
+    if (error instanceof KeychainProblem) session.problem ??= error;
+    throw error;
+  }
+}
+
+/** Why the keychain cannot be used here, or undefined when it answers (probed once a process). */
+async function keychainProblem(deps: Deps): Promise<KeychainProblem | undefined> {
+  try {
+    await withKeychain(deps, () => Promise.resolve());
+    return undefined;
+  } catch (error) {
+    if (error instanceof KeychainProblem) return error;
+    throw error;
+  }
+}
+
+// ── The real edge ──
+
+/**
+ * The real edge behind `Deps.runTool`: runs a keychain tool with `stdin` written and closed, and its
+ * output read (at most 4 MiB each). When `signal` aborts, its process group is killed (the process
+ * alone where Deno's permissions allow no more, and on Windows). A tool Deno's permissions do not let
+ * it run is "denied" without asking (a prompt would wait for a person); one not installed is "missing".
+ */
+async function runTool(
+  command: string,
+  args: string[],
+  options: { stdin?: string; signal: AbortSignal },
+): Promise<ToolAnswer> {
+  const none = { code: null, stdout: "", stderr: "" };
+  if (Deno.permissions.querySync({ name: "run", command }).state !== "granted") {
+    return { ...none, failure: onPath(command, (name) => Deno.env.get(name)) ? "denied" : "missing" };
+  }
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      detached: Deno.build.os !== "windows", // its own process group, killed whole
+      env: { LC_ALL: "C" }, // messages in English, read by their words
+    }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { ...none, failure: "missing" };
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      return { ...none, failure: "denied" };
+    }
+    throw error;
+  }
+  const stdout = readToolOutput(child.stdout), stderr = readToolOutput(child.stderr);
+  const writer = child.stdin.getWriter();
+  const writing = (async () => {
+    if (options.stdin) await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  })().catch(() => {}); // the tool may exit without reading
+  const kill = () => {
+    try {
+      if (Deno.build.os === "windows" || Deno.permissions.querySync({ name: "run" }).state !== "granted") {
+        child.kill("SIGKILL");
+      } else Deno.kill(-child.pid, "SIGKILL");
+    } catch { /* already gone */ }
+    stdout.cancel();
+    stderr.cancel();
+  };
+  if (options.signal.aborted) kill();
+  options.signal.addEventListener("abort", kill, { once: true });
+  try {
+    const status = await child.status;
+    // A child of the tool may still hold the pipes: what came by the time the tool ended, and a moment more.
+    const grace = delay(100);
+    await Promise.race([Promise.all([stdout.text, stderr.text]), grace.done]);
+    grace.cancel();
+    stdout.cancel();
+    stderr.cancel();
+    await writing;
+    const killed = options.signal.aborted;
+    return { code: killed ? null : status.code, stdout: await stdout.text, stderr: await stderr.text };
+  } finally {
+    options.signal.removeEventListener("abort", kill);
+  }
+}
+
+/** Reads a stream as text, at most 4 MiB, until it ends or `cancel()`. */
+function readToolOutput(stream: ReadableStream<Uint8Array>): { text: Promise<string>; cancel: () => void } {
+  const reader = stream.getReader();
+  const text = (async () => {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        if (size < 4 * 1024 * 1024) chunks.push(read.value);
+        size += read.value.length;
+      }
+    } catch { /* cancelled */ }
+    const bytes = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.length, 0));
+    chunks.reduce((offset, chunk) => (bytes.set(chunk, offset), offset + chunk.length), 0);
+    return new TextDecoder().decode(bytes);
+  })();
+  return { text, cancel: () => void reader.cancel().catch(() => {}) };
+}
+
+// ── 16 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
+
+/*
+ * An entry's long-lived secrets (its refresh token and DPoP key; the secret of a client the tool
+ * registered) are never in its file in the clear unless the person chose the file. They are sealed
+ * with AES-256-GCM under a random key, and only the key goes to the platform's keychain, one item
+ * per file (as Chromium and Electron's safeStorage keep their data): the same code on every platform,
+ * no size limit (2,560 bytes in Credential Manager, about 3.9 KB through `security -i`, 8 KiB through
+ * `secret-tool`), and a refresh reads the keychain once and writes nothing to it, so a keychain that
+ * stalls mid-refresh can never lose a rotated refresh token. The entry file keeps the rest (issuer,
+ * expiry, scope, the short-lived access token), so the cached `token` path never touches the keychain.
+ */
+
+/** Secrets sealed under the key of a keychain item: what a file holds in their place. */
+type Sealed = NonNullable<TokenSet["sealed"]>;
+
+/** The kinds of long-lived secret: an entry's refresh token and DPoP key, a registered client's secret. */
+type SecretKind = Sealed["holds"][number];
+
+/** Long-lived secrets by kind, each as text (a JWK as its JSON). */
+type Secrets = Partial<Record<SecretKind, string>>;
+
+/** Where an entry's long-lived secrets go (`--token-storage`). */
+type TokenStorage = Config["tokenStorage"];
+
+/**
+ * The entry fields that hold long-lived secrets, each with its kind and its text form. A new kind of
+ * secret (a registered client's `client_secret`) is one more row here.
+ */
+const ENTRY_SECRETS: readonly { field: "refreshToken" | "dpopKey"; kind: SecretKind; json: boolean }[] = [
+  { field: "refreshToken", kind: "refresh_token", json: false },
+  { field: "dpopKey", kind: "dpop_key", json: true },
+];
+
+/** Whether an entry holds a secret of this kind, in its file or sealed; asks no keychain. Pure, on the cached path. */
+function holds(entry: TokenSet, kind: SecretKind): boolean {
+  const row = ENTRY_SECRETS.find((secret) => secret.kind === kind);
+  return (row !== undefined && !!entry[row.field]) || (entry.sealed?.holds.includes(kind) ?? false);
+}
+
+/** The entry's long-lived secrets that are in the clear, by kind. Pure. */
+function secretsOf(entry: TokenSet): Secrets {
+  const secrets: Secrets = {};
+  for (const { field, kind, json } of ENTRY_SECRETS) {
+    const value = entry[field];
+    if (value) secrets[kind] = json ? JSON.stringify(value) : value as string;
+  }
+  return secrets;
+}
+
+/** The entry without its long-lived secrets, where they are kept, or why. Pure. */
+function withoutSecrets(entry: TokenSet): TokenSet {
+  const rest: Partial<TokenSet> = { ...entry };
+  for (const { field } of ENTRY_SECRETS) delete rest[field];
+  delete rest.sealed;
+  delete rest.keptInFile;
+  return rest as TokenSet;
+}
+
+/** The entry with these secrets in their fields. Pure. */
+function withSecrets(entry: TokenSet, secrets: Secrets): TokenSet {
+  const open: Record<string, unknown> = { ...entry };
+  for (const { field, kind, json } of ENTRY_SECRETS) {
+    const text = secrets[kind];
+    if (text !== undefined) open[field] = json ? JSON.parse(text) : text;
+  }
+  return open as unknown as TokenSet;
+}
+
+// ── Items: their names, and what a person sees in their keychain app ──
+
+/** Whose secrets an item protects: the issuer, client and user, what they are, and the file that names the item. */
+interface ItemOwner {
+  issuer: string;
+  clientId: string;
+  user?: string;
+  /** "tokens": a cached login's; "client": a registered client's. */
+  kind: "tokens" | "client";
+  /** The file whose secrets the item's key seals. */
+  path: string;
+}
+
+/** A component of an account: `%`, `|`, quotes, backslashes and control characters percent-encoded. Pure. */
+function accountPart(text: string): string {
+  const escape = (c: string) =>
+    [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[%|"'`\\\x00-\x1f\x7f-\x9f\u2018-\u201e]/g, escape);
+}
+
+/**
+ * The item's account: issuer, client, user, what it protects and its file, joined by `|`; two files
+ * never share an item, a person recognises it in Seahorse, Keychain Access or Credential Manager, and
+ * `logout --all` can tell when its file is gone. Pure.
+ */
+function itemAccount(owner: ItemOwner): string {
+  return [owner.issuer, owner.clientId, owner.user ?? "-", owner.kind, owner.path].map(accountPart).join("|");
+}
+
+/** The file an account names (see `itemAccount`), or undefined for an account of another shape. Pure. */
+function itemFile(account: string): string | undefined {
+  const parts = account.split("|");
+  if (parts.length !== 5) return undefined;
+  try {
+    return decodeURIComponent(parts[4]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The label a keychain app shows for the item (control characters dropped). Pure. */
+function itemLabel(owner: ItemOwner): string {
+  const what = owner.kind === "tokens" ? "key to the cached tokens" : "key to the client's secret";
+  const who = owner.user ? ` of ${owner.user}` : "";
+  // deno-lint-ignore no-control-regex
+  const control = /[\x00-\x1f\x7f-\x9f]/g;
+  return `oauth-login: ${what}${who} at ${owner.issuer} (client ${owner.clientId})`.replace(control, " ");
+}
+
+/** The owner of an entry's item: the entry's issuer, client and user, and its file. */
+function entryOwner(entry: TokenSet, deps: Pick<Deps, "storage">, name: string): ItemOwner {
+  return {
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    user: (entry.user ?? entry.subject)?.slice(0, 200), // a server's name for the person: no item too long to store
+    kind: "tokens",
+    path: `${deps.storage.dir}/${name}.json`,
+  };
+}
+
+/** The user an account names, for Credential Manager's user name column. Pure. */
+function itemUser(account: string): string | undefined {
+  const user = account.split("|")[2];
+  try {
+    return user && user !== "-" ? decodeURIComponent(user) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ── Sealing: AES-256-GCM under the item's key ──
+
+function base64url(bytes: Uint8Array): string {
+  return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
+}
+
+function fromBase64url(text: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.fromBase64(text, { alphabet: "base64url" }) as Uint8Array<ArrayBuffer>;
+}
+
+/** A new random 256-bit key: the CryptoKey, and its text for the keychain (base64url). */
+async function newSealingKey(): Promise<{ key: CryptoKey; text: string }> {
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  return { key: await importSealingKey(base64url(raw)), text: base64url(raw) };
+}
+
+/** A key as the keychain holds it; undefined when the text is not one (someone changed the item). */
+async function importSealingKey(text: string): Promise<CryptoKey> {
+  const raw = fromBase64url(text.trim());
+  if (raw.length !== 32) throw new Error("not a 256-bit key");
+  return await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
+}
+
+/** Seals secrets under `key`, bound to the item's account (the additional data): a fresh 96-bit IV each time. */
+async function seal(secrets: Secrets, item: string, key: CryptoKey): Promise<Sealed> {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const plain = new TextEncoder().encode(JSON.stringify(secrets));
+  const additionalData = new TextEncoder().encode(item);
+  const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, plain);
+  return {
+    item,
+    holds: Object.keys(secrets).sort() as SecretKind[],
+    iv: base64url(iv),
+    data: base64url(new Uint8Array(data)),
+  };
+}
+
+/** The sealed secrets, or undefined when `key` does not open them (another key, or a changed file). */
+async function unseal(sealed: Sealed, key: CryptoKey): Promise<Secrets | undefined> {
+  try {
+    const additionalData = new TextEncoder().encode(sealed.item);
+    const plain = await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: fromBase64url(sealed.iv), additionalData },
+      key,
+      fromBase64url(sealed.data),
+    );
+    const secrets = JSON.parse(new TextDecoder().decode(plain));
+    return secrets && typeof secrets === "object" ? secrets : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sealed secrets whose key is gone from the keychain, or does not open them: the session cannot go on. */
+class SecretsGone extends LoginError {
+  /** Why, e.g. "its key is no longer in the keychain". */
+  readonly reason: string;
+  constructor(reason: string, message = reason) {
+    super("login_required", message, { hint: 'sign in again with "oauth-login login"' });
+    this.reason = reason;
+  }
+}
+
+// ── Sealing, opening and forgetting secrets: the general API ──
+
+/**
+ * Seals secrets for a file under the key of its item: the key the process already holds for that item,
+ * else a new one, stored first (one keychain write). Throws `KeychainProblem`.
+ */
+async function sealSecrets(
+  owner: ItemOwner,
+  secrets: Secrets,
+  deps: Deps,
+  item: string = itemAccount(owner),
+): Promise<Sealed> {
+  return await seal(secrets, item, await itemKey(owner, deps, item));
+}
+
+/** The key of an item: the one this process read or made, else a new one stored in the keychain. */
+async function itemKey(owner: ItemOwner, deps: Deps, item: string = itemAccount(owner)): Promise<CryptoKey> {
+  const keys = keychainSession(deps).keys;
+  const known = keys.get(item);
+  if (known) return known;
+  const { key, text } = await newSealingKey();
+  await withKeychain(deps, (backend, call) => backend.store(call, item, itemLabel(owner), text));
+  keys.set(item, key);
+  return key;
+}
+
+/**
+ * The sealed secrets, by kind: opened with the key this process holds for the item, else the one the
+ * keychain has (one read). Throws `KeychainProblem`, or `SecretsGone` when the item is gone or its key
+ * does not open them.
+ */
+async function openSealed(sealed: Sealed, deps: Deps): Promise<Secrets> {
+  const keys = keychainSession(deps).keys;
+  const known = keys.get(sealed.item);
+  const opened = known && await unseal(sealed, known);
+  if (opened) return opened;
+  const text = await withKeychain(deps, (backend, call) => backend.lookup(call, sealed.item));
+  if (text === undefined) throw new SecretsGone("its key is no longer in the keychain");
+  const key = await importSealingKey(text).catch(() => undefined);
+  const secrets = key && await unseal(sealed, key);
+  if (!key || !secrets) throw new SecretsGone("the key in the keychain does not open it");
+  keys.set(sealed.item, key);
+  return secrets;
+}
+
+/** One secret of a sealed set, by kind (see `openSealed`). */
+async function sealedSecret(sealed: Sealed, kind: SecretKind, deps: Deps): Promise<string | undefined> {
+  return sealed.holds.includes(kind) ? (await openSealed(sealed, deps))[kind] : undefined;
+}
+
+/** Removes an item of the tool's own (service `oauth-login`) from the keychain. Throws `KeychainProblem`. */
+async function forgetItem(item: string, deps: Deps): Promise<void> {
+  keychainSession(deps).keys.delete(item);
+  await withKeychain(deps, (backend, call) => backend.remove(call, item));
+}
+
+// ── What an entry keeps where ──
+
+/** The error that `--token-storage keychain` gives instead of falling back. */
+function keychainRequired(problem: KeychainProblem, doing: string): LoginError {
+  return new LoginError("failure", `Cannot ${doing} in the keychain (--token-storage keychain): ${problem.reason}`, {
+    hint: problem.remedy.replace(/, or use --token-storage file$/, ", or use --token-storage auto or file"),
+  });
+}
+
+/**
+ * Before a sign-in: with `--token-storage keychain`, a keychain that cannot be used is an error now,
+ * before the browser opens (its tokens could not be kept): the probe, and the read of an item that
+ * does not exist (where nothing can be probed, macOS and Windows, that read is what tells).
+ */
+async function keychainReady(config: Pick<Config, "tokenStorage">, deps: Deps): Promise<void> {
+  if (config.tokenStorage !== "keychain") return;
+  try {
+    await withKeychain(deps, (backend, call) => backend.lookup(call, `${KEYCHAIN_SERVICE} probe`));
+  } catch (error) {
+    if (error instanceof KeychainProblem) throw keychainRequired(error, "keep the tokens");
+    throw error;
+  }
+}
+
+/** The long-lived secrets of an entry as words: "refresh token", "DPoP key", "refresh token and DPoP key". Pure. */
+function secretWords(kinds: SecretKind[]): string {
+  const names: Record<SecretKind, string> = {
+    refresh_token: "refresh token",
+    dpop_key: "DPoP key",
+    client_secret: "client secret",
+  };
+  const words = kinds.map((kind) => names[kind]);
+  return words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
+}
+
+/**
+ * Before a refresh (under the entry's lock): the keychain item an entry's secrets will be sealed under
+ * once refreshed: the one they are sealed under now, or for an entry whose secrets are in its file (an
+ * earlier version's, or one saved where no keychain answered) a new one, made now, before any request
+ * (`auto`: undefined when no keychain answers; `keychain`: an error). Undefined for `file`.
+ */
+async function refreshItem(config: Config, deps: Deps, name: string, entry: TokenSet): Promise<string | undefined> {
+  if (config.tokenStorage === "file") return undefined;
+  if (entry.sealed) return entry.sealed.item;
+  const owner = entryOwner(entry, deps, name);
+  try {
+    await itemKey(owner, deps);
+    return itemAccount(owner);
+  } catch (error) {
+    if (!(error instanceof KeychainProblem)) throw error;
+    if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the refresh token");
+    return undefined;
+  }
+}
+
+/**
+ * Writes an entry's file (every writer holds its lock): its long-lived secrets sealed under its item's
+ * key (`keychain`, or `auto` where a keychain answers; `item`: the item to use, see `refreshItem`), else
+ * in the file, which `auto` says the first time for that entry. An entry with no secret in the clear, or
+ * `asIs` (what changes is not a secret: DPoP nonces), is written as it is. The item `previous` (what the
+ * file held) used, if no longer used, is then removed.
+ */
+async function saveEntry(
+  config: Config,
+  deps: Deps,
+  name: string,
+  entry: TokenSet,
+  context: { previous?: TokenSet; item?: string; asIs?: boolean } = {},
+): Promise<TokenSet> {
+  const { previous } = context;
+  const secrets = context.asIs ? {} : secretsOf(entry);
+  const kinds = Object.keys(secrets) as SecretKind[];
+  let stored: TokenSet = (entry.sealed && kinds.length === 0) || context.asIs ? entry : withoutSecrets(entry);
+  if (kinds.length > 0 && config.tokenStorage === "file") {
+    stored = { ...entry, sealed: undefined, keptInFile: "chosen" };
+  } else if (kinds.length > 0) {
+    try {
+      const owner = entryOwner(entry, deps, name);
+      stored = { ...stored, sealed: await sealSecrets(owner, secrets, deps, context.item ?? itemAccount(owner)) };
+    } catch (error) {
+      if (!(error instanceof KeychainProblem)) throw error;
+      if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the tokens");
+      // The first time for this entry: a new one, an earlier version's, or one kept in the file by choice until now.
+      if (previous?.keptInFile === undefined || previous.keptInFile === "chosen") {
+        say(
+          deps,
+          `warning: Keeping the ${
+            secretWords(kinds)
+          } in the token cache file (readable only by you), not in the keychain: ${error.reason}`,
+        );
+      }
+      stored = { ...entry, sealed: undefined, keptInFile: error.reason };
+    }
+  }
+  await deps.storage.write(`${name}.json`, JSON.stringify(stored, null, 2) + "\n");
+  const unused = previous?.sealed?.item;
+  if (unused && unused !== stored.sealed?.item) await forgetItem(unused, deps).catch(() => {}); // else logout --all
+  return stored;
+}
+
+/**
+ * Removes an entry's file, then its keychain item. Returns false when the item could not be removed (no
+ * keychain answers: `logout --all` removes it later).
+ */
+async function removeEntry(name: string, entry: TokenSet | undefined, deps: Deps): Promise<boolean> {
+  await deps.storage.remove(`${name}.json`);
+  const item = entry?.sealed?.item;
+  return !item || await forgetItem(item, deps).then(() => true, () => false);
+}
+
+/**
+ * The entry with its sealed secrets opened (one keychain read, at most, a process); an entry whose
+ * secrets are in its file as it is. Throws a "failure" `LoginError` when the keychain cannot be read,
+ * and `SecretsGone` when the secrets cannot be had any more. `doing`: what they are needed for.
+ */
+async function openEntry(entry: TokenSet, deps: Deps, doing = "refresh the access token"): Promise<TokenSet> {
+  if (!entry.sealed) return entry;
+  const words = secretWords(entry.sealed.holds);
+  try {
+    return withSecrets(entry, await openSealed(entry.sealed, deps));
+  } catch (error) {
+    if (error instanceof SecretsGone) {
+      throw new SecretsGone(error.reason, `Cannot ${doing}: its ${words} cannot be read any more (${error.reason})`);
+    }
+    if (!(error instanceof KeychainProblem)) throw error;
+    throw new LoginError(
+      "failure",
+      `Cannot ${doing}: its ${words} ${
+        entry.sealed.holds.length > 1 ? "are" : "is"
+      } in the keychain, and ${error.reason}`,
+      {
+        hint: `${
+          error.remedy.replace(/, or use --token-storage file$/, "")
+        }; or sign in again with "oauth-login login"`,
+      },
+    );
+  }
+}
+
+/**
+ * `logout --all`: removes the keychain items of the tool's own service whose file, in this cache
+ * folder, is gone or no longer sealed under them. Returns how many; nothing when no keychain answers.
+ */
+async function forgetOrphanItems(deps: Deps): Promise<number> {
+  // Only a folder named absolutely: a relative one names another folder from elsewhere.
+  if (!/^(?:\/|[A-Za-z]:[\\/])/.test(deps.storage.dir) || (await keychainProblem(deps))) return 0;
+  let removed = 0;
+  for (const item of await withKeychain(deps, (backend, call) => backend.list(call)).catch(() => [])) {
+    const file = itemFile(item);
+    const prefix = `${deps.storage.dir}/`;
+    const name = file?.startsWith(prefix) ? file.slice(prefix.length).replace(/\.json$/, "") : undefined;
+    if (!name || !ENTRY_NAME.test(name)) continue; // another folder's, or not an entry's
+    const text = await deps.storage.read(`${name}.json`, { allowShared: true }).catch(() => null);
+    if (text === null) continue; // a file the tool does not trust: leave its item alone
+    if (text !== undefined && parseTokenSet(text)?.sealed?.item === item) continue;
+    if (await forgetItem(item, deps).then(() => true, () => false)) removed++;
+  }
+  return removed;
+}
+
+// ── 17 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
   const lock = await lockEntry(name, deps);
   try {
     const current = await readEntry(config, deps, name);
-    if (!current || current.dpopKey?.d !== state.jwk.d) return;
+    if (!current || !holds(current, "dpop_key")) return;
     const nonces = { ...current.dpopNonces, ...state.nonces };
     if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
-    await deps.storage.write(`${name}.json`, JSON.stringify({ ...current, dpopNonces: nonces }, null, 2) + "\n");
+    // The same key (another login may have made a new one): its sealed copy opens with the key already read.
+    const open = await openEntry(current, deps, "remember the DPoP nonces").catch(() => undefined);
+    if (open?.dpopKey?.d !== state.jwk.d) return; // (nonces only spare a round trip: never an error)
+    await saveEntry(config, deps, name, { ...current, dpopNonces: nonces }, { asIs: true });
   } finally {
     lock.release();
   }
@@ -6895,18 +7985,20 @@ async function forResource(
     if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs) && held.accessToken !== rejected) {
       return view(held, current);
     }
-    if (!current.refreshToken) {
+    if (!holds(current, "refresh_token")) {
       throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
     }
-    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps), resource);
+    const open = await openEntry(current, deps);
+    const item = await refreshItem(config, deps, name, open);
+    const next = await refreshTokenSet(open, config, deps, makeTrace(config, deps), resource);
     const token = { accessToken: next.accessToken, tokenType: next.tokenType, expiresAt: next.expiresAt };
     const saved: TokenSet = {
-      ...current,
+      ...open,
       refreshToken: next.refreshToken,
       dpopNonces: next.dpopNonces,
       resourceTokens: { ...current.resourceTokens, [resource]: token },
     };
-    await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
+    await saveEntry(config, deps, name, saved, { previous: current, item });
     return view(token, saved);
   } finally {
     lock.release();
@@ -6928,10 +8020,10 @@ async function renew(
     : entry
     ? "The cached token has expired and cannot be refreshed"
     : "No cached token";
-  if (entry && !rejected && !entry.refreshToken && !hasExpired(entry, deps.now())) {
+  if (entry && !rejected && !holds(entry, "refresh_token") && !hasExpired(entry, deps.now())) {
     return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
   }
-  if (entry?.refreshToken) {
+  if (entry && holds(entry, "refresh_token")) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     deps.catchInterrupt?.();
     const interrupt = deps.signal;
@@ -6953,10 +8045,13 @@ async function renew(
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
       const current = await readEntry(config, deps, name);
       if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
-      if (current?.refreshToken) {
+      if (current && holds(current, "refresh_token")) {
         try {
-          const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
-          await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
+          // The refresh token (sealed: one keychain read), and where the refreshed one goes, before any request.
+          const open = await openEntry(current, deps);
+          const item = await refreshItem(config, deps, name, open);
+          const next = await refreshTokenSet(open, config, deps, makeTrace(config, deps));
+          await saveEntry(config, deps, name, next, { previous: current, item });
           if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
@@ -6964,15 +8059,13 @@ async function renew(
           const ended = error instanceof ErrorResponse &&
             (error.code === "invalid_grant" ||
               (error.code === "invalid_client" && !!config.protectedResource?.registration));
-          if (!ended) {
-            // A refresh ahead of time that fails (server error, network, timeout): the token still works.
+          if (!ended && !(error instanceof SecretsGone)) {
+            // A refresh ahead of time that fails (server error, network, timeout, keychain): the token still works.
             if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
             const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
             return stillValid(current, why, deps, "it is tried again at the next use");
           }
-          await deps.storage.remove(`${name}.json`);
-          say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
-          why = "The session has ended";
+          why = await endSession(name, current, error, deps);
         }
       }
     } finally {
@@ -6994,6 +8087,28 @@ async function renew(
   return await loginAndSave(config, deps, name);
 }
 
+/**
+ * A session that cannot go on (the server answered `invalid_grant`, or the sealed refresh token cannot
+ * be had any more): removes the entry and its keychain item, says so, and returns why, for a new sign-in.
+ */
+async function endSession(
+  name: string,
+  entry: TokenSet,
+  error: ErrorResponse | SecretsGone,
+  deps: Deps,
+): Promise<string> {
+  await removeEntry(name, entry, deps);
+  if (error instanceof SecretsGone) {
+    say(
+      deps,
+      `warning: The cached refresh token cannot be read any more (${error.reason}); the cached tokens were removed`,
+    );
+    return "The cached refresh token is gone from the keychain";
+  }
+  say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
+  return "The session has ended";
+}
+
 /** A token due for renewal that cannot be renewed now but has not expired: says why on stderr, and is used. */
 function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): TokenSet {
   const left = entry.expiresAt === undefined ? undefined : Math.round((entry.expiresAt - deps.now()) / 1000);
@@ -7006,11 +8121,12 @@ function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): Tok
 
 /**
  * What could not be revoked, and whose fault it was: the server answered (`server`), the request did
- * not reach it (`network`), or nothing was sent because something is missing here (`local`).
+ * not reach it (`network`), nothing was sent because something is missing here (`local`), or the
+ * keychain that holds the refresh token did not give it (`keychain`).
  */
 interface RevocationProblem {
   text: string;
-  kind: "server" | "network" | "local";
+  kind: "server" | "network" | "local" | "keychain";
 }
 
 /**
@@ -7166,7 +8282,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 16 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
+// ── 18 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
 
 /** The name this tool registers itself under (RFC 7591 `client_name`). */
 const CLIENT_NAME = "oauth-login (a command-line tool)";
@@ -7932,7 +9048,7 @@ function notSignedInForApi(config: Config): LoginError {
   });
 }
 
-// ── 17 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+// ── 19 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
 
 /** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
 interface StepUp {
@@ -8145,7 +9261,7 @@ function signedIn(
   };
 }
 
-// ── 18 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 20 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -8164,6 +9280,7 @@ async function loginAndSaveWith(
 ): Promise<{ entry: TokenSet; config: Config }> {
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
   await deps.storage.prepare?.(`${name}.json`);
+  await keychainReady(config, deps);
   let result: SignInResult;
   if (config.protectedResource?.resource) ({ config, result } = await signInAtResource(config, deps, metadata));
   else result = await signIn(config, deps, metadata);
@@ -8178,7 +9295,9 @@ async function loginAndSaveWith(
   // Under the entry's lock, as every writer of an entry: never in the middle of another process's refresh.
   const lock = await lockEntry(name, deps);
   try {
-    await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+    // What the file held: its keychain item, if another, is removed; its secrets' place, if the file, said once.
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    await saveEntry(config, deps, name, entry, { previous: text === undefined ? undefined : parseTokenSet(text) });
   } finally {
     lock.release();
   }
@@ -8303,7 +9422,7 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     if (required) throw required;
     ({ name, entry, config } = await resourceLogin(config, deps));
   }
-  if (entry && config.dpop && !entry.dpopKey) {
+  if (entry && config.dpop && !holds(entry, "dpop_key")) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
   }
@@ -8319,7 +9438,11 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
   }
   if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
-  if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
+  if (config.format === "headers") {
+    // A DPoP proof needs the entry's private key (sealed: one keychain read); a Bearer token needs nothing more.
+    const proving = holds(entry, "dpop_key") ? await openEntry(entry, deps, "prove the DPoP-bound token") : entry;
+    return deps.stdout(await headerLines(proving, config.request!, deps));
+  }
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
 }
 
@@ -8333,7 +9456,7 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   const expired = entry !== undefined && hasExpired(entry, now);
   const why = !entry
     ? "Not logged in"
-    : expired && !entry.refreshToken
+    : expired && !holds(entry, "refresh_token")
     ? "The cached token has expired and cannot be refreshed"
     : undefined;
   if (!entry || why) {
@@ -8363,7 +9486,8 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         expired,
-        refreshable: !!entry.refreshToken,
+        refreshable: holds(entry, "refresh_token"),
+        secrets: secretsPlace(entry),
         ...(entry.protectedResource ? { resource: entry.protectedResource.resource } : {}),
       }) + "\n",
     );
@@ -8371,7 +9495,7 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   }
   const expiry = entry.expiresAt === undefined
     ? `has no stated expiry${
-      entry.refreshToken ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
+      holds(entry, "refresh_token") ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
     }`
     : expired
     ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`
@@ -8385,15 +9509,33 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
       `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
       `  token:   ${expiry}\n` +
       `  refresh: ${
-        entry.refreshToken
+        holds(entry, "refresh_token")
           ? entry.refreshExpiresAt === undefined
             ? "yes"
             : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
               new Date(entry.refreshExpiresAt).toISOString()
             }`
           : "no (sign in again when the token expires)"
-      }\n`,
+      }\n` + secretsLine(entry),
   );
+}
+
+/** Where an entry's long-lived secrets are: "keychain", "file", or null when it has none. Pure. */
+function secretsPlace(entry: TokenSet): "keychain" | "file" | null {
+  return entry.sealed ? "keychain" : Object.keys(secretsOf(entry)).length > 0 ? "file" : null;
+}
+
+/** `whoami`'s line on where the entry's long-lived secrets are kept (none without such secrets). Pure. */
+function secretsLine(entry: TokenSet): string {
+  const place = secretsPlace(entry);
+  if (place === null) return "";
+  if (place === "keychain") return `  secrets: ${secretWords(entry.sealed!.holds)}: in the keychain (sealed)\n`;
+  const why = entry.keptInFile === "chosen"
+    ? "--token-storage file"
+    : entry.keptInFile
+    ? `no keychain answered: ${sanitize(entry.keptInFile, 120)}`
+    : "saved by an earlier version; moved to the keychain at the next refresh";
+  return `  secrets: ${secretWords(Object.keys(secretsOf(entry)) as SecretKind[])}: in the token cache file (${why})\n`;
 }
 
 /**
@@ -8432,6 +9574,7 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         state: entryState(entry, now).state,
+        secrets: secretsPlace(entry),
       }))) + "\n",
     );
     return;
@@ -8442,15 +9585,16 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
     sanitize(entry.clientId),
     sanitize(entry.user ?? entry.subject ?? "-"),
     entryState(entry, now).text,
+    secretsPlace(entry) ?? "-",
   ]);
-  const table = columns([["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN"], ...rows]);
+  const table = columns([["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN", "SECRETS"], ...rows]);
   const width = deps.stdoutIsTerminal ? deps.columns : undefined;
   if (!width || table.split("\n").every((line) => line.length <= width)) return deps.stdout(table);
   // Too wide for the terminal: one block per login, as whoami shows one.
   deps.stdout(
-    rows.map(([profile, issuer, client, user, token]) =>
+    rows.map(([profile, issuer, client, user, token, secrets]) =>
       `${issuer}${profile === "-" ? "" : ` (profile ${profile})`}\n  client:  ${client}\n  user:    ${user}\n` +
-      `  token:   ${token}\n`
+      `  token:   ${token}\n${secrets === "-" ? "" : `  secrets: ${secrets}\n`}`
     ).join(""),
   );
 }
@@ -8564,7 +9708,12 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     }
   }
   if (!config.all) say(deps, loggedOut(config, removed));
-  else if (removed.length === 0) say(deps, "Not logged in anywhere; nothing to do");
+  else {
+    // Keychain items of this cache folder whose file is gone (a file deleted by hand, an interrupted logout).
+    const orphans = await forgetOrphanItems(deps);
+    if (orphans > 0) say(deps, `Removed ${plural(orphans, "keychain item")} whose cached login was gone`);
+    else if (removed.length === 0) say(deps, "Not logged in anywhere; nothing to do");
+  }
   const kinds = new Set(problems.map((problem) => problem.kind));
   const elsewhere = "the local copy was removed; revoke the session in your provider's console if it matters";
   if (kinds.has("server")) {
@@ -8579,6 +9728,13 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
       "failure",
       "The revocation did not reach the server; the tokens may stay valid until they expire",
       { hint: elsewhere },
+    );
+  }
+  if (kinds.has("keychain")) {
+    throw new LoginError(
+      "failure",
+      "A refresh token was removed here without being revoked, because the keychain that holds it did not give it",
+      { hint: "revoke the session in your provider's console if it matters" },
     );
   }
   if (kinds.has("local")) {
@@ -8662,9 +9818,26 @@ async function logoutEntry(
         deps,
       )
       : config;
-    const outcome = entry ? await revokeTokenSet(entry, own, deps, trace) : "unrevoked";
+    // Sealed secrets (one keychain read): without them, what is in the file is revoked, and that is said.
+    let open = entry;
+    let unread: RevocationProblem | undefined;
+    if (entry?.sealed) {
+      open = await openEntry(entry, deps, "revoke the refresh token").catch((error) => {
+        if (!(error instanceof LoginError || error instanceof SecretsGone)) throw error;
+        unread = { text: `${error.message}; it was not revoked`, kind: "keychain" };
+        return entry;
+      });
+    }
+    let outcome: LogoutOutcome = open ? await revokeTokenSet(open, own, deps, trace) : "unrevoked";
+    if (unread && holds(entry!, "refresh_token")) outcome = [...(Array.isArray(outcome) ? outcome : []), unread];
     for (const problem of Array.isArray(outcome) ? outcome : []) say(deps, `warning: ${problem.text}`);
-    await deps.storage.remove(`${name}.json`); // its lock file goes when the lock is released
+    // The file (its lock file goes when the lock is released), then the keychain item.
+    if (!(await removeEntry(name, entry, deps))) {
+      say(
+        deps,
+        `warning: The keychain item of "${deps.storage.dir}/${name}.json" was left; "oauth-login logout --all" removes it once the keychain answers`,
+      );
+    }
     return { entry, outcome };
   } finally {
     lock.release();
@@ -8708,6 +9881,8 @@ function logoutOutcome(outcome: LogoutOutcome): string {
     ? "removed here; the server refused the revocation"
     : kind === "network"
     ? "removed here; the revocation did not reach the server"
+    : kind === "keychain"
+    ? "removed here; its refresh token was not revoked: the keychain did not give it"
     : "removed here, not revoked: its client secret is not configured";
 }
 
@@ -8770,7 +9945,7 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     if (required) throw required;
     ({ name, entry, config } = await resourceLogin(config, deps, answer));
   }
-  if (entry && config.dpop && !entry.dpopKey) {
+  if (entry && config.dpop && !holds(entry, "dpop_key")) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
   }
@@ -8830,14 +10005,19 @@ async function callApi(
     trace?.("the server asked for a DPoP nonce: sending once more with it");
     return await sendOnce(current);
   };
+  // A DPoP-bound token goes with proofs signed by the entry's key (sealed: one keychain read).
+  if (holds(entry, "dpop_key")) entry = await openEntry(entry, deps, "prove the DPoP-bound token");
   dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
   let response = await sendWithNonce(entry);
-  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
+  if (
+    response.status === 401 && challengeError(response.headers) === "invalid_token" && holds(entry, "refresh_token")
+  ) {
     trace?.("the server refused the access token: refreshing it and sending once more");
     const nonces = dpop?.nonces;
     entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
       ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
       : await renew(config, deps, name, entry, undefined, entry.accessToken);
+    if (holds(entry, "dpop_key")) entry = await openEntry(entry, deps, "prove the DPoP-bound token");
     dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
     response = await sendWithNonce(entry);
   }
@@ -8918,7 +10098,7 @@ function writeAnswer(
   );
 }
 
-// ── 19 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 21 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -9385,6 +10565,61 @@ function checkLine(check: Check, width?: number): string {
 }
 
 /**
+ * `doctor`'s keychain checks: where long-lived secrets go (`--token-storage` and its source), whether
+ * the platform's keychain answers here (`fail` when it is required), and the cached logins whose
+ * secrets are in their file while a keychain is wanted.
+ */
+async function doctorKeychain(config: Config | undefined, deps: Deps, add: AddCheck): Promise<void> {
+  const storage = config?.tokenStorage ?? "auto";
+  const from = config?.sources.tokenStorage ?? "default";
+  const meaning = storage === "file"
+    ? "refresh tokens and keys are kept in the token cache file"
+    : storage === "keychain"
+    ? "refresh tokens and keys are sealed under a key in the keychain, which must answer"
+    : "refresh tokens and keys are sealed under a key in the keychain where one answers, else kept in the file";
+  add("ok", "keychain", `token storage: ${storage} (from ${from}): ${meaning}`);
+  if (storage === "file") return;
+  const problem = await keychainProblem(deps);
+  const name = backendFor(deps.os)?.name ?? "the keychain";
+  if (!problem) {
+    add(
+      "ok",
+      "keychain",
+      `${name} answers here (${deps.os === "windows" ? "" : "without a prompt, "}within ${
+        (deps.os === "windows" ? KEYCHAIN_DEADLINE_WINDOWS_MS : KEYCHAIN_DEADLINE_MS) / 1000
+      } s)`,
+    );
+  } else {
+    add(
+      storage === "keychain" ? "fail" : "warn",
+      "keychain",
+      `${name} cannot be used here: ${problem.reason} (${problem.remedy})`,
+    );
+  }
+  const inFile: string[] = [];
+  for (const entryName of await deps.storage.list().catch(() => [])) {
+    const text = await deps.storage.read(`${entryName}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (entry && secretsPlace(entry) === "file") {
+      inFile.push(`${displayIssuer(entry.issuer)} (client ${entry.clientId})`);
+    }
+  }
+  if (inFile.length > 0) {
+    add(
+      "warn",
+      "keychain",
+      `${plural(inFile.length, "cached login")} keep${
+        inFile.length === 1 ? "s" : ""
+      } its secrets in the token cache file (${inFile.join(", ")}): ${
+        problem
+          ? "they move to the keychain at a refresh once it answers"
+          : "they move to the keychain at their next refresh"
+      }`,
+    );
+  }
+}
+
+/**
  * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
  * secrets are never shown. Exit 0 when nothing failed.
  */
@@ -9408,6 +10643,7 @@ async function doctor(
   }
   doctorNetwork(config, metadata, deps, add);
   await doctorCache(deps, add);
+  await doctorKeychain(config, deps, add);
 
   const failed = checks.some((check) => check.status === "fail");
   if (cli.flags.json) deps.stdout(JSON.stringify({ ok: !failed, checks }) + "\n");
@@ -9415,7 +10651,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 20 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 22 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
@@ -9465,6 +10701,7 @@ const COMMON_FLAGS: Flag[] = [
   "provider",
   "tenant",
   "profile",
+  "token-storage",
   "dpop",
   "client-key",
   "assertion-audience",
@@ -9605,6 +10842,10 @@ own secret or key; "oauth-login doctor" shows who decided):
   --profile NAME        use a profile of the config file (below flags, the
                         environment and .env)                 (OAUTH_PROFILE)
   --env-file PATH       read settings from this file instead of ./.env
+  --token-storage WHERE where refresh tokens and keys are kept: auto (the
+                        keychain where one answers, else the cache file,
+                        with a warning), keychain, or file
+                        (OAUTH_TOKEN_STORAGE or a profile; never from .env)
   --json                output JSON on stdout
   -v, --verbose         trace each exchange with the server (secrets
                         redacted), the cause of each error, stack traces
@@ -9752,11 +10993,11 @@ Checks, one line each (ok, warn or fail): the settings and where each came
 from, the issuer's metadata and what it supports, whether the server accepts
 the client id and the redirect URI, the redirect port on 127.0.0.1 and ::1
 and how localhost resolves, the browser opener and display, proxy and CA
-settings, and the token cache's permissions. Secrets are never shown. Exits
-0 when nothing failed; --json for bug reports. With an API's URL and no
-issuer or client id: each step of finding where to sign in for it (its
-challenge, its metadata, its server, the scope, the client: given, registered
-before or registered now), without signing in.
+settings, the token cache's permissions and whether the keychain answers.
+Secrets are never shown. Exits 0 when nothing failed; --json for bug reports.
+With an API's URL and no issuer or client id: each step of finding where to
+sign in for it (its challenge, its metadata, its server, the scope, the
+client: given, registered before or registered now), without signing in.
 
 ${CONFIG_FLAGS_HELP}
   --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
@@ -9792,10 +11033,11 @@ ${CONFIG_FLAGS_HELP}
   logout: `Usage: oauth-login logout [--all] [flags]
 
 Revokes the refresh and access tokens at the server (RFC 7009) where it has
-a revocation endpoint, then deletes the cached entry, even when the
-revocation fails (which is reported, exit 1).
+a revocation endpoint, then deletes the cached entry and its keychain item,
+even when the revocation fails (which is reported, exit 1).
 
-  --all                 log out of every cached entry
+  --all                 log out of every cached entry, and remove the keychain
+                        items whose cached login is gone
 
 ${CONFIG_FLAGS_HELP}
 `,
@@ -10042,6 +11284,7 @@ export function realDeps(): Deps {
       return invokedAs ??= invocation(env);
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
+    runTool,
   };
 }
 
@@ -10051,6 +11294,12 @@ export function realDeps(): Deps {
  */
 export const testing = {
   resolveConfig,
+  itemAccount,
+  itemFile,
+  openSealed,
+  runTool,
+  sealSecrets,
+  sealedSecret,
   MAX_LIFETIME_S,
   browserAvailability,
   cacheKey,

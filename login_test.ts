@@ -1072,7 +1072,7 @@ const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-writ
 async function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: string) {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...PERMISSIONS, new URL("./login.ts", import.meta.url).pathname, ...args],
-    env: { NO_COLOR: "1", ...env },
+    env: { NO_COLOR: "1", OAUTH_TOKEN_STORAGE: "file", ...env },
     cwd,
     stdin: "null",
   }).output();

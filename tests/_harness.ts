@@ -120,6 +120,8 @@ export interface RunOptions {
   stdoutIsTerminal?: boolean;
   /** The working directory (`Deps.cwd`), which messages show a relative `.env` under. */
   cwd?: string;
+  /** The keychain tools' runner (`Deps.runTool`); absent: no keychain (see `env`'s OAUTH_TOKEN_STORAGE). */
+  runTool?: Deps["runTool"];
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -135,6 +137,9 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     APPDATA: `${home}/appdata`,
     LOCALAPPDATA: `${home}/localappdata`,
     DISPLAY: ":0", // a desktop: the browser flow is the one these cases attack
+    // The token cache as it was before the keychain (issue 21): the cases that read refresh tokens and keys
+    // from the entry files need them there. The keychain's own cases set this (and a fake keychain tool).
+    OAUTH_TOKEN_STORAGE: "file",
     ...options.env,
   };
   let stdout = "";
@@ -192,6 +197,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     invokedAs: options.invokedAs,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
     cwd: options.cwd === undefined ? undefined : () => options.cwd!,
+    runTool: options.runTool,
   };
   const started = performance.now();
   const running = main(args, deps);

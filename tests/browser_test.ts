@@ -259,6 +259,7 @@ Deno.test(optionalTest({
             BROWSER: BROWSER_COMMAND,
             BROWSER_TEST_HANDOFF: handoff,
             OAUTH_LOGIN_CACHE: join(tmp, "cache"),
+            OAUTH_TOKEN_STORAGE: "file", // never the keychain of the machine running the tests
             NO_COLOR: "1",
           },
           stdin: "null",

@@ -65,7 +65,7 @@ async function limitedLogin(mock: ServedMock, limit: number, cache: string): Pro
       "login",
       ...flags(mock, "--timeout", "20"),
     ],
-    env: { BROWSER: "true", OAUTH_LOGIN_CACHE: cache, NO_COLOR: "1" },
+    env: { BROWSER: "true", OAUTH_LOGIN_CACHE: cache, NO_COLOR: "1", OAUTH_TOKEN_STORAGE: "file" },
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -80,6 +80,7 @@ async function tool(provider: Provider, work: string, args: string[], env: Recor
       ...base,
       NO_COLOR: "1",
       OAUTH_LOGIN_CACHE: `${work}/cache`,
+      OAUTH_TOKEN_STORAGE: "file", // the tests read the entry's key and tokens from its file
       BROWSER: `node ${BROWSER}`,
       INTEROP_LOGIN: provider.account.sub,
       INTEROP_DECISION: "approve",

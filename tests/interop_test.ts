@@ -134,6 +134,7 @@ function toolEnv(provider: Provider, work: string, options: ToolOptions): Record
     ...env,
     NO_COLOR: "1",
     OAUTH_LOGIN_CACHE: `${work}/cache`,
+    OAUTH_TOKEN_STORAGE: "file", // as the harness: never the keychain of the machine running the tests
     BROWSER: options.browser ?? `node ${BROWSER}`,
     INTEROP_LOGIN: options.login ?? provider.account.sub,
     INTEROP_DECISION: options.decision ?? "approve",

@@ -39,6 +39,7 @@ const GUARDS = "tests/guards_test.ts";
 const PROVIDERS = "tests/providers_test.ts";
 const FIRSTHOUR = "tests/firsthour_test.ts";
 const RESOURCE = "tests/resource_test.ts";
+const KEYCHAIN = "tests/keychain_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -390,7 +391,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "Ctrl-C during a refresh drops the refreshed tokens (checked before they are saved)",
     edits: [[
-      /(await deps\.storage\.write\(`\$\{name\}\.json`, JSON\.stringify\(next, null, 2\) \+ "\\n"\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
+      /(await saveEntry\(config, deps, name, next, \{ previous: current, item \}\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
       "$3$2$1",
     ]],
     tests: [GUARDS, LIFETIMES],
@@ -468,6 +469,83 @@ const MUTANTS: Mutant[] = [
       '["client registration", issuer, [...redirectUris].sort()])}`',
     ]],
     tests: [RESOURCE],
+  },
+  // Issue 21: long-lived secrets sealed under a key in the keychain, every keychain call bounded and
+  // never prompting, the cached token path untouched, and only the tool's own items removed.
+  {
+    name: "keychain: the refresh token is kept in the file beside its sealed copy",
+    edits: [[
+      /stored = \{ \.\.\.stored, sealed: await sealSecrets\(/,
+      "stored = { ...entry, sealed: await sealSecrets(",
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: secret-tool is given the key in an argument",
+    edits: [[/const args = \["store", `--label=\$\{label\}`,/, 'const args = ["store", `--label=${label} ${secret}`,']],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a keychain tool has no deadline",
+    edits: [[
+      /const ms = deps\.os === "windows" \? KEYCHAIN_DEADLINE_WINDOWS_MS : KEYCHAIN_DEADLINE_MS;/,
+      "const ms = 2147483647;",
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a tool past its deadline is not killed",
+    edits: [[/stop\.abort\(\); \/\/ ends the tool if it still runs/, "// ends the tool if it still runs"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a problem is not remembered for the process",
+    edits: [[/if \(error instanceof KeychainProblem\) session\.problem \?\?= error;/, ""]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a locked Secret Service is not probed (its items asked for, which can prompt)",
+    edits: [[/if \(state === true\) \{/, "if (state === undefined && false) {"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a .env chooses where the tokens are kept",
+    edits: [[/if \(\(PERSONAL_KEYS as readonly string\[\]\)\.includes\(key\)\) return source !== "\.env";/, ""]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: the cached token path opens the sealed secrets",
+    edits: [[
+      /if \(!B64TOKEN\.test\(entry\.accessToken\)\) throw unusableToken\(config\);/,
+      "entry = await openEntry(entry, deps);\n  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);",
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: --token-storage keychain signs in without a keychain",
+    edits: [[/if \(config\.tokenStorage !== "keychain"\) return;/, "return;"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: logout leaves the keychain item",
+    edits: [[/return !item \|\| await forgetItem\(item, deps\)/, "return !item || await Promise.resolve(item)"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: logout --all removes another folder's items",
+    edits: [[/if \(!name \|\| !ENTRY_NAME\.test\(name\)\) continue;/, "if (!file) continue;"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: sealed secrets not bound to their item (no AES-GCM additional data)",
+    edits: [
+      [/const additionalData = new TextEncoder\(\)\.encode\(item\);/, "const additionalData = new Uint8Array();"],
+      [
+        /const additionalData = new TextEncoder\(\)\.encode\(sealed\.item\);/,
+        "const additionalData = new Uint8Array();",
+      ],
+    ],
+    tests: [KEYCHAIN],
   },
 ];
 

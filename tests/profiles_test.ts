@@ -204,7 +204,7 @@ Deno.test("two accounts at one issuer and client stay apart through login, token
 
     const all = await run(["whoami", "--all"], { home, ...options });
     assertEquals(all.code, EXIT.ok, all.stderr);
-    assertMatch(all.stdout, /^PROFILE +ISSUER +CLIENT +USER +TOKEN\n/);
+    assertMatch(all.stdout, /^PROFILE +ISSUER +CLIENT +USER +TOKEN +SECRETS\n/);
     assertMatch(
       all.stdout,
       new RegExp(`\nadmin +${mock.issuer} +cli-public +bob@example\\.com +valid, expires in 60 minutes`),
