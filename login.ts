@@ -4053,9 +4053,9 @@ function serveOn(where: { path: string } | { hostname: string; port: number }, h
   if ("path" in where ? addr.path !== where.path : addr.hostname !== where.hostname) {
     controller.abort();
     const at = addr.path ?? `${addr.hostname}:${addr.port}`;
-    throw new LoginError("config", `Deno would serve the login's callback at "${at}" instead of the loopback`, {
-      hint: "DENO_SERVE_ADDRESS moves the first server Deno starts: unset it for the login, " +
-        "or let the login read it (--allow-env=DENO_SERVE_ADDRESS) so that it can set it aside",
+    throw new LoginError("config", `DENO_SERVE_ADDRESS moved the login's callback server to "${sanitize(at)}"`, {
+      hint: "unset DENO_SERVE_ADDRESS for the login, or let the login read it (--allow-env=DENO_SERVE_ADDRESS) " +
+        "so that it sets it aside",
     });
   }
   return { server, controller };

@@ -2,7 +2,9 @@
  * The callback server under pressure (issue 19, section 4): a waiting login survives local
  * connections that use up its file descriptors and still completes with the genuine callback; the
  * start address (which redirects to the whole authorization request) cannot be guessed by another
- * local process; and the server's own HTTP/1.1 reading stays within what browsers send.
+ * local process; Deno.serve, which parses the HTTP, listens only on a Unix socket in a private folder
+ * (behind the connection guard on the loopback port), wherever DENO_SERVE_ADDRESS points; and what
+ * Deno.serve refuses never reaches the callback handler.
  *
  *     deno test --allow-net --allow-env --allow-read --allow-write --allow-run tests/callback_test.ts
  *
@@ -12,10 +14,12 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./asser
 import { EXIT } from "../login.ts";
 import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
 import {
+  assertPortClosed,
   authorizationUrl,
   cleanLoginStderr,
   cleanUp,
   filesUnder,
+  freePort,
   genuineCallback,
   hit,
   portOf,
@@ -44,13 +48,18 @@ interface LimitedLogin {
   ended: Promise<{ code: number; stderr: string }>;
 }
 
+/** What else a login process gets: variables, and Deno's `--allow-env` list (all, when absent). */
+interface ProcessOptions {
+  env?: Record<string, string>;
+  allowEnv?: string[];
+}
+
 /**
- * Starts `login.ts login` as its own process under `ulimit -n LIMIT` (the test runner's own limit
- * is left alone), with a `$BROWSER` that opens nothing, and reads its stderr until it prints the
- * start address.
+ * `login.ts login` as its own process under `ulimit -n LIMIT` (the test runner's own limit is left
+ * alone), with a `$BROWSER` that opens nothing; stderr piped.
  */
-async function limitedLogin(mock: ServedMock, limit: number, cache: string): Promise<LimitedLogin> {
-  const child = new Deno.Command("bash", {
+function loginCommand(mock: ServedMock, limit: number, cache: string, options: ProcessOptions = {}): Deno.Command {
+  return new Deno.Command("bash", {
     args: [
       "-c",
       `ulimit -n ${limit} && exec "$0" "$@"`,
@@ -58,7 +67,7 @@ async function limitedLogin(mock: ServedMock, limit: number, cache: string): Pro
       "run",
       "--quiet",
       "--allow-net",
-      "--allow-env",
+      options.allowEnv ? `--allow-env=${options.allowEnv.join(",")}` : "--allow-env",
       "--allow-read",
       "--allow-write",
       "--allow-run",
@@ -66,11 +75,21 @@ async function limitedLogin(mock: ServedMock, limit: number, cache: string): Pro
       "login",
       ...flags(mock, "--timeout", "20"),
     ],
-    env: { BROWSER: "true", OAUTH_LOGIN_CACHE: cache, NO_COLOR: "1" },
+    env: { BROWSER: "true", OAUTH_LOGIN_CACHE: cache, NO_COLOR: "1", ...options.env },
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-  }).spawn();
+  });
+}
+
+/** Starts a login process (`loginCommand`) and reads its stderr until it prints the start address. */
+async function limitedLogin(
+  mock: ServedMock,
+  limit: number,
+  cache: string,
+  options: ProcessOptions = {},
+): Promise<LimitedLogin> {
+  const child = loginCommand(mock, limit, cache, options).spawn();
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let stderr = "";
   let start: string | undefined;
@@ -148,7 +167,7 @@ async function socketsOf(pid: number): Promise<number> {
 }
 
 Deno.test(
-  "the callback server holds at most 64 connections, whatever the descriptor limit; the rest wait unaccepted",
+  "the callback server holds at most 20 connections (60 sockets: each is spliced to Deno.serve), whatever the descriptor limit; the rest wait unaccepted",
   { ignore: Deno.build.os !== "linux" },
   async () => {
     await withMock(async (mock) => {
@@ -166,9 +185,98 @@ Deno.test(
         const visit = await scriptedBrowser(login.start);
         assertEquals((await within(login.ended, 30_000, "the login process")).code, EXIT.ok);
         assertEquals(visit.status, 200);
-        assert(during - before <= 64, `the login held ${during - before} more sockets than before the 150 connections`);
+        assert(during - before <= 60, `the login held ${during - before} more sockets than before the 150 connections`);
       } finally {
         for (const conn of held) conn.close();
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
+
+// ── Deno.serve, where no one else can reach it ──────────────────────────────────────────────────
+
+Deno.test(
+  "Deno.serve listens on a Unix socket in a private folder (0700), which is gone once the login ends",
+  { ignore: Deno.build.os === "windows" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      const tmp = await Deno.makeTempDir({ prefix: "oauth-login-tmp-" });
+      try {
+        const login = await limitedLogin(mock, 1024, cache, { env: { TMPDIR: tmp } });
+        const found: { name: string; mode: string; entries: string[] }[] = [];
+        for await (const folder of Deno.readDir(tmp)) {
+          const path = `${tmp}/${folder.name}`;
+          const entries: string[] = [];
+          for await (const entry of Deno.readDir(path)) {
+            entries.push(`${entry.name}${(await Deno.lstat(`${path}/${entry.name}`)).isSocket ? " (a socket)" : ""}`);
+          }
+          const mode = ((await Deno.lstat(path)).mode! & 0o777).toString(8);
+          found.push({ name: folder.name.replace(/[0-9a-f]{16}$/, "*"), mode, entries });
+        }
+        const visit = await scriptedBrowser(login.start);
+        const { code, stderr } = await within(login.ended, 30_000, "the login process");
+        assertEquals(code, EXIT.ok, stderr);
+        assertEquals(visit.status, 200);
+        assertEquals(found, [{ name: "oauth-login-*", mode: "700", entries: ["http.sock (a socket)"] }]);
+        assertEquals(await filesUnder(tmp), [], "the folder and its socket are removed");
+      } finally {
+        await Deno.remove(tmp, { recursive: true });
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
+
+Deno.test(
+  "DENO_SERVE_ADDRESS never moves the callback server (Deno would serve the first server there)",
+  { ignore: Deno.build.os === "windows" },
+  async (t) => {
+    await withMock(async (mock) => {
+      for (const form of ["tcp:127.0.0.1:PORT", "duplicate,tcp:127.0.0.1:PORT"]) {
+        await t.step(form, async () => {
+          const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+          try {
+            const port = freePort();
+            const env = { DENO_SERVE_ADDRESS: form.replace("PORT", String(port)) };
+            const login = await limitedLogin(mock, 1024, cache, { env });
+            await assertPortClosed(port); // nothing listens where the variable points
+            const visit = await scriptedBrowser(login.start);
+            const { code, stderr } = await within(login.ended, 30_000, "the login process");
+            assertEquals(code, EXIT.ok, stderr);
+            assertEquals(visit.status, 200);
+          } finally {
+            await Deno.remove(cache, { recursive: true });
+          }
+        });
+      }
+    });
+  },
+);
+
+Deno.test(
+  "a login that may not read DENO_SERVE_ADDRESS refuses a callback server Deno moved (exit 2)",
+  { ignore: Deno.build.os === "windows" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      try {
+        const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+        const allowEnv = (config.permissions.login.env as string[]).filter((name) => name !== "DENO_SERVE_ADDRESS");
+        const port = freePort();
+        const env = { DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}` };
+        const { code, stderr } = await loginCommand(mock, 1024, cache, { env, allowEnv }).output();
+        const text = new TextDecoder().decode(stderr).replaceAll("\n      ", " "); // unwrapped
+        assertEquals({ code, text }, {
+          code: EXIT.usage,
+          text: `error: DENO_SERVE_ADDRESS moved the login's callback server to "127.0.0.1:${port}"\n` +
+            "hint: unset DENO_SERVE_ADDRESS for the login, or let the login read it (--allow-env=DENO_SERVE_ADDRESS) " +
+            "so that it sets it aside\n",
+        });
+        await assertPortClosed(port);
+        assertEquals(await filesUnder(cache), []);
+      } finally {
         await Deno.remove(cache, { recursive: true });
       }
     });
