@@ -213,14 +213,16 @@ Deno.test(
             entries.push(`${entry.name}${(await Deno.lstat(`${path}/${entry.name}`)).isSocket ? " (a socket)" : ""}`);
           }
           const mode = ((await Deno.lstat(path)).mode! & 0o777).toString(8);
-          found.push({ name: folder.name.replace(/[0-9a-f]{16}$/, "*"), mode, entries });
+          found.push({ name: folder.name.replace(/[0-9a-f]+$/, "*"), mode, entries });
         }
         const visit = await scriptedBrowser(login.start);
         const { code, stderr } = await within(login.ended, 30_000, "the login process");
         assertEquals(code, EXIT.ok, stderr);
         assertEquals(visit.status, 200);
         assertEquals(found, [{ name: "oauth-login-*", mode: "700", entries: ["http.sock (a socket)"] }]);
-        assertEquals(await filesUnder(tmp), [], "the folder and its socket are removed");
+        const left: string[] = [];
+        for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
+        assertEquals(left, [], "the folder and its socket are removed");
       } finally {
         await Deno.remove(tmp, { recursive: true });
         await Deno.remove(cache, { recursive: true });
