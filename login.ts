@@ -4079,7 +4079,7 @@ async function stopServer({ server, controller }: Served, drained?: () => Promis
  * The connection guard's limits (see `guardConnections`). Each connection costs three descriptors:
  * its socket, ours to Deno.serve and Deno.serve's end of it.
  */
-const MAX_CONNECTIONS = 20;
+const MAX_CONNECTIONS = 64;
 /** A connection that has sent no complete request head gives its place to another after this; it is closed after HEAD_TIMEOUT_MS. */
 const IDLE_GRACE_MS = 250;
 const HEAD_TIMEOUT_MS = 10_000;
