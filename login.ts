@@ -4002,15 +4002,32 @@ function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close
       port: listeners[0].addr.port,
       async close() {
         await guard.stop();
-        await stopServer(http, guard.drained);
-        await guard.cut();
+        // Graceful: Deno.serve writes out the answers under way and closes idle keep-alive connections.
+        // Not an abort: it could cut off a page whose `info.completed` has resolved before the page was
+        // written, and once shutdown() has begun, an abort throws (BadResource, in an event listener).
+        const shutdown = http.server.shutdown().catch(() => {});
+        const grace = delay(SHUTDOWN_GRACE_MS);
+        await Promise.race([shutdown.then(guard.drained), grace.done]);
+        grace.cancel();
+        await guard.cut(); // whatever is left (a client that neither reads nor closes, an endless body)
+        const handlers = delay(SHUTDOWN_GRACE_MS); // all connections are gone: only a handler still at work holds it
+        await Promise.race([shutdown, handlers.done]);
+        handlers.cancel();
         await Deno.remove(folder!, { recursive: true }).catch(() => {});
       },
     };
   } catch (error) {
     for (const listener of listeners) listener.close();
     if (folder) Deno.removeSync(folder, { recursive: true });
-    throw error;
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    throw new LoginError(
+      "config",
+      "Deno's permissions do not allow the callback server's socket in the temporary folder",
+      {
+        hint: "run again with --allow-read and --allow-write for the temporary folder (TMPDIR, else /tmp), " +
+          "as the deno.json tasks grant",
+      },
+    );
   }
 }
 
@@ -4022,7 +4039,12 @@ function serveDirectly(redirect: Redirect, serve: Handler): { port: number; clos
   });
   return {
     port: servers[0].addr.port,
-    close: async () => void await Promise.all(servers.map((http) => stopServer(http))),
+    async close() {
+      // Graceful, as above; a connection that outlasts the grace is left to the end of the process.
+      const grace = delay(SHUTDOWN_GRACE_MS);
+      await Promise.race([Promise.all(servers.map((http) => http.server.shutdown().catch(() => {}))), grace.done]);
+      grace.cancel();
+    },
   };
 }
 
@@ -4042,11 +4064,12 @@ function serveOn(where: { path: string } | { hostname: string; port: number }, h
   const variable = { name: "env", variable: "DENO_SERVE_ADDRESS" } as const;
   if (Deno.permissions.querySync(variable).state === "granted") Deno.env.delete(variable.variable);
   const controller = new AbortController();
+  const serve = (request: Request) => handler(request); // `info.remoteAddr` would be the socket, not the browser
   const onError = () => page(500, "Error", "Something went wrong; see the terminal.");
   const options = { signal: controller.signal, onListen() {}, onError };
   const server: Deno.HttpServer<Deno.Addr> = "path" in where
-    ? Deno.serve({ ...options, transport: "unix", path: where.path }, handler)
-    : Deno.serve({ ...options, ...where }, handler);
+    ? Deno.serve({ ...options, transport: "unix", path: where.path }, serve)
+    : Deno.serve({ ...options, ...where }, serve);
   // Deno.serve's accept loop ends at its first failed accept and rejects `finished`: never uncaught.
   server.finished.catch(() => {});
   const addr = server.addr as { path?: string; hostname?: string; port?: number };
@@ -4062,20 +4085,6 @@ function serveOn(where: { path: string } | { hostname: string; port: number }, h
 }
 
 /**
- * Stops a Deno.serve server: gracefully for up to SHUTDOWN_GRACE_MS (the answers under way go out,
- * idle keep-alive connections close; then `drained`, what else must end), then with its AbortController.
- */
-async function stopServer({ server, controller }: Served, drained?: () => Promise<void>): Promise<void> {
-  let shut = false;
-  const shutdown = server.shutdown().catch(() => {}).finally(() => shut = true);
-  const grace = delay(SHUTDOWN_GRACE_MS);
-  await Promise.race([shutdown.then(drained), grace.done]);
-  grace.cancel();
-  if (!shut) controller.abort(); // once shut down, Deno.serve's abort would throw (BadResource)
-  await Promise.all([shutdown, server.finished.catch(() => {})]);
-}
-
-/**
  * The connection guard's limits (see `guardConnections`). Each connection costs three descriptors:
  * its socket, ours to Deno.serve and Deno.serve's end of it.
  */
@@ -4083,8 +4092,8 @@ const MAX_CONNECTIONS = 64;
 /** A connection that has sent no complete request head gives its place to another after this; it is closed after HEAD_TIMEOUT_MS. */
 const IDLE_GRACE_MS = 250;
 const HEAD_TIMEOUT_MS = 10_000;
-/** A connection whose request has had no answer for this long (no bytes either way) gives its place too. */
-const QUIET_MS = 10_000;
+/** A connection older than this gives its place too, whatever it does: none is held for good by being kept busy. */
+const OLD_MS = 10_000;
 /** A connection is taken only while this many descriptors are left: for the next connections, the code exchange and the cache. */
 const FREE_DESCRIPTORS = 12;
 /** After a failed accept (or too few descriptors left), the guard retries after this, with two connections fewer allowed. */
@@ -4095,9 +4104,8 @@ const LINGER_MS = 1_000;
 
 /** One connection the guard accepted and splices to Deno.serve. */
 interface Spliced {
-  /** When it was accepted, and when bytes last passed either way (performance.now()). */
+  /** When it was accepted (performance.now()). */
   since: number;
-  active: number;
   /** Its first request head is complete ("\r\n\r\n" came). */
   requested: boolean;
   /** The last bytes were Deno.serve's: an answer is out and nothing was asked since (keep-alive). */
@@ -4116,12 +4124,12 @@ interface Spliced {
  * idle local connections that used up the descriptors crashed a waiting login. Deno.serve still
  * parses every byte (the design card: the HTTP is Deno's, that is hyper's, not ours to own).
  *
- * Limits: at most MAX_CONNECTIONS open, more wait unaccepted in the kernel's backlog; a connection
+ * Limits: at most MAX_CONNECTIONS open, one more waits for a place, the rest unaccepted in the kernel's backlog; a connection
  * is taken only while FREE_DESCRIPTORS can be opened (`reserveDescriptors`, so that Deno.serve's
  * accept always finds one); a failed accept, or too few descriptors, lowers the limit and is retried
  * after ACCEPT_RETRY_MS; idle connections are cut, the oldest first, when another needs the place:
  * one with no complete request head after IDLE_GRACE_MS, one whose answer is out (kept alive by the
- * client: Deno.serve has no idle timeout), one quiet for QUIET_MS.
+ * client: Deno.serve has no idle timeout), and any older than OLD_MS.
  */
 function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise<Deno.Conn>, folder: string) {
   const open = new Set<Spliced>(); // in the order accepted: the oldest first
@@ -4138,8 +4146,11 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
     await Promise.race([changed.promise, timer.done]);
     timer.cancel();
   };
-  const idle = (c: Spliced, now: number) =>
-    c.requested ? c.answered || now >= c.active + QUIET_MS : now >= c.since + IDLE_GRACE_MS;
+  /** Whether a connection may give its place: no request head after IDLE_GRACE_MS, its answer out, or older than OLD_MS. */
+  const idle = (c: Spliced, now: number) => {
+    const age = now - c.since;
+    return c.requested ? c.answered || age >= OLD_MS : age >= IDLE_GRACE_MS;
+  };
   /** Waits for room for one more connection, cutting the oldest idle one; false once closing. */
   const room = async (): Promise<boolean> => {
     while (!closing && open.size >= cap) {
@@ -4153,11 +4164,13 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
     return !closing;
   };
   const acceptLoop = async (listener: Deno.TcpListener) => {
-    while (await room()) {
+    while (!closing) {
       let conn: Deno.Conn | undefined;
       try {
         reserveDescriptors(folder, FREE_DESCRIPTORS); // throws EMFILE as accept would, before a connection is taken
         conn = await listener.accept();
+        // Only a connection that came takes a place from another: meanwhile the rest wait in the backlog.
+        if (!await room()) return closeQuietly(conn);
         const spliced = splice(conn, await upstream());
         open.add(spliced);
         spliced.done.then(() => {
@@ -4170,7 +4183,10 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
         if (closing || error instanceof Deno.errors.BadResource) return;
         // Out of descriptors (EMFILE, ENFILE), or a connection aborted: it waits in the backlog; try again.
         const code = (error as { code?: string }).code;
-        if (code === "EMFILE" || code === "ENFILE") cap = Math.max(MIN_CONNECTIONS, open.size - 2);
+        if (code === "EMFILE" || code === "ENFILE") {
+          cap = Math.max(MIN_CONNECTIONS, open.size - 2);
+          await room(); // fewer connections from now on: idle ones make room at once
+        }
         await pause(ACCEPT_RETRY_MS);
       }
     }
@@ -4207,12 +4223,10 @@ function reserveDescriptors(folder: string, count: number): void {
 
 /** Splices `client` and `server` both ways, watching the client's bytes only for the end of its first request head. */
 function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
-  const now = performance.now();
   const deadline = delay(HEAD_TIMEOUT_MS);
   let last = 0; // the client's last four bytes, to find "\r\n\r\n" however the reads cut it
   const spliced: Spliced = {
-    since: now,
-    active: now,
+    since: performance.now(),
     requested: false,
     answered: false,
     cut() {
@@ -4223,7 +4237,6 @@ function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
   };
   deadline.done.then(() => spliced.requested || spliced.cut());
   const up = pipe(client, server, (bytes) => {
-    spliced.active = performance.now();
     spliced.answered = false;
     for (let i = 0; i < bytes.length && !spliced.requested; i++) {
       last = ((last << 8) | bytes[i]) >>> 0;
@@ -4231,10 +4244,7 @@ function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
     }
     if (spliced.requested) deadline.cancel();
   });
-  const down = pipe(server, client, () => {
-    spliced.active = performance.now();
-    spliced.answered = true;
-  });
+  const down = pipe(server, client, () => spliced.answered = true);
   spliced.done = (async () => {
     await down; // Deno.serve ended the connection (or the client did, and Deno.serve followed)
     const linger = delay(LINGER_MS);

@@ -48,11 +48,13 @@ interface LimitedLogin {
   ended: Promise<{ code: number; stderr: string }>;
 }
 
-/** What else a login process gets: variables, and Deno's `--allow-env` list (all, when absent). */
+/** What else a login process gets: variables, and Deno's permission flags (all five, when absent). */
 interface ProcessOptions {
   env?: Record<string, string>;
-  allowEnv?: string[];
+  permissions?: string[];
 }
+
+const ALL_PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
 
 /**
  * `login.ts login` as its own process under `ulimit -n LIMIT` (the test runner's own limit is left
@@ -66,11 +68,8 @@ function loginCommand(mock: ServedMock, limit: number, cache: string, options: P
       Deno.execPath(),
       "run",
       "--quiet",
-      "--allow-net",
-      options.allowEnv ? `--allow-env=${options.allowEnv.join(",")}` : "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
+      "--no-prompt",
+      ...options.permissions ?? ALL_PERMISSIONS,
       LOGIN_TS,
       "login",
       ...flags(mock, "--timeout", "20"),
@@ -185,11 +184,59 @@ Deno.test(
         const visit = await scriptedBrowser(login.start);
         assertEquals((await within(login.ended, 30_000, "the login process")).code, EXIT.ok);
         assertEquals(visit.status, 200);
-        // Three sockets a connection: the browser's, the guard's to Deno.serve and Deno.serve's end of it.
+        // Three sockets a connection: the browser's, the guard's to Deno.serve and Deno.serve's end of it;
+        // and one accepted connection waiting for a place.
         const sockets = during - before;
-        assert(sockets <= 3 * 64, `the login held ${sockets} more sockets than before the 150 connections`);
+        assert(sockets <= 3 * 64 + 1, `the login held ${sockets} more sockets than before the 150 connections`);
       } finally {
         for (const conn of held) conn.close();
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
+
+Deno.test(
+  "connections kept busy for good (endless request bodies) give their place after 10 s; the login completes",
+  { ignore: Deno.build.os === "windows" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      const held: Deno.Conn[] = [];
+      let streaming = true;
+      const streams: Promise<void>[] = [];
+      try {
+        const login = await limitedLogin(mock, 4096, cache);
+        const port = portOf(login.start);
+        const head = `POST /callback HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nTransfer-Encoding: chunked\r\n\r\n`;
+        const encoder = new TextEncoder();
+        // Deno.serve answers 405 and then reads the body for as long as it comes: each keeps a place busy.
+        for (let i = 0; i < 100; i++) {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          held.push(conn);
+          streams.push((async () => {
+            try {
+              await conn.write(encoder.encode(head));
+              while (streaming) {
+                await conn.write(encoder.encode(`10\r\n${"x".repeat(16)}\r\n`));
+                await new Promise((resolve) => setTimeout(resolve, 100));
+              }
+            } catch { /* cut by the server */ }
+          })());
+        }
+        // Each has had its answer (405) and sent more since: none is idle, all are busy.
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        const started = performance.now();
+        const visit = await scriptedBrowser(login.start);
+        const waited = performance.now() - started;
+        const { code, stderr } = await within(login.ended, 30_000, "the login process");
+        assertEquals(code, EXIT.ok, stderr);
+        assertEquals(visit.status, 200);
+        assert(waited >= 7_000, `the browser got in after ${Math.round(waited)} ms, before any place was 10 s old`);
+      } finally {
+        streaming = false;
+        for (const conn of held) conn.close();
+        await Promise.all(streams);
         await Deno.remove(cache, { recursive: true });
       }
     });
@@ -268,10 +315,13 @@ Deno.test(
       try {
         const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
         const allowEnv = (config.permissions.login.env as string[]).filter((name) => name !== "DENO_SERVE_ADDRESS");
+        const permissions = ALL_PERMISSIONS.map((flag) =>
+          flag === "--allow-env" ? `${flag}=${allowEnv.join(",")}` : flag
+        );
         const port = freePort();
         const env = { DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}` };
-        const { code, stderr } = await loginCommand(mock, 1024, cache, { env, allowEnv }).output();
-        const text = new TextDecoder().decode(stderr).replaceAll("\n      ", " "); // unwrapped
+        const { code, stderr } = await loginCommand(mock, 1024, cache, { env, permissions }).output();
+        const text = new TextDecoder().decode(stderr).replace(/\n +/g, " "); // unwrapped
         assertEquals({ code, text }, {
           code: EXIT.usage,
           text: `error: DENO_SERVE_ADDRESS moved the login's callback server to "127.0.0.1:${port}"\n` +
@@ -280,6 +330,37 @@ Deno.test(
         });
         await assertPortClosed(port);
         assertEquals(await filesUnder(cache), []);
+      } finally {
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
+
+Deno.test(
+  "a login that may not use the temporary folder says which permissions the callback server needs (exit 2)",
+  { ignore: Deno.build.os === "windows" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      try {
+        const home = Deno.env.get("HOME");
+        const files = [cache, ".env", ...home ? [`${home}/.config`] : []].join(",");
+        const permissions = [
+          "--allow-net",
+          "--allow-env",
+          "--allow-run",
+          `--allow-read=${files}`,
+          `--allow-write=${cache}`,
+        ];
+        const { code, stderr } = await loginCommand(mock, 1024, cache, { permissions }).output();
+        const text = new TextDecoder().decode(stderr).replace(/\n +/g, " "); // unwrapped
+        assertEquals({ code, text }, {
+          code: EXIT.usage,
+          text: "error: Deno's permissions do not allow the callback server's socket in the temporary folder\n" +
+            "hint: run again with --allow-read and --allow-write for the temporary folder (TMPDIR, else /tmp), " +
+            "as the deno.json tasks grant\n",
+        });
       } finally {
         await Deno.remove(cache, { recursive: true });
       }

@@ -334,16 +334,18 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "idle connections never make room for others",
-    edits: [[
-      /const idle = \(c: Spliced, now: number\) =>\s+c\.requested[^;]+;/,
-      "const idle = (_c: Spliced, _now: number) => false;",
-    ]],
+    edits: [[/return c\.requested \? c\.answered \|\| age >= OLD_MS : age >= IDLE_GRACE_MS;/, "return false;"]],
     tests: [CALLBACK],
   },
   {
     name: "connections kept alive after their answer never make room for others",
-    edits: [[/c\.requested \? c\.answered \|\| /, "c.requested ? "]],
+    edits: [[/c\.answered \|\| age >= OLD_MS/, "age >= OLD_MS"]],
     tests: [HOSTILE],
+  },
+  {
+    name: "a connection kept busy holds its place for good",
+    edits: [[/c\.answered \|\| age >= OLD_MS/, "c.answered"]],
+    tests: [CALLBACK],
   },
   {
     name: "no descriptors kept free (Deno.serve's own accept may fail, which ends it for good)",
