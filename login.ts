@@ -3989,12 +3989,19 @@ function bindLoopback<T extends { addr: Deno.NetAddr; close(): void }>(
   }
 }
 
+/** A Unix socket's path holds at most 104 bytes (macOS; 108 on Linux): a longer TMPDIR gives way to /tmp. */
+const MAX_FOLDER_BYTES = 90;
+
 /** Deno.serve on a Unix socket in a new private folder (0700, removed at close), behind the guard on the loopback port. */
 function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close(): Promise<void> } {
   const listeners = bindLoopback(redirect, (hostname, port) => Deno.listen({ hostname, port, transport: "tcp" }));
   let folder: string | undefined;
   try {
     folder = Deno.makeTempDirSync({ prefix: "oauth-login-" }); // 0700: no other user can reach the socket
+    if (new TextEncoder().encode(folder).length > MAX_FOLDER_BYTES) {
+      Deno.removeSync(folder);
+      folder = Deno.makeTempDirSync({ dir: "/tmp", prefix: "oauth-login-" });
+    }
     const path = `${folder}/http.sock`;
     const http = serveOn({ path }, serve);
     const guard = guardConnections(listeners, () => Deno.connect({ transport: "unix", path }), folder);

@@ -281,6 +281,30 @@ Deno.test(
 );
 
 Deno.test(
+  "a TMPDIR too long for a Unix socket's path does not stop a login: the socket's folder goes to /tmp",
+  { ignore: Deno.build.os === "windows" },
+  async () => {
+    await withMock(async (mock) => {
+      const cache = await Deno.makeTempDir({ prefix: "oauth-login-callback-" });
+      const tmp = await Deno.makeTempDir({ prefix: `oauth-login-${"t".repeat(80)}-` }); // over 104 bytes with the socket
+      try {
+        const login = await limitedLogin(mock, 1024, cache, { env: { TMPDIR: tmp } });
+        const visit = await scriptedBrowser(login.start);
+        const { code, stderr } = await within(login.ended, 30_000, "the login process");
+        assertEquals(code, EXIT.ok, stderr);
+        assertEquals(visit.status, 200);
+        const left: string[] = [];
+        for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
+        assertEquals(left, []);
+      } finally {
+        await Deno.remove(tmp, { recursive: true });
+        await Deno.remove(cache, { recursive: true });
+      }
+    });
+  },
+);
+
+Deno.test(
   "DENO_SERVE_ADDRESS never moves the callback server (Deno would serve the first server there)",
   { ignore: Deno.build.os === "windows" },
   async (t) => {
