@@ -3992,7 +3992,7 @@ function bindLoopback<T extends { addr: Deno.NetAddr; close(): void }>(
 /** A Unix socket's path holds at most 104 bytes (macOS; 108 on Linux): a longer TMPDIR gives way to /tmp. */
 const MAX_FOLDER_BYTES = 90;
 
-/** Deno.serve on a Unix socket in a new private folder (0700, removed at close), behind the guard on the loopback port. */
+/** Deno.serve on a Unix socket in a new private folder (0700, removed at close), behind the guard on the loopback. */
 function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close(): Promise<void> } {
   const listeners = bindLoopback(redirect, (hostname, port) => Deno.listen({ hostname, port, transport: "tcp" }));
   let folder: string | undefined;
@@ -4096,14 +4096,14 @@ function serveOn(where: { path: string } | { hostname: string; port: number }, h
  * its socket, ours to Deno.serve and Deno.serve's end of it.
  */
 const MAX_CONNECTIONS = 64;
-/** A connection that has sent no complete request head gives its place to another after this; it is closed after HEAD_TIMEOUT_MS. */
+/** A connection without a complete request head may give its place after this, and is closed after HEAD_TIMEOUT_MS. */
 const IDLE_GRACE_MS = 250;
 const HEAD_TIMEOUT_MS = 10_000;
 /** A connection older than this gives its place too, whatever it does: none is held for good by being kept busy. */
 const OLD_MS = 10_000;
-/** A connection is taken only while this many descriptors are left: for the next connections, the code exchange and the cache. */
+/** A connection is taken only while this many descriptors are left: for the next ones, the code exchange, the cache. */
 const FREE_DESCRIPTORS = 12;
-/** After a failed accept (or too few descriptors left), the guard retries after this, with two connections fewer allowed. */
+/** After a failed accept (or too few descriptors left) the guard retries after this, allowing two connections fewer. */
 const ACCEPT_RETRY_MS = 50;
 const MIN_CONNECTIONS = 4;
 /** After Deno.serve has ended a connection, the client has this long to read the end of the answer and close. */
@@ -4131,29 +4131,18 @@ interface Spliced {
  * idle local connections that used up the descriptors crashed a waiting login. Deno.serve still
  * parses every byte (the design card: the HTTP is Deno's, that is hyper's, not ours to own).
  *
- * Limits: at most MAX_CONNECTIONS open, one more waits for a place, the rest unaccepted in the kernel's backlog; a connection
- * is taken only while FREE_DESCRIPTORS can be opened (`reserveDescriptors`, so that Deno.serve's
- * accept always finds one); a failed accept, or too few descriptors, lowers the limit and is retried
- * after ACCEPT_RETRY_MS; idle connections are cut, the oldest first, when another needs the place:
- * one with no complete request head after IDLE_GRACE_MS, one whose answer is out (kept alive by the
- * client: Deno.serve has no idle timeout), and any older than OLD_MS.
+ * Limits: at most MAX_CONNECTIONS open, one more accepted and waiting for a place, the rest
+ * unaccepted in the kernel's backlog; a connection is taken only while FREE_DESCRIPTORS can be
+ * opened (`reserveDescriptors`, so that Deno.serve's own accept always finds one); a failed accept,
+ * or too few descriptors, lowers the limit and is retried after ACCEPT_RETRY_MS; for a connection
+ * that came, the oldest idle one is cut: no complete request head after IDLE_GRACE_MS, its answer
+ * out (kept alive by the client: Deno.serve has no idle timeout), or older than OLD_MS.
  */
 function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise<Deno.Conn>, folder: string) {
   const open = new Set<Spliced>(); // in the order accepted: the oldest first
   let cap = MAX_CONNECTIONS;
   let closing = false;
-  let changed = Promise.withResolvers<void>();
-  const wake = () => {
-    changed.resolve();
-    changed = Promise.withResolvers<void>();
-  };
-  /** Until `ms` pass or a connection ends. */
-  const pause = async (ms: number) => {
-    const timer = delay(ms);
-    await Promise.race([changed.promise, timer.done]);
-    timer.cancel();
-  };
-  /** Whether a connection may give its place: no request head after IDLE_GRACE_MS, its answer out, or older than OLD_MS. */
+  /** Whether a connection may give its place: no request head after IDLE_GRACE_MS, its answer out, or old. */
   const idle = (c: Spliced, now: number) => {
     const age = now - c.since;
     return c.requested ? c.answered || age >= OLD_MS : age >= IDLE_GRACE_MS;
@@ -4166,7 +4155,7 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
       if (oldest) {
         oldest.cut();
         await oldest.done;
-      } else await pause(ACCEPT_RETRY_MS);
+      } else await delay(ACCEPT_RETRY_MS).done;
     }
     return !closing;
   };
@@ -4180,10 +4169,7 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
         if (!await room()) return closeQuietly(conn);
         const spliced = splice(conn, await upstream());
         open.add(spliced);
-        spliced.done.then(() => {
-          open.delete(spliced);
-          wake();
-        });
+        spliced.done.then(() => open.delete(spliced));
         if (closing) spliced.cut();
       } catch (error) {
         if (conn) closeQuietly(conn);
@@ -4194,7 +4180,7 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
           cap = Math.max(MIN_CONNECTIONS, open.size - 2);
           await room(); // fewer connections from now on: idle ones make room at once
         }
-        await pause(ACCEPT_RETRY_MS);
+        await delay(ACCEPT_RETRY_MS).done;
       }
     }
   };
@@ -4205,7 +4191,6 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
     async stop() {
       closing = true;
       for (const listener of listeners) closeQuietly(listener);
-      wake();
       await Promise.all(loops);
       for (const connection of open) if (!connection.requested) connection.cut();
     },
