@@ -3941,10 +3941,10 @@ interface Listener {
  * connection guard that holds the loopback port (`guardConnections`). On Windows, where Deno has no
  * Unix sockets, Deno.serve listens on the loopback port itself, without the guard's limits.
  */
-function listen(redirect: Redirect): Listener {
+async function listen(redirect: Redirect): Promise<Listener> {
   let handler: Handler | undefined;
   const serve: Handler = (request) => handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
-  const host = Deno.build.os === "windows" ? serveDirectly(redirect, serve) : serveGuarded(redirect, serve);
+  const host = Deno.build.os === "windows" ? await serveDirectly(redirect, serve) : serveGuarded(redirect, serve);
   return {
     port: host.port,
     handle(next) {
@@ -4039,20 +4039,29 @@ function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close
 }
 
 /** Windows: Deno.serve on the loopback port itself (Deno has no Unix sockets there), so without the guard's limits. */
-function serveDirectly(redirect: Redirect, serve: Handler): { port: number; close(): Promise<void> } {
-  const servers = bindLoopback(redirect, (hostname, port) => {
-    const http = serveOn({ hostname, port }, serve);
-    return { ...http, addr: http.server.addr as Deno.NetAddr, close: () => http.controller.abort() };
-  });
-  return {
-    port: servers[0].addr.port,
-    async close() {
-      // Graceful, as above; a connection that outlasts the grace is left to the end of the process.
-      const grace = delay(SHUTDOWN_GRACE_MS);
-      await Promise.race([Promise.all(servers.map((http) => http.server.shutdown().catch(() => {}))), grace.done]);
-      grace.cancel();
-    },
-  };
+async function serveDirectly(redirect: Redirect, serve: Handler): Promise<{ port: number; close(): Promise<void> }> {
+  const aborted: Served[] = []; // those of a failed attempt to bind, which never served
+  try {
+    const servers = bindLoopback(redirect, (hostname, port) => {
+      const http = serveOn({ hostname, port }, serve);
+      const close = () => {
+        aborted.push(http);
+        http.controller.abort();
+      };
+      return { ...http, addr: http.server.addr as Deno.NetAddr, close };
+    });
+    return {
+      port: servers[0].addr.port,
+      async close() {
+        // Graceful, as above; a connection that outlasts the grace is left to the end of the process.
+        const grace = delay(SHUTDOWN_GRACE_MS);
+        await Promise.race([Promise.all(servers.map((http) => http.server.shutdown().catch(() => {}))), grace.done]);
+        grace.cancel();
+      },
+    };
+  } finally {
+    await Promise.all(aborted.map((http) => http.server.finished.catch(() => {}))); // their ports are free again
+  }
 }
 
 /** A Deno.serve server of the callback and the controller that stops it. */
@@ -4080,7 +4089,10 @@ function serveOn(where: { path: string } | { hostname: string; port: number }, h
   // Deno.serve's accept loop ends at its first failed accept and rejects `finished`: never uncaught.
   server.finished.catch(() => {});
   const addr = server.addr as { path?: string; hostname?: string; port?: number };
-  if ("path" in where ? addr.path !== where.path : addr.hostname !== where.hostname) {
+  const moved = "path" in where
+    ? addr.path !== where.path
+    : addr.hostname !== where.hostname || (where.port !== 0 && addr.port !== where.port);
+  if (moved) {
     controller.abort();
     const at = addr.path ?? `${addr.hostname}:${addr.port}`;
     throw new LoginError("config", `DENO_SERVE_ADDRESS moved the login's callback server to "${sanitize(at)}"`, {
@@ -4690,7 +4702,7 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
-  const listener = listen(redirect);
+  const listener = await listen(redirect);
   try {
     const request: PendingRequest = {
       scope,
