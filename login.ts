@@ -4014,7 +4014,7 @@ function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close
         // written, and once shutdown() has begun, an abort throws (BadResource, in an event listener).
         const shutdown = http.server.shutdown().catch(() => {});
         const grace = delay(SHUTDOWN_GRACE_MS);
-        await Promise.race([shutdown.then(guard.drained), grace.done]);
+        await Promise.race([shutdown.then(guard.flushed), grace.done]);
         grace.cancel();
         await guard.cut(); // whatever is left (a client that neither reads nor closes, an endless body)
         const handlers = delay(SHUTDOWN_GRACE_MS); // all connections are gone: only a handler still at work holds it
@@ -4131,7 +4131,9 @@ interface Spliced {
   answered: boolean;
   /** Closes both of its sockets. */
   cut(): void;
-  /** Resolves once both are closed. */
+  /** Resolves once Deno.serve has ended its side and all it wrote is passed on. */
+  flushed: Promise<void>;
+  /** Resolves once both sockets are closed. */
   done: Promise<void>;
 }
 
@@ -4197,7 +4199,6 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
     }
   };
   const loops = listeners.map(acceptLoop);
-  const drained = async () => void await Promise.all([...open].map((connection) => connection.done));
   return {
     /** Stops accepting, and cuts the connections that have sent no request. */
     async stop() {
@@ -4206,11 +4207,12 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
       await Promise.all(loops);
       for (const connection of open) if (!connection.requested) connection.cut();
     },
-    drained,
+    /** Resolves once all that Deno.serve wrote is passed on (it has ended every connection). */
+    flushed: async () => void await Promise.all([...open].map((connection) => connection.flushed)),
     /** Cuts every connection left. */
     async cut() {
       for (const connection of open) connection.cut();
-      await drained();
+      await Promise.all([...open].map((connection) => connection.done));
     },
   };
 }
@@ -4237,6 +4239,7 @@ function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
       closeQuietly(client);
       closeQuietly(server);
     },
+    flushed: Promise.resolve(),
     done: Promise.resolve(),
   };
   deadline.done.then(() => spliced.requested || spliced.cut());
@@ -4248,9 +4251,9 @@ function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
     }
     if (spliced.requested) deadline.cancel();
   });
-  const down = pipe(server, client, () => spliced.answered = true);
+  spliced.flushed = pipe(server, client, () => spliced.answered = true);
   spliced.done = (async () => {
-    await down; // Deno.serve ended the connection (or the client did, and Deno.serve followed)
+    await spliced.flushed; // Deno.serve ended the connection (or the client did, and Deno.serve followed)
     const linger = delay(LINGER_MS);
     await Promise.race([up, linger.done]);
     linger.cancel();

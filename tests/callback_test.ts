@@ -243,6 +243,37 @@ Deno.test(
   },
 );
 
+Deno.test("a login ends at once although clients keep their connections open after their answers", async () => {
+  await withMock(async (mock) => {
+    const held: Deno.Conn[] = [];
+    let answered = 0;
+    try {
+      const result = await run(flags(mock), {
+        browser: async (start) => {
+          // A browser's kept-alive connection and a pre-connected one: neither is ever closed by the client.
+          for (
+            const request of [`GET ${new URL(start).pathname} HTTP/1.1\r\nHost: ${new URL(start).host}\r\n\r\n`, ""]
+          ) {
+            const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(start) });
+            held.push(conn);
+            if (request) await conn.write(new TextEncoder().encode(request));
+          }
+          const visit = await scriptedBrowser(start);
+          answered = performance.now();
+          return visit;
+        },
+      });
+      const ended = performance.now() - answered;
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      // Bounded by SHUTDOWN_GRACE_MS (1 s) in any case; without waiting for the clients it takes a few ms.
+      assert(ended < 500, `the login ended ${Math.round(ended)} ms after the browser got its page`);
+      await cleanUp(result);
+    } finally {
+      for (const conn of held) conn.close();
+    }
+  });
+});
+
 // ── Deno.serve, where no one else can reach it ──────────────────────────────────────────────────
 
 Deno.test(

@@ -348,6 +348,11 @@ const MUTANTS: Mutant[] = [
     tests: [CALLBACK],
   },
   {
+    name: "the callback server's close waits for clients to close their kept-alive connections",
+    edits: [[/\(connection\) => connection\.flushed\)/, "(connection) => connection.done)"]],
+    tests: [CALLBACK],
+  },
+  {
     name: "no descriptors kept free (Deno.serve's own accept may fail, which ends it for good)",
     edits: [[/reserveDescriptors\(folder, FREE_DESCRIPTORS\);/, ""]],
     tests: [CALLBACK],
