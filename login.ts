@@ -9,7 +9,9 @@
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
  * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
- * device flow (RFC 8628) or accepts the pasted address.
+ * device flow (RFC 8628) or accepts the pasted address. Pointed at an API with nothing configured
+ * (`fetch URL`), it finds where to sign in in the API's metadata (RFC 9728), gets itself a client
+ * (RFC 7591) and signs in for that API, stepping up when the API asks for more (RFC 9470).
  *
  * The module is cut by concern, one section each, in the order a reader needs them; each names
  * its entry points here, and nothing about its concern lives anywhere else:
@@ -17,31 +19,49 @@
  *  1. Vocabulary: exit codes (`EXIT`), the edges (`Deps`: fetch, opener, clock, timers, storage,
  *     stdin/stdout/stderr), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
- *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
+ *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`,
+ *     `shellWord` for every value in a command a hint offers).
  *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
- *     credentials go (`resolveConfig`, `decideTrust`, `readEnvFile`, `envFilePath`).
- *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
- *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *     credentials go, and the protections a project file cannot turn off (`resolveConfig`, `decideTrust`,
+ *     `mayGive`, `PROTECTIONS`).
+ *  4. The .env file: where it is, how it is read, the lines `parseEnv` would misread, and what a `.env`
+ *     that decides may name: endpoints on the host where the person signs in, a key in its own folder
+ *     (`envFilePath`, `readEnvFile`, `dotenvLineProblems`, `misspeltKeys`, `checkProjectEndpoints`,
+ *     `withProjectKey`).
+ *  5. Profiles: the user's config file, trusted only as the user's own (`selectProfile`, `saveProfile`,
+ *     `profileSettings`, `readConfigFile`).
+ *  6. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
+ *  7. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
  *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
  *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
- *  7. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
- *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
- *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
- *  9. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
+ *  8. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
+ *     authentication (`discover`, `checkProjectMetadata`, `issuerFor`, `clientAuthFor`).
+ *  9. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
+ * 10. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 10. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
- *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
- *     `browserAvailability`).
- * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
+ * 11. Getting the code back: the loopback server (Deno.serve on a private Unix socket, behind a
+ *     connection guard that bounds what local processes can hold open and answers only the user's own
+ *     programs), its pages and start address, the browser (`listen`, `guardConnections`, `sameUser`,
+ *     `callbackHandler`, `browserAvailability`).
+ * 12. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
- * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
+ * 13. The code exchange and who logged in (`exchangeCode`, `identify`).
+ * 14. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
  *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 16. Doctor: every check, without signing in (`doctor`).
- * 17. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 15. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
+ *     by a deadline and never prompting, the first problem remembered (`withKeychain`, `runTool`).
+ * 16. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
+ *     (`saveEntry`, `openEntry`, `sealSecrets`, `openSealed`).
+ * 17. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 18. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
+ *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
+ *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
+ *     `resourceEntry`, `resourceLogin`).
+ * 19. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
+ * 20. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
+ * 21. Doctor: every check, without signing in (`doctor`, `doctorResource`).
+ * 22. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
@@ -98,6 +118,8 @@ export interface Deps {
   stderr: (text: string) => void;
   /** Whether a person can answer prompts: stdin and stderr are terminals (not `--interactive`, which is `Config.interactive`). */
   canPrompt: boolean;
+  /** Whether stderr is a terminal (a person reads it): the device flow then shows a QR code. Absent: no. */
+  stderrIsTerminal?: boolean;
   /** The token cache. */
   storage: Storage;
   /** Aborted on Ctrl-C. */
@@ -134,6 +156,17 @@ export interface Deps {
   invokedAs?: string;
   /** All of stdin, for `fetch -d @-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
+  /**
+   * Runs a platform keychain tool (`secret-tool`, `/usr/bin/security`, `powershell.exe`): `stdin` is
+   * written and closed, and when `signal` aborts (the caller's deadline, Ctrl-C) the tool is killed.
+   * The answer: its exit code (null when killed), stdout and stderr; `failure` "missing" when it is not
+   * installed, "denied" when Deno's permissions do not let it run (never a prompt). Absent: no keychain.
+   */
+  runTool?: (
+    command: string,
+    args: string[],
+    options: { stdin?: string; signal: AbortSignal },
+  ) => Promise<{ code: number | null; stdout: string; stderr: string; failure?: "missing" | "denied" }>;
   /**
    * The uids that own the two ends of a loopback TCP connection, the callback server's (`ours`) and the
    * client's (`theirs`); undefined when that cannot be told, and a rejection when the telling failed.
@@ -587,6 +620,24 @@ function networkFailure(
 }
 
 /**
+ * An https issuer on this machine (127.0.0.1, [::1], localhost) whose server does not speak TLS at
+ * all (the handshake gets plain bytes) is a development server that speaks plain http: the hint is
+ * the same issuer with `http://`, not CAs and proxies. Other errors are returned as they are. Pure.
+ */
+function plainHttpIssuer(error: unknown, config: Pick<Config, "issuer" | "metadataUrl">): unknown {
+  const url = parseUrl(config.metadataUrl ?? config.issuer);
+  if (!(error instanceof LoginError) || error.code !== "network" || !url || url.protocol !== "https:") return error;
+  // Only a peer that does not speak TLS at all: an untrusted certificate is a CA question.
+  if (!isLoopbackHost(url.hostname) || !/: TLS failed \(received corrupt message/.test(error.message)) return error;
+  const plain = `http:${(config.metadataUrl ?? displayIssuer(config.issuer)).slice("https:".length)}`;
+  return new LoginError("network", error.message, {
+    hint: `the server at ${url.host} answered, but not with TLS: a development server on this machine ` +
+      `usually speaks plain http, so use --issuer ${sanitize(plain)}`,
+    cause: error,
+  });
+}
+
+/**
  * The sender's failure as the LoginError to throw: as it was, interrupted, timed out (`limit` ms), the
  * proxy's failure (blamed on the proxy, never on the server behind it), or the network's.
  */
@@ -769,20 +820,125 @@ function rejectedRequestHint(clientId: string, redirectUri: string): string {
 }
 
 /**
- * A better hint for a refused code or device exchange: "invalid_client" with a JWT client
- * authentication names the key or secret to check; "invalid_grant" from a server that offers DPoP,
- * when we sent no proof, names --dpop (the client may be registered for DPoP-bound tokens, and
- * oidc-provider says no more than "grant request is invalid").
+ * The browser flow's timeout, blaming what the tool does not already know to be fine: the client id
+ * and redirect URI only when the server could not say it accepts them (`checked`: PAR or the preflight
+ * passed), the browser when none could be opened (`notOpened`: why).
  */
-function exchangeHint(error: unknown, issuer: IssuerClient): unknown {
-  if (error instanceof ErrorResponse && error.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")) {
+function browserTimeout(
+  config: Config,
+  deps: Pick<Deps, "invokedAs">,
+  what: { redirectUri: string; checked: boolean; notOpened?: string; deviceOffered?: boolean },
+): LoginError {
+  const again = `run the login again ("${command(deps, "login")}${loginFlags(config)}")`;
+  const more = "or give more time with --timeout SECONDS";
+  const hint = what.notOpened !== undefined
+    ? `no browser could be opened here (${what.notOpened}): ${again} and open the address it prints yourself` +
+      (what.deviceOffered
+        ? `, or use the device flow: "${command(deps, "login")} --flow device${loginFlags(config)}"`
+        : "")
+    : what.checked
+    ? `${again} and finish it in the browser, ${more}; the server accepted the client id and the redirect URI, ` +
+      "so neither is the cause"
+    : `${again} and finish it in the browser, ${more}. A sign-in that never comes back is most often a wrong ` +
+      `client id ("${sanitize(config.clientId)}") or a redirect URI the server does not accept ` +
+      `(${sanitize(what.redirectUri)}): check both`;
+  return new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, { hint });
+}
+
+/**
+ * No browser could be opened and nobody is at a terminal to open the address or paste one back
+ * (a pipe, CI): said at once instead of a wait for nothing, with the flow that works (`reason`: why
+ * no browser).
+ */
+function noBrowser(config: Config, reason: string, deviceOffered: boolean): LoginError {
+  return new LoginError(
+    "login_required",
+    `No browser can be opened here (${reason}), and no one at a terminal can open the address or paste one back`,
+    {
+      hint: deviceOffered
+        ? `use the device flow, which needs no browser here: run "oauth-login login --flow device${
+          loginFlags(config)
+        }" where its code can be read`
+        : `run "oauth-login login${
+          loginFlags(config)
+        }" in a terminal, where you can open the address it prints or paste back the one the browser ends on`,
+    },
+  );
+}
+
+/** Where a setting came from, as the person would find it: `--client-secret`, `OAUTH_CLIENT_SECRET in the environment`. */
+function settingOrigin(config: Pick<Config, "sources" | "profile">, key: string): string {
+  const variable = (ENV_VARS as Record<string, string>)[key];
+  switch (config.sources[key]) {
+    case "flag":
+      return `--${flagOf(key)}`;
+    case "environment":
+      return `${variable} in the environment`;
+    case ".env":
+      return `${variable} in .env`;
+    case "profile":
+      return `${profileKey(flagOf(key))} in the profile "${sanitize(config.profile)}"`;
+    default:
+      return variable ?? key;
+  }
+}
+
+/**
+ * The hint for "invalid_client" from an endpoint that authenticates the client (PAR, token, device
+ * authorization; RFC 6749 §5.2): what was sent, by which method, and where the secret or key came
+ * from, so that the person fixes the one thing that is wrong. Pure.
+ */
+function clientRefusedHint(
+  config: Pick<Config, "clientId" | "sources" | "profile" | "trust" | "clientKey" | "clientAuth">,
+  authMethod: ClientAuthMethod,
+): string {
+  const id = `"${sanitize(config.clientId)}"`;
+  if (authMethod === "private_key_jwt") {
+    return `a client assertion signed with the key from ${settingOrigin(config, "clientKey")} was sent ` +
+      `(private_key_jwt): check that its public half is registered for the client ${id} (and its kid), ` +
+      "and --assertion-audience";
+  }
+  const secret = settingOrigin(config, "clientSecret");
+  if (authMethod === "client_secret_jwt") {
+    return `a client assertion signed with the client secret from ${secret} was sent (client_secret_jwt): ` +
+      `check that secret, and that the client ${id} is registered for client_secret_jwt`;
+  }
+  if (authMethod !== "none") {
+    const other = authMethod === "client_secret_basic" ? "client_secret_post" : "client_secret_basic";
+    return `the client secret from ${secret} was sent (${authMethod}): check that it is the current secret of the ` +
+      `client ${id}, and the client id; a client registered for ${other} needs --client-auth ${other}`;
+  }
+  const chosen = config.sources.clientAuth;
+  if (config.clientAuth === "none" && chosen && config.sources.clientSecret) {
+    // A secret was set, and --client-auth none (or its variable) left it out.
+    const drop = chosen === "flag"
+      ? "drop --client-auth none"
+      : chosen === "profile"
+      ? `remove client_auth from the profile "${sanitize(config.profile)}"`
+      : `unset ${ENV_VARS.clientAuth}${chosen === ".env" ? " in .env" : ""}`;
+    return `no client secret was sent: ${settingOrigin(config, "clientAuth")} says "none", so ${secret} ` +
+      `was left out; ${drop} to send it`;
+  }
+  const withheld = config.trust ? withheldSecretHint(config.trust) : undefined;
+  return `check that the client id ${id} exists at the server; no client secret was sent (client ` +
+    `authentication "none"), so if the client is confidential, ${
+      withheld ?? `set ${ENV_VARS.clientSecret} to its secret`
+    }`;
+}
+
+/**
+ * A better hint for a refused code or device exchange: "invalid_client" names what was sent
+ * (`clientRefusedHint`); "invalid_grant" from a server that offers DPoP, when we sent no proof, names
+ * --dpop (the client may be registered for DPoP-bound tokens, and oidc-provider says no more than
+ * "grant request is invalid").
+ */
+function exchangeHint(error: unknown, issuer: IssuerClient, config: Config): unknown {
+  if (error instanceof ErrorResponse && error.code === "invalid_client") {
     return new ErrorResponse(error.message, {
       code: error.code,
       description: error.description,
       status: error.status,
-      hint: issuer.authMethod === "private_key_jwt"
-        ? "check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience"
-        : "check the client secret (OAUTH_CLIENT_SECRET) and that the client is registered for client_secret_jwt",
+      hint: clientRefusedHint(config, issuer.authMethod),
       cause: error,
     });
   }
@@ -856,7 +1012,9 @@ function loginFlags(config: Config, everywhere = false): string {
       )
       .map(([key, value]): [string, string] => ["param", `${key}=${value}`]),
   ];
-  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${shellWord(value!)}`).join("");
+  // --dpop too: a login without it would cache the Bearer token that the command refused.
+  const dpop = config.dpop && shown("dpop") ? " --dpop" : "";
+  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${shellWord(value!)}`).join("") + dpop;
 }
 
 /**
@@ -969,11 +1127,17 @@ function withheldSecretHint(trust: Trust): string | undefined {
 
 /** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
 function dotenvWarnings(dotenv: Record<string, string>): string[] {
-  const warnings = misspeltKeys(dotenv);
+  const warnings = [...(dotenvProblems.get(dotenv) ?? []), ...misspeltKeys(dotenv)];
   for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
     if (dotenv[name] !== undefined) {
       warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
     }
+  }
+  if (dotenv[ENV_VARS.tokenStorage] !== undefined) {
+    warnings.push(
+      `The .env key "${ENV_VARS.tokenStorage}" is ignored: where your tokens are kept is yours to choose ` +
+        "(in the environment, a profile or with --token-storage), never a project file's",
+    );
   }
   return warnings;
 }
@@ -1027,6 +1191,7 @@ const ENV_VARS = {
   clientAuth: "OAUTH_CLIENT_AUTH",
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
+  tokenStorage: "OAUTH_TOKEN_STORAGE",
 } as const;
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
@@ -1124,12 +1289,38 @@ export interface Config {
   dpop?: boolean;
   /** `--client-key`: the path of the private key for `private_key_jwt` (PEM PKCS#8 or a JWK). */
   clientKey?: string;
+  /**
+   * Where long-lived secrets (refresh tokens, DPoP keys) are kept (`--token-storage`, `OAUTH_TOKEN_STORAGE`,
+   * a profile's `token_storage`; never a `.env`'s): sealed under a key in the platform's keychain, which
+   * "auto" (the default) uses where one answers and "keychain" requires, or in the token cache file ("file").
+   */
+  tokenStorage: "auto" | "keychain" | "file";
   /** The `aud` of a client assertion: the issuer (default) or the token endpoint. */
   assertionAudience?: "issuer" | "token-endpoint";
   /** RFC 8707 resource indicators (`--resource`, repeatable) and the vendor `audience` parameter. */
   resources?: string[];
   /** The vendor `audience` parameter (`--audience`: Auth0 and others). */
   audience?: string;
+  /**
+   * RFC 9728: the API whose protected resource metadata says where to sign in and how to get a
+   * client. Set when a command names an API (`fetch URL`, a single `--resource URL`, `doctor URL`) and
+   * the settings name no server, or a server but no client id. `url`: the API as given; `resource`:
+   * the resource identifier its metadata names, once known (the tokens are for it, RFC 8707);
+   * `registration`: the name of this tool's registration of the client (RFC 7591), when it registered
+   * one; `setAside`: the person's own settings not used with a server that only the API named.
+   */
+  protectedResource?: {
+    url: string;
+    resource?: string;
+    registration?: string;
+    /** How the client was found: given with `--client-id`, registered before ("remembered"), or just now. */
+    client?: "given" | "remembered" | "registered";
+    setAside: string[];
+  };
+  /** RFC 9470: the authentication context classes a sign-in must meet (`--acr-values`); also among `params`. */
+  acrValues?: string;
+  /** RFC 9470: how long ago, in seconds, the person may have signed in (`--max-age`); also among `params`. */
+  maxAge?: number;
   /** `fetch` (and `token --format headers`): the request to make or to prove. */
   request?: {
     /** The HTTP method (`-X`), upper case. */
@@ -1183,9 +1374,12 @@ const FLAGS = {
   "no-par": { type: "boolean" },
   dpop: { type: "boolean" },
   "client-key": { type: "string" },
+  "token-storage": { type: "string" },
   "assertion-audience": { type: "string" },
   resource: { type: "string", multiple: true },
   audience: { type: "string" },
+  "acr-values": { type: "string" },
+  "max-age": { type: "string" },
   method: { type: "string" },
   url: { type: "string" },
   request: { type: "string", short: "X" },
@@ -1259,141 +1453,6 @@ const RESERVED_PARAMS = new Set([
   "code_challenge_method",
   "prompt",
 ]);
-
-/**
- * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
- * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
- * was started; outside a task it is unset and the working directory is where the person stands.
- */
-function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
-  const path = flag ?? ".env";
-  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
-  const start = initCwd.replace(/[\\/]+$/, "");
-  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
-  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
-  // somewhere else: then the working directory is where the person (or script) stands.
-  if (cwd !== undefined) {
-    const here = cwd.replace(/[\\/]+$/, "");
-    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
-  }
-  return `${start}/${path}`;
-}
-
-/** The path as `--verbose` and `doctor` show it. */
-function describeEnvPath(path: string, cwd?: () => string): string {
-  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
-  let here: string | undefined;
-  try {
-    here = cwd?.();
-  } catch { /* no read permission: say it in words */ }
-  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
-}
-
-/** The folder the `.env` at `path` is in, absolute when the working directory is known ("." when not and it is relative). */
-function envFolder(path: string, cwd?: () => string): string {
-  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  const folder = cut < 0 ? "" : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
-  if (/^(?:[a-zA-Z]:)?[\\/]/.test(folder)) return folder;
-  let here: string | undefined;
-  try {
-    here = cwd?.();
-  } catch { /* no read permission: relative to it */ }
-  const base = here?.replace(/[\\/]+$/, "");
-  return base ? (folder ? `${base}/${folder}` : base) : folder || ".";
-}
-
-/**
- * The client key a `.env` names (SECURITY.md 13), as a path in the `.env`'s own folder `dir`, where a
- * project keeps a key of its own: never through `..` nor an absolute path elsewhere (and, at its use,
- * never a link leading out: `checkProjectKey`), else a project file could make the tool sign for its
- * server with one of the person's own keys. Throws LoginError("config"). Pure.
- */
-function projectKeyPath(value: string, dir: string, envFile: string): string {
-  const absolute = /^(?:[a-zA-Z]:)?[\\/]/.test(value);
-  const root = dir.replace(/[\\/]+$/, "");
-  const inside = absolute ? value.startsWith(`${root}/`) || value.startsWith(`${root}\\`) : true;
-  if (!inside || value.split(/[\\/]/).includes("..")) {
-    throw new LoginError(
-      "config",
-      `The client key "${sanitize(value)}" in ${envFile} is outside the project's folder (${sanitize(root)})`,
-      {
-        hint:
-          `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
-      },
-    );
-  }
-  return absolute ? value : `${root}/${value.replace(/^\.[\\/]/, "")}`;
-}
-
-/**
- * The edge of `projectKeyPath`: the key file's real path (links followed) is in the real `.env`
- * folder `dir`, or the key is refused (a missing one is `readClientKey`'s to report). Throws
- * LoginError("config").
- */
-function checkProjectKey(path: string, dir: string, envFile: string): void {
-  let real: string, root: string;
-  try {
-    [real, root] = [Deno.realPathSync(path), Deno.realPathSync(dir)];
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error;
-    return;
-  }
-  if (real.startsWith(`${root.replace(/[\\/]+$/, "")}/`) || real.startsWith(`${root.replace(/[\\/]+$/, "")}\\`)) {
-    return;
-  }
-  throw new LoginError(
-    "config",
-    `The client key "${sanitize(path)}" in ${envFile} is a link to a file outside the project's folder`,
-    {
-      hint:
-        `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
-    },
-  );
-}
-
-/**
- * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
- * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
- */
-function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
-  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
-  return { ...parse(clean) } as Record<string, string>;
-}
-
-/**
- * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
- * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
- */
-function misspeltKeys(dotenv: Record<string, string>): string[] {
-  const ours = Object.values(ENV_VARS) as string[];
-  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
-  const warnings: string[] = [];
-  for (const key of Object.keys(dotenv)) {
-    if (ours.includes(key)) continue;
-    const meant = ours.find((name) => squash(name) === squash(key)) ??
-      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
-    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
-  }
-  return warnings;
-}
-
-/**
- * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
- * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
- * ends, `export ` prefixes, quotes and comments.
- */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
-  let text: string;
-  try {
-    if (!Deno.statSync(path).isFile) return undefined;
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
-    return undefined; // no file: node:util (costly to load) is not needed
-  }
-  const { parseEnv } = await import("node:util");
-  return parseDotenv(text, parseEnv);
-}
 
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
@@ -1491,8 +1550,15 @@ function trustedSources(
   return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
 }
 
+/**
+ * Settings no project file may give: where the user's own secrets are kept (a cloned repository's `.env`
+ * could otherwise move them out of the keychain). Each is read from a flag, the environment or a profile.
+ */
+const PERSONAL_KEYS = ["tokenStorage"] as const;
+
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
 function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if ((PERSONAL_KEYS as readonly string[]).includes(key)) return source !== ".env";
   if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
     return false; // it would turn off a protection the person turned on
   }
@@ -1572,80 +1638,11 @@ function resolveEndpoints(
 }
 
 /**
- * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
- * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
- * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
- * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
+ * Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host
+ * is refused. `discovering`: an API's metadata will name the server and the client (`resourceMode`).
  */
-function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
-  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
-  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
-}
-
-/** A URL's origin, or undefined for text that is no URL. */
-function originOf(text: unknown): string | undefined {
-  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
-}
-
-/**
- * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
- * device code, a credential or a token (token, device authorization, revocation, introspection,
- * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
- * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
- * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
- * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
- * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
- * (`checkProjectMetadata`). Throws LoginError("config").
- */
-function checkProjectEndpoints(
-  issuerText: string | undefined,
-  endpoints: Partial<Record<EndpointKey, string>>,
-  sources: Record<string, ValueSource>,
-  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
-): void {
-  const envFile = options.envFile ?? '".env"';
-  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
-  const named = (key: string, words: string) =>
-    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
-  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
-  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
-    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
-  );
-  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
-    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
-  }
-  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
-  const [, where, text] =
-    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
-      found,
-    ) => found) ?? [];
-  const home = parseUrl(text ?? "");
-  if (!home || !where) return;
-  const allowed = projectOrigins(home, options.preset, options.presetBase);
-  for (const [, words, url] of urls) {
-    const origin = originOf(url);
-    if (origin === undefined || allowed.includes(origin)) continue;
-    // Both the .env's: "than its issuer"; one the preset's: each named in full.
-    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
-    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
-    throw new LoginError(
-      "config",
-      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
-        new URL(url).host
-      }) than ${than} (${home.host})`,
-      {
-        hint: mixed
-          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
-            "another host; if you trust them, pass them as flags"
-          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
-      },
-    );
-  }
-}
-
-/** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
 function checkRequiredSettings(
-  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust }: {
+  { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust, discovering }: {
     cli: Cli;
     flags: FlagValues;
     issuerText?: string;
@@ -1656,9 +1653,10 @@ function checkRequiredSettings(
     clientSecret: string | undefined;
     redirectUri: string | undefined;
     trust: Trust;
+    discovering: boolean;
   },
 ): void {
-  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all);
+  const needsClient = !((cli.command === "logout" || cli.command === "whoami") && flags.all) && !discovering;
   if (!issuerText && !endpoints.tokenEndpoint && needsClient) {
     throw new LoginError("config", "No issuer is configured", {
       hint:
@@ -1784,6 +1782,22 @@ function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: 
   return { format, flow };
 }
 
+/** --token-storage (else the environment's or a profile's, never a `.env`'s; default auto); throws LoginError("usage"). */
+function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Record<string, ValueSource>): TokenStorage {
+  const storage = pick("tokenStorage", flags["token-storage"], ENV_VARS.tokenStorage) ?? "auto";
+  if (storage !== "auto" && storage !== "keychain" && storage !== "file") {
+    const where = sources.tokenStorage === "flag"
+      ? "--token-storage"
+      : sources.tokenStorage === "profile"
+      ? "token_storage in the profile"
+      : ENV_VARS.tokenStorage;
+    throw new LoginError("usage", `The token storage "${sanitize(storage)}" is not auto, keychain or file`, {
+      hint: `set ${where} to auto (the keychain where one answers, else the file), keychain or file`,
+    });
+  }
+  return storage;
+}
+
 /** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
 function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
@@ -1811,13 +1825,15 @@ function resolveConfig(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
   profile?: Profile,
-  options: { presetBase?: string; envFile?: string; envDir?: string } = {},
+  options: { presetBase?: string; envFile?: string } = {},
 ): Config {
   const sources: Record<string, ValueSource> = {};
-  const { trust, flags, pick } = trustedSources(cli, env, dotenv, profile, sources);
+  const trusted = trustedSources(cli, env, dotenv, profile, sources);
+  const { trust, flags } = trusted;
+  let pick = trusted.pick;
   let issuerText = pick("issuer", flags.issuer, ENV_VARS.issuer);
-  const clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
-  const clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
+  let clientId = pick("clientId", flags["client-id"], ENV_VARS.clientId);
+  let clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
   let scope = pick("scope", flags.scope, ENV_VARS.scope);
   let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
 
@@ -1826,7 +1842,14 @@ function resolveConfig(
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
   if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, { ...chosen, ...options });
-  checkRequiredSettings({ cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust });
+  // An API named with no server, or no client id, to sign in for: its metadata names both (RFC 9728).
+  const api = resourceMode(cli, flags, { issuerText, clientId, provider, endpoints });
+  const own = api
+    ? ownClientSettings({ clientId, clientSecret, scope, pick }, sources, { profile, ...options })
+    : undefined;
+  if (own) ({ clientId, clientSecret, scope, pick } = own);
+  const required = { cli, flags, endpoints, ...chosen, clientId, clientSecret, redirectUri, trust };
+  checkRequiredSettings({ ...required, discovering: !!api });
   scope ??= preset?.scope;
   redirectUri = resolveRedirectUri(flags, redirectUri, sources);
   const timeoutMs = resolveTimeoutMs(flags, sources);
@@ -1838,11 +1861,7 @@ function resolveConfig(
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
   const loginHint = flags["login-hint"];
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
-  // Every setting a profile can hold is read from `flags`, the command line's with the profile's beneath.
   const modern = resolveModernConfig({ ...cli, flags }, pick, clientAuth as ClientAuthMethod | undefined, format);
-  if (modern.clientKey && sources.clientKey === ".env") {
-    modern.clientKey = projectKeyPath(modern.clientKey, options.envDir ?? ".", options.envFile ?? '".env"');
-  }
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
@@ -1859,7 +1878,7 @@ function resolveConfig(
     verbose: flags.verbose ?? false,
     clientAuth: (clientAuth ?? (clientSecret ? preset?.clientAuth : undefined)) as ClientAuthMethod | undefined,
     prompt: flags.prompt ?? preset?.prompt,
-    params,
+    params: withStepUpParams(params, modern),
     minTtlMs,
     interactive: flags.interactive ?? false,
     format,
@@ -1876,7 +1895,9 @@ function resolveConfig(
     ...(profile ? { profile: profile.name } : {}),
     ...(loginHint ? { loginHint } : {}),
     par: !flags["no-par"],
+    tokenStorage: resolveTokenStorage(flags, pick, sources),
     ...modern,
+    ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
   };
 }
 
@@ -1923,6 +1944,7 @@ function resolveModernConfig(
   }
   const request = cli.command === "fetch" || format === "headers" ? resourceRequest(cli, resources) : undefined;
   return {
+    ...stepUpSettings(flags),
     dpop,
     clientKey,
     // A client key implies private_key_jwt; otherwise leave clientAuth as resolveConfig set it (a preset's).
@@ -1983,7 +2005,259 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
   return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
 }
 
-// ── 4 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
+// ── 4 The .env file: where it is, what it says and may decide, and what parseEnv would misread ─────────────────────
+
+/**
+ * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
+ * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
+ * was started; outside a task it is unset and the working directory is where the person stands.
+ */
+function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+  const path = flag ?? ".env";
+  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+  const start = initCwd.replace(/[\\/]+$/, "");
+  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+  // somewhere else: then the working directory is where the person (or script) stands.
+  if (cwd !== undefined) {
+    const here = cwd.replace(/[\\/]+$/, "");
+    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+  }
+  return `${start}/${path}`;
+}
+
+/** The path as `--verbose` and `doctor` show it. */
+function describeEnvPath(path: string, cwd?: () => string): string {
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: say it in words */ }
+  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
+}
+
+/** The folder the `.env` at `path` is in, absolute when the working directory is known ("." when not and it is relative). */
+function envFolder(path: string, cwd?: () => string): string {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  const folder = cut < 0 ? "" : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(folder)) return folder;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: relative to it */ }
+  const base = here?.replace(/[\\/]+$/, "");
+  return base ? (folder ? `${base}/${folder}` : base) : folder || ".";
+}
+
+/**
+ * The client key a `.env` names (SECURITY.md 13), as a path in the `.env`'s own folder `dir`, where a
+ * project keeps a key of its own: never through `..` nor an absolute path elsewhere (and, at its use,
+ * never a link leading out: `checkProjectKey`), else a project file could make the tool sign for its
+ * server with one of the person's own keys. Throws LoginError("config"). Pure.
+ */
+function projectKeyPath(value: string, dir: string, envFile: string): string {
+  const absolute = /^(?:[a-zA-Z]:)?[\\/]/.test(value);
+  const root = dir.replace(/[\\/]+$/, "");
+  const inside = absolute ? value.startsWith(`${root}/`) || value.startsWith(`${root}\\`) : true;
+  if (!inside || value.split(/[\\/]/).includes("..")) {
+    throw new LoginError(
+      "config",
+      `The client key "${sanitize(value)}" in ${envFile} is outside the project's folder (${sanitize(root)})`,
+      {
+        hint:
+          `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+      },
+    );
+  }
+  return absolute ? value : `${root}/${value.replace(/^\.[\\/]/, "")}`;
+}
+
+/**
+ * The edge of `projectKeyPath`: the key file's real path (links followed) is in the real `.env`
+ * folder `dir`, or the key is refused (a missing one is `readClientKey`'s to report). Throws
+ * LoginError("config").
+ */
+function checkProjectKey(path: string, dir: string, envFile: string): void {
+  let real: string, root: string;
+  try {
+    [real, root] = [Deno.realPathSync(path), Deno.realPathSync(dir)];
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  if (real.startsWith(`${root.replace(/[\\/]+$/, "")}/`) || real.startsWith(`${root.replace(/[\\/]+$/, "")}\\`)) {
+    return;
+  }
+  throw new LoginError(
+    "config",
+    `The client key "${sanitize(path)}" in ${envFile} is a link to a file outside the project's folder`,
+    {
+      hint:
+        `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+    },
+  );
+}
+
+/**
+ * The configuration with the client key a `.env` names made a path in the `.env`'s own folder
+ * (`projectKeyPath`) and checked there (`checkProjectKey`); as it was for a key from anywhere else (the
+ * cached-token path asks for no working directory). Throws LoginError("config").
+ */
+function withProjectKey(config: Config, envPath: string, deps: Pick<Deps, "cwd">, envFile: string): Config {
+  if (!config.clientKey || config.sources.clientKey !== ".env") return config;
+  const dir = envFolder(envPath, deps.cwd);
+  const clientKey = projectKeyPath(config.clientKey, dir, envFile);
+  checkProjectKey(clientKey, dir, envFile);
+  return { ...config, clientKey };
+}
+
+/**
+ * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
+ * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
+ */
+function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
+  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
+  return { ...parse(clean) } as Record<string, string>;
+}
+
+/**
+ * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
+ * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
+ */
+function misspeltKeys(dotenv: Record<string, string>): string[] {
+  const ours = Object.values(ENV_VARS) as string[];
+  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
+  const warnings: string[] = [];
+  for (const key of Object.keys(dotenv)) {
+    if (ours.includes(key)) continue;
+    const meant = ours.find((name) => squash(name) === squash(key)) ??
+      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
+    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
+  }
+  return warnings;
+}
+
+/**
+ * Lines of dotenv text that `parseEnv` reads as something other than what they say, each as a warning
+ * naming its line (never the value, which may be a secret): `KEY: value`, which it skips, and an
+ * unquoted value with a `#` right after a character, where it cuts the value (`KEY=abc#123` is "abc"). Pure.
+ */
+function dotenvLineProblems(text: string): string[] {
+  const problems: string[] = [];
+  text.replace(/^\uFEFF/, "").split(/\r\n?|\n/).forEach((line, index) => {
+    const key = line.match(/^\s*(?:export\s+)?([A-Za-z_][\w.-]*)\s*([:=])/);
+    if (!key) return;
+    const name = `"${sanitize(key[1], 60)}"`;
+    if (key[2] === ":") {
+      problems.push(`Line ${index + 1} of the .env is not read: ${name} is followed by ":", and dotenv wants "="`);
+    } else if (/^[^'"`]/.test(line.slice(key[0].length)) && /^#|\S#/.test(line.slice(key[0].length))) {
+      problems.push(
+        `Line ${
+          index + 1
+        } of the .env cuts the value of ${name} at "#" (the rest reads as a comment): put the value in quotes`,
+      );
+    }
+  });
+  return problems;
+}
+
+/** What `dotenvLineProblems` found in each `.env` that `readEnvFile` read. */
+const dotenvProblems = new WeakMap<object, string[]>();
+
+/**
+ * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
+ * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
+ * ends, `export ` prefixes, quotes and comments; what it would misread is kept for a warning.
+ */
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+  let text: string;
+  try {
+    if (!Deno.statSync(path).isFile) return undefined;
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
+    return undefined; // no file: node:util (costly to load) is not needed
+  }
+  const { parseEnv } = await import("node:util");
+  const dotenv = parseDotenv(text, parseEnv);
+  const problems = dotenvLineProblems(text);
+  if (problems.length > 0) dotenvProblems.set(dotenv, problems);
+  return dotenv;
+}
+
+/**
+ * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
+ * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
+ * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
+ * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
+ */
+function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
+  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
+}
+
+/** A URL's origin, or undefined for text that is no URL. */
+function originOf(text: unknown): string | undefined {
+  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
+}
+
+/**
+ * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
+ * device code, a credential or a token (token, device authorization, revocation, introspection,
+ * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
+ * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
+ * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
+ * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
+ * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
+ * (`checkProjectMetadata`). Throws LoginError("config").
+ */
+function checkProjectEndpoints(
+  issuerText: string | undefined,
+  endpoints: Partial<Record<EndpointKey, string>>,
+  sources: Record<string, ValueSource>,
+  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
+): void {
+  const envFile = options.envFile ?? '".env"';
+  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
+  const named = (key: string, words: string) =>
+    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
+  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
+  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
+    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
+  );
+  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
+    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
+  }
+  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
+  const [, where, text] =
+    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
+      found,
+    ) => found) ?? [];
+  const home = parseUrl(text ?? "");
+  if (!home || !where) return;
+  const allowed = projectOrigins(home, options.preset, options.presetBase);
+  for (const [, words, url] of urls) {
+    const origin = originOf(url);
+    if (origin === undefined || allowed.includes(origin)) continue;
+    // Both the .env's: "than its issuer"; one the preset's: each named in full.
+    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
+    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
+    throw new LoginError(
+      "config",
+      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
+        new URL(url).host
+      }) than ${than} (${home.host})`,
+      {
+        hint: mixed
+          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
+            "another host; if you trust them, pass them as flags"
+          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
+      },
+    );
+  }
+}
+
+// ── 5 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -2106,7 +2380,7 @@ function profileFlags(
       });
     }
     if (!flag) {
-      warn(`warning: Unknown setting ${setting}; it is ignored\n`);
+      warn(`warning: Unknown setting ${setting}; it is ignored`);
       continue;
     }
     const spec = FLAGS[flag] as { type: string; multiple?: boolean };
@@ -2195,7 +2469,10 @@ function profileSettings(
     if (RUN_FLAGS.has(flag)) continue;
     const variable = (ENV_VARS as Record<string, string>)[camelCase(flag)];
     let value = merged[flag];
-    if (variable) value = flags[flag as Flag] || env(variable) || dotenv[variable] || profile?.flags[flag as Flag];
+    // Where secrets are kept is the machine's choice (its environment), saved only when given as a flag.
+    const personal = (PERSONAL_KEYS as readonly string[]).includes(camelCase(flag));
+    if (personal) value = flags[flag as Flag] || profile?.flags[flag as Flag];
+    else if (variable) value = flags[flag as Flag] || env(variable) || dotenv[variable] || profile?.flags[flag as Flag];
     if (value === undefined || value === "" || value === false) continue;
     if (flag === "param") {
       const params: Record<string, string> = {};
@@ -2227,7 +2504,10 @@ function usableDotenv(
   dotenv: Record<string, string> | undefined,
   config: Pick<Config, "trust">,
 ): Record<string, string> {
-  return Object.fromEntries(Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)));
+  const personal = PERSONAL_KEYS.map((key) => ENV_VARS[key] as string);
+  return Object.fromEntries(
+    Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name) && !personal.includes(name)),
+  );
 }
 
 /** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
@@ -2374,6 +2654,34 @@ function namedProfile(
   return undefined;
 }
 
+/** The first setting outside any profile that names the server (`--provider`, `OAUTH_ISSUER in .env`), if any. */
+function serverNamedElsewhere(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string> | undefined,
+): string | undefined {
+  for (const key of DESTINATION_KEYS) {
+    const variable = (ENV_VARS as Record<string, string>)[key];
+    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
+    if (env(variable)) return `${variable} in the environment`;
+    // A project's .env may stand for the server only whole (its issuer or preset); its endpoints alone
+    // never set the person's default profile aside (they are ignored, with a warning: see decideTrust).
+    if ((key === "issuer" || key === "provider") && dotenv?.[variable]) return `${variable} in .env`;
+  }
+  return undefined;
+}
+
+/** `--verbose`: says that the config file's default profile was left out, and why (reads the file only then). */
+async function traceDefaultProfileLeftOut(named: string, deps: Pick<Deps, "env" | "os" | "stderr">): Promise<void> {
+  const path = configPath(deps.env, deps.os);
+  const file = path ? await readConfigFile(path).catch(() => undefined) : undefined;
+  const name = file?.data.default_profile;
+  if (typeof name !== "string") return;
+  deps.stderr(
+    `trace: the default profile "${sanitize(name)}" of ${sanitize(path)} is not used: ${named} names the server\n`,
+  );
+}
+
 /**
  * The profile this run uses. The config file is read only when one is named (`--profile`,
  * `OAUTH_PROFILE`), when `--save-profile` is given, or when nothing else sets the issuer or a provider
@@ -2398,9 +2706,12 @@ async function selectProfile(
   }
   if (!chosen && saving === undefined) {
     if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
-    // A server named elsewhere (an issuer, or a preset, which implies one) is not the default profile's.
-    const names = (variable: string) => deps.env(variable) || dotenv?.[variable];
-    if (flags.issuer || flags.provider || names(ENV_VARS.issuer) || names(ENV_VARS.provider)) return undefined;
+    // A server named elsewhere (an issuer, a preset or its tenant, an endpoint) is not the default profile's.
+    const named = serverNamedElsewhere(flags, deps.env, dotenv);
+    if (named) {
+      if (flags.verbose) await traceDefaultProfileLeftOut(named, deps);
+      return undefined;
+    }
   }
   for (const name of [chosen?.name, saving]) {
     if (name !== undefined && (!PROFILE_NAME.test(name) || name === "default_profile")) {
@@ -2443,7 +2754,7 @@ async function selectProfile(
     name: saving ?? chosen.name,
     path,
     chosenBy: chosen.by,
-    flags: profileFlags(table, { name: chosen.name, path }, deps.stderr),
+    flags: profileFlags(table, { name: chosen.name, path }, (text) => say(deps, text)),
   };
 }
 
@@ -2552,7 +2863,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
   return replaced;
 }
 
-// ── 5 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
+// ── 6 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
 
 /** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
 interface Preset {
@@ -2578,6 +2889,8 @@ interface Preset {
   endpoints?: Partial<Record<EndpointKey, string>>;
   /** The default scope. */
   scope?: string;
+  /** Its authorization endpoint reads commas in `scope` as separators too (GitHub's own answers use them). */
+  commaScopes?: boolean;
   /** Extra authorization parameters it wants (for a refresh token, say). */
   params?: [string, string][];
   prompt?: string;
@@ -2614,6 +2927,7 @@ const PRESETS: Record<string, Preset> = {
       userinfoEndpoint: "https://api.github.com/user",
     },
     scope: "read:user",
+    commaScopes: true,
     clientAuth: "client_secret_post",
     userClaim: "login",
     tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
@@ -2788,7 +3102,7 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
     : "";
 }
 
-// ── 6 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
+// ── 7 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
 
 /** Every request is aborted after this long (connect, headers and body), unless `Deps.httpTimeoutMs` says otherwise. */
 const HTTP_TIMEOUT_MS = 30_000;
@@ -3012,6 +3326,7 @@ const SECRET_FIELDS = new Set([
   "device_code",
   "password",
   "client_assertion",
+  "registration_access_token",
 ]);
 
 /** Shows at most a short prefix of a secret. */
@@ -3191,11 +3506,22 @@ function traceRequest(trace: Trace, method: string, url: URL, init: RequestInit)
     : "";
   const headers = new Headers(init.headers);
   const auth = headers.get("authorization");
+  const json = headers.get("content-type")?.includes("json") ? parseJsonObject(sent) : undefined;
   trace(
     `> ${method} ${url.origin}${url.pathname}${url.search ? "?" + describeFields(url.searchParams) : ""}` +
-      (sent ? ` ${describeFields(new URLSearchParams(sent))}` : "") +
+      (sent ? ` ${describeFields(json ? Object.entries(json) : new URLSearchParams(sent))}` : "") +
       (auth ? ` authorization=${redact(auth)}` : "") + (headers.has("dpop") ? " dpop=(a proof)" : ""),
   );
+}
+
+/** A JSON object's members, or undefined for anything else (not JSON, an array, a string...). Pure. */
+function parseJsonObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === "object" && !Array.isArray(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** An answer as a `Response` again, for oauth4webapi (a status that has no body gets none). */
@@ -3363,7 +3689,7 @@ async function sendWithToken(
   return answer!;
 }
 
-// ── 7 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
+// ── 8 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
 
 interface IssuerClient {
   as: Oauth.AuthorizationServer;
@@ -3397,6 +3723,23 @@ function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
     throw new LoginError("config", `The issuer "${url.href}" must use https`, {
       hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
     });
+  }
+  const has = (name: string) => url.searchParams.has(name);
+  const callback = has("code") || (has("state") && (has("error") || has("iss")));
+  if (callback || (url.protocol === "http:" && url.pathname === CALLBACK_PATH)) {
+    // The address the browser ended on after a sign-in (its code is a secret: not shown).
+    const iss = url.searchParams.get("iss");
+    throw new LoginError(
+      "config",
+      `The issuer "${url.origin}${url.pathname}${url.search ? "?…" : ""}" is the address a browser ends on ` +
+        "after signing in, not an issuer",
+      {
+        hint: iss && parseUrl(iss)
+          ? `the server named itself in that address (iss): use --issuer ${sanitize(iss)}`
+          : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
+            "the address the browser ends on is pasted into the terminal while a login waits",
+      },
+    );
   }
   if (url.search || url.hash || url.username || url.password) {
     throw new LoginError(
@@ -3453,7 +3796,9 @@ function manualMetadata(config: Config): Oauth.AuthorizationServer {
 async function discover(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {
   const issuer = withoutIssuer(config)
     ? await issuerFor(manualMetadata(config), config, deps, trace)
-    : await discoverIssuer(config, deps, trace);
+    : await discoverIssuer(config, deps, trace).catch((error) => {
+      throw plainHttpIssuer(error, config);
+    });
   issuer.userClaim = config.userClaim;
   issuer.whoAmI = config.userinfoEndpoint !== undefined;
   if (config.trust?.decidedBy === ".env") checkProjectMetadata(issuer.as, config, deps.presetBase);
@@ -3826,7 +4171,7 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authTo, authMethod, http };
 }
 
-// ── 8 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
+// ── 9 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
 interface DpopState {
@@ -3853,6 +4198,29 @@ function dpopAlgorithm(supported: unknown): string {
     );
   }
   return alg;
+}
+
+/**
+ * Refuses `--dpop` before the browser opens at a server whose metadata lists no DPoP algorithms
+ * (`dpop_signing_alg_values_supported`, RFC 9449 §5.1): it would sign the person in and then refuse the
+ * proof-bound exchange, however often the login is run. Endpoints given by hand have no metadata to
+ * tell, so they are tried. Throws LoginError("config").
+ */
+function checkDpopOffered(as: Oauth.AuthorizationServer, config: Config): void {
+  if (withoutIssuer(config) || Array.isArray(as.dpop_signing_alg_values_supported)) return;
+  const source = config.sources.dpop;
+  const off = source === "flag"
+    ? "leave out --dpop"
+    : source === "profile"
+    ? `remove dpop from the profile "${sanitize(config.profile)}"`
+    : `unset ${ENV_VARS.dpop}${source === ".env" ? " in .env" : ""}`;
+  throw new LoginError(
+    "config",
+    `The server at ${
+      new URL(as.issuer).host
+    } does not offer DPoP: its metadata lists no dpop_signing_alg_values_supported`,
+    { hint: `sign in without DPoP: ${off}` },
+  );
 }
 
 /** The WebCrypto algorithm for a JWS algorithm name. */
@@ -4008,7 +4376,7 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
   return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
 }
 
-// ── 9 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ─────────────────────────────────────
+// ── 10 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ────────────────────────────────────
 
 /** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
 function scopeList(scope: string): string[] {
@@ -4029,18 +4397,26 @@ function sameScope(asked: string, granted: string): boolean {
   return a === g || g === `userinfo.${a}` || a === `userinfo.${g}`;
 }
 
+/** OpenID Connect's scopes for claims about the person (Core §5.4): they shape the ID token, not an API's access token. */
+const IDENTITY_SCOPES = new Set(["openid", "profile", "email", "address", "phone"]);
+
 /**
  * The scopes asked for (space-separated) that a token response clearly did not grant. None when it
  * states no scope (RFC 6749 §5.1: then it granted what was asked); `offline_access` is shown by a
  * refresh token (its absence has a note of its own), `openid` by an ID token, Entra's `…/.default`
- * by whatever was granted; the rest compare with `sameScope`, in any order.
+ * by whatever was granted; with a `resource` asked for (RFC 8707), the access token's scope is that
+ * resource's, so the identity scopes are shown by the ID token alone; the rest compare with `sameScope`.
  */
-function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unknown }): string[] {
+function missingScopes(
+  asked: string,
+  tokens: { scope?: unknown; id_token?: unknown },
+  forResource = false,
+): string[] {
   if (typeof tokens.scope !== "string" || tokens.scope.trim() === "") return [];
   const granted = scopeList(tokens.scope);
   return scopeList(asked).filter((scope) =>
     scope !== "offline_access" && !(scope === "openid" && tokens.id_token) && !scope.endsWith("/.default") &&
-    !granted.some((g) => sameScope(scope, g))
+    !(forResource && tokens.id_token && IDENTITY_SCOPES.has(scope)) && !granted.some((g) => sameScope(scope, g))
   );
 }
 
@@ -4048,6 +4424,30 @@ function missingScopes(asked: string, tokens: { scope?: unknown; id_token?: unkn
 function defaultScope(scopesSupported: unknown): string {
   const offline = Array.isArray(scopesSupported) && scopesSupported.includes("offline_access");
   return offline ? "openid profile offline_access" : "openid profile";
+}
+
+/**
+ * Refuses a scope written with commas (`openid,profile`) before the browser opens: RFC 6749 §3.3
+ * separates scope tokens with spaces, so a server reads it as one unknown scope, and the person who
+ * clicks Allow is then told the sign-in was declined. Allowed where commas are the server's own
+ * dialect: a preset that says so (`commaScopes`), a server without discovery (Strava's and Slack's
+ * endpoints given by hand), or a token the metadata's `scopes_supported` lists. Throws LoginError("usage").
+ */
+function checkScopeDelimiters(scope: string, as: Oauth.AuthorizationServer, config: Config): void {
+  if (!scope.includes(",") || presetOf(config)?.commaScopes || withoutIssuer(config)) return;
+  const listed = Array.isArray(as.scopes_supported) ? as.scopes_supported : [];
+  if (!scopeList(scope).some((token) => token.includes(",") && !listed.includes(token))) return;
+  const spaced = scope.split(/[\s,]+/).filter(Boolean).join(" ");
+  const from = config.sources.scope;
+  throw new LoginError(
+    "usage",
+    `The scope "${sanitize(scope)}" is written with commas, but scopes are separated by spaces`,
+    {
+      hint: from === "flag" || from === undefined
+        ? `write it as --scope "${sanitize(spaced)}"`
+        : `write ${settingOrigin(config, "scope")} with spaces: "${sanitize(spaced)}"`,
+    },
+  );
 }
 
 /** What one authorization request is bound to: PKCE, `state`, `nonce` and the redirect URI. */
@@ -4061,6 +4461,13 @@ interface PendingRequest {
   resource?: string;
 }
 
+/**
+ * The server refused the authorization request before the browser opened (the pushed request, or the
+ * preflight, answered with an error): the client, its redirect URI or the scope is wrong (exit 2). A
+ * client this tool registered and the server no longer knows is registered again on it (`signInAtResource`).
+ */
+class RejectedRequest extends LoginError {}
+
 /** The OAuth errors that mean the request itself is wrong (client, redirect URI, scope): exit 2. */
 const REJECTED_REQUEST = new Set([
   "invalid_client",
@@ -4069,6 +4476,24 @@ const REJECTED_REQUEST = new Set([
   "unauthorized_client",
   "invalid_request",
 ]);
+
+/**
+ * An authorization request ready for a browser: `url` (with `request_uri` when pushed), whether the
+ * server has accepted the client id and redirect URI (`checked`, by PAR or the preflight), and for a
+ * pushed one when its `request_uri` expires (`expiresAt`, ms, RFC 9126 §2.2 `expires_in`) and how to
+ * push a fresh one (`push`: same `state`, PKCE verifier and nonce). `elsewhere` is the address that
+ * keeps working in a browser on another machine: the whole request in the URL where the server allows
+ * it (no expiry), else a pushed one.
+ */
+interface AuthorizationAddress {
+  url: URL;
+  pushed: boolean;
+  checked: boolean;
+  status?: number;
+  expiresAt?: number;
+  push?: () => Promise<{ url: URL; expiresAt: number }>;
+  elsewhere: URL;
+}
 
 /**
  * Builds the authorization request (RFC 6749 §4.1.1, PKCE S256 per RFC 7636) and makes sure the
@@ -4085,9 +4510,9 @@ async function authorizationRequest(
   request: PendingRequest,
   deps: Deps,
   trace?: Trace,
-): Promise<{ url: URL; pushed: boolean; checked: boolean; status?: number }> {
+): Promise<AuthorizationAddress> {
   const oauth = await lib();
-  const { as, client, http } = issuer;
+  const { as } = issuer;
   const url = assertEndpoint(as.authorization_endpoint, "authorization_endpoint", as.issuer);
   const params = new URLSearchParams();
   params.set("response_type", "code");
@@ -4101,49 +4526,75 @@ async function authorizationRequest(
   if (config.prompt) params.set("prompt", config.prompt);
   for (const [key, value] of config.params) params.append(key, value);
   if (issuer.dpop) params.set("dpop_jkt", await issuer.dpop.handle.calculateThumbprint()); // RFC 9449 §10
+  const plain = new URL(url);
+  for (const [key, value] of params) plain.searchParams.append(key, value);
 
   const offered = typeof as.pushed_authorization_request_endpoint === "string";
-  if (offered && (config.par || as.require_pushed_authorization_requests === true)) {
+  const required = as.require_pushed_authorization_requests === true;
+  if (offered && (config.par || required)) {
     assertEndpoint(as.pushed_authorization_request_endpoint, "pushed_authorization_request_endpoint", as.issuer);
-    let pushed: Oauth.PushedAuthorizationResponse;
-    try {
-      pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
-        const auth = issuer.authTo(as.pushed_authorization_request_endpoint);
-        const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
-        return await oauth.processPushedAuthorizationResponse(as, client, response);
-      });
-    } catch (error) {
-      const explained = await explain(error, "push the authorization request");
-      if (explained instanceof ErrorResponse && REJECTED_REQUEST.has(explained.code)) {
-        const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
-        throw new LoginError(
-          "config",
-          `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
-          {
-            // A JWT client authentication refused at the PAR endpoint: the key (or secret) is what to check.
-            hint: explained.code === "invalid_client" && issuer.authMethod.endsWith("_jwt")
-              ? (exchangeHint(explained, issuer) as ErrorResponse).hint
-              : rejectedRequestHint(config.clientId, request.redirectUri),
-            cause: error,
-          },
-        );
-      }
-      throw explained;
-    }
-    url.searchParams.set("client_id", config.clientId);
-    url.searchParams.set("request_uri", pushed.request_uri);
-    return { url, pushed: true, checked: true };
+    const push = () => pushRequest(issuer, config, { url, params, redirectUri: request.redirectUri }, deps);
+    const first = await push();
+    return { ...first, pushed: true, checked: true, push, elsewhere: required ? first.url : plain };
   }
-  for (const [key, value] of params) url.searchParams.append(key, value);
-  const answer = await preflight(url, deps, trace);
+  const answer = await preflight(plain, deps, trace);
   if (answer && (answer.status === 400 || answer.status === 401)) {
-    throw new LoginError(
+    throw new RejectedRequest(
       "config",
       `The server rejected the sign-in request (HTTP ${answer.status})${answer.text ? `: ${answer.text}` : ""}`,
       { hint: rejectedRequestHint(config.clientId, request.redirectUri) },
     );
   }
-  return { url, pushed: false, checked: answer !== undefined && answer.status < 400, status: answer?.status };
+  const checked = answer !== undefined && answer.status < 400;
+  return { url: plain, pushed: false, checked, status: answer?.status, elsewhere: plain };
+}
+
+/** A `request_uri` is used no later than this before its `expires_in` runs out (the browser's trip takes time). */
+const PUSHED_REQUEST_MARGIN_MS = 5_000;
+
+/**
+ * Pushes the authorization request's parameters (RFC 9126 §2) and returns the short URL for the
+ * browser (`client_id` and `request_uri`) with when to stop handing it out (ms). Throws
+ * LoginError("config") with the server's words when it rejects the client, redirect URI or scope.
+ */
+async function pushRequest(
+  issuer: IssuerClient,
+  config: Config,
+  { url, params, redirectUri }: { url: URL; params: URLSearchParams; redirectUri: string },
+  deps: Deps,
+): Promise<{ url: URL; expiresAt: number }> {
+  const oauth = await lib();
+  const { as, client, http } = issuer;
+  let pushed: Oauth.PushedAuthorizationResponse;
+  try {
+    pushed = await onceMoreForNonce(issuer, async () => { // with DPoP, `http` makes a proof (RFC 9449 §10.1)
+      const auth = issuer.authTo(as.pushed_authorization_request_endpoint);
+      const response = await oauth.pushedAuthorizationRequest(as, client, auth, params, http);
+      return await oauth.processPushedAuthorizationResponse(as, client, response);
+    });
+  } catch (error) {
+    const explained = await explain(error, "push the authorization request");
+    if (explained instanceof ErrorResponse && REJECTED_REQUEST.has(explained.code)) {
+      const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
+      throw new RejectedRequest(
+        "config",
+        `The server rejected the sign-in request: it answered "${sanitize(explained.code, 60)}"${detail}`,
+        {
+          // Refused at an endpoint that authenticates the client: what was sent is what to check.
+          hint: explained.code === "invalid_client"
+            ? clientRefusedHint(config, issuer.authMethod)
+            : rejectedRequestHint(config.clientId, redirectUri),
+          cause: error,
+        },
+      );
+    }
+    throw explained;
+  }
+  const short = new URL(url);
+  short.searchParams.set("client_id", config.clientId);
+  short.searchParams.set("request_uri", pushed.request_uri);
+  const lifetimeMs = Math.max(0, Number(pushed.expires_in) * 1000 || 0);
+  return { url: short, expiresAt: deps.now() + lifetimeMs - Math.min(PUSHED_REQUEST_MARGIN_MS, lifetimeMs / 4) };
 }
 
 /** The most of a preflight answer we read, and how long it may take. */
@@ -4210,7 +4661,7 @@ function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-// ── 10 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
+// ── 11 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
 
 /** The callback path of the default redirect URI. */
 const CALLBACK_PATH = "/callback";
@@ -4279,70 +4730,68 @@ function hostsFor(redirect: Redirect, port: number): string[] {
 /** A shutdown of the callback server never waits longer than this for the answers under way. */
 const SHUTDOWN_GRACE_MS = 1_000;
 
+/** What answers the callback server's requests. */
+type Handler = (request: Request) => Response | Promise<Response>;
+
 /**
- * The callback server's limits. Deno.serve has none of them, and its accept loop ends for good at the
- * first failed accept (denoland/deno#10148): a local process that held enough idle connections to
- * use up the descriptors crashed a waiting login. So the server is our own, one request per
- * connection: at most MAX_CONNECTIONS open (more wait in the kernel's backlog, unaccepted); one that
- * has sent no complete request within IDLE_GRACE_MS is closed when another needs its place, and
- * every one within HEAD_TIMEOUT_MS; a failed accept (no descriptor left) is tried again, with fewer
- * connections allowed from then on, so that the code exchange and the cache still get descriptors.
+ * Whether the program at the other end of a connection (`remote`; `local` is the guard's end) may be
+ * answered (`sameUser`), asked once it has sent something. Absent: any.
  */
-const MAX_CONNECTIONS = 64;
-const IDLE_GRACE_MS = 250;
-const HEAD_TIMEOUT_MS = 10_000;
-const ACCEPT_RETRY_MS = 50;
-/** Descriptors left to the rest of the login once there were none: the connections allowed drop by this many. */
-const DESCRIPTOR_RESERVE = 8;
-const MIN_CONNECTIONS = 4;
-/** The request line and headers: at most this many bytes and header lines (more gets 431); the request line alone, 8 KiB (414). */
-const MAX_HEAD_BYTES = 32 * 1024;
-const MAX_HEADER_LINES = 100;
-const MAX_REQUEST_LINE_BYTES = 8 * 1024;
-/** After its answer, a connection reads and drops what the client still sends, this long at most (a lingering close). */
-const LINGER_MS = 1_000;
-
-/** The two ends of the connection a request came on: the callback server's (`local`) and the client's. */
-interface Peer {
-  local: Deno.NetAddr;
-  remote: Deno.NetAddr;
-}
-
-/** A request handler of the callback server: the request, and (from a connection, not a pasted address) its ends. */
-type CallbackHandler = (request: Request, peer?: Peer) => Response | Promise<Response>;
+type Admit = (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<boolean>;
 
 interface Listener {
   port: number;
   /** Installs the handler; until then every request gets 503. */
-  handle(handler: CallbackHandler): void;
+  handle(handler: Handler): void;
   close(): Promise<void>;
 }
 
-/** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
-function listen(redirect: Redirect): Listener {
-  let handler: CallbackHandler | undefined;
-  const server = callbackServer((request, peer) =>
-    handler ? handler(request, peer) : page(503, "Not ready", "Try again in a moment.")
-  );
-  const serve = (hostname: string, port: number) => Deno.listen({ hostname, port, transport: "tcp" });
-  const listeners: Deno.TcpListener[] = [];
+/**
+ * Serves the callback on the loopback address(es) of the redirect (`localhost`: 127.0.0.1 and ::1,
+ * one port). Deno.serve hosts it: on a Unix socket in a private folder, reached only through the
+ * connection guard that holds the loopback port (`guardConnections`). On Windows, where Deno has no
+ * Unix sockets, Deno.serve listens on the loopback port itself, without the guard's limits.
+ */
+async function listen(redirect: Redirect, admit?: Admit): Promise<Listener> {
+  let handler: Handler | undefined;
+  const serve: Handler = (request) => handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
+  const host = Deno.build.os === "windows"
+    ? await serveDirectly(redirect, serve)
+    : serveGuarded(redirect, serve, admit);
+  return {
+    port: host.port,
+    handle(next) {
+      handler = next;
+    },
+    close: host.close,
+  };
+}
+
+/**
+ * Binds every address of the redirect on one port with `bind` (an ephemeral port: the one the first
+ * address got); a machine without IPv6 serves `localhost` on 127.0.0.1 alone. Throws `bindFailure`.
+ */
+function bindLoopback<T extends { addr: Deno.NetAddr; close(): void }>(
+  redirect: Redirect,
+  bind: (hostname: string, port: number) => T,
+): T[] {
+  const bound: T[] = [];
   let port = redirect.port;
   for (let attempt = 0;; attempt++) {
     try {
       for (const address of redirect.addresses) {
         try {
-          const listener = serve(address, port);
-          listeners.push(listener);
-          port = listener.addr.port;
+          bound.push(bind(address, port));
+          port = bound[0].addr.port;
         } catch (error) {
           // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
-          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && listeners.length > 0) continue;
+          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
           throw error;
         }
       }
-      break;
+      return bound;
     } catch (error) {
-      for (const listener of listeners.splice(0)) listener.close(); // nothing was accepted on them yet
+      for (const one of bound.splice(0)) one.close(); // nothing was served on them yet
       // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
       if (error instanceof Deno.errors.AddrInUse && redirect.port === 0 && attempt < 5) {
         port = 0;
@@ -4351,35 +4800,319 @@ function listen(redirect: Redirect): Listener {
       throw bindFailure(error, redirect, port);
     }
   }
-  for (const listener of listeners) server.serve(listener);
-  return {
-    port,
-    handle(next) {
-      handler = next;
-    },
-    close: () => server.close(),
-  };
 }
 
-/** One accepted connection of the callback server. */
-interface Connection {
-  conn: Deno.Conn;
+/** A Unix socket's path holds at most 104 bytes (macOS; 108 on Linux): a longer TMPDIR gives way to /tmp. */
+const MAX_FOLDER_BYTES = 90;
+
+/** Deno.serve on a Unix socket in a new private folder (0700, removed at close), behind the guard on the loopback. */
+function serveGuarded(redirect: Redirect, serve: Handler, admit?: Admit): { port: number; close(): Promise<void> } {
+  const listeners = bindLoopback(redirect, (hostname, port) => Deno.listen({ hostname, port, transport: "tcp" }));
+  let folder: string | undefined;
+  try {
+    folder = Deno.makeTempDirSync({ prefix: "oauth-login-" }); // 0700: no other user can reach the socket
+    if (new TextEncoder().encode(folder).length > MAX_FOLDER_BYTES) {
+      Deno.removeSync(folder);
+      folder = Deno.makeTempDirSync({ dir: "/tmp", prefix: "oauth-login-" });
+    }
+    const path = `${folder}/http.sock`;
+    const http = serveOn({ path }, serve);
+    const guard = guardConnections(listeners, () => Deno.connect({ transport: "unix", path }), { folder, admit });
+    return {
+      port: listeners[0].addr.port,
+      async close() {
+        await guard.stop();
+        // Graceful: Deno.serve writes out the answers under way and closes idle keep-alive connections.
+        // Not an abort: it could cut off a page whose `info.completed` has resolved before the page was
+        // written, and once shutdown() has begun, an abort throws (BadResource, in an event listener).
+        const shutdown = http.server.shutdown().catch(() => {});
+        const grace = delay(SHUTDOWN_GRACE_MS);
+        await Promise.race([shutdown.then(guard.flushed), grace.done]);
+        grace.cancel();
+        await guard.cut(); // whatever is left (a client that neither reads nor closes, an endless body)
+        const handlers = delay(SHUTDOWN_GRACE_MS); // all connections are gone: only a handler still at work holds it
+        await Promise.race([shutdown, handlers.done]);
+        handlers.cancel();
+        await Deno.remove(folder!, { recursive: true }).catch(() => {});
+      },
+    };
+  } catch (error) {
+    for (const listener of listeners) listener.close();
+    if (folder) Deno.removeSync(folder, { recursive: true });
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    throw new LoginError(
+      "config",
+      "Deno's permissions do not allow the callback server's socket in the temporary folder",
+      {
+        hint: "run again with --allow-read and --allow-write for the temporary folder (TMPDIR, else /tmp), " +
+          "as the deno.json tasks grant",
+      },
+    );
+  }
+}
+
+/** Windows: Deno.serve on the loopback port itself (Deno has no Unix sockets there), so without the guard's limits. */
+async function serveDirectly(redirect: Redirect, serve: Handler): Promise<{ port: number; close(): Promise<void> }> {
+  const aborted: Served[] = []; // those of a failed attempt to bind, which never served
+  try {
+    const servers = bindLoopback(redirect, (hostname, port) => {
+      const http = serveOn({ hostname, port }, serve);
+      const close = () => {
+        aborted.push(http);
+        http.controller.abort();
+      };
+      return { ...http, addr: http.server.addr as Deno.NetAddr, close };
+    });
+    return {
+      port: servers[0].addr.port,
+      async close() {
+        // Graceful, as above; a connection that outlasts the grace is left to the end of the process.
+        const grace = delay(SHUTDOWN_GRACE_MS);
+        await Promise.race([Promise.all(servers.map((http) => http.server.shutdown().catch(() => {}))), grace.done]);
+        grace.cancel();
+      },
+    };
+  } finally {
+    await Promise.all(aborted.map((http) => http.server.finished.catch(() => {}))); // their ports are free again
+  }
+}
+
+/** A Deno.serve server of the callback and the controller that stops it. */
+interface Served {
+  server: Deno.HttpServer<Deno.Addr>;
+  controller: AbortController;
+}
+
+/**
+ * Deno.serve on a Unix socket (`path`) or a loopback address, quiet, with a plain page when the
+ * handler throws. Deno moves the first server of a process to DENO_SERVE_ADDRESS when that is set
+ * (all interfaces, if it says so, or there as well as here): the variable is removed from this
+ * process first, and a server that is not where it was asked is refused.
+ */
+function serveOn(where: { path: string } | { hostname: string; port: number }, handler: Handler): Served {
+  const variable = { name: "env", variable: "DENO_SERVE_ADDRESS" } as const;
+  if (Deno.permissions.querySync(variable).state === "granted") Deno.env.delete(variable.variable);
+  const controller = new AbortController();
+  const serve = (request: Request) => handler(request); // `info.remoteAddr` would be the socket, not the browser
+  const onError = () => page(500, "Error", "Something went wrong; see the terminal.");
+  const options = { signal: controller.signal, onListen() {}, onError };
+  const server: Deno.HttpServer<Deno.Addr> = "path" in where
+    ? Deno.serve({ ...options, transport: "unix", path: where.path }, serve)
+    : Deno.serve({ ...options, ...where }, serve);
+  // Deno.serve's accept loop ends at its first failed accept and rejects `finished`: never uncaught.
+  server.finished.catch(() => {});
+  const addr = server.addr as { path?: string; hostname?: string; port?: number };
+  const moved = "path" in where
+    ? addr.path !== where.path
+    : addr.hostname !== where.hostname || (where.port !== 0 && addr.port !== where.port);
+  if (moved) {
+    controller.abort();
+    const at = addr.path ?? `${addr.hostname}:${addr.port}`;
+    throw new LoginError("config", `DENO_SERVE_ADDRESS moved the login's callback server to "${sanitize(at)}"`, {
+      hint: "unset DENO_SERVE_ADDRESS for the login, or let the login read it (--allow-env=DENO_SERVE_ADDRESS) " +
+        "so that it sets it aside",
+    });
+  }
+  return { server, controller };
+}
+
+/**
+ * The connection guard's limits (see `guardConnections`). Each connection costs three descriptors:
+ * its socket, ours to Deno.serve and Deno.serve's end of it.
+ */
+const MAX_CONNECTIONS = 64;
+/** A connection without a complete request head may give its place after this, and is closed after HEAD_TIMEOUT_MS. */
+const IDLE_GRACE_MS = 250;
+const HEAD_TIMEOUT_MS = 10_000;
+/** A connection older than this gives its place too, whatever it does: none is held for good by being kept busy. */
+const OLD_MS = 10_000;
+/** A connection is taken only while this many descriptors are left: for the next ones, the code exchange, the cache. */
+const FREE_DESCRIPTORS = 12;
+/** After a failed accept (or too few descriptors left) the guard retries after this, allowing two connections fewer. */
+const ACCEPT_RETRY_MS = 50;
+const MIN_CONNECTIONS = 4;
+/** After Deno.serve has ended a connection, the client has this long to read the end of the answer and close. */
+const LINGER_MS = 1_000;
+
+/** One connection the guard accepted and splices to Deno.serve. */
+interface Spliced {
   /** When it was accepted (performance.now()). */
   since: number;
-  /** Its request head is complete: it is no longer idle, and close() lets its answer go out. */
+  /** Its first request head is complete ("\r\n\r\n" came). */
   requested: boolean;
-  /** Resolves once its answer is written, or cannot be. */
-  answered: PromiseWithResolvers<void>;
-  /** Resolves when the server closes it: idle or slow, or the server shuts down. */
-  closed: PromiseWithResolvers<void>;
-  /** Resolves once it is closed and forgotten. */
+  /** The last bytes were Deno.serve's: an answer is out and nothing was asked since (keep-alive). */
+  answered: boolean;
+  /** Closes both of its sockets. */
+  cut(): void;
+  /** Resolves once Deno.serve has ended its side and all it wrote is passed on. */
+  flushed: Promise<void>;
+  /** Resolves once both sockets are closed. */
   done: Promise<void>;
 }
 
-/** Closes a connection from the server's side: whatever it was doing ends. */
-function closeConnection(connection: Connection): void {
-  connection.closed.resolve();
-  closeQuietly(connection.conn);
+/**
+ * The connection guard: the only thing listening on the loopback port. It accepts within limits and
+ * splices each connection's bytes both ways to Deno.serve (`upstream` connects to it), parsing no
+ * HTTP. It exists because Deno.serve's accept loop ends for good at its first failed accept
+ * (EMFILE; denoland/deno#10148) and Deno.serve has no connection limit and no idle or header timeout:
+ * idle local connections that used up the descriptors crashed a waiting login. Deno.serve still
+ * parses every byte (the design card: the HTTP is Deno's, that is hyper's, not ours to own).
+ *
+ * Limits: at most MAX_CONNECTIONS open, one more accepted and waiting for a place, the rest
+ * unaccepted in the kernel's backlog; a connection is taken only while FREE_DESCRIPTORS can be
+ * opened (`reserveDescriptors`, so that Deno.serve's own accept always finds one); a failed accept,
+ * or too few descriptors, lowers the limit and is retried after ACCEPT_RETRY_MS; for a connection
+ * that came, the oldest idle one is cut: no complete request head after IDLE_GRACE_MS, its answer
+ * out (kept alive by the client: Deno.serve has no idle timeout), or older than OLD_MS.
+ */
+function guardConnections(
+  listeners: Deno.TcpListener[],
+  upstream: () => Promise<Deno.Conn>,
+  { folder, admit }: { folder: string; admit?: Admit },
+) {
+  const open = new Set<Spliced>(); // in the order accepted: the oldest first
+  let cap = MAX_CONNECTIONS;
+  let closing = false;
+  /** Whether a connection may give its place: no request head after IDLE_GRACE_MS, its answer out, or old. */
+  const idle = (c: Spliced, now: number) => {
+    const age = now - c.since;
+    return c.requested ? c.answered || age >= OLD_MS : age >= IDLE_GRACE_MS;
+  };
+  /** Waits for room for one more connection, cutting the oldest idle one; false once closing. */
+  const room = async (): Promise<boolean> => {
+    while (!closing && open.size >= cap) {
+      const now = performance.now();
+      const oldest = [...open].find((connection) => idle(connection, now));
+      if (oldest) {
+        oldest.cut();
+        await oldest.done;
+      } else await delay(ACCEPT_RETRY_MS).done;
+    }
+    return !closing;
+  };
+  const acceptLoop = async (listener: Deno.TcpListener) => {
+    while (!closing) {
+      let conn: Deno.Conn | undefined;
+      try {
+        reserveDescriptors(folder, FREE_DESCRIPTORS); // throws EMFILE as accept would, before a connection is taken
+        conn = await listener.accept();
+        // Only a connection that came takes a place from another: meanwhile the rest wait in the backlog.
+        if (!await room()) return closeQuietly(conn);
+        const ends = [conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr] as const;
+        const spliced = splice(conn, await upstream(), admit && (() => admit(...ends)));
+        open.add(spliced);
+        spliced.done.then(() => open.delete(spliced));
+        if (closing) spliced.cut();
+      } catch (error) {
+        if (conn) closeQuietly(conn);
+        if (closing || error instanceof Deno.errors.BadResource) return;
+        // Out of descriptors (EMFILE, ENFILE), or a connection aborted: it waits in the backlog; try again.
+        const code = (error as { code?: string }).code;
+        if (code === "EMFILE" || code === "ENFILE") {
+          cap = Math.max(MIN_CONNECTIONS, open.size - 2);
+          await room(); // fewer connections from now on: idle ones make room at once
+        }
+        await delay(ACCEPT_RETRY_MS).done;
+      }
+    }
+  };
+  const loops = listeners.map(acceptLoop);
+  return {
+    /** Stops accepting, and cuts the connections that have sent no request. */
+    async stop() {
+      closing = true;
+      for (const listener of listeners) closeQuietly(listener);
+      await Promise.all(loops);
+      for (const connection of open) if (!connection.requested) connection.cut();
+    },
+    /** Resolves once all that Deno.serve wrote is passed on (it has ended every connection). */
+    flushed: async () => void await Promise.all([...open].map((connection) => connection.flushed)),
+    /** Cuts every connection left. */
+    async cut() {
+      for (const connection of open) connection.cut();
+      await Promise.all([...open].map((connection) => connection.done));
+    },
+  };
+}
+
+/** Throws (EMFILE) unless `count` more descriptors can be had: opens the folder that many times and closes it again. */
+function reserveDescriptors(folder: string, count: number): void {
+  const opened: Deno.FsFile[] = [];
+  try {
+    while (opened.length < count) opened.push(Deno.openSync(folder));
+  } finally {
+    for (const file of opened) file.close();
+  }
+}
+
+/**
+ * Splices `client` and `server` both ways, watching the client's bytes only for the end of its first
+ * request head. With `admit`, nothing the client sends reaches the server until it says yes, once,
+ * when the first bytes came (an idle connection costs no asking); a no cuts the connection.
+ */
+function splice(client: Deno.Conn, server: Deno.Conn, admit?: () => Promise<boolean>): Spliced {
+  const deadline = delay(HEAD_TIMEOUT_MS);
+  let last = 0; // the client's last four bytes, to find "\r\n\r\n" however the reads cut it
+  const spliced: Spliced = {
+    since: performance.now(),
+    requested: false,
+    answered: false,
+    cut() {
+      closeQuietly(client);
+      closeQuietly(server);
+    },
+    flushed: Promise.resolve(),
+    done: Promise.resolve(),
+  };
+  deadline.done.then(() => spliced.requested || spliced.cut());
+  const up = pipe(client, server, (bytes) => {
+    spliced.answered = false;
+    for (let i = 0; i < bytes.length && !spliced.requested; i++) {
+      last = ((last << 8) | bytes[i]) >>> 0;
+      spliced.requested = last === 0x0d0a0d0a;
+    }
+    if (spliced.requested) deadline.cancel();
+  }, admit && (async () => (await admit()) || (spliced.cut(), false)));
+  spliced.flushed = pipe(server, client, () => spliced.answered = true);
+  spliced.done = (async () => {
+    await spliced.flushed; // Deno.serve ended the connection (or the client did, and Deno.serve followed)
+    const linger = delay(LINGER_MS);
+    await Promise.race([up, linger.done]);
+    linger.cancel();
+    deadline.cancel();
+    spliced.cut();
+    await up;
+  })();
+  return spliced;
+}
+
+/**
+ * Copies `from` to `to` until `from` ends, then ends `to`'s writing; `seen` hears of each read, and
+ * `gate`, when given, is asked before the first bytes pass (false: nothing passes). What
+ * `to` no longer takes is read and dropped, so that closing does not reset a connection under an
+ * answer the client has yet to read. Never throws: a cut or a peer that went away ends it.
+ */
+async function pipe(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  seen: (bytes: Uint8Array) => void,
+  gate?: () => Promise<boolean>,
+): Promise<void> {
+  const buffer = new Uint8Array(16 * 1024);
+  let writing = true;
+  try {
+    for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+      seen(buffer.subarray(0, n));
+      if (gate && !await gate()) return; // refused: the gate has cut the connection
+      gate = undefined;
+      try {
+        for (let written = 0; writing && written < n;) written += await to.write(buffer.subarray(written, n));
+      } catch {
+        writing = false;
+      }
+    }
+  } catch { /* cut, or reset by the peer */ }
+  if (writing) await to.closeWrite().catch(() => {});
 }
 
 /** Closes a connection or listener that may be closed already. */
@@ -4387,291 +5120,6 @@ function closeQuietly(resource: { close(): void }): void {
   try {
     resource.close();
   } catch { /* already closed */ }
-}
-
-/**
- * The callback server: serves each connection accepted on the listeners given to `serve` with
- * `handler`, one request each, within the limits above. `close` stops accepting, closes idle
- * connections at once, lets the answers under way go out for up to SHUTDOWN_GRACE_MS, then closes the rest.
- */
-function callbackServer(
-  handler: CallbackHandler,
-): { serve(listener: Deno.TcpListener): void; close(): Promise<void> } {
-  const open = new Set<Connection>(); // in the order accepted: the oldest first
-  const listeners: Deno.TcpListener[] = [];
-  const loops: Promise<void>[] = [];
-  let cap = MAX_CONNECTIONS;
-  let closing = false;
-  let changed = Promise.withResolvers<void>();
-  const wake = () => {
-    changed.resolve();
-    changed = Promise.withResolvers<void>();
-  };
-  /** Until `ms` pass or something changes (a connection ends, the server closes). */
-  const pause = async (ms: number) => {
-    const timer = delay(ms);
-    await Promise.race([changed.promise, timer.done]);
-    timer.cancel();
-  };
-  /** Waits until there is room for one more connection, closing the oldest idle one past its grace; false when closing. */
-  const room = async (): Promise<boolean> => {
-    while (!closing && open.size >= cap) {
-      const idle = [...open].find((connection) => !connection.requested);
-      const waited = idle ? performance.now() - idle.since : 0;
-      if (idle && waited >= IDLE_GRACE_MS) {
-        closeConnection(idle);
-        await idle.done;
-      } else await pause(idle ? IDLE_GRACE_MS - waited : SHUTDOWN_GRACE_MS);
-    }
-    return !closing;
-  };
-  const acceptLoop = async (listener: Deno.TcpListener) => {
-    const { hostname, port } = listener.addr;
-    const origin = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
-    while (await room()) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (closing || error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
-        // Out of descriptors (EMFILE, ENFILE) or a connection aborted: it waits in the backlog; try again.
-        const code = (error as { code?: string }).code;
-        if (code === "EMFILE" || code === "ENFILE") cap = Math.max(MIN_CONNECTIONS, open.size - DESCRIPTOR_RESERVE);
-        await pause(ACCEPT_RETRY_MS);
-        continue;
-      }
-      const connection: Connection = {
-        conn,
-        since: performance.now(),
-        requested: false,
-        answered: Promise.withResolvers(),
-        closed: Promise.withResolvers(),
-        done: Promise.resolve(),
-      };
-      open.add(connection);
-      connection.done = serveConnection(connection, origin, handler).finally(() => {
-        open.delete(connection);
-        wake();
-      });
-    }
-  };
-  return {
-    serve(listener) {
-      listeners.push(listener);
-      loops.push(acceptLoop(listener));
-    },
-    async close() {
-      closing = true;
-      for (const listener of listeners) closeQuietly(listener);
-      wake();
-      await Promise.all(loops);
-      for (const connection of open) if (!connection.requested) closeConnection(connection);
-      const grace = delay(SHUTDOWN_GRACE_MS);
-      await Promise.race([Promise.all([...open].map((c) => c.answered.promise)), grace.done]);
-      grace.cancel();
-      for (const connection of open) closeConnection(connection);
-      await Promise.all([...open].map((c) => c.done));
-    },
-  };
-}
-
-/**
- * Serves one connection: reads the request head (within HEAD_TIMEOUT_MS), answers it (a malformed
- * or oversized one with a 4xx, without calling the handler), then closes, lingering for what the
- * client still sends. Never throws: a connection that fails or is closed by the server just ends.
- */
-async function serveConnection(
-  connection: Connection,
-  origin: string,
-  handler: CallbackHandler,
-): Promise<void> {
-  const { conn } = connection;
-  const timeout = delay(HEAD_TIMEOUT_MS);
-  timeout.done.then(() => connection.requested || closeConnection(connection));
-  try {
-    const head = await readRequestHead(conn);
-    if (head === undefined) return;
-    connection.requested = true;
-    timeout.cancel();
-    const peer = { local: conn.localAddr as Deno.NetAddr, remote: conn.remoteAddr as Deno.NetAddr };
-    const response = await Promise.race([answer(head, origin, handler, peer), connection.closed.promise]);
-    if (response === undefined) return; // closed by the server while the handler worked
-    await writeAll(conn, await responseBytes(response, "method" in head && head.method === "HEAD"));
-    connection.answered.resolve();
-    await linger(conn);
-  } catch {
-    /* the client went away, or the server closed the connection */
-  } finally {
-    timeout.cancel();
-    closeQuietly(conn);
-    connection.answered.resolve();
-  }
-}
-
-/** The answer to a request head: the handler's, or the page for a refused head (never throws). */
-async function answer(
-  head: RequestHead | { refused: number },
-  origin: string,
-  handler: CallbackHandler,
-  peer: Peer,
-): Promise<Response> {
-  const request = "refused" in head ? undefined : requestFrom(head, origin);
-  if (request === undefined) return refusedPage("refused" in head ? head.refused : 400);
-  try {
-    return await handler(request, peer);
-  } catch {
-    return page(500, "Error", "Something went wrong; see the terminal.");
-  }
-}
-
-/** A request head as read: request line and header fields (names lowercase, values as sent). */
-interface RequestHead {
-  method: string;
-  /** The origin-form target: the path and query. */
-  target: string;
-  headers: [string, string][];
-}
-
-/**
- * Reads a connection until its request head is complete (RFC 9112 §2.1), or can be refused: its
- * status then (400, 414, 431). Undefined when the client closes first.
- */
-async function readRequestHead(conn: Deno.Conn): Promise<RequestHead | { refused: number } | undefined> {
-  const bytes = new Uint8Array(MAX_HEAD_BYTES + 1); // read into in place: no copy however it arrives
-  const scan: HeadScan = { length: 0, next: 0, lineEnd: -1 };
-  for (;;) {
-    const n = await conn.read(bytes.subarray(scan.length));
-    if (n === null) return undefined;
-    scan.length += n;
-    const end = scanRequestHead(bytes, scan);
-    if (end === "incomplete") continue;
-    return typeof end === "number" ? parseRequestHead(bytes.subarray(0, end + 1)) : end;
-  }
-}
-
-/** How far `scanRequestHead` has read: the bytes so far, where to go on, and where the request line ends (-1: not yet). */
-interface HeadScan {
-  length: number;
-  next: number;
-  lineEnd: number;
-}
-
-/**
- * Looks through the bytes that came since the last call for the end of the request head (an empty
- * line, RFC 9112 §2.1): its last line feed's index. Refuses as soon as the bytes cannot become a
- * head (a control character, say: garbage and TLS fail at once) with 400, or 414 and 431 when too
- * long; "incomplete" while more may come. Each byte is looked at about once, however the head trickles in.
- */
-function scanRequestHead(bytes: Uint8Array, scan: HeadScan): number | { refused: number } | "incomplete" {
-  for (let i = scan.next; i < scan.length; i++) {
-    const byte = bytes[i];
-    if (byte === 0x0a) {
-      if (scan.lineEnd < 0) scan.lineEnd = i;
-      const after = i + 1 < scan.length ? bytes[i + 1] : undefined;
-      if (after === 0x0a || (after === 0x0d && i + 2 < scan.length && bytes[i + 2] === 0x0a)) return i;
-      if (after === undefined || (after === 0x0d && i + 2 >= scan.length)) {
-        scan.next = i; // the bytes that decide have not come yet
-        return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
-      }
-    } else if (byte === 0x7f || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d)) return { refused: 400 };
-    else if (scan.lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
-  }
-  scan.next = scan.length;
-  if (scan.lineEnd < 0 && scan.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
-  return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
-}
-
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-
-/**
- * The request head in `bytes` (up to its last line feed, as `scanRequestHead` found it; RFC 9112
- * §2-5), strictly: CRLF line ends, a request line `METHOD /origin-form HTTP/1.x`, `name: value`
- * fields, no obsolete line folding, one Host. Refused otherwise: 400, or 414 and 431. Pure.
- */
-function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } {
-  // Each byte as one character (ISO-8859-1): field values may hold obs-text (RFC 9110 §5.5).
-  const lines = String.fromCharCode(...bytes).split("\n").slice(0, -1);
-  if (lines.some((line) => line.indexOf("\r") !== line.length - 1)) return { refused: 400 }; // CRLF, and no other CR
-  const [requestLine, ...fields] = lines.map((line) => line.slice(0, -1));
-  if (requestLine.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
-  const match = requestLine.match(/^([A-Z]+) (\/[\x21-\x7e]*) HTTP\/1\.[01]$/);
-  if (!match) return { refused: 400 };
-  if (fields.length > MAX_HEADER_LINES) return { refused: 431 };
-  const headers: [string, string][] = [];
-  for (const field of fields) {
-    const colon = field.indexOf(":");
-    const name = field.slice(0, colon);
-    if (colon < 1 || !TOKEN.test(name)) return { refused: 400 }; // obsolete folding starts with white space
-    headers.push([name.toLowerCase(), field.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "")]);
-  }
-  if (headers.filter(([name]) => name === "host").length > 1) return { refused: 400 };
-  return { method: match[1], target: match[2], headers };
-}
-
-/** The Request a parsed head stands for, on the listener's `origin` (`http://127.0.0.1:PORT`); undefined for a forbidden method or header value. */
-function requestFrom(head: RequestHead, origin: string): Request | undefined {
-  try {
-    return new Request(`${origin}${head.target}`, { method: head.method, headers: head.headers });
-  } catch {
-    return undefined;
-  }
-}
-
-/** The page for a request refused before the handler saw it. */
-function refusedPage(status: number): Response {
-  return status === 400
-    ? page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.")
-    : page(status, "Request too large", "This server only answers the sign-in in progress in your terminal.");
-}
-
-const REASONS: Record<number, string> = {
-  200: "OK",
-  302: "Found",
-  400: "Bad Request",
-  403: "Forbidden",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  414: "URI Too Long",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  503: "Service Unavailable",
-};
-
-/** A response as HTTP/1.1 bytes (RFC 9112 §4-6), with its length and `Connection: close`; no body for HEAD. */
-async function responseBytes(response: Response, head: boolean): Promise<Uint8Array> {
-  const body = new Uint8Array(await response.arrayBuffer());
-  let text = `HTTP/1.1 ${response.status} ${REASONS[response.status] ?? ""}\r\ndate: ${new Date().toUTCString()}\r\n`;
-  for (const [name, value] of response.headers) text += `${name}: ${value}\r\n`;
-  text += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
-  const start = new TextEncoder().encode(text);
-  const bytes = new Uint8Array(start.length + (head ? 0 : body.length));
-  bytes.set(start);
-  if (!head) bytes.set(body, start.length);
-  return bytes;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
-}
-
-/**
- * Ends the answer (FIN), then reads and drops what the client still sends for up to LINGER_MS, so
- * that closing with unread bytes does not reset the connection before the client has read the answer.
- */
-async function linger(conn: Deno.Conn): Promise<void> {
-  await conn.closeWrite();
-  const limit = delay(LINGER_MS);
-  limit.done.then(() => closeQuietly(conn));
-  try {
-    const sink = new Uint8Array(16 * 1024);
-    for (let read = 0; read < 1024 * 1024;) {
-      const n = await conn.read(sink);
-      if (n === null) return;
-      read += n;
-    }
-  } finally {
-    limit.cancel();
-  }
 }
 
 /** A failure to bind the callback `port` as the error to throw: LoginError("port_in_use") when busy or refused. */
@@ -4744,49 +5192,72 @@ function socketOwners(
 }
 
 /**
- * The edge of `socketOwners`: runs `ss` (iproute2; argv, no shell) on the sockets in every state (a
- * client that half-closed its end after the request is in FIN-WAIT-2, not established). Undefined
- * when `ss` is not there or may not be run, or when the client's end is not on this machine's table
- * (WSL's mirrored network: the browser's socket is Windows'). Throws when `ss` fails or takes more
- * than 2 s (as thousands of sockets opened to slow it down would make it): then nothing is let through.
+ * The edge of `socketOwners`: the sockets in every state (a client that half-closed its end after its
+ * request is in FIN-WAIT-2, not established), from `ss` (`ssTable`). Undefined when `ss` is not there
+ * or may not be run, or when the client's end is not in this machine's table (WSL's mirrored network:
+ * the browser's socket is Windows'). Rejects when `ss` fails or takes more than 2 s (as thousands of
+ * sockets opened to slow it down would make it): then nothing is let through.
  */
 async function loopbackSocketOwners(
   local: Deno.NetAddr,
   remote: Deno.NetAddr,
 ): Promise<{ ours: number; theirs: number } | undefined> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command("ss", {
-      args: ["-tanHe"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-      signal: AbortSignal.timeout(2_000),
-    }).output();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable) return undefined;
-    throw error;
-  }
-  if (!output.success) throw new Error(`ss exited with code ${output.code}`);
-  return socketOwners(new TextDecoder().decode(output.stdout), local, remote);
+  const table = await ssTable();
+  return table === undefined ? undefined : socketOwners(table, local, remote);
+}
+
+/** The `ss` run that starts when the one under way ends, shared by every caller until then. */
+let nextSs: Promise<string | undefined> | undefined;
+let runningSs: Promise<unknown> = Promise.resolve();
+
+/**
+ * The output of `ss -tanHe` (iproute2; argv, no shell), from a run that started after this call: it
+ * lists every connection accepted before. Callers that come while one runs share the next run, so a
+ * flood of connections costs two runs at a time, not one each. Undefined when `ss` is not there or may
+ * not be run; rejects when it fails or takes more than 2 s.
+ */
+function ssTable(): Promise<string | undefined> {
+  if (nextSs) return nextSs;
+  const run = runningSs.then(async () => {
+    nextSs = undefined; // it starts now: later callers wait for the run after it
+    let output: Deno.CommandOutput;
+    try {
+      output = await new Deno.Command("ss", {
+        args: ["-tanHe"],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+        signal: AbortSignal.timeout(2_000),
+      }).output();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable) return undefined;
+      throw error;
+    }
+    if (!output.success) throw new Error(`ss exited with code ${output.code}`);
+    return new TextDecoder().decode(output.stdout);
+  });
+  nextSs = run;
+  runningSs = run.catch(() => {});
+  return run;
 }
 
 /**
- * Whether the program asking for the start address runs as the user who started the login (or as
- * root, who could read this process's memory anyway). The address is in the browser opener's argv,
- * which any local user can read in /proc/PID/cmdline; the one who fetches it first gets the
- * authorization request, and could sign the person in to an account of theirs. A program of another
- * user is refused (and the person told); when the owners cannot be told, it is let through.
+ * Whether the program at the other end of a callback connection runs as the user who started the
+ * login (or as root, who could read this process's memory anyway). The start address is in the
+ * browser opener's argv, which any local user can read in /proc/PID/cmdline; the one who fetched it
+ * first would get the authorization request, and could sign the person in to an account of theirs.
+ * A program of another user is refused (the person told), as is any when `ss` fails; when the
+ * owners cannot be told (no `ss`, a browser outside this machine's socket table), it is let through.
  */
-async function sameUser(peer: Peer, deps: Deps): Promise<boolean> {
-  const owners = await deps.socketOwners?.(peer.local, peer.remote).catch(() => null);
+async function sameUser(local: Deno.NetAddr, remote: Deno.NetAddr, deps: Deps): Promise<boolean> {
+  const owners = await deps.socketOwners?.(local, remote).catch(() => null);
   if (owners === undefined || (owners && (owners.theirs === owners.ours || owners.theirs === 0))) return true;
   const who = owners
     ? `A program of another user of this computer (uid ${owners.theirs})`
     : "A program (whose user ss could not tell)";
   say(
     deps,
-    `warning: ${who} asked for the sign-in address and was refused; if it was your own browser, run the login with --no-browser and open the address it prints`,
+    `warning: ${who} connected to the sign-in server and was refused; if it was your browser, run the login as the user your browser runs as`,
   );
   return false;
 }
@@ -4821,9 +5292,11 @@ interface CallbackOptions {
   state: string;
   /** The start address's path (`startPath()`): a GET on it, without a query, sends the browser on to `authorizationUrl`. */
   startPath: string;
-  authorizationUrl: string;
-  /** Whether the program at the other end may have the start address (`sameUser`); absent: any. */
-  admit?: (peer: Peer) => Promise<boolean>;
+  /**
+   * Where the start address sends the browser, asked on each visit (a pushed request is pushed again
+   * once handed out or expired, see `startTarget`); its failure is shown on a page.
+   */
+  authorizationUrl: () => Promise<string>;
   /** Runs once, for the first callback that carries the right state; its page is the answer. */
   accept: (params: URLSearchParams) => Promise<Response>;
 }
@@ -4832,9 +5305,9 @@ interface CallbackOptions {
  * The callback server's request handler. Only a GET on the callback path with the pending `state`
  * is handed to `accept`, once; everything else gets a 4xx and the login keeps waiting.
  */
-function callbackHandler(options: CallbackOptions): (request: Request, peer?: Peer) => Promise<Response> {
+function callbackHandler(options: CallbackOptions): (request: Request) => Promise<Response> {
   let consumed = false;
-  return async (request, peer) => {
+  return async (request) => {
     const host = request.headers.get("host") ?? "";
     if (!options.hosts.includes(host.toLowerCase())) {
       return page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.");
@@ -4846,14 +5319,15 @@ function callbackHandler(options: CallbackOptions): (request: Request, peer?: Pe
       return response;
     }
     if (!url.search && !consumed && timingSafeEqual(url.pathname, options.startPath)) {
-      if (peer && options.admit && !await options.admit(peer)) {
-        return page(
-          403,
-          "Not your sign-in",
-          "This address belongs to a sign-in that another user of this computer started. Nothing was sent.",
-        );
+      try {
+        return new Response(null, {
+          status: 302,
+          headers: pageHeaders({ location: await options.authorizationUrl() }),
+        });
+      } catch (error) {
+        const why = error instanceof Error ? sanitize(error.message) : "the server could not be asked";
+        return page(500, "Cannot start the sign-in", `${why}. See your terminal.`);
       }
-      return new Response(null, { status: 302, headers: pageHeaders({ location: options.authorizationUrl }) });
     }
     if (url.pathname !== options.path) return page(404, "Not found", "There is nothing here.");
     const states = url.searchParams.getAll("state");
@@ -4910,6 +5384,8 @@ interface BrowserOpener {
   /** Whether a browser can be opened on this machine; `reason` says why (not). */
   ok: boolean;
   reason: string;
+  /** An SSH session: a browser that opens may run on another machine, which cannot reach our loopback. */
+  remote?: boolean;
   /** The program that would run (what `doctor` announces); absent when none can. */
   opener?: string;
   /**
@@ -4931,14 +5407,14 @@ function browserAvailability(
   const { env, which } = platform;
   const browser = env("BROWSER")?.trim();
   const commands = browser ? browserCommands(browser, platform) : [];
+  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
   if (commands.length > 0) {
     // The first command whose program is there goes first; the others are still tried after it.
     const found = commands.filter((command) => which(command[0]));
     const ordered = [...found, ...commands.filter((command) => !found.includes(command))];
     const reason = found.length > 0 ? "$BROWSER is set" : "$BROWSER is set, but none of its programs was found";
-    return { ok: true, reason, opener: ordered[0][0], commands: ordered };
+    return { ok: true, reason, opener: ordered[0][0], commands: ordered, remote: ssh };
   }
-  const ssh = !!(env("SSH_CONNECTION") || env("SSH_CLIENT") || env("SSH_TTY"));
   if (platform.os === "windows") {
     return {
       ok: true,
@@ -4970,7 +5446,7 @@ function browserAvailability(
   }
   if (!which("xdg-open")) return { ok: false, reason: `${without}xdg-open is not installed`, commands: xdg };
   const reason = wsl ? "WSL without wslview, with a display and xdg-open" : "a display and xdg-open are available";
-  return { ok: true, reason, opener: "xdg-open", commands: xdg };
+  return { ok: true, reason, opener: "xdg-open", commands: xdg, remote: ssh };
 }
 
 /**
@@ -5089,7 +5565,7 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
 
-// ── 11 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
+// ── 12 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
 function chooseFlow(
@@ -5156,6 +5632,8 @@ interface FlowContext {
   config: Config;
   deps: Deps;
   openBrowser: boolean;
+  /** The browser may run on another machine (an SSH session): offer the address that works there. */
+  remote?: boolean;
   trace?: Trace;
 }
 
@@ -5175,88 +5653,111 @@ interface SignInResult extends Omit<LoginResult, "tokens" | "metadata" | "dpop">
   dpop?: DpopState;
 }
 
-/** `login`, returning what the tool keeps. */
-async function signIn(config: Config, deps: Deps): Promise<SignInResult> {
+/** `login`, returning what the tool keeps; `metadata`: the server's, when it was just discovered (`discoverResource`). */
+async function signIn(config: Config, deps: Deps, metadata?: Oauth.AuthorizationServer): Promise<SignInResult> {
   const trace = makeTrace(config, deps);
   if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before the browser opens
-  const issuer = await discover(config, deps, trace);
+  const issuer = metadata
+    ? Object.assign(await issuerFor({ ...metadata }, config, deps, trace), { userClaim: config.userClaim })
+    : await discover(config, deps, trace);
   const scope = config.scope ?? (withoutIssuer(config) ? "" : defaultScope(issuer.as.scopes_supported));
+  checkScopeDelimiters(scope, issuer.as, config);
   if (config.dpop) {
+    checkDpopOffered(issuer.as, config);
     const key = await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
     await enableDpop(issuer, await dpopState(key, {}, deps));
   }
   const browser = browserAvailability({ os: deps.os, env: deps.env, which: deps.which });
-  const choice = chooseFlow(config, browser, issuer.as.device_authorization_endpoint !== undefined);
+  const deviceOffered = issuer.as.device_authorization_endpoint !== undefined;
+  const choice = chooseFlow(config, browser, deviceOffered);
   if (choice.flow === "browser" && issuer.as.authorization_endpoint === undefined && withoutIssuer(config)) {
     throw new LoginError("config", "No authorization endpoint is configured", {
       hint: "pass --authorization-endpoint URL (or --device-authorization-endpoint URL for the device flow)",
     });
   }
+  // Nobody could open the address or paste one back: say so now rather than wait for nothing.
+  if (choice.flow === "browser" && !choice.openBrowser && config.browser && !someoneHere(deps)) {
+    throw noBrowser(config, browser.reason, deviceOffered);
+  }
   if (choice.note) say(deps, `${choice.note}`);
-  const flow: FlowContext = { issuer, scope, config, deps, openBrowser: choice.openBrowser, trace };
+  const flow: FlowContext = {
+    issuer,
+    scope,
+    config,
+    deps,
+    openBrowser: choice.openBrowser,
+    remote: browser.remote,
+    trace,
+  };
   const result = await (choice.flow === "device" ? deviceLogin(flow) : browserLogin(flow)).catch((error) => {
-    throw exchangeHint(error, issuer);
+    throw exchangeHint(error, issuer, config);
   });
   if (deps.signal.aborted) throw new LoginError("interrupted", "Login cancelled");
   return issuer.dpop ? { ...result, dpop: issuer.dpop } : result;
 }
 
+/** Whether a person is at this terminal (stdin and stderr are terminals), who can open a printed address by hand. */
+function someoneHere(deps: Pick<Deps, "canPrompt">): boolean {
+  return deps.canPrompt;
+}
+
 /** The browser flow: PKCE, the loopback callback (or the pasted address), the code exchange, who logged in. */
-async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<SignInResult> {
+async function browserLogin(flow: FlowContext): Promise<SignInResult> {
+  const { issuer, scope, config, deps, openBrowser, trace } = flow;
   const oauth = await lib();
   const { as } = issuer;
-  // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
-  const listener = listen(redirect);
+  const admit = deps.socketOwners
+    ? (local: Deno.NetAddr, remote: Deno.NetAddr) => sameUser(local, remote, deps)
+    : undefined;
+  const listener = await listen(redirect, admit);
   try {
-    const request: PendingRequest = {
-      scope,
-      redirectUri: redirectUriFor(redirect, listener.port),
-      verifier: oauth.generateRandomCodeVerifier(),
-      state: oauth.generateRandomState(),
-      nonce: scopeList(scope).includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
-      resource: config.resources?.[0],
-    };
+    const request = newRequest(oauth, scope, redirectUriFor(redirect, listener.port), config, noIssuer);
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
-    const authorizationUrl = authorization.url;
-
     const { promise: outcome, resolve, reject } = Promise.withResolvers<SignInResult>();
     outcome.catch(() => {}); // handled by the wait; avoid an unhandled rejection when we time out first
     // The person has answered once a callback is accepted: the wait's clock stops, so the page never
     // says "Signed in" for a login the terminal already gave up on. The exchange has its own timeouts.
     const answered = Promise.withResolvers<void>();
     const provider = sanitize(new URL(as.issuer).host);
-    const acceptCallback = async (callback: URLSearchParams): Promise<Response> => {
-      answered.resolve();
-      try {
-        const result = await exchangeCode(issuer, callback, request, deps, trace);
-        resolve(result);
-        return resultPage(result, provider, deps);
-      } catch (error) {
-        reject(error);
-        return resultPage(error, provider, deps);
-      }
-    };
     const start = `http://${redirect.host}:${listener.port}${startPath()}`;
+    // Everything else goes to the terminal only when it helps: the browser may be elsewhere, or none opens.
+    const pasting = someoneHere(deps) && deps.readLines !== undefined &&
+      (!!flow.remote || config.verbose || !openBrowser);
+    const line = waitingLine(config, deps, pasting);
     const handler = callbackHandler({
       hosts: hostsFor(redirect, listener.port),
       path: redirect.path,
       state: request.state,
       startPath: new URL(start).pathname,
-      authorizationUrl: authorizationUrl.href,
-      accept: acceptCallback,
-      admit: deps.socketOwners ? (peer) => sameUser(peer, deps) : undefined,
+      authorizationUrl: startTarget(authorization, deps, line.note),
+      accept: async (callback) => {
+        answered.resolve();
+        try {
+          const result = await exchangeCode(issuer, callback, request, deps, trace);
+          resolve(result);
+          return resultPage(result, provider, deps);
+        } catch (error) {
+          reject(error);
+          return resultPage(error, provider, deps);
+        }
+      },
     });
     listener.handle(handler);
-
-    const pasting = deps.canPrompt && deps.readLines !== undefined;
-    announce({ authorization, start: openBrowser ? start : undefined, pasting }, {
-      clientId: config.clientId,
-      redirectUri: request.redirectUri,
-    }, deps);
-    const line = waitingLine(config, deps, pasting);
-    if (pasting) acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, line.prompt);
+    let notOpened: string | undefined;
+    announce({ authorization, start: openBrowser ? start : undefined, pasting }, request, deps, (reason) => {
+      notOpened = reason;
+      if (!someoneHere(deps)) reject(noBrowser(config, reason, as.device_authorization_endpoint !== undefined));
+      else line.note(`warning: Cannot open a browser (${reason}); open the address above yourself`);
+    });
+    line.start();
+    if (pasting) {
+      const renew = authorization.push && authorization.elsewhere === authorization.url
+        ? pushedElsewhere(authorization, line.note)
+        : undefined;
+      acceptPastedAddresses(deps.readLines!(), handler, outcome, deps, { prompt: line.prompt, renew });
+    }
     try {
       return (await wait(deps, {
         ms: config.timeoutMs,
@@ -5265,12 +5766,11 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
         interrupted: "Login cancelled",
         tick: line.tick,
         onTimeout: () =>
-          new LoginError("timeout", `No answer from the browser within ${seconds(config.timeoutMs)}`, {
-            hint: `run the login again ("${command(deps, "login")}${
-              loginFlags(config)
-            }") and finish it in the browser, or give more time with --timeout SECONDS. A sign-in that never comes back is most often a wrong client id ("${
-              sanitize(config.clientId)
-            }") or a redirect URI the server does not accept (${sanitize(request.redirectUri)}): check both`,
+          browserTimeout(config, deps, {
+            redirectUri: request.redirectUri,
+            checked: authorization.checked,
+            notOpened,
+            deviceOffered: as.device_authorization_endpoint !== undefined,
           }),
       }))!;
     } finally {
@@ -5281,35 +5781,102 @@ async function browserLogin({ issuer, scope, config, deps, openBrowser, trace }:
   }
 }
 
+/** A fresh authorization request: PKCE verifier, `state` and (for OpenID, with an issuer to check the ID token) `nonce`. */
+function newRequest(
+  oauth: typeof Oauth,
+  scope: string,
+  redirectUri: string,
+  config: Pick<Config, "resources">,
+  noIssuer: boolean,
+): PendingRequest {
+  return {
+    scope,
+    redirectUri,
+    verifier: oauth.generateRandomCodeVerifier(),
+    state: oauth.generateRandomState(),
+    // Without an issuer no ID token can be checked (it is left out), so no nonce is sent for one.
+    nonce: scopeList(scope).includes("openid") && !noIssuer ? oauth.generateRandomNonce() : undefined,
+    resource: config.resources?.[0],
+  };
+}
+
+/**
+ * What the start address redirects to on each visit (RFC 9126 §4: a `request_uri` may be used once,
+ * and expires): a pushed request is pushed again, with the same `state`, PKCE verifier and nonce,
+ * once it has been handed out or its `expires_in` has run out; a request in the URL never changes.
+ * A failed push is said on the terminal (`note`) and on the browser's page.
+ */
+function startTarget(
+  authorization: AuthorizationAddress,
+  deps: Pick<Deps, "now">,
+  note: (text: string) => void,
+): () => Promise<string> {
+  let current = { url: authorization.url, expiresAt: authorization.expiresAt ?? Infinity, used: false };
+  return async () => {
+    if (authorization.push && (current.used || deps.now() >= current.expiresAt)) {
+      try {
+        current = { ...await authorization.push(), used: false };
+      } catch (error) {
+        const why = error instanceof Error ? error.message : String(error);
+        note(`warning: Cannot renew the sign-in request for the browser: ${sanitize(why)}`);
+        throw error;
+      }
+    }
+    current.used = true;
+    return current.url.href;
+  };
+}
+
+/**
+ * Paste-back where the server requires pushed requests, so the address for another machine expires:
+ * Enter on an empty line pushes a fresh one and prints it.
+ */
+function pushedElsewhere(authorization: AuthorizationAddress, note: (text: string) => void): () => Promise<void> {
+  return async () => {
+    try {
+      const { url, expiresAt } = await authorization.push!();
+      authorization.elsewhere = url;
+      authorization.expiresAt = expiresAt;
+      note(`A new address for the other machine:\n\n${url.href}\n`);
+    } catch (error) {
+      note(`warning: Cannot make a new address: ${sanitize(error instanceof Error ? error.message : String(error))}`);
+    }
+  };
+}
+
 /**
  * What the terminal says before the wait: the browser is opening (and the short address to visit),
- * or the address to open; what was sent when the server's answer could not tell; and paste-back's
- * offer with the address that works on another machine.
+ * or the address to open; what was sent when the server's answer could not tell; and, when pasting is
+ * offered, the address that works in a browser on another machine. `onOpenFailed` gets the reason
+ * when the browser cannot be opened.
  */
 function announce(
-  how: { authorization: { url: URL; checked: boolean }; start?: string; pasting: boolean },
-  sent: { clientId: string; redirectUri: string },
+  how: { authorization: AuthorizationAddress; start?: string; pasting: boolean },
+  sent: { redirectUri: string },
   deps: Deps,
+  onOpenFailed: (reason: string) => void,
 ): void {
-  const authorizationUrl = how.authorization.url;
-  const where = sanitize(authorizationUrl.host);
-  const start = how.start;
+  const { authorization, start } = how;
+  const where = sanitize(authorization.url.host);
+  const elsewhere = authorization.elsewhere;
+  // An address for another machine that expires (the server requires pushed requests) says so.
+  const lasts = elsewhere === authorization.url && authorization.expiresAt !== undefined
+    ? ` It can be used once, for about ${seconds(Math.max(1000, authorization.expiresAt - deps.now()))}: ` +
+      "press Enter here for a new one."
+    : "";
   if (start) {
     say(deps, `Opening your browser to sign in at ${where} ...`);
     say(deps, `If it does not open, visit: ${start}`);
     // Not awaited: an opener that hangs must not hold up the login, its timeout or Ctrl-C.
-    deps.openUrl(start).catch((error) => {
-      const reason = error instanceof Error ? error.message : String(error);
-      say(deps, `warning: Cannot open a browser (${sanitize(reason)}); open the address above yourself`);
-    });
+    deps.openUrl(start).catch((error) => onOpenFailed(sanitize(error instanceof Error ? error.message : error)));
   } else {
-    say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${authorizationUrl.href}\n`);
+    say(deps, `To sign in at ${where}, open this address in a browser:\n\n  ${elsewhere.href}\n`);
   }
-  if (!how.authorization.checked) {
+  if (!authorization.checked) {
     say(
       deps,
       `note: The server's answer cannot tell whether it accepts this client; if the browser shows an error, check the client id "${
-        sanitize(sent.clientId)
+        sanitize(authorization.url.searchParams.get("client_id") ?? "")
       }" and the redirect URI ${sanitize(sent.redirectUri)}`,
     );
   }
@@ -5317,13 +5884,13 @@ function announce(
     say(
       deps,
       // The address alone on its line, unindented: a terminal selects it whole.
-      `If that browser runs on another machine, open this address there instead:\n\n${authorizationUrl.href}\n\n` +
-        "The page it ends on will not load there: paste its address here and press Enter.",
+      `If that browser runs on another machine, open this address there instead:\n\n${elsewhere.href}\n\n` +
+        `The page it ends on will not load there: paste its address here and press Enter.${lasts}`,
     );
   } else if (how.pasting) {
     say(
       deps,
-      "If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.",
+      `If that browser runs on another machine, the page it ends on will not load: paste its address here and press Enter.${lasts}`,
     );
   }
 }
@@ -5331,54 +5898,81 @@ function announce(
 /**
  * The line that shows the browser flow is waiting: on a terminal, the time left, updated each second
  * (above the paste prompt when there is one); otherwise one static line. Nothing with `--quiet`.
+ * `note` prints a line above it (the countdown and prompt are drawn again below).
  */
 function waitingLine(
   config: Config,
   deps: Deps,
   pasting: boolean,
-): { tick?: (leftMs: number) => void; prompt: () => void; done: () => void } {
+): {
+  start: () => void;
+  tick?: (leftMs: number) => void;
+  prompt: () => void;
+  note: (text: string) => void;
+  done: () => void;
+} {
   const text = (left: number) => `Waiting for the browser: ${clockText(left)} left (Ctrl-C cancels)`;
   const promptText = "Paste the address here: ";
-  if (config.quiet) return { prompt: () => {}, done: () => {} };
+  const note = (line: string) => say(deps, line);
+  if (config.quiet) return { start: () => {}, prompt: () => {}, note, done: () => {} };
   if (!deps.animate) {
-    say(deps, `Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)`);
-    const prompt = () => deps.stderr(promptText);
-    if (pasting) prompt();
-    return { prompt, done: () => {} };
+    const prompt = () => pasting && deps.stderr(promptText);
+    return {
+      start: () => {
+        say(deps, `Waiting for the browser for up to ${seconds(config.timeoutMs)} (Ctrl-C cancels)`);
+        prompt();
+      },
+      prompt,
+      note: (line) => {
+        if (pasting) deps.stderr("\n"); // the prompt's line is left as it is
+        say(deps, line);
+        prompt();
+      },
+      done: () => {},
+    };
   }
   let shown = false;
   let left = config.timeoutMs;
   let cleared = false;
-  const prompt = () => {
-    deps.stderr(`${text(left)}\n${promptText}`);
+  const draw = () => {
+    deps.stderr(pasting ? `${text(left)}\n${promptText}` : `\r\x1b[2K${text(left)}`);
     shown = true;
   };
+  const clear = () => deps.stderr(pasting ? "\r\x1b[2K\x1b[1A\r\x1b[2K" : "\r\x1b[2K");
   return {
+    start: () => {},
     tick: (ms) => {
       left = ms;
-      if (!pasting) deps.stderr(`\r\x1b[2K${text(ms)}`);
-      else if (!shown) prompt();
+      if (!shown) draw();
+      else if (!pasting) deps.stderr(`\r\x1b[2K${text(ms)}`);
       else deps.stderr(`\x1b7\x1b[1A\r\x1b[2K${text(ms)}\x1b8`); // the line above the prompt; what is typed stays
     },
-    prompt,
+    prompt: draw, // after a line of its own (a warning): the countdown and the prompt again, below it
+    note: (line) => {
+      if (!shown || cleared) return say(deps, line);
+      clear();
+      say(deps, line);
+      draw();
+    },
     done: () => {
-      if (cleared) return;
+      if (cleared || !shown) return;
       cleared = true;
-      deps.stderr(pasting ? "\r\x1b[2K\x1b[1A\r\x1b[2K" : "\r\x1b[2K");
+      clear();
     },
   };
 }
 
 /**
  * Paste-back: each address typed on stdin goes through the callback server's own handler, with the
- * same checks as a redirect (Host, path, state, then iss and error); one code path, not two.
+ * same checks as a redirect (Host, path, state, then iss and error); one code path, not two. With
+ * `renew`, an empty line asks for a fresh address for the other machine.
  */
 function acceptPastedAddresses(
   lines: AsyncIterable<string>,
   handler: (request: Request) => Promise<Response>,
   outcome: Promise<unknown>,
   deps: Deps,
-  prompt: () => void = () => {},
+  { prompt = () => {}, renew }: { prompt?: () => void; renew?: () => Promise<void> } = {},
 ): void {
   let settled = false;
   outcome.then(() => settled = true, () => settled = true);
@@ -5386,6 +5980,7 @@ function acceptPastedAddresses(
     for await (const line of lines) {
       if (settled) return;
       const text = line.trim();
+      if (!text && renew) await renew(); // Enter alone: a fresh address for the other machine
       if (!text) continue;
       const url = parseUrl(text);
       if (!url || url.protocol !== "http:") {
@@ -5447,7 +6042,7 @@ async function pollPause(ms: number, deadline: number, config: Config, deps: Dep
 async function deviceLogin({ issuer, scope, config, deps, openBrowser, trace }: FlowContext): Promise<SignInResult> {
   const oauth = await lib();
   const device = await startDeviceFlow(oauth, issuer, scope, config);
-  showDeviceCode(device, issuer.as, deps, openBrowser);
+  await showDeviceCode(device, issuer.as, { deps, config, trace }, openBrowser);
   return await pollDeviceCode(oauth, { issuer, scope, config, deps, trace }, device);
 }
 
@@ -5485,36 +6080,78 @@ async function startDeviceFlow(
     if (
       error instanceof ErrorResponse && ["invalid_client", "invalid_scope", "unauthorized_client"].includes(error.code)
     ) {
-      throw new LoginError("config", error.message, { hint: error.hint, cause: error });
+      const hint = error.code === "invalid_client" ? clientRefusedHint(config, issuer.authMethod) : error.hint;
+      throw new LoginError("config", error.message, { hint, cause: error });
     }
     throw error;
   }
   return device;
 }
 
-/** Shows the device flow's verification address and user code (RFC 8628 §3.3), opening the address if asked. */
-function showDeviceCode(
+/**
+ * Shows the device flow's verification address and user code (RFC 8628 §3.3), opening the address if
+ * asked; on a terminal (and without --quiet), a QR code of `verification_uri_complete` (else
+ * `verification_uri`) beside the code, for a phone's camera (RFC 8628 §3.3.1).
+ */
+async function showDeviceCode(
   device: Oauth.DeviceAuthorizationResponse,
   as: Oauth.AuthorizationServer,
-  deps: Deps,
+  { deps, config, trace }: Pick<FlowContext, "deps" | "config" | "trace">,
   openBrowser: boolean,
-): void {
+): Promise<void> {
   const verification = deviceAddress(device.verification_uri, "verification_uri", as.issuer);
   const verificationComplete = device.verification_uri_complete === undefined
     ? undefined
     : deviceAddress(device.verification_uri_complete, "verification_uri_complete", as.issuer);
+  const code = sanitize(device.user_code, 40);
   say(
     deps,
     `To sign in, open this address on any device (a phone will do):\n\n  ${sanitize(verification.href)}\n\n` +
-      `and enter the code:\n\n  ${sanitize(device.user_code, 40)}\n\n` +
+      `and enter the code:\n\n  ${code}\n\n` +
       (verificationComplete
         ? `Or open this address, which carries the code: ${sanitize(verificationComplete.href)}\n`
         : "") +
       `Check that the address is your provider's (${sanitize(verification.host)}) before you enter the code.`,
   );
+  if (deps.stderrIsTerminal && !config.quiet) {
+    const qr = await qrCode((verificationComplete ?? verification).href, trace);
+    const caption = verificationComplete
+      ? ["Or scan this with a phone:", "it opens the address with", `the code ${code} filled in.`]
+      : ["Or scan this with a phone", `to open the address, and enter`, `the code ${code} there.`];
+    // A server's address long enough to make a code wider than the terminal gets none: it could not be scanned.
+    const columns = deps.columns ?? 80;
+    if (qr && [...qr[0]].length + 2 <= columns) deps.stderr(`\n${beside(qr, caption, columns)}\n`);
+  }
   // Never the address that carries the code: an opener's arguments are there for any local user to read
   // (/proc/PID/cmdline), and with the code another user could approve the sign-in with an account of theirs.
   if (openBrowser) deps.openUrl(verification.href).catch(() => {}); // a convenience: the code is printed anyway
+}
+
+/**
+ * `text` as a QR code for a terminal, two rows of modules to a line (half blocks, light modules drawn,
+ * as for a dark background; phones read both ways), by `npm:qr` (encoding is not ours to write),
+ * loaded only here. Undefined when it cannot be loaded (offline, with nothing cached): the address
+ * and the code are printed anyway.
+ */
+async function qrCode(text: string, trace?: Trace): Promise<string[] | undefined> {
+  try {
+    const { default: encodeQR } = await import("npm:qr@0.7.0");
+    return encodeQR(text, "ascii", { ecc: "low" }).split("\n").filter((line) => line !== "");
+  } catch (error) {
+    trace?.(`no QR code: ${sanitize(error instanceof Error ? error.message : error)}`);
+    return undefined;
+  }
+}
+
+/** Lines of `left` with `right` beside them, vertically centred, two spaces in; below it when too wide. Pure. */
+function beside(left: string[], right: string[], columns: number): string {
+  const width = Math.max(...left.map((line) => [...line].length));
+  const pad = (line: string) => `  ${line}${" ".repeat(width - [...line].length)}`;
+  if (width + 6 + Math.max(...right.map((line) => line.length)) > columns) {
+    return [...left.map(pad), "", ...right.map((line) => `  ${line}`)].join("\n");
+  }
+  const top = Math.max(0, Math.floor((left.length - right.length) / 2));
+  return left.map((line, i) => `${pad(line)}  ${right[i - top] ?? ""}`.trimEnd()).join("\n");
 }
 
 /**
@@ -5600,7 +6237,7 @@ async function pollDeviceCode(
   }
 }
 
-// ── 12 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
+// ── 13 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
 
 /** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
 const CLOCK_SKEW_NOTICE_MS = 60_000;
@@ -5787,7 +6424,7 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
   return info;
 }
 
-// ── 13 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
+// ── 14 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
 
 /** The version of the cache entry format. */
 const CACHE_VERSION: TokenSet["version"] = 1;
@@ -5838,6 +6475,35 @@ export interface TokenSet {
   resource?: string;
   /** Access tokens for the login's other resources, by resource (refreshed with `resource`, RFC 8707 §2.2). */
   resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
+  /**
+   * RFC 9728: set when the API's metadata chose the server (`Config.protectedResource`): the resource
+   * identifier the entry is kept under (the same as `resource`), and the name of this tool's client
+   * registration at the server (RFC 7591), when the client was one.
+   */
+  protectedResource?: { resource: string; registration?: string };
+  /** RFC 9470: when the person signed in, in ms since the epoch (the ID token's `auth_time`, else the sign-in's time). */
+  authTime?: number;
+  /** RFC 9470: the sign-in's authentication context class: the ID token's `acr`, else the `acr_values` it asked for. */
+  acr?: string;
+  /**
+   * The long-lived secrets (`refreshToken`, `dpopKey`), when they are not in this file: sealed with
+   * AES-256-GCM under a 256-bit key that the keychain item `item` (service `oauth-login`) holds.
+   */
+  sealed?: {
+    /** The keychain item's account, which names the issuer, client, user and this file. */
+    item: string;
+    /** The kinds of secret sealed, so that what the entry holds is known without the keychain. */
+    holds: ("refresh_token" | "dpop_key" | "client_secret")[];
+    /** AES-GCM's 96-bit IV, base64url. */
+    iv: string;
+    /** The ciphertext of the secrets' JSON and its tag, base64url; the item's account is the additional data. */
+    data: string;
+  };
+  /**
+   * Why the long-lived secrets are in this file in the clear: "chosen" (`--token-storage file`), or
+   * what kept the keychain from answering under `auto`. Absent: an earlier version's entry, or none.
+   */
+  keptInFile?: string;
 }
 
 /**
@@ -5856,7 +6522,10 @@ export interface Storage {
   read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
   /** Replaces the file atomically (temporary file, then rename), owner-only. */
   write(name: string, text: string): Promise<void>;
-  /** Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`); nothing else. */
+  /**
+   * Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`), or a client registration's
+   * (`<name>.client.json`, `<name>.client.lock`); nothing else.
+   */
   remove(name: string): Promise<void>;
   /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
   list(): Promise<string[]>;
@@ -5906,6 +6575,11 @@ function cacheKey(
   // A preset's endpoints are not hand-given (they have no source): the preset's issuer already names them.
   const manual = MANUAL_ENDPOINTS.filter(([key]) => config.sources?.[key] !== undefined && config[key] !== undefined);
   if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
+  return fileName(new URL(config.issuer), parts);
+}
+
+/** A file name of the cache: the URL's host, then a 64-bit FNV-1a hash of `parts` (as JSON) in 16 hex digits. Pure. */
+function fileName(url: URL, parts: unknown[]): string {
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -5914,7 +6588,7 @@ function cacheKey(
     high = Math.imul(high ^ c ^ (low >>> 24), 0x01000193) >>> 0;
   }
   const hex = (n: number) => n.toString(16).padStart(8, "0");
-  const host = new URL(config.issuer).hostname.replace(/[^a-z0-9.-]/gi, "_");
+  const host = url.hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
 }
 
@@ -5959,7 +6633,25 @@ function parseTokenSet(text: string): TokenSet | undefined {
   if (dpopKey !== undefined && (!dpopKey || typeof dpopKey !== "object" || typeof dpopKey.d !== "string")) {
     return undefined;
   }
+  const resource = value.protectedResource as Record<string, unknown> | undefined;
+  if (
+    resource !== undefined &&
+    (!resource || typeof resource !== "object" || typeof resource.resource !== "string" ||
+      !["string", "undefined"].includes(typeof resource.registration))
+  ) return undefined;
+  if (value.authTime !== undefined && !Number.isFinite(value.authTime)) return undefined;
+  if (value.acr !== undefined && typeof value.acr !== "string") return undefined;
+  if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
+  if (value.keptInFile !== undefined && typeof value.keptInFile !== "string") return undefined;
   return value as unknown as TokenSet;
+}
+
+/** Whether a value is an entry's `sealed` member: strings where strings belong, known kinds. Pure. */
+function isSealed(value: unknown): boolean {
+  const sealed = value as Record<string, unknown>;
+  return !!sealed && typeof sealed === "object" && typeof sealed.item === "string" &&
+    typeof sealed.iv === "string" && typeof sealed.data === "string" && Array.isArray(sealed.holds) &&
+    sealed.holds.every((kind) => kind === "refresh_token" || kind === "dpop_key" || kind === "client_secret");
 }
 
 /** A token whose lifetime the server did not state is treated as living this long (seconds) for renewal. */
@@ -5980,7 +6672,7 @@ const MAX_LIFETIME_S = 365 * 86_400;
 function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
-    if (issuedAt === undefined || !entry.refreshToken) return true;
+    if (issuedAt === undefined || !holds(entry, "refresh_token")) return true;
     const assumed = UNKNOWN_LIFETIME_S * 1000;
     return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
   }
@@ -6026,12 +6718,17 @@ function secondsUntil(at: unknown, now: number): number | undefined {
  * hint about its lifetime, never trusted for anything else. Undefined for an opaque token.
  */
 function jwtExpiry(token: unknown): number | undefined {
+  const exp = jwtClaims(token)?.exp;
+  return typeof exp === "number" ? exp : undefined;
+}
+
+/** The claims of a JWT, decoded without verifying it (the caller knows what it may trust them for); else undefined. */
+function jwtClaims(token: unknown): Record<string, unknown> | undefined {
   if (typeof token !== "string") return undefined;
   const parts = token.split(".");
   if (parts.length !== 3) return undefined;
   try {
-    const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
-    return typeof payload?.exp === "number" ? payload.exp : undefined;
+    return parseJsonObject(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
   } catch {
     return undefined;
   }
@@ -6059,7 +6756,9 @@ function accessTokenExpiry(
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
 function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "profile">
+    & Partial<Pick<Config, "resources" | "params" | "protectedResource">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -6103,6 +6802,7 @@ function toTokenSet(
         dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
       }
       : {}),
+    ...(previous ? previousSignIn(previous) : signedIn(config, tokens, context.now)),
   };
 }
 
@@ -6116,7 +6816,7 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
   if (!entry) return { state: "logged_out", text: "not logged in" };
   if (entry.expiresAt === undefined) return { state: "valid", text: "valid, no stated expiry" };
   if (isFresh(entry, now, 0)) return { state: "valid", text: `valid, expires ${relativeTime(entry.expiresAt, now)}` };
-  return entry.refreshToken
+  return holds(entry, "refresh_token")
     ? { state: "refreshable", text: "expired, refreshed when next used" }
     : { state: "expired", text: "expired, sign in again" };
 }
@@ -6127,14 +6827,17 @@ const STALE_TEMPORARY_MS = 10 * 60_000;
 /** An entry's name as `cacheKey` makes it (its file is `<name>.json`, its lock `<name>.lock`). */
 const ENTRY_NAME = /^[A-Za-z0-9._-]*-[0-9a-f]{16}$/;
 
-/** The files of the cache that the tool may remove: an entry and its lock file. */
-const CACHE_FILE = /^[A-Za-z0-9._-]*-[0-9a-f]{16}\.(?:json|lock)$/;
+/**
+ * The files of the cache that the tool may remove: an entry and its lock file, and a client
+ * registration (`<name>.client.json`, see `registrationName`) and its lock file.
+ */
+const CACHE_FILE = /^[A-Za-z0-9._-]*-[0-9a-f]{16}(?:\.client)?\.(?:json|lock)$/;
 
 /**
- * The temporary files the cache's writers leave when killed: `writePrivateFile`'s beside an entry
- * (`<name>.json.<32 hex>.tmp`) and the probe's (`.probe.<32 hex>.tmp`). No other file is a leftover.
+ * The temporary files the cache's writers leave when killed: `writePrivateFile`'s beside an entry or a
+ * registration (`<name>.json.<32 hex>.tmp`) and the probe's (`.probe.<32 hex>.tmp`). No other file is a leftover.
  */
-const CACHE_TEMPORARY = /^(?:[A-Za-z0-9._-]*-[0-9a-f]{16}\.json|\.probe)\.[0-9a-f]{32}\.tmp$/;
+const CACHE_TEMPORARY = /^(?:[A-Za-z0-9._-]*-[0-9a-f]{16}(?:\.client)?\.json|\.probe)\.[0-9a-f]{32}\.tmp$/;
 
 /** 32 random hex digits, for the name of a temporary file. */
 function randomHex(): string {
@@ -6500,14 +7203,21 @@ const LOCK_WAIT_MS = 60_000;
 /** After this long waiting for another process's refresh, `token` says that it waits. */
 const LOCK_NOTICE_MS = 3_000;
 
-/** Takes the entry's lock; Ctrl-C or a minute of waiting for another process gives up. */
-async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }> {
+/**
+ * Takes the entry's lock (or a client registration's: `doing` says what the other process does); Ctrl-C
+ * or a minute of waiting for another process gives up.
+ */
+async function lockEntry(
+  name: string,
+  deps: Deps,
+  doing = "is refreshing this token",
+): Promise<{ release(): void }> {
   const pending = deps.storage.lock(name);
   // Usually the lock is free, or another process's refresh ends within a second; past that, say so.
   const quiet = new AbortController();
   (deps.timer ?? realTimer)(LOCK_NOTICE_MS, quiet.signal).then(() => {
     if (!quiet.signal.aborted) {
-      say(deps, "Waiting for another oauth-login process, which is refreshing this token (Ctrl-C cancels)");
+      say(deps, `Waiting for another oauth-login process, which ${doing} (Ctrl-C cancels)`);
     }
   });
   pending.finally(() => quiet.abort()).catch(() => {});
@@ -6555,6 +7265,8 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
 interface FoundEntry {
   name: string;
   entry?: TokenSet;
+  /** For an API's entry (`Config.protectedResource`): the configuration to renew it with, its server and client. */
+  config?: Config;
 }
 
 /**
@@ -6562,8 +7274,11 @@ interface FoundEntry {
  * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
  * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
  * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
+ * For an API whose metadata chose the server (`Config.protectedResource`): the entry under its resource
+ * (`resourceEntry`), with the configuration to renew it with; `name` is "" when there is none.
  */
 async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+  if (config.protectedResource) return await resourceEntry(config, deps);
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
@@ -6575,8 +7290,12 @@ async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
  * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
  * for its one resource among several. Files the tool does not trust are not this configuration's.
  */
-async function otherEntries(config: Config, deps: Deps, first: boolean): Promise<Required<FoundEntry>[]> {
-  const found: Required<FoundEntry>[] = [];
+async function otherEntries(
+  config: Config,
+  deps: Deps,
+  first: boolean,
+): Promise<Required<Omit<FoundEntry, "config">>[]> {
+  const found: Required<Omit<FoundEntry, "config">>[] = [];
   for (const name of legacyCacheKeys(config)) {
     const entry = await readEntry(config, deps, name);
     if (entry) found.push({ name, entry });
@@ -6606,17 +7325,1019 @@ async function otherEntries(config: Config, deps: Deps, first: boolean): Promise
   return found;
 }
 
-// ── 14 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 15 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
+
+/*
+ * The platform's keychain is reached through its own tool, run as a process with any secret on its
+ * stdin: `secret-tool` (the Secret Service: GNOME Keyring, KWallet, KeePassXC), `/usr/bin/security -i`
+ * (macOS) and PowerShell calling Credential Manager (Windows). Every call is bounded by
+ * `KEYCHAIN_DEADLINE_MS` (its process killed), nothing is called that could ask for a password (a
+ * locked Secret Service is found by reading its `Locked` property), and the first problem met is
+ * remembered for the rest of the process. What is kept there, and why only a key, is section 15.
+ */
+
+/** The keychain items' service: only items of this service, which the tool creates, are read, changed or removed. */
+const KEYCHAIN_SERVICE = "oauth-login";
+
+/** How long one call of a keychain tool may take before its process (group) is killed, in ms. */
+const KEYCHAIN_DEADLINE_MS = 2_000;
+
+/** The same on Windows, where PowerShell starts and compiles its Credential Manager calls first (not measured here). */
+const KEYCHAIN_DEADLINE_WINDOWS_MS = 5_000;
+
+/** What a keychain tool answered (`Deps.runTool`). */
+type ToolAnswer = Awaited<ReturnType<NonNullable<Deps["runTool"]>>>;
+
+/** Why the keychain cannot be used here: a reason and a remedy, as message clauses. */
+class KeychainProblem extends Error {
+  /** What keeps the keychain from answering, e.g. "the keyring is locked". */
+  readonly reason: string;
+  /** What the person can do about it. */
+  readonly remedy: string;
+  constructor(reason: string, remedy: string) {
+    super(reason);
+    this.reason = reason;
+    this.remedy = remedy;
+  }
+}
+
+/** Runs a keychain tool (within the deadline) and returns its answer. */
+type ToolCall = (command: string, args: string[], stdin?: string) => Promise<ToolAnswer>;
+
+/** One platform's keychain: command lines for its tool, and how to read their answers. */
+interface KeychainBackend {
+  /** What people call it. */
+  name: string;
+  /** Why it cannot be used, found without asking the person anything; undefined when it can (or cannot be told). */
+  probe(call: ToolCall, env: (name: string) => string | undefined): Promise<KeychainProblem | undefined>;
+  /** Creates or replaces the item. */
+  store(call: ToolCall, account: string, label: string, secret: string): Promise<void>;
+  /** The item's secret, or undefined when there is no such item. */
+  lookup(call: ToolCall, account: string): Promise<string | undefined>;
+  /** Removes the item; none is fine. */
+  remove(call: ToolCall, account: string): Promise<void>;
+  /** The accounts of every item of `KEYCHAIN_SERVICE`. */
+  list(call: ToolCall): Promise<string[]>;
+}
+
+/** The first line of what a tool said, for a message (never from a call that was given a secret). */
+function toolSaid(answer: ToolAnswer): string {
+  const line = answer.stderr.trim().split("\n").find((l: string) => l.trim() !== "") ?? "";
+  return line ? `: ${sanitize(line.replace(/^[\w-]+: /, ""), 160)}` : "";
+}
+
+/** The problem of a tool that did not run to its end, or failed; `secret`: it was given one (say nothing it said). */
+function toolProblem(tool: string, answer: ToolAnswer, remedy: string, secret = false): KeychainProblem {
+  if (answer.failure === "missing") return new KeychainProblem(`${tool} is not installed`, remedy);
+  if (answer.failure === "denied") {
+    return new KeychainProblem(
+      `Deno's permissions do not allow running ${tool}`,
+      `run with --allow-run=${tool} (the tasks in deno.json allow it), or use --token-storage file`,
+    );
+  }
+  return new KeychainProblem(`${tool} failed (exit ${answer.code})${secret ? "" : toolSaid(answer)}`, remedy);
+}
+
+const SECRET_SERVICE_REMEDY =
+  "unlock or start your keyring (GNOME Keyring, KWallet, KeePassXC), or use --token-storage file";
+
+/** What a Secret Service error on the bus means; undefined for a message it does not know. */
+function busProblem(said: string): KeychainProblem | undefined {
+  if (
+    /DBUS_SESSION_BUS_ADDRESS|connect to bus|open connection|autolaunch|No such file|Connection refused/i.test(said)
+  ) {
+    return new KeychainProblem(
+      "the D-Bus session bus does not answer",
+      "run it in your desktop session (where DBUS_SESSION_BUS_ADDRESS is set), or use --token-storage file",
+    );
+  }
+  if (/not provided by any|ServiceUnknown|name has no owner/i.test(said)) {
+    return new KeychainProblem(
+      "no Secret Service runs on the session bus",
+      "install and start GNOME Keyring, KWallet or KeePassXC, or use --token-storage file",
+    );
+  }
+  if (/does not exist|UnknownObject|No such object|UnknownMethod/i.test(said)) {
+    return new KeychainProblem(
+      "the Secret Service has no default keyring",
+      'create one (e.g. in "Passwords and Keys"), or use --token-storage file',
+    );
+  }
+  return undefined;
+}
+
+/** The tools that read the default collection's `Locked` property (no prompt), and how to read their answer. */
+const LOCKED_READERS: [string, string[], (out: string) => boolean | undefined][] = [
+  [
+    "busctl",
+    ["--user", "get-property", "org.freedesktop.secrets", "/org/freedesktop/secrets/aliases/default"]
+      .concat(["org.freedesktop.Secret.Collection", "Locked"]),
+    (out) => /^b true/.test(out.trim()) ? true : /^b false/.test(out.trim()) ? false : undefined,
+  ],
+  [
+    "dbus-send",
+    ["--session", "--print-reply=literal", "--dest=org.freedesktop.secrets", "/org/freedesktop/secrets/aliases/default"]
+      .concat(["org.freedesktop.DBus.Properties.Get", "string:org.freedesktop.Secret.Collection", "string:Locked"]),
+    (out) => /boolean true/.test(out) ? true : /boolean false/.test(out) ? false : undefined,
+  ],
+];
+
+/** Linux and the BSDs: the Secret Service (GNOME Keyring, KWallet, KeePassXC) through `secret-tool` (libsecret). */
+const SECRET_SERVICE: KeychainBackend = {
+  name: "the Secret Service",
+  async probe(call, env) {
+    if (!env("DBUS_SESSION_BUS_ADDRESS") && !env("XDG_RUNTIME_DIR")) {
+      return new KeychainProblem(
+        "there is no D-Bus session bus here",
+        "run it in your desktop session (where DBUS_SESSION_BUS_ADDRESS is set), or use --token-storage file",
+      );
+    }
+    for (const [tool, args, locked] of LOCKED_READERS) {
+      const answer = await call(tool, args);
+      if (answer.failure === "missing" || answer.failure === "denied") continue; // try the next reader
+      const state = locked(answer.stdout);
+      if (state === false) return undefined;
+      if (state === true) {
+        return new KeychainProblem(
+          "the keyring is locked",
+          'unlock it (log in to the desktop, or open "Passwords and Keys"), or use --token-storage file',
+        );
+      }
+      return busProblem(answer.stderr) ?? toolProblem(tool, answer, SECRET_SERVICE_REMEDY);
+    }
+    return undefined; // nothing to read the property with: secret-tool's own answers (bounded) will tell
+  },
+  async store(call, account, label, secret) {
+    const args = ["store", `--label=${label}`, "service", KEYCHAIN_SERVICE, "account", account];
+    const answer = await call("secret-tool", args, secret);
+    if (answer.code !== 0) throw secretToolProblem(answer, true);
+  },
+  async lookup(call, account) {
+    const answer = await call("secret-tool", ["lookup", "service", KEYCHAIN_SERVICE, "account", account]);
+    if (answer.code === 0) return answer.stdout;
+    if (answer.code === 1 && answer.stderr.trim() === "") return undefined; // no such item
+    throw secretToolProblem(answer);
+  },
+  async remove(call, account) {
+    const answer = await call("secret-tool", ["clear", "service", KEYCHAIN_SERVICE, "account", account]);
+    if (answer.code !== 0 && !(answer.code === 1 && answer.stderr.trim() === "")) throw secretToolProblem(answer);
+  },
+  async list(call) {
+    // The attributes go to stderr; stdout has the secrets of unlocked items, which are not kept.
+    const answer = await call("secret-tool", ["search", "--all", "service", KEYCHAIN_SERVICE]);
+    if (answer.code !== 0) throw secretToolProblem(answer);
+    return [...answer.stderr.matchAll(/^attribute\.account = (.*)$/gm)].map((match) => match[1]);
+  },
+};
+
+/** What a failed `secret-tool` call means. */
+function secretToolProblem(answer: ToolAnswer, secret = false): KeychainProblem {
+  const remedy = answer.failure === "missing"
+    ? "install secret-tool (Debian and Ubuntu: libsecret-tools; Fedora: libsecret), or use --token-storage file"
+    : SECRET_SERVICE_REMEDY;
+  if (/locked/i.test(answer.stderr)) {
+    return new KeychainProblem("the keyring is locked", "unlock it, or use --token-storage file");
+  }
+  return (answer.failure ? undefined : busProblem(answer.stderr)) ?? toolProblem("secret-tool", answer, remedy, secret);
+}
+
+/** macOS's `security`, by its absolute path (never one found on PATH). */
+const SECURITY = "/usr/bin/security";
+
+/**
+ * `security -i` reads one command a line with a 4096-byte buffer, so a line (its newline included) must
+ * stay within 4095 bytes, or its tail runs as a second command (zalando/go-keyring#153).
+ */
+const SECURITY_LINE_MAX = 4095;
+
+/** An argument of a `security -i` line: in double quotes, with `\` and `"` escaped (its split_line rules). Pure. */
+function securityArg(text: string): string {
+  if (/[\n\r\0]/.test(text)) throw new Error("a security -i argument cannot hold a line break or NUL");
+  return `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/** The `security -i` line that stores an item: the secret goes on stdin, never in an argument. Pure. */
+function addGenericPasswordLine(account: string, label: string, secret: string): string {
+  const line = ["add-generic-password", "-U", "-s", securityArg(KEYCHAIN_SERVICE), "-a", securityArg(account)]
+    .concat(["-l", securityArg(label), "-w", securityArg(secret)]).join(" ") + "\n";
+  if (new TextEncoder().encode(line).length > SECURITY_LINE_MAX) {
+    throw new KeychainProblem("the keychain item's name is too long for security -i", "use a shorter cache path");
+  }
+  return line;
+}
+
+/** What a failed `security` call means (its exit 44 is "no such item", handled by the callers). */
+function securityProblem(answer: ToolAnswer, secret = false): KeychainProblem {
+  const remedy = "unlock the login keychain (security unlock-keychain), or use --token-storage file";
+  if (/interaction is not allowed|locked/i.test(answer.stderr) || answer.code === 36 || answer.code === 51) {
+    return new KeychainProblem("the login keychain is locked, and no one can be asked to unlock it here", remedy);
+  }
+  return toolProblem(SECURITY, answer, remedy, secret);
+}
+
+/** A value of `security dump-keychain`: `"text"`, or `0xHEX  "text"` for one with other bytes. Pure. */
+function dumpedValue(value: string): string | undefined {
+  const hex = value.match(/^0x([0-9A-Fa-f]*)/);
+  if (hex) return new TextDecoder().decode(Uint8Array.fromHex(hex[1].length % 2 ? `0${hex[1]}` : hex[1]));
+  const quoted = value.match(/^"(.*)"\s*$/);
+  return quoted ? quoted[1] : undefined;
+}
+
+/** macOS: the login keychain through `/usr/bin/security`, the secret on stdin (`security -i`). */
+const MACOS_KEYCHAIN: KeychainBackend = {
+  name: "the login keychain",
+  probe() {
+    // Nothing reads the keychain's lock without possibly asking for its password: the bounded calls tell.
+    return Promise.resolve(undefined);
+  },
+  async store(call, account, label, secret) {
+    const answer = await call(SECURITY, ["-i"], addGenericPasswordLine(account, label, secret));
+    if (answer.code !== 0) throw securityProblem(answer, true);
+  },
+  async lookup(call, account) {
+    const answer = await call(SECURITY, ["find-generic-password", "-s", KEYCHAIN_SERVICE, "-a", account, "-w"]);
+    if (answer.code === 0) return answer.stdout.replace(/\n$/, "");
+    if (answer.code === 44) return undefined;
+    throw securityProblem(answer);
+  },
+  async remove(call, account) {
+    const answer = await call(SECURITY, ["delete-generic-password", "-s", KEYCHAIN_SERVICE, "-a", account]);
+    if (answer.code !== 0 && answer.code !== 44) throw securityProblem(answer);
+  },
+  async list(call) {
+    const answer = await call(SECURITY, ["dump-keychain"]);
+    if (answer.code !== 0) throw securityProblem(answer);
+    const accounts: string[] = [];
+    for (const item of answer.stdout.split(/^keychain: /m)) {
+      const attribute = (name: string) =>
+        dumpedValue(item.match(new RegExp(`^\\s*"${name}"<blob>=(.*)$`, "m"))?.[1] ?? "");
+      const account = attribute("acct");
+      if (/^class: "genp"$/m.test(item) && attribute("svce") === KEYCHAIN_SERVICE && account) accounts.push(account);
+    }
+    return accounts;
+  },
+};
+
+/** Windows PowerShell 5.1, present on every Windows 10 and 11. */
+const POWERSHELL = "powershell.exe";
+
+/** Credential Manager's generic credentials, reached from PowerShell through advapi32 (no secret in any argument). */
+const CREDENTIALS_CSHARP = String.raw`
+using System; using System.Runtime.InteropServices; using System.Collections.Generic;
+public static class OauthLoginCredentials {
+  [StructLayout(LayoutKind.Sequential, CharSet = CharSet.Unicode)]
+  struct Credential {
+    public uint Flags; public uint Type; public string TargetName; public string Comment;
+    public System.Runtime.InteropServices.ComTypes.FILETIME LastWritten; public uint BlobSize; public IntPtr Blob;
+    public uint Persist; public uint AttributeCount; public IntPtr Attributes; public string TargetAlias;
+    public string UserName;
+  }
+  [DllImport("advapi32.dll", EntryPoint = "CredWriteW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredWrite(ref Credential credential, uint flags);
+  [DllImport("advapi32.dll", EntryPoint = "CredReadW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredRead(string target, uint type, uint flags, out IntPtr credential);
+  [DllImport("advapi32.dll", EntryPoint = "CredDeleteW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredDelete(string target, uint type, uint flags);
+  [DllImport("advapi32.dll", EntryPoint = "CredEnumerateW", CharSet = CharSet.Unicode, SetLastError = true)]
+  static extern bool CredEnumerate(string filter, uint flags, out uint count, out IntPtr credentials);
+  [DllImport("advapi32.dll")] static extern void CredFree(IntPtr buffer);
+  const uint GENERIC = 1, LOCAL_MACHINE = 2;
+  public static int Write(string target, string user, string comment, byte[] blob) {
+    var c = new Credential(); c.Type = GENERIC; c.TargetName = target; c.UserName = user; c.Comment = comment;
+    c.Persist = LOCAL_MACHINE; c.BlobSize = (uint)blob.Length; c.Blob = Marshal.AllocHGlobal(Math.Max(blob.Length, 1));
+    try { Marshal.Copy(blob, 0, c.Blob, blob.Length); return CredWrite(ref c, 0) ? 0 : Marshal.GetLastWin32Error(); }
+    finally { Marshal.FreeHGlobal(c.Blob); }
+  }
+  public static byte[] Read(string target, out int error) {
+    IntPtr p; error = 0;
+    if (!CredRead(target, GENERIC, 0, out p)) { error = Marshal.GetLastWin32Error(); return null; }
+    try {
+      var c = (Credential)Marshal.PtrToStructure(p, typeof(Credential));
+      var blob = new byte[c.BlobSize]; if (blob.Length > 0) Marshal.Copy(c.Blob, blob, 0, blob.Length); return blob;
+    } finally { CredFree(p); }
+  }
+  public static int Delete(string target) { return CredDelete(target, GENERIC, 0) ? 0 : Marshal.GetLastWin32Error(); }
+  public static string[] List(string filter, out int error) {
+    uint count; IntPtr list; error = 0; var targets = new List<string>();
+    if (!CredEnumerate(filter, 0, out count, out list)) { error = Marshal.GetLastWin32Error(); return targets.ToArray(); }
+    try {
+      for (int i = 0; i < count; i++) {
+        var c = (Credential)Marshal.PtrToStructure(Marshal.ReadIntPtr(list, i * IntPtr.Size), typeof(Credential));
+        targets.Add(c.TargetName);
+      }
+    } finally { CredFree(list); }
+    return targets.ToArray();
+  }
+}`;
+
+/** A PowerShell single-quoted literal: each quote (the typographic ones count too) doubled. Pure. */
+function powershellString(text: string): string {
+  return `'${text.replace(/['\u2018\u2019\u201a\u201b]/g, (c) => c + c)}'`;
+}
+
+/**
+ * The PowerShell script of one Credential Manager operation. Exit 0: done; 2: no such credential
+ * (Win32 1168); 3: another Win32 error, its number on stderr. Secrets come and go in base64 on
+ * stdin and stdout, never in the script. Pure.
+ */
+function credentialScript(operation: string): string {
+  return [
+    "$ErrorActionPreference = 'Stop'",
+    `if (-not ('OauthLoginCredentials' -as [type])) { Add-Type -TypeDefinition @'\n${CREDENTIALS_CSHARP}\n'@ }`,
+    'function Fail($e) { if ($e -eq 1168) { exit 2 }; [Console]::Error.WriteLine("Windows error $e"); exit 3 }',
+    operation,
+  ].join("\n");
+}
+
+/** `powershell.exe`'s arguments for a script: `-EncodedCommand`, base64 of its UTF-16LE text. Pure. */
+function powershellArgs(script: string): string[] {
+  const utf16 = new Uint8Array(script.length * 2);
+  for (let i = 0; i < script.length; i++) {
+    utf16[2 * i] = script.charCodeAt(i) & 0xff;
+    utf16[2 * i + 1] = script.charCodeAt(i) >> 8;
+  }
+  return [
+    "-NoLogo",
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-EncodedCommand",
+    utf16.toBase64(),
+  ];
+}
+
+/** What a failed PowerShell call means. */
+function credentialProblem(answer: ToolAnswer): KeychainProblem {
+  const remedy =
+    "sign in to Windows interactively (Credential Manager needs a logon session), or use --token-storage file";
+  const error = answer.stderr.match(/Windows error (\d+)/)?.[1];
+  if (error === "1312") return new KeychainProblem("Credential Manager has no logon session here", remedy);
+  if (error) return new KeychainProblem(`Credential Manager failed (Windows error ${error})`, remedy);
+  return toolProblem(POWERSHELL, answer, remedy, true);
+}
+
+/** Windows: Credential Manager's generic credentials (target `oauth-login:ACCOUNT`), through PowerShell. */
+const CREDENTIAL_MANAGER: KeychainBackend = {
+  name: "Credential Manager",
+  probe() {
+    return Promise.resolve(undefined); // Credential Manager never prompts; the bounded calls tell
+  },
+  async store(call, account, label, secret) {
+    const target = powershellString(`${KEYCHAIN_SERVICE}:${account}`);
+    const user = powershellString((itemUser(account) ?? "-").slice(0, 500));
+    const script = credentialScript(
+      "$b = [Convert]::FromBase64String([Console]::In.ReadToEnd().Trim())\n" +
+        `$e = [OauthLoginCredentials]::Write(${target}, ${user}, ${
+          powershellString(label)
+        }, $b); if ($e -ne 0) { Fail $e }`,
+    );
+    const answer = await call(POWERSHELL, powershellArgs(script), `${new TextEncoder().encode(secret).toBase64()}\n`);
+    if (answer.code !== 0) throw credentialProblem(answer);
+  },
+  async lookup(call, account) {
+    const target = powershellString(`${KEYCHAIN_SERVICE}:${account}`);
+    const script = credentialScript(
+      `$e = 0; $b = [OauthLoginCredentials]::Read(${target}, [ref]$e); if ($e -ne 0) { Fail $e }\n` +
+        "[Console]::Out.Write([Convert]::ToBase64String($b))",
+    );
+    const answer = await call(POWERSHELL, powershellArgs(script));
+    if (answer.code === 2) return undefined;
+    if (answer.code !== 0) throw credentialProblem(answer);
+    return new TextDecoder().decode(Uint8Array.fromBase64(answer.stdout.trim()));
+  },
+  async remove(call, account) {
+    const target = powershellString(`${KEYCHAIN_SERVICE}:${account}`);
+    const script = credentialScript(`$e = [OauthLoginCredentials]::Delete(${target}); if ($e -ne 0) { Fail $e }`);
+    const answer = await call(POWERSHELL, powershellArgs(script));
+    if (answer.code !== 0 && answer.code !== 2) throw credentialProblem(answer);
+  },
+  async list(call) {
+    const script = credentialScript(
+      `$e = 0; $t = [OauthLoginCredentials]::List(${powershellString(`${KEYCHAIN_SERVICE}:*`)}, [ref]$e)\n` +
+        "if ($e -ne 0) { Fail $e }\n" +
+        "foreach ($x in $t) { [Console]::Out.WriteLine([Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($x))) }",
+    );
+    const answer = await call(POWERSHELL, powershellArgs(script));
+    if (answer.code === 2) return [];
+    if (answer.code !== 0) throw credentialProblem(answer);
+    const prefix = `${KEYCHAIN_SERVICE}:`;
+    const targets: string[] = answer.stdout.split(/\r?\n/).filter(Boolean)
+      .map((line: string) => new TextDecoder().decode(Uint8Array.fromBase64(line.trim())));
+    return targets.filter((target) => target.startsWith(prefix)).map((target) => target.slice(prefix.length));
+  },
+};
+
+/** The platform's keychain, or undefined where the tool knows none (`os` as `Deno.build.os` names it). */
+function backendFor(os: string): KeychainBackend | undefined {
+  if (os === "darwin") return MACOS_KEYCHAIN;
+  if (os === "windows") return CREDENTIAL_MANAGER;
+  return ["linux", "freebsd", "openbsd", "netbsd", "illumos", "solaris", "android"].includes(os)
+    ? SECRET_SERVICE
+    : undefined;
+}
+
+// ── One process's use of the keychain: the first problem remembered ──
+
+/** What one process knows of the keychain. */
+interface KeychainSession {
+  /** The first problem met: no keychain call is made after it. */
+  problem?: KeychainProblem;
+  /** The probe, made once. */
+  probed?: Promise<void>;
+  /** The keys read or made, by account. */
+  keys: Map<string, CryptoKey>;
+}
+
+/** The session of each run's edges (one run a process, several in tests). */
+const keychainSessions = new WeakMap<object, KeychainSession>();
+
+function keychainSession(deps: Deps): KeychainSession {
+  let session = keychainSessions.get(deps);
+  if (!session) keychainSessions.set(deps, session = { keys: new Map() });
+  return session;
+}
+
+/** Runs `deps.runTool` within the deadline, through the one wait; a call past it is killed and is a problem. */
+function toolCall(deps: Deps): ToolCall {
+  const ms = deps.os === "windows" ? KEYCHAIN_DEADLINE_WINDOWS_MS : KEYCHAIN_DEADLINE_MS;
+  return async (command, args, stdin) => {
+    const stop = new AbortController();
+    const running = deps.runTool!(command, args, { stdin, signal: stop.signal });
+    try {
+      return (await wait(deps, {
+        ms,
+        until: running,
+        interrupted: "Interrupted",
+        onTimeout: () =>
+          new KeychainProblem(
+            `the keychain did not answer within ${ms / 1000} seconds`,
+            "check that it is not waiting for a password on your desktop, or use --token-storage file",
+          ),
+      }))!;
+    } finally {
+      stop.abort(); // ends the tool if it still runs (the deadline, Ctrl-C); then it is reaped
+      await running.catch(() => {});
+    }
+  };
+}
+
+/**
+ * Runs one keychain operation, after the probe (once a process): none once a problem is known, and a
+ * problem it meets is remembered for the rest of the process. Throws `KeychainProblem`.
+ */
+async function withKeychain<T>(
+  deps: Deps,
+  operation: (backend: KeychainBackend, call: ToolCall) => Promise<T>,
+): Promise<T> {
+  const session = keychainSession(deps);
+  const backend = backendFor(deps.os);
+  try {
+    if (session.problem) throw session.problem;
+    if (!backend || !deps.runTool) {
+      throw new KeychainProblem("this system has no keychain the tool can use", "use --token-storage file");
+    }
+    session.probed ??= backend.probe(toolCall(deps), deps.env).then((problem) => {
+      if (problem) throw problem;
+    });
+    await session.probed;
+    return await operation(backend, toolCall(deps));
+  } catch (error) {
+    if (error instanceof KeychainProblem) session.problem ??= error;
+    throw error;
+  }
+}
+
+/** Why the keychain cannot be used here, or undefined when it answers (probed once a process). */
+async function keychainProblem(deps: Deps): Promise<KeychainProblem | undefined> {
+  try {
+    await withKeychain(deps, () => Promise.resolve());
+    return undefined;
+  } catch (error) {
+    if (error instanceof KeychainProblem) return error;
+    throw error;
+  }
+}
+
+// ── The real edge ──
+
+/**
+ * The real edge behind `Deps.runTool`: runs a keychain tool with `stdin` written and closed, and its
+ * output read (at most 4 MiB each). When `signal` aborts, its process group is killed (the process
+ * alone where Deno's permissions allow no more, and on Windows). A tool Deno's permissions do not let
+ * it run is "denied" without asking (a prompt would wait for a person); one not installed is "missing".
+ */
+async function runTool(
+  command: string,
+  args: string[],
+  options: { stdin?: string; signal: AbortSignal },
+): Promise<ToolAnswer> {
+  const none = { code: null, stdout: "", stderr: "" };
+  if (Deno.permissions.querySync({ name: "run", command }).state !== "granted") {
+    return { ...none, failure: onPath(command, (name) => Deno.env.get(name)) ? "denied" : "missing" };
+  }
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      detached: Deno.build.os !== "windows", // its own process group, killed whole
+      env: { LC_ALL: "C" }, // messages in English, read by their words
+    }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return { ...none, failure: "missing" };
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      return { ...none, failure: "denied" };
+    }
+    throw error;
+  }
+  const stdout = readToolOutput(child.stdout), stderr = readToolOutput(child.stderr);
+  const writer = child.stdin.getWriter();
+  const writing = (async () => {
+    if (options.stdin) await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  })().catch(() => {}); // the tool may exit without reading
+  const kill = () => {
+    try {
+      if (Deno.build.os === "windows" || Deno.permissions.querySync({ name: "run" }).state !== "granted") {
+        child.kill("SIGKILL");
+      } else Deno.kill(-child.pid, "SIGKILL");
+    } catch { /* already gone */ }
+    stdout.cancel();
+    stderr.cancel();
+  };
+  if (options.signal.aborted) kill();
+  options.signal.addEventListener("abort", kill, { once: true });
+  try {
+    const status = await child.status;
+    // A child of the tool may still hold the pipes: what came by the time the tool ended, and a moment more.
+    const grace = delay(100);
+    await Promise.race([Promise.all([stdout.text, stderr.text]), grace.done]);
+    grace.cancel();
+    stdout.cancel();
+    stderr.cancel();
+    await writing;
+    const killed = options.signal.aborted;
+    return { code: killed ? null : status.code, stdout: await stdout.text, stderr: await stderr.text };
+  } finally {
+    options.signal.removeEventListener("abort", kill);
+  }
+}
+
+/** Reads a stream as text, at most 4 MiB, until it ends or `cancel()`. */
+function readToolOutput(stream: ReadableStream<Uint8Array>): { text: Promise<string>; cancel: () => void } {
+  const reader = stream.getReader();
+  const text = (async () => {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        if (size < 4 * 1024 * 1024) chunks.push(read.value);
+        size += read.value.length;
+      }
+    } catch { /* cancelled */ }
+    const bytes = new Uint8Array(chunks.reduce((n, chunk) => n + chunk.length, 0));
+    chunks.reduce((offset, chunk) => (bytes.set(chunk, offset), offset + chunk.length), 0);
+    return new TextDecoder().decode(bytes);
+  })();
+  return { text, cancel: () => void reader.cancel().catch(() => {}) };
+}
+
+// ── 16 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
+
+/*
+ * An entry's long-lived secrets (its refresh token and DPoP key; the secret of a client the tool
+ * registered) are never in its file in the clear unless the person chose the file. They are sealed
+ * with AES-256-GCM under a random key, and only the key goes to the platform's keychain, one item
+ * per file (as Chromium and Electron's safeStorage keep their data): the same code on every platform,
+ * no size limit (2,560 bytes in Credential Manager, about 3.9 KB through `security -i`, 8 KiB through
+ * `secret-tool`), and a refresh reads the keychain once and writes nothing to it, so a keychain that
+ * stalls mid-refresh can never lose a rotated refresh token. The entry file keeps the rest (issuer,
+ * expiry, scope, the short-lived access token), so the cached `token` path never touches the keychain.
+ */
+
+/** Secrets sealed under the key of a keychain item: what a file holds in their place. */
+type Sealed = NonNullable<TokenSet["sealed"]>;
+
+/** The kinds of long-lived secret: an entry's refresh token and DPoP key, a registered client's secret. */
+type SecretKind = Sealed["holds"][number];
+
+/** Long-lived secrets by kind, each as text (a JWK as its JSON). */
+type Secrets = Partial<Record<SecretKind, string>>;
+
+/** Where an entry's long-lived secrets go (`--token-storage`). */
+type TokenStorage = Config["tokenStorage"];
+
+/**
+ * The entry fields that hold long-lived secrets, each with its kind and its text form. A new kind of
+ * secret (a registered client's `client_secret`) is one more row here.
+ */
+const ENTRY_SECRETS: readonly { field: "refreshToken" | "dpopKey"; kind: SecretKind; json: boolean }[] = [
+  { field: "refreshToken", kind: "refresh_token", json: false },
+  { field: "dpopKey", kind: "dpop_key", json: true },
+];
+
+/** Whether an entry holds a secret of this kind, in its file or sealed; asks no keychain. Pure, on the cached path. */
+function holds(entry: TokenSet, kind: SecretKind): boolean {
+  const row = ENTRY_SECRETS.find((secret) => secret.kind === kind);
+  return (row !== undefined && !!entry[row.field]) || (entry.sealed?.holds.includes(kind) ?? false);
+}
+
+/** The entry's long-lived secrets that are in the clear, by kind. Pure. */
+function secretsOf(entry: TokenSet): Secrets {
+  const secrets: Secrets = {};
+  for (const { field, kind, json } of ENTRY_SECRETS) {
+    const value = entry[field];
+    if (value) secrets[kind] = json ? JSON.stringify(value) : value as string;
+  }
+  return secrets;
+}
+
+/** The entry without its long-lived secrets, where they are kept, or why. Pure. */
+function withoutSecrets(entry: TokenSet): TokenSet {
+  const rest: Partial<TokenSet> = { ...entry };
+  for (const { field } of ENTRY_SECRETS) delete rest[field];
+  delete rest.sealed;
+  delete rest.keptInFile;
+  return rest as TokenSet;
+}
+
+/** The entry with these secrets in their fields. Pure. */
+function withSecrets(entry: TokenSet, secrets: Secrets): TokenSet {
+  const open: Record<string, unknown> = { ...entry };
+  for (const { field, kind, json } of ENTRY_SECRETS) {
+    const text = secrets[kind];
+    if (text !== undefined) open[field] = json ? JSON.parse(text) : text;
+  }
+  return open as unknown as TokenSet;
+}
+
+// ── Items: their names, and what a person sees in their keychain app ──
+
+/** Whose secrets an item protects: the issuer, client and user, what they are, and the file that names the item. */
+interface ItemOwner {
+  issuer: string;
+  clientId: string;
+  user?: string;
+  /** "tokens": a cached login's; "client": a registered client's. */
+  kind: "tokens" | "client";
+  /** The file whose secrets the item's key seals. */
+  path: string;
+}
+
+/** A component of an account: `%`, `|`, quotes, backslashes and control characters percent-encoded. Pure. */
+function accountPart(text: string): string {
+  const escape = (c: string) =>
+    [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[%|"'`\\\x00-\x1f\x7f-\x9f\u2018-\u201e]/g, escape);
+}
+
+/**
+ * The item's account: issuer, client, user, what it protects and its file, joined by `|`; two files
+ * never share an item, a person recognises it in Seahorse, Keychain Access or Credential Manager, and
+ * `logout --all` can tell when its file is gone. Pure.
+ */
+function itemAccount(owner: ItemOwner): string {
+  return [owner.issuer, owner.clientId, owner.user ?? "-", owner.kind, owner.path].map(accountPart).join("|");
+}
+
+/** The file an account names (see `itemAccount`), or undefined for an account of another shape. Pure. */
+function itemFile(account: string): string | undefined {
+  const parts = account.split("|");
+  if (parts.length !== 5) return undefined;
+  try {
+    return decodeURIComponent(parts[4]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The label a keychain app shows for the item (control characters dropped). Pure. */
+function itemLabel(owner: ItemOwner): string {
+  const what = owner.kind === "tokens" ? "key to the cached tokens" : "key to the client's secret";
+  const who = owner.user ? ` of ${owner.user}` : "";
+  // deno-lint-ignore no-control-regex
+  const control = /[\x00-\x1f\x7f-\x9f]/g;
+  return `oauth-login: ${what}${who} at ${owner.issuer} (client ${owner.clientId})`.replace(control, " ");
+}
+
+/** The owner of an entry's item: the entry's issuer, client and user, and its file. */
+function entryOwner(entry: TokenSet, deps: Pick<Deps, "storage">, name: string): ItemOwner {
+  return {
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    user: (entry.user ?? entry.subject)?.slice(0, 200), // a server's name for the person: no item too long to store
+    kind: "tokens",
+    path: `${deps.storage.dir}/${name}.json`,
+  };
+}
+
+/** The user an account names, for Credential Manager's user name column. Pure. */
+function itemUser(account: string): string | undefined {
+  const user = account.split("|")[2];
+  try {
+    return user && user !== "-" ? decodeURIComponent(user) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ── Sealing: AES-256-GCM under the item's key ──
+
+function base64url(bytes: Uint8Array): string {
+  return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
+}
+
+function fromBase64url(text: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.fromBase64(text, { alphabet: "base64url" }) as Uint8Array<ArrayBuffer>;
+}
+
+/** A new random 256-bit key: the CryptoKey, and its text for the keychain (base64url). */
+async function newSealingKey(): Promise<{ key: CryptoKey; text: string }> {
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  return { key: await importSealingKey(base64url(raw)), text: base64url(raw) };
+}
+
+/** A key as the keychain holds it; undefined when the text is not one (someone changed the item). */
+async function importSealingKey(text: string): Promise<CryptoKey> {
+  const raw = fromBase64url(text.trim());
+  if (raw.length !== 32) throw new Error("not a 256-bit key");
+  return await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
+}
+
+/** Seals secrets under `key`, bound to the item's account (the additional data): a fresh 96-bit IV each time. */
+async function seal(secrets: Secrets, item: string, key: CryptoKey): Promise<Sealed> {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const plain = new TextEncoder().encode(JSON.stringify(secrets));
+  const additionalData = new TextEncoder().encode(item);
+  const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, plain);
+  return {
+    item,
+    holds: Object.keys(secrets).sort() as SecretKind[],
+    iv: base64url(iv),
+    data: base64url(new Uint8Array(data)),
+  };
+}
+
+/** The sealed secrets, or undefined when `key` does not open them (another key, or a changed file). */
+async function unseal(sealed: Sealed, key: CryptoKey): Promise<Secrets | undefined> {
+  try {
+    const additionalData = new TextEncoder().encode(sealed.item);
+    const plain = await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: fromBase64url(sealed.iv), additionalData },
+      key,
+      fromBase64url(sealed.data),
+    );
+    const secrets = JSON.parse(new TextDecoder().decode(plain));
+    return secrets && typeof secrets === "object" ? secrets : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sealed secrets whose key is gone from the keychain, or does not open them: the session cannot go on. */
+class SecretsGone extends LoginError {
+  /** Why, e.g. "its key is no longer in the keychain". */
+  readonly reason: string;
+  constructor(reason: string, message = reason) {
+    super("login_required", message, { hint: 'sign in again with "oauth-login login"' });
+    this.reason = reason;
+  }
+}
+
+// ── Sealing, opening and forgetting secrets: the general API ──
+
+/**
+ * Seals secrets for a file under the key of its item: the key the process already holds for that item,
+ * else a new one, stored first (one keychain write). Throws `KeychainProblem`.
+ */
+async function sealSecrets(
+  owner: ItemOwner,
+  secrets: Secrets,
+  deps: Deps,
+  item: string = itemAccount(owner),
+): Promise<Sealed> {
+  return await seal(secrets, item, await itemKey(owner, deps, item));
+}
+
+/** The key of an item: the one this process read or made, else a new one stored in the keychain. */
+async function itemKey(owner: ItemOwner, deps: Deps, item: string = itemAccount(owner)): Promise<CryptoKey> {
+  const keys = keychainSession(deps).keys;
+  const known = keys.get(item);
+  if (known) return known;
+  const { key, text } = await newSealingKey();
+  await withKeychain(deps, (backend, call) => backend.store(call, item, itemLabel(owner), text));
+  keys.set(item, key);
+  return key;
+}
+
+/**
+ * The sealed secrets, by kind: opened with the key this process holds for the item, else the one the
+ * keychain has (one read). Throws `KeychainProblem`, or `SecretsGone` when the item is gone or its key
+ * does not open them.
+ */
+async function openSealed(sealed: Sealed, deps: Deps): Promise<Secrets> {
+  const keys = keychainSession(deps).keys;
+  const known = keys.get(sealed.item);
+  const opened = known && await unseal(sealed, known);
+  if (opened) return opened;
+  const text = await withKeychain(deps, (backend, call) => backend.lookup(call, sealed.item));
+  if (text === undefined) throw new SecretsGone("its key is no longer in the keychain");
+  const key = await importSealingKey(text).catch(() => undefined);
+  const secrets = key && await unseal(sealed, key);
+  if (!key || !secrets) throw new SecretsGone("the key in the keychain does not open it");
+  keys.set(sealed.item, key);
+  return secrets;
+}
+
+/** One secret of a sealed set, by kind (see `openSealed`). */
+async function sealedSecret(sealed: Sealed, kind: SecretKind, deps: Deps): Promise<string | undefined> {
+  return sealed.holds.includes(kind) ? (await openSealed(sealed, deps))[kind] : undefined;
+}
+
+/** Removes an item of the tool's own (service `oauth-login`) from the keychain. Throws `KeychainProblem`. */
+async function forgetItem(item: string, deps: Deps): Promise<void> {
+  keychainSession(deps).keys.delete(item);
+  await withKeychain(deps, (backend, call) => backend.remove(call, item));
+}
+
+// ── What an entry keeps where ──
+
+/** The error that `--token-storage keychain` gives instead of falling back. */
+function keychainRequired(problem: KeychainProblem, doing: string): LoginError {
+  return new LoginError("failure", `Cannot ${doing} in the keychain (--token-storage keychain): ${problem.reason}`, {
+    hint: problem.remedy.replace(/, or use --token-storage file$/, ", or use --token-storage auto or file"),
+  });
+}
+
+/**
+ * Before a sign-in: with `--token-storage keychain`, a keychain that cannot be used is an error now,
+ * before the browser opens (its tokens could not be kept): the probe, and the read of an item that
+ * does not exist (where nothing can be probed, macOS and Windows, that read is what tells).
+ */
+async function keychainReady(config: Pick<Config, "tokenStorage">, deps: Deps): Promise<void> {
+  if (config.tokenStorage !== "keychain") return;
+  try {
+    await withKeychain(deps, (backend, call) => backend.lookup(call, `${KEYCHAIN_SERVICE} probe`));
+  } catch (error) {
+    if (error instanceof KeychainProblem) throw keychainRequired(error, "keep the tokens");
+    throw error;
+  }
+}
+
+/** The long-lived secrets of an entry as words: "refresh token", "DPoP key", "refresh token and DPoP key". Pure. */
+function secretWords(kinds: SecretKind[]): string {
+  const names: Record<SecretKind, string> = {
+    refresh_token: "refresh token",
+    dpop_key: "DPoP key",
+    client_secret: "client secret",
+  };
+  const words = kinds.map((kind) => names[kind]);
+  return words.length < 2 ? words.join("") : `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`;
+}
+
+/**
+ * Before a refresh (under the entry's lock): the keychain item an entry's secrets will be sealed under
+ * once refreshed: the one they are sealed under now, or for an entry whose secrets are in its file (an
+ * earlier version's, or one saved where no keychain answered) a new one, made now, before any request
+ * (`auto`: undefined when no keychain answers; `keychain`: an error). Undefined for `file`.
+ */
+async function refreshItem(config: Config, deps: Deps, name: string, entry: TokenSet): Promise<string | undefined> {
+  if (config.tokenStorage === "file") return undefined;
+  if (entry.sealed) return entry.sealed.item;
+  const owner = entryOwner(entry, deps, name);
+  try {
+    await itemKey(owner, deps);
+    return itemAccount(owner);
+  } catch (error) {
+    if (!(error instanceof KeychainProblem)) throw error;
+    if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the refresh token");
+    return undefined;
+  }
+}
+
+/**
+ * Writes an entry's file (every writer holds its lock): its long-lived secrets sealed under its item's
+ * key (`keychain`, or `auto` where a keychain answers; `item`: the item to use, see `refreshItem`), else
+ * in the file, which `auto` says the first time for that entry. An entry with no secret in the clear, or
+ * `asIs` (what changes is not a secret: DPoP nonces), is written as it is. The item `previous` (what the
+ * file held) used, if no longer used, is then removed.
+ */
+async function saveEntry(
+  config: Config,
+  deps: Deps,
+  name: string,
+  entry: TokenSet,
+  context: { previous?: TokenSet; item?: string; asIs?: boolean } = {},
+): Promise<TokenSet> {
+  const { previous } = context;
+  const secrets = context.asIs ? {} : secretsOf(entry);
+  const kinds = Object.keys(secrets) as SecretKind[];
+  let stored: TokenSet = (entry.sealed && kinds.length === 0) || context.asIs ? entry : withoutSecrets(entry);
+  if (kinds.length > 0 && config.tokenStorage === "file") {
+    stored = { ...entry, sealed: undefined, keptInFile: "chosen" };
+  } else if (kinds.length > 0) {
+    try {
+      const owner = entryOwner(entry, deps, name);
+      stored = { ...stored, sealed: await sealSecrets(owner, secrets, deps, context.item ?? itemAccount(owner)) };
+    } catch (error) {
+      if (!(error instanceof KeychainProblem)) throw error;
+      if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the tokens");
+      // The first time for this entry: a new one, an earlier version's, or one kept in the file by choice until now.
+      if (previous?.keptInFile === undefined || previous.keptInFile === "chosen") {
+        say(
+          deps,
+          `warning: Keeping the ${
+            secretWords(kinds)
+          } in the token cache file (readable only by you), not in the keychain: ${error.reason}`,
+        );
+      }
+      stored = { ...entry, sealed: undefined, keptInFile: error.reason };
+    }
+  }
+  await deps.storage.write(`${name}.json`, JSON.stringify(stored, null, 2) + "\n");
+  const unused = previous?.sealed?.item;
+  if (unused && unused !== stored.sealed?.item) await forgetItem(unused, deps).catch(() => {}); // else logout --all
+  return stored;
+}
+
+/**
+ * Removes an entry's file, then its keychain item. Returns false when the item could not be removed (no
+ * keychain answers: `logout --all` removes it later).
+ */
+async function removeEntry(name: string, entry: TokenSet | undefined, deps: Deps): Promise<boolean> {
+  await deps.storage.remove(`${name}.json`);
+  const item = entry?.sealed?.item;
+  return !item || await forgetItem(item, deps).then(() => true, () => false);
+}
+
+/**
+ * The entry with its sealed secrets opened (one keychain read, at most, a process); an entry whose
+ * secrets are in its file as it is. Throws a "failure" `LoginError` when the keychain cannot be read,
+ * and `SecretsGone` when the secrets cannot be had any more. `doing`: what they are needed for.
+ */
+async function openEntry(entry: TokenSet, deps: Deps, doing = "refresh the access token"): Promise<TokenSet> {
+  if (!entry.sealed) return entry;
+  const words = secretWords(entry.sealed.holds);
+  try {
+    return withSecrets(entry, await openSealed(entry.sealed, deps));
+  } catch (error) {
+    if (error instanceof SecretsGone) {
+      throw new SecretsGone(error.reason, `Cannot ${doing}: its ${words} cannot be read any more (${error.reason})`);
+    }
+    if (!(error instanceof KeychainProblem)) throw error;
+    throw new LoginError(
+      "failure",
+      `Cannot ${doing}: its ${words} ${
+        entry.sealed.holds.length > 1 ? "are" : "is"
+      } in the keychain, and ${error.reason}`,
+      {
+        hint: `${
+          error.remedy.replace(/, or use --token-storage file$/, "")
+        }; or sign in again with "oauth-login login"`,
+      },
+    );
+  }
+}
+
+/**
+ * `logout --all`: removes the keychain items of the tool's own service whose file, in this cache
+ * folder, is gone or no longer sealed under them. Returns how many; nothing when no keychain answers.
+ */
+async function forgetOrphanItems(deps: Deps): Promise<number> {
+  // Only a folder named absolutely: a relative one names another folder from elsewhere.
+  if (!/^(?:\/|[A-Za-z]:[\\/])/.test(deps.storage.dir) || (await keychainProblem(deps))) return 0;
+  let removed = 0;
+  for (const item of await withKeychain(deps, (backend, call) => backend.list(call)).catch(() => [])) {
+    const file = itemFile(item);
+    const prefix = `${deps.storage.dir}/`;
+    const name = file?.startsWith(prefix) ? file.slice(prefix.length).replace(/\.json$/, "") : undefined;
+    if (!name || !ENTRY_NAME.test(name)) continue; // another folder's, or not an entry's
+    const text = await deps.storage.read(`${name}.json`, { allowShared: true }).catch(() => null);
+    if (text === null) continue; // a file the tool does not trust: leave its item alone
+    if (text !== undefined && parseTokenSet(text)?.sealed?.item === item) continue;
+    if (await forgetItem(item, deps).then(() => true, () => false)) removed++;
+  }
+  return removed;
+}
+
+// ── 17 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
   const lock = await lockEntry(name, deps);
   try {
     const current = await readEntry(config, deps, name);
-    if (!current || current.dpopKey?.d !== state.jwk.d) return;
+    if (!current || !holds(current, "dpop_key")) return;
     const nonces = { ...current.dpopNonces, ...state.nonces };
     if (JSON.stringify(nonces) === JSON.stringify(current.dpopNonces ?? {})) return;
-    await deps.storage.write(`${name}.json`, JSON.stringify({ ...current, dpopNonces: nonces }, null, 2) + "\n");
+    // The same key (another login may have made a new one): its sealed copy opens with the key already read.
+    const open = await openEntry(current, deps, "remember the DPoP nonces").catch(() => undefined);
+    if (open?.dpopKey?.d !== state.jwk.d) return; // (nonces only spare a round trip: never an error)
+    await saveEntry(config, deps, name, { ...current, dpopNonces: nonces }, { asIs: true });
   } finally {
     lock.release();
   }
@@ -6711,18 +8432,20 @@ async function forResource(
     if (held && isFresh({ ...current, ...held }, deps.now(), config.minTtlMs) && held.accessToken !== rejected) {
       return view(held, current);
     }
-    if (!current.refreshToken) {
+    if (!holds(current, "refresh_token")) {
       throw loginRequired(config, `The cached token is not for "${sanitize(resource)}" and cannot be refreshed`);
     }
-    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps), resource);
+    const open = await openEntry(current, deps);
+    const item = await refreshItem(config, deps, name, open);
+    const next = await refreshTokenSet(open, config, deps, makeTrace(config, deps), resource);
     const token = { accessToken: next.accessToken, tokenType: next.tokenType, expiresAt: next.expiresAt };
     const saved: TokenSet = {
-      ...current,
+      ...open,
       refreshToken: next.refreshToken,
       dpopNonces: next.dpopNonces,
       resourceTokens: { ...current.resourceTokens, [resource]: token },
     };
-    await deps.storage.write(`${name}.json`, JSON.stringify(saved, null, 2) + "\n");
+    await saveEntry(config, deps, name, saved, { previous: current, item });
     return view(token, saved);
   } finally {
     lock.release();
@@ -6744,10 +8467,10 @@ async function renew(
     : entry
     ? "The cached token has expired and cannot be refreshed"
     : "No cached token";
-  if (entry && !rejected && !entry.refreshToken && !hasExpired(entry, deps.now())) {
+  if (entry && !rejected && !holds(entry, "refresh_token") && !hasExpired(entry, deps.now())) {
     return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
   }
-  if (entry?.refreshToken) {
+  if (entry && holds(entry, "refresh_token")) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     deps.catchInterrupt?.();
     const interrupt = deps.signal;
@@ -6769,22 +8492,27 @@ async function renew(
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
       const current = await readEntry(config, deps, name);
       if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
-      if (current?.refreshToken) {
+      if (current && holds(current, "refresh_token")) {
         try {
-          const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
-          await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
+          // The refresh token (sealed: one keychain read), and where the refreshed one goes, before any request.
+          const open = await openEntry(current, deps);
+          const item = await refreshItem(config, deps, name, open);
+          const next = await refreshTokenSet(open, config, deps, makeTrace(config, deps));
+          await saveEntry(config, deps, name, next, { previous: current, item });
           if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
           return next;
         } catch (error) {
-          if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) {
-            // A refresh ahead of time that fails (server error, network, timeout): the token still works.
+          // invalid_client for a client this tool registered: the server no longer knows it (signInAtResource registers again).
+          const ended = error instanceof ErrorResponse &&
+            (error.code === "invalid_grant" ||
+              (error.code === "invalid_client" && !!config.protectedResource?.registration));
+          if (!ended && !(error instanceof SecretsGone)) {
+            // A refresh ahead of time that fails (server error, network, timeout, keychain): the token still works.
             if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
             const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
             return stillValid(current, why, deps, "it is tried again at the next use");
           }
-          await deps.storage.remove(`${name}.json`);
-          say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
-          why = "The session has ended";
+          why = await endSession(name, current, error, deps);
         }
       }
     } finally {
@@ -6806,23 +8534,46 @@ async function renew(
   return await loginAndSave(config, deps, name);
 }
 
+/**
+ * A session that cannot go on (the server answered `invalid_grant`, or the sealed refresh token cannot
+ * be had any more): removes the entry and its keychain item, says so, and returns why, for a new sign-in.
+ */
+async function endSession(
+  name: string,
+  entry: TokenSet,
+  error: ErrorResponse | SecretsGone,
+  deps: Deps,
+): Promise<string> {
+  await removeEntry(name, entry, deps);
+  if (error instanceof SecretsGone) {
+    say(
+      deps,
+      `warning: The cached refresh token cannot be read any more (${error.reason}); the cached tokens were removed`,
+    );
+    return "The cached refresh token is gone from the keychain";
+  }
+  say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
+  return "The session has ended";
+}
+
 /** A token due for renewal that cannot be renewed now but has not expired: says why on stderr, and is used. */
 function stillValid(entry: TokenSet, why: string, deps: Deps, next: string): TokenSet {
   const left = entry.expiresAt === undefined ? undefined : Math.round((entry.expiresAt - deps.now()) / 1000);
   const until = left === undefined
     ? ""
     : `, which expires ${left < 120 ? `in ${plural(left, "second")}` : relativeTime(entry.expiresAt!, deps.now())}`;
-  deps.stderr(`warning: Cannot renew the access token (${sanitize(why)}); using the cached one${until}; ${next}\n`);
+  say(deps, `warning: Cannot renew the access token (${sanitize(why)}); using the cached one${until}; ${next}`);
   return entry;
 }
 
 /**
  * What could not be revoked, and whose fault it was: the server answered (`server`), the request did
- * not reach it (`network`), or nothing was sent because something is missing here (`local`).
+ * not reach it (`network`), nothing was sent because something is missing here (`local`), or the
+ * keychain that holds the refresh token did not give it (`keychain`).
  */
 interface RevocationProblem {
   text: string;
-  kind: "server" | "network" | "local";
+  kind: "server" | "network" | "local" | "keychain";
 }
 
 /**
@@ -6978,13 +8729,1008 @@ async function deleteAppToken(
   }
 }
 
-// ── 15 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 18 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
+
+/** The name this tool registers itself under (RFC 7591 `client_name`). */
+const CLIENT_NAME = "oauth-login (a command-line tool)";
+
+/** The loopback redirect URIs this tool registers: no port, so that any port is accepted (RFC 8252 §7.3). */
+const REGISTERED_REDIRECTS = ["http://127.0.0.1/callback", "http://[::1]/callback", "http://localhost/callback"];
+
+/** The device authorization grant's type (RFC 8628 §3.4), registered where the server offers the device flow. */
+const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
+
+/** A registration whose client secret expires within this long (ms) is registered again rather than used. */
+const SECRET_EXPIRY_MARGIN_MS = 60_000;
+
+/**
+ * The API to discover where to sign in from (RFC 9728), or undefined: `fetch`'s URL, `doctor`'s, or the
+ * one `--resource` of `login`, `token`, `whoami` or `logout`, when it is an http(s) URL and the settings
+ * name no server (no issuer, preset or hand-given endpoint), or an issuer but no client id (then the
+ * issuer picks among the servers the API names). Pure.
+ */
+function resourceMode(
+  cli: Cli,
+  flags: FlagValues,
+  settings: {
+    issuerText?: string;
+    clientId?: string;
+    provider?: string;
+    endpoints: Partial<Record<EndpointKey, string>>;
+  },
+): string | undefined {
+  const named = cli.command === "fetch"
+    ? cli.target ?? flags.url
+    : cli.command === "doctor"
+    ? cli.target
+    : ["login", "token", "whoami", "logout"].includes(cli.command) && flags.resource?.length === 1
+    ? flags.resource[0]
+    : undefined;
+  const url = named === undefined ? undefined : parseUrl(named);
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
+  if (settings.provider || Object.keys(settings.endpoints).length > 0) return undefined;
+  return !settings.issuerText || !settings.clientId ? url.href : undefined;
+}
+
+/**
+ * When an API's metadata chooses the server (`resourceMode`), the person's own client settings that
+ * this command line did not give (a client id, secret, key or client authentication, a scope) are set
+ * aside: they were given for a server of their own, and a secret never goes to a server only an API
+ * named (SECURITY.md 13). Returns the settings kept (those a flag gave), `pick` restricted likewise for
+ * the credential settings picked later, and `aside`: what was set aside, and where it was set. Pure.
+ */
+function ownClientSettings(
+  picked: { clientId?: string; clientSecret?: string; scope?: string; pick: ConfigPick },
+  sources: Record<string, ValueSource>,
+  where: { profile?: Profile; envFile?: string },
+): { clientId?: string; clientSecret?: string; scope?: string; pick: ConfigPick; aside: string[] } {
+  const aside: string[] = [];
+  const keep = (key: string, value: string | undefined) => {
+    const source = sources[key];
+    if (value === undefined || source === undefined || source === "flag") return value;
+    const variable = (ENV_VARS as Record<string, string>)[key];
+    aside.push(
+      source === "profile"
+        ? `${profileKey(flagOf(key))} in the profile "${where.profile?.name}"`
+        : `${variable} from ${source === ".env" ? where.envFile ?? ".env" : "the environment"}`,
+    );
+    delete sources[key];
+    return undefined;
+  };
+  const pick: ConfigPick = (key, flag, variable) => {
+    const value = picked.pick(key, flag, variable);
+    return (CREDENTIAL_KEYS as readonly string[]).includes(key) ? keep(key, value) : value;
+  };
+  return {
+    clientId: keep("clientId", picked.clientId),
+    clientSecret: keep("clientSecret", picked.clientSecret),
+    scope: keep("scope", picked.scope),
+    pick,
+    aside,
+  };
+}
+
+/** How a sign-in for an API got its client (`Config.protectedResource.client`). */
+type ClientOrigin = "given" | "remembered" | "registered";
+
+/** What the API and its metadata said, and the configuration to sign in with (`discoverResource`). */
+interface ResourcePlan {
+  /** The configuration to sign in with: the server, the client, the scope and the `resource`. */
+  config: Config;
+  /** The authorization server's metadata (RFC 8414), discovered and checked. */
+  as: Oauth.AuthorizationServer;
+  /** The protected resource metadata (RFC 9728 §2). */
+  metadata: Oauth.ResourceServer;
+}
+
+/** One step of `discoverResource`, for `doctor` to show: what was found (ok) or what may go wrong (warn). */
+type ResourceReport = (status: "ok" | "warn", message: string) => void;
+
+/** A resource identifier as a cache key: its origin and path without a trailing slash (`https://api.example`). Pure. */
+function resourceKey(resource: string): string | undefined {
+  const url = parseUrl(resource);
+  return url ? `${url.origin}${url.pathname.replace(/\/+$/, "")}` : undefined;
+}
+
+/**
+ * The resource keys an entry for `url` may be kept under, deepest first: its own path, then each path
+ * above it on the same origin (`https://h/a/b`, `https://h/a`, `https://h`). Pure.
+ */
+function resourceKeysFor(url: URL): string[] {
+  const segments = url.pathname.split("/").filter(Boolean);
+  return segments.map((_, i) => `${url.origin}/${segments.slice(0, segments.length - i).join("/")}`)
+    .concat(url.origin);
+}
+
+/**
+ * Why an API's metadata does not describe `url`, or undefined when it does: its `resource` must be the
+ * URL (without query) or a path above it, segment by segment, on the same origin, with no credentials
+ * or fragment. RFC 9728 §3.3 asks for the very URL; MCP clients accept a path above it, and so do we:
+ * the token still goes only to that origin (`tokenRefusal`). Pure.
+ */
+function resourceMismatch(url: URL, resource: unknown): string | undefined {
+  const claimed = typeof resource === "string" ? parseUrl(resource) : undefined;
+  const scheme = claimed?.protocol === "https:" || claimed?.protocol === "http:";
+  if (!claimed || !scheme || claimed.hash || claimed.username || claimed.password) {
+    return `names no valid resource (${sanitize(JSON.stringify(resource ?? null), 120)})`;
+  }
+  const within = claimed.origin === url.origin &&
+    `${url.pathname.replace(/\/+$/, "")}/`.startsWith(`${claimed.pathname.replace(/\/+$/, "")}/`);
+  return within ? undefined : `claims the resource "${sanitize(resource, 120)}"`;
+}
+
+/** The name of the entry kept for an API: its resource key's host and hash, and the profile's name when one is in use. Pure. */
+function resourceEntryName(key: string, profile?: string): string {
+  return fileName(new URL(key), ["protected resource", key, ...(profile !== undefined ? [{ profile }] : [])]);
+}
+
+/**
+ * The authorization server to sign in at, from the metadata's `authorization_servers` (RFC 9728 §2): the
+ * first, or the one the settings name (`selector`, with where it was set), which must be among them. An
+ * http server only for an API on this machine. Throws a LoginError. Pure.
+ */
+function chooseServer(
+  metadata: Oauth.ResourceServer,
+  api: URL,
+  selector?: { issuer: string; from: string },
+): string {
+  const servers = Array.isArray(metadata.authorization_servers)
+    ? metadata.authorization_servers.filter((s): s is string => typeof s === "string")
+    : [];
+  if (servers.length === 0) {
+    throw new LoginError("invalid_response", `The metadata of the API at ${api.host} names no authorization server`, {
+      hint: "its authorization_servers must list the issuer that hands out its tokens; report it to the API's operator",
+    });
+  }
+  const named = servers.find((server) => selector && sameIssuer(resourceIssuer(server) ?? server, selector.issuer));
+  if (selector && !named) {
+    throw new LoginError(
+      "config",
+      `The API at ${api.host} takes tokens from ${servers.map((s) => `"${sanitize(s)}"`).join(", ")}, not from "${
+        displayIssuer(selector.issuer)
+      }" (${selector.from})`,
+      { hint: `drop ${selector.from} to sign in where the API says` },
+    );
+  }
+  const chosen = named ?? servers[0];
+  const issuer = resourceIssuer(chosen);
+  const url = issuer === undefined ? undefined : new URL(issuer);
+  if (!url || (url.protocol === "http:" && !isLoopbackTokenHost(api.hostname))) {
+    throw new LoginError(
+      "invalid_response",
+      `The metadata of the API at ${api.host} names an authorization server that is not an https URL: "${
+        sanitize(chosen)
+      }"`,
+      { hint: "an API names a plain-http server only on this machine; report it to the API's operator" },
+    );
+  }
+  return issuer!;
+}
+
+/** An issuer named by an API's metadata, as `parseIssuer` writes it; undefined when it is not one. Pure. */
+function resourceIssuer(text: string): string | undefined {
+  try {
+    const { issuer, metadataUrl } = parseIssuer(text);
+    return metadataUrl ? undefined : issuer;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The scope to ask for an API (the MCP authorization spec's order): `--scope`, else the challenge's
+ * `scope` (RFC 6750 §3), else the metadata's `scopes_supported`, else none; with `openid`, `profile` and
+ * `offline_access` where the server lists them (who signed in, and a refresh token), as a login asks. Pure.
+ */
+function resourceScope(
+  config: Pick<Config, "scope">,
+  challenge: string | undefined,
+  metadata: Oauth.ResourceServer,
+  as: Oauth.AuthorizationServer,
+): string {
+  if (config.scope !== undefined) return config.scope;
+  const listed = Array.isArray(metadata.scopes_supported)
+    ? metadata.scopes_supported.filter((s): s is string => typeof s === "string").join(" ")
+    : "";
+  const offered = Array.isArray(as.scopes_supported) ? as.scopes_supported : [];
+  const extra = ["openid", "profile", "offline_access"].filter((scope) => offered.includes(scope));
+  return unionScope(extra.join(" "), challenge ?? listed);
+}
+
+/** The scope tokens of both, once each, in order (RFC 6749 §3.3). Pure. */
+function unionScope(a: string, b: string): string {
+  return [...new Set([...scopeList(a), ...scopeList(b)])].join(" ");
+}
+
+/** The redirect URIs to register: the one configured (`--redirect-uri`, `--port`), else the loopback ones without a port. */
+function registrationRedirects(config: Pick<Config, "redirectUri">): string[] {
+  return config.redirectUri ? [config.redirectUri] : REGISTERED_REDIRECTS;
+}
+
+/** A client this tool registered at a server (RFC 7591 §3.2.1), kept owner-only in the cache folder. */
+interface Registration {
+  version: 1;
+  /** The server's issuer, and the redirect URIs registered: with them, what the file's name is made of. */
+  issuer: string;
+  redirectUris: string[];
+  clientId: string;
+  /** The client secret (a secret), when the server issued one. */
+  clientSecret?: string;
+  /** When the secret expires, in seconds since the epoch; 0 or absent: never (RFC 7591 §3.2.1). */
+  clientSecretExpiresAt?: number;
+  authMethod: ClientAuthMethod;
+  /** When it was registered, in ms since the epoch. */
+  registeredAt: number;
+}
+
+/**
+ * The file a registration is kept in (`<host>-<16 hex>.client.json`), per server and redirect URIs:
+ * never an entry's name (`ENTRY_NAME`), so `Storage.list` never lists it as a login. Pure.
+ */
+function registrationName(issuer: string, redirectUris: string[]): string {
+  return `${fileName(new URL(issuer), ["client registration", issuer, [...redirectUris].sort()])}.client`;
+}
+
+/**
+ * A registration read from its file, when it is one this tool wrote for this server and these redirect
+ * URIs and its secret (if any) does not expire within `SECRET_EXPIRY_MARGIN_MS` of `now`. Pure.
+ */
+function usableRegistration(
+  text: string | undefined,
+  issuer: string,
+  redirectUris: string[],
+  now: number,
+): Registration | undefined {
+  const value = text === undefined ? undefined : parseJsonObject(text);
+  if (!value || value.version !== 1 || value.issuer !== issuer || typeof value.clientId !== "string") return undefined;
+  if (JSON.stringify(value.redirectUris) !== JSON.stringify(redirectUris)) return undefined;
+  if (!(CLIENT_AUTH_METHODS as readonly unknown[]).includes(value.authMethod)) return undefined;
+  if (value.clientSecret !== undefined && typeof value.clientSecret !== "string") return undefined;
+  const expires = value.clientSecretExpiresAt;
+  if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
+  if (value.clientSecret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
+  return value as unknown as Registration;
+}
+
+/**
+ * The `WWW-Authenticate` challenges of an answer (RFC 9110 §11.6.1), parsed by oauth4webapi: its
+ * parser is not exported, so the answer is handed to `protectedResourceRequest` as if just received
+ * (nothing is sent) and read from the `WWWAuthenticateChallengeError` it throws. [] when there are none.
+ */
+async function challengesOf(answer: Pick<Answer, "status" | "headers">): Promise<Oauth.WWWAuthenticateChallenge[]> {
+  const header = answer.headers.get("www-authenticate");
+  if (!header) return [];
+  const oauth = await lib();
+  const replay = () =>
+    Promise.resolve(new Response(null, { status: answer.status, headers: { "www-authenticate": header } }));
+  try {
+    await oauth.protectedResourceRequest("-", "GET", new URL("http://127.0.0.1/"), new Headers(), null, {
+      [oauth.customFetch]: replay as unknown as ResourceFetch,
+      [oauth.allowInsecureRequests]: true,
+    });
+  } catch (error) {
+    if (error instanceof oauth.WWWAuthenticateChallengeError) return error.cause;
+  }
+  return [];
+}
+
+/** Whether an API's answer to a request without a token asks for one: 401, or 403 with a Bearer (or DPoP) challenge. */
+async function asksForToken(answer: Answer): Promise<boolean> {
+  if (answer.status === 401) return true;
+  return answer.status === 403 &&
+    (await challengesOf(answer)).some((c) => c.scheme === "bearer" || c.scheme === "dpop");
+}
+
+/** The request `login`, `token` and `doctor` make of an API to read its challenge: a GET, the answer's start only. */
+async function probeResource(api: URL, deps: Deps, trace?: Trace): Promise<Answer> {
+  return await send(deps, api, { headers: { accept: "application/json, */*;q=0.5" } }, {
+    trace,
+    traceFields: false,
+    maxBytes: PREFLIGHT_BODY_BYTES,
+    truncate: true,
+    urlName: "the URL",
+  });
+}
+
+/**
+ * Steps 1 and 2 of RFC 9728's flow: the metadata of the API at `api`, from the `resource_metadata` its
+ * answer's challenge names (RFC 9728 §5.1), else at `/.well-known/oauth-protected-resource` with the
+ * API's path inserted, then at its root (§3.1; a 4xx there means: try the next). Fetched through the one
+ * sender (no redirect followed) and checked (`readResourceMetadata`). Throws a LoginError when none can be used.
+ */
+async function findResourceMetadata(
+  api: URL,
+  answer: Answer,
+  deps: Deps,
+  { trace, report }: { trace?: Trace; report?: ResourceReport },
+): Promise<{ metadata: Oauth.ResourceServer; challenge?: Oauth.WWWAuthenticateChallengeParameters }> {
+  const oauth = await lib();
+  const challenge = (await challengesOf(answer)).find((c) => c.scheme === "bearer" || c.scheme === "dpop")?.parameters;
+  const named = challenge?.resource_metadata;
+  report?.("ok", `${api.origin}${api.pathname} answered HTTP ${answer.status}${named ? `, naming its metadata` : ""}`);
+  const http = {
+    [oauth.customFetch]: metadataFetch(deps, trace),
+    [oauth.allowInsecureRequests]: api.protocol === "http:",
+  };
+  const identifiers = [new URL(`${api.origin}${api.pathname}`)];
+  if (api.pathname !== "/") identifiers.push(new URL(api.origin));
+  const attempts = named !== undefined
+    ? [{
+      url: parseUrl(named),
+      request: () => metadataFetch(deps, trace)(named, { headers: { accept: "application/json" } }),
+    }]
+    : identifiers.map((id) => ({
+      url: new URL(`${api.origin}/.well-known/oauth-protected-resource${id.pathname === "/" ? "" : id.pathname}`),
+      request: () => oauth.resourceDiscoveryRequest(id, http),
+    }));
+  const tried: string[] = [];
+  for (const { url, request } of attempts) {
+    const local = url?.protocol === "http:" && isLoopbackTokenHost(url.hostname) && isLoopbackTokenHost(api.hostname);
+    if (!url || (url.protocol !== "https:" && !local)) {
+      throw new LoginError(
+        "invalid_response",
+        `The API at ${api.host} names metadata that is not an https URL: "${sanitize(named, 200)}"`,
+        { hint: "an API names plain-http metadata only on this machine; report it to the API's operator" },
+      );
+    }
+    tried.push(url.href);
+    const response = await request();
+    if (named === undefined && response.status >= 400 && response.status < 500) {
+      await response.body?.cancel();
+      report?.("ok", `no metadata at ${url.href} (HTTP ${response.status})`);
+      continue;
+    }
+    const metadata = await readResourceMetadata(api, url, response);
+    report?.("ok", `${url.href} names the resource ${metadata.resource}`);
+    return { metadata, challenge };
+  }
+  throw new LoginError(
+    "config",
+    `The API at ${api.host} does not say where to sign in: its answer (HTTP ${answer.status}) names no metadata, and there is none at ${
+      tried.join(" or ")
+    }`,
+    { hint: "pass --issuer and --client-id of the server that hands out its tokens" },
+  );
+}
+
+/** The fetch that reads an API's metadata: the one sender, nothing followed; oauth4webapi reads what it answers. */
+function metadataFetch(deps: Deps, trace?: Trace): typeof fetch {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    return responseOf(await send(deps, url, init ?? {}, { trace, urlName: "the URL" }));
+  };
+}
+
+/**
+ * Reads protected resource metadata with oauth4webapi. Its check wants the `resource` identical to the
+ * URL asked (RFC 9728 §3.3); we accept a path above it on the same origin (`resourceMismatch`), so that
+ * rule is checked first on the document's own `resource`, which is then what oauth4webapi compares with
+ * (its other checks, HTTP 200 and a JSON object with a string `resource`, stand as they are).
+ */
+async function readResourceMetadata(api: URL, from: URL, response: Response): Promise<Oauth.ResourceServer> {
+  const oauth = await lib();
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw new LoginError(
+      "invalid_response",
+      `Cannot fetch the API's metadata: the server answered HTTP ${response.status}${
+        response.status >= 300 && response.status < 400 ? ", a redirect, which is not followed" : ""
+      } (GET ${sanitize(from.href, 200)})`,
+      { hint: response.status >= 500 ? "try again later" : "report it to the API's operator" },
+    );
+  }
+  const claimed = parseJsonObject(await response.clone().text())?.resource;
+  const mismatch = claimed !== undefined ? resourceMismatch(api, claimed) : undefined;
+  if (mismatch) {
+    await response.body?.cancel();
+    throw new LoginError(
+      "invalid_response",
+      `The metadata of the API at ${api.host} (${sanitize(from.href, 200)}) ${mismatch}, which is not ${
+        sanitize(`${api.origin}${api.pathname}`, 200)
+      } or a path above it`,
+      { hint: "its metadata must name this URL or a path above it on the same host (RFC 9728 §3.3)" },
+    );
+  }
+  const expected = typeof claimed === "string" ? new URL(claimed) : api;
+  return await step("read the API's metadata", () => oauth.processResourceDiscoveryResponse(expected, response));
+}
+
+/**
+ * Steps 1 to 4 of signing in for an API (RFC 9728; the MCP authorization spec): its challenge (the
+ * answer to a request without a token: fetch's own, else a GET), its metadata, its authorization server
+ * (discovered: RFC 8414, then OpenID; the issuer must match), and a client (`obtainClient`). The plan
+ * signs in for the metadata's `resource` (RFC 8707) with the scope `resourceScope` chooses. `report`
+ * hears each step (`doctor`). Throws a LoginError.
+ */
+async function discoverResource(
+  config: Config,
+  deps: Deps,
+  options: { answer?: Answer; report?: ResourceReport } = {},
+): Promise<ResourcePlan> {
+  const trace = makeTrace(config, deps);
+  const api = new URL(config.protectedResource!.url);
+  const refusal = tokenRefusal(api); // its metadata over plain http could name any server
+  if (refusal) throw refusal;
+  const answer = options.answer ?? await probeResource(api, deps, trace);
+  const { metadata, challenge } = await findResourceMetadata(api, answer, deps, { trace, report: options.report });
+  const selector = config.issuer ? { issuer: config.issuer, from: settingSource(config, "issuer") } : undefined;
+  const issuer = chooseServer(metadata, api, selector);
+  options.report?.("ok", `the API takes tokens from ${issuer}${selector ? ` (${selector.from} picks it)` : ""}`);
+  const server: Config = { ...config, issuer, metadataUrl: undefined, provider: undefined };
+  const as = (await discoverIssuer(server, deps, trace).catch((error) => {
+    throw error instanceof LoginError && error.message.startsWith("Issuer mismatch")
+      ? new LoginError("invalid_response", error.message, {
+        hint: `the API's metadata names "${issuer}"; its operator must name the server's exact issuer`,
+      })
+      : error;
+  })).as;
+  const scope = resourceScope(config, challenge?.scope, metadata, as);
+  options.report?.("ok", `scope to ask for: ${scope || "none"}${config.scope !== undefined ? " (--scope)" : ""}`);
+  const client = await obtainClient(server, as, deps, { trace, report: options.report });
+  const resource = metadata.resource;
+  const plan: Config = {
+    ...server,
+    ...client.settings,
+    scope,
+    resources: [resource],
+    params: [...config.params.filter(([key]) => key !== "resource"), ["resource", resource]],
+    protectedResource: {
+      ...config.protectedResource!,
+      resource,
+      registration: client.registration,
+      client: client.origin,
+    },
+  };
+  return { config: plan, as, metadata };
+}
+
+/** Where a setting came from, as the person wrote it: `--issuer`, `OAUTH_ISSUER in the environment`, ... */
+function settingSource(config: Pick<Config, "sources" | "profile">, key: string): string {
+  const source = config.sources[key];
+  const variable = (ENV_VARS as Record<string, string>)[key];
+  if (source === "environment") return `${variable} in the environment`;
+  if (source === ".env") return `${variable} in .env`;
+  if (source === "profile") return `${profileKey(flagOf(key))} in the profile "${config.profile}"`;
+  return `--${flagOf(key)}`;
+}
+
+/**
+ * Step 4: the client to sign in with at `as`, in this order: the `--client-id` given on this
+ * command line (a Client ID Metadata Document when it is an https URL, sent as it is); else the client
+ * this tool registered there before, for these redirect URIs; else one registered now (RFC 7591), under
+ * the registration's lock. Throws a LoginError when the server offers no way to get one.
+ */
+async function obtainClient(
+  config: Config,
+  as: Oauth.AuthorizationServer,
+  deps: Deps,
+  { trace, report, again }: { trace?: Trace; report?: ResourceReport; again?: boolean },
+): Promise<{ settings: Partial<Config>; origin: ClientOrigin; registration?: string }> {
+  if (config.clientId) {
+    const document = parseUrl(config.clientId)?.protocol === "https:";
+    const accepted = as.client_id_metadata_document_supported === true;
+    report?.(
+      document && !accepted ? "warn" : "ok",
+      `client: "${config.clientId}" (--client-id)${
+        document ? `, a client ID metadata document${accepted ? "" : " the server does not say it accepts"}` : ""
+      }`,
+    );
+    return { settings: {}, origin: "given" };
+  }
+  const redirectUris = registrationRedirects(config);
+  const name = registrationName(as.issuer, redirectUris);
+  const remembered = async () =>
+    usableRegistration(await deps.storage.read(`${name}.json`), as.issuer, redirectUris, deps.now());
+  let registration = again ? undefined : await remembered();
+  let origin: ClientOrigin = "remembered";
+  if (!registration) {
+    if (typeof as.registration_endpoint !== "string") throw noClient(as);
+    const lock = await lockEntry(name, deps, "is registering this tool as a client");
+    try {
+      registration = again ? undefined : await remembered(); // another process may have just registered
+      if (!registration) {
+        registration = await registerClient(as, redirectUris, deps, trace);
+        await deps.storage.write(`${name}.json`, JSON.stringify(registration, null, 2) + "\n");
+        origin = "registered";
+      }
+    } finally {
+      lock.release();
+    }
+  }
+  report?.(
+    "ok",
+    `client: "${registration.clientId}", ${
+      origin === "registered" ? "registered now" : "registered before"
+    } (RFC 7591)`,
+  );
+  return {
+    settings: {
+      clientId: registration.clientId,
+      clientSecret: registration.clientSecret,
+      clientAuth: registration.authMethod,
+    },
+    origin,
+    registration: name,
+  };
+}
+
+/** The error for a server that offers this tool no client: no registration endpoint (and no client of the person's). */
+function noClient(as: Oauth.AuthorizationServer): LoginError {
+  const issuer = displayIssuer(as.issuer);
+  const documents = as.client_id_metadata_document_supported === true;
+  return new LoginError(
+    "config",
+    documents
+      ? `The server ${issuer} registers no clients (it has no registration endpoint); it takes client ID metadata documents`
+      : `The server ${issuer} offers no way to get a client: no registration endpoint (RFC 7591) and no client ID metadata documents`,
+    {
+      hint: documents
+        ? "pass --client-id with the https URL of your client's metadata document, or the id of a client registered there"
+        : `register a client there (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID, or keep it in a profile with --issuer ${issuer} (--save-profile NAME)`,
+    },
+  );
+}
+
+/**
+ * Registers this tool at the server (RFC 7591 §3.1) as a native public client: its loopback redirect
+ * URIs, the authorization code and refresh token grants (and the device grant where the server has
+ * the device flow), through oauth4webapi and the one sender. The answer is checked: a `client_id`, an
+ * authentication method this tool can use, a secret when that needs one. Throws a LoginError.
+ */
+async function registerClient(
+  as: Oauth.AuthorizationServer,
+  redirectUris: string[],
+  deps: Deps,
+  trace?: Trace,
+): Promise<Registration> {
+  const oauth = await lib();
+  const endpoint = assertEndpoint(as.registration_endpoint, "registration_endpoint", as.issuer);
+  const metadata = {
+    client_name: CLIENT_NAME,
+    application_type: "native",
+    token_endpoint_auth_method: "none",
+    redirect_uris: redirectUris,
+    grant_types: ["authorization_code", "refresh_token", ...(as.device_authorization_endpoint ? [DEVICE_GRANT] : [])],
+    response_types: ["code"],
+  };
+  let answer: Oauth.OmitSymbolProperties<Oauth.Client>;
+  try {
+    const response = await oauth.dynamicClientRegistrationRequest(as, metadata, {
+      [oauth.customFetch]: issuerFetch(deps, trace),
+      [oauth.allowInsecureRequests]: endpoint.protocol === "http:",
+    });
+    answer = await oauth.processDynamicClientRegistrationResponse(response);
+  } catch (error) {
+    const explained = await explain(error, "register this tool as a client");
+    if (!(explained instanceof ErrorResponse)) throw explained;
+    const detail = explained.description ? ` (${sanitize(explained.description)})` : "";
+    throw new LoginError(
+      "config",
+      `The server at ${endpoint.host} refused to register this tool as a client: it answered "${
+        sanitize(explained.code, 60)
+      }"${detail}`,
+      {
+        hint:
+          `register a client there yourself (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID`,
+        cause: error,
+      },
+    );
+  }
+  const method = String(answer.token_endpoint_auth_method ?? (answer.client_secret ? "client_secret_basic" : "none"));
+  const secret = typeof answer.client_secret === "string" && answer.client_secret ? answer.client_secret : undefined;
+  const usable = ["none", "client_secret_basic", "client_secret_post"].includes(method);
+  if (!usable || (method !== "none" && !secret)) {
+    throw new LoginError(
+      "invalid_response",
+      `The server at ${endpoint.host} registered a client that authenticates with "${sanitize(method, 60)}"${
+        usable ? " but sent no secret" : ""
+      }, which this tool cannot use`,
+      { hint: "register a public client there yourself and pass --client-id ID" },
+    );
+  }
+  const expires = answer.client_secret_expires_at;
+  return {
+    version: 1,
+    issuer: as.issuer,
+    redirectUris,
+    clientId: answer.client_id,
+    ...(secret ? { clientSecret: secret } : {}),
+    ...(secret && typeof expires === "number" && expires > 0 ? { clientSecretExpiresAt: expires } : {}),
+    authMethod: method as ClientAuthMethod,
+    registeredAt: deps.now(),
+  };
+}
+
+/**
+ * The entry kept for `config`'s API, without a request: under the resource key of the URL or of a path
+ * above it, deepest first (`resourceKeysFor`), whose entry names that resource. With it, the
+ * configuration to renew and revoke it with (`resourceConfig`). `name` is "" when there is none.
+ */
+async function resourceEntry(config: Config, deps: Deps): Promise<FoundEntry> {
+  for (const key of resourceKeysFor(new URL(config.protectedResource!.url))) {
+    const name = resourceEntryName(key, config.profile);
+    const text = await deps.storage.read(`${name}.json`);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    const resource = entry?.protectedResource?.resource;
+    if (
+      entry && resource !== undefined && resourceKey(resource) === key &&
+      (entry.profile ?? "") === (config.profile ?? "")
+    ) {
+      return { name, entry, config: await resourceConfig(config, entry, deps) };
+    }
+    if (text !== undefined) {
+      say(
+        deps,
+        `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this API; it is ignored`,
+      );
+    }
+  }
+  return { name: "" };
+}
+
+/**
+ * The configuration an API's entry is renewed and revoked with: its server, its client (with the
+ * registered client's secret, read from the registration the entry names, when it has one), its scope
+ * and its resource. Only the tool's own registration file is read, and only for the entry's server.
+ */
+async function resourceConfig(config: Config, entry: TokenSet, deps: Deps): Promise<Config> {
+  const api = entry.protectedResource!;
+  let clientSecret: string | undefined;
+  if (api.registration && entry.authMethod !== "none" && CACHE_FILE.test(`${api.registration}.json`)) {
+    const text = await deps.storage.read(`${api.registration}.json`);
+    const registration = text === undefined ? undefined : parseJsonObject(text);
+    if (registration?.issuer === entry.issuer && registration.clientId === entry.clientId) {
+      clientSecret = typeof registration.clientSecret === "string" ? registration.clientSecret : undefined;
+    }
+  }
+  return {
+    ...config,
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    clientSecret: clientSecret ?? (config.sources.clientId === "flag" ? config.clientSecret : undefined),
+    clientAuth: entry.authMethod,
+    scope: entry.requestedScope,
+    resources: [api.resource],
+    params: [...config.params.filter(([key]) => key !== "resource"), ["resource", api.resource]],
+    protectedResource: {
+      ...config.protectedResource!,
+      resource: api.resource,
+      registration: api.registration,
+      client: api.registration ? "remembered" : "given",
+    },
+  };
+}
+
+/**
+ * Signs in for the API `config` names (steps 1 to 5) and keeps the entry under its resource: `answer`
+ * is its answer to the request without a token, when the command made one (`fetch`). Says where it
+ * signs in and why, unless `--quiet`.
+ */
+async function resourceLogin(
+  config: Config,
+  deps: Deps,
+  answer?: Answer,
+): Promise<{ name: string; entry: TokenSet; config: Config }> {
+  const api = config.protectedResource!;
+  if (api.setAside.length > 0) {
+    say(
+      deps,
+      `warning: Not using ${
+        listWords(api.setAside)
+      }: the API's metadata names the server to sign in at, and these were set for your own; pass --client-id (and --client-secret, --scope) to use them for this call`,
+    );
+  }
+  const plan = await discoverResource(config, deps, { answer });
+  const server = displayIssuer(plan.as.issuer);
+  if (!config.quiet) {
+    say(deps, `The API at ${new URL(api.url).host} takes tokens from ${server}: signing in there`);
+    if (plan.config.protectedResource?.client === "registered") {
+      say(
+        deps,
+        `note: Registered this tool as a client at ${
+          new URL(plan.as.issuer).host
+        } (RFC 7591); it is kept for later sign-ins`,
+      );
+    }
+  }
+  const name = resourceEntryName(resourceKey(plan.metadata.resource)!, config.profile);
+  const signed = await loginAndSaveWith(plan.config, deps, name, plan.as);
+  return { name, ...signed };
+}
+
+/** "a", "a and b", "a, b and c". Pure. */
+function listWords(items: string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
+}
+
+/**
+ * A sign-in for an API with the client its plan has; when the server refuses a client this tool
+ * registered before (it no longer knows it), the client is registered again, once, and the sign-in
+ * made with the new one. Returns the configuration used.
+ */
+async function signInAtResource(
+  config: Config,
+  deps: Deps,
+  metadata?: Oauth.AuthorizationServer,
+): Promise<{ config: Config; result: SignInResult }> {
+  try {
+    return { config, result: await signIn(config, deps, metadata) };
+  } catch (error) {
+    const api = config.protectedResource!;
+    if (!(error instanceof RejectedRequest) || api.client !== "remembered" || !api.registration) throw error;
+    const trace = makeTrace(config, deps);
+    const as = metadata ?? (await discoverIssuer(config, deps, trace)).as;
+    say(
+      deps,
+      `note: ${new URL(as.issuer).host} no longer knows the client this tool registered there; registering again`,
+    );
+    const client = await obtainClient({ ...config, clientId: "" }, as, deps, { trace, again: true });
+    const next: Config = {
+      ...config,
+      ...client.settings,
+      protectedResource: { ...api, registration: client.registration, client: client.origin },
+    };
+    return { config: next, result: await signIn(next, deps, as) };
+  }
+}
+
+/**
+ * `token`'s and `fetch`'s first sign-in for an API: exit 4 unless a person can answer (a terminal, or
+ * `--interactive`; kubectl's `spec.interactive` overrides both, as for any sign-in). Undefined: go ahead.
+ */
+function resourceLoginRequired(config: Config, deps: Deps, kubectlInteractive?: boolean): LoginError | undefined {
+  if (kubectlInteractive ?? (config.interactive || deps.canPrompt)) return undefined;
+  return notSignedInForApi(config);
+}
+
+/** "Not signed in for the API URL", with the command that signs in for it. */
+function notSignedInForApi(config: Config): LoginError {
+  const url = config.protectedResource!.url;
+  return new LoginError("login_required", `Not signed in for the API ${sanitize(url)}`, {
+    hint: `run "oauth-login login --resource ${shellWord(sanitize(url))}"${
+      config.command === "token" || config.command === "fetch"
+        ? " (or pass --interactive to let this command sign you in)"
+        : ""
+    }`,
+  });
+}
+
+// ── 19 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+
+/** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
+interface StepUp {
+  /** `insufficient_scope` (with the scope wanted) or `insufficient_user_authentication`. */
+  error: "insufficient_scope" | "insufficient_user_authentication";
+  scope?: string;
+  acrValues?: string;
+  maxAge?: number;
+  description?: string;
+}
+
+/** The step-up a 403 `insufficient_scope` or a 401 `insufficient_user_authentication` asks for, or undefined. Pure. */
+function stepUpAsked(status: number, challenges: Oauth.WWWAuthenticateChallenge[]): StepUp | undefined {
+  const found = challenges.find((c) => c.scheme === "bearer" || c.scheme === "dpop");
+  const p = found?.parameters;
+  if (!p) return undefined;
+  const description = p.error_description;
+  if (status === 403 && p.error === "insufficient_scope" && p.scope?.trim()) {
+    return { error: p.error, scope: p.scope.trim(), description };
+  }
+  if (status !== 401 || p.error !== "insufficient_user_authentication") return undefined;
+  const maxAge = p.max_age !== undefined && /^\d{1,9}$/.test(p.max_age) ? Number(p.max_age) : undefined;
+  const acrValues = p.acr_values?.trim() || undefined;
+  return acrValues || maxAge !== undefined ? { error: p.error, acrValues, maxAge, description } : undefined;
+}
+
+/** What a step-up asks for, in words: `the scope "a b"`, `acr_values "x" and max_age 0`. Pure. */
+function stepUpWords(asked: Pick<StepUp, "scope" | "acrValues" | "maxAge">): string {
+  if (asked.scope !== undefined) return `the scope "${sanitize(asked.scope, 120)}"`;
+  return [
+    ...(asked.acrValues ? [`acr_values "${sanitize(asked.acrValues, 80)}"`] : []),
+    ...(asked.maxAge !== undefined ? [`max_age ${asked.maxAge}`] : []),
+  ].join(" and ");
+}
+
+/** `--acr-values` and `--max-age` (RFC 9470), checked; throws a `usage` LoginError for a bad age. Pure. */
+function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
+  const maxAge = flags["max-age"];
+  if (maxAge !== undefined && !/^\d{1,9}$/.test(maxAge)) {
+    throw new LoginError("usage", `The maximum age "${sanitize(maxAge)}" is not a whole number of seconds`, {
+      hint: "give how long ago you may have signed in, e.g. --max-age 300 (0: sign in again now)",
+    });
+  }
+  const acrValues = flags["acr-values"]?.trim() || undefined;
+  return { ...(acrValues ? { acrValues } : {}), ...(maxAge !== undefined ? { maxAge: Number(maxAge) } : {}) };
+}
+
+/** The authorization parameters with `acr_values` and `max_age` as the flags give them (replacing a `--param`'s). Pure. */
+function withStepUpParams(
+  params: [string, string][],
+  settings: Pick<Config, "acrValues" | "maxAge">,
+): [string, string][] {
+  const set: [string, string][] = [];
+  if (settings.acrValues) set.push(["acr_values", settings.acrValues]);
+  if (settings.maxAge !== undefined) set.push(["max_age", String(settings.maxAge)]);
+  return [...params.filter(([key]) => !set.some(([name]) => name === key)), ...set];
+}
+
+/**
+ * Why the cached sign-in does not meet `--acr-values` / `--max-age` (RFC 9470), or undefined when it does
+ * (or neither is asked): its `acr` must be one of the values, and it must date from at most `maxAge`
+ * seconds before `now` (ms). Pure.
+ */
+function unmetAuthentication(
+  entry: Pick<TokenSet, "acr" | "authTime" | "issuedAt">,
+  config: Pick<Config, "acrValues" | "maxAge">,
+  now: number,
+): string | undefined {
+  if (config.acrValues && !scopeList(config.acrValues).some((acr) => scopeList(entry.acr ?? "").includes(acr))) {
+    return `its authentication context class (${
+      entry.acr ? `"${sanitize(entry.acr, 60)}"` : "not stated"
+    }) is not among --acr-values "${sanitize(config.acrValues, 80)}"`;
+  }
+  const at = entry.authTime ?? entry.issuedAt;
+  if (config.maxAge !== undefined && (at === undefined || now - at > config.maxAge * 1000)) {
+    return `it dates from ${at === undefined ? "an unknown time" : relativeTime(at, now)}, more than --max-age ${
+      plural(config.maxAge, "second")
+    } ago`;
+  }
+  return undefined;
+}
+
+/**
+ * The configuration a step-up signs in with, or undefined when it cannot: for `insufficient_scope`,
+ * the union of the granted and the asked scopes, for an API's entry only (another entry's scope is the
+ * person's choice, and its cache key); for `insufficient_user_authentication`, its `acr_values` and
+ * `max_age` as authorization parameters. Undefined too when nothing new would be asked. Pure.
+ */
+function stepUpConfig(config: Config, entry: TokenSet, asked: StepUp): Config | undefined {
+  if (asked.error === "insufficient_scope") {
+    if (!config.protectedResource?.resource) return undefined;
+    const held = entry.scope ?? entry.requestedScope;
+    const scope = unionScope(held, asked.scope!);
+    return scopeList(scope).length > scopeList(held).length ? { ...config, scope } : undefined;
+  }
+  const settings = { acrValues: asked.acrValues ?? config.acrValues, maxAge: asked.maxAge ?? config.maxAge };
+  return { ...config, ...settings, params: withStepUpParams(config.params, settings) };
+}
+
+/**
+ * After an API's refusal that asks for more (`stepUpAsked`): signs in again, once for each kind
+ * (`stepped` holds those done), and returns the new entry and configuration; undefined when no step-up
+ * applies. A refusal of a kind already stepped up for ends with the API's words (`refusal`, which the
+ * caller throws once the answer is written); so does one when no person can sign in (no terminal, no
+ * --interactive), saying what to run.
+ */
+async function stepUp(
+  config: Config,
+  deps: Deps,
+  { name, entry, answer, stepped }: { name: string; entry: TokenSet; answer: Answer; stepped: Set<string> },
+): Promise<{ config: Config; entry: TokenSet } | { refusal: LoginError } | undefined> {
+  const asked = stepUpAsked(answer.status, await challengesOf(answer));
+  if (!asked) return undefined;
+  const host = new URL(config.request?.url ?? config.protectedResource!.url).host;
+  const detail = asked.description ? ` (${sanitize(asked.description)})` : "";
+  if (stepped.has(asked.error)) {
+    return {
+      refusal: new LoginError(
+        "failure",
+        `The API at ${host} still answers "${asked.error}"${detail} after signing in again for ${stepUpWords(asked)}`,
+        {
+          hint: asked.error === "insufficient_scope"
+            ? "your account may not be allowed that scope at the server: ask the API's operator"
+            : "the server did not sign you in as the API asks: ask the API's operator",
+        },
+      ),
+    };
+  }
+  const next = stepUpConfig(config, entry, asked);
+  if (!next) return undefined;
+  if (!config.interactive && !deps.canPrompt) {
+    return {
+      refusal: new LoginError("login_required", `The API at ${host} asks for ${stepUpWords(asked)}${detail}`, {
+        hint: `sign in again for it: run "oauth-login login${
+          resourceFlags(next)
+        }" (or pass --interactive to let this command sign you in)`,
+      }),
+    };
+  }
+  stepped.add(asked.error);
+  say(deps, `The API at ${host} asks for ${stepUpWords(asked)}${detail}: signing in again`);
+  return await loginAndSaveWith(next, deps, name);
+}
+
+/** The flags of a login for `config`: `--resource URL` and the scope for an API's entry, else the usual (`loginFlags`). */
+function resourceFlags(config: Config): string {
+  const extra = [
+    ...(config.acrValues ? [` --acr-values ${shellWord(sanitize(config.acrValues))}`] : []),
+    ...(config.maxAge !== undefined ? [` --max-age ${config.maxAge}`] : []),
+  ].join("");
+  const api = config.protectedResource;
+  if (!api) return `${loginFlags(config)}${extra}`;
+  return ` --resource ${shellWord(sanitize(api.resource ?? api.url))}${
+    config.scope ? ` --scope ${shellWord(sanitize(config.scope))}` : ""
+  }${extra}`;
+}
+
+/**
+ * `token` and `fetch` with `--acr-values` / `--max-age` (RFC 9470): a cached sign-in that does not meet
+ * them is made again with them, when a person can answer; else exit 4 with what to run.
+ */
+async function meetAuthentication(
+  config: Config,
+  deps: Deps,
+  found: { name: string; entry: TokenSet },
+): Promise<TokenSet> {
+  const unmet = unmetAuthentication(found.entry, config, deps.now());
+  if (!unmet) return found.entry;
+  const where = displayIssuer(found.entry.metadata.issuer as string ?? config.issuer);
+  if (!config.interactive && !deps.canPrompt) {
+    throw new LoginError("login_required", `The cached sign-in at ${where} is not enough: ${unmet}`, {
+      hint: `run "oauth-login login${resourceFlags(config)}" (or pass --interactive to let this command sign you in)`,
+    });
+  }
+  say(deps, `The cached sign-in at ${where} is not enough (${unmet}): signing in again`);
+  return (await loginAndSaveWith(config, deps, found.name)).entry;
+}
+
+/** What a refresh keeps of the sign-in an entry came from: the API it is for, when and how the person signed in. */
+function previousSignIn(previous: TokenSet): Partial<TokenSet> {
+  const { protectedResource, authTime, acr } = previous;
+  return {
+    ...(protectedResource ? { protectedResource } : {}),
+    ...(authTime !== undefined ? { authTime } : {}),
+    ...(acr !== undefined ? { acr } : {}),
+  };
+}
+
+/**
+ * What a sign-in's entry records of it: the API whose metadata chose the server (RFC 9728), when the
+ * person signed in and with which authentication context class (RFC 9470): the ID token's `auth_time`
+ * and `acr` (oauth4webapi has validated it), else the sign-in's time and the `acr_values` asked for. Pure.
+ */
+function signedIn(
+  config: Partial<Pick<Config, "params" | "protectedResource">>,
+  tokens: Oauth.TokenEndpointResponse,
+  now: number,
+): Partial<TokenSet> {
+  const claims = jwtClaims(tokens.id_token);
+  const authTime = typeof claims?.auth_time === "number" && claims.auth_time * 1000 <= now
+    ? claims.auth_time * 1000
+    : now;
+  const asked = config.params?.find(([key]) => key === "acr_values")?.[1];
+  const acr = typeof claims?.acr === "string" ? claims.acr : asked;
+  const api = config.protectedResource;
+  return {
+    ...(api?.resource ? { protectedResource: { resource: api.resource, registration: api.registration } } : {}),
+    authTime,
+    ...(acr ? { acr } : {}),
+  };
+}
+
+// ── 20 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  return (await loginAndSaveWith(config, deps, name)).entry;
+}
+
+/**
+ * `loginAndSave`, returning the configuration the sign-in used too (an API's client may have been
+ * registered again, `signInAtResource`); `metadata`: the server's, when it was just discovered.
+ */
+async function loginAndSaveWith(
+  config: Config,
+  deps: Deps,
+  name: string,
+  metadata?: Oauth.AuthorizationServer,
+): Promise<{ entry: TokenSet; config: Config }> {
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
   await deps.storage.prepare?.(`${name}.json`);
-  const result = await signIn(config, deps);
+  await keychainReady(config, deps);
+  let result: SignInResult;
+  if (config.protectedResource?.resource) ({ config, result } = await signInAtResource(config, deps, metadata));
+  else result = await signIn(config, deps, metadata);
   const entry = toTokenSet(config, result.tokens, {
     now: deps.now(),
     metadata: result.metadata as unknown as Record<string, unknown>,
@@ -6996,19 +9742,27 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
   // Under the entry's lock, as every writer of an entry: never in the middle of another process's refresh.
   const lock = await lockEntry(name, deps);
   try {
-    await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+    // What the file held: its keychain item, if another, is removed; its secrets' place, if the file, said once.
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    await saveEntry(config, deps, name, entry, { previous: text === undefined ? undefined : parseTokenSet(text) });
   } finally {
     lock.release();
   }
+  announceLogin(config, result, entry, deps);
+  return { entry, config };
+}
+
+/** Says who logged in, and what to try when scopes or the refresh token did not come. */
+function announceLogin(config: Config, result: SignInResult, entry: TokenSet, deps: Deps): void {
   if (!config.quiet) say(deps, `Logged in as ${sanitize(result.user ?? "an unnamed user")}`);
-  const missing = missingScopes(result.scope, result.tokens);
+  const missing = missingScopes(result.scope, result.tokens, (config.resources?.length ?? 0) > 0);
   const remedy = refreshTokenRemedy(result.scope, result.metadata, config);
   const droppedOffline = !entry.refreshToken && scopeList(result.scope).includes("offline_access");
   if (droppedOffline && missing.length === 0 && remedy === "; try --prompt consent") {
     // A strict OpenID server (OpenID Connect Core §11) grants offline_access only with prompt=consent.
     say(deps, "warning: The server did not grant offline_access, so it issued no refresh token");
     say(deps, "note: Log in with --prompt consent to get one (strict OpenID servers need it)");
-    return entry;
+    return;
   }
   if (missing.length > 0) say(deps, `warning: The server did not grant ${sanitize(missing.join(" "))}`);
   if (!entry.refreshToken) {
@@ -7017,12 +9771,13 @@ async function loginAndSave(config: Config, deps: Deps, name: string): Promise<T
       `note: The server issued no refresh token, so you will sign in again when this token expires${remedy}`,
     );
   }
-  return entry;
 }
 
 /** `login`: the browser login; the tokens are cached for `token`. */
 async function loginCommand(config: Config, deps: Deps): Promise<void> {
-  const entry = await loginAndSave(config, deps, cacheKey(config));
+  const entry = config.protectedResource
+    ? (await resourceLogin(config, deps)).entry
+    : await loginAndSave(config, deps, cacheKey(config));
   if (config.json) {
     deps.stdout(
       JSON.stringify({
@@ -7106,9 +9861,15 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     );
   }
   const found = await entryFor(config, deps);
-  const name = found.name;
-  let entry = found.entry;
-  if (entry && config.dpop && !entry.dpopKey) {
+  if (found.config) config = found.config;
+  let { name, entry } = found;
+  if (!entry && config.protectedResource) {
+    // The first sign-in for an API: its metadata says where (RFC 9728), when a person can answer.
+    const required = resourceLoginRequired(config, deps, exec?.interactive);
+    if (required) throw required;
+    ({ name, entry, config } = await resourceLogin(config, deps));
+  }
+  if (entry && config.dpop && !holds(entry, "dpop_key")) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
   }
@@ -7117,38 +9878,49 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
+  if (entry && (config.acrValues || config.maxAge !== undefined) && exec?.interactive !== false) {
+    entry = await meetAuthentication(config, deps, { name, entry });
+  }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
     entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
   }
   if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
-  if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
+  if (config.format === "headers") {
+    // A DPoP proof needs the entry's private key (sealed: one keychain read); a Bearer token needs nothing more.
+    const proving = holds(entry, "dpop_key") ? await openEntry(entry, deps, "prove the DPoP-bound token") : entry;
+    return deps.stdout(await headerLines(proving, config.request!, deps));
+  }
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
 async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   if (config.all) return await whoamiAll(config, deps);
-  const { entry } = await entryFor(config, deps);
+  const found = await entryFor(config, deps);
+  if (found.config) config = found.config;
+  const { entry } = found;
   const now = deps.now();
   const expired = entry !== undefined && hasExpired(entry, now);
   const why = !entry
     ? "Not logged in"
-    : expired && !entry.refreshToken
+    : expired && !holds(entry, "refresh_token")
     ? "The cached token has expired and cannot be refreshed"
     : undefined;
   if (!entry || why) {
     const named = entry?.metadata.issuer;
+    const api = config.protectedResource && !entry ? notSignedInForApi(config) : undefined;
     if (config.json) {
       deps.stdout(
         JSON.stringify({
           logged_in: false,
-          issuer: typeof named === "string" ? named : displayIssuer(config.issuer),
+          issuer: typeof named === "string" ? named : api ? null : displayIssuer(config.issuer),
           client_id: config.clientId,
-          reason: why,
+          ...(config.protectedResource ? { resource: config.protectedResource.resource ?? null } : {}),
+          reason: api?.message ?? why,
         }) + "\n",
       );
     }
-    throw loginRequired(config, why!, { named });
+    throw api ?? loginRequired(config, why!, { named });
   }
   if (config.json) {
     deps.stdout(
@@ -7161,14 +9933,16 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         expired,
-        refreshable: !!entry.refreshToken,
+        refreshable: holds(entry, "refresh_token"),
+        secrets: secretsPlace(entry),
+        ...(entry.protectedResource ? { resource: entry.protectedResource.resource } : {}),
       }) + "\n",
     );
     return;
   }
   const expiry = entry.expiresAt === undefined
     ? `has no stated expiry${
-      entry.refreshToken ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
+      holds(entry, "refresh_token") ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
     }`
     : expired
     ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`
@@ -7178,18 +9952,37 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
       sanitize(entry.user ?? entry.subject ?? "an unnamed user")
     }\n` +
       `  client:  ${sanitize(entry.clientId)}\n` +
+      (entry.protectedResource ? `  for:     the API ${sanitize(entry.protectedResource.resource)}\n` : "") +
       `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
       `  token:   ${expiry}\n` +
       `  refresh: ${
-        entry.refreshToken
+        holds(entry, "refresh_token")
           ? entry.refreshExpiresAt === undefined
             ? "yes"
             : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
               new Date(entry.refreshExpiresAt).toISOString()
             }`
           : "no (sign in again when the token expires)"
-      }\n`,
+      }\n` + secretsLine(entry),
   );
+}
+
+/** Where an entry's long-lived secrets are: "keychain", "file", or null when it has none. Pure. */
+function secretsPlace(entry: TokenSet): "keychain" | "file" | null {
+  return entry.sealed ? "keychain" : Object.keys(secretsOf(entry)).length > 0 ? "file" : null;
+}
+
+/** `whoami`'s line on where the entry's long-lived secrets are kept (none without such secrets). Pure. */
+function secretsLine(entry: TokenSet): string {
+  const place = secretsPlace(entry);
+  if (place === null) return "";
+  if (place === "keychain") return `  secrets: ${secretWords(entry.sealed!.holds)}: in the keychain (sealed)\n`;
+  const why = entry.keptInFile === "chosen"
+    ? "--token-storage file"
+    : entry.keptInFile
+    ? `no keychain answered: ${sanitize(entry.keptInFile, 120)}`
+    : "saved by an earlier version; moved to the keychain at the next refresh";
+  return `  secrets: ${secretWords(Object.keys(secretsOf(entry)) as SecretKind[])}: in the token cache file (${why})\n`;
 }
 
 /**
@@ -7205,13 +9998,13 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
       text = await deps.storage.read(`${name}.json`);
     } catch (error) {
       if (!(error instanceof LoginError)) throw error;
-      deps.stderr(`warning: ${error.message}; it is skipped${error.hint ? ` (${error.hint})` : ""}\n`);
+      say(deps, `warning: ${error.message}; it is skipped${error.hint ? ` (${error.hint})` : ""}`);
       continue;
     }
     const entry = text === undefined ? undefined : parseTokenSet(text);
     if (entry) entries.push(entry);
     else if (text !== undefined) {
-      deps.stderr(`warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable; it is skipped\n`);
+      say(deps, `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable; it is skipped`);
     }
   }
   if (entries.length === 0) {
@@ -7228,20 +10021,29 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         state: entryState(entry, now).state,
+        secrets: secretsPlace(entry),
       }))) + "\n",
     );
     return;
   }
-  deps.stdout(columns([
-    ["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN"],
-    ...entries.map((entry) => [
-      sanitize(entry.profile ?? "-"),
-      sanitize(entry.metadata.issuer ?? entry.issuer),
-      sanitize(entry.clientId),
-      sanitize(entry.user ?? entry.subject ?? "-"),
-      entryState(entry, now).text,
-    ]),
-  ]));
+  const rows = entries.map((entry) => [
+    sanitize(entry.profile ?? "-"),
+    sanitize(entry.metadata.issuer ?? entry.issuer),
+    sanitize(entry.clientId),
+    sanitize(entry.user ?? entry.subject ?? "-"),
+    entryState(entry, now).text,
+    secretsPlace(entry) ?? "-",
+  ]);
+  const table = columns([["PROFILE", "ISSUER", "CLIENT", "USER", "TOKEN", "SECRETS"], ...rows]);
+  const width = deps.stdoutIsTerminal ? deps.columns : undefined;
+  if (!width || table.split("\n").every((line) => line.length <= width)) return deps.stdout(table);
+  // Too wide for the terminal: one block per login, as whoami shows one.
+  deps.stdout(
+    rows.map(([profile, issuer, client, user, token, secrets]) =>
+      `${issuer}${profile === "-" ? "" : ` (profile ${profile})`}\n  client:  ${client}\n  user:    ${user}\n` +
+      `  token:   ${token}\n${secrets === "-" ? "" : `  secrets: ${secrets}\n`}`
+    ).join(""),
+  );
 }
 
 /**
@@ -7259,7 +10061,11 @@ async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefi
   const now = deps.now();
   const rows = [];
   for (const name of names) {
-    const flags = profileFlags(file!.data[name] as Record<string, unknown>, { name, path: path! }, deps.stderr);
+    const flags = profileFlags(
+      file!.data[name] as Record<string, unknown>,
+      { name, path: path! },
+      (text) => say(deps, text),
+    );
     const profile: Profile = { name, path: path!, chosenBy: "profiles", flags };
     let row = {
       name,
@@ -7328,8 +10134,12 @@ async function profilesCommand(cli: Cli, dotenv: Record<string, string> | undefi
  */
 async function logoutCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
+  const api = config.protectedResource && !config.all ? await entryFor(config, deps) : undefined;
+  if (api?.config) config = api.config;
   const names = config.all
     ? await deps.storage.list()
+    : api
+    ? [api.name].filter(Boolean)
     : [cacheKey(config), ...(await otherEntries(config, deps, false)).map((found) => found.name)];
   const problems: RevocationProblem[] = [];
   const removed: (TokenSet | undefined)[] = [];
@@ -7345,7 +10155,12 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
     }
   }
   if (!config.all) say(deps, loggedOut(config, removed));
-  else if (removed.length === 0) say(deps, "Not logged in anywhere; nothing to do");
+  else {
+    // Keychain items of this cache folder whose file is gone (a file deleted by hand, an interrupted logout).
+    const orphans = await forgetOrphanItems(deps);
+    if (orphans > 0) say(deps, `Removed ${plural(orphans, "keychain item")} whose cached login was gone`);
+    else if (removed.length === 0) say(deps, "Not logged in anywhere; nothing to do");
+  }
   const kinds = new Set(problems.map((problem) => problem.kind));
   const elsewhere = "the local copy was removed; revoke the session in your provider's console if it matters";
   if (kinds.has("server")) {
@@ -7360,6 +10175,13 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
       "failure",
       "The revocation did not reach the server; the tokens may stay valid until they expire",
       { hint: elsewhere },
+    );
+  }
+  if (kinds.has("keychain")) {
+    throw new LoginError(
+      "failure",
+      "A refresh token was removed here without being revoked, because the keychain that holds it did not give it",
+      { hint: "revoke the session in your provider's console if it matters" },
     );
   }
   if (kinds.has("local")) {
@@ -7377,6 +10199,9 @@ async function logoutCommand(config: Config, deps: Deps): Promise<void> {
 /** What a single `logout` says it did: the issuer, and the other resources of a login that covered several. */
 function loggedOut(config: Config, removed: (TokenSet | undefined)[]): string {
   const named = removed.find((entry) => typeof entry?.metadata.issuer === "string")?.metadata.issuer as string;
+  if (config.protectedResource && removed.length === 0) {
+    return `Not signed in for the API ${sanitize(config.protectedResource.url)}; nothing to do`;
+  }
   const where = named === undefined ? displayIssuer(config.issuer) : sanitize(named);
   if (removed.length === 0) return `Not logged in to ${where}; nothing to do`;
   const wanted = config.resources?.length === 1 ? config.resources[0] : undefined;
@@ -7432,9 +10257,34 @@ async function logoutEntry(
       say(deps, `warning: The cached token at "${path}" is unreadable or not for this client; it was left as it is`);
       return { outcome: "left" };
     }
-    const outcome = entry ? await revokeTokenSet(entry, config, deps, trace) : "unrevoked";
+    // An API's entry is revoked with its own client (the secret of this tool's registration, if any).
+    const own = entry?.protectedResource && config.all
+      ? await resourceConfig(
+        { ...config, protectedResource: { url: entry.protectedResource.resource, setAside: [] } },
+        entry,
+        deps,
+      )
+      : config;
+    // Sealed secrets (one keychain read): without them, what is in the file is revoked, and that is said.
+    let open = entry;
+    let unread: RevocationProblem | undefined;
+    if (entry?.sealed) {
+      open = await openEntry(entry, deps, "revoke the refresh token").catch((error) => {
+        if (!(error instanceof LoginError || error instanceof SecretsGone)) throw error;
+        unread = { text: `${error.message}; it was not revoked`, kind: "keychain" };
+        return entry;
+      });
+    }
+    let outcome: LogoutOutcome = open ? await revokeTokenSet(open, own, deps, trace) : "unrevoked";
+    if (unread && holds(entry!, "refresh_token")) outcome = [...(Array.isArray(outcome) ? outcome : []), unread];
     for (const problem of Array.isArray(outcome) ? outcome : []) say(deps, `warning: ${problem.text}`);
-    await deps.storage.remove(`${name}.json`); // its lock file goes when the lock is released
+    // The file (its lock file goes when the lock is released), then the keychain item.
+    if (!(await removeEntry(name, entry, deps))) {
+      say(
+        deps,
+        `warning: The keychain item of "${deps.storage.dir}/${name}.json" was left; "oauth-login logout --all" removes it once the keychain answers`,
+      );
+    }
     return { entry, outcome };
   } finally {
     lock.release();
@@ -7478,6 +10328,8 @@ function logoutOutcome(outcome: LogoutOutcome): string {
     ? "removed here; the server refused the revocation"
     : kind === "network"
     ? "removed here; the revocation did not reach the server"
+    : kind === "keychain"
+    ? "removed here; its refresh token was not revoked: the keychain did not give it"
     : "removed here, not revoked: its client secret is not configured";
 }
 
@@ -7503,17 +10355,44 @@ async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8A
 
 /**
  * `fetch`: one request to an API with the cached token (refreshed first when it expires within
- * --min-ttl), where `tokenRefusal` lets it go. A `use_dpop_nonce` challenge is answered once with the
- * server's nonce; a 401 with `invalid_token` refreshes the token once and sends the request once more.
- * The answer is written by `writeAnswer`. Exit 0 for 2xx, else 1.
+ * --min-ttl), where `tokenRefusal` lets it go. With no login for an API its settings do not name a
+ * server for, the request goes without a token, and a challenge starts the sign-in its metadata
+ * describes (`resourceLogin`, RFC 9728). A `use_dpop_nonce` challenge is answered once with the
+ * server's nonce; a 401 with `invalid_token` refreshes the token once and sends the request once more;
+ * a refusal that asks for more (RFC 6750 `insufficient_scope`, RFC 9470) signs in again once for it
+ * (`stepUp`). The answer is written by `writeAnswer`. Exit 0 for 2xx, else 1.
  */
 async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const request = config.request!;
   const trace = makeTrace(config, deps);
+  const body = await requestBody(request, deps);
+  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
+    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
+    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
+    request.headers.push(["content-type", type]);
+  }
   const found = await entryFor(config, deps);
-  const name = found.name;
-  let entry = found.entry;
-  if (entry && config.dpop && !entry.dpopKey) {
+  if (found.config) config = found.config;
+  let { name, entry } = found;
+  const tooLarge = `fetch reads at most ${byteSize(API_MAX_BODY_BYTES)}; for more, give the token to curl: ` +
+    `"oauth-login token --format headers${resourceFlags(config)} --url URL | curl -H @- URL"`;
+  if (!entry && config.protectedResource) {
+    // No login for this API yet: the request goes without a token, and only a challenge starts a sign-in.
+    const options: SendOptions = {
+      trace,
+      traceFields: false,
+      maxBytes: API_MAX_BODY_BYTES,
+      tooLarge,
+      urlName: "the URL",
+    };
+    const init = { method: request.method, headers: new Headers(request.headers), body };
+    const answer = await send(deps, new URL(request.url!), init, options);
+    if (!(await asksForToken(answer))) return writeAnswer(answer, request, config, deps);
+    const required = resourceLoginRequired(config, deps);
+    if (required) throw required;
+    ({ name, entry, config } = await resourceLogin(config, deps, answer));
+  }
+  if (entry && config.dpop && !holds(entry, "dpop_key")) {
     if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
     entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
   }
@@ -7522,15 +10401,42 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
-  const body = await requestBody(request, deps);
-  if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
-    const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
-    const type = first === "{" || first === "[" ? "application/json" : "application/x-www-form-urlencoded";
-    request.headers.push(["content-type", type]);
+  if (entry && (config.acrValues || config.maxAge !== undefined)) {
+    entry = await meetAuthentication(config, deps, { name, entry });
   }
-  const tooLarge = `fetch reads at most ${byteSize(API_MAX_BODY_BYTES)}; for more, give the token to curl: ` +
-    `"oauth-login token --format headers${loginFlags(config)} --url URL | curl -H @- URL"`;
+  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  let called = await callApi(config, deps, { name, entry, body, trace, tooLarge });
+  const stepped = new Set<string>();
+  let refusal: LoginError | undefined;
+  for (;;) {
+    const next = await stepUp(config, deps, { name, entry: called.entry, answer: called.response, stepped });
+    if (!next || "refusal" in next) {
+      refusal = next?.refusal;
+      break;
+    }
+    config = next.config;
+    called = await callApi(config, deps, { name, entry: next.entry, body, trace, tooLarge });
+  }
+  writeAnswer(called.response, request, config, deps, refusal);
+}
+
+/**
+ * One call of `fetch`'s request with `entry`'s token, where `tokenRefusal` lets it go: once more with
+ * the server's nonce when it asks for one (RFC 9449 §8, §9), and after a 401 `invalid_token`, once
+ * more with a refreshed token. Returns the answer and the entry used last; remembers DPoP nonces.
+ */
+async function callApi(
+  config: Config,
+  deps: Deps,
+  { name, entry, body, trace, tooLarge }: {
+    name: string;
+    entry: TokenSet;
+    body?: Uint8Array<ArrayBuffer>;
+    trace?: Trace;
+    tooLarge: string;
+  },
+): Promise<{ response: Answer; entry: TokenSet }> {
+  const request = config.request!;
   let dpop: DpopState | undefined;
   const sendOnce = async (current: TokenSet) => {
     const refusal = tokenRefusal(new URL(request.url!), current);
@@ -7538,7 +10444,6 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     if (!B64TOKEN.test(current.accessToken)) throw unusableToken(config);
     return await sendWithToken(current, request, body, deps, { dpop, trace, tooLarge });
   };
-  // Once more with the server's nonce when it asks for one (RFC 9449 §8, §9).
   const sendWithNonce = async (current: TokenSet) => {
     const response = await sendOnce(current);
     if (!dpop || challengeError(response.headers) !== "use_dpop_nonce" || !response.headers.has("dpop-nonce")) {
@@ -7547,19 +10452,24 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     trace?.("the server asked for a DPoP nonce: sending once more with it");
     return await sendOnce(current);
   };
+  // A DPoP-bound token goes with proofs signed by the entry's key (sealed: one keychain read).
+  if (holds(entry, "dpop_key")) entry = await openEntry(entry, deps, "prove the DPoP-bound token");
   dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
   let response = await sendWithNonce(entry);
-  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
+  if (
+    response.status === 401 && challengeError(response.headers) === "invalid_token" && holds(entry, "refresh_token")
+  ) {
     trace?.("the server refused the access token: refreshing it and sending once more");
     const nonces = dpop?.nonces;
     entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
       ? await forResource(config, deps, name, entry.resource, entry.accessToken) // another resource's token
       : await renew(config, deps, name, entry, undefined, entry.accessToken);
+    if (holds(entry, "dpop_key")) entry = await openEntry(entry, deps, "prove the DPoP-bound token");
     dpop = entry.dpopKey ? await dpopState(entry.dpopKey, { ...entry.dpopNonces, ...nonces }, deps) : undefined;
     response = await sendWithNonce(entry);
   }
   if (dpop) await rememberNonces(config, deps, name, dpop);
-  writeAnswer(response, request, config, deps);
+  return { response, entry };
 }
 
 /**
@@ -7588,7 +10498,14 @@ function terminalProblem(body: Uint8Array): string | undefined {
  * control characters is refused, and text gets a final line end, so that the next line starts on its
  * own. A status other than 2xx (a redirect too: never followed) is then an error (exit 1).
  */
-function writeAnswer(response: Answer, request: ResourceRequest, config: Config, deps: Deps): void {
+function writeAnswer(
+  response: Answer,
+  request: ResourceRequest,
+  config: Config,
+  deps: Deps,
+  /** The error for a status other than 2xx, when the caller knows better (a step-up refused). */
+  refusal?: LoginError,
+): void {
   const url = new URL(request.url!);
   if (request.include || config.verbose) {
     const lines = [`HTTP ${response.status} ${sanitize(response.statusText, 80)}`.trimEnd()];
@@ -7606,6 +10523,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   deps.stdoutBytes(response.body);
   if (deps.stdoutIsTerminal && response.body.length > 0 && response.body.at(-1) !== 0x0a) deps.stdout("\n");
   if (response.status >= 200 && response.status <= 299) return;
+  if (refusal) throw refusal;
   const error = challengeError(response.headers);
   const location = response.headers.get("location");
   const target = location === null ? undefined : URL.parse(location, url) ?? undefined;
@@ -7627,7 +10545,7 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   );
 }
 
-// ── 16 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 21 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -7753,9 +10671,8 @@ async function doctorConfig(
     add("fail", "config", describeError(error));
   }
   const shown = describeEnvPath(envPath, deps.cwd);
-  const envDir = envFolder(envPath, deps.cwd);
   try {
-    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown, envDir });
+    config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
   } catch (error) {
     add("fail", "config", describeError(error));
   }
@@ -7765,7 +10682,10 @@ async function doctorConfig(
   } else add("ok", "config", `.env: none at ${shown}`);
   if (config) {
     const from = (key: string) => `from ${config!.sources[key] ?? "default"}`;
-    if (withoutIssuer(config)) {
+    const api = config.protectedResource;
+    if (api && !config.issuer) {
+      add("ok", "config", `issuer: none: the API at ${api.url} names its server (RFC 9728)`);
+    } else if (withoutIssuer(config)) {
       add("ok", "config", `issuer: none (endpoints given by hand; the token endpoint keys the cache)`);
     } else {
       const origin = config.sources.issuer === "default" && config.provider
@@ -7782,7 +10702,7 @@ async function doctorConfig(
       if (config[key] !== undefined) add("ok", "config", `${flag}: ${config[key]} (${from(key)})`);
     }
     doctorTrust(config, shown, deps, add);
-    add("ok", "config", `client id: ${config.clientId} (${from("clientId")})`);
+    doctorApiSettings(config, cli.target, add);
     if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
     else if (config.sources.clientSecret === "flag") {
       add(
@@ -7794,22 +10714,39 @@ async function doctorConfig(
     add(
       "ok",
       "config",
-      `scope: ${config.scope ?? "openid profile [offline_access] (default)"}${
+      `scope: ${config.scope ?? (api ? "as the API says (below)" : "openid profile [offline_access] (default)")}${
         config.scope ? ` (${from("scope")})` : ""
       }`,
     );
     add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
     if (config.clientKey) {
       try {
-        if (config.sources.clientKey === ".env") checkProjectKey(config.clientKey, envDir, shown);
-        await readClientKey(config.clientKey);
-        add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
+        const key = withProjectKey(config, envPath, deps, shown).clientKey!;
+        await readClientKey(key);
+        add("ok", "config", `client key: ${key} is private and can sign (${from("clientKey")})`);
       } catch (error) {
         add("fail", "config", describeError(error));
       }
     }
   }
   return config;
+}
+
+/**
+ * `doctor`'s client id line, and for `doctor URL` what the API's metadata decides: the client (when none
+ * is given), the person's own settings set aside for it, or, with a server and a client of their own,
+ * that the API is not asked.
+ */
+function doctorApiSettings(config: Config, target: string | undefined, add: AddCheck): void {
+  const api = config.protectedResource;
+  if (api && !config.clientId) add("ok", "config", "client id: none: the API's server is asked for one (below)");
+  else add("ok", "config", `client id: ${config.clientId} (from ${config.sources.clientId ?? "default"})`);
+  if (target && !api) {
+    add("warn", "config", `${target}: its metadata is not asked, as your settings name the server and the client`);
+  }
+  for (const item of api?.setAside ?? []) {
+    add("warn", "config", `${item}: not used, as the API's metadata chooses the server (--client-id, --scope are)`);
+  }
 }
 
 /**
@@ -7916,6 +10853,23 @@ async function doctorDiscovery(
   return { metadata, deviceSupported };
 }
 
+/**
+ * `doctor URL`'s steps for an API whose metadata names the server (`discoverResource`, without signing
+ * in): its challenge, its metadata, the server, the scope and the client (given, registered before, or
+ * registered now: kept for the sign-in to come). The configuration to check further, or undefined.
+ */
+async function doctorResource(config: Config, deps: Deps, add: AddCheck): Promise<Config | undefined> {
+  try {
+    const plan = await discoverResource(config, deps, {
+      report: (status, message) => add(status, "resource", message),
+    });
+    return plan.config;
+  } catch (error) {
+    add("fail", "resource", describeError(error));
+    return undefined;
+  }
+}
+
 /** `doctor`'s redirect checks: the planned port, whether it is free on each loopback address, localhost. */
 async function doctorRedirect(config: Config, add: AddCheck): Promise<void> {
   try {
@@ -7971,7 +10925,7 @@ function doctorBrowser(config: Config, deps: Deps, deviceSupported: boolean, add
   // The start address is in the opener's argv, which other local users can read (see `sameUser`).
   if (deps.os === "linux" && choice.openBrowser) {
     if (deps.which("ss")) {
-      add("ok", "browser", "the sign-in address answers only your own programs (ss tells them apart)");
+      add("ok", "browser", "the callback server answers only your own programs (ss tells them apart)");
     } else {
       add(
         "warn",
@@ -7999,7 +10953,7 @@ function doctorNetwork(
   for (const name of ["NO_PROXY", "no_proxy"]) if (deps.env(name)?.trim()) add("ok", "network", `${name} is set`);
   if (config) {
     // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
-    const urls = [config.metadataUrl ?? config.issuer];
+    const urls = [config.protectedResource?.url ?? "", config.metadataUrl ?? config.issuer];
     for (
       const name of [
         "token_endpoint",
@@ -8068,6 +11022,72 @@ async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
 }
 
 /**
+ * One `doctor` line: status, topic, message; on a terminal `width` columns wide the message wraps at
+ * word boundaries under itself (a long URL stands alone), so no word is broken. Pure.
+ */
+function checkLine(check: Check, width?: number): string {
+  const head = `${check.status.padEnd(5)} ${check.topic.padEnd(10)} `;
+  if (!width || head.length + check.message.length <= width) return `${head}${check.message}\n`;
+  const body = wrap(check.message, Math.max(20, width - head.length));
+  return `${head}${body.replaceAll("\n", `\n${" ".repeat(head.length)}`)}\n`;
+}
+
+/**
+ * `doctor`'s keychain checks: where long-lived secrets go (`--token-storage` and its source), whether
+ * the platform's keychain answers here (`fail` when it is required), and the cached logins whose
+ * secrets are in their file while a keychain is wanted.
+ */
+async function doctorKeychain(config: Config | undefined, deps: Deps, add: AddCheck): Promise<void> {
+  const storage = config?.tokenStorage ?? "auto";
+  const from = config?.sources.tokenStorage ?? "default";
+  const meaning = storage === "file"
+    ? "refresh tokens and keys are kept in the token cache file"
+    : storage === "keychain"
+    ? "refresh tokens and keys are sealed under a key in the keychain, which must answer"
+    : "refresh tokens and keys are sealed under a key in the keychain where one answers, else kept in the file";
+  add("ok", "keychain", `token storage: ${storage} (from ${from}): ${meaning}`);
+  if (storage === "file") return;
+  const problem = await keychainProblem(deps);
+  const name = backendFor(deps.os)?.name ?? "the keychain";
+  if (!problem) {
+    add(
+      "ok",
+      "keychain",
+      `${name} answers here (${deps.os === "windows" ? "" : "without a prompt, "}within ${
+        (deps.os === "windows" ? KEYCHAIN_DEADLINE_WINDOWS_MS : KEYCHAIN_DEADLINE_MS) / 1000
+      } s)`,
+    );
+  } else {
+    add(
+      storage === "keychain" ? "fail" : "warn",
+      "keychain",
+      `${name} cannot be used here: ${problem.reason} (${problem.remedy})`,
+    );
+  }
+  const inFile: string[] = [];
+  for (const entryName of await deps.storage.list().catch(() => [])) {
+    const text = await deps.storage.read(`${entryName}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (entry && secretsPlace(entry) === "file") {
+      inFile.push(`${displayIssuer(entry.issuer)} (client ${entry.clientId})`);
+    }
+  }
+  if (inFile.length > 0) {
+    add(
+      "warn",
+      "keychain",
+      `${plural(inFile.length, "cached login")} keep${
+        inFile.length === 1 ? "s" : ""
+      } its secrets in the token cache file (${inFile.join(", ")}): ${
+        problem
+          ? "they move to the keychain at a refresh once it answers"
+          : "they move to the keychain at their next refresh"
+      }`,
+    );
+  }
+}
+
+/**
  * `doctor`: a self-check for when login does not work. One line per finding, each ok, warn or fail;
  * secrets are never shown. Exit 0 when nothing failed.
  */
@@ -8080,8 +11100,9 @@ async function doctor(
   const checks: Check[] = [];
   const add = (status: Check["status"], topic: string, message: string) =>
     checks.push({ status, topic, message: sanitize(message, 400) });
-  const config = await doctorConfig(cli, dotenv, deps, envPath, add);
+  let config = await doctorConfig(cli, dotenv, deps, envPath, add);
   let metadata: Oauth.AuthorizationServer | undefined;
+  if (config?.protectedResource) config = await doctorResource(config, deps, add);
   if (config) {
     const discovered = await doctorDiscovery(config, deps, add);
     metadata = discovered.metadata;
@@ -8090,21 +11111,22 @@ async function doctor(
   }
   doctorNetwork(config, metadata, deps, add);
   await doctorCache(deps, add);
+  await doctorKeychain(config, deps, add);
 
   const failed = checks.some((check) => check.status === "fail");
   if (cli.flags.json) deps.stdout(JSON.stringify({ ok: !failed, checks }) + "\n");
-  else deps.stdout(checks.map((c) => `${c.status.padEnd(5)} ${c.topic.padEnd(10)} ${c.message}\n`).join(""));
+  else deps.stdout(checks.map((c) => checkLine(c, deps.stdoutIsTerminal ? deps.columns : undefined)).join(""));
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 17 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 22 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
   /** Whether the command was named (for `--help`). */
   named: boolean;
   flags: FlagValues;
-  /** `fetch URL`: the one positional argument a command takes. */
+  /** `fetch URL`, `doctor URL`: the one positional argument a command takes. */
   target?: string;
 }
 
@@ -8147,6 +11169,7 @@ const COMMON_FLAGS: Flag[] = [
   "provider",
   "tenant",
   "profile",
+  "token-storage",
   "dpop",
   "client-key",
   "assertion-audience",
@@ -8158,13 +11181,13 @@ const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "p
 
 /** Which flags each command takes, beyond the common ones. */
 const COMMAND_FLAGS: Record<Command, Flag[]> = {
-  login: [...LOGIN_FLAGS, "save-profile"],
-  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url"],
+  login: [...LOGIN_FLAGS, "save-profile", "acr-values", "max-age"],
+  token: [...LOGIN_FLAGS, "min-ttl", "interactive", "format", "method", "url", "acr-values", "max-age"],
   whoami: ["all"],
   logout: ["all"],
   doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
   profiles: [],
-  fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
+  fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url", "acr-values", "max-age"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
@@ -8216,8 +11239,9 @@ async function parseCli(args: string[]): Promise<Cli> {
       hint: "run with --help to see the commands",
     });
   }
-  if (rest.length > (command === "fetch" ? 1 : 0)) {
-    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[command === "fetch" ? 1 : 0])}"`, {
+  const positional = command === "fetch" || command === "doctor" ? 1 : 0; // `fetch URL`, `doctor [URL]`
+  if (rest.length > positional) {
+    throw new LoginError("usage", `Unexpected argument "${sanitize(rest[positional])}"`, {
       hint: `run "oauth-login ${command} --help" to see the usage`,
     });
   }
@@ -8229,7 +11253,7 @@ async function parseCli(args: string[]): Promise<Cli> {
       hint: `run "oauth-login ${command} --help" to see its flags`,
     });
   }
-  return { command, named: parsed.positionals.length > 0, flags, target: command === "fetch" ? rest[0] : undefined };
+  return { command, named: parsed.positionals.length > 0, flags, target: positional ? rest[0] : undefined };
 }
 
 /**
@@ -8246,8 +11270,8 @@ function quickParse(args: string[]): Cli | undefined {
   const flags: Record<string, string | boolean | string[]> = {};
   let target: string | undefined;
   for (let i = named ? 1 : 0; i < args.length; i++) {
-    if (command === "fetch" && target === undefined && !args[i].startsWith("-")) {
-      target = args[i]; // `fetch URL`
+    if ((command === "fetch" || command === "doctor") && target === undefined && !args[i].startsWith("-")) {
+      target = args[i]; // `fetch URL`, `doctor URL`
       continue;
     }
     const match = args[i].match(/^--([a-z-]+)(?:=([\s\S]*))?$/);
@@ -8286,6 +11310,10 @@ own secret or key; "oauth-login doctor" shows who decided):
   --profile NAME        use a profile of the config file (below flags, the
                         environment and .env)                 (OAUTH_PROFILE)
   --env-file PATH       read settings from this file instead of ./.env
+  --token-storage WHERE where refresh tokens and keys are kept: auto (the
+                        keychain where one answers, else the cache file,
+                        with a warning), keychain, or file
+                        (OAUTH_TOKEN_STORAGE or a profile; never from .env)
   --json                output JSON on stdout
   -v, --verbose         trace each exchange with the server (secrets
                         redacted), the cause of each error, stack traces
@@ -8311,7 +11339,9 @@ DPoP, client keys and resources:
   --client-auth private_key_jwt|client_secret_jwt   JWT client authentication
   --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
   --assertion-audience issuer|token-endpoint   the aud of client assertions
-  --resource URI        the API a token is for (RFC 8707); repeatable
+  --resource URI        the API a token is for (RFC 8707); repeatable. One
+                        --resource URL and no issuer or no client id: the
+                        API's metadata says where to sign in (RFC 9728)
   --audience VALUE      the audience parameter (Auth0 and others)`;
 
 const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
@@ -8347,7 +11377,8 @@ Commands:
   doctor           check the settings, the issuer, the client id and
                    redirect URI, the port, the browser and the cache
   profiles         list the config file's profiles and who is logged in
-  fetch URL        call an API with the cached token (Bearer or DPoP)
+  fetch URL        call an API with the cached token (Bearer or DPoP); with
+                   nothing configured, sign in where the API says
 
 ${CONFIG_FLAGS_HELP}
 
@@ -8406,6 +11437,10 @@ required).
                         sign-in when it says spec.interactive is false)
                         or headers (Authorization and DPoP lines for curl -H @-)
   --method M --url URL  the request a headers-format DPoP proof is for
+  --acr-values "A B"    sign in again unless the cached sign-in had one of
+                        these authentication context classes (RFC 9470)
+  --max-age SECONDS     sign in again unless the cached sign-in is at most
+                        this old
 
 ${CONFIG_FLAGS_HELP}
 
@@ -8422,14 +11457,17 @@ Exits 0 when logged in (a valid or refreshable token) and 4 when not (with
 
 ${CONFIG_FLAGS_HELP}
 `,
-  doctor: `Usage: oauth-login doctor [flags]
+  doctor: `Usage: oauth-login doctor [URL] [flags]
 
 Checks, one line each (ok, warn or fail): the settings and where each came
 from, the issuer's metadata and what it supports, whether the server accepts
 the client id and the redirect URI, the redirect port on 127.0.0.1 and ::1
 and how localhost resolves, the browser opener and display, proxy and CA
-settings, and the token cache's permissions. Secrets are never shown. Exits
-0 when nothing failed; --json for bug reports.
+settings, the token cache's permissions and whether the keychain answers.
+Secrets are never shown. Exits 0 when nothing failed; --json for bug reports.
+With an API's URL and no issuer or client id: each step of finding where to
+sign in for it (its challenge, its metadata, its server, the scope, the
+client: given, registered before or registered now), without signing in.
 
 ${CONFIG_FLAGS_HELP}
   --redirect-uri URI, --port N, --flow FLOW, --no-browser, --no-par
@@ -8443,6 +11481,13 @@ A token that expires within --min-ttl is refreshed first; a 401 "invalid_token"
 refreshes it once and sends once more; a DPoP nonce challenge is answered once.
 Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
 
+With no issuer or no client id configured, the API says where to sign in: the
+request goes without a token, and its 401 leads to its metadata (RFC 9728),
+the server it names, a client (--client-id, or one this tool registers there,
+RFC 7591) and a sign-in for it, kept for the next calls. A 403
+"insufficient_scope" or a 401 "insufficient_user_authentication" signs in
+again once for what it asks (RFC 9470), then sends once more.
+
   -X, --request METHOD  the method (default: GET, or POST with -d)
   -H, --header "N: V"   a request header; repeatable (not Authorization or DPoP)
   -d, --data DATA       the body: text, @FILE or @- (stdin); JSON when it starts
@@ -8450,16 +11495,19 @@ Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
   -i, --include         print the status line and headers on stderr
   --min-ttl SECONDS     refresh when the token expires within this long
   --interactive         sign in when needed even without a terminal
+  --acr-values "A B", --max-age SECONDS
+                        sign in again unless the cached sign-in meets them
 
 ${CONFIG_FLAGS_HELP}
 `,
   logout: `Usage: oauth-login logout [--all] [flags]
 
 Revokes the refresh and access tokens at the server (RFC 7009) where it has
-a revocation endpoint, then deletes the cached entry, even when the
-revocation fails (which is reported, exit 1).
+a revocation endpoint, then deletes the cached entry and its keychain item,
+even when the revocation fails (which is reported, exit 1).
 
-  --all                 log out of every cached entry
+  --all                 log out of every cached entry, and remove the keychain
+                        items whose cached login is gone
 
 ${CONFIG_FLAGS_HELP}
 `,
@@ -8535,7 +11583,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       );
     }
     if (dotenv && cli.command !== "doctor") {
-      for (const warning of dotenvWarnings(dotenv)) deps.stderr(`warning: ${warning}\n`); // doctor lists them
+      for (const warning of dotenvWarnings(dotenv)) say(deps, `warning: ${warning}`); // doctor lists them
     }
     if (cli.command === "doctor") return await doctor(cli, dotenv, deps, envPath);
     if (cli.command === "profiles") {
@@ -8545,14 +11593,8 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
     const profile = await selectProfile(cli, dotenv, deps);
     const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
-    // Only a .env that names a client key needs its folder (the cached-token path asks for no working directory).
-    const envDir = dotenv?.[ENV_VARS.clientKey] ? envFolder(envPath, deps.cwd) : ".";
-    const config = resolveConfig(cli, deps.env, dotenv, profile, {
-      presetBase: deps.presetBase,
-      envFile: shown,
-      envDir,
-    });
-    if (config.clientKey && config.sources.clientKey === ".env") checkProjectKey(config.clientKey, envDir, shown!);
+    const resolved = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    const config = withProjectKey(resolved, envPath, deps, shown ?? '".env"');
     const saving = cli.flags["save-profile"];
     if (shown) announceTrust(config, deps, shown, saving);
     if (cli.flags["client-secret"] !== undefined) {
@@ -8607,12 +11649,36 @@ async function* stdinLines(): AsyncIterable<string> {
   }
 }
 
+/**
+ * Whether typing `oauth-login` runs this very module: the first `oauth-login` on `PATH` is the script
+ * `deno install -g -n oauth-login login.ts` writes (`exec deno run … 'file:///…/login.ts' "$@"`, or
+ * `oauth-login.cmd` on Windows), naming `main`. Then hints can say `oauth-login`, and work when
+ * typed, however this run was started. The shim sets no variable and leaves no other trace, so it is
+ * read (a few hundred bytes; only when a hint is made, never on the cached-token path).
+ */
+function installedCommand(main: string, env: (name: string) => string | undefined): boolean {
+  const windows = Deno.build.os === "windows";
+  for (const dir of (env("PATH") ?? "").split(windows ? ";" : ":")) {
+    for (const name of windows ? ["oauth-login.cmd", "oauth-login.exe"] : ["oauth-login"]) {
+      const path = `${dir}/${name}`;
+      try {
+        const info = Deno.statSync(path);
+        if (!info.isFile) continue;
+        // The first one found is what the shell runs: this module's shim, or something else.
+        return info.size < 4096 && Deno.readTextFileSync(path).includes(main);
+      } catch { /* not there, or not readable: look further */ }
+    }
+  }
+  return false;
+}
+
 /** How the person ran this tool: a compiled binary, `deno task`, or `deno run` on the module. */
 function invocation(env: (name: string) => string | undefined): string {
   if (Deno.build.standalone) return Deno.execPath().split(/[\\/]/).pop()?.replace(/\.exe$/i, "") || "oauth-login";
   if (env("INIT_CWD") && env("npm_config_user_agent")?.startsWith("deno/")) return "deno task";
   const main = Deno.mainModule;
   if (!main.startsWith("file:")) return `deno run -A ${main}`;
+  if (installedCommand(main, env)) return "oauth-login";
   // The module as the person can name it from where they stand: relative below the working directory, else whole.
   const file = decodeURIComponent(new URL(main).pathname);
   let here: string | undefined;
@@ -8670,6 +11736,9 @@ export function realDeps(): Deps {
     get animate() {
       return Deno.stderr.isTerminal() && !env("NO_COLOR");
     },
+    get stderrIsTerminal() {
+      return Deno.stderr.isTerminal();
+    },
     cwd: () => Deno.cwd(),
     timer: realTimer,
     // Worked out when first needed, so that the cached-token path never asks the terminal.
@@ -8686,6 +11755,7 @@ export function realDeps(): Deps {
       return invokedAs ??= invocation(env);
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
+    runTool,
     socketOwners: Deno.build.os === "linux" ? loopbackSocketOwners : undefined,
   };
 }
@@ -8700,9 +11770,16 @@ export const testing = {
   loopbackSocketOwners,
   checkProjectMetadata,
   profileFlagNames,
+  itemAccount,
+  itemFile,
+  openSealed,
+  runTool,
+  sealSecrets,
+  sealedSecret,
   MAX_LIFETIME_S,
   browserAvailability,
   cacheKey,
+  chooseServer,
   closest,
   dpopAlgorithm,
   configPath,
@@ -8721,7 +11798,10 @@ export const testing = {
   parseIssuer,
   planRedirect,
   quickParse,
+  registrationName,
   replaceProfileText,
+  resourceEntryName,
+  resourceMismatch,
   routeFor,
   sanitize,
   wrap,

@@ -148,7 +148,10 @@ Deno.test("login() authenticates a confidential client as the metadata allows, a
         result.stderr,
         'error: Cannot exchange the authorization code: the server answered "invalid_client"',
       );
-      assertStringIncludes(result.stderr, "hint: check the client id and secret");
+      assertStringIncludes(
+        result.stderr,
+        "hint: the client secret from OAUTH_CLIENT_SECRET in the environment was sent (client_secret_basic): check that it is the current secret",
+      );
       assertStringIncludes(result.visit!.body, "Sign-in failed");
     });
   });
@@ -339,9 +342,9 @@ Deno.test("login() names the busy port when the fixed port is taken", async () =
   });
 });
 
-Deno.test("login() keeps waiting when the browser cannot be opened", async () => {
+Deno.test("login() keeps waiting when the browser cannot be opened and a person can open the address", async () => {
   await withMock(async (mock) => {
-    const result = await run(flags(mock), { openFails: '"xdg-open" was not found' });
+    const result = await run(flags(mock), { openFails: '"xdg-open" was not found', interactive: true });
     assertEquals(result.code, EXIT.ok, result.stderr);
     assertStringIncludes(
       result.stderr,
@@ -1069,7 +1072,7 @@ const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-writ
 async function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: string) {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...PERMISSIONS, new URL("./login.ts", import.meta.url).pathname, ...args],
-    env: { NO_COLOR: "1", ...env },
+    env: { NO_COLOR: "1", OAUTH_TOKEN_STORAGE: "file", ...env },
     cwd,
     stdin: "null",
   }).output();

@@ -102,6 +102,8 @@ export interface RunOptions {
   httpTimeoutMs?: number;
   /** Whether stderr is a terminal that may animate (default false). */
   animate?: boolean;
+  /** Whether stderr is a terminal at all (`Deps.stderrIsTerminal`; default false). */
+  stderrIsTerminal?: boolean;
   /** The origin that replaces every URL a provider preset names (`Deps.presetBase`). */
   presetBase?: string;
   /** The opener records the address and starts `browser`, then fails with this message (no browser opened). */
@@ -120,6 +122,8 @@ export interface RunOptions {
   cwd?: string;
   /** Who owns each end of a connection to the callback server (`Deps.socketOwners`); by default not asked. */
   socketOwners?: Deps["socketOwners"];
+  /** The keychain tools' runner (`Deps.runTool`); absent: no keychain (see `env`'s OAUTH_TOKEN_STORAGE). */
+  runTool?: Deps["runTool"];
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -135,6 +139,9 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     APPDATA: `${home}/appdata`,
     LOCALAPPDATA: `${home}/localappdata`,
     DISPLAY: ":0", // a desktop: the browser flow is the one these cases attack
+    // The token cache as it was before the keychain (issue 21): the cases that read refresh tokens and keys
+    // from the entry files need them there. The keychain's own cases set this (and a fake keychain tool).
+    OAUTH_TOKEN_STORAGE: "file",
     ...options.env,
   };
   let stdout = "";
@@ -185,6 +192,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     sleep: options.sleep ?? (() => Promise.reject(new Error("this case does not expect to wait"))),
     readLines: options.lines ? () => options.lines! : undefined,
     animate: options.animate ?? false,
+    stderrIsTerminal: options.stderrIsTerminal ?? false,
     presetBase: options.presetBase,
     timer: options.timer,
     columns: options.columns,
@@ -192,6 +200,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
     cwd: options.cwd === undefined ? undefined : () => options.cwd!,
     socketOwners: options.socketOwners,
+    runTool: options.runTool,
   };
   const started = performance.now();
   const running = main(args, deps);

@@ -265,6 +265,7 @@ async function withWorld(
   options: { tokenNonce?: string; rsNonce?: string; requireDpop?: boolean } = {},
 ): Promise<void> {
   const mock = serveMockIssuer();
+  mock.metadata.dpop_signing_alg_values_supported = ["ES256"]; // a server that does DPoP says so (RFC 9449 §5.1)
   const issuer = dpopIssuer(mock, { nonce: options.tokenNonce, requireDpop: options.requireDpop });
   const rs = resourceServer(mock, issuer, { nonce: options.rsNonce });
   try {
@@ -942,7 +943,7 @@ Deno.test("private_key_jwt refused by the server (invalid_client): the hint name
       assertStringIncludes(
         result.stderr,
         'error: Cannot exchange the authorization code: the server answered "invalid_client" (client authentication failed)\n' +
-          "hint: check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience\n",
+          'hint: a client assertion signed with the key from --client-key was sent (private_key_jwt): check that its public half is registered for the client "cli-public" (and its kid), and --assertion-audience\n',
       );
       assertNoLeaks(result, [key.secretText]);
       await cleanUp(result);

@@ -249,7 +249,7 @@ Deno.test("whoami --all names an entry it refuses in one warning line and lists 
       );
       const rows = all.stdout.trimEnd().split("\n");
       assertEquals(rows.length, 3, all.stdout);
-      assertMatch(rows[0], /^PROFILE +ISSUER +CLIENT +USER +TOKEN$/);
+      assertMatch(rows[0], /^PROFILE +ISSUER +CLIENT +USER +TOKEN +SECRETS$/);
       for (const row of rows.slice(1)) assertStringIncludes(row, "alice@example.com");
     } finally {
       await cleanUp(first);

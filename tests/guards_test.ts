@@ -283,7 +283,7 @@ Deno.test(
             "token",
             ...flags(mock),
           ],
-          env: { OAUTH_LOGIN_CACHE: dir, NO_COLOR: "1" },
+          env: { OAUTH_LOGIN_CACHE: dir, NO_COLOR: "1", OAUTH_TOKEN_STORAGE: "file" },
           stdin: "null",
           stdout: "piped",
           stderr: "piped",

@@ -80,6 +80,7 @@ async function tool(provider: Provider, work: string, args: string[], env: Recor
       ...base,
       NO_COLOR: "1",
       OAUTH_LOGIN_CACHE: `${work}/cache`,
+      OAUTH_TOKEN_STORAGE: "file", // the tests read the entry's key and tokens from its file
       BROWSER: `node ${BROWSER}`,
       INTEROP_LOGIN: provider.account.sub,
       INTEROP_DECISION: "approve",
@@ -303,7 +304,7 @@ interop(
       );
       assertStringIncludes(
         refused.stderr,
-        "hint: check that the public half of --client-key is registered for this client (and its kid), and --assertion-audience\n",
+        `hint: a client assertion signed with the key from --client-key was sent (private_key_jwt): check that its public half is registered for the client "${provider.jwtClients.privateKeyJwt.id}" (and its kid), and --assertion-audience\n`,
       );
       secretsIn(refused, [wrongJwk.d!, jwk.d!]);
     });
@@ -326,7 +327,7 @@ interop("client_secret_jwt: an HS256 assertion signs in to oidc-provider; a wron
     assertStringIncludes(wrong.stderr, '"invalid_client"');
     assertStringIncludes(
       wrong.stderr,
-      "hint: check the client secret (OAUTH_CLIENT_SECRET) and that the client is registered for client_secret_jwt\n",
+      `hint: a client assertion signed with the client secret from OAUTH_CLIENT_SECRET in the environment was sent (client_secret_jwt): check that secret, and that the client "${id}" is registered for client_secret_jwt\n`,
     );
   });
 });

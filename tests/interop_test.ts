@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
 import { inCI, optionalTest } from "./_optional.ts";
 import { deadline, type Running, startProvider as startProvider_, withRunning } from "./_interop.ts";
+import { run as runInProcess } from "./_harness.ts";
 
 // ── Setup and gates ─────────────────────────────────────────────────────────────────────────────
 
@@ -133,6 +134,7 @@ function toolEnv(provider: Provider, work: string, options: ToolOptions): Record
     ...env,
     NO_COLOR: "1",
     OAUTH_LOGIN_CACHE: `${work}/cache`,
+    OAUTH_TOKEN_STORAGE: "file", // as the harness: never the keychain of the machine running the tests
     BROWSER: options.browser ?? `node ${BROWSER}`,
     INTEROP_LOGIN: options.login ?? provider.account.sub,
     INTEROP_DECISION: options.decision ?? "approve",
@@ -266,6 +268,63 @@ interop("login: a public native client signs in over an ephemeral loopback port 
     assertEquals(callback.searchParams.get("iss"), provider.issuer, "RFC 9207 iss in the authorization response");
   });
 });
+
+/**
+ * The scripted browser (tests/interop/browser.mjs) on `url`, run by the test itself; stops before an
+ * address that starts with `stopAt`, which it reports.
+ */
+async function browseUntil(url: string, stopAt: string, login: string): Promise<Record<string, unknown>> {
+  const output = await new Deno.Command("node", {
+    args: [BROWSER, url],
+    env: { INTEROP_LOGIN: login, INTEROP_STOP_AT: stopAt },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return JSON.parse(new TextDecoder().decode(output.stdout));
+}
+
+/** Moves the provider's clock (started with --clock) `seconds` ahead of the real one. */
+async function setProviderClock(provider: Provider, seconds: number): Promise<void> {
+  const response = await fetch(`${provider.issuer}/__clock`, { method: "POST", body: String(seconds) });
+  await response.body?.cancel();
+  assertEquals(response.status, 204, "the provider's clock moved");
+}
+
+// In process (the harness's run()), because the tool's clock must move with the provider's: a
+// pushed request lives 60 s at oidc-provider (a fixed lifetime), and nobody waits two real minutes.
+interop(
+  "login: the printed start address still works two minutes into the wait (the expired PAR request is pushed again)",
+  async () => {
+    await withProvider(["--clock"], async (provider) => {
+      let offset = 0;
+      const result = await runInProcess(["login", ...client(provider), "--timeout", "300"], {
+        now: () => Date.now() + offset,
+        boundMs: 20_000,
+        browser: async (start) => {
+          // The person opens the printed address two minutes later: both clocks move on, nobody sleeps.
+          offset = 120_000;
+          await setProviderClock(provider, 120);
+          const callback = `${new URL(start).origin}/callback`;
+          const page = await browseUntil(start, callback, provider.account.sub);
+          // The provider's clock goes back before the tool's code exchange, whose ID token must carry
+          // times the tool's library (on the real clock) accepts.
+          await setProviderClock(provider, 0);
+          assertEquals(page.error, undefined, `the browser failed: ${page.error}`);
+          assert(typeof page.stoppedAt === "string", `the sign-in reached the callback: ${JSON.stringify(page)}`);
+          const response = await fetch(String(page.stoppedAt), { redirect: "manual" });
+          const body = await response.text();
+          return { visited: [start, String(page.stoppedAt)], status: response.status, body, headers: response.headers };
+        },
+      });
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertStringIncludes(result.stderr, `Logged in as ${provider.account.preferred_username}\n`);
+      assertEquals(result.visit?.status, 200);
+      assertStringIncludes(result.visit?.body ?? "", "Signed in as");
+      await Deno.remove(result.home, { recursive: true });
+    });
+  },
+);
 
 interop("login --json: prints the identity and a live access token from the real provider", async () => {
   await withProvider([], async (provider, work) => {

@@ -645,7 +645,7 @@ async function tokenProcesses(count: number, mock: ServedMock, cacheDir: string)
     const argv = [Deno.execPath(), "run", "--quiet", ...PERMISSIONS, LOGIN_TS, "token", ...flags(mock)];
     const launcher = await new Deno.Command("bash", {
       args: ["-c", LAUNCHER, "launcher", dir, String(count), ...argv],
-      env: { NO_COLOR: "1", LC_ALL: "C", OAUTH_LOGIN_CACHE: cacheDir },
+      env: { NO_COLOR: "1", LC_ALL: "C", OAUTH_LOGIN_CACHE: cacheDir, OAUTH_TOKEN_STORAGE: "file" },
       stdin: "null",
     }).output();
     assertEquals(launcher.code, 0, new TextDecoder().decode(launcher.stderr));

@@ -64,6 +64,16 @@ export interface MockOptions {
    * (`require_pushed_authorization_requests`). Off by default.
    */
   par?: boolean | "required";
+  /**
+   * Dynamic client registration (RFC 7591) at `/register`: open to any native client with loopback
+   * redirect URIs (true), or closed, answering `invalid_client_metadata` ("refuse"). Off by default.
+   */
+  registration?: boolean | "refuse";
+  /**
+   * Client ID Metadata Documents: a `client_id` that is a URL is fetched (http on loopback too, for
+   * tests) and accepted when the document names that URL as its `client_id`. Off by default.
+   */
+  clientIdMetadataDocuments?: boolean;
 }
 
 export type MockEndpoint =
@@ -114,6 +124,8 @@ export interface RecordedRequest {
   query: Record<string, string>;
   form: Record<string, string>;
   headers: Record<string, string>;
+  /** A JSON body (the registration request's), when the request had one. */
+  json?: Record<string, unknown>;
   /** For token, introspection and revocation requests: how the client authenticated. */
   clientAuth?: MockClientAuth;
 }
@@ -232,8 +244,16 @@ export interface MockIssuer {
   decision: "approve" | "deny";
   /** The codes handed out, with what they were bound to. */
   codes: Map<string, Authorization>;
-  /** Access tokens issued. */
-  accessTokens: Map<string, { sub: string; clientId: string; scope: string; exp: number }>;
+  /**
+   * Access tokens issued: with the RFC 8707 `resource` they are for, and the sign-in they came from
+   * (RFC 9470: its `acr`, when the request's `acr_values` were honoured, and its time in seconds).
+   */
+  accessTokens: Map<
+    string,
+    { sub: string; clientId: string; scope: string; exp: number; resource?: string; acr?: string; authTime?: number }
+  >;
+  /** Whether an authorization request's `acr_values` are met (the first becomes the sign-in's `acr`), or ignored. */
+  acr: "honour" | "ignore";
   /** Refresh tokens issued; `used` marks a rotated one (reusing it revokes the whole grant). */
   refreshTokens: Map<string, { sub: string; clientId: string; scope: string; grant: string; used: boolean }>;
   /** Tokens revoked at the revocation endpoint. */
@@ -282,6 +302,13 @@ export interface MockIssuer {
   ) => Record<string, unknown> | Response | Promise<Record<string, unknown> | Response>;
 }
 
+/** What a grant's sign-in was: the resource asked for (RFC 8707), its acr and time in seconds (RFC 9470). */
+interface SignIn {
+  resource?: string;
+  acr?: string;
+  authTime?: number;
+}
+
 /** Builds a mock issuer; serve it with `serveMockIssuer` or pass its handler as `fetch`. */
 export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   const path = options.path ?? "";
@@ -303,6 +330,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     decision: "approve",
     codes: new Map(),
     accessTokens: new Map(),
+    acr: "honour",
     refreshTokens: new Map(),
     revoked: [],
     rotateRefreshTokens: options.rotateRefreshTokens ?? false,
@@ -321,16 +349,20 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     preflights: () => mock.requests.filter(isPreflight),
     handler: async (request) => {
       const url = new URL(request.url);
-      const form = request.method === "POST" &&
-          request.headers.get("content-type")?.includes("application/x-www-form-urlencoded")
+      const type = request.headers.get("content-type") ?? "";
+      const form = request.method === "POST" && type.includes("application/x-www-form-urlencoded")
         ? Object.fromEntries(new URLSearchParams(await request.text()))
         : {};
+      const sent = request.method === "POST" && type.includes("application/json")
+        ? await request.json().catch(() => undefined)
+        : undefined;
       const record: RecordedRequest = {
         method: request.method,
         path: url.pathname,
         query: Object.fromEntries(url.searchParams),
         form,
         headers: Object.fromEntries(request.headers),
+        ...(sent && typeof sent === "object" ? { json: sent } : {}),
       };
       mock.requests.push(record);
       const intercepted = await mock.intercept?.(record, url, request);
@@ -369,6 +401,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       base.pushed_authorization_request_endpoint = `${mock.issuer}/par`;
       if (options.par === "required") base.require_pushed_authorization_requests = true;
     }
+    if (options.registration) base.registration_endpoint = `${mock.issuer}/register`;
+    if (options.clientIdMetadataDocuments) base.client_id_metadata_document_supported = true;
     for (const [key, value] of Object.entries(mock.metadata)) {
       if (value === undefined) delete base[key];
       else base[key] = value;
@@ -405,7 +439,12 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     return mock.users.find((u) => u.sub === sub) ?? mock.user;
   }
 
-  async function idToken(clientId: string, nonce: string | undefined, user = mock.user): Promise<string> {
+  async function idToken(
+    clientId: string,
+    nonce: string | undefined,
+    user = mock.user,
+    signIn: SignIn = {},
+  ): Promise<string> {
     const iat = Math.floor(now() / 1000);
     const header = b64url(JSON.stringify({ alg: "ES256", typ: "JWT", kid }));
     const payload = b64url(JSON.stringify({
@@ -415,6 +454,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       iat,
       exp: iat + mock.accessTokenTtl,
       ...(nonce ? { nonce } : {}),
+      ...(signIn.acr ? { acr: signIn.acr } : {}),
+      ...(signIn.authTime ? { auth_time: signIn.authTime } : {}),
       preferred_username: user.username,
       email: user.email,
       name: user.name,
@@ -446,10 +487,12 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   }
 
   const pending = new Map<string, Authorization>();
+  /** What each grant's sign-in was, by grant: its resource (RFC 8707), acr and time (RFC 9470). */
+  const signIns = new Map<string, SignIn>();
   /** Marks a refresh under rotation: it always hands out a new refresh token. */
   const ROTATION = new URLSearchParams();
   /** Pushed authorization requests (RFC 9126) by request_uri: the parameters and the client. */
-  const pushed = new Map<string, { clientId: string; params: URLSearchParams }>();
+  const pushed = new Map<string, { clientId: string; params: URLSearchParams; expiresAt: number }>();
 
   async function issueTokens(
     clientId: string,
@@ -461,11 +504,21 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     user = mock.user,
   ): Promise<Response> {
     const accessToken = random(32);
+    if (params && params !== ROTATION) {
+      const asked = params.get("acr_values");
+      signIns.set(grant, {
+        resource: params.get("resource") ?? undefined,
+        acr: asked && mock.acr === "honour" ? asked.split(" ")[0] : undefined,
+        authTime: Math.floor(now() / 1000),
+      });
+    }
+    const signIn = signIns.get(grant) ?? {};
     mock.accessTokens.set(accessToken, {
       sub: user.sub,
       clientId,
       scope,
       exp: Math.floor(now() / 1000) + mock.accessTokenTtl,
+      ...signIn,
     });
     const scopes = scope.split(" ");
     let refreshToken: string | undefined;
@@ -482,7 +535,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       ...(dialect.omitExpiresIn ? {} : { expires_in: mock.accessTokenTtl }),
       ...(dialect.omitScope ? {} : { scope: scopes.filter(Boolean).join(dialect.scopeSeparator ?? " ") }),
       ...(refreshToken ? { refresh_token: refreshToken } : {}),
-      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce, user) } : {}),
+      ...(scopes.includes("openid") ? { id_token: await idToken(clientId, nonce, user, signIn) } : {}),
     });
   }
 
@@ -520,6 +573,57 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     if (mock.device.outcome === "deny") return tokenError("access_denied", "The user denied the request");
     mock.deviceCodes.delete(deviceCode);
     return issueTokens(client.id, entry.scope, random(), undefined, true, entry.params);
+  }
+
+  /** RFC 7591 §3: a native client with loopback redirect URIs is registered; anything else is refused. */
+  function register(record: RecordedRequest): Response {
+    if (options.registration === "refuse") {
+      return oauthError("invalid_client_metadata", "Registration is closed to new clients");
+    }
+    const body = record.json ?? {};
+    const uris = Array.isArray(body.redirect_uris) ? body.redirect_uris.filter((u) => typeof u === "string") : [];
+    const loopback = uris.length > 0 && uris.every((u: string) => {
+      const url = URL.parse(u);
+      return url?.protocol === "http:" && ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
+    });
+    if (!loopback) return oauthError("invalid_redirect_uri", "Only loopback redirect URIs are accepted");
+    const auth = (body.token_endpoint_auth_method ?? "client_secret_basic") as MockClientAuth;
+    const client: MockClient = {
+      id: `dyn-${random(9)}`,
+      auth,
+      redirectUris: uris,
+      name: typeof body.client_name === "string" ? body.client_name : undefined,
+      ...(auth === "none" ? {} : { secret: random(24) }),
+    };
+    mock.clients.push(client);
+    return json({
+      client_id: client.id,
+      client_id_issued_at: Math.floor(now() / 1000),
+      ...(client.secret ? { client_secret: client.secret, client_secret_expires_at: 0 } : {}),
+      redirect_uris: uris,
+      token_endpoint_auth_method: auth,
+      grant_types: body.grant_types,
+      response_types: body.response_types,
+      client_name: body.client_name,
+      application_type: body.application_type,
+    }, 201);
+  }
+
+  /** A Client ID Metadata Document's client: the document at the client_id URL, naming that URL as its client_id. */
+  async function clientDocument(id: string | null): Promise<MockClient | undefined> {
+    const url = id && options.clientIdMetadataDocuments ? URL.parse(id) : null;
+    if (!url || (url.protocol !== "https:" && url.hostname !== "127.0.0.1")) return undefined;
+    const response = await fetch(url, { redirect: "manual" });
+    const document = response.ok ? await response.json().catch(() => undefined) : await response.body?.cancel();
+    if (!document || document.client_id !== id || !Array.isArray(document.redirect_uris)) return undefined;
+    const client: MockClient = {
+      id: id!,
+      auth: "none",
+      redirectUris: document.redirect_uris,
+      name: document.client_name,
+    };
+    mock.clients.push(client);
+    return client;
   }
 
   function revokeGrant(grant: string): void {
@@ -568,15 +672,18 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       const requestUri = `urn:ietf:params:oauth:request_uri:${random(16)}`;
       const params = new URLSearchParams(record.form);
       params.delete("client_secret");
-      pushed.set(requestUri, { clientId: client.id, params });
+      pushed.set(requestUri, { clientId: client.id, params, expiresAt: now() + 60_000 });
       return json({ request_uri: requestUri, expires_in: 60 }, 201);
+    }
+    if (p === `${path}/register` && request.method === "POST" && options.registration) {
+      return register(record);
     }
     if (p === ep("authorize") && request.method === "GET") {
       let q = url.searchParams;
       const requestUri = q.get("request_uri");
       if (requestUri !== null) {
         const entry = pushed.get(requestUri);
-        if (!entry || entry.clientId !== q.get("client_id")) {
+        if (!entry || entry.clientId !== q.get("client_id") || now() >= entry.expiresAt) {
           return html("<h1>Sign-in failed</h1><p>The request_uri is unknown or has expired.</p>", 400);
         }
         pushed.delete(requestUri); // single use
@@ -584,7 +691,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       } else if (options.par === "required") {
         return html("<h1>Sign-in failed</h1><p>This server requires pushed authorization requests.</p>", 400);
       }
-      const client = mock.clients.find((c) => c.id === q.get("client_id"));
+      const client = mock.clients.find((c) => c.id === q.get("client_id")) ?? await clientDocument(q.get("client_id"));
       if (!client) return html("<h1>Sign-in failed</h1><p>Unknown client: the client_id is not registered.</p>", 400);
       const redirectUri = q.get("redirect_uri") ?? "";
       if (!client.redirectUris.some((r) => redirectMatches(r, redirectUri, dialect.localhostAnyPort))) {

@@ -37,6 +37,9 @@ const TRUST = "tests/trust_test.ts";
 const CALLBACK = "tests/callback_test.ts";
 const GUARDS = "tests/guards_test.ts";
 const PROVIDERS = "tests/providers_test.ts";
+const FIRSTHOUR = "tests/firsthour_test.ts";
+const RESOURCE = "tests/resource_test.ts";
+const KEYCHAIN = "tests/keychain_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -52,7 +55,10 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "callback server bound to 0.0.0.0 (and :: for ::1)",
-    edits: [[/serve\(address, port\)/, 'serve(address === "::1" ? "::" : "0.0.0.0", port)']],
+    edits: [[
+      /Deno\.listen\(\{ hostname, port, transport: "tcp" \}\)/,
+      'Deno.listen({ hostname: hostname === "::1" ? "::" : "0.0.0.0", port, transport: "tcp" })',
+    ]],
     tests: [GUARD],
   },
   {
@@ -321,9 +327,10 @@ const MUTANTS: Mutant[] = [
     edits: [[/crypto\.getRandomValues\(new Uint8Array\(START_PATH_BYTES\)\)/, "new Uint8Array(START_PATH_BYTES)"]],
     tests: [CALLBACK],
   },
+  // The connection guard in front of Deno.serve (issue 19, section 4 follow-up).
   {
     name: "the callback server stops accepting at the first failed accept (out of descriptors)",
-    edits: [[/await pause\(ACCEPT_RETRY_MS\);\s+continue;/, "return;"]],
+    edits: [[/if \(closing \|\| error instanceof Deno\.errors\.BadResource\) return;/, "return;"]],
     tests: [CALLBACK],
   },
   {
@@ -333,7 +340,53 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "idle connections never make room for others",
-    edits: [[/if \(idle && waited >= IDLE_GRACE_MS\) \{/, "if (false) {"]],
+    edits: [[/return c\.requested \? c\.answered \|\| age >= OLD_MS : age >= IDLE_GRACE_MS;/, "return false;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "connections kept alive after their answer never make room for others",
+    edits: [[/c\.answered \|\| age >= OLD_MS/, "age >= OLD_MS"]],
+    tests: [HOSTILE],
+  },
+  {
+    name: "a connection kept busy holds its place for good",
+    edits: [[/c\.answered \|\| age >= OLD_MS/, "c.answered"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the callback server's close waits for clients to close their kept-alive connections",
+    edits: [[/\(connection\) => connection\.flushed\)/, "(connection) => connection.done)"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "no descriptors kept free (Deno.serve's own accept may fail, which ends it for good)",
+    edits: [[/reserveDescriptors\(folder, FREE_DESCRIPTORS\);/, ""]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "Deno.serve's socket in a folder others can enter",
+    edits: [[
+      /folder = Deno\.makeTempDirSync\(\{ prefix: "oauth-login-" \}\);/,
+      'folder = Deno.makeTempDirSync({ prefix: "oauth-login-" }); Deno.chmodSync(folder, 0o755);',
+    ]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "Deno.serve's socket folder left behind",
+    edits: [[/await Deno\.remove\(folder!, \{ recursive: true \}\)/, "await Promise.resolve()"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "DENO_SERVE_ADDRESS obeyed (Deno serves the callback where it points)",
+    edits: [[/Deno\.env\.delete\(variable\.variable\);/, "void 0;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "a callback server Deno moved is used (no check of where it listens)",
+    edits: [[
+      /if \(moved\) \{/,
+      "if (false) {",
+    ]],
     tests: [CALLBACK],
   },
   // Issue 19, section 5: the guards of the seams.
@@ -391,7 +444,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "Ctrl-C during a refresh drops the refreshed tokens (checked before they are saved)",
     edits: [[
-      /(await deps\.storage\.write\(`\$\{name\}\.json`, JSON\.stringify\(next, null, 2\) \+ "\\n"\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
+      /(await saveEntry\(config, deps, name, next, \{ previous: current, item \}\);)(\s+)(if \(interrupt\.aborted\) throw new LoginError\("interrupted", "Interrupted"\);)/,
       "$3$2$1",
     ]],
     tests: [GUARDS, LIFETIMES],
@@ -449,10 +502,7 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "a .env's client key may be a link to a file outside the project",
-    edits: [[
-      /if \(config\.clientKey && config\.sources\.clientKey === "\.env"\) checkProjectKey\(/,
-      "if (false) checkProjectKey(",
-    ]],
+    edits: [[/ {2}checkProjectKey\(clientKey, dir, envFile\);\n/, ""]],
     tests: [TRUST],
   },
   {
@@ -536,6 +586,157 @@ const MUTANTS: Mutant[] = [
       "const env = {};",
     ]],
     tests: [CALLBACK],
+  },
+  // Issue 23: the first hour. Secrets stay out of the messages that name a wrong setting, and a
+  // pushed request_uri is used once (RFC 9126 §4) and never after its expires_in.
+  {
+    name: "the browser's callback address given as --issuer is quoted with its code",
+    edits: [[
+      /`The issuer "\$\{url\.origin\}\$\{url\.pathname\}\$\{url\.search \? "\?…" : ""\}" is the address/,
+      '`The issuer "${url.origin}${url.pathname}${url.search}" is the address',
+    ]],
+    tests: [FIRSTHOUR],
+  },
+  {
+    name: "a .env warning about a value cut at # shows the line, value and all",
+    edits: [[/cuts the value of \$\{name\} at "#"/, 'cuts the value of ${name} (${line}) at "#"']],
+    tests: [FIRSTHOUR],
+  },
+  {
+    name: "a pushed request_uri is handed to the browser again after it was used",
+    edits: [[/current\.used \|\| deps\.now\(\) >= current\.expiresAt/, "deps.now() >= current.expiresAt"]],
+    tests: [FIRSTHOUR],
+  },
+  {
+    name: "an expired pushed request_uri is handed to the browser",
+    edits: [[/current\.used \|\| deps\.now\(\) >= current\.expiresAt/, "current.used"]],
+    tests: [FIRSTHOUR],
+  },
+  // Issue 20: an API's metadata says where to sign in; what it may choose, and what it never gets.
+  {
+    name: "an API's metadata may claim another origin (or a sibling path) as its resource",
+    edits: [[/const within = claimed\.origin === url\.origin &&/, "const within = true ||"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "an API on this machine may name plain-http metadata on any host",
+    edits: [[
+      /const local = url\?\.protocol === "http:" && isLoopbackTokenHost\(url\.hostname\) &&/,
+      'const local = url?.protocol === "http:" ||',
+    ]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "an https API may name a plain-http authorization server",
+    edits: [[/url\.protocol === "http:" && !isLoopbackTokenHost\(api\.hostname\)/, "false"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "the person's own client id and secret go to a server only an API named",
+    // ownClientSettings: a setting a flag did not give is set aside.
+    edits: [[
+      /if \(value === undefined \|\| source === undefined \|\| source === "flag"\) return value;/,
+      "return value;",
+    ]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "a step-up refused again signs in again (a loop)",
+    edits: [[/if \(stepped\.has\(asked\.error\)\) \{/, "if (false) {"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "a registered client is used after its secret expired (client_secret_expires_at)",
+    edits: [[
+      /if \(value\.clientSecret && expires && expires \* 1000 <= now \+ SECRET_EXPIRY_MARGIN_MS\) return undefined;/,
+      "",
+    ]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "a client registration is kept under an entry's name (listed as a login, removable as one)",
+    edits: [[
+      /\["client registration", issuer, \[\.\.\.redirectUris\]\.sort\(\)\]\)\}\.client`/,
+      '["client registration", issuer, [...redirectUris].sort()])}`',
+    ]],
+    tests: [RESOURCE],
+  },
+  // Issue 21: long-lived secrets sealed under a key in the keychain, every keychain call bounded and
+  // never prompting, the cached token path untouched, and only the tool's own items removed.
+  {
+    name: "keychain: the refresh token is kept in the file beside its sealed copy",
+    edits: [[
+      /stored = \{ \.\.\.stored, sealed: await sealSecrets\(/,
+      "stored = { ...entry, sealed: await sealSecrets(",
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: secret-tool is given the key in an argument",
+    edits: [[/const args = \["store", `--label=\$\{label\}`,/, 'const args = ["store", `--label=${label} ${secret}`,']],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a keychain tool has no deadline",
+    edits: [[
+      /const ms = deps\.os === "windows" \? KEYCHAIN_DEADLINE_WINDOWS_MS : KEYCHAIN_DEADLINE_MS;/,
+      "const ms = 2147483647;",
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a tool past its deadline is not killed",
+    edits: [[/stop\.abort\(\); \/\/ ends the tool if it still runs/, "// ends the tool if it still runs"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a problem is not remembered for the process",
+    edits: [[/if \(error instanceof KeychainProblem\) session\.problem \?\?= error;/, ""]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a locked Secret Service is not probed (its items asked for, which can prompt)",
+    edits: [[/if \(state === true\) \{/, "if (state === undefined && false) {"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a .env chooses where the tokens are kept",
+    edits: [[/if \(\(PERSONAL_KEYS as readonly string\[\]\)\.includes\(key\)\) return source !== "\.env";/, ""]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: the cached token path opens the sealed secrets",
+    edits: [[
+      /if \(!B64TOKEN\.test\(entry\.accessToken\)\) throw unusableToken\(config\);/,
+      "entry = await openEntry(entry, deps);\n  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);",
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: --token-storage keychain signs in without a keychain",
+    edits: [[/if \(config\.tokenStorage !== "keychain"\) return;/, "return;"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: logout leaves the keychain item",
+    edits: [[/return !item \|\| await forgetItem\(item, deps\)/, "return !item || await Promise.resolve(item)"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: logout --all removes another folder's items",
+    edits: [[/if \(!name \|\| !ENTRY_NAME\.test\(name\)\) continue;/, "if (!file) continue;"]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: sealed secrets not bound to their item (no AES-GCM additional data)",
+    edits: [
+      [/const additionalData = new TextEncoder\(\)\.encode\(item\);/, "const additionalData = new Uint8Array();"],
+      [
+        /const additionalData = new TextEncoder\(\)\.encode\(sealed\.item\);/,
+        "const additionalData = new Uint8Array();",
+      ],
+    ],
+    tests: [KEYCHAIN],
   },
 ];
 

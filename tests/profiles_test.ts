@@ -204,7 +204,7 @@ Deno.test("two accounts at one issuer and client stay apart through login, token
 
     const all = await run(["whoami", "--all"], { home, ...options });
     assertEquals(all.code, EXIT.ok, all.stderr);
-    assertMatch(all.stdout, /^PROFILE +ISSUER +CLIENT +USER +TOKEN\n/);
+    assertMatch(all.stdout, /^PROFILE +ISSUER +CLIENT +USER +TOKEN +SECRETS\n/);
     assertMatch(
       all.stdout,
       new RegExp(`\nadmin +${mock.issuer} +cli-public +bob@example\\.com +valid, expires in 60 minutes`),
@@ -588,6 +588,9 @@ const PROFILE_SAMPLES: Record<string, { value: string | string[] | boolean; base
   "assertion-audience": { value: "token-endpoint", base: { "client-key": "/home/alice/keys/client.pem" } },
   resource: { value: ["https://api.example.com/"] },
   audience: { value: "https://api.example.com" },
+  "token-storage": { value: "file" },
+  "acr-values": { value: "urn:mfa" },
+  "max-age": { value: "300" },
 };
 
 Deno.test("every setting a profile can hold is used as its flag would be (resource, audience, assertion_audience...)", async (t) => {

@@ -316,7 +316,15 @@ async function spawnDeno(
 ): Promise<Spawned> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...(options.denoFlags ?? []), ...PERMISSIONS, script, ...args],
-    env: { NO_COLOR: "1", BROWSER: "", SSH_CONNECTION: "", SSH_CLIENT: "", SSH_TTY: "", ...env },
+    env: {
+      NO_COLOR: "1",
+      BROWSER: "",
+      SSH_CONNECTION: "",
+      SSH_CLIENT: "",
+      SSH_TTY: "",
+      OAUTH_TOKEN_STORAGE: "file",
+      ...env,
+    },
     cwd: options.cwd,
     stdin: "null",
     signal: AbortSignal.timeout(60_000),

@@ -854,9 +854,14 @@ Deno.test("a .env cannot turn off DPoP that the person's profile or environment 
       const home = await homeWith(
         `default_profile = "work"\n[work]\nissuer = "${real.issuer}"\nclient_id = "${PUBLIC_CLIENT.id}"\ndpop = true\n`,
       );
+      real.metadata.dpop_signing_alg_values_supported = ["ES256"]; // a server that offers DPoP
       const login = await run(["login"], inRepo({ OAUTH_DPOP: "0" }, { home, browser: scriptedBrowser }));
       const token = real.requests.filter((r) => r.path === "/token");
-      assertEquals(token.map((r) => typeof r.headers.dpop), ["string"], "the token request carries a DPoP proof");
+      assertEquals(
+        token.map((r) => typeof r.headers.dpop),
+        ["string"],
+        `the token request carries a DPoP proof: ${login.stderr}`,
+      );
       assertStringIncludes(
         login.stderr,
         `warning: Ignoring OAUTH_DPOP in ${ENV_FILE}: a project file cannot turn off DPoP, which dpop in the profile "work" turns on\n`,

@@ -88,7 +88,10 @@ for (const par of [false, true]) {
       }
       assertMatch(
         result.stderr,
-        /hint: check that the client id "no-such-client" exists at the server and has this redirect URI registered \(a loopback one may need any port allowed\): http:\/\/127\.0\.0\.1:\d+\/callback\n/,
+        par
+          // invalid_client from an endpoint that authenticates the client: not the redirect URI's fault.
+          ? /hint: check that the client id "no-such-client" exists at the server; no client secret was sent \(client authentication "none"\), so if the client is confidential, set OAUTH_CLIENT_SECRET to its secret\n/
+          : /hint: check that the client id "no-such-client" exists at the server and has this redirect URI registered \(a loopback one may need any port allowed\): http:\/\/127\.0\.0\.1:\d+\/callback\n/,
       );
       await cleanUp(result);
     }, { par });
@@ -183,19 +186,38 @@ Deno.test("the preflight ignores what cannot tell (403, 500, a login page); a 40
   }
 });
 
-Deno.test("the browser timeout names the client id and redirect URI as the usual causes", async () => {
-  await withMock(async (mock) => {
-    const result = await run(flags(mock), { timer: instantTimer });
-    assertEquals(result.code, EXIT.timedOut, result.stderr);
-    assertStringIncludes(result.stderr, "error: No answer from the browser within 5 minutes\n");
-    // The login to run again is this one, with the settings given as flags.
-    assertStringIncludes(result.stderr, `hint: run the login again ("oauth-login login --issuer ${mock.issuer}`);
-    assertMatch(
-      result.stderr,
-      /A sign-in that never comes back is most often a wrong client id \("cli-public"\) or a redirect URI the server does not accept \(http:\/\/127\.0\.0\.1:\d+\/callback\): check both\n/,
-    );
-    await cleanUp(result);
+Deno.test("the browser timeout names the client id and redirect URI only when the server could not say it accepts them", async (t) => {
+  await t.step("unchecked (the preflight got a 500): the usual causes", async () => {
+    await withMock(async (mock) => {
+      mock.intercept = (record) =>
+        record.path === "/authorize"
+          ? new Response("busy", { status: 500, headers: { "content-type": "text/plain" } })
+          : undefined;
+      const result = await run(flags(mock), { timer: instantTimer });
+      assertEquals(result.code, EXIT.timedOut, result.stderr);
+      assertStringIncludes(result.stderr, "error: No answer from the browser within 5 minutes\n");
+      // The login to run again is this one, with the settings given as flags.
+      assertStringIncludes(result.stderr, `hint: run the login again ("oauth-login login --issuer ${mock.issuer}`);
+      assertMatch(
+        result.stderr,
+        /A sign-in that never comes back is most often a wrong client id \("cli-public"\) or a redirect URI the server does not accept \(http:\/\/127\.0\.0\.1:\d+\/callback\): check both\n/,
+      );
+      await cleanUp(result);
+    });
   });
+  for (const par of [false, true]) {
+    await t.step(`accepted by ${par ? "PAR" : "the preflight"}: not blamed`, async () => {
+      await withMock(async (mock) => {
+        const result = await run(flags(mock), { timer: instantTimer });
+        assertEquals(result.code, EXIT.timedOut, result.stderr);
+        assertStringIncludes(
+          result.stderr,
+          `hint: run the login again ("oauth-login login --issuer ${mock.issuer} --client-id cli-public") and finish it in the browser, or give more time with --timeout SECONDS; the server accepted the client id and the redirect URI, so neither is the cause\n`,
+        );
+        await cleanUp(result);
+      }, { par });
+    });
+  }
 });
 
 Deno.test("doctor reports the client id and redirect URI as ok or fail, with and without PAR", async (t) => {
@@ -264,6 +286,7 @@ Deno.test("with paste-back on a terminal, the countdown stays above a visible pr
       animate: true,
       lines: keys.lines,
       openUrl: () => Promise.resolve(),
+      env: { SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", BROWSER: "lynx" }, // the browser may be elsewhere
     });
     keys.end();
     assertEquals(result.code, EXIT.timedOut);
@@ -355,6 +378,7 @@ for (const par of [false, true]) {
       const result = await run(flags(mock), {
         lines: keys.lines,
         openUrl: () => Promise.resolve(), // the browser here shows nothing: the person uses another machine
+        env: { SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", BROWSER: "firefox" }, // over SSH, with a forwarded browser
         onStderr: (text: string) => {
           const match = text.match(/open this address there instead:\n\n(\S+)\n/);
           if (!match || pasted) return;
@@ -373,8 +397,9 @@ for (const par of [false, true]) {
       assertEquals(result.code, EXIT.ok, result.stderr);
       assert(offered, "an address was offered");
       assert(offered.startsWith(`${mock.issuer}/authorize?`), "the authorization server's address, not the loopback");
-      if (par) assertEquals([...new URL(offered).searchParams.keys()].sort(), ["client_id", "request_uri"]);
-      else assertEquals(new URL(offered).searchParams.get("code_challenge_method"), "S256");
+      // Where the server allows it, the whole request is in the address, which never expires (a pushed one would).
+      assertEquals(new URL(offered).searchParams.get("code_challenge_method"), "S256");
+      assertEquals(mock.calls("par").length, par ? 1 : 0, "the loopback address still uses PAR");
       assertStringIncludes(result.stderr, "paste its address here and press Enter.\n");
       assertStringIncludes(result.stderr, "Paste the address here: ");
       assertStringIncludes(result.stderr, "Logged in as alice@example.com\n");
@@ -414,14 +439,17 @@ Deno.test("network errors say which URL and why: DNS, a refused connection, TLS 
     await cleanUp(result);
   });
   await t.step("TLS", async () => {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (listener.addr as Deno.NetAddr).port;
-    const serving = (async () => {
-      for await (const conn of listener) {
-        await conn.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\n\r\nnot TLS")).catch(() => {});
-        conn.close();
-      }
-    })();
+    // A certificate the tool does not trust (self-signed): the hint is about CAs. (A server on this
+    // machine that does not speak TLS at all gets the http:// hint instead: tests/firsthour_test.ts.)
+    const fixtures = new URL("./fixtures/", import.meta.url);
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen() {},
+      cert: Deno.readTextFileSync(new URL("loopback-cert.pem", fixtures)),
+      key: Deno.readTextFileSync(new URL("loopback-key.pem", fixtures)),
+    }, () => new Response("{}"));
+    const port = server.addr.port;
     try {
       const result = await run(["--issuer", `https://127.0.0.1:${port}`, "--client-id", "x"], {
         env: { DENO_CERT: "/etc/corp-ca.pem" },
@@ -435,8 +463,7 @@ Deno.test("network errors say which URL and why: DNS, a refused connection, TLS 
       assert(!result.stderr.includes("cause:"), "the chain only with --verbose");
       await cleanUp(result);
     } finally {
-      listener.close();
-      await serving;
+      await server.shutdown();
     }
   });
 });
@@ -496,7 +523,9 @@ Deno.test("hints name the command as the person runs the tool", async (t) => {
 // ── 5. Output that fits ─────────────────────────────────────────────────────────────────────────
 
 Deno.test("--help of every command fits 80 columns", async () => {
-  for (const command of [[], ["login"], ["token"], ["whoami"], ["status"], ["logout"], ["doctor"]]) {
+  for (
+    const command of [[], ["login"], ["token"], ["whoami"], ["status"], ["logout"], ["doctor"], ["fetch"], ["profiles"]]
+  ) {
     const result = await run([...command, "--help"]);
     assertEquals(result.code, EXIT.ok);
     const wide = result.stdout.split("\n").filter((line) => line.length > 80);

@@ -8,6 +8,9 @@
 // (RFC 8628; the code typed on the input page is $INTEROP_USER_CODE), and stops at the first page
 // it has nothing to do on: usually oauth-login's loopback callback page.
 //
+// With $INTEROP_STOP_AT (a URL prefix), it does not load an address that starts with it: it reports
+// that address as {"stoppedAt": URL} instead (a test then loads it itself, later).
+//
 // What it saw is written as JSON to the file named by $INTEROP_BROWSER_OUT (oauth-login runs the
 // browser with stdout discarded), else to stdout:
 //   {"status":200,"title":"Signed in","text":"Signed in as alice — ...","url":"...","visited":[...]}
@@ -99,6 +102,8 @@ async function browse(start) {
   let typedCode = false;
   let request = { url: new URL(start), method: "GET", body: undefined };
   for (let step = 0; step < MAX_STEPS; step++) {
+    const stopAt = process.env.INTEROP_STOP_AT;
+    if (stopAt && step > 0 && request.url.href.startsWith(stopAt)) return { stoppedAt: request.url.href, visited };
     visited.push(`${request.method} ${request.url.origin}${request.url.pathname}`);
     const headers = { "user-agent": "oauth-login-interop-browser/1", accept: "text/html" };
     const cookie = jar.header(request.url);

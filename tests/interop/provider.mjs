@@ -1,7 +1,12 @@
 // A real, OpenID-certified authorization server (oidc-provider 8) for oauth-login's interop tests.
 //
 //   node tests/interop/provider.mjs [--confidential-redirect URL] [--access-token-ttl SECONDS]
-//                                   [--device-interval SECONDS]
+//                                   [--device-interval SECONDS] [--clock] [--dpop] [--resources]
+//                                   [--registration] [--api RESOURCE]
+//
+// With --clock, `POST /__clock` with a body of N moves the provider's clock (Date.now, which all of
+// oidc-provider's lifetimes read) N seconds ahead of the real one (0 puts it back): a test can make
+// two minutes pass for a pushed request's 60-second lifetime without sleeping.
 //
 // Listens on 127.0.0.1 on a port the OS picks, prints one JSON line on stdout once it is listening:
 //   {"issuer":"http://127.0.0.1:PORT","port":PORT,"clients":{...},"account":{...}}
@@ -25,7 +30,13 @@ const { values: args } = parseArgs({
     // DPoP (RFC 9449) with server nonces required at every endpoint, and the resource servers of
     // RFC 8707 (https://api-one.example/ and https://api-two.example/, JWT access tokens).
     dpop: { type: "boolean", default: false },
+    clock: { type: "boolean", default: false },
     resources: { type: "boolean", default: false },
+    // Open dynamic client registration (RFC 7591), as servers that API metadata names often have.
+    registration: { type: "boolean", default: false },
+    // The resource identifier of the tests' own API (RFC 8707 / RFC 9728): its tokens are JWTs for it,
+    // with the scopes mcp:read and mcp:admin and the sign-in's auth_time (for RFC 9470 step-up).
+    api: { type: "string" },
   },
   strict: true,
 });
@@ -187,7 +198,36 @@ function configuration() {
           },
         }
         : {}),
+      ...(args.registration ? { registration: { enabled: true, initialAccessToken: false } } : {}),
+      ...(args.api
+        ? {
+          resourceIndicators: {
+            enabled: true,
+            defaultResource: () => undefined,
+            useGrantedResource: () => true,
+            getResourceServerInfo(_ctx, resource) {
+              if (resource !== args.api) throw new errors.InvalidTarget();
+              return {
+                scope: "mcp:read mcp:admin",
+                audience: resource,
+                accessTokenFormat: "jwt",
+                accessTokenTTL: accessTokenTtl,
+              };
+            },
+          },
+        }
+        : {}),
     },
+    // The sign-in's time in the API's tokens, so that the API can ask for a fresh one (RFC 9470).
+    ...(args.api
+      ? {
+        extraTokenClaims(ctx) {
+          const { AuthorizationCode, RefreshToken, DeviceCode } = ctx.oidc.entities;
+          const authTime = (AuthorizationCode ?? RefreshToken ?? DeviceCode)?.authTime;
+          return authTime ? { auth_time: authTime } : undefined;
+        },
+      }
+      : {}),
     // Refresh tokens only with offline_access, which oidc-provider grants only with prompt=consent
     // (OpenID Connect Core §11); every use rotates the refresh token.
     issueRefreshToken: (_ctx, client, code) =>
@@ -205,6 +245,20 @@ function configuration() {
       Session: 3600,
     },
   };
+}
+
+/** The provider's clock: the real one plus an offset that `POST /__clock` sets (with --clock only). */
+const realNow = Date.now;
+let clockOffsetMs = 0;
+if (args.clock) Date.now = () => realNow() + clockOffsetMs;
+
+function moveClock(req, res) {
+  let body = "";
+  req.on("data", (chunk) => body += chunk);
+  req.on("end", () => {
+    clockOffsetMs = Number(body) * 1000 || 0;
+    res.writeHead(204).end();
+  });
 }
 
 const server = createServer();
@@ -239,7 +293,11 @@ server.listen(0, "127.0.0.1", () => {
       ctx.body.interval = deviceInterval;
     }
   });
-  server.on("request", provider.callback());
+  const handle = provider.callback();
+  server.on("request", (req, res) => {
+    if (args.clock && req.method === "POST" && req.url === "/__clock") return moveClock(req, res);
+    handle(req, res);
+  });
   process.stdout.write(
     JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT, jwtClients: JWT_CLIENTS }) + "\n",
   );
