@@ -555,8 +555,8 @@ const MUTANTS: Mutant[] = [
     tests: [PROFILES],
   },
   {
-    name: "the start address answers another user's program (which read it in the opener's argv)",
-    edits: [[/if \(peer && options\.admit && !await options\.admit\(peer\)\)/, "if (false)"]],
+    name: "the callback server answers another user's program (which read the start address in the opener's argv)",
+    edits: [[/\}, admit && \(async \(\) => \(await admit\(\)\) \|\| \(spliced\.cut\(\), false\)\)\);/, "});"]],
     tests: [CALLBACK],
   },
   {
