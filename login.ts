@@ -8,41 +8,52 @@
  * scripts and kubectl. All protocol work goes through oauth4webapi.
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
- * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
- * device flow (RFC 8628) or accepts the pasted address.
+ * `profiles`, `fetch` and `exec`. Where no browser can reach the loopback (SSH, containers), login uses
+ * the device flow (RFC 8628) or accepts the pasted address. Where no person signs in (CI jobs, pods,
+ * cron), `--grant` gets the token with the client's credentials, a JWT assertion or a token exchange.
  *
  * The module is cut by concern, one section each, in the order a reader needs them; each names
  * its entry points here, and nothing about its concern lives anywhere else:
  *
  *  1. Vocabulary: exit codes (`EXIT`), the edges (`Deps`: fetch, opener, clock, timers, storage,
- *     stdin/stdout/stderr), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
+ *     stdin/stdout/stderr, programs), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
  *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
- *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
- *     credentials go (`resolveConfig`, `decideTrust`, `readEnvFile`, `envFilePath`).
- *  4. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
- *  5. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  6. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *  3. Configuration: flags, the environment and `.env` become a `Config` (`resolveConfig`, `FLAGS`,
+ *     `ENV_VARS`).
+ *  4. Trust: a project's `.env`, and who may decide where credentials go and what is read and sent
+ *     (`decideTrust`, `mayGive`, `readEnvFile`, `envFilePath`).
+ *  5. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
+ *  6. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
+ *  7. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
  *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
  *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
- *  7. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
+ *  8. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
  *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
- *  8. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
- *  9. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
+ *  9. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
+ * 10. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 10. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
+ * 11. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
  *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
  *     `browserAvailability`).
- * 11. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
+ * 12. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
- * 12. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 13. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
- *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 14. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 15. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 16. Doctor: every check, without signing in (`doctor`).
- * 17. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
- *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
+ * 13. The code exchange and who logged in (`exchangeCode`, `identify`).
+ * 14. Logins without a person: client credentials (RFC 6749 §4.4), JWT bearer (RFC 7523) and token
+ *     exchange (RFC 8693), their settings, and the subject token sources read afresh at each grant
+ *     (`resolveGrantConfig`, `readTokenSource`, `runGrant`, `renewGrant`).
+ * 15. The token cache: which entry is a configuration's, its key and its lifetimes (`entryFor`,
+ *     `cacheKey`, `isFresh`, `toTokenSet`).
+ * 16. Owner-only files and the lock: the cache on disk, the one writer of private files, who owns
+ *     what (`fileStorage`, `writePrivateFile`, `lockEntry`).
+ * 17. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
+ * 18. Commands: login, token, whoami, profiles, logout (`tokenCommand`, `usableEntry`, `whoamiCommand`, ...).
+ * 19. Handing the token on: `fetch` calls an API, `exec` runs a program with the token in its
+ *     environment (`fetchCommand`, `execCommand`, `narrowedEntry`).
+ * 20. Doctor: every check, without signing in (`doctor`).
+ * 21. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ *     error once), the real edges (`realDeps`, `runProgram`); the entry runs only as a program
+ *     (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
  *
@@ -73,6 +84,10 @@ export const EXIT = {
   denied: 3,
   loginRequired: 4,
   timedOut: 5,
+  /** `exec`: the program could not be run (not executable, or not allowed), as shells say it. */
+  cannotRun: 126,
+  /** `exec`: there is no such program, as shells say it. */
+  notFound: 127,
   interrupted: 130,
 } as const;
 
@@ -132,8 +147,15 @@ export interface Deps {
   columns?: number;
   /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
   invokedAs?: string;
-  /** All of stdin, for `fetch -d @-`. */
+  /** All of stdin, for `fetch -d @-` and a subject token from `-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
+  /**
+   * `exec`: runs `command` with `args` (never through a shell), the tool's stdin, stdout and stderr, and
+   * the environment with `env` added; passes SIGINT, SIGTERM and SIGHUP on to it. Resolves with its
+   * exit code (128 + N when signal N ended it); throws `Deno.errors.NotFound` when there is no such
+   * program. Absent: `exec` cannot run anything here.
+   */
+  runProgram?: (command: string, options: { args: string[]; env: Record<string, string> }) => Promise<number>;
 }
 
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
@@ -151,7 +173,9 @@ export class LoginError extends Error {
     | "login_required"
     | "timeout"
     | "interrupted"
-    | "failure";
+    | "failure"
+    | "not_found"
+    | "cannot_run";
   /** The next step to suggest, printed as `hint: …`. */
   readonly hint?: string;
   /** `message`: one sentence, sanitised; `options.hint`: the next step; `options.cause`: the error behind it. */
@@ -209,6 +233,10 @@ function exitCodeFor(error: unknown): number {
       return EXIT.timedOut;
     case "interrupted":
       return EXIT.interrupted;
+    case "not_found":
+      return EXIT.notFound;
+    case "cannot_run":
+      return EXIT.cannotRun;
     default:
       return EXIT.failure;
   }
@@ -798,7 +826,7 @@ function loginRequired(config: Config, why: string, options: { hint?: string; na
   const login = `"oauth-login login${loginFlags(config)}"`;
   return new LoginError("login_required", `${why} for ${issuer}`, {
     hint: options.hint ??
-      (config.command === "token"
+      (config.command === "token" || config.command === "exec"
         ? `run ${login} (or pass --interactive to let this command sign you in)`
         : `run ${login}`),
   });
@@ -827,6 +855,8 @@ function loginFlags(config: Config, everywhere = false): string {
       [key, flag],
     ): [string, string | undefined] => [flag, shown(key) ? config[key] : undefined]),
     ["profile", config.profile],
+    // A grant without a person and its sources: part of the cache key too.
+    ...GRANT_KEYS.map((key): [string, string | undefined] => [flagOf(key), shown(key) ? config[key] : undefined]),
     ["audience", config.audience],
     ...(config.resources ?? []).map((resource): [string, string] => ["resource", resource]),
     // Parameters that are part of the cache key, given with --param.
@@ -942,13 +972,27 @@ function withheldSecretHint(trust: Trust): string | undefined {
   return `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.clientSecret} is meant for this server`;
 }
 
-/** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
+/**
+ * Warnings for a `.env`'s keys: look-alikes of ours, ours that are read from the environment only, and
+ * the token sources a project file may never name (`SOURCE_KEYS`: they would make the tool read the
+ * person's files, variables or CI identity and send them). Pure.
+ */
 function dotenvWarnings(dotenv: Record<string, string>): string[] {
   const warnings = misspeltKeys(dotenv);
   for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
     if (dotenv[name] !== undefined) {
       warnings.push(`The .env key "${name}" is ignored: this tool reads it from the environment only`);
     }
+  }
+  for (const key of SOURCE_KEYS) {
+    if (dotenv[ENV_VARS[key]] === undefined) continue;
+    warnings.push(
+      `The .env key "${ENV_VARS[key]}" is ignored: a project file cannot choose ${
+        key === "subjectAudience"
+          ? "whom your CI identity token is made for"
+          : "which of your tokens, files or variables this tool reads and sends"
+      }; set it in the environment or pass --${flagOf(key)}`,
+    );
   }
   return warnings;
 }
@@ -1002,12 +1046,19 @@ const ENV_VARS = {
   clientAuth: "OAUTH_CLIENT_AUTH",
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
+  grant: "OAUTH_GRANT",
+  subjectTokenFrom: "OAUTH_SUBJECT_TOKEN_FROM",
+  subjectTokenType: "OAUTH_SUBJECT_TOKEN_TYPE",
+  requestedTokenType: "OAUTH_REQUESTED_TOKEN_TYPE",
+  subjectAudience: "OAUTH_SUBJECT_AUDIENCE",
+  actorTokenFrom: "OAUTH_ACTOR_TOKEN_FROM",
+  actorTokenType: "OAUTH_ACTOR_TOKEN_TYPE",
 } as const;
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
 export interface Config {
   /** The command to run. */
-  command: "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
+  command: "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch" | "exec";
   /** The issuer identifier we expect the metadata to name. */
   issuer: string;
   /** Set when the person gave the full metadata URL instead of the issuer. */
@@ -1115,6 +1166,28 @@ export interface Config {
     /** `--include`: the status line and headers on stderr. */
     include: boolean;
   };
+  /**
+   * A login without a person (`--grant`): client credentials (RFC 6749 §4.4), a JWT bearer assertion
+   * (RFC 7523 §2.1) or token exchange (RFC 8693). Absent: a person signs in (browser or device flow).
+   */
+  grant?: "client_credentials" | "jwt-bearer" | "token-exchange";
+  /**
+   * Where the subject token (or the JWT bearer assertion) comes from, read afresh at each grant:
+   * `github-actions`, `gitlab:VAR`, `kubernetes[:PATH]`, `file:PATH`, `env:NAME` or `-` (stdin).
+   */
+  subjectTokenFrom?: string;
+  /** The subject token's type (RFC 8693 §3), a URI; default `urn:ietf:params:oauth:token-type:jwt`. */
+  subjectTokenType?: string;
+  /** The type of token asked of a token exchange (RFC 8693 §2.1), a URI; absent: the server's choice. */
+  requestedTokenType?: string;
+  /** The audience of a GitHub Actions ID token (default: the issuer). */
+  subjectAudience?: string;
+  /** Where the actor token of a token exchange comes from (RFC 8693 §2.1), as `subjectTokenFrom`. */
+  actorTokenFrom?: string;
+  /** The actor token's type (RFC 8693 §3), a URI; default `urn:ietf:params:oauth:token-type:jwt`. */
+  actorTokenType?: string;
+  /** `exec`: the program to run, its arguments, and the variable that carries the access token. */
+  program?: { command: string; args: string[]; envName: string };
 }
 
 const FLAGS = {
@@ -1164,6 +1237,14 @@ const FLAGS = {
   header: { type: "string", short: "H", multiple: true },
   data: { type: "string", short: "d" },
   include: { type: "boolean", short: "i" },
+  grant: { type: "string" },
+  "subject-token-from": { type: "string" },
+  "subject-token-type": { type: "string" },
+  "requested-token-type": { type: "string" },
+  "subject-audience": { type: "string" },
+  "actor-token-from": { type: "string" },
+  "actor-token-type": { type: "string" },
+  "env-name": { type: "string" },
 } as const;
 
 type FlagValues = {
@@ -1185,18 +1266,6 @@ const MANUAL_ENDPOINTS = [
 ] as const;
 
 type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
-
-/**
- * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
- * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
- */
-const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
-
-/** The client's credentials and how they are presented: they go only with the destination they came with. */
-const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
-
-/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
-type Trust = NonNullable<Config["trust"]>;
 
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
@@ -1223,186 +1292,12 @@ const RESERVED_PARAMS = new Set([
   "prompt",
 ]);
 
-/**
- * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
- * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
- * was started; outside a task it is unset and the working directory is where the person stands.
- */
-function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
-  const path = flag ?? ".env";
-  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
-  const start = initCwd.replace(/[\\/]+$/, "");
-  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
-  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
-  // somewhere else: then the working directory is where the person (or script) stands.
-  if (cwd !== undefined) {
-    const here = cwd.replace(/[\\/]+$/, "");
-    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
-  }
-  return `${start}/${path}`;
-}
-
-/** The path as `--verbose` and `doctor` show it. */
-function describeEnvPath(path: string, cwd?: () => string): string {
-  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
-  let here: string | undefined;
-  try {
-    here = cwd?.();
-  } catch { /* no read permission: say it in words */ }
-  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
-}
-
-/**
- * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
- * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
- */
-function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
-  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
-  return { ...parse(clean) } as Record<string, string>;
-}
-
-/**
- * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
- * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
- */
-function misspeltKeys(dotenv: Record<string, string>): string[] {
-  const ours = Object.values(ENV_VARS) as string[];
-  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
-  const warnings: string[] = [];
-  for (const key of Object.keys(dotenv)) {
-    if (ours.includes(key)) continue;
-    const meant = ours.find((name) => squash(name) === squash(key)) ??
-      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
-    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
-  }
-  return warnings;
-}
-
-/**
- * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
- * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
- * ends, `export ` prefixes, quotes and comments.
- */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
-  let text: string;
-  try {
-    if (!Deno.statSync(path).isFile) return undefined;
-    text = Deno.readTextFileSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
-    return undefined; // no file: node:util (costly to load) is not needed
-  }
-  const { parseEnv } = await import("node:util");
-  return parseDotenv(text, parseEnv);
-}
-
 /** `resolveConfig`'s lookup of one setting: flag, environment, `.env`, then profile; records the source. */
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
 /** The flag of a `Config` key (`tokenEndpoint` → `token-endpoint`). */
 function flagOf(key: string): Flag {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
-}
-
-/**
- * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
- * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
- * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
- * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
- * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
- * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
- */
-function decideTrust(
-  flags: FlagValues,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-): Trust {
-  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
-  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
-  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
-  const own = (key: string) =>
-    ([
-      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
-      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
-      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
-    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
-  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
-    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
-  );
-  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
-  if (by.length > 0) {
-    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
-      !sameSetting(own(key)?.[0], dotenv[variable(key)])
-    );
-    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [] };
-  }
-  const chosen = inDotenv(DESTINATION_KEYS);
-  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
-  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
-  const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
-    found && found[2] ? [{ name: found[1], from: found[2] }] : []
-  );
-  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
-}
-
-/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
-function sameSetting(a: string | undefined, b: string | undefined): boolean {
-  if (a === undefined || b === undefined) return false;
-  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
-}
-
-/**
- * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
- * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
- */
-function trustedSources(
-  cli: Cli,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-  sources: Record<string, ValueSource>,
-): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
-  env = remembered(env); // decideTrust and pick read the same variables: each is read once
-  const trust = decideTrust(cli.flags, env, dotenv, profile);
-  let flags = withProfile(cli.flags, profile, sources);
-  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
-    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
-    delete sources.assertionAudience;
-  }
-  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
-}
-
-/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
-function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
-  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
-  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
-  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
-}
-
-/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
-function configPicker(
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-  sources: Record<string, ValueSource>,
-  trust: Trust,
-): ConfigPick {
-  return (key: string, flag: string | undefined, variable: string): string | undefined => {
-    const candidates: [string | undefined, ValueSource][] = [
-      [flag, "flag"],
-      [env(variable), "environment"],
-      [dotenv[variable], ".env"],
-      [profileValue(profile, key), "profile"],
-    ];
-    for (const [value, source] of candidates) {
-      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
-        sources[key] = source;
-        return value;
-      }
-    }
-    return undefined;
-  };
 }
 
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
@@ -1448,28 +1343,6 @@ function resolveEndpoints(
     });
   }
   return endpoints;
-}
-
-/**
- * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
- * issuer, on its token endpoint's): otherwise the browser could sign in at a real provider while the
- * code and the verifier go to another server. Throws LoginError("config").
- */
-function checkProjectEndpoints(
-  issuerText: string | undefined,
-  endpoints: Partial<Record<EndpointKey, string>>,
-  sources: Record<string, ValueSource>,
-  envFile = '".env"',
-): void {
-  const home = parseUrl(issuerText ? parseIssuer(issuerText).issuer : endpoints.tokenEndpoint ?? "");
-  for (const [key, flag] of MANUAL_ENDPOINTS) {
-    const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
-    if (!url || !home || url.origin === home.origin) continue;
-    const what = `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host})`;
-    throw new LoginError("config", `${what} than its ${issuerText ? "issuer" : "token endpoint"} (${home.host})`, {
-      hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags",
-    });
-  }
 }
 
 /** Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host is refused. */
@@ -1668,10 +1541,11 @@ function resolveConfig(
   const loginHint = flags["login-hint"];
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
+  const machine = resolveGrantConfig(cli, pick, trust);
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
-  return {
+  const config: Config = {
     command: cli.command,
     ...where,
     clientId: clientId ?? "",
@@ -1702,7 +1576,11 @@ function resolveConfig(
     ...(loginHint ? { loginHint } : {}),
     par: !flags["no-par"],
     ...modern,
+    ...machine,
+    ...(cli.command === "exec" ? { program: resolveProgram(cli) } : {}),
   };
+  if (config.grant) checkGrantClient(config, trust);
+  return config;
 }
 
 /**
@@ -1799,7 +1677,229 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
   return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
 }
 
-// ── 4 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
+// ── 4 Trust: a project's .env, and who may decide where credentials go ─────────────────────────────────────────────
+
+/**
+ * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
+ * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
+ * was started; outside a task it is unset and the working directory is where the person stands.
+ */
+function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+  const path = flag ?? ".env";
+  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+  const start = initCwd.replace(/[\\/]+$/, "");
+  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+  // somewhere else: then the working directory is where the person (or script) stands.
+  if (cwd !== undefined) {
+    const here = cwd.replace(/[\\/]+$/, "");
+    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+  }
+  return `${start}/${path}`;
+}
+
+/** The path as `--verbose` and `doctor` show it. */
+function describeEnvPath(path: string, cwd?: () => string): string {
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(path)) return `"${sanitize(path)}"`;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: say it in words */ }
+  return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
+}
+
+/**
+ * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
+ * byte order mark (Windows Notepad) and CR line ends (CRLF from Windows, a lone CR from old macOS).
+ */
+function parseDotenv(text: string, parse: (text: string) => object): Record<string, string> {
+  const clean = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
+  return { ...parse(clean) } as Record<string, string>;
+}
+
+/**
+ * Warnings for `.env` keys that look like one of ours but are not (`OAUTH_CLIENTID`, `oauth_issuer`,
+ * `OAUTH-SCOPE`, `OAUTH_ISUER`): each names the variable meant. Pure.
+ */
+function misspeltKeys(dotenv: Record<string, string>): string[] {
+  const ours = Object.values(ENV_VARS) as string[];
+  const squash = (key: string) => key.toUpperCase().replace(/[^A-Z0-9]/g, "");
+  const warnings: string[] = [];
+  for (const key of Object.keys(dotenv)) {
+    if (ours.includes(key)) continue;
+    const meant = ours.find((name) => squash(name) === squash(key)) ??
+      (squash(key).startsWith("OAUTH") ? ours.find((name) => editDistance(squash(name), squash(key)) <= 1) : undefined);
+    if (meant) warnings.push(`The .env key "${sanitize(key, 60)}" is not one this tool reads; did you mean ${meant}?`);
+  }
+  return warnings;
+}
+
+/**
+ * Reads a dotenv file with `parseEnv` from `node:util` (loaded only when the file exists), without
+ * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
+ * ends, `export ` prefixes, quotes and comments.
+ */
+async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+  let text: string;
+  try {
+    if (!Deno.statSync(path).isFile) return undefined;
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error; // said as a missing permission, not "no file"
+    return undefined; // no file: node:util (costly to load) is not needed
+  }
+  const { parseEnv } = await import("node:util");
+  return parseDotenv(text, parseEnv);
+}
+
+/**
+ * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
+ * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
+ */
+const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
+
+/** The client's credentials and how they are presented: they go only with the destination they came with. */
+const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+
+/**
+ * What a grant without a person reads and sends (its subject and actor token sources: the person's
+ * files, variables or CI identity), and whom a CI identity token is minted for. Never from a project
+ * file (`.env`); the environment's and the profile's only with a destination of the person's own.
+ */
+const SOURCE_KEYS = ["subjectTokenFrom", "actorTokenFrom", "subjectAudience"] as const;
+
+/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
+type Trust = NonNullable<Config["trust"]>;
+
+/**
+ * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
+ * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
+ * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
+ * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
+ * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
+ * always (it was typed for this run). The subject and actor token sources (`SOURCE_KEYS`) go the same
+ * way, and never come from the `.env` at all (`dotenvWarnings` says so). A `.env` value equal to the
+ * one used is not reported. Pure.
+ */
+function decideTrust(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+): Trust {
+  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
+  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
+  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
+  const own = (key: string) =>
+    ([
+      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
+      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
+      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
+    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
+  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
+    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
+  );
+  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
+  if (by.length > 0) {
+    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
+      !sameSetting(own(key)?.[0], dotenv[variable(key)])
+    );
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [] };
+  }
+  const chosen = inDotenv(DESTINATION_KEYS);
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
+  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
+  const withheld = [...CREDENTIAL_KEYS, ...SOURCE_KEYS].map(own).flatMap((found) =>
+    found && found[2] ? [{ name: found[1], from: found[2] }] : []
+  );
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
+}
+
+/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
+function sameSetting(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
+}
+
+/**
+ * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
+ * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
+ */
+function trustedSources(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
+  env = remembered(env); // decideTrust and pick read the same variables: each is read once
+  const trust = decideTrust(cli.flags, env, dotenv, profile);
+  let flags = withProfile(cli.flags, profile, sources);
+  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
+    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
+    delete sources.assertionAudience;
+  }
+  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
+}
+
+/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
+function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
+  if ((SOURCE_KEYS as readonly string[]).includes(key)) {
+    return source === "flag" || (source !== ".env" && trust.decidedBy !== ".env");
+  }
+  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
+  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
+}
+
+/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
+function configPicker(
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+  trust: Trust,
+): ConfigPick {
+  return (key: string, flag: string | undefined, variable: string): string | undefined => {
+    const candidates: [string | undefined, ValueSource][] = [
+      [flag, "flag"],
+      [env(variable), "environment"],
+      [dotenv[variable], ".env"],
+      [profileValue(profile, key), "profile"],
+    ];
+    for (const [value, source] of candidates) {
+      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
+        sources[key] = source;
+        return value;
+      }
+    }
+    return undefined;
+  };
+}
+
+/**
+ * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
+ * issuer, on its token endpoint's): otherwise the browser could sign in at a real provider while the
+ * code and the verifier go to another server. Throws LoginError("config").
+ */
+function checkProjectEndpoints(
+  issuerText: string | undefined,
+  endpoints: Partial<Record<EndpointKey, string>>,
+  sources: Record<string, ValueSource>,
+  envFile = '".env"',
+): void {
+  const home = parseUrl(issuerText ? parseIssuer(issuerText).issuer : endpoints.tokenEndpoint ?? "");
+  for (const [key, flag] of MANUAL_ENDPOINTS) {
+    const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
+    if (!url || !home || url.origin === home.origin) continue;
+    const what = `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host})`;
+    throw new LoginError("config", `${what} than its ${issuerText ? "issuer" : "token endpoint"} (${home.host})`, {
+      hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags",
+    });
+  }
+}
+
+// ── 5 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -1823,6 +1923,7 @@ const RUN_FLAGS = new Set<string>([
   "profile",
   "save-profile",
   "client-secret",
+  "env-name",
 ]);
 
 /** Flags whose profile value is written as a TOML integer. */
@@ -2026,12 +2127,15 @@ function withheldNote(names: string[]): string {
     } with --param at each login`;
 }
 
-/** The `.env`'s variables less those set aside (see `decideTrust`): what `--save-profile` may save. */
+/** The `.env`'s variables less those set aside (see `decideTrust`, `SOURCE_KEYS`): what `--save-profile` may save. */
 function usableDotenv(
   dotenv: Record<string, string> | undefined,
   config: Pick<Config, "trust">,
 ): Record<string, string> {
-  return Object.fromEntries(Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name)));
+  const sources: string[] = SOURCE_KEYS.map((key) => ENV_VARS[key]);
+  return Object.fromEntries(
+    Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name) && !sources.includes(name)),
+  );
 }
 
 /** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
@@ -2294,7 +2398,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
   return replaced;
 }
 
-// ── 5 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
+// ── 6 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
 
 /** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
 interface Preset {
@@ -2519,7 +2623,7 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
     : "";
 }
 
-// ── 6 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
+// ── 7 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
 
 /** Every request is aborted after this long (connect, headers and body), unless `Deps.httpTimeoutMs` says otherwise. */
 const HTTP_TIMEOUT_MS = 30_000;
@@ -3068,7 +3172,7 @@ async function sendWithToken(
   return answer!;
 }
 
-// ── 7 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
+// ── 8 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
 
 interface IssuerClient {
   as: Oauth.AuthorizationServer;
@@ -3203,7 +3307,7 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     if (config[key] !== undefined) (as as Record<string, unknown>)[member] = config[key];
   }
   const methods = as.code_challenge_methods_supported;
-  if (Array.isArray(methods) && !methods.includes("S256")) {
+  if (Array.isArray(methods) && !methods.includes("S256") && !config.grant) {
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
   }
   return issuerFor(as, config, deps, trace);
@@ -3513,7 +3617,7 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authTo, authMethod, http };
 }
 
-// ── 8 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
+// ── 9 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
 interface DpopState {
@@ -3695,7 +3799,7 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
   return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
 }
 
-// ── 9 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ─────────────────────────────────────
+// ── 10 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ────────────────────────────────────
 
 /** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
 function scopeList(scope: string): string[] {
@@ -3897,7 +4001,7 @@ function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-// ── 10 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
+// ── 11 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
 
 /** The callback path of the default redirect URI. */
 const CALLBACK_PATH = "/callback";
@@ -4677,7 +4781,7 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
 
-// ── 11 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
+// ── 12 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
 function chooseFlow(
@@ -5174,7 +5278,7 @@ async function pollDeviceCode(
   }
 }
 
-// ── 12 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
+// ── 13 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
 
 /** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
 const CLOCK_SKEW_NOTICE_MS = 60_000;
@@ -5361,7 +5465,593 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
   return info;
 }
 
-// ── 13 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
+// ── 14 Logins without a person: client credentials, JWT bearer, token exchange, subject token sources ──────────────
+
+/**
+ * The grants a machine signs in with, by the names `--grant` takes, and their `grant_type`: client
+ * credentials (RFC 6749 §4.4), a JWT bearer assertion (RFC 7523 §2.1), token exchange (RFC 8693 §2.1).
+ */
+const GRANT_TYPES = {
+  client_credentials: "client_credentials",
+  "jwt-bearer": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+  "token-exchange": "urn:ietf:params:oauth:grant-type:token-exchange",
+} as const;
+
+/** A grant without a person. */
+type Grant = NonNullable<Config["grant"]>;
+
+/** RFC 8693 §3's token type identifiers: this prefix and a short name. */
+const TOKEN_TYPE_PREFIX = "urn:ietf:params:oauth:token-type:";
+
+/** The short names of RFC 8693 §3's token types, which `--subject-token-type` and the others take. */
+const TOKEN_TYPE_NAMES = ["jwt", "id_token", "access_token", "refresh_token", "saml1", "saml2"];
+
+/** The projected service account token of a Kubernetes pod, where the kubelet keeps it fresh. */
+const KUBERNETES_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/** The most of a subject or actor token read from a file or stdin (a JWT is a few KiB). */
+const MAX_SOURCE_BYTES = 64 * 1024;
+
+/** Where a subject or actor token comes from (`--subject-token-from`), parsed (see `parseTokenSource`). */
+type TokenSource =
+  | { kind: "github-actions" }
+  | { kind: "gitlab"; variable: string }
+  | { kind: "kubernetes"; path: string }
+  | { kind: "file"; path: string }
+  | { kind: "env"; variable: string }
+  | { kind: "stdin" };
+
+/** The forms a token source takes, for hints. */
+const SOURCE_FORMS = "github-actions, gitlab:VAR, kubernetes[:PATH], file:PATH, env:NAME or - (stdin)";
+
+/** `--grant`'s value as a grant: its names, `client-credentials`, or a `grant_type` URN. Throws a usage LoginError. Pure. */
+function parseGrant(text: string): Grant {
+  const name = text === "client-credentials" ? "client_credentials" : text;
+  if (Object.hasOwn(GRANT_TYPES, name)) return name as Grant;
+  const byUrn = (Object.keys(GRANT_TYPES) as Grant[]).find((grant) => GRANT_TYPES[grant] === text);
+  if (byUrn) return byUrn;
+  throw new LoginError("usage", `The grant "${sanitize(text)}" is not one this tool makes`, {
+    hint: "use client_credentials, jwt-bearer or token-exchange (a person signs in without --grant)",
+  });
+}
+
+/** A token source as written (`kubernetes:/path`, `env:NAME`, ...); `flag` names it in the error. Throws a usage LoginError. Pure. */
+function parseTokenSource(text: string, flag: string): TokenSource {
+  const [kind, ...rest] = text.split(":");
+  const value = rest.join(":");
+  if (text === "github-actions") return { kind: "github-actions" };
+  if (text === "-") return { kind: "stdin" };
+  if (text === "kubernetes") return { kind: "kubernetes", path: KUBERNETES_TOKEN_PATH };
+  const variable = /^[A-Za-z_][A-Za-z0-9_]*$/.test(value);
+  if (kind === "gitlab" && variable) return { kind: "gitlab", variable: value };
+  if (kind === "env" && variable) return { kind: "env", variable: value };
+  if (kind === "kubernetes" && value) return { kind: "kubernetes", path: value };
+  if (kind === "file" && value) return { kind: "file", path: value };
+  throw new LoginError("usage", `The token source "${sanitize(text)}" (--${flag}) is not one this tool reads`, {
+    hint: kind === "gitlab"
+      ? "name the variable your job's id_tokens: block defines, e.g. gitlab:OAUTH_ID_TOKEN"
+      : `use ${SOURCE_FORMS}`,
+  });
+}
+
+/** The settings of a grant without a person that are part of an entry's key (see `cacheKey`). */
+const GRANT_KEYS = [
+  "grant",
+  "subjectTokenFrom",
+  "subjectTokenType",
+  "requestedTokenType",
+  "subjectAudience",
+  "actorTokenFrom",
+  "actorTokenType",
+] as const;
+
+type GrantKey = typeof GRANT_KEYS[number];
+
+/** A source as messages and `whoami` name it: `github-actions`, `kubernetes:/path`, `stdin`. Pure. */
+function describeSource(source: TokenSource): string {
+  switch (source.kind) {
+    case "github-actions":
+      return "github-actions";
+    case "stdin":
+      return "stdin";
+    case "gitlab":
+    case "env":
+      return `${source.kind}:${source.variable}`;
+    default:
+      return `${source.kind}:${source.path}`;
+  }
+}
+
+/** A token type as RFC 8693 §3 writes it: a short name (`jwt`) becomes its URI; a URI stays. Throws a usage LoginError. Pure. */
+function tokenTypeUri(text: string, flag: string): string {
+  if (TOKEN_TYPE_NAMES.includes(text)) return `${TOKEN_TYPE_PREFIX}${text}`;
+  if (/^[a-z][a-z0-9+.-]*:\S+$/i.test(text)) return text;
+  throw new LoginError("usage", `The token type "${sanitize(text)}" (--${flag}) is not a URI`, {
+    hint: `use ${TOKEN_TYPE_NAMES.join(", ")} (RFC 8693 §3), or a URI`,
+  });
+}
+
+/**
+ * The settings of a grant without a person, checked: `--grant`, the subject and actor token sources
+ * and types, the requested token type and the GitHub Actions audience. A setting that does not apply
+ * to the grant is a usage error when given as a flag (and left unused when it comes from elsewhere:
+ * the environment may hold settings for other runs). Throws LoginError. Pure.
+ */
+function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<Config> {
+  const { flags } = cli;
+  const given = (key: string) =>
+    pick(key, flags[flagOf(key)] as string | undefined, (ENV_VARS as Record<string, string>)[key]);
+  const grantText = given("grant");
+  const takes: Record<string, Grant[]> = {
+    subjectTokenFrom: ["jwt-bearer", "token-exchange"],
+    subjectTokenType: ["token-exchange"],
+    requestedTokenType: ["token-exchange"],
+    actorTokenFrom: ["token-exchange"],
+    actorTokenType: ["token-exchange"],
+    subjectAudience: ["jwt-bearer", "token-exchange"],
+  };
+  const grant = grantText === undefined ? undefined : parseGrant(grantText);
+  for (const [key, grants] of Object.entries(takes)) {
+    if (flags[flagOf(key)] === undefined || (grant && grants.includes(grant))) continue;
+    throw new LoginError("usage", `The flag "--${flagOf(key)}" applies only to --grant ${grants.join(" or ")}`);
+  }
+  if (!grant) return {};
+  const subjectText = takes.subjectTokenFrom.includes(grant) ? given("subjectTokenFrom") : undefined;
+  if (!subjectText && grant !== "client_credentials") {
+    const withheld = trust.withheld.some(({ name }) => name === ENV_VARS.subjectTokenFrom);
+    throw new LoginError("config", `The ${grant} grant needs a subject token, and none is configured`, {
+      hint: withheld
+        ? `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.subjectTokenFrom} is meant for this server`
+        : `pass --subject-token-from SOURCE (${SOURCE_FORMS})`,
+    });
+  }
+  const exchange = grant === "token-exchange";
+  const actorText = exchange ? given("actorTokenFrom") : undefined;
+  const subject = subjectText === undefined ? undefined : parseTokenSource(subjectText, "subject-token-from");
+  const actor = actorText === undefined ? undefined : parseTokenSource(actorText, "actor-token-from");
+  if (subject?.kind === "stdin" && actor?.kind === "stdin") {
+    throw new LoginError("usage", "The subject and the actor token cannot both be read from stdin (-)");
+  }
+  const audience = subject?.kind === "github-actions" || actor?.kind === "github-actions"
+    ? given("subjectAudience")
+    : undefined;
+  if (flags["subject-audience"] !== undefined && audience === undefined) {
+    throw new LoginError("usage", 'The flag "--subject-audience" applies only to a github-actions token source', {
+      hint: "GitLab and Kubernetes set a token's audience where the token is made (id_tokens:, the projection)",
+    });
+  }
+  const type = (key: string, flag: string) => {
+    const text = exchange ? given(key) : undefined;
+    return text === undefined ? undefined : tokenTypeUri(text, flag);
+  };
+  return {
+    grant,
+    ...(subject ? { subjectTokenFrom: describeSource(subject) } : {}),
+    ...(exchange
+      ? { subjectTokenType: type("subjectTokenType", "subject-token-type") ?? `${TOKEN_TYPE_PREFIX}jwt` }
+      : {}),
+    ...(exchange && type("requestedTokenType", "requested-token-type")
+      ? { requestedTokenType: type("requestedTokenType", "requested-token-type") }
+      : {}),
+    ...(audience ? { subjectAudience: audience } : {}),
+    ...(actor
+      ? {
+        actorTokenFrom: describeSource(actor),
+        actorTokenType: type("actorTokenType", "actor-token-type") ?? `${TOKEN_TYPE_PREFIX}jwt`,
+      }
+      : {}),
+  };
+}
+
+/**
+ * Client credentials (RFC 6749 §4.4) are for confidential clients only: without a secret or a key the
+ * grant cannot authenticate, so the run stops before any request. Throws a config LoginError.
+ */
+function checkGrantClient(config: Config, trust: Trust): void {
+  if (config.grant !== "client_credentials" || config.clientSecret || config.clientKey) return;
+  if (config.clientAuth && config.clientAuth !== "none") return; // resolveClientAuth has asked for its secret
+  throw new LoginError("config", "The client_credentials grant needs the client's own credentials", {
+    hint: withheldSecretHint(trust) ??
+      `set ${ENV_VARS.clientSecret}, or pass --client-key FILE (private_key_jwt) for client "${
+        sanitize(config.clientId)
+      }"`,
+  });
+}
+
+/**
+ * Checks a token read from a source before it is sent: one token (no space or line break), at most
+ * `MAX_SOURCE_BYTES`, and, when it is a JWT, not expired by its own `exp` at `now` (ms): an expired CI
+ * or service account token fails here with what to do, not at the server. Returns it trimmed. Pure.
+ */
+function checkSourcedToken(text: string, what: string, source: TokenSource, now: number): string {
+  const token = text.trim();
+  if (token === "") throw new LoginError("config", `The ${what} is empty`);
+  if (/\s/.test(token)) {
+    throw new LoginError("config", `The ${what} is not one token: it holds spaces or line breaks`, {
+      hint: "the source must hold the token alone (a JWT, say), nothing else",
+    });
+  }
+  if (token.length > MAX_SOURCE_BYTES) {
+    throw new LoginError("config", `The ${what} is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
+  }
+  const exp = jwtExpiry(token);
+  if (exp !== undefined && exp * 1000 <= now) {
+    throw new LoginError("config", `The ${what} expired ${relativeTime(exp * 1000, now)}`, {
+      hint: source.kind === "kubernetes"
+        ? "the kubelet renews a projected token before it expires: check that the pod's token volume is mounted"
+        : source.kind === "github-actions" || source.kind === "gitlab"
+        ? "the CI system makes a new one for each job: run the job again"
+        : "give a token that has not expired",
+    });
+  }
+  return token;
+}
+
+/** A JWT's `sub`, decoded without verifying it: a name to show for the subject, never trusted for anything else. */
+function jwtSubject(token: string | undefined): string | undefined {
+  const payload = token?.split(".")[1];
+  if (!payload || token!.split(".").length !== 3) return undefined;
+  try {
+    const claims = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof claims?.sub === "string" && claims.sub !== "" ? claims.sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The body of the grant's token request, less `grant_type` and client authentication: `scope`,
+ * `resource`s, `audience` and the `--param`s (not the preset's authorization parameters, nor
+ * `login_hint`), then the assertion (RFC 7523 §2.1) or the subject and actor tokens and types
+ * (RFC 8693 §2.1). Pure.
+ */
+function grantParameters(config: Config, subject?: string, actor?: string): URLSearchParams {
+  const parameters = new URLSearchParams();
+  if (config.scope) parameters.set("scope", config.scope);
+  const preset = presetOf(config)?.params ?? [];
+  for (const [key, value] of config.params) {
+    if (key === "login_hint" || preset.some(([k, v]) => k === key && v === value)) continue;
+    parameters.append(key, value);
+  }
+  if (config.grant === "jwt-bearer") parameters.set("assertion", subject!);
+  if (config.grant === "token-exchange") {
+    parameters.set("subject_token", subject!);
+    parameters.set("subject_token_type", config.subjectTokenType!);
+    if (config.requestedTokenType) parameters.set("requested_token_type", config.requestedTokenType);
+    if (actor !== undefined) {
+      parameters.set("actor_token", actor);
+      parameters.set("actor_token_type", config.actorTokenType!);
+    }
+  }
+  return parameters;
+}
+
+/**
+ * A token exchange answer's `issued_token_type` (RFC 8693 §2.2.1): required; the one asked for with
+ * `--requested-token-type`, when given; and a token whose `token_type` is `N_A` (not usable as an
+ * access token) must not claim to be an access token. Throws an invalid_response LoginError. Pure.
+ */
+function checkIssuedTokenType(tokens: Record<string, unknown>, config: Pick<Config, "grant" | "requestedTokenType">) {
+  if (config.grant !== "token-exchange") return;
+  const issued = tokens.issued_token_type;
+  if (typeof issued !== "string" || issued === "") {
+    throw new LoginError(
+      "invalid_response",
+      'Cannot exchange the subject token: the answer has no "issued_token_type" (RFC 8693 §2.2.1)',
+      { hint: "the server's token exchange does not follow RFC 8693: report it to its operator" },
+    );
+  }
+  if (config.requestedTokenType && issued !== config.requestedTokenType) {
+    throw new LoginError(
+      "invalid_response",
+      `Cannot exchange the subject token: the server issued "${sanitize(issued)}", not the "${
+        sanitize(config.requestedTokenType)
+      }" asked for`,
+      { hint: "nothing was cached; ask for a type the server issues with --requested-token-type" },
+    );
+  }
+  if (tokens.token_type === "n_a" && issued === `${TOKEN_TYPE_PREFIX}access_token`) {
+    throw new LoginError(
+      "invalid_response",
+      'Cannot exchange the subject token: the server issued an access token with the token_type "N_A"',
+    );
+  }
+}
+
+/** The missing-source error: one sentence naming what was looked for, and where to get it. */
+function missingSource(message: string, hint: string): LoginError {
+  return new LoginError("config", message, { hint });
+}
+
+/**
+ * Asks GitHub Actions for the job's ID token (GitHub's OIDC token, `{"value": JWT}`): a GET of
+ * `ACTIONS_ID_TOKEN_REQUEST_URL` with `audience` set, carrying `ACTIONS_ID_TOKEN_REQUEST_TOKEN` as a
+ * bearer token, through the one sender; the token-origin rule applies (https, or http to this machine).
+ */
+async function githubActionsToken(config: Config, deps: Deps, trace?: Trace): Promise<string> {
+  const urlText = deps.env("ACTIONS_ID_TOKEN_REQUEST_URL");
+  const bearer = deps.env("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
+  const job = 'add "permissions: id-token: write" to the workflow\'s job, or choose another --subject-token-from';
+  for (const [name, value] of [["ACTIONS_ID_TOKEN_REQUEST_URL", urlText], ["ACTIONS_ID_TOKEN_REQUEST_TOKEN", bearer]]) {
+    if (!value) {
+      throw missingSource(
+        `${name} is not set: this is not a GitHub Actions job with "permissions: id-token: write"`,
+        job,
+      );
+    }
+  }
+  const url = parseUrl(urlText!);
+  if (!url || tokenRefusal(url)) {
+    throw new LoginError(
+      "config",
+      `ACTIONS_ID_TOKEN_REQUEST_URL is not an https URL, so its request token is not sent there (${
+        sanitize(url ? url.origin : urlText)
+      })`,
+      { hint: "GitHub Actions sets it itself; unset it outside a GitHub Actions job" },
+    );
+  }
+  url.searchParams.set("audience", config.subjectAudience ?? displayIssuer(config.issuer));
+  const answer = await send(deps, url, {
+    headers: { authorization: `bearer ${bearer}`, accept: "application/json" },
+  }, { trace, traceFields: false, urlName: "ACTIONS_ID_TOKEN_REQUEST_URL" });
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(answer.body))?.value;
+  } catch { /* said below */ }
+  if (answer.status !== 200 || typeof value !== "string") {
+    throw new LoginError(
+      answer.status === 200 ? "invalid_response" : "failure",
+      `GitHub Actions gave no ID token (HTTP ${answer.status}${
+        answer.status === 200 ? ', no "value" in its answer' : ""
+      })`,
+      { hint: answer.status === 403 || answer.status === 401 ? job : "try the job again" },
+    );
+  }
+  return value;
+}
+
+/** Reads a token file (a projected service account token is a link the kubelet swaps: it is followed), at most `MAX_SOURCE_BYTES`. */
+async function readTokenFile(path: string, missing: () => LoginError): Promise<string> {
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isFile) throw new LoginError("config", `The token source "${sanitize(path)}" is not a file`);
+    if (info.size > MAX_SOURCE_BYTES) {
+      throw new LoginError("config", `The token file "${sanitize(path)}" is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
+    }
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotFound) throw missing();
+    throw new LoginError(
+      "config",
+      `Cannot read the token file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
+      {
+        hint: "check that this user may read it",
+      },
+    );
+  }
+}
+
+/**
+ * Reads a subject or actor token (`role`) from its source, afresh: it is never cached, so a rotated
+ * service account token or a new CI token is what each grant sends. A source that is absent ends with
+ * one sentence naming what was looked for. Returns the token, checked (`checkSourcedToken`).
+ */
+async function readTokenSource(
+  source: TokenSource,
+  role: "subject" | "actor",
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+): Promise<string> {
+  const flag = `--${role}-token-from`;
+  let text: string;
+  switch (source.kind) {
+    case "github-actions":
+      text = await githubActionsToken(config, deps, trace);
+      break;
+    case "gitlab":
+      text = deps.env(source.variable) ?? "";
+      if (!text) {
+        throw missingSource(
+          `${source.variable} is not set: this is not a GitLab CI job whose "id_tokens:" block defines it`,
+          `add it to the job: id_tokens: { ${source.variable}: { aud: "${displayIssuer(config.issuer)}" } }`,
+        );
+      }
+      break;
+    case "env":
+      text = deps.env(source.variable) ?? "";
+      if (!text) {
+        throw missingSource(`${source.variable} is not set (${flag} env:${source.variable})`, "set it to the token");
+      }
+      break;
+    case "stdin": {
+      const bytes = deps.readStdin ? await deps.readStdin() : new Uint8Array();
+      text = new TextDecoder().decode(bytes.subarray(0, MAX_SOURCE_BYTES + 1));
+      if (!text.trim()) {
+        throw missingSource(
+          `Nothing was read from stdin (${flag} -)`,
+          "pipe the token in: ... | oauth-login token ...",
+        );
+      }
+      break;
+    }
+    case "kubernetes":
+      text = await readTokenFile(source.path, () =>
+        missingSource(
+          `There is no service account token at "${
+            sanitize(source.path)
+          }": this is not a Kubernetes pod with a projected service account token`,
+          `mount one (a serviceAccountToken projection with the audience "${
+            displayIssuer(config.issuer)
+          }") and name its path with kubernetes:PATH`,
+        ));
+      break;
+    case "file":
+      text = await readTokenFile(
+        source.path,
+        () =>
+          missingSource(
+            `There is no file "${sanitize(source.path)}" (${flag} file:${sanitize(source.path)})`,
+            "check the path",
+          ),
+      );
+      break;
+  }
+  return checkSourcedToken(text, `${role} token from ${describeSource(source)}`, source, deps.now());
+}
+
+/**
+ * Runs the configured grant once and returns the new entry (not saved): discovery (or, to run it again,
+ * the metadata the entry keeps), client authentication as configured, DPoP when asked (the entry's key
+ * again, if it has one), the sources read afresh, and the answer checked by oauth4webapi
+ * (`processClientCredentialsResponse`, `processGenericTokenEndpointResponse`) and `checkIssuedTokenType`.
+ */
+async function runGrant(config: Config, deps: Deps, previous?: TokenSet): Promise<TokenSet> {
+  const oauth = await lib();
+  const trace = makeTrace(config, deps);
+  if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before any request
+  const issuer = previous
+    ? await issuerFor(
+      previous.metadata as unknown as Oauth.AuthorizationServer,
+      {
+        ...config,
+        clientAuth: refreshClientAuth(previous, config),
+      },
+      deps,
+      trace,
+    )
+    : await discover(config, deps, trace);
+  if (config.dpop || previous?.dpopKey) {
+    const key = previous?.dpopKey ?? await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
+    await enableDpop(issuer, await dpopState(key, previous?.dpopNonces, deps));
+  }
+  const read = (text: string | undefined, role: "subject" | "actor") =>
+    text === undefined
+      ? undefined
+      : readTokenSource(parseTokenSource(text, `${role}-token-from`), role, config, deps, trace);
+  const subject = await read(config.subjectTokenFrom, "subject");
+  const actor = await read(config.actorTokenFrom, "actor");
+  const parameters = grantParameters(config, subject, actor);
+  const { as, client, auth, http } = issuer;
+  const grant = config.grant!;
+  const tokens = await step(grantDoing(grant), () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = grant === "client_credentials"
+        ? await oauth.clientCredentialsGrantRequest(as, client, auth, parameters, http)
+        : await oauth.genericTokenEndpointRequest(as, client, auth, GRANT_TYPES[grant], parameters, http);
+      return await processTokens(response, deps.now(), (r) =>
+        grant === "client_credentials"
+          ? oauth.processClientCredentialsResponse(as, client, r)
+          // RFC 8693 §2.2.1: a token that is no access token has the token_type N_A.
+          : oauth.processGenericTokenEndpointResponse(as, client, r, { recognizedTokenTypes: { n_a: () => {} } }));
+    })).catch((error) => {
+      throw grantHint(exchangeHint(error, issuer), config);
+    });
+  checkIssuedTokenType(tokens, config);
+  return toTokenSet(config, tokens, {
+    now: deps.now(),
+    metadata: as as unknown as Record<string, unknown>,
+    authMethod: issuer.authMethod,
+    user: jwtSubject(subject),
+    dpop: issuer.dpop,
+  });
+}
+
+/** What a grant's request is, for "Cannot …" messages. */
+function grantDoing(grant: Grant): string {
+  return grant === "token-exchange"
+    ? "exchange the subject token"
+    : grant === "jwt-bearer"
+    ? "get a token for the JWT assertion"
+    : "get a token with the client's credentials";
+}
+
+/** A better hint for a grant the server refused: what the server lacks, or what to check of the subject token. */
+function grantHint(error: unknown, config: Config): unknown {
+  if (!(error instanceof ErrorResponse)) return error;
+  const hints: Record<string, string> = {
+    unsupported_grant_type: `the server does not offer the ${config.grant} grant, or not at its token endpoint`,
+    unauthorized_client: `the client "${
+      sanitize(config.clientId)
+    }" may not use the ${config.grant} grant: allow it at the server`,
+    invalid_grant: config.subjectTokenFrom
+      ? `the server refused the subject token from ${config.subjectTokenFrom}: check that it trusts its issuer and that its audience is what the server expects`
+      : "",
+    invalid_target: "check --resource and --audience: the server does not issue tokens for them to this client",
+  };
+  const hint = hints[error.code];
+  if (!hint || error.hint?.includes("--client-key")) return error;
+  return new ErrorResponse(error.message, {
+    code: error.code,
+    description: error.description,
+    status: error.status,
+    hint,
+    cause: error,
+  });
+}
+
+/**
+ * `login --grant`: runs the grant (always: a login starts afresh) and saves the entry under its lock,
+ * as every writer of an entry does. Says for whom the token is, unless `--quiet`.
+ */
+async function grantAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  await deps.storage.prepare?.(`${name}.json`);
+  deps.catchInterrupt?.();
+  const lock = await lockEntry(name, deps);
+  let entry: TokenSet;
+  try {
+    entry = await runGrant(config, deps);
+    await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\n");
+  } finally {
+    lock.release();
+  }
+  if (!config.quiet) say(deps, `Got a token from ${displayIssuer(config.issuer)} ${grantedTo(entry)}`);
+  return entry;
+}
+
+/** Whom an entry of a grant speaks for, in words: "for the client X (client credentials)", "for SUB (token exchange)". */
+function grantedTo(entry: Pick<TokenSet, "grant" | "user" | "clientId">): string {
+  const how = entry.grant?.replace(/[_-]/g, " ");
+  return entry.user ? `for ${sanitize(entry.user)} (${how})` : `for the client ${sanitize(entry.clientId)} (${how})`;
+}
+
+/**
+ * Renews an entry of a grant under its lock: the entry again if another process renewed it meanwhile;
+ * else a refresh where the grant gave a refresh token (a token exchange may), falling back to the grant
+ * when the server refuses it; else the grant, run again. A renewal that fails while the token has not
+ * expired leaves it in use, with a warning (as a failed refresh does).
+ */
+async function renewGrant(
+  config: Config,
+  deps: Deps,
+  name: string,
+  rejected?: string,
+): Promise<TokenSet> {
+  const current = await readEntry(config, deps, name);
+  if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
+  try {
+    let next: TokenSet | undefined;
+    if (current?.refreshToken) {
+      next = await refreshTokenSet(current, config, deps, makeTrace(config, deps)).catch((error) => {
+        if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) throw error;
+        return undefined; // the refresh token is spent: the grant itself runs again
+      });
+    }
+    next ??= await runGrant(config, deps, current);
+    await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
+    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted"); // saved: a later run uses it
+    return next;
+  } catch (error) {
+    if (!current || hasExpired(current, deps.now()) || deps.signal.aborted || current.accessToken === rejected) {
+      throw error;
+    }
+    const why = (error as Error).message.replace(/^Cannot [^:]*: /, "");
+    return stillValid(current, why, deps, "it is tried again at the next use");
+  }
+}
+
+// ── 15 The token cache: which entry is a configuration's, its key and its lifetimes ────────────────────────────────
 
 /** The version of the cache entry format. */
 const CACHE_VERSION: TokenSet["version"] = 1;
@@ -5412,66 +6102,30 @@ export interface TokenSet {
   resource?: string;
   /** Access tokens for the login's other resources, by resource (refreshed with `resource`, RFC 8707 §2.2). */
   resourceTokens?: Record<string, { accessToken: string; tokenType: string; expiresAt?: number }>;
-}
-
-/**
- * The token cache: one file per entry (`<name>.json`, `name` as `cacheKey` makes it) in a folder only
- * the user can change. Files that are not the user's own regular files are refused (a "config"
- * `LoginError`): never read, followed, written through or removed.
- */
-export interface Storage {
-  /** The cache folder. */
-  readonly dir: string;
-  /**
-   * The file's text, or undefined when there is none. Refuses a link, a file of another user, a folder
-   * others can change, and a file other users can read, unless `allowShared` is set; even then it
-   * refuses one that others could have changed.
-   */
-  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
-  /** Replaces the file atomically (temporary file, then rename), owner-only. */
-  write(name: string, text: string): Promise<void>;
-  /** Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`); nothing else. */
-  remove(name: string): Promise<void>;
-  /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
-  list(): Promise<string[]>;
-  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
-  lock(name: string): Promise<{ release(): void }>;
-  /**
-   * Checks, before a sign-in, that the file `name` can be saved here (creates the folder, writes and
-   * removes a probe file; what is at `name` must be the user's own file); throws what a `write` would.
-   * Absent: nothing is checked.
-   */
-  prepare?(name?: string): Promise<void>;
-}
-
-/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
-  const explicit = env(ENV_VARS.cache);
-  if (explicit) return explicit;
-  const xdg = env("XDG_CACHE_HOME");
-  if (xdg) return `${xdg}/oauth-login`;
-  if (os === "windows") {
-    const local = env("LOCALAPPDATA");
-    return local ? `${local}\\oauth-login` : undefined;
-  }
-  const home = env("HOME");
-  if (!home) return undefined;
-  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
+  /** The grant without a person that made the entry (part of its key); absent: a person signed in. */
+  grant?: "client_credentials" | "jwt-bearer" | "token-exchange";
+  /** Where the grant's subject token came from (`github-actions`, `kubernetes:/path`, ...): never the token. */
+  subjectTokenFrom?: string;
+  /** Where the grant's actor token came from (RFC 8693 §2.1). */
+  actorTokenFrom?: string;
+  /** A token exchange's `issued_token_type` (RFC 8693 §2.2.1), a URI. */
+  issuedTokenType?: string;
 }
 
 /**
  * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
  * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
- * keep two entries), and the endpoints given by hand (so that a login whose tokens go elsewhere can
- * never replace, or be read as, the one that discovered them). Without a profile or such endpoints
- * the key is what it always was. It only names files (each entry also records its issuer, client and
+ * keep two entries), the endpoints given by hand (so that a login whose tokens go elsewhere can
+ * never replace, or be read as, the one that discovered them), and a grant without a person with its
+ * sources and token types (so that a machine's token never replaces, or is read as, a person's). Without
+ * a profile, such endpoints or a grant the key is what it always was. It only names files (each entry also records its issuer, client and
  * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
  * hot path a millisecond.
  */
 function cacheKey(
   config:
     & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
-    & Partial<Pick<Config, "sources" | EndpointKey>>,
+    & Partial<Pick<Config, "sources" | EndpointKey | GrantKey>>,
 ): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
@@ -5480,6 +6134,7 @@ function cacheKey(
   // A preset's endpoints are not hand-given (they have no source): the preset's issuer already names them.
   const manual = MANUAL_ENDPOINTS.filter(([key]) => config.sources?.[key] !== undefined && config[key] !== undefined);
   if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
+  if (config.grant) parts.push({ grant: GRANT_KEYS.map((key) => config[key] ?? null) });
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -5520,7 +6175,18 @@ function parseTokenSet(text: string): TokenSet | undefined {
   }
   if (!value || typeof value !== "object" || Array.isArray(value) || value.version !== CACHE_VERSION) return undefined;
   const required = ["issuer", "clientId", "requestedScope", "accessToken", "tokenType", "authMethod"];
-  const optional = ["refreshToken", "idToken", "scope", "user", "subject", "profile"];
+  const optional = [
+    "refreshToken",
+    "idToken",
+    "scope",
+    "user",
+    "subject",
+    "profile",
+    "grant",
+    "subjectTokenFrom",
+    "actorTokenFrom",
+    "issuedTokenType",
+  ];
   if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
   if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
   if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
@@ -5548,18 +6214,23 @@ const MAX_LIFETIME_S = 365 * 86_400;
  * Whether `token` can print the cached access token without renewing it. The margin is
  * `min(minTtlMs, half the token's lifetime)`, so a token is never due just after it was issued. A
  * token of unknown lifetime is due `UNKNOWN_LIFETIME_S` after it was issued (less the margin), and
- * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
- * On the hot path: arithmetic only.
+ * only when it can be renewed (a refresh token, or a grant without a person to run again): else there
+ * is nothing to renew it with. Times in ms. On the hot path: arithmetic only.
  */
 function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
-    if (issuedAt === undefined || !entry.refreshToken) return true;
+    if (issuedAt === undefined || !renewable(entry)) return true;
     const assumed = UNKNOWN_LIFETIME_S * 1000;
     return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
   return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
+}
+
+/** Whether an entry can be renewed without a person: it has a refresh token, or a grant that can run again. */
+function renewable(entry: Pick<TokenSet, "refreshToken" | "grant">): boolean {
+  return !!entry.refreshToken || !!entry.grant;
 }
 
 /** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
@@ -5633,7 +6304,9 @@ function accessTokenExpiry(
 
 /** Builds the cache entry from a token response; a refresh keeps what the response leaves out. */
 function toTokenSet(
-  config: Pick<Config, "issuer" | "clientId" | "scope" | "profile"> & Partial<Pick<Config, "resources">>,
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "profile">
+    & Partial<Pick<Config, "resources" | "grant" | "subjectTokenFrom" | "actorTokenFrom">>,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -5654,7 +6327,8 @@ function toTokenSet(
     clientId: config.clientId,
     requestedScope: config.scope ?? "",
     accessToken: tokens.access_token,
-    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
+    // oauth4webapi lower-cases it; a token exchange's N_A (RFC 8693 §2.2.1) is no access token.
+    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type === "n_a" ? "N_A" : tokens.token_type,
     expiresAt: accessTokenExpiry(tokens, context.now, previous),
     refreshToken: tokens.refresh_token ?? previous?.refreshToken,
     idToken: tokens.id_token ?? previous?.idToken,
@@ -5677,6 +6351,16 @@ function toTokenSet(
         dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
       }
       : {}),
+    ...(config.grant
+      ? {
+        grant: config.grant,
+        subjectTokenFrom: config.subjectTokenFrom,
+        actorTokenFrom: config.actorTokenFrom,
+        issuedTokenType: typeof tokens.issued_token_type === "string"
+          ? tokens.issued_token_type
+          : previous?.issuedTokenType,
+      }
+      : {}),
   };
 }
 
@@ -5690,9 +6374,135 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
   if (!entry) return { state: "logged_out", text: "not logged in" };
   if (entry.expiresAt === undefined) return { state: "valid", text: "valid, no stated expiry" };
   if (isFresh(entry, now, 0)) return { state: "valid", text: `valid, expires ${relativeTime(entry.expiresAt, now)}` };
-  return entry.refreshToken
-    ? { state: "refreshable", text: "expired, refreshed when next used" }
+  return renewable(entry)
+    ? { state: "refreshable", text: `expired, ${entry.refreshToken ? "refreshed" : "renewed"} when next used` }
     : { state: "expired", text: "expired, sign in again" };
+}
+
+/** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client, profile and grant. Pure. */
+function belongsTo(
+  entry: TokenSet,
+  config: Pick<Config, "issuer" | "clientId" | "profile"> & Partial<Pick<Config, "grant">>,
+): boolean {
+  return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
+    (entry.profile ?? "") === (config.profile ?? "") && (entry.grant ?? "") === (config.grant ?? "");
+}
+
+/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
+async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+  const text = await deps.storage.read(`${name}.json`);
+  if (text === undefined) return undefined;
+  const entry = parseTokenSet(text);
+  if (!entry || !belongsTo(entry, config)) {
+    say(
+      deps,
+      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
+    );
+    return undefined;
+  }
+  return entry;
+}
+
+/** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
+interface FoundEntry {
+  name: string;
+  entry?: TokenSet;
+}
+
+/**
+ * The one answer to "which entry is this configuration's", for every command: the entry under its key
+ * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
+ * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
+ * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
+ */
+async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+  const name = cacheKey(config);
+  const entry = await readEntry(config, deps, name);
+  if (entry) return { name, entry };
+  return (await otherEntries(config, deps, true))[0] ?? { name };
+}
+
+/**
+ * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
+ * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
+ * for its one resource among several. Files the tool does not trust are not this configuration's.
+ */
+async function otherEntries(config: Config, deps: Deps, first: boolean): Promise<Required<FoundEntry>[]> {
+  const found: Required<FoundEntry>[] = [];
+  for (const name of legacyCacheKeys(config)) {
+    const entry = await readEntry(config, deps, name);
+    if (entry) found.push({ name, entry });
+    if (first && found.length > 0) return found;
+  }
+  const wanted = config.resources ?? [];
+  if (wanted.length !== 1) return found;
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (
+      !entry || !belongsTo(entry, config) || entry.requestedScope !== (config.scope ?? "") ||
+      (entry.resources?.length ?? 0) < 2 || !entry.resources!.includes(wanted[0]) ||
+      found.some((other) => other.name === name)
+    ) continue;
+    // Only under the key that login had (its profile and hand-given endpoints too): else it is another login's.
+    const login = {
+      ...config,
+      params: [
+        ...config.params.filter(([key]) => key !== "resource"),
+        ...entry.resources!.map((r): [string, string] => ["resource", r]),
+      ],
+    };
+    if ([cacheKey(login), ...legacyCacheKeys(login)].includes(name)) found.push({ name, entry });
+    if (first && found.length > 0) return found;
+  }
+  return found;
+}
+
+// ── 16 Owner-only files and the lock: the cache on disk, the one writer, who owns what ─────────────────────────────
+
+/**
+ * The token cache: one file per entry (`<name>.json`, `name` as `cacheKey` makes it) in a folder only
+ * the user can change. Files that are not the user's own regular files are refused (a "config"
+ * `LoginError`): never read, followed, written through or removed.
+ */
+export interface Storage {
+  /** The cache folder. */
+  readonly dir: string;
+  /**
+   * The file's text, or undefined when there is none. Refuses a link, a file of another user, a folder
+   * others can change, and a file other users can read, unless `allowShared` is set; even then it
+   * refuses one that others could have changed.
+   */
+  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
+  /** Replaces the file atomically (temporary file, then rename), owner-only. */
+  write(name: string, text: string): Promise<void>;
+  /** Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`); nothing else. */
+  remove(name: string): Promise<void>;
+  /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
+  list(): Promise<string[]>;
+  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
+  lock(name: string): Promise<{ release(): void }>;
+  /**
+   * Checks, before a sign-in, that the file `name` can be saved here (creates the folder, writes and
+   * removes a probe file; what is at `name` must be the user's own file); throws what a `write` would.
+   * Absent: nothing is checked.
+   */
+  prepare?(name?: string): Promise<void>;
+}
+
+/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
+function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+  const explicit = env(ENV_VARS.cache);
+  if (explicit) return explicit;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/oauth-login`;
+  if (os === "windows") {
+    const local = env("LOCALAPPDATA");
+    return local ? `${local}\\oauth-login` : undefined;
+  }
+  const home = env("HOME");
+  if (!home) return undefined;
+  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
 }
 
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
@@ -6101,86 +6911,7 @@ async function lockEntry(name: string, deps: Deps): Promise<{ release(): void }>
   }
 }
 
-/** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client and profile. Pure. */
-function belongsTo(
-  entry: TokenSet,
-  config: Pick<Config, "issuer" | "clientId" | "profile">,
-): boolean {
-  return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
-    (entry.profile ?? "") === (config.profile ?? "");
-}
-
-/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
-  const text = await deps.storage.read(`${name}.json`);
-  if (text === undefined) return undefined;
-  const entry = parseTokenSet(text);
-  if (!entry || !belongsTo(entry, config)) {
-    say(
-      deps,
-      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
-    );
-    return undefined;
-  }
-  return entry;
-}
-
-/** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
-interface FoundEntry {
-  name: string;
-  entry?: TokenSet;
-}
-
-/**
- * The one answer to "which entry is this configuration's", for every command: the entry under its key
- * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
- * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
- * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
- */
-async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
-  const name = cacheKey(config);
-  const entry = await readEntry(config, deps, name);
-  if (entry) return { name, entry };
-  return (await otherEntries(config, deps, true))[0] ?? { name };
-}
-
-/**
- * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
- * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
- * for its one resource among several. Files the tool does not trust are not this configuration's.
- */
-async function otherEntries(config: Config, deps: Deps, first: boolean): Promise<Required<FoundEntry>[]> {
-  const found: Required<FoundEntry>[] = [];
-  for (const name of legacyCacheKeys(config)) {
-    const entry = await readEntry(config, deps, name);
-    if (entry) found.push({ name, entry });
-    if (first && found.length > 0) return found;
-  }
-  const wanted = config.resources ?? [];
-  if (wanted.length !== 1) return found;
-  for (const name of await deps.storage.list()) {
-    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
-    const entry = text === undefined ? undefined : parseTokenSet(text);
-    if (
-      !entry || !belongsTo(entry, config) || entry.requestedScope !== (config.scope ?? "") ||
-      (entry.resources?.length ?? 0) < 2 || !entry.resources!.includes(wanted[0]) ||
-      found.some((other) => other.name === name)
-    ) continue;
-    // Only under the key that login had (its profile and hand-given endpoints too): else it is another login's.
-    const login = {
-      ...config,
-      params: [
-        ...config.params.filter(([key]) => key !== "resource"),
-        ...entry.resources!.map((r): [string, string] => ["resource", r]),
-      ],
-    };
-    if ([cacheKey(login), ...legacyCacheKeys(login)].includes(name)) found.push({ name, entry });
-    if (first && found.length > 0) return found;
-  }
-  return found;
-}
-
-// ── 14 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 17 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -6218,6 +6949,8 @@ async function refreshTokenSet(
   trace?: Trace,
   /** RFC 8707 §2.2: the resource the new access token is for (default: the entry's own). */
   resource = entry.resource,
+  /** RFC 6749 §6: a narrower scope for the new access token (default: the grant's own). */
+  scope?: string,
 ): Promise<TokenSet> {
   const oauth = await lib();
   const issuer = await issuerFor(
@@ -6238,9 +6971,10 @@ async function refreshTokenSet(
   const { as, client, auth, http } = issuer;
   const tokens = await step("refresh the access token", () =>
     onceMoreForNonce(issuer, async () => {
+      const extra = { ...(resource ? { resource } : {}), ...(scope ? { scope } : {}) };
       const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, {
         ...http,
-        ...(resource ? { additionalParameters: { resource } } : {}),
+        ...(resource || scope ? { additionalParameters: extra } : {}),
       });
       return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
     }));
@@ -6318,10 +7052,10 @@ async function renew(
     : entry
     ? "The cached token has expired and cannot be refreshed"
     : "No cached token";
-  if (entry && !rejected && !entry.refreshToken && !hasExpired(entry, deps.now())) {
+  if (entry && !rejected && !renewable(entry) && !hasExpired(entry, deps.now())) {
     return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
   }
-  if (entry?.refreshToken) {
+  if (entry?.refreshToken || config.grant) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     deps.catchInterrupt?.();
     const interrupt = deps.signal;
@@ -6341,26 +7075,12 @@ async function renew(
     }
     try {
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
-      const current = await readEntry(config, deps, name);
-      if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
-      if (current?.refreshToken) {
-        try {
-          const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
-          await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
-          if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
-          return next;
-        } catch (error) {
-          if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) {
-            // A refresh ahead of time that fails (server error, network, timeout): the token still works.
-            if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
-            const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
-            return stillValid(current, why, deps, "it is tried again at the next use");
-          }
-          await deps.storage.remove(`${name}.json`);
-          say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
-          why = "The session has ended";
-        }
-      }
+      // A grant without a person runs again; a person's login is refreshed.
+      const renewed = config.grant
+        ? await renewGrant(config, deps, name, rejected)
+        : await refreshLocked(config, deps, name, rejected);
+      if (renewed === "ended") why = "The session has ended";
+      else if (renewed) return renewed;
     } finally {
       lock.release();
     }
@@ -6378,6 +7098,40 @@ async function renew(
   }
   say(deps, `${why} for ${displayIssuer(config.issuer)}: signing in`);
   return await loginAndSave(config, deps, name);
+}
+
+/**
+ * `renew`'s refresh of a person's entry, under its lock: the entry again if another process refreshed it
+ * meanwhile; the refreshed entry, saved; the cached one with a warning when a refresh ahead of time
+ * fails (the token still works); "ended" when the server refused the refresh token (the entry is then
+ * removed); undefined when there is nothing to refresh with (another process logged out).
+ */
+async function refreshLocked(
+  config: Config,
+  deps: Deps,
+  name: string,
+  rejected?: string,
+): Promise<TokenSet | "ended" | undefined> {
+  const interrupt = deps.signal;
+  const current = await readEntry(config, deps, name);
+  if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
+  if (!current?.refreshToken) return undefined;
+  try {
+    const next = await refreshTokenSet(current, config, deps, makeTrace(config, deps));
+    await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\n");
+    if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
+    return next;
+  } catch (error) {
+    if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) {
+      // A refresh ahead of time that fails (server error, network, timeout): the token still works.
+      if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
+      const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
+      return stillValid(current, why, deps, "it is tried again at the next use");
+    }
+    await deps.storage.remove(`${name}.json`);
+    say(deps, `warning: The session has ended at the server (${error.message}); the cached tokens were removed`);
+    return "ended";
+  }
 }
 
 /** A token due for renewal that cannot be renewed now but has not expired: says why on stderr, and is used. */
@@ -6552,10 +7306,11 @@ async function deleteAppToken(
   }
 }
 
-// ── 15 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 18 Commands: login, token, whoami, profiles, logout ────────────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  if (config.grant) return await grantAndSave(config, deps, name);
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
   await deps.storage.prepare?.(`${name}.json`);
   const result = await signIn(config, deps);
@@ -6609,9 +7364,21 @@ async function loginCommand(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         refresh_token: entry.refreshToken ?? null,
         id_token: entry.idToken ?? null,
+        ...grantFields(entry),
       }) + "\n",
     );
   }
+}
+
+/** An entry's grant without a person, for JSON output: which grant, its sources and the issued token type. */
+function grantFields(entry: TokenSet): Record<string, string | null> {
+  if (!entry.grant) return {};
+  return {
+    grant: entry.grant,
+    subject_token_from: entry.subjectTokenFrom ?? null,
+    actor_token_from: entry.actorTokenFrom ?? null,
+    issued_token_type: entry.issuedTokenType ?? null,
+  };
 }
 
 /** The ExecCredential versions kubectl may ask for, newest first. */
@@ -6679,12 +7446,34 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
       { hint: `set apiVersion in the kubeconfig's exec block to one of ${EXEC_CREDENTIAL_VERSIONS.join(", ")}` },
     );
   }
-  const found = await entryFor(config, deps);
+  const entry = await usableEntry(config, deps, await entryFor(config, deps), exec ? exec.interactive : undefined);
+  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
+  if (config.format === "headers") {
+    if (entry.tokenType === "N_A") throw notAnAccessToken(entry);
+    return deps.stdout(await headerLines(entry, config.request!, deps));
+  }
+  deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
+}
+
+/**
+ * The entry `token`, `fetch` and `exec` use, valid for at least `--min-ttl`: the one found, for the
+ * resource asked for, renewed when due (`renew`: refreshed, the grant run again, or a sign-in where a
+ * person can answer). `--dpop` with a cached Bearer token signs in again, or says it cannot.
+ */
+async function usableEntry(
+  config: Config,
+  deps: Deps,
+  found: FoundEntry,
+  kubectlInteractive?: boolean,
+): Promise<TokenSet> {
   const name = found.name;
   let entry = found.entry;
+  let rejected: string | undefined;
   if (entry && config.dpop && !entry.dpopKey) {
-    if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
-    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+    // --dpop asks for what the cached Bearer token is not: the grant runs again, or a person signs in again.
+    if (config.grant) rejected = entry.accessToken;
+    else if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined;
   }
   if (
     entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
@@ -6692,11 +7481,18 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
-    entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
+    entry = await renew(config, deps, name, entry, kubectlInteractive, rejected);
   }
-  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
-  if (config.format === "headers") return deps.stdout(await headerLines(entry, config.request!, deps));
-  deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
+  return entry;
+}
+
+/** A token exchange's token that is not an access token (`N_A`, RFC 8693 §2.2.1): it is never sent as one. */
+function notAnAccessToken(entry: TokenSet): LoginError {
+  return new LoginError(
+    "usage",
+    `The cached token is a "${sanitize(entry.issuedTokenType ?? "token")}", not an access token (token_type N_A)`,
+    { hint: 'it is printed by "oauth-login token" and given by "oauth-login exec", never sent by this tool' },
+  );
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
@@ -6707,7 +7503,7 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   const expired = entry !== undefined && hasExpired(entry, now);
   const why = !entry
     ? "Not logged in"
-    : expired && !entry.refreshToken
+    : expired && !renewable(entry)
     ? "The cached token has expired and cannot be refreshed"
     : undefined;
   if (!entry || why) {
@@ -6735,35 +7531,50 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         expired,
-        refreshable: !!entry.refreshToken,
+        refreshable: renewable(entry),
+        ...grantFields(entry),
       }) + "\n",
     );
     return;
   }
+  deps.stdout(whoamiText(entry, now));
+}
+
+/** `whoami`'s lines for an entry: who (or which client, by which grant), the scopes, the token's state. Pure. */
+function whoamiText(entry: TokenSet, now: number): string {
+  const expired = hasExpired(entry, now);
+  const renewed = entry.refreshToken ? "refreshed" : "renewed";
   const expiry = entry.expiresAt === undefined
     ? `has no stated expiry${
-      entry.refreshToken ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
+      renewable(entry) ? `; it is ${renewed} within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
     }`
     : expired
-    ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`
+    ? `expired ${relativeTime(entry.expiresAt, now)}; it will be ${renewed} when next used`
     : `expires ${relativeTime(entry.expiresAt, now)} (${new Date(entry.expiresAt).toISOString()})`;
-  deps.stdout(
-    `Logged in to ${sanitize(entry.metadata.issuer ?? entry.issuer)} as ${
-      sanitize(entry.user ?? entry.subject ?? "an unnamed user")
-    }\n` +
-      `  client:  ${sanitize(entry.clientId)}\n` +
-      `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
-      `  token:   ${expiry}\n` +
-      `  refresh: ${
-        entry.refreshToken
-          ? entry.refreshExpiresAt === undefined
-            ? "yes"
-            : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
-              new Date(entry.refreshExpiresAt).toISOString()
-            }`
-          : "no (sign in again when the token expires)"
-      }\n`,
-  );
+  const issuer = sanitize(entry.metadata.issuer ?? entry.issuer);
+  const grant = entry.grant
+    ? `  grant:   ${entry.grant}${
+      entry.subjectTokenFrom ? `, subject token from ${sanitize(entry.subjectTokenFrom)}` : ""
+    }${entry.actorTokenFrom ? `, actor token from ${sanitize(entry.actorTokenFrom)}` : ""}\n` +
+      (entry.issuedTokenType ? `  issued:  ${sanitize(entry.issuedTokenType)}\n` : "")
+    : "";
+  return (entry.grant
+    ? `Token from ${issuer} ${grantedTo(entry)}\n`
+    : `Logged in to ${issuer} as ${sanitize(entry.user ?? entry.subject ?? "an unnamed user")}\n`) +
+    `  client:  ${sanitize(entry.clientId)}\n` + grant +
+    `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
+    `  token:   ${expiry}\n` +
+    `  refresh: ${
+      entry.refreshToken
+        ? entry.refreshExpiresAt === undefined
+          ? "yes"
+          : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
+            new Date(entry.refreshExpiresAt).toISOString()
+          }`
+        : entry.grant
+        ? "no; the grant runs again when the token is due"
+        : "no (sign in again when the token expires)"
+    }\n`;
 }
 
 /**
@@ -6802,6 +7613,7 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         state: entryState(entry, now).state,
+        ...grantFields(entry),
       }))) + "\n",
     );
     return;
@@ -6812,7 +7624,7 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
       sanitize(entry.profile ?? "-"),
       sanitize(entry.metadata.issuer ?? entry.issuer),
       sanitize(entry.clientId),
-      sanitize(entry.user ?? entry.subject ?? "-"),
+      sanitize(entry.user ?? entry.subject ?? (entry.grant ? `(${entry.grant})` : "-")),
       entryState(entry, now).text,
     ]),
   ]));
@@ -7055,6 +7867,8 @@ function logoutOutcome(outcome: LogoutOutcome): string {
     : "removed here, not revoked: its client secret is not configured";
 }
 
+// ── 19 Handing the token on: fetch calls an API, exec runs a program ───────────────────────────────────────────────
+
 /** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
 async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
   const data = request.data;
@@ -7086,17 +7900,8 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   const trace = makeTrace(config, deps);
   const found = await entryFor(config, deps);
   const name = found.name;
-  let entry = found.entry;
-  if (entry && config.dpop && !entry.dpopKey) {
-    if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
-    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
-  }
-  if (
-    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
-  ) {
-    entry = await forResource(config, deps, name, config.resources[0]);
-  }
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  let entry = await usableEntry(config, deps, found);
+  if (entry.tokenType === "N_A") throw notAnAccessToken(entry);
   const body = await requestBody(request, deps);
   if (body && !request.headers.some(([key]) => /^content-type$/i.test(key))) {
     const first = new TextDecoder().decode(body.subarray(0, 64)).trimStart()[0];
@@ -7123,7 +7928,7 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
   };
   dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
   let response = await sendWithNonce(entry);
-  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && entry.refreshToken) {
+  if (response.status === 401 && challengeError(response.headers) === "invalid_token" && renewable(entry)) {
     trace?.("the server refused the access token: refreshing it and sending once more");
     const nonces = dpop?.nonces;
     entry = entry.resource !== undefined && entry.resources?.[0] !== entry.resource
@@ -7201,7 +8006,132 @@ function writeAnswer(response: Answer, request: ResourceRequest, config: Config,
   );
 }
 
-// ── 16 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+/** The variable `exec` puts the access token in, unless `--env-name` names another. */
+const EXEC_ENV_NAME = "OAUTH_ACCESS_TOKEN";
+
+/** `exec`'s program (what follows `--`) and `--env-name`, checked. Throws a usage LoginError. Pure. */
+function resolveProgram(cli: Cli): NonNullable<Config["program"]> {
+  const [command, ...args] = cli.program ?? [];
+  if (!command) {
+    throw new LoginError("usage", "No program to run", {
+      hint: 'put it after --: "oauth-login exec -- COMMAND ARGS..."',
+    });
+  }
+  const envName = cli.flags["env-name"] ?? EXEC_ENV_NAME;
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+    throw new LoginError("usage", `The variable name "${sanitize(envName)}" is not one a program can read`, {
+      hint: "use letters, digits and _, not starting with a digit",
+    });
+  }
+  return { command, args, envName };
+}
+
+/** `exec` with a DPoP-bound token: a program cannot make the proofs (RFC 9449) without the key, which stays here. */
+function dpopForExec(): LoginError {
+  return new LoginError("usage", "The token is DPoP-bound, and a program cannot make DPoP proofs without its key", {
+    hint: 'use "oauth-login fetch" for each request, or "oauth-login token --format headers --url URL" for one; ' +
+      "or log in without --dpop for a Bearer token",
+  });
+}
+
+/**
+ * The cached login of this configuration whose scope covers `asked` and more (its key, as `cacheKey`
+ * makes it with its own scope): the one `exec --scope` narrows. Undefined when none does.
+ */
+async function widerLogin(config: Config, deps: Deps, asked: string[]): Promise<Required<FoundEntry> | undefined> {
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (!entry || !belongsTo(entry, config)) continue;
+    const login = { ...config, scope: entry.requestedScope || undefined };
+    if (![cacheKey(login), ...legacyCacheKeys(login)].includes(name)) continue;
+    const granted = scopeList(entry.scope ?? entry.requestedScope);
+    if (asked.every((scope) => granted.includes(scope)) && granted.length > asked.length) return { name, entry };
+  }
+  return undefined;
+}
+
+/**
+ * `exec --scope S` where no login asked for exactly S but one covers more: a token narrowed to S by a
+ * refresh that asks for S (RFC 6749 §6), under that login's lock. Its rotated refresh token is saved
+ * (the new one keeps the login's scope) and its own access token kept; the narrowed one is not cached.
+ * Undefined when no login covers S. Throws when the login cannot be narrowed: no refresh token, a
+ * DPoP-bound login, a server that refuses (`invalid_scope`) or grants more than S.
+ */
+async function narrowedEntry(config: Config, deps: Deps): Promise<TokenSet | undefined> {
+  const wide = await widerLogin(config, deps, scopeList(config.scope ?? ""));
+  if (!wide) return undefined;
+  if (wide.entry.dpopKey) throw dpopForExec();
+  const what = `Cannot narrow the login's token to "${sanitize(config.scope)}"`;
+  const hint = "run without --scope to give the program the login's token as it is, or log in with that --scope";
+  if (!wide.entry.refreshToken) throw new LoginError("config", `${what}: the login has no refresh token`, { hint });
+  const login = { ...config, scope: wide.entry.requestedScope || undefined };
+  const lock = await lockEntry(wide.name, deps);
+  try {
+    const current = await readEntry(login, deps, wide.name);
+    if (!current?.refreshToken) throw new LoginError("config", `${what}: the login has no refresh token`, { hint });
+    // Without a scope in the answer, the server granted what was asked (RFC 6749 §5.1).
+    const asked = { ...current, scope: config.scope };
+    const next = await refreshTokenSet(asked, login, deps, makeTrace(config, deps), current.resource, config.scope)
+      .catch((error) => {
+        if (!(error instanceof ErrorResponse && error.code === "invalid_scope")) throw error;
+        throw new LoginError("failure", `${what}: the server refused a narrower scope in a refresh`, {
+          hint,
+          cause: error,
+        });
+      });
+    await deps.storage.write(
+      `${wide.name}.json`,
+      JSON.stringify({ ...current, refreshToken: next.refreshToken, dpopNonces: next.dpopNonces }, null, 2) + "\n",
+    );
+    const broader = scopeList(next.scope ?? "").filter((scope) => !scopeList(config.scope ?? "").includes(scope));
+    if (broader.length > 0) {
+      throw new LoginError("failure", `${what}: the server granted "${sanitize(next.scope)}" instead`, {
+        hint: `the program was not run; ${hint}`,
+      });
+    }
+    return next;
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * `exec`: runs a program with a valid access token in its environment (`OAUTH_ACCESS_TOKEN`, or the
+ * variable `--env-name` names), renewed first as `token` would; never on a command line. A DPoP-bound
+ * token is refused (the program could not use it). `--scope` narrower than the cached login's asks for
+ * a narrowed token (`narrowedEntry`). Returns the program's exit code; 127 when there is no such
+ * program, 126 when it cannot be run.
+ */
+async function execCommand(config: Config, deps: Deps): Promise<number> {
+  const program = config.program!;
+  const found = await entryFor(config, deps);
+  if (config.dpop || found.entry?.dpopKey) throw dpopForExec();
+  const narrowing = found.entry === undefined && !config.grant && config.sources.scope === "flag";
+  const entry = (narrowing ? await narrowedEntry(config, deps) : undefined) ?? await usableEntry(config, deps, found);
+  if (entry.dpopKey || /^dpop$/i.test(entry.tokenType)) throw dpopForExec();
+  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
+  if (!deps.runProgram) throw new LoginError("cannot_run", "This tool cannot run programs here");
+  const shown = `"${sanitize(program.command)}"`;
+  try {
+    return await deps.runProgram(program.command, {
+      args: program.args,
+      env: { [program.envName]: entry.accessToken },
+    });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new LoginError("not_found", `Cannot run ${shown}: there is no such program`, {
+        hint: "check its name, or give its path (it is looked for in PATH)",
+      });
+    }
+    if (error instanceof Deno.errors.PermissionDenied) {
+      throw new LoginError("cannot_run", `Cannot run ${shown}: this user may not run it`);
+    }
+    throw error;
+  }
+}
+
+// ── 20 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -7369,7 +8299,14 @@ async function doctorConfig(
         config.scope ? ` (${from("scope")})` : ""
       }`,
     );
-    add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
+    if (config.grant) doctorGrant(config, deps, add);
+    else {
+      add(
+        "ok",
+        "config",
+        `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`,
+      );
+    }
     if (config.clientKey) {
       try {
         await readClientKey(config.clientKey);
@@ -7380,6 +8317,35 @@ async function doctorConfig(
     }
   }
   return config;
+}
+
+/**
+ * `doctor`'s lines for a grant without a person: the grant, and whether each token source is there
+ * (a variable set, a file readable), without reading a token or sending anything.
+ */
+function doctorGrant(config: Config, deps: Deps, add: AddCheck): void {
+  add("ok", "config", `grant: ${config.grant} (from ${config.sources.grant}); no browser, no person`);
+  for (const [role, text] of [["subject", config.subjectTokenFrom], ["actor", config.actorTokenFrom]] as const) {
+    if (text === undefined) continue;
+    const source = parseTokenSource(text, `${role}-token-from`);
+    const key = role === "subject" ? "subjectTokenFrom" : "actorTokenFrom";
+    const what = `${role} token: from ${text} (from ${config.sources[key]})`;
+    const variables = source.kind === "github-actions"
+      ? ["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+      : source.kind === "gitlab" || source.kind === "env"
+      ? [source.variable]
+      : [];
+    const unset = variables.filter((name) => !deps.env(name));
+    if (unset.length > 0) {
+      add("fail", "config", `${what}: ${unset.join(" and ")} ${unset.length > 1 ? "are" : "is"} not set`);
+    } else if (source.kind === "kubernetes" || source.kind === "file") {
+      let found = false;
+      try {
+        found = Deno.statSync(source.path).isFile;
+      } catch { /* reported below */ }
+      add(found ? "ok" : "fail", "config", `${what}: ${found ? "the file is there" : "there is no such file"}`);
+    } else add("ok", "config", `${what}${source.kind === "stdin" ? ", read at each grant" : ""}`);
+  }
 }
 
 /**
@@ -7471,7 +8437,16 @@ async function doctorDiscovery(
         list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
       }; this client uses ${authMethod}`,
     );
-    await checkClient(issuer, config, deps, add);
+    if (!config.grant) await checkClient(issuer, config, deps, add);
+    else {
+      const offered = !Array.isArray(as.grant_types_supported) ||
+        as.grant_types_supported.includes(GRANT_TYPES[config.grant]);
+      add(
+        offered ? "ok" : "warn",
+        "discovery",
+        `the ${config.grant} grant is ${offered ? "offered (or not listed)" : "not among the grants the server lists"}`,
+      );
+    }
     const dpopAlgs = as.dpop_signing_alg_values_supported;
     if (Array.isArray(dpopAlgs)) {
       add(
@@ -7637,8 +8612,10 @@ async function doctor(
   if (config) {
     const discovered = await doctorDiscovery(config, deps, add);
     metadata = discovered.metadata;
-    await doctorRedirect(config, add);
-    doctorBrowser(config, deps, discovered.deviceSupported, add);
+    if (!config.grant) {
+      await doctorRedirect(config, add);
+      doctorBrowser(config, deps, discovered.deviceSupported, add);
+    }
   }
   doctorNetwork(config, metadata, deps, add);
   await doctorCache(deps, add);
@@ -7649,7 +8626,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 17 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 21 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
@@ -7658,6 +8635,8 @@ interface Cli {
   flags: FlagValues;
   /** `fetch URL`: the one positional argument a command takes. */
   target?: string;
+  /** `exec`: the program and its arguments, everything after `--`. */
+  program?: string[];
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -7669,6 +8648,7 @@ const COMMANDS: Record<string, Command> = {
   doctor: "doctor",
   profiles: "profiles",
   fetch: "fetch",
+  exec: "exec",
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
@@ -7704,6 +8684,13 @@ const COMMON_FLAGS: Flag[] = [
   "assertion-audience",
   "resource",
   "audience",
+  "grant",
+  "subject-token-from",
+  "subject-token-type",
+  "requested-token-type",
+  "subject-audience",
+  "actor-token-from",
+  "actor-token-type",
 ];
 
 const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint", "no-par"];
@@ -7717,12 +8704,17 @@ const COMMAND_FLAGS: Record<Command, Flag[]> = {
   doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
   profiles: [],
   fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url"],
+  exec: [...LOGIN_FLAGS, "min-ttl", "interactive", "env-name"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
 async function parseCli(args: string[]): Promise<Cli> {
   // `help` and `help COMMAND`, as git and gh take them, mean --help.
   if (args[0] === "help") args = [...args.slice(1, 2), "--help"];
+  // `exec … -- COMMAND ARGS…`: what follows `--` is the program's, never read as flags.
+  const dashes = args.indexOf("--");
+  const program = dashes < 0 ? undefined : args.slice(dashes + 1);
+  if (dashes >= 0) args = args.slice(0, dashes);
   // A negative number after a numeric flag is its value (refused later with the flag's own rule), not a flag.
   args = args.flatMap((arg, i) =>
     /^--(timeout|min-ttl|port)$/.test(arg) && /^-\d/.test(args[i + 1] ?? "") ? [`${arg}=${args[i + 1]}`] : [arg]
@@ -7770,7 +8762,14 @@ async function parseCli(args: string[]): Promise<Cli> {
   }
   if (rest.length > (command === "fetch" ? 1 : 0)) {
     throw new LoginError("usage", `Unexpected argument "${sanitize(rest[command === "fetch" ? 1 : 0])}"`, {
-      hint: `run "oauth-login ${command} --help" to see the usage`,
+      hint: command === "exec"
+        ? `put -- before the program: "oauth-login exec -- ${sanitize(rest[0])} ..."`
+        : `run "oauth-login ${command} --help" to see the usage`,
+    });
+  }
+  if (program !== undefined && command !== "exec") {
+    throw new LoginError("usage", `Unexpected argument "--"`, {
+      hint: `only "exec" takes a program after --; run "oauth-login ${command} --help" to see the usage`,
     });
   }
   const flags = parsed.values as FlagValues;
@@ -7781,7 +8780,13 @@ async function parseCli(args: string[]): Promise<Cli> {
       hint: `run "oauth-login ${command} --help" to see its flags`,
     });
   }
-  return { command, named: parsed.positionals.length > 0, flags, target: command === "fetch" ? rest[0] : undefined };
+  return {
+    command,
+    named: parsed.positionals.length > 0,
+    flags,
+    target: command === "fetch" ? rest[0] : undefined,
+    ...(program ? { program } : {}),
+  };
 }
 
 /**
@@ -7864,7 +8869,20 @@ DPoP, client keys and resources:
   --client-key FILE     its key: PEM PKCS#8 or JWK           OAUTH_CLIENT_KEY
   --assertion-audience issuer|token-endpoint   the aud of client assertions
   --resource URI        the API a token is for (RFC 8707); repeatable
-  --audience VALUE      the audience parameter (Auth0 and others)`;
+  --audience VALUE      the audience parameter (Auth0 and others)
+
+Logins without a person (no browser; token runs the grant again when due):
+  --grant GRANT         client_credentials, jwt-bearer (RFC 7523) or
+                        token-exchange (RFC 8693)              (OAUTH_GRANT)
+  --subject-token-from SOURCE   the subject token or assertion, read afresh
+                        at each grant: github-actions, gitlab:VAR,
+                        kubernetes[:PATH], file:PATH, env:NAME or - (stdin)
+                        (OAUTH_SUBJECT_TOKEN_FROM; never from .env)
+  --subject-audience A  a GitHub Actions token's audience (default: the
+                        issuer)   (OAUTH_SUBJECT_AUDIENCE; never from .env)
+  --subject-token-type T, --requested-token-type T   RFC 8693 token types:
+                        jwt (default), id_token, access_token or a URI
+  --actor-token-from SOURCE, --actor-token-type T   the actor (RFC 8693)`;
 
 const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
                         server (OAUTH_REDIRECT_URI; default:
@@ -7900,6 +8918,7 @@ Commands:
                    redirect URI, the port, the browser and the cache
   profiles         list the config file's profiles and who is logged in
   fetch URL        call an API with the cached token (Bearer or DPoP)
+  exec -- CMD ...  run a program with a valid token in OAUTH_ACCESS_TOKEN
 
 ${CONFIG_FLAGS_HELP}
 
@@ -7917,7 +8936,8 @@ OAUTH_LOGIN_CONFIG (the profiles' file; default:
 Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
-            4 login required, 5 timed out, 130 interrupted.
+            4 login required, 5 timed out, 130 interrupted; exec: the
+            program's, 126 cannot run it, 127 no such program.
 
 Example:
   oauth-login --issuer https://dev-123456.okta.com/oauth2/default \\
@@ -8003,6 +9023,26 @@ Redirects are not followed. Exits 0 for a 2xx answer, else 1 (body printed).
 
 ${CONFIG_FLAGS_HELP}
 `,
+  exec: `Usage: oauth-login exec [flags] -- COMMAND [ARGS...]
+
+Runs COMMAND (never through a shell) with a valid access token in its
+environment, as OAUTH_ACCESS_TOKEN: renewed first as "oauth-login token" would,
+and never on a command line. The tool exits with the program's exit code
+(126: it cannot be run, 127: no such program); SIGINT, SIGTERM and SIGHUP are
+passed on to it. A DPoP-bound token is refused: a program cannot make proofs.
+
+  --env-name NAME       put the token in NAME instead of OAUTH_ACCESS_TOKEN
+  --scope "A B"         narrower than the cached login's: the program gets a
+                        token narrowed to it by a refresh (RFC 6749 §6), or
+                        nothing, when the server does not narrow it
+  --min-ttl SECONDS     renew when the token expires within this long
+  --interactive         sign in when needed even without a terminal
+
+${CONFIG_FLAGS_HELP}
+
+Login flags:
+${LOGIN_FLAGS_HELP}
+`,
   logout: `Usage: oauth-login logout [--all] [flags]
 
 Revokes the refresh and access tokens at the server (RFC 7009) where it has
@@ -8039,13 +9079,14 @@ Keys are the flags' names in snake_case. Secrets never go in the file.
 /** The commands that run on a resolved configuration (`doctor` reports configuration problems itself). */
 const COMMAND_RUNNERS: Record<
   Exclude<Command, "doctor" | "profiles">,
-  (config: Config, deps: Deps) => Promise<void>
+  (config: Config, deps: Deps) => Promise<void | number>
 > = {
   login: loginCommand,
   token: tokenCommand,
   whoami: whoamiCommand,
   logout: logoutCommand,
   fetch: fetchCommand,
+  exec: execCommand,
 };
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
@@ -8104,7 +9145,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead`,
       );
     }
-    await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
+    const code = await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
     if (saving !== undefined && profile) {
       const { settings, withheld } = profileSettings(cli.flags, deps.env, usableDotenv(dotenv, config), profile);
       const replaced = await saveProfile(profile.path, saving, settings);
@@ -8116,7 +9157,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       );
       if (withheld.length > 0) say(deps, withheldNote(withheld));
     }
-    return EXIT.ok;
+    return code ?? EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);
   } finally {
@@ -8229,7 +9270,37 @@ export function realDeps(): Deps {
       return invokedAs ??= invocation(env);
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
+    runProgram,
   };
+}
+
+/** The signals `exec` passes on to its program (Windows has only Ctrl-C to pass). */
+const FORWARDED_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
+
+/** `Deps.runProgram`: the program with the tool's stdio and the environment plus `env`; signals passed on. */
+async function runProgram(command: string, options: { args: string[]; env: Record<string, string> }): Promise<number> {
+  const child = new Deno.Command(command, {
+    args: options.args,
+    env: options.env,
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  // Listening also keeps this process alive on SIGTERM and SIGHUP until the program has ended.
+  const forward = FORWARDED_SIGNALS.map((signal) => {
+    const pass = () => {
+      try {
+        child.kill(signal);
+      } catch { /* it has just ended */ }
+    };
+    Deno.addSignalListener(signal, pass);
+    return () => Deno.removeSignalListener(signal, pass);
+  });
+  try {
+    return (await child.status).code;
+  } finally {
+    for (const stop of forward) stop();
+  }
 }
 
 /**
