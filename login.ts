@@ -2822,6 +2822,9 @@ const SECRET_FIELDS = new Set([
   "device_code",
   "password",
   "client_assertion",
+  "assertion",
+  "subject_token",
+  "actor_token",
 ]);
 
 /** Shows at most a short prefix of a secret. */
@@ -5520,7 +5523,7 @@ function parseTokenSource(text: string, flag: string): TokenSource {
   const [kind, ...rest] = text.split(":");
   const value = rest.join(":");
   if (text === "github-actions") return { kind: "github-actions" };
-  if (text === "-") return { kind: "stdin" };
+  if (text === "-" || text === "stdin") return { kind: "stdin" };
   if (text === "kubernetes") return { kind: "kubernetes", path: KUBERNETES_TOKEN_PATH };
   const variable = /^[A-Za-z_][A-Za-z0-9_]*$/.test(value);
   if (kind === "gitlab" && variable) return { kind: "gitlab", variable: value };
@@ -5871,7 +5874,7 @@ async function readTokenSource(
       if (!text.trim()) {
         throw missingSource(
           `Nothing was read from stdin (${flag} -)`,
-          "pipe the token in: ... | oauth-login token ...",
+          "pipe the token into this command",
         );
       }
       break;
@@ -5911,6 +5914,13 @@ async function runGrant(config: Config, deps: Deps, previous?: TokenSet): Promis
   const oauth = await lib();
   const trace = makeTrace(config, deps);
   if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before any request
+  // The sources first: one that is absent (not in that CI, no such file) fails before any request.
+  const read = (text: string | undefined, role: "subject" | "actor") =>
+    text === undefined
+      ? undefined
+      : readTokenSource(parseTokenSource(text, `${role}-token-from`), role, config, deps, trace);
+  const subject = await read(config.subjectTokenFrom, "subject");
+  const actor = await read(config.actorTokenFrom, "actor");
   const issuer = previous
     ? await issuerFor(
       previous.metadata as unknown as Oauth.AuthorizationServer,
@@ -5926,12 +5936,6 @@ async function runGrant(config: Config, deps: Deps, previous?: TokenSet): Promis
     const key = previous?.dpopKey ?? await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
     await enableDpop(issuer, await dpopState(key, previous?.dpopNonces, deps));
   }
-  const read = (text: string | undefined, role: "subject" | "actor") =>
-    text === undefined
-      ? undefined
-      : readTokenSource(parseTokenSource(text, `${role}-token-from`), role, config, deps, trace);
-  const subject = await read(config.subjectTokenFrom, "subject");
-  const actor = await read(config.actorTokenFrom, "actor");
   const parameters = grantParameters(config, subject, actor);
   const { as, client, auth, http } = issuer;
   const grant = config.grant!;
@@ -7562,7 +7566,7 @@ function whoamiText(entry: TokenSet, now: number): string {
     ? `Token from ${issuer} ${grantedTo(entry)}\n`
     : `Logged in to ${issuer} as ${sanitize(entry.user ?? entry.subject ?? "an unnamed user")}\n`) +
     `  client:  ${sanitize(entry.clientId)}\n` + grant +
-    `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
+    `  scopes:  ${entry.scope === "" ? "(none)" : sanitize(entry.scope ?? "(not stated by the server)")}\n` +
     `  token:   ${expiry}\n` +
     `  refresh: ${
       entry.refreshToken
@@ -9279,16 +9283,13 @@ const FORWARDED_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"
 
 /** `Deps.runProgram`: the program with the tool's stdio and the environment plus `env`; signals passed on. */
 async function runProgram(command: string, options: { args: string[]; env: Record<string, string> }): Promise<number> {
-  const child = new Deno.Command(command, {
-    args: options.args,
-    env: options.env,
-    stdin: "inherit",
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
-  // Listening also keeps this process alive on SIGTERM and SIGHUP until the program has ended.
+  let child: Deno.ChildProcess | undefined;
+  const early: Deno.Signal[] = [];
+  // Listening first: from here a SIGTERM or SIGHUP no longer ends this process, and no signal that comes
+  // as the program starts is lost; each goes on to the program.
   const forward = FORWARDED_SIGNALS.map((signal) => {
     const pass = () => {
+      if (!child) return void early.push(signal);
       try {
         child.kill(signal);
       } catch { /* it has just ended */ }
@@ -9297,6 +9298,14 @@ async function runProgram(command: string, options: { args: string[]; env: Recor
     return () => Deno.removeSignalListener(signal, pass);
   });
   try {
+    child = new Deno.Command(command, {
+      args: options.args,
+      env: options.env,
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    for (const signal of early) child.kill(signal);
     return (await child.status).code;
   } finally {
     for (const stop of forward) stop();

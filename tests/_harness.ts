@@ -118,6 +118,8 @@ export interface RunOptions {
   stdoutIsTerminal?: boolean;
   /** The working directory (`Deps.cwd`), which messages show a relative `.env` under. */
   cwd?: string;
+  /** Runs `exec`'s program (`Deps.runProgram`); by default none can be run. */
+  runProgram?: Deps["runProgram"];
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -189,6 +191,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     invokedAs: options.invokedAs,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
     cwd: options.cwd === undefined ? undefined : () => options.cwd!,
+    runProgram: options.runProgram,
   };
   const started = performance.now();
   const running = main(args, deps);
