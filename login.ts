@@ -5615,6 +5615,9 @@ function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<C
   if (subject?.kind === "stdin" && actor?.kind === "stdin") {
     throw new LoginError("usage", "The subject and the actor token cannot both be read from stdin (-)");
   }
+  if ((subject?.kind === "stdin" || actor?.kind === "stdin") && flags.data === "@-") {
+    throw new LoginError("usage", "Stdin cannot give both the request body (-d @-) and a token (-)");
+  }
   const audience = subject?.kind === "github-actions" || actor?.kind === "github-actions"
     ? given("subjectAudience")
     : undefined;
@@ -5813,11 +5816,20 @@ async function githubActionsToken(config: Config, deps: Deps, trace?: Trace): Pr
   return value;
 }
 
-/** Reads a token file (a projected service account token is a link the kubelet swaps: it is followed), at most `MAX_SOURCE_BYTES`. */
+/**
+ * Reads a token file (a projected service account token is a link the kubelet swaps: it is followed), at
+ * most `MAX_SOURCE_BYTES`. A file anyone may change is refused: another user could put their own token
+ * there, and the tool would sign in as them.
+ */
 async function readTokenFile(path: string, missing: () => LoginError): Promise<string> {
   try {
     const info = await Deno.stat(path);
     if (!info.isFile) throw new LoginError("config", `The token source "${sanitize(path)}" is not a file`);
+    if (info.mode !== null && (info.mode & 0o002) !== 0) {
+      throw new LoginError("config", `The token file "${sanitize(path)}" can be changed by any user`, {
+        hint: `make it writable by its owner alone: chmod o-w "${sanitize(path)}"`,
+      });
+    }
     if (info.size > MAX_SOURCE_BYTES) {
       throw new LoginError("config", `The token file "${sanitize(path)}" is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
     }
@@ -7550,7 +7562,7 @@ function whoamiText(entry: TokenSet, now: number): string {
   const renewed = entry.refreshToken ? "refreshed" : "renewed";
   const expiry = entry.expiresAt === undefined
     ? `has no stated expiry${
-      renewable(entry) ? `; it is ${renewed} within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
+      renewable(entry) ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
     }`
     : expired
     ? `expired ${relativeTime(entry.expiresAt, now)}; it will be ${renewed} when next used`
@@ -8299,9 +8311,10 @@ async function doctorConfig(
     add(
       "ok",
       "config",
-      `scope: ${config.scope ?? "openid profile [offline_access] (default)"}${
-        config.scope ? ` (${from("scope")})` : ""
-      }`,
+      `scope: ${
+        config.scope ??
+          (config.grant ? "none asked (the server's default)" : "openid profile [offline_access] (default)")
+      }${config.scope ? ` (${from("scope")})` : ""}`,
     );
     if (config.grant) doctorGrant(config, deps, add);
     else {

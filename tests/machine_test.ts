@@ -498,6 +498,25 @@ Deno.test("a subject token that expired, holds a line break or is empty is refus
       });
     });
   }
+  await t.step("a token file any user may change is refused: another user's token could be planted there", async () => {
+    await withMock(async (mock) => {
+      const dir = await Deno.makeTempDir();
+      await Deno.writeTextFile(`${dir}/token`, jwt({ sub: "mallory" }, mock.issuer));
+      await Deno.chmod(`${dir}/token`, 0o646);
+      const result = await run(
+        ["token", ...grantFlags(mock, "jwt-bearer", "--subject-token-from", `file:${dir}/token`)],
+        withSecret(),
+      );
+      assertEquals([result.code, result.stderr], [
+        EXIT.usage,
+        `error: The token file "${dir}/token" can be changed by any user\n` +
+        `hint: make it writable by its owner alone: chmod o-w "${dir}/token"\n`,
+      ]);
+      assertEquals(mock.requests, []);
+      await Deno.remove(dir, { recursive: true });
+      await cleanUp(result);
+    });
+  });
   await t.step("an expired Kubernetes token says the kubelet renews it", async () => {
     await withMock(async (mock) => {
       const dir = await Deno.makeTempDir();
@@ -644,6 +663,27 @@ Deno.test("grant settings that do not fit are usage errors, each in one sentence
       "error: The jwt-bearer grant needs a subject token, and none is configured\nhint: pass --subject-token-from SOURCE",
     ],
   ];
+  await t.step("fetch -d @- with a token from stdin", async () => {
+    const result = await run([
+      "fetch",
+      "--issuer",
+      "https://idp.example",
+      "--client-id",
+      "c",
+      "--grant",
+      "jwt-bearer",
+      "--subject-token-from",
+      "-",
+      "-d",
+      "@-",
+      "https://api.example/",
+    ]);
+    assertEquals(
+      [result.code, result.stderr],
+      [EXIT.usage, "error: Stdin cannot give both the request body (-d @-) and a token (-)\n"],
+    );
+    await cleanUp(result);
+  });
   for (const [flags, expected] of rows) {
     await t.step(flags.join(" "), async () => {
       const result = await run(
@@ -655,6 +695,29 @@ Deno.test("grant settings that do not fit are usage errors, each in one sentence
       await cleanUp(result);
     });
   }
+});
+
+Deno.test("doctor for a grant: the grant, whether each token source is there, whether the server lists the grant; no browser or redirect checks", async () => {
+  await withMock(async (mock) => {
+    const result = await run(
+      ["doctor", ...grantFlags(mock, "token-exchange", "--subject-token-from", "github-actions")],
+      withSecret(),
+    );
+    assertEquals(result.code, EXIT.failure);
+    const lines = result.stdout.split("\n");
+    assert(lines.includes("ok    config     grant: token-exchange (from flag); no browser, no person"), result.stdout);
+    assert(
+      lines.includes(
+        "fail  config     subject token: from github-actions (from flag): ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set",
+      ),
+      result.stdout,
+    );
+    assert(lines.includes("ok    discovery  the token-exchange grant is offered (or not listed)"), result.stdout);
+    assert(lines.includes("ok    config     scope: none asked (the server's default)"), result.stdout);
+    assert(!/^\w+ +(redirect|browser|client) /m.test(result.stdout), result.stdout);
+    assertEquals(grantRequests(mock), [], "doctor asks for no token");
+    await cleanUp(result);
+  });
 });
 
 // ── What a project's .env may set ───────────────────────────────────────────────────────────────

@@ -37,6 +37,7 @@ const TRUST = "tests/trust_test.ts";
 const CALLBACK = "tests/callback_test.ts";
 const GUARDS = "tests/guards_test.ts";
 const PROVIDERS = "tests/providers_test.ts";
+const MACHINE = "tests/machine_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -392,6 +393,73 @@ const MUTANTS: Mutant[] = [
       "$3$2$1",
     ]],
     tests: [GUARDS, LIFETIMES],
+  },
+  // ── Issue 22: logins without a person, and exec (tests/machine_test.ts) ──────────────────────────
+  {
+    name: "a .env names a token source (the person's files or variables read and sent)",
+    // mayGive's rule for SOURCE_KEYS: never from the .env.
+    edits: [[
+      /source === "flag" \|\| \(source !== "\.env" && trust\.decidedBy !== "\.env"\)/,
+      'source === "flag" || trust.decidedBy !== ".env"',
+    ]],
+    tests: [MACHINE],
+  },
+  {
+    name: "the environment's token source goes to a server a .env chose",
+    edits: [[/source === "flag" \|\| \(source !== "\.env" && trust\.decidedBy !== "\.env"\)/, 'source !== ".env"']],
+    tests: [MACHINE],
+  },
+  {
+    name: "the subject token shown in the trace",
+    edits: [[/ {2}"subject_token",\n/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "the GitHub Actions request token sent over plain http to another host",
+    edits: [[/if \(!url \|\| tokenRefusal\(url\)\) \{/, "if (!url) {"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "each process that waited for the lock runs the grant again (the entry not read again under it)",
+    // renewGrant's check of the entry once the lock is held (refreshLocked's comes later in login.ts).
+    edits: [[
+      /if \(current && isFresh\(current, deps\.now\(\), config\.minTtlMs\) && current\.accessToken !== rejected\) return current;/,
+      "",
+    ]],
+    tests: [MACHINE],
+  },
+  {
+    name: "a grant's entry keyed as a person's (the grant left out of the cache key)",
+    edits: [[/if \(config\.grant\) parts\.push\(\{ grant: [^\n]+\n/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "issued_token_type not checked",
+    edits: [[/ {2}checkIssuedTokenType\(tokens, config\);\n/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec puts the token on the program's command line",
+    edits: [[/args: program\.args,/, "args: [...program.args, entry.accessToken],"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec hands a DPoP-bound token to a program",
+    edits: [
+      [/if \(config\.dpop \|\| found\.entry\?\.dpopKey\) throw dpopForExec\(\);/, ""],
+      [/if \(entry\.dpopKey \|\| \/\^dpop\$\/i\.test\(entry\.tokenType\)\) throw dpopForExec\(\);/, ""],
+    ],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec --scope gives the program a token broader than asked",
+    edits: [[/if \(broader\.length > 0\) \{/, "if (false) {"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec passes no signal on to its program",
+    edits: [[/(?<=const pass = \(\) => \{[^]*?)child\.kill\(signal\);/, "void signal;"]],
+    tests: [MACHINE],
   },
 ];
 
