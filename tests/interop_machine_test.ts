@@ -124,7 +124,8 @@ interface ToolRun {
 async function tool(work: string, args: string[], env: Record<string, string> = {}): Promise<ToolRun> {
   const base: Record<string, string> = {};
   for (const [name, value] of Object.entries(Deno.env.toObject())) {
-    if (!/^(OAUTH_|INTEROP_|ACTIONS_|BROWSER$)/.test(name)) base[name] = value;
+    // Not the task's own variables either: hints then name the tool as `deno run` does, however the suite is run.
+    if (!/^(OAUTH_|INTEROP_|ACTIONS_|BROWSER$|INIT_CWD$|npm_config_user_agent$)/.test(name)) base[name] = value;
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--config", CONFIG, ...PERMISSIONS, LOGIN, ...args],

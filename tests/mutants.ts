@@ -434,6 +434,11 @@ const MUTANTS: Mutant[] = [
     tests: [MACHINE],
   },
   {
+    name: "a token file any user may change is read and sent",
+    edits: [[/info\.mode !== null && \(info\.mode & 0o002\) !== 0/, "false"]],
+    tests: [MACHINE],
+  },
+  {
     name: "issued_token_type not checked",
     edits: [[/ {2}checkIssuedTokenType\(tokens, config\);\n/, ""]],
     tests: [MACHINE],
