@@ -5881,6 +5881,10 @@ async function readTokenSource(
       }
       break;
     case "stdin": {
+      if (deps.canPrompt) {
+        // A terminal: reading to its end would wait for a Ctrl-D nobody knows to type.
+        throw missingSource(`Stdin is a terminal, not a token (${flag} -)`, "pipe the token into this command");
+      }
       const bytes = deps.readStdin ? await deps.readStdin() : new Uint8Array();
       text = new TextDecoder().decode(bytes.subarray(0, MAX_SOURCE_BYTES + 1));
       if (!text.trim()) {

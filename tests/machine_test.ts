@@ -452,6 +452,19 @@ Deno.test("each source that is absent ends with one sentence naming what was loo
       });
     });
   }
+  await t.step("- on a terminal", async () => {
+    await withMock(async (mock) => {
+      const result = await run(
+        ["token", ...grantFlags(mock, "jwt-bearer", "--subject-token-from", "-")],
+        withSecret({ interactive: true, stdin: new TextEncoder().encode("never read") }),
+      );
+      assertEquals([result.code, result.stderr], [
+        EXIT.usage,
+        "error: Stdin is a terminal, not a token (--subject-token-from -)\nhint: pipe the token into this command\n",
+      ]);
+      await cleanUp(result);
+    });
+  });
   await t.step("kubernetes: the default path, absent outside a pod", async () => {
     const path = "/var/run/secrets/kubernetes.io/serviceaccount/token";
     if (await Deno.stat(path).then(() => true, () => false)) return; // in a pod: nothing to show
