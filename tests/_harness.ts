@@ -122,6 +122,8 @@ export interface RunOptions {
   cwd?: string;
   /** The keychain tools' runner (`Deps.runTool`); absent: no keychain (see `env`'s OAUTH_TOKEN_STORAGE). */
   runTool?: Deps["runTool"];
+  /** Runs `exec`'s program (`Deps.runProgram`); by default none can be run. */
+  runProgram?: Deps["runProgram"];
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -198,6 +200,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
     cwd: options.cwd === undefined ? undefined : () => options.cwd!,
     runTool: options.runTool,
+    runProgram: options.runProgram,
   };
   const started = performance.now();
   const running = main(args, deps);
