@@ -39,9 +39,9 @@
  * 10. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
  * 11. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 12. Getting the code back: the loopback server (our own HTTP/1.1, one request per connection,
- *     bounded), its pages and start address, the browser (`listen`, `callbackHandler`,
- *     `browserAvailability`).
+ * 12. Getting the code back: the loopback server (Deno.serve on a private Unix socket, behind a
+ *     connection guard that bounds what local processes can hold open), its pages and start address,
+ *     the browser (`listen`, `guardConnections`, `callbackHandler`, `browserAvailability`).
  * 13. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
  * 14. The code exchange and who logged in (`exchangeCode`, `identify`).
@@ -4517,61 +4517,60 @@ function hostsFor(redirect: Redirect, port: number): string[] {
 /** A shutdown of the callback server never waits longer than this for the answers under way. */
 const SHUTDOWN_GRACE_MS = 1_000;
 
-/**
- * The callback server's limits. Deno.serve has none of them, and its accept loop ends for good at the
- * first failed accept (denoland/deno#10148): a local process that held enough idle connections to
- * use up the descriptors crashed a waiting login. So the server is our own, one request per
- * connection: at most MAX_CONNECTIONS open (more wait in the kernel's backlog, unaccepted); one that
- * has sent no complete request within IDLE_GRACE_MS is closed when another needs its place, and
- * every one within HEAD_TIMEOUT_MS; a failed accept (no descriptor left) is tried again, with fewer
- * connections allowed from then on, so that the code exchange and the cache still get descriptors.
- */
-const MAX_CONNECTIONS = 64;
-const IDLE_GRACE_MS = 250;
-const HEAD_TIMEOUT_MS = 10_000;
-const ACCEPT_RETRY_MS = 50;
-/** Descriptors left to the rest of the login once there were none: the connections allowed drop by this many. */
-const DESCRIPTOR_RESERVE = 8;
-const MIN_CONNECTIONS = 4;
-/** The request line and headers: at most this many bytes and header lines (more gets 431); the request line alone, 8 KiB (414). */
-const MAX_HEAD_BYTES = 32 * 1024;
-const MAX_HEADER_LINES = 100;
-const MAX_REQUEST_LINE_BYTES = 8 * 1024;
-/** After its answer, a connection reads and drops what the client still sends, this long at most (a lingering close). */
-const LINGER_MS = 1_000;
+/** What answers the callback server's requests. */
+type Handler = (request: Request) => Response | Promise<Response>;
 
 interface Listener {
   port: number;
   /** Installs the handler; until then every request gets 503. */
-  handle(handler: (request: Request) => Response | Promise<Response>): void;
+  handle(handler: Handler): void;
   close(): Promise<void>;
 }
 
-/** Binds the loopback address(es) of the redirect; `localhost` binds 127.0.0.1 and ::1 on one port. */
-function listen(redirect: Redirect): Listener {
-  let handler: ((request: Request) => Response | Promise<Response>) | undefined;
-  const server = callbackServer((request) =>
-    handler ? handler(request) : page(503, "Not ready", "Try again in a moment.")
-  );
-  const serve = (hostname: string, port: number) => Deno.listen({ hostname, port, transport: "tcp" });
-  const listeners: Deno.TcpListener[] = [];
+/**
+ * Serves the callback on the loopback address(es) of the redirect (`localhost`: 127.0.0.1 and ::1,
+ * one port). Deno.serve hosts it: on a Unix socket in a private folder, reached only through the
+ * connection guard that holds the loopback port (`guardConnections`). On Windows, where Deno has no
+ * Unix sockets, Deno.serve listens on the loopback port itself, without the guard's limits.
+ */
+async function listen(redirect: Redirect): Promise<Listener> {
+  let handler: Handler | undefined;
+  const serve: Handler = (request) => handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
+  const host = Deno.build.os === "windows" ? await serveDirectly(redirect, serve) : serveGuarded(redirect, serve);
+  return {
+    port: host.port,
+    handle(next) {
+      handler = next;
+    },
+    close: host.close,
+  };
+}
+
+/**
+ * Binds every address of the redirect on one port with `bind` (an ephemeral port: the one the first
+ * address got); a machine without IPv6 serves `localhost` on 127.0.0.1 alone. Throws `bindFailure`.
+ */
+function bindLoopback<T extends { addr: Deno.NetAddr; close(): void }>(
+  redirect: Redirect,
+  bind: (hostname: string, port: number) => T,
+): T[] {
+  const bound: T[] = [];
   let port = redirect.port;
   for (let attempt = 0;; attempt++) {
     try {
       for (const address of redirect.addresses) {
         try {
-          const listener = serve(address, port);
-          listeners.push(listener);
-          port = listener.addr.port;
+          bound.push(bind(address, port));
+          port = bound[0].addr.port;
         } catch (error) {
           // A machine without IPv6 cannot bind ::1; then 127.0.0.1 alone serves `localhost`.
-          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && listeners.length > 0) continue;
+          if (address === "::1" && error instanceof Deno.errors.AddrNotAvailable && bound.length > 0) continue;
           throw error;
         }
       }
-      break;
+      return bound;
     } catch (error) {
-      for (const listener of listeners.splice(0)) listener.close(); // nothing was accepted on them yet
+      for (const one of bound.splice(0)) one.close(); // nothing was served on them yet
       // With an ephemeral port, ::1 may already hold the port 127.0.0.1 got: pick another.
       if (error instanceof Deno.errors.AddrInUse && redirect.port === 0 && attempt < 5) {
         port = 0;
@@ -4580,35 +4579,302 @@ function listen(redirect: Redirect): Listener {
       throw bindFailure(error, redirect, port);
     }
   }
-  for (const listener of listeners) server.serve(listener);
-  return {
-    port,
-    handle(next) {
-      handler = next;
-    },
-    close: () => server.close(),
-  };
 }
 
-/** One accepted connection of the callback server. */
-interface Connection {
-  conn: Deno.Conn;
+/** A Unix socket's path holds at most 104 bytes (macOS; 108 on Linux): a longer TMPDIR gives way to /tmp. */
+const MAX_FOLDER_BYTES = 90;
+
+/** Deno.serve on a Unix socket in a new private folder (0700, removed at close), behind the guard on the loopback. */
+function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close(): Promise<void> } {
+  const listeners = bindLoopback(redirect, (hostname, port) => Deno.listen({ hostname, port, transport: "tcp" }));
+  let folder: string | undefined;
+  try {
+    folder = Deno.makeTempDirSync({ prefix: "oauth-login-" }); // 0700: no other user can reach the socket
+    if (new TextEncoder().encode(folder).length > MAX_FOLDER_BYTES) {
+      Deno.removeSync(folder);
+      folder = Deno.makeTempDirSync({ dir: "/tmp", prefix: "oauth-login-" });
+    }
+    const path = `${folder}/http.sock`;
+    const http = serveOn({ path }, serve);
+    const guard = guardConnections(listeners, () => Deno.connect({ transport: "unix", path }), folder);
+    return {
+      port: listeners[0].addr.port,
+      async close() {
+        await guard.stop();
+        // Graceful: Deno.serve writes out the answers under way and closes idle keep-alive connections.
+        // Not an abort: it could cut off a page whose `info.completed` has resolved before the page was
+        // written, and once shutdown() has begun, an abort throws (BadResource, in an event listener).
+        const shutdown = http.server.shutdown().catch(() => {});
+        const grace = delay(SHUTDOWN_GRACE_MS);
+        await Promise.race([shutdown.then(guard.flushed), grace.done]);
+        grace.cancel();
+        await guard.cut(); // whatever is left (a client that neither reads nor closes, an endless body)
+        const handlers = delay(SHUTDOWN_GRACE_MS); // all connections are gone: only a handler still at work holds it
+        await Promise.race([shutdown, handlers.done]);
+        handlers.cancel();
+        await Deno.remove(folder!, { recursive: true }).catch(() => {});
+      },
+    };
+  } catch (error) {
+    for (const listener of listeners) listener.close();
+    if (folder) Deno.removeSync(folder, { recursive: true });
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    throw new LoginError(
+      "config",
+      "Deno's permissions do not allow the callback server's socket in the temporary folder",
+      {
+        hint: "run again with --allow-read and --allow-write for the temporary folder (TMPDIR, else /tmp), " +
+          "as the deno.json tasks grant",
+      },
+    );
+  }
+}
+
+/** Windows: Deno.serve on the loopback port itself (Deno has no Unix sockets there), so without the guard's limits. */
+async function serveDirectly(redirect: Redirect, serve: Handler): Promise<{ port: number; close(): Promise<void> }> {
+  const aborted: Served[] = []; // those of a failed attempt to bind, which never served
+  try {
+    const servers = bindLoopback(redirect, (hostname, port) => {
+      const http = serveOn({ hostname, port }, serve);
+      const close = () => {
+        aborted.push(http);
+        http.controller.abort();
+      };
+      return { ...http, addr: http.server.addr as Deno.NetAddr, close };
+    });
+    return {
+      port: servers[0].addr.port,
+      async close() {
+        // Graceful, as above; a connection that outlasts the grace is left to the end of the process.
+        const grace = delay(SHUTDOWN_GRACE_MS);
+        await Promise.race([Promise.all(servers.map((http) => http.server.shutdown().catch(() => {}))), grace.done]);
+        grace.cancel();
+      },
+    };
+  } finally {
+    await Promise.all(aborted.map((http) => http.server.finished.catch(() => {}))); // their ports are free again
+  }
+}
+
+/** A Deno.serve server of the callback and the controller that stops it. */
+interface Served {
+  server: Deno.HttpServer<Deno.Addr>;
+  controller: AbortController;
+}
+
+/**
+ * Deno.serve on a Unix socket (`path`) or a loopback address, quiet, with a plain page when the
+ * handler throws. Deno moves the first server of a process to DENO_SERVE_ADDRESS when that is set
+ * (all interfaces, if it says so, or there as well as here): the variable is removed from this
+ * process first, and a server that is not where it was asked is refused.
+ */
+function serveOn(where: { path: string } | { hostname: string; port: number }, handler: Handler): Served {
+  const variable = { name: "env", variable: "DENO_SERVE_ADDRESS" } as const;
+  if (Deno.permissions.querySync(variable).state === "granted") Deno.env.delete(variable.variable);
+  const controller = new AbortController();
+  const serve = (request: Request) => handler(request); // `info.remoteAddr` would be the socket, not the browser
+  const onError = () => page(500, "Error", "Something went wrong; see the terminal.");
+  const options = { signal: controller.signal, onListen() {}, onError };
+  const server: Deno.HttpServer<Deno.Addr> = "path" in where
+    ? Deno.serve({ ...options, transport: "unix", path: where.path }, serve)
+    : Deno.serve({ ...options, ...where }, serve);
+  // Deno.serve's accept loop ends at its first failed accept and rejects `finished`: never uncaught.
+  server.finished.catch(() => {});
+  const addr = server.addr as { path?: string; hostname?: string; port?: number };
+  const moved = "path" in where
+    ? addr.path !== where.path
+    : addr.hostname !== where.hostname || (where.port !== 0 && addr.port !== where.port);
+  if (moved) {
+    controller.abort();
+    const at = addr.path ?? `${addr.hostname}:${addr.port}`;
+    throw new LoginError("config", `DENO_SERVE_ADDRESS moved the login's callback server to "${sanitize(at)}"`, {
+      hint: "unset DENO_SERVE_ADDRESS for the login, or let the login read it (--allow-env=DENO_SERVE_ADDRESS) " +
+        "so that it sets it aside",
+    });
+  }
+  return { server, controller };
+}
+
+/**
+ * The connection guard's limits (see `guardConnections`). Each connection costs three descriptors:
+ * its socket, ours to Deno.serve and Deno.serve's end of it.
+ */
+const MAX_CONNECTIONS = 64;
+/** A connection without a complete request head may give its place after this, and is closed after HEAD_TIMEOUT_MS. */
+const IDLE_GRACE_MS = 250;
+const HEAD_TIMEOUT_MS = 10_000;
+/** A connection older than this gives its place too, whatever it does: none is held for good by being kept busy. */
+const OLD_MS = 10_000;
+/** A connection is taken only while this many descriptors are left: for the next ones, the code exchange, the cache. */
+const FREE_DESCRIPTORS = 12;
+/** After a failed accept (or too few descriptors left) the guard retries after this, allowing two connections fewer. */
+const ACCEPT_RETRY_MS = 50;
+const MIN_CONNECTIONS = 4;
+/** After Deno.serve has ended a connection, the client has this long to read the end of the answer and close. */
+const LINGER_MS = 1_000;
+
+/** One connection the guard accepted and splices to Deno.serve. */
+interface Spliced {
   /** When it was accepted (performance.now()). */
   since: number;
-  /** Its request head is complete: it is no longer idle, and close() lets its answer go out. */
+  /** Its first request head is complete ("\r\n\r\n" came). */
   requested: boolean;
-  /** Resolves once its answer is written, or cannot be. */
-  answered: PromiseWithResolvers<void>;
-  /** Resolves when the server closes it: idle or slow, or the server shuts down. */
-  closed: PromiseWithResolvers<void>;
-  /** Resolves once it is closed and forgotten. */
+  /** The last bytes were Deno.serve's: an answer is out and nothing was asked since (keep-alive). */
+  answered: boolean;
+  /** Closes both of its sockets. */
+  cut(): void;
+  /** Resolves once Deno.serve has ended its side and all it wrote is passed on. */
+  flushed: Promise<void>;
+  /** Resolves once both sockets are closed. */
   done: Promise<void>;
 }
 
-/** Closes a connection from the server's side: whatever it was doing ends. */
-function closeConnection(connection: Connection): void {
-  connection.closed.resolve();
-  closeQuietly(connection.conn);
+/**
+ * The connection guard: the only thing listening on the loopback port. It accepts within limits and
+ * splices each connection's bytes both ways to Deno.serve (`upstream` connects to it), parsing no
+ * HTTP. It exists because Deno.serve's accept loop ends for good at its first failed accept
+ * (EMFILE; denoland/deno#10148) and Deno.serve has no connection limit and no idle or header timeout:
+ * idle local connections that used up the descriptors crashed a waiting login. Deno.serve still
+ * parses every byte (the design card: the HTTP is Deno's, that is hyper's, not ours to own).
+ *
+ * Limits: at most MAX_CONNECTIONS open, one more accepted and waiting for a place, the rest
+ * unaccepted in the kernel's backlog; a connection is taken only while FREE_DESCRIPTORS can be
+ * opened (`reserveDescriptors`, so that Deno.serve's own accept always finds one); a failed accept,
+ * or too few descriptors, lowers the limit and is retried after ACCEPT_RETRY_MS; for a connection
+ * that came, the oldest idle one is cut: no complete request head after IDLE_GRACE_MS, its answer
+ * out (kept alive by the client: Deno.serve has no idle timeout), or older than OLD_MS.
+ */
+function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise<Deno.Conn>, folder: string) {
+  const open = new Set<Spliced>(); // in the order accepted: the oldest first
+  let cap = MAX_CONNECTIONS;
+  let closing = false;
+  /** Whether a connection may give its place: no request head after IDLE_GRACE_MS, its answer out, or old. */
+  const idle = (c: Spliced, now: number) => {
+    const age = now - c.since;
+    return c.requested ? c.answered || age >= OLD_MS : age >= IDLE_GRACE_MS;
+  };
+  /** Waits for room for one more connection, cutting the oldest idle one; false once closing. */
+  const room = async (): Promise<boolean> => {
+    while (!closing && open.size >= cap) {
+      const now = performance.now();
+      const oldest = [...open].find((connection) => idle(connection, now));
+      if (oldest) {
+        oldest.cut();
+        await oldest.done;
+      } else await delay(ACCEPT_RETRY_MS).done;
+    }
+    return !closing;
+  };
+  const acceptLoop = async (listener: Deno.TcpListener) => {
+    while (!closing) {
+      let conn: Deno.Conn | undefined;
+      try {
+        reserveDescriptors(folder, FREE_DESCRIPTORS); // throws EMFILE as accept would, before a connection is taken
+        conn = await listener.accept();
+        // Only a connection that came takes a place from another: meanwhile the rest wait in the backlog.
+        if (!await room()) return closeQuietly(conn);
+        const spliced = splice(conn, await upstream());
+        open.add(spliced);
+        spliced.done.then(() => open.delete(spliced));
+        if (closing) spliced.cut();
+      } catch (error) {
+        if (conn) closeQuietly(conn);
+        if (closing || error instanceof Deno.errors.BadResource) return;
+        // Out of descriptors (EMFILE, ENFILE), or a connection aborted: it waits in the backlog; try again.
+        const code = (error as { code?: string }).code;
+        if (code === "EMFILE" || code === "ENFILE") {
+          cap = Math.max(MIN_CONNECTIONS, open.size - 2);
+          await room(); // fewer connections from now on: idle ones make room at once
+        }
+        await delay(ACCEPT_RETRY_MS).done;
+      }
+    }
+  };
+  const loops = listeners.map(acceptLoop);
+  return {
+    /** Stops accepting, and cuts the connections that have sent no request. */
+    async stop() {
+      closing = true;
+      for (const listener of listeners) closeQuietly(listener);
+      await Promise.all(loops);
+      for (const connection of open) if (!connection.requested) connection.cut();
+    },
+    /** Resolves once all that Deno.serve wrote is passed on (it has ended every connection). */
+    flushed: async () => void await Promise.all([...open].map((connection) => connection.flushed)),
+    /** Cuts every connection left. */
+    async cut() {
+      for (const connection of open) connection.cut();
+      await Promise.all([...open].map((connection) => connection.done));
+    },
+  };
+}
+
+/** Throws (EMFILE) unless `count` more descriptors can be had: opens the folder that many times and closes it again. */
+function reserveDescriptors(folder: string, count: number): void {
+  const opened: Deno.FsFile[] = [];
+  try {
+    while (opened.length < count) opened.push(Deno.openSync(folder));
+  } finally {
+    for (const file of opened) file.close();
+  }
+}
+
+/** Splices `client` and `server` both ways, watching the client's bytes only for the end of its first request head. */
+function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
+  const deadline = delay(HEAD_TIMEOUT_MS);
+  let last = 0; // the client's last four bytes, to find "\r\n\r\n" however the reads cut it
+  const spliced: Spliced = {
+    since: performance.now(),
+    requested: false,
+    answered: false,
+    cut() {
+      closeQuietly(client);
+      closeQuietly(server);
+    },
+    flushed: Promise.resolve(),
+    done: Promise.resolve(),
+  };
+  deadline.done.then(() => spliced.requested || spliced.cut());
+  const up = pipe(client, server, (bytes) => {
+    spliced.answered = false;
+    for (let i = 0; i < bytes.length && !spliced.requested; i++) {
+      last = ((last << 8) | bytes[i]) >>> 0;
+      spliced.requested = last === 0x0d0a0d0a;
+    }
+    if (spliced.requested) deadline.cancel();
+  });
+  spliced.flushed = pipe(server, client, () => spliced.answered = true);
+  spliced.done = (async () => {
+    await spliced.flushed; // Deno.serve ended the connection (or the client did, and Deno.serve followed)
+    const linger = delay(LINGER_MS);
+    await Promise.race([up, linger.done]);
+    linger.cancel();
+    deadline.cancel();
+    spliced.cut();
+    await up;
+  })();
+  return spliced;
+}
+
+/**
+ * Copies `from` to `to` until `from` ends, then ends `to`'s writing; `seen` hears of each read. What
+ * `to` no longer takes is read and dropped, so that closing does not reset a connection under an
+ * answer the client has yet to read. Never throws: a cut or a peer that went away ends it.
+ */
+async function pipe(from: Deno.Conn, to: Deno.Conn, seen: (bytes: Uint8Array) => void): Promise<void> {
+  const buffer = new Uint8Array(16 * 1024);
+  let writing = true;
+  try {
+    for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+      seen(buffer.subarray(0, n));
+      try {
+        for (let written = 0; writing && written < n;) written += await to.write(buffer.subarray(written, n));
+      } catch {
+        writing = false;
+      }
+    }
+  } catch { /* cut, or reset by the peer */ }
+  if (writing) await to.closeWrite().catch(() => {});
 }
 
 /** Closes a connection or listener that may be closed already. */
@@ -4616,288 +4882,6 @@ function closeQuietly(resource: { close(): void }): void {
   try {
     resource.close();
   } catch { /* already closed */ }
-}
-
-/**
- * The callback server: serves each connection accepted on the listeners given to `serve` with
- * `handler`, one request each, within the limits above. `close` stops accepting, closes idle
- * connections at once, lets the answers under way go out for up to SHUTDOWN_GRACE_MS, then closes the rest.
- */
-function callbackServer(
-  handler: (request: Request) => Response | Promise<Response>,
-): { serve(listener: Deno.TcpListener): void; close(): Promise<void> } {
-  const open = new Set<Connection>(); // in the order accepted: the oldest first
-  const listeners: Deno.TcpListener[] = [];
-  const loops: Promise<void>[] = [];
-  let cap = MAX_CONNECTIONS;
-  let closing = false;
-  let changed = Promise.withResolvers<void>();
-  const wake = () => {
-    changed.resolve();
-    changed = Promise.withResolvers<void>();
-  };
-  /** Until `ms` pass or something changes (a connection ends, the server closes). */
-  const pause = async (ms: number) => {
-    const timer = delay(ms);
-    await Promise.race([changed.promise, timer.done]);
-    timer.cancel();
-  };
-  /** Waits until there is room for one more connection, closing the oldest idle one past its grace; false when closing. */
-  const room = async (): Promise<boolean> => {
-    while (!closing && open.size >= cap) {
-      const idle = [...open].find((connection) => !connection.requested);
-      const waited = idle ? performance.now() - idle.since : 0;
-      if (idle && waited >= IDLE_GRACE_MS) {
-        closeConnection(idle);
-        await idle.done;
-      } else await pause(idle ? IDLE_GRACE_MS - waited : SHUTDOWN_GRACE_MS);
-    }
-    return !closing;
-  };
-  const acceptLoop = async (listener: Deno.TcpListener) => {
-    const { hostname, port } = listener.addr;
-    const origin = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
-    while (await room()) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (closing || error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) return;
-        // Out of descriptors (EMFILE, ENFILE) or a connection aborted: it waits in the backlog; try again.
-        const code = (error as { code?: string }).code;
-        if (code === "EMFILE" || code === "ENFILE") cap = Math.max(MIN_CONNECTIONS, open.size - DESCRIPTOR_RESERVE);
-        await pause(ACCEPT_RETRY_MS);
-        continue;
-      }
-      const connection: Connection = {
-        conn,
-        since: performance.now(),
-        requested: false,
-        answered: Promise.withResolvers(),
-        closed: Promise.withResolvers(),
-        done: Promise.resolve(),
-      };
-      open.add(connection);
-      connection.done = serveConnection(connection, origin, handler).finally(() => {
-        open.delete(connection);
-        wake();
-      });
-    }
-  };
-  return {
-    serve(listener) {
-      listeners.push(listener);
-      loops.push(acceptLoop(listener));
-    },
-    async close() {
-      closing = true;
-      for (const listener of listeners) closeQuietly(listener);
-      wake();
-      await Promise.all(loops);
-      for (const connection of open) if (!connection.requested) closeConnection(connection);
-      const grace = delay(SHUTDOWN_GRACE_MS);
-      await Promise.race([Promise.all([...open].map((c) => c.answered.promise)), grace.done]);
-      grace.cancel();
-      for (const connection of open) closeConnection(connection);
-      await Promise.all([...open].map((c) => c.done));
-    },
-  };
-}
-
-/**
- * Serves one connection: reads the request head (within HEAD_TIMEOUT_MS), answers it (a malformed
- * or oversized one with a 4xx, without calling the handler), then closes, lingering for what the
- * client still sends. Never throws: a connection that fails or is closed by the server just ends.
- */
-async function serveConnection(
-  connection: Connection,
-  origin: string,
-  handler: (request: Request) => Response | Promise<Response>,
-): Promise<void> {
-  const { conn } = connection;
-  const timeout = delay(HEAD_TIMEOUT_MS);
-  timeout.done.then(() => connection.requested || closeConnection(connection));
-  try {
-    const head = await readRequestHead(conn);
-    if (head === undefined) return;
-    connection.requested = true;
-    timeout.cancel();
-    const response = await Promise.race([answer(head, origin, handler), connection.closed.promise]);
-    if (response === undefined) return; // closed by the server while the handler worked
-    await writeAll(conn, await responseBytes(response, "method" in head && head.method === "HEAD"));
-    connection.answered.resolve();
-    await linger(conn);
-  } catch {
-    /* the client went away, or the server closed the connection */
-  } finally {
-    timeout.cancel();
-    closeQuietly(conn);
-    connection.answered.resolve();
-  }
-}
-
-/** The answer to a request head: the handler's, or the page for a refused head (never throws). */
-async function answer(
-  head: RequestHead | { refused: number },
-  origin: string,
-  handler: (request: Request) => Response | Promise<Response>,
-): Promise<Response> {
-  const request = "refused" in head ? undefined : requestFrom(head, origin);
-  if (request === undefined) return refusedPage("refused" in head ? head.refused : 400);
-  try {
-    return await handler(request);
-  } catch {
-    return page(500, "Error", "Something went wrong; see the terminal.");
-  }
-}
-
-/** A request head as read: request line and header fields (names lowercase, values as sent). */
-interface RequestHead {
-  method: string;
-  /** The origin-form target: the path and query. */
-  target: string;
-  headers: [string, string][];
-}
-
-/**
- * Reads a connection until its request head is complete (RFC 9112 §2.1), or can be refused: its
- * status then (400, 414, 431). Undefined when the client closes first.
- */
-async function readRequestHead(conn: Deno.Conn): Promise<RequestHead | { refused: number } | undefined> {
-  const bytes = new Uint8Array(MAX_HEAD_BYTES + 1); // read into in place: no copy however it arrives
-  const scan: HeadScan = { length: 0, next: 0, lineEnd: -1 };
-  for (;;) {
-    const n = await conn.read(bytes.subarray(scan.length));
-    if (n === null) return undefined;
-    scan.length += n;
-    const end = scanRequestHead(bytes, scan);
-    if (end === "incomplete") continue;
-    return typeof end === "number" ? parseRequestHead(bytes.subarray(0, end + 1)) : end;
-  }
-}
-
-/** How far `scanRequestHead` has read: the bytes so far, where to go on, and where the request line ends (-1: not yet). */
-interface HeadScan {
-  length: number;
-  next: number;
-  lineEnd: number;
-}
-
-/**
- * Looks through the bytes that came since the last call for the end of the request head (an empty
- * line, RFC 9112 §2.1): its last line feed's index. Refuses as soon as the bytes cannot become a
- * head (a control character, say: garbage and TLS fail at once) with 400, or 414 and 431 when too
- * long; "incomplete" while more may come. Each byte is looked at about once, however the head trickles in.
- */
-function scanRequestHead(bytes: Uint8Array, scan: HeadScan): number | { refused: number } | "incomplete" {
-  for (let i = scan.next; i < scan.length; i++) {
-    const byte = bytes[i];
-    if (byte === 0x0a) {
-      if (scan.lineEnd < 0) scan.lineEnd = i;
-      const after = i + 1 < scan.length ? bytes[i + 1] : undefined;
-      if (after === 0x0a || (after === 0x0d && i + 2 < scan.length && bytes[i + 2] === 0x0a)) return i;
-      if (after === undefined || (after === 0x0d && i + 2 >= scan.length)) {
-        scan.next = i; // the bytes that decide have not come yet
-        return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
-      }
-    } else if (byte === 0x7f || (byte < 0x20 && byte !== 0x09 && byte !== 0x0d)) return { refused: 400 };
-    else if (scan.lineEnd < 0 && byte !== 0x0d && (byte < 0x20 || byte > 0x7e)) return { refused: 400 }; // ASCII only
-  }
-  scan.next = scan.length;
-  if (scan.lineEnd < 0 && scan.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
-  return scan.length > MAX_HEAD_BYTES ? { refused: 431 } : "incomplete";
-}
-
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-
-/**
- * The request head in `bytes` (up to its last line feed, as `scanRequestHead` found it; RFC 9112
- * §2-5), strictly: CRLF line ends, a request line `METHOD /origin-form HTTP/1.x`, `name: value`
- * fields, no obsolete line folding, one Host. Refused otherwise: 400, or 414 and 431. Pure.
- */
-function parseRequestHead(bytes: Uint8Array): RequestHead | { refused: number } {
-  // Each byte as one character (ISO-8859-1): field values may hold obs-text (RFC 9110 §5.5).
-  const lines = String.fromCharCode(...bytes).split("\n").slice(0, -1);
-  if (lines.some((line) => line.indexOf("\r") !== line.length - 1)) return { refused: 400 }; // CRLF, and no other CR
-  const [requestLine, ...fields] = lines.map((line) => line.slice(0, -1));
-  if (requestLine.length > MAX_REQUEST_LINE_BYTES) return { refused: 414 };
-  const match = requestLine.match(/^([A-Z]+) (\/[\x21-\x7e]*) HTTP\/1\.[01]$/);
-  if (!match) return { refused: 400 };
-  if (fields.length > MAX_HEADER_LINES) return { refused: 431 };
-  const headers: [string, string][] = [];
-  for (const field of fields) {
-    const colon = field.indexOf(":");
-    const name = field.slice(0, colon);
-    if (colon < 1 || !TOKEN.test(name)) return { refused: 400 }; // obsolete folding starts with white space
-    headers.push([name.toLowerCase(), field.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "")]);
-  }
-  if (headers.filter(([name]) => name === "host").length > 1) return { refused: 400 };
-  return { method: match[1], target: match[2], headers };
-}
-
-/** The Request a parsed head stands for, on the listener's `origin` (`http://127.0.0.1:PORT`); undefined for a forbidden method or header value. */
-function requestFrom(head: RequestHead, origin: string): Request | undefined {
-  try {
-    return new Request(`${origin}${head.target}`, { method: head.method, headers: head.headers });
-  } catch {
-    return undefined;
-  }
-}
-
-/** The page for a request refused before the handler saw it. */
-function refusedPage(status: number): Response {
-  return status === 400
-    ? page(400, "Bad request", "This server only answers the sign-in in progress in your terminal.")
-    : page(status, "Request too large", "This server only answers the sign-in in progress in your terminal.");
-}
-
-const REASONS: Record<number, string> = {
-  200: "OK",
-  302: "Found",
-  400: "Bad Request",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  414: "URI Too Long",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  503: "Service Unavailable",
-};
-
-/** A response as HTTP/1.1 bytes (RFC 9112 §4-6), with its length and `Connection: close`; no body for HEAD. */
-async function responseBytes(response: Response, head: boolean): Promise<Uint8Array> {
-  const body = new Uint8Array(await response.arrayBuffer());
-  let text = `HTTP/1.1 ${response.status} ${REASONS[response.status] ?? ""}\r\ndate: ${new Date().toUTCString()}\r\n`;
-  for (const [name, value] of response.headers) text += `${name}: ${value}\r\n`;
-  text += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
-  const start = new TextEncoder().encode(text);
-  const bytes = new Uint8Array(start.length + (head ? 0 : body.length));
-  bytes.set(start);
-  if (!head) bytes.set(body, start.length);
-  return bytes;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
-}
-
-/**
- * Ends the answer (FIN), then reads and drops what the client still sends for up to LINGER_MS, so
- * that closing with unread bytes does not reset the connection before the client has read the answer.
- */
-async function linger(conn: Deno.Conn): Promise<void> {
-  await conn.closeWrite();
-  const limit = delay(LINGER_MS);
-  limit.done.then(() => closeQuietly(conn));
-  try {
-    const sink = new Uint8Array(16 * 1024);
-    for (let read = 0; read < 1024 * 1024;) {
-      const n = await conn.read(sink);
-      if (n === null) return;
-      read += n;
-    }
-  } finally {
-    limit.cancel();
-  }
 }
 
 /** A failure to bind the callback `port` as the error to throw: LoginError("port_in_use") when busy or refused. */
@@ -5385,7 +5369,7 @@ async function browserLogin(flow: FlowContext): Promise<SignInResult> {
   const { as } = issuer;
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
-  const listener = listen(redirect);
+  const listener = await listen(redirect);
   try {
     const request = newRequest(oauth, scope, redirectUriFor(redirect, listener.port), config, noIssuer);
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);

@@ -56,7 +56,10 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "callback server bound to 0.0.0.0 (and :: for ::1)",
-    edits: [[/serve\(address, port\)/, 'serve(address === "::1" ? "::" : "0.0.0.0", port)']],
+    edits: [[
+      /Deno\.listen\(\{ hostname, port, transport: "tcp" \}\)/,
+      'Deno.listen({ hostname: hostname === "::1" ? "::" : "0.0.0.0", port, transport: "tcp" })',
+    ]],
     tests: [GUARD],
   },
   {
@@ -322,9 +325,10 @@ const MUTANTS: Mutant[] = [
     edits: [[/crypto\.getRandomValues\(new Uint8Array\(START_PATH_BYTES\)\)/, "new Uint8Array(START_PATH_BYTES)"]],
     tests: [CALLBACK],
   },
+  // The connection guard in front of Deno.serve (issue 19, section 4 follow-up).
   {
     name: "the callback server stops accepting at the first failed accept (out of descriptors)",
-    edits: [[/await pause\(ACCEPT_RETRY_MS\);\s+continue;/, "return;"]],
+    edits: [[/if \(closing \|\| error instanceof Deno\.errors\.BadResource\) return;/, "return;"]],
     tests: [CALLBACK],
   },
   {
@@ -334,7 +338,53 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "idle connections never make room for others",
-    edits: [[/if \(idle && waited >= IDLE_GRACE_MS\) \{/, "if (false) {"]],
+    edits: [[/return c\.requested \? c\.answered \|\| age >= OLD_MS : age >= IDLE_GRACE_MS;/, "return false;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "connections kept alive after their answer never make room for others",
+    edits: [[/c\.answered \|\| age >= OLD_MS/, "age >= OLD_MS"]],
+    tests: [HOSTILE],
+  },
+  {
+    name: "a connection kept busy holds its place for good",
+    edits: [[/c\.answered \|\| age >= OLD_MS/, "c.answered"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the callback server's close waits for clients to close their kept-alive connections",
+    edits: [[/\(connection\) => connection\.flushed\)/, "(connection) => connection.done)"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "no descriptors kept free (Deno.serve's own accept may fail, which ends it for good)",
+    edits: [[/reserveDescriptors\(folder, FREE_DESCRIPTORS\);/, ""]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "Deno.serve's socket in a folder others can enter",
+    edits: [[
+      /folder = Deno\.makeTempDirSync\(\{ prefix: "oauth-login-" \}\);/,
+      'folder = Deno.makeTempDirSync({ prefix: "oauth-login-" }); Deno.chmodSync(folder, 0o755);',
+    ]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "Deno.serve's socket folder left behind",
+    edits: [[/await Deno\.remove\(folder!, \{ recursive: true \}\)/, "await Promise.resolve()"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "DENO_SERVE_ADDRESS obeyed (Deno serves the callback where it points)",
+    edits: [[/Deno\.env\.delete\(variable\.variable\);/, "void 0;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "a callback server Deno moved is used (no check of where it listens)",
+    edits: [[
+      /if \(moved\) \{/,
+      "if (false) {",
+    ]],
     tests: [CALLBACK],
   },
   // Issue 19, section 5: the guards of the seams.
