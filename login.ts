@@ -8,61 +8,75 @@
  * scripts and kubectl. All protocol work goes through oauth4webapi.
  *
  * Commands: `login` (the default), `token`, `whoami` (alias `status`), `logout`, `doctor`,
- * `profiles` and `fetch`. Where no browser can reach the loopback (SSH, containers), login uses the
- * device flow (RFC 8628) or accepts the pasted address. Pointed at an API with nothing configured
+ * `profiles`, `fetch` and `exec`. Where no browser can reach the loopback (SSH, containers), login uses
+ * the device flow (RFC 8628) or accepts the pasted address. Pointed at an API with nothing configured
  * (`fetch URL`), it finds where to sign in in the API's metadata (RFC 9728), gets itself a client
- * (RFC 7591) and signs in for that API, stepping up when the API asks for more (RFC 9470).
+ * (RFC 7591) and signs in for that API, stepping up when the API asks for more (RFC 9470). Where no
+ * person signs in (CI jobs, pods, cron), `--grant` gets the token with the client's credentials, a JWT
+ * assertion or a token exchange.
  *
  * The module is cut by concern, one section each, in the order a reader needs them; each names
  * its entry points here, and nothing about its concern lives anywhere else:
  *
  *  1. Vocabulary: exit codes (`EXIT`), the edges (`Deps`: fetch, opener, clock, timers, storage,
- *     stdin/stdout/stderr), the errors (`LoginError`, `ErrorResponse`) and the one wait (`wait`).
+ *     stdin/stdout/stderr, keychain tools, programs), the errors (`LoginError`, `ErrorResponse`) and
+ *     the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
  *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`,
  *     `shellWord` for every value in a command a hint offers).
- *  3. Configuration: flags, the environment and `.env` become a `Config`, and who may decide where
- *     credentials go, and the protections a project file cannot turn off (`resolveConfig`, `decideTrust`,
- *     `mayGive`, `PROTECTIONS`).
- *  4. The .env file: where it is, how it is read, the lines `parseEnv` would misread, and what a `.env`
- *     that decides may name: endpoints on the host where the person signs in, a key in its own folder
- *     (`envFilePath`, `readEnvFile`, `dotenvLineProblems`, `misspeltKeys`, `checkProjectEndpoints`,
+ *  3. Configuration: flags, the environment and `.env` become a `Config` (`resolveConfig`, `FLAGS`,
+ *     `ENV_VARS`).
+ *  4. Trust: who may decide where credentials go, what a project's `.env` may never give (the person's
+ *     token storage, a grant's token sources), the protections it cannot turn off, and the endpoints it
+ *     may name: on the host where the person signs in (`decideTrust`, `mayGive`, `trustedSources`,
+ *     `PROTECTIONS`, `checkProjectEndpoints`).
+ *  5. The .env file: where it is, how it is read, the lines `parseEnv` would misread, and a client key
+ *     only in its own folder (`envFilePath`, `readEnvFile`, `dotenvLineProblems`, `misspeltKeys`,
  *     `withProjectKey`).
- *  5. Profiles: the user's config file, trusted only as the user's own (`selectProfile`, `saveProfile`,
+ *  6. Profiles: the user's config file, trusted only as the user's own (`selectProfile`, `saveProfile`,
  *     `profileSettings`, `readConfigFile`).
- *  6. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
- *  7. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
+ *  7. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
+ *  8. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
  *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
  *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
- *  8. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
+ *  9. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
  *     authentication (`discover`, `checkProjectMetadata`, `issuerFor`, `clientAuthFor`).
- *  9. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
- * 10. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
+ * 10. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
+ * 11. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 11. Getting the code back: the loopback server (Deno.serve on a private Unix socket, behind a
+ * 12. Getting the code back: the loopback server (Deno.serve on a private Unix socket, behind a
  *     connection guard that bounds what local processes can hold open and answers only the user's own
  *     programs), its pages and start address, the browser (`listen`, `guardConnections`, `sameUser`,
  *     `callbackHandler`, `browserAvailability`).
- * 12. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
+ * 13. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
- * 13. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 14. The token cache: which entry is a configuration's, their keys and lifetimes, the user's own
- *     private files and the lock (`entryFor`, `cacheKey`, `fileStorage`, `writePrivateFile`, `lockEntry`).
- * 15. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
+ * 14. The code exchange and who logged in (`exchangeCode`, `identify`).
+ * 15. Logins without a person: client credentials (RFC 6749 §4.4), JWT bearer (RFC 7523) and token
+ *     exchange (RFC 8693), their settings, and the subject token sources read afresh at each grant
+ *     (`resolveGrantConfig`, `readTokenSource`, `runGrant`, `grantAndSave`, `renewGrant`).
+ * 16. The token cache: which entry is a configuration's, its key and its lifetimes (`entryFor`,
+ *     `cacheKey`, `isFresh`, `renewable`, `toTokenSet`).
+ * 17. Owner-only files and the lock: the cache on disk, the one writer of private files, who owns
+ *     what (`fileStorage`, `writePrivateFile`, `lockEntry`).
+ * 18. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
  *     by a deadline and never prompting, the first problem remembered (`withKeychain`, `runTool`).
- * 16. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
- *     (`saveEntry`, `openEntry`, `sealSecrets`, `openSealed`).
- * 17. Renewal and revocation (`renew`, `refreshTokenSet`, `revokeTokenSet`).
- * 18. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
+ * 19. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
+ *     (`saveEntry`, `openEntry`, `holds`, `sealSecrets`, `openSealed`).
+ * 20. Renewal and revocation (`renew`, `refreshLocked`, `refreshTokenSet`, `revokeTokenSet`).
+ * 21. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
  *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
  *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
  *     `resourceEntry`, `resourceLogin`).
- * 19. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ * 22. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
  *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
- * 20. Commands: login, token, whoami, profiles, logout, fetch (`tokenCommand`, `fetchCommand`, ...).
- * 21. Doctor: every check, without signing in (`doctor`, `doctorResource`).
- * 22. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
- *     error once), the real edges (`realDeps`); the entry runs only as a program (`import.meta.main`).
+ * 23. Commands: login, token, whoami, profiles, logout (`tokenCommand`, `usableEntry`, `whoamiCommand`,
+ *     ...).
+ * 24. Handing the token on: `fetch` calls an API, `exec` runs a program with the token in its
+ *     environment (`fetchCommand`, `callApi`, `execCommand`, `narrowedEntry`).
+ * 25. Doctor: every check, without signing in (`doctor`, `doctorResource`, `doctorGrant`).
+ * 26. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ *     error once), the real edges (`realDeps`, `runProgram`); the entry runs only as a program
+ *     (`import.meta.main`).
  *
  *     deno run -P=login login.ts --issuer https://dev-123456.okta.com/oauth2/default --client-id 0oa...
  *
@@ -93,6 +107,10 @@ export const EXIT = {
   denied: 3,
   loginRequired: 4,
   timedOut: 5,
+  /** `exec`: the program could not be run (not executable, or not allowed), as shells say it. */
+  cannotRun: 126,
+  /** `exec`: there is no such program, as shells say it. */
+  notFound: 127,
   interrupted: 130,
 } as const;
 
@@ -154,7 +172,7 @@ export interface Deps {
   columns?: number;
   /** How the person runs the tool, for hints: "oauth-login" (default), "deno task" or "deno run -A login.ts". */
   invokedAs?: string;
-  /** All of stdin, for `fetch -d @-`. */
+  /** All of stdin, for `fetch -d @-` and a subject token from `-`. */
   readStdin?: () => Promise<Uint8Array<ArrayBuffer>>;
   /**
    * Runs a platform keychain tool (`secret-tool`, `/usr/bin/security`, `powershell.exe`): `stdin` is
@@ -173,6 +191,13 @@ export interface Deps {
    * Linux, from `ss` (iproute2). Absent: not asked, and the start address answers any local program that has it.
    */
   socketOwners?: (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<{ ours: number; theirs: number } | undefined>;
+  /**
+   * `exec`: runs `command` with `args` (never through a shell), the tool's stdin, stdout and stderr, and
+   * the environment with `env` added; passes SIGINT, SIGTERM and SIGHUP on to it. Resolves with its
+   * exit code (128 + N when signal N ended it); throws `Deno.errors.NotFound` when there is no such
+   * program. Absent: `exec` cannot run anything here.
+   */
+  runProgram?: (command: string, options: { args: string[]; env: Record<string, string> }) => Promise<number>;
 }
 
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
@@ -190,7 +215,9 @@ export class LoginError extends Error {
     | "login_required"
     | "timeout"
     | "interrupted"
-    | "failure";
+    | "failure"
+    | "not_found"
+    | "cannot_run";
   /** The next step to suggest, printed as `hint: …`. */
   readonly hint?: string;
   /** `message`: one sentence, sanitised; `options.hint`: the next step; `options.cause`: the error behind it. */
@@ -248,6 +275,10 @@ function exitCodeFor(error: unknown): number {
       return EXIT.timedOut;
     case "interrupted":
       return EXIT.interrupted;
+    case "not_found":
+      return EXIT.notFound;
+    case "cannot_run":
+      return EXIT.cannotRun;
     default:
       return EXIT.failure;
   }
@@ -971,7 +1002,7 @@ function loginRequired(config: Config, why: string, options: { hint?: string; na
   const login = `"oauth-login login${loginFlags(config)}"`;
   return new LoginError("login_required", `${why} for ${issuer}`, {
     hint: options.hint ??
-      (config.command === "token"
+      (config.command === "token" || config.command === "exec"
         ? `run ${login} (or pass --interactive to let this command sign you in)`
         : `run ${login}`),
   });
@@ -1000,6 +1031,8 @@ function loginFlags(config: Config, everywhere = false): string {
       [key, flag],
     ): [string, string | undefined] => [flag, shown(key) ? config[key] : undefined]),
     ["profile", config.profile],
+    // A grant without a person and its sources: part of the cache key too.
+    ...GRANT_KEYS.map((key): [string, string | undefined] => [flagOf(key), shown(key) ? config[key] : undefined]),
     // A profile's own are said by --profile.
     ["audience", config.sources.audience === "profile" ? undefined : config.audience],
     ...(config.sources.resource === "profile" ? [] : config.resources ?? []).map((
@@ -1125,7 +1158,11 @@ function withheldSecretHint(trust: Trust): string | undefined {
   return `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.clientSecret} is meant for this server`;
 }
 
-/** Warnings for a `.env`'s keys: look-alikes of ours, and ours that are read from the environment only. Pure. */
+/**
+ * Warnings for a `.env`'s keys: look-alikes of ours, ours that are read from the environment only, and
+ * the token sources a project file may never name (`SOURCE_KEYS`: they would make the tool read the
+ * person's files, variables or CI identity and send them). Pure.
+ */
 function dotenvWarnings(dotenv: Record<string, string>): string[] {
   const warnings = [...(dotenvProblems.get(dotenv) ?? []), ...misspeltKeys(dotenv)];
   for (const name of [ENV_VARS.cache, ENV_VARS.config]) {
@@ -1137,6 +1174,16 @@ function dotenvWarnings(dotenv: Record<string, string>): string[] {
     warnings.push(
       `The .env key "${ENV_VARS.tokenStorage}" is ignored: where your tokens are kept is yours to choose ` +
         "(in the environment, a profile or with --token-storage), never a project file's",
+    );
+  }
+  for (const key of SOURCE_KEYS) {
+    if (dotenv[ENV_VARS[key]] === undefined) continue;
+    warnings.push(
+      `The .env key "${ENV_VARS[key]}" is ignored: a project file cannot choose ${
+        key === "subjectAudience"
+          ? "whom your CI identity token is made for"
+          : "which of your tokens, files or variables this tool reads and sends"
+      }; set it in the environment or pass --${flagOf(key)}`,
     );
   }
   return warnings;
@@ -1192,12 +1239,19 @@ const ENV_VARS = {
   dpop: "OAUTH_DPOP",
   clientKey: "OAUTH_CLIENT_KEY",
   tokenStorage: "OAUTH_TOKEN_STORAGE",
+  grant: "OAUTH_GRANT",
+  subjectTokenFrom: "OAUTH_SUBJECT_TOKEN_FROM",
+  subjectTokenType: "OAUTH_SUBJECT_TOKEN_TYPE",
+  requestedTokenType: "OAUTH_REQUESTED_TOKEN_TYPE",
+  subjectAudience: "OAUTH_SUBJECT_AUDIENCE",
+  actorTokenFrom: "OAUTH_ACTOR_TOKEN_FROM",
+  actorTokenType: "OAUTH_ACTOR_TOKEN_TYPE",
 } as const;
 
 /** Everything a command needs to know, resolved from flags, environment and `.env`. */
 export interface Config {
   /** The command to run. */
-  command: "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch";
+  command: "login" | "token" | "whoami" | "logout" | "doctor" | "profiles" | "fetch" | "exec";
   /** The issuer identifier we expect the metadata to name. */
   issuer: string;
   /** Set when the person gave the full metadata URL instead of the issuer. */
@@ -1334,6 +1388,28 @@ export interface Config {
     /** `--include`: the status line and headers on stderr. */
     include: boolean;
   };
+  /**
+   * A login without a person (`--grant`): client credentials (RFC 6749 §4.4), a JWT bearer assertion
+   * (RFC 7523 §2.1) or token exchange (RFC 8693). Absent: a person signs in (browser or device flow).
+   */
+  grant?: "client_credentials" | "jwt-bearer" | "token-exchange";
+  /**
+   * Where the subject token (or the JWT bearer assertion) comes from, read afresh at each grant:
+   * `github-actions`, `gitlab:VAR`, `kubernetes[:PATH]`, `file:PATH`, `env:NAME` or `-` (stdin).
+   */
+  subjectTokenFrom?: string;
+  /** The subject token's type (RFC 8693 §3), a URI; default `urn:ietf:params:oauth:token-type:jwt`. */
+  subjectTokenType?: string;
+  /** The type of token asked of a token exchange (RFC 8693 §2.1), a URI; absent: the server's choice. */
+  requestedTokenType?: string;
+  /** The audience of a GitHub Actions ID token (default: the issuer). */
+  subjectAudience?: string;
+  /** Where the actor token of a token exchange comes from (RFC 8693 §2.1), as `subjectTokenFrom`. */
+  actorTokenFrom?: string;
+  /** The actor token's type (RFC 8693 §3), a URI; default `urn:ietf:params:oauth:token-type:jwt`. */
+  actorTokenType?: string;
+  /** `exec`: the program to run, its arguments, and the variable that carries the access token. */
+  program?: { command: string; args: string[]; envName: string };
 }
 
 const FLAGS = {
@@ -1386,6 +1462,14 @@ const FLAGS = {
   header: { type: "string", short: "H", multiple: true },
   data: { type: "string", short: "d" },
   include: { type: "boolean", short: "i" },
+  grant: { type: "string" },
+  "subject-token-from": { type: "string" },
+  "subject-token-type": { type: "string" },
+  "requested-token-type": { type: "string" },
+  "subject-audience": { type: "string" },
+  "actor-token-from": { type: "string" },
+  "actor-token-type": { type: "string" },
+  "env-name": { type: "string" },
 } as const;
 
 type FlagValues = {
@@ -1407,27 +1491,6 @@ const MANUAL_ENDPOINTS = [
 ] as const;
 
 type EndpointKey = typeof MANUAL_ENDPOINTS[number][0];
-
-/**
- * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
- * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
- */
-const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
-
-/** The client's credentials and how they are presented: they go only with the destination they came with. */
-const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
-
-/**
- * The switches that protect the person when on (RFC 9449's DPoP binds tokens to a key): a project
- * file may turn one on, never off when the person's own settings turn it on. The other settings a
- * `.env` could weaken are kept from it already: where credentials go and how the client
- * authenticates go with one source as a whole (`decideTrust`); `--no-par` and the cache and config
- * folders are not read from a `.env` at all.
- */
-const PROTECTIONS = [{ key: "dpop", what: "DPoP" }] as const;
-
-/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
-type Trust = NonNullable<Config["trust"]>;
 
 /** How long the login waits for the browser, unless `--timeout` says otherwise. */
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
@@ -1460,136 +1523,6 @@ type ConfigPick = (key: string, flag: string | undefined, variable: string) => s
 /** The flag of a `Config` key (`tokenEndpoint` → `token-endpoint`). */
 function flagOf(key: string): Flag {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
-}
-
-/**
- * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
- * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
- * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
- * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
- * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
- * always (it was typed for this run). A `.env` value equal to the one used is not reported. Pure.
- */
-function decideTrust(
-  flags: FlagValues,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-): Trust {
-  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
-  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
-  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
-  const own = (key: string) =>
-    ([
-      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
-      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
-      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
-    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
-  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
-    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
-  );
-  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
-  // A protection the person's own settings turn on is not turned off by the .env, whoever decides the destination.
-  const kept = PROTECTIONS.flatMap(({ key }) => {
-    const found = own(key);
-    const on = (value: string | undefined) => value !== undefined && /^(1|true|yes)$/i.test(value);
-    if (!found || !on(found[0]) || !given(dotenv[variable(key)]) || on(dotenv[variable(key)])) return [];
-    return [{ name: variable(key), by: found[2] ? `${found[1]} in ${found[2]}` : found[1] }];
-  });
-  if (by.length > 0) {
-    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
-      !sameSetting(own(key)?.[0], dotenv[variable(key)])
-    );
-    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [], kept };
-  }
-  const chosen = inDotenv(DESTINATION_KEYS);
-  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [], kept };
-  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
-  const withheld = CREDENTIAL_KEYS.map(own).flatMap((found) =>
-    found && found[2] ? [{ name: found[1], from: found[2] }] : []
-  );
-  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
-}
-
-/**
- * The first of the person's own flags and environment variables that names where credentials go
- * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
- */
-function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
-  for (const key of DESTINATION_KEYS) {
-    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
-    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
-  }
-  return undefined;
-}
-
-/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
-function sameSetting(a: string | undefined, b: string | undefined): boolean {
-  if (a === undefined || b === undefined) return false;
-  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
-}
-
-/**
- * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
- * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
- */
-function trustedSources(
-  cli: Cli,
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-  sources: Record<string, ValueSource>,
-): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
-  env = remembered(env); // decideTrust and pick read the same variables: each is read once
-  const trust = decideTrust(cli.flags, env, dotenv, profile);
-  let flags = withProfile(cli.flags, profile, sources);
-  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
-    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
-    delete sources.assertionAudience;
-  }
-  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
-}
-
-/**
- * Settings no project file may give: where the user's own secrets are kept (a cloned repository's `.env`
- * could otherwise move them out of the keychain). Each is read from a flag, the environment or a profile.
- */
-const PERSONAL_KEYS = ["tokenStorage"] as const;
-
-/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
-function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
-  if ((PERSONAL_KEYS as readonly string[]).includes(key)) return source !== ".env";
-  if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
-    return false; // it would turn off a protection the person turned on
-  }
-  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
-  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
-  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
-}
-
-/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
-function configPicker(
-  env: (name: string) => string | undefined,
-  dotenv: Record<string, string>,
-  profile: Profile | undefined,
-  sources: Record<string, ValueSource>,
-  trust: Trust,
-): ConfigPick {
-  return (key: string, flag: string | undefined, variable: string): string | undefined => {
-    const candidates: [string | undefined, ValueSource][] = [
-      [flag, "flag"],
-      [env(variable), "environment"],
-      [dotenv[variable], ".env"],
-      [profileValue(profile, key), "profile"],
-    ];
-    for (const [value, source] of candidates) {
-      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
-        sources[key] = source;
-        return value;
-      }
-    }
-    return undefined;
-  };
 }
 
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
@@ -1798,7 +1731,10 @@ function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Recor
   return storage;
 }
 
-/** --param key=value pairs, then the preset's parameters not given; throws LoginError("usage") for a bad one. */
+/**
+ * --param key=value pairs, then the preset's parameters not given, then `login_hint` from --login-hint
+ * unless a --param gave it; throws LoginError("usage") for a bad one.
+ */
 function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
@@ -1816,6 +1752,8 @@ function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, 
   for (const [key, value] of preset?.params ?? []) {
     if (!params.some(([given]) => given === key)) params.push([key, value]);
   }
+  const loginHint = flags["login-hint"];
+  if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   return params;
 }
 
@@ -1836,14 +1774,14 @@ function resolveConfig(
   let clientSecret = pick("clientSecret", flags["client-secret"], ENV_VARS.clientSecret);
   let scope = pick("scope", flags.scope, ENV_VARS.scope);
   let redirectUri = pick("redirectUri", flags["redirect-uri"], ENV_VARS.redirectUri);
-
+  const grant = pick("grant", flags.grant, ENV_VARS.grant);
   const chosen = resolvePreset(flags, pick, sources, issuerText, options);
   issuerText = chosen.issuerText;
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
   if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, { ...chosen, ...options });
   // An API named with no server, or no client id, to sign in for: its metadata names both (RFC 9728).
-  const api = resourceMode(cli, flags, { issuerText, clientId, provider, endpoints });
+  const api = resourceMode(cli, flags, { issuerText, clientId, provider, endpoints, grant });
   const own = api
     ? ownClientSettings({ clientId, clientSecret, scope, pick }, sources, { profile, ...options })
     : undefined;
@@ -1859,13 +1797,11 @@ function resolveConfig(
   const params = resolveParams(flags, preset);
   // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
-  const loginHint = flags["login-hint"];
-  if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   const modern = resolveModernConfig({ ...cli, flags }, pick, clientAuth as ClientAuthMethod | undefined, format);
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
-  return {
+  return checkGrantClient({
     command: cli.command,
     ...where,
     clientId: clientId ?? "",
@@ -1893,18 +1829,18 @@ function resolveConfig(
     tenant,
     providerReason,
     ...(profile ? { profile: profile.name } : {}),
-    ...(loginHint ? { loginHint } : {}),
+    ...(flags["login-hint"] ? { loginHint: flags["login-hint"] } : {}),
     par: !flags["no-par"],
     tokenStorage: resolveTokenStorage(flags, pick, sources),
     ...modern,
     ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
-  };
+    ...resolveGrantConfig(cli, pick, trust),
+  }, trust);
 }
 
 /**
- * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`), checked and
- * resolved; `cli.flags` are the flags with the profile's beneath them, and `pick` is `resolveConfig`'s
- * flag → environment → `.env` → profile lookup. Pure.
+ * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`) and `exec`'s program,
+ * checked and resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
  */
 function resolveModernConfig(
   cli: Cli,
@@ -1953,6 +1889,7 @@ function resolveModernConfig(
     resources,
     audience: flags.audience,
     request,
+    ...(cli.command === "exec" ? { program: resolveProgram(cli) } : {}),
   };
 }
 
@@ -2005,7 +1942,244 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
   return { method, url: url.href, headers, data: flags.data, include: flags.include ?? false };
 }
 
-// ── 4 The .env file: where it is, what it says and may decide, and what parseEnv would misread ─────────────────────
+// ── 4 Trust: who may decide where credentials go, and what is read and sent ────────────────────────────────────────
+
+/**
+ * Where credentials go (SECURITY.md 13): the server (its issuer or metadata URL, or a provider preset
+ * and its tenant) and every endpoint given by hand. One kind of source decides all of them.
+ */
+const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
+
+/** The client's credentials and how they are presented: they go only with the destination they came with. */
+const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+
+/**
+ * What a grant without a person reads and sends (its subject and actor token sources: the person's
+ * files, variables or CI identity), and whom a CI identity token is minted for. Never from a project
+ * file (`.env`); the environment's and the profile's only with a destination of the person's own.
+ */
+const SOURCE_KEYS = ["subjectTokenFrom", "actorTokenFrom", "subjectAudience"] as const;
+
+/**
+ * The switches that protect the person when on (RFC 9449's DPoP binds tokens to a key): a project
+ * file may turn one on, never off when the person's own settings turn it on. The other settings a
+ * `.env` could weaken are kept from it already: where credentials go and how the client
+ * authenticates go with one source as a whole (`decideTrust`); `--no-par` and the cache and config
+ * folders are not read from a `.env` at all.
+ */
+const PROTECTIONS = [{ key: "dpop", what: "DPoP" }] as const;
+
+/** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
+type Trust = NonNullable<Config["trust"]>;
+
+/**
+ * Which sources may give where credentials go, and the credentials (SECURITY.md 13). When any of
+ * the person's own settings (a flag on `flags`, the command line's own; the environment; the profile
+ * in use) names any part of the destination, those decide all of it and the `.env`'s destination and
+ * credentials are set aside; only when none does may the `.env` decide it, all of it. Credentials go
+ * with the destination: the environment's and the profile's never to one the `.env` chose, a flag's
+ * always (it was typed for this run). The subject and actor token sources (`SOURCE_KEYS`) go the same
+ * way, and never come from the `.env` at all (`dotenvWarnings` says so). A `.env` value equal to the
+ * one used is not reported. Pure.
+ */
+function decideTrust(
+  flags: FlagValues,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+): Trust {
+  const given = (value: unknown): value is string => typeof value === "string" && value !== "";
+  const variable = (key: string) => (ENV_VARS as Record<string, string>)[key] ?? "";
+  // The person's own value of a setting, and where it is set: [value, name, where] or undefined.
+  const own = (key: string) =>
+    ([
+      [flags[flagOf(key)], `--${flagOf(key)}`, ""],
+      [variable(key) ? env(variable(key)) : undefined, variable(key), "the environment"],
+      [profileValue(profile, key), profileKey(flagOf(key)), `the profile "${profile?.name}"`],
+    ] as const).find(([value]) => given(value)) as [string, string, string] | undefined;
+  const by = DESTINATION_KEYS.map(own).flatMap((found) =>
+    found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
+  );
+  const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
+  // A protection the person's own settings turn on is not turned off by the .env, whoever decides the destination.
+  const kept = PROTECTIONS.flatMap(({ key }) => {
+    const found = own(key);
+    const on = (value: string | undefined) => value !== undefined && /^(1|true|yes)$/i.test(value);
+    if (!found || !on(found[0]) || !given(dotenv[variable(key)]) || on(dotenv[variable(key)])) return [];
+    return [{ name: variable(key), by: found[2] ? `${found[1]} in ${found[2]}` : found[1] }];
+  });
+  if (by.length > 0) {
+    const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
+      !sameSetting(own(key)?.[0], dotenv[variable(key)])
+    );
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [], kept };
+  }
+  const chosen = inDotenv(DESTINATION_KEYS);
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [], kept };
+  // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
+  const withheld = [...CREDENTIAL_KEYS, ...SOURCE_KEYS].map(own).flatMap((found) =>
+    found && found[2] ? [{ name: found[1], from: found[2] }] : []
+  );
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
+}
+
+/**
+ * The first of the person's own flags and environment variables that names where credentials go
+ * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
+ */
+function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
+  for (const key of DESTINATION_KEYS) {
+    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
+    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
+  }
+  return undefined;
+}
+
+/** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
+function sameSetting(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  return a === b || (parseUrl(a)?.href ?? a) === (parseUrl(b)?.href ?? b);
+}
+
+/**
+ * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
+ * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
+ */
+function trustedSources(
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+): { trust: Trust; flags: FlagValues; pick: ConfigPick } {
+  env = remembered(env); // decideTrust and pick read the same variables: each is read once
+  const trust = decideTrust(cli.flags, env, dotenv, profile);
+  let flags = withProfile(cli.flags, profile, sources);
+  if (trust.decidedBy === ".env" && sources.assertionAudience === "profile") {
+    flags = { ...flags, "assertion-audience": undefined }; // a credential setting: it goes with the profile's destination
+    delete sources.assertionAudience;
+  }
+  return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
+}
+
+/**
+ * Settings no project file may give: where the user's own secrets are kept (a cloned repository's `.env`
+ * could otherwise move them out of the keychain). Each is read from a flag, the environment or a profile.
+ */
+const PERSONAL_KEYS = ["tokenStorage"] as const;
+
+/** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
+function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+  if ((PERSONAL_KEYS as readonly string[]).includes(key)) return source !== ".env";
+  if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
+    return false; // it would turn off a protection the person turned on
+  }
+  if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
+  if ((SOURCE_KEYS as readonly string[]).includes(key)) {
+    return source === "flag" || (source !== ".env" && trust.decidedBy !== ".env");
+  }
+  if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
+  return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
+}
+
+/** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
+function configPicker(
+  env: (name: string) => string | undefined,
+  dotenv: Record<string, string>,
+  profile: Profile | undefined,
+  sources: Record<string, ValueSource>,
+  trust: Trust,
+): ConfigPick {
+  return (key: string, flag: string | undefined, variable: string): string | undefined => {
+    const candidates: [string | undefined, ValueSource][] = [
+      [flag, "flag"],
+      [env(variable), "environment"],
+      [dotenv[variable], ".env"],
+      [profileValue(profile, key), "profile"],
+    ];
+    for (const [value, source] of candidates) {
+      if (value !== undefined && value !== "" && mayGive(trust, key, source)) {
+        sources[key] = source;
+        return value;
+      }
+    }
+    return undefined;
+  };
+}
+
+/**
+ * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
+ * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
+ * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
+ * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
+ */
+function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
+  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
+}
+
+/** A URL's origin, or undefined for text that is no URL. */
+function originOf(text: unknown): string | undefined {
+  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
+}
+
+/**
+ * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
+ * device code, a credential or a token (token, device authorization, revocation, introspection,
+ * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
+ * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
+ * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
+ * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
+ * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
+ * (`checkProjectMetadata`). Throws LoginError("config").
+ */
+function checkProjectEndpoints(
+  issuerText: string | undefined,
+  endpoints: Partial<Record<EndpointKey, string>>,
+  sources: Record<string, ValueSource>,
+  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
+): void {
+  const envFile = options.envFile ?? '".env"';
+  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
+  const named = (key: string, words: string) =>
+    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
+  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
+  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
+    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
+  );
+  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
+    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
+  }
+  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
+  const [, where, text] =
+    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
+      found,
+    ) => found) ?? [];
+  const home = parseUrl(text ?? "");
+  if (!home || !where) return;
+  const allowed = projectOrigins(home, options.preset, options.presetBase);
+  for (const [, words, url] of urls) {
+    const origin = originOf(url);
+    if (origin === undefined || allowed.includes(origin)) continue;
+    // Both the .env's: "than its issuer"; one the preset's: each named in full.
+    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
+    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
+    throw new LoginError(
+      "config",
+      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
+        new URL(url).host
+      }) than ${than} (${home.host})`,
+      {
+        hint: mixed
+          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
+            "another host; if you trust them, pass them as flags"
+          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
+      },
+    );
+  }
+}
+
+// ── 5 The .env file: where it is, what it says, and what parseEnv would misread ────────────────────────────────────
 
 /**
  * The `.env` to read: `--env-file` (relative to where the person stands), else `.env` there. Under
@@ -2185,79 +2359,7 @@ async function readEnvFile(path: string): Promise<Record<string, string> | undef
   return dotenv;
 }
 
-/**
- * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
- * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
- * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
- * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
- */
-function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
-  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
-  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
-}
-
-/** A URL's origin, or undefined for text that is no URL. */
-function originOf(text: unknown): string | undefined {
-  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
-}
-
-/**
- * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
- * device code, a credential or a token (token, device authorization, revocation, introspection,
- * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
- * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
- * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
- * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
- * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
- * (`checkProjectMetadata`). Throws LoginError("config").
- */
-function checkProjectEndpoints(
-  issuerText: string | undefined,
-  endpoints: Partial<Record<EndpointKey, string>>,
-  sources: Record<string, ValueSource>,
-  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
-): void {
-  const envFile = options.envFile ?? '".env"';
-  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
-  const named = (key: string, words: string) =>
-    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
-  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
-  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
-    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
-  );
-  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
-    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
-  }
-  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
-  const [, where, text] =
-    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
-      found,
-    ) => found) ?? [];
-  const home = parseUrl(text ?? "");
-  if (!home || !where) return;
-  const allowed = projectOrigins(home, options.preset, options.presetBase);
-  for (const [, words, url] of urls) {
-    const origin = originOf(url);
-    if (origin === undefined || allowed.includes(origin)) continue;
-    // Both the .env's: "than its issuer"; one the preset's: each named in full.
-    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
-    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
-    throw new LoginError(
-      "config",
-      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
-        new URL(url).host
-      }) than ${than} (${home.host})`,
-      {
-        hint: mixed
-          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
-            "another host; if you trust them, pass them as flags"
-          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
-      },
-    );
-  }
-}
-
-// ── 5 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
+// ── 6 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
 /**
  * smol-toml: a small TOML 1.0 parser and serialiser with no dependencies that says on which line a
@@ -2281,6 +2383,7 @@ const RUN_FLAGS = new Set<string>([
   "profile",
   "save-profile",
   "client-secret",
+  "env-name",
   // One request's, for `fetch` and `token --format headers`.
   "method",
   "url",
@@ -2499,12 +2602,13 @@ function withheldNote(names: string[]): string {
     } with --param at each login`;
 }
 
-/** The `.env`'s variables less those set aside (see `decideTrust`): what `--save-profile` may save. */
+/** The `.env`'s variables less those set aside (see `decideTrust`, `SOURCE_KEYS`): what `--save-profile` may save. */
 function usableDotenv(
   dotenv: Record<string, string> | undefined,
   config: Pick<Config, "trust">,
 ): Record<string, string> {
-  const personal = PERSONAL_KEYS.map((key) => ENV_VARS[key] as string);
+  // Neither where the person's secrets are kept nor which of their tokens a grant reads: never a project file's.
+  const personal: string[] = [...PERSONAL_KEYS, ...SOURCE_KEYS].map((key) => ENV_VARS[key]);
   return Object.fromEntries(
     Object.entries(dotenv ?? {}).filter(([name]) => !config.trust?.ignored.includes(name) && !personal.includes(name)),
   );
@@ -2863,7 +2967,7 @@ async function saveProfile(path: string, name: string, settings: Record<string, 
   return replaced;
 }
 
-// ── 6 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
+// ── 7 Providers: each preset's quirks, as data ─────────────────────────────────────────────────────────────────────
 
 /** What a provider needs beyond the RFCs, and nothing else (see the README's provider table). */
 interface Preset {
@@ -3102,7 +3206,7 @@ function refreshTokenRemedy(scope: string, metadata: Oauth.AuthorizationServer, 
     : "";
 }
 
-// ── 7 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
+// ── 8 Talking to servers: the one sender, proxies, caps, timeouts and the trace ────────────────────────────────────
 
 /** Every request is aborted after this long (connect, headers and body), unless `Deps.httpTimeoutMs` says otherwise. */
 const HTTP_TIMEOUT_MS = 30_000;
@@ -3327,6 +3431,9 @@ const SECRET_FIELDS = new Set([
   "password",
   "client_assertion",
   "registration_access_token",
+  "assertion",
+  "subject_token",
+  "actor_token",
 ]);
 
 /** Shows at most a short prefix of a secret. */
@@ -3689,7 +3796,7 @@ async function sendWithToken(
   return answer!;
 }
 
-// ── 8 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
+// ── 9 The authorization server: discovery, its metadata, and how the client authenticates ──────────────────────────
 
 interface IssuerClient {
   as: Oauth.AuthorizationServer;
@@ -3861,7 +3968,7 @@ async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promis
     if (config[key] !== undefined) (as as Record<string, unknown>)[member] = config[key];
   }
   const methods = as.code_challenge_methods_supported;
-  if (Array.isArray(methods) && !methods.includes("S256")) {
+  if (Array.isArray(methods) && !methods.includes("S256") && !config.grant) {
     throw new LoginError("invalid_response", "The server does not support PKCE with S256, which this tool requires");
   }
   return issuerFor(as, config, deps, trace);
@@ -4171,7 +4278,7 @@ async function issuerFor(
   return { as, client: { client_id: config.clientId }, auth, authTo, authMethod, http };
 }
 
-// ── 9 DPoP (RFC 9449): keys, proofs and nonces ─────────────────────────────────────────────────────────────────────
+// ── 10 DPoP (RFC 9449): keys, proofs and nonces ────────────────────────────────────────────────────────────────────
 
 /** A DPoP key in use: the oauth4webapi handle, the private key as a JWK (for the cache entry, never printed), the latest nonce per origin. */
 interface DpopState {
@@ -4376,7 +4483,7 @@ async function headerLines(entry: TokenSet, request: ResourceRequest, deps: Deps
   return `Authorization: ${captured!.get("authorization")}\nDPoP: ${captured!.get("dpop")}\n`;
 }
 
-// ── 10 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ────────────────────────────────────
+// ── 11 The authorization request: scope, PKCE, state, nonce, PAR or a preflight ────────────────────────────────────
 
 /** A scope string as a list of scope tokens (RFC 6749 §3.3): the one place that splits scopes. */
 function scopeList(scope: string): string[] {
@@ -4661,7 +4768,7 @@ function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-// ── 11 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
+// ── 12 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
 
 /** The callback path of the default redirect URI. */
 const CALLBACK_PATH = "/callback";
@@ -5565,7 +5672,7 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
 
-// ── 12 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
+// ── 13 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
 function chooseFlow(
@@ -6237,7 +6344,7 @@ async function pollDeviceCode(
   }
 }
 
-// ── 13 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
+// ── 14 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
 
 /** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
 const CLOCK_SKEW_NOTICE_MS = 60_000;
@@ -6424,7 +6531,634 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
   return info;
 }
 
-// ── 14 The token cache: entries, their keys and lifetimes, owner-only files and the lock ───────────────────────────
+// ── 15 Logins without a person: client credentials, JWT bearer, token exchange, subject token sources ──────────────
+
+/**
+ * The grants a machine signs in with, by the names `--grant` takes, and their `grant_type`: client
+ * credentials (RFC 6749 §4.4), a JWT bearer assertion (RFC 7523 §2.1), token exchange (RFC 8693 §2.1).
+ */
+const GRANT_TYPES = {
+  client_credentials: "client_credentials",
+  "jwt-bearer": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+  "token-exchange": "urn:ietf:params:oauth:grant-type:token-exchange",
+} as const;
+
+/** A grant without a person. */
+type Grant = NonNullable<Config["grant"]>;
+
+/** RFC 8693 §3's token type identifiers: this prefix and a short name. */
+const TOKEN_TYPE_PREFIX = "urn:ietf:params:oauth:token-type:";
+
+/** The short names of RFC 8693 §3's token types, which `--subject-token-type` and the others take. */
+const TOKEN_TYPE_NAMES = ["jwt", "id_token", "access_token", "refresh_token", "saml1", "saml2"];
+
+/** The projected service account token of a Kubernetes pod, where the kubelet keeps it fresh. */
+const KUBERNETES_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/** The most of a subject or actor token read from a file or stdin (a JWT is a few KiB). */
+const MAX_SOURCE_BYTES = 64 * 1024;
+
+/** Where a subject or actor token comes from (`--subject-token-from`), parsed (see `parseTokenSource`). */
+type TokenSource =
+  | { kind: "github-actions" }
+  | { kind: "gitlab"; variable: string }
+  | { kind: "kubernetes"; path: string }
+  | { kind: "file"; path: string }
+  | { kind: "env"; variable: string }
+  | { kind: "stdin" };
+
+/** The forms a token source takes, for hints. */
+const SOURCE_FORMS = "github-actions, gitlab:VAR, kubernetes[:PATH], file:PATH, env:NAME or - (stdin)";
+
+/** `--grant`'s value as a grant: its names, `client-credentials`, or a `grant_type` URN. Throws a usage LoginError. Pure. */
+function parseGrant(text: string): Grant {
+  const name = text === "client-credentials" ? "client_credentials" : text;
+  if (Object.hasOwn(GRANT_TYPES, name)) return name as Grant;
+  const byUrn = (Object.keys(GRANT_TYPES) as Grant[]).find((grant) => GRANT_TYPES[grant] === text);
+  if (byUrn) return byUrn;
+  throw new LoginError("usage", `The grant "${sanitize(text)}" is not one this tool makes`, {
+    hint: "use client_credentials, jwt-bearer or token-exchange (a person signs in without --grant)",
+  });
+}
+
+/** A token source as written (`kubernetes:/path`, `env:NAME`, ...); `flag` names it in the error. Throws a usage LoginError. Pure. */
+function parseTokenSource(text: string, flag: string): TokenSource {
+  const [kind, ...rest] = text.split(":");
+  const value = rest.join(":");
+  if (text === "github-actions") return { kind: "github-actions" };
+  if (text === "-" || text === "stdin") return { kind: "stdin" };
+  if (text === "kubernetes") return { kind: "kubernetes", path: KUBERNETES_TOKEN_PATH };
+  const variable = /^[A-Za-z_][A-Za-z0-9_]*$/.test(value);
+  if (kind === "gitlab" && variable) return { kind: "gitlab", variable: value };
+  if (kind === "env" && variable) return { kind: "env", variable: value };
+  if (kind === "kubernetes" && value) return { kind: "kubernetes", path: value };
+  if (kind === "file" && value) return { kind: "file", path: value };
+  throw new LoginError("usage", `The token source "${sanitize(text)}" (--${flag}) is not one this tool reads`, {
+    hint: kind === "gitlab"
+      ? "name the variable your job's id_tokens: block defines, e.g. gitlab:OAUTH_ID_TOKEN"
+      : `use ${SOURCE_FORMS}`,
+  });
+}
+
+/** The settings of a grant without a person that are part of an entry's key (see `cacheKey`). */
+const GRANT_KEYS = [
+  "grant",
+  "subjectTokenFrom",
+  "subjectTokenType",
+  "requestedTokenType",
+  "subjectAudience",
+  "actorTokenFrom",
+  "actorTokenType",
+] as const;
+
+type GrantKey = typeof GRANT_KEYS[number];
+
+/** A source as messages and `whoami` name it: `github-actions`, `kubernetes:/path`, `stdin`. Pure. */
+function describeSource(source: TokenSource): string {
+  switch (source.kind) {
+    case "github-actions":
+      return "github-actions";
+    case "stdin":
+      return "stdin";
+    case "gitlab":
+    case "env":
+      return `${source.kind}:${source.variable}`;
+    default:
+      return `${source.kind}:${source.path}`;
+  }
+}
+
+/** A token type as RFC 8693 §3 writes it: a short name (`jwt`) becomes its URI; a URI stays. Throws a usage LoginError. Pure. */
+function tokenTypeUri(text: string, flag: string): string {
+  if (TOKEN_TYPE_NAMES.includes(text)) return `${TOKEN_TYPE_PREFIX}${text}`;
+  if (/^[a-z][a-z0-9+.-]*:\S+$/i.test(text)) return text;
+  throw new LoginError("usage", `The token type "${sanitize(text)}" (--${flag}) is not a URI`, {
+    hint: `use ${TOKEN_TYPE_NAMES.join(", ")} (RFC 8693 §3), or a URI`,
+  });
+}
+
+/**
+ * The settings of a grant without a person, checked: `--grant`, the subject and actor token sources
+ * and types, the requested token type and the GitHub Actions audience. A setting that does not apply
+ * to the grant is a usage error when given as a flag (and left unused when it comes from elsewhere:
+ * the environment may hold settings for other runs). Throws LoginError. Pure.
+ */
+function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<Config> {
+  const { flags } = cli;
+  const given = (key: string) =>
+    pick(key, flags[flagOf(key)] as string | undefined, (ENV_VARS as Record<string, string>)[key]);
+  const grantText = given("grant");
+  const takes: Record<string, Grant[]> = {
+    subjectTokenFrom: ["jwt-bearer", "token-exchange"],
+    subjectTokenType: ["token-exchange"],
+    requestedTokenType: ["token-exchange"],
+    actorTokenFrom: ["token-exchange"],
+    actorTokenType: ["token-exchange"],
+    subjectAudience: ["jwt-bearer", "token-exchange"],
+  };
+  const grant = grantText === undefined ? undefined : parseGrant(grantText);
+  for (const [key, grants] of Object.entries(takes)) {
+    if (flags[flagOf(key)] === undefined || (grant && grants.includes(grant))) continue;
+    throw new LoginError("usage", `The flag "--${flagOf(key)}" applies only to --grant ${grants.join(" or ")}`);
+  }
+  if (!grant) return {};
+  const signIn = (["acr-values", "max-age"] as const).find((flag) => flags[flag] !== undefined);
+  if (signIn) {
+    throw new LoginError(
+      "usage",
+      `The flag "--${signIn}" applies only when a person signs in, not to --grant ${grant}`,
+      {
+        hint: "a grant without a person has no sign-in to make stronger or newer (RFC 9470)",
+      },
+    );
+  }
+  const subjectText = takes.subjectTokenFrom.includes(grant) ? given("subjectTokenFrom") : undefined;
+  if (!subjectText && grant !== "client_credentials") {
+    const withheld = trust.withheld.some(({ name }) => name === ENV_VARS.subjectTokenFrom);
+    throw new LoginError("config", `The ${grant} grant needs a subject token, and none is configured`, {
+      hint: withheld
+        ? `set ${ENV_VARS.issuer} in the environment too if your ${ENV_VARS.subjectTokenFrom} is meant for this server`
+        : `pass --subject-token-from SOURCE (${SOURCE_FORMS})`,
+    });
+  }
+  const exchange = grant === "token-exchange";
+  const actorText = exchange ? given("actorTokenFrom") : undefined;
+  const subject = subjectText === undefined ? undefined : parseTokenSource(subjectText, "subject-token-from");
+  const actor = actorText === undefined ? undefined : parseTokenSource(actorText, "actor-token-from");
+  if (subject?.kind === "stdin" && actor?.kind === "stdin") {
+    throw new LoginError("usage", "The subject and the actor token cannot both be read from stdin (-)");
+  }
+  if ((subject?.kind === "stdin" || actor?.kind === "stdin") && flags.data === "@-") {
+    throw new LoginError("usage", "Stdin cannot give both the request body (-d @-) and a token (-)");
+  }
+  const audience = subject?.kind === "github-actions" || actor?.kind === "github-actions"
+    ? given("subjectAudience")
+    : undefined;
+  if (flags["subject-audience"] !== undefined && audience === undefined) {
+    throw new LoginError("usage", 'The flag "--subject-audience" applies only to a github-actions token source', {
+      hint: "GitLab and Kubernetes set a token's audience where the token is made (id_tokens:, the projection)",
+    });
+  }
+  const type = (key: string, flag: string) => {
+    const text = exchange ? given(key) : undefined;
+    return text === undefined ? undefined : tokenTypeUri(text, flag);
+  };
+  return {
+    grant,
+    ...(subject ? { subjectTokenFrom: describeSource(subject) } : {}),
+    ...(exchange
+      ? { subjectTokenType: type("subjectTokenType", "subject-token-type") ?? `${TOKEN_TYPE_PREFIX}jwt` }
+      : {}),
+    ...(exchange && type("requestedTokenType", "requested-token-type")
+      ? { requestedTokenType: type("requestedTokenType", "requested-token-type") }
+      : {}),
+    ...(audience ? { subjectAudience: audience } : {}),
+    ...(actor
+      ? {
+        actorTokenFrom: describeSource(actor),
+        actorTokenType: type("actorTokenType", "actor-token-type") ?? `${TOKEN_TYPE_PREFIX}jwt`,
+      }
+      : {}),
+  };
+}
+
+/**
+ * Client credentials (RFC 6749 §4.4) are for confidential clients only: without a secret or a key the
+ * grant cannot authenticate, so the run stops before any request. Returns the configuration; throws a
+ * config LoginError.
+ */
+function checkGrantClient(config: Config, trust: Trust): Config {
+  if (config.grant !== "client_credentials" || config.clientSecret || config.clientKey) return config;
+  if (config.clientAuth && config.clientAuth !== "none") return config; // resolveClientAuth has asked for its secret
+  throw new LoginError("config", "The client_credentials grant needs the client's own credentials", {
+    hint: withheldSecretHint(trust) ??
+      `set ${ENV_VARS.clientSecret}, or pass --client-key FILE (private_key_jwt) for client "${
+        sanitize(config.clientId)
+      }"`,
+  });
+}
+
+/**
+ * Checks a token read from a source before it is sent: one token (no space or line break), at most
+ * `MAX_SOURCE_BYTES`, and, when it is a JWT, not expired by its own `exp` at `now` (ms): an expired CI
+ * or service account token fails here with what to do, not at the server. Returns it trimmed. Pure.
+ */
+function checkSourcedToken(text: string, what: string, source: TokenSource, now: number): string {
+  const token = text.trim();
+  if (token === "") throw new LoginError("config", `The ${what} is empty`);
+  if (/\s/.test(token)) {
+    throw new LoginError("config", `The ${what} is not one token: it holds spaces or line breaks`, {
+      hint: "the source must hold the token alone (a JWT, say), nothing else",
+    });
+  }
+  if (token.length > MAX_SOURCE_BYTES) {
+    throw new LoginError("config", `The ${what} is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
+  }
+  const exp = jwtExpiry(token);
+  if (exp !== undefined && exp * 1000 <= now) {
+    throw new LoginError("config", `The ${what} expired ${relativeTime(exp * 1000, now)}`, {
+      hint: source.kind === "kubernetes"
+        ? "the kubelet renews a projected token before it expires: check that the pod's token volume is mounted"
+        : source.kind === "github-actions" || source.kind === "gitlab"
+        ? "the CI system makes a new one for each job: run the job again"
+        : "give a token that has not expired",
+    });
+  }
+  return token;
+}
+
+/** A JWT's `sub`, decoded without verifying it: a name to show for the subject, never trusted for anything else. */
+function jwtSubject(token: string | undefined): string | undefined {
+  const payload = token?.split(".")[1];
+  if (!payload || token!.split(".").length !== 3) return undefined;
+  try {
+    const claims = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")));
+    return typeof claims?.sub === "string" && claims.sub !== "" ? claims.sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The body of the grant's token request, less `grant_type` and client authentication: `scope`,
+ * `resource`s, `audience` and the `--param`s (not the preset's authorization parameters, nor
+ * `login_hint`), then the assertion (RFC 7523 §2.1) or the subject and actor tokens and types
+ * (RFC 8693 §2.1). Pure.
+ */
+function grantParameters(config: Config, subject?: string, actor?: string): URLSearchParams {
+  const parameters = new URLSearchParams();
+  if (config.scope) parameters.set("scope", config.scope);
+  const preset = presetOf(config)?.params ?? [];
+  for (const [key, value] of config.params) {
+    if (key === "login_hint" || preset.some(([k, v]) => k === key && v === value)) continue;
+    parameters.append(key, value);
+  }
+  if (config.grant === "jwt-bearer") parameters.set("assertion", subject!);
+  if (config.grant === "token-exchange") {
+    parameters.set("subject_token", subject!);
+    parameters.set("subject_token_type", config.subjectTokenType!);
+    if (config.requestedTokenType) parameters.set("requested_token_type", config.requestedTokenType);
+    if (actor !== undefined) {
+      parameters.set("actor_token", actor);
+      parameters.set("actor_token_type", config.actorTokenType!);
+    }
+  }
+  return parameters;
+}
+
+/**
+ * A token exchange answer's `issued_token_type` (RFC 8693 §2.2.1): required; the one asked for with
+ * `--requested-token-type`, when given; and a token whose `token_type` is `N_A` (not usable as an
+ * access token) must not claim to be an access token. Throws an invalid_response LoginError. Pure.
+ */
+function checkIssuedTokenType(tokens: Record<string, unknown>, config: Pick<Config, "grant" | "requestedTokenType">) {
+  if (config.grant !== "token-exchange") return;
+  const issued = tokens.issued_token_type;
+  if (typeof issued !== "string" || issued === "") {
+    throw new LoginError(
+      "invalid_response",
+      'Cannot exchange the subject token: the answer has no "issued_token_type" (RFC 8693 §2.2.1)',
+      { hint: "the server's token exchange does not follow RFC 8693: report it to its operator" },
+    );
+  }
+  if (config.requestedTokenType && issued !== config.requestedTokenType) {
+    throw new LoginError(
+      "invalid_response",
+      `Cannot exchange the subject token: the server issued "${sanitize(issued)}", not the "${
+        sanitize(config.requestedTokenType)
+      }" asked for`,
+      { hint: "nothing was cached; ask for a type the server issues with --requested-token-type" },
+    );
+  }
+  if (tokens.token_type === "n_a" && issued === `${TOKEN_TYPE_PREFIX}access_token`) {
+    throw new LoginError(
+      "invalid_response",
+      'Cannot exchange the subject token: the server issued an access token with the token_type "N_A"',
+    );
+  }
+}
+
+/** The missing-source error: one sentence naming what was looked for, and where to get it. */
+function missingSource(message: string, hint: string): LoginError {
+  return new LoginError("config", message, { hint });
+}
+
+/**
+ * Asks GitHub Actions for the job's ID token (GitHub's OIDC token, `{"value": JWT}`): a GET of
+ * `ACTIONS_ID_TOKEN_REQUEST_URL` with `audience` set, carrying `ACTIONS_ID_TOKEN_REQUEST_TOKEN` as a
+ * bearer token, through the one sender; the token-origin rule applies (https, or http to this machine).
+ */
+async function githubActionsToken(config: Config, deps: Deps, trace?: Trace): Promise<string> {
+  const urlText = deps.env("ACTIONS_ID_TOKEN_REQUEST_URL");
+  const bearer = deps.env("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
+  const job = 'add "permissions: id-token: write" to the workflow\'s job, or choose another --subject-token-from';
+  for (const [name, value] of [["ACTIONS_ID_TOKEN_REQUEST_URL", urlText], ["ACTIONS_ID_TOKEN_REQUEST_TOKEN", bearer]]) {
+    if (!value) {
+      throw missingSource(
+        `${name} is not set: this is not a GitHub Actions job with "permissions: id-token: write"`,
+        job,
+      );
+    }
+  }
+  const url = parseUrl(urlText!);
+  if (!url || tokenRefusal(url)) {
+    throw new LoginError(
+      "config",
+      `ACTIONS_ID_TOKEN_REQUEST_URL is not an https URL, so its request token is not sent there (${
+        sanitize(url ? url.origin : urlText)
+      })`,
+      { hint: "GitHub Actions sets it itself; unset it outside a GitHub Actions job" },
+    );
+  }
+  url.searchParams.set("audience", config.subjectAudience ?? displayIssuer(config.issuer));
+  const answer = await send(deps, url, {
+    headers: { authorization: `bearer ${bearer}`, accept: "application/json" },
+  }, { trace, traceFields: false, urlName: "ACTIONS_ID_TOKEN_REQUEST_URL" });
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(answer.body))?.value;
+  } catch { /* said below */ }
+  if (answer.status !== 200 || typeof value !== "string") {
+    throw new LoginError(
+      answer.status === 200 ? "invalid_response" : "failure",
+      `GitHub Actions gave no ID token (HTTP ${answer.status}${
+        answer.status === 200 ? ', no "value" in its answer' : ""
+      })`,
+      { hint: answer.status === 403 || answer.status === 401 ? job : "try the job again" },
+    );
+  }
+  return value;
+}
+
+/**
+ * Reads a token file (a projected service account token is a link the kubelet swaps: it is followed), at
+ * most `MAX_SOURCE_BYTES`. A file anyone may change is refused: another user could put their own token
+ * there, and the tool would sign in as them.
+ */
+async function readTokenFile(path: string, missing: () => LoginError): Promise<string> {
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isFile) throw new LoginError("config", `The token source "${sanitize(path)}" is not a file`);
+    if (info.mode !== null && (info.mode & 0o002) !== 0) {
+      throw new LoginError("config", `The token file "${sanitize(path)}" can be changed by any user`, {
+        hint: `make it writable by its owner alone: chmod o-w "${sanitize(path)}"`,
+      });
+    }
+    if (info.size > MAX_SOURCE_BYTES) {
+      throw new LoginError("config", `The token file "${sanitize(path)}" is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
+    }
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
+    if (error instanceof Deno.errors.NotFound) throw missing();
+    throw new LoginError(
+      "config",
+      `Cannot read the token file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
+      {
+        hint: "check that this user may read it",
+      },
+    );
+  }
+}
+
+/**
+ * Reads a subject or actor token (`role`) from its source, afresh: it is never cached, so a rotated
+ * service account token or a new CI token is what each grant sends. A source that is absent ends with
+ * one sentence naming what was looked for. Returns the token, checked (`checkSourcedToken`).
+ */
+async function readTokenSource(
+  source: TokenSource,
+  role: "subject" | "actor",
+  config: Config,
+  deps: Deps,
+  trace?: Trace,
+): Promise<string> {
+  const flag = `--${role}-token-from`;
+  let text: string;
+  switch (source.kind) {
+    case "github-actions":
+      text = await githubActionsToken(config, deps, trace);
+      break;
+    case "gitlab":
+      text = deps.env(source.variable) ?? "";
+      if (!text) {
+        throw missingSource(
+          `${source.variable} is not set: this is not a GitLab CI job whose "id_tokens:" block defines it`,
+          `add it to the job: id_tokens: { ${source.variable}: { aud: "${displayIssuer(config.issuer)}" } }`,
+        );
+      }
+      break;
+    case "env":
+      text = deps.env(source.variable) ?? "";
+      if (!text) {
+        throw missingSource(`${source.variable} is not set (${flag} env:${source.variable})`, "set it to the token");
+      }
+      break;
+    case "stdin": {
+      if (deps.canPrompt) {
+        // A terminal: reading to its end would wait for a Ctrl-D nobody knows to type.
+        throw missingSource(`Stdin is a terminal, not a token (${flag} -)`, "pipe the token into this command");
+      }
+      const bytes = deps.readStdin ? await deps.readStdin() : new Uint8Array();
+      text = new TextDecoder().decode(bytes.subarray(0, MAX_SOURCE_BYTES + 1));
+      if (!text.trim()) {
+        throw missingSource(
+          `Nothing was read from stdin (${flag} -)`,
+          "pipe the token into this command",
+        );
+      }
+      break;
+    }
+    case "kubernetes":
+      text = await readTokenFile(source.path, () =>
+        missingSource(
+          `There is no service account token at "${
+            sanitize(source.path)
+          }": this is not a Kubernetes pod with a projected service account token`,
+          `mount one (a serviceAccountToken projection with the audience "${
+            displayIssuer(config.issuer)
+          }") and name its path with kubernetes:PATH`,
+        ));
+      break;
+    case "file":
+      text = await readTokenFile(
+        source.path,
+        () =>
+          missingSource(
+            `There is no file "${sanitize(source.path)}" (${flag} file:${sanitize(source.path)})`,
+            "check the path",
+          ),
+      );
+      break;
+  }
+  return checkSourcedToken(text, `${role} token from ${describeSource(source)}`, source, deps.now());
+}
+
+/**
+ * Runs the configured grant once and returns the new entry (not saved): discovery (or, to run it again,
+ * the metadata the entry keeps), client authentication as configured, DPoP when asked (the entry's key
+ * again, if it has one), the sources read afresh, and the answer checked by oauth4webapi
+ * (`processClientCredentialsResponse`, `processGenericTokenEndpointResponse`) and `checkIssuedTokenType`.
+ */
+async function runGrant(config: Config, deps: Deps, previous?: TokenSet): Promise<TokenSet> {
+  const oauth = await lib();
+  const trace = makeTrace(config, deps);
+  if (config.clientKey) await readClientKey(config.clientKey); // a key that will not do fails before any request
+  // The sources first: one that is absent (not in that CI, no such file) fails before any request.
+  const read = (text: string | undefined, role: "subject" | "actor") =>
+    text === undefined
+      ? undefined
+      : readTokenSource(parseTokenSource(text, `${role}-token-from`), role, config, deps, trace);
+  const subject = await read(config.subjectTokenFrom, "subject");
+  const actor = await read(config.actorTokenFrom, "actor");
+  const issuer = previous
+    ? await issuerFor(
+      previous.metadata as unknown as Oauth.AuthorizationServer,
+      {
+        ...config,
+        clientAuth: refreshClientAuth(previous, config),
+      },
+      deps,
+      trace,
+    )
+    : await discover(config, deps, trace);
+  if (config.dpop || previous?.dpopKey) {
+    const key = previous?.dpopKey ?? await newDpopKey(dpopAlgorithm(issuer.as.dpop_signing_alg_values_supported));
+    await enableDpop(issuer, await dpopState(key, previous?.dpopNonces, deps));
+  }
+  const parameters = grantParameters(config, subject, actor);
+  const { as, client, auth, http } = issuer;
+  const grant = config.grant!;
+  const tokens = await step(grantDoing(grant), () =>
+    onceMoreForNonce(issuer, async () => {
+      const response = grant === "client_credentials"
+        ? await oauth.clientCredentialsGrantRequest(as, client, auth, parameters, http)
+        : await oauth.genericTokenEndpointRequest(as, client, auth, GRANT_TYPES[grant], parameters, http);
+      return await processTokens(response, deps.now(), (r) =>
+        grant === "client_credentials"
+          ? oauth.processClientCredentialsResponse(as, client, r)
+          // RFC 8693 §2.2.1: a token that is no access token has the token_type N_A.
+          : oauth.processGenericTokenEndpointResponse(as, client, r, { recognizedTokenTypes: { n_a: () => {} } }));
+    })).catch((error) => {
+      throw grantHint(exchangeHint(error, issuer, config), config);
+    });
+  checkIssuedTokenType(tokens, config);
+  return toTokenSet(config, tokens, {
+    now: deps.now(),
+    metadata: as as unknown as Record<string, unknown>,
+    authMethod: issuer.authMethod,
+    user: jwtSubject(subject),
+    dpop: issuer.dpop,
+  });
+}
+
+/** What a grant's request is, for "Cannot …" messages. */
+function grantDoing(grant: Grant): string {
+  return grant === "token-exchange"
+    ? "exchange the subject token"
+    : grant === "jwt-bearer"
+    ? "get a token for the JWT assertion"
+    : "get a token with the client's credentials";
+}
+
+/** A better hint for a grant the server refused: what the server lacks, or what to check of the subject token. */
+function grantHint(error: unknown, config: Config): unknown {
+  if (!(error instanceof ErrorResponse)) return error;
+  const hints: Record<string, string> = {
+    unsupported_grant_type: `the server does not offer the ${config.grant} grant, or not at its token endpoint`,
+    unauthorized_client: `the client "${
+      sanitize(config.clientId)
+    }" may not use the ${config.grant} grant: allow it at the server`,
+    invalid_grant: config.subjectTokenFrom
+      ? `the server refused the subject token from ${config.subjectTokenFrom}: check that it trusts its issuer and that its audience is what the server expects`
+      : "",
+    invalid_target: "check --resource and --audience: the server does not issue tokens for them to this client",
+  };
+  const hint = hints[error.code];
+  if (!hint || error.hint?.includes("--client-key")) return error;
+  return new ErrorResponse(error.message, {
+    code: error.code,
+    description: error.description,
+    status: error.status,
+    hint,
+    cause: error,
+  });
+}
+
+/**
+ * `login --grant`: runs the grant (always: a login starts afresh) and saves the entry under its lock,
+ * as every writer of an entry does, its long-lived secrets (a refresh token, a DPoP key) sealed as a
+ * person's are (`saveEntry`). Says for whom the token is, unless `--quiet`.
+ */
+async function grantAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
+  await deps.storage.prepare?.(`${name}.json`);
+  // Before the grant runs: with --token-storage keychain, tokens that could not be kept would be wasted.
+  await keychainReady(config, deps);
+  deps.catchInterrupt?.();
+  const lock = await lockEntry(name, deps);
+  let entry: TokenSet;
+  try {
+    entry = await runGrant(config, deps);
+    // What the file held: its keychain item, if another, is removed; its secrets' place, if the file, said once.
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    await saveEntry(config, deps, name, entry, { previous: text === undefined ? undefined : parseTokenSet(text) });
+  } finally {
+    lock.release();
+  }
+  if (!config.quiet) say(deps, `Got a token from ${displayIssuer(config.issuer)} ${grantedTo(entry)}`);
+  return entry;
+}
+
+/** Whom an entry of a grant speaks for, in words: "for the client X (client credentials)", "for SUB (token exchange)". */
+function grantedTo(entry: Pick<TokenSet, "grant" | "user" | "clientId">): string {
+  const how = entry.grant?.replace(/[_-]/g, " ");
+  return entry.user ? `for ${sanitize(entry.user)} (${how})` : `for the client ${sanitize(entry.clientId)} (${how})`;
+}
+
+/**
+ * Renews an entry of a grant under its lock: the entry again if another process renewed it meanwhile;
+ * else a refresh where the grant gave a refresh token (a token exchange may), falling back to the grant
+ * when the server refuses it; else the grant, run again. Sealed secrets are opened first (one keychain
+ * read); when they cannot be had, the grant runs afresh, as it needs none of them. The new entry is
+ * saved by `saveEntry`. A renewal that fails while the token has not expired leaves it in use, with a
+ * warning (as a failed refresh does).
+ */
+async function renewGrant(
+  config: Config,
+  deps: Deps,
+  name: string,
+  rejected?: string,
+): Promise<TokenSet> {
+  const current = await readEntry(config, deps, name);
+  if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
+  try {
+    const open = current && await openEntry(current, deps, "renew the access token").catch((error) => {
+      if (!(error instanceof SecretsGone || error instanceof LoginError)) throw error;
+      return undefined;
+    });
+    if (!open) await keychainReady(config, deps);
+    const item = open && await refreshItem(config, deps, name, open);
+    let next: TokenSet | undefined;
+    if (open?.refreshToken) {
+      next = await refreshTokenSet(open, config, deps, makeTrace(config, deps)).catch((error) => {
+        if (!(error instanceof ErrorResponse && error.code === "invalid_grant")) throw error;
+        return undefined; // the refresh token is spent: the grant itself runs again
+      });
+    }
+    next ??= await runGrant(config, deps, open);
+    await saveEntry(config, deps, name, next, { previous: current, item });
+    if (deps.signal.aborted) throw new LoginError("interrupted", "Interrupted"); // saved: a later run uses it
+    return next;
+  } catch (error) {
+    if (!current || hasExpired(current, deps.now()) || deps.signal.aborted || current.accessToken === rejected) {
+      throw error;
+    }
+    const why = (error as Error).message.replace(/^Cannot [^:]*: /, "");
+    return stillValid(current, why, deps, "it is tried again at the next use");
+  }
+}
+
+// ── 16 The token cache: which entry is a configuration's, its key and its lifetimes ────────────────────────────────
 
 /** The version of the cache entry format. */
 const CACHE_VERSION: TokenSet["version"] = 1;
@@ -6504,69 +7238,30 @@ export interface TokenSet {
    * what kept the keychain from answering under `auto`. Absent: an earlier version's entry, or none.
    */
   keptInFile?: string;
-}
-
-/**
- * The token cache: one file per entry (`<name>.json`, `name` as `cacheKey` makes it) in a folder only
- * the user can change. Files that are not the user's own regular files are refused (a "config"
- * `LoginError`): never read, followed, written through or removed.
- */
-export interface Storage {
-  /** The cache folder. */
-  readonly dir: string;
-  /**
-   * The file's text, or undefined when there is none. Refuses a link, a file of another user, a folder
-   * others can change, and a file other users can read, unless `allowShared` is set; even then it
-   * refuses one that others could have changed.
-   */
-  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
-  /** Replaces the file atomically (temporary file, then rename), owner-only. */
-  write(name: string, text: string): Promise<void>;
-  /**
-   * Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`), or a client registration's
-   * (`<name>.client.json`, `<name>.client.lock`); nothing else.
-   */
-  remove(name: string): Promise<void>;
-  /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
-  list(): Promise<string[]>;
-  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
-  lock(name: string): Promise<{ release(): void }>;
-  /**
-   * Checks, before a sign-in, that the file `name` can be saved here (creates the folder, writes and
-   * removes a probe file; what is at `name` must be the user's own file); throws what a `write` would.
-   * Absent: nothing is checked.
-   */
-  prepare?(name?: string): Promise<void>;
-}
-
-/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
-  const explicit = env(ENV_VARS.cache);
-  if (explicit) return explicit;
-  const xdg = env("XDG_CACHE_HOME");
-  if (xdg) return `${xdg}/oauth-login`;
-  if (os === "windows") {
-    const local = env("LOCALAPPDATA");
-    return local ? `${local}\\oauth-login` : undefined;
-  }
-  const home = env("HOME");
-  if (!home) return undefined;
-  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
+  /** The grant without a person that made the entry (part of its key); absent: a person signed in. */
+  grant?: "client_credentials" | "jwt-bearer" | "token-exchange";
+  /** Where the grant's subject token came from (`github-actions`, `kubernetes:/path`, ...): never the token. */
+  subjectTokenFrom?: string;
+  /** Where the grant's actor token came from (RFC 8693 §2.1). */
+  actorTokenFrom?: string;
+  /** A token exchange's `issued_token_type` (RFC 8693 §2.2.1), a URI. */
+  issuedTokenType?: string;
 }
 
 /**
  * The entry's file name: the issuer's host, then a 64-bit FNV-1a hash of issuer, client id, scope,
  * resource and, when one is in use, the profile's name (so two accounts at one issuer and client
- * keep two entries), and the endpoints given by hand (so that a login whose tokens go elsewhere can
- * never replace, or be read as, the one that discovered them). Without a profile or such endpoints
- * the key is what it always was. It only names files (each entry also records its issuer, client and
+ * keep two entries), the endpoints given by hand (so that a login whose tokens go elsewhere can
+ * never replace, or be read as, the one that discovered them), and a grant without a person with its
+ * sources and token types (so that a machine's token never replaces, or is read as, a person's). Without
+ * a profile, such endpoints or a grant the key is what it always was. It only names files (each entry also records its issuer, client and
  * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
  * hot path a millisecond.
  */
 function cacheKey(
   config:
     & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
-    & Partial<Pick<Config, "sources" | EndpointKey>>,
+    & Partial<Pick<Config, "sources" | EndpointKey | GrantKey>>,
 ): string {
   const scope = (config.scope ?? "").split(/\s+/).filter(Boolean).sort().join(" ");
   const resource = config.params.filter(([key]) => key === "resource" || key === "audience").map((p) => p.join("="));
@@ -6575,6 +7270,7 @@ function cacheKey(
   // A preset's endpoints are not hand-given (they have no source): the preset's issuer already names them.
   const manual = MANUAL_ENDPOINTS.filter(([key]) => config.sources?.[key] !== undefined && config[key] !== undefined);
   if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
+  if (config.grant) parts.push({ grant: GRANT_KEYS.map((key) => config[key] ?? null) });
   return fileName(new URL(config.issuer), parts);
 }
 
@@ -6620,7 +7316,18 @@ function parseTokenSet(text: string): TokenSet | undefined {
   }
   if (!value || typeof value !== "object" || Array.isArray(value) || value.version !== CACHE_VERSION) return undefined;
   const required = ["issuer", "clientId", "requestedScope", "accessToken", "tokenType", "authMethod"];
-  const optional = ["refreshToken", "idToken", "scope", "user", "subject", "profile"];
+  const optional = [
+    "refreshToken",
+    "idToken",
+    "scope",
+    "user",
+    "subject",
+    "profile",
+    "grant",
+    "subjectTokenFrom",
+    "actorTokenFrom",
+    "issuedTokenType",
+  ];
   if (required.some((key) => typeof value[key] !== "string") || value.accessToken === "") return undefined;
   if (optional.some((key) => value[key] !== undefined && typeof value[key] !== "string")) return undefined;
   if (value.expiresAt !== undefined && !Number.isFinite(value.expiresAt)) return undefined;
@@ -6666,18 +7373,26 @@ const MAX_LIFETIME_S = 365 * 86_400;
  * Whether `token` can print the cached access token without renewing it. The margin is
  * `min(minTtlMs, half the token's lifetime)`, so a token is never due just after it was issued. A
  * token of unknown lifetime is due `UNKNOWN_LIFETIME_S` after it was issued (less the margin), and
- * only when it has a refresh token: without one there is nothing to renew it with. Times in ms.
- * On the hot path: arithmetic only.
+ * only when it can be renewed (a refresh token, or a grant without a person to run again): else there
+ * is nothing to renew it with. Times in ms. On the hot path: arithmetic only.
  */
 function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
-    if (issuedAt === undefined || !holds(entry, "refresh_token")) return true;
+    if (issuedAt === undefined || !renewable(entry)) return true;
     const assumed = UNKNOWN_LIFETIME_S * 1000;
     return now - issuedAt < assumed - Math.min(minTtlMs, assumed / 2);
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
   return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
+}
+
+/**
+ * Whether an entry can be renewed without a person: it holds a refresh token (in its file or sealed),
+ * or a grant that can run again. Asks no keychain. Pure, on the cached path.
+ */
+function renewable(entry: TokenSet): boolean {
+  return holds(entry, "refresh_token") || !!entry.grant;
 }
 
 /** Whether the access token has expired by its known expiry (one of unknown lifetime never has). */
@@ -6758,7 +7473,9 @@ function accessTokenExpiry(
 function toTokenSet(
   config:
     & Pick<Config, "issuer" | "clientId" | "scope" | "profile">
-    & Partial<Pick<Config, "resources" | "params" | "protectedResource">>,
+    & Partial<
+      Pick<Config, "resources" | "params" | "protectedResource" | "grant" | "subjectTokenFrom" | "actorTokenFrom">
+    >,
   tokens: Oauth.TokenEndpointResponse,
   context: {
     now: number;
@@ -6779,7 +7496,8 @@ function toTokenSet(
     clientId: config.clientId,
     requestedScope: config.scope ?? "",
     accessToken: tokens.access_token,
-    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type, // oauth4webapi lower-cases it
+    // oauth4webapi lower-cases it; a token exchange's N_A (RFC 8693 §2.2.1) is no access token.
+    tokenType: tokens.token_type === "dpop" ? "DPoP" : tokens.token_type === "n_a" ? "N_A" : tokens.token_type,
     expiresAt: accessTokenExpiry(tokens, context.now, previous),
     refreshToken: tokens.refresh_token ?? previous?.refreshToken,
     idToken: tokens.id_token ?? previous?.idToken,
@@ -6802,7 +7520,19 @@ function toTokenSet(
         dpopNonces: { ...previous?.dpopNonces, ...context.dpop?.nonces },
       }
       : {}),
-    ...(previous ? previousSignIn(previous) : signedIn(config, tokens, context.now)),
+    // A grant without a person names itself and its sources; a person's sign-in, when and how (RFC 9470).
+    ...(config.grant
+      ? {
+        grant: config.grant,
+        subjectTokenFrom: config.subjectTokenFrom,
+        actorTokenFrom: config.actorTokenFrom,
+        issuedTokenType: typeof tokens.issued_token_type === "string"
+          ? tokens.issued_token_type
+          : previous?.issuedTokenType,
+      }
+      : previous
+      ? previousSignIn(previous)
+      : signedIn(config, tokens, context.now)),
   };
 }
 
@@ -6816,9 +7546,150 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
   if (!entry) return { state: "logged_out", text: "not logged in" };
   if (entry.expiresAt === undefined) return { state: "valid", text: "valid, no stated expiry" };
   if (isFresh(entry, now, 0)) return { state: "valid", text: `valid, expires ${relativeTime(entry.expiresAt, now)}` };
-  return holds(entry, "refresh_token")
-    ? { state: "refreshable", text: "expired, refreshed when next used" }
+  return renewable(entry)
+    ? {
+      state: "refreshable",
+      text: `expired, ${holds(entry, "refresh_token") ? "refreshed" : "renewed"} when next used`,
+    }
     : { state: "expired", text: "expired, sign in again" };
+}
+
+/** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client, profile and grant. Pure. */
+function belongsTo(
+  entry: TokenSet,
+  config: Pick<Config, "issuer" | "clientId" | "profile"> & Partial<Pick<Config, "grant">>,
+): boolean {
+  return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
+    (entry.profile ?? "") === (config.profile ?? "") && (entry.grant ?? "") === (config.grant ?? "");
+}
+
+/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
+async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+  const text = await deps.storage.read(`${name}.json`);
+  if (text === undefined) return undefined;
+  const entry = parseTokenSet(text);
+  if (!entry || !belongsTo(entry, config)) {
+    say(
+      deps,
+      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
+    );
+    return undefined;
+  }
+  return entry;
+}
+
+/** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
+interface FoundEntry {
+  name: string;
+  entry?: TokenSet;
+  /** For an API's entry (`Config.protectedResource`): the configuration to renew it with, its server and client. */
+  config?: Config;
+}
+
+/**
+ * The one answer to "which entry is this configuration's", for every command: the entry under its key
+ * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
+ * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
+ * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
+ * For an API whose metadata chose the server (`Config.protectedResource`): the entry under its resource
+ * (`resourceEntry`), with the configuration to renew it with; `name` is "" when there is none.
+ */
+async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+  if (config.protectedResource) return await resourceEntry(config, deps);
+  const name = cacheKey(config);
+  const entry = await readEntry(config, deps, name);
+  if (entry) return { name, entry };
+  return (await otherEntries(config, deps, true))[0] ?? { name };
+}
+
+/**
+ * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
+ * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
+ * for its one resource among several. Files the tool does not trust are not this configuration's.
+ */
+async function otherEntries(
+  config: Config,
+  deps: Deps,
+  first: boolean,
+): Promise<Required<Omit<FoundEntry, "config">>[]> {
+  const found: Required<Omit<FoundEntry, "config">>[] = [];
+  for (const name of legacyCacheKeys(config)) {
+    const entry = await readEntry(config, deps, name);
+    if (entry) found.push({ name, entry });
+    if (first && found.length > 0) return found;
+  }
+  const wanted = config.resources ?? [];
+  if (wanted.length !== 1) return found;
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (
+      !entry || !belongsTo(entry, config) || entry.requestedScope !== (config.scope ?? "") ||
+      (entry.resources?.length ?? 0) < 2 || !entry.resources!.includes(wanted[0]) ||
+      found.some((other) => other.name === name)
+    ) continue;
+    // Only under the key that login had (its profile and hand-given endpoints too): else it is another login's.
+    const login = {
+      ...config,
+      params: [
+        ...config.params.filter(([key]) => key !== "resource"),
+        ...entry.resources!.map((r): [string, string] => ["resource", r]),
+      ],
+    };
+    if ([cacheKey(login), ...legacyCacheKeys(login)].includes(name)) found.push({ name, entry });
+    if (first && found.length > 0) return found;
+  }
+  return found;
+}
+
+// ── 17 Owner-only files and the lock: the cache on disk, the one writer, who owns what ─────────────────────────────
+
+/**
+ * The token cache: one file per entry (`<name>.json`, `name` as `cacheKey` makes it) in a folder only
+ * the user can change. Files that are not the user's own regular files are refused (a "config"
+ * `LoginError`): never read, followed, written through or removed.
+ */
+export interface Storage {
+  /** The cache folder. */
+  readonly dir: string;
+  /**
+   * The file's text, or undefined when there is none. Refuses a link, a file of another user, a folder
+   * others can change, and a file other users can read, unless `allowShared` is set; even then it
+   * refuses one that others could have changed.
+   */
+  read(name: string, options?: { allowShared?: boolean }): Promise<string | undefined>;
+  /** Replaces the file atomically (temporary file, then rename), owner-only. */
+  write(name: string, text: string): Promise<void>;
+  /**
+   * Removes an entry's file or its lock file (`<name>.json`, `<name>.lock`), or a client registration's
+   * (`<name>.client.json`, `<name>.client.lock`); nothing else.
+   */
+  remove(name: string): Promise<void>;
+  /** The names of the entries: the `<name>.json` files whose name is one `cacheKey` makes, and no others. */
+  list(): Promise<string[]>;
+  /** Takes the entry's exclusive cross-process lock (a `.lock` file beside it); waits for it. */
+  lock(name: string): Promise<{ release(): void }>;
+  /**
+   * Checks, before a sign-in, that the file `name` can be saved here (creates the folder, writes and
+   * removes a probe file; what is at `name` must be the user's own file); throws what a `write` would.
+   * Absent: nothing is checked.
+   */
+  prepare?(name?: string): Promise<void>;
+}
+
+/** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
+function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+  const explicit = env(ENV_VARS.cache);
+  if (explicit) return explicit;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/oauth-login`;
+  if (os === "windows") {
+    const local = env("LOCALAPPDATA");
+    return local ? `${local}\\oauth-login` : undefined;
+  }
+  const home = env("HOME");
+  if (!home) return undefined;
+  return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
 }
 
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
@@ -7237,95 +8108,7 @@ async function lockEntry(
   }
 }
 
-/** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client and profile. Pure. */
-function belongsTo(
-  entry: TokenSet,
-  config: Pick<Config, "issuer" | "clientId" | "profile">,
-): boolean {
-  return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
-    (entry.profile ?? "") === (config.profile ?? "");
-}
-
-/** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
-  const text = await deps.storage.read(`${name}.json`);
-  if (text === undefined) return undefined;
-  const entry = parseTokenSet(text);
-  if (!entry || !belongsTo(entry, config)) {
-    say(
-      deps,
-      `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this client; it is ignored and will be replaced at the next login`,
-    );
-    return undefined;
-  }
-  return entry;
-}
-
-/** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
-interface FoundEntry {
-  name: string;
-  entry?: TokenSet;
-  /** For an API's entry (`Config.protectedResource`): the configuration to renew it with, its server and client. */
-  config?: Config;
-}
-
-/**
- * The one answer to "which entry is this configuration's", for every command: the entry under its key
- * (`cacheKey`); else under a key an earlier version used (`legacyCacheKeys`); else, for `--resource R`,
- * the entry of a login that asked for R among several resources (`otherEntries`). Without one, `name`
- * is the key, where a login saves. The cached-token path reads one file; the others only on a miss.
- * For an API whose metadata chose the server (`Config.protectedResource`): the entry under its resource
- * (`resourceEntry`), with the configuration to renew it with; `name` is "" when there is none.
- */
-async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
-  if (config.protectedResource) return await resourceEntry(config, deps);
-  const name = cacheKey(config);
-  const entry = await readEntry(config, deps, name);
-  if (entry) return { name, entry };
-  return (await otherEntries(config, deps, true))[0] ?? { name };
-}
-
-/**
- * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
- * the first): under the older keys, then the logins (same issuer, client, scope and profile) that asked
- * for its one resource among several. Files the tool does not trust are not this configuration's.
- */
-async function otherEntries(
-  config: Config,
-  deps: Deps,
-  first: boolean,
-): Promise<Required<Omit<FoundEntry, "config">>[]> {
-  const found: Required<Omit<FoundEntry, "config">>[] = [];
-  for (const name of legacyCacheKeys(config)) {
-    const entry = await readEntry(config, deps, name);
-    if (entry) found.push({ name, entry });
-    if (first && found.length > 0) return found;
-  }
-  const wanted = config.resources ?? [];
-  if (wanted.length !== 1) return found;
-  for (const name of await deps.storage.list()) {
-    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
-    const entry = text === undefined ? undefined : parseTokenSet(text);
-    if (
-      !entry || !belongsTo(entry, config) || entry.requestedScope !== (config.scope ?? "") ||
-      (entry.resources?.length ?? 0) < 2 || !entry.resources!.includes(wanted[0]) ||
-      found.some((other) => other.name === name)
-    ) continue;
-    // Only under the key that login had (its profile and hand-given endpoints too): else it is another login's.
-    const login = {
-      ...config,
-      params: [
-        ...config.params.filter(([key]) => key !== "resource"),
-        ...entry.resources!.map((r): [string, string] => ["resource", r]),
-      ],
-    };
-    if ([cacheKey(login), ...legacyCacheKeys(login)].includes(name)) found.push({ name, entry });
-    if (first && found.length > 0) return found;
-  }
-  return found;
-}
-
-// ── 15 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
+// ── 18 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
 
 /*
  * The platform's keychain is reached through its own tool, run as a process with any secret on its
@@ -7905,7 +8688,7 @@ function readToolOutput(stream: ReadableStream<Uint8Array>): { text: Promise<str
   return { text, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
-// ── 16 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
+// ── 19 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
 
 /*
  * An entry's long-lived secrets (its refresh token and DPoP key; the secret of a client the tool
@@ -8324,7 +9107,7 @@ async function forgetOrphanItems(deps: Deps): Promise<number> {
   return removed;
 }
 
-// ── 17 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 20 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -8365,6 +9148,8 @@ async function refreshTokenSet(
   trace?: Trace,
   /** RFC 8707 §2.2: the resource the new access token is for (default: the entry's own). */
   resource = entry.resource,
+  /** RFC 6749 §6: a narrower scope for the new access token (default: the grant's own). */
+  scope?: string,
 ): Promise<TokenSet> {
   const oauth = await lib();
   const issuer = await issuerFor(
@@ -8385,9 +9170,10 @@ async function refreshTokenSet(
   const { as, client, auth, http } = issuer;
   const tokens = await step("refresh the access token", () =>
     onceMoreForNonce(issuer, async () => {
+      const extra = { ...(resource ? { resource } : {}), ...(scope ? { scope } : {}) };
       const response = await oauth.refreshTokenGrantRequest(as, client, auth, entry.refreshToken!, {
         ...http,
-        ...(resource ? { additionalParameters: { resource } } : {}),
+        ...(resource || scope ? { additionalParameters: extra } : {}),
       });
       return await processTokens(response, deps.now(), (r) => oauth.processRefreshTokenResponse(as, client, r));
     }));
@@ -8467,10 +9253,10 @@ async function renew(
     : entry
     ? "The cached token has expired and cannot be refreshed"
     : "No cached token";
-  if (entry && !rejected && !holds(entry, "refresh_token") && !hasExpired(entry, deps.now())) {
+  if (entry && !rejected && !renewable(entry) && !hasExpired(entry, deps.now())) {
     return stillValid(entry, "there is no refresh token", deps, 'run "oauth-login login" to sign in again');
   }
-  if (entry && holds(entry, "refresh_token")) {
+  if ((entry && holds(entry, "refresh_token")) || config.grant) {
     // Catch Ctrl-C from here on: a refresh cut short could lose a rotated refresh token.
     deps.catchInterrupt?.();
     const interrupt = deps.signal;
@@ -8490,31 +9276,12 @@ async function renew(
     }
     try {
       if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
-      const current = await readEntry(config, deps, name);
-      if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
-      if (current && holds(current, "refresh_token")) {
-        try {
-          // The refresh token (sealed: one keychain read), and where the refreshed one goes, before any request.
-          const open = await openEntry(current, deps);
-          const item = await refreshItem(config, deps, name, open);
-          const next = await refreshTokenSet(open, config, deps, makeTrace(config, deps));
-          await saveEntry(config, deps, name, next, { previous: current, item });
-          if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
-          return next;
-        } catch (error) {
-          // invalid_client for a client this tool registered: the server no longer knows it (signInAtResource registers again).
-          const ended = error instanceof ErrorResponse &&
-            (error.code === "invalid_grant" ||
-              (error.code === "invalid_client" && !!config.protectedResource?.registration));
-          if (!ended && !(error instanceof SecretsGone)) {
-            // A refresh ahead of time that fails (server error, network, timeout, keychain): the token still works.
-            if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
-            const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
-            return stillValid(current, why, deps, "it is tried again at the next use");
-          }
-          why = await endSession(name, current, error, deps);
-        }
-      }
+      // A grant without a person runs again; a person's login is refreshed.
+      const renewed = config.grant
+        ? await renewGrant(config, deps, name, rejected)
+        : await refreshLocked(config, deps, name, rejected);
+      if (typeof renewed === "string") why = renewed;
+      else if (renewed) return renewed;
     } finally {
       lock.release();
     }
@@ -8532,6 +9299,46 @@ async function renew(
   }
   say(deps, `${why} for ${displayIssuer(config.issuer)}: signing in`);
   return await loginAndSave(config, deps, name);
+}
+
+/**
+ * `renew`'s refresh of a person's entry, under its lock: the entry again if another process refreshed it
+ * meanwhile; the refreshed entry, saved (its refresh token sealed, `saveEntry`); the cached one with a
+ * warning when a refresh ahead of time fails (the token still works); why, when the session has ended
+ * (`endSession`: the server refused the refresh token, or the sealed one is gone); undefined when there
+ * is nothing to refresh with (another process logged out).
+ */
+async function refreshLocked(
+  config: Config,
+  deps: Deps,
+  name: string,
+  rejected?: string,
+): Promise<TokenSet | string | undefined> {
+  const interrupt = deps.signal;
+  const current = await readEntry(config, deps, name);
+  if (current && isFresh(current, deps.now(), config.minTtlMs) && current.accessToken !== rejected) return current;
+  if (!current || !holds(current, "refresh_token")) return undefined;
+  try {
+    // The refresh token (sealed: one keychain read), and where the refreshed one goes, before any request.
+    const open = await openEntry(current, deps);
+    const item = await refreshItem(config, deps, name, open);
+    const next = await refreshTokenSet(open, config, deps, makeTrace(config, deps));
+    await saveEntry(config, deps, name, next, { previous: current, item });
+    if (interrupt.aborted) throw new LoginError("interrupted", "Interrupted");
+    return next;
+  } catch (error) {
+    // invalid_client for a client this tool registered: the server no longer knows it (signInAtResource registers again).
+    const ended = error instanceof ErrorResponse &&
+      (error.code === "invalid_grant" ||
+        (error.code === "invalid_client" && !!config.protectedResource?.registration));
+    if (!ended && !(error instanceof SecretsGone)) {
+      // A refresh ahead of time that fails (server error, network, timeout, keychain): the token still works.
+      if (hasExpired(current, deps.now()) || interrupt.aborted) throw error;
+      const why = (error as Error).message.replace(/^Cannot refresh the access token: /, "");
+      return stillValid(current, why, deps, "it is tried again at the next use");
+    }
+    return await endSession(name, current, error as ErrorResponse | SecretsGone, deps);
+  }
 }
 
 /**
@@ -8729,7 +9536,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 18 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
+// ── 21 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
 
 /** The name this tool registers itself under (RFC 7591 `client_name`). */
 const CLIENT_NAME = "oauth-login (a command-line tool)";
@@ -8747,7 +9554,8 @@ const SECRET_EXPIRY_MARGIN_MS = 60_000;
  * The API to discover where to sign in from (RFC 9728), or undefined: `fetch`'s URL, `doctor`'s, or the
  * one `--resource` of `login`, `token`, `whoami` or `logout`, when it is an http(s) URL and the settings
  * name no server (no issuer, preset or hand-given endpoint), or an issuer but no client id (then the
- * issuer picks among the servers the API names). Pure.
+ * issuer picks among the servers the API names). Never for a grant without a person (`grant`): its
+ * credentials and subject tokens go only to a server of the person's own settings. Pure.
  */
 function resourceMode(
   cli: Cli,
@@ -8757,6 +9565,7 @@ function resourceMode(
     clientId?: string;
     provider?: string;
     endpoints: Partial<Record<EndpointKey, string>>;
+    grant?: string;
   },
 ): string | undefined {
   const named = cli.command === "fetch"
@@ -8768,7 +9577,7 @@ function resourceMode(
     : undefined;
   const url = named === undefined ? undefined : parseUrl(named);
   if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
-  if (settings.provider || Object.keys(settings.endpoints).length > 0) return undefined;
+  if (settings.provider || settings.grant || Object.keys(settings.endpoints).length > 0) return undefined;
   return !settings.issuerText || !settings.clientId ? url.href : undefined;
 }
 
@@ -9354,7 +10163,7 @@ async function resourceEntry(config: Config, deps: Deps): Promise<FoundEntry> {
     const resource = entry?.protectedResource?.resource;
     if (
       entry && resource !== undefined && resourceKey(resource) === key &&
-      (entry.profile ?? "") === (config.profile ?? "")
+      (entry.profile ?? "") === (config.profile ?? "") && !entry.grant
     ) {
       return { name, entry, config: await resourceConfig(config, entry, deps) };
     }
@@ -9495,7 +10304,7 @@ function notSignedInForApi(config: Config): LoginError {
   });
 }
 
-// ── 19 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+// ── 22 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
 
 /** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
 interface StepUp {
@@ -9600,7 +10409,8 @@ function stepUpConfig(config: Config, entry: TokenSet, asked: StepUp): Config | 
  * (`stepped` holds those done), and returns the new entry and configuration; undefined when no step-up
  * applies. A refusal of a kind already stepped up for ends with the API's words (`refusal`, which the
  * caller throws once the answer is written); so does one when no person can sign in (no terminal, no
- * --interactive), saying what to run.
+ * --interactive), saying what to run, and one for a grant without a person (`--grant`), which never
+ * steps up.
  */
 async function stepUp(
   config: Config,
@@ -9622,6 +10432,16 @@ async function stepUp(
             : "the server did not sign you in as the API asks: ask the API's operator",
         },
       ),
+    };
+  }
+  if (config.grant) {
+    // No person to sign in again, and a machine's scope is its configuration's, not the API's to widen.
+    return {
+      refusal: new LoginError("failure", `The API at ${host} asks for ${stepUpWords(asked)}${detail}`, {
+        hint: asked.error === "insufficient_scope"
+          ? `a grant without a person asks for the scope it is configured with: add it to --scope`
+          : "a grant without a person has no sign-in to make stronger: ask the API's operator",
+      }),
     };
   }
   const next = stepUpConfig(config, entry, asked);
@@ -9708,7 +10528,7 @@ function signedIn(
   };
 }
 
-// ── 20 Commands: login, token, whoami, profiles, logout, fetch ─────────────────────────────────────────────────────
+// ── 23 Commands: login, token, whoami, profiles, logout ────────────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -9725,6 +10545,7 @@ async function loginAndSaveWith(
   name: string,
   metadata?: Oauth.AuthorizationServer,
 ): Promise<{ entry: TokenSet; config: Config }> {
+  if (config.grant) return { entry: await grantAndSave(config, deps, name), config }; // no person signs in
   // Before the browser opens: a sign-in whose tokens cannot be kept would be wasted (and left unrevoked).
   await deps.storage.prepare?.(`${name}.json`);
   await keychainReady(config, deps);
@@ -9790,9 +10611,21 @@ async function loginCommand(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         refresh_token: entry.refreshToken ?? null,
         id_token: entry.idToken ?? null,
+        ...grantFields(entry),
       }) + "\n",
     );
   }
+}
+
+/** An entry's grant without a person, for JSON output: which grant, its sources and the issued token type. */
+function grantFields(entry: TokenSet): Record<string, string | null> {
+  if (!entry.grant) return {};
+  return {
+    grant: entry.grant,
+    subject_token_from: entry.subjectTokenFrom ?? null,
+    actor_token_from: entry.actorTokenFrom ?? null,
+    issued_token_type: entry.issuedTokenType ?? null,
+  };
 }
 
 /** The ExecCredential versions kubectl may ask for, newest first. */
@@ -9869,28 +10702,60 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     if (required) throw required;
     ({ name, entry, config } = await resourceLogin(config, deps));
   }
+  entry = await usableEntry(config, deps, { name, entry }, exec ? exec.interactive : undefined);
+  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
+  if (config.format === "headers") {
+    if (entry.tokenType === "N_A") throw notAnAccessToken(entry);
+    // A DPoP proof needs the entry's private key (sealed: one keychain read); a Bearer token needs nothing more.
+    const proving = holds(entry, "dpop_key") ? await openEntry(entry, deps, "prove the DPoP-bound token") : entry;
+    return deps.stdout(await headerLines(proving, config.request!, deps));
+  }
+  deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
+}
+
+/**
+ * The entry `token`, `fetch` and `exec` use, valid for at least `--min-ttl`: the one found (an API's
+ * first sign-in is the caller's), for the resource asked for, meeting `--acr-values` / `--max-age`
+ * (unless kubectl says nobody can sign in), renewed when due (`renew`: refreshed, the grant run again,
+ * or a sign-in where a person can answer). `--dpop` with a cached Bearer token runs the grant again,
+ * signs in again, or says it cannot.
+ */
+async function usableEntry(
+  config: Config,
+  deps: Deps,
+  found: { name: string; entry?: TokenSet },
+  kubectlInteractive?: boolean,
+): Promise<TokenSet> {
+  const name = found.name;
+  let entry = found.entry;
+  let rejected: string | undefined;
   if (entry && config.dpop && !holds(entry, "dpop_key")) {
-    if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
-    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
+    // --dpop asks for what the cached Bearer token is not: the grant runs again, or a person signs in again.
+    if (config.grant) rejected = entry.accessToken;
+    else if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
+    entry = undefined;
   }
   if (
     entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
   ) {
     entry = await forResource(config, deps, name, config.resources[0]);
   }
-  if (entry && (config.acrValues || config.maxAge !== undefined) && exec?.interactive !== false) {
+  if (entry && (config.acrValues || config.maxAge !== undefined) && kubectlInteractive !== false) {
     entry = await meetAuthentication(config, deps, { name, entry });
   }
   if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) {
-    entry = await renew(config, deps, name, entry, exec ? exec.interactive : undefined);
+    entry = await renew(config, deps, name, entry, kubectlInteractive, rejected);
   }
-  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
-  if (config.format === "headers") {
-    // A DPoP proof needs the entry's private key (sealed: one keychain read); a Bearer token needs nothing more.
-    const proving = holds(entry, "dpop_key") ? await openEntry(entry, deps, "prove the DPoP-bound token") : entry;
-    return deps.stdout(await headerLines(proving, config.request!, deps));
-  }
-  deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
+  return entry;
+}
+
+/** A token exchange's token that is not an access token (`N_A`, RFC 8693 §2.2.1): it is never sent as one. */
+function notAnAccessToken(entry: TokenSet): LoginError {
+  return new LoginError(
+    "usage",
+    `The cached token is a "${sanitize(entry.issuedTokenType ?? "token")}", not an access token (token_type N_A)`,
+    { hint: 'it is printed by "oauth-login token" and given by "oauth-login exec", never sent by this tool' },
+  );
 }
 
 /** `whoami`: who is logged in, with which scopes, until when; exit 4 when nobody is. */
@@ -9903,7 +10768,7 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
   const expired = entry !== undefined && hasExpired(entry, now);
   const why = !entry
     ? "Not logged in"
-    : expired && !holds(entry, "refresh_token")
+    : expired && !renewable(entry)
     ? "The cached token has expired and cannot be refreshed"
     : undefined;
   if (!entry || why) {
@@ -9933,38 +10798,57 @@ async function whoamiCommand(config: Config, deps: Deps): Promise<void> {
         scope: entry.scope ?? null,
         expires_at: isoExpiry(entry),
         expired,
-        refreshable: holds(entry, "refresh_token"),
+        refreshable: renewable(entry),
         secrets: secretsPlace(entry),
         ...(entry.protectedResource ? { resource: entry.protectedResource.resource } : {}),
+        ...grantFields(entry),
       }) + "\n",
     );
     return;
   }
+  deps.stdout(whoamiText(entry, now));
+}
+
+/**
+ * `whoami`'s lines for an entry: who (or which client, by which grant), the API it is for, the scopes,
+ * the token's state, and where its long-lived secrets are kept. Pure.
+ */
+function whoamiText(entry: TokenSet, now: number): string {
+  const expired = hasExpired(entry, now);
+  const refreshable = holds(entry, "refresh_token");
+  const renewed = refreshable ? "refreshed" : "renewed";
   const expiry = entry.expiresAt === undefined
     ? `has no stated expiry${
-      holds(entry, "refresh_token") ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
+      renewable(entry) ? `; it is renewed within ${roughDuration(UNKNOWN_LIFETIME_S * 1000)} of issue` : ""
     }`
     : expired
-    ? `expired ${relativeTime(entry.expiresAt, now)}; it will be refreshed when next used`
+    ? `expired ${relativeTime(entry.expiresAt, now)}; it will be ${renewed} when next used`
     : `expires ${relativeTime(entry.expiresAt, now)} (${new Date(entry.expiresAt).toISOString()})`;
-  deps.stdout(
-    `Logged in to ${sanitize(entry.metadata.issuer ?? entry.issuer)} as ${
-      sanitize(entry.user ?? entry.subject ?? "an unnamed user")
-    }\n` +
-      `  client:  ${sanitize(entry.clientId)}\n` +
-      (entry.protectedResource ? `  for:     the API ${sanitize(entry.protectedResource.resource)}\n` : "") +
-      `  scopes:  ${sanitize(entry.scope ?? "(not stated by the server)")}\n` +
-      `  token:   ${expiry}\n` +
-      `  refresh: ${
-        holds(entry, "refresh_token")
-          ? entry.refreshExpiresAt === undefined
-            ? "yes"
-            : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
-              new Date(entry.refreshExpiresAt).toISOString()
-            }`
-          : "no (sign in again when the token expires)"
-      }\n` + secretsLine(entry),
-  );
+  const issuer = sanitize(entry.metadata.issuer ?? entry.issuer);
+  const grant = entry.grant
+    ? `  grant:   ${entry.grant}${
+      entry.subjectTokenFrom ? `, subject token from ${sanitize(entry.subjectTokenFrom)}` : ""
+    }${entry.actorTokenFrom ? `, actor token from ${sanitize(entry.actorTokenFrom)}` : ""}\n` +
+      (entry.issuedTokenType ? `  issued:  ${sanitize(entry.issuedTokenType)}\n` : "")
+    : "";
+  return (entry.grant
+    ? `Token from ${issuer} ${grantedTo(entry)}\n`
+    : `Logged in to ${issuer} as ${sanitize(entry.user ?? entry.subject ?? "an unnamed user")}\n`) +
+    `  client:  ${sanitize(entry.clientId)}\n` + grant +
+    (entry.protectedResource ? `  for:     the API ${sanitize(entry.protectedResource.resource)}\n` : "") +
+    `  scopes:  ${entry.scope === "" ? "(none)" : sanitize(entry.scope ?? "(not stated by the server)")}\n` +
+    `  token:   ${expiry}\n` +
+    `  refresh: ${
+      refreshable
+        ? entry.refreshExpiresAt === undefined
+          ? "yes"
+          : `${entry.refreshExpiresAt > now ? "yes, until" : "the server said it expired at"} ${
+            new Date(entry.refreshExpiresAt).toISOString()
+          }`
+        : entry.grant
+        ? "no; the grant runs again when the token is due"
+        : "no (sign in again when the token expires)"
+    }\n` + secretsLine(entry);
 }
 
 /** Where an entry's long-lived secrets are: "keychain", "file", or null when it has none. Pure. */
@@ -10022,6 +10906,7 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
         expires_at: isoExpiry(entry),
         state: entryState(entry, now).state,
         secrets: secretsPlace(entry),
+        ...grantFields(entry),
       }))) + "\n",
     );
     return;
@@ -10030,7 +10915,7 @@ async function whoamiAll(config: Config, deps: Deps): Promise<void> {
     sanitize(entry.profile ?? "-"),
     sanitize(entry.metadata.issuer ?? entry.issuer),
     sanitize(entry.clientId),
-    sanitize(entry.user ?? entry.subject ?? "-"),
+    sanitize(entry.user ?? entry.subject ?? (entry.grant ? `(${entry.grant})` : "-")),
     entryState(entry, now).text,
     secretsPlace(entry) ?? "-",
   ]);
@@ -10333,6 +11218,8 @@ function logoutOutcome(outcome: LogoutOutcome): string {
     : "removed here, not revoked: its client secret is not configured";
 }
 
+// ── 24 Handing the token on: fetch calls an API, exec runs a program ───────────────────────────────────────────────
+
 /** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
 async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
   const data = request.data;
@@ -10392,19 +11279,8 @@ async function fetchCommand(config: Config, deps: Deps): Promise<void> {
     if (required) throw required;
     ({ name, entry, config } = await resourceLogin(config, deps, answer));
   }
-  if (entry && config.dpop && !holds(entry, "dpop_key")) {
-    if (!config.interactive && !deps.canPrompt) throw loginRequired(config, "No DPoP-bound token is cached");
-    entry = undefined; // --dpop asks for what the cached Bearer token is not: sign in again
-  }
-  if (
-    entry && entry.resource !== undefined && config.resources?.length === 1 && config.resources[0] !== entry.resource
-  ) {
-    entry = await forResource(config, deps, name, config.resources[0]);
-  }
-  if (entry && (config.acrValues || config.maxAge !== undefined)) {
-    entry = await meetAuthentication(config, deps, { name, entry });
-  }
-  if (!entry || !isFresh(entry, deps.now(), config.minTtlMs)) entry = await renew(config, deps, name, entry);
+  entry = await usableEntry(config, deps, { name, entry });
+  if (entry.tokenType === "N_A") throw notAnAccessToken(entry);
   let called = await callApi(config, deps, { name, entry, body, trace, tooLarge });
   const stepped = new Set<string>();
   let refusal: LoginError | undefined;
@@ -10457,7 +11333,7 @@ async function callApi(
   dpop = entry.dpopKey ? await dpopState(entry.dpopKey, entry.dpopNonces, deps) : undefined;
   let response = await sendWithNonce(entry);
   if (
-    response.status === 401 && challengeError(response.headers) === "invalid_token" && holds(entry, "refresh_token")
+    response.status === 401 && challengeError(response.headers) === "invalid_token" && renewable(entry)
   ) {
     trace?.("the server refused the access token: refreshing it and sending once more");
     const nonces = dpop?.nonces;
@@ -10545,7 +11421,138 @@ function writeAnswer(
   );
 }
 
-// ── 21 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+/** The variable `exec` puts the access token in, unless `--env-name` names another. */
+const EXEC_ENV_NAME = "OAUTH_ACCESS_TOKEN";
+
+/** `exec`'s program (what follows `--`) and `--env-name`, checked. Throws a usage LoginError. Pure. */
+function resolveProgram(cli: Cli): NonNullable<Config["program"]> {
+  const [command, ...args] = cli.program ?? [];
+  if (!command) {
+    throw new LoginError("usage", "No program to run", {
+      hint: 'put it after --: "oauth-login exec -- COMMAND ARGS..."',
+    });
+  }
+  const envName = cli.flags["env-name"] ?? EXEC_ENV_NAME;
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(envName)) {
+    throw new LoginError("usage", `The variable name "${sanitize(envName)}" is not one a program can read`, {
+      hint: "use letters, digits and _, not starting with a digit",
+    });
+  }
+  return { command, args, envName };
+}
+
+/** `exec` with a DPoP-bound token: a program cannot make the proofs (RFC 9449) without the key, which stays here. */
+function dpopForExec(): LoginError {
+  return new LoginError("usage", "The token is DPoP-bound, and a program cannot make DPoP proofs without its key", {
+    hint: 'use "oauth-login fetch" for each request, or "oauth-login token --format headers --url URL" for one; ' +
+      "or log in without --dpop for a Bearer token",
+  });
+}
+
+/**
+ * The cached login of this configuration whose scope covers `asked` and more (its key, as `cacheKey`
+ * makes it with its own scope): the one `exec --scope` narrows. Undefined when none does.
+ */
+async function widerLogin(
+  config: Config,
+  deps: Deps,
+  asked: string[],
+): Promise<Required<Omit<FoundEntry, "config">> | undefined> {
+  for (const name of await deps.storage.list()) {
+    const text = await deps.storage.read(`${name}.json`).catch(() => undefined);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    if (!entry || !belongsTo(entry, config)) continue;
+    const login = { ...config, scope: entry.requestedScope || undefined };
+    if (![cacheKey(login), ...legacyCacheKeys(login)].includes(name)) continue;
+    const granted = scopeList(entry.scope ?? entry.requestedScope);
+    if (asked.every((scope) => granted.includes(scope)) && granted.length > asked.length) return { name, entry };
+  }
+  return undefined;
+}
+
+/**
+ * `exec --scope S` where no login asked for exactly S but one covers more: a token narrowed to S by a
+ * refresh that asks for S (RFC 6749 §6), under that login's lock. Its rotated refresh token is saved
+ * (the new one keeps the login's scope) and its own access token kept; the narrowed one is not cached.
+ * Undefined when no login covers S. Throws when the login cannot be narrowed: no refresh token, a
+ * DPoP-bound login, a server that refuses (`invalid_scope`) or grants more than S.
+ */
+async function narrowedEntry(config: Config, deps: Deps): Promise<TokenSet | undefined> {
+  const wide = await widerLogin(config, deps, scopeList(config.scope ?? ""));
+  if (!wide) return undefined;
+  if (holds(wide.entry, "dpop_key")) throw dpopForExec();
+  const what = `Cannot narrow the login's token to "${sanitize(config.scope)}"`;
+  const hint = "run without --scope to give the program the login's token as it is, or log in with that --scope";
+  const none = () => new LoginError("config", `${what}: the login has no refresh token`, { hint });
+  if (!holds(wide.entry, "refresh_token")) throw none();
+  const login = { ...config, scope: wide.entry.requestedScope || undefined };
+  const lock = await lockEntry(wide.name, deps);
+  try {
+    const current = await readEntry(login, deps, wide.name);
+    if (!current || !holds(current, "refresh_token")) throw none();
+    // The refresh token (sealed: one keychain read), and where the rotated one goes, before any request.
+    const open = await openEntry(current, deps);
+    const item = await refreshItem(login, deps, wide.name, open);
+    // Without a scope in the answer, the server granted what was asked (RFC 6749 §5.1).
+    const asked = { ...open, scope: config.scope };
+    const next = await refreshTokenSet(asked, login, deps, makeTrace(config, deps), current.resource, config.scope)
+      .catch((error) => {
+        if (!(error instanceof ErrorResponse && error.code === "invalid_scope")) throw error;
+        throw new LoginError("failure", `${what}: the server refused a narrower scope in a refresh`, {
+          hint,
+          cause: error,
+        });
+      });
+    const kept = { ...open, refreshToken: next.refreshToken, dpopNonces: next.dpopNonces };
+    await saveEntry(login, deps, wide.name, kept, { previous: current, item });
+    const broader = scopeList(next.scope ?? "").filter((scope) => !scopeList(config.scope ?? "").includes(scope));
+    if (broader.length > 0) {
+      throw new LoginError("failure", `${what}: the server granted "${sanitize(next.scope)}" instead`, {
+        hint: `the program was not run; ${hint}`,
+      });
+    }
+    return next;
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * `exec`: runs a program with a valid access token in its environment (`OAUTH_ACCESS_TOKEN`, or the
+ * variable `--env-name` names), renewed first as `token` would; never on a command line. A DPoP-bound
+ * token is refused (the program could not use it). `--scope` narrower than the cached login's asks for
+ * a narrowed token (`narrowedEntry`). Returns the program's exit code; 127 when there is no such
+ * program, 126 when it cannot be run.
+ */
+async function execCommand(config: Config, deps: Deps): Promise<number> {
+  const program = config.program!;
+  const found = await entryFor(config, deps);
+  if (config.dpop || (found.entry && holds(found.entry, "dpop_key"))) throw dpopForExec();
+  const narrowing = found.entry === undefined && !config.grant && config.sources.scope === "flag";
+  const entry = (narrowing ? await narrowedEntry(config, deps) : undefined) ?? await usableEntry(config, deps, found);
+  if (holds(entry, "dpop_key") || /^dpop$/i.test(entry.tokenType)) throw dpopForExec();
+  if (!B64TOKEN.test(entry.accessToken)) throw unusableToken(config);
+  if (!deps.runProgram) throw new LoginError("cannot_run", "This tool cannot run programs here");
+  const shown = `"${sanitize(program.command)}"`;
+  try {
+    return await deps.runProgram(program.command, {
+      args: program.args,
+      env: { [program.envName]: entry.accessToken },
+    });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new LoginError("not_found", `Cannot run ${shown}: there is no such program`, {
+        hint: "check its name, or give its path (it is looked for in PATH)",
+      });
+    }
+    if (error instanceof Deno.errors.PermissionDenied) {
+      throw new LoginError("cannot_run", `Cannot run ${shown}: this user may not run it`);
+    }
+    throw error;
+  }
+}
+
+// ── 25 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -10703,22 +11710,7 @@ async function doctorConfig(
     }
     doctorTrust(config, shown, deps, add);
     doctorApiSettings(config, cli.target, add);
-    if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
-    else if (config.sources.clientSecret === "flag") {
-      add(
-        "warn",
-        "config",
-        "client secret: set (from flag, where other local users can see it; use OAUTH_CLIENT_SECRET)",
-      );
-    } else add("ok", "config", `client secret: set (${from("clientSecret")})`);
-    add(
-      "ok",
-      "config",
-      `scope: ${config.scope ?? (api ? "as the API says (below)" : "openid profile [offline_access] (default)")}${
-        config.scope ? ` (${from("scope")})` : ""
-      }`,
-    );
-    add("ok", "config", `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`);
+    doctorClientSettings(config, deps, add);
     if (config.clientKey) {
       try {
         const key = withProjectKey(config, envPath, deps, shown).clientKey!;
@@ -10746,6 +11738,72 @@ function doctorApiSettings(config: Config, target: string | undefined, add: AddC
   }
   for (const item of api?.setAside ?? []) {
     add("warn", "config", `${item}: not used, as the API's metadata chooses the server (--client-id, --scope are)`);
+  }
+}
+
+/**
+ * `doctor`'s lines for the client secret and the scope, then the redirect URI, or for a grant without a
+ * person its settings and sources (`doctorGrant`).
+ */
+function doctorClientSettings(config: Config, deps: Deps, add: AddCheck): void {
+  const from = (key: string) => `from ${config.sources[key] ?? "default"}`;
+  const api = config.protectedResource;
+  if (!config.clientSecret) add("ok", "config", "client secret: not set (a public client, PKCE only)");
+  else if (config.sources.clientSecret === "flag") {
+    add(
+      "warn",
+      "config",
+      "client secret: set (from flag, where other local users can see it; use OAUTH_CLIENT_SECRET)",
+    );
+  } else add("ok", "config", `client secret: set (${from("clientSecret")})`);
+  add(
+    "ok",
+    "config",
+    `scope: ${
+      config.scope ??
+        (api
+          ? "as the API says (below)"
+          : config.grant
+          ? "none asked (the server's default)"
+          : "openid profile [offline_access] (default)")
+    }${config.scope ? ` (${from("scope")})` : ""}`,
+  );
+  if (config.grant) doctorGrant(config, deps, add);
+  else {
+    add(
+      "ok",
+      "config",
+      `redirect URI: ${config.redirectUri ?? "http://127.0.0.1:<any free port>/callback (default)"}`,
+    );
+  }
+}
+
+/**
+ * `doctor`'s lines for a grant without a person: the grant, and whether each token source is there
+ * (a variable set, a file readable), without reading a token or sending anything.
+ */
+function doctorGrant(config: Config, deps: Deps, add: AddCheck): void {
+  add("ok", "config", `grant: ${config.grant} (from ${config.sources.grant}); no browser, no person`);
+  for (const [role, text] of [["subject", config.subjectTokenFrom], ["actor", config.actorTokenFrom]] as const) {
+    if (text === undefined) continue;
+    const source = parseTokenSource(text, `${role}-token-from`);
+    const key = role === "subject" ? "subjectTokenFrom" : "actorTokenFrom";
+    const what = `${role} token: from ${text} (from ${config.sources[key]})`;
+    const variables = source.kind === "github-actions"
+      ? ["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+      : source.kind === "gitlab" || source.kind === "env"
+      ? [source.variable]
+      : [];
+    const unset = variables.filter((name) => !deps.env(name));
+    if (unset.length > 0) {
+      add("fail", "config", `${what}: ${unset.join(" and ")} ${unset.length > 1 ? "are" : "is"} not set`);
+    } else if (source.kind === "kubernetes" || source.kind === "file") {
+      let found = false;
+      try {
+        found = Deno.statSync(source.path).isFile;
+      } catch { /* reported below */ }
+      add(found ? "ok" : "fail", "config", `${what}: ${found ? "the file is there" : "there is no such file"}`);
+    } else add("ok", "config", `${what}${source.kind === "stdin" ? ", read at each grant" : ""}`);
   }
 }
 
@@ -10838,7 +11896,16 @@ async function doctorDiscovery(
         list(as.token_endpoint_auth_methods_supported, "not listed (client_secret_basic)")
       }; this client uses ${authMethod}`,
     );
-    await checkClient(issuer, config, deps, add);
+    if (!config.grant) await checkClient(issuer, config, deps, add);
+    else {
+      const offered = !Array.isArray(as.grant_types_supported) ||
+        as.grant_types_supported.includes(GRANT_TYPES[config.grant]);
+      add(
+        offered ? "ok" : "warn",
+        "discovery",
+        `the ${config.grant} grant is ${offered ? "offered (or not listed)" : "not among the grants the server lists"}`,
+      );
+    }
     const dpopAlgs = as.dpop_signing_alg_values_supported;
     if (Array.isArray(dpopAlgs)) {
       add(
@@ -11106,8 +12173,10 @@ async function doctor(
   if (config) {
     const discovered = await doctorDiscovery(config, deps, add);
     metadata = discovered.metadata;
-    await doctorRedirect(config, add);
-    doctorBrowser(config, deps, discovered.deviceSupported, add);
+    if (!config.grant) {
+      await doctorRedirect(config, add);
+      doctorBrowser(config, deps, discovered.deviceSupported, add);
+    }
   }
   doctorNetwork(config, metadata, deps, add);
   await doctorCache(deps, add);
@@ -11119,7 +12188,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 22 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 26 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
@@ -11128,6 +12197,8 @@ interface Cli {
   flags: FlagValues;
   /** `fetch URL`, `doctor URL`: the one positional argument a command takes. */
   target?: string;
+  /** `exec`: the program and its arguments, everything after `--`. */
+  program?: string[];
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -11139,6 +12210,7 @@ const COMMANDS: Record<string, Command> = {
   doctor: "doctor",
   profiles: "profiles",
   fetch: "fetch",
+  exec: "exec",
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
@@ -11175,6 +12247,13 @@ const COMMON_FLAGS: Flag[] = [
   "assertion-audience",
   "resource",
   "audience",
+  "grant",
+  "subject-token-from",
+  "subject-token-type",
+  "requested-token-type",
+  "subject-audience",
+  "actor-token-from",
+  "actor-token-type",
 ];
 
 const LOGIN_FLAGS: Flag[] = ["redirect-uri", "port", "timeout", "no-browser", "prompt", "flow", "login-hint", "no-par"];
@@ -11188,12 +12267,17 @@ const COMMAND_FLAGS: Record<Command, Flag[]> = {
   doctor: ["redirect-uri", "port", "flow", "no-browser", "no-par"],
   profiles: [],
   fetch: ["request", "header", "data", "include", "min-ttl", "interactive", "url", "acr-values", "max-age"],
+  exec: [...LOGIN_FLAGS, "min-ttl", "interactive", "env-name"],
 };
 
 /** Parses argv with `parseArgs` from `node:util`; unknown flags are usage errors. */
 async function parseCli(args: string[]): Promise<Cli> {
   // `help` and `help COMMAND`, as git and gh take them, mean --help.
   if (args[0] === "help") args = [...args.slice(1, 2), "--help"];
+  // `exec … -- COMMAND ARGS…`: what follows `--` is the program's, never read as flags.
+  const dashes = args.indexOf("--");
+  const program = dashes < 0 ? undefined : args.slice(dashes + 1);
+  if (dashes >= 0) args = args.slice(0, dashes);
   // A negative number after a numeric flag is its value (refused later with the flag's own rule), not a flag.
   args = args.flatMap((arg, i) =>
     /^--(timeout|min-ttl|port)$/.test(arg) && /^-\d/.test(args[i + 1] ?? "") ? [`${arg}=${args[i + 1]}`] : [arg]
@@ -11242,7 +12326,14 @@ async function parseCli(args: string[]): Promise<Cli> {
   const positional = command === "fetch" || command === "doctor" ? 1 : 0; // `fetch URL`, `doctor [URL]`
   if (rest.length > positional) {
     throw new LoginError("usage", `Unexpected argument "${sanitize(rest[positional])}"`, {
-      hint: `run "oauth-login ${command} --help" to see the usage`,
+      hint: command === "exec"
+        ? `put -- before the program: "oauth-login exec -- ${shellWord(sanitize(rest[0]))} ..."`
+        : `run "oauth-login ${command} --help" to see the usage`,
+    });
+  }
+  if (program !== undefined && command !== "exec") {
+    throw new LoginError("usage", `Unexpected argument "--"`, {
+      hint: `only "exec" takes a program after --; run "oauth-login ${command} --help" to see the usage`,
     });
   }
   const flags = parsed.values as FlagValues;
@@ -11253,7 +12344,8 @@ async function parseCli(args: string[]): Promise<Cli> {
       hint: `run "oauth-login ${command} --help" to see its flags`,
     });
   }
-  return { command, named: parsed.positionals.length > 0, flags, target: positional ? rest[0] : undefined };
+  const target = positional ? rest[0] : undefined;
+  return { command, named: parsed.positionals.length > 0, flags, target, ...(program ? { program } : {}) };
 }
 
 /**
@@ -11342,7 +12434,20 @@ DPoP, client keys and resources:
   --resource URI        the API a token is for (RFC 8707); repeatable. One
                         --resource URL and no issuer or no client id: the
                         API's metadata says where to sign in (RFC 9728)
-  --audience VALUE      the audience parameter (Auth0 and others)`;
+  --audience VALUE      the audience parameter (Auth0 and others)
+
+Logins without a person (no browser; token runs the grant again when due):
+  --grant GRANT         client_credentials, jwt-bearer (RFC 7523) or
+                        token-exchange (RFC 8693)              (OAUTH_GRANT)
+  --subject-token-from SOURCE   the subject token or assertion, read afresh
+                        at each grant: github-actions, gitlab:VAR,
+                        kubernetes[:PATH], file:PATH, env:NAME or - (stdin)
+                        (OAUTH_SUBJECT_TOKEN_FROM; never from .env)
+  --subject-audience A  a GitHub Actions token's audience (default: the
+                        issuer)   (OAUTH_SUBJECT_AUDIENCE; never from .env)
+  --subject-token-type T, --requested-token-type T   RFC 8693 token types:
+                        jwt (default), id_token, access_token or a URI
+  --actor-token-from SOURCE, --actor-token-type T   the actor (RFC 8693)`;
 
 const LOGIN_FLAGS_HELP = `  --redirect-uri URI    a fixed loopback redirect URI registered with the
                         server (OAUTH_REDIRECT_URI; default:
@@ -11379,6 +12484,7 @@ Commands:
   profiles         list the config file's profiles and who is logged in
   fetch URL        call an API with the cached token (Bearer or DPoP); with
                    nothing configured, sign in where the API says
+  exec -- CMD ...  run a program with a valid token in OAUTH_ACCESS_TOKEN
 
 ${CONFIG_FLAGS_HELP}
 
@@ -11396,7 +12502,8 @@ OAUTH_LOGIN_CONFIG (the profiles' file; default:
 Proxies: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (never for loopback).
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
-            4 login required, 5 timed out, 130 interrupted.
+            4 login required, 5 timed out, 130 interrupted; exec: the
+            program's, 126 cannot run it, 127 no such program.
 
 Example:
   oauth-login --issuer https://dev-123456.okta.com/oauth2/default \\
@@ -11500,6 +12607,26 @@ again once for what it asks (RFC 9470), then sends once more.
 
 ${CONFIG_FLAGS_HELP}
 `,
+  exec: `Usage: oauth-login exec [flags] -- COMMAND [ARGS...]
+
+Runs COMMAND (never through a shell) with a valid access token in its
+environment, as OAUTH_ACCESS_TOKEN: renewed first as "oauth-login token" would,
+and never on a command line. The tool exits with the program's exit code
+(126: it cannot be run, 127: no such program); SIGINT, SIGTERM and SIGHUP are
+passed on to it. A DPoP-bound token is refused: a program cannot make proofs.
+
+  --env-name NAME       put the token in NAME instead of OAUTH_ACCESS_TOKEN
+  --scope "A B"         narrower than the cached login's: the program gets a
+                        token narrowed to it by a refresh (RFC 6749 §6), or
+                        nothing, when the server does not narrow it
+  --min-ttl SECONDS     renew when the token expires within this long
+  --interactive         sign in when needed even without a terminal
+
+${CONFIG_FLAGS_HELP}
+
+Login flags:
+${LOGIN_FLAGS_HELP}
+`,
   logout: `Usage: oauth-login logout [--all] [flags]
 
 Revokes the refresh and access tokens at the server (RFC 7009) where it has
@@ -11537,13 +12664,14 @@ Keys are the flags' names in snake_case. Secrets never go in the file.
 /** The commands that run on a resolved configuration (`doctor` reports configuration problems itself). */
 const COMMAND_RUNNERS: Record<
   Exclude<Command, "doctor" | "profiles">,
-  (config: Config, deps: Deps) => Promise<void>
+  (config: Config, deps: Deps) => Promise<void | number>
 > = {
   login: loginCommand,
   token: tokenCommand,
   whoami: whoamiCommand,
   logout: logoutCommand,
   fetch: fetchCommand,
+  exec: execCommand,
 };
 
 /** Runs the CLI and returns the exit code; every error is caught here, once. */
@@ -11603,7 +12731,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         `warning: --client-secret is visible to other local users in the process list; set ${ENV_VARS.clientSecret} instead`,
       );
     }
-    await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
+    const code = await COMMAND_RUNNERS[cli.command as Exclude<Command, "doctor" | "profiles">](config, deps);
     if (saving !== undefined && profile) {
       const { settings, withheld } = profileSettings(cli.flags, deps.env, usableDotenv(dotenv, config), profile);
       const replaced = await saveProfile(profile.path, saving, settings);
@@ -11615,7 +12743,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
       );
       if (withheld.length > 0) say(deps, withheldNote(withheld));
     }
-    return EXIT.ok;
+    return code ?? EXIT.ok;
   } catch (error) {
     return report(error, deps, verbose);
   } finally {
@@ -11757,7 +12885,42 @@ export function realDeps(): Deps {
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
     runTool,
     socketOwners: Deno.build.os === "linux" ? loopbackSocketOwners : undefined,
+    runProgram,
   };
+}
+
+/** The signals `exec` passes on to its program (Windows has only Ctrl-C to pass). */
+const FORWARDED_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
+
+/** `Deps.runProgram`: the program with the tool's stdio and the environment plus `env`; signals passed on. */
+async function runProgram(command: string, options: { args: string[]; env: Record<string, string> }): Promise<number> {
+  let child: Deno.ChildProcess | undefined;
+  const early: Deno.Signal[] = [];
+  // Listening first: from here a SIGTERM or SIGHUP no longer ends this process, and no signal that comes
+  // as the program starts is lost; each goes on to the program.
+  const forward = FORWARDED_SIGNALS.map((signal) => {
+    const pass = () => {
+      if (!child) return void early.push(signal);
+      try {
+        child.kill(signal);
+      } catch { /* it has just ended */ }
+    };
+    Deno.addSignalListener(signal, pass);
+    return () => Deno.removeSignalListener(signal, pass);
+  });
+  try {
+    child = new Deno.Command(command, {
+      args: options.args,
+      env: options.env,
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    for (const signal of early) child.kill(signal);
+    return (await child.status).code;
+  } finally {
+    for (const stop of forward) stop();
+  }
 }
 
 /**

@@ -124,6 +124,8 @@ export interface RunOptions {
   socketOwners?: Deps["socketOwners"];
   /** The keychain tools' runner (`Deps.runTool`); absent: no keychain (see `env`'s OAUTH_TOKEN_STORAGE). */
   runTool?: Deps["runTool"];
+  /** Runs `exec`'s program (`Deps.runProgram`); by default none can be run. */
+  runProgram?: Deps["runProgram"];
 }
 
 /** Runs `main(args)` with injected edges and a bound; an overrun fails the case instead of hanging it. */
@@ -201,6 +203,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     cwd: options.cwd === undefined ? undefined : () => options.cwd!,
     socketOwners: options.socketOwners,
     runTool: options.runTool,
+    runProgram: options.runProgram,
   };
   const started = performance.now();
   const running = main(args, deps);

@@ -12,7 +12,7 @@
  */
 import { type Deps, EXIT, testing, type TokenSet } from "../login.ts";
 const { itemAccount, itemFile, openSealed, sealSecrets, sealedSecret } = testing;
-import { PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
+import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock, TOKEN_EXCHANGE } from "./mock_issuer.ts";
 import { cleanLoginStderr, filesUnder, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
 
@@ -854,6 +854,118 @@ Deno.test("a sealed entry whose keychain item is gone has lost its session: the 
     assertEquals(await filesUnder(`${first.home}/cache`), []);
     await Deno.remove(first.home, { recursive: true });
   });
+});
+
+// ── Logins without a person (issue 22) ─────────────────────────────────────────────────────────────
+
+/** A token exchange at the mock with the confidential client, its subject token from `env:SUBJECT`, asking for a refresh token. */
+function exchangeFlags(mock: ServedMock): string[] {
+  return [
+    "--issuer",
+    mock.issuer,
+    "--client-id",
+    CONFIDENTIAL_CLIENT.id,
+    "--grant",
+    "token-exchange",
+    "--subject-token-from",
+    "env:SUBJECT",
+    "--scope",
+    "offline_access",
+  ];
+}
+
+/** The environment of a CI job on a desktop: the client's secret and a subject token (a JWT for the mock, for ci-bot). */
+function ciEnv(mock: ServedMock, env: Record<string, string> = DESKTOP): Record<string, string> {
+  const b64url = (value: unknown) =>
+    btoa(JSON.stringify(value)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { iss: "https://ci.example", sub: "ci-bot", aud: mock.issuer, iat: now, exp: now + 24 * 3600 };
+  return {
+    ...env,
+    OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret!,
+    SUBJECT: `${b64url({ alg: "ES256" })}.${b64url(claims)}.c2lnbmF0dXJl`,
+  };
+}
+
+Deno.test("a grant's refresh token is sealed as a person's is: login --grant and its renewals keep it only in the keychain", async () => {
+  await withMock(async (mock) => {
+    const keychain = fakeSecretService();
+    const env = ciEnv(mock);
+    const login = await run(["login", ...exchangeFlags(mock)], { env, runTool: keychain.runTool });
+    assertEquals(login.code, EXIT.ok, login.stderr);
+    assertEquals(login.stderr, `Got a token from ${mock.issuer} for ci-bot (token exchange)\n`, "no warning");
+    const home = login.home;
+    const [refreshToken] = refreshTokensOf(mock);
+    assert(refreshToken, "the exchange gave a refresh token");
+    assertNotMatch(await everyFile(home), new RegExp(refreshToken), "no refresh token in any file");
+    const entry = entryOf(home);
+    assertEquals([entry.grant, entry.refreshToken, entry.sealed?.holds], ["token-exchange", undefined, [
+      "refresh_token",
+    ]]);
+    const [[account, item]] = [...keychain.items];
+    assertEquals(entry.sealed?.item, account);
+    assertMatch(account, new RegExp(`^${mock.issuer}\\|${CONFIDENTIAL_CLIENT.id}\\|ci-bot\\|tokens\\|`));
+    assertNotMatch(await everyFile(home), new RegExp(item.secret), "the key is in no file");
+    const whoami = await run(["whoami", ...exchangeFlags(mock)], { home, env, runTool: keychain.runTool });
+    assertStringIncludes(whoami.stdout, "  grant:   token-exchange, subject token from env:SUBJECT\n");
+    assertStringIncludes(whoami.stdout, "  secrets: refresh token: in the keychain (sealed)\n");
+
+    // Due: renewed with the sealed refresh token (one keychain read), the rotated one sealed again.
+    mock.rotateRefreshTokens = true;
+    keychain.calls.length = 0;
+    const renewed = await run(["token", ...exchangeFlags(mock)], { home, env, runTool: keychain.runTool, now: later });
+    assertEquals([renewed.code, renewed.stderr], [EXIT.ok, ""]);
+    assertEquals(refreshes(mock).map((r) => r.form.refresh_token), [refreshToken], "the sealed refresh token was sent");
+    assertEquals(keychain.calls.map((c) => `${c.command} ${c.args[0]}`), ["busctl --user", "secret-tool lookup"]);
+    const rotated = refreshTokensOf(mock).find((t) => t !== refreshToken)!;
+    assertNotMatch(await everyFile(home), new RegExp(`${refreshToken}|${rotated}`), "neither refresh token in a file");
+    assertEquals(entryOf(home).sealed?.item, account, "the same item");
+    assertEquals(mock.calls("token").filter((r) => r.form.grant_type === TOKEN_EXCHANGE).length, 1);
+    assertNoSecretInArgs(keychain.calls, [item.secret, refreshToken, rotated]);
+    await Deno.remove(home, { recursive: true });
+  });
+});
+
+Deno.test("a grant whose sealed refresh token is gone from the keychain runs again: no person is needed, nothing is asked", async () => {
+  await withMock(async (mock) => {
+    const keychain = fakeSecretService();
+    const env = ciEnv(mock);
+    const first = await run(["token", ...exchangeFlags(mock)], { env, runTool: keychain.runTool });
+    assertEquals(first.code, EXIT.ok, first.stderr);
+    keychain.items.clear(); // removed in Seahorse
+    const again = await run(["token", ...exchangeFlags(mock)], {
+      home: first.home,
+      env,
+      runTool: keychain.runTool,
+      now: later,
+    });
+    assertEquals([again.code, again.stderr], [EXIT.ok, ""]);
+    assertEquals(mock.calls("token").map((r) => r.form.grant_type), [TOKEN_EXCHANGE, TOKEN_EXCHANGE], "no refresh");
+    assertEquals(entryOf(first.home).sealed?.holds, ["refresh_token"], "the new refresh token sealed");
+    assertEquals(keychain.items.size, 1);
+    await Deno.remove(first.home, { recursive: true });
+  });
+});
+
+Deno.test("--token-storage keychain with no keychain stops a grant before it runs, and saves nothing", async (t) => {
+  for (const command of ["login", "token"]) {
+    await t.step(command, async () => {
+      await withMock(async (mock) => {
+        const keychain = fakeSecretService();
+        const env = ciEnv(mock, { OAUTH_TOKEN_STORAGE: "keychain" });
+        const result = await run([command, ...exchangeFlags(mock)], { env, runTool: keychain.runTool });
+        assertEquals(result.code, EXIT.failure);
+        assertEquals(
+          result.stderr,
+          "error: Cannot keep the tokens in the keychain (--token-storage keychain): there is no D-Bus session bus here\n" +
+            "hint: run it in your desktop session (where DBUS_SESSION_BUS_ADDRESS is set), or use --token-storage auto or file\n",
+        );
+        assertEquals(mock.calls("token"), [], "the subject token was not sent");
+        assertEquals(await filesUnder(`${result.home}/cache`).catch(() => []), []);
+        await Deno.remove(result.home, { recursive: true });
+      });
+    });
+  }
 });
 
 // ── Logout ──────────────────────────────────────────────────────────────────────────────────────

@@ -76,6 +76,11 @@ export interface MockOptions {
   clientIdMetadataDocuments?: boolean;
 }
 
+/** The grant types without a person the mock answers at its token endpoint. */
+export const JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+export const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+export const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
+
 export type MockEndpoint =
   | "authorize"
   | "token"
@@ -176,6 +181,18 @@ function b64url(bytes: Uint8Array | string): string {
   let binary = "";
   for (const byte of data) binary += String.fromCharCode(byte);
   return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** A JWT's claims, decoded without checking its signature (the mock trusts what it is shown). */
+export function jwtClaims(token: string): Record<string, unknown> | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  try {
+    const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return claims && typeof claims === "object" ? claims : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function random(bytes = 24): string {
@@ -290,6 +307,12 @@ export interface MockIssuer {
   clients: MockClient[];
   /** Requests to one endpoint ("token", "authorize", …). */
   calls(endpoint: string): RecordedRequest[];
+  /**
+   * Whether a subject token (or a JWT bearer assertion) is good, and for whom: its `sub`, or undefined
+   * to refuse it with `invalid_grant`. Default: a JWT whose `aud` names this issuer and whose `exp` has
+   * not passed (its signature is not checked: the interop suite checks signatures).
+   */
+  acceptSubject: (token: string, record: RecordedRequest) => string | undefined;
   /** The tool's own checks of the authorization URL before the browser opens (its preflight GETs), which `calls` leaves out. */
   preflights(): RecordedRequest[];
   /**
@@ -342,6 +365,13 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     users: options.users ?? [],
     clients: options.clients ?? [PUBLIC_CLIENT, CONFIDENTIAL_CLIENT],
     shapeToken: options.shapeToken,
+    acceptSubject: (token) => {
+      const claims = jwtClaims(token);
+      const aud = claims?.aud;
+      const audiences = Array.isArray(aud) ? aud : [aud];
+      if (!claims || typeof claims.sub !== "string" || !audiences.includes(mock.issuer)) return undefined;
+      return typeof claims.exp === "number" && claims.exp * 1000 > now() ? claims.sub : undefined;
+    },
     calls: (endpoint) =>
       mock.requests.filter((r) =>
         r.path === (paths[endpoint as MockEndpoint] ?? `${path}/${endpoint}`) && !isPreflight(r)
@@ -387,7 +417,14 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       device_authorization_endpoint: at("device_authorization"),
       jwks_uri: at("keys"),
       response_types_supported: ["code"],
-      grant_types_supported: ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+      grant_types_supported: [
+        "authorization_code",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "client_credentials",
+        JWT_BEARER,
+        TOKEN_EXCHANGE,
+      ],
       code_challenge_methods_supported: ["S256"],
       token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
       introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
@@ -502,6 +539,8 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     withRefresh: boolean,
     params?: URLSearchParams,
     user = mock.user,
+    /** The refresh token's scope, when it is not the access token's (a narrowing refresh keeps the grant's). */
+    refreshScope = scope,
   ): Promise<Response> {
     const accessToken = random(32);
     if (params && params !== ROTATION) {
@@ -527,7 +566,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       : scopes.includes("offline_access");
     if (withRefresh && mock.issueRefreshTokens && offline) {
       refreshToken = random(32);
-      mock.refreshTokens.set(refreshToken, { sub: user.sub, clientId, scope, grant, used: false });
+      mock.refreshTokens.set(refreshToken, { sub: user.sub, clientId, scope: refreshScope, grant, used: false });
     }
     return tokenAnswer({
       access_token: accessToken,
@@ -630,18 +669,58 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     for (const [token, info] of mock.refreshTokens) if (info.grant === grant) mock.refreshTokens.delete(token);
   }
 
-  function refresh(client: MockClient, token: string): Promise<Response> | Response {
+  function refresh(client: MockClient, token: string, narrower?: string): Promise<Response> | Response {
     const info = mock.refreshTokens.get(token);
     if (!info || info.clientId !== client.id) return tokenError("invalid_grant", "The refresh token is invalid");
     if (info.used) {
       revokeGrant(info.grant); // reuse of a rotated token: RFC 9700 §4.14.2
       return tokenError("invalid_grant", "The refresh token was already used; the grant is revoked");
     }
+    // RFC 6749 §6: a narrower scope for the access token; the refresh token keeps the grant's.
+    const granted = info.scope.split(" ");
+    const scope = narrower ?? info.scope;
+    const beyond = scope.split(" ").filter((s) => s && !granted.includes(s));
+    if (beyond.length > 0) return tokenError("invalid_scope", `The grant does not include ${beyond.join(" ")}`);
+    const user = userBySub(info.sub);
     if (mock.rotateRefreshTokens) {
       info.used = true;
-      return issueTokens(client.id, info.scope, info.grant, undefined, true, ROTATION, userBySub(info.sub));
+      return issueTokens(client.id, scope, info.grant, undefined, true, ROTATION, user, info.scope);
     }
-    return issueTokens(client.id, info.scope, info.grant, undefined, false, undefined, userBySub(info.sub));
+    return issueTokens(client.id, scope, info.grant, undefined, false, undefined, user);
+  }
+
+  /** Client credentials (RFC 6749 §4.4): only a client that authenticated with a secret. */
+  function clientCredentials(client: MockClient, record: RecordedRequest): Promise<Response> | Response {
+    if (!client.secret) return tokenError("unauthorized_client", "A public client cannot use client_credentials");
+    const self: MockUser = { sub: client.id, username: client.id, email: "", name: client.id };
+    return issueTokens(client.id, record.form.scope ?? "", random(), undefined, false, undefined, self);
+  }
+
+  /**
+   * A JWT bearer assertion (RFC 7523 §2.1) or a token exchange (RFC 8693 §2.1): the subject token
+   * (and the actor's) as `acceptSubject` judges it; a token exchange answers with `issued_token_type`
+   * and gives a refresh token when `offline_access` is asked for.
+   */
+  async function grantForSubject(client: MockClient, record: RecordedRequest): Promise<Response> {
+    const form = record.form;
+    const exchange = form.grant_type === TOKEN_EXCHANGE;
+    const token = exchange ? form.subject_token : form.assertion;
+    if (!token) return tokenError("invalid_request", exchange ? "subject_token is required" : "assertion is required");
+    if (exchange && !form.subject_token_type) return tokenError("invalid_request", "subject_token_type is required");
+    if (exchange && form.actor_token !== undefined && !form.actor_token_type) {
+      return tokenError("invalid_request", "actor_token_type is required with actor_token");
+    }
+    const sub = mock.acceptSubject(token, record);
+    if (!sub) return tokenError("invalid_grant", "The subject token is not accepted");
+    if (form.actor_token !== undefined && !mock.acceptSubject(form.actor_token, record)) {
+      return tokenError("invalid_grant", "The actor token is not accepted");
+    }
+    const user: MockUser = { sub, username: sub, email: "", name: sub };
+    const scope = form.scope ?? "";
+    const answer = await issueTokens(client.id, scope, random(), undefined, exchange, undefined, user);
+    if (!exchange || answer.status !== 200) return answer;
+    const body = await answer.json();
+    return json({ ...body, issued_token_type: ACCESS_TOKEN_TYPE });
   }
 
   async function route(request: Request, url: URL, record: RecordedRequest): Promise<Response> {
@@ -730,7 +809,13 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
     if (p === ep("token") && request.method === "POST") {
       const client = authenticate(request, record.form, record);
       if (!client) return tokenError("invalid_client", "Client authentication failed", 401);
-      if (record.form.grant_type === "refresh_token") return refresh(client, record.form.refresh_token ?? "");
+      if (record.form.grant_type === "refresh_token") {
+        return refresh(client, record.form.refresh_token ?? "", record.form.scope);
+      }
+      if (record.form.grant_type === "client_credentials") return clientCredentials(client, record);
+      if (record.form.grant_type === JWT_BEARER || record.form.grant_type === TOKEN_EXCHANGE) {
+        return await grantForSubject(client, record);
+      }
       if (record.form.grant_type === "urn:ietf:params:oauth:grant-type:device_code") {
         return pollDevice(client, record.form.device_code ?? "");
       }

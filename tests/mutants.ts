@@ -40,6 +40,7 @@ const PROVIDERS = "tests/providers_test.ts";
 const FIRSTHOUR = "tests/firsthour_test.ts";
 const RESOURCE = "tests/resource_test.ts";
 const KEYCHAIN = "tests/keychain_test.ts";
+const MACHINE = "tests/machine_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -737,6 +738,116 @@ const MUTANTS: Mutant[] = [
       ],
     ],
     tests: [KEYCHAIN],
+  },
+  // ── Issue 22: logins without a person, and exec (tests/machine_test.ts) ──────────────────────────
+  {
+    name: "a .env names a token source (the person's files or variables read and sent)",
+    // mayGive's rule for SOURCE_KEYS: never from the .env.
+    edits: [[
+      /source === "flag" \|\| \(source !== "\.env" && trust\.decidedBy !== "\.env"\)/,
+      'source === "flag" || trust.decidedBy !== ".env"',
+    ]],
+    tests: [MACHINE],
+  },
+  {
+    name: "the environment's token source goes to a server a .env chose",
+    edits: [[/source === "flag" \|\| \(source !== "\.env" && trust\.decidedBy !== "\.env"\)/, 'source !== ".env"']],
+    tests: [MACHINE],
+  },
+  {
+    name: "the subject token shown in the trace",
+    edits: [[/ {2}"subject_token",\n/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "the GitHub Actions request token sent over plain http to another host",
+    edits: [[/if \(!url \|\| tokenRefusal\(url\)\) \{/, "if (!url) {"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "each process that waited for the lock runs the grant again (the entry not read again under it)",
+    // renewGrant's check of the entry once the lock is held (refreshLocked's comes later in login.ts).
+    edits: [[
+      /if \(current && isFresh\(current, deps\.now\(\), config\.minTtlMs\) && current\.accessToken !== rejected\) return current;/,
+      "",
+    ]],
+    tests: [MACHINE],
+  },
+  {
+    name: "a grant's entry keyed as a person's (the grant left out of the cache key)",
+    edits: [[/if \(config\.grant\) parts\.push\(\{ grant: [^\n]+\n/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "a token file any user may change is read and sent",
+    edits: [[/info\.mode !== null && \(info\.mode & 0o002\) !== 0/, "false"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "issued_token_type not checked",
+    edits: [[/ {2}checkIssuedTokenType\(tokens, config\);\n/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec puts the token on the program's command line",
+    edits: [[/args: program\.args,/, "args: [...program.args, entry.accessToken],"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec hands a DPoP-bound token to a program",
+    edits: [
+      [/if \(config\.dpop \|\| \(found\.entry && holds\(found\.entry, "dpop_key"\)\)\) throw dpopForExec\(\);/, ""],
+      [/if \(holds\(entry, "dpop_key"\) \|\| \/\^dpop\$\/i\.test\(entry\.tokenType\)\) throw dpopForExec\(\);/, ""],
+    ],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec --scope gives the program a token broader than asked",
+    edits: [[/if \(broader\.length > 0\) \{/, "if (false) {"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec passes no signal on to its program",
+    edits: [[/(?<=const pass = \(\) => \{[^]*?)child\.kill\(signal\);/, "void signal;"]],
+    tests: [MACHINE],
+  },
+  // ── Issue 22 meets issues 20 and 21: a grant's secrets sealed, its server never an API's choice ──
+  {
+    name: "keychain: a grant's entry from login --grant keeps its refresh token in the file",
+    edits: [[
+      /(?<=entry = await runGrant\(config, deps\);[^]*?)await saveEntry\(config, deps, name, entry, \{[^\n]*\}\);/,
+      'await deps.storage.write(`${name}.json`, JSON.stringify(entry, null, 2) + "\\n");',
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a grant's renewal keeps the rotated refresh token in the file",
+    edits: [[
+      /(?<=next \?\?= await runGrant\(config, deps, open\);\s*)await saveEntry\(config, deps, name, next, \{ previous: current, item \}\);/,
+      'await deps.storage.write(`${name}.json`, JSON.stringify(next, null, 2) + "\\n");',
+    ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: --token-storage keychain runs a grant (and sends its subject token) without a keychain",
+    edits: [
+      [/(?<=async function grantAndSave[^]*?)await keychainReady\(config, deps\);/, ""],
+      [/if \(!open\) await keychainReady\(config, deps\);/, ""],
+    ],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "resource: a grant lets an API's metadata choose the server (its secret and subject token sent there)",
+    edits: [[/settings\.provider \|\| settings\.grant \|\|/, "settings.provider ||"]],
+    tests: [RESOURCE],
+  },
+  {
+    name: "resource: a grant's record under an API's entry name is taken for the person's sign-in for it",
+    edits: [[
+      /\(entry\.profile \?\? ""\) === \(config\.profile \?\? ""\) && !entry\.grant/,
+      '(entry.profile ?? "") === (config.profile ?? "")',
+    ]],
+    tests: [RESOURCE],
   },
 ];
 

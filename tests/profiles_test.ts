@@ -591,6 +591,16 @@ const PROFILE_SAMPLES: Record<string, { value: string | string[] | boolean; base
   "token-storage": { value: "file" },
   "acr-values": { value: "urn:mfa" },
   "max-age": { value: "300" },
+  grant: { value: "client_credentials" },
+  "subject-token-from": { value: "env:IDP_TOKEN", base: { grant: "token-exchange" } },
+  "subject-token-type": { value: "urn:ietf:params:oauth:token-type:jwt", base: { grant: "token-exchange" } },
+  "requested-token-type": { value: "urn:ietf:params:oauth:token-type:access_token", base: { grant: "token-exchange" } },
+  "subject-audience": {
+    value: "https://idp.example.com",
+    base: { grant: "token-exchange", "subject-token-from": "github-actions" },
+  },
+  "actor-token-from": { value: "file:/home/alice/actor.jwt", base: { grant: "token-exchange" } },
+  "actor-token-type": { value: "urn:ietf:params:oauth:token-type:jwt", base: { grant: "token-exchange" } },
 };
 
 Deno.test("every setting a profile can hold is used as its flag would be (resource, audience, assertion_audience...)", async (t) => {

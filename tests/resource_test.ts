@@ -12,7 +12,7 @@
  * @module
  */
 import { EXIT, fileStorage } from "../login.ts";
-import { type MockOptions, type ServedMock, serveMockIssuer } from "./mock_issuer.ts";
+import { CONFIDENTIAL_CLIENT, type MockOptions, type ServedMock, serveMockIssuer } from "./mock_issuer.ts";
 import { type ResourceServer, type ResourceServerOptions, serveResourceServer } from "./_resource_server.ts";
 import {
   assertNoLeaks,
@@ -935,5 +935,92 @@ Deno.test("an API's entry is refreshed like any other: for its resource, with th
     assertEquals(refresh.client_id, mock.clients.at(-1)!.id);
     assertEquals(mock.calls("authorize").length, 1, "no sign-in");
     await cleanUp(login);
+  });
+});
+
+// ── Logins without a person (issue 22) and an API's metadata ────────────────────────────────────
+
+/** A grant without a person with the confidential client, whose secret is in the environment. */
+const MACHINE: RunOptions = { env: { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! } };
+
+Deno.test("a grant never lets an API's metadata choose the server: without an issuer it is a missing setting, and nothing is asked", async () => {
+  await withWorld(async ({ mock, api }) => {
+    for (const command of [["fetch", api.url], ["token", "--resource", api.url]]) {
+      const result = await run(
+        [...command, "--grant", "client_credentials", "--client-id", CONFIDENTIAL_CLIENT.id],
+        MACHINE,
+      );
+      assertEquals(result.code, EXIT.usage, result.stderr);
+      assert(result.stderr.startsWith("error: No issuer is configured\nhint: pass --issuer URL"), result.stderr);
+      assertEquals(apiLog(api), [], "the API was not asked where to sign in");
+      assertEquals(mock.requests, [], "no server was sent the client's secret");
+      await cleanUp(result);
+    }
+  });
+});
+
+Deno.test("a grant's entry and an API's are never taken for each other: each command finds its own, and a grant's record under an API's name is ignored", async () => {
+  await withWorld(async ({ mock, api }) => {
+    const person = await run(["login", "--resource", api.url], PERSON);
+    assertEquals(person.code, EXIT.ok, person.stderr);
+    const home = person.home;
+    const grant = ["--issuer", mock.issuer, "--client-id", CONFIDENTIAL_CLIENT.id, "--grant", "client_credentials"];
+    const machine = await run(["token", ...grant, "--resource", api.resource], { ...MACHINE, home });
+    assertEquals(machine.code, EXIT.ok, machine.stderr);
+    const personToken = (await run(["token", "--resource", api.url], { home })).stdout.trim();
+    assert(personToken !== machine.stdout.trim(), "two entries");
+    assertEquals(mock.accessTokens.get(personToken)?.sub, mock.user.sub);
+    assertEquals(mock.accessTokens.get(machine.stdout.trim())?.sub, CONFIDENTIAL_CLIENT.id);
+    const whoami = await run(["whoami", "--resource", api.url], { home });
+    assertStringIncludes(whoami.stdout, "as alice@example.com\n");
+    const machineWhoami = await run(["whoami", ...grant, "--resource", api.resource], { ...MACHINE, home });
+    assertStringIncludes(machineWhoami.stdout, `for the client ${CONFIDENTIAL_CLIENT.id} (client credentials)\n`);
+    // A grant's record in the file of the API's entry (written by hand, or by anything but this tool's sign-in
+    // for the API) is not the person's sign-in for the API, even when it names the API's resource.
+    const files = await cached(home);
+    const text = (name: string) => Deno.readTextFileSync(`${home}/cache/${name}`);
+    const apiFile = files.find((name) =>
+      !name.endsWith(".client.json") && "protectedResource" in JSON.parse(text(name))
+    )!;
+    const grantFile = files.find((name) => !name.endsWith(".client.json") && "grant" in JSON.parse(text(name)))!;
+    const forged = { ...JSON.parse(text(grantFile)), protectedResource: { resource: api.resource } };
+    await fileStorage(`${home}/cache`).write(apiFile, JSON.stringify(forged));
+    const ignored = await run(["whoami", "--resource", api.url], { home });
+    assertEquals(ignored.code, EXIT.loginRequired, ignored.stdout);
+    assertStringIncludes(ignored.stderr, `is unreadable or not for this API; it is ignored\n`);
+    await cleanUp(person);
+  });
+});
+
+Deno.test("a grant never steps up: an API's insufficient_scope ends fetch with its words and the --scope to add; with it, the API answers", async () => {
+  let world: World | undefined;
+  await withWorld(async ({ mock, api }) => {
+    world = { mock, api };
+    const grant = ["--issuer", mock.issuer, "--client-id", CONFIDENTIAL_CLIENT.id, "--grant", "client_credentials"];
+    const refused = await run(["fetch", ...grant, "--resource", api.resource, `${api.url}/admin`], MACHINE);
+    assertEquals(refused.code, EXIT.failure);
+    assertEquals(JSON.parse(refused.stdout), { error: "forbidden" }, "the API's answer is written");
+    assertEquals(
+      refused.stderr,
+      `error: The API at ${new URL(api.url).host} asks for the scope "admin" (This needs the scope admin)\n` +
+        "hint: a grant without a person asks for the scope it is configured with: add it to --scope\n",
+    );
+    assertEquals(mock.calls("token").length, 1, "the grant ran once, not again for a wider scope");
+    const followed = await run(
+      ["fetch", ...grant, "--resource", api.resource, "--scope", "admin", `${api.url}/admin`],
+      { ...MACHINE, home: refused.home },
+    );
+    assertEquals(followed.code, EXIT.ok, followed.stderr);
+    assertEquals(JSON.parse(followed.stdout).scope, "admin");
+    await cleanUp(refused);
+  }, {
+    api: {
+      rules: { "/admin": { scope: "admin" } },
+      // The mock records no resource for client credentials: its tokens are taken as this API's.
+      verify: (token) => {
+        const info = world?.mock.accessTokens.get(token);
+        return info && { scope: info.scope, audience: world!.api.resource, sub: info.sub };
+      },
+    },
   });
 });

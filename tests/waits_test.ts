@@ -523,9 +523,8 @@ Deno.test("hints name the command as the person runs the tool", async (t) => {
 // ── 5. Output that fits ─────────────────────────────────────────────────────────────────────────
 
 Deno.test("--help of every command fits 80 columns", async () => {
-  for (
-    const command of [[], ["login"], ["token"], ["whoami"], ["status"], ["logout"], ["doctor"], ["fetch"], ["profiles"]]
-  ) {
+  const commands = [[], ["login"], ["token"], ["whoami"], ["status"], ["logout"], ["doctor"], ["profiles"], ["fetch"]];
+  for (const command of [...commands, ["exec"]]) {
     const result = await run([...command, "--help"]);
     assertEquals(result.code, EXIT.ok);
     const wide = result.stdout.split("\n").filter((line) => line.length > 80);

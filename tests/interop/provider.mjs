@@ -37,6 +37,9 @@ const { values: args } = parseArgs({
     // The resource identifier of the tests' own API (RFC 8707 / RFC 9728): its tokens are JWTs for it,
     // with the scopes mcp:read and mcp:admin and the sign-in's auth_time (for RFC 9470 step-up).
     api: { type: "string" },
+    // Logins without a person: client credentials, and token exchange (RFC 8693) and JWT bearer
+    // (RFC 7523) through registerGrantType, each checking the subject token against a CI's JWKS.
+    machine: { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -92,6 +95,51 @@ export const JWT_CLIENTS = {
 };
 export const RESOURCES = ["https://api-one.example/", "https://api-two.example/"];
 
+const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const TOKEN_TYPE = "urn:ietf:params:oauth:token-type:";
+
+/**
+ * A CI system the provider trusts (GitHub Actions, GitLab or a Kubernetes cluster, as far as the
+ * tests go): subject tokens must be ES256 JWTs signed with this key, issued by `issuer`, for this
+ * provider (`aud`). The private JWK is printed for the tests, which play the CI and sign with it.
+ */
+const { privateKey: ciPrivateKey, publicKey: ciPublicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+export const CI = {
+  issuer: "https://ci.example",
+  jwk: { ...ciPrivateKey.export({ format: "jwk" }), kid: "ci-1", alg: "ES256" },
+};
+const ciKeys = { keys: [{ ...ciPublicKey.export({ format: "jwk" }), kid: "ci-1", alg: "ES256", use: "sig" }] };
+
+/** The clients of logins without a person: a secret, and private_key_jwt (the JWT clients' key). */
+export const MACHINE_CLIENTS = {
+  secret: { id: "interop-machine", secret: "interop-machine-secret-0123456789abcdef" },
+  privateKeyJwt: { id: "interop-machine-pkjwt" },
+};
+
+function machineClients() {
+  const common = {
+    redirect_uris: [],
+    response_types: [],
+    grant_types: ["client_credentials", TOKEN_EXCHANGE, JWT_BEARER, "refresh_token"],
+  };
+  return [
+    {
+      ...common,
+      client_id: MACHINE_CLIENTS.secret.id,
+      client_secret: MACHINE_CLIENTS.secret.secret,
+      token_endpoint_auth_method: "client_secret_basic",
+    },
+    {
+      ...common,
+      client_id: MACHINE_CLIENTS.privateKeyJwt.id,
+      token_endpoint_auth_method: "private_key_jwt",
+      token_endpoint_auth_signing_alg: "ES256",
+      jwks: { keys: [{ ...clientPublicKey.export({ format: "jwk" }), kid: "cli-1", alg: "ES256", use: "sig" }] },
+    },
+  ];
+}
+
 function jwtClients() {
   const common = {
     application_type: "native",
@@ -142,6 +190,7 @@ function configuration() {
         grant_types: ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
       },
       ...jwtClients(),
+      ...(args.machine ? machineClients() : []),
     ],
     findAccount(_ctx, id) {
       return {
@@ -182,6 +231,7 @@ function configuration() {
       deviceFlow: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: false },
+      clientCredentials: { enabled: args.machine },
       // Opaque access tokens for UserInfo, with no resource indicator required.
       resourceIndicators: { enabled: false },
       ...(args.dpop ? { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } } : {}),
@@ -236,6 +286,7 @@ function configuration() {
     rotateRefreshToken: true,
     ttl: {
       AccessToken: () => accessTokenTtl,
+      ClientCredentials: () => accessTokenTtl,
       AuthorizationCode: 60,
       DeviceCode: 600,
       Grant: 3600,
@@ -261,11 +312,92 @@ function moveClock(req, res) {
   });
 }
 
+/**
+ * The handler of token exchange (RFC 8693 §2.1) or JWT bearer (RFC 7523 §2.1): the subject token (or
+ * assertion) must be the CI's (`CI`), for this provider, unexpired; an actor token likewise. It issues
+ * an access token for the subject's `sub` (introspection names it), and for a token exchange that asks
+ * for offline_access a refresh token too, which oidc-provider's own refresh_token grant then takes.
+ */
+function subjectGrant(kind) {
+  const { jwtVerify, createLocalJWKSet } = jose;
+  const keySet = createLocalJWKSet(ciKeys);
+  const verify = async (token, provider, what) => {
+    try {
+      const options = { issuer: CI.issuer, audience: provider.issuer, algorithms: ["ES256"] };
+      return (await jwtVerify(token, keySet, options)).payload;
+    } catch (error) {
+      throw new errors.InvalidGrant(`the ${what} is not accepted (${error.code ?? error.message})`);
+    }
+  };
+  return async (ctx, next) => {
+    const { params, client, provider } = ctx.oidc;
+    const exchange = kind === "token-exchange";
+    const token = exchange ? params.subject_token : params.assertion;
+    if (!token) throw new errors.InvalidRequest(exchange ? "subject_token is missing" : "assertion is missing");
+    if (exchange) {
+      if (![`${TOKEN_TYPE}jwt`, `${TOKEN_TYPE}id_token`].includes(params.subject_token_type)) {
+        throw new errors.InvalidRequest("subject_token_type must be a JWT or an ID token");
+      }
+      if (params.requested_token_type && params.requested_token_type !== `${TOKEN_TYPE}access_token`) {
+        throw new errors.InvalidRequest("only access tokens are issued");
+      }
+      if (params.actor_token && !params.actor_token_type) {
+        throw new errors.InvalidRequest("actor_token_type is missing");
+      }
+    }
+    const subject = await verify(token, provider, "subject token");
+    const actor = exchange && params.actor_token
+      ? await verify(params.actor_token, provider, "actor token")
+      : undefined;
+    const scope = params.scope ?? "";
+    const grant = new provider.Grant({ accountId: subject.sub, clientId: client.clientId });
+    if (scope) grant.addOIDCScope(scope);
+    const grantId = await grant.save();
+    const gty = exchange ? "token_exchange" : "jwt_bearer";
+    const at = new provider.AccessToken({
+      accountId: subject.sub,
+      client,
+      grantId,
+      gty,
+      scope: scope || undefined,
+      ...(actor ? { extra: { act: { sub: actor.sub } } } : {}),
+    });
+    const accessToken = await at.save();
+    let refreshToken;
+    if (exchange && scope.split(" ").includes("offline_access")) {
+      refreshToken = await new provider.RefreshToken({ accountId: subject.sub, client, grantId, gty, scope }).save();
+    }
+    console.error(`provider: ${kind} for ${subject.sub} (jti ${subject.jti ?? "-"})`);
+    ctx.body = {
+      access_token: accessToken,
+      token_type: at.tokenType,
+      expires_in: at.expiration,
+      ...(scope ? { scope } : {}),
+      ...(refreshToken ? { refresh_token: refreshToken } : {}),
+      ...(exchange ? { issued_token_type: `${TOKEN_TYPE}access_token` } : {}),
+    };
+    await next();
+  };
+}
+
+const jose = args.machine ? await import("jose") : undefined;
+
 const server = createServer();
 server.listen(0, "127.0.0.1", () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, configuration());
+  if (args.machine) {
+    const exchange = ["audience", "resource", "scope", "requested_token_type", "subject_token", "subject_token_type"];
+    provider.registerGrantType(TOKEN_EXCHANGE, subjectGrant("token-exchange"), [
+      ...exchange,
+      "actor_token",
+      "actor_token_type",
+    ], ["audience", "resource"]);
+    provider.registerGrantType(JWT_BEARER, subjectGrant("jwt-bearer"), ["assertion", "scope", "audience", "resource"]);
+    // Each grant the tests count, on stderr.
+    provider.on("grant.success", (ctx) => console.error(`provider: grant ${ctx.oidc.params.grant_type}`));
+  }
   // Errors the tests may want to see, on stderr (the test prints it when something fails).
   for (
     const event of [
@@ -299,7 +431,14 @@ server.listen(0, "127.0.0.1", () => {
     handle(req, res);
   });
   process.stdout.write(
-    JSON.stringify({ issuer, port, clients: CLIENTS, account: ACCOUNT, jwtClients: JWT_CLIENTS }) + "\n",
+    JSON.stringify({
+      issuer,
+      port,
+      clients: CLIENTS,
+      account: ACCOUNT,
+      jwtClients: JWT_CLIENTS,
+      ...(args.machine ? { machineClients: MACHINE_CLIENTS, ci: CI } : {}),
+    }) + "\n",
   );
 });
 
