@@ -4397,6 +4397,8 @@ async function dpopState(
   state.handle = oauth.DPoP({ [oauth.clockSkew]: skew }, pair, {
     [oauth.modifyAssertion]: (header, payload) => {
       if (jwk.alg === "EdDSA") header.alg = "EdDSA";
+      // The injected clock's second: the skew alone is off by one when a second ends between the two reads.
+      payload.iat = Math.floor(deps.now() / 1000);
       // oauth4webapi remembers the nonces of its own requests for one process; `state.nonces` has
       // those too (recordingNonces sees every response), those of requests it makes no proof for
       // (revocation), and those of earlier runs (from the entry).
@@ -9098,10 +9100,15 @@ async function forgetOrphanItems(deps: Deps): Promise<number> {
     const file = itemFile(item);
     const prefix = `${deps.storage.dir}/`;
     const name = file?.startsWith(prefix) ? file.slice(prefix.length).replace(/\.json$/, "") : undefined;
-    if (!name || !ENTRY_NAME.test(name)) continue; // another folder's, or not an entry's
+    if (!name || !CACHE_FILE.test(`${name}.json`)) continue; // another folder's, or not an entry's or a registration's
     const text = await deps.storage.read(`${name}.json`, { allowShared: true }).catch(() => null);
     if (text === null) continue; // a file the tool does not trust: leave its item alone
-    if (text !== undefined && parseTokenSet(text)?.sealed?.item === item) continue;
+    const sealed = text === undefined
+      ? undefined
+      : name.endsWith(".client")
+      ? (parseJsonObject(text)?.sealed as Sealed | undefined)
+      : parseTokenSet(text)?.sealed;
+    if (sealed?.item === item) continue;
     if (await forgetItem(item, deps).then(() => true, () => false)) removed++;
   }
   return removed;
@@ -9763,8 +9770,13 @@ interface Registration {
   issuer: string;
   redirectUris: string[];
   clientId: string;
-  /** The client secret (a secret), when the server issued one. */
+  /**
+   * The client secret (a secret), when the server issued one and no keychain keeps it: otherwise
+   * sealed (`sealed`, kind `client_secret`) as an entry's refresh token is (`--token-storage`).
+   */
   clientSecret?: string;
+  /** The client secret, sealed under the key of a keychain item (see `TokenSet.sealed`). */
+  sealed?: Sealed;
   /** When the secret expires, in seconds since the epoch; 0 or absent: never (RFC 7591 §3.2.1). */
   clientSecretExpiresAt?: number;
   authMethod: ClientAuthMethod;
@@ -9795,9 +9807,11 @@ function usableRegistration(
   if (JSON.stringify(value.redirectUris) !== JSON.stringify(redirectUris)) return undefined;
   if (!(CLIENT_AUTH_METHODS as readonly unknown[]).includes(value.authMethod)) return undefined;
   if (value.clientSecret !== undefined && typeof value.clientSecret !== "string") return undefined;
+  if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
   const expires = value.clientSecretExpiresAt;
   if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
-  if (value.clientSecret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
+  const secret = value.clientSecret || value.sealed;
+  if (secret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
   return value as unknown as Registration;
 }
 
@@ -10029,7 +10043,10 @@ async function obtainClient(
   const redirectUris = registrationRedirects(config);
   const name = registrationName(as.issuer, redirectUris);
   const remembered = async () =>
-    usableRegistration(await deps.storage.read(`${name}.json`), as.issuer, redirectUris, deps.now());
+    await openRegistration(
+      usableRegistration(await deps.storage.read(`${name}.json`), as.issuer, redirectUris, deps.now()),
+      deps,
+    );
   let registration = again ? undefined : await remembered();
   let origin: ClientOrigin = "remembered";
   if (!registration) {
@@ -10039,7 +10056,7 @@ async function obtainClient(
       registration = again ? undefined : await remembered(); // another process may have just registered
       if (!registration) {
         registration = await registerClient(as, redirectUris, deps, trace);
-        await deps.storage.write(`${name}.json`, JSON.stringify(registration, null, 2) + "\n");
+        await saveRegistration(config, deps, name, registration);
         origin = "registered";
       }
     } finally {
@@ -10061,6 +10078,55 @@ async function obtainClient(
     origin,
     registration: name,
   };
+}
+
+/**
+ * Writes a registration's file (under its lock): its client secret sealed under the key of a keychain
+ * item of its own, as an entry's refresh token is (`--token-storage`: `keychain`, or `auto` where a
+ * keychain answers), else in the file, which `auto` says. Throws a LoginError for `keychain` when no
+ * keychain answers.
+ */
+async function saveRegistration(config: Config, deps: Deps, name: string, registration: Registration): Promise<void> {
+  const path = `${deps.storage.dir}/${name}.json`;
+  let stored: Registration = registration;
+  if (registration.clientSecret && config.tokenStorage !== "file") {
+    const { clientSecret, ...rest } = registration;
+    const owner: ItemOwner = { issuer: registration.issuer, clientId: registration.clientId, kind: "client", path };
+    try {
+      stored = { ...rest, sealed: await sealSecrets(owner, { client_secret: clientSecret }, deps) };
+    } catch (error) {
+      if (!(error instanceof KeychainProblem)) throw error;
+      if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the registered client's secret");
+      say(
+        deps,
+        `warning: Keeping the registered client's secret in ${path} (readable only by you), not in the keychain: ${error.reason}`,
+      );
+    }
+  }
+  await deps.storage.write(`${name}.json`, JSON.stringify(stored, null, 2) + "\n");
+}
+
+/**
+ * A registration with its client secret in the clear: opened from the keychain when sealed (one read
+ * at most a process). Undefined when the secret cannot be had any more (its item is gone: the client is
+ * registered again); a LoginError when no keychain answers now.
+ */
+async function openRegistration(registration: Registration | undefined, deps: Deps): Promise<Registration | undefined> {
+  if (!registration?.sealed) return registration;
+  try {
+    const clientSecret = await sealedSecret(registration.sealed, "client_secret", deps);
+    return clientSecret ? { ...registration, clientSecret } : undefined;
+  } catch (error) {
+    if (error instanceof SecretsGone) return undefined;
+    if (!(error instanceof KeychainProblem)) throw error;
+    throw new LoginError(
+      "failure",
+      `Cannot use the client this tool registered at ${
+        displayIssuer(registration.issuer)
+      }: its secret is in the keychain, and ${error.reason}`,
+      { hint: error.remedy.replace(/, or use --token-storage file$/, "") },
+    );
+  }
 }
 
 /** The error for a server that offers this tool no client: no registration endpoint (and no client of the person's). */
@@ -10187,9 +10253,13 @@ async function resourceConfig(config: Config, entry: TokenSet, deps: Deps): Prom
   let clientSecret: string | undefined;
   if (api.registration && entry.authMethod !== "none" && CACHE_FILE.test(`${api.registration}.json`)) {
     const text = await deps.storage.read(`${api.registration}.json`);
-    const registration = text === undefined ? undefined : parseJsonObject(text);
-    if (registration?.issuer === entry.issuer && registration.clientId === entry.clientId) {
-      clientSecret = typeof registration.clientSecret === "string" ? registration.clientSecret : undefined;
+    const found = text === undefined ? undefined : parseJsonObject(text);
+    if (found?.issuer === entry.issuer && found.clientId === entry.clientId) {
+      const registration = found.sealed === undefined || isSealed(found.sealed)
+        ? found as unknown as Registration
+        : undefined;
+      clientSecret = (await openRegistration(registration, deps))?.clientSecret;
+      if (typeof clientSecret !== "string") clientSecret = undefined;
     }
   }
   return {

@@ -649,7 +649,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "a registered client is used after its secret expired (client_secret_expires_at)",
     edits: [[
-      /if \(value\.clientSecret && expires && expires \* 1000 <= now \+ SECRET_EXPIRY_MARGIN_MS\) return undefined;/,
+      /if \(secret && expires && expires \* 1000 <= now \+ SECRET_EXPIRY_MARGIN_MS\) return undefined;/,
       "",
     ]],
     tests: [RESOURCE],
@@ -670,6 +670,11 @@ const MUTANTS: Mutant[] = [
       /stored = \{ \.\.\.stored, sealed: await sealSecrets\(/,
       "stored = { ...entry, sealed: await sealSecrets(",
     ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a registered client's secret is kept in its file",
+    edits: [[/if \(registration\.clientSecret && config\.tokenStorage !== "file"\)/, "if (false)"]],
     tests: [KEYCHAIN],
   },
   {
