@@ -84,11 +84,13 @@
  * `LoginError`, `ErrorResponse` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
  * `testing` holds internals for this project's tests only.
  *
- * Functions are plain declarations. An earlier version wrote the cached `token` path's functions as
- * `const f = (function f(…) {…}).bind(undefined)`, so that V8 compiled them before the module ran
- * and Deno's code cache kept them; measured here, that saved about 1 ms of a ~45 ms cached `token`
- * (2 % of its instructions, callgrind), at the price of untyped constants in the public API (slow
- * types) and a second way to write a function. bench/README.md has the figures.
+ * Functions are declarations, except the ones a cached `token` runs: those are written
+ * `const f = (function f(…) {…}).bind(undefined)`. V8 compiles a function in parentheses with the
+ * module, so its bytecode lands in Deno's code cache; a declaration is compiled on its first call,
+ * in every process (the `.bind` keeps the parentheses through `deno fmt` and the emit). On this
+ * path that is 58 functions, about 11 % of the cached `token`'s instructions (callgrind); those the
+ * `testing` object lists carry their type, as the public API's must. tests/hotpath_test.ts fails when
+ * a function the path runs is compiled lazily, and names it; bench/README.md has the figures.
  *
  * @module
  */
@@ -284,22 +286,22 @@ function exitCodeFor(error: unknown): number {
   }
 }
 
-function parseUrl(text: string): URL | undefined {
+const parseUrl = (function parseUrl(text: string): URL | undefined {
   try {
     return new URL(text);
   } catch {
     return undefined;
   }
-}
+}).bind(undefined);
 
 /** `env`, reading each variable once. */
-function remembered(env: (name: string) => string | undefined) {
+const remembered = (function remembered(env: (name: string) => string | undefined) {
   const read = new Map<string, string | undefined>();
   return (name: string): string | undefined => {
     if (!read.has(name)) read.set(name, env(name));
     return read.get(name);
   };
-}
+}).bind(undefined);
 
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on, and an issuer's only plain-http hosts. */
 function isLoopbackHost(hostname: string): boolean {
@@ -406,14 +408,15 @@ function realTimer(ms: number, signal: AbortSignal): Promise<void> {
 const MAX_DISPLAY_CHARS = 300;
 
 /** Strips control characters, escape sequences and bidi overrides from a server string. */
-function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
-  const clean = String(text)
-    // deno-lint-ignore no-control-regex
-    .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
-    // deno-lint-ignore no-control-regex
-    .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
-  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
-}
+const sanitize: (text: unknown, max?: number) => string =
+  (function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
+    const clean = String(text)
+      // deno-lint-ignore no-control-regex
+      .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
+      // deno-lint-ignore no-control-regex
+      .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
+    return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+  }).bind(undefined);
 
 /** Escapes text for HTML. */
 function escapeHtml(text: string): string {
@@ -463,10 +466,10 @@ function displayIssuer(issuer: string): string {
  * command a hint offers goes through here, wherever it came from: a server's issuer, a project file's
  * endpoint, a path. Sanitised first (no control characters). Pure.
  */
-function shellWord(value: string): string {
+const shellWord = (function shellWord(value: string): string {
   const text = sanitize(value);
   return /^[\w.:/@%+=,-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
-}
+}).bind(undefined);
 
 /**
  * Wraps prose at word boundaries to `width` columns. A long URL, or a quoted command longer than a
@@ -1521,9 +1524,9 @@ const RESERVED_PARAMS = new Set([
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
 /** The flag of a `Config` key (`tokenEndpoint` → `token-endpoint`). */
-function flagOf(key: string): Flag {
+const flagOf = (function flagOf(key: string): Flag {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
-}
+}).bind(undefined);
 
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
 function checkManualEndpoint(value: string, flag: string): string {
@@ -1543,7 +1546,7 @@ function checkManualEndpoint(value: string, flag: string): string {
 }
 
 /** The manual endpoints given, else the preset's; throws LoginError("config") when a preset needs an issuer. */
-function resolveEndpoints(
+const resolveEndpoints = (function resolveEndpoints(
   flags: FlagValues,
   pick: ConfigPick,
   preset: Preset | undefined,
@@ -1568,13 +1571,13 @@ function resolveEndpoints(
     });
   }
   return endpoints;
-}
+}).bind(undefined);
 
 /**
  * Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host
  * is refused. `discovering`: an API's metadata will name the server and the client (`resourceMode`).
  */
-function checkRequiredSettings(
+const checkRequiredSettings = (function checkRequiredSettings(
   { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust, discovering }: {
     cli: Cli;
     flags: FlagValues;
@@ -1616,10 +1619,10 @@ function checkRequiredSettings(
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
   }
-}
+}).bind(undefined);
 
 /** The redirect URI with --port applied, validated; throws LoginError for a bad port or a bad redirect URI. */
-function resolveRedirectUri(
+const resolveRedirectUri = (function resolveRedirectUri(
   flags: FlagValues,
   redirectUri: string | undefined,
   sources: Record<string, ValueSource>,
@@ -1637,10 +1640,10 @@ function resolveRedirectUri(
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
   return redirectUri;
-}
+}).bind(undefined);
 
 /** --timeout in milliseconds (default LOGIN_TIMEOUT_MS); throws LoginError("usage") unless 0 < s <= MAX_TIMEOUT_S. */
-function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
+const resolveTimeoutMs = (function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
@@ -1656,10 +1659,10 @@ function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource
     sources.timeout ??= "flag";
   }
   return timeoutMs;
-}
+}).bind(undefined);
 
 /** The client authentication method asked for, if any; throws LoginError for an unknown one or a missing secret. */
-function resolveClientAuth(
+const resolveClientAuth = (function resolveClientAuth(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -1679,10 +1682,10 @@ function resolveClientAuth(
     });
   }
   return clientAuth;
-}
+}).bind(undefined);
 
 /** --min-ttl in milliseconds (default MIN_TTL_S seconds); throws LoginError("usage") unless seconds >= 0. */
-function resolveMinTtlMs(flags: FlagValues): number {
+const resolveMinTtlMs = (function resolveMinTtlMs(flags: FlagValues): number {
   let minTtlMs = MIN_TTL_S * 1000;
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
@@ -1698,10 +1701,10 @@ function resolveMinTtlMs(flags: FlagValues): number {
     }
   }
   return minTtlMs;
-}
+}).bind(undefined);
 
 /** --format (or --json) and --flow; throws LoginError("usage") for a value not supported. */
-function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
+const resolveFormatAndFlow = (function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
   const format = flags.format ?? (flags.json ? "json" : "text");
   if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
@@ -1713,10 +1716,14 @@ function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: 
     throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
   }
   return { format, flow };
-}
+}).bind(undefined);
 
 /** --token-storage (else the environment's or a profile's, never a `.env`'s; default auto); throws LoginError("usage"). */
-function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Record<string, ValueSource>): TokenStorage {
+const resolveTokenStorage = (function resolveTokenStorage(
+  flags: FlagValues,
+  pick: ConfigPick,
+  sources: Record<string, ValueSource>,
+): TokenStorage {
   const storage = pick("tokenStorage", flags["token-storage"], ENV_VARS.tokenStorage) ?? "auto";
   if (storage !== "auto" && storage !== "keychain" && storage !== "file") {
     const where = sources.tokenStorage === "flag"
@@ -1729,13 +1736,13 @@ function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Recor
     });
   }
   return storage;
-}
+}).bind(undefined);
 
 /**
  * --param key=value pairs, then the preset's parameters not given, then `login_hint` from --login-hint
  * unless a --param gave it; throws LoginError("usage") for a bad one.
  */
-function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
+const resolveParams = (function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -1755,10 +1762,16 @@ function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, 
   const loginHint = flags["login-hint"];
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   return params;
-}
+}).bind(undefined);
 
 /** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-function resolveConfig(
+const resolveConfig: (
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv?: Record<string, string>,
+  profile?: Profile,
+  options?: { presetBase?: string; envFile?: string },
+) => Config = (function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
@@ -1836,13 +1849,13 @@ function resolveConfig(
     ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
     ...resolveGrantConfig(cli, pick, trust),
   }, trust);
-}
+}).bind(undefined);
 
 /**
  * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`) and `exec`'s program,
  * checked and resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
  */
-function resolveModernConfig(
+const resolveModernConfig = (function resolveModernConfig(
   cli: Cli,
   pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
   clientAuth: ClientAuthMethod | undefined,
@@ -1891,7 +1904,7 @@ function resolveModernConfig(
     request,
     ...(cli.command === "exec" ? { program: resolveProgram(cli) } : {}),
   };
-}
+}).bind(undefined);
 
 /**
  * The request `fetch` makes, or `token --format headers` proves: the URL (positional or `--url`),
@@ -1982,7 +1995,7 @@ type Trust = NonNullable<Config["trust"]>;
  * way, and never come from the `.env` at all (`dotenvWarnings` says so). A `.env` value equal to the
  * one used is not reported. Pure.
  */
-function decideTrust(
+const decideTrust = (function decideTrust(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -2021,7 +2034,7 @@ function decideTrust(
     found && found[2] ? [{ name: found[1], from: found[2] }] : []
   );
   return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
-}
+}).bind(undefined);
 
 /**
  * The first of the person's own flags and environment variables that names where credentials go
@@ -2045,7 +2058,7 @@ function sameSetting(a: string | undefined, b: string | undefined): boolean {
  * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
  * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
  */
-function trustedSources(
+const trustedSources = (function trustedSources(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -2060,7 +2073,7 @@ function trustedSources(
     delete sources.assertionAudience;
   }
   return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
-}
+}).bind(undefined);
 
 /**
  * Settings no project file may give: where the user's own secrets are kept (a cloned repository's `.env`
@@ -2069,7 +2082,7 @@ function trustedSources(
 const PERSONAL_KEYS = ["tokenStorage"] as const;
 
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
-function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+const mayGive = (function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
   if ((PERSONAL_KEYS as readonly string[]).includes(key)) return source !== ".env";
   if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
     return false; // it would turn off a protection the person turned on
@@ -2080,10 +2093,10 @@ function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
   }
   if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
   return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
-}
+}).bind(undefined);
 
 /** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
-function configPicker(
+const configPicker = (function configPicker(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile: Profile | undefined,
@@ -2105,7 +2118,7 @@ function configPicker(
     }
     return undefined;
   };
-}
+}).bind(undefined);
 
 /**
  * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
@@ -2186,19 +2199,20 @@ function checkProjectEndpoints(
  * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
  * was started; outside a task it is unset and the working directory is where the person stands.
  */
-function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
-  const path = flag ?? ".env";
-  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
-  const start = initCwd.replace(/[\\/]+$/, "");
-  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
-  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
-  // somewhere else: then the working directory is where the person (or script) stands.
-  if (cwd !== undefined) {
-    const here = cwd.replace(/[\\/]+$/, "");
-    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
-  }
-  return `${start}/${path}`;
-}
+const envFilePath: (flag: string | undefined, initCwd: string | undefined, cwd?: string) => string =
+  (function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+    const path = flag ?? ".env";
+    if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+    const start = initCwd.replace(/[\\/]+$/, "");
+    // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+    // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+    // somewhere else: then the working directory is where the person (or script) stands.
+    if (cwd !== undefined) {
+      const here = cwd.replace(/[\\/]+$/, "");
+      if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+    }
+    return `${start}/${path}`;
+  }).bind(undefined);
 
 /** The path as `--verbose` and `doctor` show it. */
 function describeEnvPath(path: string, cwd?: () => string): string {
@@ -2277,13 +2291,14 @@ function checkProjectKey(path: string, dir: string, envFile: string): void {
  * (`projectKeyPath`) and checked there (`checkProjectKey`); as it was for a key from anywhere else (the
  * cached-token path asks for no working directory). Throws LoginError("config").
  */
-function withProjectKey(config: Config, envPath: string, deps: Pick<Deps, "cwd">, envFile: string): Config {
-  if (!config.clientKey || config.sources.clientKey !== ".env") return config;
-  const dir = envFolder(envPath, deps.cwd);
-  const clientKey = projectKeyPath(config.clientKey, dir, envFile);
-  checkProjectKey(clientKey, dir, envFile);
-  return { ...config, clientKey };
-}
+const withProjectKey =
+  (function withProjectKey(config: Config, envPath: string, deps: Pick<Deps, "cwd">, envFile: string): Config {
+    if (!config.clientKey || config.sources.clientKey !== ".env") return config;
+    const dir = envFolder(envPath, deps.cwd);
+    const clientKey = projectKeyPath(config.clientKey, dir, envFile);
+    checkProjectKey(clientKey, dir, envFile);
+    return { ...config, clientKey };
+  }).bind(undefined);
 
 /**
  * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
@@ -2343,7 +2358,7 @@ const dotenvProblems = new WeakMap<object, string[]>();
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
  * ends, `export ` prefixes, quotes and comments; what it would misread is kept for a warning.
  */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+const readEnvFile = (async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
   let text: string;
   try {
     if (!Deno.statSync(path).isFile) return undefined;
@@ -2357,7 +2372,7 @@ async function readEnvFile(path: string): Promise<Record<string, string> | undef
   const problems = dotenvLineProblems(text);
   if (problems.length > 0) dotenvProblems.set(dotenv, problems);
   return dotenv;
-}
+}).bind(undefined);
 
 // ── 6 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
@@ -2415,26 +2430,26 @@ interface Profile {
 }
 
 /** A profile's key for a flag: snake_case (`client-id` → `client_id`); the `--param`s are the `params` table. */
-function profileKey(flag: string): string {
+const profileKey = (function profileKey(flag: string): string {
   return flag === "param" ? "params" : flag.replaceAll("-", "_");
-}
+}).bind(undefined);
 
 function camelCase(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
 /** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
-function profileValue(profile: Profile | undefined, key: string): string | undefined {
+const profileValue = (function profileValue(profile: Profile | undefined, key: string): string | undefined {
   const value = profile?.flags[flagOf(key)];
   // A switch (`dpop = true`) reads as its variable would be written: "1" or "0".
   return typeof value === "string" ? value : typeof value === "boolean" ? (value ? "1" : "0") : undefined;
-}
+}).bind(undefined);
 
 /**
  * The flags with the profile's values beneath them. Settings that have a variable are left to `pick`
  * (flag > environment > `.env` > profile); a `--param` replaces the profile's parameter of the same name.
  */
-function withProfile(
+const withProfile = (function withProfile(
   flags: FlagValues,
   profile: Profile | undefined,
   sources: Record<string, ValueSource>,
@@ -2455,7 +2470,7 @@ function withProfile(
     }
   }
   return merged as FlagValues;
-}
+}).bind(undefined);
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
@@ -2745,7 +2760,7 @@ function profileNames(data: Record<string, unknown> | undefined): string[] {
 }
 
 /** Which profile the run names, and how: `--profile`, else `OAUTH_PROFILE` in the environment, then in `.env`. */
-function namedProfile(
+const namedProfile = (function namedProfile(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> | undefined,
@@ -2756,10 +2771,10 @@ function namedProfile(
   const fromFile = dotenv?.[ENV_VARS.profile];
   if (fromFile) return { name: fromFile, by: `${ENV_VARS.profile} in .env` };
   return undefined;
-}
+}).bind(undefined);
 
 /** The first setting outside any profile that names the server (`--provider`, `OAUTH_ISSUER in .env`), if any. */
-function serverNamedElsewhere(
+const serverNamedElsewhere = (function serverNamedElsewhere(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> | undefined,
@@ -2773,7 +2788,7 @@ function serverNamedElsewhere(
     if ((key === "issuer" || key === "provider") && dotenv?.[variable]) return `${variable} in .env`;
   }
   return undefined;
-}
+}).bind(undefined);
 
 /** `--verbose`: says that the config file's default profile was left out, and why (reads the file only then). */
 async function traceDefaultProfileLeftOut(named: string, deps: Pick<Deps, "env" | "os" | "stderr">): Promise<void> {
@@ -2792,7 +2807,7 @@ async function traceDefaultProfileLeftOut(named: string, deps: Pick<Deps, "env" 
  * (then its `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
-async function selectProfile(
+const selectProfile = (async function selectProfile(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Pick<Deps, "env" | "os" | "stderr">,
@@ -2860,7 +2875,7 @@ async function selectProfile(
     chosenBy: chosen.by,
     flags: profileFlags(table, { name: chosen.name, path }, (text) => say(deps, text)),
   };
-}
+}).bind(undefined);
 
 /** The first segment of a table header's name (`[work.params]` → `work`), or undefined for other lines. */
 function headerProfile(line: string): string | undefined {
@@ -3099,21 +3114,22 @@ const PRESETS: Record<string, Preset> = {
 };
 
 /** The preset an issuer's host (or path) names unambiguously, and why: each preset's `issuer` host, `issuerHost` or `issuerPath`. */
-function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
-  const url = parseUrl(issuer);
-  if (!url) return undefined;
-  const host = url.hostname.toLowerCase();
-  for (const [name, preset] of Object.entries(PRESETS)) {
-    const own = preset.issuer ? parseUrl(preset.issuer.replace("{tenant}", "x"))?.hostname : undefined;
-    if (host === own || preset.issuerHost?.test(host)) {
-      return { provider: name, reason: `inferred from the issuer host ${host}` };
+const inferProvider: (issuer: string) => { provider: string; reason: string } | undefined =
+  (function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+    const url = parseUrl(issuer);
+    if (!url) return undefined;
+    const host = url.hostname.toLowerCase();
+    for (const [name, preset] of Object.entries(PRESETS)) {
+      const own = preset.issuer ? parseUrl(preset.issuer.replace("{tenant}", "x"))?.hostname : undefined;
+      if (host === own || preset.issuerHost?.test(host)) {
+        return { provider: name, reason: `inferred from the issuer host ${host}` };
+      }
+      if (preset.issuerPath?.pattern.test(url.pathname)) {
+        return { provider: name, reason: `inferred from the issuer path ${preset.issuerPath.shown}` };
+      }
     }
-    if (preset.issuerPath?.pattern.test(url.pathname)) {
-      return { provider: name, reason: `inferred from the issuer path ${preset.issuerPath.shown}` };
-    }
-  }
-  return undefined;
-}
+    return undefined;
+  }).bind(undefined);
 
 /** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
 function rebase(url: string, base: string | undefined): string {
@@ -3126,7 +3142,7 @@ function rebase(url: string, base: string | undefined): string {
  * The provider preset: named (--provider) or inferred from the issuer, the tenant, and the issuer the preset
  * implies when none is given. Throws LoginError("usage") for an unknown provider or a misplaced tenant.
  */
-function resolvePreset(
+const resolvePreset = (function resolvePreset(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -3169,7 +3185,7 @@ function resolvePreset(
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
   return { issuerText, provider, providerReason, preset, tenant };
-}
+}).bind(undefined);
 
 /** The tenant alias of the preset (Entra's `common`, `organizations`, `consumers`) for which `template` stands for the issuer. */
 function tenantAlias(template: string, config: Pick<Config, "issuer" | "provider">): string | undefined {
@@ -3407,10 +3423,10 @@ function httpClientFor(route: Route, host: string): Deno.HttpClient {
 }
 
 /** Closes the clients `httpClientFor` made (at the end of `main`). */
-function closeHttpClients(): void {
+const closeHttpClients = (function closeHttpClients(): void {
   for (const client of httpClients.values()) client.close();
   httpClients.clear();
-}
+}).bind(undefined);
 
 type Trace = (line: string) => void;
 
@@ -3819,58 +3835,59 @@ interface IssuerClient {
 type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOptions<"POST", URLSearchParams>;
 
 /** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
-function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
-  const url = parseUrl(text);
-  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
-    throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
-      hint: "set --issuer or OAUTH_ISSUER to your authorization server, e.g. https://example.okta.com/oauth2/default",
-    });
-  }
-  if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
-    throw new LoginError("config", `The issuer "${url.href}" must use https`, {
-      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
-    });
-  }
-  const has = (name: string) => url.searchParams.has(name);
-  const callback = has("code") || (has("state") && (has("error") || has("iss")));
-  if (callback || (url.protocol === "http:" && url.pathname === CALLBACK_PATH)) {
-    // The address the browser ended on after a sign-in (its code is a secret: not shown).
-    const iss = url.searchParams.get("iss");
-    throw new LoginError(
-      "config",
-      `The issuer "${url.origin}${url.pathname}${url.search ? "?…" : ""}" is the address a browser ends on ` +
-        "after signing in, not an issuer",
-      {
-        hint: iss && parseUrl(iss)
-          ? `the server named itself in that address (iss): use --issuer ${sanitize(iss)}`
-          : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
-            "the address the browser ends on is pasted into the terminal while a login waits",
-      },
+const parseIssuer: (text: string) => { issuer: string; metadataUrl?: string } =
+  (function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
+    const url = parseUrl(text);
+    if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+      throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
+        hint: "set --issuer or OAUTH_ISSUER to your authorization server, e.g. https://example.okta.com/oauth2/default",
+      });
+    }
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+      throw new LoginError("config", `The issuer "${url.href}" must use https`, {
+        hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
+      });
+    }
+    const has = (name: string) => url.searchParams.has(name);
+    const callback = has("code") || (has("state") && (has("error") || has("iss")));
+    if (callback || (url.protocol === "http:" && url.pathname === CALLBACK_PATH)) {
+      // The address the browser ended on after a sign-in (its code is a secret: not shown).
+      const iss = url.searchParams.get("iss");
+      throw new LoginError(
+        "config",
+        `The issuer "${url.origin}${url.pathname}${url.search ? "?…" : ""}" is the address a browser ends on ` +
+          "after signing in, not an issuer",
+        {
+          hint: iss && parseUrl(iss)
+            ? `the server named itself in that address (iss): use --issuer ${sanitize(iss)}`
+            : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
+              "the address the browser ends on is pasted into the terminal while a login waits",
+        },
+      );
+    }
+    if (url.search || url.hash || url.username || url.password) {
+      throw new LoginError(
+        "config",
+        `The issuer "${url.origin}${url.pathname}${sanitize(url.search)}${
+          sanitize(url.hash)
+        }" must not have a query, fragment or credentials`,
+        { hint: `give the issuer without them, e.g. --issuer ${shellWord(`${url.origin}${url.pathname}`)}` },
+      );
+    }
+    const wellKnown = url.pathname.match(
+      /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
     );
-  }
-  if (url.search || url.hash || url.username || url.password) {
-    throw new LoginError(
-      "config",
-      `The issuer "${url.origin}${url.pathname}${sanitize(url.search)}${
-        sanitize(url.hash)
-      }" must not have a query, fragment or credentials`,
-      { hint: `give the issuer without them, e.g. --issuer ${shellWord(`${url.origin}${url.pathname}`)}` },
-    );
-  }
-  const wellKnown = url.pathname.match(
-    /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
-  );
-  // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
-  // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
-  // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
-  // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
-  // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
-  if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
-  // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
-  // serves both forms, so derive the issuer from whichever side holds the path.
-  const path = wellKnown[3] ?? wellKnown[1];
-  return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
-}
+    // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
+    // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
+    // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
+    // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
+    // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
+    if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
+    // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
+    // serves both forms, so derive the issuer from whichever side holds the path.
+    const path = wellKnown[3] ?? wellKnown[1];
+    return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
+  }).bind(undefined);
 
 function assertEndpoint(value: unknown, name: string, issuer: string): URL {
   const url = typeof value === "string" ? parseUrl(value) : undefined;
@@ -4787,32 +4804,33 @@ interface Redirect {
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
-function planRedirect(redirectUri: string | undefined): Redirect {
-  if (redirectUri === undefined) {
-    return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
-  }
-  const url = parseUrl(redirectUri);
-  if (!url || url.protocol !== "http:" || !isLoopbackHost(url.hostname)) {
-    throw new LoginError(
-      "config",
-      `The redirect URI "${sanitize(redirectUri)}" is not an http URL on a loopback host`,
-      { hint: "use http://127.0.0.1:PORT/PATH, http://[::1]:PORT/PATH or http://localhost:PORT/PATH" },
-    );
-  }
-  if (url.search || url.hash) {
-    throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
-  }
-  const addresses = url.hostname === "localhost"
-    ? ["127.0.0.1", "::1"]
-    : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
-  // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
-  // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
-  const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
-  if (written === undefined || written === "" || Number(written) === 0) {
-    return { addresses, host: url.hostname, port: 0, path: url.pathname };
-  }
-  return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
-}
+const planRedirect: (redirectUri: string | undefined) => Redirect =
+  (function planRedirect(redirectUri: string | undefined): Redirect {
+    if (redirectUri === undefined) {
+      return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
+    }
+    const url = parseUrl(redirectUri);
+    if (!url || url.protocol !== "http:" || !isLoopbackHost(url.hostname)) {
+      throw new LoginError(
+        "config",
+        `The redirect URI "${sanitize(redirectUri)}" is not an http URL on a loopback host`,
+        { hint: "use http://127.0.0.1:PORT/PATH, http://[::1]:PORT/PATH or http://localhost:PORT/PATH" },
+      );
+    }
+    if (url.search || url.hash) {
+      throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
+    }
+    const addresses = url.hostname === "localhost"
+      ? ["127.0.0.1", "::1"]
+      : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
+    // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
+    // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
+    const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
+    if (written === undefined || written === "" || Number(written) === 0) {
+      return { addresses, host: url.hostname, port: 0, path: url.pathname };
+    }
+    return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
+  }).bind(undefined);
 
 /** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
 function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
@@ -6645,7 +6663,7 @@ function tokenTypeUri(text: string, flag: string): string {
  * to the grant is a usage error when given as a flag (and left unused when it comes from elsewhere:
  * the environment may hold settings for other runs). Throws LoginError. Pure.
  */
-function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<Config> {
+const resolveGrantConfig = (function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<Config> {
   const { flags } = cli;
   const given = (key: string) =>
     pick(key, flags[flagOf(key)] as string | undefined, (ENV_VARS as Record<string, string>)[key]);
@@ -6722,14 +6740,14 @@ function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<C
       }
       : {}),
   };
-}
+}).bind(undefined);
 
 /**
  * Client credentials (RFC 6749 §4.4) are for confidential clients only: without a secret or a key the
  * grant cannot authenticate, so the run stops before any request. Returns the configuration; throws a
  * config LoginError.
  */
-function checkGrantClient(config: Config, trust: Trust): Config {
+const checkGrantClient = (function checkGrantClient(config: Config, trust: Trust): Config {
   if (config.grant !== "client_credentials" || config.clientSecret || config.clientKey) return config;
   if (config.clientAuth && config.clientAuth !== "none") return config; // resolveClientAuth has asked for its secret
   throw new LoginError("config", "The client_credentials grant needs the client's own credentials", {
@@ -6738,7 +6756,7 @@ function checkGrantClient(config: Config, trust: Trust): Config {
         sanitize(config.clientId)
       }"`,
   });
-}
+}).bind(undefined);
 
 /**
  * Checks a token read from a source before it is sent: one token (no space or line break), at most
@@ -7260,7 +7278,11 @@ export interface TokenSet {
  * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
  * hot path a millisecond.
  */
-function cacheKey(
+const cacheKey: (
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
+    & Partial<Pick<Config, "sources" | EndpointKey | GrantKey>>,
+) => string = (function cacheKey(
   config:
     & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
     & Partial<Pick<Config, "sources" | EndpointKey | GrantKey>>,
@@ -7274,10 +7296,10 @@ function cacheKey(
   if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
   if (config.grant) parts.push({ grant: GRANT_KEYS.map((key) => config[key] ?? null) });
   return fileName(new URL(config.issuer), parts);
-}
+}).bind(undefined);
 
 /** A file name of the cache: the URL's host, then a 64-bit FNV-1a hash of `parts` (as JSON) in 16 hex digits. Pure. */
-function fileName(url: URL, parts: unknown[]): string {
+const fileName = (function fileName(url: URL, parts: unknown[]): string {
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -7288,7 +7310,7 @@ function fileName(url: URL, parts: unknown[]): string {
   const hex = (n: number) => n.toString(16).padStart(8, "0");
   const host = url.hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
-}
+}).bind(undefined);
 
 /**
  * The file names an entry for this configuration may have been saved under by earlier versions,
@@ -7302,14 +7324,14 @@ function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | 
 }
 
 /** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
-function sameIssuer(a: string, b: string): boolean {
+const sameIssuer = (function sameIssuer(a: string, b: string): boolean {
   const bare = (issuer: string) =>
     issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
   return a === b || bare(a) === bare(b);
-}
+}).bind(undefined);
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
-function parseTokenSet(text: string): TokenSet | undefined {
+const parseTokenSet = (function parseTokenSet(text: string): TokenSet | undefined {
   let value: Record<string, unknown>;
   try {
     value = JSON.parse(text);
@@ -7353,7 +7375,7 @@ function parseTokenSet(text: string): TokenSet | undefined {
   if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
   if (value.keptInFile !== undefined && typeof value.keptInFile !== "string") return undefined;
   return value as unknown as TokenSet;
-}
+}).bind(undefined);
 
 /** Whether a value is an entry's `sealed` member: strings where strings belong, known kinds. Pure. */
 function isSealed(value: unknown): boolean {
@@ -7378,7 +7400,7 @@ const MAX_LIFETIME_S = 365 * 86_400;
  * only when it can be renewed (a refresh token, or a grant without a person to run again): else there
  * is nothing to renew it with. Times in ms. On the hot path: arithmetic only.
  */
-function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+const isFresh = (function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
     if (issuedAt === undefined || !renewable(entry)) return true;
@@ -7387,7 +7409,7 @@ function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
   return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
-}
+}).bind(undefined);
 
 /**
  * Whether an entry can be renewed without a person: it holds a refresh token (in its file or sealed),
@@ -7557,16 +7579,16 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
 }
 
 /** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client, profile and grant. Pure. */
-function belongsTo(
+const belongsTo = (function belongsTo(
   entry: TokenSet,
   config: Pick<Config, "issuer" | "clientId" | "profile"> & Partial<Pick<Config, "grant">>,
 ): boolean {
   return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
     (entry.profile ?? "") === (config.profile ?? "") && (entry.grant ?? "") === (config.grant ?? "");
-}
+}).bind(undefined);
 
 /** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+const readEntry = (async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
@@ -7578,7 +7600,7 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
     return undefined;
   }
   return entry;
-}
+}).bind(undefined);
 
 /** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
 interface FoundEntry {
@@ -7596,13 +7618,13 @@ interface FoundEntry {
  * For an API whose metadata chose the server (`Config.protectedResource`): the entry under its resource
  * (`resourceEntry`), with the configuration to renew it with; `name` is "" when there is none.
  */
-async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+const entryFor = (async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
   if (config.protectedResource) return await resourceEntry(config, deps);
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
   return (await otherEntries(config, deps, true))[0] ?? { name };
-}
+}).bind(undefined);
 
 /**
  * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
@@ -7680,7 +7702,7 @@ export interface Storage {
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+const cacheDir = (function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.cache);
   if (explicit) return explicit;
   const xdg = env("XDG_CACHE_HOME");
@@ -7692,7 +7714,7 @@ function cacheDir(env: (name: string) => string | undefined, os: string): string
   const home = env("HOME");
   if (!home) return undefined;
   return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
-}
+}).bind(undefined);
 
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
 const STALE_TEMPORARY_MS = 10 * 60_000;
@@ -7754,7 +7776,7 @@ let askedUserId = false;
  * granted (asking would prompt), else the owner of a file this process created (`probeUserId`), once
  * it has created one; undefined until then, and on Windows. No I/O.
  */
-function userId(): number | undefined {
+const userId = (function userId(): number | undefined {
   if (!askedUserId && knownUserId === undefined && Deno.build.os !== "windows") {
     askedUserId = true;
     if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
@@ -7762,7 +7784,7 @@ function userId(): number | undefined {
     }
   }
   return knownUserId;
-}
+}).bind(undefined);
 
 /** Whether Deno lets this process write in `dir` without asking (`whoami` runs with read permission only). */
 function mayWrite(dir: string): boolean {
@@ -7805,7 +7827,7 @@ class Untrusted extends LoginError {
  * counts as that folder) of the user (`uid`; when unknown, the folder's owner stands for the user) that
  * no one else may change. Pure.
  */
-function folderProblem(
+const folderProblem = (function folderProblem(
   dir: string,
   folder: FileFacts,
   uid: number | undefined,
@@ -7822,14 +7844,14 @@ function folderProblem(
     );
   }
   return undefined;
-}
+}).bind(undefined);
 
 /**
  * Why a file of the cache is not the user's own, or undefined: it must be a regular file (a link is
  * never followed) of `owner` (the user), that others can neither read nor change. `shared`: a file
  * others may only read is accepted (logout revokes its tokens). Pure.
  */
-function fileProblem(
+const fileProblem = (function fileProblem(
   path: string,
   file: FileFacts,
   owner: number | null,
@@ -7850,7 +7872,7 @@ function fileProblem(
     return new Untrusted(`The token cache file "${path}" can be changed by other users`, hint, true);
   }
   return undefined;
-}
+}).bind(undefined);
 
 /** Why a cache operation failed, as a `LoginError` that names the folder and what to do. */
 function cacheFailure(dir: string, error: unknown, doing: string): Error {
@@ -7889,7 +7911,7 @@ async function ownOrAbsent(path: string, uid: number | null): Promise<void> {
  * refused, never followed) and one stat of the folder, whose owner stands for the user when Deno does
  * not say who that is (`userId`).
  */
-async function readCacheFile(
+const readCacheFile = (async function readCacheFile(
   dir: string,
   name: string,
   allowShared?: boolean,
@@ -7912,7 +7934,7 @@ async function readCacheFile(
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw cacheFailure(dir, error, "read the token cache");
   }
-}
+}).bind(undefined);
 
 /** Temporary files a killed writer left behind (`CACHE_TEMPORARY`, the user's, older than any write in progress) are removed. */
 async function removeStaleTemporaries(dir: string, uid: number | null): Promise<void> {
@@ -9564,7 +9586,7 @@ const SECRET_EXPIRY_MARGIN_MS = 60_000;
  * issuer picks among the servers the API names). Never for a grant without a person (`grant`): its
  * credentials and subject tokens go only to a server of the person's own settings. Pure.
  */
-function resourceMode(
+const resourceMode = (function resourceMode(
   cli: Cli,
   flags: FlagValues,
   settings: {
@@ -9586,7 +9608,7 @@ function resourceMode(
   if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
   if (settings.provider || settings.grant || Object.keys(settings.endpoints).length > 0) return undefined;
   return !settings.issuerText || !settings.clientId ? url.href : undefined;
-}
+}).bind(undefined);
 
 /**
  * When an API's metadata chooses the server (`resourceMode`), the person's own client settings that
@@ -10411,7 +10433,7 @@ function stepUpWords(asked: Pick<StepUp, "scope" | "acrValues" | "maxAge">): str
 }
 
 /** `--acr-values` and `--max-age` (RFC 9470), checked; throws a `usage` LoginError for a bad age. Pure. */
-function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
+const stepUpSettings = (function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
   const maxAge = flags["max-age"];
   if (maxAge !== undefined && !/^\d{1,9}$/.test(maxAge)) {
     throw new LoginError("usage", `The maximum age "${sanitize(maxAge)}" is not a whole number of seconds`, {
@@ -10420,10 +10442,10 @@ function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge">
   }
   const acrValues = flags["acr-values"]?.trim() || undefined;
   return { ...(acrValues ? { acrValues } : {}), ...(maxAge !== undefined ? { maxAge: Number(maxAge) } : {}) };
-}
+}).bind(undefined);
 
 /** The authorization parameters with `acr_values` and `max_age` as the flags give them (replacing a `--param`'s). Pure. */
-function withStepUpParams(
+const withStepUpParams = (function withStepUpParams(
   params: [string, string][],
   settings: Pick<Config, "acrValues" | "maxAge">,
 ): [string, string][] {
@@ -10431,7 +10453,7 @@ function withStepUpParams(
   if (settings.acrValues) set.push(["acr_values", settings.acrValues]);
   if (settings.maxAge !== undefined) set.push(["max_age", String(settings.maxAge)]);
   return [...params.filter(([key]) => !set.some(([name]) => name === key)), ...set];
-}
+}).bind(undefined);
 
 /**
  * Why the cached sign-in does not meet `--acr-values` / `--max-age` (RFC 9470), or undefined when it does
@@ -10707,24 +10729,25 @@ const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.aut
  * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
  * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
  */
-function parseExecInfo(
-  text: string | undefined,
-): { apiVersion: string; interactive: boolean } | undefined {
-  if (text === undefined || text === "") return undefined;
-  let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
-  try {
-    info = JSON.parse(text);
-  } catch { /* reported below */ }
-  if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
-    throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
-      hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
-    });
-  }
-  return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
-}
+const parseExecInfo: (text: string | undefined) => { apiVersion: string; interactive: boolean } | undefined =
+  (function parseExecInfo(
+    text: string | undefined,
+  ): { apiVersion: string; interactive: boolean } | undefined {
+    if (text === undefined || text === "") return undefined;
+    let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
+    try {
+      info = JSON.parse(text);
+    } catch { /* reported below */ }
+    if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
+      throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
+        hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
+      });
+    }
+    return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
+  }).bind(undefined);
 
 /** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
-function formatToken(
+const formatToken = (function formatToken(
   entry: TokenSet,
   format: OutputFormat,
   apiVersion = EXEC_CREDENTIAL_VERSIONS[0],
@@ -10745,14 +10768,14 @@ function formatToken(
     kind: "ExecCredential",
     status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
   }) + "\n";
-}
+}).bind(undefined);
 
 /**
  * `token`: prints a valid access token. Refreshes under an exclusive lock when it expires within
  * `--min-ttl` (re-reading the entry once the lock is held: another process may have refreshed), and
  * logs in only when a person can answer.
  */
-async function tokenCommand(config: Config, deps: Deps): Promise<void> {
+const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
   // person can answer (spec.interactive), whatever --interactive or the terminals say.
   const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
@@ -10781,7 +10804,7 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     return deps.stdout(await headerLines(proving, config.request!, deps));
   }
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
-}
+}).bind(undefined);
 
 /**
  * The entry `token`, `fetch` and `exec` use, valid for at least `--min-ttl`: the one found (an API's
@@ -10790,7 +10813,7 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
  * or a sign-in where a person can answer). `--dpop` with a cached Bearer token runs the grant again,
  * signs in again, or says it cannot.
  */
-async function usableEntry(
+const usableEntry = (async function usableEntry(
   config: Config,
   deps: Deps,
   found: { name: string; entry?: TokenSet },
@@ -10817,7 +10840,7 @@ async function usableEntry(
     entry = await renew(config, deps, name, entry, kubectlInteractive, rejected);
   }
   return entry;
-}
+}).bind(undefined);
 
 /** A token exchange's token that is not an access token (`N_A`, RFC 8693 §2.2.1): it is never sent as one. */
 function notAnAccessToken(entry: TokenSet): LoginError {
@@ -12284,9 +12307,9 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
-function commandNamed(name: string): Command | undefined {
+const commandNamed = (function commandNamed(name: string): Command | undefined {
   return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-}
+}).bind(undefined);
 
 const COMMON_FLAGS: Flag[] = [
   "issuer",
@@ -12424,7 +12447,7 @@ async function parseCli(args: string[]): Promise<Cli> {
  * does not fully understand (a short flag, a flag the command does not take, a value that looks like a
  * flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over, errors included.
  */
-function quickParse(args: string[]): Cli | undefined {
+const quickParse: (args: string[]) => Cli | undefined = (function quickParse(args: string[]): Cli | undefined {
   const named = args.length > 0 && !args[0].startsWith("-");
   const command = named ? commandNamed(args[0]) : "login";
   if (!command) return undefined;
@@ -12452,7 +12475,7 @@ function quickParse(args: string[]): Cli | undefined {
     else flags[name] = value;
   }
   return { command, named, flags: flags as FlagValues, target };
-}
+}).bind(undefined);
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env, and
 .env over a profile; but a project's .env never changes where you sign in
