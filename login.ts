@@ -197,11 +197,15 @@ export interface Deps {
   socketOwners?: (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<{ ours: number; theirs: number } | undefined>;
   /**
    * `exec`: runs `command` with `args` (never through a shell), the tool's stdin, stdout and stderr, and
-   * the environment with `env` added; passes SIGINT, SIGTERM and SIGHUP on to it. Resolves with its
+   * the environment with `env` added and the variables `unset` names left out; passes SIGINT, SIGTERM
+   * and SIGHUP on to it. Resolves with its
    * exit code (128 + N when signal N ended it); throws `Deno.errors.NotFound` when there is no such
    * program. Absent: `exec` cannot run anything here.
    */
-  runProgram?: (command: string, options: { args: string[]; env: Record<string, string> }) => Promise<number>;
+  runProgram?: (
+    command: string,
+    options: { args: string[]; env: Record<string, string>; unset?: string[] },
+  ) => Promise<number>;
 }
 
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
@@ -668,7 +672,7 @@ function plainHttpIssuer(error: unknown, config: Pick<Config, "issuer" | "metada
   const plain = `http:${(config.metadataUrl ?? displayIssuer(config.issuer)).slice("https:".length)}`;
   return new LoginError("network", error.message, {
     hint: `the server at ${url.host} answered, but not with TLS: a development server on this machine ` +
-      `usually speaks plain http, so use --issuer ${sanitize(plain)}`,
+      `usually speaks plain http, so use --issuer ${shellWord(plain)}`,
     cause: error,
   });
 }
@@ -832,7 +836,7 @@ function issuerMismatch(config: Config, said: string): LoginError {
       }`,
       {
         hint: aliases.length > 0
-          ? `use --tenant ${aliases[0]} (or ${aliases.slice(1).join(", ")}), or your tenant's GUID`
+          ? `use --tenant ${shellWord(aliases[0])} (or ${aliases.slice(1).join(", ")}), or your tenant's GUID`
           : undefined,
       },
     );
@@ -842,9 +846,9 @@ function issuerMismatch(config: Config, said: string): LoginError {
   const difference = issuerDifference(config.issuer, said);
   return new LoginError("config", `Issuer mismatch: asked for "${config.issuer}", the server says "${shown}"`, {
     hint: byTenant
-      ? `${difference}: the tenant "${
-        sanitize(config.tenant)
-      }" is ${tenantGuid} at the server; use --tenant ${tenantGuid}`
+      ? `${difference}: the tenant "${sanitize(config.tenant)}" is ${tenantGuid} at the server; use --tenant ${
+        shellWord(tenantGuid)
+      }`
       : `${difference}: if the server's value is the one you meant, use --issuer ${shellWord(said)}`,
   });
 }
@@ -1569,7 +1573,7 @@ const resolveEndpoints = (function resolveEndpoints(
   }
   if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
     throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
-      hint: `pass --issuer ${preset.issuerExample}`,
+      hint: `pass --issuer ${shellWord(preset.issuerExample)}`,
     });
   }
   return endpoints;
@@ -1965,8 +1969,21 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
  */
 const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
 
-/** The client's credentials and how they are presented: they go only with the destination they came with. */
-const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+/**
+ * The client's credentials, how they are presented, and the grant they are used for (a `.env`'s
+ * `OAUTH_GRANT=client_credentials` would otherwise turn the person's own client and secret into a
+ * service token with the project's scope): they go only with the destination they came with.
+ */
+const CREDENTIAL_KEYS = [
+  "clientSecret",
+  "clientKey",
+  "clientAuth",
+  "assertionAudience",
+  "grant",
+  "subjectTokenType",
+  "requestedTokenType",
+  "actorTokenType",
+] as const;
 
 /**
  * What a grant without a person reads and sends (its subject and actor token sources: the person's
@@ -2688,43 +2705,66 @@ async function parseConfig(text: string, path: string): Promise<Record<string, u
 }
 
 /**
- * Why the config file is not one to trust, or undefined (SECURITY.md 15, the cache's rules): it decides
- * where the environment's secret goes, so it must be a regular file of the user's (or root's, who can
- * change anything) that no one else can change, in a folder no one else can change; a link (a dotfiles
- * manager's) counts for the file it leads to, and its own folder must be as safe. `user`: the user's
- * uid, or when Deno does not say, the owner of the file's folder. As OpenSSH treats ~/.ssh/config. Pure.
+ * Why a file that decides where a secret goes or who signs in (the config file, a token file) is not
+ * one to trust, or undefined (SECURITY.md 15, the cache's rules): it must be a regular file of the
+ * user's (or root's, who can change anything) that no one else can change, in folders no one else can
+ * change, or that are sticky (others may not replace what is not theirs: /tmp, a projected volume's
+ * folder); a link (a dotfiles manager's, the kubelet's) counts for the file it leads to, and its own
+ * folder must be as safe. `what`: "config file" or "token file"; `user`: the user's uid, or when Deno
+ * does not say, the owner of the file's folder; `elsewhere`: the hint to use another file. As OpenSSH
+ * treats ~/.ssh/config. Pure.
  */
-function configFileProblem(
+function trustedFileProblem(
+  what: "config file" | "token file",
   path: string,
-  file: FileFacts,
-  folders: [string, FileFacts][],
-  user: number | null,
+  facts: { file: FileFacts; folders: [string, FileFacts][] },
+  user: number | null | undefined,
+  elsewhere: string,
 ): LoginError | undefined {
+  // A config file of the person's is theirs alone; a token file others may read (a projected token is 0644).
+  const [fix, fileMode, folderMode] = what === "config file"
+    ? ["make it private with", "600", "700"]
+    : ["make it writable by its owner alone", "go-w", "go-w"];
   const shown = sanitize(path);
-  const own = (uid: number | null) => uid === null || user === null || uid === user || uid === 0;
-  const elsewhere = `set ${ENV_VARS.config} to a file of your own`;
+  const { file, folders } = facts;
+  const own = (uid: number | null) => uid === null || user == null || uid === user || uid === 0;
   if (!file.isFile) {
-    return new LoginError("config", `The config file "${shown}" is not a regular file`, { hint: elsewhere });
+    return new LoginError("config", `The ${what} "${shown}" is not a regular file`, { hint: elsewhere });
   }
   if (!own(file.uid)) {
-    return new LoginError("config", `The config file "${shown}" belongs to another user`, { hint: elsewhere });
+    return new LoginError("config", `The ${what} "${shown}" belongs to another user`, { hint: elsewhere });
   }
   if (file.mode !== null && (file.mode & 0o022) !== 0) {
-    return new LoginError("config", `The config file "${shown}" can be changed by other users`, {
-      hint: `make it private with: chmod 600 ${shellWord(path)}`,
+    return new LoginError("config", `The ${what} "${shown}" can be changed by other users`, {
+      hint: `${fix}: chmod ${fileMode} ${shellWord(path)}`,
     });
   }
   for (const [dir, folder] of folders) {
-    if (own(folder.uid) && (folder.mode === null || (folder.mode & 0o022) === 0)) continue;
+    const mode = folder.mode ?? 0;
+    if (own(folder.uid) && ((mode & 0o022) === 0 || (mode & 0o1000) !== 0)) continue;
     return new LoginError(
       "config",
-      `The config file's folder "${sanitize(dir)}" ${
+      `The ${what}'s folder "${sanitize(dir)}" ${
         own(folder.uid) ? "can be changed by other users" : "belongs to another user"
       }`,
-      { hint: own(folder.uid) ? `make it private with: chmod 700 ${shellWord(dir)}; or ${elsewhere}` : elsewhere },
+      {
+        hint: own(folder.uid) ? `${fix}: chmod ${folderMode} ${shellWord(dir)}; or ${elsewhere}` : elsewhere,
+      },
     );
   }
   return undefined;
+}
+
+/**
+ * What `trustedFileProblem` judges a path by: the file (a link's target) and the folders of the link
+ * and of its target. Throws what `Deno.lstat` and `Deno.stat` throw (NotFound).
+ */
+async function trustFacts(path: string): Promise<{ real: string; file: FileFacts; folders: [string, FileFacts][] }> {
+  const link = await Deno.lstat(path);
+  const real = link.isSymlink ? await Deno.realPath(path) : path;
+  const folders: [string, FileFacts][] = [];
+  for (const dir of new Set([parentOf(path), parentOf(real)])) folders.push([dir, await Deno.stat(dir)]);
+  return { real, file: link.isSymlink ? await Deno.stat(real) : link, folders };
 }
 
 /** The folder a path is in. */
@@ -2733,18 +2773,21 @@ function parentOf(path: string): string {
   return cut < 0 ? "." : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
 }
 
-/** Reads and parses the config file, once `configFileProblem` finds nothing wrong with it; undefined when there is none. */
+/** Reads and parses the config file, once `trustedFileProblem` finds nothing wrong with it; undefined when there is none. */
 async function readConfigFile(path: string): Promise<ConfigFile | undefined> {
   let text: string;
   try {
-    const link = await Deno.lstat(path);
-    const real = link.isSymlink ? await Deno.realPath(path) : path;
-    const folders: [string, FileFacts][] = [];
-    for (const dir of new Set([parentOf(path), parentOf(real)])) folders.push([dir, await Deno.stat(dir)]);
-    const file = link.isSymlink ? await Deno.stat(real) : link;
-    const problem = configFileProblem(path, file, folders, userId() ?? folders[0][1].uid);
+    const facts = await trustFacts(path);
+    const user = userId() ?? facts.folders[0][1].uid;
+    const problem = trustedFileProblem(
+      "config file",
+      path,
+      facts,
+      user,
+      `set ${ENV_VARS.config} to a file of your own`,
+    );
     if (problem) throw problem;
-    text = await Deno.readTextFile(real);
+    text = await Deno.readTextFile(facts.real);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
@@ -3180,7 +3223,7 @@ const resolvePreset = (function resolvePreset(
   if (tenantText !== undefined && !preset?.tenants) {
     const withTenants = Object.keys(PRESETS).filter((name) => PRESETS[name].tenants);
     throw new LoginError("usage", `The tenant applies only to the ${withTenants.join(", ")} preset`, {
-      hint: `add --provider ${withTenants[0]}, or leave out --tenant`,
+      hint: `add --provider ${shellWord(withTenants[0])}, or leave out --tenant`,
     });
   }
   if (preset?.tenants && !tenant && issuerText) {
@@ -3861,7 +3904,9 @@ const parseIssuer: (text: string) => { issuer: string; metadataUrl?: string } =
           "after signing in, not an issuer",
         {
           hint: iss && parseUrl(iss)
-            ? `the server named itself in that address (iss): use --issuer ${sanitize(iss)}`
+            ? `the server named itself in that address (iss): use --issuer ${
+              shellWord(displayIssuer(parseUrl(iss)!.href))
+            }`
             : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
               "the address the browser ends on is pasted into the terminal while a login waits",
         },
@@ -6914,22 +6959,21 @@ async function githubActionsToken(config: Config, deps: Deps, trace?: Trace): Pr
 
 /**
  * Reads a token file (a projected service account token is a link the kubelet swaps: it is followed), at
- * most `MAX_SOURCE_BYTES`. A file anyone may change is refused: another user could put their own token
- * there, and the tool would sign in as them.
+ * most `MAX_SOURCE_BYTES`. A file someone else could have put there or could change is refused, as the
+ * config file is (`trustedFileProblem`): they could put their own token there, and the tool would sign
+ * in as them.
  */
 async function readTokenFile(path: string, missing: () => LoginError): Promise<string> {
   try {
-    const info = await Deno.stat(path);
-    if (!info.isFile) throw new LoginError("config", `The token source "${sanitize(path)}" is not a file`);
-    if (info.mode !== null && (info.mode & 0o002) !== 0) {
-      throw new LoginError("config", `The token file "${sanitize(path)}" can be changed by any user`, {
-        hint: `make it writable by its owner alone: chmod o-w "${sanitize(path)}"`,
-      });
-    }
-    if (info.size > MAX_SOURCE_BYTES) {
+    const facts = await trustFacts(path);
+    // Without the uid (no sys permission) only the modes are checked: /tmp's owner is not the user.
+    const problem = trustedFileProblem("token file", path, facts, userId(), "keep the token in a file of your own");
+    if (problem) throw problem;
+    const size = (await Deno.stat(facts.real)).size;
+    if (size > MAX_SOURCE_BYTES) {
       throw new LoginError("config", `The token file "${sanitize(path)}" is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
     }
-    return await Deno.readTextFile(path);
+    return await Deno.readTextFile(facts.real);
   } catch (error) {
     if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
     if (error instanceof Deno.errors.NotFound) throw missing();
@@ -10165,7 +10209,9 @@ function noClient(as: Oauth.AuthorizationServer): LoginError {
     {
       hint: documents
         ? "pass --client-id with the https URL of your client's metadata document, or the id of a client registered there"
-        : `register a client there (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID, or keep it in a profile with --issuer ${issuer} (--save-profile NAME)`,
+        : `register a client there (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID, or keep it in a profile with --issuer ${
+          shellWord(issuer)
+        } (--save-profile NAME)`,
     },
   );
 }
@@ -11613,6 +11659,21 @@ async function narrowedEntry(config: Config, deps: Deps): Promise<TokenSet | und
 }
 
 /**
+ * The variables that hold what the tool used to get the token, which `exec`'s program does not get: the
+ * client secret, and the variables a subject or actor token was read from (`env:VAR`, `gitlab:VAR`, and
+ * GitHub Actions' request token and URL, with which it could mint identity tokens for any audience). Pure.
+ */
+function credentialVariables(config: Config): string[] {
+  const names: string[] = [ENV_VARS.clientSecret];
+  for (const from of [config.subjectTokenFrom, config.actorTokenFrom]) {
+    const source = from ? parseTokenSource(from, "subject-token-from") : undefined;
+    if (source?.kind === "env" || source?.kind === "gitlab") names.push(source.variable);
+    if (source?.kind === "github-actions") names.push("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN");
+  }
+  return names;
+}
+
+/**
  * `exec`: runs a program with a valid access token in its environment (`OAUTH_ACCESS_TOKEN`, or the
  * variable `--env-name` names), renewed first as `token` would; never on a command line. A DPoP-bound
  * token is refused (the program could not use it). `--scope` narrower than the cached login's asks for
@@ -11633,6 +11694,7 @@ async function execCommand(config: Config, deps: Deps): Promise<number> {
     return await deps.runProgram(program.command, {
       args: program.args,
       env: { [program.envName]: entry.accessToken },
+      unset: credentialVariables(config).filter((name) => name !== program.envName),
     });
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
@@ -12834,7 +12896,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         deps,
         `Saved the profile "${saving}" in ${sanitize(profile.path)}${
           replaced ? ", replacing the settings it had" : ""
-        }; use it with --profile ${saving}`,
+        }; use it with --profile ${shellWord(saving)}`,
       );
       if (withheld.length > 0) say(deps, withheldNote(withheld));
     }
@@ -12988,7 +13050,10 @@ export function realDeps(): Deps {
 const FORWARDED_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /** `Deps.runProgram`: the program with the tool's stdio and the environment plus `env`; signals passed on. */
-async function runProgram(command: string, options: { args: string[]; env: Record<string, string> }): Promise<number> {
+async function runProgram(
+  command: string,
+  options: { args: string[]; env: Record<string, string>; unset?: string[] },
+): Promise<number> {
   let child: Deno.ChildProcess | undefined;
   const early: Deno.Signal[] = [];
   // Listening first: from here a SIGTERM or SIGHUP no longer ends this process, and no signal that comes
@@ -13004,9 +13069,12 @@ async function runProgram(command: string, options: { args: string[]; env: Recor
     return () => Deno.removeSignalListener(signal, pass);
   });
   try {
+    const env = { ...Deno.env.toObject(), ...options.env };
+    for (const name of options.unset ?? []) delete env[name];
     child = new Deno.Command(command, {
       args: options.args,
-      env: options.env,
+      env,
+      clearEnv: true,
       stdin: "inherit",
       stdout: "inherit",
       stderr: "inherit",

@@ -461,6 +461,30 @@ const MUTANTS: Mutant[] = [
     edits: [[/if \(source === "\.env" && trust\.kept\.some\(/, "if (false && trust.kept.some("]],
     tests: [TRUST],
   },
+  // Outsider attack 2: a .env's grant, token files others could plant, exec's environment, hints.
+  {
+    name: "a .env chooses the grant the person's own client and secret are used for",
+    edits: [[/"assertionAudience",\n {2}"grant",\n/, '"assertionAudience",\n']],
+    tests: [TRUST],
+  },
+  {
+    name: "a token file judged by its others-write bit alone (group, owner and folder unchecked)",
+    edits: [[
+      /const problem = trustedFileProblem\("token file", path, facts, userId\(\), "keep the token in a file of your own"\);/,
+      'const problem = (facts.file.mode ?? 0) & 0o002 ? trustedFileProblem("token file", path, facts, userId(), "") : undefined;',
+    ]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec's program gets the client secret and the subject token's variable",
+    edits: [[/for \(const name of options\.unset \?\? \[\]\) delete env\[name\];/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec asks for no variable to be left out",
+    edits: [[/unset: credentialVariables\(config\)\.filter/, "unset: [].filter"]],
+    tests: [MACHINE],
+  },
   {
     name: "a .env's OAUTH_PROFILE mixed into the environment's server",
     edits: [[/const own = chosen\?\.by === `\$\{ENV_VARS\.profile\} in \.env` \? /, "const own = false ? "]],
@@ -730,7 +754,7 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "keychain: logout --all removes another folder's items",
-    edits: [[/if \(!name \|\| !ENTRY_NAME\.test\(name\)\) continue;/, "if (!file) continue;"]],
+    edits: [[/if \(!name \|\| !CACHE_FILE\.test\(`\$\{name\}\.json`\)\) continue;/, "if (!file) continue;"]],
     tests: [KEYCHAIN],
   },
   {
@@ -858,7 +882,7 @@ const MUTANTS: Mutant[] = [
 
 /** How long one run of the test files may take before it counts as a hang. */
 const RUN_BOUND_MS = 180_000;
-const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=uid"];
 const ROOT = new URL("../", import.meta.url).pathname;
 
 /** Copies the repository (not .git, not node_modules) into a new temporary folder. */

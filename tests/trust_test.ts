@@ -13,6 +13,7 @@
  * @module
  */
 import { EXIT, fileStorage, testing } from "../login.ts";
+import { serveResourceServer } from "./_resource_server.ts";
 
 const { resolveConfig } = testing;
 const { cacheKey } = testing;
@@ -882,6 +883,55 @@ Deno.test("a .env cannot turn off DPoP that the person's profile or environment 
   });
 });
 
+// ── A .env chooses no grant for the person's own client (outsider attack 2, finding 1) ─────────
+
+Deno.test("a .env cannot choose the grant the person's own client and secret are used for: token and exec sign no service token in", async (t) => {
+  const project = { OAUTH_GRANT: "client_credentials", OAUTH_SCOPE: "admin" };
+  const expected = (issuer: string) =>
+    ignoring("OAUTH_GRANT", "OAUTH_ISSUER in the environment", true) +
+    `error: No cached token for ${issuer}\n` +
+    'hint: run "oauth-login login" (or pass --interactive to let this command sign you in)\n';
+  await t.step("token", async () => {
+    await withMock(async (mock) => {
+      const result = await run(["token"], inRepo(project, { env: ownEnv(mock) }));
+      assertEquals([result.code, result.stdout, result.stderr], [EXIT.loginRequired, "", expected(mock.issuer)]);
+      assertEquals(mock.requests, [], "the person's secret was used for no grant");
+      await cleanUp(result);
+    });
+  });
+  await t.step("exec: the project's program is not run", async () => {
+    await withMock(async (mock) => {
+      const ran: string[] = [];
+      const result = await run(
+        ["exec", "--", "./deploy.sh"],
+        inRepo(project, { env: ownEnv(mock), runProgram: (command) => Promise.resolve(ran.push(command) && 0) }),
+      );
+      assertEquals([result.code, result.stderr], [EXIT.loginRequired, expected(mock.issuer)]);
+      assertEquals([ran, mock.requests], [[], []]);
+      await cleanUp(result);
+    });
+  });
+  await t.step("the grant of a .env that decides the server is its own, with its own client", async () => {
+    await withMock(async (mock) => {
+      const result = await run(
+        ["token"],
+        inRepo({
+          ...project,
+          OAUTH_ISSUER: mock.issuer,
+          OAUTH_CLIENT_ID: CONFIDENTIAL_CLIENT.id,
+          OAUTH_CLIENT_SECRET: SECRET,
+        }),
+      );
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(mock.calls("token").map((r) => [r.form.grant_type, r.form.scope]), [[
+        "client_credentials",
+        "admin",
+      ]]);
+      await cleanUp(result);
+    });
+  });
+});
+
 // ── A .env that names a preset, or mixes one with its own server (red team, finding 1) ─────────
 
 const OCTOCAT: MockUser = { sub: "u-1", username: "octocat", email: "octocat@example.com", name: "Octocat" };
@@ -1173,6 +1223,23 @@ Deno.test("a .env's client key must be in the .env's own folder: not elsewhere, 
 
 // ── A hint to paste into a shell runs nothing (red team, finding 11) ───────────────────────────
 
+Deno.test("login.ts puts no value into a suggested command but through shellWord, except fixed names and numbers", async () => {
+  const source = await Deno.readTextFile(new URL("../login.ts", import.meta.url));
+  // `--flag ${…}` or `--flag=${…}`, the value not shellWord(…): each is a fixed name or a number, listed here.
+  const fixed = [
+    "--client-auth ${other}", // one of CLIENT_AUTH_METHODS
+    "--allow-run=${program}", // a permission message naming the program this tool runs
+    "--allow-run=${tool}", // the keychain tool's fixed name
+    "--label=${label}", // an argument of secret-tool, not a hint
+    '--grant ${grants.join(" or ")}', // grant names, in a message
+    "--grant ${grant}", // a grant name, in a message
+    "--max-age ${", // a number of seconds
+  ];
+  const unquoted = [...source.matchAll(/--[a-z-]+[ =]\$\{(?!\s*shellWord\()[^}]*\}?/g)].map((m) => m[0])
+    .filter((text) => !fixed.some((ok) => text.startsWith(ok)));
+  assertEquals(unquoted, [], "a value in a suggested command that is not one shell word");
+});
+
 /**
  * The shell word right after `prefix` in `text`, read as a POSIX shell reads it: characters no shell
  * acts on, or a single-quoted string (`'\''` for a quote inside); undefined when it is neither.
@@ -1267,6 +1334,33 @@ Deno.test("every value in a hint's command is one shell word, wherever it came f
         "-$(id)",
       ],
     );
+    const pastedIss = `https://evil.example/ ${payload}`;
+    cases.push([
+      "a pasted callback address's iss (the server's choice) in the --issuer to use",
+      () =>
+        run([
+          "login",
+          "--issuer",
+          `https://idp.example/callback?code=abc&state=xyz&iss=${encodeURIComponent(pastedIss)}`,
+          "--client-id",
+          "c",
+        ]),
+      "(iss): use --issuer ",
+      new URL(pastedIss).href,
+    ]);
+    await t.step("the server an API's metadata named, in the --issuer of the no-client hint", async () => {
+      const mock = serveMockIssuer({ path: `/t${payload.replaceAll(" ", "")}`, registration: false });
+      const api = serveResourceServer({ authorizationServers: [mock.issuer], verify: () => undefined });
+      try {
+        const result = await run(["fetch", api.url], { browser: scriptedBrowser, interactive: true });
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertEquals(shellWordAfter(result.stderr, "keep it in a profile with --issuer "), mock.issuer, result.stderr);
+        await cleanUp(result);
+      } finally {
+        await api.close();
+        await mock.close();
+      }
+    });
     for (const [name, go, prefix, value] of cases) {
       await t.step(name, async () => {
         const result = await go();
