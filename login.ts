@@ -22,26 +22,32 @@
  *     stdin/stdout/stderr, keychain tools, programs), the errors (`LoginError`, `ErrorResponse`) and
  *     the one wait (`wait`).
  *  2. Messages: every sentence the tool prints and how it is chosen (`explain`, `serverError`,
- *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`).
+ *     `networkFailure`, `loginRequired`, `report`), wrapped (`wrap`, `say`) and sanitised (`sanitize`,
+ *     `shellWord` for every value in a command a hint offers).
  *  3. Configuration: flags, the environment and `.env` become a `Config` (`resolveConfig`, `FLAGS`,
  *     `ENV_VARS`).
- *  4. Trust: who may decide where credentials go, and what a project's `.env` may never give (the
- *     person's token storage, a grant's token sources) (`decideTrust`, `mayGive`, `trustedSources`).
- *  5. The .env file: where it is, how it is read, and the lines `parseEnv` would misread (`envFilePath`,
- *     `readEnvFile`, `dotenvLineProblems`, `misspeltKeys`).
- *  6. Profiles: the user's config file (`selectProfile`, `saveProfile`, `profileSettings`).
+ *  4. Trust: who may decide where credentials go, what a project's `.env` may never give (the person's
+ *     token storage, a grant's token sources), the protections it cannot turn off, and the endpoints it
+ *     may name: on the host where the person signs in (`decideTrust`, `mayGive`, `trustedSources`,
+ *     `PROTECTIONS`, `checkProjectEndpoints`).
+ *  5. The .env file: where it is, how it is read, the lines `parseEnv` would misread, and a client key
+ *     only in its own folder (`envFilePath`, `readEnvFile`, `dotenvLineProblems`, `misspeltKeys`,
+ *     `withProjectKey`).
+ *  6. Profiles: the user's config file, trusted only as the user's own (`selectProfile`, `saveProfile`,
+ *     `profileSettings`, `readConfigFile`).
  *  7. Providers: each preset's quirks as data (`PRESETS`, `resolvePreset`, `inferProvider`).
  *  8. Talking to servers: the one sender every request goes through (`send`: routes and proxies,
  *     caps, timeouts, no redirects, the redacted trace), its adapters for the issuer and for APIs
  *     (`issuerFetch`, `sendWithToken`), and where a token may go (`tokenRefusal`, `B64TOKEN`).
  *  9. The authorization server: discovery (RFC 8414 / OpenID), its metadata and the client's
- *     authentication (`discover`, `issuerFor`, `clientAuthFor`).
+ *     authentication (`discover`, `checkProjectMetadata`, `issuerFor`, `clientAuthFor`).
  * 10. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
  * 11. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
  * 12. Getting the code back: the loopback server (Deno.serve on a private Unix socket, behind a
- *     connection guard that bounds what local processes can hold open), its pages and start address,
- *     the browser (`listen`, `guardConnections`, `callbackHandler`, `browserAvailability`).
+ *     connection guard that bounds what local processes can hold open and answers only the user's own
+ *     programs), its pages and start address, the browser (`listen`, `guardConnections`, `sameUser`,
+ *     `callbackHandler`, `browserAvailability`).
  * 13. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
  * 14. The code exchange and who logged in (`exchangeCode`, `identify`).
@@ -78,11 +84,15 @@
  * `LoginError`, `ErrorResponse` and the types `Deps`, `Storage`, `Config`, `TokenSet`, `LoginResult`.
  * `testing` holds internals for this project's tests only.
  *
- * Functions are plain declarations. An earlier version wrote the cached `token` path's functions as
- * `const f = (function f(…) {…}).bind(undefined)`, so that V8 compiled them before the module ran
- * and Deno's code cache kept them; measured here, that saved about 1 ms of a ~45 ms cached `token`
- * (2 % of its instructions, callgrind), at the price of untyped constants in the public API (slow
- * types) and a second way to write a function. bench/README.md has the figures.
+ * Functions are declarations, except the ones a cached `token` runs: those are written
+ * `const f = (function f(…) {…}).bind(undefined)`. V8 compiles a function in parentheses with the
+ * module, so its bytecode lands in Deno's code cache; a declaration is compiled on its first call,
+ * in every process (the `.bind` keeps the parentheses through `deno fmt` and the emit). On this
+ * path that is 58 functions, about 11 % of the cached `token`'s instructions (callgrind); those the
+ * `testing` object lists carry their type, as the public API's must. tests/hotpath_test.ts pins the
+ * set: it names a function the path compiles on first call, and one in this form the path does not
+ * run. They stay in their sections (grouping them would scatter nine concerns); bench/README.md has
+ * the figures.
  *
  * @module
  */
@@ -180,12 +190,22 @@ export interface Deps {
     options: { stdin?: string; signal: AbortSignal },
   ) => Promise<{ code: number | null; stdout: string; stderr: string; failure?: "missing" | "denied" }>;
   /**
+   * The uids that own the two ends of a loopback TCP connection, the callback server's (`ours`) and the
+   * client's (`theirs`); undefined when that cannot be told, and a rejection when the telling failed.
+   * Linux, from `ss` (iproute2). Absent: not asked, and the start address answers any local program that has it.
+   */
+  socketOwners?: (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<{ ours: number; theirs: number } | undefined>;
+  /**
    * `exec`: runs `command` with `args` (never through a shell), the tool's stdin, stdout and stderr, and
-   * the environment with `env` added; passes SIGINT, SIGTERM and SIGHUP on to it. Resolves with its
+   * the environment with `env` added and the variables `unset` names left out; passes SIGINT, SIGTERM
+   * and SIGHUP on to it. Resolves with its
    * exit code (128 + N when signal N ended it); throws `Deno.errors.NotFound` when there is no such
    * program. Absent: `exec` cannot run anything here.
    */
-  runProgram?: (command: string, options: { args: string[]; env: Record<string, string> }) => Promise<number>;
+  runProgram?: (
+    command: string,
+    options: { args: string[]; env: Record<string, string>; unset?: string[] },
+  ) => Promise<number>;
 }
 
 /** Something we detected ourselves: a bad flag, an unreachable host, an invalid answer. */
@@ -272,22 +292,22 @@ function exitCodeFor(error: unknown): number {
   }
 }
 
-function parseUrl(text: string): URL | undefined {
+const parseUrl = (function parseUrl(text: string): URL | undefined {
   try {
     return new URL(text);
   } catch {
     return undefined;
   }
-}
+}).bind(undefined);
 
 /** `env`, reading each variable once. */
-function remembered(env: (name: string) => string | undefined) {
+const remembered = (function remembered(env: (name: string) => string | undefined) {
   const read = new Map<string, string | undefined>();
   return (name: string): string | undefined => {
     if (!read.has(name)) read.set(name, env(name));
     return read.get(name);
   };
-}
+}).bind(undefined);
 
 /** `127.0.0.1`, `[::1]` and `localhost`: the only hosts we listen on, and an issuer's only plain-http hosts. */
 function isLoopbackHost(hostname: string): boolean {
@@ -394,14 +414,15 @@ function realTimer(ms: number, signal: AbortSignal): Promise<void> {
 const MAX_DISPLAY_CHARS = 300;
 
 /** Strips control characters, escape sequences and bidi overrides from a server string. */
-function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
-  const clean = String(text)
-    // deno-lint-ignore no-control-regex
-    .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
-    // deno-lint-ignore no-control-regex
-    .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
-  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
-}
+const sanitize: (text: unknown, max?: number) => string =
+  (function sanitize(text: unknown, max = MAX_DISPLAY_CHARS): string {
+    const clean = String(text)
+      // deno-lint-ignore no-control-regex
+      .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
+      // deno-lint-ignore no-control-regex
+      .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
+    return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+  }).bind(undefined);
 
 /** Escapes text for HTML. */
 function escapeHtml(text: string): string {
@@ -444,6 +465,17 @@ function clockText(ms: number): string {
 function displayIssuer(issuer: string): string {
   return sanitize(issuer.endsWith("/") && new URL(issuer).pathname === "/" ? issuer.slice(0, -1) : issuer);
 }
+
+/**
+ * A value as one word a POSIX shell reads as it is, for a hint a person may paste: bare when it holds
+ * only characters no shell acts on, else in single quotes (a `'` inside as `'\''`). Every value in a
+ * command a hint offers goes through here, wherever it came from: a server's issuer, a project file's
+ * endpoint, a path. Sanitised first (no control characters). Pure.
+ */
+const shellWord = (function shellWord(value: string): string {
+  const text = sanitize(value);
+  return /^[\w.:/@%+=,-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}).bind(undefined);
 
 /**
  * Wraps prose at word boundaries to `width` columns. A long URL, or a quoted command longer than a
@@ -614,7 +646,7 @@ function networkFailure(
     const cert = env("DENO_CERT");
     const store = env("DENO_TLS_CA_STORE");
     const ca = cert
-      ? `DENO_CERT=${sanitize(cert)}`
+      ? `DENO_CERT=${shellWord(cert)}`
       : store
       ? `DENO_TLS_CA_STORE=${sanitize(store)}`
       : "the default CA store (DENO_CERT and DENO_TLS_CA_STORE are unset)";
@@ -640,7 +672,7 @@ function plainHttpIssuer(error: unknown, config: Pick<Config, "issuer" | "metada
   const plain = `http:${(config.metadataUrl ?? displayIssuer(config.issuer)).slice("https:".length)}`;
   return new LoginError("network", error.message, {
     hint: `the server at ${url.host} answered, but not with TLS: a development server on this machine ` +
-      `usually speaks plain http, so use --issuer ${sanitize(plain)}`,
+      `usually speaks plain http, so use --issuer ${shellWord(plain)}`,
     cause: error,
   });
 }
@@ -804,7 +836,7 @@ function issuerMismatch(config: Config, said: string): LoginError {
       }`,
       {
         hint: aliases.length > 0
-          ? `use --tenant ${aliases[0]} (or ${aliases.slice(1).join(", ")}), or your tenant's GUID`
+          ? `use --tenant ${shellWord(aliases[0])} (or ${aliases.slice(1).join(", ")}), or your tenant's GUID`
           : undefined,
       },
     );
@@ -814,10 +846,10 @@ function issuerMismatch(config: Config, said: string): LoginError {
   const difference = issuerDifference(config.issuer, said);
   return new LoginError("config", `Issuer mismatch: asked for "${config.issuer}", the server says "${shown}"`, {
     hint: byTenant
-      ? `${difference}: the tenant "${
-        sanitize(config.tenant)
-      }" is ${tenantGuid} at the server; use --tenant ${tenantGuid}`
-      : `${difference}: if the server's value is the one you meant, use --issuer ${shown}`,
+      ? `${difference}: the tenant "${sanitize(config.tenant)}" is ${tenantGuid} at the server; use --tenant ${
+        shellWord(tenantGuid)
+      }`
+      : `${difference}: if the server's value is the one you meant, use --issuer ${shellWord(said)}`,
   });
 }
 
@@ -1010,8 +1042,11 @@ function loginFlags(config: Config, everywhere = false): string {
     ["profile", config.profile],
     // A grant without a person and its sources: part of the cache key too.
     ...GRANT_KEYS.map((key): [string, string | undefined] => [flagOf(key), shown(key) ? config[key] : undefined]),
-    ["audience", config.audience],
-    ...(config.resources ?? []).map((resource): [string, string] => ["resource", resource]),
+    // A profile's own are said by --profile.
+    ["audience", config.sources.audience === "profile" ? undefined : config.audience],
+    ...(config.sources.resource === "profile" ? [] : config.resources ?? []).map((
+      resource,
+    ): [string, string] => ["resource", resource]),
     // Parameters that are part of the cache key, given with --param.
     ...config.params
       .filter(([key, value]) =>
@@ -1021,15 +1056,7 @@ function loginFlags(config: Config, everywhere = false): string {
   ];
   // --dpop too: a login without it would cache the Bearer token that the command refused.
   const dpop = config.dpop && shown("dpop") ? " --dpop" : "";
-  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${shellWord(sanitize(value!))}`).join(
-    "",
-  ) +
-    dpop;
-}
-
-/** A value as one word of a POSIX shell command line: as it is when plain, else single-quoted. Pure. */
-function shellWord(value: string): string {
-  return /^[\w.:/@%+=,-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
+  return given.filter(([, value]) => value).map(([flag, value]) => ` --${flag} ${shellWord(value!)}`).join("") + dpop;
 }
 
 /**
@@ -1042,7 +1069,9 @@ function permissionProblem(error: unknown): LoginError | undefined {
     if (!(cause instanceof Deno.errors.NotCapable)) continue;
     // Deno says: Requires env access to "HOME", run again with the --allow-env flag
     const match = cause.message.match(/Requires (\S+) access to "?([^",]*)"?.*?(--allow-[a-z-]+)/);
-    const flag = match ? `${match[3]}${match[2] && match[3] !== "--allow-all" ? `=${match[2]}` : ""}` : "--allow-…";
+    const flag = match
+      ? `${match[3]}${match[2] && match[3] !== "--allow-all" ? `=${shellWord(match[2])}` : ""}`
+      : "--allow-…";
     const what = match ? `${match[1]} access${match[2] ? ` to "${sanitize(match[2], 120)}"` : ""}` : "a permission";
     return new LoginError("config", `Deno's permissions do not allow ${what}`, {
       hint: `run again with ${sanitize(flag, 160)} (the deno.json tasks grant what the tool needs)`,
@@ -1099,6 +1128,10 @@ function trustLines(
         credentials ? " or the credentials sent there" : ""
       } (set by ${trust.by[0]})`,
     );
+  }
+  for (const { name, by } of trust.kept) {
+    const what = PROTECTIONS.find(({ key }) => (ENV_VARS as Record<string, string>)[key] === name)?.what;
+    lines.push(`warning: Ignoring ${name} in ${envFile}: a project file cannot turn off ${what}, which ${by} turns on`);
   }
   if (trust.withheld.length > 0) {
     const origins = [...new Set(trust.withheld.map(({ from }) => from))];
@@ -1274,13 +1307,16 @@ export interface Config {
    * decide all of it; ".env": none of them does and the project file does; "none": nothing names a
    * server. `by`: the settings that decided it, as written (`--issuer`, `OAUTH_ISSUER in the
    * environment`); `ignored`: the `.env`'s variables set aside; `withheld`: the person's own
-   * credentials not used with a destination the `.env` chose, and where each was set.
+   * credentials not used with a destination the `.env` chose, and where each was set; `kept`: the
+   * protections the person's own settings turn on (`PROTECTIONS`) that the `.env` would turn off, and
+   * which setting turns each on.
    */
   trust?: {
     decidedBy: "own" | ".env" | "none";
     by: string[];
     ignored: string[];
     withheld: { name: string; from: string }[];
+    kept: { name: string; by: string }[];
   };
   /**
    * Endpoints given by hand (RFC 8414 names). Without an issuer, `tokenEndpoint` is required, no
@@ -1494,9 +1530,9 @@ const RESERVED_PARAMS = new Set([
 type ConfigPick = (key: string, flag: string | undefined, variable: string) => string | undefined;
 
 /** The flag of a `Config` key (`tokenEndpoint` → `token-endpoint`). */
-function flagOf(key: string): Flag {
+const flagOf = (function flagOf(key: string): Flag {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) as Flag;
-}
+}).bind(undefined);
 
 /** Checks an endpoint given by hand: https, or http on a loopback host; no fragment or credentials. */
 function checkManualEndpoint(value: string, flag: string): string {
@@ -1516,7 +1552,7 @@ function checkManualEndpoint(value: string, flag: string): string {
 }
 
 /** The manual endpoints given, else the preset's; throws LoginError("config") when a preset needs an issuer. */
-function resolveEndpoints(
+const resolveEndpoints = (function resolveEndpoints(
   flags: FlagValues,
   pick: ConfigPick,
   preset: Preset | undefined,
@@ -1537,17 +1573,17 @@ function resolveEndpoints(
   }
   if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
     throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
-      hint: `pass --issuer ${preset.issuerExample}`,
+      hint: `pass --issuer ${shellWord(preset.issuerExample)}`,
     });
   }
   return endpoints;
-}
+}).bind(undefined);
 
 /**
  * Throws LoginError("config") when a needed issuer, client id or secret is missing, or a redirect host
  * is refused. `discovering`: an API's metadata will name the server and the client (`resourceMode`).
  */
-function checkRequiredSettings(
+const checkRequiredSettings = (function checkRequiredSettings(
   { cli, flags, issuerText, endpoints, preset, provider, clientId, clientSecret, redirectUri, trust, discovering }: {
     cli: Cli;
     flags: FlagValues;
@@ -1589,10 +1625,10 @@ function checkRequiredSettings(
       hint: `pass --client-id ID or set ${ENV_VARS.clientId} (in the environment or in .env)`,
     });
   }
-}
+}).bind(undefined);
 
 /** The redirect URI with --port applied, validated; throws LoginError for a bad port or a bad redirect URI. */
-function resolveRedirectUri(
+const resolveRedirectUri = (function resolveRedirectUri(
   flags: FlagValues,
   redirectUri: string | undefined,
   sources: Record<string, ValueSource>,
@@ -1610,10 +1646,10 @@ function resolveRedirectUri(
   }
   planRedirect(redirectUri); // validate early: a bad redirect is a configuration error
   return redirectUri;
-}
+}).bind(undefined);
 
 /** --timeout in milliseconds (default LOGIN_TIMEOUT_MS); throws LoginError("usage") unless 0 < s <= MAX_TIMEOUT_S. */
-function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
+const resolveTimeoutMs = (function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource>): number {
   let timeoutMs = LOGIN_TIMEOUT_MS;
   if (flags.timeout !== undefined) {
     // More than 0 and at most MAX_TIMEOUT_S seconds, fractions allowed; the message states exactly that.
@@ -1629,10 +1665,10 @@ function resolveTimeoutMs(flags: FlagValues, sources: Record<string, ValueSource
     sources.timeout ??= "flag";
   }
   return timeoutMs;
-}
+}).bind(undefined);
 
 /** The client authentication method asked for, if any; throws LoginError for an unknown one or a missing secret. */
-function resolveClientAuth(
+const resolveClientAuth = (function resolveClientAuth(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -1652,10 +1688,10 @@ function resolveClientAuth(
     });
   }
   return clientAuth;
-}
+}).bind(undefined);
 
 /** --min-ttl in milliseconds (default MIN_TTL_S seconds); throws LoginError("usage") unless seconds >= 0. */
-function resolveMinTtlMs(flags: FlagValues): number {
+const resolveMinTtlMs = (function resolveMinTtlMs(flags: FlagValues): number {
   let minTtlMs = MIN_TTL_S * 1000;
   if (flags["min-ttl"] !== undefined) {
     minTtlMs = Number(flags["min-ttl"]) * 1000;
@@ -1671,10 +1707,10 @@ function resolveMinTtlMs(flags: FlagValues): number {
     }
   }
   return minTtlMs;
-}
+}).bind(undefined);
 
 /** --format (or --json) and --flow; throws LoginError("usage") for a value not supported. */
-function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
+const resolveFormatAndFlow = (function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: Flow } {
   const format = flags.format ?? (flags.json ? "json" : "text");
   if (format !== "text" && format !== "json" && format !== "exec-credential" && format !== "headers") {
     throw new LoginError("usage", `The format "${sanitize(format)}" is not supported`, {
@@ -1686,10 +1722,14 @@ function resolveFormatAndFlow(flags: FlagValues): { format: OutputFormat; flow: 
     throw new LoginError("usage", `The flow "${sanitize(flow)}" is not one of auto, browser or device`);
   }
   return { format, flow };
-}
+}).bind(undefined);
 
 /** --token-storage (else the environment's or a profile's, never a `.env`'s; default auto); throws LoginError("usage"). */
-function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Record<string, ValueSource>): TokenStorage {
+const resolveTokenStorage = (function resolveTokenStorage(
+  flags: FlagValues,
+  pick: ConfigPick,
+  sources: Record<string, ValueSource>,
+): TokenStorage {
   const storage = pick("tokenStorage", flags["token-storage"], ENV_VARS.tokenStorage) ?? "auto";
   if (storage !== "auto" && storage !== "keychain" && storage !== "file") {
     const where = sources.tokenStorage === "flag"
@@ -1702,13 +1742,13 @@ function resolveTokenStorage(flags: FlagValues, pick: ConfigPick, sources: Recor
     });
   }
   return storage;
-}
+}).bind(undefined);
 
 /**
  * --param key=value pairs, then the preset's parameters not given, then `login_hint` from --login-hint
  * unless a --param gave it; throws LoginError("usage") for a bad one.
  */
-function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
+const resolveParams = (function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, string][] {
   const params: [string, string][] = [];
   for (const param of flags.param ?? []) {
     const [key, ...value] = param.split("=");
@@ -1728,10 +1768,16 @@ function resolveParams(flags: FlagValues, preset: Preset | undefined): [string, 
   const loginHint = flags["login-hint"];
   if (loginHint && !params.some(([key]) => key === "login_hint")) params.push(["login_hint", loginHint]);
   return params;
-}
+}).bind(undefined);
 
 /** Flags win over the environment, the environment over `.env`, `.env` over the profile. Pure. */
-function resolveConfig(
+const resolveConfig: (
+  cli: Cli,
+  env: (name: string) => string | undefined,
+  dotenv?: Record<string, string>,
+  profile?: Profile,
+  options?: { presetBase?: string; envFile?: string },
+) => Config = (function resolveConfig(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> = {},
@@ -1752,7 +1798,7 @@ function resolveConfig(
   issuerText = chosen.issuerText;
   const { provider, providerReason, preset, tenant } = chosen;
   const endpoints = resolveEndpoints(flags, pick, preset, provider, issuerText, options);
-  if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, options.envFile);
+  if (trust.decidedBy === ".env") checkProjectEndpoints(issuerText, endpoints, sources, { ...chosen, ...options });
   // An API named with no server, or no client id, to sign in for: its metadata names both (RFC 9728).
   const api = resourceMode(cli, flags, { issuerText, clientId, provider, endpoints, grant });
   const own = api
@@ -1770,7 +1816,7 @@ function resolveConfig(
   const params = resolveParams(flags, preset);
   // Without an issuer nothing is discovered: the token endpoint stands for the server (and keys the cache).
   const where = issuerText ? parseIssuer(issuerText) : { issuer: endpoints.tokenEndpoint ?? "" };
-  const modern = resolveModernConfig(cli, pick, clientAuth as ClientAuthMethod | undefined, format);
+  const modern = resolveModernConfig({ ...cli, flags }, pick, clientAuth as ClientAuthMethod | undefined, format);
   // --resource and --audience are authorization parameters like --param's, and so part of the cache key.
   for (const resource of modern.resources ?? []) params.push(["resource", resource]);
   if (modern.audience) params.push(["audience", modern.audience]);
@@ -1809,13 +1855,13 @@ function resolveConfig(
     ...(api ? { protectedResource: { url: api, setAside: own?.aside ?? [] } } : {}),
     ...resolveGrantConfig(cli, pick, trust),
   }, trust);
-}
+}).bind(undefined);
 
 /**
  * The settings of issue 15 (DPoP, JWT client authentication, resources, `fetch`) and `exec`'s program,
  * checked and resolved; `pick` is `resolveConfig`'s flag → environment → `.env` lookup. Pure.
  */
-function resolveModernConfig(
+const resolveModernConfig = (function resolveModernConfig(
   cli: Cli,
   pick: (key: string, flag: string | undefined, variable: string) => string | undefined,
   clientAuth: ClientAuthMethod | undefined,
@@ -1864,7 +1910,7 @@ function resolveModernConfig(
     request,
     ...(cli.command === "exec" ? { program: resolveProgram(cli) } : {}),
   };
-}
+}).bind(undefined);
 
 /**
  * The request `fetch` makes, or `token --format headers` proves: the URL (positional or `--url`),
@@ -1884,6 +1930,14 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
   if (!url) {
     throw new LoginError("usage", `The URL "${sanitize(target)}" is not an https URL`, {
       hint: "give the whole address, e.g. https://api.example.com/me",
+    });
+  }
+  if (url.username || url.password) {
+    // They would replace the token (fetch sends Basic credentials where a URL carries them), or go with it.
+    throw new LoginError("usage", `The URL "${sanitize(url.origin + url.pathname)}" must not carry credentials`, {
+      hint: `${
+        cli.command === "fetch" ? "fetch sends" : "the headers carry"
+      } the cached access token: take USER:PASSWORD@ out of the URL`,
     });
   }
   // Before any sign-in: the rule `fetch` and `--format headers` apply again to the token they get.
@@ -1915,8 +1969,21 @@ function resourceRequest(cli: Cli, resources: string[]): ResourceRequest {
  */
 const DESTINATION_KEYS = ["issuer", "provider", "tenant", ...MANUAL_ENDPOINTS.map(([key]) => key)] as const;
 
-/** The client's credentials and how they are presented: they go only with the destination they came with. */
-const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAudience"] as const;
+/**
+ * The client's credentials, how they are presented, and the grant they are used for (a `.env`'s
+ * `OAUTH_GRANT=client_credentials` would otherwise turn the person's own client and secret into a
+ * service token with the project's scope): they go only with the destination they came with.
+ */
+const CREDENTIAL_KEYS = [
+  "clientSecret",
+  "clientKey",
+  "clientAuth",
+  "assertionAudience",
+  "grant",
+  "subjectTokenType",
+  "requestedTokenType",
+  "actorTokenType",
+] as const;
 
 /**
  * What a grant without a person reads and sends (its subject and actor token sources: the person's
@@ -1924,6 +1991,15 @@ const CREDENTIAL_KEYS = ["clientSecret", "clientKey", "clientAuth", "assertionAu
  * file (`.env`); the environment's and the profile's only with a destination of the person's own.
  */
 const SOURCE_KEYS = ["subjectTokenFrom", "actorTokenFrom", "subjectAudience"] as const;
+
+/**
+ * The switches that protect the person when on (RFC 9449's DPoP binds tokens to a key): a project
+ * file may turn one on, never off when the person's own settings turn it on. The other settings a
+ * `.env` could weaken are kept from it already: where credentials go and how the client
+ * authenticates go with one source as a whole (`decideTrust`); `--no-par` and the cache and config
+ * folders are not read from a `.env` at all.
+ */
+const PROTECTIONS = [{ key: "dpop", what: "DPoP" }] as const;
 
 /** Who decided where credentials go, and what was set aside for it (see `Config.trust`). */
 type Trust = NonNullable<Config["trust"]>;
@@ -1938,7 +2014,7 @@ type Trust = NonNullable<Config["trust"]>;
  * way, and never come from the `.env` at all (`dotenvWarnings` says so). A `.env` value equal to the
  * one used is not reported. Pure.
  */
-function decideTrust(
+const decideTrust = (function decideTrust(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -1957,19 +2033,38 @@ function decideTrust(
     found ? [found[2] ? `${found[1]} in ${found[2]}` : found[1]] : []
   );
   const inDotenv = (keys: readonly string[]) => keys.filter((key) => given(dotenv[variable(key)]));
+  // A protection the person's own settings turn on is not turned off by the .env, whoever decides the destination.
+  const kept = PROTECTIONS.flatMap(({ key }) => {
+    const found = own(key);
+    const on = (value: string | undefined) => value !== undefined && /^(1|true|yes)$/i.test(value);
+    if (!found || !on(found[0]) || !given(dotenv[variable(key)]) || on(dotenv[variable(key)])) return [];
+    return [{ name: variable(key), by: found[2] ? `${found[1]} in ${found[2]}` : found[1] }];
+  });
   if (by.length > 0) {
     const ignored = inDotenv([...DESTINATION_KEYS, ...CREDENTIAL_KEYS]).filter((key) =>
       !sameSetting(own(key)?.[0], dotenv[variable(key)])
     );
-    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [] };
+    return { decidedBy: "own", by, ignored: ignored.map(variable), withheld: [], kept };
   }
   const chosen = inDotenv(DESTINATION_KEYS);
-  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [] };
+  if (chosen.length === 0) return { decidedBy: "none", by, ignored: [], withheld: [], kept };
   // Credentials the person typed as flags for this run are used; their others are not sent to the .env's server.
   const withheld = [...CREDENTIAL_KEYS, ...SOURCE_KEYS].map(own).flatMap((found) =>
     found && found[2] ? [{ name: found[1], from: found[2] }] : []
   );
-  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld };
+  return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
+}).bind(undefined);
+
+/**
+ * The first of the person's own flags and environment variables that names where credentials go
+ * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
+ */
+function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
+  for (const key of DESTINATION_KEYS) {
+    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
+    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
+  }
+  return undefined;
 }
 
 /** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
@@ -1982,7 +2077,7 @@ function sameSetting(a: string | undefined, b: string | undefined): boolean {
  * `resolveConfig`'s sources: who decides where credentials go, the flags with the profile's beneath
  * them (less its credential settings when a `.env` decides), and the lookup of every other setting.
  */
-function trustedSources(
+const trustedSources = (function trustedSources(
   cli: Cli,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
@@ -1997,7 +2092,7 @@ function trustedSources(
     delete sources.assertionAudience;
   }
   return { trust, flags, pick: configPicker(env, dotenv, profile, sources, trust) };
-}
+}).bind(undefined);
 
 /**
  * Settings no project file may give: where the user's own secrets are kept (a cloned repository's `.env`
@@ -2006,18 +2101,21 @@ function trustedSources(
 const PERSONAL_KEYS = ["tokenStorage"] as const;
 
 /** Whether `source` may give the setting `key` under `trust` (see `decideTrust`). Pure. */
-function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
+const mayGive = (function mayGive(trust: Trust, key: string, source: ValueSource): boolean {
   if ((PERSONAL_KEYS as readonly string[]).includes(key)) return source !== ".env";
+  if (source === ".env" && trust.kept.some(({ name }) => name === (ENV_VARS as Record<string, string>)[key])) {
+    return false; // it would turn off a protection the person turned on
+  }
   if ((DESTINATION_KEYS as readonly string[]).includes(key)) return !(source === ".env" && trust.decidedBy === "own");
   if ((SOURCE_KEYS as readonly string[]).includes(key)) {
     return source === "flag" || (source !== ".env" && trust.decidedBy !== ".env");
   }
   if (!(CREDENTIAL_KEYS as readonly string[]).includes(key) || source === "flag") return true;
   return trust.decidedBy === ".env" ? source === ".env" : source !== ".env";
-}
+}).bind(undefined);
 
 /** A ConfigPick over these sources, as `trust` allows, writing the winning source of each key into `sources`. Pure. */
-function configPicker(
+const configPicker = (function configPicker(
   env: (name: string) => string | undefined,
   dotenv: Record<string, string>,
   profile: Profile | undefined,
@@ -2039,27 +2137,77 @@ function configPicker(
     }
     return undefined;
   };
+}).bind(undefined);
+
+/**
+ * Where a login that a project file points may send what the person's sign-in yields (SECURITY.md
+ * 13): the origin where the person signs in (`home`), and, when that is one of the preset's own hosts
+ * (`Preset.hosts`), all of them: Google signs in on accounts.google.com and takes the code on
+ * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
+ */
+function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
+  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+  return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
+}
+
+/** A URL's origin, or undefined for text that is no URL. */
+function originOf(text: unknown): string | undefined {
+  return typeof text === "string" ? parseUrl(text)?.origin : undefined;
 }
 
 /**
- * A `.env` that decides the destination keeps every endpoint it gives on its issuer's origin (with no
- * issuer, on its token endpoint's): otherwise the browser could sign in at a real provider while the
- * code and the verifier go to another server. Throws LoginError("config").
+ * A login a `.env` points (it decides the destination) keeps every endpoint that receives a code, a
+ * device code, a credential or a token (token, device authorization, revocation, introspection,
+ * UserInfo, a preset's own revocation API), whether the `.env` gives it or a preset does, on the origin
+ * where the person signs in: the authorization endpoint's, else the issuer's, else the token endpoint's
+ * (`projectOrigins`). Otherwise the browser could sign in at a real provider while the code and the
+ * verifier, or the tokens, go to another server; and a `.env` cannot mix a preset's endpoints with
+ * its own issuer or endpoints on another host. `discover` checks the discovered ones the same way
+ * (`checkProjectMetadata`). Throws LoginError("config").
  */
 function checkProjectEndpoints(
   issuerText: string | undefined,
   endpoints: Partial<Record<EndpointKey, string>>,
   sources: Record<string, ValueSource>,
-  envFile = '".env"',
+  options: { preset?: Preset; provider?: string; presetBase?: string; envFile?: string },
 ): void {
-  const home = parseUrl(issuerText ? parseIssuer(issuerText).issuer : endpoints.tokenEndpoint ?? "");
-  for (const [key, flag] of MANUAL_ENDPOINTS) {
-    const url = sources[key] === ".env" ? parseUrl(endpoints[key] ?? "") : undefined;
-    if (!url || !home || url.origin === home.origin) continue;
-    const what = `The ${flag.replaceAll("-", " ")} in ${envFile} is on another host (${url.host})`;
-    throw new LoginError("config", `${what} than its ${issuerText ? "issuer" : "token endpoint"} (${home.host})`, {
-      hint: "a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags",
-    });
+  const envFile = options.envFile ?? '".env"';
+  // Each URL in effect, by what it is and who gave it: the .env, or the preset.
+  const named = (key: string, words: string) =>
+    sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
+  const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
+  const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
+    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
+  );
+  for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
+    if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);
+  }
+  if (issuer) urls.push(["issuer", named("issuer", "issuer"), issuer]);
+  const [, where, text] =
+    ["authorizationEndpoint", "issuer", "tokenEndpoint"].map((key) => urls.find(([given]) => given === key)).find((
+      found,
+    ) => found) ?? [];
+  const home = parseUrl(text ?? "");
+  if (!home || !where) return;
+  const allowed = projectOrigins(home, options.preset, options.presetBase);
+  for (const [, words, url] of urls) {
+    const origin = originOf(url);
+    if (origin === undefined || allowed.includes(origin)) continue;
+    // Both the .env's: "than its issuer"; one the preset's: each named in full.
+    const mixed = words.includes(" preset's ") !== where.includes(" preset's ");
+    const than = mixed ? where : where.replace(/ in .*$/, "").replace(/^the (?=[a-z ]+$)/, "its ");
+    throw new LoginError(
+      "config",
+      `${words[0].toUpperCase()}${words.slice(1)} is on another host (${
+        new URL(url).host
+      }) than ${than} (${home.host})`,
+      {
+        hint: mixed
+          ? "a project file cannot mix a provider preset's endpoints with an issuer or endpoints of its own on " +
+            "another host; if you trust them, pass them as flags"
+          : "a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags",
+      },
+    );
   }
 }
 
@@ -2070,19 +2218,20 @@ function checkProjectEndpoints(
  * `deno task` the working directory is the one holding deno.json, and `INIT_CWD` is where the task
  * was started; outside a task it is unset and the working directory is where the person stands.
  */
-function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
-  const path = flag ?? ".env";
-  if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
-  const start = initCwd.replace(/[\\/]+$/, "");
-  // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
-  // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
-  // somewhere else: then the working directory is where the person (or script) stands.
-  if (cwd !== undefined) {
-    const here = cwd.replace(/[\\/]+$/, "");
-    if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
-  }
-  return `${start}/${path}`;
-}
+const envFilePath: (flag: string | undefined, initCwd: string | undefined, cwd?: string) => string =
+  (function envFilePath(flag: string | undefined, initCwd: string | undefined, cwd?: string): string {
+    const path = flag ?? ".env";
+    if (!initCwd || /^(?:[a-zA-Z]:)?[\\/]/.test(path)) return path;
+    const start = initCwd.replace(/[\\/]+$/, "");
+    // `deno task` runs in the directory of deno.json, which is where it started or above it. A working
+    // directory elsewhere means INIT_CWD was inherited from an outer task by a process started
+    // somewhere else: then the working directory is where the person (or script) stands.
+    if (cwd !== undefined) {
+      const here = cwd.replace(/[\\/]+$/, "");
+      if (here !== start && !start.startsWith(`${here}/`) && !start.startsWith(`${here}\\`) && here !== "") return path;
+    }
+    return `${start}/${path}`;
+  }).bind(undefined);
 
 /** The path as `--verbose` and `doctor` show it. */
 function describeEnvPath(path: string, cwd?: () => string): string {
@@ -2093,6 +2242,82 @@ function describeEnvPath(path: string, cwd?: () => string): string {
   } catch { /* no read permission: say it in words */ }
   return here ? `"${sanitize(`${here}/${path}`)}"` : `"${sanitize(path)}" in the working directory`;
 }
+
+/** The folder the `.env` at `path` is in, absolute when the working directory is known ("." when not and it is relative). */
+function envFolder(path: string, cwd?: () => string): string {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  const folder = cut < 0 ? "" : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
+  if (/^(?:[a-zA-Z]:)?[\\/]/.test(folder)) return folder;
+  let here: string | undefined;
+  try {
+    here = cwd?.();
+  } catch { /* no read permission: relative to it */ }
+  const base = here?.replace(/[\\/]+$/, "");
+  return base ? (folder ? `${base}/${folder}` : base) : folder || ".";
+}
+
+/**
+ * The client key a `.env` names (SECURITY.md 13), as a path in the `.env`'s own folder `dir`, where a
+ * project keeps a key of its own: never through `..` nor an absolute path elsewhere (and, at its use,
+ * never a link leading out: `checkProjectKey`), else a project file could make the tool sign for its
+ * server with one of the person's own keys. Throws LoginError("config"). Pure.
+ */
+function projectKeyPath(value: string, dir: string, envFile: string): string {
+  const absolute = /^(?:[a-zA-Z]:)?[\\/]/.test(value);
+  const root = dir.replace(/[\\/]+$/, "");
+  const inside = absolute ? value.startsWith(`${root}/`) || value.startsWith(`${root}\\`) : true;
+  if (!inside || value.split(/[\\/]/).includes("..")) {
+    throw new LoginError(
+      "config",
+      `The client key "${sanitize(value)}" in ${envFile} is outside the project's folder (${sanitize(root)})`,
+      {
+        hint:
+          `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+      },
+    );
+  }
+  return absolute ? value : `${root}/${value.replace(/^\.[\\/]/, "")}`;
+}
+
+/**
+ * The edge of `projectKeyPath`: the key file's real path (links followed) is in the real `.env`
+ * folder `dir`, or the key is refused (a missing one is `readClientKey`'s to report). Throws
+ * LoginError("config").
+ */
+function checkProjectKey(path: string, dir: string, envFile: string): void {
+  let real: string, root: string;
+  try {
+    [real, root] = [Deno.realPathSync(path), Deno.realPathSync(dir)];
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) throw error;
+    return;
+  }
+  if (real.startsWith(`${root.replace(/[\\/]+$/, "")}/`) || real.startsWith(`${root.replace(/[\\/]+$/, "")}\\`)) {
+    return;
+  }
+  throw new LoginError(
+    "config",
+    `The client key "${sanitize(path)}" in ${envFile} is a link to a file outside the project's folder`,
+    {
+      hint:
+        `a project file may only name a key in its own folder; for a key of yours, pass --client-key or set ${ENV_VARS.clientKey} in the environment`,
+    },
+  );
+}
+
+/**
+ * The configuration with the client key a `.env` names made a path in the `.env`'s own folder
+ * (`projectKeyPath`) and checked there (`checkProjectKey`); as it was for a key from anywhere else (the
+ * cached-token path asks for no working directory). Throws LoginError("config").
+ */
+const withProjectKey =
+  (function withProjectKey(config: Config, envPath: string, deps: Pick<Deps, "cwd">, envFile: string): Config {
+    if (!config.clientKey || config.sources.clientKey !== ".env") return config;
+    const dir = envFolder(envPath, deps.cwd);
+    const clientKey = projectKeyPath(config.clientKey, dir, envFile);
+    checkProjectKey(clientKey, dir, envFile);
+    return { ...config, clientKey };
+  }).bind(undefined);
 
 /**
  * Parses dotenv text with `parse` (node:util's `parseEnv`) after undoing what editors add: a UTF-8
@@ -2152,7 +2377,7 @@ const dotenvProblems = new WeakMap<object, string[]>();
  * touching the environment. Tolerates what editors write: a UTF-8 byte order mark, CRLF or CR line
  * ends, `export ` prefixes, quotes and comments; what it would misread is kept for a warning.
  */
-async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
+const readEnvFile = (async function readEnvFile(path: string): Promise<Record<string, string> | undefined> {
   let text: string;
   try {
     if (!Deno.statSync(path).isFile) return undefined;
@@ -2166,7 +2391,7 @@ async function readEnvFile(path: string): Promise<Record<string, string> | undef
   const problems = dotenvLineProblems(text);
   if (problems.length > 0) dotenvProblems.set(dotenv, problems);
   return dotenv;
-}
+}).bind(undefined);
 
 // ── 6 Profiles: named sets of settings in the user's config file ───────────────────────────────────────────────────
 
@@ -2193,7 +2418,19 @@ const RUN_FLAGS = new Set<string>([
   "save-profile",
   "client-secret",
   "env-name",
+  // One request's, for `fetch` and `token --format headers`.
+  "method",
+  "url",
+  "request",
+  "header",
+  "data",
+  "include",
 ]);
+
+/** The flags a profile may hold (as `profile_key`s, see `profileKey`): every flag of a login, none of one run's. */
+function profileFlagNames(): Flag[] {
+  return (Object.keys(FLAGS) as Flag[]).filter((flag) => !RUN_FLAGS.has(flag));
+}
 
 /** Flags whose profile value is written as a TOML integer. */
 const NUMERIC_FLAGS = new Set<string>(["port", "timeout", "min-ttl"]);
@@ -2212,26 +2449,26 @@ interface Profile {
 }
 
 /** A profile's key for a flag: snake_case (`client-id` → `client_id`); the `--param`s are the `params` table. */
-function profileKey(flag: string): string {
+const profileKey = (function profileKey(flag: string): string {
   return flag === "param" ? "params" : flag.replaceAll("-", "_");
-}
+}).bind(undefined);
 
 function camelCase(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
 /** The profile's value for a setting that also has a variable (`clientId` → `client_id`), for `pick`. */
-function profileValue(profile: Profile | undefined, key: string): string | undefined {
+const profileValue = (function profileValue(profile: Profile | undefined, key: string): string | undefined {
   const value = profile?.flags[flagOf(key)];
   // A switch (`dpop = true`) reads as its variable would be written: "1" or "0".
   return typeof value === "string" ? value : typeof value === "boolean" ? (value ? "1" : "0") : undefined;
-}
+}).bind(undefined);
 
 /**
  * The flags with the profile's values beneath them. Settings that have a variable are left to `pick`
  * (flag > environment > `.env` > profile); a `--param` replaces the profile's parameter of the same name.
  */
-function withProfile(
+const withProfile = (function withProfile(
   flags: FlagValues,
   profile: Profile | undefined,
   sources: Record<string, ValueSource>,
@@ -2252,7 +2489,7 @@ function withProfile(
     }
   }
   return merged as FlagValues;
-}
+}).bind(undefined);
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
@@ -2267,7 +2504,7 @@ function profileFlags(
   where: { name: string; path: string },
   warn: (text: string) => void,
 ): FlagValues {
-  const byKey = new Map(Object.keys(FLAGS).filter((f) => !RUN_FLAGS.has(f)).map((f) => [profileKey(f), f as Flag]));
+  const byKey = new Map(profileFlagNames().map((f) => [profileKey(f), f]));
   const flags: Record<string, unknown> = {};
   const path = sanitize(where.path);
   for (const [key, value] of Object.entries(table)) {
@@ -2414,15 +2651,15 @@ function usableDotenv(
 /** `--save-profile` when a `.env` decided where to sign in: a profile is trusted everywhere, a project file is not. */
 function cannotSaveProjectDestination(name: string, config: Config, envFile: string): LoginError {
   const server = withoutIssuer(config)
-    ? `--token-endpoint ${config.tokenEndpoint}`
+    ? `--token-endpoint ${shellWord(config.tokenEndpoint!)}`
     : config.sources.issuer === "default" && config.provider
-    ? `--provider ${config.provider}`
-    : `--issuer ${config.metadataUrl ?? displayIssuer(config.issuer)}`;
+    ? `--provider ${shellWord(config.provider)}`
+    : `--issuer ${shellWord(config.metadataUrl ?? displayIssuer(config.issuer))}`;
   return new LoginError(
     "config",
     `Cannot save the profile "${name}": where to sign in comes from ${envFile}, a project file`,
     {
-      hint: `if you trust that server, name it yourself: ${sanitize(server)}`,
+      hint: `if you trust that server, name it yourself: ${server}`,
     },
   );
 }
@@ -2467,13 +2704,93 @@ async function parseConfig(text: string, path: string): Promise<Record<string, u
   }
 }
 
-/** Reads and parses the config file; undefined when there is none. */
+/**
+ * Why a file that decides where a secret goes or who signs in (the config file, a token file) is not
+ * one to trust, or undefined (SECURITY.md 15, the cache's rules): it must be a regular file of the
+ * user's (or root's, who can change anything) that no one else can change, in folders no one else can
+ * change, or that are sticky (others may not replace what is not theirs: /tmp, a projected volume's
+ * folder); a link (a dotfiles manager's, the kubelet's) counts for the file it leads to, and its own
+ * folder must be as safe. `what`: "config file" or "token file"; `user`: the user's uid, or when Deno
+ * does not say, the owner of the file's folder; `elsewhere`: the hint to use another file. As OpenSSH
+ * treats ~/.ssh/config. Pure.
+ */
+function trustedFileProblem(
+  what: "config file" | "token file",
+  path: string,
+  facts: { file: FileFacts; folders: [string, FileFacts][] },
+  user: number | null | undefined,
+  elsewhere: string,
+): LoginError | undefined {
+  // A config file of the person's is theirs alone; a token file others may read (a projected token is 0644).
+  const [fix, fileMode, folderMode] = what === "config file"
+    ? ["make it private with", "600", "700"]
+    : ["make it writable by its owner alone", "go-w", "go-w"];
+  const shown = sanitize(path);
+  const { file, folders } = facts;
+  const own = (uid: number | null) => uid === null || user == null || uid === user || uid === 0;
+  if (!file.isFile) {
+    return new LoginError("config", `The ${what} "${shown}" is not a regular file`, { hint: elsewhere });
+  }
+  if (!own(file.uid)) {
+    return new LoginError("config", `The ${what} "${shown}" belongs to another user`, { hint: elsewhere });
+  }
+  if (file.mode !== null && (file.mode & 0o022) !== 0) {
+    return new LoginError("config", `The ${what} "${shown}" can be changed by other users`, {
+      hint: `${fix}: chmod ${fileMode} ${shellWord(path)}`,
+    });
+  }
+  for (const [dir, folder] of folders) {
+    const mode = folder.mode ?? 0;
+    if (own(folder.uid) && ((mode & 0o022) === 0 || (mode & 0o1000) !== 0)) continue;
+    return new LoginError(
+      "config",
+      `The ${what}'s folder "${sanitize(dir)}" ${
+        own(folder.uid) ? "can be changed by other users" : "belongs to another user"
+      }`,
+      {
+        hint: own(folder.uid) ? `${fix}: chmod ${folderMode} ${shellWord(dir)}; or ${elsewhere}` : elsewhere,
+      },
+    );
+  }
+  return undefined;
+}
+
+/**
+ * What `trustedFileProblem` judges a path by: the file (a link's target) and the folders of the link
+ * and of its target. Throws what `Deno.lstat` and `Deno.stat` throw (NotFound).
+ */
+async function trustFacts(path: string): Promise<{ real: string; file: FileFacts; folders: [string, FileFacts][] }> {
+  const link = await Deno.lstat(path);
+  const real = link.isSymlink ? await Deno.realPath(path) : path;
+  const folders: [string, FileFacts][] = [];
+  for (const dir of new Set([parentOf(path), parentOf(real)])) folders.push([dir, await Deno.stat(dir)]);
+  return { real, file: link.isSymlink ? await Deno.stat(real) : link, folders };
+}
+
+/** The folder a path is in. */
+function parentOf(path: string): string {
+  const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return cut < 0 ? "." : cut === 0 ? path.slice(0, 1) : path.slice(0, cut);
+}
+
+/** Reads and parses the config file, once `trustedFileProblem` finds nothing wrong with it; undefined when there is none. */
 async function readConfigFile(path: string): Promise<ConfigFile | undefined> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    const facts = await trustFacts(path);
+    const user = userId() ?? facts.folders[0][1].uid;
+    const problem = trustedFileProblem(
+      "config file",
+      path,
+      facts,
+      user,
+      `set ${ENV_VARS.config} to a file of your own`,
+    );
+    if (problem) throw problem;
+    text = await Deno.readTextFile(facts.real);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
+    if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
     throw new LoginError(
       "config",
       `Cannot read the config file "${sanitize(path)}": ${sanitize((error as Error).message)}`,
@@ -2488,7 +2805,7 @@ function profileNames(data: Record<string, unknown> | undefined): string[] {
 }
 
 /** Which profile the run names, and how: `--profile`, else `OAUTH_PROFILE` in the environment, then in `.env`. */
-function namedProfile(
+const namedProfile = (function namedProfile(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> | undefined,
@@ -2499,10 +2816,10 @@ function namedProfile(
   const fromFile = dotenv?.[ENV_VARS.profile];
   if (fromFile) return { name: fromFile, by: `${ENV_VARS.profile} in .env` };
   return undefined;
-}
+}).bind(undefined);
 
 /** The first setting outside any profile that names the server (`--provider`, `OAUTH_ISSUER in .env`), if any. */
-function serverNamedElsewhere(
+const serverNamedElsewhere = (function serverNamedElsewhere(
   flags: FlagValues,
   env: (name: string) => string | undefined,
   dotenv: Record<string, string> | undefined,
@@ -2516,7 +2833,7 @@ function serverNamedElsewhere(
     if ((key === "issuer" || key === "provider") && dotenv?.[variable]) return `${variable} in .env`;
   }
   return undefined;
-}
+}).bind(undefined);
 
 /** `--verbose`: says that the config file's default profile was left out, and why (reads the file only then). */
 async function traceDefaultProfileLeftOut(named: string, deps: Pick<Deps, "env" | "os" | "stderr">): Promise<void> {
@@ -2535,7 +2852,7 @@ async function traceDefaultProfileLeftOut(named: string, deps: Pick<Deps, "env" 
  * (then its `default_profile` applies): a run configured by flags, the environment or `.env` reads no file.
  * An unknown name is a usage error listing the known ones.
  */
-async function selectProfile(
+const selectProfile = (async function selectProfile(
   cli: Cli,
   dotenv: Record<string, string> | undefined,
   deps: Pick<Deps, "env" | "os" | "stderr">,
@@ -2543,6 +2860,14 @@ async function selectProfile(
   const { flags } = cli;
   const saving = flags["save-profile"];
   let chosen = namedProfile(flags, deps.env, dotenv);
+  // A project file may choose the profile only where it could choose the server itself (SECURITY.md 13).
+  const own = chosen?.by === `${ENV_VARS.profile} in .env` ? ownDestination(flags, deps.env) : undefined;
+  if (own) {
+    deps.stderr(
+      `warning: Ignoring ${ENV_VARS.profile} in .env: a project file cannot choose the profile when ${own} names the server\n`,
+    );
+    chosen = undefined;
+  }
   if (!chosen && saving === undefined) {
     if (flags.all && (cli.command === "logout" || cli.command === "whoami")) return undefined;
     // A server named elsewhere (an issuer, a preset or its tenant, an endpoint) is not the default profile's.
@@ -2595,7 +2920,7 @@ async function selectProfile(
     chosenBy: chosen.by,
     flags: profileFlags(table, { name: chosen.name, path }, (text) => say(deps, text)),
   };
-}
+}).bind(undefined);
 
 /** The first segment of a table header's name (`[work.params]` → `work`), or undefined for other lines. */
 function headerProfile(line: string): string | undefined {
@@ -2748,6 +3073,12 @@ interface Preset {
   tokenDeletionEndpoint?: string;
   /** Its own revocation API, called with the access token as a Bearer token (Dropbox's `POST /2/auth/token/revoke`). */
   bearerRevocationEndpoint?: string;
+  /**
+   * The hosts its endpoints are on, when there are several (its issuer's, its metadata's, its own
+   * above): all the provider's. When a project file picks the preset and the person signs in on one of
+   * them, the code and the tokens may go to any of them, and to no other (`projectOrigins`).
+   */
+  hosts?: string[];
 }
 
 /** The built-in provider presets, each from the provider's public documentation. */
@@ -2764,6 +3095,7 @@ const PRESETS: Record<string, Preset> = {
     clientAuth: "client_secret_post",
     userClaim: "login",
     tokenDeletionEndpoint: "https://api.github.com/applications/{client_id}/token",
+    hosts: ["github.com", "api.github.com"],
   },
   gitlab: {
     issuer: "https://gitlab.com",
@@ -2782,6 +3114,7 @@ const PRESETS: Record<string, Preset> = {
     },
     needsSecret:
       "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
+    hosts: ["accounts.google.com", "oauth2.googleapis.com", "openidconnect.googleapis.com"],
   },
   entra: {
     issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
@@ -2789,6 +3122,7 @@ const PRESETS: Record<string, Preset> = {
     scope: "openid profile offline_access",
     loopbackHost: "localhost",
     callbackPath: "/",
+    hosts: ["login.microsoftonline.com", "graph.microsoft.com"],
   },
   okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default", issuerHost: /\.okta(preview)?\.com$/ },
   auth0: {
@@ -2812,6 +3146,7 @@ const PRESETS: Record<string, Preset> = {
     bearerRevocationEndpoint: "https://api.dropboxapi.com/2/auth/token/revoke",
     scope: "openid email profile",
     params: [["token_access_type", "offline"]],
+    hosts: ["www.dropbox.com", "api.dropboxapi.com"],
   },
   spotify: {
     issuer: "https://accounts.spotify.com",
@@ -2819,25 +3154,27 @@ const PRESETS: Record<string, Preset> = {
     scope: "user-read-private user-read-email",
     userClaim: "id",
     refusedRedirectHosts: ["localhost"],
+    hosts: ["accounts.spotify.com", "api.spotify.com"],
   },
 };
 
 /** The preset an issuer's host (or path) names unambiguously, and why: each preset's `issuer` host, `issuerHost` or `issuerPath`. */
-function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
-  const url = parseUrl(issuer);
-  if (!url) return undefined;
-  const host = url.hostname.toLowerCase();
-  for (const [name, preset] of Object.entries(PRESETS)) {
-    const own = preset.issuer ? parseUrl(preset.issuer.replace("{tenant}", "x"))?.hostname : undefined;
-    if (host === own || preset.issuerHost?.test(host)) {
-      return { provider: name, reason: `inferred from the issuer host ${host}` };
+const inferProvider: (issuer: string) => { provider: string; reason: string } | undefined =
+  (function inferProvider(issuer: string): { provider: string; reason: string } | undefined {
+    const url = parseUrl(issuer);
+    if (!url) return undefined;
+    const host = url.hostname.toLowerCase();
+    for (const [name, preset] of Object.entries(PRESETS)) {
+      const own = preset.issuer ? parseUrl(preset.issuer.replace("{tenant}", "x"))?.hostname : undefined;
+      if (host === own || preset.issuerHost?.test(host)) {
+        return { provider: name, reason: `inferred from the issuer host ${host}` };
+      }
+      if (preset.issuerPath?.pattern.test(url.pathname)) {
+        return { provider: name, reason: `inferred from the issuer path ${preset.issuerPath.shown}` };
+      }
     }
-    if (preset.issuerPath?.pattern.test(url.pathname)) {
-      return { provider: name, reason: `inferred from the issuer path ${preset.issuerPath.shown}` };
-    }
-  }
-  return undefined;
-}
+    return undefined;
+  }).bind(undefined);
 
 /** A URL a preset names, with its origin replaced by `base` (tests point presets at a loopback mock). */
 function rebase(url: string, base: string | undefined): string {
@@ -2850,7 +3187,7 @@ function rebase(url: string, base: string | undefined): string {
  * The provider preset: named (--provider) or inferred from the issuer, the tenant, and the issuer the preset
  * implies when none is given. Throws LoginError("usage") for an unknown provider or a misplaced tenant.
  */
-function resolvePreset(
+const resolvePreset = (function resolvePreset(
   flags: FlagValues,
   pick: ConfigPick,
   sources: Record<string, ValueSource>,
@@ -2886,14 +3223,14 @@ function resolvePreset(
   if (tenantText !== undefined && !preset?.tenants) {
     const withTenants = Object.keys(PRESETS).filter((name) => PRESETS[name].tenants);
     throw new LoginError("usage", `The tenant applies only to the ${withTenants.join(", ")} preset`, {
-      hint: `add --provider ${withTenants[0]}, or leave out --tenant`,
+      hint: `add --provider ${shellWord(withTenants[0])}, or leave out --tenant`,
     });
   }
   if (preset?.tenants && !tenant && issuerText) {
     tenant = new URL(parseIssuer(issuerText).issuer).pathname.split("/")[1];
   }
   return { issuerText, provider, providerReason, preset, tenant };
-}
+}).bind(undefined);
 
 /** The tenant alias of the preset (Entra's `common`, `organizations`, `consumers`) for which `template` stands for the issuer. */
 function tenantAlias(template: string, config: Pick<Config, "issuer" | "provider">): string | undefined {
@@ -2961,6 +3298,8 @@ interface Route {
   proxy?: string;
   /** The variable the proxy came from, or why the connection is direct. */
   reason: string;
+  /** The variable `reason` names holds no proxy URL (`proxyUrl`): nothing can be sent, and its value is never shown. */
+  invalid?: true;
 }
 
 /** Whether a host is this machine: 127.0.0.0/8, ::1 or localhost (and names under `.localhost`). */
@@ -3010,8 +3349,31 @@ function routeFor(url: URL, env: (name: string) => string | undefined): Route {
     ? env(noProxyName)!.split(/[\s,]+/).find((item) => item && noProxyMatches(item, host, port))
     : undefined;
   if (entry) return { reason: `${noProxyName} has "${sanitize(entry, 80)}"` };
-  const value = env(variable)!.trim();
-  return { proxy: /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`, reason: variable };
+  const proxy = proxyUrl(env(variable)!);
+  return proxy ? { proxy: proxy.href.replace(/\/$/, ""), reason: variable } : { reason: variable, invalid: true };
+}
+
+/**
+ * A proxy variable's value as the proxy's URL (`http://` when it names no scheme), or undefined when it
+ * is none: not a URL, no host, or a path, query or fragment, which is what an unencoded `/`, `?` or
+ * `#` in a password makes of it (`http://alice:12#4@proxy:3128` would be the host "alice", the port
+ * "12"). Its value is then never shown: only the variable's name. Pure.
+ */
+function proxyUrl(value: string): URL | undefined {
+  const text = value.trim();
+  const url = parseUrl(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`);
+  if (!url || !url.hostname || url.pathname.length > 1 || url.search || url.hash || /[?#]$/.test(text)) {
+    return undefined;
+  }
+  return url;
+}
+
+/** The error for a proxy variable that holds no proxy URL (see `proxyUrl`): its name, never its value. */
+function invalidProxy(variable: string): LoginError {
+  return new LoginError("config", `The proxy in ${variable} is not a valid URL`, {
+    hint: `write it as http://HOST:PORT, or http://USER:PASSWORD@HOST:PORT with any "#", "/", "?" or "@" in the ` +
+      "user name or password percent-encoded (%23, %2F, %3F, %40)",
+  });
 }
 
 /** A proxy's address for messages: scheme, host and port, never its credentials. */
@@ -3065,9 +3427,9 @@ function tokenRefusal(url: URL, audience: { resource?: string; resources?: strin
   const other = audience.resources?.find((r) => origin(r) === url.origin);
   return new LoginError("usage", `The access token is for "${sanitize(allowed)}", not for "${sanitize(url.origin)}"`, {
     hint: other
-      ? `pass only --resource ${sanitize(other)}, and the login's token for that API is used`
+      ? `pass only --resource ${shellWord(other)}, and the login's token for that API is used`
       : `to call ${sanitize(url.origin)}, log in for it: add --resource ${
-        sanitize(url.origin)
+        shellWord(url.origin)
       } to the login and to this command`,
   });
 }
@@ -3106,10 +3468,10 @@ function httpClientFor(route: Route, host: string): Deno.HttpClient {
 }
 
 /** Closes the clients `httpClientFor` made (at the end of `main`). */
-function closeHttpClients(): void {
+const closeHttpClients = (function closeHttpClients(): void {
   for (const client of httpClients.values()) client.close();
   httpClients.clear();
-}
+}).bind(undefined);
 
 type Trace = (line: string) => void;
 
@@ -3213,6 +3575,7 @@ async function send(deps: Deps, url: URL, init: RequestInit, options: SendOption
   const signals = [timeout.signal, interruptible ? deps.signal : undefined, init.signal ?? undefined]
     .filter((s): s is AbortSignal => !!s);
   try {
+    if (route?.invalid) throw invalidProxy(route.reason);
     checkHeaders(init.headers, `${method} ${url.origin}${url.pathname}`);
     if (trace) traceRequest(trace, method, url, init);
     const client = route ? httpClientFor(route, url.hostname) : undefined;
@@ -3517,58 +3880,61 @@ interface IssuerClient {
 type Http = Oauth.HttpRequestOptions<"GET", undefined> & Oauth.HttpRequestOptions<"POST", URLSearchParams>;
 
 /** Accepts an issuer identifier or a full metadata URL, as the seed tutorial uses. */
-function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
-  const url = parseUrl(text);
-  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
-    throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
-      hint: "set --issuer or OAUTH_ISSUER to your authorization server, e.g. https://example.okta.com/oauth2/default",
-    });
-  }
-  if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
-    throw new LoginError("config", `The issuer "${url.href}" must use https`, {
-      hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
-    });
-  }
-  const has = (name: string) => url.searchParams.has(name);
-  const callback = has("code") || (has("state") && (has("error") || has("iss")));
-  if (callback || (url.protocol === "http:" && url.pathname === CALLBACK_PATH)) {
-    // The address the browser ended on after a sign-in (its code is a secret: not shown).
-    const iss = url.searchParams.get("iss");
-    throw new LoginError(
-      "config",
-      `The issuer "${url.origin}${url.pathname}${url.search ? "?…" : ""}" is the address a browser ends on ` +
-        "after signing in, not an issuer",
-      {
-        hint: iss && parseUrl(iss)
-          ? `the server named itself in that address (iss): use --issuer ${sanitize(iss)}`
-          : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
-            "the address the browser ends on is pasted into the terminal while a login waits",
-      },
+const parseIssuer: (text: string) => { issuer: string; metadataUrl?: string } =
+  (function parseIssuer(text: string): { issuer: string; metadataUrl?: string } {
+    const url = parseUrl(text);
+    if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+      throw new LoginError("config", `The issuer "${sanitize(text)}" is not an https URL`, {
+        hint: "set --issuer or OAUTH_ISSUER to your authorization server, e.g. https://example.okta.com/oauth2/default",
+      });
+    }
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+      throw new LoginError("config", `The issuer "${url.href}" must use https`, {
+        hint: "plain http is only allowed for loopback development servers (127.0.0.1, [::1], localhost)",
+      });
+    }
+    const has = (name: string) => url.searchParams.has(name);
+    const callback = has("code") || (has("state") && (has("error") || has("iss")));
+    if (callback || (url.protocol === "http:" && url.pathname === CALLBACK_PATH)) {
+      // The address the browser ended on after a sign-in (its code is a secret: not shown).
+      const iss = url.searchParams.get("iss");
+      throw new LoginError(
+        "config",
+        `The issuer "${url.origin}${url.pathname}${url.search ? "?…" : ""}" is the address a browser ends on ` +
+          "after signing in, not an issuer",
+        {
+          hint: iss && parseUrl(iss)
+            ? `the server named itself in that address (iss): use --issuer ${
+              shellWord(displayIssuer(parseUrl(iss)!.href))
+            }`
+            : "the issuer is the authorization server's URL, e.g. https://example.okta.com/oauth2/default; " +
+              "the address the browser ends on is pasted into the terminal while a login waits",
+        },
+      );
+    }
+    if (url.search || url.hash || url.username || url.password) {
+      throw new LoginError(
+        "config",
+        `The issuer "${url.origin}${url.pathname}${sanitize(url.search)}${
+          sanitize(url.hash)
+        }" must not have a query, fragment or credentials`,
+        { hint: `give the issuer without them, e.g. --issuer ${shellWord(`${url.origin}${url.pathname}`)}` },
+      );
+    }
+    const wellKnown = url.pathname.match(
+      /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
     );
-  }
-  if (url.search || url.hash || url.username || url.password) {
-    throw new LoginError(
-      "config",
-      `The issuer "${url.origin}${url.pathname}${sanitize(url.search)}${
-        sanitize(url.hash)
-      }" must not have a query, fragment or credentials`,
-      { hint: `give the issuer without them, e.g. --issuer ${url.origin}${url.pathname}` },
-    );
-  }
-  const wellKnown = url.pathname.match(
-    /^(.*?)\/\.well-known\/(oauth-authorization-server|openid-configuration)(\/.*)?$/,
-  );
-  // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
-  // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
-  // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
-  // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
-  // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
-  if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
-  // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
-  // serves both forms, so derive the issuer from whichever side holds the path.
-  const path = wellKnown[3] ?? wellKnown[1];
-  return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
-}
+    // One identity per issuer, however it is typed: a bare origin has no trailing slash (`URL` adds
+    // one), so `https://idp.example`, `https://idp.example/` and either metadata URL of that origin
+    // name the same issuer and the same cache entry. Discovery still compares with `URL` semantics, so
+    // a server that names itself `https://idp.example/` (Auth0) matches too. A slash after a path is
+    // kept: `https://idp.example/tenant/` and `https://idp.example/tenant` are different issuers.
+    if (!wellKnown) return { issuer: url.pathname === "/" ? url.origin : url.href };
+    // RFC 8414 inserts the well-known segment before the issuer's path; OpenID appends it. Okta
+    // serves both forms, so derive the issuer from whichever side holds the path.
+    const path = wellKnown[3] ?? wellKnown[1];
+    return { issuer: `${url.origin}${path === "/" ? "" : path}`, metadataUrl: url.href };
+  }).bind(undefined);
 
 function assertEndpoint(value: unknown, name: string, issuer: string): URL {
   const url = typeof value === "string" ? parseUrl(value) : undefined;
@@ -3606,27 +3972,45 @@ async function discover(config: Config, deps: Deps, trace?: Trace): Promise<Issu
     });
   issuer.userClaim = config.userClaim;
   issuer.whoAmI = config.userinfoEndpoint !== undefined;
-  if (config.sources.issuer === ".env") checkProjectIssuer(issuer.as, config);
+  if (config.trust?.decidedBy === ".env") checkProjectMetadata(issuer.as, config, deps.presetBase);
   return issuer;
 }
 
+/** What an endpoint the metadata names receives, for `checkProjectMetadata`'s message. */
+const RECEIVES: Record<string, string> = {
+  token_endpoint: "takes the code",
+  pushed_authorization_request_endpoint: "takes the authorization request",
+  device_authorization_endpoint: "takes the device code",
+  introspection_endpoint: "sends your tokens",
+  revocation_endpoint: "sends your tokens",
+  userinfo_endpoint: "sends your tokens",
+};
+
 /**
- * An issuer a `.env` names must take the code where it sends the browser: its authorization, PAR
- * and device endpoints on its token endpoint's host. Otherwise the person signs in at one server (a
- * real provider) while the code and the verifier go to another. Throws LoginError("config").
+ * A server a `.env` points the login at (its issuer, or a preset it names) must receive the code, the
+ * device code, the client's credentials and the tokens where it sends the browser: every endpoint of
+ * `RECEIVES` in the metadata, discovered or given, on `projectOrigins` of the authorization endpoint
+ * (else of the issuer). Otherwise the person signs in at one server (a real provider) while the code,
+ * the verifier or the tokens go to another. Throws LoginError("config").
  */
-function checkProjectIssuer(as: Oauth.AuthorizationServer, config: Config): void {
-  const token = parseUrl(as.token_endpoint ?? "");
-  for (
-    const member of ["authorization_endpoint", "pushed_authorization_request_endpoint", "device_authorization_endpoint"]
-  ) {
+function checkProjectMetadata(as: Oauth.AuthorizationServer, config: Config, presetBase?: string): void {
+  const signIn = parseUrl(String(as.authorization_endpoint ?? "")) ??
+    parseUrl((as as Record<string, unknown>)[NO_ISSUER] === true ? String(as.token_endpoint) : as.issuer);
+  if (!signIn) return;
+  const allowed = projectOrigins(signIn, presetOf(config), presetBase);
+  for (const [member, receives] of Object.entries(RECEIVES)) {
     const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
-    if (!url || !token || url.origin === token.origin) continue;
+    if (!url || allowed.includes(url.origin)) continue;
+    const named = config.sources.issuer === ".env" || !config.provider
+      ? `The issuer ${displayIssuer(config.issuer)}, from a project file (.env),`
+      : `The ${config.provider} preset, chosen by a project file (.env), with the issuer ${
+        displayIssuer(config.issuer)
+      }`;
     throw new LoginError(
       "config",
-      `The issuer ${
-        displayIssuer(config.issuer)
-      }, from a project file (.env), sends you to ${url.host} to sign in but takes the code at ${token.host}`,
+      `${named} sends you to ${signIn.host} to sign in but ${receives} ${
+        receives.endsWith("tokens") ? "to" : "at"
+      } ${url.host}`,
       { hint: `if you trust this server, set ${ENV_VARS.issuer} in the environment or pass --issuer` },
     );
   }
@@ -3806,7 +4190,7 @@ async function readClientKey(path: string): Promise<Oauth.PrivateKey> {
     const info = Deno.statSync(path);
     if (Deno.build.os !== "windows" && info.mode !== null && (info.mode & 0o077) !== 0) {
       throw new LoginError("config", `The client key file "${sanitize(path)}" can be read by other users`, {
-        hint: `make it private with: chmod 600 "${sanitize(path)}"`,
+        hint: `make it private with: chmod 600 ${shellWord(path)}`,
       });
     }
     text = Deno.readTextFileSync(path);
@@ -4077,6 +4461,8 @@ async function dpopState(
   state.handle = oauth.DPoP({ [oauth.clockSkew]: skew }, pair, {
     [oauth.modifyAssertion]: (header, payload) => {
       if (jwk.alg === "EdDSA") header.alg = "EdDSA";
+      // The injected clock's second: the skew alone is off by one when a second ends between the two reads.
+      payload.iat = Math.floor(deps.now() / 1000);
       // oauth4webapi remembers the nonces of its own requests for one process; `state.nonces` has
       // those too (recordingNonces sees every response), those of requests it makes no proof for
       // (revocation), and those of earlier runs (from the entry).
@@ -4465,32 +4851,33 @@ interface Redirect {
 }
 
 /** Works out host, port and path of the redirect, and where to listen. */
-function planRedirect(redirectUri: string | undefined): Redirect {
-  if (redirectUri === undefined) {
-    return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
-  }
-  const url = parseUrl(redirectUri);
-  if (!url || url.protocol !== "http:" || !isLoopbackHost(url.hostname)) {
-    throw new LoginError(
-      "config",
-      `The redirect URI "${sanitize(redirectUri)}" is not an http URL on a loopback host`,
-      { hint: "use http://127.0.0.1:PORT/PATH, http://[::1]:PORT/PATH or http://localhost:PORT/PATH" },
-    );
-  }
-  if (url.search || url.hash) {
-    throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
-  }
-  const addresses = url.hostname === "localhost"
-    ? ["127.0.0.1", "::1"]
-    : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
-  // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
-  // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
-  const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
-  if (written === undefined || written === "" || Number(written) === 0) {
-    return { addresses, host: url.hostname, port: 0, path: url.pathname };
-  }
-  return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
-}
+const planRedirect: (redirectUri: string | undefined) => Redirect =
+  (function planRedirect(redirectUri: string | undefined): Redirect {
+    if (redirectUri === undefined) {
+      return { addresses: ["127.0.0.1"], host: "127.0.0.1", port: 0, path: CALLBACK_PATH };
+    }
+    const url = parseUrl(redirectUri);
+    if (!url || url.protocol !== "http:" || !isLoopbackHost(url.hostname)) {
+      throw new LoginError(
+        "config",
+        `The redirect URI "${sanitize(redirectUri)}" is not an http URL on a loopback host`,
+        { hint: "use http://127.0.0.1:PORT/PATH, http://[::1]:PORT/PATH or http://localhost:PORT/PATH" },
+      );
+    }
+    if (url.search || url.hash) {
+      throw new LoginError("config", `The redirect URI "${url.href}" must not have a query or fragment`);
+    }
+    const addresses = url.hostname === "localhost"
+      ? ["127.0.0.1", "::1"]
+      : [url.hostname === "[::1]" ? "::1" : "127.0.0.1"];
+    // RFC 8252 §7.3: a loopback redirect registered without a port (or with port 0) accepts any port.
+    // We bind a free one and send the URI with it; `URL` drops an explicit `:80`, so read the text.
+    const written = redirectUri.match(/^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i)?.[1];
+    if (written === undefined || written === "" || Number(written) === 0) {
+      return { addresses, host: url.hostname, port: 0, path: url.pathname };
+    }
+    return { addresses, host: url.hostname, port: Number(url.port || 80), path: url.pathname, fixed: redirectUri };
+  }).bind(undefined);
 
 /** The redirect to use: the configured one, else the loopback host and path the provider preset wants. */
 function presetRedirect(config: Pick<Config, "redirectUri" | "provider">): Redirect {
@@ -4520,6 +4907,12 @@ const SHUTDOWN_GRACE_MS = 1_000;
 /** What answers the callback server's requests. */
 type Handler = (request: Request) => Response | Promise<Response>;
 
+/**
+ * Whether the program at the other end of a connection (`remote`; `local` is the guard's end) may be
+ * answered (`sameUser`), asked once it has sent something. Absent: any.
+ */
+type Admit = (local: Deno.NetAddr, remote: Deno.NetAddr) => Promise<boolean>;
+
 interface Listener {
   port: number;
   /** Installs the handler; until then every request gets 503. */
@@ -4533,10 +4926,12 @@ interface Listener {
  * connection guard that holds the loopback port (`guardConnections`). On Windows, where Deno has no
  * Unix sockets, Deno.serve listens on the loopback port itself, without the guard's limits.
  */
-async function listen(redirect: Redirect): Promise<Listener> {
+async function listen(redirect: Redirect, admit?: Admit): Promise<Listener> {
   let handler: Handler | undefined;
   const serve: Handler = (request) => handler ? handler(request) : page(503, "Not ready", "Try again in a moment.");
-  const host = Deno.build.os === "windows" ? await serveDirectly(redirect, serve) : serveGuarded(redirect, serve);
+  const host = Deno.build.os === "windows"
+    ? await serveDirectly(redirect, serve)
+    : serveGuarded(redirect, serve, admit);
   return {
     port: host.port,
     handle(next) {
@@ -4585,7 +4980,7 @@ function bindLoopback<T extends { addr: Deno.NetAddr; close(): void }>(
 const MAX_FOLDER_BYTES = 90;
 
 /** Deno.serve on a Unix socket in a new private folder (0700, removed at close), behind the guard on the loopback. */
-function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close(): Promise<void> } {
+function serveGuarded(redirect: Redirect, serve: Handler, admit?: Admit): { port: number; close(): Promise<void> } {
   const listeners = bindLoopback(redirect, (hostname, port) => Deno.listen({ hostname, port, transport: "tcp" }));
   let folder: string | undefined;
   try {
@@ -4596,7 +4991,7 @@ function serveGuarded(redirect: Redirect, serve: Handler): { port: number; close
     }
     const path = `${folder}/http.sock`;
     const http = serveOn({ path }, serve);
-    const guard = guardConnections(listeners, () => Deno.connect({ transport: "unix", path }), folder);
+    const guard = guardConnections(listeners, () => Deno.connect({ transport: "unix", path }), { folder, admit });
     return {
       port: listeners[0].addr.port,
       async close() {
@@ -4744,7 +5139,11 @@ interface Spliced {
  * that came, the oldest idle one is cut: no complete request head after IDLE_GRACE_MS, its answer
  * out (kept alive by the client: Deno.serve has no idle timeout), or older than OLD_MS.
  */
-function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise<Deno.Conn>, folder: string) {
+function guardConnections(
+  listeners: Deno.TcpListener[],
+  upstream: () => Promise<Deno.Conn>,
+  { folder, admit }: { folder: string; admit?: Admit },
+) {
   const open = new Set<Spliced>(); // in the order accepted: the oldest first
   let cap = MAX_CONNECTIONS;
   let closing = false;
@@ -4773,7 +5172,8 @@ function guardConnections(listeners: Deno.TcpListener[], upstream: () => Promise
         conn = await listener.accept();
         // Only a connection that came takes a place from another: meanwhile the rest wait in the backlog.
         if (!await room()) return closeQuietly(conn);
-        const spliced = splice(conn, await upstream());
+        const ends = [conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr] as const;
+        const spliced = splice(conn, await upstream(), admit && (() => admit(...ends)));
         open.add(spliced);
         spliced.done.then(() => open.delete(spliced));
         if (closing) spliced.cut();
@@ -4819,8 +5219,12 @@ function reserveDescriptors(folder: string, count: number): void {
   }
 }
 
-/** Splices `client` and `server` both ways, watching the client's bytes only for the end of its first request head. */
-function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
+/**
+ * Splices `client` and `server` both ways, watching the client's bytes only for the end of its first
+ * request head. With `admit`, nothing the client sends reaches the server until it says yes, once,
+ * when the first bytes came (an idle connection costs no asking); a no cuts the connection.
+ */
+function splice(client: Deno.Conn, server: Deno.Conn, admit?: () => Promise<boolean>): Spliced {
   const deadline = delay(HEAD_TIMEOUT_MS);
   let last = 0; // the client's last four bytes, to find "\r\n\r\n" however the reads cut it
   const spliced: Spliced = {
@@ -4842,7 +5246,7 @@ function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
       spliced.requested = last === 0x0d0a0d0a;
     }
     if (spliced.requested) deadline.cancel();
-  });
+  }, admit && (async () => (await admit()) || (spliced.cut(), false)));
   spliced.flushed = pipe(server, client, () => spliced.answered = true);
   spliced.done = (async () => {
     await spliced.flushed; // Deno.serve ended the connection (or the client did, and Deno.serve followed)
@@ -4857,16 +5261,24 @@ function splice(client: Deno.Conn, server: Deno.Conn): Spliced {
 }
 
 /**
- * Copies `from` to `to` until `from` ends, then ends `to`'s writing; `seen` hears of each read. What
+ * Copies `from` to `to` until `from` ends, then ends `to`'s writing; `seen` hears of each read, and
+ * `gate`, when given, is asked before the first bytes pass (false: nothing passes). What
  * `to` no longer takes is read and dropped, so that closing does not reset a connection under an
  * answer the client has yet to read. Never throws: a cut or a peer that went away ends it.
  */
-async function pipe(from: Deno.Conn, to: Deno.Conn, seen: (bytes: Uint8Array) => void): Promise<void> {
+async function pipe(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  seen: (bytes: Uint8Array) => void,
+  gate?: () => Promise<boolean>,
+): Promise<void> {
   const buffer = new Uint8Array(16 * 1024);
   let writing = true;
   try {
     for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
       seen(buffer.subarray(0, n));
+      if (gate && !await gate()) return; // refused: the gate has cut the connection
+      gate = undefined;
       try {
         for (let written = 0; writing && written < n;) written += await to.write(buffer.subarray(written, n));
       } catch {
@@ -4926,6 +5338,102 @@ function timingSafeEqual(a: string, b: string): boolean {
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
   return diff === 0;
+}
+
+/**
+ * The uids owning the two ends of the loopback TCP connection `local` ↔ `remote`, read from the output
+ * of `ss -tanHe` (a line per socket: its state, its address, its peer's, and `uid:N` unless N is 0);
+ * undefined unless both ends are there. Pure.
+ */
+function socketOwners(
+  text: string,
+  local: Deno.NetAddr,
+  remote: Deno.NetAddr,
+): { ours: number; theirs: number } | undefined {
+  const named = (address: Deno.NetAddr) =>
+    address.hostname.includes(":") ? `[${address.hostname}]:${address.port}` : `${address.hostname}:${address.port}`;
+  const owner = (from: Deno.NetAddr, to: Deno.NetAddr) => {
+    for (const line of text.split("\n")) {
+      const ends = line.trim().split(/\s+/).filter((word) =>
+        /^(?:\[[\w:.%]+\]|\d{1,3}(?:\.\d{1,3}){3}):\d+$/.test(word)
+      );
+      if (ends[0] === named(from) && ends[1] === named(to)) return Number(line.match(/\buid:(\d+)/)?.[1] ?? 0);
+    }
+    return undefined;
+  };
+  const [ours, theirs] = [owner(local, remote), owner(remote, local)];
+  return ours === undefined || theirs === undefined ? undefined : { ours, theirs };
+}
+
+/**
+ * The edge of `socketOwners`: the sockets in every state (a client that half-closed its end after its
+ * request is in FIN-WAIT-2, not established), from `ss` (`ssTable`). Undefined when `ss` is not there
+ * or may not be run, or when the client's end is not in this machine's table (WSL's mirrored network:
+ * the browser's socket is Windows'). Rejects when `ss` fails or takes more than 2 s (as thousands of
+ * sockets opened to slow it down would make it): then nothing is let through.
+ */
+async function loopbackSocketOwners(
+  local: Deno.NetAddr,
+  remote: Deno.NetAddr,
+): Promise<{ ours: number; theirs: number } | undefined> {
+  const table = await ssTable();
+  return table === undefined ? undefined : socketOwners(table, local, remote);
+}
+
+/** The `ss` run that starts when the one under way ends, shared by every caller until then. */
+let nextSs: Promise<string | undefined> | undefined;
+let runningSs: Promise<unknown> = Promise.resolve();
+
+/**
+ * The output of `ss -tanHe` (iproute2; argv, no shell), from a run that started after this call: it
+ * lists every connection accepted before. Callers that come while one runs share the next run, so a
+ * flood of connections costs two runs at a time, not one each. Undefined when `ss` is not there or may
+ * not be run; rejects when it fails or takes more than 2 s.
+ */
+function ssTable(): Promise<string | undefined> {
+  if (nextSs) return nextSs;
+  const run = runningSs.then(async () => {
+    nextSs = undefined; // it starts now: later callers wait for the run after it
+    let output: Deno.CommandOutput;
+    try {
+      output = await new Deno.Command("ss", {
+        args: ["-tanHe"],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+        signal: AbortSignal.timeout(2_000),
+      }).output();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable) return undefined;
+      throw error;
+    }
+    if (!output.success) throw new Error(`ss exited with code ${output.code}`);
+    return new TextDecoder().decode(output.stdout);
+  });
+  nextSs = run;
+  runningSs = run.catch(() => {});
+  return run;
+}
+
+/**
+ * Whether the program at the other end of a callback connection runs as the user who started the
+ * login (or as root, who could read this process's memory anyway). The start address is in the
+ * browser opener's argv, which any local user can read in /proc/PID/cmdline; the one who fetched it
+ * first would get the authorization request, and could sign the person in to an account of theirs.
+ * A program of another user is refused (the person told), as is any when `ss` fails; when the
+ * owners cannot be told (no `ss`, a browser outside this machine's socket table), it is let through.
+ */
+async function sameUser(local: Deno.NetAddr, remote: Deno.NetAddr, deps: Deps): Promise<boolean> {
+  const owners = await deps.socketOwners?.(local, remote).catch(() => null);
+  if (owners === undefined || (owners && (owners.theirs === owners.ours || owners.theirs === 0))) return true;
+  const who = owners
+    ? `A program of another user of this computer (uid ${owners.theirs})`
+    : "A program (whose user ss could not tell)";
+  say(
+    deps,
+    `warning: ${who} connected to the sign-in server and was refused; if it was your browser, run the login as the user your browser runs as`,
+  );
+  return false;
 }
 
 function pageHeaders(extra: Record<string, string>): Headers {
@@ -5204,11 +5712,16 @@ async function openWithSystemBrowser(url: string): Promise<void> {
   throw failure;
 }
 
-/** Runs one opener; resolves once it exits with success or is still running after the limit. */
+/**
+ * Runs one opener; resolves once it exits with success or is still running after the limit. It and
+ * the browser it starts get none of this tool's settings (each `OAUTH_*` variable is emptied): they
+ * need none, and a child's environment is the parent's, `OAUTH_CLIENT_SECRET` included.
+ */
 async function runOpener([program, ...args]: string[]): Promise<void> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
+    const env = Object.fromEntries(Object.values(ENV_VARS).map((name) => [name, ""]));
+    child = new Deno.Command(program, { args, env, stdin: "null", stdout: "null", stderr: "null" }).spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) throw new Error(`"${program}" was not found`);
     if (error instanceof Deno.errors.NotCapable) {
@@ -5369,7 +5882,10 @@ async function browserLogin(flow: FlowContext): Promise<SignInResult> {
   const { as } = issuer;
   const noIssuer = (as as Record<string, unknown>)[NO_ISSUER] === true;
   const redirect = presetRedirect(config);
-  const listener = await listen(redirect);
+  const admit = deps.socketOwners
+    ? (local: Deno.NetAddr, remote: Deno.NetAddr) => sameUser(local, remote, deps)
+    : undefined;
+  const listener = await listen(redirect, admit);
   try {
     const request = newRequest(oauth, scope, redirectUriFor(redirect, listener.port), config, noIssuer);
     const authorization = await authorizationRequest(issuer, config, request, deps, trace);
@@ -5674,6 +6190,12 @@ const MAX_DEVICE_INTERVAL_MS = 5 * 60_000;
 /** A device code whose `expires_in` is not a positive number is taken to live this long (RFC 8628 §3.2's example). */
 const DEVICE_CODE_LIFETIME_S = 1800;
 
+/**
+ * The device flow waits at most this long unless `--timeout` says otherwise, however long the server
+ * says the code lives (an `expires_in` of a year would keep it polling for one): 30 minutes.
+ */
+const DEVICE_WAIT_MS = 30 * 60_000;
+
 /** Waits `ms` between polls (Ctrl-C ends it), showing a countdown to `deadline` when stderr is a terminal. */
 async function pollPause(ms: number, deadline: number, config: Config, deps: Deps): Promise<void> {
   const countdown = deps.animate && !config.quiet;
@@ -5774,9 +6296,9 @@ async function showDeviceCode(
     const columns = deps.columns ?? 80;
     if (qr && [...qr[0]].length + 2 <= columns) deps.stderr(`\n${beside(qr, caption, columns)}\n`);
   }
-  if (openBrowser) {
-    deps.openUrl((verificationComplete ?? verification).href).catch(() => {}); // a convenience: the code is printed anyway
-  }
+  // Never the address that carries the code: an opener's arguments are there for any local user to read
+  // (/proc/PID/cmdline), and with the code another user could approve the sign-in with an account of theirs.
+  if (openBrowser) deps.openUrl(verification.href).catch(() => {}); // a convenience: the code is printed anyway
 }
 
 /**
@@ -5832,18 +6354,25 @@ async function pollDeviceCode(
 ): Promise<SignInResult> {
   const { as, client, auth, http } = issuer;
   const lifetimeMs = clampLifetime(statedSeconds(device.expires_in) ?? DEVICE_CODE_LIFETIME_S) * 1000;
-  // `--timeout` bounds the device flow too, when given: the earlier of it and the code's own lifetime.
-  const bounded = config.sources.timeout !== undefined && config.timeoutMs < lifetimeMs;
-  const deadline = deps.now() + (bounded ? config.timeoutMs : lifetimeMs);
+  // The earlier of the code's own lifetime and `--timeout`, or without it DEVICE_WAIT_MS.
+  const limitMs = config.sources.timeout !== undefined ? config.timeoutMs : DEVICE_WAIT_MS;
+  const bounded = limitMs < lifetimeMs;
+  const deadline = deps.now() + (bounded ? limitMs : lifetimeMs);
   const pace = (ms: number) => Math.min(Math.max(ms, MIN_DEVICE_INTERVAL_MS), MAX_DEVICE_INTERVAL_MS);
   let interval = pace((statedSeconds(device.interval) ?? DEVICE_INTERVAL_MS / 1000) * 1000);
   const expired = () =>
     bounded
-      ? new LoginError("timeout", `The sign-in was not approved within ${seconds(config.timeoutMs)} (--timeout)`, {
-        hint: `run "${command(deps, "login")}${
-          loginFlags(config)
-        }" again and enter the code in time, or give more time with --timeout SECONDS`,
-      })
+      ? new LoginError(
+        "timeout",
+        `The sign-in was not approved within ${seconds(limitMs)}${
+          config.sources.timeout !== undefined ? " (--timeout)" : ""
+        }`,
+        {
+          hint: `run "${command(deps, "login")}${
+            loginFlags(config)
+          }" again and enter the code in time, or give more time with --timeout SECONDS`,
+        },
+      )
       : new LoginError("timeout", "The code expired before the sign-in was approved", {
         hint: "run the login again and enter the code within the time shown",
       });
@@ -6181,7 +6710,7 @@ function tokenTypeUri(text: string, flag: string): string {
  * to the grant is a usage error when given as a flag (and left unused when it comes from elsewhere:
  * the environment may hold settings for other runs). Throws LoginError. Pure.
  */
-function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<Config> {
+const resolveGrantConfig = (function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<Config> {
   const { flags } = cli;
   const given = (key: string) =>
     pick(key, flags[flagOf(key)] as string | undefined, (ENV_VARS as Record<string, string>)[key]);
@@ -6258,14 +6787,14 @@ function resolveGrantConfig(cli: Cli, pick: ConfigPick, trust: Trust): Partial<C
       }
       : {}),
   };
-}
+}).bind(undefined);
 
 /**
  * Client credentials (RFC 6749 §4.4) are for confidential clients only: without a secret or a key the
  * grant cannot authenticate, so the run stops before any request. Returns the configuration; throws a
  * config LoginError.
  */
-function checkGrantClient(config: Config, trust: Trust): Config {
+const checkGrantClient = (function checkGrantClient(config: Config, trust: Trust): Config {
   if (config.grant !== "client_credentials" || config.clientSecret || config.clientKey) return config;
   if (config.clientAuth && config.clientAuth !== "none") return config; // resolveClientAuth has asked for its secret
   throw new LoginError("config", "The client_credentials grant needs the client's own credentials", {
@@ -6274,7 +6803,7 @@ function checkGrantClient(config: Config, trust: Trust): Config {
         sanitize(config.clientId)
       }"`,
   });
-}
+}).bind(undefined);
 
 /**
  * Checks a token read from a source before it is sent: one token (no space or line break), at most
@@ -6430,22 +6959,21 @@ async function githubActionsToken(config: Config, deps: Deps, trace?: Trace): Pr
 
 /**
  * Reads a token file (a projected service account token is a link the kubelet swaps: it is followed), at
- * most `MAX_SOURCE_BYTES`. A file anyone may change is refused: another user could put their own token
- * there, and the tool would sign in as them.
+ * most `MAX_SOURCE_BYTES`. A file someone else could have put there or could change is refused, as the
+ * config file is (`trustedFileProblem`): they could put their own token there, and the tool would sign
+ * in as them.
  */
 async function readTokenFile(path: string, missing: () => LoginError): Promise<string> {
   try {
-    const info = await Deno.stat(path);
-    if (!info.isFile) throw new LoginError("config", `The token source "${sanitize(path)}" is not a file`);
-    if (info.mode !== null && (info.mode & 0o002) !== 0) {
-      throw new LoginError("config", `The token file "${sanitize(path)}" can be changed by any user`, {
-        hint: `make it writable by its owner alone: chmod o-w "${sanitize(path)}"`,
-      });
-    }
-    if (info.size > MAX_SOURCE_BYTES) {
+    const facts = await trustFacts(path);
+    // Without the uid (no sys permission) only the modes are checked: /tmp's owner is not the user.
+    const problem = trustedFileProblem("token file", path, facts, userId(), "keep the token in a file of your own");
+    if (problem) throw problem;
+    const size = (await Deno.stat(facts.real)).size;
+    if (size > MAX_SOURCE_BYTES) {
       throw new LoginError("config", `The token file "${sanitize(path)}" is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
     }
-    return await Deno.readTextFile(path);
+    return await Deno.readTextFile(facts.real);
   } catch (error) {
     if (error instanceof LoginError || error instanceof Deno.errors.NotCapable) throw error;
     if (error instanceof Deno.errors.NotFound) throw missing();
@@ -6796,7 +7324,11 @@ export interface TokenSet {
  * profile, checked on read), so a fast synchronous hash serves; WebCrypto's SHA-256 would cost the
  * hot path a millisecond.
  */
-function cacheKey(
+const cacheKey: (
+  config:
+    & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
+    & Partial<Pick<Config, "sources" | EndpointKey | GrantKey>>,
+) => string = (function cacheKey(
   config:
     & Pick<Config, "issuer" | "clientId" | "scope" | "params" | "profile">
     & Partial<Pick<Config, "sources" | EndpointKey | GrantKey>>,
@@ -6810,10 +7342,10 @@ function cacheKey(
   if (manual.length > 0) parts.push({ endpoints: manual.map(([key]) => [key, config[key]]) });
   if (config.grant) parts.push({ grant: GRANT_KEYS.map((key) => config[key] ?? null) });
   return fileName(new URL(config.issuer), parts);
-}
+}).bind(undefined);
 
 /** A file name of the cache: the URL's host, then a 64-bit FNV-1a hash of `parts` (as JSON) in 16 hex digits. Pure. */
-function fileName(url: URL, parts: unknown[]): string {
+const fileName = (function fileName(url: URL, parts: unknown[]): string {
   const material = JSON.stringify(parts);
   let low = 0x811c9dc5, high = 0xcbf29ce4; // two 32-bit FNV-1a lanes, the second seeded differently
   for (let i = 0; i < material.length; i++) {
@@ -6824,7 +7356,7 @@ function fileName(url: URL, parts: unknown[]): string {
   const hex = (n: number) => n.toString(16).padStart(8, "0");
   const host = url.hostname.replace(/[^a-z0-9.-]/gi, "_");
   return `${host}-${hex(high)}${hex(low)}`;
-}
+}).bind(undefined);
 
 /**
  * The file names an entry for this configuration may have been saved under by earlier versions,
@@ -6838,14 +7370,14 @@ function legacyCacheKeys(config: Pick<Config, "issuer" | "clientId" | "scope" | 
 }
 
 /** Whether two issuer identifiers name the same issuer: equal, or the same origin with and without its slash. */
-function sameIssuer(a: string, b: string): boolean {
+const sameIssuer = (function sameIssuer(a: string, b: string): boolean {
   const bare = (issuer: string) =>
     issuer.endsWith("/") && parseUrl(issuer)?.pathname === "/" ? issuer.slice(0, -1) : issuer;
   return a === b || bare(a) === bare(b);
-}
+}).bind(undefined);
 
 /** Parses a cache entry; undefined when it is not one we wrote (corrupt, truncated, another version). */
-function parseTokenSet(text: string): TokenSet | undefined {
+const parseTokenSet = (function parseTokenSet(text: string): TokenSet | undefined {
   let value: Record<string, unknown>;
   try {
     value = JSON.parse(text);
@@ -6889,7 +7421,7 @@ function parseTokenSet(text: string): TokenSet | undefined {
   if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
   if (value.keptInFile !== undefined && typeof value.keptInFile !== "string") return undefined;
   return value as unknown as TokenSet;
-}
+}).bind(undefined);
 
 /** Whether a value is an entry's `sealed` member: strings where strings belong, known kinds. Pure. */
 function isSealed(value: unknown): boolean {
@@ -6914,7 +7446,7 @@ const MAX_LIFETIME_S = 365 * 86_400;
  * only when it can be renewed (a refresh token, or a grant without a person to run again): else there
  * is nothing to renew it with. Times in ms. On the hot path: arithmetic only.
  */
-function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
+const isFresh = (function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   const { expiresAt, issuedAt } = entry;
   if (expiresAt === undefined) {
     if (issuedAt === undefined || !renewable(entry)) return true;
@@ -6923,7 +7455,7 @@ function isFresh(entry: TokenSet, now: number, minTtlMs: number): boolean {
   }
   const lifetime = issuedAt === undefined ? Infinity : expiresAt - issuedAt;
   return expiresAt - now > Math.min(minTtlMs, Math.max(lifetime, 0) / 2);
-}
+}).bind(undefined);
 
 /**
  * Whether an entry can be renewed without a person: it holds a refresh token (in its file or sealed),
@@ -7093,16 +7625,16 @@ function entryState(entry: TokenSet | undefined, now: number): { state: string; 
 }
 
 /** Whether an entry is one this configuration may use: the same issuer (with or without its slash), client, profile and grant. Pure. */
-function belongsTo(
+const belongsTo = (function belongsTo(
   entry: TokenSet,
   config: Pick<Config, "issuer" | "clientId" | "profile"> & Partial<Pick<Config, "grant">>,
 ): boolean {
   return sameIssuer(entry.issuer, config.issuer) && entry.clientId === config.clientId &&
     (entry.profile ?? "") === (config.profile ?? "") && (entry.grant ?? "") === (config.grant ?? "");
-}
+}).bind(undefined);
 
 /** Reads the cached entry; a corrupt or foreign one is a warning and counts as logged out. */
-async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
+const readEntry = (async function readEntry(config: Config, deps: Deps, name: string): Promise<TokenSet | undefined> {
   const text = await deps.storage.read(`${name}.json`);
   if (text === undefined) return undefined;
   const entry = parseTokenSet(text);
@@ -7114,7 +7646,7 @@ async function readEntry(config: Config, deps: Deps, name: string): Promise<Toke
     return undefined;
   }
   return entry;
-}
+}).bind(undefined);
 
 /** An entry found for a configuration: where it lives (its file is `<name>.json`) and what it holds. */
 interface FoundEntry {
@@ -7132,13 +7664,13 @@ interface FoundEntry {
  * For an API whose metadata chose the server (`Config.protectedResource`): the entry under its resource
  * (`resourceEntry`), with the configuration to renew it with; `name` is "" when there is none.
  */
-async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
+const entryFor = (async function entryFor(config: Config, deps: Deps): Promise<FoundEntry> {
   if (config.protectedResource) return await resourceEntry(config, deps);
   const name = cacheKey(config);
   const entry = await readEntry(config, deps, name);
   if (entry) return { name, entry };
   return (await otherEntries(config, deps, true))[0] ?? { name };
-}
+}).bind(undefined);
 
 /**
  * This configuration's entries other than the one under its key, in `entryFor`'s order (`first`: only
@@ -7216,7 +7748,7 @@ export interface Storage {
 }
 
 /** `$OAUTH_LOGIN_CACHE`, else `$XDG_CACHE_HOME/oauth-login`, else the platform's user cache directory. */
-function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
+const cacheDir = (function cacheDir(env: (name: string) => string | undefined, os: string): string | undefined {
   const explicit = env(ENV_VARS.cache);
   if (explicit) return explicit;
   const xdg = env("XDG_CACHE_HOME");
@@ -7228,7 +7760,7 @@ function cacheDir(env: (name: string) => string | undefined, os: string): string
   const home = env("HOME");
   if (!home) return undefined;
   return os === "darwin" ? `${home}/Library/Caches/oauth-login` : `${home}/.cache/oauth-login`;
-}
+}).bind(undefined);
 
 /** A temporary cache file older than this was left by a writer that died; the next write removes it. */
 const STALE_TEMPORARY_MS = 10 * 60_000;
@@ -7290,7 +7822,7 @@ let askedUserId = false;
  * granted (asking would prompt), else the owner of a file this process created (`probeUserId`), once
  * it has created one; undefined until then, and on Windows. No I/O.
  */
-function userId(): number | undefined {
+const userId = (function userId(): number | undefined {
   if (!askedUserId && knownUserId === undefined && Deno.build.os !== "windows") {
     askedUserId = true;
     if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
@@ -7298,7 +7830,7 @@ function userId(): number | undefined {
     }
   }
   return knownUserId;
-}
+}).bind(undefined);
 
 /** Whether Deno lets this process write in `dir` without asking (`whoami` runs with read permission only). */
 function mayWrite(dir: string): boolean {
@@ -7341,7 +7873,7 @@ class Untrusted extends LoginError {
  * counts as that folder) of the user (`uid`; when unknown, the folder's owner stands for the user) that
  * no one else may change. Pure.
  */
-function folderProblem(
+const folderProblem = (function folderProblem(
   dir: string,
   folder: FileFacts,
   uid: number | undefined,
@@ -7354,24 +7886,24 @@ function folderProblem(
   if (folder.mode !== null && (folder.mode & 0o022) !== 0) {
     return new Untrusted(
       `The token cache folder "${dir}" can be changed by other users`,
-      `make it private with: chmod 700 "${dir}"; or ${elsewhere}`,
+      `make it private with: chmod 700 ${shellWord(dir)}; or ${elsewhere}`,
     );
   }
   return undefined;
-}
+}).bind(undefined);
 
 /**
  * Why a file of the cache is not the user's own, or undefined: it must be a regular file (a link is
  * never followed) of `owner` (the user), that others can neither read nor change. `shared`: a file
  * others may only read is accepted (logout revokes its tokens). Pure.
  */
-function fileProblem(
+const fileProblem = (function fileProblem(
   path: string,
   file: FileFacts,
   owner: number | null,
   shared = false,
 ): Untrusted | undefined {
-  const remove = `remove it with: rm "${path}"`;
+  const remove = `remove it with: rm ${shellWord(path)}`;
   if (file.isSymlink) {
     return new Untrusted(`The token cache file "${path}" is a symbolic link, which the tool does not follow`, remove);
   }
@@ -7380,13 +7912,13 @@ function fileProblem(
     return new Untrusted(`The token cache file "${path}" belongs to another user`, `if it is not needed, ${remove}`);
   }
   if (file.mode === null || (file.mode & 0o077) === 0) return undefined;
-  const hint = `make it private with: chmod 600 "${path}"`;
+  const hint = `make it private with: chmod 600 ${shellWord(path)}`;
   if (!shared) return new Untrusted(`The token cache file "${path}" can be read by other users`, hint, true);
   if ((file.mode & 0o022) !== 0) {
     return new Untrusted(`The token cache file "${path}" can be changed by other users`, hint, true);
   }
   return undefined;
-}
+}).bind(undefined);
 
 /** Why a cache operation failed, as a `LoginError` that names the folder and what to do. */
 function cacheFailure(dir: string, error: unknown, doing: string): Error {
@@ -7425,7 +7957,7 @@ async function ownOrAbsent(path: string, uid: number | null): Promise<void> {
  * refused, never followed) and one stat of the folder, whose owner stands for the user when Deno does
  * not say who that is (`userId`).
  */
-async function readCacheFile(
+const readCacheFile = (async function readCacheFile(
   dir: string,
   name: string,
   allowShared?: boolean,
@@ -7448,7 +7980,7 @@ async function readCacheFile(
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw cacheFailure(dir, error, "read the token cache");
   }
-}
+}).bind(undefined);
 
 /** Temporary files a killed writer left behind (`CACHE_TEMPORARY`, the user's, older than any write in progress) are removed. */
 async function removeStaleTemporaries(dir: string, uid: number | null): Promise<void> {
@@ -8636,10 +9168,15 @@ async function forgetOrphanItems(deps: Deps): Promise<number> {
     const file = itemFile(item);
     const prefix = `${deps.storage.dir}/`;
     const name = file?.startsWith(prefix) ? file.slice(prefix.length).replace(/\.json$/, "") : undefined;
-    if (!name || !ENTRY_NAME.test(name)) continue; // another folder's, or not an entry's
+    if (!name || !CACHE_FILE.test(`${name}.json`)) continue; // another folder's, or not an entry's or a registration's
     const text = await deps.storage.read(`${name}.json`, { allowShared: true }).catch(() => null);
     if (text === null) continue; // a file the tool does not trust: leave its item alone
-    if (text !== undefined && parseTokenSet(text)?.sealed?.item === item) continue;
+    const sealed = text === undefined
+      ? undefined
+      : name.endsWith(".client")
+      ? (parseJsonObject(text)?.sealed as Sealed | undefined)
+      : parseTokenSet(text)?.sealed;
+    if (sealed?.item === item) continue;
     if (await forgetItem(item, deps).then(() => true, () => false)) removed++;
   }
   return removed;
@@ -9095,7 +9632,7 @@ const SECRET_EXPIRY_MARGIN_MS = 60_000;
  * issuer picks among the servers the API names). Never for a grant without a person (`grant`): its
  * credentials and subject tokens go only to a server of the person's own settings. Pure.
  */
-function resourceMode(
+const resourceMode = (function resourceMode(
   cli: Cli,
   flags: FlagValues,
   settings: {
@@ -9117,7 +9654,7 @@ function resourceMode(
   if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) return undefined;
   if (settings.provider || settings.grant || Object.keys(settings.endpoints).length > 0) return undefined;
   return !settings.issuerText || !settings.clientId ? url.href : undefined;
-}
+}).bind(undefined);
 
 /**
  * When an API's metadata chooses the server (`resourceMode`), the person's own client settings that
@@ -9301,8 +9838,13 @@ interface Registration {
   issuer: string;
   redirectUris: string[];
   clientId: string;
-  /** The client secret (a secret), when the server issued one. */
+  /**
+   * The client secret (a secret), when the server issued one and no keychain keeps it: otherwise
+   * sealed (`sealed`, kind `client_secret`) as an entry's refresh token is (`--token-storage`).
+   */
   clientSecret?: string;
+  /** The client secret, sealed under the key of a keychain item (see `TokenSet.sealed`). */
+  sealed?: Sealed;
   /** When the secret expires, in seconds since the epoch; 0 or absent: never (RFC 7591 §3.2.1). */
   clientSecretExpiresAt?: number;
   authMethod: ClientAuthMethod;
@@ -9333,9 +9875,11 @@ function usableRegistration(
   if (JSON.stringify(value.redirectUris) !== JSON.stringify(redirectUris)) return undefined;
   if (!(CLIENT_AUTH_METHODS as readonly unknown[]).includes(value.authMethod)) return undefined;
   if (value.clientSecret !== undefined && typeof value.clientSecret !== "string") return undefined;
+  if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
   const expires = value.clientSecretExpiresAt;
   if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
-  if (value.clientSecret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
+  const secret = value.clientSecret || value.sealed;
+  if (secret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
   return value as unknown as Registration;
 }
 
@@ -9567,7 +10111,10 @@ async function obtainClient(
   const redirectUris = registrationRedirects(config);
   const name = registrationName(as.issuer, redirectUris);
   const remembered = async () =>
-    usableRegistration(await deps.storage.read(`${name}.json`), as.issuer, redirectUris, deps.now());
+    await openRegistration(
+      usableRegistration(await deps.storage.read(`${name}.json`), as.issuer, redirectUris, deps.now()),
+      deps,
+    );
   let registration = again ? undefined : await remembered();
   let origin: ClientOrigin = "remembered";
   if (!registration) {
@@ -9577,7 +10124,7 @@ async function obtainClient(
       registration = again ? undefined : await remembered(); // another process may have just registered
       if (!registration) {
         registration = await registerClient(as, redirectUris, deps, trace);
-        await deps.storage.write(`${name}.json`, JSON.stringify(registration, null, 2) + "\n");
+        await saveRegistration(config, deps, name, registration);
         origin = "registered";
       }
     } finally {
@@ -9601,6 +10148,55 @@ async function obtainClient(
   };
 }
 
+/**
+ * Writes a registration's file (under its lock): its client secret sealed under the key of a keychain
+ * item of its own, as an entry's refresh token is (`--token-storage`: `keychain`, or `auto` where a
+ * keychain answers), else in the file, which `auto` says. Throws a LoginError for `keychain` when no
+ * keychain answers.
+ */
+async function saveRegistration(config: Config, deps: Deps, name: string, registration: Registration): Promise<void> {
+  const path = `${deps.storage.dir}/${name}.json`;
+  let stored: Registration = registration;
+  if (registration.clientSecret && config.tokenStorage !== "file") {
+    const { clientSecret, ...rest } = registration;
+    const owner: ItemOwner = { issuer: registration.issuer, clientId: registration.clientId, kind: "client", path };
+    try {
+      stored = { ...rest, sealed: await sealSecrets(owner, { client_secret: clientSecret }, deps) };
+    } catch (error) {
+      if (!(error instanceof KeychainProblem)) throw error;
+      if (config.tokenStorage === "keychain") throw keychainRequired(error, "keep the registered client's secret");
+      say(
+        deps,
+        `warning: Keeping the registered client's secret in ${path} (readable only by you), not in the keychain: ${error.reason}`,
+      );
+    }
+  }
+  await deps.storage.write(`${name}.json`, JSON.stringify(stored, null, 2) + "\n");
+}
+
+/**
+ * A registration with its client secret in the clear: opened from the keychain when sealed (one read
+ * at most a process). Undefined when the secret cannot be had any more (its item is gone: the client is
+ * registered again); a LoginError when no keychain answers now.
+ */
+async function openRegistration(registration: Registration | undefined, deps: Deps): Promise<Registration | undefined> {
+  if (!registration?.sealed) return registration;
+  try {
+    const clientSecret = await sealedSecret(registration.sealed, "client_secret", deps);
+    return clientSecret ? { ...registration, clientSecret } : undefined;
+  } catch (error) {
+    if (error instanceof SecretsGone) return undefined;
+    if (!(error instanceof KeychainProblem)) throw error;
+    throw new LoginError(
+      "failure",
+      `Cannot use the client this tool registered at ${
+        displayIssuer(registration.issuer)
+      }: its secret is in the keychain, and ${error.reason}`,
+      { hint: error.remedy.replace(/, or use --token-storage file$/, "") },
+    );
+  }
+}
+
 /** The error for a server that offers this tool no client: no registration endpoint (and no client of the person's). */
 function noClient(as: Oauth.AuthorizationServer): LoginError {
   const issuer = displayIssuer(as.issuer);
@@ -9613,7 +10209,9 @@ function noClient(as: Oauth.AuthorizationServer): LoginError {
     {
       hint: documents
         ? "pass --client-id with the https URL of your client's metadata document, or the id of a client registered there"
-        : `register a client there (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID, or keep it in a profile with --issuer ${issuer} (--save-profile NAME)`,
+        : `register a client there (redirect URI http://127.0.0.1/callback, any port) and pass --client-id ID, or keep it in a profile with --issuer ${
+          shellWord(issuer)
+        } (--save-profile NAME)`,
     },
   );
 }
@@ -9725,9 +10323,13 @@ async function resourceConfig(config: Config, entry: TokenSet, deps: Deps): Prom
   let clientSecret: string | undefined;
   if (api.registration && entry.authMethod !== "none" && CACHE_FILE.test(`${api.registration}.json`)) {
     const text = await deps.storage.read(`${api.registration}.json`);
-    const registration = text === undefined ? undefined : parseJsonObject(text);
-    if (registration?.issuer === entry.issuer && registration.clientId === entry.clientId) {
-      clientSecret = typeof registration.clientSecret === "string" ? registration.clientSecret : undefined;
+    const found = text === undefined ? undefined : parseJsonObject(text);
+    if (found?.issuer === entry.issuer && found.clientId === entry.clientId) {
+      const registration = found.sealed === undefined || isSealed(found.sealed)
+        ? found as unknown as Registration
+        : undefined;
+      clientSecret = (await openRegistration(registration, deps))?.clientSecret;
+      if (typeof clientSecret !== "string") clientSecret = undefined;
     }
   }
   return {
@@ -9879,7 +10481,7 @@ function stepUpWords(asked: Pick<StepUp, "scope" | "acrValues" | "maxAge">): str
 }
 
 /** `--acr-values` and `--max-age` (RFC 9470), checked; throws a `usage` LoginError for a bad age. Pure. */
-function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
+const stepUpSettings = (function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge"> {
   const maxAge = flags["max-age"];
   if (maxAge !== undefined && !/^\d{1,9}$/.test(maxAge)) {
     throw new LoginError("usage", `The maximum age "${sanitize(maxAge)}" is not a whole number of seconds`, {
@@ -9888,10 +10490,10 @@ function stepUpSettings(flags: FlagValues): Pick<Config, "acrValues" | "maxAge">
   }
   const acrValues = flags["acr-values"]?.trim() || undefined;
   return { ...(acrValues ? { acrValues } : {}), ...(maxAge !== undefined ? { maxAge: Number(maxAge) } : {}) };
-}
+}).bind(undefined);
 
 /** The authorization parameters with `acr_values` and `max_age` as the flags give them (replacing a `--param`'s). Pure. */
-function withStepUpParams(
+const withStepUpParams = (function withStepUpParams(
   params: [string, string][],
   settings: Pick<Config, "acrValues" | "maxAge">,
 ): [string, string][] {
@@ -9899,7 +10501,7 @@ function withStepUpParams(
   if (settings.acrValues) set.push(["acr_values", settings.acrValues]);
   if (settings.maxAge !== undefined) set.push(["max_age", String(settings.maxAge)]);
   return [...params.filter(([key]) => !set.some(([name]) => name === key)), ...set];
-}
+}).bind(undefined);
 
 /**
  * Why the cached sign-in does not meet `--acr-values` / `--max-age` (RFC 9470), or undefined when it does
@@ -10175,24 +10777,25 @@ const EXEC_CREDENTIAL_VERSIONS = ["client.authentication.k8s.io/v1", "client.aut
  * Undefined when the variable is unset (not run by kubectl). Throws a `config` LoginError for text
  * that is not an ExecCredential; `version` is checked by `token --format exec-credential` alone.
  */
-function parseExecInfo(
-  text: string | undefined,
-): { apiVersion: string; interactive: boolean } | undefined {
-  if (text === undefined || text === "") return undefined;
-  let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
-  try {
-    info = JSON.parse(text);
-  } catch { /* reported below */ }
-  if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
-    throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
-      hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
-    });
-  }
-  return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
-}
+const parseExecInfo: (text: string | undefined) => { apiVersion: string; interactive: boolean } | undefined =
+  (function parseExecInfo(
+    text: string | undefined,
+  ): { apiVersion: string; interactive: boolean } | undefined {
+    if (text === undefined || text === "") return undefined;
+    let info: { apiVersion?: unknown; kind?: unknown; spec?: { interactive?: unknown } } | undefined;
+    try {
+      info = JSON.parse(text);
+    } catch { /* reported below */ }
+    if (!info || typeof info !== "object" || typeof info.apiVersion !== "string" || info.kind !== "ExecCredential") {
+      throw new LoginError("config", "KUBERNETES_EXEC_INFO is not a kubectl ExecCredential", {
+        hint: "unset KUBERNETES_EXEC_INFO: kubectl sets it itself when it runs a credential plugin",
+      });
+    }
+    return { apiVersion: info.apiVersion, interactive: info.spec?.interactive === true };
+  }).bind(undefined);
 
 /** What `token` prints: the bare token, JSON, or a kubectl ExecCredential (in `apiVersion`, v1 by default). */
-function formatToken(
+const formatToken = (function formatToken(
   entry: TokenSet,
   format: OutputFormat,
   apiVersion = EXEC_CREDENTIAL_VERSIONS[0],
@@ -10213,14 +10816,14 @@ function formatToken(
     kind: "ExecCredential",
     status: { token: entry.accessToken, ...(expiresAt ? { expirationTimestamp: expiresAt } : {}) },
   }) + "\n";
-}
+}).bind(undefined);
 
 /**
  * `token`: prints a valid access token. Refreshes under an exclusive lock when it expires within
  * `--min-ttl` (re-reading the entry once the lock is held: another process may have refreshed), and
  * logs in only when a person can answer.
  */
-async function tokenCommand(config: Config, deps: Deps): Promise<void> {
+const tokenCommand = (async function tokenCommand(config: Config, deps: Deps): Promise<void> {
   // Run by kubectl: answer in the ExecCredential version it names, and sign in only when it says a
   // person can answer (spec.interactive), whatever --interactive or the terminals say.
   const exec = parseExecInfo(deps.env("KUBERNETES_EXEC_INFO"));
@@ -10249,7 +10852,7 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
     return deps.stdout(await headerLines(proving, config.request!, deps));
   }
   deps.stdout(formatToken(entry, config.format, exec?.apiVersion));
-}
+}).bind(undefined);
 
 /**
  * The entry `token`, `fetch` and `exec` use, valid for at least `--min-ttl`: the one found (an API's
@@ -10258,7 +10861,7 @@ async function tokenCommand(config: Config, deps: Deps): Promise<void> {
  * or a sign-in where a person can answer). `--dpop` with a cached Bearer token runs the grant again,
  * signs in again, or says it cannot.
  */
-async function usableEntry(
+const usableEntry = (async function usableEntry(
   config: Config,
   deps: Deps,
   found: { name: string; entry?: TokenSet },
@@ -10285,7 +10888,7 @@ async function usableEntry(
     entry = await renew(config, deps, name, entry, kubectlInteractive, rejected);
   }
   return entry;
-}
+}).bind(undefined);
 
 /** A token exchange's token that is not an access token (`N_A`, RFC 8693 §2.2.1): it is never sent as one. */
 function notAnAccessToken(entry: TokenSet): LoginError {
@@ -11056,6 +11659,21 @@ async function narrowedEntry(config: Config, deps: Deps): Promise<TokenSet | und
 }
 
 /**
+ * The variables that hold what the tool used to get the token, which `exec`'s program does not get: the
+ * client secret, and the variables a subject or actor token was read from (`env:VAR`, `gitlab:VAR`, and
+ * GitHub Actions' request token and URL, with which it could mint identity tokens for any audience). Pure.
+ */
+function credentialVariables(config: Config): string[] {
+  const names: string[] = [ENV_VARS.clientSecret];
+  for (const from of [config.subjectTokenFrom, config.actorTokenFrom]) {
+    const source = from ? parseTokenSource(from, "subject-token-from") : undefined;
+    if (source?.kind === "env" || source?.kind === "gitlab") names.push(source.variable);
+    if (source?.kind === "github-actions") names.push("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN");
+  }
+  return names;
+}
+
+/**
  * `exec`: runs a program with a valid access token in its environment (`OAUTH_ACCESS_TOKEN`, or the
  * variable `--env-name` names), renewed first as `token` would; never on a command line. A DPoP-bound
  * token is refused (the program could not use it). `--scope` narrower than the cached login's asks for
@@ -11076,6 +11694,7 @@ async function execCommand(config: Config, deps: Deps): Promise<number> {
     return await deps.runProgram(program.command, {
       args: program.args,
       env: { [program.envName]: entry.accessToken },
+      unset: credentialVariables(config).filter((name) => name !== program.envName),
     });
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
@@ -11208,7 +11827,9 @@ async function doctorConfig(
   let config: Config | undefined;
   let profile: Profile | undefined;
   try {
-    profile = await selectProfile(cli, dotenv, deps);
+    // Its warnings (a .env's profile set aside, an unknown key) are lines of the report.
+    const warn = (text: string) => add("warn", "config", text.replace(/^warning: /, "").trim());
+    profile = await selectProfile(cli, dotenv, { ...deps, stderr: warn });
     if (profile) add("ok", "config", `profile: ${profile.name} (from ${profile.chosenBy}) in ${profile.path}`);
   } catch (error) {
     add("fail", "config", describeError(error));
@@ -11249,8 +11870,9 @@ async function doctorConfig(
     doctorClientSettings(config, deps, add);
     if (config.clientKey) {
       try {
-        await readClientKey(config.clientKey);
-        add("ok", "config", `client key: ${config.clientKey} is private and can sign (${from("clientKey")})`);
+        const key = withProjectKey(config, envPath, deps, shown).clientKey!;
+        await readClientKey(key);
+        add("ok", "config", `client key: ${key} is private and can sign (${from("clientKey")})`);
       } catch (error) {
         add("fail", "config", describeError(error));
       }
@@ -11524,6 +12146,18 @@ function doctorBrowser(config: Config, deps: Deps, deviceSupported: boolean, add
       : `no browser can be opened: ${browser.reason}`,
   );
   add("ok", "browser", `login would use the ${choice.flow} flow${choice.note ? ` (${choice.note})` : ""}`);
+  // The start address is in the opener's argv, which other local users can read (see `sameUser`).
+  if (deps.os === "linux" && choice.openBrowser) {
+    if (deps.which("ss")) {
+      add("ok", "browser", "the callback server answers only your own programs (ss tells them apart)");
+    } else {
+      add(
+        "warn",
+        "browser",
+        "ss (iproute2) is not installed, so another local user who reads the opener's arguments could use the sign-in address first: install iproute2, or use --no-browser",
+      );
+    }
+  }
 }
 
 /** `doctor`'s network checks: proxy variables, each host's route (direct or proxied), DENO_CERT, the CA store. */
@@ -11533,12 +12167,14 @@ function doctorNetwork(
   deps: Deps,
   add: AddCheck,
 ): void {
-  for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"]) {
-    const value = deps.env(name);
+  for (const name of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]) {
+    const value = deps.env(name)?.trim();
     if (!value) continue;
-    const url = parseUrl(value);
-    add("ok", "network", `${name} is set${url ? ` to ${url.protocol}//${url.host}` : ""}`);
+    const url = proxyUrl(value);
+    if (url) add("ok", "network", `${name} is set to ${describeProxy(url.href)}`);
+    else add("fail", "network", describeError(invalidProxy(name)));
   }
+  for (const name of ["NO_PROXY", "no_proxy"]) if (deps.env(name)?.trim()) add("ok", "network", `${name} is set`);
   if (config) {
     // Every host the tool itself talks to (the browser has its own proxy settings), and its route.
     const urls = [config.protectedResource?.url ?? "", config.metadataUrl ?? config.issuer];
@@ -11564,7 +12200,11 @@ function doctorNetwork(
         "ok",
         "network",
         `${url.protocol}//${url.host}: ${
-          route.proxy ? `through the proxy ${describeProxy(route.proxy)} (${route.reason})` : `direct (${route.reason})`
+          route.invalid
+            ? `through the proxy in ${route.reason}, which is not a valid URL`
+            : route.proxy
+            ? `through the proxy ${describeProxy(route.proxy)} (${route.reason})`
+            : `direct (${route.reason})`
         }`,
       );
     }
@@ -11594,7 +12234,7 @@ async function doctorCache(deps: Deps, add: AddCheck): Promise<void> {
       add(
         "warn",
         "cache",
-        `${dir} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 "${dir}"`,
+        `${dir} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 700 ${shellWord(dir)}`,
       );
     } else if (info.mode === null || (info.mode & 0o077) === 0) add("ok", "cache", `${dir} is private`);
     for (const name of await deps.storage.list()) await deps.storage.read(`${name}.json`).catch(refused);
@@ -11731,9 +12371,9 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** The command a name stands for: own names only (`constructor` is not a command). */
-function commandNamed(name: string): Command | undefined {
+const commandNamed = (function commandNamed(name: string): Command | undefined {
   return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
-}
+}).bind(undefined);
 
 const COMMON_FLAGS: Flag[] = [
   "issuer",
@@ -11818,7 +12458,7 @@ async function parseCli(args: string[]): Promise<Cli> {
         {
           hint: valueless[3] === "missing"
             ? `give it after the flag, e.g. ${flag} VALUE (run with --help to see the flags)`
-            : `to give a value that starts with "-", write ${flag}=${sanitize(next ?? "VALUE", 40)}`,
+            : `to give a value that starts with "-", write ${flag}=${next === undefined ? "VALUE" : shellWord(next)}`,
         },
       );
     }
@@ -11871,7 +12511,7 @@ async function parseCli(args: string[]): Promise<Cli> {
  * does not fully understand (a short flag, a flag the command does not take, a value that looks like a
  * flag, `--`) returns undefined, and `parseCli` (node:util's parseArgs) takes over, errors included.
  */
-function quickParse(args: string[]): Cli | undefined {
+const quickParse: (args: string[]) => Cli | undefined = (function quickParse(args: string[]): Cli | undefined {
   const named = args.length > 0 && !args[0].startsWith("-");
   const command = named ? commandNamed(args[0]) : "login";
   if (!command) return undefined;
@@ -11899,7 +12539,7 @@ function quickParse(args: string[]): Cli | undefined {
     else flags[name] = value;
   }
   return { command, named, flags: flags as FlagValues, target };
-}
+}).bind(undefined);
 
 const CONFIG_FLAGS_HELP = `Settings (a flag wins over the environment, the environment over .env, and
 .env over a profile; but a project's .env never changes where you sign in
@@ -12025,8 +12665,10 @@ Exit codes: 0 ok, 1 failure, 2 usage or configuration, 3 denied or cancelled,
 Example:
   oauth-login --issuer https://dev-123456.okta.com/oauth2/default \\
     --client-id 0oa...
-  curl -H "Authorization: Bearer $(oauth-login token)" \\
-    https://api.example.com/me
+  oauth-login fetch https://api.example.com/me
+  oauth-login token --format headers --url https://api.example.com/me |
+    curl -H @- https://api.example.com/me
+(the token stays off command lines, where other local users could read it)
 `,
   login: `Usage: oauth-login login [flags]
 
@@ -12236,7 +12878,8 @@ export async function main(args: string[], deps: Deps): Promise<number> {
     // No I/O here unless a profile is named or nothing else sets the issuer (see selectProfile).
     const profile = await selectProfile(cli, dotenv, deps);
     const shown = dotenv ? describeEnvPath(envPath, deps.cwd) : undefined;
-    const config = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    const resolved = resolveConfig(cli, deps.env, dotenv, profile, { presetBase: deps.presetBase, envFile: shown });
+    const config = withProjectKey(resolved, envPath, deps, shown ?? '".env"');
     const saving = cli.flags["save-profile"];
     if (shown) announceTrust(config, deps, shown, saving);
     if (cli.flags["client-secret"] !== undefined) {
@@ -12253,7 +12896,7 @@ export async function main(args: string[], deps: Deps): Promise<number> {
         deps,
         `Saved the profile "${saving}" in ${sanitize(profile.path)}${
           replaced ? ", replacing the settings it had" : ""
-        }; use it with --profile ${saving}`,
+        }; use it with --profile ${shellWord(saving)}`,
       );
       if (withheld.length > 0) say(deps, withheldNote(withheld));
     }
@@ -12398,6 +13041,7 @@ export function realDeps(): Deps {
     },
     readStdin: async () => new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer()),
     runTool,
+    socketOwners: Deno.build.os === "linux" ? loopbackSocketOwners : undefined,
     runProgram,
   };
 }
@@ -12406,7 +13050,10 @@ export function realDeps(): Deps {
 const FORWARDED_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /** `Deps.runProgram`: the program with the tool's stdio and the environment plus `env`; signals passed on. */
-async function runProgram(command: string, options: { args: string[]; env: Record<string, string> }): Promise<number> {
+async function runProgram(
+  command: string,
+  options: { args: string[]; env: Record<string, string>; unset?: string[] },
+): Promise<number> {
   let child: Deno.ChildProcess | undefined;
   const early: Deno.Signal[] = [];
   // Listening first: from here a SIGTERM or SIGHUP no longer ends this process, and no signal that comes
@@ -12422,9 +13069,12 @@ async function runProgram(command: string, options: { args: string[]; env: Recor
     return () => Deno.removeSignalListener(signal, pass);
   });
   try {
+    const env = { ...Deno.env.toObject(), ...options.env };
+    for (const name of options.unset ?? []) delete env[name];
     child = new Deno.Command(command, {
       args: options.args,
-      env: options.env,
+      env,
+      clearEnv: true,
       stdin: "inherit",
       stdout: "inherit",
       stderr: "inherit",
@@ -12442,6 +13092,10 @@ async function runProgram(command: string, options: { args: string[]; env: Recor
  */
 export const testing = {
   resolveConfig,
+  socketOwners,
+  loopbackSocketOwners,
+  checkProjectMetadata,
+  profileFlagNames,
   itemAccount,
   itemFile,
   openSealed,

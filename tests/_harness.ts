@@ -120,6 +120,8 @@ export interface RunOptions {
   stdoutIsTerminal?: boolean;
   /** The working directory (`Deps.cwd`), which messages show a relative `.env` under. */
   cwd?: string;
+  /** Who owns each end of a connection to the callback server (`Deps.socketOwners`); by default not asked. */
+  socketOwners?: Deps["socketOwners"];
   /** The keychain tools' runner (`Deps.runTool`); absent: no keychain (see `env`'s OAUTH_TOKEN_STORAGE). */
   runTool?: Deps["runTool"];
   /** Runs `exec`'s program (`Deps.runProgram`); by default none can be run. */
@@ -199,6 +201,7 @@ export async function run(args: string[], options: RunOptions = {}): Promise<Run
     invokedAs: options.invokedAs,
     readStdin: options.stdin ? () => Promise.resolve(options.stdin!) : undefined,
     cwd: options.cwd === undefined ? undefined : () => options.cwd!,
+    socketOwners: options.socketOwners,
     runTool: options.runTool,
     runProgram: options.runProgram,
   };

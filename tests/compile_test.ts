@@ -21,6 +21,7 @@ const compiled = await new Deno.Command(Deno.execPath(), {
     "--allow-read",
     "--allow-write",
     "--allow-run",
+    "--allow-sys=uid",
     "--output",
     binary,
     `${ROOT}login.ts`,

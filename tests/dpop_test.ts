@@ -649,7 +649,7 @@ Deno.test("private_key_jwt: a key file others can read is refused, like the cach
     ]);
     assertEquals(result.code, 2, result.stderr);
     assertStringIncludes(result.stderr, `error: The client key file "${key.path}" can be read by other users\n`);
-    assertStringIncludes(result.stderr, `hint: make it private with: chmod 600 "${key.path}"\n`);
+    assertStringIncludes(result.stderr, `hint: make it private with: chmod 600 ${key.path}\n`);
     assertNoLeaks(result, [key.secretText]);
     await cleanUp(result);
     await Deno.writeTextFile(

@@ -245,7 +245,7 @@ Deno.test("whoami --all names an entry it refuses in one warning line and lists 
       assertEquals(all.code, EXIT.ok, all.stderr);
       assertEquals(
         all.stderr,
-        `warning: The token cache file "${shared}" can be read by other users; it is skipped (make it private with: chmod 600 "${shared}")\n`,
+        `warning: The token cache file "${shared}" can be read by other users; it is skipped (make it private with: chmod 600 ${shared})\n`,
       );
       const rows = all.stdout.trimEnd().split("\n");
       assertEquals(rows.length, 3, all.stdout);
@@ -261,8 +261,10 @@ Deno.test("profiles completes each profile with the environment and .env as any 
   await withMock(async (mock) => {
     const home = await Deno.makeTempDir({ prefix: "oauth-login-entries-" });
     try {
-      await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-      await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, `[work]\nissuer = "${mock.issuer}"\n`);
+      await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+      await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, `[work]\nissuer = "${mock.issuer}"\n`, {
+        mode: 0o600,
+      });
       await t.step("OAUTH_CLIENT_ID in the environment", async () => {
         const env = { OAUTH_CLIENT_ID: PUBLIC_CLIENT.id };
         const signedIn = await run(["login", "--profile", "work"], { home, env, browser: scriptedBrowser });
@@ -374,7 +376,7 @@ Deno.test("entries, lock files and temporary files that are links or another use
           await Deno.remove(path);
           await Deno.symlink(`${home}/planted.json`, path);
           const message = `The token cache file "${path}" is a symbolic link, which the tool does not follow`;
-          const hint = `remove it with: rm "${path}"`;
+          const hint = `remove it with: rm ${path}`;
           for (const command of ["token", "whoami", "logout"]) {
             refusedWith(await run([command, ...args], { home, env }), message, hint);
           }
@@ -391,7 +393,7 @@ Deno.test("entries, lock files and temporary files that are links or another use
           await Deno.writeTextFile(path, planted, { mode: 0o600 });
           await Deno.chown(path, 65534, 65534);
           const message = `The token cache file "${path}" belongs to another user`;
-          const hint = `if it is not needed, remove it with: rm "${path}"`;
+          const hint = `if it is not needed, remove it with: rm ${path}`;
           for (const command of ["token", "whoami", "logout"]) {
             refusedWith(await run([command, ...args], { home, env }), message, hint);
           }
@@ -412,7 +414,7 @@ Deno.test("entries, lock files and temporary files that are links or another use
           const lock = `${home}/cache/${name}.lock`;
           await Deno.symlink(`${home}/victim`, lock);
           const message = `The token cache file "${lock}" is a symbolic link, which the tool does not follow`;
-          const hint = `remove it with: rm "${lock}"`;
+          const hint = `remove it with: rm ${lock}`;
           refusedWith(await run(["token", ...args], { home, env, now: later }), message, hint);
           refusedWith(await run(["logout", ...args], { home, env }), message, hint);
           assertEquals(await exists(`${home}/victim`), false, "nothing was created through the link");
@@ -458,7 +460,7 @@ Deno.test("a cache folder others can change, or another user's, is refused with 
             assertEquals(
               result.stderr,
               `error: The token cache folder "${dir}" can be changed by other users\n` +
-                `hint: make it private with: chmod 700 "${dir}"; or point OAUTH_LOGIN_CACHE at a folder of your own\n`,
+                `hint: make it private with: chmod 700 ${dir}; or point OAUTH_LOGIN_CACHE at a folder of your own\n`,
             );
           }
         }
@@ -520,3 +522,85 @@ Deno.test("logout --all and every save leave the other files of the cache folder
     }
   });
 });
+
+// ── The user is known under the tasks' permissions (red team, finding 6) ────────────────────────
+
+/** Whether the tests run as root (without asking Deno for the uid: the test task grants no sys permission). */
+function asRoot(): boolean {
+  const probe = Deno.makeTempFileSync({ prefix: "oauth-login-uid-" });
+  try {
+    return Deno.statSync(probe).uid === 0;
+  } finally {
+    Deno.removeSync(probe);
+  }
+}
+
+Deno.test("every permission set of deno.json, and the compiled binary, grant sys uid: the ownership rules know who the user is", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  for (const [name, set] of Object.entries(config.permissions as Record<string, { sys?: string[] }>)) {
+    assertEquals(set.sys, ["uid"], `the "${name}" permission set`);
+  }
+  assertStringIncludes(config.tasks.compile, " --allow-sys=uid ");
+});
+
+Deno.test(
+  "root under the tasks' permissions knows its uid: another user's cache folder and planted fresh entry are refused (red team, finding 6)",
+  { ignore: Deno.build.os !== "linux" || !asRoot() },
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "oauth-login-redteam-" });
+    try {
+      // Another user (nobody) owns the cache folder (0755) and an owner-only entry with a fresh token.
+      const issuer = "https://idp.example.com";
+      const key = testing.cacheKey({ issuer, clientId: "c", scope: undefined, params: [] });
+      const now = Date.now();
+      await Deno.writeTextFile(
+        `${dir}/${key}.json`,
+        JSON.stringify({
+          version: 1,
+          issuer,
+          clientId: "c",
+          requestedScope: "",
+          accessToken: "PLANTED",
+          tokenType: "Bearer",
+          expiresAt: now + 3_600_000,
+          issuedAt: now,
+          user: "mallory",
+          authMethod: "none",
+          metadata: { issuer, token_endpoint: "https://evil.example/token" },
+        }),
+        { mode: 0o600 },
+      );
+      await Deno.chmod(dir, 0o755);
+      for (const path of [dir, `${dir}/${key}.json`]) await Deno.chown(path, 65534, 65534);
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        // Exactly the "token" task's permissions (deno.json "login" set: no sys, so the uid is unknown).
+        args: [
+          "run",
+          "-q",
+          "-P=login",
+          new URL("../login.ts", import.meta.url).pathname,
+          "token",
+          "--issuer",
+          issuer,
+          "--client-id",
+          "c",
+        ],
+        cwd: new URL("..", import.meta.url).pathname,
+        env: { OAUTH_LOGIN_CACHE: dir },
+        stdin: "null",
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      assert(
+        !out.includes("PLANTED"),
+        `root printed another user's planted token: ${out}${new TextDecoder().decode(stderr)}`,
+      );
+      assertEquals(code, EXIT.usage);
+      assertStringIncludes(
+        new TextDecoder().decode(stderr).replace(/\s+/g, " "),
+        `error: The token cache folder "${dir}" belongs to another user`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -12,7 +12,8 @@
  */
 import { type Deps, EXIT, testing, type TokenSet } from "../login.ts";
 const { itemAccount, itemFile, openSealed, sealSecrets, sealedSecret } = testing;
-import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock, TOKEN_EXCHANGE } from "./mock_issuer.ts";
+import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock, serveMockIssuer, TOKEN_EXCHANGE } from "./mock_issuer.ts";
+import { serveResourceServer } from "./_resource_server.ts";
 import { cleanLoginStderr, filesUnder, type Run, run, type RunOptions, scriptedBrowser, withMock } from "./_harness.ts";
 import { assert, assertEquals, assertMatch, assertNotMatch, assertStringIncludes } from "./assert.ts";
 
@@ -1268,5 +1269,72 @@ Deno.test("security -i: each value quoted so that Apple's line splitter gives it
     const [[account, item]] = [...keychain.items];
     assertEquals(account, itemAccount(owner), JSON.stringify(value));
     assertStringIncludes(item.label, `at https://idp.example (client ${value.replace("\t", " ")})`);
+  }
+});
+
+// ── A registered client's secret ────────────────────────────────────────────────────────────────
+
+Deno.test("a client secret a server issued at registration is sealed like a refresh token; used sealed; registered again when its item is gone", async () => {
+  const mock = serveMockIssuer({ registration: true, registrationIssuesSecret: true });
+  const api = serveResourceServer({
+    authorizationServers: [mock.issuer],
+    verify: (token) => {
+      const info = mock.accessTokens.get(token);
+      return info ? { scope: info.scope, audience: info.resource, sub: info.sub } : undefined;
+    },
+  });
+  const keychain = fakeSecretService();
+  const home = await Deno.makeTempDir({ prefix: "oauth-login-keychain-" });
+  const fetchApi = () =>
+    run(["fetch", api.url], {
+      home,
+      browser: scriptedBrowser,
+      interactive: true,
+      env: DESKTOP,
+      runTool: keychain.runTool,
+    });
+  const registrationFile = async () => (await filesUnder(`${home}/cache`)).filter((n) => n.endsWith(".client.json"));
+  try {
+    const first = await fetchApi();
+    assertEquals(first.code, EXIT.ok, first.stderr);
+    const secret = mock.clients.at(-1)!.secret!;
+    assert(secret, "the mock issued a secret");
+    const [file] = await registrationFile();
+    const registration = JSON.parse(await Deno.readTextFile(`${home}/cache/${file}`));
+    assertEquals(registration.clientSecret, undefined);
+    assertEquals(registration.sealed.holds, ["client_secret"]);
+    assertNotMatch(await everyFile(home), new RegExp(secret), "the client secret is in no file");
+    const item = keychain.items.get(registration.sealed.item)!;
+    assertEquals(
+      item.label,
+      `oauth-login: key to the client's secret at ${mock.issuer} (client ${registration.clientId})`,
+    );
+    assertEquals(registration.sealed.item, `${mock.issuer}|${registration.clientId}|-|client|${home}/cache/${file}`);
+    assertNoSecretInArgs(keychain.calls, [secret, item.secret]);
+    assertEquals(mock.calls("token").map((r) => r.clientAuth), ["client_secret_basic"]);
+
+    // Without the login's entry, the remembered client signs in again: its secret opened from the keychain.
+    for (const name of await filesUnder(`${home}/cache`)) {
+      if (!name.endsWith(".client.json")) await Deno.remove(`${home}/cache/${name}`);
+    }
+    const again = await fetchApi();
+    assertEquals(again.code, EXIT.ok, again.stderr);
+    assertEquals(mock.calls("register").length, 1, "the same client");
+    assertEquals(mock.calls("token").map((r) => r.clientAuth), ["client_secret_basic", "client_secret_basic"]);
+
+    // Its item gone (the person cleared their keychain): the secret cannot be had, so the tool registers again.
+    keychain.items.clear();
+    for (const name of await filesUnder(`${home}/cache`)) {
+      if (!name.endsWith(".client.json")) await Deno.remove(`${home}/cache/${name}`);
+    }
+    const third = await fetchApi();
+    assertEquals(third.code, EXIT.ok, third.stderr);
+    assertEquals(mock.calls("register").length, 2, "registered again");
+    const [after] = await registrationFile();
+    assertEquals(JSON.parse(await Deno.readTextFile(`${home}/cache/${after}`)).clientId, mock.clients.at(-1)!.id);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+    await api.close();
+    await mock.close();
   }
 });

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { EXIT, fileStorage, type TokenSet } from "../login.ts";
+import { EXIT, fileStorage, realDeps, type TokenSet } from "../login.ts";
 import {
   ACCESS_TOKEN_TYPE,
   CONFIDENTIAL_CLIENT,
@@ -511,25 +511,84 @@ Deno.test("a subject token that expired, holds a line break or is empty is refus
       });
     });
   }
-  await t.step("a token file any user may change is refused: another user's token could be planted there", async () => {
-    await withMock(async (mock) => {
-      const dir = await Deno.makeTempDir();
-      await Deno.writeTextFile(`${dir}/token`, jwt({ sub: "mallory" }, mock.issuer));
+  // A token file someone else could have put there or could change (outsider attack 2, finding 2): they could
+  // put their own token there, and the tool would sign in as them. Owner, group, folder, and a link's target.
+  const planted: [string, (dir: string) => Promise<string>, (dir: string) => string][] = [
+    ["any user may change it", async (dir) => {
       await Deno.chmod(`${dir}/token`, 0o646);
-      const result = await run(
-        ["token", ...grantFlags(mock, "jwt-bearer", "--subject-token-from", `file:${dir}/token`)],
-        withSecret(),
-      );
-      assertEquals([result.code, result.stderr], [
-        EXIT.usage,
-        `error: The token file "${dir}/token" can be changed by any user\n` +
-        `hint: make it writable by its owner alone: chmod o-w "${dir}/token"\n`,
-      ]);
-      assertEquals(mock.requests, []);
-      await Deno.remove(dir, { recursive: true });
-      await cleanUp(result);
+      return `${dir}/token`;
+    }, (dir) =>
+      `error: The token file "${dir}/token" can be changed by other users\n` +
+      `hint: make it writable by its owner alone: chmod go-w ${dir}/token\n`],
+    ["its group may change it", async (dir) => {
+      await Deno.chmod(`${dir}/token`, 0o664);
+      return `${dir}/token`;
+    }, (dir) =>
+      `error: The token file "${dir}/token" can be changed by other users\n` +
+      `hint: make it writable by its owner alone: chmod go-w ${dir}/token\n`],
+    ["its folder anyone may change (without the sticky bit)", async (dir) => {
+      await Deno.chmod(dir, 0o777);
+      return `${dir}/token`;
+    }, (dir) =>
+      `error: The token file's folder "${dir}" can be changed by other users\n` +
+      `hint: make it writable by its owner alone: chmod go-w ${dir}; or keep the token in a file of your own\n`],
+    ["a link that leads to a file others may change", async (dir) => {
+      await Deno.chmod(`${dir}/token`, 0o666);
+      await Deno.symlink(`${dir}/token`, `${dir}/link`);
+      return `${dir}/link`;
+    }, (dir) =>
+      `error: The token file "${dir}/link" can be changed by other users\n` +
+      `hint: make it writable by its owner alone: chmod go-w ${dir}/link\n`],
+  ];
+  // Root can give a file away (`deno task test` grants sys uid, as the tool's own permission sets do).
+  if (Deno.uid() === 0) {
+    planted.push(["another user's file (uid 65534)", async (dir) => {
+      await Deno.chmod(dir, 0o755);
+      await Deno.chown(`${dir}/token`, 65534, 65534);
+      return `${dir}/token`;
+    }, (dir) =>
+      `error: The token file "${dir}/token" belongs to another user\n` +
+      "hint: keep the token in a file of your own\n"]);
+  }
+  for (const [name, plant, expected] of planted) {
+    await t.step(`a token file is refused: ${name}`, async () => {
+      await withMock(async (mock) => {
+        const dir = await Deno.makeTempDir();
+        await Deno.writeTextFile(`${dir}/token`, jwt({ sub: "mallory" }, mock.issuer));
+        await Deno.chmod(`${dir}/token`, 0o644);
+        const path = await plant(dir);
+        const result = await run(
+          ["token", ...grantFlags(mock, "jwt-bearer", "--subject-token-from", `file:${path}`)],
+          withSecret(),
+        );
+        assertEquals([result.code, result.stderr], [EXIT.usage, expected(dir)]);
+        assertEquals(mock.requests, [], "the planted token was not sent");
+        await Deno.remove(dir, { recursive: true });
+        await cleanUp(result);
+      });
     });
-  });
+  }
+  await t.step(
+    "a projected token (a link into a sticky folder, as the kubelet makes it, owned by root) is read",
+    async () => {
+      await withMock(async (mock) => {
+        const dir = await Deno.makeTempDir();
+        await Deno.mkdir(`${dir}/..data`, { mode: 0o755 });
+        await Deno.writeTextFile(`${dir}/..data/token`, jwt({ sub: "pod" }, mock.issuer));
+        await Deno.chmod(`${dir}/..data/token`, 0o644);
+        await Deno.symlink(`${dir}/..data/token`, `${dir}/token`);
+        await Deno.chmod(dir, 0o1777);
+        const result = await run(
+          ["token", ...grantFlags(mock, "jwt-bearer", "--subject-token-from", `kubernetes:${dir}/token`)],
+          withSecret(),
+        );
+        assertEquals(result.code, EXIT.ok, result.stderr);
+        assertEquals(grantRequests(mock).length, 1);
+        await Deno.remove(dir, { recursive: true });
+        await cleanUp(result);
+      });
+    },
+  );
   await t.step("an expired Kubernetes token says the kubelet renews it", async () => {
     await withMock(async (mock) => {
       const dir = await Deno.makeTempDir();
@@ -750,12 +809,12 @@ Deno.test("a project's .env never names a token source or a CI token's audience,
       const secretFile = await Deno.makeTempFile();
       await Deno.writeTextFile(secretFile, jwt({ sub: "alice" }, mock.issuer));
       try {
-        const result = await run(["token", "--issuer", mock.issuer, "--client-id", CONFIDENTIAL_CLIENT.id], {
+        const own = ["--issuer", mock.issuer, "--client-id", CONFIDENTIAL_CLIENT.id, "--grant", "jwt-bearer"];
+        const result = await run(["token", ...own], {
           ...withSecret(),
           cwd: REPO,
           files: {
             ".env": {
-              OAUTH_GRANT: "jwt-bearer",
               OAUTH_SUBJECT_TOKEN_FROM: `file:${secretFile}`,
               OAUTH_SUBJECT_AUDIENCE: "https://sts.amazonaws.example",
             },
@@ -779,9 +838,9 @@ Deno.test("a project's .env never names a token source or a CI token's audience,
   await t.step("the environment's source is withheld from a server the .env chose", async () => {
     await withMock(async (mock) => {
       const token = jwt({ sub: "alice" }, mock.issuer);
-      const result = await run(["token"], {
+      const result = await run(["token", "--grant", "token-exchange"], {
         cwd: REPO,
-        env: { OAUTH_GRANT: "token-exchange", OAUTH_SUBJECT_TOKEN_FROM: "env:CI_TOKEN", CI_TOKEN: token },
+        env: { OAUTH_SUBJECT_TOKEN_FROM: "env:CI_TOKEN", CI_TOKEN: token },
         files: {
           ".env": { OAUTH_ISSUER: mock.issuer, OAUTH_CLIENT_ID: CONFIDENTIAL_CLIENT.id, OAUTH_CLIENT_SECRET: SECRET },
         },
@@ -799,9 +858,9 @@ Deno.test("a project's .env never names a token source or a CI token's audience,
   });
   await t.step("a source typed as a flag is used with the .env's server (it was typed for this run)", async () => {
     await withMock(async (mock) => {
-      const result = await run(["token", "--subject-token-from", "env:CI_TOKEN"], {
+      const result = await run(["token", "--grant", "token-exchange", "--subject-token-from", "env:CI_TOKEN"], {
         cwd: REPO,
-        env: { OAUTH_GRANT: "token-exchange", CI_TOKEN: jwt({ sub: "alice" }, mock.issuer) },
+        env: { CI_TOKEN: jwt({ sub: "alice" }, mock.issuer) },
         files: {
           ".env": { OAUTH_ISSUER: mock.issuer, OAUTH_CLIENT_ID: CONFIDENTIAL_CLIENT.id, OAUTH_CLIENT_SECRET: SECRET },
         },
@@ -841,10 +900,11 @@ Deno.test("a project's .env never names a token source or a CI token's audience,
 
 /** A stand-in for `Deps.runProgram` that records what it was asked and exits with `code`. */
 function recordingProgram(code = 0) {
-  const ran: { command: string; args: string[]; env: Record<string, string> }[] = [];
+  type Options = { args: string[]; env: Record<string, string>; unset?: string[] };
+  const ran: ({ command: string } & Options)[] = [];
   return {
     ran,
-    runProgram: (command: string, options: { args: string[]; env: Record<string, string> }) => {
+    runProgram: (command: string, options: Options) => {
       ran.push({ command, ...options });
       return Promise.resolve(code);
     },
@@ -864,6 +924,7 @@ Deno.test("exec gives the program the token in OAUTH_ACCESS_TOKEN (or --env-name
       command: "curl",
       args: ["-H", "Authorization: Bearer $T", "--", "x"],
       env: { OAUTH_ACCESS_TOKEN: token },
+      unset: ["OAUTH_CLIENT_SECRET"],
     }]);
     const named = await run(
       ["exec", "--env-name", "API_TOKEN", ...grantFlags(mock, "client_credentials"), "--", "env"],
@@ -874,6 +935,28 @@ Deno.test("exec gives the program the token in OAUTH_ACCESS_TOKEN (or --env-name
     assertEquals(grantRequests(mock).length, 1, "the cached token, renewed only when due");
     await cleanUp(result);
   });
+});
+
+Deno.test("exec's program gets the token, never the client secret or a variable a subject token was read from (outsider attack 2, finding 4)", async () => {
+  await withMock(async (mock) => {
+    const program = recordingProgram();
+    const token = jwt({ sub: "ci" }, mock.issuer);
+    const result = await run(
+      ["exec", ...grantFlags(mock, "token-exchange", "--subject-token-from", "env:CI_TOKEN"), "--", "./deploy.sh"],
+      withSecret({ env: { CI_TOKEN: token }, runProgram: program.runProgram }),
+    );
+    assertEquals(result.code, 0, result.stderr);
+    assertEquals(program.ran[0].unset, ["OAUTH_CLIENT_SECRET", "CI_TOKEN"]);
+    await cleanUp(result);
+  });
+  // The real edge leaves them out of the program's environment (HOME stands for any variable this process has).
+  assert(Deno.env.get("HOME"), "the test process has HOME");
+  const code = await realDeps().runProgram!("sh", {
+    args: ["-c", 'test -n "$OAUTH_ACCESS_TOKEN" && test -z "$HOME"'],
+    env: { OAUTH_ACCESS_TOKEN: "t" },
+    unset: ["HOME"],
+  });
+  assertEquals(code, 0, "the program saw the token and not HOME");
 });
 
 Deno.test("exec: the command line's mistakes are usage errors, before any request", async (t) => {

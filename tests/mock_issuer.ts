@@ -70,6 +70,11 @@ export interface MockOptions {
    */
   registration?: boolean | "refuse";
   /**
+   * A registration answers with a client secret (`client_secret_basic`) whatever method was asked:
+   * RFC 7591 §3.2.1 lets a server choose. Off by default.
+   */
+  registrationIssuesSecret?: boolean;
+  /**
    * Client ID Metadata Documents: a `client_id` that is a URL is fetched (http on loopback too, for
    * tests) and accepted when the document names that URL as its `client_id`. Off by default.
    */
@@ -626,7 +631,10 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
       return url?.protocol === "http:" && ["127.0.0.1", "[::1]", "localhost"].includes(url.hostname);
     });
     if (!loopback) return oauthError("invalid_redirect_uri", "Only loopback redirect URIs are accepted");
-    const auth = (body.token_endpoint_auth_method ?? "client_secret_basic") as MockClientAuth;
+    const auth =
+      (options.registrationIssuesSecret
+        ? "client_secret_basic"
+        : body.token_endpoint_auth_method ?? "client_secret_basic") as MockClientAuth;
     const client: MockClient = {
       id: `dyn-${random(9)}`,
       auth,

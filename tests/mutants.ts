@@ -302,8 +302,11 @@ const MUTANTS: Mutant[] = [
     tests: [TRUST],
   },
   {
-    name: "a .env's issuer may send the browser to another host than its token endpoint",
-    edits: [[/if \(config\.sources\.issuer === "\.env"\) checkProjectIssuer\(/, "if (false) checkProjectIssuer("]],
+    name: "a server a .env points at may send the browser to another host than its other endpoints",
+    edits: [[
+      /if \(config\.trust\?\.decidedBy === "\.env"\) checkProjectMetadata\(/,
+      "if (false) checkProjectMetadata(",
+    ]],
     tests: [TRUST],
   },
   {
@@ -447,6 +450,168 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [GUARDS, LIFETIMES],
   },
+  // ── Issue 19's red team (the follow-up): each finding's property, broken back ─────────────────────
+  {
+    name: "a profile's resource, audience and assertion audience ignored (read from the command line only)",
+    edits: [[/resolveModernConfig\(\{ \.\.\.cli, flags \}, pick/, "resolveModernConfig(cli, pick"]],
+    tests: [PROFILES],
+  },
+  {
+    name: "a .env turns off DPoP that the person's profile turns on",
+    edits: [[/if \(source === "\.env" && trust\.kept\.some\(/, "if (false && trust.kept.some("]],
+    tests: [TRUST],
+  },
+  // Outsider attack 2: a .env's grant, token files others could plant, exec's environment, hints.
+  {
+    name: "a .env chooses the grant the person's own client and secret are used for",
+    edits: [[/"assertionAudience",\n {2}"grant",\n/, '"assertionAudience",\n']],
+    tests: [TRUST],
+  },
+  {
+    name: "a token file judged by its others-write bit alone (group, owner and folder unchecked)",
+    edits: [[
+      /const problem = trustedFileProblem\("token file", path, facts, userId\(\), "keep the token in a file of your own"\);/,
+      'const problem = (facts.file.mode ?? 0) & 0o002 ? trustedFileProblem("token file", path, facts, userId(), "") : undefined;',
+    ]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec's program gets the client secret and the subject token's variable",
+    edits: [[/for \(const name of options\.unset \?\? \[\]\) delete env\[name\];/, ""]],
+    tests: [MACHINE],
+  },
+  {
+    name: "exec asks for no variable to be left out",
+    edits: [[/unset: credentialVariables\(config\)\.filter/, "unset: [].filter"]],
+    tests: [MACHINE],
+  },
+  {
+    name: "a .env's OAUTH_PROFILE mixed into the environment's server",
+    edits: [[/const own = chosen\?\.by === `\$\{ENV_VARS\.profile\} in \.env` \? /, "const own = false ? "]],
+    tests: [PROFILES],
+  },
+  {
+    name: "a preset's endpoints left out of a .env's check (its own token endpoint beside GitHub's browser sign-in)",
+    edits: [
+      [
+        /urls\.find\(\(\[given\]\) => given === key\)/,
+        'urls.find(([given, words]) => given === key && !words.includes(" preset\'s "))',
+      ],
+      [
+        /if \(origin === undefined \|\| allowed\.includes\(origin\)\) continue;/,
+        'if (origin === undefined || allowed.includes(origin) || words.includes(" preset\'s ")) continue;',
+      ],
+    ],
+    tests: [TRUST],
+  },
+  {
+    name: "a preset's own hosts trusted wherever the person signs in",
+    edits: [[
+      /return own\.includes\(home\.origin\) \? \[\.\.\.new Set\(\[home\.origin, \.\.\.own\]\)\] : \[home\.origin\];/,
+      "return [...new Set([home.origin, ...own])];",
+    ]],
+    tests: [TRUST],
+  },
+  {
+    name: "introspection, revocation and UserInfo left out of the check of a server a .env points at",
+    edits: [[
+      / {2}introspection_endpoint: "sends your tokens",\n {2}revocation_endpoint: "sends your tokens",\n {2}userinfo_endpoint: "sends your tokens",\n/,
+      "",
+    ]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env's client key may be any of the person's files (an absolute path elsewhere, or through ..)",
+    edits: [[/if \(!inside \|\| value\.split\(/, "if (false && value.split("]],
+    tests: [TRUST],
+  },
+  {
+    name: "a .env's client key may be a link to a file outside the project",
+    edits: [[/ {2}checkProjectKey\(clientKey, dir, envFile\);\n/, ""]],
+    tests: [TRUST],
+  },
+  {
+    name:
+      "a proxy URL with a path, query or fragment accepted (an unencoded # in its password: the password is the port)",
+    edits: [[/if \(!url \|\| !url\.hostname \|\| url\.pathname\.length > 1 [^{]*\{/, "if (!url) {"]],
+    tests: [SENDER],
+  },
+  {
+    name: "a proxy variable that holds no URL is passed over (the request goes direct)",
+    edits: [[/if \(route\?\.invalid\) throw invalidProxy\(route\.reason\);/, ""]],
+    tests: [SENDER],
+  },
+  {
+    name: "a hint's values pasted into a shell unquoted (a server's $(…) runs)",
+    edits: [[/return \/\^\[\\w\.:\/@%\+=,-\]\+\$\/\.test\(text\) \? text : [^;]+;/, "return text;"]],
+    tests: [TRUST],
+  },
+  {
+    name: "fetch takes a URL with credentials (they replace the token: Basic to the API)",
+    edits: [[
+      /if \(url\.username \|\| url\.password\) \{\n(\s*)\/\/ They would replace the token/,
+      "if (false) {\n$1// They would replace the token",
+    ]],
+    tests: [SENDER],
+  },
+  {
+    // Killed where the suite runs as root on Linux (as the other ownership mutants: only root can plant another uid's file).
+    name: "the uid the tasks' sys permission gives is not used (root reads another user's planted entry)",
+    edits: [[
+      /if \(Deno\.permissions\.querySync\(\{ name: "sys", kind: "uid" \}\)\.state === "granted"\)/,
+      "if (false)",
+    ]],
+    tests: [ENTRIES],
+  },
+  {
+    name: "a config file others can change is trusted (it decides where the environment's secret goes)",
+    edits: [[
+      /if \(file\.mode !== null && \(file\.mode & 0o022\) !== 0\) \{\n(\s*)return new LoginError\("config", `The config file/,
+      'if (false) {\n$1return new LoginError("config", `The config file',
+    ]],
+    tests: [PROFILES],
+  },
+  {
+    name: "a config file in a folder others can change is trusted",
+    edits: [[
+      /if \(own\(folder\.uid\) && \(folder\.mode === null \|\| \(folder\.mode & 0o022\) === 0\)\) continue;/,
+      "continue;",
+    ]],
+    tests: [PROFILES],
+  },
+  {
+    name: "the callback server answers another user's program (which read the start address in the opener's argv)",
+    edits: [[/\}, admit && \(async \(\) => \(await admit\(\)\) \|\| \(spliced\.cut\(\), false\)\)\);/, "});"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "ss asked for established connections only (a client that half-closed after its request goes unseen)",
+    edits: [[/args: \["-tanHe"\],/, 'args: ["-tnHe", "state", "established"],']],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the start address let through when ss fails (thousands of sockets to slow it down)",
+    edits: [[/\.catch\(\(\) => null\);/, ".catch(() => undefined);"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the device flow opens the address that carries the code (in the opener's argv)",
+    edits: [[/deps\.openUrl\(verification\.href\)/, "deps.openUrl((verificationComplete ?? verification).href)"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the device flow polls for as long as the server says the code lives (a year)",
+    edits: [[/: DEVICE_WAIT_MS;/, ": Infinity;"]],
+    tests: [CALLBACK],
+  },
+  {
+    name: "the browser opener inherits OAUTH_CLIENT_SECRET",
+    edits: [[
+      /const env = Object\.fromEntries\(Object\.values\(ENV_VARS\)\.map\(\(name\) => \[name, ""\]\)\);/,
+      "const env = {};",
+    ]],
+    tests: [CALLBACK],
+  },
   // Issue 23: the first hour. Secrets stay out of the messages that name a wrong setting, and a
   // pushed request_uri is used once (RFC 9126 §4) and never after its expires_in.
   {
@@ -508,7 +673,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "a registered client is used after its secret expired (client_secret_expires_at)",
     edits: [[
-      /if \(value\.clientSecret && expires && expires \* 1000 <= now \+ SECRET_EXPIRY_MARGIN_MS\) return undefined;/,
+      /if \(secret && expires && expires \* 1000 <= now \+ SECRET_EXPIRY_MARGIN_MS\) return undefined;/,
       "",
     ]],
     tests: [RESOURCE],
@@ -529,6 +694,11 @@ const MUTANTS: Mutant[] = [
       /stored = \{ \.\.\.stored, sealed: await sealSecrets\(/,
       "stored = { ...entry, sealed: await sealSecrets(",
     ]],
+    tests: [KEYCHAIN],
+  },
+  {
+    name: "keychain: a registered client's secret is kept in its file",
+    edits: [[/if \(registration\.clientSecret && config\.tokenStorage !== "file"\)/, "if (false)"]],
     tests: [KEYCHAIN],
   },
   {
@@ -584,7 +754,7 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "keychain: logout --all removes another folder's items",
-    edits: [[/if \(!name \|\| !ENTRY_NAME\.test\(name\)\) continue;/, "if (!file) continue;"]],
+    edits: [[/if \(!name \|\| !CACHE_FILE\.test\(`\$\{name\}\.json`\)\) continue;/, "if (!file) continue;"]],
     tests: [KEYCHAIN],
   },
   {
@@ -712,7 +882,7 @@ const MUTANTS: Mutant[] = [
 
 /** How long one run of the test files may take before it counts as a hang. */
 const RUN_BOUND_MS = 180_000;
-const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys=uid"];
 const ROOT = new URL("../", import.meta.url).pathname;
 
 /** Copies the repository (not .git, not node_modules) into a new temporary folder. */

@@ -27,8 +27,8 @@ async function homeWith(text?: string): Promise<{ home: string; path: string }> 
   const home = await Deno.makeTempDir({ prefix: "oauth-login-profiles-" });
   const path = `${home}/config/oauth-login/config.toml`;
   if (text !== undefined) {
-    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-    await Deno.writeTextFile(path, text);
+    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(path, text, { mode: 0o600 });
   }
   return { home, path };
 }
@@ -552,3 +552,260 @@ Deno.test("a profile's switch (dpop = true) turns DPoP on, as OAUTH_DPOP=1 would
   const env = (name: string) => name === "OAUTH_DPOP" ? "0" : undefined;
   assertEquals(testing.resolveConfig(cli, env, {}, profile(true)).dpop, false);
 });
+
+// ── Every setting a profile holds is used (red team, finding 3) ────────────────────────────────
+
+/**
+ * A value for each flag a profile may hold, and what else the base settings need for it to apply. A
+ * flag a profile may hold that is missing here fails the test below: add its row.
+ */
+const PROFILE_SAMPLES: Record<string, { value: string | string[] | boolean; base?: Record<string, string> }> = {
+  issuer: { value: "https://other.example.com" },
+  prompt: { value: "consent" },
+  param: { value: ["acr_values=urn:mfa"] },
+  "min-ttl": { value: "120" },
+  flow: { value: "device" },
+  "client-id": { value: "other-client" },
+  "client-auth": { value: "none" },
+  scope: { value: "openid email" },
+  "redirect-uri": { value: "http://127.0.0.1:8765/cb" },
+  port: { value: "8765" },
+  timeout: { value: "60" },
+  "no-browser": { value: true },
+  "authorization-endpoint": { value: "https://idp.example.com/auth" },
+  "token-endpoint": { value: "https://idp.example.com/tok" },
+  "device-authorization-endpoint": { value: "https://idp.example.com/dev" },
+  "revocation-endpoint": { value: "https://idp.example.com/rev" },
+  "introspection-endpoint": { value: "https://idp.example.com/int" },
+  "userinfo-endpoint": { value: "https://idp.example.com/me" },
+  "user-claim": { value: "email" },
+  provider: { value: "keycloak" },
+  tenant: { value: "contoso.onmicrosoft.com", base: { provider: "entra" } },
+  "login-hint": { value: "alice@example.com" },
+  "no-par": { value: true },
+  dpop: { value: true },
+  "client-key": { value: "/home/alice/keys/client.pem" },
+  "assertion-audience": { value: "token-endpoint", base: { "client-key": "/home/alice/keys/client.pem" } },
+  resource: { value: ["https://api.example.com/"] },
+  audience: { value: "https://api.example.com" },
+  "token-storage": { value: "file" },
+  "acr-values": { value: "urn:mfa" },
+  "max-age": { value: "300" },
+  grant: { value: "client_credentials" },
+  "subject-token-from": { value: "env:IDP_TOKEN", base: { grant: "token-exchange" } },
+  "subject-token-type": { value: "urn:ietf:params:oauth:token-type:jwt", base: { grant: "token-exchange" } },
+  "requested-token-type": { value: "urn:ietf:params:oauth:token-type:access_token", base: { grant: "token-exchange" } },
+  "subject-audience": {
+    value: "https://idp.example.com",
+    base: { grant: "token-exchange", "subject-token-from": "github-actions" },
+  },
+  "actor-token-from": { value: "file:/home/alice/actor.jwt", base: { grant: "token-exchange" } },
+  "actor-token-type": { value: "urn:ietf:params:oauth:token-type:jwt", base: { grant: "token-exchange" } },
+};
+
+Deno.test("every setting a profile can hold is used as its flag would be (resource, audience, assertion_audience...)", async (t) => {
+  const names = testing.profileFlagNames();
+  assertEquals(names.filter((name) => !(name in PROFILE_SAMPLES)), [], "a profile setting without a sample row");
+  // What the two runs share; `sources`, `trust` and `providerReason` say where a value came from, which differs.
+  const comparable = (config: Config) => {
+    const { sources: _s, trust: _t, providerReason: _p, ...rest } = config;
+    return rest;
+  };
+  for (const name of names) {
+    await t.step(name, () => {
+      const { value, base = {} } = PROFILE_SAMPLES[name];
+      const profileOf = (flags: Record<string, unknown>) =>
+        ({
+          name: "p",
+          path: "/home/alice/.config/oauth-login/config.toml",
+          chosenBy: "--profile",
+          flags: { issuer: "https://idp.example.com", "client-id": "cli", ...base, ...flags },
+        }) as Parameters<typeof testing.resolveConfig>[3];
+      for (const command of ["login", "fetch"] as const) {
+        const cli = (flags: Record<string, unknown>) =>
+          ({
+            command,
+            named: true,
+            flags,
+            target: command === "fetch" ? "https://api.example.com/me" : undefined,
+          }) as Parameters<typeof testing.resolveConfig>[0];
+        const outcome = (make: () => Config) => {
+          try {
+            return comparable(make());
+          } catch (error) {
+            return `${(error as Error).message}`;
+          }
+        };
+        const asFlag = outcome(() => testing.resolveConfig(cli({ [name]: value }), () => undefined, {}, profileOf({})));
+        const inProfile = outcome(() =>
+          testing.resolveConfig(cli({}), () => undefined, {}, profileOf({ [name]: value }))
+        );
+        assertEquals(inProfile, asFlag, `${command}: the profile's ${name} is not used as --${name} is`);
+      }
+    });
+  }
+});
+
+Deno.test("login --resource R --save-profile p: whoami, login and fetch --profile p use R", async () => {
+  const seen: string[] = [];
+  const other = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    seen.push(request.headers.get("authorization") ?? "");
+    return new Response("ok");
+  });
+  try {
+    await withMock(async (mock) => {
+      const api = `http://127.0.0.1:${mock.port}/`;
+      const login = await run(
+        ["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, "--resource", api, "--save-profile", "p"],
+        { browser: (url) => scriptedBrowser(url) },
+      );
+      try {
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        // The login just cached is the profile's: whoami finds it.
+        const whoami = await run(["whoami", "--profile", "p"], { home: login.home });
+        assertEquals(whoami.code, EXIT.ok, `whoami --profile p after login --save-profile p: ${whoami.stderr}`);
+        // "login --profile p" asks for the profile's resource, and fetch keeps the token to it.
+        const again = await runIn(login.home, ["login", "--profile", "p"]);
+        assertEquals(again.code, EXIT.ok, again.stderr);
+        // Each login's requests to the authorization endpoint (a preflight, then the browser's) carry it.
+        const asked = mock.requests.filter((r) => r.path.endsWith("/authorize")).map((r) => r.query.resource);
+        assertEquals(asked, [api, api, api, api], "the profile's resource goes with its authorization request");
+        const url = `http://127.0.0.1:${other.addr.port}/elsewhere`;
+        const fetched = await run(["fetch", "--profile", "p", url], { home: login.home });
+        assertEquals(seen, [], `the token went to another origin:\n${fetched.stderr}`);
+        assertEquals(fetched.code, EXIT.usage, fetched.stderr);
+        assertEquals(
+          fetched.stderr,
+          `error: The access token is for "${api.slice(0, -1)}", not for "http://127.0.0.1:${other.addr.port}"\n` +
+            `hint: to call http://127.0.0.1:${other.addr.port}, log in for it: add --resource http://127.0.0.1:${other.addr.port} to the login and to this command\n`,
+        );
+      } finally {
+        await cleanUp(login);
+      }
+    });
+  } finally {
+    await other.shutdown();
+  }
+});
+
+// ── A .env's profile is never mixed into the person's own server (red team, finding 9) ──────────
+
+Deno.test("a .env's OAUTH_PROFILE is ignored when the person's flags or environment name the server", async (t) => {
+  await withMock(async (real) => {
+    await withMock(async (github) => {
+      const { home } = await homeWith(`[github]\nprovider = "github"\nclient_id = "Iv1.personal"\n`);
+      // kubectl's exec block (or a script) sets the issuer, client and secret; the cloned project's .env names a profile.
+      const own = {
+        OAUTH_ISSUER: real.issuer,
+        OAUTH_CLIENT_ID: CONFIDENTIAL_CLIENT.id,
+        OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret!,
+      };
+      const inRepo = { cwd: "/home/alice/repo", files: { ".env": { OAUTH_PROFILE: "github" } } };
+      const warning = "warning: Ignoring OAUTH_PROFILE in .env: a project file cannot choose the profile when " +
+        "OAUTH_ISSUER in the environment names the server\n";
+      await t.step("doctor: the environment's issuer and client, no preset, and the warning", async () => {
+        const doctor = await run(["doctor"], { home, env: own, presetBase: github.issuer, ...inRepo });
+        assertNotMatch(doctor.stdout, /profile: github|provider preset: github|token-endpoint:/);
+        assertStringIncludes(doctor.stdout, `ok    config     issuer: ${real.issuer} (from environment)\n`);
+        assertStringIncludes(doctor.stdout, `warn  config     ${warning.slice("warning: ".length)}`);
+      });
+      await t.step("login: the environment's server alone, and the warning", async () => {
+        const login = await runIn(home, ["login"], { env: own, presetBase: github.issuer, ...inRepo });
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        assertEquals(login.stderr.split("\n")[0] + "\n", warning);
+        assertEquals(github.requests, [], "nothing went to the preset's server");
+        assertEquals(real.calls("token").length, 1);
+      });
+      await t.step("with nothing of the person's naming a server, the .env still chooses the profile", async () => {
+        const doctor = await run(["doctor"], { home, presetBase: github.issuer, ...inRepo });
+        assertStringIncludes(doctor.stdout, "ok    config     profile: github (from OAUTH_PROFILE in .env)");
+      });
+      await Deno.remove(home, { recursive: true });
+    }, { clients: [{ id: "Iv1.personal", auth: "none", redirectUris: ["http://127.0.0.1/callback"] }] });
+  }, { clients: [CONFIDENTIAL_CLIENT] });
+});
+
+// ── A config file others can change decides nothing (red team, finding 5) ──────────────────────
+
+Deno.test("a config file, or its folder, that others can change or own is refused, as the cache's files are", async (t) => {
+  const profile = 'default_profile = "work"\n[work]\nissuer = "https://idp.example.com"\nclient_id = "c"\n';
+  // The environment's secret would go to the issuer the file names.
+  const env = { OAUTH_CLIENT_SECRET: "corp-secret" };
+  const offline = () => Promise.reject(new Error("no network in this case"));
+  const refused = async (home: string, error: string, hint: string) => {
+    const login = await run(["login"], { home, env, fetch: offline });
+    assertEquals([login.code, login.stderr], [EXIT.usage, `error: ${error}\nhint: ${hint}\n`]);
+    const doctor = await run(["doctor"], { home, env, fetch: offline });
+    assertStringIncludes(doctor.stdout, `fail  config     ${error} (${hint})\n`);
+    assertNotMatch(doctor.stdout, /where you sign in and where credentials go: set by issuer in the profile/);
+    const listed = await run(["profiles"], { home, env });
+    assertEquals([listed.code, listed.stderr], [EXIT.usage, `error: ${error}\nhint: ${hint}\n`]);
+  };
+  for (const mode of [0o666, 0o664, 0o646]) {
+    await t.step(`the file is ${mode.toString(8)}`, async () => {
+      const { home, path } = await homeWith(profile);
+      await Deno.chmod(path, mode);
+      await refused(
+        home,
+        `The config file "${path}" can be changed by other users`,
+        `make it private with: chmod 600 ${path}`,
+      );
+      await Deno.remove(home, { recursive: true });
+    });
+  }
+  await t.step("its folder is 0777", async () => {
+    const { home, path } = await homeWith(profile);
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    await Deno.chmod(dir, 0o777);
+    await refused(
+      home,
+      `The config file's folder "${dir}" can be changed by other users`,
+      `make it private with: chmod 700 ${dir}; or set OAUTH_LOGIN_CONFIG to a file of your own`,
+    );
+    await Deno.remove(home, { recursive: true });
+  });
+  await t.step("a link (a dotfiles manager's) to a file in a folder others can change", async () => {
+    const { home, path } = await homeWith(profile);
+    const shared = await Deno.makeTempDir({ prefix: "oauth-login-shared-" });
+    await Deno.chmod(shared, 0o777);
+    await Deno.rename(path, `${shared}/config.toml`);
+    await Deno.symlink(`${shared}/config.toml`, path);
+    await refused(
+      home,
+      `The config file's folder "${shared}" can be changed by other users`,
+      `make it private with: chmod 700 ${shared}; or set OAUTH_LOGIN_CONFIG to a file of your own`,
+    );
+    await Deno.chmod(shared, 0o700); // a link to a private file in a private folder is used
+    const login = await run(["whoami"], { home, env });
+    assertEquals([login.code, login.stderr], [
+      EXIT.loginRequired,
+      'error: Not logged in for https://idp.example.com\nhint: run "oauth-login login --profile work"\n',
+    ]);
+    await Deno.remove(shared, { recursive: true });
+    await Deno.remove(home, { recursive: true });
+  });
+  await t.step({
+    name: "the file belongs to another user (run as root)",
+    ignore: Deno.build.os !== "linux" || !asRootHere(),
+    fn: async () => {
+      const { home, path } = await homeWith(profile);
+      await Deno.chown(path, 65534, 65534);
+      await refused(
+        home,
+        `The config file "${path}" belongs to another user`,
+        "set OAUTH_LOGIN_CONFIG to a file of your own",
+      );
+      await Deno.remove(home, { recursive: true });
+    },
+  });
+});
+
+/** Whether the tests run as root (asked of a file's owner: the test task grants no sys permission). */
+function asRootHere(): boolean {
+  const probe = Deno.makeTempFileSync({ prefix: "oauth-login-uid-" });
+  try {
+    return Deno.statSync(probe).uid === 0;
+  } finally {
+    Deno.removeSync(probe);
+  }
+}

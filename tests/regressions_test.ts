@@ -286,7 +286,7 @@ Deno.test("bug 4: logout --all revokes a readable entry too, and still refuses t
       assertEquals(
         refused.stderr,
         `error: The token cache file "${foreign.path}" belongs to another user\n` +
-          `hint: if it is not needed, remove it with: rm "${foreign.path}"\n`,
+          `hint: if it is not needed, remove it with: rm ${foreign.path}\n`,
       );
       assertEquals(mock.revoked.length, 2, "nothing sent for a file another user owns");
       assertEquals(await exists(foreign.path), true);

