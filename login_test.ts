@@ -1676,6 +1676,8 @@ Deno.test("deno task demo: a real login against the mock issuer, signed in by th
   assertEquals(output.code, EXIT.ok, stderr);
   assertStringIncludes(stderr, "demo: no display here, so a scripted browser signs in");
   assertStringIncludes(stderr, "Logged in as demo-user\n");
+  // Its tokens are removed at its end: kept in its file, never in the person's keychain, and no warning about it.
+  assertEquals(stderr.match(/^warning: .*/m), null);
   assertEquals(new TextDecoder().decode(output.stdout), "");
 });
 

@@ -1031,6 +1031,8 @@ async function demo(): Promise<number> {
       "browser",
       "--timeout",
       "120",
+      "--token-storage",
+      "file", // the demo's tokens are removed at its end: no keychain item is left behind
       ...Deno.args,
     ], deps);
   } finally {
