@@ -44,37 +44,39 @@
  * 10. DPoP (RFC 9449): keys, proofs and nonces (`dpopState`, `enableDpop`, `headerLines`).
  * 11. The authorization request: scope, PKCE, `state`, `nonce`, PAR (RFC 9126) or a preflight
  *     (`authorizationRequest`, `preflight`).
- * 12. Getting the code back: the loopback server (Deno.serve on a private Unix socket, behind a
- *     connection guard that bounds what local processes can hold open and answers only the user's own
- *     programs), its pages and start address, the browser (`listen`, `guardConnections`, `sameUser`,
+ * 12. Getting the code back: the redirect URI and the loopback server, Deno.serve on a private Unix
+ *     socket behind a connection guard that bounds what local processes can hold open (`planRedirect`,
+ *     `listen`, `guardConnections`).
+ * 13. Who may sign in here: the unguessable start address, answered only to the user's own programs
+ *     (told by `ss`), the callback's check and pages, and the browser (`startPath`, `sameUser`,
  *     `callbackHandler`, `browserAvailability`).
- * 13. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
+ * 14. Signing in: the browser flow, paste-back and the device flow (RFC 8628) (`login`,
  *     `browserLogin`, `deviceLogin`).
- * 14. The code exchange and who logged in (`exchangeCode`, `identify`).
- * 15. Logins without a person: client credentials (RFC 6749 §4.4), JWT bearer (RFC 7523) and token
+ * 15. The code exchange and who logged in (`exchangeCode`, `identify`).
+ * 16. Logins without a person: client credentials (RFC 6749 §4.4), JWT bearer (RFC 7523) and token
  *     exchange (RFC 8693), their settings, and the subject token sources read afresh at each grant
  *     (`resolveGrantConfig`, `readTokenSource`, `runGrant`, `grantAndSave`, `renewGrant`).
- * 16. The token cache: which entry is a configuration's, its key and its lifetimes (`entryFor`,
+ * 17. The token cache: which entry is a configuration's, its key and its lifetimes (`entryFor`,
  *     `cacheKey`, `isFresh`, `renewable`, `toTokenSet`).
- * 17. Owner-only files and the lock: the cache on disk, the one writer of private files, who owns
+ * 18. Owner-only files and the lock: the cache on disk, the one writer of private files, who owns
  *     what (`fileStorage`, `writePrivateFile`, `lockEntry`).
- * 18. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
+ * 19. The keychain: the platforms' own tools (`secret-tool`, `security`, PowerShell), each call bounded
  *     by a deadline and never prompting, the first problem remembered (`withKeychain`, `runTool`).
- * 19. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
+ * 20. Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where
  *     (`saveEntry`, `openEntry`, `holds`, `sealSecrets`, `openSealed`).
- * 20. Renewal and revocation (`renew`, `refreshLocked`, `refreshTokenSet`, `revokeTokenSet`).
- * 21. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
+ * 21. Renewal and revocation (`renew`, `refreshLocked`, `refreshTokenSet`, `revokeTokenSet`).
+ * 22. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
  *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
  *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
  *     `resourceEntry`, `resourceLogin`).
- * 22. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ * 23. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
  *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
- * 23. Commands: login, token, whoami, profiles, logout (`tokenCommand`, `usableEntry`, `whoamiCommand`,
+ * 24. Commands: login, token, whoami, profiles, logout (`tokenCommand`, `usableEntry`, `whoamiCommand`,
  *     ...).
- * 24. Handing the token on: `fetch` calls an API, `exec` runs a program with the token in its
+ * 25. Handing the token on: `fetch` calls an API, `exec` runs a program with the token in its
  *     environment (`fetchCommand`, `callApi`, `execCommand`, `narrowedEntry`).
- * 25. Doctor: every check, without signing in (`doctor`, `doctorResource`, `doctorGrant`).
- * 26. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 26. Doctor: every check, without signing in (`doctor`, `doctorResource`, `doctorGrant`).
+ * 27. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`, `runProgram`); the entry runs only as a program
  *     (`import.meta.main`).
  *
@@ -4834,7 +4836,7 @@ function pageText(body: string, contentType: string | null): string {
   return sanitize(text, 200);
 }
 
-// ── 12 Getting the code back: the loopback server, its pages, and the browser ──────────────────────────────────────
+// ── 12 Getting the code back: the redirect URI, Deno.serve behind the connection guard ─────────────────────────────
 
 /** The callback path of the default redirect URI. */
 const CALLBACK_PATH = "/callback";
@@ -5319,6 +5321,8 @@ function bindFailure(error: unknown, redirect: Redirect, port: number): unknown 
   return error;
 }
 
+// ── 13 Who may sign in here: the start address, its owner check, the pages, and the browser ────────────────────────
+
 /** The random bytes in the start address's path: 96 bits, 16 characters. */
 const START_PATH_BYTES = 12;
 
@@ -5739,7 +5743,7 @@ async function runOpener([program, ...args]: string[]): Promise<void> {
   if (!status.success) throw new Error(`"${program}" exited with code ${status.code}`);
 }
 
-// ── 13 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
+// ── 14 Signing in: the browser flow, paste-back and the device flow ────────────────────────────────────────────────
 
 /** The flow for `--flow auto`: the browser where one can be opened, else the device flow where the server has it. */
 function chooseFlow(
@@ -6411,7 +6415,7 @@ async function pollDeviceCode(
   }
 }
 
-// ── 14 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
+// ── 15 The code exchange and who logged in ─────────────────────────────────────────────────────────────────────────
 
 /** A server clock further than this from ours (ms) is named when an ID token is refused for its times. */
 const CLOCK_SKEW_NOTICE_MS = 60_000;
@@ -6598,7 +6602,7 @@ async function readWhoAmI(response: Response): Promise<Record<string, unknown>> 
   return info;
 }
 
-// ── 15 Logins without a person: client credentials, JWT bearer, token exchange, subject token sources ──────────────
+// ── 16 Logins without a person: client credentials, JWT bearer, token exchange, subject token sources ──────────────
 
 /**
  * The grants a machine signs in with, by the names `--grant` takes, and their `grant_type`: client
@@ -7224,7 +7228,7 @@ async function renewGrant(
   }
 }
 
-// ── 16 The token cache: which entry is a configuration's, its key and its lifetimes ────────────────────────────────
+// ── 17 The token cache: which entry is a configuration's, its key and its lifetimes ────────────────────────────────
 
 /** The version of the cache entry format. */
 const CACHE_VERSION: TokenSet["version"] = 1;
@@ -7712,7 +7716,7 @@ async function otherEntries(
   return found;
 }
 
-// ── 17 Owner-only files and the lock: the cache on disk, the one writer, who owns what ─────────────────────────────
+// ── 18 Owner-only files and the lock: the cache on disk, the one writer, who owns what ─────────────────────────────
 
 /**
  * The token cache: one file per entry (`<name>.json`, `name` as `cacheKey` makes it) in a folder only
@@ -8178,7 +8182,7 @@ async function lockEntry(
   }
 }
 
-// ── 18 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
+// ── 19 The keychain: the platforms' own tools, each call bounded and never prompting ───────────────────────────────
 
 /*
  * The platform's keychain is reached through its own tool, run as a process with any secret on its
@@ -8186,7 +8190,7 @@ async function lockEntry(
  * (macOS) and PowerShell calling Credential Manager (Windows). Every call is bounded by
  * `KEYCHAIN_DEADLINE_MS` (its process killed), nothing is called that could ask for a password (a
  * locked Secret Service is found by reading its `Locked` property), and the first problem met is
- * remembered for the rest of the process. What is kept there, and why only a key, is section 15.
+ * remembered for the rest of the process. What is kept there, and why only a key, is section 20.
  */
 
 /** The keychain items' service: only items of this service, which the tool creates, are read, changed or removed. */
@@ -8758,7 +8762,7 @@ function readToolOutput(stream: ReadableStream<Uint8Array>): { text: Promise<str
   return { text, cancel: () => void reader.cancel().catch(() => {}) };
 }
 
-// ── 19 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
+// ── 20 Long-lived secrets: sealed under a key the keychain keeps, and what an entry keeps where ────────────────────
 
 /*
  * An entry's long-lived secrets (its refresh token and DPoP key; the secret of a client the tool
@@ -9182,7 +9186,7 @@ async function forgetOrphanItems(deps: Deps): Promise<number> {
   return removed;
 }
 
-// ── 20 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
+// ── 21 Renewal and revocation: refresh under the lock, other resources, logout at the server ───────────────────────
 
 /** Remembers the nonces a DPoP server sent, in the entry, under its lock (another process may have refreshed it). */
 async function rememberNonces(config: Config, deps: Deps, name: string, state: DpopState): Promise<void> {
@@ -9611,7 +9615,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 21 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
+// ── 22 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
 
 /** The name this tool registers itself under (RFC 7591 `client_name`). */
 const CLIENT_NAME = "oauth-login (a command-line tool)";
@@ -10444,7 +10448,7 @@ function notSignedInForApi(config: Config): LoginError {
   });
 }
 
-// ── 22 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+// ── 23 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
 
 /** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
 interface StepUp {
@@ -10668,7 +10672,7 @@ function signedIn(
   };
 }
 
-// ── 23 Commands: login, token, whoami, profiles, logout ────────────────────────────────────────────────────────────
+// ── 24 Commands: login, token, whoami, profiles, logout ────────────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -11359,7 +11363,7 @@ function logoutOutcome(outcome: LogoutOutcome): string {
     : "removed here, not revoked: its client secret is not configured";
 }
 
-// ── 24 Handing the token on: fetch calls an API, exec runs a program ───────────────────────────────────────────────
+// ── 25 Handing the token on: fetch calls an API, exec runs a program ───────────────────────────────────────────────
 
 /** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
 async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
@@ -11709,7 +11713,7 @@ async function execCommand(config: Config, deps: Deps): Promise<number> {
   }
 }
 
-// ── 25 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 26 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -12345,7 +12349,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 26 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 27 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
