@@ -412,6 +412,11 @@ function realTimer(ms: number, signal: AbortSignal): Promise<void> {
 
 // ── 2 Messages: every sentence the tool prints, and how it is chosen, wrapped and sanitised ────────────────────────
 
+/** What `sanitize` replaces with a space: characters a terminal or a log viewer would act on, or hide. */
+const INVISIBLE =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\u{e0000}-\u{e007f}]/gu;
+
 /** The longest server string we print or put on a page. */
 const MAX_DISPLAY_CHARS = 300;
 
@@ -421,8 +426,9 @@ const sanitize: (text: unknown, max?: number) => string =
     const clean = String(text)
       // deno-lint-ignore no-control-regex
       .replace(/(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b./g, "")
-      // deno-lint-ignore no-control-regex
-      .replace(/[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, " ");
+      // Controls, bidi marks and overrides, line and paragraph separators, and the invisible ones that can hide
+      // or fake text (zero-width, word joiners, BOM, soft hyphen, Hangul fillers, tag characters).
+      .replace(INVISIBLE, " ");
     return clean.length > max ? `${clean.slice(0, max)}…` : clean;
   }).bind(undefined);
 
@@ -1565,13 +1571,17 @@ const resolveEndpoints = (function resolveEndpoints(
   const endpoints: Partial<Record<EndpointKey, string>> = {};
   for (const [key, flag] of MANUAL_ENDPOINTS) {
     const given = pick(key, flags[flag], ENV_VARS[key]);
-    const fromPreset = preset?.endpoints?.[key];
     if (given !== undefined) endpoints[key] = checkManualEndpoint(given, flag);
-    else if (fromPreset !== undefined) {
-      endpoints[key] = fromPreset.startsWith("/")
-        ? new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href
-        : rebase(fromPreset, options.presetBase);
-    }
+  }
+  // A preset's own hosts serve only a login on them: not GitHub Enterprise's endpoints given with --provider github.
+  const home = endpoints.tokenEndpoint ?? endpoints.authorizationEndpoint ?? issuerText;
+  const owned = !preset || home === undefined || presetServes(preset, parseIssuer(home).issuer, options.presetBase);
+  for (const [key] of MANUAL_ENDPOINTS) {
+    const fromPreset = preset?.endpoints?.[key];
+    if (endpoints[key] !== undefined || fromPreset === undefined) continue;
+    if (fromPreset.startsWith("/")) {
+      endpoints[key] = new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href;
+    } else if (owned) endpoints[key] = rebase(fromPreset, options.presetBase);
   }
   if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
     throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
@@ -2148,7 +2158,7 @@ const configPicker = (function configPicker(
  * oauth2.googleapis.com. Origins (RFC 6454), as `rebase` puts a preset at a test's mock. Pure.
  */
 function projectOrigins(home: URL, preset: Preset | undefined, presetBase?: string): string[] {
-  const own = (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+  const own = presetOrigins(preset, presetBase);
   return own.includes(home.origin) ? [...new Set([home.origin, ...own])] : [home.origin];
 }
 
@@ -3116,7 +3126,7 @@ const PRESETS: Record<string, Preset> = {
     },
     needsSecret:
       "Google's token endpoint demands the client secret even with PKCE (a Desktop app's is not confidential)",
-    hosts: ["accounts.google.com", "oauth2.googleapis.com", "openidconnect.googleapis.com"],
+    hosts: ["accounts.google.com", "oauth2.googleapis.com", "openidconnect.googleapis.com", "www.google.com"],
   },
   entra: {
     issuer: "https://login.microsoftonline.com/{tenant}/v2.0",
@@ -3124,7 +3134,7 @@ const PRESETS: Record<string, Preset> = {
     scope: "openid profile offline_access",
     loopbackHost: "localhost",
     callbackPath: "/",
-    hosts: ["login.microsoftonline.com", "graph.microsoft.com"],
+    hosts: ["login.microsoftonline.com", "graph.microsoft.com", "microsoft.com", "login.microsoft.com"],
   },
   okta: { issuerExample: "https://YOUR-ORG.okta.com/oauth2/default", issuerHost: /\.okta(preview)?\.com$/ },
   auth0: {
@@ -3183,6 +3193,22 @@ function rebase(url: string, base: string | undefined): string {
   if (!base) return url;
   const parsed = new URL(url);
   return `${base}${parsed.pathname === "/" ? "" : parsed.pathname}${parsed.search}`;
+}
+
+/** The origins of a preset's own hosts (`Preset.hosts`), as `rebase` moves them for tests. Pure. */
+function presetOrigins(preset: Preset | undefined, presetBase?: string): string[] {
+  return (preset?.hosts ?? []).map((host) => new URL(rebase(`https://${host}/`, presetBase)).origin);
+}
+
+/**
+ * Whether a preset's own URLs (its endpoints, its revocation API) belong to a login whose server is at
+ * `url`: a preset without hosts of its own, or `url` on one of them. GitHub's API gets no token of a
+ * GitHub Enterprise server given by its endpoints under `--provider github`. Pure.
+ */
+function presetServes(preset: Preset | undefined, url: string, presetBase?: string): boolean {
+  const origins = presetOrigins(preset, presetBase);
+  const origin = parseUrl(url)?.origin;
+  return origins.length === 0 || (origin !== undefined && origins.includes(origin));
 }
 
 /**
@@ -3996,18 +4022,12 @@ const RECEIVES: Record<string, string> = {
  * the verifier or the tokens go to another. Throws LoginError("config").
  */
 function checkProjectMetadata(as: Oauth.AuthorizationServer, config: Config, presetBase?: string): void {
-  const signIn = parseUrl(String(as.authorization_endpoint ?? "")) ??
-    parseUrl((as as Record<string, unknown>)[NO_ISSUER] === true ? String(as.token_endpoint) : as.issuer);
-  if (!signIn) return;
-  const allowed = projectOrigins(signIn, presetOf(config), presetBase);
+  const project = projectSignIn(as, config, presetBase);
+  if (!project) return;
+  const { signIn, allowed, named } = project;
   for (const [member, receives] of Object.entries(RECEIVES)) {
     const url = parseUrl(String((as as Record<string, unknown>)[member] ?? ""));
     if (!url || allowed.includes(url.origin)) continue;
-    const named = config.sources.issuer === ".env" || !config.provider
-      ? `The issuer ${displayIssuer(config.issuer)}, from a project file (.env),`
-      : `The ${config.provider} preset, chosen by a project file (.env), with the issuer ${
-        displayIssuer(config.issuer)
-      }`;
     throw new LoginError(
       "config",
       `${named} sends you to ${signIn.host} to sign in but ${receives} ${
@@ -4016,6 +4036,40 @@ function checkProjectMetadata(as: Oauth.AuthorizationServer, config: Config, pre
       { hint: `if you trust this server, set ${ENV_VARS.issuer} in the environment or pass --issuer` },
     );
   }
+}
+
+/**
+ * Where a login a project file points signs in (the authorization endpoint's origin, else the issuer's,
+ * else the token endpoint's), the origins that may take part (`projectOrigins`), and how messages name
+ * the source. Undefined when the metadata names no such place. Pure.
+ */
+function projectSignIn(
+  as: Oauth.AuthorizationServer,
+  config: Config,
+  presetBase?: string,
+): { signIn: URL; allowed: string[]; named: string } | undefined {
+  const signIn = parseUrl(String(as.authorization_endpoint ?? "")) ??
+    parseUrl((as as Record<string, unknown>)[NO_ISSUER] === true ? String(as.token_endpoint) : as.issuer);
+  if (!signIn) return undefined;
+  const named = config.sources.issuer === ".env" || !config.provider
+    ? `The issuer ${displayIssuer(config.issuer)}, from a project file (.env),`
+    : `The ${config.provider} preset, chosen by a project file (.env), with the issuer ${displayIssuer(config.issuer)}`;
+  return { signIn, allowed: projectOrigins(signIn, presetOf(config), presetBase), named };
+}
+
+/**
+ * A device authorization answer's address for a login a project file points (RFC 8628 §3.2): on the
+ * origins where it signs in (`projectSignIn`), else a project's server could send the person to type
+ * its code at a real provider, for an app of the project's. Throws LoginError("config").
+ */
+function checkProjectDeviceAddress(url: URL, as: Oauth.AuthorizationServer, config: Config, presetBase?: string) {
+  const project = projectSignIn(as, config, presetBase);
+  if (!project || project.allowed.includes(url.origin)) return;
+  throw new LoginError(
+    "config",
+    `${project.named} sends you to ${url.host} to enter a code, not to ${project.signIn.host} where it signs you in`,
+    { hint: `if you trust this server, set ${ENV_VARS.issuer} in the environment or pass --issuer` },
+  );
 }
 
 async function discoverIssuer(config: Config, deps: Deps, trace?: Trace): Promise<IssuerClient> {
@@ -4724,6 +4778,9 @@ async function authorizationRequest(
   return { url: plain, pushed: false, checked, status: answer?.status, elsewhere: plain };
 }
 
+/** The longest a pushed request is used before it is pushed again, whatever `expires_in` says (RFC 9126 §2.2: short-lived). */
+const MAX_PUSHED_LIFETIME_MS = 10 * 60_000;
+
 /** A `request_uri` is used no later than this before its `expires_in` runs out (the browser's trip takes time). */
 const PUSHED_REQUEST_MARGIN_MS = 5_000;
 
@@ -4768,7 +4825,7 @@ async function pushRequest(
   const short = new URL(url);
   short.searchParams.set("client_id", config.clientId);
   short.searchParams.set("request_uri", pushed.request_uri);
-  const lifetimeMs = Math.max(0, Number(pushed.expires_in) * 1000 || 0);
+  const lifetimeMs = Math.min(MAX_PUSHED_LIFETIME_MS, Math.max(0, Number(pushed.expires_in) * 1000 || 0));
   return { url: short, expiresAt: deps.now() + lifetimeMs - Math.min(PUSHED_REQUEST_MARGIN_MS, lifetimeMs / 4) };
 }
 
@@ -5909,7 +5966,7 @@ async function browserLogin(flow: FlowContext): Promise<SignInResult> {
       path: redirect.path,
       state: request.state,
       startPath: new URL(start).pathname,
-      authorizationUrl: startTarget(authorization, deps, line.note),
+      authorizationUrl: startTarget(authorization, deps, line.note, pasting),
       accept: async (callback) => {
         answered.resolve();
         try {
@@ -5982,14 +6039,18 @@ function newRequest(
  * What the start address redirects to on each visit (RFC 9126 §4: a `request_uri` may be used once,
  * and expires): a pushed request is pushed again, with the same `state`, PKCE verifier and nonce,
  * once it has been handed out or its `expires_in` has run out; a request in the URL never changes.
- * A failed push is said on the terminal (`note`) and on the browser's page.
+ * `pasting`: the terminal offers the pushed address to another machine, so the start address never
+ * hands out that one (two browsers, one single-use `request_uri`). A failed push is said on the
+ * terminal (`note`) and on the browser's page.
  */
 function startTarget(
   authorization: AuthorizationAddress,
   deps: Pick<Deps, "now">,
   note: (text: string) => void,
+  pasting = false,
 ): () => Promise<string> {
-  let current = { url: authorization.url, expiresAt: authorization.expiresAt ?? Infinity, used: false };
+  const offeredElsewhere = pasting && authorization.push !== undefined && authorization.elsewhere === authorization.url;
+  let current = { url: authorization.url, expiresAt: authorization.expiresAt ?? Infinity, used: offeredElsewhere };
   return async () => {
     if (authorization.push && (current.used || deps.now() >= current.expiresAt)) {
       try {
@@ -6278,9 +6339,17 @@ async function showDeviceCode(
   openBrowser: boolean,
 ): Promise<void> {
   const verification = deviceAddress(device.verification_uri, "verification_uri", as.issuer);
-  const verificationComplete = device.verification_uri_complete === undefined
+  const withCode = device.verification_uri_complete === undefined
     ? undefined
     : deviceAddress(device.verification_uri_complete, "verification_uri_complete", as.issuer);
+  if (config.trust?.decidedBy === ".env") checkProjectDeviceAddress(verification, as, config, deps.presetBase);
+  // The address that carries the code only on the host the person is told to check: a QR code hides where it leads.
+  const verificationComplete = withCode?.host === verification.host ? withCode : undefined;
+  if (withCode && !verificationComplete) {
+    trace?.(
+      `verification_uri_complete is on ${sanitize(withCode.host)}, not ${sanitize(verification.host)}: not shown`,
+    );
+  }
   const code = sanitize(device.user_code, 40);
   say(
     deps,
@@ -9481,9 +9550,11 @@ async function revokeTokenSet(
   const as = entry.metadata as unknown as Oauth.AuthorizationServer;
   // The client's secret and key, and a preset's own revocation API, only for the issuer and client they were given for.
   const ours = credentialsFor(entry, config);
-  const deletion = config.provider && ours ? PRESETS[config.provider]?.tokenDeletionEndpoint : undefined;
+  const preset = config.provider ? PRESETS[config.provider] : undefined;
+  const own = ours && presetServes(preset, String(as.token_endpoint ?? entry.issuer), deps.presetBase);
+  const deletion = own ? preset?.tokenDeletionEndpoint : undefined;
   if (!as.revocation_endpoint && deletion) return await deleteAppToken(entry, config, deletion, deps, trace);
-  const bearer = config.provider && ours ? PRESETS[config.provider]?.bearerRevocationEndpoint : undefined;
+  const bearer = own ? preset?.bearerRevocationEndpoint : undefined;
   if (!as.revocation_endpoint && bearer) return await revokeWithBearer(entry, bearer, deps, trace);
   if (!as.revocation_endpoint) {
     if (!config.all) {

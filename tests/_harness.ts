@@ -293,8 +293,10 @@ export function assertNoLeaks(result: Run, secrets: string[], options: { stdoutM
     if (!options.stdoutMayHoldTokens) assert(!result.stdout.includes(probe), "a secret reached stdout");
     if (result.visit) assert(!result.visit.body.includes(probe), "a secret reached the browser page");
   }
-  // deno-lint-ignore no-control-regex
-  const control = result.stderr.match(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
+  const control = result.stderr.match(
+    // deno-lint-ignore no-control-regex
+    /[\x00-\x09\x0b-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\u{e0000}-\u{e007f}]/u,
+  );
   assert(!control, `a raw control character (U+${control?.[0].charCodeAt(0).toString(16)}) reached stderr`);
 }
 

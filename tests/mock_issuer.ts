@@ -249,6 +249,8 @@ function redirectMatches(registered: string, requested: string, localhostAnyPort
 // ── The mock ────────────────────────────────────────────────────────────────────────────────────
 
 export interface MockIssuer {
+  /** What the mock starts on its own (making its signing key): `close` waits for it, so no test leaks it. */
+  settled: Promise<unknown>;
   /** The issuer identifier; set by `serveMockIssuer`, or by hand for a handler used as `fetch`. */
   issuer: string;
   handler: (request: Request) => Promise<Response>;
@@ -352,6 +354,7 @@ export function createMockIssuer(options: MockOptions = {}): MockIssuer {
   const kid = random(8);
 
   const mock: MockIssuer = {
+    settled: keys,
     issuer: "http://127.0.0.1",
     requests: [],
     metadata: {},
@@ -945,6 +948,7 @@ export function serveMockIssuer(options: MockOptions = {}): ServedMock {
     async close() {
       controller.abort();
       await server.finished;
+      await mock.settled;
     },
   });
 }

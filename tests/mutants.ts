@@ -41,6 +41,7 @@ const FIRSTHOUR = "tests/firsthour_test.ts";
 const RESOURCE = "tests/resource_test.ts";
 const KEYCHAIN = "tests/keychain_test.ts";
 const MACHINE = "tests/machine_test.ts";
+const ANSWERS = "tests/server_answers_test.ts";
 
 const MUTANTS: Mutant[] = [
   // The rows of issue 10's table.
@@ -460,6 +461,52 @@ const MUTANTS: Mutant[] = [
     name: "a .env turns off DPoP that the person's profile turns on",
     edits: [[/if \(source === "\.env" && trust\.kept\.some\(/, "if (false && trust.kept.some("]],
     tests: [TRUST],
+  },
+  // Outsider attack 3: what a server's answers cannot make the tool do.
+  {
+    name: "a project's server sends the person to another host to enter a device code",
+    edits: [[
+      /if \(config\.trust\?\.decidedBy === "\.env"\) checkProjectDeviceAddress\(/,
+      "if (false) checkProjectDeviceAddress(",
+    ]],
+    tests: [ANSWERS],
+  },
+  {
+    name: "the QR code carries verification_uri_complete on another host",
+    edits: [[
+      /const verificationComplete = withCode\?\.host === verification\.host \? withCode : undefined;/,
+      "const verificationComplete = withCode;",
+    ]],
+    tests: [ANSWERS],
+  },
+  {
+    name: "a preset's own URLs serve a server given by its endpoints (GitHub Enterprise under --provider github)",
+    edits: [[
+      /return origins\.length === 0 \|\| \(origin !== undefined && origins\.includes\(origin\)\);/,
+      "return true;",
+    ]],
+    tests: [ANSWERS],
+  },
+  {
+    name: "one pushed request_uri handed to the start address and to the other machine",
+    edits: [[/used: offeredElsewhere \}/, "used: false }"]],
+    tests: [ANSWERS],
+  },
+  {
+    name: "a pushed request's expires_in taken as it is",
+    edits: [[
+      /Math\.min\(MAX_PUSHED_LIFETIME_MS, (Math\.max\(0, Number\(pushed\.expires_in\) \* 1000 \|\| 0\))\)/,
+      "$1",
+    ]],
+    tests: [ANSWERS],
+  },
+  {
+    name: "invisible characters (U+2028, zero-width, BOM, tags) pass sanitize",
+    edits: [[
+      /\\u00ad\\u061c\\u115f\\u1160\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u206f\\u3164\\ufeff\\uffa0\\u\{e0000\}-\\u\{e007f\}/,
+      "\\u202a-\\u202e\\u2066-\\u2069",
+    ]],
+    tests: [ANSWERS],
   },
   // Outsider attack 2: a .env's grant, token files others could plant, exec's environment, hints.
   {
