@@ -2188,8 +2188,14 @@ function checkProjectEndpoints(
   const named = (key: string, words: string) =>
     sources[key] === ".env" ? `the ${words} in ${envFile}` : `the ${options.provider} preset's ${words}`;
   const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
+  // The preset's own absolute endpoints too, where the .env's left them out (`presetServes`): a .env naming a
+  // preset and endpoints of its own elsewhere is refused, not quietly made a login without the preset's.
+  const ownOrPreset = (key: EndpointKey) => {
+    const fromPreset = options.preset?.endpoints?.[key];
+    return endpoints[key] ?? (fromPreset?.startsWith("https:") ? rebase(fromPreset, options.presetBase) : undefined);
+  };
   const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
-    endpoints[key] ? [[key, named(key, flag.replaceAll("-", " ")), endpoints[key]!]] : []
+    ownOrPreset(key) ? [[key, named(key, flag.replaceAll("-", " ")), ownOrPreset(key)!]] : []
   );
   for (const extra of [options.preset?.tokenDeletionEndpoint, options.preset?.bearerRevocationEndpoint]) {
     if (extra) urls.push(["", named("", "revocation API"), rebase(extra, options.presetBase)]);

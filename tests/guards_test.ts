@@ -37,7 +37,7 @@ function flags(mock: ServedMock, ...extra: string[]): string[] {
 // ── The device flow's verification address ─────────────────────────────────────────────────────
 
 /** Makes the mock's next device authorization answer say `value` for `field`. */
-function answerDeviceWith(mock: ServedMock, field: string, value: string): void {
+function answerDeviceWith(mock: ServedMock, field: string, value: string, more: Record<string, string> = {}): void {
   mock.intercept = async (record, _url, request) => {
     if (!record.path.endsWith("/device_authorization")) return undefined;
     mock.intercept = undefined;
@@ -47,7 +47,7 @@ function answerDeviceWith(mock: ServedMock, field: string, value: string): void 
       body: new URLSearchParams(record.form),
     });
     const body = await (await mock.handler(replay)).json();
-    return json({ ...body, [field]: value });
+    return json({ ...body, [field]: value, ...more });
   };
 }
 
@@ -78,7 +78,9 @@ Deno.test("the device flow refuses a verification address that is not https, bef
   }
   await t.step("https on any host is shown, with its host named; the address without the code is opened", async () => {
     await withMock(async (mock) => {
-      answerDeviceWith(mock, "verification_uri_complete", "https://login.example.net/device?user_code=WDJB-MJHT");
+      answerDeviceWith(mock, "verification_uri_complete", "https://login.example.net/device?user_code=WDJB-MJHT", {
+        verification_uri: "https://login.example.net/device",
+      });
       const result = await run(flags(mock, "--flow", "device"), { sleep: () => Promise.resolve() });
       await cleanUp(result);
       assertEquals(result.code, EXIT.ok, result.stderr);
@@ -86,8 +88,9 @@ Deno.test("the device flow refuses a verification address that is not https, bef
         result.stderr,
         "Or open this address, which carries the code: https://login.example.net/device?user_code=WDJB-MJHT\n",
       );
+      assertStringIncludes(result.stderr, "Check that the address is your provider's (login.example.net)");
       // An opener's arguments are there for any local user to read: never the code.
-      assertEquals(result.opened, [`${mock.issuer}/device`]);
+      assertEquals(result.opened, ["https://login.example.net/device"]);
     });
   });
 });

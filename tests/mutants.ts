@@ -611,17 +611,17 @@ const MUTANTS: Mutant[] = [
     tests: [ENTRIES],
   },
   {
-    name: "a config file others can change is trusted (it decides where the environment's secret goes)",
+    name: "a config file (or token file) others can change is trusted (it decides where the environment's secret goes)",
     edits: [[
-      /if \(file\.mode !== null && \(file\.mode & 0o022\) !== 0\) \{\n(\s*)return new LoginError\("config", `The config file/,
-      'if (false) {\n$1return new LoginError("config", `The config file',
+      /if \(file\.mode !== null && \(file\.mode & 0o022\) !== 0\) \{/,
+      "if (false) {",
     ]],
     tests: [PROFILES],
   },
   {
-    name: "a config file in a folder others can change is trusted",
+    name: "a config file (or token file) in a folder others can change is trusted",
     edits: [[
-      /if \(own\(folder\.uid\) && \(folder\.mode === null \|\| \(folder\.mode & 0o022\) === 0\)\) continue;/,
+      /if \(own\(folder\.uid\) && \(\(mode & 0o022\) === 0 \|\| \(mode & 0o1000\) !== 0\)\) continue;/,
       "continue;",
     ]],
     tests: [PROFILES],
