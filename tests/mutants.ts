@@ -856,7 +856,10 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "a token file any user may change is read and sent",
-    edits: [[/info\.mode !== null && \(info\.mode & 0o002\) !== 0/, "false"]],
+    edits: [[
+      /const problem = trustedFileProblem\("token file", /,
+      'const problem = undefined && trustedFileProblem("token file", ',
+    ]],
     tests: [MACHINE],
   },
   {
