@@ -4393,8 +4393,9 @@ async function issuerFor(
           ? as.issuer.replace("{tenantid}", claims.tid.toLowerCase())
           : as.issuer,
     });
-  } else if (presetOf(config)?.acceptedIssuers) {
-    // Another `iss` the preset's ID tokens may carry (Google's without its scheme), and no other.
+  } else if (presetOf(config)?.acceptedIssuers && presetServes(presetOf(config), as.issuer, deps.presetBase)) {
+    // Another `iss` the preset's ID tokens may carry (Google's without its scheme), and no other; only from the
+    // provider's own hosts (`--provider google` with another issuer is that issuer's ID tokens).
     const accepted = presetOf(config)!.acceptedIssuers!;
     Object.assign(as, {
       [expected]: ({ claims }: Claims) =>

@@ -508,6 +508,14 @@ const MUTANTS: Mutant[] = [
     ]],
     tests: [ANSWERS],
   },
+  {
+    name: "a preset's accepted issuers trusted for a server off its hosts (--provider google, another issuer)",
+    edits: [[
+      /presetOf\(config\)\?\.acceptedIssuers && presetServes\(presetOf\(config\), as\.issuer, deps\.presetBase\)/,
+      "presetOf(config)?.acceptedIssuers",
+    ]],
+    tests: [PROVIDERS],
+  },
   // Outsider attack 2: a .env's grant, token files others could plant, exec's environment, hints.
   {
     name: "a .env chooses the grant the person's own client and secret are used for",

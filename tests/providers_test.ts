@@ -12,6 +12,7 @@ import { EXIT, testing } from "../login.ts";
 const { inferProvider, issuerDifference, normaliseAnswer, resolveConfig } = testing;
 import { assertNoLeaks, cleanUp, json, type Run, run, type RunOptions, secretsOf, WAITING_LINE } from "./_harness.ts";
 import {
+  CONFIDENTIAL_CLIENT,
   type MockClient,
   type MockOptions,
   type MockUser,
@@ -707,6 +708,27 @@ Deno.test("issue 19: Google's ID tokens may say iss accounts.google.com or its i
       await mock.close();
     }
   });
+  await t.step(
+    "refused with --provider google and an issuer off Google's hosts (another server's ID tokens)",
+    async () => {
+      const mock = serveMockIssuer({ dialect: { idTokenClaims: () => ({ iss: "accounts.google.com" }) } });
+      try {
+        const result = await run(
+          ["login", "--provider", "google", "--issuer", mock.issuer, "--client-id", CONFIDENTIAL_CLIENT.id],
+          {
+            browser: scriptedBrowser,
+            presetBase: "https://google.invalid",
+            env: { OAUTH_CLIENT_SECRET: CONFIDENTIAL_CLIENT.secret! },
+          },
+        );
+        await cleanUp(result);
+        assertEquals(result.code, EXIT.failure, result.stderr);
+        assertStringIncludes(result.stderr, 'unexpected JWT "iss" (issuer) claim value');
+      } finally {
+        await mock.close();
+      }
+    },
+  );
 });
 
 Deno.test("issue 14.3: GitHub", async (t) => {
