@@ -66,17 +66,19 @@
  *     (`saveEntry`, `openEntry`, `holds`, `sealSecrets`, `openSealed`).
  * 21. Renewal and revocation (`renew`, `refreshLocked`, `refreshTokenSet`, `revokeTokenSet`).
  * 22. Resources that say where to sign in: an API's protected resource metadata (RFC 9728), the
- *     server it names, a client (given, registered before, or registered now: RFC 7591, kept
- *     owner-only), the sign-in for its resource (`resourceMode`, `discoverResource`, `obtainClient`,
+ *     server it names, the sign-in for its resource and its entry (`resourceMode`, `discoverResource`,
  *     `resourceEntry`, `resourceLogin`).
- * 23. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
+ * 23. A client for a server an API named: the person's, the one registered before, or one registered
+ *     now (RFC 7591), kept owner-only with its secret sealed (`obtainClient`, `registerClient`,
+ *     `saveRegistration`).
+ * 24. Step-up: an API that asks for more scope (RFC 6750 `insufficient_scope`) or a stronger sign-in
  *     (RFC 9470), once each; `--acr-values` / `--max-age` (`stepUp`, `meetAuthentication`).
- * 24. Commands: login, token, whoami, profiles, logout (`tokenCommand`, `usableEntry`, `whoamiCommand`,
+ * 25. Commands: login, token, whoami, profiles, logout (`tokenCommand`, `usableEntry`, `whoamiCommand`,
  *     ...).
- * 25. Handing the token on: `fetch` calls an API, `exec` runs a program with the token in its
+ * 26. Handing the token on: `fetch` calls an API, `exec` runs a program with the token in its
  *     environment (`fetchCommand`, `callApi`, `execCommand`, `narrowedEntry`).
- * 26. Doctor: every check, without signing in (`doctor`, `doctorResource`, `doctorGrant`).
- * 27. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
+ * 27. Doctor: every check, without signing in (`doctor`, `doctorResource`, `doctorGrant`).
+ * 28. CLI and entry: argv (`quickParse`, `parseCli`), usage, `main(args, deps)` (which catches every
  *     error once), the real edges (`realDeps`, `runProgram`); the entry runs only as a program
  *     (`import.meta.main`).
  *
@@ -9693,19 +9695,7 @@ async function deleteAppToken(
   }
 }
 
-// ── 22 Resources that say where to sign in: RFC 9728 metadata, the server it names, a client ───────────────────────
-
-/** The name this tool registers itself under (RFC 7591 `client_name`). */
-const CLIENT_NAME = "oauth-login (a command-line tool)";
-
-/** The loopback redirect URIs this tool registers: no port, so that any port is accepted (RFC 8252 §7.3). */
-const REGISTERED_REDIRECTS = ["http://127.0.0.1/callback", "http://[::1]/callback", "http://localhost/callback"];
-
-/** The device authorization grant's type (RFC 8628 §3.4), registered where the server offers the device flow. */
-const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
-
-/** A registration whose client secret expires within this long (ms) is registered again rather than used. */
-const SECRET_EXPIRY_MARGIN_MS = 60_000;
+// ── 22 Resources that say where to sign in: RFC 9728 metadata, the server it names, the sign-in ────────────────────
 
 /**
  * The API to discover where to sign in from (RFC 9728), or undefined: `fetch`'s URL, `doctor`'s, or the
@@ -9775,9 +9765,6 @@ function ownClientSettings(
     aside,
   };
 }
-
-/** How a sign-in for an API got its client (`Config.protectedResource.client`). */
-type ClientOrigin = "given" | "remembered" | "registered";
 
 /** What the API and its metadata said, and the configuration to sign in with (`discoverResource`). */
 interface ResourcePlan {
@@ -9906,63 +9893,6 @@ function resourceScope(
 /** The scope tokens of both, once each, in order (RFC 6749 §3.3). Pure. */
 function unionScope(a: string, b: string): string {
   return [...new Set([...scopeList(a), ...scopeList(b)])].join(" ");
-}
-
-/** The redirect URIs to register: the one configured (`--redirect-uri`, `--port`), else the loopback ones without a port. */
-function registrationRedirects(config: Pick<Config, "redirectUri">): string[] {
-  return config.redirectUri ? [config.redirectUri] : REGISTERED_REDIRECTS;
-}
-
-/** A client this tool registered at a server (RFC 7591 §3.2.1), kept owner-only in the cache folder. */
-interface Registration {
-  version: 1;
-  /** The server's issuer, and the redirect URIs registered: with them, what the file's name is made of. */
-  issuer: string;
-  redirectUris: string[];
-  clientId: string;
-  /**
-   * The client secret (a secret), when the server issued one and no keychain keeps it: otherwise
-   * sealed (`sealed`, kind `client_secret`) as an entry's refresh token is (`--token-storage`).
-   */
-  clientSecret?: string;
-  /** The client secret, sealed under the key of a keychain item (see `TokenSet.sealed`). */
-  sealed?: Sealed;
-  /** When the secret expires, in seconds since the epoch; 0 or absent: never (RFC 7591 §3.2.1). */
-  clientSecretExpiresAt?: number;
-  authMethod: ClientAuthMethod;
-  /** When it was registered, in ms since the epoch. */
-  registeredAt: number;
-}
-
-/**
- * The file a registration is kept in (`<host>-<16 hex>.client.json`), per server and redirect URIs:
- * never an entry's name (`ENTRY_NAME`), so `Storage.list` never lists it as a login. Pure.
- */
-function registrationName(issuer: string, redirectUris: string[]): string {
-  return `${fileName(new URL(issuer), ["client registration", issuer, [...redirectUris].sort()])}.client`;
-}
-
-/**
- * A registration read from its file, when it is one this tool wrote for this server and these redirect
- * URIs and its secret (if any) does not expire within `SECRET_EXPIRY_MARGIN_MS` of `now`. Pure.
- */
-function usableRegistration(
-  text: string | undefined,
-  issuer: string,
-  redirectUris: string[],
-  now: number,
-): Registration | undefined {
-  const value = text === undefined ? undefined : parseJsonObject(text);
-  if (!value || value.version !== 1 || value.issuer !== issuer || typeof value.clientId !== "string") return undefined;
-  if (JSON.stringify(value.redirectUris) !== JSON.stringify(redirectUris)) return undefined;
-  if (!(CLIENT_AUTH_METHODS as readonly unknown[]).includes(value.authMethod)) return undefined;
-  if (value.clientSecret !== undefined && typeof value.clientSecret !== "string") return undefined;
-  if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
-  const expires = value.clientSecretExpiresAt;
-  if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
-  const secret = value.clientSecret || value.sealed;
-  if (secret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
-  return value as unknown as Registration;
 }
 
 /**
@@ -10168,6 +10098,238 @@ function settingSource(config: Pick<Config, "sources" | "profile">, key: string)
 }
 
 /**
+ * The entry kept for `config`'s API, without a request: under the resource key of the URL or of a path
+ * above it, deepest first (`resourceKeysFor`), whose entry names that resource. With it, the
+ * configuration to renew and revoke it with (`resourceConfig`). `name` is "" when there is none.
+ */
+async function resourceEntry(config: Config, deps: Deps): Promise<FoundEntry> {
+  for (const key of resourceKeysFor(new URL(config.protectedResource!.url))) {
+    const name = resourceEntryName(key, config.profile);
+    const text = await deps.storage.read(`${name}.json`);
+    const entry = text === undefined ? undefined : parseTokenSet(text);
+    const resource = entry?.protectedResource?.resource;
+    if (
+      entry && resource !== undefined && resourceKey(resource) === key &&
+      (entry.profile ?? "") === (config.profile ?? "") && !entry.grant
+    ) {
+      return { name, entry, config: await resourceConfig(config, entry, deps) };
+    }
+    if (text !== undefined) {
+      say(
+        deps,
+        `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this API; it is ignored`,
+      );
+    }
+  }
+  return { name: "" };
+}
+
+/**
+ * The configuration an API's entry is renewed and revoked with: its server, its client (with the
+ * registered client's secret, read from the registration the entry names, when it has one), its scope
+ * and its resource. Only the tool's own registration file is read, and only for the entry's server.
+ */
+async function resourceConfig(config: Config, entry: TokenSet, deps: Deps): Promise<Config> {
+  const api = entry.protectedResource!;
+  let clientSecret: string | undefined;
+  if (api.registration && entry.authMethod !== "none" && CACHE_FILE.test(`${api.registration}.json`)) {
+    const text = await deps.storage.read(`${api.registration}.json`);
+    const found = text === undefined ? undefined : parseJsonObject(text);
+    if (found?.issuer === entry.issuer && found.clientId === entry.clientId) {
+      const registration = found.sealed === undefined || isSealed(found.sealed)
+        ? found as unknown as Registration
+        : undefined;
+      clientSecret = (await openRegistration(registration, deps))?.clientSecret;
+      if (typeof clientSecret !== "string") clientSecret = undefined;
+    }
+  }
+  return {
+    ...config,
+    issuer: entry.issuer,
+    clientId: entry.clientId,
+    clientSecret: clientSecret ?? (config.sources.clientId === "flag" ? config.clientSecret : undefined),
+    clientAuth: entry.authMethod,
+    scope: entry.requestedScope,
+    resources: [api.resource],
+    params: [...config.params.filter(([key]) => key !== "resource"), ["resource", api.resource]],
+    protectedResource: {
+      ...config.protectedResource!,
+      resource: api.resource,
+      registration: api.registration,
+      client: api.registration ? "remembered" : "given",
+    },
+  };
+}
+
+/**
+ * Signs in for the API `config` names (steps 1 to 5) and keeps the entry under its resource: `answer`
+ * is its answer to the request without a token, when the command made one (`fetch`). Says where it
+ * signs in and why, unless `--quiet`.
+ */
+async function resourceLogin(
+  config: Config,
+  deps: Deps,
+  answer?: Answer,
+): Promise<{ name: string; entry: TokenSet; config: Config }> {
+  const api = config.protectedResource!;
+  if (api.setAside.length > 0) {
+    say(
+      deps,
+      `warning: Not using ${
+        listWords(api.setAside)
+      }: the API's metadata names the server to sign in at, and these were set for your own; pass --client-id (and --client-secret, --scope) to use them for this call`,
+    );
+  }
+  const plan = await discoverResource(config, deps, { answer });
+  const server = displayIssuer(plan.as.issuer);
+  if (!config.quiet) {
+    say(deps, `The API at ${new URL(api.url).host} takes tokens from ${server}: signing in there`);
+    if (plan.config.protectedResource?.client === "registered") {
+      say(
+        deps,
+        `note: Registered this tool as a client at ${
+          new URL(plan.as.issuer).host
+        } (RFC 7591); it is kept for later sign-ins`,
+      );
+    }
+  }
+  const name = resourceEntryName(resourceKey(plan.metadata.resource)!, config.profile);
+  const signed = await loginAndSaveWith(plan.config, deps, name, plan.as);
+  return { name, ...signed };
+}
+
+/** "a", "a and b", "a, b and c". Pure. */
+function listWords(items: string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
+}
+
+/**
+ * A sign-in for an API with the client its plan has; when the server refuses a client this tool
+ * registered before (it no longer knows it), the client is registered again, once, and the sign-in
+ * made with the new one. Returns the configuration used.
+ */
+async function signInAtResource(
+  config: Config,
+  deps: Deps,
+  metadata?: Oauth.AuthorizationServer,
+): Promise<{ config: Config; result: SignInResult }> {
+  try {
+    return { config, result: await signIn(config, deps, metadata) };
+  } catch (error) {
+    const api = config.protectedResource!;
+    if (!(error instanceof RejectedRequest) || api.client !== "remembered" || !api.registration) throw error;
+    const trace = makeTrace(config, deps);
+    const as = metadata ?? (await discoverIssuer(config, deps, trace)).as;
+    say(
+      deps,
+      `note: ${new URL(as.issuer).host} no longer knows the client this tool registered there; registering again`,
+    );
+    const client = await obtainClient({ ...config, clientId: "" }, as, deps, { trace, again: true });
+    const next: Config = {
+      ...config,
+      ...client.settings,
+      protectedResource: { ...api, registration: client.registration, client: client.origin },
+    };
+    return { config: next, result: await signIn(next, deps, as) };
+  }
+}
+
+/**
+ * `token`'s and `fetch`'s first sign-in for an API: exit 4 unless a person can answer (a terminal, or
+ * `--interactive`; kubectl's `spec.interactive` overrides both, as for any sign-in). Undefined: go ahead.
+ */
+function resourceLoginRequired(config: Config, deps: Deps, kubectlInteractive?: boolean): LoginError | undefined {
+  if (kubectlInteractive ?? (config.interactive || deps.canPrompt)) return undefined;
+  return notSignedInForApi(config);
+}
+
+/** "Not signed in for the API URL", with the command that signs in for it. */
+function notSignedInForApi(config: Config): LoginError {
+  const url = config.protectedResource!.url;
+  return new LoginError("login_required", `Not signed in for the API ${sanitize(url)}`, {
+    hint: `run "oauth-login login --resource ${shellWord(sanitize(url))}"${
+      config.command === "token" || config.command === "fetch"
+        ? " (or pass --interactive to let this command sign you in)"
+        : ""
+    }`,
+  });
+}
+
+// ── 23 A client for a server an API named: given, registered before, or registered now (RFC 7591) ──────────────────
+
+/** The name this tool registers itself under (RFC 7591 `client_name`). */
+const CLIENT_NAME = "oauth-login (a command-line tool)";
+
+/** The loopback redirect URIs this tool registers: no port, so that any port is accepted (RFC 8252 §7.3). */
+const REGISTERED_REDIRECTS = ["http://127.0.0.1/callback", "http://[::1]/callback", "http://localhost/callback"];
+
+/** The device authorization grant's type (RFC 8628 §3.4), registered where the server offers the device flow. */
+const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
+
+/** A registration whose client secret expires within this long (ms) is registered again rather than used. */
+const SECRET_EXPIRY_MARGIN_MS = 60_000;
+
+/** How a sign-in for an API got its client (`Config.protectedResource.client`). */
+type ClientOrigin = "given" | "remembered" | "registered";
+
+/** The redirect URIs to register: the one configured (`--redirect-uri`, `--port`), else the loopback ones without a port. */
+function registrationRedirects(config: Pick<Config, "redirectUri">): string[] {
+  return config.redirectUri ? [config.redirectUri] : REGISTERED_REDIRECTS;
+}
+
+/** A client this tool registered at a server (RFC 7591 §3.2.1), kept owner-only in the cache folder. */
+interface Registration {
+  version: 1;
+  /** The server's issuer, and the redirect URIs registered: with them, what the file's name is made of. */
+  issuer: string;
+  redirectUris: string[];
+  clientId: string;
+  /**
+   * The client secret (a secret), when the server issued one and no keychain keeps it: otherwise
+   * sealed (`sealed`, kind `client_secret`) as an entry's refresh token is (`--token-storage`).
+   */
+  clientSecret?: string;
+  /** The client secret, sealed under the key of a keychain item (see `TokenSet.sealed`). */
+  sealed?: Sealed;
+  /** When the secret expires, in seconds since the epoch; 0 or absent: never (RFC 7591 §3.2.1). */
+  clientSecretExpiresAt?: number;
+  authMethod: ClientAuthMethod;
+  /** When it was registered, in ms since the epoch. */
+  registeredAt: number;
+}
+
+/**
+ * The file a registration is kept in (`<host>-<16 hex>.client.json`), per server and redirect URIs:
+ * never an entry's name (`ENTRY_NAME`), so `Storage.list` never lists it as a login. Pure.
+ */
+function registrationName(issuer: string, redirectUris: string[]): string {
+  return `${fileName(new URL(issuer), ["client registration", issuer, [...redirectUris].sort()])}.client`;
+}
+
+/**
+ * A registration read from its file, when it is one this tool wrote for this server and these redirect
+ * URIs and its secret (if any) does not expire within `SECRET_EXPIRY_MARGIN_MS` of `now`. Pure.
+ */
+function usableRegistration(
+  text: string | undefined,
+  issuer: string,
+  redirectUris: string[],
+  now: number,
+): Registration | undefined {
+  const value = text === undefined ? undefined : parseJsonObject(text);
+  if (!value || value.version !== 1 || value.issuer !== issuer || typeof value.clientId !== "string") return undefined;
+  if (JSON.stringify(value.redirectUris) !== JSON.stringify(redirectUris)) return undefined;
+  if (!(CLIENT_AUTH_METHODS as readonly unknown[]).includes(value.authMethod)) return undefined;
+  if (value.clientSecret !== undefined && typeof value.clientSecret !== "string") return undefined;
+  if (value.sealed !== undefined && !isSealed(value.sealed)) return undefined;
+  const expires = value.clientSecretExpiresAt;
+  if (expires !== undefined && (typeof expires !== "number" || !Number.isFinite(expires))) return undefined;
+  const secret = value.clientSecret || value.sealed;
+  if (secret && expires && expires * 1000 <= now + SECRET_EXPIRY_MARGIN_MS) return undefined;
+  return value as unknown as Registration;
+}
+
+/**
  * Step 4: the client to sign in with at `as`, in this order: the `--client-id` given on this
  * command line (a Client ID Metadata Document when it is an https URL, sent as it is); else the client
  * this tool registered there before, for these redirect URIs; else one registered now (RFC 7591), under
@@ -10368,165 +10530,7 @@ async function registerClient(
   };
 }
 
-/**
- * The entry kept for `config`'s API, without a request: under the resource key of the URL or of a path
- * above it, deepest first (`resourceKeysFor`), whose entry names that resource. With it, the
- * configuration to renew and revoke it with (`resourceConfig`). `name` is "" when there is none.
- */
-async function resourceEntry(config: Config, deps: Deps): Promise<FoundEntry> {
-  for (const key of resourceKeysFor(new URL(config.protectedResource!.url))) {
-    const name = resourceEntryName(key, config.profile);
-    const text = await deps.storage.read(`${name}.json`);
-    const entry = text === undefined ? undefined : parseTokenSet(text);
-    const resource = entry?.protectedResource?.resource;
-    if (
-      entry && resource !== undefined && resourceKey(resource) === key &&
-      (entry.profile ?? "") === (config.profile ?? "") && !entry.grant
-    ) {
-      return { name, entry, config: await resourceConfig(config, entry, deps) };
-    }
-    if (text !== undefined) {
-      say(
-        deps,
-        `warning: The cached token at "${deps.storage.dir}/${name}.json" is unreadable or not for this API; it is ignored`,
-      );
-    }
-  }
-  return { name: "" };
-}
-
-/**
- * The configuration an API's entry is renewed and revoked with: its server, its client (with the
- * registered client's secret, read from the registration the entry names, when it has one), its scope
- * and its resource. Only the tool's own registration file is read, and only for the entry's server.
- */
-async function resourceConfig(config: Config, entry: TokenSet, deps: Deps): Promise<Config> {
-  const api = entry.protectedResource!;
-  let clientSecret: string | undefined;
-  if (api.registration && entry.authMethod !== "none" && CACHE_FILE.test(`${api.registration}.json`)) {
-    const text = await deps.storage.read(`${api.registration}.json`);
-    const found = text === undefined ? undefined : parseJsonObject(text);
-    if (found?.issuer === entry.issuer && found.clientId === entry.clientId) {
-      const registration = found.sealed === undefined || isSealed(found.sealed)
-        ? found as unknown as Registration
-        : undefined;
-      clientSecret = (await openRegistration(registration, deps))?.clientSecret;
-      if (typeof clientSecret !== "string") clientSecret = undefined;
-    }
-  }
-  return {
-    ...config,
-    issuer: entry.issuer,
-    clientId: entry.clientId,
-    clientSecret: clientSecret ?? (config.sources.clientId === "flag" ? config.clientSecret : undefined),
-    clientAuth: entry.authMethod,
-    scope: entry.requestedScope,
-    resources: [api.resource],
-    params: [...config.params.filter(([key]) => key !== "resource"), ["resource", api.resource]],
-    protectedResource: {
-      ...config.protectedResource!,
-      resource: api.resource,
-      registration: api.registration,
-      client: api.registration ? "remembered" : "given",
-    },
-  };
-}
-
-/**
- * Signs in for the API `config` names (steps 1 to 5) and keeps the entry under its resource: `answer`
- * is its answer to the request without a token, when the command made one (`fetch`). Says where it
- * signs in and why, unless `--quiet`.
- */
-async function resourceLogin(
-  config: Config,
-  deps: Deps,
-  answer?: Answer,
-): Promise<{ name: string; entry: TokenSet; config: Config }> {
-  const api = config.protectedResource!;
-  if (api.setAside.length > 0) {
-    say(
-      deps,
-      `warning: Not using ${
-        listWords(api.setAside)
-      }: the API's metadata names the server to sign in at, and these were set for your own; pass --client-id (and --client-secret, --scope) to use them for this call`,
-    );
-  }
-  const plan = await discoverResource(config, deps, { answer });
-  const server = displayIssuer(plan.as.issuer);
-  if (!config.quiet) {
-    say(deps, `The API at ${new URL(api.url).host} takes tokens from ${server}: signing in there`);
-    if (plan.config.protectedResource?.client === "registered") {
-      say(
-        deps,
-        `note: Registered this tool as a client at ${
-          new URL(plan.as.issuer).host
-        } (RFC 7591); it is kept for later sign-ins`,
-      );
-    }
-  }
-  const name = resourceEntryName(resourceKey(plan.metadata.resource)!, config.profile);
-  const signed = await loginAndSaveWith(plan.config, deps, name, plan.as);
-  return { name, ...signed };
-}
-
-/** "a", "a and b", "a, b and c". Pure. */
-function listWords(items: string[]): string {
-  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
-}
-
-/**
- * A sign-in for an API with the client its plan has; when the server refuses a client this tool
- * registered before (it no longer knows it), the client is registered again, once, and the sign-in
- * made with the new one. Returns the configuration used.
- */
-async function signInAtResource(
-  config: Config,
-  deps: Deps,
-  metadata?: Oauth.AuthorizationServer,
-): Promise<{ config: Config; result: SignInResult }> {
-  try {
-    return { config, result: await signIn(config, deps, metadata) };
-  } catch (error) {
-    const api = config.protectedResource!;
-    if (!(error instanceof RejectedRequest) || api.client !== "remembered" || !api.registration) throw error;
-    const trace = makeTrace(config, deps);
-    const as = metadata ?? (await discoverIssuer(config, deps, trace)).as;
-    say(
-      deps,
-      `note: ${new URL(as.issuer).host} no longer knows the client this tool registered there; registering again`,
-    );
-    const client = await obtainClient({ ...config, clientId: "" }, as, deps, { trace, again: true });
-    const next: Config = {
-      ...config,
-      ...client.settings,
-      protectedResource: { ...api, registration: client.registration, client: client.origin },
-    };
-    return { config: next, result: await signIn(next, deps, as) };
-  }
-}
-
-/**
- * `token`'s and `fetch`'s first sign-in for an API: exit 4 unless a person can answer (a terminal, or
- * `--interactive`; kubectl's `spec.interactive` overrides both, as for any sign-in). Undefined: go ahead.
- */
-function resourceLoginRequired(config: Config, deps: Deps, kubectlInteractive?: boolean): LoginError | undefined {
-  if (kubectlInteractive ?? (config.interactive || deps.canPrompt)) return undefined;
-  return notSignedInForApi(config);
-}
-
-/** "Not signed in for the API URL", with the command that signs in for it. */
-function notSignedInForApi(config: Config): LoginError {
-  const url = config.protectedResource!.url;
-  return new LoginError("login_required", `Not signed in for the API ${sanitize(url)}`, {
-    hint: `run "oauth-login login --resource ${shellWord(sanitize(url))}"${
-      config.command === "token" || config.command === "fetch"
-        ? " (or pass --interactive to let this command sign you in)"
-        : ""
-    }`,
-  });
-}
-
-// ── 23 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
+// ── 24 Step-up: an API that asks for more scope or a stronger sign-in (RFC 6750, RFC 9470) ─────────────────────────
 
 /** What an API's refusal asks for, from its challenge (RFC 6750 §3.1, RFC 9470 §3). */
 interface StepUp {
@@ -10750,7 +10754,7 @@ function signedIn(
   };
 }
 
-// ── 24 Commands: login, token, whoami, profiles, logout ────────────────────────────────────────────────────────────
+// ── 25 Commands: login, token, whoami, profiles, logout ────────────────────────────────────────────────────────────
 
 /** Logs in and keeps the tokens; says who logged in, and what to try when no refresh token came. */
 async function loginAndSave(config: Config, deps: Deps, name: string): Promise<TokenSet> {
@@ -11441,7 +11445,7 @@ function logoutOutcome(outcome: LogoutOutcome): string {
     : "removed here, not revoked: its client secret is not configured";
 }
 
-// ── 25 Handing the token on: fetch calls an API, exec runs a program ───────────────────────────────────────────────
+// ── 26 Handing the token on: fetch calls an API, exec runs a program ───────────────────────────────────────────────
 
 /** The body given with `-d`: the text itself, `@FILE`'s bytes, or stdin's with `@-`. */
 async function requestBody(request: ResourceRequest, deps: Deps): Promise<Uint8Array<ArrayBuffer> | undefined> {
@@ -11791,7 +11795,7 @@ async function execCommand(config: Config, deps: Deps): Promise<number> {
   }
 }
 
-// ── 26 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
+// ── 27 Doctor: every check, without signing in ─────────────────────────────────────────────────────────────────────
 
 /** One line of `doctor`'s report. */
 interface Check {
@@ -12427,7 +12431,7 @@ async function doctor(
   return failed ? EXIT.failure : EXIT.ok;
 }
 
-// ── 27 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
+// ── 28 CLI and entry: parsing argv, usage, main, the real edges ────────────────────────────────────────────────────
 
 interface Cli {
   command: Command;
