@@ -594,20 +594,80 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * Makes the mock's next token answer say that only `scope` was granted (as a server that narrows the
- * grant does), optionally with no refresh token; later answers are the mock's own.
+ * Makes the mock's next answer at a path ending in `path` (each one, with `every`) its own answer's JSON
+ * as `reshape` returns it, with `status` (default 200): a server that says something else. `before`
+ * runs first (to change the mock's state for that answer).
  */
-export function grantOnlyOnce(mock: ServedMock, scope: string, options: { refreshToken?: boolean } = {}): void {
-  mock.intercept = async (record, _url, request) => {
-    if (!record.path.endsWith("/token")) return undefined;
+export function reshapeAnswer(
+  mock: ServedMock,
+  path: string,
+  reshape: (body: Record<string, unknown>) => Record<string, unknown>,
+  options: { status?: number; every?: boolean; before?: () => void } = {},
+): void {
+  const intercept: NonNullable<ServedMock["intercept"]> = async (record, _url, request) => {
+    if (!record.path.endsWith(path)) return undefined;
     mock.intercept = undefined;
-    if (options.refreshToken === false) mock.issueRefreshTokens = false;
+    options.before?.();
     const replay = new Request(request.url, {
       method: "POST",
       headers: request.headers,
       body: new URLSearchParams(record.form),
     });
     const body = await (await mock.handler(replay)).json();
-    return Response.json({ ...body, scope });
+    if (options.every) mock.intercept = intercept;
+    return Response.json(reshape(body), { status: options.status ?? 200 });
+  };
+  mock.intercept = intercept;
+}
+
+/**
+ * Makes the mock's next token answer say that only `scope` was granted (as a server that narrows the
+ * grant does), optionally with no refresh token; later answers are the mock's own.
+ */
+export function grantOnlyOnce(mock: ServedMock, scope: string, options: { refreshToken?: boolean } = {}): void {
+  const before = () => {
+    if (options.refreshToken === false) mock.issueRefreshTokens = false;
+  };
+  reshapeAnswer(mock, "/token", (body) => ({ ...body, scope }), { before });
+}
+
+/** A clock the tool's pauses move instead of sleeping; `advance` moves it by hand. */
+export function fakeClock(start = Date.now()): {
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+  advance: (ms: number) => void;
+} {
+  let now = start;
+  return {
+    now: () => now,
+    sleep: (ms: number) => {
+      now += ms;
+      return Promise.resolve();
+    },
+    advance: (ms: number) => void (now += ms),
+  };
+}
+
+/** Lines typed at the terminal, pushed by the case; the iterable ends when `end` is called. */
+export function keyboard(): { type(line: string): void; end(): void; lines: AsyncIterable<string> } {
+  const queue: string[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  return {
+    type(line: string) {
+      queue.push(line);
+      wake?.();
+    },
+    end() {
+      ended = true;
+      wake?.();
+    },
+    lines: (async function* () {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (ended) return;
+        await new Promise<void>((resolve) => wake = resolve);
+      }
+    })(),
   };
 }

@@ -29,6 +29,7 @@ import {
   authorizationUrl,
   cleanLoginStderr,
   cleanUp,
+  fakeClock,
   filesUnder,
   freePort,
   genuineCallback,
@@ -800,18 +801,6 @@ Deno.test(
   },
 );
 
-/** A clock the device flow's pauses move instead of sleeping. */
-function fakeClock(start = Date.UTC(2026, 0, 1)) {
-  let now = start;
-  return {
-    now: () => now,
-    sleep: (ms: number) => {
-      now += ms;
-      return Promise.resolve();
-    },
-  };
-}
-
 Deno.test("the device flow waits at most 30 minutes for a code the server says lives a year, unless --timeout says more", async (t) => {
   for (
     const [name, extra, limit, suffix] of [
@@ -824,7 +813,7 @@ Deno.test("the device flow waits at most 30 minutes for a code the server says l
         mock.device.expiresIn = 365 * 86_400;
         mock.device.interval = 300;
         mock.device.pending = 1_000_000;
-        const clock = fakeClock();
+        const clock = fakeClock(Date.UTC(2026, 0, 1));
         const result = await run(flags(mock, "--flow", "device", ...extra), clock);
         assertEquals(result.code, EXIT.timedOut, result.stderr);
         assertStringIncludes(result.stderr, `Waiting for you to approve, for up to ${limit} (Ctrl-C cancels)\n`);

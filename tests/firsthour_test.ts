@@ -8,7 +8,16 @@
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT } from "../login.ts";
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { assertNoLeaks, cleanUp, type Run, run, scriptedBrowser, withMock } from "./_harness.ts";
+import {
+  assertNoLeaks,
+  cleanUp,
+  fakeClock,
+  reshapeAnswer,
+  type Run,
+  run,
+  scriptedBrowser,
+  withMock,
+} from "./_harness.ts";
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
   return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
@@ -95,19 +104,6 @@ for (const par of [true, false]) {
 
 /** A timer that never waits: each wait's clock runs out at once, so a 5-minute timeout takes no time. */
 const instantTimer = () => Promise.resolve();
-
-/** A clock the tool's pauses move instead of sleeping; `advance` moves it by hand. */
-function fakeClock(start = Date.now()) {
-  let now = start;
-  return {
-    now: () => now,
-    sleep: (ms: number) => {
-      now += ms;
-      return Promise.resolve();
-    },
-    advance: (ms: number) => void (now += ms),
-  };
-}
 
 /** What `deno task login` says when the task's permissions do not allow running $BROWSER. */
 const NOT_ALLOWED = 'Deno\'s permissions do not allow running "firefox": add --allow-run=firefox';
@@ -799,20 +795,10 @@ Deno.test("every oauth-login command in the README and docs parses as written, a
 
 Deno.test("a verification address too long for a scannable code on the terminal gets no QR code, and the flow goes on", async () => {
   await withMock(async (mock) => {
-    mock.intercept = async (record, _url, request) => {
-      if (record.path !== "/device_authorization") return undefined;
-      mock.intercept = undefined;
-      const replay = new Request(request.url, {
-        method: "POST",
-        headers: request.headers,
-        body: new URLSearchParams(record.form),
-      });
-      const body = await (await mock.handler(replay)).json();
-      return Response.json({
-        ...body,
-        verification_uri_complete: `${body.verification_uri_complete}&pad=${"x".repeat(1200)}`,
-      });
-    };
+    reshapeAnswer(mock, "/device_authorization", (body) => ({
+      ...body,
+      verification_uri_complete: `${body.verification_uri_complete}&pad=${"x".repeat(1200)}`,
+    }));
     const result = await run(flags(mock, "--flow", "device"), { ...fakeClock(), stderrIsTerminal: true, columns: 80 });
     assertEquals(result.code, EXIT.ok, result.stderr);
     assert(!result.stderr.includes("▀"), "no QR code wider than the terminal");

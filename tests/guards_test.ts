@@ -21,7 +21,7 @@ import {
   filesUnder,
   gate,
   grantOnlyOnce,
-  json,
+  reshapeAnswer,
   run,
   type RunOptions,
   scriptedBrowser,
@@ -36,21 +36,6 @@ function flags(mock: ServedMock, ...extra: string[]): string[] {
 
 // ── The device flow's verification address ─────────────────────────────────────────────────────
 
-/** Makes the mock's next device authorization answer say `value` for `field`. */
-function answerDeviceWith(mock: ServedMock, field: string, value: string, more: Record<string, string> = {}): void {
-  mock.intercept = async (record, _url, request) => {
-    if (!record.path.endsWith("/device_authorization")) return undefined;
-    mock.intercept = undefined;
-    const replay = new Request(request.url, {
-      method: "POST",
-      headers: request.headers,
-      body: new URLSearchParams(record.form),
-    });
-    const body = await (await mock.handler(replay)).json();
-    return json({ ...body, [field]: value, ...more });
-  };
-}
-
 Deno.test("the device flow refuses a verification address that is not https, before showing or opening it", async (t) => {
   const rows: [string, string][] = [
     ["verification_uri", "http://evil.example/device"],
@@ -63,7 +48,7 @@ Deno.test("the device flow refuses a verification address that is not https, bef
   for (const [field, value] of rows) {
     await t.step(`${field} = ${value}`, async () => {
       await withMock(async (mock) => {
-        answerDeviceWith(mock, field, value);
+        reshapeAnswer(mock, "/device_authorization", (body) => ({ ...body, [field]: value }));
         const result = await run(flags(mock, "--flow", "device"), { sleep: () => Promise.resolve() });
         await cleanUp(result);
         assertEquals(result.code, EXIT.failure);
@@ -78,9 +63,11 @@ Deno.test("the device flow refuses a verification address that is not https, bef
   }
   await t.step("https on any host is shown, with its host named; the address without the code is opened", async () => {
     await withMock(async (mock) => {
-      answerDeviceWith(mock, "verification_uri_complete", "https://login.example.net/device?user_code=WDJB-MJHT", {
+      reshapeAnswer(mock, "/device_authorization", (body) => ({
+        ...body,
         verification_uri: "https://login.example.net/device",
-      });
+        verification_uri_complete: "https://login.example.net/device?user_code=WDJB-MJHT",
+      }));
       const result = await run(flags(mock, "--flow", "device"), { sleep: () => Promise.resolve() });
       await cleanUp(result);
       assertEquals(result.code, EXIT.ok, result.stderr);

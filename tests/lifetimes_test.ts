@@ -27,6 +27,7 @@ import {
   assertNoLeaks,
   cleanLoginStderr,
   cleanUp,
+  reshapeAnswer,
   type Run,
   run,
   type RunOptions,
@@ -735,19 +736,7 @@ Deno.test("device flow: an interval or a code lifetime out of range is paced, ne
       await withMock(async (mock) => {
         Object.assign(mock.device, { interval: 5, expiresIn: 3600, pending: 1 });
         // The device authorization answer as the mock gives it, with the variant's values.
-        mock.intercept = async (record, _url, request) => {
-          if (!record.path.endsWith("/device_authorization")) return undefined;
-          const intercept = mock.intercept;
-          mock.intercept = undefined;
-          const replay = new Request(request.url, {
-            method: "POST",
-            headers: request.headers,
-            body: new URLSearchParams(record.form),
-          });
-          const body = await (await mock.handler(replay)).json();
-          mock.intercept = intercept;
-          return Response.json({ ...body, ...variant.answer });
-        };
+        reshapeAnswer(mock, "/device_authorization", (body) => ({ ...body, ...variant.answer }), { every: true });
         let now = Date.now();
         const sleeps: number[] = [];
         const result = await run(["login", ...flags(mock), "--flow", "device"], {

@@ -10,25 +10,10 @@
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
 import { EXIT } from "../login.ts";
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { authorizationUrl, cleanUp, hit, json, run, scriptedBrowser, withMock } from "./_harness.ts";
+import { authorizationUrl, cleanUp, hit, keyboard, reshapeAnswer, run, scriptedBrowser, withMock } from "./_harness.ts";
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
   return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
-}
-
-/** Makes the mock's next device authorization answer carry `fields` on top of its own. */
-function answerDeviceWith(mock: ServedMock, fields: Record<string, unknown>): void {
-  mock.intercept = async (record, _url, request) => {
-    if (!record.path.endsWith("/device_authorization")) return undefined;
-    mock.intercept = undefined;
-    const replay = new Request(request.url, {
-      method: "POST",
-      headers: request.headers,
-      body: new URLSearchParams(record.form),
-    });
-    const body = await (await mock.handler(replay)).json();
-    return json({ ...body, ...fields });
-  };
 }
 
 /** The folder of a cloned project, where the person runs the tool; its `.env` is the project's. */
@@ -41,10 +26,11 @@ Deno.test(
   async () => {
     await withMock(async (evil) => {
       // The project's server relays a user code it got from a real provider's device endpoint.
-      answerDeviceWith(evil, {
+      reshapeAnswer(evil, "/device_authorization", (body) => ({
+        ...body,
         verification_uri: "https://github.com/login/device",
         verification_uri_complete: undefined,
-      });
+      }));
       const result = await run(["login", "--flow", "device", "--no-browser"], {
         cwd: REPO,
         files: { ".env": { OAUTH_ISSUER: evil.issuer, OAUTH_CLIENT_ID: PUBLIC_CLIENT.id } },
@@ -73,7 +59,7 @@ Deno.test(
   async () => {
     await withMock(async (mock) => {
       const other = "https://login.evil.example/device?user_code=WDJB-MJHT";
-      answerDeviceWith(mock, { verification_uri_complete: other });
+      reshapeAnswer(mock, "/device_authorization", (body) => ({ ...body, verification_uri_complete: other }));
       const result = await run(flags(mock, "--flow", "device", "--no-browser"), {
         sleep: () => Promise.resolve(),
         stderrIsTerminal: true,
@@ -158,30 +144,6 @@ Deno.test(
 
 // ── PAR ──────────────────────────────────────────────────────────────────────────────────────
 
-/** Lines typed on stdin, fed by the case. */
-function keyboard() {
-  const queue: string[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  return {
-    type(line: string) {
-      queue.push(line);
-      wake?.();
-    },
-    end() {
-      ended = true;
-      wake?.();
-    },
-    lines: (async function* () {
-      for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
-        if (ended) return;
-        await new Promise<void>((resolve) => wake = resolve);
-      }
-    })(),
-  };
-}
-
 /** Over SSH with a forwarded browser: the browser flow with paste-back offered. */
 const OVER_SSH = { SSH_CONNECTION: "10.0.0.1 50000 10.0.0.2 22", BROWSER: "firefox" };
 
@@ -235,17 +197,7 @@ Deno.test(
 
 Deno.test("PAR: an absurd expires_in in the pushed answer is not shown as 'Infinity seconds'", async () => {
   await withMock(async (mock) => {
-    mock.intercept = async (record, _url, request) => {
-      if (!record.path.endsWith("/par")) return undefined;
-      mock.intercept = undefined;
-      const replay = new Request(request.url, {
-        method: "POST",
-        headers: request.headers,
-        body: new URLSearchParams(record.form),
-      });
-      const body = await (await mock.handler(replay)).json();
-      return json({ ...body, expires_in: 1e308 }, 201);
-    };
+    reshapeAnswer(mock, "/par", (body) => ({ ...body, expires_in: 1e308 }), { status: 201 });
     const keys = keyboard();
     const result = await run(flags(mock, "--timeout", "1"), {
       lines: keys.lines,

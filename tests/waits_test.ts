@@ -10,7 +10,17 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./asser
 import { EXIT, realDeps, testing } from "../login.ts";
 const { closest, wrap } = testing;
 import { CONFIDENTIAL_CLIENT, PUBLIC_CLIENT, type ServedMock } from "./mock_issuer.ts";
-import { assertNoLeaks, cleanUp, grantOnlyOnce, run, scriptedBrowser, secretsOf, withMock } from "./_harness.ts";
+import {
+  assertNoLeaks,
+  cleanUp,
+  fakeClock,
+  grantOnlyOnce,
+  keyboard,
+  run,
+  scriptedBrowser,
+  secretsOf,
+  withMock,
+} from "./_harness.ts";
 
 function flags(mock: ServedMock, ...extra: string[]): string[] {
   return ["--issuer", mock.issuer, "--client-id", PUBLIC_CLIENT.id, ...extra];
@@ -18,42 +28,6 @@ function flags(mock: ServedMock, ...extra: string[]): string[] {
 
 /** A timer that never waits: each wait's clock runs out at once, so a 5-minute timeout takes no time. */
 const instantTimer = () => Promise.resolve();
-
-/** A clock the tool's pauses move instead of sleeping. */
-function fakeClock(start = Date.UTC(2026, 0, 1)) {
-  let now = start;
-  return {
-    now: () => now,
-    sleep: (ms: number) => {
-      now += ms;
-      return Promise.resolve();
-    },
-  };
-}
-
-/** Lines typed at the terminal, pushed by the case; the iterable ends when `end` is called. */
-function keyboard() {
-  const queue: string[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  return {
-    type(line: string) {
-      queue.push(line);
-      wake?.();
-    },
-    end() {
-      ended = true;
-      wake?.();
-    },
-    lines: (async function* () {
-      for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
-        if (ended) return;
-        await new Promise<void>((resolve) => wake = resolve);
-      }
-    })(),
-  };
-}
 
 // ── 1. A rejected authorization request ends the login at once ──────────────────────────────────
 
@@ -322,7 +296,7 @@ Deno.test("Ctrl-C during the browser wait ends it at once with 130", async () =>
 Deno.test("--timeout ends a device flow (min(--timeout, expires_in)), exit 5", async () => {
   await withMock(async (mock) => {
     mock.device.pending = 1000;
-    const clock = fakeClock();
+    const clock = fakeClock(Date.UTC(2026, 0, 1));
     const result = await run(flags(mock, "--flow", "device", "--timeout", "12"), clock);
     assertEquals(result.code, EXIT.timedOut, result.stderr);
     assertStringIncludes(result.stderr, "Waiting for you to approve, for up to 12 seconds (Ctrl-C cancels)\n");
@@ -336,7 +310,7 @@ Deno.test("the device flow's countdown on a terminal, and its static line with N
   await t.step("terminal", async () => {
     await withMock(async (mock) => {
       mock.device.pending = 1;
-      const clock = fakeClock();
+      const clock = fakeClock(Date.UTC(2026, 0, 1));
       const result = await run(flags(mock, "--flow", "device"), { ...clock, animate: true });
       assertEquals(result.code, EXIT.ok, result.stderr);
       assertStringIncludes(result.stderr, "\r\x1b[2KWaiting for you to approve: 10:00 left (Ctrl-C cancels)");
@@ -346,7 +320,7 @@ Deno.test("the device flow's countdown on a terminal, and its static line with N
   });
   await t.step("NO_COLOR (animate is off)", async () => {
     await withMock(async (mock) => {
-      const clock = fakeClock();
+      const clock = fakeClock(Date.UTC(2026, 0, 1));
       const result = await run(flags(mock, "--flow", "device"), { ...clock, animate: false, env: { NO_COLOR: "1" } });
       assertEquals(result.code, EXIT.ok, result.stderr);
       assertStringIncludes(result.stderr, "Waiting for you to approve, for up to 10 minutes (Ctrl-C cancels)\n");
@@ -671,7 +645,7 @@ Deno.test("a default login at a strict OpenID server that drops offline_access p
 
 Deno.test("the device flow's prose wraps to the terminal, with its addresses whole on their own lines", async () => {
   await withMock(async (mock) => {
-    const result = await run(flags(mock, "--flow", "device"), { ...fakeClock(), columns: 50 });
+    const result = await run(flags(mock, "--flow", "device"), { ...fakeClock(Date.UTC(2026, 0, 1)), columns: 50 });
     assertEquals(result.code, EXIT.ok, result.stderr);
     const lines = result.stderr.trimEnd().split("\n");
     for (const line of lines) {
