@@ -5,6 +5,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { optionalTest } from "./_optional.ts";
 
 const path = (relative: string) => fileURLToPath(new URL(relative, import.meta.url));
 const PROVIDER = path("./interop/provider.mjs");
@@ -91,4 +92,32 @@ export async function withRunning<P extends { log(): string; close(): Promise<vo
     await provider?.close();
     await Deno.remove(work, { recursive: true });
   }
+}
+
+/** Why oidc-provider cannot run here (no Node, or the suite not prepared), or undefined when it can. */
+function providerUnavailable(): string | undefined {
+  try {
+    if (!new Deno.Command("node", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success) {
+      return "node does not run";
+    }
+  } catch {
+    return "node is not on PATH";
+  }
+  try {
+    Deno.statSync(path("./interop/node_modules/oidc-provider/package.json"));
+  } catch {
+    return "tests/interop/node_modules is missing: run tests/interop/prepare.sh";
+  }
+  return undefined;
+}
+
+/**
+ * The test function of a suite against oidc-provider (`file` names it): where the provider cannot run,
+ * each test is skipped with the reason on a developer machine (said once) and fails in CI, which
+ * prepares the suite (`optionalTest`).
+ */
+export function interopSuite(file: string): (name: string, fn: () => Promise<void>) => void {
+  const skip = providerUnavailable();
+  if (skip) console.log(`${file}: every test is skipped: ${skip}`);
+  return (name, fn) => Deno.test(optionalTest({ name, fn }, skip));
 }

@@ -6,8 +6,7 @@
  *
  * Needs tests/interop/prepare.sh (npm ci); without it every test skips with a printed reason.
  */
-import { optionalTest } from "./_optional.ts";
-import { type Running, startProvider, withRunning } from "./_interop.ts";
+import { interopSuite, type Running, startProvider, withRunning } from "./_interop.ts";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 
@@ -18,28 +17,7 @@ const BROWSER = path("./interop/browser.mjs");
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
 const TOOL_MS = 30_000;
 
-function available(): string | undefined {
-  try {
-    if (!new Deno.Command("node", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success) {
-      return "node does not run";
-    }
-  } catch {
-    return "node is not on PATH";
-  }
-  try {
-    Deno.statSync(path("./interop/node_modules/oidc-provider/package.json"));
-  } catch {
-    return "tests/interop/node_modules is missing: run tests/interop/prepare.sh";
-  }
-  return undefined;
-}
-const SKIP = available();
-if (SKIP) console.log(`interop_dpop_test.ts: every test is skipped: ${SKIP}`);
-
-function interop(name: string, fn: () => Promise<void>): void {
-  // Skipped with the reason on a developer machine; in CI (which prepares the suite) a failure instead.
-  Deno.test(optionalTest({ name, fn }, SKIP));
-}
+const interop = interopSuite("interop_dpop_test.ts");
 
 // ── The provider ────────────────────────────────────────────────────────────────────────────────
 

@@ -9,8 +9,7 @@
  *
  * Needs tests/interop/prepare.sh (npm ci); without it every test skips with a printed reason.
  */
-import { optionalTest } from "./_optional.ts";
-import { type Running, startProvider, withRunning } from "./_interop.ts";
+import { interopSuite, type Running, startProvider, withRunning } from "./_interop.ts";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 
@@ -21,28 +20,7 @@ const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-writ
 const TOOL_MS = 30_000;
 const EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-function available(): string | undefined {
-  try {
-    if (!new Deno.Command("node", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success) {
-      return "node does not run";
-    }
-  } catch {
-    return "node is not on PATH";
-  }
-  try {
-    Deno.statSync(path("./interop/node_modules/oidc-provider/package.json"));
-  } catch {
-    return "tests/interop/node_modules is missing: run tests/interop/prepare.sh";
-  }
-  return undefined;
-}
-const SKIP = available();
-if (SKIP) console.log(`interop_machine_test.ts: every test is skipped: ${SKIP}`);
-
-function interop(name: string, fn: () => Promise<void>): void {
-  // Skipped with the reason on a developer machine; in CI (which prepares the suite) a failure instead.
-  Deno.test(optionalTest({ name, fn }, SKIP));
-}
+const interop = interopSuite("interop_machine_test.ts");
 
 // ── The provider, and the CI it trusts ──────────────────────────────────────────────────────────
 

@@ -8,8 +8,7 @@
  *
  * Needs tests/interop/prepare.sh (npm ci); without it every test skips with a printed reason (in CI, fails).
  */
-import { optionalTest } from "./_optional.ts";
-import { type Running, startProvider, withRunning } from "./_interop.ts";
+import { interopSuite, type Running, startProvider, withRunning } from "./_interop.ts";
 import { type ResourceServer, serveResourceServer, type TokenInfo } from "./_resource_server.ts";
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertStringIncludes } from "./assert.ts";
@@ -21,27 +20,7 @@ const BROWSER = path("./interop/browser.mjs");
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run"];
 const TOOL_MS = 30_000;
 
-function available(): string | undefined {
-  try {
-    if (!new Deno.Command("node", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success) {
-      return "node does not run";
-    }
-  } catch {
-    return "node is not on PATH";
-  }
-  try {
-    Deno.statSync(path("./interop/node_modules/oidc-provider/package.json"));
-  } catch {
-    return "tests/interop/node_modules is missing: run tests/interop/prepare.sh";
-  }
-  return undefined;
-}
-const SKIP = available();
-if (SKIP) console.log(`interop_resource_test.ts: every test is skipped: ${SKIP}`);
-
-function interop(name: string, fn: () => Promise<void>): void {
-  Deno.test(optionalTest({ name, fn }, SKIP));
-}
+const interop = interopSuite("interop_resource_test.ts");
 
 // ── The provider and the API ────────────────────────────────────────────────────────────────────
 
