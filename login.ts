@@ -1580,10 +1580,9 @@ const resolveEndpoints = (function resolveEndpoints(
   const owned = !preset || home === undefined || presetServes(preset, parseIssuer(home).issuer, options.presetBase);
   for (const [key] of MANUAL_ENDPOINTS) {
     const fromPreset = preset?.endpoints?.[key];
-    if (endpoints[key] !== undefined || fromPreset === undefined) continue;
-    if (fromPreset.startsWith("/")) {
-      endpoints[key] = new URL(fromPreset, parseIssuer(issuerText ?? "https://invalid").issuer).href;
-    } else if (owned) endpoints[key] = rebase(fromPreset, options.presetBase);
+    if (endpoints[key] === undefined && fromPreset !== undefined && (fromPreset.startsWith("/") || owned)) {
+      endpoints[key] = presetEndpoint(preset, key, issuerText, options.presetBase);
+    }
   }
   if (preset && !issuerText && !endpoints.tokenEndpoint && preset.issuerExample) {
     throw new LoginError("config", `The ${provider} preset needs the issuer of your ${provider} account`, {
@@ -2192,10 +2191,8 @@ function checkProjectEndpoints(
   const issuer = issuerText ? parseIssuer(issuerText).issuer : undefined;
   // The preset's own absolute endpoints too, where the .env's left them out (`presetServes`): a .env naming a
   // preset and endpoints of its own elsewhere is refused, not quietly made a login without the preset's.
-  const ownOrPreset = (key: EndpointKey) => {
-    const fromPreset = options.preset?.endpoints?.[key];
-    return endpoints[key] ?? (fromPreset?.startsWith("https:") ? rebase(fromPreset, options.presetBase) : undefined);
-  };
+  const ownOrPreset = (key: EndpointKey) =>
+    endpoints[key] ?? presetEndpoint(options.preset, key, issuerText, options.presetBase);
   const urls: [string, string, string][] = MANUAL_ENDPOINTS.flatMap(([key, flag]) =>
     ownOrPreset(key) ? [[key, named(key, flag.replaceAll("-", " ")), ownOrPreset(key)!]] : []
   );
@@ -2779,7 +2776,9 @@ function trustedFileProblem(
  * What `trustedFileProblem` judges a path by: the file (a link's target) and the folders of the link
  * and of its target. Throws what `Deno.lstat` and `Deno.stat` throw (NotFound).
  */
-async function trustFacts(path: string): Promise<{ real: string; file: FileFacts; folders: [string, FileFacts][] }> {
+async function trustFacts(
+  path: string,
+): Promise<{ real: string; file: Deno.FileInfo; folders: [string, FileFacts][] }> {
   const link = await Deno.lstat(path);
   const real = link.isSymlink ? await Deno.realPath(path) : path;
   const folders: [string, FileFacts][] = [];
@@ -3201,6 +3200,23 @@ function rebase(url: string, base: string | undefined): string {
   if (!base) return url;
   const parsed = new URL(url);
   return `${base}${parsed.pathname === "/" ? "" : parsed.pathname}${parsed.search}`;
+}
+
+/**
+ * A preset's endpoint `key` as a URL: a path on the issuer (Okta's, Keycloak's), or the provider's own
+ * URL as `rebase` moves it for tests; undefined when the preset has none. Pure.
+ */
+function presetEndpoint(
+  preset: Preset | undefined,
+  key: EndpointKey,
+  issuerText: string | undefined,
+  presetBase?: string,
+): string | undefined {
+  const url = preset?.endpoints?.[key];
+  if (url === undefined) return undefined;
+  return url.startsWith("/")
+    ? new URL(url, parseIssuer(issuerText ?? "https://invalid").issuer).href
+    : rebase(url, presetBase);
 }
 
 /** The origins of a preset's own hosts (`Preset.hosts`), as `rebase` moves them for tests. Pure. */
@@ -7051,8 +7067,7 @@ async function readTokenFile(path: string, missing: () => LoginError): Promise<s
     // Without the uid (no sys permission) only the modes are checked: /tmp's owner is not the user.
     const problem = trustedFileProblem("token file", path, facts, userId(), "keep the token in a file of your own");
     if (problem) throw problem;
-    const size = (await Deno.stat(facts.real)).size;
-    if (size > MAX_SOURCE_BYTES) {
+    if (facts.file.size > MAX_SOURCE_BYTES) {
       throw new LoginError("config", `The token file "${sanitize(path)}" is larger than ${byteSize(MAX_SOURCE_BYTES)}`);
     }
     return await Deno.readTextFile(facts.real);
