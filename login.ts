@@ -2068,18 +2068,6 @@ const decideTrust = (function decideTrust(
   return { decidedBy: ".env", by: chosen.map(variable), ignored: [], withheld, kept };
 }).bind(undefined);
 
-/**
- * The first of the person's own flags and environment variables that names where credentials go
- * (`--issuer`, `OAUTH_PROVIDER in the environment`), or undefined when none does. Pure.
- */
-function ownDestination(flags: FlagValues, env: (name: string) => string | undefined): string | undefined {
-  for (const key of DESTINATION_KEYS) {
-    if (flags[flagOf(key)]) return `--${flagOf(key)}`;
-    if (env(ENV_VARS[key])) return `${ENV_VARS[key]} in the environment`;
-  }
-  return undefined;
-}
-
 /** Whether two values of a setting say the same: equal, or the same URL (`https://a` and `https://a/`). */
 function sameSetting(a: string | undefined, b: string | undefined): boolean {
   if (a === undefined || b === undefined) return false;
@@ -2880,7 +2868,9 @@ const selectProfile = (async function selectProfile(
   const saving = flags["save-profile"];
   let chosen = namedProfile(flags, deps.env, dotenv);
   // A project file may choose the profile only where it could choose the server itself (SECURITY.md 13).
-  const own = chosen?.by === `${ENV_VARS.profile} in .env` ? ownDestination(flags, deps.env) : undefined;
+  const own = chosen?.by === `${ENV_VARS.profile} in .env`
+    ? decideTrust(flags, deps.env, {}, undefined).by[0]
+    : undefined;
   if (own) {
     deps.stderr(
       `warning: Ignoring ${ENV_VARS.profile} in .env: a project file cannot choose the profile when ${own} names the server\n`,

@@ -542,7 +542,7 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "a .env's OAUTH_PROFILE mixed into the environment's server",
-    edits: [[/const own = chosen\?\.by === `\$\{ENV_VARS\.profile\} in \.env` \? /, "const own = false ? "]],
+    edits: [[/const own = chosen\?\.by === `\$\{ENV_VARS\.profile\} in \.env`\s*\? /, "const own = false ? "]],
     tests: [PROFILES],
   },
   {
